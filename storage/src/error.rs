@@ -1,0 +1,30 @@
+//! The storage crate's error type.
+
+/// Everything that can go wrong reading or writing a node's sled directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled itself failed (I/O error, corruption detected by sled, ...).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record is shorter than its header.
+    #[error("record truncated: {len} bytes")]
+    Truncated { len: usize },
+    /// A record was written by a format version this build does not read.
+    #[error("unsupported record version {version}")]
+    Version { version: u8 },
+    /// A record's payload does not match its checksum.
+    #[error("record checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    /// A record's payload is not a valid encoding of the expected type.
+    #[error("record decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// A value could not be encoded.
+    #[error("record encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The group-commit flusher has stopped (the store is shutting down).
+    #[error("flusher stopped")]
+    FlusherStopped,
+    /// A key in a log tree is not a big-endian u64 index.
+    #[error("malformed log key of {len} bytes")]
+    LogKey { len: usize },
+}

@@ -1,0 +1,34 @@
+//! Storage for a ChatSDK node: one sled directory per node, holding every Raft group's log and
+//! state machine.
+//!
+//! This crate owns the on-disk layout and the encoding of everything written there. It knows
+//! nothing about sockets, actors or HTTP; the cluster layer builds Raft groups on top of it and the
+//! upper layers read their state through [`GroupReader`].
+//!
+//! Module map:
+//! - [`record`]: the framing of every stored value (version byte + CRC32 + bincode 2 payload), so
+//!   a corrupted record is refused with an error instead of being served or panicked on.
+//! - [`store`]: the sled database of a node, tree names per group, and the group-commit flusher
+//!   that makes log appends durable with one `flush` per batch of concurrent appends.
+//! - [`log_store`]: openraft's `RaftLogStorage` for one group.
+//! - [`state_machine`]: openraft's `RaftStateMachine` for one group, which applies opaque commands
+//!   through an [`Applier`] supplied by the layer above and builds/installs snapshots.
+//! - [`kv`]: the key-value view an [`Applier`] writes through ([`KvBatch`]) and readers read
+//!   through ([`GroupReader`]).
+//! - [`types`]: the openraft type configuration shared by every group.
+
+pub mod kv;
+pub mod log_store;
+pub mod record;
+pub mod state_machine;
+pub mod store;
+pub mod types;
+
+mod error;
+
+pub use error::StoreError;
+pub use kv::{GroupReader, KvBatch};
+pub use log_store::LogStore;
+pub use state_machine::{Applier, ApplyContext, StateMachineStore};
+pub use store::{Store, StoreConfig};
+pub use types::{Command, GroupId, NodeId, Reply, TypeConfig};

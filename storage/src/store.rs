@@ -1,0 +1,252 @@
+//! A node's sled database, the tree layout of its Raft groups, and group commit.
+//!
+//! Layout: one sled directory per node. Group `g` owns four trees, `g{g}.log` (entries keyed by
+//! big-endian index), `g{g}.logmeta` (vote, committed, last purged), `g{g}.sm` (applied state,
+//! membership and the application's keys) and `g{g}.snap` (the current snapshot). Other trees
+//! (node identity, ...) are named by the cluster layer through [`Store::tree`].
+//!
+//! Durability: sled only promises durability after `flush`. A log append is acknowledged to
+//! openraft only once a flush that started after the append's write has completed. All groups
+//! hand their flush requests to one flusher thread, which drains every request queued while the
+//! previous flush ran and covers them with a single `flush` (group commit).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{GroupId, StoreError};
+
+/// Capacity of the flusher's request queue. Appenders wait (asynchronously) when it is full,
+/// which bounds memory and applies back-pressure to Raft's log I/O.
+const FLUSH_QUEUE: usize = 4096;
+
+/// A completion to run once the data written before it is durable.
+pub(crate) type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send + 'static>;
+
+/// Settings of a node's store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The node's data directory.
+    pub path: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+}
+
+impl StoreConfig {
+    /// Defaults for a data directory: a 64 MiB page cache.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            cache_capacity: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of the group-commit flusher, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    /// Flushes performed.
+    pub flushes: AtomicU64,
+    /// Flush requests served (appends, votes, snapshot writes).
+    pub requests: AtomicU64,
+}
+
+/// A node's open sled database. Cheap to clone; the directory is released (and its lock freed)
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    flush_tx: Option<mpsc::Sender<FlushCallback>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<FlushStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the flusher after its last flush; joining it releases its
+        // handle on the database, so the directory can be reopened as soon as we return.
+        self.flush_tx.take();
+        if let Some(thread) = self.flusher.take() {
+            if thread.join().is_err() {
+                tracing::error!("sled flusher thread panicked");
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the data directory and starts the flusher thread.
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity)
+            // Our acknowledgements never rely on background flushes; keep them infrequent.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE);
+        let stats = Arc::new(FlushStats::default());
+        let thread_db = db.clone();
+        let thread_stats = stats.clone();
+        let flusher = std::thread::Builder::new()
+            .name("sled-flusher".into())
+            .spawn(move || run_flusher(thread_db, flush_rx, thread_stats))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                flush_tx: Some(flush_tx),
+                flusher: Some(flusher),
+                stats,
+            }),
+        })
+    }
+
+    /// A named tree outside the per-group layout (identity, settings, ...).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
+    pub(crate) fn group_tree(&self, group: GroupId, kind: &str) -> Result<sled::Tree, StoreError> {
+        self.tree(&group_tree_name(group, kind))
+    }
+
+    /// Ids of the groups that have data in this store.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self
+            .inner
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| {
+                let name = std::str::from_utf8(name).ok()?;
+                let rest = name.strip_prefix('g')?;
+                let (id, kind) = rest.split_once('.')?;
+                (kind == "log").then(|| id.parse().ok()).flatten()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Deletes every tree of a group (after the group moved away from this node).
+    pub fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
+        for kind in GROUP_TREES {
+            self.inner.db.drop_tree(group_tree_name(group, kind))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written before this call is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_then(Box::new(move |res| {
+            let _ignored_if_caller_gone = tx.send(res);
+        }))
+        .await?;
+        match rx.await {
+            Ok(res) => res.map_err(|e| StoreError::Sled(sled::Error::Io(e))),
+            Err(_) => Err(StoreError::FlusherStopped),
+        }
+    }
+
+    /// Queues `done` to run after the next flush that starts after this call.
+    pub(crate) async fn flush_then(&self, done: FlushCallback) -> Result<(), StoreError> {
+        let tx = self
+            .inner
+            .flush_tx
+            .as_ref()
+            .ok_or(StoreError::FlusherStopped)?;
+        tx.send(done).await.map_err(|_| StoreError::FlusherStopped)
+    }
+
+    /// Group-commit counters.
+    pub fn flush_stats(&self) -> &FlushStats {
+        &self.inner.stats
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+const GROUP_TREES: [&str; 4] = ["log", "logmeta", "sm", "snap"];
+
+fn group_tree_name(group: GroupId, kind: &str) -> String {
+    format!("g{group}.{kind}")
+}
+
+/// The flusher thread: one `flush` covers every request that queued up while the last one ran.
+fn run_flusher(db: sled::Db, mut rx: mpsc::Receiver<FlushCallback>, stats: Arc<FlushStats>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = db.flush().map(|_| ());
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "sled flush failed");
+        }
+        for done in batch {
+            done(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| io::Error::other(e.to_string())),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_flushes_share_one_sled_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let tree = store.tree("t").unwrap();
+        let mut waits = Vec::new();
+        for i in 0u32..200 {
+            tree.insert(i.to_be_bytes(), &[0u8; 64][..]).unwrap();
+            let s = store.clone();
+            waits.push(tokio::spawn(async move { s.flush().await }));
+        }
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        let flushes = store.flush_stats().flushes.load(Ordering::Relaxed);
+        let requests = store.flush_stats().requests.load(Ordering::Relaxed);
+        assert_eq!(requests, 200);
+        // Appends queued while a flush runs share the next one: at least one flush served several.
+        assert!(
+            flushes < requests,
+            "{flushes} flushes for {requests} requests"
+        );
+    }
+
+    #[test]
+    fn groups_are_listed_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        for g in [3, 0, 12] {
+            store.group_tree(g, "log").unwrap();
+        }
+        store.tree("identity").unwrap();
+        assert_eq!(store.groups(), vec![0, 3, 12]);
+        store.drop_group(3).unwrap();
+        assert_eq!(store.groups(), vec![0, 12]);
+    }
+}

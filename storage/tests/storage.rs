@@ -1,0 +1,180 @@
+//! Storage tests: openraft's conformance suite on our sled stores, plus what the suite does not
+//! cover (normal entries through an applier, restart, snapshots between stores, corruption).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use chatsdk_storage::types::{Entry, LogId};
+use chatsdk_storage::{
+    Applier, ApplyContext, Command, KvBatch, LogStore, StateMachineStore, Store, StoreConfig,
+    StoreError, TypeConfig,
+};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageError};
+
+/// Test applier: `put k v` as "k=v" stores v under k and replies with the previous value.
+struct PutApplier;
+
+impl Applier for PutApplier {
+    fn apply(
+        &self,
+        _ctx: &ApplyContext,
+        kv: &mut KvBatch<'_>,
+        command: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let text = std::str::from_utf8(command).unwrap_or_default();
+        let (k, v) = text.split_once('=').unwrap_or((text, ""));
+        let previous = kv.get(k.as_bytes())?.unwrap_or_default();
+        kv.put(k.as_bytes(), v.as_bytes());
+        Ok(previous)
+    }
+}
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&StoreConfig::new(dir.path())).expect("open store");
+        let log = LogStore::open(&store, 1).expect("log store");
+        let sm = StateMachineStore::open(&store, 1, Arc::new(PutApplier)).expect("sm store");
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_conformance_suite() {
+    Suite::test_all(SledBuilder).expect("openraft storage suite");
+}
+
+fn normal(term: u64, index: u64, cmd: &str) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Command(cmd.as_bytes().to_vec())),
+    }
+}
+
+fn open(dir: &std::path::Path, group: u32) -> (Store, LogStore, StateMachineStore) {
+    let store = Store::open(&StoreConfig::new(dir)).unwrap();
+    let log = LogStore::open(&store, group).unwrap();
+    let sm = StateMachineStore::open(&store, group, Arc::new(PutApplier)).unwrap();
+    (store, log, sm)
+}
+
+#[tokio::test]
+async fn applied_commands_and_log_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_store, mut log, mut sm) = open(dir.path(), 7);
+        let entries: Vec<Entry> = (1..=3)
+            .map(|i| normal(1, i, &format!("k{i}=v{i}")))
+            .collect();
+        log.blocking_append(entries.clone()).await.unwrap();
+        let replies = sm.apply(entries).await.unwrap();
+        assert_eq!(replies.len(), 3);
+        let replies = sm.apply([normal(1, 4, "k1=again")]).await.unwrap();
+        assert_eq!(replies[0].0, b"v1");
+    }
+    let (_store, mut log, mut sm) = open(dir.path(), 7);
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(4));
+    assert_eq!(sm.reader().get(b"k1").unwrap(), Some(b"again".to_vec()));
+    assert_eq!(sm.reader().get(b"k3").unwrap(), Some(b"v3".to_vec()));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+    assert_eq!(log.try_get_log_entries(1..=3).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn groups_do_not_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    let mut a = StateMachineStore::open(&store, 1, Arc::new(PutApplier)).unwrap();
+    let b = StateMachineStore::open(&store, 2, Arc::new(PutApplier)).unwrap();
+    a.apply([normal(1, 1, "x=1")]).await.unwrap();
+    assert_eq!(a.reader().get(b"x").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(b.reader().get(b"x").unwrap(), None);
+}
+
+#[tokio::test]
+async fn snapshot_moves_state_to_another_node() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let (_s1, _l1, mut src) = open(src_dir.path(), 3);
+    let (_s2, _l2, mut dst) = open(dst_dir.path(), 3);
+    src.apply((1..=50).map(|i| normal(2, i, &format!("key{i:03}=value{i}"))))
+        .await
+        .unwrap();
+    // Stale keys on the receiver must be gone after the install.
+    dst.apply([normal(1, 1, "stale=yes")]).await.unwrap();
+
+    let mut builder = src.get_snapshot_builder().await;
+    // The source keeps applying while the snapshot is encoded; the snapshot stays at index 50.
+    src.apply([normal(2, 51, "late=1")]).await.unwrap();
+    let snapshot = builder.build_snapshot().await.unwrap();
+    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(50));
+
+    dst.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let (applied, _) = dst.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(50));
+    let reader = dst.reader();
+    assert_eq!(reader.scan_prefix(b"key").unwrap().len(), 50);
+    assert_eq!(reader.get(b"stale").unwrap(), None);
+    assert_eq!(reader.get(b"late").unwrap(), None);
+    let current = dst.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(50));
+}
+
+#[tokio::test]
+async fn corrupted_snapshot_is_refused() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let (_s1, _l1, mut src) = open(src_dir.path(), 3);
+    let (_s2, _l2, mut dst) = open(dst_dir.path(), 3);
+    src.apply([normal(1, 1, "a=1")]).await.unwrap();
+    let snapshot = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = snapshot.snapshot.into_inner();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let res = dst
+        .install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes)))
+        .await;
+    assert!(res.is_err(), "a corrupted snapshot was installed");
+    let (applied, _) = dst.applied_state().await.unwrap();
+    assert_eq!(applied, None);
+}
+
+#[tokio::test]
+async fn corrupted_log_record_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_store, mut log, _sm) = open(dir.path(), 5);
+        log.blocking_append([normal(1, 1, "a=1"), normal(1, 2, "b=2")])
+            .await
+            .unwrap();
+    }
+    {
+        // Flip a byte of entry 2 behind the store's back.
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("g5.log").unwrap();
+        let mut raw = tree.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x01;
+        tree.insert(2u64.to_be_bytes(), raw).unwrap();
+        db.flush().unwrap();
+    }
+    let (_store, mut log, _sm) = open(dir.path(), 5);
+    assert_eq!(log.try_get_log_entries(1..2).await.unwrap().len(), 1);
+    assert!(log.try_get_log_entries(1..=2).await.is_err());
+    assert!(log.get_log_state().await.is_err());
+}
