@@ -12,6 +12,9 @@ use std::ops::Bound;
 use crate::record;
 use crate::StoreError;
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Prefix of application keys in a group's `sm` tree.
 pub(crate) const DATA_PREFIX: u8 = b'd';
 
@@ -55,7 +58,7 @@ impl<'a> KvBatch<'a> {
     }
 
     /// Every live key with `prefix`, in key order, merged with this batch's writes.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = scan(self.tree, prefix)?.into_iter().collect();
         let upper = prefix_upper_bound(prefix);
         let range = (
@@ -104,7 +107,7 @@ impl GroupReader {
     }
 
     /// Every key with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         scan(&self.tree, prefix)
     }
 }
@@ -116,7 +119,7 @@ fn read_value(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreErr
     }
 }
 
-fn scan(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+fn scan(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
     tree.scan_prefix(data_key(prefix))
         .map(|item| {
             let (k, v) = item?;

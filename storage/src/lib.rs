@@ -27,7 +27,7 @@ pub mod types;
 mod error;
 
 pub use error::StoreError;
-pub use kv::{GroupReader, KvBatch};
+pub use kv::{GroupReader, KeyValue, KvBatch};
 pub use log_store::LogStore;
 pub use state_machine::{Applier, ApplyContext, StateMachineStore};
 pub use store::{Store, StoreConfig};

@@ -101,13 +101,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        self.log
-            .range(range_keys(&range))
-            .map(|item| {
-                let (_, raw) = item.map_err(|e| read_err(e.into()))?;
-                record::decode::<Entry>(&raw).map_err(read_err)
-            })
-            .collect()
+        let mut entries = Vec::new();
+        for item in self.log.range(range_keys(&range)) {
+            let (_, raw) = item.map_err(|e| read_err(e.into()))?;
+            entries.push(record::decode::<Entry>(&raw).map_err(read_err)?);
+        }
+        Ok(entries)
     }
 }
 

@@ -15,7 +15,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, BasicNode, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{GroupReader, KvBatch, DATA_PREFIX};
+use crate::kv::{GroupReader, KeyValue, KvBatch, DATA_PREFIX};
 use crate::record;
 use crate::store::Store;
 use crate::types::{Entry, LogId, RaftStorageError, StoredMembership};
@@ -70,7 +70,7 @@ struct StoredSnapshot {
 /// What a snapshot carries: the application's keys and their raw (framed) values.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    entries: Vec<KeyValue>,
 }
 
 /// The state machine of one group.
@@ -123,7 +123,7 @@ impl StateMachineStore {
         Ok(())
     }
 
-    fn copy_data(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn copy_data(&self) -> Result<Vec<KeyValue>, StoreError> {
         self.tree
             .scan_prefix([DATA_PREFIX])
             .map(|item| {
@@ -275,7 +275,7 @@ pub struct SnapshotBuilder {
     snap: sled::Tree,
     applied: Option<LogId>,
     membership: StoredMembership,
-    data: Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>,
+    data: Result<Vec<KeyValue>, StoreError>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {

@@ -1,0 +1,300 @@
+//! Serving requests from other nodes (and from this node's own routing, which calls the same
+//! functions when the target is local): Raft RPCs, forwarded proposals and reads, the
+//! reconfiguration steps of placement, upper-layer requests, and joins.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatsdk_storage::{GroupId, NodeId, TypeConfig};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft};
+
+use crate::codec;
+use crate::join::{self, JoinRequest, JoinResponse};
+use crate::meta::{MetaCommand, MetaReply, NodeState};
+use crate::node::{ClusterNode, NodeInner};
+use crate::tls::ClusterCa;
+use crate::wire::{PeerRequest, PeerResponse, Refusal};
+
+/// Decodes, serves and encodes one request.
+pub(crate) async fn handle_raw(node: &Arc<NodeInner>, from: NodeId, body: &[u8]) -> Vec<u8> {
+    let response = match codec::decode::<PeerRequest>(body) {
+        Ok(request) => handle(node, from, request).await,
+        Err(e) => PeerResponse::Done(Err(Refusal::Failed {
+            reason: format!("undecodable request: {e}"),
+        })),
+    };
+    codec::encode(&response).unwrap_or_default()
+}
+
+/// The encoded answer of a node that is not ready to serve.
+pub(crate) fn unavailable() -> Vec<u8> {
+    codec::encode(&PeerResponse::Done(Err(Refusal::Unavailable {
+        reason: "node starting or stopping".into(),
+    })))
+    .unwrap_or_default()
+}
+
+fn raft_of(node: &NodeInner, group: GroupId) -> Option<Raft<TypeConfig>> {
+    node.group(group).map(|g| g.raft.clone())
+}
+
+/// Serves one request.
+pub(crate) async fn handle(
+    node: &Arc<NodeInner>,
+    from: NodeId,
+    request: PeerRequest,
+) -> PeerResponse {
+    if node.shutdown.is_cancelled() {
+        return PeerResponse::Done(Err(Refusal::Unavailable {
+            reason: "shutting down".into(),
+        }));
+    }
+    match request {
+        PeerRequest::AppendEntries { group, rpc } => match raft_of(node, group) {
+            Some(raft) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
+            None => PeerResponse::NoSuchGroup,
+        },
+        PeerRequest::Vote { group, rpc } => match raft_of(node, group) {
+            Some(raft) => PeerResponse::Vote(raft.vote(rpc).await),
+            None => PeerResponse::NoSuchGroup,
+        },
+        PeerRequest::InstallSnapshot { group, rpc } => match raft_of(node, group) {
+            Some(raft) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),
+            None => PeerResponse::NoSuchGroup,
+        },
+        PeerRequest::Propose { group, command } => {
+            PeerResponse::Proposed(propose_here(node, group, command).await)
+        }
+        PeerRequest::ReadIndex { group } => {
+            PeerResponse::ReadIndex(read_index_here(node, group).await)
+        }
+        PeerRequest::Reconfigure { group, voters } => {
+            PeerResponse::Done(reconfigure_here(node, group, voters).await)
+        }
+        PeerRequest::TransferLeader { group, to } => {
+            PeerResponse::Done(transfer_here(node, group, to).await)
+        }
+        PeerRequest::Campaign { group, after_ms } => {
+            PeerResponse::Done(campaign_here(node, group, after_ms))
+        }
+        PeerRequest::Upper { topic, body } => {
+            let handler = node.upper.read().ok().and_then(|m| m.get(&topic).cloned());
+            PeerResponse::Upper(match handler {
+                Some(h) => h
+                    .handle(from, body)
+                    .await
+                    .map_err(|reason| Refusal::Failed { reason }),
+                None => Err(Refusal::Failed {
+                    reason: format!("no handler for topic {topic}"),
+                }),
+            })
+        }
+    }
+}
+
+fn write_refusal(e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Refusal {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Refusal::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::Fatal(f) => Refusal::Unavailable {
+            reason: f.to_string(),
+        },
+        other => Refusal::Failed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Proposes on the local replica, which must lead the group.
+pub(crate) async fn propose_here(
+    node: &NodeInner,
+    group: GroupId,
+    command: Vec<u8>,
+) -> Result<Vec<u8>, Refusal> {
+    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    match raft.client_write(chatsdk_storage::Command(command)).await {
+        Ok(response) => Ok(response.data.0),
+        Err(e) => Err(write_refusal(e)),
+    }
+}
+
+/// The index a linearizable read must wait for, from the leader.
+pub(crate) async fn read_index_here(node: &NodeInner, group: GroupId) -> Result<u64, Refusal> {
+    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    match raft.get_read_log_id().await {
+        Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+        Err(RaftError::APIError(e)) => match e {
+            openraft::error::CheckIsLeaderError::ForwardToLeader(f) => Err(Refusal::NotLeader {
+                leader: f.leader_id,
+            }),
+            other => Err(Refusal::Unavailable {
+                reason: other.to_string(),
+            }),
+        },
+        Err(RaftError::Fatal(f)) => Err(Refusal::Unavailable {
+            reason: f.to_string(),
+        }),
+    }
+}
+
+fn check_leader(node: &NodeInner, raft: &Raft<TypeConfig>) -> Result<(), Refusal> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader == Some(node.id) && m.state == openraft::ServerState::Leader {
+        Ok(())
+    } else {
+        Err(Refusal::NotLeader {
+            leader: m.current_leader,
+        })
+    }
+}
+
+/// Makes the group's voters exactly `voters`: new nodes join as learners and catch up first.
+async fn reconfigure_here(
+    node: &NodeInner,
+    group: GroupId,
+    voters: std::collections::BTreeMap<NodeId, openraft::BasicNode>,
+) -> Result<(), Refusal> {
+    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    check_leader(node, &raft)?;
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let current_nodes: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    for (id, info) in &voters {
+        if !current_nodes.contains(id) {
+            raft.add_learner(*id, info.clone(), true)
+                .await
+                .map_err(write_refusal)?;
+        }
+    }
+    let wanted: BTreeSet<NodeId> = voters.keys().copied().collect();
+    let current_voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+    let all_now: BTreeSet<NodeId> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    if current_voters != wanted || all_now != wanted {
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), false)
+            .await
+            .map_err(write_refusal)?;
+    }
+    Ok(())
+}
+
+/// Hands leadership to `to`: stop heartbeats so followers' leader leases lapse, and let `to`
+/// campaign as soon as they have. openraft 0.9 has no leader-transfer message; this gets the
+/// same result for an up-to-date target. Writes during the hand-over keep the lease alive, in
+/// which case the transfer simply does not happen and placement tries again later.
+async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(), Refusal> {
+    if to == node.id {
+        let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+        return check_leader(node, &raft);
+    }
+    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    check_leader(node, &raft)?;
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    raft.runtime_config().heartbeat(false);
+    let campaign = PeerRequest::Campaign {
+        group,
+        after_ms: lease.as_millis() as u64 + raft.config().heartbeat_interval,
+    };
+    let sent = match codec::encode(&campaign) {
+        Ok(body) => node
+            .transport
+            .request(to, body)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let outcome = match sent {
+        Ok(()) => {
+            let waited = raft
+                .wait(Some(lease * 4))
+                .metrics(|m| m.current_leader == Some(to), "leadership handed over")
+                .await;
+            waited.map(|_| ()).map_err(|e| Refusal::Unavailable {
+                reason: format!("transfer to {to} did not complete: {e}"),
+            })
+        }
+        Err(reason) => Err(Refusal::Unavailable { reason }),
+    };
+    raft.runtime_config().heartbeat(true);
+    outcome
+}
+
+fn campaign_here(node: &Arc<NodeInner>, group: GroupId, after_ms: u64) -> Result<(), Refusal> {
+    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    let token = node.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(after_ms)) => {
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(group, error = %e, "campaign failed");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Admits a joining node: checks its secret, allocates its id and issues its certificate.
+pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, String> {
+    let request: JoinRequest = codec::decode(body).map_err(|e| e.to_string())?;
+    let state = node.meta.current();
+    let authority = state
+        .authority
+        .clone()
+        .ok_or_else(|| "cluster not bootstrapped".to_string())?;
+    if request.cluster_id != state.cluster_id
+        || !join::digests_match(
+            &join::secret_digest(&request.secret),
+            &authority.join_secret_sha256,
+        )
+    {
+        return Err("join refused: wrong cluster or secret".into());
+    }
+    if request.addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(format!("join refused: bad address {:?}", request.addr));
+    }
+    let handle = ClusterNode {
+        inner: node.clone(),
+    };
+    let reply = handle
+        .propose_meta(MetaCommand::AddNode {
+            addr: request.addr.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let MetaReply::NodeId(node_id) = reply else {
+        return Err(format!("join refused: {reply:?}"));
+    };
+    let ca = ClusterCa {
+        cert_pem: authority.ca_cert_pem,
+        key_pem: authority.ca_key_pem,
+    };
+    let identity = ca.issue_node_cert(node_id).map_err(|e| e.to_string())?;
+    let peers = node
+        .meta
+        .current()
+        .nodes
+        .values()
+        .filter(|n| n.state != NodeState::Removed)
+        .map(|n| (n.id, n.addr.clone()))
+        .collect();
+    tracing::info!(node_id, addr = %request.addr, "node admitted");
+    codec::encode(&JoinResponse {
+        node_id,
+        cluster_id: state.cluster_id.clone(),
+        ca_cert_pem: identity.ca_cert_pem,
+        cert_pem: identity.cert_pem,
+        key_pem: identity.key_pem,
+        peers,
+    })
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,230 @@
+//! Node identity and the join handshake.
+//!
+//! The first node of a cluster creates a cluster CA and a join secret. A join token carries the
+//! cluster id, the CA's SHA-256 fingerprint and the secret: the joining node authenticates the
+//! node it contacts by the fingerprint (so the secret never reaches an impostor), and that node
+//! admits it by the secret, allocates its node id through the meta group and issues it a
+//! certificate. From then on every node-to-node connection is mutually authenticated under the CA.
+
+use chatsdk_storage::{record, NodeId, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::meta::JoinAuthority;
+use crate::tls::NodeIdentity;
+use crate::ClusterError;
+
+const IDENTITY_TREE: &str = "identity";
+const IDENTITY_KEY: &[u8] = b"node";
+const TOKEN_PREFIX: &str = "chatsdk-join-v1";
+
+/// What a node remembers about itself across restarts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredIdentity {
+    pub(crate) node_id: NodeId,
+    pub(crate) cluster_id: String,
+    pub(crate) ca_cert_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    /// Whether this node created the cluster and has yet to finish bootstrapping it.
+    pub(crate) bootstrap_pending: bool,
+}
+
+impl StoredIdentity {
+    pub(crate) fn tls(&self) -> NodeIdentity {
+        NodeIdentity {
+            node_id: self.node_id,
+            ca_cert_pem: self.ca_cert_pem.clone(),
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
+}
+
+pub(crate) fn load_identity(store: &Store) -> Result<Option<StoredIdentity>, ClusterError> {
+    get_record(store, IDENTITY_KEY)
+}
+
+pub(crate) async fn save_identity(store: &Store, id: &StoredIdentity) -> Result<(), ClusterError> {
+    put_record(store, IDENTITY_KEY, id)?;
+    store.flush().await?;
+    Ok(())
+}
+
+const AUTHORITY_KEY: &[u8] = b"pending-authority";
+const SECRET_KEY: &[u8] = b"join-secret";
+
+fn get_record<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: &[u8],
+) -> Result<Option<T>, ClusterError> {
+    let tree = store.tree(IDENTITY_TREE)?;
+    match tree.get(key).map_err(chatsdk_storage::StoreError::from)? {
+        Some(raw) => Ok(Some(record::decode(&raw)?)),
+        None => Ok(None),
+    }
+}
+
+fn put_record<T: Serialize>(store: &Store, key: &[u8], value: &T) -> Result<(), ClusterError> {
+    store
+        .tree(IDENTITY_TREE)?
+        .insert(key, record::encode(value)?)
+        .map_err(chatsdk_storage::StoreError::from)?;
+    Ok(())
+}
+
+/// The first node keeps the CA it generated here until the meta group holds it.
+pub(crate) fn save_pending_authority(
+    store: &Store,
+    authority: &JoinAuthority,
+) -> Result<(), ClusterError> {
+    put_record(store, AUTHORITY_KEY, authority)
+}
+
+pub(crate) fn load_pending_authority(store: &Store) -> Result<JoinAuthority, ClusterError> {
+    get_record(store, AUTHORITY_KEY)?.ok_or(ClusterError::Join {
+        reason: "bootstrap state lost: no pending cluster authority".into(),
+    })
+}
+
+pub(crate) fn clear_pending_authority(store: &Store) -> Result<(), ClusterError> {
+    store
+        .tree(IDENTITY_TREE)?
+        .remove(AUTHORITY_KEY)
+        .map_err(chatsdk_storage::StoreError::from)?;
+    Ok(())
+}
+
+/// The join secret itself stays on the node that created it; the cluster holds its digest.
+pub(crate) fn save_join_secret(store: &Store, secret: &str) -> Result<(), ClusterError> {
+    put_record(store, SECRET_KEY, &secret.to_string())
+}
+
+pub(crate) fn load_join_secret(store: &Store) -> Result<Option<String>, ClusterError> {
+    get_record(store, SECRET_KEY)
+}
+
+/// A parsed join token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinToken {
+    pub cluster_id: String,
+    pub ca_fingerprint: String,
+    pub secret: String,
+}
+
+impl JoinToken {
+    /// Parses `chatsdk-join-v1.<cluster id>.<ca sha256 hex>.<secret hex>`.
+    pub fn parse(token: &str) -> Result<JoinToken, ClusterError> {
+        let bad = |why: &str| ClusterError::Join {
+            reason: format!("malformed join token: {why}"),
+        };
+        let mut parts = token.trim().split('.');
+        if parts.next() != Some(TOKEN_PREFIX) {
+            return Err(bad("unknown prefix"));
+        }
+        let (Some(cluster_id), Some(fp), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected four dot-separated parts"));
+        };
+        let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex(cluster_id)
+            || fp.len() != 64
+            || !is_hex(fp)
+            || secret.len() < 32
+            || !is_hex(secret)
+        {
+            return Err(bad(
+                "fields must be hex (fingerprint 64 digits, secret at least 32)",
+            ));
+        }
+        Ok(JoinToken {
+            cluster_id: cluster_id.to_string(),
+            ca_fingerprint: fp.to_ascii_lowercase(),
+            secret: secret.to_string(),
+        })
+    }
+
+    /// The token's text form.
+    pub fn render(&self) -> String {
+        format!(
+            "{TOKEN_PREFIX}.{}.{}.{}",
+            self.cluster_id, self.ca_fingerprint, self.secret
+        )
+    }
+}
+
+/// SHA-256 of a join secret, as stored in the meta state.
+pub(crate) fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares two digests without an early exit.
+pub(crate) fn digests_match(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Random lowercase hex of `bytes` random bytes.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(buf)
+}
+
+/// Sent by a joining node on the join ALPN.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct JoinRequest {
+    pub(crate) cluster_id: String,
+    pub(crate) secret: String,
+    /// The joining node's advertised cluster address.
+    pub(crate) addr: String,
+}
+
+/// The answer to a successful join.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct JoinResponse {
+    pub(crate) node_id: NodeId,
+    pub(crate) cluster_id: String,
+    pub(crate) ca_cert_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    /// Current members and their addresses.
+    pub(crate) peers: Vec<(NodeId, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_roundtrip_and_garbage_is_refused() {
+        let t = JoinToken {
+            cluster_id: "ab12".into(),
+            ca_fingerprint: "f".repeat(64),
+            secret: "0".repeat(32),
+        };
+        assert_eq!(JoinToken::parse(&t.render()).unwrap(), t);
+        for bad in [
+            "",
+            "chatsdk-join-v1",
+            "chatsdk-join-v0.ab.ff.00",
+            &format!("chatsdk-join-v1.ab.{}.{}", "f".repeat(63), "0".repeat(32)),
+            &format!("chatsdk-join-v1.ab.{}.{}", "f".repeat(64), "0".repeat(8)),
+            &format!("chatsdk-join-v1.zz.{}.{}", "f".repeat(64), "0".repeat(32)),
+            &format!("{}.extra", t.render()),
+        ] {
+            assert!(JoinToken::parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn digests_compare_exactly() {
+        let d = secret_digest("s3cret");
+        assert!(digests_match(&d, &secret_digest("s3cret")));
+        assert!(!digests_match(&d, &secret_digest("s3cres")));
+        assert!(!digests_match(&d, ""));
+    }
+}

@@ -1,0 +1,681 @@
+//! A running cluster node: its store, transport, Raft groups and background tasks.
+//!
+//! [`ClusterNode::start`] bootstraps a new cluster, joins an existing one or restarts from the
+//! data directory. The node then keeps its local groups in step with the meta state's shard map
+//! (creating replicas it is given, dropping those it lost), keeps the transport's address book
+//! current, and, while it leads the meta group, carries out placement (see [`crate::reconcile`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use chatsdk_storage::{
+    Applier, GroupId, GroupReader, LogStore, NodeId, StateMachineStore, Store, StoreConfig,
+    TypeConfig,
+};
+use openraft::{BasicNode, Raft, ServerState};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ClusterConfig, StartMode};
+use crate::join::{self, JoinRequest, JoinResponse, JoinToken, StoredIdentity};
+use crate::meta::{JoinAuthority, MetaApplier, MetaCommand, MetaReply, MetaState, META_GROUP};
+use crate::network::GroupNetwork;
+use crate::tls::ClusterCa;
+use crate::transport::{self, Faults, Transport, TransportConfig};
+use crate::{codec, handler, reconcile, ClusterError};
+
+/// A handler for requests of an upper layer, registered under a topic.
+pub trait UpperHandler: Send + Sync + 'static {
+    /// Handles a request from `from`; an `Err` reaches the caller as a refusal.
+    fn handle(
+        &self,
+        from: NodeId,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
+/// One local replica of a group.
+pub(crate) struct Group {
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) reader: GroupReader,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) cluster_id: String,
+    pub(crate) config: ClusterConfig,
+    raft_config: Arc<openraft::Config>,
+    pub(crate) store: Store,
+    pub(crate) transport: Transport,
+    pub(crate) meta: Arc<MetaApplier>,
+    data_applier: Arc<dyn Applier>,
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    /// Serialises creating and removing groups.
+    lifecycle: tokio::sync::Mutex<()>,
+    leading: watch::Sender<BTreeSet<GroupId>>,
+    pub(crate) leader_hints: Mutex<HashMap<GroupId, NodeId>>,
+    pub(crate) upper: RwLock<HashMap<u16, Arc<dyn UpperHandler>>>,
+    pub(crate) shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A handle on a running node. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterNode {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// The transport handler: forwards to the node once it exists.
+pub(crate) struct HandlerSlot(pub(crate) OnceLock<Weak<NodeInner>>);
+
+impl ClusterNode {
+    /// Starts a node. `data` applies the commands of every data shard; `meta_upper` applies the
+    /// upper layer's commands on the meta group.
+    pub async fn start(
+        config: ClusterConfig,
+        mode: StartMode,
+        data: Arc<dyn Applier>,
+        meta_upper: Option<Arc<dyn Applier>>,
+    ) -> Result<ClusterNode, ClusterError> {
+        let mut config = config;
+        config.validate()?;
+        if config.listen.port() == 0 && matches!(mode, StartMode::Join { .. }) {
+            // A joining node announces its address before its endpoint exists: settle the port
+            // now so the announced address is the one the endpoint binds.
+            config.listen = probe_udp_port(config.listen)?;
+        }
+        let raft_config = Arc::new(config.raft_config()?);
+        let mut store_config = StoreConfig::new(&config.data_dir);
+        store_config.cache_capacity = config.cache_capacity;
+        let store = Store::open(&store_config)?;
+
+        let slot = Arc::new(HandlerSlot(OnceLock::new()));
+        let (identity, fresh_join) = match join::load_identity(&store)? {
+            Some(identity) => (identity, None),
+            None => match &mode {
+                StartMode::Bootstrap => (new_cluster_identity(&store).await?, None),
+                StartMode::Join { addr, token } => {
+                    let (identity, peers) = join_cluster(&config, *addr, token).await?;
+                    join::save_identity(&store, &identity).await?;
+                    (identity, Some(peers))
+                }
+                StartMode::Existing => {
+                    return Err(ClusterError::Config {
+                        reason: format!(
+                            "{} holds no cluster identity: bootstrap or join first",
+                            config.data_dir.display()
+                        ),
+                    })
+                }
+            },
+        };
+
+        let transport = Transport::bind(
+            TransportConfig::new(identity.node_id, config.listen, identity.tls()),
+            slot.clone(),
+        )
+        .await?;
+        let meta = MetaApplier::new(meta_upper);
+        let (leading, _) = watch::channel(BTreeSet::new());
+        let inner = Arc::new(NodeInner {
+            id: identity.node_id,
+            cluster_id: identity.cluster_id.clone(),
+            config,
+            raft_config,
+            store,
+            transport,
+            meta,
+            data_applier: data,
+            groups: RwLock::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            leading,
+            leader_hints: Mutex::new(HashMap::new()),
+            upper: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let _only_set_here = slot.0.set(Arc::downgrade(&inner));
+        let node = ClusterNode { inner };
+        if let Some(peers) = fresh_join {
+            for (id, addr) in peers {
+                node.inner.set_peer(id, &addr);
+            }
+        }
+
+        node.inner.create_group(META_GROUP).await?;
+        if identity.bootstrap_pending {
+            node.finish_bootstrap(identity).await?;
+        }
+        node.inner.sync_address_book(&node.inner.meta.current());
+        node.inner.sync_groups(&node.inner.meta.current()).await;
+        node.spawn_background();
+        Ok(node)
+    }
+
+    /// Initialises group 0 and every shard on this, the first, node.
+    async fn finish_bootstrap(&self, mut identity: StoredIdentity) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let me = BTreeMap::from([(inner.id, inner.basic_node())]);
+        let meta = inner
+            .group(META_GROUP)
+            .ok_or(ClusterError::NoSuchGroup { group: META_GROUP })?;
+        if !meta.raft.is_initialized().await.map_err(raft_err)? {
+            meta.raft.initialize(me.clone()).await.map_err(raft_err)?;
+        }
+        meta.raft
+            .wait(Some(inner.config.propose_timeout))
+            .state(ServerState::Leader, "bootstrap: meta leader")
+            .await
+            .map_err(raft_err)?;
+        if inner.meta.current().bootstrapped_by == 0 {
+            let ca = join::load_pending_authority(&inner.store)?;
+            let reply = self
+                .propose_meta(MetaCommand::Bootstrap {
+                    cluster_id: identity.cluster_id.clone(),
+                    node: inner.id,
+                    addr: inner.advertised().to_string(),
+                    shards: inner.config.shards,
+                    replication: inner.config.replication,
+                    authority: ca,
+                })
+                .await?;
+            if let MetaReply::Refused(why) = reply {
+                tracing::warn!(%why, "bootstrap command refused");
+            }
+        }
+        for shard in inner.meta.current().shards_of(inner.id) {
+            let group = inner.create_group(shard).await?;
+            if !group.raft.is_initialized().await.map_err(raft_err)? {
+                group.raft.initialize(me.clone()).await.map_err(raft_err)?;
+            }
+        }
+        identity.bootstrap_pending = false;
+        join::save_identity(&inner.store, &identity).await?;
+        join::clear_pending_authority(&inner.store)?;
+        Ok(())
+    }
+
+    fn spawn_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let token = self.inner.shutdown.clone();
+        let mut meta_rx = self.inner.meta.subscribe();
+        self.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = meta_rx.changed() => if changed.is_err() { return },
+                }
+                let state = meta_rx.borrow_and_update().clone();
+                let Some(inner) = weak.upgrade() else { return };
+                inner.sync_address_book(&state);
+                inner.sync_groups(&state).await;
+            }
+        });
+        self.inner
+            .tasks
+            .spawn(reconcile::run(Arc::downgrade(&self.inner)));
+        self.inner
+            .tasks
+            .spawn(announce_address(Arc::downgrade(&self.inner)));
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// The address other nodes reach this one at.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.advertised()
+    }
+
+    /// A token that lets a new node join this cluster.
+    pub fn join_token(&self) -> Result<String, ClusterError> {
+        let state = self.inner.meta.current();
+        let authority = state.authority.as_ref().ok_or(ClusterError::Join {
+            reason: "cluster not bootstrapped yet".into(),
+        })?;
+        let secret = join::load_join_secret(&self.inner.store)?.ok_or(ClusterError::Join {
+            reason: "only the node that created the cluster holds the join secret".into(),
+        })?;
+        if !join::digests_match(&join::secret_digest(&secret), &authority.join_secret_sha256) {
+            return Err(ClusterError::Join {
+                reason: "stored join secret does not match the cluster's".into(),
+            });
+        }
+        let ca = ClusterCa {
+            cert_pem: authority.ca_cert_pem.clone(),
+            key_pem: authority.ca_key_pem.clone(),
+        };
+        Ok(JoinToken {
+            cluster_id: state.cluster_id.clone(),
+            ca_fingerprint: ca.fingerprint()?,
+            secret,
+        }
+        .render())
+    }
+
+    /// The latest meta state this node has applied.
+    pub fn meta_state(&self) -> Arc<MetaState> {
+        self.inner.meta.current()
+    }
+
+    /// Follows the meta state.
+    pub fn watch_meta(&self) -> watch::Receiver<Arc<MetaState>> {
+        self.inner.meta.subscribe()
+    }
+
+    /// Follows the set of data shards this node currently leads (the actor layer starts channel
+    /// actors from it).
+    pub fn watch_leadership(&self) -> watch::Receiver<BTreeSet<GroupId>> {
+        self.inner.leading.subscribe()
+    }
+
+    /// Groups with a replica on this node.
+    pub fn local_groups(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self.inner.read_groups().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// openraft metrics of a local group.
+    pub fn group_metrics(
+        &self,
+        group: GroupId,
+    ) -> Option<watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>> {
+        self.inner.group(group).map(|g| g.raft.metrics())
+    }
+
+    /// Reads a local replica's state without any consistency guarantee (what this node applied).
+    pub fn local_reader(&self, group: GroupId) -> Option<GroupReader> {
+        self.inner.group(group).map(|g| g.reader.clone())
+    }
+
+    /// The fault-injection hook of this node's transport (tests).
+    pub fn faults(&self) -> &Faults {
+        self.inner.transport.faults()
+    }
+
+    /// Registers the handler of an upper layer's requests under `topic`.
+    pub fn register_handler(&self, topic: u16, handler: Arc<dyn UpperHandler>) {
+        if let Ok(mut map) = self.inner.upper.write() {
+            map.insert(topic, handler);
+        }
+    }
+
+    /// Proposes a meta command and decodes its reply.
+    pub async fn propose_meta(&self, command: MetaCommand) -> Result<MetaReply, ClusterError> {
+        let raw = self.propose(META_GROUP, codec::encode(&command)?).await?;
+        codec::decode(&raw)
+    }
+
+    /// Asks the cluster to move every replica off `node` and then remove it. Works for a live
+    /// node (a graceful leave) and for a dead one (removal), as long as a majority of each of its
+    /// groups survives.
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), ClusterError> {
+        match self
+            .propose_meta(MetaCommand::SetNodeState {
+                id: node,
+                state: crate::meta::NodeState::Leaving,
+            })
+            .await?
+        {
+            MetaReply::Refused(reason) => {
+                Err(ClusterError::Refused(crate::wire::Refusal::Failed {
+                    reason,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// This node leaves the cluster (see [`ClusterNode::remove_node`]).
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        self.remove_node(self.inner.id).await
+    }
+
+    /// Stops every group and task and closes the transport and the store. After this returns
+    /// the data directory can be opened again.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        let groups: Vec<Arc<Group>> = match self.inner.groups.write() {
+            Ok(mut map) => map.drain().map(|(_, g)| g).collect(),
+            Err(_) => Vec::new(),
+        };
+        for group in groups {
+            if let Err(e) = group.raft.shutdown().await {
+                tracing::warn!(error = %e, "raft task ended abnormally");
+            }
+        }
+        self.inner.transport.shutdown().await;
+        self.inner.tasks.wait().await;
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn advertised(&self) -> SocketAddr {
+        self.config
+            .advertise
+            .unwrap_or_else(|| self.transport.local_addr())
+    }
+
+    pub(crate) fn basic_node(&self) -> BasicNode {
+        BasicNode {
+            addr: self.advertised().to_string(),
+        }
+    }
+
+    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn group(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.read_groups().get(&id).cloned()
+    }
+
+    pub(crate) fn set_peer(&self, id: NodeId, addr: &str) {
+        if id == self.id {
+            return;
+        }
+        if let Ok(addr) = addr.parse::<SocketAddr>() {
+            if self.transport.peer_addr(id) != Some(addr) {
+                self.transport.set_peer_addr(id, addr);
+            }
+        }
+    }
+
+    fn sync_address_book(&self, state: &MetaState) {
+        for node in state.nodes.values() {
+            self.set_peer(node.id, &node.addr);
+        }
+    }
+
+    /// Creates the local replicas the shard map gives this node and drops those it took away.
+    async fn sync_groups(&self, state: &MetaState) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        for shard in state.shards_of(self.id) {
+            if self.group(shard).is_none() {
+                if let Err(e) = self.create_group(shard).await {
+                    tracing::error!(shard, error = %e, "cannot create shard replica");
+                }
+            }
+        }
+        let local: Vec<GroupId> = self.read_groups().keys().copied().collect();
+        for group in local {
+            if group == META_GROUP {
+                continue;
+            }
+            let placed_here = state
+                .shard_map
+                .get(&group)
+                .map(|r| !r.settled || r.placement.replicas.contains(&self.id))
+                .unwrap_or(true);
+            if !placed_here {
+                if let Err(e) = self.remove_group(group).await {
+                    tracing::error!(group, error = %e, "cannot drop shard replica");
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn create_group(&self, id: GroupId) -> Result<Arc<Group>, ClusterError> {
+        let _guard = self.lifecycle.lock().await;
+        if let Some(existing) = self.group(id) {
+            return Ok(existing);
+        }
+        let applier: Arc<dyn Applier> = if id == META_GROUP {
+            self.meta.clone()
+        } else {
+            self.data_applier.clone()
+        };
+        let log = LogStore::open(&self.store, id)?;
+        let sm = StateMachineStore::open(&self.store, id, applier)?;
+        let reader = sm.reader();
+        if id == META_GROUP {
+            self.meta.attach(reader.clone())?;
+        }
+        let network = GroupNetwork {
+            group: id,
+            transport: self.transport.clone(),
+        };
+        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
+            .await
+            .map_err(raft_err)?;
+        let group = Arc::new(Group {
+            raft: raft.clone(),
+            reader,
+        });
+        if let Ok(mut map) = self.groups.write() {
+            map.insert(id, group.clone());
+        }
+        self.tasks.spawn(watch_group(
+            id,
+            self.id,
+            raft.metrics(),
+            self.leading.clone(),
+            self.shutdown.clone(),
+        ));
+        tracing::info!(group = id, "replica opened");
+        Ok(group)
+    }
+
+    async fn remove_group(&self, id: GroupId) -> Result<(), ClusterError> {
+        let _guard = self.lifecycle.lock().await;
+        let removed = match self.groups.write() {
+            Ok(mut map) => map.remove(&id),
+            Err(_) => None,
+        };
+        if let Some(group) = removed {
+            if let Err(e) = group.raft.shutdown().await {
+                tracing::warn!(group = id, error = %e, "raft task ended abnormally");
+            }
+            drop(group);
+            self.leading.send_if_modified(|set| set.remove(&id));
+            self.store.drop_group(id)?;
+            tracing::info!(group = id, "replica dropped");
+        }
+        Ok(())
+    }
+}
+
+/// Publishes whether this node leads `group` and remembers who does.
+async fn watch_group(
+    group: GroupId,
+    me: NodeId,
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    leading: watch::Sender<BTreeSet<GroupId>>,
+    token: CancellationToken,
+) {
+    loop {
+        let is_leader = {
+            let m = metrics.borrow_and_update();
+            m.state == ServerState::Leader && m.current_leader == Some(me)
+        };
+        if group != META_GROUP {
+            leading.send_if_modified(|set| {
+                if is_leader {
+                    set.insert(group)
+                } else {
+                    set.remove(&group)
+                }
+            });
+        }
+        tokio::select! {
+            _ = token.cancelled() => break,
+            changed = metrics.changed() => if changed.is_err() { break },
+        }
+    }
+    if group != META_GROUP {
+        leading.send_if_modified(|set| set.remove(&group));
+    }
+}
+
+/// After a restart on a new address, tells the cluster where this node now is.
+async fn announce_address(weak: Weak<NodeInner>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let advertised = inner.advertised().to_string();
+        let known = inner
+            .meta
+            .current()
+            .nodes
+            .get(&inner.id)
+            .map(|n| n.addr.clone());
+        if known.is_none() || known.as_deref() == Some(advertised.as_str()) {
+            return;
+        }
+        let node = ClusterNode {
+            inner: inner.clone(),
+        };
+        let token = inner.shutdown.clone();
+        drop(inner);
+        let command = MetaCommand::SetNodeAddr {
+            id: node.id(),
+            addr: advertised,
+        };
+        if node.propose_meta(command).await.is_ok() {
+            return;
+        }
+        drop(node);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> ClusterError {
+    ClusterError::Raft {
+        reason: e.to_string(),
+    }
+}
+
+/// Creates the identity of a new cluster's first node.
+async fn new_cluster_identity(store: &Store) -> Result<StoredIdentity, ClusterError> {
+    let cluster_id = join::random_hex(8);
+    let ca = ClusterCa::generate(&cluster_id)?;
+    let node = ca.issue_node_cert(1)?;
+    let secret = join::random_hex(24);
+    let authority = JoinAuthority {
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        join_secret_sha256: join::secret_digest(&secret),
+    };
+    join::save_pending_authority(store, &authority)?;
+    join::save_join_secret(store, &secret)?;
+    let identity = StoredIdentity {
+        node_id: 1,
+        cluster_id,
+        ca_cert_pem: node.ca_cert_pem,
+        cert_pem: node.cert_pem,
+        key_pem: node.key_pem,
+        bootstrap_pending: true,
+    };
+    join::save_identity(store, &identity).await?;
+    Ok(identity)
+}
+
+/// Picks a free UDP port on `listen`'s IP.
+fn probe_udp_port(listen: SocketAddr) -> Result<SocketAddr, ClusterError> {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|e| ClusterError::Config {
+        reason: format!("cannot bind {listen}: {e}"),
+    })?;
+    socket.local_addr().map_err(|e| ClusterError::Config {
+        reason: format!("cannot read bound address: {e}"),
+    })
+}
+
+/// Runs the join handshake against `addr`.
+async fn join_cluster(
+    config: &ClusterConfig,
+    addr: SocketAddr,
+    token: &str,
+) -> Result<(StoredIdentity, Vec<(NodeId, String)>), ClusterError> {
+    let token = JoinToken::parse(token)?;
+    let advertise = config.advertise.unwrap_or(config.listen);
+    let request = JoinRequest {
+        cluster_id: token.cluster_id.clone(),
+        secret: token.secret.clone(),
+        addr: advertise.to_string(),
+    };
+    let raw = transport::join_request(
+        addr,
+        &token.ca_fingerprint,
+        codec::encode(&request)?,
+        config.propose_timeout,
+    )
+    .await
+    .map_err(|e| ClusterError::Join {
+        reason: e.to_string(),
+    })?;
+    let response: JoinResponse = codec::decode(&raw)?;
+    if response.cluster_id != token.cluster_id {
+        return Err(ClusterError::Join {
+            reason: "joined node answered for another cluster".into(),
+        });
+    }
+    Ok((
+        StoredIdentity {
+            node_id: response.node_id,
+            cluster_id: response.cluster_id,
+            ca_cert_pem: response.ca_cert_pem,
+            cert_pem: response.cert_pem,
+            key_pem: response.key_pem,
+            bootstrap_pending: false,
+        },
+        response.peers,
+    ))
+}
+
+impl transport::Handler for HandlerSlot {
+    fn request(
+        &self,
+        from: NodeId,
+        body: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'static, Vec<u8>> {
+        let node = self.0.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            match node {
+                Some(node) => handler::handle_raw(&node, from, &body).await,
+                None => handler::unavailable(),
+            }
+        })
+    }
+
+    fn message(&self, from: NodeId, body: bytes::Bytes) {
+        if let Some(node) = self.0.get().and_then(Weak::upgrade) {
+            let tasks = node.tasks.clone();
+            tasks.spawn(async move {
+                let _reply_unused = handler::handle_raw(&node, from, &body).await;
+            });
+        }
+    }
+
+    fn join(
+        &self,
+        body: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        let node = self.0.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            match node {
+                Some(node) => handler::admit(node, &body).await,
+                None => Err("node is starting".to_string()),
+            }
+        })
+    }
+}

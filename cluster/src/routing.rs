@@ -1,0 +1,266 @@
+//! Reaching a group's leader from any node.
+//!
+//! A request for a group is tried on the node most likely to lead it (the last leader seen, this
+//! node's own view if it holds a replica, then the shard map's preferred leader and replicas).
+//! A refusal naming another leader redirects at once; unreachable nodes and leaderless moments
+//! back off briefly and move on to the next candidate, until the request succeeds or its
+//! deadline passes. A command may therefore be applied more than once if a leader fails between
+//! committing it and answering: upper layers make commands idempotent (client message ids).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatsdk_storage::{GroupId, GroupReader, NodeId};
+
+use crate::meta::META_GROUP;
+use crate::node::{ClusterNode, NodeInner};
+use crate::wire::{PeerRequest, PeerResponse, Refusal};
+use crate::{codec, handler, ClusterError};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+impl NodeInner {
+    /// Nodes worth trying for `group`, best first, without duplicates.
+    fn candidates(&self, group: GroupId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut push = |id: Option<NodeId>| {
+            if let Some(id) = id {
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        };
+        push(
+            self.leader_hints
+                .lock()
+                .ok()
+                .and_then(|h| h.get(&group).copied()),
+        );
+        if let Some(g) = self.group(group) {
+            let m = g.raft.metrics().borrow().clone();
+            push(m.current_leader);
+            for id in m.membership_config.membership().voter_ids() {
+                push(Some(id));
+            }
+        }
+        let state = self.meta.current();
+        if group == META_GROUP {
+            for id in state.active_nodes() {
+                push(Some(id));
+            }
+        } else if let Some(rec) = state.shard_map.get(&group) {
+            push(rec.placement.leader);
+            for id in &rec.placement.replicas {
+                push(Some(*id));
+            }
+        }
+        out
+    }
+
+    fn remember_leader(&self, group: GroupId, leader: NodeId) {
+        if let Ok(mut hints) = self.leader_hints.lock() {
+            hints.insert(group, leader);
+        }
+    }
+
+    fn forget_leader(&self, group: GroupId, leader: NodeId) {
+        if let Ok(mut hints) = self.leader_hints.lock() {
+            if hints.get(&group) == Some(&leader) {
+                hints.remove(&group);
+            }
+        }
+    }
+}
+
+fn refusal_of(response: &PeerResponse) -> Option<&Refusal> {
+    match response {
+        PeerResponse::Proposed(Err(r))
+        | PeerResponse::ReadIndex(Err(r))
+        | PeerResponse::Done(Err(r))
+        | PeerResponse::Upper(Err(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Sends `make()` to the leader of `group`, following redirects, until `timeout` passes.
+pub(crate) async fn call_leader(
+    node: &Arc<NodeInner>,
+    group: GroupId,
+    timeout: Duration,
+    make: impl Fn() -> PeerRequest,
+) -> Result<PeerResponse, ClusterError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut backoff = BACKOFF_MIN;
+    let mut redirect: Option<NodeId> = None;
+    let mut tried = 0usize;
+    let mut last;
+    loop {
+        if node.shutdown.is_cancelled() {
+            return Err(ClusterError::ShuttingDown);
+        }
+        let mut candidates = node.candidates(group);
+        if candidates.is_empty() {
+            if node.group(group).is_none() && redirect.is_none() {
+                return Err(ClusterError::UnknownGroup { group });
+            }
+            // A local replica that knows no leader yet (just initialised): try ourselves.
+            candidates.push(node.id);
+        }
+        let target = redirect
+            .take()
+            .or_else(|| candidates.get(tried % candidates.len().max(1)).copied())
+            .unwrap_or(node.id);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let outcome = if target == node.id {
+            Ok(handler::handle(node, node.id, make()).await)
+        } else {
+            let body = codec::encode(&make())?;
+            match node
+                .transport
+                .request_with_timeout(target, body, remaining)
+                .await
+            {
+                Ok(raw) => codec::decode::<PeerResponse>(&raw),
+                Err(e) => Err(ClusterError::Transport(e)),
+            }
+        };
+        match outcome {
+            Ok(response) => match refusal_of(&response) {
+                None if matches!(response, PeerResponse::NoSuchGroup) => {
+                    last = format!("node {target} has no replica");
+                }
+                None => {
+                    node.remember_leader(group, target);
+                    return Ok(response);
+                }
+                Some(Refusal::NotLeader { leader: Some(l) }) if *l != target => {
+                    node.remember_leader(group, *l);
+                    redirect = Some(*l);
+                    continue;
+                }
+                Some(Refusal::Failed { reason }) => {
+                    return Err(ClusterError::Refused(Refusal::Failed {
+                        reason: reason.clone(),
+                    }))
+                }
+                Some(other) => last = other.to_string(),
+            },
+            Err(e) if e.is_retryable() || matches!(e, ClusterError::Codec { .. }) => {
+                last = e.to_string();
+            }
+            Err(e) => return Err(e),
+        }
+        node.forget_leader(group, target);
+        tried += 1;
+        if Instant::now() + backoff >= deadline {
+            return Err(ClusterError::Timeout {
+                group,
+                after_ms: started.elapsed().as_millis() as u64,
+                last,
+            });
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return Err(ClusterError::ShuttingDown),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl ClusterNode {
+    /// Proposes `command` to `group` and returns the state machine's reply once the command is
+    /// committed on a majority and applied. Reaches the leader wherever it is and retries across
+    /// leader changes until the configured propose timeout.
+    pub async fn propose(&self, group: GroupId, command: Vec<u8>) -> Result<Vec<u8>, ClusterError> {
+        let timeout = self.inner.config.propose_timeout;
+        let response = call_leader(&self.inner, group, timeout, || PeerRequest::Propose {
+            group,
+            command: command.clone(),
+        })
+        .await?;
+        match response {
+            PeerResponse::Proposed(Ok(reply)) => Ok(reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A reader of `group` that reflects every write acknowledged before this call
+    /// (linearizable). This node must hold a replica of the group.
+    pub async fn linearizable_reader(&self, group: GroupId) -> Result<GroupReader, ClusterError> {
+        let local = self
+            .inner
+            .group(group)
+            .ok_or(ClusterError::NoSuchGroup { group })?;
+        let timeout = self.inner.config.propose_timeout;
+        let index = match call_leader(&self.inner, group, timeout, || PeerRequest::ReadIndex {
+            group,
+        })
+        .await?
+        {
+            PeerResponse::ReadIndex(Ok(index)) => index,
+            other => return Err(unexpected(other)),
+        };
+        local
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ClusterError::Timeout {
+                group,
+                after_ms: timeout.as_millis() as u64,
+                last: e.to_string(),
+            })?;
+        Ok(local.reader.clone())
+    }
+
+    /// Sends a request of an upper layer to `to` and waits for its answer.
+    pub async fn request_upper(
+        &self,
+        to: NodeId,
+        topic: u16,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let request = PeerRequest::Upper { topic, body };
+        let response = if to == self.inner.id {
+            handler::handle(&self.inner, to, request).await
+        } else {
+            let raw = self
+                .inner
+                .transport
+                .request(to, codec::encode(&request)?)
+                .await?;
+            codec::decode(&raw)?
+        };
+        match response {
+            PeerResponse::Upper(Ok(reply)) => Ok(reply),
+            PeerResponse::Upper(Err(refusal)) => Err(ClusterError::Refused(refusal)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends a one-way message of an upper layer to `to`.
+    pub async fn send_upper(
+        &self,
+        to: NodeId,
+        topic: u16,
+        body: Vec<u8>,
+    ) -> Result<(), ClusterError> {
+        let request = PeerRequest::Upper { topic, body };
+        self.inner
+            .transport
+            .send(to, codec::encode(&request)?)
+            .await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn unexpected(response: PeerResponse) -> ClusterError {
+    match refusal_of(&response) {
+        Some(r) => ClusterError::Refused(r.clone()),
+        None => ClusterError::Codec {
+            reason: format!("unexpected response {response:?}"),
+        },
+    }
+}

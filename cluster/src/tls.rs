@@ -1,0 +1,656 @@
+//! Cluster PKI and the TLS configurations of the node-to-node QUIC transport.
+//!
+//! This module owns the cluster certificate authority (a self-signed CA generated once per
+//! cluster), the issuing of node certificates under it, and every rustls / quinn configuration
+//! the transport uses:
+//!
+//! * the **server** side of a node presents `[leaf, ca]`, offers [`ALPN_CLUSTER`] and
+//!   [`ALPN_JOIN`], and asks for a client certificate that is *optional* but verified against
+//!   the cluster CA when presented. The transport, not TLS, enforces that a connection which
+//!   negotiated [`ALPN_CLUSTER`] did present one;
+//! * the **cluster client** presents the node certificate and verifies the server against the
+//!   cluster CA as the only root;
+//! * the **join client** has no identity yet: it pins the SHA-256 fingerprint of the cluster CA
+//!   (handed to the operator out of band) and accepts a server only if the last certificate of
+//!   the presented chain has that fingerprint *and* the leaf verifies against it.
+//!
+//! It does not own sockets, framing or retries (see [`crate::transport`]), nor the storage of
+//! the CA key (the caller persists [`ClusterCa`]). Every rustls config is built with the explicit
+//! ring [`CryptoProvider`] so nothing depends on a process-wide default provider.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// ALPN of authenticated node-to-node traffic (mutual TLS under the cluster CA).
+pub const ALPN_CLUSTER: &[u8] = b"chatsdk-cluster/1";
+/// ALPN of the join handshake: the client has no certificate yet and may only send joins.
+pub const ALPN_JOIN: &[u8] = b"chatsdk-join/1";
+/// DNS SAN carried by every node certificate; clients always dial this server name.
+pub const NODE_SERVER_NAME: &str = "chatsdk-node";
+
+/// QUIC keep-alive: well under [`QUIC_IDLE_TIMEOUT`] so idle peer connections stay open.
+const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// A connection that has heard nothing for this long is considered dead.
+const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent bidirectional streams a peer may open on one connection: each one is an
+/// in-flight request, so this is the per-connection bound on server-side request tasks.
+const QUIC_MAX_BIDI_STREAMS: u32 = 1024;
+/// Concurrent unidirectional streams (one-way messages) a peer may open on one connection.
+const QUIC_MAX_UNI_STREAMS: u32 = 1024;
+/// Bytes a peer may have in flight on one connection across all streams (flow control). This
+/// bounds what an unread backlog of streams can make us buffer per connection.
+const QUIC_CONNECTION_RECEIVE_WINDOW: u32 = 64 * 1024 * 1024;
+/// Bytes a peer may have in flight on one stream.
+const QUIC_STREAM_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Failures while generating keys and certificates or building TLS configurations.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot generate {what}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("invalid {what} pem: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("unsupported ca certificate: {reason}")]
+    CaCertificate { reason: String },
+    #[error("ca private key does not match the ca certificate")]
+    CaKeyMismatch,
+    #[error("invalid ca fingerprint {fingerprint:?}: expected 64 hex characters")]
+    Fingerprint { fingerprint: String },
+    #[error("cannot build {what} tls config")]
+    Config {
+        what: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build {what} certificate verifier: {reason}")]
+    Verifier { what: &'static str, reason: String },
+    #[error("cannot build {what} quic config: {reason}")]
+    Quic { what: &'static str, reason: String },
+}
+
+/// The cluster certificate authority. `key_pem` is the CA's private key: whoever holds it can
+/// mint node identities, so it must be stored like a secret (`Debug` redacts it).
+#[derive(Clone)]
+pub struct ClusterCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A node's credentials: its certificate (issued by the cluster CA) and private key, plus the
+/// CA certificate used as the only trust root. `Debug` redacts the private key.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    pub node_id: u64,
+    pub ca_cert_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterCa")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("node_id", &self.node_id)
+            .field("ca_cert_pem", &self.ca_cert_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ClusterCa {
+    /// Generates a new self-signed CA with common name `chatsdk cluster <cluster_id>`.
+    pub fn generate(cluster_id: &str) -> Result<ClusterCa, TlsError> {
+        let key = KeyPair::generate().map_err(|source| TlsError::Generate {
+            what: "ca key",
+            source,
+        })?;
+        let params = ca_params(ca_distinguished_name(cluster_id));
+        let cert = params
+            .self_signed(&key)
+            .map_err(|source| TlsError::Generate {
+                what: "ca certificate",
+                source,
+            })?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a certificate for `node_id`: CN `node-<id>`, SANs [`NODE_SERVER_NAME`] and
+    /// `node-<id>`, usable both as a TLS server and a TLS client certificate.
+    pub fn issue_node_cert(&self, node_id: u64) -> Result<NodeIdentity, TlsError> {
+        let ca_der = parse_cert_pem(&self.cert_pem, "ca certificate")?;
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| TlsError::Pem {
+            what: "ca key",
+            reason: e.to_string(),
+        })?;
+        let ca_fields =
+            der::ca_fields(ca_der.as_ref()).map_err(|reason| TlsError::CaCertificate { reason })?;
+        if ca_fields.spki != ca_key.subject_public_key_info().as_slice() {
+            return Err(TlsError::CaKeyMismatch);
+        }
+        // The leaf's issuer name must equal the CA's subject byte for byte, so the issuer is
+        // rebuilt from the subject parsed out of the CA certificate itself.
+        let issuer = Issuer::new(ca_params(ca_fields.subject), ca_key);
+
+        let node_name = node_dns_name(node_id);
+        let mut params =
+            CertificateParams::new(vec![NODE_SERVER_NAME.to_owned(), node_name.clone()]).map_err(
+                |source| TlsError::Generate {
+                    what: "node certificate parameters",
+                    source,
+                },
+            )?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+
+        let leaf_key = KeyPair::generate().map_err(|source| TlsError::Generate {
+            what: "node key",
+            source,
+        })?;
+        let leaf = params
+            .signed_by(&leaf_key, &issuer)
+            .map_err(|source| TlsError::Generate {
+                what: "node certificate",
+                source,
+            })?;
+        Ok(NodeIdentity {
+            node_id,
+            ca_cert_pem: self.cert_pem.clone(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        })
+    }
+
+    /// Lowercase hex SHA-256 of the CA certificate's DER: what joining nodes pin.
+    pub fn fingerprint(&self) -> Result<String, TlsError> {
+        ca_fingerprint_of_pem(&self.cert_pem)
+    }
+}
+
+/// Lowercase hex SHA-256 of the DER of the (first) certificate in `ca_cert_pem`.
+pub fn ca_fingerprint_of_pem(ca_cert_pem: &str) -> Result<String, TlsError> {
+    let der = parse_cert_pem(ca_cert_pem, "ca certificate")?;
+    Ok(hex::encode(Sha256::digest(der.as_ref())))
+}
+
+/// The DNS SAN naming one node (`node-<id>`); the transport checks it against the node id a
+/// peer claims, so a certificate only vouches for the node it was issued to.
+pub fn node_dns_name(node_id: u64) -> String {
+    format!("node-{node_id}")
+}
+
+/// Checks that `cert` (already verified against the cluster CA by TLS) was issued to `node_id`.
+pub fn verify_node_cert_name(cert: &CertificateDer<'_>, node_id: u64) -> Result<(), rustls::Error> {
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
+    let name = ServerName::try_from(node_dns_name(node_id))
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    rustls::client::verify_server_name(&parsed, &name)
+}
+
+/// The crypto provider of every config built here; never the process default.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Transport parameters shared by all node endpoints (server and client side).
+pub fn quic_transport_config() -> Arc<quinn::TransportConfig> {
+    let mut cfg = quinn::TransportConfig::default();
+    cfg.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
+    // 10 s always fits a QUIC varint of milliseconds; fall back to quinn's default otherwise.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(QUIC_IDLE_TIMEOUT) {
+        cfg.max_idle_timeout(Some(idle));
+    }
+    cfg.max_concurrent_bidi_streams(quinn::VarInt::from_u32(QUIC_MAX_BIDI_STREAMS));
+    cfg.max_concurrent_uni_streams(quinn::VarInt::from_u32(QUIC_MAX_UNI_STREAMS));
+    cfg.receive_window(quinn::VarInt::from_u32(QUIC_CONNECTION_RECEIVE_WINDOW));
+    cfg.stream_receive_window(quinn::VarInt::from_u32(QUIC_STREAM_RECEIVE_WINDOW));
+    Arc::new(cfg)
+}
+
+/// The node's server config: presents `[leaf, ca]`, offers both ALPNs, verifies client
+/// certificates against the CA when presented but does not require one.
+pub fn server_config(identity: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(ca_roots(&identity.ca_cert_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Verifier {
+            what: "client",
+            reason: e.to_string(),
+        })?;
+    let (chain, key) = identity_chain(identity)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Config {
+            what: "server",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Config {
+            what: "server",
+            source,
+        })?;
+    tls.alpn_protocols = vec![ALPN_CLUSTER.to_vec(), ALPN_JOIN.to_vec()];
+    let quic =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic {
+            what: "server",
+            reason: e.to_string(),
+        })?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(quic_transport_config());
+    Ok(cfg)
+}
+
+/// The rustls config of cluster clients: presents `[leaf, ca]`, trusts only the cluster CA,
+/// negotiates [`ALPN_CLUSTER`]. Dial with server name [`NODE_SERVER_NAME`].
+pub fn cluster_rustls_client_config(
+    identity: &NodeIdentity,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = ca_roots(&identity.ca_cert_pem)?;
+    let (chain, key) = identity_chain(identity)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Config {
+            what: "cluster client",
+            source,
+        })?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|source| TlsError::Config {
+            what: "cluster client",
+            source,
+        })?;
+    tls.alpn_protocols = vec![ALPN_CLUSTER.to_vec()];
+    Ok(tls)
+}
+
+/// [`cluster_rustls_client_config`] as a quinn client config.
+pub fn cluster_client_config(identity: &NodeIdentity) -> Result<quinn::ClientConfig, TlsError> {
+    quic_client_config(cluster_rustls_client_config(identity)?)
+}
+
+/// The rustls config of joining clients: no client certificate, [`ALPN_JOIN`], and a server
+/// verifier pinned to the CA fingerprint (see [`PinnedCaVerifier`]).
+pub fn join_rustls_client_config(ca_fingerprint: &str) -> Result<rustls::ClientConfig, TlsError> {
+    let verifier = Arc::new(PinnedCaVerifier::new(ca_fingerprint)?);
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| TlsError::Config {
+            what: "join client",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN_JOIN.to_vec()];
+    Ok(tls)
+}
+
+/// [`join_rustls_client_config`] as a quinn client config.
+pub fn join_client_config(ca_fingerprint: &str) -> Result<quinn::ClientConfig, TlsError> {
+    quic_client_config(join_rustls_client_config(ca_fingerprint)?)
+}
+
+/// Wraps a rustls client config for quinn with the cluster transport parameters.
+pub fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic {
+            what: "client",
+            reason: e.to_string(),
+        })?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(quic_transport_config());
+    Ok(cfg)
+}
+
+/// Accepts a server whose chain ends in the CA with the pinned SHA-256 fingerprint and whose
+/// leaf verifies against that CA as the only root (via rustls's [`WebPkiServerVerifier`]).
+#[derive(Debug)]
+pub struct PinnedCaVerifier {
+    fingerprint: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedCaVerifier {
+    /// `ca_fingerprint` is 64 hex characters (either case).
+    pub fn new(ca_fingerprint: &str) -> Result<Self, TlsError> {
+        let bad = || TlsError::Fingerprint {
+            fingerprint: ca_fingerprint.to_owned(),
+        };
+        let bytes = hex::decode(ca_fingerprint.trim()).map_err(|_| bad())?;
+        let fingerprint = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad())?;
+        Ok(Self {
+            fingerprint,
+            provider: provider(),
+        })
+    }
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let unknown_issuer =
+            || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let (ca, rest) = intermediates.split_last().ok_or_else(unknown_issuer)?;
+        let presented: [u8; 32] = Sha256::digest(ca.as_ref()).into();
+        if presented != self.fingerprint {
+            return Err(unknown_issuer());
+        }
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, rest, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The same check WebPkiServerVerifier performs; it does not depend on the roots.
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn ca_distinguished_name(cluster_id: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("chatsdk cluster {cluster_id}"));
+    dn
+}
+
+fn ca_params(subject: DistinguishedName) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn parse_cert_pem(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, TlsError> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn ca_roots(ca_cert_pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(parse_cert_pem(ca_cert_pem, "ca certificate")?)
+        .map_err(|source| TlsError::Config {
+            what: "ca root",
+            source,
+        })?;
+    Ok(roots)
+}
+
+/// `[leaf, ca]` and the leaf key: servers send the CA too so joining clients can pin it.
+fn identity_chain(
+    identity: &NodeIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let leaf = parse_cert_pem(&identity.cert_pem, "node certificate")?;
+    let ca = parse_cert_pem(&identity.ca_cert_pem, "ca certificate")?;
+    let key =
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| TlsError::Pem {
+            what: "node key",
+            reason: e.to_string(),
+        })?;
+    Ok((vec![leaf, ca], key))
+}
+
+/// Just enough DER reading to rebuild an [`Issuer`] from our own CA certificate: rcgen can only
+/// parse certificates with its `x509-parser` feature, which the workspace does not enable.
+mod der {
+    use rcgen::{DistinguishedName, DnType, DnValue};
+
+    const TAG_SEQUENCE: u8 = 0x30;
+    const TAG_SET: u8 = 0x31;
+    const TAG_INTEGER: u8 = 0x02;
+    const TAG_OID: u8 = 0x06;
+    const TAG_UTF8_STRING: u8 = 0x0c;
+    const TAG_PRINTABLE_STRING: u8 = 0x13;
+    const TAG_VERSION: u8 = 0xa0;
+    /// id-at-commonName (2.5.4.3), content octets.
+    const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    /// id-at-organizationName (2.5.4.10), content octets.
+    const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
+
+    pub(super) struct CaFields<'a> {
+        pub(super) subject: DistinguishedName,
+        /// The complete SubjectPublicKeyInfo TLV.
+        pub(super) spki: &'a [u8],
+    }
+
+    /// One decoded TLV and what follows it.
+    struct Tlv<'a> {
+        tag: u8,
+        contents: &'a [u8],
+        /// Tag, length and contents.
+        whole: &'a [u8],
+        rest: &'a [u8],
+    }
+
+    fn read(input: &[u8]) -> Result<Tlv<'_>, String> {
+        let truncated = || "truncated der".to_owned();
+        let (&tag, after_tag) = input.split_first().ok_or_else(truncated)?;
+        let (&first, mut after_len) = after_tag.split_first().ok_or_else(truncated)?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return Err("unsupported der length".to_owned());
+            }
+            let (len_bytes, rest) = after_len.split_at_checked(n).ok_or_else(truncated)?;
+            after_len = rest;
+            len_bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        };
+        let (contents, rest) = after_len.split_at_checked(len).ok_or_else(truncated)?;
+        let whole = &input[..input.len() - rest.len()];
+        Ok(Tlv {
+            tag,
+            contents,
+            whole,
+            rest,
+        })
+    }
+
+    fn expect<'a>(input: &'a [u8], want: u8, what: &str) -> Result<Tlv<'a>, String> {
+        let tlv = read(input)?;
+        if tlv.tag != want {
+            return Err(format!("expected {what}, found tag {:#04x}", tlv.tag));
+        }
+        Ok(tlv)
+    }
+
+    /// Extracts the subject name and the SubjectPublicKeyInfo of an X.509 certificate.
+    pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
+        let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;
+        let tbs = expect(certificate.contents, TAG_SEQUENCE, "tbs certificate")?;
+        let mut rest = tbs.contents;
+        if rest.first() == Some(&TAG_VERSION) {
+            rest = read(rest)?.rest;
+        }
+        let serial = expect(rest, TAG_INTEGER, "serial number")?;
+        let algorithm = expect(serial.rest, TAG_SEQUENCE, "signature algorithm")?;
+        let issuer = expect(algorithm.rest, TAG_SEQUENCE, "issuer")?;
+        let validity = expect(issuer.rest, TAG_SEQUENCE, "validity")?;
+        let subject = expect(validity.rest, TAG_SEQUENCE, "subject")?;
+        let spki = expect(subject.rest, TAG_SEQUENCE, "subject public key info")?;
+        Ok(CaFields {
+            subject: distinguished_name(subject.contents)?,
+            spki: spki.whole,
+        })
+    }
+
+    /// Rebuilds the name so rcgen re-encodes exactly the same bytes: one attribute per RDN,
+    /// common name / organization, UTF8String or PrintableString (what rcgen itself writes).
+    fn distinguished_name(mut rdns: &[u8]) -> Result<DistinguishedName, String> {
+        let mut dn = DistinguishedName::new();
+        while !rdns.is_empty() {
+            let set = expect(rdns, TAG_SET, "relative distinguished name")?;
+            rdns = set.rest;
+            let attr = expect(set.contents, TAG_SEQUENCE, "attribute")?;
+            if !attr.rest.is_empty() {
+                return Err("multi-valued relative distinguished name".to_owned());
+            }
+            let oid = expect(attr.contents, TAG_OID, "attribute type")?;
+            let ty = match oid.contents {
+                OID_COMMON_NAME => DnType::CommonName,
+                OID_ORGANIZATION => DnType::OrganizationName,
+                other => return Err(format!("unsupported subject attribute {other:02x?}")),
+            };
+            let value = read(oid.rest)?;
+            let text = std::str::from_utf8(value.contents)
+                .map_err(|_| "subject attribute is not utf-8".to_owned())?;
+            let value = match value.tag {
+                TAG_UTF8_STRING => DnValue::Utf8String(text.to_owned()),
+                TAG_PRINTABLE_STRING => DnValue::PrintableString(
+                    text.try_into()
+                        .map_err(|_| "invalid printable string".to_owned())?,
+                ),
+                tag => return Err(format!("unsupported subject string tag {tag:#04x}")),
+            };
+            dn.push(ty, value);
+        }
+        Ok(dn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_cert_chains_to_ca_and_names_the_node() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let id = ca.issue_node_cert(7).unwrap();
+        let leaf = parse_cert_pem(&id.cert_pem, "leaf").unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(ca_roots(&ca.cert_pem).unwrap()),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let name = ServerName::try_from(NODE_SERVER_NAME).unwrap();
+        verifier
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .unwrap();
+        verify_node_cert_name(&leaf, 7).unwrap();
+        assert!(verify_node_cert_name(&leaf, 8).is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_lowercase_sha256_hex() {
+        let ca = ClusterCa::generate("fp").unwrap();
+        let fp = ca.fingerprint().unwrap();
+        assert_eq!(fp.len(), 64);
+        assert!(fp
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert_eq!(fp, ca_fingerprint_of_pem(&ca.cert_pem).unwrap());
+        assert!(PinnedCaVerifier::new(&fp).is_ok());
+        assert!(PinnedCaVerifier::new("abcd").is_err());
+    }
+
+    #[test]
+    fn mismatched_ca_key_is_rejected() {
+        let a = ClusterCa::generate("a").unwrap();
+        let b = ClusterCa::generate("b").unwrap();
+        let mixed = ClusterCa {
+            cert_pem: a.cert_pem,
+            key_pem: b.key_pem,
+        };
+        assert!(matches!(
+            mixed.issue_node_cert(1),
+            Err(TlsError::CaKeyMismatch)
+        ));
+    }
+
+    #[test]
+    fn der_reader_rejects_garbage() {
+        assert!(der::ca_fields(&[]).is_err());
+        assert!(der::ca_fields(&[0x30, 0x85, 0, 0, 0, 0, 0]).is_err());
+        assert!(der::ca_fields(&[0x30, 0x10, 0x30]).is_err());
+    }
+}

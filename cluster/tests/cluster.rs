@@ -1,0 +1,323 @@
+//! In-process clusters over real QUIC on 127.0.0.1: formation, replication, failover,
+//! partitions, restarts, joins, snapshots and removal.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chatsdk_cluster::{shard_for, ClusterError, NodeState, META_GROUP};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_serves_writes_and_survives_restart() {
+    let mut c = TestCluster::start(1, 4).await;
+    let node = c.node(1).clone();
+    assert_eq!(node.local_groups(), vec![0, 1, 2, 3, 4]);
+    for shard in 1..=4 {
+        let prev = node
+            .propose(shard, format!("k{shard}=v{shard}").into_bytes())
+            .await
+            .unwrap();
+        assert!(prev.is_empty());
+    }
+    let prev = node.propose(2, b"k2=again".to_vec()).await.unwrap();
+    assert_eq!(prev, b"v2");
+    let reader = node.linearizable_reader(2).await.unwrap();
+    assert_eq!(reader.get(b"k2").unwrap(), Some(b"again".to_vec()));
+    // Handles keep the node's store open: release ours before stopping it.
+    drop((node, reader));
+
+    c.stop(1).await;
+    c.restart(1).await;
+    let node = c.node(1).clone();
+    let reader = node.linearizable_reader(3).await.unwrap();
+    assert_eq!(reader.get(b"k3").unwrap(), Some(b"v3".to_vec()));
+    node.propose(3, b"k3=after-restart".to_vec()).await.unwrap();
+    assert_eq!(node.meta_state().active_nodes(), vec![1]);
+    drop((node, reader));
+    c.stop(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_every_shard_and_balance_leaders() {
+    let c = TestCluster::start(3, 6).await;
+    let state = c.any().meta_state();
+    for rec in state.shard_map.values() {
+        assert_eq!(rec.placement.replicas, vec![1, 2, 3]);
+    }
+    let leaders = state.placement_map().leader_counts();
+    assert_eq!(
+        leaders.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "{leaders:?}"
+    );
+    // Writes through any node reach the leader and every replica.
+    for i in 0..30u32 {
+        let via = c.node(u64::from(i % 3) + 1);
+        let shard = shard_for("app", &format!("ch{i}"), 6);
+        via.propose(shard, format!("ch{i}=m{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    for shard in 1..=6 {
+        c.wait_converged(shard).await;
+    }
+    for i in 0..30u32 {
+        let shard = shard_for("app", &format!("ch{i}"), 6);
+        for node in c.nodes.values() {
+            assert_eq!(
+                local_value(node, shard, &format!("ch{i}")),
+                Some(format!("m{i}"))
+            );
+        }
+    }
+    // Every node leads exactly the shards it is told to, and the watch says so.
+    let mut led = BTreeSet::new();
+    for node in c.nodes.values() {
+        let mine = node.watch_leadership().borrow().clone();
+        assert!(led.is_disjoint(&mine));
+        led.extend(mine);
+    }
+    assert_eq!(led, (1..=6).collect());
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_shard_leader_loses_no_acknowledged_write() {
+    let mut c = TestCluster::start(3, 3).await;
+    let shard = 2;
+    let leader = c.wait_leader(shard).await;
+    let writer = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        c.node(writer)
+            .propose(shard, format!("key{i}=v{i}").into_bytes())
+            .await
+            .unwrap();
+        acked.push(i);
+    }
+    c.stop(leader).await;
+    let new_leader = c.wait_leader(shard).await;
+    assert_ne!(new_leader, leader);
+    for i in 100..120 {
+        c.node(writer)
+            .propose(shard, format!("key{i}=v{i}").into_bytes())
+            .await
+            .unwrap();
+        acked.push(i);
+    }
+    c.wait_converged(shard).await;
+    for node in c.nodes.values() {
+        for i in &acked {
+            assert_eq!(
+                local_value(node, shard, &format!("key{i}")),
+                Some(format!("v{i}")),
+                "node {}",
+                node.id()
+            );
+        }
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_cannot_commit_and_replicas_converge_after_healing() {
+    let c = TestCluster::start(3, 2).await;
+    let shard = 1;
+    let leader = c.wait_leader(shard).await;
+    let others: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    c.node(leader)
+        .propose(shard, b"before=1".to_vec())
+        .await
+        .unwrap();
+    // Isolate the leader: it is a minority of one.
+    c.partition(&[leader], &others);
+    let minority = c.node(leader).clone();
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(3),
+        minority.propose(shard, b"minority=1".to_vec()),
+    )
+    .await;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))),
+        "a minority acknowledged a write: {attempt:?}"
+    );
+    // The majority elects a leader and commits.
+    let majority = c.node(others[0]).clone();
+    wait_until("majority elects a leader", || {
+        let l = c.leader_among(shard, &others);
+        async move { l.is_some() }
+    })
+    .await;
+    for i in 0..20 {
+        majority
+            .propose(shard, format!("maj{i}=x").into_bytes())
+            .await
+            .unwrap();
+    }
+    c.heal();
+    c.wait_converged(shard).await;
+    let reference = local_value(c.node(others[0]), shard, "maj19");
+    assert_eq!(reference.as_deref(), Some("x"));
+    for node in c.nodes.values() {
+        assert_eq!(local_value(node, shard, "before").as_deref(), Some("1"));
+        for i in 0..20 {
+            assert_eq!(
+                local_value(node, shard, &format!("maj{i}")).as_deref(),
+                Some("x")
+            );
+        }
+        // Whatever happened to the minority's attempt, every replica agrees on it.
+        assert_eq!(
+            local_value(node, shard, "minority"),
+            local_value(c.node(others[0]), shard, "minority")
+        );
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_from_its_directory() {
+    let mut c = TestCluster::start(3, 2).await;
+    c.stop(3).await;
+    for i in 0..50 {
+        c.node(1)
+            .propose(1 + (i % 2), format!("r{i}=v").into_bytes())
+            .await
+            .unwrap();
+    }
+    c.restart(3).await;
+    for shard in 1..=2 {
+        c.wait_converged(shard).await;
+    }
+    for i in 0..50 {
+        assert_eq!(
+            local_value(c.node(3), 1 + (i % 2), &format!("r{i}")).as_deref(),
+            Some("v")
+        );
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+fn eager_snapshots(c: &mut chatsdk_cluster::ClusterConfig) {
+    c.snapshot_after_logs = 20;
+    c.logs_kept_after_snapshot = 2;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_is_brought_back_by_snapshot() {
+    let mut c = TestCluster::start_with(3, 1, eager_snapshots).await;
+    c.stop(3).await;
+    for i in 0..200 {
+        c.node(1)
+            .propose(1, format!("s{i}=v{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let leader = c.wait_leader(1).await;
+    wait_until("leader purged its log behind a snapshot", || {
+        let purged = c
+            .node(leader)
+            .group_metrics(1)
+            .and_then(|m| m.borrow().purged);
+        async move { purged.is_some_and(|p| p.index > 50) }
+    })
+    .await;
+    c.restart(3).await;
+    c.wait_converged(1).await;
+    let m = c.node(3).group_metrics(1).unwrap().borrow().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "node 3 caught up without a snapshot: {m:?}"
+    );
+    for i in 0..200 {
+        assert_eq!(
+            local_value(c.node(3), 1, &format!("s{i}")),
+            Some(format!("v{i}"))
+        );
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_gets_its_share_of_replicas_and_leaders() {
+    let mut c = TestCluster::start(3, 8).await;
+    for i in 0..8u32 {
+        c.node(1)
+            .propose(i + 1, format!("pre{i}=v").into_bytes())
+            .await
+            .unwrap();
+    }
+    let id = c.join().await;
+    c.wait_balanced().await;
+    let state = c.any().meta_state();
+    assert_eq!(state.nodes[&id].state, NodeState::Active);
+    let replicas = state.placement_map().replica_counts();
+    assert_eq!(replicas[&id], 6, "{replicas:?}"); // 8 shards x 3 replicas over 4 nodes
+    let leaders = state.placement_map().leader_counts();
+    assert_eq!(leaders[&id], 2, "{leaders:?}");
+    // The new node holds the data of the shards it now replicates.
+    for shard in state.shards_of(id) {
+        c.wait_converged(shard).await;
+        assert_eq!(
+            local_value(c.node(id), shard, &format!("pre{}", shard - 1)).as_deref(),
+            Some("v")
+        );
+    }
+    // Replicas that moved away were dropped.
+    for (node_id, node) in &c.nodes {
+        let mut placed: Vec<u32> = state.shards_of(*node_id);
+        placed.insert(0, META_GROUP);
+        wait_until("stale replicas dropped", || {
+            let ok = node.local_groups() == placed;
+            async move { ok }
+        })
+        .await;
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_survive_losing_the_meta_leader_and_a_removed_node_is_drained() {
+    let mut c = TestCluster::start(5, 5).await;
+    let meta_leader = c.wait_leader(META_GROUP).await;
+    c.stop(meta_leader).await;
+    let via = *c.nodes.keys().next().unwrap();
+    // The meta group still commits: remove the dead node; its replicas move to the others.
+    c.node(via).remove_node(meta_leader).await.unwrap();
+    wait_until("dead node removed and drained", || {
+        let s = c.node(via).meta_state();
+        let ok = s.nodes[&meta_leader].state == NodeState::Removed
+            && s.shards_of(meta_leader).is_empty();
+        async move { ok }
+    })
+    .await;
+    c.wait_balanced().await;
+    for shard in 1..=5 {
+        c.node(via)
+            .propose(shard, b"after=1".to_vec())
+            .await
+            .unwrap();
+    }
+    let err = c.node(via).propose(99, b"x=1".to_vec()).await.unwrap_err();
+    assert!(
+        matches!(err, ClusterError::UnknownGroup { group: 99 }),
+        "{err}"
+    );
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
