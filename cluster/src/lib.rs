@@ -18,6 +18,7 @@
 //! - [`network`]: openraft's network over the transport; [`wire`]: the messages nodes exchange.
 //! - [`join`]: join tokens, node identity and the admission handshake.
 //! - [`shard`]: the stable `shard_for(app, channel)` mapping.
+//! - [`testkit`]: a key-value state machine for tests, the benchmark and the node tool.
 
 pub mod config;
 pub mod join;
@@ -27,6 +28,7 @@ pub mod placement;
 pub mod reconcile;
 pub mod routing;
 pub mod shard;
+pub mod testkit;
 pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -321,3 +321,72 @@ async fn five_nodes_survive_losing_the_meta_leader_and_a_removed_node_is_drained
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_node_leaves_gracefully_and_its_data_stays_available() {
+    let c = TestCluster::start(4, 4).await;
+    for shard in 1..=4 {
+        c.node(1)
+            .propose(shard, format!("k{shard}=v").into_bytes())
+            .await
+            .unwrap();
+    }
+    c.node(4).leave().await.unwrap();
+    wait_until("node 4 drained and removed", || {
+        let s = c.node(1).meta_state();
+        let ok = s.nodes[&4].state == NodeState::Removed && s.shards_of(4).is_empty();
+        async move { ok }
+    })
+    .await;
+    wait_until("node 4 dropped its shard replicas", || {
+        let ok = c.node(4).local_groups() == vec![META_GROUP];
+        async move { ok }
+    })
+    .await;
+    for shard in 1..=4 {
+        let reader = c.node(2).linearizable_reader(shard).await.unwrap();
+        assert_eq!(
+            reader.get(format!("k{shard}").as_bytes()).unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+struct Echo;
+
+impl chatsdk_cluster::UpperHandler for Echo {
+    fn handle(
+        &self,
+        from: u64,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            if body.is_empty() {
+                return Err("empty".into());
+            }
+            Ok(format!("{from}:{}", String::from_utf8_lossy(&body)).into_bytes())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upper_layers_exchange_requests_by_topic() {
+    let c = TestCluster::start(2, 1).await;
+    c.node(2).register_handler(7, std::sync::Arc::new(Echo));
+    let reply = c.node(1).request_upper(2, 7, b"hi".to_vec()).await.unwrap();
+    assert_eq!(reply, b"1:hi");
+    let refused = c.node(1).request_upper(2, 7, Vec::new()).await.unwrap_err();
+    assert!(matches!(refused, ClusterError::Refused(_)), "{refused}");
+    let unknown = c
+        .node(1)
+        .request_upper(2, 8, b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, ClusterError::Refused(_)), "{unknown}");
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}

@@ -11,30 +11,13 @@ use std::time::{Duration, Instant};
 
 use chatsdk_cluster::placement::place;
 use chatsdk_cluster::{
-    Applier, ApplyContext, ClusterConfig, ClusterNode, GroupId, KvBatch, MetaState, NodeId,
-    NodeState, StartMode, StoreError,
+    ClusterConfig, ClusterNode, GroupId, MetaState, NodeId, NodeState, StartMode,
 };
 
 /// How long any cluster condition may take to hold in a test.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Test state machine: a command "k=v" stores v under k and replies with the previous value.
-pub struct KvApplier;
-
-impl Applier for KvApplier {
-    fn apply(
-        &self,
-        _ctx: &ApplyContext,
-        kv: &mut KvBatch<'_>,
-        command: &[u8],
-    ) -> Result<Vec<u8>, StoreError> {
-        let text = String::from_utf8_lossy(command);
-        let (k, v) = text.split_once('=').unwrap_or((&text, ""));
-        let previous = kv.get(k.as_bytes())?.unwrap_or_default();
-        kv.put(k.as_bytes(), v.as_bytes());
-        Ok(previous)
-    }
-}
+pub use chatsdk_cluster::testkit::KvApplier;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -48,8 +31,10 @@ pub fn init_tracing() {
 pub fn config(dir: &std::path::Path, shards: u32) -> ClusterConfig {
     let mut c = ClusterConfig::new(dir, "127.0.0.1:0".parse().unwrap());
     c.shards = shards;
-    c.heartbeat = Duration::from_millis(100);
-    c.election_timeout = (Duration::from_millis(600), Duration::from_millis(1200));
+    // Raft's append timeout is the heartbeat interval: keep it well above scheduling hiccups of
+    // a loaded 2-core machine running several clusters at once.
+    c.heartbeat = Duration::from_millis(200);
+    c.election_timeout = (Duration::from_millis(800), Duration::from_millis(1600));
     c.reconcile_interval = Duration::from_millis(200);
     c.propose_timeout = Duration::from_secs(20);
     c.cache_capacity = 8 * 1024 * 1024;
