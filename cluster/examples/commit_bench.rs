@@ -247,10 +247,13 @@ struct Outcome {
     /// Bound on proposals in flight: the workers of a closed loop, the cap of an open one.
     in_flight: usize,
     target_rate: Option<f64>,
+    /// Proposals committed (open loop: all of them, closed loop: inside the window).
     ok: u64,
+    /// Proposals committed inside the window.
+    ok_in_window: u64,
     errors: u64,
     saturated: u64,
-    elapsed: Duration,
+    window: Duration,
     hist: Histogram<u64>,
     usage: Usage,
     notes: Vec<String>,
@@ -258,7 +261,7 @@ struct Outcome {
 
 impl Outcome {
     fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
+        self.ok_in_window as f64 / self.window.as_secs_f64()
     }
 
     fn valid(&self) -> bool {
@@ -279,7 +282,7 @@ impl Outcome {
             self.in_flight,
             self.target_rate
                 .map_or("null".to_string(), |r| format!("{r:.1}")),
-            self.elapsed.as_secs_f64(),
+            self.window.as_secs_f64(),
             self.ok,
             self.errors,
             self.saturated,
@@ -346,9 +349,10 @@ async fn closed_loop(
         in_flight: concurrency,
         target_rate: None,
         ok: 0,
+        ok_in_window: 0,
         errors: 0,
         saturated: 0,
-        elapsed: window,
+        window,
         hist: histogram(),
         usage: Usage::default(),
         notes: Vec::new(),
@@ -361,6 +365,7 @@ async fn closed_loop(
         let (hist, ok, errors, first_error) = worker.context("closed-loop worker panicked")?;
         outcome.hist.add(&hist).context("merge histograms")?;
         outcome.ok += ok;
+        outcome.ok_in_window += ok;
         outcome.errors += errors;
         if let Some(e) = first_error {
             outcome.notes.push(format!("error: {e}"));
@@ -376,6 +381,7 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
     let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     let hist = Arc::new(Mutex::new(histogram()));
     let ok = Arc::new(AtomicU64::new(0));
+    let ok_in_window = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let mut saturated = 0u64;
@@ -383,6 +389,7 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
     let mut peak_in_flight = 0usize;
     let before = Sample::take()?;
     let start = Instant::now();
+    let end = start + window;
     let due_at = |k: u64| start + Duration::from_secs_f64(k as f64 / rate);
     let mut k = 0u64;
     // Bounded by `total`; each pass issues every proposal already due, so time always advances it.
@@ -396,6 +403,7 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
                     let nodes = cluster.nodes.clone();
                     let shards = cluster.shards;
                     let (hist, ok, errors) = (hist.clone(), ok.clone(), errors.clone());
+                    let ok_in_window = ok_in_window.clone();
                     let first_error = first_error.clone();
                     tokio::spawn(async move {
                         let result = propose(&nodes, shards, run, k).await;
@@ -403,6 +411,9 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
                         match result {
                             Ok(()) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
+                                if Instant::now() <= end {
+                                    ok_in_window.fetch_add(1, Ordering::Relaxed);
+                                }
                                 if let Ok(mut h) = hist.lock() {
                                     h.saturating_record(latency);
                                 }
@@ -429,7 +440,6 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(MAX_OUTSTANDING as u32))
         .await
         .is_ok();
-    let elapsed = start.elapsed();
     let mut notes = Vec::new();
     if saturated > 0 {
         notes.push(format!(
@@ -453,9 +463,10 @@ async fn open_loop(cluster: &Cluster, run: u8, rate: f64, window: Duration) -> R
         in_flight: MAX_OUTSTANDING,
         target_rate: Some(rate),
         ok: ok.load(Ordering::Relaxed),
+        ok_in_window: ok_in_window.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         saturated,
-        elapsed,
+        window,
         hist,
         usage: Sample::take()?.since(&before),
         notes,

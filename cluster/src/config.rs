@@ -9,10 +9,12 @@ use crate::ClusterError;
 /// How a node starts.
 #[derive(Clone, Debug)]
 pub enum StartMode {
-    /// Create a new cluster with this node as its first member. Refused if the data directory
-    /// already belongs to a cluster (a restart needs no mode: see [`StartMode::Existing`]).
+    /// Create a new cluster with this node as its first member. If the data directory already
+    /// holds a cluster identity, the node restarts from it instead (so `serve` can always pass
+    /// this mode: the first start creates the cluster, later starts resume it).
     Bootstrap,
-    /// Join the cluster that the node at `addr` belongs to, with a join token from it.
+    /// Join the cluster that the node at `addr` belongs to, with a join token from it. Like
+    /// `Bootstrap`, a data directory that already holds an identity is simply restarted.
     Join { addr: SocketAddr, token: String },
     /// Restart from the data directory, which must already hold a cluster identity.
     Existing,
@@ -86,6 +88,9 @@ impl ClusterConfig {
         }
         if self.snapshot_after_logs == 0 {
             return fail("snapshot_after_logs must be positive");
+        }
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            return fail("listening on a wildcard address needs an advertise address");
         }
         if self.propose_timeout.is_zero() {
             return fail("propose_timeout must be positive");

@@ -51,6 +51,18 @@ pub(crate) async fn handle(
             reason: "shutting down".into(),
         }));
     }
+    let removed = node
+        .meta
+        .current()
+        .nodes
+        .get(&from)
+        .is_some_and(|n| n.state == NodeState::Removed);
+    if removed && from != node.id {
+        // Its certificate is still valid, but a removed node has no say in any group any more.
+        return PeerResponse::Done(Err(Refusal::Failed {
+            reason: format!("node {from} was removed from the cluster"),
+        }));
+    }
     match request {
         PeerRequest::AppendEntries { group, rpc } => match raft_of(node, group) {
             Some(raft) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
@@ -190,41 +202,49 @@ async fn reconfigure_here(
 /// same result for an up-to-date target. Writes during the hand-over keep the lease alive, in
 /// which case the transfer simply does not happen and placement tries again later.
 async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(), Refusal> {
-    if to == node.id {
-        let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
-        return check_leader(node, &raft);
-    }
     let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
     check_leader(node, &raft)?;
+    if to == node.id {
+        return Ok(());
+    }
+    let metrics = raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&to).cloned().flatten())
+        .map(|l| l.index);
+    if matched != Some(last) {
+        return Err(Refusal::Unavailable {
+            reason: format!("node {to} is not caught up ({matched:?} of {last})"),
+        });
+    }
     let lease = Duration::from_millis(raft.config().election_timeout_max);
-    raft.runtime_config().heartbeat(false);
+    let heartbeat = Duration::from_millis(raft.config().heartbeat_interval);
+    // The target schedules its campaign first; only once it has answered do we stop
+    // heartbeats, so an unreachable target never costs the group its leader.
     let campaign = PeerRequest::Campaign {
         group,
-        after_ms: lease.as_millis() as u64 + raft.config().heartbeat_interval,
+        after_ms: (lease + heartbeat).as_millis() as u64,
     };
-    let sent = match codec::encode(&campaign) {
-        Ok(body) => node
-            .transport
-            .request(to, body)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let outcome = match sent {
-        Ok(()) => {
-            let waited = raft
-                .wait(Some(lease * 4))
-                .metrics(|m| m.current_leader == Some(to), "leadership handed over")
-                .await;
-            waited.map(|_| ()).map_err(|e| Refusal::Unavailable {
-                reason: format!("transfer to {to} did not complete: {e}"),
-            })
-        }
-        Err(reason) => Err(Refusal::Unavailable { reason }),
-    };
+    let body = codec::encode(&campaign).map_err(|e| Refusal::Failed {
+        reason: e.to_string(),
+    })?;
+    node.transport
+        .request_with_timeout(to, body, heartbeat)
+        .await
+        .map_err(|e| Refusal::Unavailable {
+            reason: e.to_string(),
+        })?;
+    raft.runtime_config().heartbeat(false);
+    let waited = raft
+        .wait(Some(lease * 3))
+        .metrics(|m| m.current_leader == Some(to), "leadership handed over")
+        .await;
     raft.runtime_config().heartbeat(true);
-    outcome
+    waited.map(|_| ()).map_err(|e| Refusal::Unavailable {
+        reason: format!("transfer to {to} did not complete: {e}"),
+    })
 }
 
 fn campaign_here(node: &Arc<NodeInner>, group: GroupId, after_ms: u64) -> Result<(), Refusal> {

@@ -97,26 +97,27 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
     let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
     let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
 
-    // 1. Admit a joining node: replicate the meta group to it, then make it active.
-    if let Some(&joining) = state.nodes_in(NodeState::Joining).first() {
+    // 1. Admit joining nodes: make each a meta learner, and activate those that caught up.
+    //    A joiner that never shows up stays Joining (an operator removes it) and blocks nothing.
+    let metrics = meta.raft.metrics().borrow().clone();
+    for joining in state.nodes_in(NodeState::Joining) {
         if !members.contains(&joining) {
-            tokio::time::timeout(
-                STEP_TIMEOUT,
-                meta.raft
-                    .add_learner(joining, addr_of(&state, joining), true),
-            )
-            .await
-            .map_err(|_| step_timeout(META_GROUP))?
-            .map_err(raft_err)?;
+            meta.raft
+                .add_learner(joining, addr_of(&state, joining), false)
+                .await
+                .map_err(raft_err)?;
+            return Ok(());
         }
-        let reply = node
-            .propose_meta(MetaCommand::SetNodeState {
-                id: joining,
-                state: NodeState::Active,
-            })
-            .await?;
-        tracing::info!(node = joining, "node active");
-        return expect_ok(reply);
+        if caught_up(&metrics, joining) {
+            let reply = node
+                .propose_meta(MetaCommand::SetNodeState {
+                    id: joining,
+                    state: NodeState::Active,
+                })
+                .await?;
+            tracing::info!(node = joining, "node active");
+            return expect_ok(reply);
+        }
     }
 
     // 2. Meta voters: the first active nodes by id.
@@ -197,6 +198,18 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
         }
     }
     Ok(())
+}
+
+/// Whether the meta leader has replicated its whole log to `node` (within a small lag).
+fn caught_up(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, node: NodeId) -> bool {
+    /// Entries a learner may still be missing when it is promoted.
+    const MAX_LAG: u64 = 16;
+    let last = metrics.last_log_index.unwrap_or(0);
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&node).cloned().flatten())
+        .is_some_and(|matched| matched.index + MAX_LAG >= last)
 }
 
 fn step_timeout(group: GroupId) -> ClusterError {

@@ -19,6 +19,7 @@ use crate::{codec, handler, ClusterError};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+const MAX_FREE_REDIRECTS: usize = 3;
 
 impl NodeInner {
     /// Nodes worth trying for `group`, best first, without duplicates.
@@ -95,6 +96,9 @@ pub(crate) async fn call_leader(
     let mut backoff = BACKOFF_MIN;
     let mut redirect: Option<NodeId> = None;
     let mut tried = 0usize;
+    // Redirects are followed at once a few times; after that (two nodes naming each other during
+    // an election) they back off like any other failure.
+    let mut redirects = 0usize;
     let mut last;
     loop {
         if node.shutdown.is_cancelled() {
@@ -114,7 +118,14 @@ pub(crate) async fn call_leader(
             .unwrap_or(node.id);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let outcome = if target == node.id {
-            Ok(handler::handle(node, node.id, make()).await)
+            match tokio::time::timeout(remaining, handler::handle(node, node.id, make())).await {
+                Ok(response) => Ok(response),
+                Err(_) => Err(ClusterError::Timeout {
+                    group,
+                    after_ms: started.elapsed().as_millis() as u64,
+                    last: "local request did not finish".into(),
+                }),
+            }
         } else {
             let body = codec::encode(&make())?;
             match node
@@ -135,9 +146,12 @@ pub(crate) async fn call_leader(
                     node.remember_leader(group, target);
                     return Ok(response);
                 }
-                Some(Refusal::NotLeader { leader: Some(l) }) if *l != target => {
+                Some(Refusal::NotLeader { leader: Some(l) })
+                    if *l != target && redirects < MAX_FREE_REDIRECTS =>
+                {
                     node.remember_leader(group, *l);
                     redirect = Some(*l);
+                    redirects += 1;
                     continue;
                 }
                 Some(Refusal::Failed { reason }) => {
@@ -145,7 +159,13 @@ pub(crate) async fn call_leader(
                         reason: reason.clone(),
                     }))
                 }
-                Some(other) => last = other.to_string(),
+                Some(other) => {
+                    if let Refusal::NotLeader { leader: Some(l) } = other {
+                        redirect = Some(*l);
+                    }
+                    redirects = 0;
+                    last = other.to_string();
+                }
             },
             Err(e) if e.is_retryable() || matches!(e, ClusterError::Codec { .. }) => {
                 last = e.to_string();
@@ -248,6 +268,10 @@ impl ClusterNode {
         body: Vec<u8>,
     ) -> Result<(), ClusterError> {
         let request = PeerRequest::Upper { topic, body };
+        if to == self.inner.id {
+            handler::handle(&self.inner, to, request).await;
+            return Ok(());
+        }
         self.inner
             .transport
             .send(to, codec::encode(&request)?)

@@ -83,13 +83,26 @@ impl Drop for Inner {
 
 impl Store {
     /// Opens (or creates) the data directory and starts the flusher thread.
+    ///
+    /// sled locks the directory. A previous incarnation in this process (a restart after a
+    /// stop) may still be releasing it from one of sled's background threads, so a held lock
+    /// is retried for up to [`LOCK_WAIT`] before giving up.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity)
-            // Our acknowledgements never rely on background flushes; keep them infrequent.
-            .flush_every_ms(Some(1000))
-            .open()?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            let attempt = sled::Config::new()
+                .path(&config.path)
+                .cache_capacity(config.cache_capacity)
+                // Our acknowledgements never rely on background flushes; keep them infrequent.
+                .flush_every_ms(Some(1000))
+                .open();
+            match attempt {
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE);
         let stats = Arc::new(FlushStats::default());
         let thread_db = db.clone();
@@ -175,6 +188,14 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
     }
+}
+
+/// How long [`Store::open`] waits for a directory lock held by a previous incarnation.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// sled reports a held directory lock as an `Other` error wrapping `WouldBlock`.
+fn is_lock_held(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 const GROUP_TREES: [&str; 4] = ["log", "logmeta", "sm", "snap"];

@@ -136,15 +136,17 @@ impl TestCluster {
         node.shutdown().await;
     }
 
-    /// Restarts a stopped node from its directory on its old address.
+    /// Restarts a stopped node from its directory. It gets a new port (its old one may have been
+    /// taken by a parallel test meanwhile), as a restarted container would get a new address:
+    /// it tells the cluster through the meta group.
     pub async fn restart(&mut self, id: NodeId) {
         let mut cfg = config(self.dirs[&id].path(), self.shards);
         (self.tweak)(&mut cfg);
-        cfg.listen = self.addrs[&id];
         let node = ClusterNode::start(cfg, StartMode::Existing, Arc::new(KvApplier), None)
             .await
             .expect("restart");
         assert_eq!(node.id(), id);
+        self.addrs.insert(id, node.addr());
         self.nodes.insert(id, node);
     }
 
