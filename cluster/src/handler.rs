@@ -171,8 +171,14 @@ async fn reconfigure_here(
 ) -> Result<(), Refusal> {
     let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
     check_leader(node, &raft)?;
-    let membership = raft.metrics().borrow().membership_config.clone();
-    let current_nodes: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    let members = |raft: &Raft<TypeConfig>| -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let m = raft.metrics().borrow().membership_config.clone();
+        (
+            m.nodes().map(|(id, _)| *id).collect(),
+            m.membership().voter_ids().collect(),
+        )
+    };
+    let (current_nodes, _) = members(&raft);
     for (id, info) in &voters {
         if !current_nodes.contains(id) {
             raft.add_learner(*id, info.clone(), true)
@@ -181,14 +187,28 @@ async fn reconfigure_here(
         }
     }
     let wanted: BTreeSet<NodeId> = voters.keys().copied().collect();
-    let current_voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-    let all_now: BTreeSet<NodeId> = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .nodes()
-        .map(|(id, _)| *id)
-        .collect();
+    if !wanted.contains(&node.id) {
+        // Removing the leader itself would leave the group leaderless for an election timeout.
+        // Make the new replicas voters while we still lead, hand leadership to one of them and
+        // let it finish the change (the caller follows the redirect). If the hand-over does not
+        // happen (writes keep followers' leases alive), fall through and pay the election.
+        let mut interim = wanted.clone();
+        interim.insert(node.id);
+        let (_, current_voters) = members(&raft);
+        if current_voters != interim {
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(interim), true)
+                .await
+                .map_err(write_refusal)?;
+        }
+        for candidate in &wanted {
+            if transfer_here(node, group, *candidate).await.is_ok() {
+                return Err(Refusal::NotLeader {
+                    leader: Some(*candidate),
+                });
+            }
+        }
+    }
+    let (all_now, current_voters) = members(&raft);
     if current_voters != wanted || all_now != wanted {
         raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), false)
             .await
@@ -200,7 +220,8 @@ async fn reconfigure_here(
 /// Hands leadership to `to`: stop heartbeats so followers' leader leases lapse, and let `to`
 /// campaign as soon as they have. openraft 0.9 has no leader-transfer message; this gets the
 /// same result for an up-to-date target. Writes during the hand-over keep the lease alive, in
-/// which case the transfer simply does not happen and placement tries again later.
+/// which case the transfer simply does not happen and placement tries again later. Every
+/// failure is a `Failed` refusal: routing must not retry a hand-over on its own.
 async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(), Refusal> {
     let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
     check_leader(node, &raft)?;
@@ -215,7 +236,7 @@ async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(
         .and_then(|r| r.get(&to).cloned().flatten())
         .map(|l| l.index);
     if matched != Some(last) {
-        return Err(Refusal::Unavailable {
+        return Err(Refusal::Failed {
             reason: format!("node {to} is not caught up ({matched:?} of {last})"),
         });
     }
@@ -233,7 +254,7 @@ async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(
     node.transport
         .request_with_timeout(to, body, heartbeat)
         .await
-        .map_err(|e| Refusal::Unavailable {
+        .map_err(|e| Refusal::Failed {
             reason: e.to_string(),
         })?;
     raft.runtime_config().heartbeat(false);
@@ -242,7 +263,7 @@ async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(
         .metrics(|m| m.current_leader == Some(to), "leadership handed over")
         .await;
     raft.runtime_config().heartbeat(true);
-    waited.map(|_| ()).map_err(|e| Refusal::Unavailable {
+    waited.map(|_| ()).map_err(|e| Refusal::Failed {
         reason: format!("transfer to {to} did not complete: {e}"),
     })
 }

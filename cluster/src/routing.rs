@@ -32,15 +32,19 @@ impl NodeInner {
                 }
             }
         };
-        push(
-            self.leader_hints
-                .lock()
-                .ok()
-                .and_then(|h| h.get(&group).copied()),
-        );
-        if let Some(g) = self.group(group) {
-            let m = g.raft.metrics().borrow().clone();
+        // A local replica's own view is the freshest; the hint (last node that answered as
+        // leader) comes next, and may point at a node that has since died.
+        let local = self.group(group).map(|g| g.raft.metrics().borrow().clone());
+        if let Some(m) = &local {
             push(m.current_leader);
+        }
+        let hint = self
+            .leader_hints
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&group).copied());
+        push(hint);
+        if let Some(m) = &local {
             for id in m.membership_config.membership().voter_ids() {
                 push(Some(id));
             }

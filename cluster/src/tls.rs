@@ -43,9 +43,10 @@ pub const ALPN_JOIN: &[u8] = b"chatsdk-join/1";
 pub const NODE_SERVER_NAME: &str = "chatsdk-node";
 
 /// QUIC keep-alive: well under [`QUIC_IDLE_TIMEOUT`] so idle peer connections stay open.
-const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(2);
-/// A connection that has heard nothing for this long is considered dead.
-const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const QUIC_KEEP_ALIVE: Duration = Duration::from_millis(500);
+/// A connection that has heard nothing for this long is considered dead; it bounds how long
+/// requests to a crashed peer wait before the routing layer moves on to another node.
+const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Concurrent bidirectional streams a peer may open on one connection: each one is an
 /// in-flight request, so this is the per-connection bound on server-side request tasks.
 const QUIC_MAX_BIDI_STREAMS: u32 = 1024;

@@ -218,16 +218,21 @@ impl TestCluster {
         .await;
     }
 
-    /// Waits until every running replica of `group` has applied the same last index.
+    /// Waits until every running replica of `group` has applied everything any of them has in
+    /// its log. (Equal applied indexes alone are not enough: a leader answers a proposal before
+    /// its metrics show the entry applied.)
     pub async fn wait_converged(&self, group: GroupId) {
         wait_until(&format!("replicas of group {group} converge"), || {
-            let applied: BTreeSet<Option<u64>> = self
+            let metrics: Vec<_> = self
                 .nodes
                 .values()
                 .filter_map(|n| n.group_metrics(group))
-                .map(|m| m.borrow().last_applied.map(|l| l.index))
+                .map(|m| m.borrow().clone())
                 .collect();
-            let ok = applied.len() == 1;
+            let last_log = metrics.iter().filter_map(|m| m.last_log_index).max();
+            let ok = metrics
+                .iter()
+                .all(|m| m.last_applied.map(|l| l.index) == last_log);
             async move { ok }
         })
         .await;
