@@ -108,6 +108,9 @@ impl ClusterConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             install_snapshot_timeout: 5_000,
+            // Entries carry up to `batch::MAX_BATCH_BYTES` of commands; bound what one
+            // AppendEntries frame can hold.
+            max_payload_entries: 64,
             ..Default::default()
         };
         config.validate().map_err(|e| ClusterError::Config {

@@ -106,7 +106,9 @@ pub(crate) async fn handle(
     }
 }
 
-fn write_refusal(e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Refusal {
+pub(crate) fn write_refusal(
+    e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
+) -> Refusal {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Refusal::NotLeader {
             leader: f.leader_id,
@@ -120,17 +122,17 @@ fn write_refusal(e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNo
     }
 }
 
-/// Proposes on the local replica, which must lead the group.
+/// Proposes on the local replica, which must lead the group (through its batcher).
 pub(crate) async fn propose_here(
     node: &NodeInner,
     group: GroupId,
     command: Vec<u8>,
 ) -> Result<Vec<u8>, Refusal> {
-    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
-    match raft.client_write(chatsdk_storage::Command(command)).await {
-        Ok(response) => Ok(response.data.0),
-        Err(e) => Err(write_refusal(e)),
-    }
+    let batcher = node
+        .group(group)
+        .map(|g| g.batcher.clone())
+        .ok_or(Refusal::NoSuchGroup { group })?;
+    batcher.propose(command).await
 }
 
 /// The index a linearizable read must wait for, from the leader.

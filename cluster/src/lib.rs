@@ -15,6 +15,7 @@
 //! - [`placement`]: the pure function deciding replicas and preferred leaders.
 //! - [`reconcile`]: the meta leader's loop that carries placement out one shard at a time.
 //! - [`transport`] and [`tls`]: QUIC between nodes, the cluster CA, fault injection for tests.
+//! - `batch`: packs the commands waiting on a group's leader into one Raft entry.
 //! - [`network`]: openraft's network over the transport; [`wire`]: the messages nodes exchange.
 //! - [`join`]: join tokens, node identity and the admission handshake.
 //! - [`shard`]: the stable `shard_for(app, channel)` mapping.
@@ -33,6 +34,7 @@ pub mod tls;
 pub mod transport;
 pub mod wire;
 
+mod batch;
 mod codec;
 mod error;
 mod handler;

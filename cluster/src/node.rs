@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::{BatchApplier, Batcher};
 use crate::config::{ClusterConfig, StartMode};
 use crate::join::{self, JoinRequest, JoinResponse, JoinToken, StoredIdentity};
 use crate::meta::{JoinAuthority, MetaApplier, MetaCommand, MetaReply, MetaState, META_GROUP};
@@ -41,6 +42,15 @@ pub trait UpperHandler: Send + Sync + 'static {
 pub(crate) struct Group {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) reader: GroupReader,
+    pub(crate) batcher: Batcher,
+    /// Stops the batcher when the replica goes away.
+    stop: CancellationToken,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 pub(crate) struct NodeInner {
@@ -437,9 +447,9 @@ impl NodeInner {
             return Ok(existing);
         }
         let applier: Arc<dyn Applier> = if id == META_GROUP {
-            self.meta.clone()
+            BatchApplier::wrap(self.meta.clone())
         } else {
-            self.data_applier.clone()
+            BatchApplier::wrap(self.data_applier.clone())
         };
         let log = LogStore::open(&self.store, id)?;
         let sm = StateMachineStore::open(&self.store, id, applier)?;
@@ -454,9 +464,12 @@ impl NodeInner {
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(raft_err)?;
+        let stop = self.shutdown.child_token();
         let group = Arc::new(Group {
             raft: raft.clone(),
             reader,
+            batcher: Batcher::start(raft.clone(), stop.clone()),
+            stop,
         });
         if let Ok(mut map) = self.groups.write() {
             map.insert(id, group.clone());

@@ -162,14 +162,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a sled batch: `Tree::apply_batch` takes sled's global write lock and
+        // writes its I/O buffer out on every call, which serialises all groups and costs two
+        // synchronous writes per append. Atomicity is not needed here: entries are inserted in
+        // index order, sled recovers a prefix of its log, and nothing is acknowledged before the
+        // flush below.
         for entry in entries {
             let raw = record::encode(&entry).map_err(write_err)?;
-            batch.insert(&index_key(entry.get_log_id().index), raw);
+            self.log
+                .insert(index_key(entry.get_log_id().index), raw)
+                .map_err(|e| write_err(e.into()))?;
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| write_err(e.into()))?;
         self.store
             .flush_then(Box::new(move |res| callback.log_io_completed(res)))
             .await

@@ -34,6 +34,9 @@ pub struct ApplyContext {
     pub index: u64,
     /// The entry's term.
     pub term: u64,
+    /// Position of the command within its entry, when the layer that proposes packs several
+    /// commands into one entry (0 otherwise). `(index, position)` is unique within a group.
+    pub position: u32,
 }
 
 /// The layer above gives commands meaning by implementing this.
@@ -179,6 +182,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         group: self.group,
                         index: log_id.index,
                         term: log_id.leader_id.term,
+                        position: 0,
                     };
                     let out = self.applier.apply(&ctx, &mut kv, &cmd.0).map_err(|e| {
                         RaftStorageError::from(StorageIOError::apply(log_id, AnyError::new(&e)))
