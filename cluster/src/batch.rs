@@ -27,7 +27,7 @@ pub(crate) const MAX_BATCH_COMMANDS: usize = 1024;
 /// frame, so this times that must stay well under the transport's frame limit).
 pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Entries of one group being committed at the same time.
-const MAX_BATCHES_IN_FLIGHT: usize = 32;
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 type ReplyTx = oneshot::Sender<Result<Vec<u8>, Refusal>>;
 

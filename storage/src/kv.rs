@@ -74,7 +74,16 @@ impl<'a> KvBatch<'a> {
         Ok(merged.into_iter().collect())
     }
 
+    /// The buffered writes as `(tree key, framed value or None for a delete)`.
+    pub(crate) fn into_writes(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.overlay
+            .into_iter()
+            .map(|(k, v)| (data_key(&k), v.map(|v| record::frame(&v))))
+            .collect()
+    }
+
     /// Moves the buffered writes into a sled batch (values framed).
+    #[cfg(test)]
     pub(crate) fn into_sled_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in self.overlay {
