@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chatsdk_storage::{Applier, ApplyContext, Command, GroupId, KvBatch, StoreError, TypeConfig};
 use openraft::Raft;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec;
@@ -41,6 +41,9 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Batcher {
     tx: mpsc::Sender<Pending>,
+    /// While true, nothing new is proposed (a leader hand-over lets followers' leases lapse);
+    /// commands wait in the queue.
+    paused: Arc<watch::Sender<bool>>,
 }
 
 impl Batcher {
@@ -48,8 +51,17 @@ impl Batcher {
     /// dropped.
     pub(crate) fn start(raft: Raft<TypeConfig>, token: CancellationToken) -> Batcher {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE);
-        tokio::spawn(run(raft, rx, token));
-        Batcher { tx }
+        let (paused, paused_rx) = watch::channel(false);
+        tokio::spawn(run(raft, rx, paused_rx, token));
+        Batcher {
+            tx,
+            paused: Arc::new(paused),
+        }
+    }
+
+    /// Stops (true) or resumes (false) proposing.
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 
     /// Proposes one command and waits for its reply.
@@ -66,9 +78,18 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>, token: CancellationToken) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<Pending>,
+    mut paused: watch::Receiver<bool>,
+    token: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            resumed = paused.wait_for(|p| !*p) => if resumed.is_err() { return },
+        }
         // Wait for a free slot first: commands keep queueing (and batching) meanwhile.
         let permit = tokio::select! {
             _ = token.cancelled() => return,

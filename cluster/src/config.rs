@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     pub reconcile_interval: Duration,
     /// sled page cache per node, bytes.
     pub cache_capacity: u64,
+    /// Largest command `propose` accepts. Raft entries must fit the transport's frames with
+    /// room to spare, so one command may never wedge a group.
+    pub max_command_bytes: usize,
 }
 
 impl ClusterConfig {
@@ -66,6 +69,7 @@ impl ClusterConfig {
             propose_timeout: Duration::from_secs(10),
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
+            max_command_bytes: 1024 * 1024,
         }
     }
 
@@ -92,6 +96,9 @@ impl ClusterConfig {
         if self.listen.ip().is_unspecified() && self.advertise.is_none() {
             return fail("listening on a wildcard address needs an advertise address");
         }
+        if self.max_command_bytes == 0 || self.max_command_bytes > 4 * 1024 * 1024 {
+            return fail("max_command_bytes must be in 1..=4 MiB");
+        }
         if self.propose_timeout.is_zero() {
             return fail("propose_timeout must be positive");
         }
@@ -110,7 +117,8 @@ impl ClusterConfig {
             install_snapshot_timeout: 5_000,
             // Entries carry up to `batch::MAX_BATCH_BYTES` of commands; bound what one
             // AppendEntries frame can hold.
-            max_payload_entries: 64,
+            // At most 256 KiB of batched commands plus one command of up to 4 MiB per entry.
+            max_payload_entries: 8,
             ..Default::default()
         };
         config.validate().map_err(|e| ClusterError::Config {

@@ -46,6 +46,9 @@ pub enum ClusterError {
     /// The configuration is invalid.
     #[error("config: {reason}")]
     Config { reason: String },
+    /// A proposed command is larger than `ClusterConfig::max_command_bytes`.
+    #[error("command of {len} bytes exceeds the limit of {max}")]
+    CommandTooLarge { len: usize, max: usize },
     /// The node is shutting down.
     #[error("shutting down")]
     ShuttingDown,

@@ -40,6 +40,17 @@ fn raft_of(node: &NodeInner, group: GroupId) -> Option<Raft<TypeConfig>> {
     node.group(group).map(|g| g.raft.clone())
 }
 
+/// The node a Raft RPC speaks for (its leader or candidate), which must be its sender.
+fn raft_sender(request: &PeerRequest) -> Option<NodeId> {
+    let vote = match request {
+        PeerRequest::AppendEntries { rpc, .. } => &rpc.vote,
+        PeerRequest::Vote { rpc, .. } => &rpc.vote,
+        PeerRequest::InstallSnapshot { rpc, .. } => &rpc.vote,
+        _ => return None,
+    };
+    vote.leader_id().voted_for()
+}
+
 /// Serves one request.
 pub(crate) async fn handle(
     node: &Arc<NodeInner>,
@@ -62,6 +73,13 @@ pub(crate) async fn handle(
         return PeerResponse::Done(Err(Refusal::Failed {
             reason: format!("node {from} was removed from the cluster"),
         }));
+    }
+    if let Some(claimed) = raft_sender(&request) {
+        if claimed != from {
+            return PeerResponse::Done(Err(Refusal::Failed {
+                reason: format!("node {from} sent a raft message on behalf of node {claimed}"),
+            }));
+        }
     }
     match request {
         PeerRequest::AppendEntries { group, rpc } => match raft_of(node, group) {
@@ -88,8 +106,15 @@ pub(crate) async fn handle(
         PeerRequest::TransferLeader { group, to } => {
             PeerResponse::Done(transfer_here(node, group, to).await)
         }
-        PeerRequest::Campaign { group, after_ms } => {
-            PeerResponse::Done(campaign_here(node, group, after_ms))
+        PeerRequest::Campaign {
+            group,
+            leader,
+            term,
+            after_ms,
+        } => PeerResponse::Done(campaign_here(node, group, leader, term, after_ms)),
+        PeerRequest::CancelCampaign { group } => {
+            cancel_campaign(node, group);
+            PeerResponse::Done(Ok(()))
         }
         PeerRequest::Upper { topic, body } => {
             let handler = node.upper.read().ok().and_then(|m| m.get(&topic).cloned());
@@ -183,10 +208,32 @@ async fn reconfigure_here(
     let (current_nodes, _) = members(&raft);
     for (id, info) in &voters {
         if !current_nodes.contains(id) {
-            raft.add_learner(*id, info.clone(), true)
+            raft.add_learner(*id, info.clone(), false)
                 .await
                 .map_err(write_refusal)?;
         }
+    }
+    // New replicas become voters only once they hold the log: a retried reconfiguration must
+    // not promote a learner that is still catching up (by snapshot, say).
+    let caught_up = raft
+        .wait(Some(LEARNER_CATCH_UP))
+        .metrics(
+            |m| {
+                let last = m.last_log_index.unwrap_or(0);
+                voters.keys().filter(|id| **id != m.id).all(|id| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .is_some_and(|l| l.index + MAX_PROMOTION_LAG >= last)
+                })
+            },
+            "new replicas caught up",
+        )
+        .await;
+    if caught_up.is_err() {
+        return Err(Refusal::Unavailable {
+            reason: "new replicas are still catching up".into(),
+        });
     }
     let wanted: BTreeSet<NodeId> = voters.keys().copied().collect();
     if !wanted.contains(&node.id) {
@@ -210,26 +257,69 @@ async fn reconfigure_here(
             }
         }
     }
-    let (all_now, current_voters) = members(&raft);
-    if current_voters != wanted || all_now != wanted {
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), false)
+    let (_, current_voters) = members(&raft);
+    if current_voters != wanted {
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
+            .await
+            .map_err(write_refusal)?;
+    }
+    // `retain = false` drops only former voters; learners left over from an interrupted or
+    // interim change must go too, or leaders keep replicating to nodes that dropped the group.
+    let (all_now, _) = members(&raft);
+    let stale: BTreeSet<NodeId> = all_now.difference(&wanted).copied().collect();
+    if !stale.is_empty() {
+        raft.change_membership(ChangeMembers::RemoveNodes(stale), false)
             .await
             .map_err(write_refusal)?;
     }
     Ok(())
 }
 
-/// Hands leadership to `to`: stop heartbeats so followers' leader leases lapse, and let `to`
-/// campaign as soon as they have. openraft 0.9 has no leader-transfer message; this gets the
-/// same result for an up-to-date target. Writes during the hand-over keep the lease alive, in
-/// which case the transfer simply does not happen and placement tries again later. Every
-/// failure is a `Failed` refusal: routing must not retry a hand-over on its own.
+/// How long a reconfiguration waits for new replicas to catch up before it gives up (the
+/// reconciler retries it).
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(20);
+/// Entries a new replica may still miss when it is made a voter.
+const MAX_PROMOTION_LAG: u64 = 16;
+
+/// Pauses a leader's heartbeats and new proposals for a hand-over; undone when dropped, on
+/// every path (errors, timeouts, a cancelled caller).
+struct HandOverPause<'a> {
+    raft: &'a Raft<TypeConfig>,
+    group: &'a crate::node::Group,
+}
+
+impl<'a> HandOverPause<'a> {
+    fn start(raft: &'a Raft<TypeConfig>, group: &'a crate::node::Group) -> Self {
+        raft.runtime_config().heartbeat(false);
+        group.batcher.set_paused(true);
+        HandOverPause { raft, group }
+    }
+}
+
+impl Drop for HandOverPause<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.group.batcher.set_paused(false);
+    }
+}
+
+/// Hands leadership to `to`. openraft 0.9 has no leader-transfer message, so the leader stops
+/// heartbeats and new proposals until its followers' leader leases lapse, and `to`, which must
+/// be caught up, campaigns just after. Writes queue meanwhile (up to about a lease). If anything
+/// goes wrong the pause ends and the scheduled campaign is cancelled. Every failure is a
+/// `Failed` refusal: routing must not retry a hand-over on its own.
 async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(), Refusal> {
-    let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
+    let handle = node.group(group).ok_or(Refusal::NoSuchGroup { group })?;
+    let raft = handle.raft.clone();
     check_leader(node, &raft)?;
     if to == node.id {
         return Ok(());
     }
+    let Ok(_one_at_a_time) = handle.handover.try_lock() else {
+        return Err(Refusal::Failed {
+            reason: "a hand-over of this group is already running".into(),
+        });
+    };
     let metrics = raft.metrics().borrow().clone();
     let last = metrics.last_log_index.unwrap_or(0);
     let matched = metrics
@@ -244,46 +334,81 @@ async fn transfer_here(node: &NodeInner, group: GroupId, to: NodeId) -> Result<(
     }
     let lease = Duration::from_millis(raft.config().election_timeout_max);
     let heartbeat = Duration::from_millis(raft.config().heartbeat_interval);
-    // The target schedules its campaign first; only once it has answered do we stop
-    // heartbeats, so an unreachable target never costs the group its leader.
+    let pause = HandOverPause::start(&raft, &handle);
     let campaign = PeerRequest::Campaign {
         group,
+        leader: node.id,
+        term: metrics.current_term,
         after_ms: (lease + heartbeat).as_millis() as u64,
     };
-    let body = codec::encode(&campaign).map_err(|e| Refusal::Failed {
-        reason: e.to_string(),
-    })?;
-    node.transport
-        .request_with_timeout(to, body, heartbeat)
-        .await
-        .map_err(|e| Refusal::Failed {
-            reason: e.to_string(),
-        })?;
-    raft.runtime_config().heartbeat(false);
-    let waited = raft
-        .wait(Some(lease * 3))
-        .metrics(|m| m.current_leader == Some(to), "leadership handed over")
-        .await;
-    raft.runtime_config().heartbeat(true);
-    waited.map(|_| ()).map_err(|e| Refusal::Failed {
-        reason: format!("transfer to {to} did not complete: {e}"),
-    })
+    let outcome = match codec::encode(&campaign) {
+        Ok(body) => match node
+            .transport
+            .request_with_timeout(to, body, lease / 2)
+            .await
+        {
+            Ok(_) => raft
+                .wait(Some(lease * 3))
+                .metrics(|m| m.current_leader == Some(to), "leadership handed over")
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("transfer to {to} did not complete: {e}")),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    drop(pause);
+    if outcome.is_err() {
+        // The target may have scheduled its campaign even if we did not hear back.
+        if let Ok(body) = codec::encode(&PeerRequest::CancelCampaign { group }) {
+            let _best_effort = node
+                .transport
+                .request_with_timeout(to, body, heartbeat)
+                .await;
+        }
+    }
+    outcome.map_err(|reason| Refusal::Failed { reason })
 }
 
-fn campaign_here(node: &Arc<NodeInner>, group: GroupId, after_ms: u64) -> Result<(), Refusal> {
+/// Schedules this node's campaign for `group` (at most one per group; a newer one replaces it).
+/// When it fires, it only runs if `leader` still leads in `term` as far as this node knows.
+fn campaign_here(
+    node: &Arc<NodeInner>,
+    group: GroupId,
+    leader: NodeId,
+    term: u64,
+    after_ms: u64,
+) -> Result<(), Refusal> {
     let raft = raft_of(node, group).ok_or(Refusal::NoSuchGroup { group })?;
-    let token = node.shutdown.clone();
+    let cancel = node.shutdown.child_token();
+    if let Ok(mut pending) = node.campaigns.lock() {
+        if let Some(previous) = pending.insert(group, cancel.clone()) {
+            previous.cancel();
+        }
+    }
+    let after = Duration::from_millis(after_ms.min(60_000));
     tokio::spawn(async move {
         tokio::select! {
-            _ = token.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_millis(after_ms)) => {
-                if let Err(e) = raft.trigger().elect().await {
-                    tracing::warn!(group, error = %e, "campaign failed");
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(after) => {
+                let m = raft.metrics().borrow().clone();
+                if m.current_leader == Some(leader) && m.current_term == term {
+                    if let Err(e) = raft.trigger().elect().await {
+                        tracing::warn!(group, error = %e, "campaign failed");
+                    }
                 }
             }
         }
     });
     Ok(())
+}
+
+fn cancel_campaign(node: &NodeInner, group: GroupId) {
+    if let Ok(mut pending) = node.campaigns.lock() {
+        if let Some(token) = pending.remove(&group) {
+            token.cancel();
+        }
+    }
 }
 
 /// Admits a joining node: checks its secret, allocates its id and issues its certificate.

@@ -28,6 +28,14 @@ use crate::tls::ClusterCa;
 use crate::transport::{self, Faults, Transport, TransportConfig};
 use crate::{codec, handler, reconcile, ClusterError};
 
+/// One-way upper-layer messages handled at once; more are dropped.
+const MAX_ONE_WAY_IN_PROGRESS: usize = 1024;
+/// Proposals a node originates at once; further `propose` calls wait. Kept well under the
+/// transport's per-peer request limit so forwarded proposals never crowd out Raft's own RPCs.
+const MAX_PROPOSALS_IN_FLIGHT: usize = 1024;
+/// Requests in flight to one peer (Raft RPCs of every group plus forwarded proposals).
+const MAX_REQUESTS_PER_PEER: usize = 4096;
+
 /// A handler for requests of an upper layer, registered under a topic.
 pub trait UpperHandler: Send + Sync + 'static {
     /// Handles a request from `from`; an `Err` reaches the caller as a refusal.
@@ -43,6 +51,8 @@ pub(crate) struct Group {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) reader: GroupReader,
     pub(crate) batcher: Batcher,
+    /// Held while this node hands leadership of the group over.
+    pub(crate) handover: tokio::sync::Mutex<()>,
     /// Stops the batcher when the replica goes away.
     stop: CancellationToken,
 }
@@ -68,6 +78,13 @@ pub(crate) struct NodeInner {
     leading: watch::Sender<BTreeSet<GroupId>>,
     pub(crate) leader_hints: Mutex<HashMap<GroupId, NodeId>>,
     pub(crate) upper: RwLock<HashMap<u16, Arc<dyn UpperHandler>>>,
+    /// Campaigns scheduled by leaders handing a group over to this node (one per group).
+    pub(crate) campaigns: Mutex<HashMap<GroupId, CancellationToken>>,
+    /// One-way upper-layer messages being handled.
+    message_slots: Arc<tokio::sync::Semaphore>,
+    /// Proposals this node has outstanding (its own and those it serves as a leader for
+    /// others count separately: this bounds the ones it originates).
+    pub(crate) proposal_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -100,7 +117,12 @@ impl ClusterNode {
         let raft_config = Arc::new(config.raft_config()?);
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.cache_capacity = config.cache_capacity;
-        let store = Store::open(&store_config)?;
+        // Opening may wait for a directory lock and replays sled's log: keep it off the runtime.
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
+            .await
+            .map_err(|e| ClusterError::Raft {
+                reason: format!("store open task failed: {e}"),
+            })??;
 
         let slot = Arc::new(HandlerSlot(OnceLock::new()));
         let (identity, fresh_join) = match join::load_identity(&store)? {
@@ -123,11 +145,10 @@ impl ClusterNode {
             },
         };
 
-        let transport = Transport::bind(
-            TransportConfig::new(identity.node_id, config.listen, identity.tls()),
-            slot.clone(),
-        )
-        .await?;
+        let mut transport_config =
+            TransportConfig::new(identity.node_id, config.listen, identity.tls());
+        transport_config.max_in_flight_per_peer = MAX_REQUESTS_PER_PEER;
+        let transport = Transport::bind(transport_config, slot.clone()).await?;
         let meta = MetaApplier::new(meta_upper);
         let (leading, _) = watch::channel(BTreeSet::new());
         let inner = Arc::new(NodeInner {
@@ -144,6 +165,9 @@ impl ClusterNode {
             leading,
             leader_hints: Mutex::new(HashMap::new()),
             upper: RwLock::new(HashMap::new()),
+            campaigns: Mutex::new(HashMap::new()),
+            message_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ONE_WAY_IN_PROGRESS)),
+            proposal_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -331,6 +355,12 @@ impl ClusterNode {
     /// node (a graceful leave) and for a dead one (removal), as long as a majority of each of its
     /// groups survives.
     pub async fn remove_node(&self, node: NodeId) -> Result<(), ClusterError> {
+        let state = self.inner.meta.current();
+        if state.active_nodes() == [node] {
+            return Err(ClusterError::Refused(crate::wire::Refusal::Failed {
+                reason: format!("node {node} is the last active node: its data has nowhere to go"),
+            }));
+        }
         match self
             .propose_meta(MetaCommand::SetNodeState {
                 id: node,
@@ -357,6 +387,8 @@ impl ClusterNode {
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
+        // No group is being created or dropped while we take them all down.
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let groups: Vec<Arc<Group>> = match self.inner.groups.write() {
             Ok(mut map) => map.drain().map(|(_, g)| g).collect(),
             Err(_) => Vec::new(),
@@ -443,6 +475,9 @@ impl NodeInner {
 
     pub(crate) async fn create_group(&self, id: GroupId) -> Result<Arc<Group>, ClusterError> {
         let _guard = self.lifecycle.lock().await;
+        if self.shutdown.is_cancelled() {
+            return Err(ClusterError::ShuttingDown);
+        }
         if let Some(existing) = self.group(id) {
             return Ok(existing);
         }
@@ -469,6 +504,7 @@ impl NodeInner {
             raft: raft.clone(),
             reader,
             batcher: Batcher::start(raft.clone(), stop.clone()),
+            handover: tokio::sync::Mutex::new(()),
             stop,
         });
         if let Ok(mut map) = self.groups.write() {
@@ -497,7 +533,12 @@ impl NodeInner {
             }
             drop(group);
             self.leading.send_if_modified(|set| set.remove(&id));
-            self.store.drop_group(id)?;
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.drop_group(id))
+                .await
+                .map_err(|e| ClusterError::Raft {
+                    reason: format!("drop task failed: {e}"),
+                })??;
             tracing::info!(group = id, "replica dropped");
         }
         Ok(())
@@ -672,9 +713,16 @@ impl transport::Handler for HandlerSlot {
 
     fn message(&self, from: NodeId, body: bytes::Bytes) {
         if let Some(node) = self.0.get().and_then(Weak::upgrade) {
+            // One-way messages are fire-and-forget for the sender, so a full node drops them
+            // rather than queueing without bound.
+            let Ok(permit) = node.message_slots.clone().try_acquire_owned() else {
+                tracing::warn!(from, "one-way message dropped: too many in progress");
+                return;
+            };
             let tasks = node.tasks.clone();
             tasks.spawn(async move {
                 let _reply_unused = handler::handle_raw(&node, from, &body).await;
+                drop(permit);
             });
         }
     }

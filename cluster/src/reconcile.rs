@@ -25,6 +25,8 @@ use crate::ClusterError;
 
 /// Voters of the meta group; further nodes replicate it as learners.
 const MAX_META_VOTERS: usize = 5;
+/// How long removal waits for a leaving node to receive the final shard map.
+const LEAVING_CATCH_UP: Duration = Duration::from_secs(5);
 /// How long one membership step may take (a learner may need a snapshot first).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -174,6 +176,23 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
             continue;
         }
         if members.contains(&leaving) {
+            // Let a live leaving node see the settled shard map first, so it drops its copies;
+            // once removed it hears nothing more. A dead one never catches up: go on after a
+            // while.
+            let target = meta.raft.metrics().borrow().last_log_index.unwrap_or(0);
+            let _caught_up_or_dead = meta
+                .raft
+                .wait(Some(LEAVING_CATCH_UP))
+                .metrics(
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&leaving).cloned().flatten())
+                            .is_some_and(|l| l.index >= target)
+                    },
+                    "leaving node saw the final shard map",
+                )
+                .await;
             meta.raft
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([leaving])), false)
                 .await

@@ -198,6 +198,19 @@ impl ClusterNode {
     /// committed on a majority and applied. Reaches the leader wherever it is and retries across
     /// leader changes until the configured propose timeout.
     pub async fn propose(&self, group: GroupId, command: Vec<u8>) -> Result<Vec<u8>, ClusterError> {
+        let max = self.inner.config.max_command_bytes;
+        if command.len() > max {
+            return Err(ClusterError::CommandTooLarge {
+                len: command.len(),
+                max,
+            });
+        }
+        let _slot = self
+            .inner
+            .proposal_slots
+            .acquire()
+            .await
+            .map_err(|_| ClusterError::ShuttingDown)?;
         let timeout = self.inner.config.propose_timeout;
         let response = call_leader(&self.inner, group, timeout, || PeerRequest::Propose {
             group,

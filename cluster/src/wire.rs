@@ -41,8 +41,16 @@ pub(crate) enum PeerRequest {
     },
     /// Hand leadership of a group to `to` (the receiver must lead it).
     TransferLeader { group: GroupId, to: NodeId },
-    /// Start an election for a group after `after_ms` (sent by a leader handing over).
-    Campaign { group: GroupId, after_ms: u64 },
+    /// Start an election for a group after `after_ms`, if the sender still leads it in `term`
+    /// then (sent by a leader handing over, which has paused its heartbeats and writes).
+    Campaign {
+        group: GroupId,
+        leader: NodeId,
+        term: u64,
+        after_ms: u64,
+    },
+    /// Forget a scheduled campaign (the hand-over was abandoned).
+    CancelCampaign { group: GroupId },
     /// A request of an upper layer, routed by topic to the handler it registered.
     Upper { topic: u16, body: Vec<u8> },
 }

@@ -1,5 +1,6 @@
 //! A cluster of three OS processes (the `chatsdk-cluster-node` tool) on 127.0.0.1: one is killed
-//! with SIGKILL while writes are in flight, and no acknowledged write is lost.
+//! with SIGKILL while writes are in flight on the others, no acknowledged write is lost, and the
+//! killed node restarts from its directory and catches up.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -18,12 +19,21 @@ struct NodeProcess {
     lines: mpsc::Receiver<String>,
     addr: String,
     token: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl NodeProcess {
     fn spawn(join: Option<(&str, &str)>) -> NodeProcess {
-        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(tempfile::tempdir().unwrap(), join)
+    }
+
+    /// Starts the node again from the directory of a process that was killed.
+    fn restart(mut self) -> NodeProcess {
+        let dir = self.dir.take().expect("node directory");
+        Self::spawn_in(dir, None)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, join: Option<(&str, &str)>) -> NodeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatsdk-cluster-node"));
         cmd.arg("--dir")
             .arg(dir.path())
@@ -59,7 +69,7 @@ impl NodeProcess {
             lines,
             addr: parts[2].to_string(),
             token: parts[3].to_string(),
-            _dir: dir,
+            dir: Some(dir),
         }
     }
 
@@ -105,19 +115,38 @@ fn sigkill_of_one_process_loses_no_acknowledged_write() {
         assert!(put(&mut a, i), "write {i} failed before the kill");
         acked.push(i);
     }
-    // SIGKILL: no shutdown, no flush beyond what acknowledgements already required.
-    b.child.kill().expect("kill node b");
-    b.child.wait().expect("reap node b");
-    drop(b);
-    for i in 100..200 {
-        // Writes keep being acknowledged while shards that b led elect new leaders.
-        if put(&mut a, i) {
-            acked.push(i);
-        }
-    }
+    // Writes are in flight on both survivors when b dies: each runs on its own thread.
+    let (mut a, mut c) = std::thread::scope(|scope| {
+        let writer_a = scope.spawn(move || {
+            let mut ok = Vec::new();
+            for i in (100..300).step_by(2) {
+                if put(&mut a, i) {
+                    ok.push(i);
+                }
+            }
+            (a, ok)
+        });
+        let writer_c = scope.spawn(move || {
+            let mut ok = Vec::new();
+            for i in (101..300).step_by(2) {
+                if put(&mut c, i) {
+                    ok.push(i);
+                }
+            }
+            (c, ok)
+        });
+        // SIGKILL: no shutdown, no flush beyond what acknowledgements already required.
+        b.child.kill().expect("kill node b");
+        b.child.wait().expect("reap node b");
+        let (a, ok_a) = writer_a.join().expect("writer a");
+        let (c, ok_c) = writer_c.join().expect("writer c");
+        acked.extend(ok_a);
+        acked.extend(ok_c);
+        (a, c)
+    });
     assert!(
-        acked.len() >= 150,
-        "too few writes acknowledged after the kill: {}",
+        acked.len() >= 250,
+        "too few writes acknowledged around the kill: {}",
         acked.len()
     );
     for i in &acked {
@@ -129,6 +158,28 @@ fn sigkill_of_one_process_loses_no_acknowledged_write() {
             );
         }
     }
+
+    // b comes back from its directory (after SIGKILL) and catches up on everything.
+    let mut b = b.restart();
+    for shard in 1..=SHARDS {
+        let target = a.call(&format!("applied {shard}"));
+        wait_until("restarted node catches up", || {
+            let mine = b.call(&format!("applied {shard}"));
+            mine.starts_with("applied") && applied(&mine) >= applied(&target)
+        });
+    }
+    for i in &acked {
+        let shard = shard_for("app", &format!("ch{i}"), SHARDS);
+        assert_eq!(
+            b.call(&format!("local {shard} key{i}")),
+            format!("val value{i}")
+        );
+    }
     assert_eq!(a.call("quit"), "bye");
+    assert_eq!(b.call("quit"), "bye");
     assert_eq!(c.call("quit"), "bye");
+}
+
+fn applied(line: &str) -> u64 {
+    line.trim_start_matches("applied ").parse().unwrap_or(0)
 }

@@ -6,6 +6,8 @@
 //! On start it prints `ready <node id> <cluster addr> <join token or ->`. Commands, one per line:
 //! - `put <group> <key> <value>` → `ok` or `err <reason>` (acknowledged once committed)
 //! - `get <group> <key>` → `val <value>`, `none` or `err <reason>` (linearizable read)
+//! - `local <group> <key>` → like `get`, but reads this node's replica as it is (no barrier)
+//! - `applied <group>` → `applied <index>`: the last index this node's replica applied
 //! - `status` → `status active=<n> settled=<bool> balanced=<bool>`
 //! - `quit` → shuts down gracefully, then prints `bye`.
 
@@ -117,6 +119,22 @@ async fn execute(node: &ClusterNode, line: &str) -> Result<Option<String>, BoxEr
                 Some(v) => format!("val {}", String::from_utf8_lossy(&v)),
                 None => "none".to_string(),
             }
+        }
+        ["local", group, key] => {
+            let reader = node
+                .local_reader(group.parse()?)
+                .ok_or("no local replica of that group")?;
+            match reader.get(key.as_bytes())? {
+                Some(v) => format!("val {}", String::from_utf8_lossy(&v)),
+                None => "none".to_string(),
+            }
+        }
+        ["applied", group] => {
+            let metrics = node
+                .group_metrics(group.parse()?)
+                .ok_or("no local replica of that group")?;
+            let applied = metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+            format!("applied {applied}")
         }
         ["status"] => {
             let state = node.meta_state();
