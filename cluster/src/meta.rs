@@ -20,6 +20,9 @@ use crate::placement::{ShardId, ShardMap, ShardPlacement};
 pub const META_GROUP: GroupId = 0;
 
 const STATE_KEY: &[u8] = b"cluster/state";
+/// Nodes admitted but not yet active, at most: a leaked join token cannot grow the meta state
+/// (and the meta group's learners) without bound.
+pub const MAX_JOINING: usize = 8;
 
 /// Where a node is in its life in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +316,11 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
         MetaCommand::AddNode { addr } => {
             if state.bootstrapped_by == 0 {
                 return MetaReply::Refused("cluster not bootstrapped".into());
+            }
+            if state.nodes_in(NodeState::Joining).len() >= MAX_JOINING {
+                return MetaReply::Refused(format!(
+                    "{MAX_JOINING} nodes are already joining; remove stale ones first"
+                ));
             }
             let id = state.next_node_id.max(1);
             state.next_node_id = id + 1;

@@ -404,6 +404,14 @@ impl ClusterNode {
 }
 
 impl NodeInner {
+    /// Spawns a task that shutdown waits for.
+    pub(crate) fn tasks_spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
     pub(crate) fn advertised(&self) -> SocketAddr {
         self.config
             .advertise

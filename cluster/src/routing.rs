@@ -4,8 +4,13 @@
 //! node's own view if it holds a replica, then the shard map's preferred leader and replicas).
 //! A refusal naming another leader redirects at once; unreachable nodes and leaderless moments
 //! back off briefly and move on to the next candidate, until the request succeeds or its
-//! deadline passes. A command may therefore be applied more than once if a leader fails between
-//! committing it and answering: upper layers make commands idempotent (client message ids).
+//! deadline passes.
+//!
+//! Delivery is at least once. A command can be applied and still be retried (and so applied
+//! again) when the caller cannot learn its outcome: a leader fails between commit and reply, the
+//! connection to the leader is lost after the command was queued there, the propose deadline
+//! passes while it is queued locally, or the group stops mid-write. Upper layers make commands
+//! idempotent (client message ids) rather than relying on exactly-once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -286,7 +291,11 @@ impl ClusterNode {
     ) -> Result<(), ClusterError> {
         let request = PeerRequest::Upper { topic, body };
         if to == self.inner.id {
-            handler::handle(&self.inner, to, request).await;
+            // One-way to ourselves: run it apart so the caller does not wait for the handler.
+            let inner = self.inner.clone();
+            self.inner.tasks_spawn(async move {
+                handler::handle(&inner, to, request).await;
+            });
             return Ok(());
         }
         self.inner

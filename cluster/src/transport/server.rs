@@ -41,6 +41,15 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
             _ = shared.cancel.cancelled() => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                if !incoming.remote_address_validated() && incoming.may_retry() {
+                    // Stateless retry: a sender must prove it receives at its source address
+                    // before it gets any state here, so spoofed Initial packets cannot fill the
+                    // connection slots below.
+                    if let Err(e) = incoming.retry() {
+                        tracing::debug!(error = %e, "retry failed");
+                    }
+                    continue;
+                }
                 if conns.len() >= MAX_INCOMING_CONNECTIONS {
                     tracing::warn!(remote = %incoming.remote_address(), "too many connections, refusing");
                     incoming.refuse();
