@@ -16,7 +16,7 @@
 //! - [`reconcile`]: the meta leader's loop that carries placement out one shard at a time.
 //! - [`transport`] and [`tls`]: QUIC between nodes, the cluster CA, fault injection for tests.
 //! - `batch`: packs the commands waiting on a group's leader into one Raft entry.
-//! - [`network`]: openraft's network over the transport; [`wire`]: the messages nodes exchange.
+//! - `network`: openraft's network over the transport; [`wire`]: the messages nodes exchange.
 //! - [`join`]: join tokens, node identity and the admission handshake.
 //! - [`shard`]: the stable `shard_for(app, channel)` mapping.
 //! - [`testkit`]: a key-value state machine for tests, the benchmark and the node tool.

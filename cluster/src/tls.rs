@@ -234,7 +234,8 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn quic_transport_config() -> Arc<quinn::TransportConfig> {
     let mut cfg = quinn::TransportConfig::default();
     cfg.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
-    // 10 s always fits a QUIC varint of milliseconds; fall back to quinn's default otherwise.
+    // A few seconds always fit a QUIC varint of milliseconds; fall back to quinn's default
+    // otherwise.
     if let Ok(idle) = quinn::IdleTimeout::try_from(QUIC_IDLE_TIMEOUT) {
         cfg.max_idle_timeout(Some(idle));
     }

@@ -1,7 +1,7 @@
 //! The key-value view of a group's state machine.
 //!
 //! An [`Applier`](crate::Applier) reads and writes through a [`KvBatch`]: writes are buffered in
-//! an overlay (reads see them) and reach sled in one atomic batch together with the group's
+//! an overlay (reads see them) and reach sled together with the group's
 //! applied log id, so a crash never leaves the application's keys and the applied position out of
 //! step. Readers outside Raft use a [`GroupReader`]. Application keys live under the `d` prefix of
 //! the group's `sm` tree; values are framed by [`crate::record`] and checked on every read.

@@ -1,8 +1,8 @@
 //! openraft's state machine for one group, on sled, applying opaque commands through an
 //! [`Applier`] that the layer owning the group supplies.
 //!
-//! Each `apply` call writes the application's changes, the applied log id and the membership in
-//! one atomic sled batch. Snapshots are a copy of the group's application keys taken on the state
+//! Each `apply` call writes the application's changes, the applied log id and the membership
+//! through a redo record (see `Redo`), so they survive a crash together. Snapshots are a copy of the group's application keys taken on the state
 //! machine task (so it is consistent with the applied log id) and encoded off that task, so the
 //! group keeps applying while a snapshot is built. Installing a snapshot replaces the keys in one
 //! batch and is flushed before openraft is told it is done.

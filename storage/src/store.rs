@@ -86,7 +86,7 @@ impl Store {
     ///
     /// sled locks the directory. A previous incarnation in this process (a restart after a
     /// stop) may still be releasing it from one of sled's background threads, so a held lock
-    /// is retried for up to [`LOCK_WAIT`] before giving up.
+    /// is retried for up to ten seconds before giving up.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
         let db = loop {
