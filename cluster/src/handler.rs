@@ -285,11 +285,11 @@ const MAX_PROMOTION_LAG: u64 = 16;
 /// every path (errors, timeouts, a cancelled caller).
 struct HandOverPause<'a> {
     raft: &'a Raft<TypeConfig>,
-    group: &'a crate::node::Group,
+    group: &'a crate::groups::Group,
 }
 
 impl<'a> HandOverPause<'a> {
-    fn start(raft: &'a Raft<TypeConfig>, group: &'a crate::node::Group) -> Self {
+    fn start(raft: &'a Raft<TypeConfig>, group: &'a crate::groups::Group) -> Self {
         raft.runtime_config().heartbeat(false);
         group.batcher.set_paused(true);
         HandOverPause { raft, group }

@@ -10,9 +10,13 @@ use chatsdk_storage::{record, NodeId, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::net::SocketAddr;
+
+use crate::config::ClusterConfig;
 use crate::meta::JoinAuthority;
-use crate::tls::NodeIdentity;
+use crate::tls::{ClusterCa, NodeIdentity};
 use crate::ClusterError;
+use crate::{codec, transport};
 
 const IDENTITY_TREE: &str = "identity";
 const IDENTITY_KEY: &[u8] = b"node";
@@ -193,6 +197,83 @@ pub(crate) struct JoinResponse {
     pub(crate) key_pem: String,
     /// Current members and their addresses.
     pub(crate) peers: Vec<(NodeId, String)>,
+}
+
+/// Creates the identity of a new cluster's first node.
+pub(crate) async fn new_cluster_identity(store: &Store) -> Result<StoredIdentity, ClusterError> {
+    let cluster_id = random_hex(8);
+    let ca = ClusterCa::generate(&cluster_id)?;
+    let node = ca.issue_node_cert(1)?;
+    let secret = random_hex(24);
+    let authority = JoinAuthority {
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        join_secret_sha256: secret_digest(&secret),
+    };
+    save_pending_authority(store, &authority)?;
+    save_join_secret(store, &secret)?;
+    let identity = StoredIdentity {
+        node_id: 1,
+        cluster_id,
+        ca_cert_pem: node.ca_cert_pem,
+        cert_pem: node.cert_pem,
+        key_pem: node.key_pem,
+        bootstrap_pending: true,
+    };
+    save_identity(store, &identity).await?;
+    Ok(identity)
+}
+
+/// Picks a free UDP port on `listen`'s IP.
+pub(crate) fn probe_udp_port(listen: SocketAddr) -> Result<SocketAddr, ClusterError> {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|e| ClusterError::Config {
+        reason: format!("cannot bind {listen}: {e}"),
+    })?;
+    socket.local_addr().map_err(|e| ClusterError::Config {
+        reason: format!("cannot read bound address: {e}"),
+    })
+}
+
+/// Runs the join handshake against `addr`.
+pub(crate) async fn join_cluster(
+    config: &ClusterConfig,
+    addr: SocketAddr,
+    token: &str,
+) -> Result<(StoredIdentity, Vec<(NodeId, String)>), ClusterError> {
+    let token = JoinToken::parse(token)?;
+    let advertise = config.advertise.unwrap_or(config.listen);
+    let request = JoinRequest {
+        cluster_id: token.cluster_id.clone(),
+        secret: token.secret.clone(),
+        addr: advertise.to_string(),
+    };
+    let raw = transport::join_request(
+        addr,
+        &token.ca_fingerprint,
+        codec::encode(&request)?,
+        config.propose_timeout,
+    )
+    .await
+    .map_err(|e| ClusterError::Join {
+        reason: e.to_string(),
+    })?;
+    let response: JoinResponse = codec::decode(&raw)?;
+    if response.cluster_id != token.cluster_id {
+        return Err(ClusterError::Join {
+            reason: "joined node answered for another cluster".into(),
+        });
+    }
+    Ok((
+        StoredIdentity {
+            node_id: response.node_id,
+            cluster_id: response.cluster_id,
+            ca_cert_pem: response.ca_cert_pem,
+            cert_pem: response.cert_pem,
+            key_pem: response.key_pem,
+            bootstrap_pending: false,
+        },
+        response.peers,
+    ))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod wire;
 mod batch;
 mod codec;
 mod error;
+mod groups;
 mod handler;
 mod network;
 

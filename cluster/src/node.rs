@@ -1,4 +1,5 @@
-//! A running cluster node: its store, transport, Raft groups and background tasks.
+//! A running cluster node: its store, transport, Raft groups and background tasks. The local
+//! replicas themselves are managed in `groups`; identity and joining in [`crate::join`].
 //!
 //! [`ClusterNode::start`] bootstraps a new cluster, joins an existing one or restarts from the
 //! data directory. The node then keeps its local groups in step with the meta state's shard map
@@ -10,20 +11,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-use chatsdk_storage::{
-    Applier, GroupId, GroupReader, LogStore, NodeId, StateMachineStore, Store, StoreConfig,
-    TypeConfig,
-};
-use openraft::{BasicNode, Raft, ServerState};
+use chatsdk_storage::{Applier, GroupId, GroupReader, NodeId, Store, StoreConfig};
+use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{BatchApplier, Batcher};
 use crate::config::{ClusterConfig, StartMode};
-use crate::join::{self, JoinRequest, JoinResponse, JoinToken, StoredIdentity};
-use crate::meta::{JoinAuthority, MetaApplier, MetaCommand, MetaReply, MetaState, META_GROUP};
-use crate::network::GroupNetwork;
+use crate::groups::Group;
+use crate::join::{
+    self, join_cluster, new_cluster_identity, probe_udp_port, JoinToken, StoredIdentity,
+};
+use crate::meta::{MetaApplier, MetaCommand, MetaReply, MetaState, META_GROUP};
 use crate::tls::ClusterCa;
 use crate::transport::{self, Faults, Transport, TransportConfig};
 use crate::{codec, handler, reconcile, ClusterError};
@@ -46,36 +45,19 @@ pub trait UpperHandler: Send + Sync + 'static {
     ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
 }
 
-/// One local replica of a group.
-pub(crate) struct Group {
-    pub(crate) raft: Raft<TypeConfig>,
-    pub(crate) reader: GroupReader,
-    pub(crate) batcher: Batcher,
-    /// Held while this node hands leadership of the group over.
-    pub(crate) handover: tokio::sync::Mutex<()>,
-    /// Stops the batcher when the replica goes away.
-    stop: CancellationToken,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 pub(crate) struct NodeInner {
     pub(crate) id: NodeId,
     pub(crate) cluster_id: String,
     pub(crate) config: ClusterConfig,
-    raft_config: Arc<openraft::Config>,
+    pub(crate) raft_config: Arc<openraft::Config>,
     pub(crate) store: Store,
     pub(crate) transport: Transport,
     pub(crate) meta: Arc<MetaApplier>,
-    data_applier: Arc<dyn Applier>,
-    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    pub(crate) data_applier: Arc<dyn Applier>,
+    pub(crate) groups: RwLock<HashMap<GroupId, Arc<Group>>>,
     /// Serialises creating and removing groups.
-    lifecycle: tokio::sync::Mutex<()>,
-    leading: watch::Sender<BTreeSet<GroupId>>,
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    pub(crate) leading: watch::Sender<BTreeSet<GroupId>>,
     pub(crate) leader_hints: Mutex<HashMap<GroupId, NodeId>>,
     pub(crate) upper: RwLock<HashMap<u16, Arc<dyn UpperHandler>>>,
     /// Campaigns scheduled by leaders handing a group over to this node (one per group).
@@ -86,7 +68,7 @@ pub(crate) struct NodeInner {
     /// others count separately: this bounds the ones it originates).
     pub(crate) proposal_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) shutdown: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A handle on a running node. Cheap to clone.
@@ -424,16 +406,6 @@ impl NodeInner {
         }
     }
 
-    fn read_groups(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Arc<Group>>> {
-        self.groups
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn group(&self, id: GroupId) -> Option<Arc<Group>> {
-        self.read_groups().get(&id).cloned()
-    }
-
     pub(crate) fn set_peer(&self, id: NodeId, addr: &str) {
         if id == self.id {
             return;
@@ -449,139 +421,6 @@ impl NodeInner {
         for node in state.nodes.values() {
             self.set_peer(node.id, &node.addr);
         }
-    }
-
-    /// Creates the local replicas the shard map gives this node and drops those it took away.
-    async fn sync_groups(&self, state: &MetaState) {
-        if self.shutdown.is_cancelled() {
-            return;
-        }
-        for shard in state.shards_of(self.id) {
-            if self.group(shard).is_none() {
-                if let Err(e) = self.create_group(shard).await {
-                    tracing::error!(shard, error = %e, "cannot create shard replica");
-                }
-            }
-        }
-        let local: Vec<GroupId> = self.read_groups().keys().copied().collect();
-        for group in local {
-            if group == META_GROUP {
-                continue;
-            }
-            let placed_here = state
-                .shard_map
-                .get(&group)
-                .map(|r| !r.settled || r.placement.replicas.contains(&self.id))
-                .unwrap_or(true);
-            if !placed_here {
-                if let Err(e) = self.remove_group(group).await {
-                    tracing::error!(group, error = %e, "cannot drop shard replica");
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn create_group(&self, id: GroupId) -> Result<Arc<Group>, ClusterError> {
-        let _guard = self.lifecycle.lock().await;
-        if self.shutdown.is_cancelled() {
-            return Err(ClusterError::ShuttingDown);
-        }
-        if let Some(existing) = self.group(id) {
-            return Ok(existing);
-        }
-        let applier: Arc<dyn Applier> = if id == META_GROUP {
-            BatchApplier::wrap(self.meta.clone())
-        } else {
-            BatchApplier::wrap(self.data_applier.clone())
-        };
-        let log = LogStore::open(&self.store, id)?;
-        let sm = StateMachineStore::open(&self.store, id, applier)?;
-        let reader = sm.reader();
-        if id == META_GROUP {
-            self.meta.attach(reader.clone())?;
-        }
-        let network = GroupNetwork {
-            group: id,
-            transport: self.transport.clone(),
-        };
-        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
-            .await
-            .map_err(raft_err)?;
-        let stop = self.shutdown.child_token();
-        let group = Arc::new(Group {
-            raft: raft.clone(),
-            reader,
-            batcher: Batcher::start(raft.clone(), stop.clone()),
-            handover: tokio::sync::Mutex::new(()),
-            stop,
-        });
-        if let Ok(mut map) = self.groups.write() {
-            map.insert(id, group.clone());
-        }
-        self.tasks.spawn(watch_group(
-            id,
-            self.id,
-            raft.metrics(),
-            self.leading.clone(),
-            self.shutdown.clone(),
-        ));
-        tracing::info!(group = id, "replica opened");
-        Ok(group)
-    }
-
-    async fn remove_group(&self, id: GroupId) -> Result<(), ClusterError> {
-        let _guard = self.lifecycle.lock().await;
-        let removed = match self.groups.write() {
-            Ok(mut map) => map.remove(&id),
-            Err(_) => None,
-        };
-        if let Some(group) = removed {
-            if let Err(e) = group.raft.shutdown().await {
-                tracing::warn!(group = id, error = %e, "raft task ended abnormally");
-            }
-            drop(group);
-            self.leading.send_if_modified(|set| set.remove(&id));
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.drop_group(id))
-                .await
-                .map_err(|e| ClusterError::Raft {
-                    reason: format!("drop task failed: {e}"),
-                })??;
-            tracing::info!(group = id, "replica dropped");
-        }
-        Ok(())
-    }
-}
-
-/// Publishes whether this node leads `group` and remembers who does.
-async fn watch_group(
-    group: GroupId,
-    me: NodeId,
-    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
-    leading: watch::Sender<BTreeSet<GroupId>>,
-    token: CancellationToken,
-) {
-    loop {
-        let is_leader = {
-            let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(me)
-        };
-        if group != META_GROUP {
-            leading.send_if_modified(|set| {
-                if is_leader {
-                    set.insert(group)
-                } else {
-                    set.remove(&group)
-                }
-            });
-        }
-        tokio::select! {
-            _ = token.cancelled() => break,
-            changed = metrics.changed() => if changed.is_err() { break },
-        }
-    }
-    if group != META_GROUP {
-        leading.send_if_modified(|set| set.remove(&group));
     }
 }
 
@@ -625,83 +464,6 @@ pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> ClusterError {
     ClusterError::Raft {
         reason: e.to_string(),
     }
-}
-
-/// Creates the identity of a new cluster's first node.
-async fn new_cluster_identity(store: &Store) -> Result<StoredIdentity, ClusterError> {
-    let cluster_id = join::random_hex(8);
-    let ca = ClusterCa::generate(&cluster_id)?;
-    let node = ca.issue_node_cert(1)?;
-    let secret = join::random_hex(24);
-    let authority = JoinAuthority {
-        ca_cert_pem: ca.cert_pem.clone(),
-        ca_key_pem: ca.key_pem.clone(),
-        join_secret_sha256: join::secret_digest(&secret),
-    };
-    join::save_pending_authority(store, &authority)?;
-    join::save_join_secret(store, &secret)?;
-    let identity = StoredIdentity {
-        node_id: 1,
-        cluster_id,
-        ca_cert_pem: node.ca_cert_pem,
-        cert_pem: node.cert_pem,
-        key_pem: node.key_pem,
-        bootstrap_pending: true,
-    };
-    join::save_identity(store, &identity).await?;
-    Ok(identity)
-}
-
-/// Picks a free UDP port on `listen`'s IP.
-fn probe_udp_port(listen: SocketAddr) -> Result<SocketAddr, ClusterError> {
-    let socket = std::net::UdpSocket::bind(listen).map_err(|e| ClusterError::Config {
-        reason: format!("cannot bind {listen}: {e}"),
-    })?;
-    socket.local_addr().map_err(|e| ClusterError::Config {
-        reason: format!("cannot read bound address: {e}"),
-    })
-}
-
-/// Runs the join handshake against `addr`.
-async fn join_cluster(
-    config: &ClusterConfig,
-    addr: SocketAddr,
-    token: &str,
-) -> Result<(StoredIdentity, Vec<(NodeId, String)>), ClusterError> {
-    let token = JoinToken::parse(token)?;
-    let advertise = config.advertise.unwrap_or(config.listen);
-    let request = JoinRequest {
-        cluster_id: token.cluster_id.clone(),
-        secret: token.secret.clone(),
-        addr: advertise.to_string(),
-    };
-    let raw = transport::join_request(
-        addr,
-        &token.ca_fingerprint,
-        codec::encode(&request)?,
-        config.propose_timeout,
-    )
-    .await
-    .map_err(|e| ClusterError::Join {
-        reason: e.to_string(),
-    })?;
-    let response: JoinResponse = codec::decode(&raw)?;
-    if response.cluster_id != token.cluster_id {
-        return Err(ClusterError::Join {
-            reason: "joined node answered for another cluster".into(),
-        });
-    }
-    Ok((
-        StoredIdentity {
-            node_id: response.node_id,
-            cluster_id: response.cluster_id,
-            ca_cert_pem: response.ca_cert_pem,
-            cert_pem: response.cert_pem,
-            key_pem: response.key_pem,
-            bootstrap_pending: false,
-        },
-        response.peers,
-    ))
 }
 
 impl transport::Handler for HandlerSlot {
