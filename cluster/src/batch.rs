@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chatsdk_storage::{Applier, ApplyContext, Command, GroupId, KvBatch, StoreError, TypeConfig};
 use openraft::Raft;
+use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -116,8 +117,10 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (commands, replies): (Vec<Vec<u8>>, Vec<ReplyTx>) =
-            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let (commands, replies): (Vec<ByteBuf>, Vec<ReplyTx>) = batch
+            .into_iter()
+            .map(|p| (ByteBuf::from(p.command), p.reply))
+            .unzip();
         let entry = match codec::encode(&commands) {
             Ok(e) => e,
             Err(e) => {
@@ -135,10 +138,10 @@ async fn run(
             let outcome = raft.client_write(Command(entry)).await;
             drop(permit);
             match outcome {
-                Ok(response) => match codec::decode::<Vec<Vec<u8>>>(&response.data.0) {
+                Ok(response) => match codec::decode::<Vec<ByteBuf>>(&response.data.0) {
                     Ok(results) if results.len() == replies.len() => {
                         for (reply, result) in replies.into_iter().zip(results) {
-                            let _caller_may_be_gone = reply.send(Ok(result));
+                            let _caller_may_be_gone = reply.send(Ok(result.into_vec()));
                         }
                     }
                     Ok(results) => fail_all(
@@ -190,9 +193,9 @@ impl Applier for BatchApplier {
     ) -> Result<Vec<u8>, StoreError> {
         // An entry this build cannot unpack is refused identically on every replica: no command
         // of it applies, and the proposers get a decode failure.
-        let commands: Vec<Vec<u8>> = match codec::decode(entry) {
+        let commands: Vec<ByteBuf> = match codec::decode(entry) {
             Ok(c) => c,
-            Err(_) => return codec::encode(&Vec::<Vec<u8>>::new()).map_err(codec_to_store),
+            Err(_) => return codec::encode(&Vec::<ByteBuf>::new()).map_err(codec_to_store),
         };
         let mut replies = Vec::with_capacity(commands.len());
         for (position, command) in commands.iter().enumerate() {
@@ -200,7 +203,7 @@ impl Applier for BatchApplier {
                 position: position as u32,
                 ..*ctx
             };
-            replies.push(self.inner.apply(&sub, kv, command)?);
+            replies.push(ByteBuf::from(self.inner.apply(&sub, kv, command)?));
         }
         codec::encode(&replies).map_err(codec_to_store)
     }

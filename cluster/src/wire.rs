@@ -31,7 +31,11 @@ pub(crate) enum PeerRequest {
         rpc: InstallSnapshotRequest<TypeConfig>,
     },
     /// Propose a command on the receiver, which must lead the group.
-    Propose { group: GroupId, command: Vec<u8> },
+    Propose {
+        group: GroupId,
+        #[serde(with = "serde_bytes")]
+        command: Vec<u8>,
+    },
     /// Ask the group's leader for an index that a linearizable read must wait for.
     ReadIndex { group: GroupId },
     /// Make the voters of a group exactly `voters` (the receiver must lead it).
@@ -52,7 +56,11 @@ pub(crate) enum PeerRequest {
     /// Forget a scheduled campaign (the hand-over was abandoned).
     CancelCampaign { group: GroupId },
     /// A request of an upper layer, routed by topic to the handler it registered.
-    Upper { topic: u16, body: Vec<u8> },
+    Upper {
+        topic: u16,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 /// Why a request was not carried out.

@@ -1,6 +1,7 @@
 //! The openraft type configuration shared by every Raft group of a node.
 //!
-//! Commands and replies are opaque bytes: the cluster layer treats them as such and the layer
+//! Commands and replies are opaque bytes (encoded as byte strings, not as sequences of numbers,
+//! so bincode copies them in one go): the cluster layer treats them as such and the layer
 //! that owns a group's state machine (see [`crate::Applier`]) gives them meaning.
 
 use serde::{Deserialize, Serialize};
@@ -12,11 +13,11 @@ pub type GroupId = u32;
 
 /// An opaque command proposed to a group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Command(pub Vec<u8>);
+pub struct Command(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// The state machine's opaque reply to a command.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply(pub Vec<u8>);
+pub struct Reply(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 openraft::declare_raft_types!(
     /// Type configuration of every ChatSDK Raft group.

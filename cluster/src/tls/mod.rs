@@ -17,6 +17,9 @@
 //! It does not own sockets, framing or retries (see [`crate::transport`]), nor the storage of
 //! the CA key (the caller persists [`ClusterCa`]). Every rustls config is built with the explicit
 //! ring [`CryptoProvider`] so nothing depends on a process-wide default provider.
+//!
+//! The pinned-CA verifier of join clients lives in `verifier` and the small DER reader used to
+//! rebuild the CA issuer in `der`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,14 +29,17 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
+
+mod der;
+mod verifier;
+
+pub use verifier::PinnedCaVerifier;
 
 /// ALPN of authenticated node-to-node traffic (mutual TLS under the cluster CA).
 pub const ALPN_CLUSTER: &[u8] = b"chatsdk-cluster/1";
@@ -344,90 +350,6 @@ pub fn quic_client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConf
     Ok(cfg)
 }
 
-/// Accepts a server whose chain ends in the CA with the pinned SHA-256 fingerprint and whose
-/// leaf verifies against that CA as the only root (via rustls's [`WebPkiServerVerifier`]).
-#[derive(Debug)]
-pub struct PinnedCaVerifier {
-    fingerprint: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl PinnedCaVerifier {
-    /// `ca_fingerprint` is 64 hex characters (either case).
-    pub fn new(ca_fingerprint: &str) -> Result<Self, TlsError> {
-        let bad = || TlsError::Fingerprint {
-            fingerprint: ca_fingerprint.to_owned(),
-        };
-        let bytes = hex::decode(ca_fingerprint.trim()).map_err(|_| bad())?;
-        let fingerprint = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad())?;
-        Ok(Self {
-            fingerprint,
-            provider: provider(),
-        })
-    }
-}
-
-impl ServerCertVerifier for PinnedCaVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let unknown_issuer =
-            || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let (ca, rest) = intermediates.split_last().ok_or_else(unknown_issuer)?;
-        let presented: [u8; 32] = Sha256::digest(ca.as_ref()).into();
-        if presented != self.fingerprint {
-            return Err(unknown_issuer());
-        }
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, rest, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The same check WebPkiServerVerifier performs; it does not depend on the roots.
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 fn ca_distinguished_name(cluster_id: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("chatsdk cluster {cluster_id}"));
@@ -478,130 +400,13 @@ fn identity_chain(
     Ok((vec![leaf, ca], key))
 }
 
-/// Just enough DER reading to rebuild an [`Issuer`] from our own CA certificate: rcgen can only
-/// parse certificates with its `x509-parser` feature, which the workspace does not enable.
-mod der {
-    use rcgen::{DistinguishedName, DnType, DnValue};
-
-    const TAG_SEQUENCE: u8 = 0x30;
-    const TAG_SET: u8 = 0x31;
-    const TAG_INTEGER: u8 = 0x02;
-    const TAG_OID: u8 = 0x06;
-    const TAG_UTF8_STRING: u8 = 0x0c;
-    const TAG_PRINTABLE_STRING: u8 = 0x13;
-    const TAG_VERSION: u8 = 0xa0;
-    /// id-at-commonName (2.5.4.3), content octets.
-    const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-    /// id-at-organizationName (2.5.4.10), content octets.
-    const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
-
-    pub(super) struct CaFields<'a> {
-        pub(super) subject: DistinguishedName,
-        /// The complete SubjectPublicKeyInfo TLV.
-        pub(super) spki: &'a [u8],
-    }
-
-    /// One decoded TLV and what follows it.
-    struct Tlv<'a> {
-        tag: u8,
-        contents: &'a [u8],
-        /// Tag, length and contents.
-        whole: &'a [u8],
-        rest: &'a [u8],
-    }
-
-    fn read(input: &[u8]) -> Result<Tlv<'_>, String> {
-        let truncated = || "truncated der".to_owned();
-        let (&tag, after_tag) = input.split_first().ok_or_else(truncated)?;
-        let (&first, mut after_len) = after_tag.split_first().ok_or_else(truncated)?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 {
-                return Err("unsupported der length".to_owned());
-            }
-            let (len_bytes, rest) = after_len.split_at_checked(n).ok_or_else(truncated)?;
-            after_len = rest;
-            len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        let (contents, rest) = after_len.split_at_checked(len).ok_or_else(truncated)?;
-        let whole = &input[..input.len() - rest.len()];
-        Ok(Tlv {
-            tag,
-            contents,
-            whole,
-            rest,
-        })
-    }
-
-    fn expect<'a>(input: &'a [u8], want: u8, what: &str) -> Result<Tlv<'a>, String> {
-        let tlv = read(input)?;
-        if tlv.tag != want {
-            return Err(format!("expected {what}, found tag {:#04x}", tlv.tag));
-        }
-        Ok(tlv)
-    }
-
-    /// Extracts the subject name and the SubjectPublicKeyInfo of an X.509 certificate.
-    pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
-        let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;
-        let tbs = expect(certificate.contents, TAG_SEQUENCE, "tbs certificate")?;
-        let mut rest = tbs.contents;
-        if rest.first() == Some(&TAG_VERSION) {
-            rest = read(rest)?.rest;
-        }
-        let serial = expect(rest, TAG_INTEGER, "serial number")?;
-        let algorithm = expect(serial.rest, TAG_SEQUENCE, "signature algorithm")?;
-        let issuer = expect(algorithm.rest, TAG_SEQUENCE, "issuer")?;
-        let validity = expect(issuer.rest, TAG_SEQUENCE, "validity")?;
-        let subject = expect(validity.rest, TAG_SEQUENCE, "subject")?;
-        let spki = expect(subject.rest, TAG_SEQUENCE, "subject public key info")?;
-        Ok(CaFields {
-            subject: distinguished_name(subject.contents)?,
-            spki: spki.whole,
-        })
-    }
-
-    /// Rebuilds the name so rcgen re-encodes exactly the same bytes: one attribute per RDN,
-    /// common name / organization, UTF8String or PrintableString (what rcgen itself writes).
-    fn distinguished_name(mut rdns: &[u8]) -> Result<DistinguishedName, String> {
-        let mut dn = DistinguishedName::new();
-        while !rdns.is_empty() {
-            let set = expect(rdns, TAG_SET, "relative distinguished name")?;
-            rdns = set.rest;
-            let attr = expect(set.contents, TAG_SEQUENCE, "attribute")?;
-            if !attr.rest.is_empty() {
-                return Err("multi-valued relative distinguished name".to_owned());
-            }
-            let oid = expect(attr.contents, TAG_OID, "attribute type")?;
-            let ty = match oid.contents {
-                OID_COMMON_NAME => DnType::CommonName,
-                OID_ORGANIZATION => DnType::OrganizationName,
-                other => return Err(format!("unsupported subject attribute {other:02x?}")),
-            };
-            let value = read(oid.rest)?;
-            let text = std::str::from_utf8(value.contents)
-                .map_err(|_| "subject attribute is not utf-8".to_owned())?;
-            let value = match value.tag {
-                TAG_UTF8_STRING => DnValue::Utf8String(text.to_owned()),
-                TAG_PRINTABLE_STRING => DnValue::PrintableString(
-                    text.try_into()
-                        .map_err(|_| "invalid printable string".to_owned())?,
-                ),
-                tag => return Err(format!("unsupported subject string tag {tag:#04x}")),
-            };
-            dn.push(ty, value);
-        }
-        Ok(dn)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::UnixTime;
 
     #[test]
     fn issued_cert_chains_to_ca_and_names_the_node() {
@@ -647,12 +452,5 @@ mod tests {
             mixed.issue_node_cert(1),
             Err(TlsError::CaKeyMismatch)
         ));
-    }
-
-    #[test]
-    fn der_reader_rejects_garbage() {
-        assert!(der::ca_fields(&[]).is_err());
-        assert!(der::ca_fields(&[0x30, 0x85, 0, 0, 0, 0, 0]).is_err());
-        assert!(der::ca_fields(&[0x30, 0x10, 0x30]).is_err());
     }
 }
