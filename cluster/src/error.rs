@@ -21,6 +21,9 @@ pub enum ClusterError {
     /// A message could not be encoded or decoded.
     #[error("codec: {reason}")]
     Codec { reason: String },
+    /// Forwarding a proposal to the leader's node failed (transport or decoding).
+    #[error("forwarding: {reason}")]
+    Forward { reason: String },
     /// A peer refused the request.
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
@@ -65,7 +68,9 @@ impl ClusterError {
                     | Refusal::NoSuchGroup { .. }
                     | Refusal::Unavailable { .. }
             ),
-            ClusterError::NoSuchGroup { .. } | ClusterError::Timeout { .. } => true,
+            ClusterError::NoSuchGroup { .. }
+            | ClusterError::Timeout { .. }
+            | ClusterError::Forward { .. } => true,
             _ => false,
         }
     }

@@ -97,6 +97,18 @@ pub(crate) async fn handle(
         PeerRequest::Propose { group, command } => {
             PeerResponse::Proposed(propose_here(node, group, command).await)
         }
+        PeerRequest::ProposeMany { items } => {
+            let proposals = items
+                .into_iter()
+                .map(|(group, command)| propose_here(node, group, command.into_vec()));
+            let results = futures::future::join_all(proposals).await;
+            PeerResponse::ProposedMany(
+                results
+                    .into_iter()
+                    .map(|r| r.map(serde_bytes::ByteBuf::from))
+                    .collect(),
+            )
+        }
         PeerRequest::ReadIndex { group } => {
             PeerResponse::ReadIndex(read_index_here(node, group).await)
         }

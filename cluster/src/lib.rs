@@ -15,7 +15,8 @@
 //! - [`placement`]: the pure function deciding replicas and preferred leaders.
 //! - [`reconcile`]: the meta leader's loop that carries placement out one shard at a time.
 //! - [`transport`] and [`tls`]: QUIC between nodes, the cluster CA, fault injection for tests.
-//! - `batch`: packs the commands waiting on a group's leader into one Raft entry.
+//! - `batch`: packs the commands waiting on a group's leader into one Raft entry; `forward`:
+//!   packs the proposals a node forwards to the same leader node into one request.
 //! - `network`: openraft's network over the transport; [`wire`]: the messages nodes exchange.
 //! - [`join`]: join tokens, node identity and the admission handshake.
 //! - [`shard`]: the stable `shard_for(app, channel)` mapping.
@@ -37,6 +38,7 @@ pub mod wire;
 mod batch;
 mod codec;
 mod error;
+mod forward;
 mod groups;
 mod handler;
 mod network;

@@ -62,6 +62,8 @@ pub(crate) struct NodeInner {
     pub(crate) upper: RwLock<HashMap<u16, Arc<dyn UpperHandler>>>,
     /// Campaigns scheduled by leaders handing a group over to this node (one per group).
     pub(crate) campaigns: Mutex<HashMap<GroupId, CancellationToken>>,
+    /// Forwarding queues towards other nodes, created on first use.
+    pub(crate) forwarders: Mutex<HashMap<NodeId, crate::forward::Forwarder>>,
     /// One-way upper-layer messages being handled.
     message_slots: Arc<tokio::sync::Semaphore>,
     /// Proposals this node has outstanding (its own and those it serves as a leader for
@@ -148,6 +150,7 @@ impl ClusterNode {
             leader_hints: Mutex::new(HashMap::new()),
             upper: RwLock::new(HashMap::new()),
             campaigns: Mutex::new(HashMap::new()),
+            forwarders: Mutex::new(HashMap::new()),
             message_slots: Arc::new(tokio::sync::Semaphore::new(MAX_ONE_WAY_IN_PROGRESS)),
             proposal_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT)),
             shutdown: CancellationToken::new(),
@@ -386,6 +389,21 @@ impl ClusterNode {
 }
 
 impl NodeInner {
+    /// The forwarding queue towards `peer`.
+    pub(crate) fn forwarder(&self, peer: NodeId) -> crate::forward::Forwarder {
+        let mut map = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer)
+            .or_insert_with(|| {
+                crate::forward::Forwarder::start(
+                    self.transport.clone(),
+                    peer,
+                    self.config.propose_timeout,
+                    self.shutdown.child_token(),
+                )
+            })
+            .clone()
+    }
+
     /// Spawns a task that shutdown waits for.
     pub(crate) fn tasks_spawn<F>(&self, task: F)
     where

@@ -135,6 +135,18 @@ pub(crate) async fn call_leader(
                     last: "local request did not finish".into(),
                 }),
             }
+        } else if let PeerRequest::Propose { group, command } = make() {
+            // Proposals to another node travel batched with others bound for it.
+            let forwarder = node.forwarder(target);
+            match tokio::time::timeout(remaining, forwarder.propose(group, command)).await {
+                Ok(Ok(result)) => Ok(PeerResponse::Proposed(result)),
+                Ok(Err(reason)) => Err(ClusterError::Forward { reason }),
+                Err(_) => Err(ClusterError::Timeout {
+                    group,
+                    after_ms: started.elapsed().as_millis() as u64,
+                    last: "forwarded proposal did not finish".into(),
+                }),
+            }
         } else {
             let body = codec::encode(&make())?;
             match node

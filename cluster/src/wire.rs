@@ -36,6 +36,10 @@ pub(crate) enum PeerRequest {
         #[serde(with = "serde_bytes")]
         command: Vec<u8>,
     },
+    /// Several proposals, each for a group the receiver leads (forwarded in one request).
+    ProposeMany {
+        items: Vec<(GroupId, serde_bytes::ByteBuf)>,
+    },
     /// Ask the group's leader for an index that a linearizable read must wait for.
     ReadIndex { group: GroupId },
     /// Make the voters of a group exactly `voters` (the receiver must lead it).
@@ -89,6 +93,8 @@ pub(crate) enum PeerResponse {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Proposed(Result<Vec<u8>, Refusal>),
+    /// One result per item of a `ProposeMany`, in order.
+    ProposedMany(Vec<Result<serde_bytes::ByteBuf, Refusal>>),
     ReadIndex(Result<u64, Refusal>),
     Done(Result<(), Refusal>),
     Upper(Result<Vec<u8>, Refusal>),
