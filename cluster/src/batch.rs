@@ -16,6 +16,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::batching::{next_batch, Limits};
 use crate::codec;
 use crate::handler::write_refusal;
 use crate::wire::Refusal;
@@ -91,32 +92,17 @@ async fn run(
             _ = token.cancelled() => return,
             resumed = paused.wait_for(|p| !*p) => if resumed.is_err() { return },
         }
-        // Wait for a free slot first: commands keep queueing (and batching) meanwhile.
-        let permit = tokio::select! {
-            _ = token.cancelled() => return,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let limits = Limits {
+            max_items: MAX_BATCH_COMMANDS,
+            max_bytes: MAX_BATCH_BYTES,
         };
-        let first = tokio::select! {
-            _ = token.cancelled() => return,
-            next = rx.recv() => match next {
-                Some(p) => p,
-                None => return,
-            },
+        let Some((permit, batch)) = next_batch(&mut rx, &slots, &token, &limits, |p: &Pending| {
+            p.command.len()
+        })
+        .await
+        else {
+            return;
         };
-        let mut bytes = first.command.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.command.len();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
         let (commands, replies): (Vec<ByteBuf>, Vec<ReplyTx>) = batch
             .into_iter()
             .map(|p| (ByteBuf::from(p.command), p.reply))

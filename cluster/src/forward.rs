@@ -15,6 +15,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::batching::{next_batch, Limits};
 use crate::codec;
 use crate::transport::Transport;
 use crate::wire::{PeerRequest, PeerResponse, Refusal};
@@ -79,31 +80,15 @@ async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
     loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => return,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let limits = Limits {
+            max_items: MAX_FORWARD_COMMANDS,
+            max_bytes: MAX_FORWARD_BYTES,
         };
-        let first = tokio::select! {
-            _ = token.cancelled() => return,
-            next = rx.recv() => match next {
-                Some(item) => item,
-                None => return,
-            },
+        let Some((permit, batch)) =
+            next_batch(&mut rx, &slots, &token, &limits, |i: &Item| i.command.len()).await
+        else {
+            return;
         };
-        let mut bytes = first.command.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_FORWARD_COMMANDS && bytes < MAX_FORWARD_BYTES {
-            match rx.try_recv() {
-                Ok(item) => {
-                    bytes += item.command.len();
-                    batch.push(item);
-                }
-                Err(_) => break,
-            }
-        }
         let mut items = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for item in batch {

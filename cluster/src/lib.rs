@@ -36,6 +36,7 @@ pub mod transport;
 pub mod wire;
 
 mod batch;
+mod batching;
 mod codec;
 mod error;
 mod forward;
