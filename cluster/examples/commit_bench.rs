@@ -18,8 +18,9 @@
 //! Method: the first node bootstraps, the others join with its token, and nothing is measured
 //! until every node is active, every shard is settled with its replicas and led by its preferred
 //! leader. Proposals go round-robin over all shards and all nodes, so on 3 nodes two thirds of
-//! them are forwarded to the leader over QUIC, like real traffic. The state machine stores each
-//! command under its first 16 bytes, so storage cost is part of what is measured. The load
+//! them are forwarded to the leader over QUIC, like real traffic. The state machine is the
+//! test key-value machine (`testkit::KvApplier`): every `key=value` command has a unique 16-byte
+//! key, so storage cost is part of what is measured. The load
 //! generator shares the process (and its cores) with the nodes.
 //!
 //! Run: `cargo run --release -p chatsdk-cluster --example commit_bench -- --nodes both`.
@@ -31,9 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chatsdk_cluster::{
-    Applier, ApplyContext, ClusterConfig, ClusterNode, KvBatch, NodeState, StartMode, StoreError,
-};
+use chatsdk_cluster::testkit::KvApplier;
+use chatsdk_cluster::{ClusterConfig, ClusterNode, NodeState, StartMode};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use openraft::ServerState;
@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 
 /// Size of every proposed command.
 const COMMAND_BYTES: usize = 1024;
-/// Leading bytes of a command the state machine uses as its key.
+/// Length of the unique key at the front of each command.
 const KEY_BYTES: usize = 16;
 /// Cap on proposals in flight in the open-loop run. Reaching it means the cluster has fallen so
 /// far behind the schedule that the generator would have to block: the run is then invalid.
@@ -102,21 +102,6 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
-/// The bench's state machine: the command's first 16 bytes are the key, the command the value.
-struct BenchApplier;
-
-impl Applier for BenchApplier {
-    fn apply(
-        &self,
-        _ctx: &ApplyContext,
-        kv: &mut KvBatch<'_>,
-        command: &[u8],
-    ) -> Result<Vec<u8>, StoreError> {
-        kv.put(&command[..command.len().min(KEY_BYTES)], command);
-        Ok(Vec::new())
-    }
-}
-
 /// In-process nodes and their data directories.
 struct Cluster {
     nodes: Vec<ClusterNode>,
@@ -141,7 +126,7 @@ impl Cluster {
                     token: token.clone(),
                 },
             };
-            let node = ClusterNode::start(config, mode, Arc::new(BenchApplier), None)
+            let node = ClusterNode::start(config, mode, Arc::new(KvApplier), None)
                 .await
                 .with_context(|| format!("start node {}", i + 1))?;
             if join.is_none() {
@@ -225,9 +210,10 @@ impl Cluster {
 async fn propose(nodes: &[ClusterNode], shards: u32, run: u8, i: u64) -> Result<()> {
     let shard = 1 + (i % u64::from(shards)) as u32;
     let node = &nodes[((i / u64::from(shards)) % nodes.len() as u64) as usize];
-    let mut command = vec![0x5a; COMMAND_BYTES];
-    command[..8].copy_from_slice(&i.to_be_bytes());
-    command[8] = run;
+    // `key=value` for the test state machine, 1 KiB in all; the key makes every command unique.
+    let key = format!("{run:02x}{i:014x}");
+    let value = "z".repeat(COMMAND_BYTES - KEY_BYTES - 1);
+    let command = KvApplier::put(&key, &value);
     match tokio::time::timeout(OP_TIMEOUT, node.propose(shard, command)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.into()),

@@ -39,20 +39,25 @@ impl NodeInner {
         };
         // A local replica's own view is the freshest; the hint (last node that answered as
         // leader) comes next, and may point at a node that has since died.
-        let local = self.group(group).map(|g| g.raft.metrics().borrow().clone());
-        if let Some(m) = &local {
-            push(m.current_leader);
-        }
+        // (Read through the watch borrow: this runs on every proposal, and the metrics are large.)
+        let (local_leader, local_voters) = match self.group(group) {
+            Some(g) => {
+                let m = g.raft.metrics();
+                let m = m.borrow();
+                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                (m.current_leader, voters)
+            }
+            None => (None, Vec::new()),
+        };
+        push(local_leader);
         let hint = self
             .leader_hints
             .lock()
             .ok()
             .and_then(|h| h.get(&group).copied());
         push(hint);
-        if let Some(m) = &local {
-            for id in m.membership_config.membership().voter_ids() {
-                push(Some(id));
-            }
+        for id in local_voters {
+            push(Some(id));
         }
         let state = self.meta.current();
         if group == META_GROUP {

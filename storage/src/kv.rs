@@ -81,19 +81,6 @@ impl<'a> KvBatch<'a> {
             .map(|(k, v)| (data_key(&k), v.map(|v| record::frame(&v))))
             .collect()
     }
-
-    /// Moves the buffered writes into a sled batch (values framed).
-    #[cfg(test)]
-    pub(crate) fn into_sled_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay {
-            match v {
-                Some(v) => batch.insert(data_key(&k), record::frame(&v)),
-                None => batch.remove(data_key(&k)),
-            }
-        }
-        batch
-    }
 }
 
 /// Read access to a group's application keys, for the layers above Raft.
@@ -178,7 +165,12 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
 
-        tree.apply_batch(batch.into_sled_batch()).unwrap();
+        for (key, value) in batch.into_writes() {
+            match value {
+                Some(v) => tree.insert(key, v).unwrap(),
+                None => tree.remove(key).unwrap(),
+            };
+        }
         let reader = GroupReader::new(tree.clone());
         assert_eq!(reader.get(b"a/3").unwrap(), Some(b"three".to_vec()));
         assert_eq!(reader.scan_prefix(b"a/").unwrap().len(), 2);
