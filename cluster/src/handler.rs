@@ -129,17 +129,35 @@ pub(crate) async fn handle(
             PeerResponse::Done(Ok(()))
         }
         PeerRequest::Upper { topic, body } => {
-            let handler = node.upper.read().ok().and_then(|m| m.get(&topic).cloned());
-            PeerResponse::Upper(match handler {
-                Some(h) => h
-                    .handle(from, body)
-                    .await
-                    .map_err(|reason| Refusal::Failed { reason }),
-                None => Err(Refusal::Failed {
-                    reason: format!("no handler for topic {topic}"),
-                }),
+            PeerResponse::Upper(handle_upper(node, from, topic, body).await)
+        }
+        PeerRequest::UpperAtLeader { group, topic, body } => {
+            let Some(raft) = raft_of(node, group) else {
+                return PeerResponse::NoSuchGroup;
+            };
+            PeerResponse::Upper(match check_leader(node, &raft) {
+                Ok(()) => handle_upper(node, from, topic, body).await,
+                Err(refusal) => Err(refusal),
             })
         }
+    }
+}
+
+async fn handle_upper(
+    node: &NodeInner,
+    from: NodeId,
+    topic: u16,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, Refusal> {
+    let handler = node.upper.read().ok().and_then(|m| m.get(&topic).cloned());
+    match handler {
+        Some(h) => h
+            .handle(from, body)
+            .await
+            .map_err(|reason| Refusal::Failed { reason }),
+        None => Err(Refusal::Failed {
+            reason: format!("no handler for topic {topic}"),
+        }),
     }
 }
 

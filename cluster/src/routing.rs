@@ -299,6 +299,28 @@ impl ClusterNode {
         }
     }
 
+    /// Sends a request of an upper layer to whichever node leads `group` (following leader
+    /// changes until the propose timeout) and waits for its answer. The handler runs only on a
+    /// node that leads the group when the request arrives.
+    pub async fn request_leader(
+        &self,
+        group: GroupId,
+        topic: u16,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let timeout = self.inner.config.propose_timeout;
+        let response = call_leader(&self.inner, group, timeout, || PeerRequest::UpperAtLeader {
+            group,
+            topic,
+            body: body.clone(),
+        })
+        .await?;
+        match response {
+            PeerResponse::Upper(Ok(reply)) => Ok(reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends a one-way message of an upper layer to `to`.
     pub async fn send_upper(
         &self,

@@ -65,6 +65,14 @@ pub(crate) enum PeerRequest {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A request of an upper layer for whichever node leads `group` (refused with
+    /// [`Refusal::NotLeader`] elsewhere, so the sender follows the leader).
+    UpperAtLeader {
+        group: GroupId,
+        topic: u16,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 /// Why a request was not carried out.

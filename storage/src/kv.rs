@@ -106,6 +106,28 @@ impl GroupReader {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         scan(&self.tree, prefix)
     }
+
+    /// At most `limit` keys `k` with `from <= k < to`, in key order, or in reverse order (from the
+    /// largest) when `reverse` is set. Keys are returned without any prefix removed.
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let iter = self.tree.range(data_key(from)..data_key(to));
+        let decode =
+            |item: Result<(sled::IVec, sled::IVec), sled::Error>| -> Result<KeyValue, StoreError> {
+                let (k, v) = item?;
+                Ok((k[1..].to_vec(), record::unframe(&v)?.to_vec()))
+            };
+        if reverse {
+            iter.rev().take(limit).map(decode).collect()
+        } else {
+            iter.take(limit).map(decode).collect()
+        }
+    }
 }
 
 fn read_value(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -174,6 +196,10 @@ mod tests {
         let reader = GroupReader::new(tree.clone());
         assert_eq!(reader.get(b"a/3").unwrap(), Some(b"three".to_vec()));
         assert_eq!(reader.scan_prefix(b"a/").unwrap().len(), 2);
+        let newest = reader.range(b"a/", b"a0", true, 1).unwrap();
+        assert_eq!(newest, vec![(b"a/3".to_vec(), b"three".to_vec())]);
+        let from_2 = reader.range(b"a/2", b"a0", false, 10).unwrap();
+        assert_eq!(from_2.len(), 2);
     }
 
     #[test]

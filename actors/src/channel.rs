@@ -1,0 +1,615 @@
+//! The channel actor: one per realtime stream, on the node that leads the stream's shard.
+//!
+//! It is the single writer of its stream: it proposes writes to the shard (several in flight at
+//! once, so a busy channel is not limited by commit latency), learns each write's offset from
+//! the committed reply, and emits events strictly in offset order: encoded once, handed to the
+//! [`Emitter`]. It answers subscribe/recovery and history from its recent window or the local
+//! replica (which, on the leader, has applied every acknowledged write), and keeps a window of
+//! recent client message ids so retried sends are answered without another proposal.
+//!
+//! Actors start on demand ([`Registry::get`]), stop when their shard's leadership moves away,
+//! and passivate after a quiet period; their state is rebuilt from storage when they start.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatsdk_cluster::{ClusterNode, GroupId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::emitter::Emitter;
+use crate::error::ChatError;
+use crate::model::{Message, StreamEvent};
+use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
+
+/// Events kept in memory for fast recovery and history.
+const RECENT_WINDOW: usize = 256;
+/// Recent `(user, clientMsgId)` pairs remembered for retried sends.
+const IDEMPOTENCY_WINDOW: usize = 1024;
+/// Requests queued or in flight per channel actor; more are refused as unavailable (ractor
+/// mailboxes are unbounded, so the bound is taken before a message is sent).
+const MAX_QUEUED: usize = 8192;
+/// How often an actor checks whether it has been idle.
+const TICK: Duration = Duration::from_secs(15);
+
+/// A read of a stream, answered by its actor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum StreamQuery {
+    /// Where the stream stands, and (when `since` is given) the events after that position.
+    Recover {
+        since: Option<(String, u64)>,
+        limit: usize,
+    },
+    /// Retained events after `since` (or the newest), oldest first unless `reverse`.
+    History {
+        since: Option<(String, u64)>,
+        limit: usize,
+        reverse: bool,
+    },
+    Messages {
+        page: MessagePage,
+        limit: usize,
+    },
+    Message {
+        id: String,
+    },
+    Replies {
+        parent: String,
+        limit: usize,
+    },
+    /// A member's read position and unread count.
+    ReadState {
+        user: String,
+    },
+}
+
+/// The answer to a [`StreamQuery`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum QueryAnswer {
+    Position {
+        epoch: String,
+        offset: u64,
+        publications: Vec<StreamEvent>,
+        recovered: bool,
+    },
+    Messages {
+        messages: Vec<Message>,
+        more: bool,
+        max_seq: u64,
+    },
+    Message(Option<Box<Message>>),
+    Read {
+        last_read_seq: u64,
+        unread: u64,
+    },
+}
+
+/// A request for a channel actor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one per request, moved once; boxing buys nothing
+pub enum ChannelRequest {
+    Write(StreamOp),
+    Query(StreamQuery),
+}
+
+/// The answer of a channel actor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ChannelAnswer {
+    Written(StreamReply),
+    Answer(QueryAnswer),
+}
+
+type Reply = RpcReplyPort<Result<ChannelAnswer, ChatError>>;
+
+/// Messages of a channel actor.
+pub enum ChannelMsg {
+    Request(ChannelRequest, Reply),
+    /// A proposal this actor made has committed (or failed).
+    Committed(Result<StreamReply, ChatError>, Reply),
+    Tick,
+}
+
+/// What every channel actor of a node shares.
+pub struct ActorEnv {
+    pub cluster: ClusterNode,
+    pub emitter: Arc<Emitter>,
+    /// Events retained per stream for recovery.
+    pub retain: u64,
+    /// An actor with nothing to do for this long stops.
+    pub idle: Duration,
+    pub registry: Arc<Registry>,
+}
+
+/// Arguments of a channel actor.
+pub struct ChannelArgs {
+    pub stream: String,
+    pub group: GroupId,
+    pub env: Arc<ActorEnv>,
+}
+
+/// The state of a channel actor.
+pub struct ChannelState {
+    stream: String,
+    group: GroupId,
+    env: Arc<ActorEnv>,
+    reader: StreamReader,
+    epoch: String,
+    /// The last offset handed to the emitter.
+    emitted: u64,
+    /// Committed events waiting for a lower offset to be emitted first.
+    pending: BTreeMap<u64, StreamEvent>,
+    recent: VecDeque<StreamEvent>,
+    sends: VecDeque<((String, String), Message)>,
+    in_flight: usize,
+    last_active: Instant,
+}
+
+/// The channel actor's behaviour.
+pub struct ChannelActor;
+
+impl Actor for ChannelActor {
+    type Msg = ChannelMsg;
+    type State = ChannelState;
+    type Arguments = ChannelArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ChannelMsg>,
+        args: ChannelArgs,
+    ) -> Result<ChannelState, ActorProcessingErr> {
+        // Applied up to everything committed before we start: our view of the head is current.
+        let reader = StreamReader::new(args.env.cluster.linearizable_reader(args.group).await?);
+        let head = reader.head(&args.stream)?.unwrap_or_default();
+        let recent: VecDeque<StreamEvent> =
+            reader.latest_events(&args.stream, RECENT_WINDOW)?.into();
+        myself.send_interval(TICK, || ChannelMsg::Tick);
+        Ok(ChannelState {
+            stream: args.stream,
+            group: args.group,
+            env: args.env,
+            reader,
+            epoch: head.epoch,
+            emitted: head.offset,
+            pending: BTreeMap::new(),
+            recent,
+            sends: VecDeque::new(),
+            in_flight: 0,
+            last_active: Instant::now(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<ChannelMsg>,
+        state: &mut ChannelState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.env.registry.forget(&state.stream, &myself);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ChannelMsg>,
+        msg: ChannelMsg,
+        state: &mut ChannelState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ChannelMsg::Request(ChannelRequest::Write(op), reply) => {
+                state.last_active = Instant::now();
+                if let Some(dup) = state.recent_send(&op) {
+                    let _ = reply.send(Ok(ChannelAnswer::Written(dup)));
+                    return Ok(());
+                }
+                state.in_flight += 1;
+                let command = StreamCommand {
+                    stream: state.stream.clone(),
+                    retain: state.env.retain,
+                    op,
+                };
+                let cluster = state.env.cluster.clone();
+                let group = state.group;
+                tokio::spawn(async move {
+                    let result = propose(&cluster, group, &command).await;
+                    // The actor may have stopped meanwhile; the caller then sees its port close.
+                    let _ = myself.send_message(ChannelMsg::Committed(result, reply));
+                });
+            }
+            ChannelMsg::Committed(result, reply) => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                if let Ok(r) = &result {
+                    state.committed(r);
+                }
+                let _ = reply.send(result.map(ChannelAnswer::Written));
+            }
+            ChannelMsg::Request(ChannelRequest::Query(q), reply) => {
+                state.last_active = Instant::now();
+                let _ = reply.send(state.query(q).map(ChannelAnswer::Answer));
+            }
+            ChannelMsg::Tick => {
+                let leading = state
+                    .env
+                    .cluster
+                    .watch_leadership()
+                    .borrow()
+                    .contains(&state.group);
+                let idle = state.in_flight == 0 && state.last_active.elapsed() >= state.env.idle;
+                if !leading || idle {
+                    myself.stop(Some(
+                        if leading { "idle" } else { "leadership moved" }.into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn propose(
+    cluster: &ClusterNode,
+    group: GroupId,
+    command: &StreamCommand,
+) -> Result<StreamReply, ChatError> {
+    let body = serde_json::to_vec(command).map_err(|e| ChatError::Internal(e.to_string()))?;
+    let raw = cluster.propose(group, body).await?;
+    serde_json::from_slice(&raw).map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
+}
+
+impl ChannelState {
+    fn recent_send(&self, op: &StreamOp) -> Option<StreamReply> {
+        let StreamOp::Send { message } = op else {
+            return None;
+        };
+        let cmid = message.client_msg_id.as_ref()?;
+        self.sends
+            .iter()
+            .find(|((u, c), _)| u == &message.user_id && c == cmid)
+            .map(|(_, m)| StreamReply::Message {
+                message: Box::new(m.clone()),
+                event: None,
+                epoch: self.epoch.clone(),
+                duplicate: true,
+            })
+    }
+
+    fn committed(&mut self, reply: &StreamReply) {
+        let (event, epoch) = match reply {
+            StreamReply::Message {
+                message,
+                event,
+                epoch,
+                ..
+            } => {
+                if let Some(cmid) = &message.client_msg_id {
+                    if self.sends.len() == IDEMPOTENCY_WINDOW {
+                        self.sends.pop_front();
+                    }
+                    self.sends
+                        .push_back(((message.user_id.clone(), cmid.clone()), (**message).clone()));
+                }
+                (event.clone(), epoch)
+            }
+            StreamReply::Read { event, epoch, .. } | StreamReply::Appended { event, epoch } => {
+                (Some(event.clone()), epoch)
+            }
+            _ => return,
+        };
+        if self.epoch != *epoch {
+            self.epoch = epoch.clone();
+        }
+        if let Some(event) = event {
+            self.emit_in_order(event);
+        }
+    }
+
+    /// Emits `event` after every lower offset; offsets committed by someone else (a previous
+    /// leader's actor) are read from the local replica.
+    fn emit_in_order(&mut self, event: StreamEvent) {
+        if event.offset <= self.emitted {
+            return;
+        }
+        self.pending.insert(event.offset, event);
+        loop {
+            let next = self.emitted + 1;
+            if let Some(e) = self.pending.remove(&next) {
+                self.emit(e);
+                continue;
+            }
+            let Some((&lowest, _)) = self.pending.iter().next() else {
+                break;
+            };
+            match self
+                .reader
+                .events(&self.stream, next, lowest - 1, (lowest - next) as usize)
+            {
+                Ok(found) if !found.is_empty() => {
+                    let before = self.emitted;
+                    for e in found {
+                        if e.offset == self.emitted + 1 {
+                            self.emit(e);
+                        }
+                    }
+                    if self.emitted == before {
+                        self.skip_to(lowest);
+                    }
+                }
+                _ => self.skip_to(lowest),
+            }
+        }
+    }
+
+    /// Gives up on offsets before `offset` (not readable here): subscribers see a gap and
+    /// recover.
+    fn skip_to(&mut self, offset: u64) {
+        tracing::warn!(stream = %self.stream, from = self.emitted + 1, to = offset - 1, "events not readable here; subscribers will resync");
+        self.emitted = offset - 1;
+    }
+
+    fn emit(&mut self, event: StreamEvent) {
+        let frame = chatsdk_proto::realtime::push_publication_raw(
+            &self.stream,
+            event.offset,
+            &event.data,
+            None,
+        );
+        self.env
+            .emitter
+            .emit(&self.stream, Some(event.offset), Bytes::from(frame));
+        self.emitted = event.offset;
+        if self.recent.len() == RECENT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(event);
+    }
+
+    /// Events with offsets in `from..=self.emitted`, at most `limit`, from memory when possible.
+    fn events_from(&self, from: u64, limit: usize) -> Result<Vec<StreamEvent>, ChatError> {
+        if let Some(first) = self.recent.front() {
+            if first.offset <= from {
+                return Ok(self
+                    .recent
+                    .iter()
+                    .filter(|e| e.offset >= from)
+                    .take(limit)
+                    .cloned()
+                    .collect());
+            }
+        }
+        Ok(self
+            .reader
+            .events(&self.stream, from, self.emitted, limit)?)
+    }
+
+    fn first_retained(&self) -> Result<u64, ChatError> {
+        Ok(self
+            .reader
+            .head(&self.stream)?
+            .map(|h| h.first_retained)
+            .unwrap_or(1))
+    }
+
+    fn query(&self, q: StreamQuery) -> Result<QueryAnswer, ChatError> {
+        Ok(match q {
+            StreamQuery::Recover { since, limit } => {
+                let mut publications = Vec::new();
+                let mut recovered = false;
+                if let Some((epoch, offset)) = since {
+                    let same_stream = offset == 0 || epoch == self.epoch;
+                    if same_stream
+                        && offset <= self.emitted
+                        && offset + 1 >= self.first_retained()?
+                    {
+                        let missed = (self.emitted - offset) as usize;
+                        if missed <= limit {
+                            publications = self.events_from(offset + 1, missed)?;
+                            recovered = publications.len() == missed;
+                        }
+                    }
+                    if !recovered {
+                        publications.clear();
+                    }
+                }
+                QueryAnswer::Position {
+                    epoch: self.epoch.clone(),
+                    offset: self.emitted,
+                    publications,
+                    recovered,
+                }
+            }
+            StreamQuery::History {
+                since,
+                limit,
+                reverse,
+            } => {
+                let first = self.first_retained()?;
+                let mut events = match since {
+                    Some((epoch, offset)) if epoch == self.epoch || offset == 0 => {
+                        if offset + 1 < first {
+                            return Err(ChatError::Conflict("unrecoverable position".into()));
+                        }
+                        self.events_from(offset + 1, limit)?
+                    }
+                    Some(_) => return Err(ChatError::Conflict("unrecoverable position".into())),
+                    None if reverse => {
+                        let from = self.emitted.saturating_sub(limit as u64).max(first).max(1);
+                        self.events_from(from, limit)?
+                    }
+                    None => self.events_from(first.max(1), limit)?,
+                };
+                if reverse {
+                    events.reverse();
+                }
+                QueryAnswer::Position {
+                    epoch: self.epoch.clone(),
+                    offset: self.emitted,
+                    publications: events,
+                    recovered: true,
+                }
+            }
+            StreamQuery::Messages { page, limit } => {
+                let (messages, more) = self.reader.messages(&self.stream, page, limit)?;
+                let max_seq = self.reader.head(&self.stream)?.map(|h| h.seq).unwrap_or(0);
+                QueryAnswer::Messages {
+                    messages,
+                    more,
+                    max_seq,
+                }
+            }
+            StreamQuery::Message { id } => {
+                QueryAnswer::Message(self.reader.message(&self.stream, &id)?.map(Box::new))
+            }
+            StreamQuery::Replies { parent, limit } => {
+                let messages = self.reader.replies(&self.stream, &parent, limit)?;
+                QueryAnswer::Messages {
+                    messages,
+                    more: false,
+                    max_seq: 0,
+                }
+            }
+            StreamQuery::ReadState { user } => {
+                let state = self.reader.read_state(&self.stream, &user)?;
+                let unread =
+                    self.reader
+                        .unread(&self.stream, &user, state.last_read_seq, 10_000)?;
+                QueryAnswer::Read {
+                    last_read_seq: state.last_read_seq,
+                    unread,
+                }
+            }
+        })
+    }
+}
+
+/// A running channel actor and the bound on its queue.
+#[derive(Clone)]
+struct Entry {
+    actor: ActorRef<ChannelMsg>,
+    slots: Arc<Semaphore>,
+}
+
+/// The channel actors running on this node.
+#[derive(Default)]
+pub struct Registry {
+    actors: Mutex<HashMap<String, Entry>>,
+    /// Serialises starting actors so one stream never gets two.
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    fn forget(&self, stream: &str, actor: &ActorRef<ChannelMsg>) {
+        if let Ok(mut map) = self.actors.lock() {
+            if map
+                .get(stream)
+                .is_some_and(|e| e.actor.get_id() == actor.get_id())
+            {
+                map.remove(stream);
+            }
+        }
+    }
+
+    fn lookup(&self, stream: &str) -> Option<Entry> {
+        self.actors.lock().ok().and_then(|m| m.get(stream).cloned())
+    }
+
+    async fn get(
+        &self,
+        env: &Arc<ActorEnv>,
+        stream: &str,
+        group: GroupId,
+    ) -> Result<Entry, ChatError> {
+        if let Some(e) = self.lookup(stream) {
+            return Ok(e);
+        }
+        let _one = self.starting.lock().await;
+        if let Some(e) = self.lookup(stream) {
+            return Ok(e);
+        }
+        let args = ChannelArgs {
+            stream: stream.to_string(),
+            group,
+            env: env.clone(),
+        };
+        let (actor, _handle) = Actor::spawn(None, ChannelActor, args)
+            .await
+            .map_err(|e| ChatError::Unavailable(format!("channel actor did not start: {e}")))?;
+        let entry = Entry {
+            actor,
+            slots: Arc::new(Semaphore::new(MAX_QUEUED)),
+        };
+        if let Ok(mut map) = self.actors.lock() {
+            map.insert(stream.to_string(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    /// Sends `request` to the stream's actor on this node (starting it if needed) and waits
+    /// for the answer.
+    pub async fn call(
+        &self,
+        env: &Arc<ActorEnv>,
+        stream: &str,
+        group: GroupId,
+        request: ChannelRequest,
+    ) -> Result<ChannelAnswer, ChatError> {
+        let entry = self.get(env, stream, group).await?;
+        let _permit: OwnedSemaphorePermit = entry
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ChatError::Unavailable("channel is overloaded".into()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        entry
+            .actor
+            .send_message(ChannelMsg::Request(request, RpcReplyPort::from(tx)))
+            .map_err(|_| ChatError::Unavailable("channel actor stopped".into()))?;
+        match tokio::time::timeout(env.cluster_timeout(), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ChatError::Unavailable("channel actor stopped".into())),
+            Err(_) => Err(ChatError::Unavailable(
+                "channel did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// Stops every actor whose group is not in `leading`.
+    pub fn retain_leading(
+        &self,
+        leading: &std::collections::BTreeSet<GroupId>,
+        group_of: impl Fn(&str) -> GroupId,
+    ) {
+        let Ok(map) = self.actors.lock() else { return };
+        for (stream, entry) in map.iter() {
+            if !leading.contains(&group_of(stream)) {
+                entry.actor.stop(Some("leadership moved".into()));
+            }
+        }
+    }
+
+    /// Stops every actor (shutdown).
+    pub fn stop_all(&self) {
+        if let Ok(map) = self.actors.lock() {
+            for entry in map.values() {
+                entry.actor.stop(Some("shutdown".into()));
+            }
+        }
+    }
+
+    /// Number of running actors.
+    pub fn len(&self) -> usize {
+        self.actors.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no actor runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ActorEnv {
+    /// How long a caller waits for a channel actor: a proposal's own deadline plus slack.
+    fn cluster_timeout(&self) -> Duration {
+        Duration::from_secs(15)
+    }
+}

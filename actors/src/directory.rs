@@ -1,0 +1,669 @@
+//! The directory: apps, API keys, users, channels and memberships, replicated in group 0.
+//!
+//! Every node holds a full copy (group 0 is on every node), so authentication, permission checks
+//! and routing read locally. Writes are [`DirCommand`]s proposed through the cluster's meta group
+//! and applied by [`DirectoryApplier`]; the transition is deterministic (times come from the
+//! proposer). Checks that depend on who asks (roles, visibility) are made before proposing; the
+//! applier keeps the invariants that must hold whatever the race (one channel per idempotency
+//! key or cid, member counts, indexes).
+
+use chatsdk_cluster::{Applier, ApplyContext, GroupId, GroupReader, KvBatch, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::keys;
+use crate::model::{ApiKey, App, Channel, Member, Role, User};
+
+/// A change to the directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DirCommand {
+    /// Sets the token-signing secret unless one exists; replies with the one in force.
+    InitSecret {
+        secret: String,
+    },
+    /// Creates an app unless it exists (replies with the stored app either way).
+    CreateApp {
+        app: App,
+    },
+    UpdateApp {
+        id: String,
+        name: Option<String>,
+        settings: Option<Value>,
+        now: u64,
+    },
+    DeleteApp {
+        id: String,
+    },
+    PutApiKey {
+        key: ApiKey,
+    },
+    /// Creates, updates or fetches a user.
+    UpsertUser {
+        app_id: String,
+        patch: UserPatch,
+        mode: UpsertMode,
+        now: u64,
+    },
+    /// Anonymises a user and revokes their tokens.
+    DeleteUser {
+        app_id: String,
+        user_id: String,
+        now: u64,
+    },
+    RevokeTokens {
+        app_id: String,
+        user_id: String,
+        now: u64,
+    },
+    /// Creates a channel with its first members unless its cid or idempotency key exists.
+    CreateChannel {
+        channel: Channel,
+        members: Vec<(String, Role)>,
+        now: u64,
+    },
+    UpdateChannel {
+        app_id: String,
+        channel_id: String,
+        name: Option<String>,
+        image: Option<String>,
+        config: Option<Value>,
+        now: u64,
+    },
+    DeleteChannel {
+        app_id: String,
+        channel_id: String,
+    },
+    /// Adds users with `role`; users already members keep their role.
+    AddMembers {
+        app_id: String,
+        channel_id: String,
+        users: Vec<String>,
+        role: Role,
+        now: u64,
+    },
+    SetRole {
+        app_id: String,
+        channel_id: String,
+        user_id: String,
+        role: Role,
+    },
+    RemoveMember {
+        app_id: String,
+        channel_id: String,
+        user_id: String,
+    },
+    SetMemberFlags {
+        app_id: String,
+        channel_id: String,
+        user_id: String,
+        muted: Option<bool>,
+        starred: Option<bool>,
+    },
+}
+
+/// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UserPatch {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub email: Option<String>,
+    pub custom: Option<Value>,
+    pub role: Option<String>,
+}
+
+/// How [`DirCommand::UpsertUser`] treats an existing user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpsertMode {
+    /// Create if missing, else update the given fields; `custom` is merged.
+    Merge,
+    /// Create if missing, else update the given fields; `custom` is replaced.
+    Replace,
+    /// Create if missing, else leave as is.
+    CreateOnly,
+}
+
+/// What a user write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpsertAction {
+    Created,
+    Updated,
+    Existing,
+}
+
+/// The result of a [`DirCommand`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DirReply {
+    Done,
+    Secret(String),
+    App(App),
+    User {
+        action: UpsertAction,
+        user: User,
+    },
+    Channel {
+        created: bool,
+        channel: Channel,
+    },
+    Added(Vec<String>),
+    /// Counts removed with an app.
+    Deleted {
+        users: u64,
+        channels: u64,
+    },
+    NotFound(String),
+    Conflict(String),
+}
+
+/// Applies [`DirCommand`]s to group 0's keys.
+pub struct DirectoryApplier;
+
+fn get<T: DeserializeOwned>(kv: &KvBatch<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
+    match kv.get(key)? {
+        Some(raw) => Ok(serde_json::from_slice(&raw).ok()),
+        None => Ok(None),
+    }
+}
+
+fn put<T: Serialize>(kv: &mut KvBatch<'_>, key: &[u8], value: &T) {
+    // Our own records always serialize; an impossible failure writes nothing.
+    if let Ok(raw) = serde_json::to_vec(value) {
+        kv.put(key, &raw);
+    }
+}
+
+impl Applier for DirectoryApplier {
+    fn apply(
+        &self,
+        _ctx: &ApplyContext,
+        kv: &mut KvBatch<'_>,
+        command: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let reply = match serde_json::from_slice::<DirCommand>(command) {
+            Ok(command) => transition(kv, command)?,
+            Err(e) => DirReply::Conflict(format!("undecodable directory command: {e}")),
+        };
+        Ok(serde_json::to_vec(&reply).unwrap_or_default())
+    }
+}
+
+fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, StoreError> {
+    Ok(match command {
+        DirCommand::InitSecret { secret } => match kv.get(&keys::secret())? {
+            Some(existing) => DirReply::Secret(String::from_utf8_lossy(&existing).into_owned()),
+            None => {
+                kv.put(&keys::secret(), secret.as_bytes());
+                DirReply::Secret(secret)
+            }
+        },
+        DirCommand::CreateApp { app } => match get::<App>(kv, &keys::app(&app.id))? {
+            Some(existing) => DirReply::App(existing),
+            None => {
+                put(kv, &keys::app(&app.id), &app);
+                DirReply::App(app)
+            }
+        },
+        DirCommand::UpdateApp {
+            id,
+            name,
+            settings,
+            now,
+        } => match get::<App>(kv, &keys::app(&id))? {
+            Some(mut app) => {
+                if let Some(name) = name {
+                    app.name = name;
+                }
+                if let Some(Value::Object(new)) = settings {
+                    let mut merged = match app.settings.take() {
+                        Value::Object(m) => m,
+                        _ => Default::default(),
+                    };
+                    merged.extend(new);
+                    app.settings = Value::Object(merged);
+                }
+                app.updated_at = now;
+                put(kv, &keys::app(&id), &app);
+                DirReply::App(app)
+            }
+            None => DirReply::NotFound("app".into()),
+        },
+        DirCommand::DeleteApp { id } => {
+            if kv.get(&keys::app(&id))?.is_none() {
+                return Ok(DirReply::NotFound("app".into()));
+            }
+            kv.delete(&keys::app(&id));
+            let mut users = 0;
+            let mut channels = 0;
+            for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", b"key"]))? {
+                if let Some(key) = get::<ApiKey>(kv, &k)? {
+                    if key.app_id == id {
+                        kv.delete(&k);
+                    }
+                }
+            }
+            for tag in [&b"user"[..], b"chan", b"cid", b"cidem", b"mem", b"umem"] {
+                for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
+                    if tag == b"user" {
+                        users += 1;
+                    } else if tag == b"chan" {
+                        channels += 1;
+                    }
+                    kv.delete(&k);
+                }
+            }
+            DirReply::Deleted { users, channels }
+        }
+        DirCommand::PutApiKey { key } => {
+            put(kv, &keys::api_key(&key.hash), &key);
+            DirReply::Done
+        }
+        DirCommand::UpsertUser {
+            app_id,
+            patch,
+            mode,
+            now,
+        } => upsert_user(kv, &app_id, patch, mode, now)?,
+        DirCommand::DeleteUser {
+            app_id,
+            user_id,
+            now,
+        } => match get::<User>(kv, &keys::user(&app_id, &user_id))? {
+            Some(mut user) => {
+                user.name = format!(
+                    "Deleted user {}",
+                    &crate::hash_hex(format!("{app_id}:{user_id}").as_bytes())[..8]
+                );
+                user.image = None;
+                user.email = None;
+                user.custom =
+                    serde_json::json!({"deleted": true, "deletedAt": crate::time::iso(now)});
+                user.role = None;
+                user.deleted = true;
+                user.tokens_valid_after = now;
+                user.updated_at = now;
+                put(kv, &keys::user(&app_id, &user_id), &user);
+                DirReply::User {
+                    action: UpsertAction::Updated,
+                    user,
+                }
+            }
+            None => DirReply::NotFound("user".into()),
+        },
+        DirCommand::RevokeTokens {
+            app_id,
+            user_id,
+            now,
+        } => match get::<User>(kv, &keys::user(&app_id, &user_id))? {
+            Some(mut user) => {
+                user.tokens_valid_after = now;
+                put(kv, &keys::user(&app_id, &user_id), &user);
+                DirReply::User {
+                    action: UpsertAction::Updated,
+                    user,
+                }
+            }
+            None => DirReply::NotFound("user".into()),
+        },
+        DirCommand::CreateChannel {
+            mut channel,
+            members,
+            now,
+        } => {
+            let app = channel.app_id.clone();
+            if let Some(idem) = &channel.idempotency_key {
+                if let Some(id) = kv.get(&keys::channel_idem(&app, idem))? {
+                    let id = String::from_utf8_lossy(&id).into_owned();
+                    if let Some(existing) = get::<Channel>(kv, &keys::channel(&app, &id))? {
+                        return Ok(DirReply::Channel {
+                            created: false,
+                            channel: existing,
+                        });
+                    }
+                }
+            }
+            if let Some(id) = kv.get(&keys::cid(&app, &channel.cid))? {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                if let Some(existing) = get::<Channel>(kv, &keys::channel(&app, &id))? {
+                    return Ok(DirReply::Channel {
+                        created: false,
+                        channel: existing,
+                    });
+                }
+            }
+            let mut count = 0;
+            for (user, role) in &members {
+                if kv.get(&keys::member(&app, &channel.id, user))?.is_none() {
+                    count += 1;
+                }
+                put_member(
+                    kv,
+                    &app,
+                    &channel.id,
+                    &Member {
+                        user_id: user.clone(),
+                        role: *role,
+                        joined_at: now,
+                        muted: false,
+                        starred: false,
+                    },
+                );
+            }
+            channel.member_count = count;
+            kv.put(&keys::cid(&app, &channel.cid), channel.id.as_bytes());
+            if let Some(idem) = &channel.idempotency_key {
+                kv.put(&keys::channel_idem(&app, idem), channel.id.as_bytes());
+            }
+            put(kv, &keys::channel(&app, &channel.id), &channel);
+            DirReply::Channel {
+                created: true,
+                channel,
+            }
+        }
+        DirCommand::UpdateChannel {
+            app_id,
+            channel_id,
+            name,
+            image,
+            config,
+            now,
+        } => match get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? {
+            Some(mut ch) => {
+                if name.is_some() {
+                    ch.name = name;
+                }
+                if image.is_some() {
+                    ch.image = image;
+                }
+                if let Some(Value::Object(new)) = config {
+                    let mut merged = match ch.config.take() {
+                        Value::Object(m) => m,
+                        _ => Default::default(),
+                    };
+                    merged.extend(new);
+                    ch.config = Value::Object(merged);
+                }
+                ch.updated_at = now;
+                put(kv, &keys::channel(&app_id, &channel_id), &ch);
+                DirReply::Channel {
+                    created: false,
+                    channel: ch,
+                }
+            }
+            None => DirReply::NotFound("channel".into()),
+        },
+        DirCommand::DeleteChannel { app_id, channel_id } => {
+            match get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? {
+                Some(ch) => {
+                    for (k, _) in kv.scan_prefix(&keys::members(&app_id, &channel_id))? {
+                        let user = String::from_utf8_lossy(keys::last_component(&k)).into_owned();
+                        kv.delete(&keys::user_channel(&app_id, &user, &channel_id));
+                        kv.delete(&k);
+                    }
+                    kv.delete(&keys::cid(&app_id, &ch.cid));
+                    if let Some(idem) = &ch.idempotency_key {
+                        kv.delete(&keys::channel_idem(&app_id, idem));
+                    }
+                    kv.delete(&keys::channel(&app_id, &channel_id));
+                    DirReply::Channel {
+                        created: false,
+                        channel: ch,
+                    }
+                }
+                None => DirReply::NotFound("channel".into()),
+            }
+        }
+        DirCommand::AddMembers {
+            app_id,
+            channel_id,
+            users,
+            role,
+            now,
+        } => {
+            let Some(mut ch) = get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? else {
+                return Ok(DirReply::NotFound("channel".into()));
+            };
+            let mut added = Vec::new();
+            for user in users {
+                if kv
+                    .get(&keys::member(&app_id, &channel_id, &user))?
+                    .is_some()
+                    || added.contains(&user)
+                {
+                    continue;
+                }
+                put_member(
+                    kv,
+                    &app_id,
+                    &channel_id,
+                    &Member {
+                        user_id: user.clone(),
+                        role,
+                        joined_at: now,
+                        muted: false,
+                        starred: false,
+                    },
+                );
+                added.push(user);
+            }
+            ch.member_count += added.len() as u64;
+            put(kv, &keys::channel(&app_id, &channel_id), &ch);
+            DirReply::Added(added)
+        }
+        DirCommand::SetRole {
+            app_id,
+            channel_id,
+            user_id,
+            role,
+        } => match get::<Member>(kv, &keys::member(&app_id, &channel_id, &user_id))? {
+            Some(mut m) => {
+                m.role = role;
+                put_member(kv, &app_id, &channel_id, &m);
+                DirReply::Done
+            }
+            None => DirReply::NotFound("member".into()),
+        },
+        DirCommand::RemoveMember {
+            app_id,
+            channel_id,
+            user_id,
+        } => {
+            if kv
+                .get(&keys::member(&app_id, &channel_id, &user_id))?
+                .is_none()
+            {
+                return Ok(DirReply::NotFound("member".into()));
+            }
+            kv.delete(&keys::member(&app_id, &channel_id, &user_id));
+            kv.delete(&keys::user_channel(&app_id, &user_id, &channel_id));
+            if let Some(mut ch) = get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? {
+                ch.member_count = ch.member_count.saturating_sub(1);
+                put(kv, &keys::channel(&app_id, &channel_id), &ch);
+            }
+            DirReply::Done
+        }
+        DirCommand::SetMemberFlags {
+            app_id,
+            channel_id,
+            user_id,
+            muted,
+            starred,
+        } => match get::<Member>(kv, &keys::member(&app_id, &channel_id, &user_id))? {
+            Some(mut m) => {
+                if let Some(v) = muted {
+                    m.muted = v;
+                }
+                if let Some(v) = starred {
+                    m.starred = v;
+                }
+                put_member(kv, &app_id, &channel_id, &m);
+                DirReply::Done
+            }
+            None => DirReply::NotFound("member".into()),
+        },
+    })
+}
+
+fn put_member(kv: &mut KvBatch<'_>, app: &str, channel: &str, m: &Member) {
+    put(kv, &keys::member(app, channel, &m.user_id), m);
+    kv.put(&keys::user_channel(app, &m.user_id, channel), b"");
+}
+
+fn upsert_user(
+    kv: &mut KvBatch<'_>,
+    app_id: &str,
+    patch: UserPatch,
+    mode: UpsertMode,
+    now: u64,
+) -> Result<DirReply, StoreError> {
+    let key = keys::user(app_id, &patch.id);
+    match get::<User>(kv, &key)? {
+        None => {
+            let user = User {
+                id: patch.id.clone(),
+                name: patch.name.unwrap_or_else(|| patch.id.clone()),
+                image: patch.image,
+                email: patch.email,
+                custom: patch.custom.unwrap_or_else(|| serde_json::json!({})),
+                role: patch.role,
+                created_at: now,
+                updated_at: now,
+                last_active_at: None,
+                tokens_valid_after: 0,
+                deleted: false,
+            };
+            put(kv, &key, &user);
+            Ok(DirReply::User {
+                action: UpsertAction::Created,
+                user,
+            })
+        }
+        Some(user) if mode == UpsertMode::CreateOnly => Ok(DirReply::User {
+            action: UpsertAction::Existing,
+            user,
+        }),
+        Some(mut user) => {
+            let before = user.clone();
+            if let Some(name) = patch.name {
+                user.name = name;
+            }
+            if patch.image.is_some() {
+                user.image = patch.image;
+            }
+            if patch.email.is_some() {
+                user.email = patch.email;
+            }
+            if patch.role.is_some() {
+                user.role = patch.role;
+            }
+            match (patch.custom, mode) {
+                (Some(Value::Object(new)), UpsertMode::Merge) => {
+                    let mut merged = match user.custom.take() {
+                        Value::Object(m) => m,
+                        _ => Default::default(),
+                    };
+                    merged.extend(new);
+                    user.custom = Value::Object(merged);
+                }
+                (Some(v), _) => user.custom = v,
+                (None, _) => {}
+            }
+            if user == before {
+                return Ok(DirReply::User {
+                    action: UpsertAction::Existing,
+                    user,
+                });
+            }
+            user.updated_at = now;
+            put(kv, &key, &user);
+            Ok(DirReply::User {
+                action: UpsertAction::Updated,
+                user,
+            })
+        }
+    }
+}
+
+/// Local reads of the directory (what this node has applied).
+#[derive(Clone)]
+pub struct Directory {
+    reader: GroupReader,
+}
+
+/// A directory read failed: the local store is unreadable.
+pub type ReadResult<T> = Result<T, StoreError>;
+
+impl Directory {
+    /// Reads through `reader` (group 0's).
+    pub fn new(reader: GroupReader) -> Self {
+        Directory { reader }
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> ReadResult<Option<T>> {
+        Ok(self
+            .reader
+            .get(key)?
+            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+    }
+
+    fn list<T: DeserializeOwned>(&self, prefix: &[u8]) -> ReadResult<Vec<T>> {
+        Ok(self
+            .reader
+            .scan_prefix(prefix)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+
+    pub fn secret(&self) -> ReadResult<Option<String>> {
+        Ok(self
+            .reader
+            .get(&keys::secret())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+    pub fn app(&self, id: &str) -> ReadResult<Option<App>> {
+        self.get(&keys::app(id))
+    }
+    pub fn apps(&self) -> ReadResult<Vec<App>> {
+        self.list(&keys::apps())
+    }
+    pub fn api_key(&self, hash: &str) -> ReadResult<Option<ApiKey>> {
+        self.get(&keys::api_key(hash))
+    }
+    pub fn user(&self, app: &str, id: &str) -> ReadResult<Option<User>> {
+        self.get(&keys::user(app, id))
+    }
+    pub fn users(&self, app: &str) -> ReadResult<Vec<User>> {
+        self.list(&keys::users(app))
+    }
+    pub fn channel(&self, app: &str, id: &str) -> ReadResult<Option<Channel>> {
+        self.get(&keys::channel(app, id))
+    }
+    pub fn channels(&self, app: &str) -> ReadResult<Vec<Channel>> {
+        self.list(&keys::channels(app))
+    }
+    pub fn channel_by_cid(&self, app: &str, cid: &str) -> ReadResult<Option<Channel>> {
+        match self.reader.get(&keys::cid(app, cid))? {
+            Some(id) => self.channel(app, &String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+    pub fn member(&self, app: &str, channel: &str, user: &str) -> ReadResult<Option<Member>> {
+        self.get(&keys::member(app, channel, user))
+    }
+    pub fn members(&self, app: &str, channel: &str) -> ReadResult<Vec<Member>> {
+        self.list(&keys::members(app, channel))
+    }
+    /// Ids of the channels `user` is a member of.
+    pub fn user_channel_ids(&self, app: &str, user: &str) -> ReadResult<Vec<String>> {
+        Ok(self
+            .reader
+            .scan_prefix(&keys::user_channels(app, user))?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(keys::last_component(&k)).into_owned())
+            .collect())
+    }
+}
+
+/// The group the directory lives in.
+pub const DIRECTORY_GROUP: GroupId = chatsdk_cluster::META_GROUP;

@@ -1,0 +1,170 @@
+//! Carries a channel's events to every node that may have subscribers.
+//!
+//! The channel actor encodes each event once; the emitter hands those bytes to this node's
+//! [`Fanout`] and queues them once per other node. Each peer has a bounded queue drained by one
+//! task that sends deliveries in batches (one cluster message for many events). When a peer's
+//! queue is full the event is dropped for that peer: its subscribers see the gap and recover, so
+//! a slow or dead node never slows a channel down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use chatsdk_cluster::{ClusterNode, NodeId};
+use tokio::sync::mpsc;
+
+use crate::fanout::Fanout;
+
+/// Topic of delivery messages between nodes.
+pub const TOPIC_DELIVER: u16 = 0x4301;
+/// Deliveries queued per peer before new ones are dropped for it.
+const PEER_QUEUE: usize = 8192;
+/// Deliveries per cluster message.
+const BATCH: usize = 256;
+
+/// One event for the subscribers of one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub channel: String,
+    pub offset: Option<u64>,
+    pub frame: Bytes,
+}
+
+/// Encodes deliveries as `[u32 len][channel][u8 has][u64 offset][u32 len][frame]`*.
+pub fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(
+        batch
+            .iter()
+            .map(|d| d.channel.len() + d.frame.len() + 17)
+            .sum(),
+    );
+    for d in batch {
+        out.put_u32(d.channel.len() as u32);
+        out.put_slice(d.channel.as_bytes());
+        out.put_u8(u8::from(d.offset.is_some()));
+        out.put_u64(d.offset.unwrap_or(0));
+        out.put_u32(d.frame.len() as u32);
+        out.put_slice(&d.frame);
+    }
+    out.to_vec()
+}
+
+/// Decodes [`encode_batch`]'s output; None if it is malformed.
+pub fn decode_batch(raw: &[u8]) -> Option<Vec<Delivery>> {
+    let mut buf = Bytes::copy_from_slice(raw);
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        if buf.remaining() < 4 {
+            return None;
+        }
+        let n = buf.get_u32() as usize;
+        if buf.remaining() < n + 13 {
+            return None;
+        }
+        let channel = String::from_utf8(buf.split_to(n).to_vec()).ok()?;
+        let has = buf.get_u8() == 1;
+        let offset = buf.get_u64();
+        let m = buf.get_u32() as usize;
+        if buf.remaining() < m {
+            return None;
+        }
+        let frame = buf.split_to(m);
+        out.push(Delivery {
+            channel,
+            offset: has.then_some(offset),
+            frame,
+        });
+    }
+    Some(out)
+}
+
+/// Sends events to local subscribers and to the other nodes.
+pub struct Emitter {
+    cluster: ClusterNode,
+    fanout: Arc<Fanout>,
+    peers: Mutex<HashMap<NodeId, mpsc::Sender<Delivery>>>,
+}
+
+impl Emitter {
+    pub fn new(cluster: ClusterNode, fanout: Arc<Fanout>) -> Self {
+        Emitter {
+            cluster,
+            fanout,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Delivers one event here and on every other active node.
+    pub fn emit(&self, channel: &str, offset: Option<u64>, frame: Bytes) {
+        self.fanout.deliver(channel, offset, &frame);
+        let me = self.cluster.id();
+        let nodes = self.cluster.meta_state().active_nodes();
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            let tx = self.peer(node);
+            let d = Delivery {
+                channel: channel.to_string(),
+                offset,
+                frame: frame.clone(),
+            };
+            if tx.try_send(d).is_err() {
+                tracing::debug!(
+                    node,
+                    channel,
+                    "peer delivery queue full: event dropped for that node"
+                );
+            }
+        }
+    }
+
+    fn peer(&self, node: NodeId) -> mpsc::Sender<Delivery> {
+        let mut peers = match self.peers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(tx) = peers.get(&node) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Delivery>(PEER_QUEUE);
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let body = encode_batch(&batch);
+                batch.clear();
+                if let Err(e) = cluster.send_upper(node, TOPIC_DELIVER, body).await {
+                    tracing::debug!(node, error = %e, "delivery to peer failed");
+                }
+            }
+        });
+        peers.insert(node, tx.clone());
+        tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_garbage_is_refused() {
+        let batch = vec![
+            Delivery {
+                channel: "chat:a:b".into(),
+                offset: Some(7),
+                frame: Bytes::from_static(b"{\"x\":1}"),
+            },
+            Delivery {
+                channel: "chat:a:c".into(),
+                offset: None,
+                frame: Bytes::from_static(b"{}"),
+            },
+        ];
+        let raw = encode_batch(&batch);
+        assert_eq!(decode_batch(&raw), Some(batch));
+        assert_eq!(decode_batch(&raw[..raw.len() - 1]), None);
+        assert_eq!(decode_batch(&[0, 0, 0, 9, 1]), None);
+        assert_eq!(decode_batch(&[]), Some(vec![]));
+    }
+}

@@ -1,0 +1,264 @@
+//! Node fanout: the index of this node's subscriptions per realtime channel.
+//!
+//! A channel's events reach each node once (from the channel actor, wherever it runs); the
+//! fanout hands the same pre-encoded bytes to every local subscription. Each subscription keeps
+//! its own position so a client sees every durable event once and in offset order: events that
+//! arrive while its subscribe reply is being prepared are held back and released after it;
+//! duplicates are dropped; a gap (an event lost between nodes, or a leader change) closes the
+//! connection with 3010 so the client reconnects and recovers exactly what it missed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::outbound::{CloseReason, Outbound};
+
+/// Durable events held per subscription while its subscribe reply is prepared; more means the
+/// channel is busier than a subscribe takes, and the client is told to reconnect.
+const MAX_PENDING_EVENTS: usize = 1024;
+
+/// Who is subscribed (for presence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client: String,
+    pub user: String,
+}
+
+enum SubState {
+    /// Subscribe reply not sent yet: durable events wait here.
+    Pending(Vec<(u64, Bytes)>),
+    /// Reply sent; `last` is the last offset the client has.
+    Live {
+        last: u64,
+    },
+    Closed,
+}
+
+/// One session's subscription to one channel.
+pub struct Subscription {
+    pub channel: String,
+    pub info: ClientInfo,
+    out: Arc<Outbound>,
+    state: Mutex<SubState>,
+}
+
+impl Subscription {
+    fn deliver(&self, offset: Option<u64>, frame: &Bytes) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        match (&mut *state, offset) {
+            (SubState::Pending(held), Some(o)) => {
+                if held.len() >= MAX_PENDING_EVENTS {
+                    *state = SubState::Closed;
+                    self.out.close(CloseReason::SLOW);
+                } else {
+                    held.push((o, frame.clone()));
+                }
+            }
+            (SubState::Live { last }, Some(o)) => {
+                if o <= *last {
+                    // Already delivered (recovery and live overlap, or a re-sent event).
+                } else if o == *last + 1 {
+                    *last = o;
+                    self.out.push(frame.clone());
+                } else {
+                    *state = SubState::Closed;
+                    self.out.close(CloseReason::INSUFFICIENT_STATE);
+                }
+            }
+            (SubState::Live { .. }, None) => {
+                self.out.push(frame.clone());
+            }
+            (SubState::Pending(_), None) | (SubState::Closed, _) => {}
+        }
+    }
+
+    /// Sends the subscribe reply (which brought the client to `position`), then the events held
+    /// meanwhile that come after it.
+    pub fn activate(&self, reply: Bytes, position: u64) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let held = match std::mem::replace(&mut *state, SubState::Live { last: position }) {
+            SubState::Pending(held) => held,
+            other => {
+                *state = other;
+                return;
+            }
+        };
+        self.out.push(reply);
+        let mut last = position;
+        let mut held = held;
+        held.sort_by_key(|(o, _)| *o);
+        for (o, frame) in held {
+            if o <= last {
+                continue;
+            }
+            if o != last + 1 {
+                *state = SubState::Closed;
+                self.out.close(CloseReason::INSUFFICIENT_STATE);
+                return;
+            }
+            last = o;
+            self.out.push(frame);
+        }
+        *state = SubState::Live { last };
+    }
+}
+
+/// This node's subscriptions, by channel.
+#[derive(Default)]
+pub struct Fanout {
+    channels: RwLock<HashMap<String, Vec<Arc<Subscription>>>>,
+}
+
+impl Fanout {
+    /// Registers a subscription in the pending state; call [`Subscription::activate`] once the
+    /// subscribe reply is ready.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        info: ClientInfo,
+        out: Arc<Outbound>,
+    ) -> Arc<Subscription> {
+        let sub = Arc::new(Subscription {
+            channel: channel.to_string(),
+            info,
+            out,
+            state: Mutex::new(SubState::Pending(Vec::new())),
+        });
+        if let Ok(mut map) = self.channels.write() {
+            map.entry(channel.to_string())
+                .or_default()
+                .push(sub.clone());
+        }
+        sub
+    }
+
+    /// Removes a subscription.
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
+        if let Ok(mut map) = self.channels.write() {
+            if let Some(list) = map.get_mut(&sub.channel) {
+                list.retain(|s| !Arc::ptr_eq(s, sub));
+                if list.is_empty() {
+                    map.remove(&sub.channel);
+                }
+            }
+        }
+        if let Ok(mut state) = sub.state.lock() {
+            *state = SubState::Closed;
+        }
+    }
+
+    /// Hands one event to every local subscriber of `channel`. `offset` is None for ephemeral
+    /// events (typing), which only live subscriptions receive.
+    pub fn deliver(&self, channel: &str, offset: Option<u64>, frame: &Bytes) -> usize {
+        let subs = match self.channels.read() {
+            Ok(map) => match map.get(channel) {
+                Some(list) => list.clone(),
+                None => return 0,
+            },
+            Err(_) => return 0,
+        };
+        for sub in &subs {
+            sub.deliver(offset, frame);
+        }
+        subs.len()
+    }
+
+    /// Who is subscribed to `channel` on this node.
+    pub fn presence(&self, channel: &str) -> Vec<ClientInfo> {
+        self.channels
+            .read()
+            .ok()
+            .and_then(|map| {
+                map.get(channel)
+                    .map(|l| l.iter().map(|s| s.info.clone()).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes every local connection of `user` subscribed anywhere (revocation).
+    pub fn disconnect_user(&self, user: &str, reason: CloseReason) {
+        if let Ok(map) = self.channels.read() {
+            for sub in map.values().flatten() {
+                if sub.info.user == user {
+                    sub.out.close(reason);
+                }
+            }
+        }
+    }
+
+    /// Number of channels with local subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.channels.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::Next;
+
+    fn info() -> ClientInfo {
+        ClientInfo {
+            client: "c".into(),
+            user: "u".into(),
+        }
+    }
+
+    async fn frames(out: &Outbound) -> Vec<Bytes> {
+        match out.next(1 << 20).await {
+            Next::Frames(f) => f,
+            Next::Close(r) => panic!("closed {r:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_held_during_subscribe_are_released_after_the_reply_without_duplicates() {
+        let fanout = Fanout::default();
+        let out = Arc::new(Outbound::new(1 << 20));
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
+        fanout.deliver("chat:a:b", Some(5), &Bytes::from_static(b"e5"));
+        fanout.deliver("chat:a:b", Some(6), &Bytes::from_static(b"e6"));
+        fanout.deliver("chat:a:b", None, &Bytes::from_static(b"typing"));
+        sub.activate(Bytes::from_static(b"reply"), 5);
+        fanout.deliver("chat:a:b", Some(6), &Bytes::from_static(b"e6"));
+        fanout.deliver("chat:a:b", Some(7), &Bytes::from_static(b"e7"));
+        let got = frames(&out).await;
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from_static(b"reply"),
+                Bytes::from_static(b"e6"),
+                Bytes::from_static(b"e7")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_closes_with_insufficient_state() {
+        let fanout = Fanout::default();
+        let out = Arc::new(Outbound::new(1 << 20));
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
+        sub.activate(Bytes::from_static(b"reply"), 1);
+        fanout.deliver("chat:a:b", Some(3), &Bytes::from_static(b"e3"));
+        assert_eq!(out.closed(), Some(CloseReason::INSUFFICIENT_STATE));
+    }
+
+    #[tokio::test]
+    async fn unsubscribed_sessions_get_nothing() {
+        let fanout = Fanout::default();
+        let out = Arc::new(Outbound::new(1 << 20));
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
+        sub.activate(Bytes::from_static(b"r"), 0);
+        fanout.unsubscribe(&sub);
+        assert_eq!(
+            fanout.deliver("chat:a:b", Some(1), &Bytes::from_static(b"e1")),
+            0
+        );
+        assert_eq!(fanout.channel_count(), 0);
+    }
+}

@@ -1,0 +1,134 @@
+//! The key layout of ChatSDK's state in the replicated key-value state machines.
+//!
+//! Keys are byte strings of components separated by `0x00`; ids never contain control
+//! characters (the API refuses them), so a component can never forge a separator. Numbers are
+//! big-endian so that prefix scans return them in order.
+//!
+//! Group 0 (the directory, on every node): apps, API keys, users, channels and memberships, under
+//! `d\0…` (the cluster's own meta state lives under other keys of the same group).
+//! Data shards: one stream per realtime channel and, for chat channels, its messages, under
+//! `s\0<stream>\0…`.
+
+/// Joins components with `0x00` after a leading tag.
+pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// `key(parts)` followed by a separator, to scan everything under it.
+pub(crate) fn prefix(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = key(parts);
+    k.push(0);
+    k
+}
+
+pub(crate) fn secret() -> Vec<u8> {
+    key(&[b"d", b"secret"])
+}
+pub(crate) fn app(app: &str) -> Vec<u8> {
+    key(&[b"d", b"app", app.as_bytes()])
+}
+pub(crate) fn apps() -> Vec<u8> {
+    prefix(&[b"d", b"app"])
+}
+pub(crate) fn api_key(hash: &str) -> Vec<u8> {
+    key(&[b"d", b"key", hash.as_bytes()])
+}
+pub(crate) fn user(app: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"user", app.as_bytes(), user.as_bytes()])
+}
+pub(crate) fn users(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"user", app.as_bytes()])
+}
+pub(crate) fn channel(app: &str, channel: &str) -> Vec<u8> {
+    key(&[b"d", b"chan", app.as_bytes(), channel.as_bytes()])
+}
+pub(crate) fn channels(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"chan", app.as_bytes()])
+}
+pub(crate) fn cid(app: &str, cid: &str) -> Vec<u8> {
+    key(&[b"d", b"cid", app.as_bytes(), cid.as_bytes()])
+}
+pub(crate) fn channel_idem(app: &str, idem: &str) -> Vec<u8> {
+    key(&[b"d", b"cidem", app.as_bytes(), idem.as_bytes()])
+}
+pub(crate) fn member(app: &str, channel: &str, user: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"mem",
+        app.as_bytes(),
+        channel.as_bytes(),
+        user.as_bytes(),
+    ])
+}
+pub(crate) fn members(app: &str, channel: &str) -> Vec<u8> {
+    prefix(&[b"d", b"mem", app.as_bytes(), channel.as_bytes()])
+}
+pub(crate) fn user_channel(app: &str, user: &str, channel: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"umem",
+        app.as_bytes(),
+        user.as_bytes(),
+        channel.as_bytes(),
+    ])
+}
+pub(crate) fn user_channels(app: &str, user: &str) -> Vec<u8> {
+    prefix(&[b"d", b"umem", app.as_bytes(), user.as_bytes()])
+}
+
+/// Keys of one stream (a realtime channel name such as `chat:<app>:<id>`).
+pub(crate) struct StreamKeys<'a>(pub(crate) &'a str);
+
+impl StreamKeys<'_> {
+    pub(crate) fn head(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"head"])
+    }
+    pub(crate) fn event(&self, offset: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"ev", &offset.to_be_bytes()])
+    }
+    pub(crate) fn message(&self, seq: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"msg", &seq.to_be_bytes()])
+    }
+    pub(crate) fn messages(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"msg"])
+    }
+    pub(crate) fn message_id(&self, id: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"mid", id.as_bytes()])
+    }
+    pub(crate) fn client_msg_id(&self, user: &str, id: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"cmid",
+            user.as_bytes(),
+            id.as_bytes(),
+        ])
+    }
+    pub(crate) fn read_state(&self, user: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"read", user.as_bytes()])
+    }
+    pub(crate) fn all(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes()])
+    }
+}
+
+/// Reads the big-endian u64 at the end of a key.
+pub(crate) fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// The last component of a key (after the final separator).
+pub(crate) fn last_component(key: &[u8]) -> &[u8] {
+    match key.iter().rposition(|b| *b == 0) {
+        Some(i) => &key[i + 1..],
+        None => key,
+    }
+}

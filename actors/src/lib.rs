@@ -1,0 +1,46 @@
+//! ChatSDK's domain: the replicated chat state, the channel actors and the node's fanout.
+//!
+//! This crate gives the cluster's opaque commands their meaning and owns the rules of chat
+//! (membership, roles, idempotency, ordering). It parses no HTTP and no protocol frames: the
+//! gateway authenticates a request and calls [`Chat`]. Module map:
+//! - [`chat`]: the service the gateway calls ([`Chat`]): permissions, routing to channel actors.
+//! - [`directory`]: apps, keys, users, channels and members in group 0 (on every node).
+//! - [`stream`]: realtime streams and messages in the data shards.
+//! - [`channel`]: the channel actor (ractor), one per stream on its shard's leader.
+//! - [`session`]: the session actor (ractor), one per realtime connection.
+//! - [`fanout`], [`emitter`], [`outbound`]: getting one event to every subscriber, in order, with
+//!   bounded queues.
+//! - [`model`], [`render`], [`keys`](crate::keys), [`time`], [`validate`]: records, their JSON, their key layout.
+
+pub mod channel;
+pub mod chat;
+pub mod directory;
+pub mod emitter;
+pub mod error;
+pub mod fanout;
+pub mod model;
+pub mod outbound;
+pub mod render;
+pub mod session;
+pub mod stream;
+pub mod time;
+pub mod validate;
+
+mod keys;
+
+pub use chat::{
+    chat_stream, split_stream, user_stream, Caller, Chat, ChatConfig, NewChannel, NewMessage,
+    Position,
+};
+pub use error::ChatError;
+
+/// Hex SHA-256 of `data`.
+pub fn hash_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A new time-ordered id (UUIDv7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,269 @@
+//! The records ChatSDK keeps, as stored in the replicated state machines.
+//!
+//! Records are stored as JSON (they carry free-form JSON such as `custom` and `config`), inside
+//! the storage layer's checksummed framing. Times are milliseconds since the epoch; the API
+//! renders them as ISO-8601 (see [`crate::render`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub settings: Value,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// An app's server key; only its SHA-256 is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub revoked_at: Option<u64>,
+}
+
+/// A user of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// User-writable custom data (never holds privileges).
+    #[serde(default)]
+    pub custom: Value,
+    /// Server-controlled role: `"admin"` makes an app admin.
+    #[serde(default)]
+    pub role: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub last_active_at: Option<u64>,
+    /// Tokens issued before this instant (ms) are refused.
+    #[serde(default)]
+    pub tokens_valid_after: u64,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl User {
+    /// Whether the user is an app admin.
+    pub fn is_admin(&self) -> bool {
+        self.role.as_deref() == Some("admin")
+    }
+}
+
+/// Channel types of the ChatSDK contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelType {
+    Messaging,
+    Group,
+    Team,
+    Livestream,
+    Public,
+    Private,
+}
+
+impl ChannelType {
+    /// Parses the API's type name.
+    pub fn parse(s: &str) -> Option<ChannelType> {
+        Some(match s {
+            "messaging" => ChannelType::Messaging,
+            "group" => ChannelType::Group,
+            "team" => ChannelType::Team,
+            "livestream" => ChannelType::Livestream,
+            "public" => ChannelType::Public,
+            "private" => ChannelType::Private,
+            _ => return None,
+        })
+    }
+
+    /// The API's type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Messaging => "messaging",
+            ChannelType::Group => "group",
+            ChannelType::Team => "team",
+            ChannelType::Livestream => "livestream",
+            ChannelType::Public => "public",
+            ChannelType::Private => "private",
+        }
+    }
+
+    /// Public and team channels are readable by everyone in the app (workspace-gated).
+    pub fn is_open(self) -> bool {
+        matches!(self, ChannelType::Public | ChannelType::Team)
+    }
+}
+
+/// A channel's directory record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: String,
+    pub app_id: String,
+    pub cid: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelType,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub member_count: u64,
+    /// A direct message: membership is fixed.
+    #[serde(default)]
+    pub dm: bool,
+}
+
+/// Channel roles, ordered by authority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Moderator,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    /// Parses the API's role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "member" => Role::Member,
+            "moderator" => Role::Moderator,
+            "admin" => Role::Admin,
+            "owner" => Role::Owner,
+            _ => return None,
+        })
+    }
+
+    /// The API's role name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Moderator => "moderator",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// Owner, admin and moderator manage members and others' messages.
+    pub fn can_moderate(self) -> bool {
+        self >= Role::Moderator
+    }
+}
+
+/// A user's membership of a channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: String,
+    pub role: Role,
+    pub joined_at: u64,
+    #[serde(default)]
+    pub muted: bool,
+    #[serde(default)]
+    pub starred: bool,
+}
+
+/// The part of a user that messages and events embed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub custom: Value,
+    #[serde(default)]
+    pub created_at: u64,
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+impl From<&User> for UserSummary {
+    fn from(u: &User) -> Self {
+        UserSummary {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            image: u.image.clone(),
+            custom: u.custom.clone(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub channel_id: String,
+    pub user_id: String,
+    pub seq: u64,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub attachments: Value,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub reply_to_id: Option<String>,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+    pub created_at: u64,
+    #[serde(default)]
+    pub edited_at: Option<u64>,
+    #[serde(default)]
+    pub deleted_at: Option<u64>,
+    #[serde(default)]
+    pub reply_count: u64,
+    #[serde(default)]
+    pub mentions: Vec<String>,
+    /// The author as they were when the message was sent.
+    pub user: UserSummary,
+}
+
+/// One durable event of a realtime stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    pub offset: u64,
+    /// The ChatSDK envelope `{"type", "payload"}`, serialized JSON.
+    pub data: String,
+}
+
+/// Where a stream stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamHead {
+    /// Names this incarnation of the stream.
+    pub epoch: String,
+    /// Offset of the last event (0 when empty).
+    pub offset: u64,
+    /// Seq of the last message (chat streams).
+    pub seq: u64,
+    /// Oldest offset still retained (offset + 1 when nothing is).
+    pub first_retained: u64,
+}

@@ -1,0 +1,503 @@
+//! The session actor: one per realtime connection, on the node that terminates it.
+//!
+//! It holds the connection's authentication and subscriptions and answers the client's commands
+//! (already parsed by the gateway) in order, writing every reply into the connection's bounded
+//! [`Outbound`] queue. Publications do not pass through it: the node's [`Fanout`] puts them in
+//! the same queue directly, so a busy channel never waits on a session. The gateway sends one
+//! frame at a time and waits for it to be handled, which bounds the actor's mailbox.
+//!
+//! [`Fanout`]: crate::fanout::Fanout
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatsdk_proto::realtime::{self, Command, CommandError, Method};
+use chatsdk_proto::ErrorCode;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{json, Value};
+
+use crate::chat::{split_stream, Caller, Chat, NewMessage};
+use crate::error::ChatError;
+use crate::fanout::{ClientInfo, Subscription};
+use crate::outbound::{CloseReason, Outbound};
+
+/// Who a connection is, once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub app: String,
+    pub user: String,
+    /// Token expiry, seconds since the epoch (0: never).
+    pub expires_at: u64,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Invalid,
+    Expired,
+}
+
+/// Token checks the session needs; the gateway implements them.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Verifies a connection token.
+    fn connect(&self, token: &str) -> Result<Principal, TokenRefusal>;
+    /// Verifies a subscription token for `channel`.
+    fn subscription(
+        &self,
+        token: &str,
+        principal: &Principal,
+        channel: &str,
+    ) -> Result<(), TokenRefusal>;
+}
+
+/// Settings of realtime sessions.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Server ping interval announced to clients.
+    pub ping_interval: Duration,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Most publications one recovery returns.
+    pub recover_limit: usize,
+    /// This node's name, shown in connect replies.
+    pub node: String,
+    pub version: String,
+}
+
+/// Arguments of a session actor.
+pub struct SessionArgs {
+    pub chat: Chat,
+    pub auth: Arc<dyn Authenticator>,
+    pub out: Arc<Outbound>,
+    pub config: Arc<SessionConfig>,
+    pub client_id: String,
+    /// Token expiry shared with the connection's writer, which closes with 3005 after it.
+    pub expires_at: Arc<AtomicU64>,
+}
+
+/// Messages of a session actor.
+pub enum SessionMsg {
+    /// One client frame's commands; the port is answered once all are handled.
+    Frame(Vec<Result<Command, CommandError>>, RpcReplyPort<()>),
+}
+
+/// The state of a session.
+pub struct SessionState {
+    args: SessionArgs,
+    principal: Option<Principal>,
+    subs: HashMap<String, Arc<Subscription>>,
+}
+
+/// The session actor's behaviour.
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        Ok(SessionState {
+            args,
+            principal: None,
+            subs: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        for sub in state.subs.values() {
+            state.args.chat.fanout().unsubscribe(sub);
+        }
+        state.subs.clear();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SessionMsg::Frame(commands, done) = msg;
+        for command in commands {
+            if state.args.out.closed().is_some() {
+                break;
+            }
+            match command {
+                Ok(c) => state.command(c).await,
+                Err(e) => match e.reply_id() {
+                    Some(id) => state.reply_error(id, e.code(), &e.to_string()),
+                    None => state.args.out.close(CloseReason::BAD_REQUEST),
+                },
+            }
+        }
+        let _ = done.send(());
+        Ok(())
+    }
+}
+
+fn frame(s: String) -> Bytes {
+    Bytes::from(s)
+}
+
+fn epoch_secs() -> u64 {
+    crate::time::now_ms() / 1000
+}
+
+impl SessionState {
+    fn push(&self, s: String) {
+        self.args.out.push(frame(s));
+    }
+
+    fn reply_error(&self, id: u32, code: ErrorCode, message: &str) {
+        self.push(realtime::error_reply(
+            id,
+            code.protocol_code(),
+            message,
+            code.temporary(),
+        ));
+    }
+
+    fn reply_chat_error(&self, id: u32, e: &ChatError) {
+        self.reply_error(id, e.code(), &e.to_string());
+    }
+
+    fn caller(&self) -> Option<Caller> {
+        self.principal.as_ref().map(|p| Caller {
+            app: p.app.clone(),
+            user: Some(p.user.clone()),
+            server: false,
+        })
+    }
+
+    async fn command(&mut self, c: Command) {
+        let id = c.id;
+        if let Method::Connect(req) = c.method {
+            return self.connect(id, &req.token);
+        }
+        if self.principal.is_none() {
+            // Everything but connect needs a connected client.
+            if !matches!(c.method, Method::Pong) {
+                self.args.out.close(CloseReason::BAD_REQUEST);
+            }
+            return;
+        }
+        match c.method {
+            Method::Connect(_) | Method::Pong | Method::Send(_) => {}
+            Method::Subscribe(req) => self.subscribe(id, req).await,
+            Method::Unsubscribe(req) => {
+                if let Some(sub) = self.subs.remove(&req.channel) {
+                    self.args.chat.fanout().unsubscribe(&sub);
+                }
+                self.push(realtime::reply(id, "unsubscribe", &json!({})));
+            }
+            Method::Publish(req) => self.publish(id, &req.channel, &req.data).await,
+            Method::History(req) => self.history(id, req).await,
+            Method::Presence(req) => self.presence(id, &req.channel, false).await,
+            Method::PresenceStats(req) => self.presence(id, &req.channel, true).await,
+            Method::Rpc(req) => self.rpc(id, &req.method, req.data).await,
+            Method::Refresh(req) => match self.args.auth.connect(&req.token) {
+                Ok(p)
+                    if Some(&p.user) == self.principal.as_ref().map(|x| &x.user)
+                        && Some(&p.app) == self.principal.as_ref().map(|x| &x.app) =>
+                {
+                    self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
+                    let ttl = p.expires_at.saturating_sub(epoch_secs());
+                    self.push(realtime::reply(id, "refresh", &json!({"client": self.args.client_id, "version": self.args.config.version, "expires": p.expires_at > 0, "ttl": ttl})));
+                }
+                Err(TokenRefusal::Expired) => {
+                    self.reply_error(id, ErrorCode::TokenExpired, "token expired")
+                }
+                _ => self.args.out.close(CloseReason::INVALID_TOKEN),
+            },
+            Method::SubRefresh(_) => self.push(realtime::reply(id, "sub_refresh", &json!({}))),
+        }
+    }
+
+    fn connect(&mut self, id: u32, token: &str) {
+        if self.principal.is_some() {
+            return self.reply_error(id, ErrorCode::BadRequest, "already connected");
+        }
+        match self.args.auth.connect(token) {
+            Ok(p) => {
+                self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
+                let ttl = p.expires_at.saturating_sub(epoch_secs());
+                let result = json!({
+                    "client": self.args.client_id,
+                    "version": self.args.config.version,
+                    "expires": p.expires_at > 0,
+                    "ttl": ttl,
+                    "ping": self.args.config.ping_interval.as_secs(),
+                    "pong": true,
+                    "node": self.args.config.node,
+                });
+                self.principal = Some(p);
+                self.push(realtime::reply(id, "connect", &result));
+            }
+            Err(TokenRefusal::Expired) => {
+                self.reply_error(id, ErrorCode::TokenExpired, "token expired")
+            }
+            Err(TokenRefusal::Invalid) => self.args.out.close(CloseReason::INVALID_TOKEN),
+        }
+    }
+
+    async fn subscribe(&mut self, id: u32, req: chatsdk_proto::realtime::SubscribeRequest) {
+        let Some(p) = self.principal.clone() else {
+            return;
+        };
+        if self.subs.contains_key(&req.channel) {
+            return self.reply_error(id, ErrorCode::AlreadySubscribed, "already subscribed");
+        }
+        if self.subs.len() >= self.args.config.max_subscriptions {
+            return self.reply_error(id, ErrorCode::LimitExceeded, "too many subscriptions");
+        }
+        if split_stream(&req.channel).is_none() {
+            return self.reply_error(id, ErrorCode::UnknownChannel, "unknown channel");
+        }
+        if !req.token.is_empty() {
+            match self.args.auth.subscription(&req.token, &p, &req.channel) {
+                Ok(()) => {}
+                Err(TokenRefusal::Expired) => {
+                    return self.reply_error(
+                        id,
+                        ErrorCode::TokenExpired,
+                        "subscription token expired",
+                    )
+                }
+                Err(TokenRefusal::Invalid) => {
+                    return self.reply_error(id, ErrorCode::Forbidden, "invalid subscription token")
+                }
+            }
+        }
+        if let Err(e) = self
+            .args
+            .chat
+            .may_subscribe(&p.app, &p.user, &req.channel)
+            .await
+        {
+            let code = match e.code() {
+                ErrorCode::NotFound => ErrorCode::UnknownChannel,
+                other => other,
+            };
+            return self.reply_error(id, code, &e.to_string());
+        }
+        let info = ClientInfo {
+            client: self.args.client_id.clone(),
+            user: format!("{}:{}", p.app, p.user),
+        };
+        // Registered before asking for the position, so nothing emitted meanwhile is missed.
+        let sub = self
+            .args
+            .chat
+            .fanout()
+            .subscribe(&req.channel, info, self.args.out.clone());
+        let since = req.recover.then(|| (req.epoch.clone(), req.offset));
+        match self
+            .args
+            .chat
+            .recover(&req.channel, since, self.args.config.recover_limit)
+            .await
+        {
+            Ok(pos) => {
+                let publications: Vec<Value> = pos
+                    .publications
+                    .iter()
+                    .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
+                    .collect();
+                let result = json!({
+                    "recoverable": true,
+                    "epoch": pos.epoch,
+                    "offset": pos.offset,
+                    "publications": publications,
+                    "recovered": pos.recovered,
+                    "was_recovering": req.recover,
+                    "positioned": true,
+                });
+                sub.activate(frame(realtime::reply(id, "subscribe", &result)), pos.offset);
+                self.subs.insert(req.channel, sub);
+            }
+            Err(e) => {
+                self.args.chat.fanout().unsubscribe(&sub);
+                self.reply_chat_error(id, &e);
+            }
+        }
+    }
+
+    async fn publish(&mut self, id: u32, channel: &str, data: &Value) {
+        let Some(caller) = self.caller() else { return };
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
+        let typing =
+            match kind {
+                "typing.start" => true,
+                "typing.stop" => false,
+                _ => return self.reply_error(
+                    id,
+                    ErrorCode::Forbidden,
+                    "only typing events may be published; send messages with the message.send rpc",
+                ),
+            };
+        let Some(("chat", app, ch)) = split_stream(channel) else {
+            return self.reply_error(
+                id,
+                ErrorCode::Forbidden,
+                "publish is allowed on chat channels only",
+            );
+        };
+        if app != caller.app {
+            return self.reply_error(id, ErrorCode::Forbidden, "channel of another app");
+        }
+        match self.args.chat.typing(&caller, ch, typing).await {
+            Ok(()) => self.push(realtime::reply(id, "publish", &json!({}))),
+            Err(e) => self.reply_chat_error(id, &e),
+        }
+    }
+
+    async fn history(&mut self, id: u32, req: chatsdk_proto::realtime::HistoryRequest) {
+        let Some(p) = self.principal.clone() else {
+            return;
+        };
+        if let Err(e) = self
+            .args
+            .chat
+            .may_subscribe(&p.app, &p.user, &req.channel)
+            .await
+        {
+            return self.reply_chat_error(id, &e);
+        }
+        let limit = usize::try_from(req.limit)
+            .unwrap_or(0)
+            .min(self.args.config.recover_limit);
+        let since = req.since.map(|s| (s.epoch, s.offset));
+        match self
+            .args
+            .chat
+            .history(&req.channel, since, limit, req.reverse)
+            .await
+        {
+            Ok(pos) => {
+                let publications: Vec<Value> = pos
+                    .publications
+                    .iter()
+                    .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
+                    .collect();
+                self.push(realtime::reply(id, "history", &json!({"publications": publications, "epoch": pos.epoch, "offset": pos.offset})));
+            }
+            Err(ChatError::Conflict(_)) => self.reply_error(
+                id,
+                ErrorCode::UnrecoverablePosition,
+                "unrecoverable position",
+            ),
+            Err(e) => self.reply_chat_error(id, &e),
+        }
+    }
+
+    async fn presence(&mut self, id: u32, channel: &str, stats: bool) {
+        let Some(p) = self.principal.clone() else {
+            return;
+        };
+        if let Err(e) = self.args.chat.may_subscribe(&p.app, &p.user, channel).await {
+            return self.reply_chat_error(id, &e);
+        }
+        let clients = self.args.chat.presence(channel).await;
+        if stats {
+            let users: std::collections::BTreeSet<&str> =
+                clients.iter().map(|c| c.user.as_str()).collect();
+            self.push(realtime::reply(
+                id,
+                "presence_stats",
+                &json!({"num_clients": clients.len(), "num_users": users.len()}),
+            ));
+        } else {
+            let map: serde_json::Map<String, Value> = clients
+                .iter()
+                .map(|c| {
+                    (
+                        c.client.clone(),
+                        json!({"user": c.user, "client": c.client}),
+                    )
+                })
+                .collect();
+            self.push(realtime::reply(id, "presence", &json!({"presence": map})));
+        }
+    }
+
+    async fn rpc(&mut self, id: u32, method: &str, data: Value) {
+        let Some(caller) = self.caller() else { return };
+        let s = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_string);
+        let channel = s("channelId").unwrap_or_default();
+        let result: Result<Value, ChatError> = match method {
+            "message.send" => {
+                let new = NewMessage {
+                    text: s("text").unwrap_or_default(),
+                    client_msg_id: s("clientMsgId"),
+                    attachments: data.get("attachments").cloned(),
+                    parent_id: s("parentId"),
+                    reply_to_id: s("replyToId"),
+                };
+                self.args
+                    .chat
+                    .send_message(&caller, &channel, new)
+                    .await
+                    .map(|(m, duplicate)| {
+                        let mut v = crate::render::message(&m);
+                        if duplicate {
+                            v["duplicate"] = json!(true);
+                        }
+                        v
+                    })
+            }
+            "message.edit" => self
+                .args
+                .chat
+                .edit_message(
+                    &caller,
+                    &channel,
+                    &s("messageId").unwrap_or_default(),
+                    s("text").unwrap_or_default(),
+                )
+                .await
+                .map(|m| crate::render::message(&m)),
+            "message.delete" => self
+                .args
+                .chat
+                .delete_message(
+                    &caller,
+                    &channel,
+                    &s("messageId").unwrap_or_default(),
+                    false,
+                )
+                .await
+                .map(|()| json!({"success": true})),
+            "typing" => {
+                let typing = data.get("typing").and_then(Value::as_bool).unwrap_or(true);
+                self.args
+                    .chat
+                    .typing(&caller, &channel, typing)
+                    .await
+                    .map(|()| json!({"success": true}))
+            }
+            "read" => self
+                .args
+                .chat
+                .mark_read(&caller, &channel)
+                .await
+                .map(|seq| json!({"success": true, "lastReadSeq": seq})),
+            _ => return self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method"),
+        };
+        match result {
+            Ok(data) => self.push(realtime::reply(id, "rpc", &json!({"data": data}))),
+            Err(e) => self.reply_chat_error(id, &e),
+        }
+    }
+}

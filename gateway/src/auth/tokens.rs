@@ -1,0 +1,206 @@
+//! User tokens: minting the bundle (access, refresh, realtime), and verifying each kind.
+//!
+//! All tokens are HS256 JWTs. Access and refresh tokens are signed with a key derived from the
+//! cluster's secret for the REST API; realtime connection and subscription tokens with a second
+//! derived key (the Centrifugo token secret of the original). A token is refused when the user
+//! no longer exists or was revoked after the token was issued (`iat_ms` before the user's
+//! `tokens_valid_after`).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::jwt::{self, JwtError};
+
+const ISSUER: &str = "chatsdk-api";
+const AUDIENCE: &str = "chatsdk-client";
+
+/// The claims of every token we issue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub user_id: String,
+    pub app_id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub iat: u64,
+    /// Issue time in milliseconds, compared with the user's revocation instant.
+    #[serde(default)]
+    pub iat_ms: u64,
+    #[serde(default)]
+    pub nbf: u64,
+    pub exp: u64,
+    #[serde(default)]
+    pub jti: String,
+    #[serde(default)]
+    pub iss: String,
+    #[serde(default)]
+    pub aud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// A freshly minted set of tokens.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    pub token: String,
+    pub refresh_token: String,
+    pub ws_token: String,
+    pub expires_in: u64,
+}
+
+/// Mints and verifies tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    api_key: Vec<u8>,
+    realtime_key: Vec<u8>,
+    pub access_ttl: u64,
+    pub refresh_ttl: u64,
+}
+
+fn derive(secret: &str, label: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(label.as_bytes());
+    h.update([0]);
+    h.update(secret.as_bytes());
+    h.finalize().to_vec()
+}
+
+fn now_ms() -> u64 {
+    chatsdk_actors::time::now_ms()
+}
+
+impl Tokens {
+    /// Keys derived from the cluster secret; lifetimes in seconds.
+    pub fn new(secret: &str, access_ttl: u64, refresh_ttl: u64) -> Self {
+        Tokens {
+            api_key: derive(secret, "chatsdk-api"),
+            realtime_key: derive(secret, "chatsdk-realtime"),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    fn claims(&self, app: &str, user: &str, kind: Option<&str>, sid: &str, ttl: u64) -> Claims {
+        let ms = now_ms();
+        let now = ms / 1000;
+        Claims {
+            sub: format!("{app}:{user}"),
+            user_id: user.to_string(),
+            app_id: app.to_string(),
+            kind: kind.map(str::to_string),
+            sid: Some(sid.to_string()),
+            iat: now,
+            iat_ms: ms,
+            nbf: now,
+            exp: now + ttl,
+            jti: chatsdk_actors::new_id(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            scopes: None,
+            channel: None,
+        }
+    }
+
+    /// Mints access, refresh and realtime tokens for a user (in session `sid`).
+    pub fn bundle(&self, app: &str, user: &str, sid: Option<&str>) -> Bundle {
+        let sid = sid
+            .map(str::to_string)
+            .unwrap_or_else(chatsdk_actors::new_id);
+        Bundle {
+            token: jwt::sign(
+                &self.claims(app, user, Some("access"), &sid, self.access_ttl),
+                &self.api_key,
+            ),
+            refresh_token: jwt::sign(
+                &self.claims(app, user, Some("refresh"), &sid, self.refresh_ttl),
+                &self.api_key,
+            ),
+            ws_token: jwt::sign(
+                &self.claims(app, user, None, &sid, self.access_ttl),
+                &self.realtime_key,
+            ),
+            expires_in: self.access_ttl,
+        }
+    }
+
+    /// A subscription token for `channel` (for clients that fetch one).
+    pub fn subscription(&self, app: &str, user: &str, channel: &str) -> String {
+        let mut c = self.claims(app, user, None, "", self.access_ttl);
+        c.sid = None;
+        c.channel = Some(channel.to_string());
+        jwt::sign(&c, &self.realtime_key)
+    }
+
+    fn check(&self, token: &str, key: &[u8]) -> Result<Claims, JwtError> {
+        let claims: Claims = jwt::verify(token, key, now_ms() / 1000)?;
+        if claims.app_id.is_empty()
+            || claims.user_id.is_empty()
+            || claims.sub != format!("{}:{}", claims.app_id, claims.user_id)
+        {
+            return Err(JwtError::Malformed);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies an access token.
+    pub fn access(&self, token: &str) -> Result<Claims, JwtError> {
+        let c = self.check(token, &self.api_key)?;
+        (c.kind.as_deref() == Some("access"))
+            .then_some(c)
+            .ok_or(JwtError::Malformed)
+    }
+
+    /// Verifies a refresh token.
+    pub fn refresh(&self, token: &str) -> Result<Claims, JwtError> {
+        let c = self.check(token, &self.api_key)?;
+        (c.kind.as_deref() == Some("refresh"))
+            .then_some(c)
+            .ok_or(JwtError::Malformed)
+    }
+
+    /// Verifies a realtime connection token (an access token is accepted as well).
+    pub fn connection(&self, token: &str) -> Result<Claims, JwtError> {
+        match self.check(token, &self.realtime_key) {
+            Ok(c) if c.channel.is_none() => Ok(c),
+            Ok(_) => Err(JwtError::Malformed),
+            Err(JwtError::Signature) => self.access(token),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Verifies a subscription token for `channel`.
+    pub fn subscription_claims(&self, token: &str, channel: &str) -> Result<Claims, JwtError> {
+        let c = self.check(token, &self.realtime_key)?;
+        (c.channel.as_deref() == Some(channel))
+            .then_some(c)
+            .ok_or(JwtError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_not_interchangeable() {
+        let t = Tokens::new("s", 60, 120);
+        let b = t.bundle("app", "u1", None);
+        assert_eq!(t.access(&b.token).unwrap().user_id, "u1");
+        assert!(t.access(&b.refresh_token).is_err());
+        assert!(t.refresh(&b.token).is_err());
+        assert!(t.refresh(&b.refresh_token).is_ok());
+        assert!(t.connection(&b.ws_token).is_ok());
+        assert!(t.access(&b.ws_token).is_err());
+        let sub = t.subscription("app", "u1", "chat:app:c");
+        assert!(t.subscription_claims(&sub, "chat:app:c").is_ok());
+        assert!(t.subscription_claims(&sub, "chat:app:d").is_err());
+        assert!(t.connection(&sub).is_err());
+        let other = Tokens::new("other", 60, 120);
+        assert_eq!(other.access(&b.token), Err(JwtError::Signature));
+    }
+}

@@ -1,0 +1,162 @@
+//! JSON request bodies and queries, normalised to camelCase, with our error shape on failure.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde_json::{Map, Value};
+
+use crate::dialect::to_camel;
+use crate::error::AppError;
+use crate::state::GatewayState;
+
+/// A JSON object body (an empty body is `{}`), keys in camelCase.
+pub struct Body(pub Map<String, Value>);
+
+impl FromRequest<GatewayState> for Body {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
+        let bytes = axum::body::to_bytes(req.into_body(), state.config.body_limit)
+            .await
+            .map_err(|_| {
+                AppError::new(
+                    chatsdk_proto::ErrorCode::PayloadTooLarge,
+                    format!("request body exceeds {} bytes", state.config.body_limit),
+                )
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Map::new()));
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| AppError::bad("request body is not valid UTF-8"))?;
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => match to_camel(v) {
+                Value::Object(m) => Ok(Body(m)),
+                _ => Err(AppError::bad("request body must be a JSON object")),
+            },
+            Err(e) => Err(AppError::bad(format!(
+                "malformed JSON at line {} column {}",
+                e.line(),
+                e.column()
+            ))),
+        }
+    }
+}
+
+impl Body {
+    /// A string field (absent or null: None; another type: 400).
+    pub fn str(&self, key: &str) -> Result<Option<String>, AppError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(AppError::bad(format!("{key} must be a string"))),
+        }
+    }
+    /// A required string field.
+    pub fn req(&self, key: &str) -> Result<String, AppError> {
+        self.str(key)?
+            .ok_or_else(|| AppError::bad(format!("{key} is required")))
+    }
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, AppError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(AppError::bad(format!("{key} must be a boolean"))),
+        }
+    }
+    /// A list of strings.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>, AppError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| AppError::bad(format!("{key} must be an array of strings")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(AppError::bad(format!("{key} must be an array of strings"))),
+        }
+    }
+    /// An object field.
+    pub fn object(&self, key: &str) -> Result<Option<Value>, AppError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+            Some(_) => Err(AppError::bad(format!("{key} must be an object"))),
+        }
+    }
+    pub fn value(&self, key: &str) -> Option<Value> {
+        self.0.get(key).cloned()
+    }
+}
+
+/// Query parameters, keys in camelCase.
+pub struct Query(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let mut map = Map::new();
+        for pair in parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_decode(k).ok_or_else(|| AppError::bad("malformed query string"))?;
+            let v = percent_decode(v).ok_or_else(|| AppError::bad("malformed query string"))?;
+            map.insert(crate::dialect::camel_key(&k), Value::String(v));
+        }
+        Ok(Query(map))
+    }
+}
+
+impl Query {
+    pub fn str(&self, key: &str) -> Option<String> {
+        self.0
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+    }
+    /// A non-negative integer parameter, clamped to `max`.
+    pub fn num(&self, key: &str, default: u64, max: u64) -> Result<u64, AppError> {
+        match self.str(key) {
+            None => Ok(default),
+            Some(s) => s
+                .parse::<u64>()
+                .map(|n| n.min(max))
+                .map_err(|_| AppError::bad(format!("{key} must be a non-negative integer"))),
+        }
+    }
+}
+
+/// Decodes `%XX` and `+`; None on invalid escapes or UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -1,0 +1,76 @@
+//! The gateway's one error type: every rejection leaves as the same JSON body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chatsdk_actors::ChatError;
+use chatsdk_proto::{ApiError, ErrorCode};
+
+/// An error answered to a REST client: `{"error": {"code", "message", "requestId"}}` with the
+/// code's HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+}
+
+impl From<ChatError> for AppError {
+    fn from(e: ChatError) -> Self {
+        AppError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<chatsdk_cluster::StoreError> for AppError {
+    fn from(e: chatsdk_cluster::StoreError) -> Self {
+        AppError::new(ErrorCode::Internal, format!("storage: {e}"))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.code == ErrorCode::Internal {
+            tracing::error!(message = %self.message, "internal error");
+        }
+        let body = ApiError::new(self.code, self.message).to_json();
+        let mut res = (status, body).into_response();
+        res.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        // The request id is filled in by the request-id layer, which sees every response.
+        res.extensions_mut().insert(ErrorBody);
+        res
+    }
+}
+
+/// Marks responses whose body is an error envelope (so the request id can be added).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorBody;
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, AppError>;

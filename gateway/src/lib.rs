@@ -1,0 +1,117 @@
+//! ChatSDK's client surfaces: REST in both dialects, the Centrifugo-compatible WebSocket,
+//! authentication and limits.
+//!
+//! [`app`] builds the whole router from a [`GatewayState`], so tests drive it without a server;
+//! [`serve`] runs it on a listener with the protections a public port needs (header-read
+//! timeout, connection cap, graceful drain). The gateway holds no domain state: every request
+//! becomes a call on [`chatsdk_actors::Chat`].
+//!
+//! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
+//! [`dialect`] (camelCase/snake_case), [`error`] (the JSON error body), [`layers`] (request ids,
+//! dialect conversion), [`limits`] (rate limits), [`rest`] (handlers), [`ws`] (realtime), [`serve`],
+//! [`state`].
+
+pub mod auth;
+pub mod body;
+pub mod dialect;
+pub mod error;
+pub mod layers;
+pub mod limits;
+pub mod rest;
+pub mod serve;
+pub mod state;
+pub mod ws;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+
+pub use serve::serve;
+pub use state::{GatewayConfig, GatewayState};
+
+/// The router of every HTTP surface.
+pub fn app(state: GatewayState) -> Router {
+    use rest::{admin, channels, health, messages, tokens, users};
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/live", get(health::live))
+        .route("/tokens", post(tokens::tokens))
+        .route("/tokens/refresh", post(tokens::tokens_refresh))
+        .route("/tokens/validate", get(tokens::validate))
+        .route("/tokens/validate-ws", get(tokens::validate_ws))
+        .route("/api/auth/connect", post(tokens::connect))
+        .route("/api/auth/refresh", post(tokens::auth_refresh))
+        .route("/api/auth/api-keys", post(tokens::create_api_key))
+        .route(
+            "/api/realtime/subscription-token",
+            post(tokens::subscription_token),
+        )
+        .route("/admin/apps", get(admin::list).post(admin::create))
+        .route(
+            "/admin/apps/{id}",
+            get(admin::get).patch(admin::update).delete(admin::delete),
+        )
+        .route(
+            "/admin/apps/{id}/regenerate-key",
+            post(admin::regenerate_key),
+        )
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/me", get(users::me).patch(users::update_me))
+        .route("/api/users/ensure", post(users::ensure))
+        .route("/api/users/bulk-ensure", post(users::bulk_ensure))
+        .route("/api/users/sync", post(users::sync))
+        .route(
+            "/api/users/{id}",
+            get(users::get).put(users::put).delete(users::delete),
+        )
+        .route("/api/users/{id}/revoke-tokens", post(users::revoke))
+        .route("/api/channels", get(channels::list).post(channels::create))
+        .route("/api/channels/dm/ensure", post(channels::dm_ensure))
+        .route("/api/channels/group/ensure", post(channels::group_ensure))
+        .route("/api/channels/unread-count", get(channels::unread_count))
+        .route(
+            "/api/channels/{id}",
+            get(channels::get)
+                .patch(channels::update)
+                .delete(channels::delete),
+        )
+        .route(
+            "/api/channels/{id}/members",
+            get(channels::members).post(channels::add_members),
+        )
+        .route(
+            "/api/channels/{id}/members/{user}",
+            patch(channels::set_role).delete(channels::remove_member),
+        )
+        .route("/api/channels/{id}/typing", post(channels::typing))
+        .route("/api/channels/{id}/read", post(channels::read))
+        .route("/api/channels/{id}/star", patch(channels::star))
+        .route("/api/channels/{id}/mute", patch(channels::mute))
+        .route(
+            "/api/channels/{id}/messages",
+            get(messages::list).post(messages::create),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}",
+            get(messages::get)
+                .patch(messages::edit)
+                .delete(messages::delete),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/purge",
+            delete(messages::purge),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/thread",
+            get(messages::thread).post(messages::reply),
+        )
+        .route("/api/messages", post(messages::create_server))
+        .route("/connection/websocket", get(ws::upgrade))
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed)
+        .layer(axum::middleware::from_fn(layers::respond))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,446 @@
+//! Channels: create (incl. DM and group ensure), list, get, update, delete, members, and the
+//! caller's per-channel state (typing, read, star, mute, unread).
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chatsdk_actors::model::{Channel, Member, Role};
+use chatsdk_actors::{render, Caller, NewChannel};
+use serde_json::{json, Value};
+
+use super::{created, ok};
+use crate::auth::extract::Auth;
+use crate::body::{Body, Query};
+use crate::error::{ApiResult, AppError};
+use crate::state::GatewayState;
+
+/// A channel with the caller's membership fields (and read state when a member).
+pub(crate) async fn channel_view(
+    state: &GatewayState,
+    caller: &Caller,
+    ch: &Channel,
+    me: Option<&Member>,
+) -> Value {
+    let read = match (me, &caller.user) {
+        (Some(_), Some(u)) => state.chat.read_state(&caller.app, &ch.id, u).await.ok(),
+        _ => None,
+    };
+    render::channel(ch, me, read)
+}
+
+fn member_views(state: &GatewayState, app: &str, members: &[Member]) -> Vec<Value> {
+    members
+        .iter()
+        .map(|m| {
+            let u = state.chat.user(app, &m.user_id).ok().flatten();
+            render::member(m, u.as_ref())
+        })
+        .collect()
+}
+
+/// `POST /api/channels`.
+pub async fn create(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("channel:create")?;
+    let caller = auth.user_caller(body.str("userId")?)?;
+    let mut kind = body.str("type")?;
+    if kind.is_none() && body.bool("isPrivate")? == Some(true) {
+        kind = Some("private".into());
+    }
+    if kind.is_none() && auth.server {
+        kind = Some("group".into());
+    }
+    let spec = NewChannel {
+        kind,
+        name: body.str("name")?,
+        image: body.str("image")?,
+        member_ids: body.strings("memberIds")?.unwrap_or_default(),
+        workspace_id: body.str("workspaceId")?,
+        idempotency_key: body.str("idempotencyKey")?,
+        config: body.object("config")?,
+        cid: None,
+        id: None,
+    };
+    let (is_new, ch) = state.chat.create_channel(&caller, spec).await?;
+    let me = state
+        .chat
+        .membership(
+            &caller.app,
+            &ch.id,
+            caller.user.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    let view = channel_view(&state, &caller, &ch, me.as_ref()).await;
+    if is_new {
+        return Ok(created(view));
+    }
+    if ch.dm && !auth.server && ch.idempotency_key.is_none() {
+        let location = format!("/api/channels/{}", ch.id);
+        return Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, location)],
+            Json(view),
+        )
+            .into_response());
+    }
+    Ok(ok(view))
+}
+
+async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResult<Response> {
+    auth.require_server()?;
+    let caller = Caller {
+        app: auth.app.clone(),
+        user: None,
+        server: true,
+    };
+    let (is_new, ch) = state.chat.create_channel(&caller, spec).await?;
+    let v = json!({"action": if is_new { "created" } else { "existing" }, "created": is_new, "channel": render::channel(&ch, None, None)});
+    Ok((
+        if is_new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(v),
+    )
+        .into_response())
+}
+
+/// `POST /api/channels/dm/ensure` (server key).
+pub async fn dm_ensure(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    body: Body,
+) -> ApiResult<Response> {
+    let a = body.req("requesterUserId")?;
+    let b = body.req("peerUserId")?;
+    if a == b {
+        return Err(AppError::bad("a direct message needs two different users"));
+    }
+    let mut pair = vec![a.clone(), b.clone()];
+    pair.sort();
+    let cid = format!(
+        "messaging:dm:{}",
+        chatsdk_actors::hash_hex(json!(pair).to_string().as_bytes())
+    );
+    let spec = NewChannel {
+        kind: Some("messaging".into()),
+        member_ids: vec![a, b],
+        cid: Some(cid),
+        idempotency_key: body.str("idempotencyKey")?,
+        ..Default::default()
+    };
+    ensure(&state, &auth, spec).await
+}
+
+/// `POST /api/channels/group/ensure` (server key).
+pub async fn group_ensure(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    body: Body,
+) -> ApiResult<Response> {
+    let key = match body.str("externalId")? {
+        Some(k) => k,
+        None => body
+            .str("idempotencyKey")?
+            .ok_or_else(|| AppError::bad("externalId or idempotencyKey is required"))?,
+    };
+    if key.starts_with("messaging:dm:") {
+        return Err(AppError::bad("the messaging:dm: prefix is reserved"));
+    }
+    let members = body.strings("memberIds")?.unwrap_or_default();
+    if members.is_empty() || members.len() > 500 {
+        return Err(AppError::bad("memberIds must hold 1 to 500 users"));
+    }
+    let mut config = json!({"kind": "group", "source": "app-auth-ensure"});
+    if let Some(custom) = body.object("custom")? {
+        config["custom"] = custom;
+    }
+    let spec = NewChannel {
+        kind: Some("group".into()),
+        name: body.str("name")?,
+        image: body.str("image")?,
+        member_ids: members,
+        cid: Some(key),
+        config: Some(config),
+        ..Default::default()
+    };
+    ensure(&state, &auth, spec).await
+}
+
+/// `GET /api/channels`.
+pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
+    let caller = auth.user_caller(q.str("userId"))?;
+    let limit = q.num("limit", 50, 100)? as usize;
+    let offset = q.num("offset", 0, u64::MAX)? as usize;
+    let user = caller.user.clone().unwrap_or_default();
+    let all = state
+        .chat
+        .channels_for(&caller.app, &user, q.str("type").as_deref())?;
+    let mut out = Vec::new();
+    for (ch, me) in all.iter().skip(offset).take(limit) {
+        let mut v = channel_view(&state, &caller, ch, me.as_ref()).await;
+        if matches!(ch.kind.as_str(), "messaging" | "group") {
+            v["members"] = json!(member_views(
+                &state,
+                &caller.app,
+                &state.chat.members(&caller.app, &ch.id)?
+            ));
+        }
+        out.push(v);
+    }
+    Ok(ok(json!({"channels": out})))
+}
+
+/// `GET /api/channels/unread-count`.
+pub async fn unread_count(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    q: Query,
+) -> ApiResult<Response> {
+    let caller = auth.user_caller(q.str("userId"))?;
+    let user = caller.user.clone().unwrap_or_default();
+    let mut count = 0;
+    for id in state
+        .chat
+        .directory()
+        .user_channel_ids(&caller.app, &user)?
+    {
+        count += state
+            .chat
+            .read_state(&caller.app, &id, &user)
+            .await
+            .map(|(_, n)| n)
+            .unwrap_or(0);
+    }
+    Ok(ok(json!({"count": count})))
+}
+
+/// `GET /api/channels/:id`.
+pub async fn get(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
+    let caller = auth.caller(q.str("userId"));
+    let (ch, me) = state.chat.readable_channel(&caller, &id).await?;
+    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await;
+    let members: Vec<Value> = state
+        .chat
+        .members(&caller.app, &id)?
+        .iter()
+        .take(100)
+        .map(|m| {
+            let u = state.chat.user(&caller.app, &m.user_id).ok().flatten();
+            json!({"userId": m.user_id, "role": m.role.as_str(), "joinedAt": chatsdk_actors::time::iso(m.joined_at),
+                   "user": u.map(|u| json!({"id": u.id, "name": u.name, "image": u.image, "custom": u.custom}))})
+        })
+        .collect();
+    v["members"] = json!(members);
+    Ok(ok(v))
+}
+
+/// `PATCH /api/channels/:id`.
+pub async fn update(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    let caller = auth.caller(body.str("userId")?);
+    let ch = state
+        .chat
+        .update_channel(
+            &caller,
+            &id,
+            body.str("name")?,
+            body.str("image")?,
+            body.object("config")?,
+        )
+        .await?;
+    let me = match &caller.user {
+        Some(u) => state.chat.membership(&caller.app, &id, u).await?,
+        None => None,
+    };
+    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await))
+}
+
+/// `DELETE /api/channels/:id`.
+pub async fn delete(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    state
+        .chat
+        .delete_channel(&auth.caller(q.str("userId")), &id)
+        .await?;
+    Ok(ok(json!({"success": true})))
+}
+
+/// `GET /api/channels/:id/members`.
+pub async fn members(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
+    let caller = auth.caller(q.str("userId"));
+    let (_, me) = state.chat.readable_channel(&caller, &id).await?;
+    if me.is_none() && !caller.server {
+        return Err(AppError::forbidden("not a member of this channel"));
+    }
+    Ok(ok(
+        json!({"members": member_views(&state, &caller.app, &state.chat.members(&caller.app, &id)?)}),
+    ))
+}
+
+/// `POST /api/channels/:id/members`.
+pub async fn add_members(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    let acting = if auth.user.is_some() {
+        None
+    } else {
+        body.str("actingUserId")?
+    };
+    let caller = auth.caller(acting);
+    let mut users = body.strings("userIds")?.unwrap_or_default();
+    if let Some(u) = body.str("userId")? {
+        users.push(u);
+    }
+    let role = match body.str("role")? {
+        Some(r) => Role::parse(&r).ok_or_else(|| AppError::bad(format!("unknown role {r}")))?,
+        None => Role::Member,
+    };
+    let added = state
+        .chat
+        .add_members(&caller, &id, users.clone(), role)
+        .await?;
+    if auth.server && auth.user.is_none() {
+        let first = users.first().cloned().unwrap_or_default();
+        return Ok(created(
+            json!({"channelId": id, "userId": first, "userIds": users, "role": role.as_str(), "added": added}),
+        ));
+    }
+    Ok(ok(json!({"success": true, "addedCount": added.len()})))
+}
+
+/// `PATCH /api/channels/:id/members/:user`.
+pub async fn set_role(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path((id, user)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    let role_name = body.req("role")?;
+    let role = Role::parse(&role_name)
+        .ok_or_else(|| AppError::bad(format!("unknown role {role_name}")))?;
+    state
+        .chat
+        .set_role(&auth.caller(None), &id, &user, role)
+        .await?;
+    Ok(ok(json!({"success": true, "role": role.as_str()})))
+}
+
+/// `DELETE /api/channels/:id/members/:user`.
+pub async fn remove_member(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    let target = if user == "me" {
+        auth.user
+            .clone()
+            .ok_or_else(|| AppError::bad("me needs a user token"))?
+    } else {
+        user
+    };
+    state
+        .chat
+        .remove_member(&auth.caller(None), &id, &target)
+        .await?;
+    Ok(ok(json!({"success": true})))
+}
+
+/// `POST /api/channels/:id/typing`.
+pub async fn typing(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("typing:write")?;
+    let caller = auth.user_caller(body.str("userId")?)?;
+    state
+        .chat
+        .typing(&caller, &id, body.bool("typing")?.unwrap_or(true))
+        .await?;
+    Ok(ok(json!({"success": true})))
+}
+
+/// `POST /api/channels/:id/read`.
+pub async fn read(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
+    let caller = auth.user_caller(body.str("userId")?)?;
+    let seq = state.chat.mark_read(&caller, &id).await?;
+    Ok(ok(json!({"success": true, "lastReadSeq": seq})))
+}
+
+/// `PATCH /api/channels/:id/star`.
+pub async fn star(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let caller = auth.user_caller(body.str("userId")?)?;
+    let starred = body
+        .bool("starred")?
+        .ok_or_else(|| AppError::bad("starred is required"))?;
+    state
+        .chat
+        .set_flags(&caller, &id, None, Some(starred))
+        .await?;
+    Ok(ok(json!({"success": true, "starred": starred})))
+}
+
+/// `PATCH /api/channels/:id/mute`.
+pub async fn mute(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let caller = auth.user_caller(body.str("userId")?)?;
+    let muted = body
+        .bool("muted")?
+        .ok_or_else(|| AppError::bad("muted is required"))?;
+    state
+        .chat
+        .set_flags(&caller, &id, Some(muted), None)
+        .await?;
+    Ok(ok(json!({"success": true, "muted": muted})))
+}

@@ -1,0 +1,228 @@
+//! Token endpoints: minting a user's bundle with a server key, refresh, validation, server keys
+//! and realtime subscription tokens.
+
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chatsdk_actors::directory::{UpsertMode, UserPatch};
+use serde_json::json;
+
+use super::{keep_case, ok};
+use crate::auth::extract::{api_key, bearer, constant_eq, key_app, live_user, token_error, Auth};
+use crate::body::Body;
+use crate::error::{ApiResult, AppError};
+use crate::state::GatewayState;
+
+/// The app of the `X-API-Key` on a minting request.
+fn minting_app(state: &GatewayState, parts: &Parts) -> Result<String, AppError> {
+    let key = api_key(parts).ok_or_else(|| AppError::unauthorized("Missing API key"))?;
+    key_app(state, key)
+}
+
+async fn mint(
+    state: &GatewayState,
+    app: &str,
+    body: &Body,
+    name_keys: [&str; 2],
+    image_keys: [&str; 2],
+    custom_keys: [&str; 2],
+) -> ApiResult<(chatsdk_actors::model::User, crate::auth::tokens::Bundle)> {
+    let user_id = body.req("userId")?;
+    let pick = |keys: [&str; 2]| -> ApiResult<Option<String>> {
+        Ok(match body.str(keys[0])? {
+            Some(v) => Some(v),
+            None => body.str(keys[1])?,
+        })
+    };
+    let name = pick(name_keys)?;
+    let image = pick(image_keys)?.filter(|s| !s.is_empty());
+    let custom = match body.object(custom_keys[0])? {
+        Some(v) => Some(v),
+        None => body.object(custom_keys[1])?,
+    };
+    let patch = UserPatch {
+        id: user_id,
+        name,
+        image,
+        email: body.str("email")?,
+        custom,
+        role: None,
+    };
+    let (_, user) = state
+        .chat
+        .upsert_user(app, patch, UpsertMode::Merge)
+        .await?;
+    let bundle = state.tokens.bundle(app, &user.id, None);
+    Ok((user, bundle))
+}
+
+/// `POST /tokens`.
+pub async fn tokens(
+    State(state): State<GatewayState>,
+    parts: Parts,
+    body: Body,
+) -> ApiResult<Response> {
+    let app = minting_app(&state, &parts)?;
+    let (user, b) = mint(
+        &state,
+        &app,
+        &body,
+        ["name", "displayName"],
+        ["image", "avatar"],
+        ["custom", "metadata"],
+    )
+    .await?;
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in,
+               "user": {"id": user.id, "name": user.name, "email": user.email, "image": user.image}}),
+    ))
+}
+
+/// `POST /api/auth/connect`.
+pub async fn connect(
+    State(state): State<GatewayState>,
+    parts: Parts,
+    body: Body,
+) -> ApiResult<Response> {
+    let app = minting_app(&state, &parts)?;
+    let (user, b) = mint(
+        &state,
+        &app,
+        &body,
+        ["displayName", "name"],
+        ["avatar", "image"],
+        ["metadata", "custom"],
+    )
+    .await?;
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"user": {"id": user.id, "displayName": user.name, "avatar": user.image, "metadata": user.custom},
+               "token": b.token, "refreshToken": b.refresh_token, "expiresIn": b.expires_in, "_internal": {"wsToken": b.ws_token}}),
+    ))
+}
+
+fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth::tokens::Bundle> {
+    let token = bearer(parts).ok_or_else(|| AppError::unauthorized("Missing refresh token"))?;
+    let claims = state.tokens.refresh(token).map_err(token_error)?;
+    live_user(state, &claims)?;
+    Ok(state
+        .tokens
+        .bundle(&claims.app_id, &claims.user_id, claims.sid.as_deref()))
+}
+
+/// `POST /tokens/refresh`.
+pub async fn tokens_refresh(
+    State(state): State<GatewayState>,
+    parts: Parts,
+) -> ApiResult<Response> {
+    let b = refreshed(&state, &parts)?;
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in}),
+    ))
+}
+
+/// `POST /api/auth/refresh`.
+pub async fn auth_refresh(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
+    let b = refreshed(&state, &parts)?;
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"token": b.token, "refreshToken": b.refresh_token, "expiresIn": b.expires_in, "_internal": {"wsToken": b.ws_token}}),
+    ))
+}
+
+/// `GET /tokens/validate`.
+pub async fn validate(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
+    let token = bearer(&parts).ok_or_else(|| AppError::unauthorized("Missing authorization"))?;
+    let c = state.tokens.access(token).map_err(token_error)?;
+    live_user(&state, &c)?;
+    let user = state
+        .chat
+        .user(&c.app_id, &c.user_id)?
+        .map(|u| json!({"id": u.id, "name": u.name, "image": u.image}));
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"valid": true, "payload": {"userId": c.user_id, "appId": c.app_id, "issuedAt": c.iat, "expiresAt": c.exp}, "user": user}),
+    ))
+}
+
+/// `GET /tokens/validate-ws`.
+pub async fn validate_ws(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
+    let token = bearer(&parts).ok_or_else(|| AppError::unauthorized("Missing authorization"))?;
+    let c = state.tokens.connection(token).map_err(token_error)?;
+    live_user(&state, &c)?;
+    Ok(keep_case(
+        StatusCode::OK,
+        json!({"valid": true, "payload": {"userId": c.sub, "appId": c.app_id, "issuedAt": c.iat, "expiresAt": c.exp}}),
+    ))
+}
+
+/// `POST /api/auth/api-keys`: a new server key (admin key, a key of the same app, or dev mode).
+pub async fn create_api_key(
+    State(state): State<GatewayState>,
+    parts: Parts,
+    body: Body,
+) -> ApiResult<Response> {
+    let name = body.str("name")?.unwrap_or_else(|| "default".into());
+    let scopes = body.strings("scopes")?.unwrap_or_default();
+    let requested = body.str("appId")?;
+    let admin = match (bearer(&parts), state.config.admin_api_key.as_deref()) {
+        (Some(t), Some(k)) => constant_eq(t.as_bytes(), k.as_bytes()),
+        _ => false,
+    };
+    let app = if let Some(key) = api_key(&parts) {
+        let app = key_app(&state, key)?;
+        if requested.as_ref().is_some_and(|r| r != &app) {
+            return Err(AppError::forbidden("the API key belongs to another app"));
+        }
+        app
+    } else if admin || state.config.dev {
+        let id = requested.ok_or_else(|| AppError::bad("app_id is required"))?;
+        chatsdk_actors::validate::resource_id("app_id", &id)?;
+        if state.chat.app(&id)?.is_none() {
+            if !state.config.dev {
+                return Err(AppError::not_found("app not found"));
+            }
+            state
+                .chat
+                .create_app(Some(id.clone()), &id, json!({}))
+                .await?;
+        }
+        id
+    } else {
+        return Err(AppError::unauthorized(
+            "an admin key or a server key of the app is required",
+        ));
+    };
+    let (key, plain) = state.chat.create_api_key(&app, &name, scopes).await?;
+    Ok(keep_case(
+        StatusCode::CREATED,
+        json!({"id": key.id, "api_key": plain, "name": key.name, "app_id": key.app_id, "scopes": key.scopes,
+               "created_at": chatsdk_actors::time::iso(key.created_at)}),
+    ))
+}
+
+/// `POST /api/realtime/subscription-token`.
+pub async fn subscription_token(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
+    let channel = body.req("channel")?;
+    if channel.is_empty() || channel.len() > 255 {
+        return Err(AppError::bad("channel must be 1 to 255 characters"));
+    }
+    let caller = auth.user_caller(body.str("userId")?)?;
+    let user = caller.user.clone().unwrap_or_default();
+    state
+        .chat
+        .may_subscribe(&caller.app, &user, &channel)
+        .await?;
+    let token = state.tokens.subscription(&caller.app, &user, &channel);
+    Ok(ok(
+        json!({"token": token, "expiresIn": state.tokens.access_ttl}),
+    ))
+}

@@ -1,0 +1,82 @@
+//! Serving the router on a TCP listener, with what a public port needs.
+//!
+//! `axum::serve` sets no header-read timeout (hyper's needs a timer), so connections are served
+//! here through hyper directly: a slow client gets `header_read_timeout` to send its headers.
+//! Accepted connections are capped (a permit is taken before a connection is served). On
+//! shutdown the listener stops, readiness turns 503 and realtime sessions close with 3001;
+//! requests in flight get the drain timeout to finish.
+
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::GatewayState;
+
+/// Serves `app(state)` on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: GatewayState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = crate::app(state.clone());
+    // Room above the realtime cap for REST calls; beyond it, connections are refused at once.
+    let permits = Arc::new(Semaphore::new(state.config.max_connections + 1024));
+    let tracker = TaskTracker::new();
+    let header_timeout = state.config.header_read_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let stop = state.draining.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    state.draining.cancel();
+    tracker.close();
+    if tokio::time::timeout(state.config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout passed with connections still open");
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! What every handler shares: the chat service, token keys, configuration and drain state.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatsdk_actors::Chat;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::tokens::Tokens;
+use crate::limits::RateLimiter;
+
+/// Settings of the gateway (the node's config maps onto this).
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Dev mode: `POST /api/auth/api-keys` works without credentials.
+    pub dev: bool,
+    /// Super-admin key for `/admin/*`; admin routes answer 503 without one.
+    pub admin_api_key: Option<String>,
+    /// Largest REST request body.
+    pub body_limit: usize,
+    pub ws_message_bytes: usize,
+    pub ws_frame_bytes: usize,
+    pub ws_read_buffer: usize,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Realtime connections per node.
+    pub max_connections: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Unwritten bytes per connection before it is closed as slow (3008).
+    pub outbound_queue_bytes: usize,
+    /// Message sends per user per minute (token bucket refill) and burst.
+    pub message_rate_per_minute: u32,
+    pub message_burst: u32,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Most publications one recovery returns.
+    pub recover_limit: usize,
+    pub access_ttl: u64,
+    pub refresh_ttl: u64,
+    /// Grace period for in-flight work on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            dev: false,
+            admin_api_key: None,
+            body_limit: 1 << 20,
+            ws_message_bytes: 64 * 1024,
+            ws_frame_bytes: 64 * 1024,
+            ws_read_buffer: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 50_000,
+            max_subscriptions: 512,
+            outbound_queue_bytes: 1 << 20,
+            message_rate_per_minute: 600,
+            message_burst: 100,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            recover_limit: 1000,
+            access_ttl: 900,
+            refresh_ttl: 86_400,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Inner {
+    pub chat: Chat,
+    pub tokens: Tokens,
+    pub config: GatewayConfig,
+    /// Cancelled when the node starts draining.
+    pub draining: CancellationToken,
+    pub ws_connections: AtomicUsize,
+    pub limiter: RateLimiter,
+    pub started: Instant,
+}
+
+/// The gateway's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState(pub Arc<Inner>);
+
+impl std::ops::Deref for GatewayState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl GatewayState {
+    /// Builds the state over a started chat service (reads or creates the token secret).
+    pub async fn new(
+        chat: Chat,
+        config: GatewayConfig,
+    ) -> Result<GatewayState, chatsdk_actors::ChatError> {
+        let secret = chat.token_secret().await?;
+        let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
+        let limiter = RateLimiter::new(config.message_rate_per_minute, config.message_burst);
+        Ok(GatewayState(Arc::new(Inner {
+            chat,
+            tokens,
+            config,
+            draining: CancellationToken::new(),
+            ws_connections: AtomicUsize::new(0),
+            limiter,
+            started: Instant::now(),
+        })))
+    }
+}

@@ -1,0 +1,390 @@
+//! The node's configuration: one serde struct, read from an optional TOML file and then
+//! overridden by `CHATSDK_<SECTION>__<KEY>` environment variables.
+//!
+//! It exists so that every setting has one name, one type and one default, and so that a
+//! mistake (an unknown key in the file, a misspelt variable, a value of the wrong type or out of
+//! range) stops the node before any socket is opened instead of being silently ignored.
+//! [`load`] does all of that; [`Config::to_toml`] renders the effective result for
+//! `chatsdk config print`.
+//!
+//! Layout: this file holds the types, their defaults and the entry points; `sources` reads
+//! the file and the environment; `validate` holds the range checks.
+//!
+//! This module only describes and checks settings. Turning them into the cluster's, gateway's
+//! and actors' own settings types is the wiring's job, not this module's.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod sources;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use sources::{apply_env, has_env_prefix, parse_file};
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "CHATSDK_";
+
+/// `CHATSDK_` variables that are not config keys (the binary reads them itself: config file
+/// path, log filter). [`load`] skips them instead of rejecting them as unknown.
+pub const RESERVED_ENV_VARS: &[&str] = &["CHATSDK_CONFIG", "CHATSDK_LOG"];
+
+/// Factor applied to the per-user rate limits when `limits.bench_profile` is on, so a load
+/// test is not throttled by limits meant for humans.
+pub const BENCH_RATE_MULTIPLIER: u32 = 1000;
+
+/// Shortest accepted `server.admin_api_key`: it grants every right on every app.
+pub const MIN_ADMIN_API_KEY_CHARS: usize = 16;
+
+/// Why the configuration could not be loaded, rendered or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or a value has the wrong type.
+    #[error("invalid config file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// The config file sets a key (or section) that does not exist.
+    #[error("unknown key {key} in config file {}", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// Dotted key, such as `server.htttp`.
+        key: String,
+    },
+    /// A `CHATSDK_` environment variable names no config key.
+    #[error("unknown environment variable {var} (expected CHATSDK_<SECTION>__<KEY>)")]
+    UnknownEnvVar {
+        /// The variable's name.
+        var: String,
+    },
+    /// A `CHATSDK_` environment variable's name or value is not valid unicode.
+    #[error("environment variable {var} is not valid unicode")]
+    EnvNotUnicode {
+        /// The variable's name, lossily converted.
+        var: String,
+    },
+    /// A `CHATSDK_` environment variable's value does not fit its key's type.
+    #[error("invalid value in environment variable {var}: {reason}")]
+    EnvValue {
+        /// The variable's name.
+        var: String,
+        /// Why the value was refused. Keys holding secrets are strings, so their values are
+        /// never refused on type and never echoed here.
+        reason: String,
+    },
+    /// A setting is out of range or contradicts another one.
+    #[error("{key} {reason}")]
+    Invalid {
+        /// Dotted key, such as `limits.ws_frame_bytes`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config cannot be written as TOML (a non-UTF-8 path, or an integer beyond TOML's
+    /// range); a config produced by [`load`] always can.
+    #[error("cannot render config as toml: {reason}")]
+    Render {
+        /// The serializer's message.
+        reason: String,
+    },
+}
+
+/// The whole node configuration. Every section and key is optional in the file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// REST and WebSocket listener, data directory, admin access.
+    pub server: ServerConfig,
+    /// Node-to-node transport and cluster shape.
+    pub cluster: ClusterSection,
+    /// Sizes, rates and counts that bound what a client can make the node do.
+    pub limits: LimitsConfig,
+    /// Realtime protocol timing and stream history.
+    pub realtime: RealtimeConfig,
+    /// Lifetimes of user tokens.
+    pub auth: AuthConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the REST and WebSocket listener.
+    pub http: SocketAddr,
+    /// Directory holding the node's storage.
+    pub data_dir: PathBuf,
+    /// Development mode: seed a demo app and allow creating API keys without credentials.
+    pub dev: bool,
+    /// Super-admin key; `None` (or `""` in the file) disables `/admin`.
+    #[serde(with = "empty_is_none")]
+    pub admin_api_key: Option<String>,
+    /// Grace period for draining connections on shutdown, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./chatsdk-data"),
+            dev: false,
+            admin_api_key: None,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// UDP address of the node-to-node QUIC endpoint.
+    pub addr: SocketAddr,
+    /// A node of the cluster to join; `None` bootstraps (or restarts) a cluster.
+    #[serde(with = "empty_is_none")]
+    pub join: Option<SocketAddr>,
+    /// Token from the cluster being joined; required exactly when `join` is set.
+    #[serde(with = "empty_is_none")]
+    pub join_token: Option<String>,
+    /// Number of data shards, fixed when the cluster is created.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replication: usize,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            join: None,
+            join_token: None,
+            shards: 16,
+            replication: 3,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest REST request body, in bytes.
+    pub body_bytes: usize,
+    /// Largest WebSocket message, in bytes.
+    pub ws_message_bytes: usize,
+    /// Largest WebSocket frame, in bytes.
+    pub ws_frame_bytes: usize,
+    /// WebSocket read buffer per connection, in bytes.
+    pub ws_read_buffer_bytes: usize,
+    /// Time a client may take to send request headers, in milliseconds (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// Client connections per node.
+    pub max_connections: usize,
+    /// Channel subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Bytes queued for one session before it is disconnected as a slow consumer (3008).
+    pub outbound_queue_bytes: usize,
+    /// Sends per user per minute (token bucket refill rate).
+    pub message_rate_per_minute: u32,
+    /// Token bucket capacity for sends.
+    pub message_burst: u32,
+    /// Multiply the rate limits by [`BENCH_RATE_MULTIPLIER`]; for load tests only.
+    pub bench_profile: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            ws_message_bytes: 64 * 1024,
+            ws_frame_bytes: 64 * 1024,
+            ws_read_buffer_bytes: 4096,
+            header_read_timeout_ms: 10_000,
+            max_connections: 50_000,
+            max_subscriptions: 512,
+            outbound_queue_bytes: 1024 * 1024,
+            message_rate_per_minute: 600,
+            message_burst: 100,
+            bench_profile: false,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Sends per user per minute, with `bench_profile` applied.
+    pub fn effective_message_rate_per_minute(&self) -> u32 {
+        self.bench_scaled(self.message_rate_per_minute)
+    }
+
+    /// Token bucket capacity, with `bench_profile` applied.
+    pub fn effective_message_burst(&self) -> u32 {
+        self.bench_scaled(self.message_burst)
+    }
+
+    fn bench_scaled(&self, value: u32) -> u32 {
+        if self.bench_profile {
+            value.saturating_mul(BENCH_RATE_MULTIPLIER)
+        } else {
+            value
+        }
+    }
+}
+
+/// `[realtime]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Interval between server pings, in seconds.
+    pub ping_interval_s: u64,
+    /// Time a client has to answer a ping, in seconds.
+    pub pong_timeout_s: u64,
+    /// Stream events retained per channel for recovery (the newest ones; the full message
+    /// history stays available through REST).
+    pub history_size: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_s: 25,
+            pong_timeout_s: 10,
+            history_size: 1000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of an access token, in seconds.
+    pub access_ttl_s: u64,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_ttl_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl_s: 900,
+            refresh_ttl_s: 86_400,
+        }
+    }
+}
+
+/// Loads the configuration: defaults, then the TOML `file` if given, then the `CHATSDK_`
+/// variables among `env`, then [`Config::validate`].
+///
+/// A variable `CHATSDK_<SECTION>__<KEY>` sets `<key>` in `[<section>]` (case-insensitive).
+/// Its value is taken as an integer, boolean or float when it parses as one, else as a
+/// string; keys whose value is a string (addresses, paths, secrets) always take it verbatim.
+/// Any other variable with the prefix (in any case), except [`RESERVED_ENV_VARS`], is an
+/// error; variables without the prefix are ignored.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let config = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            parse_file(path, &text)?
+        }
+        None => Config::default(),
+    };
+    let config = apply_env(config, env)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// [`load`] with this process's environment.
+pub fn load_from_process(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !has_env_prefix(&name.to_string_lossy()) {
+            continue;
+        }
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (Ok(name), Err(_)) => return Err(ConfigError::EnvNotUnicode { var: name }),
+            (Err(name), _) => {
+                return Err(ConfigError::EnvNotUnicode {
+                    var: name.to_string_lossy().into_owned(),
+                })
+            }
+        }
+    }
+    load(file, env)
+}
+
+impl Config {
+    /// The configuration as a TOML document, every key included (unset optional keys as `""`),
+    /// for `chatsdk config print`. Loading the output gives back an equal config.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Render {
+            reason: e.to_string(),
+        })
+    }
+
+    /// A copy with the secrets (`server.admin_api_key`, `cluster.join_token`) replaced by
+    /// `"<redacted>"`, for output that may end up in logs or tickets.
+    pub fn redacted(&self) -> Config {
+        let hide = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>".to_string());
+        let mut copy = self.clone();
+        copy.server.admin_api_key = hide(&self.server.admin_api_key);
+        copy.cluster.join_token = hide(&self.cluster.join_token);
+        copy
+    }
+}
+
+/// Serde helper for optional keys: `""` stands for `None`, in both directions, so a file can
+/// say `join = ""` and the printed config lists the key.
+mod empty_is_none {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_str(""),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let raw = String::deserialize(deserializer)?;
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            raw.parse().map(Some).map_err(D::Error::custom)
+        }
+    }
+}

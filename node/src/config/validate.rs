@@ -1,0 +1,116 @@
+//! The range and consistency checks [`Config::validate`] makes before anything is bound.
+
+use super::{Config, ConfigError, MIN_ADMIN_API_KEY_CHARS};
+
+impl Config {
+    /// Checks ranges and the consistency between keys. The first failure names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (s, c, l, r, a) = (
+            &self.server,
+            &self.cluster,
+            &self.limits,
+            &self.realtime,
+            &self.auth,
+        );
+        ensure(
+            !s.data_dir.as_os_str().is_empty(),
+            "server.data_dir",
+            "must not be empty",
+        )?;
+        if let Some(key) = &s.admin_api_key {
+            ensure(
+                key.chars().count() >= MIN_ADMIN_API_KEY_CHARS,
+                "server.admin_api_key",
+                format!("must be at least {MIN_ADMIN_API_KEY_CHARS} characters"),
+            )?;
+        }
+        positive(s.drain_timeout_ms, "server.drain_timeout_ms")?;
+
+        match (&c.join, &c.join_token) {
+            (Some(_), None) => {
+                return invalid("cluster.join_token", "must be set when cluster.join is set")
+            }
+            (None, Some(_)) => {
+                return invalid("cluster.join", "must be set when cluster.join_token is set")
+            }
+            _ => {}
+        }
+        ensure(
+            (1..=1024).contains(&c.shards),
+            "cluster.shards",
+            "must be between 1 and 1024",
+        )?;
+        ensure(
+            (1..=7).contains(&c.replication),
+            "cluster.replication",
+            "must be between 1 and 7",
+        )?;
+
+        for (value, key) in [
+            (l.body_bytes, "limits.body_bytes"),
+            (l.ws_message_bytes, "limits.ws_message_bytes"),
+            (l.ws_frame_bytes, "limits.ws_frame_bytes"),
+            (l.max_connections, "limits.max_connections"),
+            (l.max_subscriptions, "limits.max_subscriptions"),
+            (l.outbound_queue_bytes, "limits.outbound_queue_bytes"),
+        ] {
+            positive(value as u64, key)?;
+        }
+        positive(l.header_read_timeout_ms, "limits.header_read_timeout_ms")?;
+        positive(
+            l.message_rate_per_minute.into(),
+            "limits.message_rate_per_minute",
+        )?;
+        positive(l.message_burst.into(), "limits.message_burst")?;
+        ensure(
+            l.ws_frame_bytes <= l.ws_message_bytes,
+            "limits.ws_frame_bytes",
+            "must not exceed limits.ws_message_bytes",
+        )?;
+        ensure(
+            (512..=l.ws_frame_bytes).contains(&l.ws_read_buffer_bytes),
+            "limits.ws_read_buffer_bytes",
+            "must be between 512 and limits.ws_frame_bytes",
+        )?;
+        ensure(
+            l.outbound_queue_bytes >= l.ws_message_bytes,
+            "limits.outbound_queue_bytes",
+            "must be at least limits.ws_message_bytes",
+        )?;
+
+        positive(r.ping_interval_s, "realtime.ping_interval_s")?;
+        positive(r.pong_timeout_s, "realtime.pong_timeout_s")?;
+        ensure(
+            r.pong_timeout_s < r.ping_interval_s,
+            "realtime.pong_timeout_s",
+            "must be less than realtime.ping_interval_s",
+        )?;
+        positive(r.history_size as u64, "realtime.history_size")?;
+
+        positive(a.access_ttl_s, "auth.access_ttl_s")?;
+        ensure(
+            a.access_ttl_s < a.refresh_ttl_s,
+            "auth.access_ttl_s",
+            "must be less than auth.refresh_ttl_s",
+        )
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
+}
+
+fn ensure(ok: bool, key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        invalid(key, reason)
+    }
+}
+
+fn positive(value: u64, key: &'static str) -> Result<(), ConfigError> {
+    ensure(value > 0, key, "must be greater than 0")
+}

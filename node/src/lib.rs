@@ -1,0 +1,161 @@
+//! The `chatsdk` node: configuration, wiring and lifecycle, as a library the tests drive.
+//!
+//! [`start`] turns a validated [`config::Config`] into a running node: the cluster member and
+//! chat layer (bootstrap, join or restart from the data directory), the first-start default app,
+//! the dev seed, and the HTTP server. [`Node::shutdown`] drains it. The binary (`main.rs`) only
+//! parses the command line, sets up logging and waits for a signal.
+
+pub mod config;
+pub mod seed;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatsdk_actors::{Chat, ChatConfig, ChatError};
+use chatsdk_cluster::{ClusterConfig, StartMode};
+use chatsdk_gateway::{GatewayConfig, GatewayState};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("chat layer: {0}")]
+    Chat(#[from] ChatError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a first start printed: credentials shown once.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The default app created on the first start, with its server key.
+    pub default_app: Option<(String, String)>,
+    /// In dev mode: the demo app's id, a fresh server key, and a token for `user-1`.
+    pub dev: Option<seed::DevSeed>,
+}
+
+/// A running node.
+pub struct Node {
+    pub chat: Chat,
+    pub state: GatewayState,
+    /// The bound HTTP address.
+    pub http: SocketAddr,
+    pub credentials: Credentials,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Maps the file configuration onto the gateway's.
+pub fn gateway_config(c: &Config) -> GatewayConfig {
+    GatewayConfig {
+        dev: c.server.dev,
+        admin_api_key: c.server.admin_api_key.clone(),
+        body_limit: c.limits.body_bytes,
+        ws_message_bytes: c.limits.ws_message_bytes,
+        ws_frame_bytes: c.limits.ws_frame_bytes,
+        ws_read_buffer: c.limits.ws_read_buffer_bytes,
+        header_read_timeout: Duration::from_millis(c.limits.header_read_timeout_ms),
+        max_connections: c.limits.max_connections,
+        max_subscriptions: c.limits.max_subscriptions,
+        outbound_queue_bytes: c.limits.outbound_queue_bytes,
+        message_rate_per_minute: c.limits.effective_message_rate_per_minute(),
+        message_burst: c.limits.effective_message_burst(),
+        ping_interval: Duration::from_secs(c.realtime.ping_interval_s),
+        pong_timeout: Duration::from_secs(c.realtime.pong_timeout_s),
+        recover_limit: c.realtime.history_size,
+        access_ttl: c.auth.access_ttl_s,
+        refresh_ttl: c.auth.refresh_ttl_s,
+        drain_timeout: Duration::from_millis(c.server.drain_timeout_ms),
+    }
+}
+
+/// Maps the file configuration onto the cluster's.
+pub fn cluster_config(c: &Config) -> ClusterConfig {
+    let mut cc = ClusterConfig::new(&c.server.data_dir, c.cluster.addr);
+    cc.shards = c.cluster.shards;
+    cc.replication = c.cluster.replication;
+    cc
+}
+
+/// Starts a node from a validated configuration, with `cluster` tuning applied on top.
+pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, StartError> {
+    let mode = match (&c.cluster.join, &c.cluster.join_token) {
+        (Some(addr), Some(token)) => StartMode::Join {
+            addr: *addr,
+            token: token.clone(),
+        },
+        _ => StartMode::Bootstrap,
+    };
+    let chat_config = ChatConfig {
+        history_size: c.realtime.history_size as u64,
+        ..ChatConfig::default()
+    };
+    let chat = Chat::start(cluster, mode, chat_config).await?;
+    let state = GatewayState::new(chat.clone(), gateway_config(c)).await?;
+    let mut credentials = Credentials::default();
+    if c.cluster.join.is_none() && chat.apps()?.is_empty() {
+        let app = chat
+            .create_app(None, "Default App", serde_json::json!({}))
+            .await?;
+        let (_, key) = chat.create_api_key(&app.id, "default", Vec::new()).await?;
+        credentials.default_app = Some((app.id, key));
+    }
+    if c.server.dev {
+        credentials.dev = Some(seed::dev(&chat, &state).await?);
+    }
+    let listener = TcpListener::bind(c.server.http)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: c.server.http,
+            source,
+        })?;
+    let http = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: c.server.http,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(chatsdk_gateway::serve(
+        listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Node {
+        chat,
+        state,
+        http,
+        credentials,
+        shutdown,
+        server,
+    })
+}
+
+/// Starts a node with the cluster settings of its configuration.
+pub async fn start(c: &Config) -> Result<Node, StartError> {
+    start_with(c, cluster_config(c)).await
+}
+
+impl Node {
+    /// Drains: stops accepting, readiness 503, realtime sessions closed with 3001, in-flight
+    /// requests finish within the drain timeout; then the cluster node stops.
+    pub async fn shutdown(self) {
+        self.state.draining.cancel();
+        self.shutdown.cancel();
+        match self.server.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "http server task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.chat.shutdown().await;
+    }
+
+    /// The node's cluster join token (for `--join-token`).
+    pub fn join_token(&self) -> Option<String> {
+        self.chat.cluster().join_token().ok()
+    }
+}
