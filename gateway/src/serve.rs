@@ -48,7 +48,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let stop = state.draining.clone();
+        let stop = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let conn = http1::Builder::new()

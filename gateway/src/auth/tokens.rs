@@ -128,6 +128,14 @@ impl Tokens {
         }
     }
 
+    /// Signs arbitrary access-token claims (restricted scopes, custom lifetimes). `kind` is
+    /// forced to `access`.
+    pub fn sign_access(&self, claims: &Claims) -> String {
+        let mut c = claims.clone();
+        c.kind = Some("access".into());
+        jwt::sign(&c, &self.api_key)
+    }
+
     /// A subscription token for `channel` (for clients that fetch one).
     pub fn subscription(&self, app: &str, user: &str, channel: &str) -> String {
         let mut c = self.claims(app, user, None, "", self.access_ttl);

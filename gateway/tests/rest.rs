@@ -1,0 +1,1124 @@
+//! The REST API over real sockets, in both dialects: flows, permissions, tenant isolation and
+//! bad input.
+
+mod support;
+
+use chatsdk_gateway::auth::tokens::Claims;
+use chatsdk_gateway::GatewayConfig;
+use serde_json::{json, Value};
+use support::{assert_error, Cred, Rest, TestNode};
+
+async fn node() -> (TestNode, Rest) {
+    let node = TestNode::start(GatewayConfig {
+        admin_api_key: Some("admin-key-for-tests-0123".into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&node);
+    (node, rest)
+}
+
+async fn user(rest: &Rest, key: &str, id: &str) {
+    let r = rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(key),
+            Some(json!({"user_id": id, "name": id.to_uppercase()})),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_dialects_end_to_end() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("one").await;
+    // Server API: snake_case in and out.
+    let r = rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "name": "Alice", "custom": {"teamId": 7}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body["custom"]["teamId"], 7, "user data keeps its keys");
+    assert!(r.body["created_at"].is_string(), "{r:?}");
+    let again = rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    user(&rest, &key, "bob").await;
+    let ch = rest
+        .call("POST", "/api/channels", Cred::Key(&key), Some(json!({"user_id": "alice", "name": "general", "type": "group", "member_ids": ["bob"]})))
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    assert!(
+        ch.body.get("workspace_id").is_some() && ch.body.get("member_count").is_some(),
+        "snake_case channel: {ch:?}"
+    );
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let m = rest
+        .call("POST", "/api/messages", Cred::Key(&key), Some(json!({"channel_id": cid, "user_id": "bob", "text": "hi from the backend", "client_msg_id": "srv-1"})))
+        .await;
+    assert_eq!(m.status, 201, "{m:?}");
+    assert_eq!(m.body["seq"], 1);
+    assert_eq!(m.body["channel_id"], cid.as_str());
+
+    // Client API: camelCase, user tokens.
+    let (alice, _) = rest.login(&key, "alice").await;
+    let list = rest
+        .call("GET", "/api/channels", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(list.status, 200);
+    let mine = list.body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == cid.as_str())
+        .expect("channel listed")
+        .clone();
+    assert_eq!(mine["role"], "owner");
+    assert_eq!(mine["unreadCount"], 1);
+    let path = format!("/api/channels/{cid}/messages");
+    let first = rest
+        .call(
+            "POST",
+            &path,
+            Cred::Bearer(&alice),
+            Some(json!({"text": "hello", "clientMsgId": "c-1"})),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let retry = rest
+        .call(
+            "POST",
+            &path,
+            Cred::Bearer(&alice),
+            Some(json!({"text": "hello", "clientMsgId": "c-1"})),
+        )
+        .await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(
+        retry.body["id"], first.body["id"],
+        "a retried send returns the first message"
+    );
+    assert_eq!(retry.body["duplicate"], true);
+    let all = rest
+        .call(
+            "GET",
+            &format!("{path}?since_seq=0"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(all.body["maxSeq"], 2, "{all:?}");
+    assert_eq!(all.body["hasMore"], false);
+    let seqs: Vec<u64> = all.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+    let latest = rest
+        .call(
+            "GET",
+            &format!("{path}?limit=1"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(latest.body["messages"][0]["seq"], 2);
+    assert_eq!(latest.body["hasMore"], true);
+    let before = rest
+        .call(
+            "GET",
+            &format!("{path}?before={}", first.body["id"].as_str().unwrap()),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(before.body["messages"].as_array().unwrap().len(), 1);
+
+    // Edit and delete follow ownership and roles.
+    let mid = first.body["id"].as_str().unwrap();
+    let (bob, _) = rest.login(&key, "bob").await;
+    let edit = rest
+        .call(
+            "PATCH",
+            &format!("{path}/{mid}"),
+            Cred::Bearer(&alice),
+            Some(json!({"text": "hello, edited"})),
+        )
+        .await;
+    assert_eq!(edit.body["text"], "hello, edited", "{edit:?}");
+    assert!(edit.body["editedAt"].is_string());
+    assert_error(
+        &rest
+            .call(
+                "PATCH",
+                &format!("{path}/{mid}"),
+                Cred::Bearer(&bob),
+                Some(json!({"text": "mine now"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call("DELETE", &format!("{path}/{mid}"), Cred::Bearer(&bob), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("{path}/{mid}"),
+            Cred::Bearer(&alice),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let gone = rest
+        .call("GET", &format!("{path}/{mid}"), Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(gone.body["type"], "deleted");
+    assert_eq!(gone.body["text"], Value::Null);
+    let server_mid = m.body["id"].as_str().unwrap();
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("{path}/{server_mid}/purge"),
+            Cred::Bearer(&alice),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("{path}/{server_mid}"),
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+
+    // Read state: marking read zeroes the unread count.
+    let read = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/read"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(read.body["lastReadSeq"], 2, "{read:?}");
+    let unread = rest
+        .call(
+            "GET",
+            "/api/channels/unread-count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(unread.body["count"], 0);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_follow_membership_and_roles() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("perm").await;
+    for u in ["owner", "mod", "member", "outsider"] {
+        user(&rest, &key, u).await;
+    }
+    let (owner, _) = rest.login(&key, "owner").await;
+    let (modr, _) = rest.login(&key, "mod").await;
+    let (member, _) = rest.login(&key, "member").await;
+    let (outsider, _) = rest.login(&key, "outsider").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&owner),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["mod", "member"]})),
+        )
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    let id = ch.body["id"].as_str().unwrap().to_string();
+    let msgs = format!("/api/channels/{id}/messages");
+    assert_error(
+        &rest.call("GET", &msgs, Cred::Bearer(&outsider), None).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &msgs,
+                Cred::Bearer(&outsider),
+                Some(json!({"text": "let me in"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/channels/{id}"),
+                Cred::Bearer(&outsider),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let members = format!("/api/channels/{id}/members");
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &members,
+                Cred::Bearer(&member),
+                Some(json!({"userId": "outsider"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "PATCH",
+                &format!("/api/channels/{id}"),
+                Cred::Bearer(&member),
+                Some(json!({"name": "mine"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let promote = rest
+        .call(
+            "PATCH",
+            &format!("{members}/mod"),
+            Cred::Bearer(&owner),
+            Some(json!({"role": "moderator"})),
+        )
+        .await;
+    assert_eq!(promote.status, 200, "{promote:?}");
+    assert_error(
+        &rest
+            .call(
+                "PATCH",
+                &format!("{members}/member"),
+                Cred::Bearer(&modr),
+                Some(json!({"role": "owner"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let add = rest
+        .call(
+            "POST",
+            &members,
+            Cred::Bearer(&modr),
+            Some(json!({"userId": "outsider"})),
+        )
+        .await;
+    assert_eq!(add.body["addedCount"], 1, "{add:?}");
+    assert_eq!(
+        rest.call("GET", &msgs, Cred::Bearer(&outsider), None)
+            .await
+            .status,
+        200
+    );
+    // Leaving is always allowed; removing an equal role is not.
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("{members}/owner"),
+                Cred::Bearer(&modr),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("{members}/outsider"),
+            Cred::Bearer(&outsider),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_error(
+        &rest.call("GET", &msgs, Cred::Bearer(&outsider), None).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/channels/{id}"),
+                Cred::Bearer(&modr),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // Open channels: readable by anyone in the app, joined on first send.
+    let open = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&owner),
+            Some(json!({"type": "public", "name": "town square"})),
+        )
+        .await;
+    let oid = open.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        rest.call(
+            "GET",
+            &format!("/api/channels/{oid}/messages"),
+            Cred::Bearer(&outsider),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let sent = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{oid}/messages"),
+            Cred::Bearer(&outsider),
+            Some(json!({"text": "hi all"})),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    let me = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{oid}"),
+            Cred::Bearer(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(me.body["role"], "member", "auto-joined: {me:?}");
+
+    // A DM is fixed and a second create finds the same channel.
+    let dm = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&owner),
+            Some(json!({"type": "messaging", "memberIds": ["member"]})),
+        )
+        .await;
+    assert_eq!(dm.status, 201, "{dm:?}");
+    let dm2 = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&member),
+            Some(json!({"type": "messaging", "memberIds": ["owner"]})),
+        )
+        .await;
+    assert_eq!(dm2.status, 303);
+    assert_eq!(dm2.body["id"], dm.body["id"]);
+    let dmid = dm.body["id"].as_str().unwrap();
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{dmid}/members"),
+                Cred::Bearer(&owner),
+                Some(json!({"userId": "mod"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // Users cannot grant themselves admin.
+    let me = rest
+        .call(
+            "PATCH",
+            "/api/users/me",
+            Cred::Bearer(&member),
+            Some(json!({"custom": {"is_admin": true}, "role": "admin"})),
+        )
+        .await;
+    assert_eq!(me.status, 200);
+    assert!(node
+        .chat
+        .user(&_app, "member")
+        .unwrap()
+        .unwrap()
+        .role
+        .is_none());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_or_token_of_one_app_reaches_another() {
+    let (node, rest) = node().await;
+    let (_a, key_a) = node.app("a").await;
+    let (app_b, key_b) = node.app("b").await;
+    user(&rest, &key_a, "eve").await;
+    user(&rest, &key_b, "bob").await;
+    user(&rest, &key_b, "carol").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "bob", "name": "secret", "member_ids": ["carol"]})),
+        )
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let m = rest
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&key_b),
+            Some(json!({"channel_id": cid, "user_id": "bob", "text": "b only"})),
+        )
+        .await;
+    let mid = m.body["id"].as_str().unwrap().to_string();
+    let (eve, _) = rest.login(&key_a, "eve").await;
+    let (bob, _) = rest.login(&key_b, "bob").await;
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/api/channels/{cid}"), None),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}"),
+            Some(json!({"name": "pwned"})),
+        ),
+        ("DELETE", format!("/api/channels/{cid}"), None),
+        ("GET", format!("/api/channels/{cid}/members"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/members"),
+            Some(json!({"userId": "eve", "user_id": "eve"})),
+        ),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}/members/carol"),
+            Some(json!({"role": "owner"})),
+        ),
+        ("DELETE", format!("/api/channels/{cid}/members/carol"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/typing"),
+            Some(json!({"typing": true, "user_id": "eve"})),
+        ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/read"),
+            Some(json!({"user_id": "eve"})),
+        ),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}/star"),
+            Some(json!({"starred": true, "user_id": "eve"})),
+        ),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}/mute"),
+            Some(json!({"muted": true, "user_id": "eve"})),
+        ),
+        ("GET", format!("/api/channels/{cid}/messages"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages"),
+            Some(json!({"text": "x", "user_id": "eve"})),
+        ),
+        ("GET", format!("/api/channels/{cid}/messages/{mid}"), None),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}/messages/{mid}"),
+            Some(json!({"text": "x"})),
+        ),
+        (
+            "DELETE",
+            format!("/api/channels/{cid}/messages/{mid}"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/api/channels/{cid}/messages/{mid}/purge"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/channels/{cid}/messages/{mid}/thread"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages/{mid}/thread"),
+            Some(json!({"text": "x", "user_id": "eve"})),
+        ),
+        (
+            "POST",
+            "/api/messages".to_string(),
+            Some(json!({"channel_id": cid, "user_id": "eve", "text": "x"})),
+        ),
+        ("GET", "/api/users/bob".to_string(), None),
+        ("DELETE", "/api/users/bob".to_string(), None),
+        ("POST", "/api/users/bob/revoke-tokens".to_string(), None),
+        (
+            "POST",
+            "/api/realtime/subscription-token".to_string(),
+            Some(json!({"channel": format!("chat:{app_b}:{cid}"), "user_id": "eve"})),
+        ),
+    ];
+    for (method, path, body) in &routes {
+        for cred in [
+            Cred::Key(&key_a),
+            Cred::Bearer(&eve),
+            Cred::Both(&bob, &key_a),
+        ] {
+            let label = match cred {
+                Cred::Key(_) => "A's key",
+                Cred::Bearer(_) => "A's user",
+                _ => "B's user with A's key",
+            };
+            let r = rest.call(method, path, cred, body.clone()).await;
+            assert!(
+                matches!(r.status, 400 | 403 | 404),
+                "{label}: {method} {path} answered {} {:?}",
+                r.status,
+                r.body
+            );
+        }
+    }
+    // B's data is intact.
+    let (carol, _) = rest.login(&key_b, "carol").await;
+    let msgs = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}/messages"),
+            Cred::Bearer(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(
+        msgs.body["messages"].as_array().unwrap().len(),
+        1,
+        "{msgs:?}"
+    );
+    assert_eq!(msgs.body["messages"][0]["text"], "b only");
+    let chan = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}"),
+            Cred::Bearer(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(chan.body["name"], "secret");
+    assert_eq!(chan.body["memberCount"], 2);
+    // An upsert with A's key makes A's own user, never touches B's.
+    let before = node.chat.user(&app_b, "bob").unwrap().unwrap();
+    assert_eq!(
+        rest.call(
+            "PUT",
+            "/api/users/bob",
+            Cred::Key(&key_a),
+            Some(json!({"name": "pwned"}))
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(node.chat.user(&app_b, "bob").unwrap().unwrap(), before);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_documented_error() {
+    let node = TestNode::start(GatewayConfig {
+        body_limit: 4096,
+        message_rate_per_minute: 60,
+        message_burst: 3,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&node);
+    let (app, key) = node.app("bad").await;
+    user(&rest, &key, "u").await;
+    let (tok, _) = rest.login(&key, "u").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&tok),
+            Some(json!({"type": "group", "name": "x"})),
+        )
+        .await;
+    let path = format!("/api/channels/{}/messages", ch.body["id"].as_str().unwrap());
+    let auth = format!("Bearer {tok}");
+    let json_ct = ("content-type", "application/json");
+    assert_error(
+        &rest
+            .raw(
+                "POST",
+                &path,
+                &[("authorization", &auth), json_ct],
+                b"{\"text\": ".to_vec(),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .raw(
+                "POST",
+                &path,
+                &[("authorization", &auth), json_ct],
+                b"{\"text\": \"\xff\xfe\"}".to_vec(),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .raw(
+                "POST",
+                &path,
+                &[("authorization", &auth), json_ct],
+                b"[1,2]".to_vec(),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .raw(
+                "POST",
+                &path,
+                &[("authorization", &auth), json_ct],
+                vec![b' '; 5000],
+            )
+            .await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    );
+    assert_error(
+        &rest
+            .call("POST", &path, Cred::Bearer(&tok), Some(json!({"text": 5})))
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call("POST", &path, Cred::Bearer(&tok), Some(json!({"text": ""})))
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &path,
+                Cred::Bearer(&tok),
+                Some(json!({"text": "x", "clientMsgId": "c".repeat(65)})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("{path}?limit=lots"),
+                Cred::Bearer(&tok),
+                None,
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call("GET", "/api/nothing/here", Cred::Bearer(&tok), None)
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &rest.call("GET", &path, Cred::None, None).await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &rest
+            .call("GET", &path, Cred::Key("chatsdk_forged"), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let forged = format!("{}x", &tok[..tok.len() - 1]);
+    assert_error(
+        &rest.call("GET", &path, Cred::Bearer(&forged), None).await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &rest
+            .call("GET", &path, Cred::Bearer("not.a.jwt"), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let now = chatsdk_actors::time::now_ms() / 1000;
+    let expired = node.state.tokens.sign_access(&Claims {
+        sub: format!("{app}:u"),
+        user_id: "u".into(),
+        app_id: app.clone(),
+        iat: now - 3600,
+        iat_ms: (now - 3600) * 1000,
+        exp: now - 600,
+        ..Claims::default()
+    });
+    assert_error(
+        &rest.call("GET", &path, Cred::Bearer(&expired), None).await,
+        401,
+        "TOKEN_EXPIRED",
+    );
+    // A restricted token only does what its scopes say.
+    let read_only = node.state.tokens.sign_access(&Claims {
+        sub: format!("{app}:u"),
+        user_id: "u".into(),
+        app_id: app.clone(),
+        iat: now,
+        iat_ms: now * 1000,
+        exp: now + 600,
+        scopes: Some(vec!["chat:read".into()]),
+        ..Claims::default()
+    });
+    assert_eq!(
+        rest.call("GET", &path, Cred::Bearer(&read_only), None)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &path,
+                Cred::Bearer(&read_only),
+                Some(json!({"text": "x"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // Rate limit: a burst of 3, then 429 with Retry-After (a fresh user: the refused sends
+    // above counted against the first one).
+    let (sender, _) = rest.login(&key, "sender").await;
+    let open = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&sender),
+            Some(json!({"type": "group", "name": "y"})),
+        )
+        .await;
+    let path = format!(
+        "/api/channels/{}/messages",
+        open.body["id"].as_str().unwrap()
+    );
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(
+            rest.call(
+                "POST",
+                &path,
+                Cred::Bearer(&sender),
+                Some(json!({"text": format!("m{i}")})),
+            )
+            .await,
+        );
+    }
+    assert!(
+        statuses[..3].iter().all(|r| r.status == 201),
+        "{statuses:?}"
+    );
+    assert_error(&statuses[3], 429, "RATE_LIMITED");
+    assert!(statuses[3].headers.contains_key("retry-after"));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_refresh_validate_revoke_and_keys() {
+    let (node, rest) = node().await;
+    let (app, key) = node.app("tok").await;
+    let r = rest
+        .call(
+            "POST",
+            "/tokens",
+            Cred::Key(&key),
+            Some(json!({"userId": "t1", "name": "Tee"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let access = r.body["token"].as_str().unwrap().to_string();
+    let refresh = r.body["refreshToken"].as_str().unwrap().to_string();
+    assert_eq!(r.body["expiresIn"], 900);
+    let v = rest
+        .call("GET", "/tokens/validate", Cred::Bearer(&access), None)
+        .await;
+    assert_eq!(v.body["payload"]["userId"], "t1");
+    assert_eq!(v.body["payload"]["appId"], app.as_str());
+    assert_error(
+        &rest
+            .call("GET", "/tokens/validate", Cred::Bearer(&refresh), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let rr = rest
+        .call("POST", "/api/auth/refresh", Cred::Bearer(&refresh), None)
+        .await;
+    assert_eq!(rr.status, 200, "{rr:?}");
+    let fresh = rr.body["token"].as_str().unwrap().to_string();
+    assert!(rr.body["_internal"]["wsToken"].is_string());
+    assert_eq!(
+        rest.call("GET", "/api/users/me", Cred::Bearer(&fresh), None)
+            .await
+            .body["name"],
+        "Tee"
+    );
+    let c = rest
+        .call(
+            "POST",
+            "/api/auth/connect",
+            Cred::Key(&key),
+            Some(json!({"userId": "t2", "displayName": "Two"})),
+        )
+        .await;
+    assert_eq!(c.body["user"]["displayName"], "Two", "{c:?}");
+    assert!(c.body["_internal"]["wsToken"].is_string());
+
+    // Revocation bites immediately; deletion anonymises.
+    assert_eq!(
+        rest.call("POST", "/api/users/t1/revoke-tokens", Cred::Key(&key), None)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call("GET", "/api/users/me", Cred::Bearer(&fresh), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let (again, _) = rest.login(&key, "t1").await;
+    assert_eq!(
+        rest.call("GET", "/api/users/me", Cred::Bearer(&again), None)
+            .await
+            .status,
+        200
+    );
+    let del = rest
+        .call("DELETE", "/api/users/t1", Cred::Key(&key), None)
+        .await;
+    assert_eq!(del.body["anonymized_user_id"], "t1", "{del:?}");
+    assert_error(
+        &rest
+            .call("GET", "/api/users/me", Cred::Bearer(&again), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert!(node
+        .chat
+        .user_record(&app, "t1")
+        .unwrap()
+        .unwrap()
+        .name
+        .starts_with("Deleted user "));
+
+    // Server keys: admin key, same-app key, or nothing outside dev mode.
+    let admin = "admin-key-for-tests-0123";
+    let created = rest
+        .call(
+            "POST",
+            "/admin/apps",
+            Cred::Bearer(admin),
+            Some(json!({"name": "made by admin"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let new_key = created.body["apiKey"].as_str().unwrap();
+    assert_eq!(
+        rest.call(
+            "POST",
+            "/api/users",
+            Cred::Key(new_key),
+            Some(json!({"user_id": "z"}))
+        )
+        .await
+        .status,
+        201
+    );
+    let listed = rest
+        .call("GET", "/admin/apps", Cred::Bearer(admin), None)
+        .await;
+    assert_eq!(listed.body["total"], 2, "{listed:?}");
+    assert_error(
+        &rest
+            .call("GET", "/admin/apps", Cred::Bearer("wrong"), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let k = rest
+        .call(
+            "POST",
+            "/api/auth/api-keys",
+            Cred::Key(&key),
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    assert_eq!(k.status, 201, "{k:?}");
+    assert_eq!(k.body["app_id"], app.as_str());
+    assert_eq!(
+        rest.call(
+            "GET",
+            "/api/users/t2",
+            Cred::Key(k.body["api_key"].as_str().unwrap()),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/auth/api-keys",
+                Cred::None,
+                Some(json!({"name": "x", "app_id": app})),
+            )
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_creates_keys_without_credentials_and_health_reports_drain() {
+    let node = TestNode::start(GatewayConfig {
+        dev: true,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&node);
+    let k = rest
+        .call(
+            "POST",
+            "/api/auth/api-keys",
+            Cred::None,
+            Some(json!({"name": "dev", "app_id": "my-app"})),
+        )
+        .await;
+    assert_eq!(k.status, 201, "{k:?}");
+    assert_eq!(
+        rest.call(
+            "POST",
+            "/api/users",
+            Cred::Key(k.body["api_key"].as_str().unwrap()),
+            Some(json!({"user_id": "d"}))
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        rest.call("GET", "/health", Cred::None, None).await.body["status"],
+        "ok"
+    );
+    assert_eq!(
+        rest.call("GET", "/live", Cred::None, None).await.body["alive"],
+        true
+    );
+    assert_eq!(
+        rest.call("GET", "/ready", Cred::None, None).await.status,
+        200
+    );
+    node.state.draining.cancel();
+    let ready = rest.call("GET", "/ready", Cred::None, None).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start(GatewayConfig {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    // The server closes the connection (possibly after a 408) instead of waiting forever.
+    let read = tokio::time::timeout(support::WAIT, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(read, Ok(true), "connection was not closed");
+    node.stop().await;
+}
