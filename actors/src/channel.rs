@@ -162,7 +162,9 @@ impl Actor for ChannelActor {
     ) -> Result<ChannelState, ActorProcessingErr> {
         // Applied up to everything committed before we start: our view of the head is current.
         let reader = StreamReader::new(args.env.cluster.linearizable_reader(args.group).await?);
-        let head = reader.head(&args.stream)?.unwrap_or_default();
+        let head = reader
+            .head(&args.stream)?
+            .unwrap_or_else(|| crate::stream::empty_head(&args.stream));
         let recent: VecDeque<StreamEvent> =
             reader.latest_events(&args.stream, RECENT_WINDOW)?.into();
         myself.send_interval(TICK, || ChannelMsg::Tick);
@@ -433,7 +435,10 @@ impl ChannelState {
                     }
                     Some(_) => return Err(ChatError::Conflict("unrecoverable position".into())),
                     None if reverse => {
-                        let from = self.emitted.saturating_sub(limit as u64).max(first).max(1);
+                        let from = (self.emitted + 1)
+                            .saturating_sub(limit as u64)
+                            .max(first)
+                            .max(1);
                         self.events_from(from, limit)?
                     }
                     None => self.events_from(first.max(1), limit)?,

@@ -131,20 +131,24 @@ fn append(
     event
 }
 
-fn load_head(
-    ctx: &ApplyContext,
-    kv: &KvBatch<'_>,
-    sk: &StreamKeys<'_>,
-) -> Result<StreamHead, StoreError> {
-    Ok(
-        get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| StreamHead {
-            // Derived from the log position, so every replica names the incarnation alike.
-            epoch: format!("{:x}{:x}{:x}", ctx.term, ctx.index, ctx.position),
-            offset: 0,
-            seq: 0,
-            first_retained: 1,
-        }),
-    )
+/// The epoch of a stream that has never been written: derived from its name, so it is known
+/// (and the same on every node) before the first event exists.
+pub fn initial_epoch(stream: &str) -> String {
+    crate::hash_hex(stream.as_bytes())[..12].to_string()
+}
+
+/// An empty stream's head.
+pub fn empty_head(stream: &str) -> StreamHead {
+    StreamHead {
+        epoch: initial_epoch(stream),
+        offset: 0,
+        seq: 0,
+        first_retained: 1,
+    }
+}
+
+fn load_head(kv: &KvBatch<'_>, sk: &StreamKeys<'_>) -> Result<StreamHead, StoreError> {
+    Ok(get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| empty_head(sk.0)))
 }
 
 fn find_message(
@@ -167,7 +171,7 @@ fn apply(
     command: StreamCommand,
 ) -> Result<StreamReply, StoreError> {
     let sk = StreamKeys(&command.stream);
-    let mut head = load_head(ctx, kv, &sk)?;
+    let mut head = load_head(kv, &sk)?;
     let retain = command.retain;
     let reply = match command.op {
         StreamOp::Send { mut message } => {
@@ -319,6 +323,11 @@ fn apply(
             for (k, _) in kv.scan_prefix(&sk.all())? {
                 kv.delete(&k);
             }
+            // The head stays, with a new epoch: offsets never go back, and a client holding a
+            // position of the dropped history is told it cannot recover.
+            head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);
+            head.first_retained = head.offset + 1;
+            put(kv, &sk.head(), &head);
             return Ok(StreamReply::Done);
         }
     };

@@ -253,6 +253,14 @@ impl WsClient {
             .expect("frame sent");
     }
 
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.ws
+            .send(Message::Binary(data.to_vec().into()))
+            .await
+            .expect("frame sent");
+    }
+
     /// Sends `{"id": n, method: params}` and returns `n`.
     pub async fn send(&mut self, method: &str, params: Value) -> u32 {
         self.next_id += 1;

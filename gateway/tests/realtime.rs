@@ -1,0 +1,546 @@
+//! The Centrifugo-protocol WebSocket over real sockets: connect, subscribe, live delivery,
+//! recovery of every durable event, history, presence, typing, RPC, and protocol errors.
+
+mod support;
+
+use chatsdk_gateway::GatewayConfig;
+use serde_json::{json, Value};
+use support::{Cred, Rest, TestNode, WsClient};
+
+struct World {
+    node: TestNode,
+    rest: Rest,
+    app: String,
+    key: String,
+    channel: String,
+}
+
+impl World {
+    async fn new(config: GatewayConfig) -> World {
+        let node = TestNode::start(config).await;
+        let rest = Rest::new(&node);
+        let (app, key) = node.app("rt").await;
+        for u in ["alice", "bob", "carol", "mallory"] {
+            rest.call(
+                "POST",
+                "/api/users",
+                Cred::Key(&key),
+                Some(json!({"user_id": u, "name": u})),
+            )
+            .await;
+        }
+        let ch = rest
+            .call("POST", "/api/channels", Cred::Key(&key), Some(json!({"user_id": "alice", "type": "group", "name": "room", "member_ids": ["bob"]})))
+            .await;
+        let channel = ch.body["id"].as_str().unwrap().to_string();
+        World {
+            node,
+            rest,
+            app,
+            key,
+            channel,
+        }
+    }
+
+    fn chan(&self) -> String {
+        format!("chat:{}:{}", self.app, self.channel)
+    }
+
+    async fn ws_token(&self, user: &str) -> String {
+        self.rest.login(&self.key, user).await.1
+    }
+
+    async fn client(&self, user: &str) -> WsClient {
+        let mut c = WsClient::open(&self.node.ws_url()).await;
+        c.connect(&self.ws_token(user).await).await;
+        c
+    }
+
+    async fn send(&self, user: &str, text: &str) -> Value {
+        let r = self
+            .rest
+            .call(
+                "POST",
+                "/api/messages",
+                Cred::Key(&self.key),
+                Some(json!({"channel_id": self.channel, "user_id": user, "text": text})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body
+    }
+}
+
+fn kinds(pubs: &[Value]) -> Vec<String> {
+    pubs.iter()
+        .map(|p| p["data"]["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn offsets(pubs: &[Value]) -> Vec<u64> {
+    pubs.iter()
+        .map(|p| p["offset"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_delivery_then_recovery_of_exactly_the_missed_events() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recoverable": true}),
+        )
+        .await;
+    let res = &sub["subscribe"];
+    assert_eq!(res["recoverable"], true, "{sub:?}");
+    let epoch = res["epoch"].as_str().unwrap_or_default().to_string();
+    let start = res["offset"].as_u64().unwrap_or(0);
+
+    w.send("alice", "one").await;
+    w.send("alice", "two").await;
+    let mut live = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut live, 2).await;
+    assert_eq!(kinds(&live), vec!["message.new", "message.new"]);
+    assert_eq!(live[0]["data"]["payload"]["message"]["text"], "one");
+    assert_eq!(offsets(&live), vec![start + 1, start + 2]);
+    let epoch = if epoch.is_empty() {
+        String::new()
+    } else {
+        epoch
+    };
+    let last = start + 2;
+    bob.close().await;
+
+    // While bob is away: a message, an edit, a delete, a member joining, a read.
+    let m = w.send("alice", "three").await;
+    let mid = m["id"].as_str().unwrap();
+    let (alice, _) = w.rest.login(&w.key, "alice").await;
+    let base = format!("/api/channels/{}/messages/{mid}", w.channel);
+    assert_eq!(
+        w.rest
+            .call(
+                "PATCH",
+                &base,
+                Cred::Bearer(&alice),
+                Some(json!({"text": "three!"}))
+            )
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        w.rest
+            .call("DELETE", &base, Cred::Bearer(&alice), None)
+            .await
+            .status,
+        200
+    );
+    let add = w
+        .rest
+        .call(
+            "POST",
+            &format!("/api/channels/{}/members", w.channel),
+            Cred::Bearer(&alice),
+            Some(json!({"userId": "carol"})),
+        )
+        .await;
+    assert_eq!(add.status, 200, "{add:?}");
+    assert_eq!(
+        w.rest
+            .call(
+                "POST",
+                &format!("/api/channels/{}/read", w.channel),
+                Cred::Bearer(&alice),
+                None
+            )
+            .await
+            .status,
+        200
+    );
+
+    let mut bob = w.client("bob").await;
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": epoch, "offset": last}),
+        )
+        .await;
+    let res = &sub["subscribe"];
+    assert_eq!(res["recovered"], true, "{sub:?}");
+    assert_eq!(res["was_recovering"], true);
+    let missed = res["publications"].as_array().unwrap().clone();
+    assert_eq!(
+        kinds(&missed),
+        vec![
+            "message.new",
+            "message.updated",
+            "message.deleted",
+            "channel.member_joined",
+            "read.updated"
+        ]
+    );
+    assert_eq!(offsets(&missed), (last + 1..=last + 5).collect::<Vec<_>>());
+    assert_eq!(res["offset"], last + 5);
+    // And live again, continuing the sequence.
+    w.send("alice", "four").await;
+    let mut after = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut after, 1).await;
+    assert_eq!(offsets(&after), vec![last + 6]);
+
+    // A position from another epoch, or too old, is reported as not recovered.
+    let mut carol = w.client("carol").await;
+    let sub = carol
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": "not-this-one", "offset": 1}),
+        )
+        .await;
+    assert_eq!(sub["subscribe"]["recovered"], false, "{sub:?}");
+    assert!(sub["subscribe"]["publications"]
+        .as_array()
+        .is_none_or(|p| p.is_empty()));
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_older_than_the_window_cannot_be_recovered() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    let sub = bob.call("subscribe", json!({"channel": w.chan()})).await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    bob.close().await;
+    // The test node retains 100 events per stream.
+    for i in 0..105 {
+        w.send("alice", &format!("m{i}")).await;
+    }
+    let mut bob = w.client("bob").await;
+    let head = bob
+        .call("history", json!({"channel": w.chan(), "limit": 0}))
+        .await;
+    let epoch = if epoch.is_empty() {
+        head["history"]["epoch"].as_str().unwrap().to_string()
+    } else {
+        epoch
+    };
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": epoch, "offset": 1}),
+        )
+        .await;
+    assert_eq!(sub["subscribe"]["recovered"], false, "{sub:?}");
+    assert_eq!(sub["subscribe"]["offset"], 105);
+    let within = bob.call("unsubscribe", json!({"channel": w.chan()})).await;
+    assert!(within["unsubscribe"].is_object());
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": epoch, "offset": 100}),
+        )
+        .await;
+    assert_eq!(sub["subscribe"]["recovered"], true, "{sub:?}");
+    assert_eq!(
+        sub["subscribe"]["publications"].as_array().unwrap().len(),
+        5
+    );
+    let hist = bob
+        .call(
+            "history",
+            json!({"channel": w.chan(), "limit": 3, "reverse": true}),
+        )
+        .await;
+    assert_eq!(
+        offsets(hist["history"]["publications"].as_array().unwrap()),
+        vec![105, 104, 103],
+        "{hist:?}"
+    );
+    let old = bob
+        .call(
+            "history",
+            json!({"channel": w.chan(), "limit": 3, "since": {"offset": 1, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(old["error"]["code"], 112, "{old:?}");
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_authorised_by_membership() {
+    let w = World::new(GatewayConfig {
+        max_subscriptions: 3,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut mallory = w.client("mallory").await;
+    let r = mallory
+        .call("subscribe", json!({"channel": w.chan()}))
+        .await;
+    assert_eq!(r["error"]["code"], 103, "non-member: {r:?}");
+    let r = mallory
+        .call(
+            "subscribe",
+            json!({"channel": format!("user:{}:alice", w.app)}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 103, "another user's channel: {r:?}");
+    let r = mallory
+        .call(
+            "subscribe",
+            json!({"channel": format!("chat:other-app:{}", w.channel)}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 103, "another app: {r:?}");
+    let r = mallory
+        .call(
+            "subscribe",
+            json!({"channel": format!("chat:{}:no-such-channel", w.app)}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 102, "unknown channel: {r:?}");
+    let r = mallory
+        .call("subscribe", json!({"channel": "nonsense"}))
+        .await;
+    assert_eq!(r["error"]["code"], 102, "malformed name: {r:?}");
+    let r = mallory
+        .call("subscribe", json!({"channel": format!("app:{}", w.app)}))
+        .await;
+    assert_eq!(r["error"]["code"], 102, "{r:?}");
+    let own = format!("user:{}:mallory", w.app);
+    assert!(mallory.call("subscribe", json!({"channel": own})).await["subscribe"].is_object());
+    let r = mallory.call("subscribe", json!({"channel": own})).await;
+    assert_eq!(r["error"]["code"], 105, "already subscribed: {r:?}");
+
+    // A member may also present a subscription token minted over REST; a token for another
+    // channel is refused.
+    let (bob_access, bob_ws) = w.rest.login(&w.key, "bob").await;
+    let t = w
+        .rest
+        .call(
+            "POST",
+            "/api/realtime/subscription-token",
+            Cred::Bearer(&bob_access),
+            Some(json!({"channel": w.chan()})),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{t:?}");
+    let token = t.body["token"].as_str().unwrap();
+    let mut bob = WsClient::open(&w.node.ws_url()).await;
+    bob.connect(&bob_ws).await;
+    assert!(bob
+        .call("subscribe", json!({"channel": w.chan(), "token": token}))
+        .await["subscribe"]
+        .is_object());
+    let r = bob
+        .call(
+            "subscribe",
+            json!({"channel": format!("user:{}:bob", w.app), "token": token}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 103, "{r:?}");
+    let denied = w
+        .rest
+        .call(
+            "POST",
+            "/api/realtime/subscription-token",
+            Cred::Bearer(&w.rest.login(&w.key, "mallory").await.0),
+            Some(json!({"channel": w.chan()})),
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    // The subscription cap.
+    assert!(bob
+        .call(
+            "subscribe",
+            json!({"channel": format!("user:{}:bob", w.app)})
+        )
+        .await["subscribe"]
+        .is_object());
+    let ch2 = w
+        .rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&w.key),
+            Some(json!({"user_id": "bob", "type": "group", "name": "b2"})),
+        )
+        .await;
+    let ch3 = w
+        .rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&w.key),
+            Some(json!({"user_id": "bob", "type": "group", "name": "b3"})),
+        )
+        .await;
+    assert!(bob
+        .call(
+            "subscribe",
+            json!({"channel": format!("chat:{}:{}", w.app, ch2.body["id"].as_str().unwrap())})
+        )
+        .await["subscribe"]
+        .is_object());
+    let r = bob
+        .call(
+            "subscribe",
+            json!({"channel": format!("chat:{}:{}", w.app, ch3.body["id"].as_str().unwrap())}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], 106, "{r:?}");
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_publish_presence_and_user_channel() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut alice = w.client("alice").await;
+    let mut bob = w.client("bob").await;
+    let bob_user = format!("user:{}:bob", w.app);
+    assert!(bob.call("subscribe", json!({"channel": bob_user})).await["subscribe"].is_object());
+    for c in [&mut alice, &mut bob] {
+        assert!(c.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    }
+    // A message sent over the socket, with idempotency.
+    let sent = alice.call("rpc", json!({"method": "message.send", "data": {"channelId": w.channel, "text": "over ws", "clientMsgId": "ws-1"}})).await;
+    assert_eq!(sent["rpc"]["data"]["text"], "over ws", "{sent:?}");
+    let again = alice.call("rpc", json!({"method": "message.send", "data": {"channelId": w.channel, "text": "over ws", "clientMsgId": "ws-1"}})).await;
+    assert_eq!(again["rpc"]["data"]["id"], sent["rpc"]["data"]["id"]);
+    assert_eq!(again["rpc"]["data"]["duplicate"], true);
+    let mut got = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut got, 1).await;
+    assert_eq!(got[0]["data"]["payload"]["message"]["text"], "over ws");
+    // Typing: ephemeral, no offset; other data may not be published.
+    let p = alice
+        .call(
+            "publish",
+            json!({"channel": w.chan(), "data": {"type": "typing.start"}}),
+        )
+        .await;
+    assert!(p["publish"].is_object(), "{p:?}");
+    let typing = bob
+        .wait_for("typing", |v| {
+            v["push"]["pub"]["data"]["type"] == "typing.start"
+        })
+        .await;
+    assert!(typing["push"]["pub"].get("offset").is_none(), "{typing:?}");
+    assert_eq!(
+        typing["push"]["pub"]["data"]["payload"]["user"]["id"],
+        "alice"
+    );
+    let p = alice
+        .call(
+            "publish",
+            json!({"channel": w.chan(), "data": {"type": "message.new", "text": "forged"}}),
+        )
+        .await;
+    assert_eq!(p["error"]["code"], 103, "{p:?}");
+    // Presence.
+    let pr = bob.call("presence", json!({"channel": w.chan()})).await;
+    assert_eq!(
+        pr["presence"]["presence"].as_object().unwrap().len(),
+        2,
+        "{pr:?}"
+    );
+    let st = bob
+        .call("presence_stats", json!({"channel": w.chan()}))
+        .await;
+    assert_eq!(st["presence_stats"]["num_users"], 2);
+    // Unknown methods.
+    let r = bob.call("rpc", json!({"method": "nope", "data": {}})).await;
+    assert_eq!(r["error"]["code"], 104);
+    bob.send_raw(r#"{"id": 77, "fly": {}}"#).await;
+    assert_eq!(bob.reply(77).await["error"]["code"], 104);
+    // The user channel gets membership events.
+    let ch = w
+        .rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&w.key),
+            Some(
+                json!({"user_id": "alice", "type": "group", "name": "new", "member_ids": ["bob"]}),
+            ),
+        )
+        .await;
+    assert_eq!(ch.status, 201);
+    let created = bob
+        .wait_for("channel.created", |v| {
+            v["push"]["channel"] == bob_user.as_str()
+                && v["push"]["pub"]["data"]["type"] == "channel.created"
+        })
+        .await;
+    assert_eq!(
+        created["push"]["pub"]["data"]["payload"]["channel"]["id"],
+        ch.body["id"]
+    );
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_with_their_codes() {
+    let w = World::new(GatewayConfig {
+        ws_message_bytes: 4096,
+        ws_frame_bytes: 4096,
+        ..GatewayConfig::default()
+    })
+    .await;
+    // A command before connect.
+    let mut c = WsClient::open(&w.node.ws_url()).await;
+    c.send("subscribe", json!({"channel": w.chan()})).await;
+    assert_eq!(c.wait_close().await, 3501);
+    // Malformed JSON.
+    let mut c = WsClient::open(&w.node.ws_url()).await;
+    c.send_raw("{not json").await;
+    assert_eq!(c.wait_close().await, 3501);
+    // A forged token.
+    let mut c = WsClient::open(&w.node.ws_url()).await;
+    c.send("connect", json!({"token": "eyJhbGciOiJIUzI1NiJ9.e30.AAAA"}))
+        .await;
+    assert_eq!(c.wait_close().await, 3500);
+    // An oversized message.
+    let mut c = w.client("bob").await;
+    c.send_raw(&format!(
+        r#"{{"id": 1, "rpc": {{"method": "x", "data": "{}"}}}}"#,
+        "x".repeat(10_000)
+    ))
+    .await;
+    let code = c.wait_close().await;
+    assert!(
+        code == 1009 || code == 3501 || code == 1006,
+        "oversized frame closed with {code}"
+    );
+    // An empty frame is no command; binary (protobuf) frames are refused.
+    let mut c = w.client("bob").await;
+    c.send_raw("").await;
+    let r = c.call("presence_stats", json!({"channel": w.chan()})).await;
+    assert!(r["presence_stats"].is_object());
+    c.send_binary(&[0x0a, 0x01]).await;
+    assert_eq!(c.wait_close().await, 3501);
+    // Revoking the user closes their connection with "force disconnect".
+    let mut bob = w.client("bob").await;
+    assert!(bob.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    assert_eq!(
+        w.rest
+            .call(
+                "POST",
+                "/api/users/bob/revoke-tokens",
+                Cred::Key(&w.key),
+                None
+            )
+            .await
+            .status,
+        200
+    );
+    assert_eq!(bob.wait_close().await, 3503);
+    // Draining closes sessions with 3001.
+    let mut alice = w.client("alice").await;
+    assert!(alice.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    w.node.state.draining.cancel();
+    assert_eq!(alice.wait_close().await, 3001);
+    w.node.stop().await;
+}
