@@ -271,8 +271,9 @@ impl WsClient {
         id
     }
 
-    /// Reads one frame into the inbox; false once the connection is closed.
-    async fn pump(&mut self, deadline: Instant) -> bool {
+    /// Reads one frame into the inbox (waiting until `deadline` at most); false once the
+    /// connection is closed.
+    pub async fn pump(&mut self, deadline: Instant) -> bool {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
