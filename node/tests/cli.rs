@@ -1,0 +1,222 @@
+//! The `chatsdk` binary as a user runs it: `serve --dev` prints working credentials, serves,
+//! drains on SIGTERM and restarts from its data directory; bad configuration is refused before
+//! any port is bound.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("CHATSDK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chatsdk starts");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Server {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads output until a line containing `needle`.
+    fn until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn base(&mut self) -> String {
+        let line = self.until("listening on ");
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string()
+    }
+
+    fn value_after(&self, prefix: &str) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> Vec<String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(l);
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--dev"]);
+    let base = server.base();
+    server.until("join token");
+    let token = server.value_after("token for user-1:");
+    let key = server.value_after("server API key:");
+    assert!(
+        server
+            .seen
+            .iter()
+            .any(|l| l.starts_with("server API key (shown once):")),
+        "{:#?}",
+        server.seen
+    );
+    let demo = "00000000-0000-0000-0000-000000000002";
+    let health = http().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let sent = http()
+        .post(format!("{base}/api/channels/{demo}/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"text": "hello from the readme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let users = http()
+        .get(format!("{base}/api/users/user-2"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    let users: serde_json::Value = users.json().await.unwrap();
+    assert_eq!(users["name"], "Bob");
+    let out = server.terminate();
+    assert!(out.iter().any(|l| l.contains("draining")), "{out:#?}");
+
+    // A restart keeps everything and creates no second default app.
+    let mut again = Server::start(dir.path(), &[]);
+    let base = again.base();
+    again.until("join token");
+    assert!(
+        !again.seen.iter().any(|l| l.contains("shown once")),
+        "{:#?}",
+        again.seen
+    );
+    let listed = http()
+        .get(format!(
+            "{base}/api/channels/{demo}/messages?user_id=user-1"
+        ))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    let listed: serde_json::Value = listed.json().await.unwrap();
+    assert_eq!(
+        listed["messages"][0]["text"], "hello from the readme",
+        "{listed}"
+    );
+    again.terminate();
+}
+
+#[test]
+fn bad_configuration_is_refused_before_any_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chatsdk.toml");
+    std::fs::write(&file, "[server]\nhtttp = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("htttp"), "{err}");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CHATSDK_LIMITS__BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CHATSDK_LIMITS__BODY_BYTES"));
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CHATSDK_LIMITS__WS_FRAME_BYTES", "999999")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws_frame_bytes"));
+    assert!(
+        !dir.path().join("db").exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "nothing was started"
+    );
+    let printed = Command::new(BIN)
+        .args(["config", "print"])
+        .env("CHATSDK_SERVER__HTTP", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("[server]") && text.contains("127.0.0.1:9999") && text.contains("[limits]"),
+        "{text}"
+    );
+    let version = Command::new(BIN).arg("version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("chatsdk "));
+}
