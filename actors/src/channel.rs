@@ -18,7 +18,7 @@ use bytes::Bytes;
 use chatsdk_cluster::{ClusterNode, GroupId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
@@ -32,6 +32,11 @@ const IDEMPOTENCY_WINDOW: usize = 1024;
 /// Requests queued or in flight per channel actor; more are refused as unavailable (ractor
 /// mailboxes are unbounded, so the bound is taken before a message is sent).
 const MAX_QUEUED: usize = 8192;
+/// Events a starting actor emits again: a previous leader may have committed them without
+/// delivering them (subscribers drop what they already have).
+const RE_EMIT_ON_START: u64 = 32;
+/// How long starting an actor (a read barrier on its shard) may take.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often an actor checks whether it has been idle.
 const TICK: Duration = Duration::from_secs(15);
 
@@ -165,8 +170,15 @@ impl Actor for ChannelActor {
         let head = reader
             .head(&args.stream)?
             .unwrap_or_else(|| crate::stream::empty_head(&args.stream));
-        let recent: VecDeque<StreamEvent> =
-            reader.latest_events(&args.stream, RECENT_WINDOW)?.into();
+        let emitted = head
+            .offset
+            .saturating_sub(RE_EMIT_ON_START)
+            .max(head.first_retained.saturating_sub(1));
+        let recent: VecDeque<StreamEvent> = reader
+            .latest_events(&args.stream, RECENT_WINDOW)?
+            .into_iter()
+            .filter(|e| e.offset <= emitted)
+            .collect();
         myself.send_interval(TICK, || ChannelMsg::Tick);
         Ok(ChannelState {
             stream: args.stream,
@@ -174,13 +186,22 @@ impl Actor for ChannelActor {
             env: args.env,
             reader,
             epoch: head.epoch,
-            emitted: head.offset,
+            emitted,
             pending: BTreeMap::new(),
             recent,
             sends: VecDeque::new(),
             in_flight: 0,
             last_active: Instant::now(),
         })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<ChannelMsg>,
+        state: &mut ChannelState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.catch_up();
+        Ok(())
     }
 
     async fn post_stop(
@@ -293,16 +314,38 @@ impl ChannelState {
                 }
                 (event.clone(), epoch)
             }
-            StreamReply::Read { event, epoch, .. } | StreamReply::Appended { event, epoch } => {
-                (Some(event.clone()), epoch)
-            }
+            StreamReply::Read { event, epoch, .. } => (event.clone(), epoch),
+            StreamReply::Appended { event, epoch } => (Some(event.clone()), epoch),
             _ => return,
         };
         if self.epoch != *epoch {
             self.epoch = epoch.clone();
         }
-        if let Some(event) = event {
-            self.emit_in_order(event);
+        match event {
+            Some(event) => self.emit_in_order(event),
+            // A command answered without an event of its own (a retried command applied
+            // before): whatever it did is in the local replica.
+            None => self.catch_up(),
+        }
+    }
+
+    /// Emits what the local replica holds beyond what this actor emitted: events committed
+    /// through another path (a retried command, a previous leader's actor).
+    fn catch_up(&mut self) {
+        let Ok(Some(head)) = self.reader.head(&self.stream) else {
+            return;
+        };
+        if head.offset <= self.emitted {
+            return;
+        }
+        let missing = (head.offset - self.emitted) as usize;
+        if let Ok(events) = self
+            .reader
+            .events(&self.stream, self.emitted + 1, head.offset, missing)
+        {
+            for e in events {
+                self.emit_in_order(e);
+            }
         }
     }
 
@@ -401,11 +444,11 @@ impl ChannelState {
                     let same_stream = offset == 0 || epoch == self.epoch;
                     if same_stream
                         && offset <= self.emitted
-                        && offset + 1 >= self.first_retained()?
+                        && offset.saturating_add(1) >= self.first_retained()?
                     {
                         let missed = (self.emitted - offset) as usize;
                         if missed <= limit {
-                            publications = self.events_from(offset + 1, missed)?;
+                            publications = self.events_from(offset.saturating_add(1), missed)?;
                             recovered = publications.len() == missed;
                         }
                     }
@@ -427,11 +470,19 @@ impl ChannelState {
             } => {
                 let first = self.first_retained()?;
                 let mut events = match since {
+                    // Backwards from a position: the events before it, newest first.
+                    Some((epoch, offset)) if reverse && (epoch == self.epoch || offset == 0) => {
+                        let to = offset.saturating_sub(1).min(self.emitted);
+                        let from = (to + 1).saturating_sub(limit as u64).max(first).max(1);
+                        let mut e = self.events_from(from, limit)?;
+                        e.retain(|e| e.offset <= to);
+                        e
+                    }
                     Some((epoch, offset)) if epoch == self.epoch || offset == 0 => {
-                        if offset + 1 < first {
+                        if offset.saturating_add(1) < first {
                             return Err(ChatError::Conflict("unrecoverable position".into()));
                         }
-                        self.events_from(offset + 1, limit)?
+                        self.events_from(offset.saturating_add(1), limit)?
                     }
                     Some(_) => return Err(ChatError::Conflict("unrecoverable position".into())),
                     None if reverse => {
@@ -497,25 +548,29 @@ struct Entry {
 /// The channel actors running on this node.
 #[derive(Default)]
 pub struct Registry {
-    actors: Mutex<HashMap<String, Entry>>,
-    /// Serialises starting actors so one stream never gets two.
-    starting: tokio::sync::Mutex<()>,
+    /// One cell per stream: concurrent first requests wait for one actor to start, and
+    /// different streams start independently.
+    actors: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Entry>>>>,
+}
+
+/// What became of a request sent to an actor.
+enum Sent {
+    Answered(Result<ChannelAnswer, ChatError>),
+    /// The actor had stopped before taking the request: nothing was done.
+    NotTaken,
 }
 
 impl Registry {
     fn forget(&self, stream: &str, actor: &ActorRef<ChannelMsg>) {
         if let Ok(mut map) = self.actors.lock() {
-            if map
+            let same = map
                 .get(stream)
-                .is_some_and(|e| e.actor.get_id() == actor.get_id())
-            {
+                .and_then(|c| c.get())
+                .is_some_and(|e| e.actor.get_id() == actor.get_id());
+            if same {
                 map.remove(stream);
             }
         }
-    }
-
-    fn lookup(&self, stream: &str) -> Option<Entry> {
-        self.actors.lock().ok().and_then(|m| m.get(stream).cloned())
     }
 
     async fn get(
@@ -524,33 +579,59 @@ impl Registry {
         stream: &str,
         group: GroupId,
     ) -> Result<Entry, ChatError> {
-        if let Some(e) = self.lookup(stream) {
-            return Ok(e);
-        }
-        let _one = self.starting.lock().await;
-        if let Some(e) = self.lookup(stream) {
-            return Ok(e);
-        }
-        let args = ChannelArgs {
-            stream: stream.to_string(),
-            group,
-            env: env.clone(),
+        let cell = match self.actors.lock() {
+            Ok(mut map) => map.entry(stream.to_string()).or_default().clone(),
+            Err(_) => return Err(ChatError::Internal("channel registry poisoned".into())),
         };
-        let (actor, _handle) = Actor::spawn(None, ChannelActor, args)
-            .await
-            .map_err(|e| ChatError::Unavailable(format!("channel actor did not start: {e}")))?;
-        let entry = Entry {
-            actor,
-            slots: Arc::new(Semaphore::new(MAX_QUEUED)),
+        let start = async {
+            let args = ChannelArgs {
+                stream: stream.to_string(),
+                group,
+                env: env.clone(),
+            };
+            let (actor, _handle) = Actor::spawn(None, ChannelActor, args)
+                .await
+                .map_err(|e| ChatError::Unavailable(format!("channel actor did not start: {e}")))?;
+            Ok::<Entry, ChatError>(Entry {
+                actor,
+                slots: Arc::new(Semaphore::new(MAX_QUEUED)),
+            })
         };
-        if let Ok(mut map) = self.actors.lock() {
-            map.insert(stream.to_string(), entry.clone());
+        match tokio::time::timeout(START_TIMEOUT, cell.get_or_try_init(|| start)).await {
+            Ok(Ok(entry)) => Ok(entry.clone()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ChatError::Unavailable(
+                "channel actor did not start in time".into(),
+            )),
         }
-        Ok(entry)
+    }
+
+    async fn send(&self, env: &Arc<ActorEnv>, entry: &Entry, request: ChannelRequest) -> Sent {
+        let Ok(_permit) = entry.slots.clone().try_acquire_owned() else {
+            return Sent::Answered(Err(ChatError::Unavailable("channel is overloaded".into())));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if entry
+            .actor
+            .send_message(ChannelMsg::Request(request, RpcReplyPort::from(tx)))
+            .is_err()
+        {
+            return Sent::NotTaken;
+        }
+        match tokio::time::timeout(env.cluster_timeout(), rx).await {
+            Ok(Ok(answer)) => Sent::Answered(answer),
+            Ok(Err(_)) => {
+                Sent::Answered(Err(ChatError::Unavailable("channel actor stopped".into())))
+            }
+            Err(_) => Sent::Answered(Err(ChatError::Unavailable(
+                "channel did not answer in time".into(),
+            ))),
+        }
     }
 
     /// Sends `request` to the stream's actor on this node (starting it if needed) and waits
-    /// for the answer.
+    /// for the answer. An actor that stopped before taking the request (idle, leadership
+    /// moved) is replaced once.
     pub async fn call(
         &self,
         env: &Arc<ActorEnv>,
@@ -558,24 +639,27 @@ impl Registry {
         group: GroupId,
         request: ChannelRequest,
     ) -> Result<ChannelAnswer, ChatError> {
-        let entry = self.get(env, stream, group).await?;
-        let _permit: OwnedSemaphorePermit = entry
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ChatError::Unavailable("channel is overloaded".into()))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        entry
-            .actor
-            .send_message(ChannelMsg::Request(request, RpcReplyPort::from(tx)))
-            .map_err(|_| ChatError::Unavailable("channel actor stopped".into()))?;
-        match tokio::time::timeout(env.cluster_timeout(), rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ChatError::Unavailable("channel actor stopped".into())),
-            Err(_) => Err(ChatError::Unavailable(
-                "channel did not answer in time".into(),
-            )),
+        for _ in 0..2 {
+            let entry = self.get(env, stream, group).await?;
+            match self.send(env, &entry, request.clone()).await {
+                Sent::Answered(answer) => return answer,
+                Sent::NotTaken => self.forget(stream, &entry.actor),
+            }
         }
+        Err(ChatError::Unavailable(
+            "channel actor keeps stopping".into(),
+        ))
+    }
+
+    fn entries(&self) -> Vec<(String, Entry)> {
+        self.actors
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, c)| c.get().map(|e| (k.clone(), e.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Stops every actor whose group is not in `leading`.
@@ -584,9 +668,8 @@ impl Registry {
         leading: &std::collections::BTreeSet<GroupId>,
         group_of: impl Fn(&str) -> GroupId,
     ) {
-        let Ok(map) = self.actors.lock() else { return };
-        for (stream, entry) in map.iter() {
-            if !leading.contains(&group_of(stream)) {
+        for (stream, entry) in self.entries() {
+            if !leading.contains(&group_of(&stream)) {
                 entry.actor.stop(Some("leadership moved".into()));
             }
         }
@@ -594,16 +677,14 @@ impl Registry {
 
     /// Stops every actor (shutdown).
     pub fn stop_all(&self) {
-        if let Ok(map) = self.actors.lock() {
-            for entry in map.values() {
-                entry.actor.stop(Some("shutdown".into()));
-            }
+        for (_, entry) in self.entries() {
+            entry.actor.stop(Some("shutdown".into()));
         }
     }
 
     /// Number of running actors.
     pub fn len(&self) -> usize {
-        self.actors.lock().map(|m| m.len()).unwrap_or(0)
+        self.entries().len()
     }
 
     /// Whether no actor runs.

@@ -36,6 +36,11 @@ const TOPIC_PRESENCE: u16 = 0x4303;
 /// Topic of "disconnect this user" broadcasts.
 const TOPIC_DISCONNECT: u16 = 0x4304;
 
+/// Members a channel may be created with (more are added afterwards, in batches).
+const MAX_INITIAL_MEMBERS: usize = 500;
+/// Topic of "end these subscriptions" broadcasts.
+const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
+
 /// Settings of the chat layer.
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
@@ -183,6 +188,10 @@ impl Chat {
         node.register_handler(
             TOPIC_DISCONNECT,
             Arc::new(DisconnectHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_UNSUBSCRIBE,
+            Arc::new(UnsubscribeHandler(chat.inner.fanout.clone())),
         );
         chat.spawn_leadership_watch();
         Ok(chat)
@@ -458,6 +467,36 @@ impl Chat {
         Ok(())
     }
 
+    /// Ends `user`'s subscriptions to `stream` on every node (membership removed, channel
+    /// deleted); clients get an unsubscribe push and do not resubscribe by themselves.
+    async fn unsubscribe_everywhere(&self, app: &str, user: &str, stream: &str) {
+        let principal = format!("{app}:{user}");
+        let body = serde_json::to_vec(&(&principal, stream)).unwrap_or_default();
+        let frame = bytes::Bytes::from(chatsdk_proto::realtime::push_unsubscribe(
+            stream,
+            2000,
+            "unsubscribed",
+        ));
+        self.inner
+            .fanout
+            .unsubscribe_user(&principal, stream, &frame);
+        let me = self.inner.cluster.id();
+        for node in self
+            .inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+        {
+            let _ = self
+                .inner
+                .cluster
+                .send_upper(node, TOPIC_UNSUBSCRIBE, body.clone())
+                .await;
+        }
+    }
+
     async fn disconnect_user(&self, app: &str, id: &str) {
         let principal = format!("{app}:{id}");
         self.inner
@@ -570,10 +609,16 @@ impl Chat {
             validate::text_len("idempotencyKey", k, 1, 255)?;
         }
         let creator = caller.user.clone();
+        if spec.member_ids.len() > MAX_INITIAL_MEMBERS {
+            return Err(ChatError::bad(format!(
+                "at most {MAX_INITIAL_MEMBERS} members at creation; add more afterwards"
+            )));
+        }
         let mut member_ids: Vec<String> = Vec::new();
+        let mut seen = BTreeSet::new();
         for m in creator.iter().chain(spec.member_ids.iter()) {
             validate::user_id(m)?;
-            if !member_ids.contains(m) {
+            if seen.insert(m.clone()) {
                 member_ids.push(m.clone());
             }
         }
@@ -707,9 +752,12 @@ impl Chat {
         }
         self.write_stream(&chat_stream(&caller.app, id), StreamOp::Drop)
             .await?;
+        let stream = chat_stream(&caller.app, id);
         for m in members {
             let data = render::envelope("channel.deleted", json!({"channelId": id}));
             self.append_user_event(&caller.app, &m.user_id, data).await;
+            self.unsubscribe_everywhere(&caller.app, &m.user_id, &stream)
+                .await;
         }
         Ok(())
     }
@@ -894,7 +942,11 @@ impl Chat {
             other => return Err(unexpected(other)),
         }
         self.member_event(&caller.app, &ch, target, "channel.member_left")
-            .await
+            .await?;
+        // The member_left event above is the last one the removed user receives.
+        self.unsubscribe_everywhere(&caller.app, target, &chat_stream(&caller.app, id))
+            .await;
+        Ok(())
     }
 
     /// Sets the caller's star or mute flag.
@@ -937,14 +989,23 @@ impl Chat {
             if self.user(&caller.app, user)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {user}")));
             }
-            self.dir(DirCommand::AddMembers {
-                app_id: caller.app.clone(),
-                channel_id: ch.id.clone(),
-                users: vec![user.to_string()],
-                role: Role::Member,
-                now: time::now_ms(),
-            })
-            .await?;
+            let added = match self
+                .dir(DirCommand::AddMembers {
+                    app_id: caller.app.clone(),
+                    channel_id: ch.id.clone(),
+                    users: vec![user.to_string()],
+                    role: Role::Member,
+                    now: time::now_ms(),
+                })
+                .await?
+            {
+                DirReply::Added(added) => added,
+                other => return Err(unexpected(other)),
+            };
+            if !added.is_empty() {
+                self.member_event(&caller.app, ch, user, "channel.member_joined")
+                    .await?;
+            }
             return Ok(());
         }
         Err(ChatError::forbidden("not a member of this channel"))
@@ -975,6 +1036,19 @@ impl Chat {
             .channel(&caller.app, channel)?
             .ok_or_else(|| ChatError::not_found("channel"))?;
         self.writer_membership(caller, &ch).await?;
+        if let Some(parent) = &new.parent_id {
+            let stream = chat_stream(&caller.app, channel);
+            match self
+                .query(&stream, StreamQuery::Message { id: parent.clone() })
+                .await?
+            {
+                QueryAnswer::Message(Some(p)) if p.parent_id.is_none() => {}
+                QueryAnswer::Message(Some(_)) => {
+                    return Err(ChatError::bad("replies cannot have replies"))
+                }
+                _ => return Err(ChatError::not_found("parent message")),
+            }
+        }
         let user_id = caller.user()?;
         let user = self
             .user(&caller.app, user_id)?
@@ -1390,18 +1464,22 @@ impl Chat {
                 .call(&self.inner.env, stream, group, request.clone())
                 .await
             {
+                // A query may be asked again wherever the leader now is; a write may have
+                // been proposed already, so its failure goes back to the caller (who retries
+                // with the same idempotency key).
                 Err(ChatError::Unavailable(why))
-                    if !self
-                        .inner
-                        .cluster
-                        .watch_leadership()
-                        .borrow()
-                        .contains(&group) =>
+                    if matches!(request, ChannelRequest::Query(_))
+                        && !self
+                            .inner
+                            .cluster
+                            .watch_leadership()
+                            .borrow()
+                            .contains(&group) =>
                 {
                     tracing::debug!(
                         stream,
                         why,
-                        "leadership moved during a channel call; forwarding"
+                        "leadership moved during a channel query; forwarding"
                     );
                 }
                 other => return other,
@@ -1444,12 +1522,18 @@ pub fn user_stream(app: &str, user: &str) -> String {
 }
 
 /// Splits `ns:app:id`; the id may contain colons.
+/// `app:<app>` has no id part (it is returned empty).
 pub fn split_stream(stream: &str) -> Option<(&str, &str, &str)> {
     let mut parts = stream.splitn(3, ':');
     let ns = parts.next()?;
     let app = parts.next()?;
-    let id = parts.next()?;
-    (!ns.is_empty() && !app.is_empty() && !id.is_empty()).then_some((ns, app, id))
+    let id = parts.next().unwrap_or_default();
+    let shape_ok = if ns == "app" {
+        id.is_empty()
+    } else {
+        !id.is_empty()
+    };
+    (!ns.is_empty() && !app.is_empty() && shape_ok).then_some((ns, app, id))
 }
 
 /// The shard of a stream: a chat stream lives with its channel's messages.
@@ -1588,5 +1672,25 @@ impl UpperHandler for DisconnectHandler {
             CloseReason::FORCE_DISCONNECT,
         );
         Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+struct UnsubscribeHandler(Arc<Fanout>);
+
+impl UpperHandler for UnsubscribeHandler {
+    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let result = match serde_json::from_slice::<(String, String)>(&body) {
+            Ok((principal, stream)) => {
+                let frame = bytes::Bytes::from(chatsdk_proto::realtime::push_unsubscribe(
+                    &stream,
+                    2000,
+                    "unsubscribed",
+                ));
+                self.0.unsubscribe_user(&principal, &stream, &frame);
+                Ok(Vec::new())
+            }
+            Err(e) => Err(format!("malformed unsubscribe: {e}")),
+        };
+        Box::pin(async move { result })
     }
 }

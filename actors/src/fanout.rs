@@ -44,6 +44,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Whether the subscription was ended (unsubscribed, or closed by a gap or overflow).
+    pub fn is_closed(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| matches!(*s, SubState::Closed))
+            .unwrap_or(true)
+    }
+
     fn deliver(&self, offset: Option<u64>, frame: &Bytes) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -108,10 +116,13 @@ impl Subscription {
     }
 }
 
-/// This node's subscriptions, by channel.
+/// This node's subscriptions, by channel, and its connected sessions, by principal.
 #[derive(Default)]
 pub struct Fanout {
     channels: RwLock<HashMap<String, Vec<Arc<Subscription>>>>,
+    /// Outbound queues of connected sessions by `app:user`, so a revoked user is closed even
+    /// without subscriptions.
+    sessions: Mutex<HashMap<String, Vec<std::sync::Weak<Outbound>>>>,
 }
 
 impl Fanout {
@@ -180,15 +191,79 @@ impl Fanout {
             .unwrap_or_default()
     }
 
-    /// Closes every local connection of `user` subscribed anywhere (revocation).
-    pub fn disconnect_user(&self, user: &str, reason: CloseReason) {
+    /// Records a connected session of `principal` (`app:user`).
+    pub fn session_connected(&self, principal: &str, out: &Arc<Outbound>) {
+        if let Ok(mut map) = self.sessions.lock() {
+            let list = map.entry(principal.to_string()).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(out));
+        }
+    }
+
+    /// Forgets a session that ended.
+    pub fn session_ended(&self, principal: &str, out: &Arc<Outbound>) {
+        if let Ok(mut map) = self.sessions.lock() {
+            if let Some(list) = map.get_mut(principal) {
+                list.retain(|w| {
+                    w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(out))
+                });
+                if list.is_empty() {
+                    map.remove(principal);
+                }
+            }
+        }
+    }
+
+    /// Closes every local connection of `principal` (`app:user`): revocation, deletion.
+    pub fn disconnect_user(&self, principal: &str, reason: CloseReason) {
+        let outs: Vec<Arc<Outbound>> = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|map| {
+                map.get(principal)
+                    .map(|l| l.iter().filter_map(std::sync::Weak::upgrade).collect())
+            })
+            .unwrap_or_default();
+        for out in outs {
+            out.close(reason);
+        }
         if let Ok(map) = self.channels.read() {
             for sub in map.values().flatten() {
-                if sub.info.user == user {
+                if sub.info.user == principal {
                     sub.out.close(reason);
                 }
             }
         }
+    }
+
+    /// Ends `principal`'s local subscriptions to `channel` (membership removed, channel
+    /// deleted), telling each client with an unsubscribe push carrying `frame`.
+    pub fn unsubscribe_user(&self, principal: &str, channel: &str, frame: &bytes::Bytes) {
+        let subs: Vec<Arc<Subscription>> = match self.channels.read() {
+            Ok(map) => map
+                .get(channel)
+                .map(|l| {
+                    l.iter()
+                        .filter(|s| s.info.user == principal)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for sub in subs {
+            self.unsubscribe(&sub);
+            sub.out.push(frame.clone());
+        }
+    }
+
+    /// Number of sessions connected here.
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
     }
 
     /// Number of channels with local subscribers.

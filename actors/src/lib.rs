@@ -18,6 +18,7 @@ pub mod directory;
 pub mod emitter;
 pub mod error;
 pub mod fanout;
+pub mod limits;
 pub mod model;
 pub mod outbound;
 pub mod render;

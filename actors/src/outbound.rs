@@ -140,6 +140,11 @@ impl Outbound {
         self.notify.notify_one();
     }
 
+    /// The byte limit of the queue: no single frame larger than this can ever be queued.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether the queue was closed, and why.
     pub fn closed(&self) -> Option<CloseReason> {
         self.state.lock().ok().and_then(|s| s.close)

@@ -9,7 +9,7 @@
 //! [`Fanout`]: crate::fanout::Fanout
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,13 @@ use serde_json::{json, Value};
 use crate::chat::{split_stream, Caller, Chat, NewMessage};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Subscription};
+use crate::limits::RateLimiter;
 use crate::outbound::{CloseReason, Outbound};
+
+/// Commands a connection may send per second on average, and in a burst; beyond that it is
+/// closed with 3013.
+const COMMANDS_PER_SEC: f64 = 100.0;
+const COMMAND_BURST: f64 = 500.0;
 
 /// Who a connection is, once authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +37,15 @@ pub struct Principal {
     pub user: String,
     /// Token expiry, seconds since the epoch (0: never).
     pub expires_at: u64,
+    /// When the token was issued (ms), compared with the user's revocation instant.
+    pub issued_at_ms: u64,
+}
+
+impl Principal {
+    /// `app:user`, the principal's name in presence and fanout.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.app, self.user)
+    }
 }
 
 /// Why a token was refused.
@@ -76,6 +91,10 @@ pub struct SessionArgs {
     pub client_id: String,
     /// Token expiry shared with the connection's writer, which closes with 3005 after it.
     pub expires_at: Arc<AtomicU64>,
+    /// Set once `connect` succeeded (the gateway closes connections that never connect).
+    pub connected: Arc<AtomicBool>,
+    /// Per-user message sends, shared with the REST API.
+    pub send_limiter: Arc<RateLimiter>,
 }
 
 /// Messages of a session actor.
@@ -89,6 +108,9 @@ pub struct SessionState {
     args: SessionArgs,
     principal: Option<Principal>,
     subs: HashMap<String, Arc<Subscription>>,
+    /// The connection's command budget (token bucket).
+    budget: f64,
+    budget_at: std::time::Instant,
 }
 
 /// The session actor's behaviour.
@@ -108,6 +130,8 @@ impl Actor for SessionActor {
             args,
             principal: None,
             subs: HashMap::new(),
+            budget: COMMAND_BURST,
+            budget_at: std::time::Instant::now(),
         })
     }
 
@@ -120,6 +144,13 @@ impl Actor for SessionActor {
             state.args.chat.fanout().unsubscribe(sub);
         }
         state.subs.clear();
+        if let Some(p) = &state.principal {
+            state
+                .args
+                .chat
+                .fanout()
+                .session_ended(&p.name(), &state.args.out);
+        }
         Ok(())
     }
 
@@ -132,6 +163,10 @@ impl Actor for SessionActor {
         let SessionMsg::Frame(commands, done) = msg;
         for command in commands {
             if state.args.out.closed().is_some() {
+                break;
+            }
+            if !state.spend() {
+                state.args.out.close(CloseReason::TOO_MANY_REQUESTS);
                 break;
             }
             match command {
@@ -156,6 +191,36 @@ fn epoch_secs() -> u64 {
 }
 
 impl SessionState {
+    /// Takes one command from the connection's budget.
+    fn spend(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.budget = (self.budget
+            + now.duration_since(self.budget_at).as_secs_f64() * COMMANDS_PER_SEC)
+            .min(COMMAND_BURST);
+        self.budget_at = now;
+        if self.budget >= 1.0 {
+            self.budget -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// False (and the connection closed) when the user was revoked or deleted after the
+    /// connection's token was issued.
+    fn still_valid(&self) -> bool {
+        let Some(p) = &self.principal else {
+            return false;
+        };
+        match self.args.chat.user_record(&p.app, &p.user) {
+            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.issued_at_ms => true,
+            _ => {
+                self.args.out.close(CloseReason::FORCE_DISCONNECT);
+                false
+            }
+        }
+    }
+
     fn push(&self, s: String) {
         self.args.out.push(frame(s));
     }
@@ -191,6 +256,13 @@ impl SessionState {
             if !matches!(c.method, Method::Pong) {
                 self.args.out.close(CloseReason::BAD_REQUEST);
             }
+            return;
+        }
+        if !matches!(
+            c.method,
+            Method::Pong | Method::Send(_) | Method::Unsubscribe(_)
+        ) && !self.still_valid()
+        {
             return;
         }
         match c.method {
@@ -242,7 +314,12 @@ impl SessionState {
                     "pong": true,
                     "node": self.args.config.node,
                 });
+                self.args
+                    .chat
+                    .fanout()
+                    .session_connected(&p.name(), &self.args.out);
                 self.principal = Some(p);
+                self.args.connected.store(true, Ordering::Relaxed);
                 self.push(realtime::reply(id, "connect", &result));
             }
             Err(TokenRefusal::Expired) => {
@@ -256,6 +333,10 @@ impl SessionState {
         let Some(p) = self.principal.clone() else {
             return;
         };
+        if self.subs.get(&req.channel).is_some_and(|s| s.is_closed()) {
+            // Ended by the server (membership removed): the client may subscribe again.
+            self.subs.remove(&req.channel);
+        }
         if self.subs.contains_key(&req.channel) {
             return self.reply_error(id, ErrorCode::AlreadySubscribed, "already subscribed");
         }
@@ -315,16 +396,25 @@ impl SessionState {
                     .iter()
                     .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
                     .collect();
-                let result = json!({
-                    "recoverable": true,
-                    "epoch": pos.epoch,
-                    "offset": pos.offset,
-                    "publications": publications,
-                    "recovered": pos.recovered,
-                    "was_recovering": req.recover,
-                    "positioned": true,
-                });
-                sub.activate(frame(realtime::reply(id, "subscribe", &result)), pos.offset);
+                let result = |publications: Vec<Value>, recovered: bool| {
+                    json!({
+                        "recoverable": true,
+                        "epoch": pos.epoch,
+                        "offset": pos.offset,
+                        "publications": publications,
+                        "recovered": recovered,
+                        "was_recovering": req.recover,
+                        "positioned": true,
+                    })
+                };
+                let mut reply =
+                    realtime::reply(id, "subscribe", &result(publications, pos.recovered));
+                if reply.len() > self.args.out.limit() / 2 {
+                    // Too much to send in one reply: the client refetches through REST instead
+                    // of being closed as slow (and retrying the same recovery) forever.
+                    reply = realtime::reply(id, "subscribe", &result(Vec::new(), false));
+                }
+                sub.activate(frame(reply), pos.offset);
                 self.subs.insert(req.channel, sub);
             }
             Err(e) => {
@@ -375,9 +465,14 @@ impl SessionState {
         {
             return self.reply_chat_error(id, &e);
         }
-        let limit = usize::try_from(req.limit)
-            .unwrap_or(0)
-            .min(self.args.config.recover_limit);
+        // A negative limit asks for everything retained (bounded by the recovery limit).
+        let limit = if req.limit < 0 {
+            self.args.config.recover_limit
+        } else {
+            usize::try_from(req.limit)
+                .unwrap_or(0)
+                .min(self.args.config.recover_limit)
+        };
         let since = req.since.map(|s| (s.epoch, s.offset));
         match self
             .args
@@ -386,12 +481,27 @@ impl SessionState {
             .await
         {
             Ok(pos) => {
-                let publications: Vec<Value> = pos
+                let mut publications: Vec<Value> = pos
                     .publications
                     .iter()
                     .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
                     .collect();
-                self.push(realtime::reply(id, "history", &json!({"publications": publications, "epoch": pos.epoch, "offset": pos.offset})));
+                let mut reply = realtime::reply(
+                    id,
+                    "history",
+                    &json!({"publications": publications, "epoch": pos.epoch, "offset": pos.offset}),
+                );
+                // Keep one reply within the connection's queue: drop the tail of the page.
+                while reply.len() > self.args.out.limit() / 2 && !publications.is_empty() {
+                    let keep = publications.len() / 2;
+                    publications.truncate(keep);
+                    reply = realtime::reply(
+                        id,
+                        "history",
+                        &json!({"publications": publications, "epoch": pos.epoch, "offset": pos.offset}),
+                    );
+                }
+                self.push(reply);
             }
             Err(ChatError::Conflict(_)) => self.reply_error(
                 id,
@@ -438,6 +548,17 @@ impl SessionState {
         let channel = s("channelId").unwrap_or_default();
         let result: Result<Value, ChatError> = match method {
             "message.send" => {
+                if let Err(wait) = self.args.send_limiter.take(&format!(
+                    "{}:{}",
+                    caller.app,
+                    caller.user.as_deref().unwrap_or_default()
+                )) {
+                    return self.reply_error(
+                        id,
+                        ErrorCode::RateLimited,
+                        &format!("too many messages; retry in {wait} s"),
+                    );
+                }
                 let new = NewMessage {
                     text: s("text").unwrap_or_default(),
                     client_msg_id: s("clientMsgId"),

@@ -58,9 +58,10 @@ pub enum StreamReply {
         epoch: String,
         duplicate: bool,
     },
+    /// `event` is None when the position did not move (nothing is emitted then).
     Read {
         last_read_seq: u64,
-        event: StreamEvent,
+        event: Option<StreamEvent>,
         epoch: String,
     },
     Appended {
@@ -188,11 +189,16 @@ fn apply(
                     }
                 }
             }
-            if kv.get(&sk.message_id(&message.id))?.is_some() {
-                return Ok(StreamReply::Refused(format!(
-                    "message id {} exists",
-                    message.id
-                )));
+            // Message ids are made per request, so an existing id is this very command applied
+            // again (the cluster delivers at least once): answer with what the first apply
+            // stored, without a second message or event.
+            if let Some(existing) = find_message(kv, &sk, &message.id)? {
+                return Ok(StreamReply::Message {
+                    message: Box::new(existing),
+                    event: None,
+                    epoch: head.epoch,
+                    duplicate: false,
+                });
             }
             head.seq += 1;
             message.seq = head.seq;
@@ -291,6 +297,14 @@ fn apply(
             None => StreamReply::NotFound("message".into()),
         },
         StreamOp::Read { user_id } => {
+            let before = get::<ReadState>(kv, &sk.read_state(&user_id))?.unwrap_or_default();
+            if before.last_read_seq == head.seq {
+                return Ok(StreamReply::Read {
+                    last_read_seq: head.seq,
+                    event: None,
+                    epoch: head.epoch,
+                });
+            }
             let state = ReadState {
                 last_read_seq: head.seq,
             };
@@ -308,7 +322,7 @@ fn apply(
             let event = append(kv, &sk, &mut head, retain, data);
             StreamReply::Read {
                 last_read_seq: head.seq,
-                event,
+                event: Some(event),
                 epoch: head.epoch.clone(),
             }
         }

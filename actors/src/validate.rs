@@ -23,15 +23,18 @@ pub fn text_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), 
     Ok(())
 }
 
-/// An id used in keys and channel names: 1 to 128 characters of `[A-Za-z0-9_.:-]`.
-pub fn resource_id(field: &str, id: &str) -> Result<(), ChatError> {
+/// An app id: 1 to 64 characters of `[A-Za-z0-9_-]` (no `:`, which separates the parts of
+/// realtime channel names).
+pub fn app_id(id: &str) -> Result<(), ChatError> {
     if id.is_empty()
-        || id.len() > 128
+        || id.len() > 64
         || !id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(ChatError::bad(format!("{field} is not a valid id")));
+        return Err(ChatError::bad(
+            "app ids are 1 to 64 characters of letters, digits, - and _",
+        ));
     }
     Ok(())
 }
@@ -46,5 +49,7 @@ mod tests {
         assert!(user_id("").is_err());
         assert!(user_id("a\0b").is_err());
         assert!(user_id(&"x".repeat(256)).is_err());
+        assert!(app_id("00000000-0000-0000-0000-000000000001").is_ok());
+        assert!(app_id("a:b").is_err());
     }
 }

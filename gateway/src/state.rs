@@ -53,7 +53,8 @@ impl Default for GatewayConfig {
             ws_frame_bytes: 64 * 1024,
             ws_read_buffer: 4096,
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 50_000,
+            // A process here may hold at most ~20,000 open files.
+            max_connections: 16_000,
             max_subscriptions: 512,
             outbound_queue_bytes: 1 << 20,
             message_rate_per_minute: 600,
@@ -75,7 +76,7 @@ pub struct Inner {
     /// Cancelled when the node starts draining.
     pub draining: CancellationToken,
     pub ws_connections: AtomicUsize,
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
     pub started: Instant,
 }
 
@@ -98,7 +99,10 @@ impl GatewayState {
     ) -> Result<GatewayState, chatsdk_actors::ChatError> {
         let secret = chat.token_secret().await?;
         let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
-        let limiter = RateLimiter::new(config.message_rate_per_minute, config.message_burst);
+        let limiter = Arc::new(RateLimiter::new(
+            config.message_rate_per_minute,
+            config.message_burst,
+        ));
         Ok(GatewayState(Arc::new(Inner {
             chat,
             tokens,

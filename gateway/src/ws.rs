@@ -28,6 +28,12 @@ use crate::state::GatewayState;
 
 /// Most bytes written in one WebSocket message when several frames are queued.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// A connection that has not connected (authenticated) by then is closed as stale.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const STALE: CloseReason = CloseReason {
+    code: 3501,
+    reason: "stale",
+};
 
 /// Verifies realtime tokens for sessions.
 struct TokenAuth(GatewayState);
@@ -40,6 +46,7 @@ impl Authenticator for TokenAuth {
                 app: claims.app_id,
                 user: claims.user_id,
                 expires_at: claims.exp,
+                issued_at_ms: claims.iat_ms,
             }),
             _ => Err(TokenRefusal::Invalid),
         }
@@ -105,6 +112,7 @@ async fn connection(state: GatewayState, socket: WebSocket) {
     }
     let out = Arc::new(Outbound::new(state.config.outbound_queue_bytes));
     let expires_at = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let last_pong = Arc::new(AtomicU64::new(0));
     let client_id = chatsdk_actors::new_id();
     let config = Arc::new(SessionConfig {
@@ -121,23 +129,34 @@ async fn connection(state: GatewayState, socket: WebSocket) {
         config,
         client_id,
         expires_at: expires_at.clone(),
+        connected: connected.clone(),
+        send_limiter: state.limiter.clone(),
     };
     let Ok((session, _)) = Actor::spawn(None, SessionActor, args).await else {
         let _ = sink.send(close_message(CloseReason::INTERNAL)).await;
         return;
     };
+    let started = Instant::now();
     let writer = tokio::spawn(write_loop(
         state.clone(),
         sink,
         out.clone(),
         expires_at,
         last_pong.clone(),
+        started,
     ));
-    let started = Instant::now();
+    let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
     loop {
+        let stale = async {
+            if connected.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(connect_deadline).await;
+        };
         let msg = tokio::select! {
             m = stream.next() => m,
             _ = state.draining.cancelled() => { out.close(CloseReason::SHUTDOWN); break; }
+            _ = stale => { out.close(STALE); break; }
         };
         let Some(msg) = msg else { break };
         let text = match msg {
@@ -224,10 +243,10 @@ async fn write_loop(
     out: Arc<Outbound>,
     expires_at: Arc<AtomicU64>,
     last_pong: Arc<AtomicU64>,
+    started: Instant,
 ) {
     let ping_every = state.config.ping_interval;
     let pong_timeout = state.config.pong_timeout;
-    let started = Instant::now();
     let mut next_ping = tokio::time::Instant::now() + ping_every;
     // When the last ping went out (ms since start), while its pong is awaited.
     let mut awaiting: Option<u64> = None;

@@ -309,7 +309,23 @@ async fn subscriptions_are_authorised_by_membership() {
     let r = mallory
         .call("subscribe", json!({"channel": format!("app:{}", w.app)}))
         .await;
-    assert_eq!(r["error"]["code"], 102, "{r:?}");
+    assert_eq!(r["error"]["code"], 103, "app channel, not an admin: {r:?}");
+    w.rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&w.key),
+            Some(json!({"user_id": "admin", "role": "admin"})),
+        )
+        .await;
+    let mut admin = w.client("admin").await;
+    let r = admin
+        .call("subscribe", json!({"channel": format!("app:{}", w.app)}))
+        .await;
+    assert!(
+        r["subscribe"].is_object(),
+        "an app admin subscribes to the app channel: {r:?}"
+    );
     let own = format!("user:{}:mallory", w.app);
     assert!(mallory.call("subscribe", json!({"channel": own})).await["subscribe"].is_object());
     let r = mallory.call("subscribe", json!({"channel": own})).await;
@@ -542,5 +558,80 @@ async fn protocol_violations_close_with_their_codes() {
     assert!(alice.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
     w.node.state.draining.cancel();
     assert_eq!(alice.wait_close().await, 3001);
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_stops_receiving_the_channel() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    assert!(bob.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    let (alice, _) = w.rest.login(&w.key, "alice").await;
+    let r = w
+        .rest
+        .call(
+            "DELETE",
+            &format!("/api/channels/{}/members/bob", w.channel),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let left = bob
+        .wait_for("member_left", |v| {
+            v["push"]["pub"]["data"]["type"] == "channel.member_left"
+        })
+        .await;
+    assert_eq!(left["push"]["pub"]["data"]["payload"]["userId"], "bob");
+    let unsub = bob
+        .wait_for("unsubscribe push", |v| v["push"]["unsubscribe"].is_object())
+        .await;
+    assert_eq!(unsub["push"]["channel"], w.chan().as_str());
+    assert!(
+        unsub["push"]["unsubscribe"]["code"].as_u64().unwrap() < 2500,
+        "no automatic resubscribe: {unsub:?}"
+    );
+    // A message sent now is delivered (if at all) before the reply to a later command.
+    w.send("alice", "after removal").await;
+    assert!(bob
+        .call(
+            "presence_stats",
+            json!({"channel": format!("user:{}:bob", w.app)})
+        )
+        .await["presence_stats"]
+        .is_object());
+    assert!(
+        bob.take_pubs(&w.chan()).is_empty(),
+        "a removed member received a message"
+    );
+    let again = bob.call("subscribe", json!({"channel": w.chan()})).await;
+    assert_eq!(again["error"]["code"], 103, "{again:?}");
+    w.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_move_nothing_emit_nothing() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    let sub = bob.call("subscribe", json!({"channel": w.chan()})).await;
+    let start = sub["subscribe"]["offset"].as_u64().unwrap();
+    w.send("alice", "one").await;
+    for _ in 0..3 {
+        let r = bob
+            .call(
+                "rpc",
+                json!({"method": "read", "data": {"channelId": w.channel}}),
+            )
+            .await;
+        assert_eq!(r["rpc"]["data"]["lastReadSeq"], 1, "{r:?}");
+    }
+    w.send("alice", "two").await;
+    let mut got = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut got, 3).await;
+    assert_eq!(
+        kinds(&got),
+        vec!["message.new", "read.updated", "message.new"]
+    );
+    assert_eq!(offsets(&got), vec![start + 1, start + 2, start + 3]);
     w.node.stop().await;
 }

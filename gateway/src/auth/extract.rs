@@ -102,12 +102,20 @@ pub(crate) fn live_user(state: &GatewayState, claims: &Claims) -> Result<(), App
     }
 }
 
+/// Resolves a server key.
+pub(crate) fn server_key(
+    state: &GatewayState,
+    key: &str,
+) -> Result<chatsdk_actors::model::ApiKey, AppError> {
+    state
+        .chat
+        .api_key(key)?
+        .ok_or_else(|| AppError::unauthorized("Invalid API key"))
+}
+
 /// Resolves a server key to its app.
 pub(crate) fn key_app(state: &GatewayState, key: &str) -> Result<String, AppError> {
-    match state.chat.api_key(key)? {
-        Some(k) => Ok(k.app_id),
-        None => Err(AppError::unauthorized("Invalid API key")),
-    }
+    Ok(server_key(state, key)?.app_id)
 }
 
 impl FromRequestParts<GatewayState> for Auth {

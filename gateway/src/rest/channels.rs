@@ -203,6 +203,7 @@ pub async fn unread_count(
     auth: Auth,
     q: Query,
 ) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
     let caller = auth.user_caller(q.str("userId"))?;
     let user = caller.user.clone().unwrap_or_default();
     let mut count = 0;
@@ -416,6 +417,7 @@ pub async fn star(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.str("userId")?)?;
     let starred = body
         .bool("starred")?
@@ -434,6 +436,7 @@ pub async fn mute(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
+    auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.str("userId")?)?;
     let muted = body
         .bool("muted")?

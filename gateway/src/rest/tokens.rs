@@ -14,6 +14,9 @@ use crate::body::Body;
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
+/// The dev seed's app, which dev mode lets anyone create keys for.
+const DEMO_APP: &str = "00000000-0000-0000-0000-000000000001";
+
 /// The app of the `X-API-Key` on a minting request.
 fn minting_app(state: &GatewayState, parts: &Parts) -> Result<String, AppError> {
     let key = api_key(parts).ok_or_else(|| AppError::unauthorized("Missing API key"))?;
@@ -180,15 +183,22 @@ pub async fn create_api_key(
         app
     } else if admin || state.config.dev {
         let id = requested.ok_or_else(|| AppError::bad("app_id is required"))?;
-        chatsdk_actors::validate::resource_id("app_id", &id)?;
-        if state.chat.app(&id)?.is_none() {
-            if !state.config.dev {
-                return Err(AppError::not_found("app not found"));
+        chatsdk_actors::validate::app_id(&id)?;
+        match state.chat.app(&id)? {
+            // Without the admin key, dev mode only opens the demo app and brand-new apps.
+            Some(_) if !admin && id != DEMO_APP => {
+                return Err(AppError::unauthorized(
+                    "an admin key or a server key of the app is required",
+                ))
             }
-            state
-                .chat
-                .create_app(Some(id.clone()), &id, json!({}))
-                .await?;
+            Some(_) => {}
+            None if !state.config.dev => return Err(AppError::not_found("app not found")),
+            None => {
+                state
+                    .chat
+                    .create_app(Some(id.clone()), &id, json!({}))
+                    .await?;
+            }
         }
         id
     } else {
