@@ -170,7 +170,9 @@ impl Actor for SessionActor {
                 break;
             }
             match command {
-                Ok(c) => state.command(c).await,
+                // Boxed: the command future nests every chat call; inline, it would size the
+                // actor's (long-lived) task for every connection, busy or idle.
+                Ok(c) => Box::pin(state.command(c)).await,
                 Err(e) => match e.reply_id() {
                     Some(id) => state.reply_error(id, e.code(), &e.to_string()),
                     None => state.args.out.close(CloseReason::BAD_REQUEST),

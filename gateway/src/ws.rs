@@ -132,7 +132,9 @@ async fn connection(state: GatewayState, socket: WebSocket) {
         connected: connected.clone(),
         send_limiter: state.limiter.clone(),
     };
-    let Ok((session, _)) = Actor::spawn(None, SessionActor, args).await else {
+    // Boxed: the spawn future is large and would otherwise size this task's state for the
+    // connection's whole life.
+    let Ok((session, _)) = Box::pin(Actor::spawn(None, SessionActor, args)).await else {
         let _ = sink.send(close_message(CloseReason::INTERNAL)).await;
         return;
     };

@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release -p chatsdk-node
 //! ulimit -n 20000   # one process here holds at most ~19,900 sockets
-//! cargo run --release -p chatsdk-node --example serve_bench -- idle 1000,2500,5000,10000
+//! cargo run --release -p chatsdk-node --example serve_bench -- idle 1000,2500,5000,10000 [subscribed|connect|open]
 //! cargo run --release -p chatsdk-node --example serve_bench -- rest 64 10
 //! ```
 //!
@@ -54,7 +54,21 @@ fn start_server() -> anyhow::Result<Server> {
         );
     }
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(&bin)
+    // CHATSDK_BENCH_WRAP runs the server under a tool, e.g. "valgrind --tool=massif".
+    let wrap: Vec<String> = std::env::var("CHATSDK_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let mut child = command
         .args([
             "serve",
             "--dev",
@@ -120,6 +134,10 @@ type Ws =
 
 async fn session(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    if token.is_empty() {
+        // Only the WebSocket: measures what a connection costs before it authenticates.
+        return Ok(ws);
+    }
     let mut frame = json!({"id": 1, "connect": {"token": token}}).to_string();
     for (i, c) in channels.iter().enumerate() {
         frame.push('\n');
@@ -147,28 +165,36 @@ async fn session(url: &str, token: &str, channels: &[String]) -> anyhow::Result<
     Ok(ws)
 }
 
-async fn idle(steps: Vec<usize>) -> anyhow::Result<()> {
+async fn idle(steps: Vec<usize>, mode: &str) -> anyhow::Result<()> {
     let server = start_server()?;
     let pid = server.child.id();
     let url = format!(
         "{}/connection/websocket",
         server.base.replacen("http://", "ws://", 1)
     );
-    let channels = vec![
+    let mut channels = vec![
         "chat:00000000-0000-0000-0000-000000000001:00000000-0000-0000-0000-000000000002"
             .to_string(),
         "user:00000000-0000-0000-0000-000000000001:user-1".to_string(),
     ];
+    let token = match mode {
+        "open" => String::new(),
+        "connect" => {
+            channels.clear();
+            server.ws_token.clone()
+        }
+        _ => server.ws_token.clone(),
+    };
     // Warm up allocator arenas and the runtime before the first reading.
     let mut sessions: Vec<Ws> = Vec::new();
     for _ in 0..200 {
-        sessions.push(session(&url, &server.ws_token, &channels).await?);
+        sessions.push(session(&url, &token, &channels).await?);
     }
     let mut points = Vec::new();
     for target in steps {
         let started = Instant::now();
         let mut batch = futures::stream::iter(
-            (sessions.len()..target).map(|_| session(&url, &server.ws_token, &channels)),
+            (sessions.len()..target).map(|_| session(&url, &token, &channels)),
         )
         .buffer_unordered(64);
         let mut opened = 0usize;
@@ -273,7 +299,11 @@ async fn main() -> anyhow::Result<()> {
                 .split(',')
                 .map(|s| s.parse())
                 .collect::<Result<Vec<usize>, _>>()?;
-            idle(steps).await
+            idle(
+                steps,
+                args.get(2).map(String::as_str).unwrap_or("subscribed"),
+            )
+            .await
         }
         Some("rest") => {
             let c = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
