@@ -1318,23 +1318,10 @@ impl Chat {
         since: Option<(String, u64)>,
         limit: usize,
     ) -> Result<Position, ChatError> {
-        match self
-            .query(stream, StreamQuery::Recover { since, limit })
-            .await?
-        {
-            QueryAnswer::Position {
-                epoch,
-                offset,
-                publications,
-                recovered,
-            } => Ok(Position {
-                epoch,
-                offset,
-                publications,
-                recovered,
-            }),
-            _ => Err(ChatError::Internal("unexpected answer".into())),
-        }
+        position(
+            self.query(stream, StreamQuery::Recover { since, limit })
+                .await?,
+        )
     }
 
     /// Retained history of a stream.
@@ -1345,8 +1332,8 @@ impl Chat {
         limit: usize,
         reverse: bool,
     ) -> Result<Position, ChatError> {
-        match self
-            .query(
+        position(
+            self.query(
                 stream,
                 StreamQuery::History {
                     since,
@@ -1354,21 +1341,8 @@ impl Chat {
                     reverse,
                 },
             )
-            .await?
-        {
-            QueryAnswer::Position {
-                epoch,
-                offset,
-                publications,
-                recovered,
-            } => Ok(Position {
-                epoch,
-                offset,
-                publications,
-                recovered,
-            }),
-            _ => Err(ChatError::Internal("unexpected answer".into())),
-        }
+            .await?,
+        )
     }
 
     /// Who is subscribed to `stream`, on every node.
@@ -1508,6 +1482,23 @@ impl Chat {
             ChannelAnswer::Answer(a) => Ok(a),
             ChannelAnswer::Written(_) => Err(ChatError::Internal("unexpected answer".into())),
         }
+    }
+}
+
+fn position(answer: QueryAnswer) -> Result<Position, ChatError> {
+    match answer {
+        QueryAnswer::Position {
+            epoch,
+            offset,
+            publications,
+            recovered,
+        } => Ok(Position {
+            epoch,
+            offset,
+            publications,
+            recovered,
+        }),
+        _ => Err(ChatError::Internal("unexpected answer".into())),
     }
 }
 

@@ -159,19 +159,7 @@ pub enum DirReply {
 /// Applies [`DirCommand`]s to group 0's keys.
 pub struct DirectoryApplier;
 
-fn get<T: DeserializeOwned>(kv: &KvBatch<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
-    match kv.get(key)? {
-        Some(raw) => Ok(serde_json::from_slice(&raw).ok()),
-        None => Ok(None),
-    }
-}
-
-fn put<T: Serialize>(kv: &mut KvBatch<'_>, key: &[u8], value: &T) {
-    // Our own records always serialize; an impossible failure writes nothing.
-    if let Ok(raw) = serde_json::to_vec(value) {
-        kv.put(key, &raw);
-    }
-}
+use crate::keys::{get_record as get, put_record as put};
 
 impl Applier for DirectoryApplier {
     fn apply(

@@ -132,3 +132,26 @@ pub(crate) fn last_component(key: &[u8]) -> &[u8] {
         None => key,
     }
 }
+
+/// Reads a JSON record in an apply batch (an unreadable record reads as absent).
+pub(crate) fn get_record<T: serde::de::DeserializeOwned>(
+    kv: &chatsdk_cluster::KvBatch<'_>,
+    key: &[u8],
+) -> Result<Option<T>, chatsdk_cluster::StoreError> {
+    match kv.get(key)? {
+        Some(raw) => Ok(serde_json::from_slice(&raw).ok()),
+        None => Ok(None),
+    }
+}
+
+/// Writes a JSON record in an apply batch.
+pub(crate) fn put_record<T: serde::Serialize>(
+    kv: &mut chatsdk_cluster::KvBatch<'_>,
+    key: &[u8],
+    value: &T,
+) {
+    // Our own records always serialize; an impossible failure writes nothing.
+    if let Ok(raw) = serde_json::to_vec(value) {
+        kv.put(key, &raw);
+    }
+}

@@ -82,18 +82,7 @@ pub struct ReadState {
 /// Applies [`StreamCommand`]s in the data shards.
 pub struct StreamApplier;
 
-fn get<T: DeserializeOwned>(kv: &KvBatch<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
-    match kv.get(key)? {
-        Some(raw) => Ok(serde_json::from_slice(&raw).ok()),
-        None => Ok(None),
-    }
-}
-
-fn put<T: Serialize>(kv: &mut KvBatch<'_>, key: &[u8], value: &T) {
-    if let Ok(raw) = serde_json::to_vec(value) {
-        kv.put(key, &raw);
-    }
-}
+use crate::keys::{get_record as get, put_record as put};
 
 impl Applier for StreamApplier {
     fn apply(
