@@ -37,6 +37,8 @@ const MAX_QUEUED: usize = 8192;
 const RE_EMIT_ON_START: u64 = 32;
 /// How long starting an actor (a read barrier on its shard) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Unread messages counted per member at most (a count at the cap means "this many or more").
+const UNREAD_CAP: usize = 1000;
 /// How often an actor checks whether it has been idle.
 const TICK: Duration = Duration::from_secs(15);
 
@@ -69,6 +71,10 @@ pub enum StreamQuery {
     ReadState {
         user: String,
     },
+    /// Unread counts of several members.
+    Unreads {
+        users: Vec<String>,
+    },
 }
 
 /// The answer to a [`StreamQuery`].
@@ -90,6 +96,7 @@ pub enum QueryAnswer {
         last_read_seq: u64,
         unread: u64,
     },
+    Unreads(Vec<(String, u64)>),
 }
 
 /// A request for a channel actor.
@@ -528,11 +535,22 @@ impl ChannelState {
                 let state = self.reader.read_state(&self.stream, &user)?;
                 let unread =
                     self.reader
-                        .unread(&self.stream, &user, state.last_read_seq, 10_000)?;
+                        .unread(&self.stream, &user, state.last_read_seq, UNREAD_CAP)?;
                 QueryAnswer::Read {
                     last_read_seq: state.last_read_seq,
                     unread,
                 }
+            }
+            StreamQuery::Unreads { users } => {
+                let mut out = Vec::with_capacity(users.len());
+                for user in users {
+                    let state = self.reader.read_state(&self.stream, &user)?;
+                    let unread =
+                        self.reader
+                            .unread(&self.stream, &user, state.last_read_seq, UNREAD_CAP)?;
+                    out.push((user, unread));
+                }
+                QueryAnswer::Unreads(out)
             }
         })
     }

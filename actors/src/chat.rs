@@ -38,6 +38,8 @@ const TOPIC_DISCONNECT: u16 = 0x4304;
 
 /// Members a channel may be created with (more are added afterwards, in batches).
 const MAX_INITIAL_MEMBERS: usize = 500;
+/// Members told their unread count after each message, at most.
+const MAX_UNREAD_NOTICES: usize = 1000;
 /// Topic of "end these subscriptions" broadcasts.
 const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
 
@@ -1089,7 +1091,17 @@ impl Chat {
         {
             StreamReply::Message {
                 message, duplicate, ..
-            } => Ok((*message, duplicate)),
+            } => {
+                if !duplicate && message.parent_id.is_none() {
+                    let others: Vec<String> = members
+                        .into_iter()
+                        .map(|m| m.user_id)
+                        .filter(|u| u != user_id)
+                        .collect();
+                    self.spawn_unread_notices(&caller.app, channel, others);
+                }
+                Ok((*message, duplicate))
+            }
             StreamReply::Refused(why) => Err(ChatError::Conflict(why)),
             other => Err(unexpected_stream(other)),
         }
@@ -1248,9 +1260,49 @@ impl Chat {
             )
             .await?
         {
-            StreamReply::Read { last_read_seq, .. } => Ok(last_read_seq),
+            StreamReply::Read { last_read_seq, .. } => {
+                self.unread_notice(&caller.app, channel, caller.user()?, 0);
+                Ok(last_read_seq)
+            }
             other => Err(unexpected_stream(other)),
         }
+    }
+
+    /// Tells members (after a new message, in the background) their unread count of the
+    /// channel: `channel.unread_changed` on their `user:` channel. Ephemeral (no offset): the
+    /// counts are derived state, refetched through REST after a reconnect. Channels with more
+    /// than [`MAX_UNREAD_NOTICES`] other members get none.
+    fn spawn_unread_notices(&self, app: &str, channel: &str, users: Vec<String>) {
+        if users.is_empty() || users.len() > MAX_UNREAD_NOTICES {
+            return;
+        }
+        let chat = self.clone();
+        let (app, channel) = (app.to_string(), channel.to_string());
+        tokio::spawn(async move {
+            let q = StreamQuery::Unreads { users };
+            match chat.query(&chat_stream(&app, &channel), q).await {
+                Ok(QueryAnswer::Unreads(counts)) => {
+                    for (user, count) in counts {
+                        chat.unread_notice(&app, &channel, &user, count);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(app, channel, error = %e, "unread notices skipped"),
+            }
+        });
+    }
+
+    fn unread_notice(&self, app: &str, channel: &str, user: &str, count: u64) {
+        let stream = user_stream(app, user);
+        let data = render::envelope(
+            "channel.unread_changed",
+            json!({"channelId": channel, "count": count}),
+        );
+        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
+        self.inner
+            .env
+            .emitter
+            .emit(&stream, None, bytes::Bytes::from(frame));
     }
 
     /// `(last_read_seq, unread)` of a member.

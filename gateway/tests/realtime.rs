@@ -430,6 +430,18 @@ async fn rpc_publish_presence_and_user_channel() {
     let mut got = Vec::new();
     bob.collect_pubs(&w.chan(), &mut got, 1).await;
     assert_eq!(got[0]["data"]["payload"]["message"]["text"], "over ws");
+    // Bob's user channel tells him his unread count (ephemeral).
+    let unread = bob
+        .wait_for("unread_changed", |v| {
+            v["push"]["channel"] == bob_user.as_str()
+                && v["push"]["pub"]["data"]["type"] == "channel.unread_changed"
+        })
+        .await;
+    assert_eq!(
+        unread["push"]["pub"]["data"]["payload"]["count"], 1,
+        "{unread:?}"
+    );
+    assert!(unread["push"]["pub"].get("offset").is_none());
     // Typing: ephemeral, no offset; other data may not be published.
     let p = alice
         .call(
