@@ -451,6 +451,32 @@ impl Chat {
         Ok(user)
     }
 
+    /// Spends a refresh token; a replayed one revokes its whole login session.
+    pub async fn spend_refresh(
+        &self,
+        app: &str,
+        user: &str,
+        sid: &str,
+        jti: &str,
+    ) -> Result<(), ChatError> {
+        let command = DirCommand::SpendRefresh {
+            app_id: app.to_string(),
+            user_id: user.to_string(),
+            sid: sid.to_string(),
+            jti: jti.to_string(),
+        };
+        match self.dir(command).await? {
+            DirReply::Done => Ok(()),
+            DirReply::Conflict(why) => Err(ChatError::Forbidden(why)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether a login session was revoked (by a refresh token replay).
+    pub fn session_revoked(&self, app: &str, user: &str, sid: &str) -> Result<bool, ChatError> {
+        Ok(self.inner.directory.session_revoked(app, user, sid)?)
+    }
+
     /// Revokes every token issued to the user so far and closes their connections.
     pub async fn revoke_tokens(&self, app: &str, id: &str) -> Result<(), ChatError> {
         match self

@@ -56,6 +56,14 @@ pub enum DirCommand {
         user_id: String,
         now: u64,
     },
+    /// Spends a refresh token (`jti`) of login session `sid`: a token spent twice means it
+    /// leaked, and the whole session is revoked (reply [`DirReply::Conflict`]).
+    SpendRefresh {
+        app_id: String,
+        user_id: String,
+        sid: String,
+        jti: String,
+    },
     /// Creates a channel with its first members unless its cid or idempotency key exists.
     CreateChannel {
         channel: Channel,
@@ -154,6 +162,19 @@ pub enum DirReply {
     },
     NotFound(String),
     Conflict(String),
+}
+
+/// Refresh token ids remembered per login session (older ones are forgotten: a session that
+/// refreshed this many times since cannot be replayed against them, but their tokens have
+/// long expired by then with the default lifetimes).
+const MAX_SPENT_REFRESH: usize = 256;
+
+/// A login session (`sid` of a token bundle): its spent refresh tokens, and whether a replay
+/// revoked it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoginSession {
+    pub spent: Vec<String>,
+    pub revoked: bool,
 }
 
 /// Applies [`DirCommand`]s to group 0's keys.
@@ -278,6 +299,31 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
             }
             None => DirReply::NotFound("user".into()),
         },
+        DirCommand::SpendRefresh {
+            app_id,
+            user_id,
+            sid,
+            jti,
+        } => {
+            let key = keys::session(&app_id, &user_id, &sid);
+            let mut session = get::<LoginSession>(kv, &key)?.unwrap_or_default();
+            if session.revoked {
+                return Ok(DirReply::Conflict("session revoked".into()));
+            }
+            if session.spent.contains(&jti) {
+                session.revoked = true;
+                put(kv, &key, &session);
+                return Ok(DirReply::Conflict(
+                    "refresh token replayed: session revoked".into(),
+                ));
+            }
+            if session.spent.len() >= MAX_SPENT_REFRESH {
+                session.spent.remove(0);
+            }
+            session.spent.push(jti);
+            put(kv, &key, &session);
+            DirReply::Done
+        }
         DirCommand::RevokeTokens {
             app_id,
             user_id,
@@ -635,6 +681,12 @@ impl Directory {
             Some(id) => self.channel(app, &String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
+    }
+    /// Whether login session `sid` of `user` was revoked (refresh token replay).
+    pub fn session_revoked(&self, app: &str, user: &str, sid: &str) -> ReadResult<bool> {
+        Ok(self
+            .get::<LoginSession>(&keys::session(app, user, sid))?
+            .is_some_and(|s| s.revoked))
     }
     pub fn member(&self, app: &str, channel: &str, user: &str) -> ReadResult<Option<Member>> {
         self.get(&keys::member(app, channel, user))

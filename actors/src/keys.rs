@@ -79,6 +79,15 @@ pub(crate) fn user_channel(app: &str, user: &str, channel: &str) -> Vec<u8> {
         channel.as_bytes(),
     ])
 }
+pub(crate) fn session(app: &str, user: &str, sid: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"sess",
+        app.as_bytes(),
+        user.as_bytes(),
+        sid.as_bytes(),
+    ])
+}
 pub(crate) fn user_channels(app: &str, user: &str) -> Vec<u8> {
     prefix(&[b"d", b"umem", app.as_bytes(), user.as_bytes()])
 }

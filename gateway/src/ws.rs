@@ -41,6 +41,16 @@ struct TokenAuth(GatewayState);
 impl Authenticator for TokenAuth {
     fn connect(&self, token: &str) -> Result<Principal, TokenRefusal> {
         let claims = self.0.tokens.connection(token).map_err(refusal)?;
+        if let Some(sid) = &claims.sid {
+            if self
+                .0
+                .chat
+                .session_revoked(&claims.app_id, &claims.user_id, sid)
+                .unwrap_or(true)
+            {
+                return Err(TokenRefusal::Invalid);
+            }
+        }
         match self.0.chat.user_record(&claims.app_id, &claims.user_id) {
             Ok(Some(u)) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(Principal {
                 app: claims.app_id,

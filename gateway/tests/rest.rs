@@ -929,6 +929,27 @@ async fn tokens_refresh_validate_revoke_and_keys() {
             .body["name"],
         "Tee"
     );
+    // A refresh token works once; replaying it revokes the whole login session.
+    let replay = rest
+        .call("POST", "/api/auth/refresh", Cred::Bearer(&refresh), None)
+        .await;
+    assert_error(&replay, 401, "UNAUTHORIZED");
+    assert_error(
+        &rest
+            .call("GET", "/api/users/me", Cred::Bearer(&fresh), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let next_refresh = rr.body["refreshToken"].as_str().unwrap().to_string();
+    assert_error(
+        &rest
+            .call("POST", "/tokens/refresh", Cred::Bearer(&next_refresh), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let (fresh, _) = rest.login(&key, "t1").await;
     let c = rest
         .call(
             "POST",

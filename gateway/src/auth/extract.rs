@@ -95,6 +95,14 @@ pub(crate) fn token_error(e: JwtError) -> AppError {
 
 /// Checks that the token's user exists and was not revoked after it was issued.
 pub(crate) fn live_user(state: &GatewayState, claims: &Claims) -> Result<(), AppError> {
+    if let Some(sid) = &claims.sid {
+        if state
+            .chat
+            .session_revoked(&claims.app_id, &claims.user_id, sid)?
+        {
+            return Err(AppError::unauthorized("session revoked"));
+        }
+    }
     match state.chat.user_record(&claims.app_id, &claims.user_id)? {
         Some(u) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(()),
         Some(_) => Err(AppError::unauthorized("token revoked")),

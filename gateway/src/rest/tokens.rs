@@ -106,13 +106,24 @@ pub async fn connect(
     ))
 }
 
-fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth::tokens::Bundle> {
+/// Rotates a refresh token: each one works once; presenting a spent one again revokes the
+/// whole login session (every token of it), as a leaked token would be.
+async fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth::tokens::Bundle> {
     let token = bearer(parts).ok_or_else(|| AppError::unauthorized("Missing refresh token"))?;
     let claims = state.tokens.refresh(token).map_err(token_error)?;
     live_user(state, &claims)?;
+    let sid = claims
+        .sid
+        .clone()
+        .ok_or_else(|| AppError::unauthorized("refresh token without a session"))?;
+    state
+        .chat
+        .spend_refresh(&claims.app_id, &claims.user_id, &sid, &claims.jti)
+        .await
+        .map_err(|e| AppError::unauthorized(e.to_string()))?;
     Ok(state
         .tokens
-        .bundle(&claims.app_id, &claims.user_id, claims.sid.as_deref()))
+        .bundle(&claims.app_id, &claims.user_id, Some(&sid)))
 }
 
 /// `POST /tokens/refresh`.
@@ -120,7 +131,7 @@ pub async fn tokens_refresh(
     State(state): State<GatewayState>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let b = refreshed(&state, &parts)?;
+    let b = refreshed(&state, &parts).await?;
     Ok(keep_case(
         StatusCode::OK,
         json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in}),
@@ -129,7 +140,7 @@ pub async fn tokens_refresh(
 
 /// `POST /api/auth/refresh`.
 pub async fn auth_refresh(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
-    let b = refreshed(&state, &parts)?;
+    let b = refreshed(&state, &parts).await?;
     Ok(keep_case(
         StatusCode::OK,
         json!({"token": b.token, "refreshToken": b.refresh_token, "expiresIn": b.expires_in, "_internal": {"wsToken": b.ws_token}}),
