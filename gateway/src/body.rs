@@ -15,8 +15,11 @@ impl FromRequest<GatewayState> for Body {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
-        let bytes = axum::body::to_bytes(req.into_body(), state.config.body_limit)
+        // A body that trickles in holds a connection slot: it gets as long as the headers did.
+        let read = axum::body::to_bytes(req.into_body(), state.config.body_limit);
+        let bytes = tokio::time::timeout(state.config.header_read_timeout * 3, read)
             .await
+            .map_err(|_| AppError::bad("request body not received in time"))?
             .map_err(|_| {
                 AppError::new(
                     chatsdk_proto::ErrorCode::PayloadTooLarge,

@@ -109,16 +109,21 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     if c.server.dev {
         credentials.dev = Some(seed::dev(&chat, &state).await?);
     }
-    let listener = TcpListener::bind(c.server.http)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: c.server.http,
-            source,
-        })?;
-    let http = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: c.server.http,
-        source,
-    })?;
+    let bound = match TcpListener::bind(c.server.http).await {
+        Ok(l) => l.local_addr().map(|a| (l, a)),
+        Err(e) => Err(e),
+    };
+    let (listener, http) = match bound {
+        Ok(x) => x,
+        Err(source) => {
+            // Do not leave the cluster node running behind a failed start.
+            chat.shutdown().await;
+            return Err(StartError::Listen {
+                addr: c.server.http,
+                source,
+            });
+        }
+    };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(chatsdk_gateway::serve(
         listener,
