@@ -329,7 +329,11 @@ impl ChannelState {
             self.epoch = epoch.clone();
         }
         match event {
-            Some(event) => self.emit_in_order(event),
+            Some(event) => {
+                self.emit_in_order(event);
+                // A command may append more than the event it reports (a thread reply).
+                self.catch_up();
+            }
             // A command answered without an event of its own (a retried command applied
             // before): whatever it did is in the local replica.
             None => self.catch_up(),

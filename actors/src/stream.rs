@@ -210,6 +210,15 @@ fn apply(
                 json!({"channelId": message.channel_id, "message": render::message(&message)}),
             );
             let event = append(kv, &sk, &mut head, retain, data);
+            if let Some(parent) = &message.parent_id {
+                // A thread reply is also announced as such (`threadId` is what clients read,
+                // `parentId` what the original server sent).
+                let data = render::envelope(
+                    "thread.reply",
+                    json!({"channelId": message.channel_id, "parentId": parent, "threadId": parent, "message": render::message(&message)}),
+                );
+                append(kv, &sk, &mut head, retain, data);
+            }
             StreamReply::Message {
                 message,
                 event: Some(event),

@@ -647,3 +647,94 @@ async fn reads_that_move_nothing_emit_nothing() {
     assert_eq!(offsets(&got), vec![start + 1, start + 2, start + 3]);
     w.node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_replies_invalid_utf8_and_expired_tokens() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    assert!(bob.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    let parent = w.send("alice", "a thread starts").await;
+    let (alice, _) = w.rest.login(&w.key, "alice").await;
+    let path = format!(
+        "/api/channels/{}/messages/{}/thread",
+        w.channel,
+        parent["id"].as_str().unwrap()
+    );
+    let reply = w
+        .rest
+        .call(
+            "POST",
+            &path,
+            Cred::Bearer(&alice),
+            Some(json!({"text": "a reply"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let mut got = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut got, 3).await;
+    assert_eq!(
+        kinds(&got),
+        vec!["message.new", "message.new", "thread.reply"]
+    );
+    assert_eq!(got[2]["data"]["payload"]["threadId"], parent["id"]);
+    let thread = w.rest.call("GET", &path, Cred::Bearer(&alice), None).await;
+    assert_eq!(thread.body["replies"][0]["text"], "a reply");
+    assert_eq!(thread.body["parent"]["replyCount"], 1);
+    let orphan = w
+        .rest
+        .call(
+            "POST",
+            &format!("/api/channels/{}/messages", w.channel),
+            Cred::Bearer(&alice),
+            Some(json!({"text": "x", "parentId": "no-such-message"})),
+        )
+        .await;
+    assert_eq!(orphan.status, 404, "{orphan:?}");
+
+    // A text frame that is not UTF-8 closes the connection.
+    let stream = tokio::net::TcpStream::connect(w.node.http).await.unwrap();
+    let (mut raw, _) = tokio_tungstenite::client_async(w.node.ws_url(), stream)
+        .await
+        .unwrap();
+    use futures::SinkExt;
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![0xff, 0xfe, 0xfd],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    raw.send(tokio_tungstenite::tungstenite::Message::Frame(frame))
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let closed = tokio::time::timeout(support::WAIT, async {
+        loop {
+            match raw.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | None
+                | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+
+    // An expired connection token is answered with 109 so the client refreshes it.
+    let now = chatsdk_actors::time::now_ms() / 1000;
+    let claims = chatsdk_gateway::auth::tokens::Claims {
+        sub: format!("{}:bob", w.app),
+        user_id: "bob".into(),
+        app_id: w.app.clone(),
+        iat: now - 3600,
+        iat_ms: (now - 3600) * 1000,
+        exp: now - 600,
+        ..Default::default()
+    };
+    let expired = w.node.state.tokens.sign_access(&claims);
+    let mut c = WsClient::open(&w.node.ws_url()).await;
+    let r = c.call("connect", json!({"token": expired})).await;
+    assert_eq!(r["error"]["code"], 109, "{r:?}");
+    w.node.stop().await;
+}
