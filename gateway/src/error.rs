@@ -11,6 +11,8 @@ use chatsdk_proto::{ApiError, ErrorCode};
 pub struct AppError {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds after which a refused request may be retried (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -18,7 +20,13 @@ impl AppError {
         AppError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// Adds a `Retry-After` of `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     pub fn bad(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -36,10 +44,7 @@ impl AppError {
 
 impl From<ChatError> for AppError {
     fn from(e: ChatError) -> Self {
-        AppError {
-            code: e.code(),
-            message: e.to_string(),
-        }
+        AppError::new(e.code(), e.to_string())
     }
 }
 
@@ -58,6 +63,11 @@ impl IntoResponse for AppError {
         }
         let body = ApiError::new(self.code, self.message).to_json();
         let mut res = (status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         res.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),

@@ -78,7 +78,9 @@ pub async fn respond(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+    if res.status() == StatusCode::TOO_MANY_REQUESTS
+        && !res.headers().contains_key(axum::http::header::RETRY_AFTER)
+    {
         res.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
             HeaderValue::from_static("1"),

@@ -169,6 +169,18 @@ pub async fn group_ensure(
         config: Some(config),
         ..Default::default()
     };
+    if let Some(existing) = state
+        .chat
+        .directory()
+        .channel_by_cid(&auth.app, &spec.cid.clone().unwrap_or_default())?
+    {
+        if existing.kind != chatsdk_actors::model::ChannelType::Group {
+            return Err(AppError::new(
+                chatsdk_proto::ErrorCode::Conflict,
+                "a channel of another type has this id",
+            ));
+        }
+    }
     ensure(&state, &auth, spec).await
 }
 

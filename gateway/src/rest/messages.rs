@@ -26,6 +26,7 @@ fn rate_limit(state: &GatewayState, caller: &Caller) -> ApiResult<()> {
             ErrorCode::RateLimited,
             format!("too many messages; retry in {wait} s"),
         )
+        .retry_after(wait)
     })
 }
 
