@@ -1,0 +1,474 @@
+//! Channels and memberships: creation, roles, removal, and the events they cause.
+
+use super::*;
+
+impl Chat {
+    pub fn channel(&self, app: &str, id: &str) -> Result<Option<Channel>, ChatError> {
+        Ok(self.inner.directory.channel(app, id)?)
+    }
+
+    /// The caller's membership, re-read through the directory's leader when not found locally
+    /// (a membership just granted elsewhere may not be applied here yet).
+    pub async fn membership(
+        &self,
+        app: &str,
+        channel: &str,
+        user: &str,
+    ) -> Result<Option<Member>, ChatError> {
+        if let Some(m) = self.inner.directory.member(app, channel, user)? {
+            return Ok(Some(m));
+        }
+        self.inner.cluster.linearizable_reader(META_GROUP).await?;
+        Ok(self.inner.directory.member(app, channel, user)?)
+    }
+
+    pub fn members(&self, app: &str, channel: &str) -> Result<Vec<Member>, ChatError> {
+        Ok(self.inner.directory.members(app, channel)?)
+    }
+
+    /// A channel the caller may read, with the caller's membership.
+    pub async fn readable_channel(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(Channel, Option<Member>), ChatError> {
+        let ch = self
+            .channel(&caller.app, id)?
+            .ok_or_else(|| ChatError::not_found("channel"))?;
+        let me = match &caller.user {
+            Some(u) => self.membership(&caller.app, id, u).await?,
+            None => None,
+        };
+        if me.is_none() && !caller.server && !ch.kind.is_open() {
+            return Err(ChatError::forbidden("not a member of this channel"));
+        }
+        Ok((ch, me))
+    }
+
+    /// Channels visible to `user`: their memberships and the app's open channels.
+    pub fn channels_for(
+        &self,
+        app: &str,
+        user: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<(Channel, Option<Member>)>, ChatError> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for id in self.inner.directory.user_channel_ids(app, user)? {
+            if let Some(ch) = self.inner.directory.channel(app, &id)? {
+                let me = self.inner.directory.member(app, &id, user)?;
+                seen.insert(id);
+                out.push((ch, me));
+            }
+        }
+        for ch in self.inner.directory.channels(app)? {
+            if ch.kind.is_open() && !seen.contains(&ch.id) {
+                out.push((ch, None));
+            }
+        }
+        if let Some(kind) = kind {
+            out.retain(|(c, _)| c.kind.as_str() == kind);
+        }
+        out.sort_by_key(|(c, _)| std::cmp::Reverse(c.created_at));
+        Ok(out)
+    }
+
+    /// Creates a channel; `created` is false when an idempotency key, DM pair or cid matched
+    /// an existing one.
+    pub async fn create_channel(
+        &self,
+        caller: &Caller,
+        spec: NewChannel,
+    ) -> Result<(bool, Channel), ChatError> {
+        let app = &caller.app;
+        let kind_name = spec.kind.clone().unwrap_or_else(|| "messaging".into());
+        let kind = ChannelType::parse(&kind_name)
+            .ok_or_else(|| ChatError::bad(format!("unknown channel type {kind_name}")))?;
+        if let Some(name) = &spec.name {
+            validate::text_len("name", name, 0, 255)?;
+        }
+        if let Some(k) = &spec.idempotency_key {
+            validate::text_len("idempotencyKey", k, 1, 255)?;
+        }
+        let creator = caller.user.clone();
+        if spec.member_ids.len() > MAX_INITIAL_MEMBERS {
+            return Err(ChatError::bad(format!(
+                "at most {MAX_INITIAL_MEMBERS} members at creation; add more afterwards"
+            )));
+        }
+        let mut member_ids: Vec<String> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for m in creator.iter().chain(spec.member_ids.iter()) {
+            validate::user_id(m)?;
+            if seen.insert(m.clone()) {
+                member_ids.push(m.clone());
+            }
+        }
+        let missing: Vec<String> = member_ids
+            .iter()
+            .filter(|m| self.user(app, m).ok().flatten().is_none())
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(ChatError::NotFound(format!("users {}", missing.join(", "))));
+        }
+        let dm = kind == ChannelType::Messaging && spec.cid.is_none() && creator.is_some();
+        let cid = match (&spec.cid, dm) {
+            (Some(cid), _) => cid.clone(),
+            (None, true) => {
+                if member_ids.len() != 2 {
+                    return Err(ChatError::bad(
+                        "a messaging channel needs exactly one other member",
+                    ));
+                }
+                let mut pair = member_ids.clone();
+                pair.sort();
+                format!(
+                    "messaging:dm:{}",
+                    hash_hex(json!(pair).to_string().as_bytes())
+                )
+            }
+            (None, false) => format!("{}:{}", kind.as_str(), new_id()),
+        };
+        let now = time::now_ms();
+        let channel = Channel {
+            id: spec.id.unwrap_or_else(new_id),
+            app_id: app.clone(),
+            cid,
+            kind,
+            name: spec.name,
+            image: spec.image,
+            config: spec.config.unwrap_or_else(|| json!({})),
+            workspace_id: spec.workspace_id,
+            created_by: creator.clone(),
+            created_at: now,
+            updated_at: now,
+            idempotency_key: spec.idempotency_key,
+            member_count: 0,
+            dm,
+        };
+        let members: Vec<(String, Role)> = member_ids
+            .iter()
+            .map(|m| {
+                (
+                    m.clone(),
+                    if Some(m) == creator.as_ref() && !dm {
+                        Role::Owner
+                    } else {
+                        Role::Member
+                    },
+                )
+            })
+            .collect();
+        let (created, channel) = match self
+            .dir(DirCommand::CreateChannel {
+                channel,
+                members,
+                now,
+            })
+            .await?
+        {
+            DirReply::Channel { created, channel } => (created, channel),
+            other => return Err(unexpected(other)),
+        };
+        if created {
+            for m in &member_ids {
+                let data = render::envelope(
+                    "channel.created",
+                    json!({"channel": render::channel(&channel, None, None)}),
+                );
+                self.append_user_event(app, m, data).await;
+            }
+        }
+        Ok((created, channel))
+    }
+
+    /// Updates name, image or config (owner or admin).
+    pub async fn update_channel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: Option<String>,
+        image: Option<String>,
+        config: Option<Value>,
+    ) -> Result<Channel, ChatError> {
+        self.require_role(caller, id, Role::Admin).await?;
+        let ch = match self
+            .dir(DirCommand::UpdateChannel {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+                name,
+                image,
+                config,
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::Channel { channel, .. } => channel,
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        };
+        let data = render::envelope(
+            "channel.updated",
+            json!({"channel": render::channel(&ch, None, None)}),
+        );
+        self.write_stream(&chat_stream(&caller.app, id), StreamOp::Append { data })
+            .await?;
+        Ok(ch)
+    }
+
+    /// Deletes a channel and its history (owner only).
+    pub async fn delete_channel(&self, caller: &Caller, id: &str) -> Result<(), ChatError> {
+        self.require_role(caller, id, Role::Owner).await?;
+        let members = self.members(&caller.app, id)?;
+        match self
+            .dir(DirCommand::DeleteChannel {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+            })
+            .await?
+        {
+            DirReply::Channel { .. } => {}
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        }
+        self.write_stream(&chat_stream(&caller.app, id), StreamOp::Drop)
+            .await?;
+        let stream = chat_stream(&caller.app, id);
+        for m in members {
+            let data = render::envelope("channel.deleted", json!({"channelId": id}));
+            self.append_user_event(&caller.app, &m.user_id, data).await;
+            self.unsubscribe_everywhere(&caller.app, &m.user_id, &stream)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The caller's role in the channel, which must be at least `needed` (server keys pass).
+    pub(super) async fn require_role(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        needed: Role,
+    ) -> Result<Option<Member>, ChatError> {
+        if self.channel(&caller.app, channel)?.is_none() {
+            return Err(ChatError::not_found("channel"));
+        }
+        if caller.server {
+            return Ok(match &caller.user {
+                Some(u) => self.membership(&caller.app, channel, u).await?,
+                None => None,
+            });
+        }
+        let user = caller.user()?;
+        let me = self
+            .membership(&caller.app, channel, user)
+            .await?
+            .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        if me.role < needed {
+            return Err(ChatError::Forbidden(format!(
+                "requires the {} role",
+                needed.as_str()
+            )));
+        }
+        Ok(Some(me))
+    }
+
+    /// Adds members (owner, admin or moderator); returns the ids actually added.
+    pub async fn add_members(
+        &self,
+        caller: &Caller,
+        id: &str,
+        users: Vec<String>,
+        role: Role,
+    ) -> Result<Vec<String>, ChatError> {
+        let me = self.require_role(caller, id, Role::Moderator).await?;
+        let ch = self
+            .channel(&caller.app, id)?
+            .ok_or_else(|| ChatError::not_found("channel"))?;
+        if ch.dm {
+            return Err(ChatError::forbidden("Direct message membership is fixed"));
+        }
+        if !caller.server && me.as_ref().is_none_or(|m| role > m.role) {
+            return Err(ChatError::forbidden("cannot grant a role above your own"));
+        }
+        if users.is_empty() {
+            return Err(ChatError::bad("userId or userIds is required"));
+        }
+        for u in &users {
+            validate::user_id(u)?;
+            if self.user(&caller.app, u)?.is_none() {
+                return Err(ChatError::NotFound(format!("user {u}")));
+            }
+        }
+        let added = match self
+            .dir(DirCommand::AddMembers {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+                users,
+                role,
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::Added(added) => added,
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        };
+        for u in &added {
+            self.member_event(&caller.app, &ch, u, "channel.member_joined")
+                .await?;
+        }
+        Ok(added)
+    }
+
+    pub(super) async fn member_event(
+        &self,
+        app: &str,
+        ch: &Channel,
+        user: &str,
+        kind: &str,
+    ) -> Result<(), ChatError> {
+        let data = render::envelope(kind, json!({"channelId": ch.id, "userId": user}));
+        self.write_stream(
+            &chat_stream(app, &ch.id),
+            StreamOp::Append { data: data.clone() },
+        )
+        .await?;
+        self.append_user_event(app, user, data).await;
+        Ok(())
+    }
+
+    /// Changes a member's role under the hierarchy rules.
+    pub async fn set_role(
+        &self,
+        caller: &Caller,
+        id: &str,
+        target: &str,
+        role: Role,
+    ) -> Result<(), ChatError> {
+        let me = self.require_role(caller, id, Role::Moderator).await?;
+        let ch = self
+            .channel(&caller.app, id)?
+            .ok_or_else(|| ChatError::not_found("channel"))?;
+        if ch.dm {
+            return Err(ChatError::forbidden("Direct message membership is fixed"));
+        }
+        let current = self
+            .membership(&caller.app, id, target)
+            .await?
+            .ok_or_else(|| ChatError::not_found("member"))?;
+        if !caller.server {
+            let me = me.ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+            let is_self = caller.user.as_deref() == Some(target);
+            if role > me.role || (!is_self && current.role >= me.role) {
+                return Err(ChatError::forbidden(
+                    "role changes must stay below your own role",
+                ));
+            }
+        }
+        match self
+            .dir(DirCommand::SetRole {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+                user_id: target.to_string(),
+                role,
+            })
+            .await?
+        {
+            DirReply::Done => Ok(()),
+            DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes a member: anyone may leave; removing others needs a higher role.
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        id: &str,
+        target: &str,
+    ) -> Result<(), ChatError> {
+        let ch = self
+            .channel(&caller.app, id)?
+            .ok_or_else(|| ChatError::not_found("channel"))?;
+        let is_self = caller.user.as_deref() == Some(target);
+        if !caller.server && !is_self {
+            let me = self
+                .require_role(caller, id, Role::Moderator)
+                .await?
+                .ok_or_else(|| ChatError::forbidden("not a member"))?;
+            let current = self
+                .membership(&caller.app, id, target)
+                .await?
+                .ok_or_else(|| ChatError::not_found("member"))?;
+            if current.role >= me.role {
+                return Err(ChatError::forbidden(
+                    "cannot remove a member of equal or higher role",
+                ));
+            }
+        }
+        if ch.dm && !caller.server {
+            return Err(ChatError::forbidden("Direct message membership is fixed"));
+        }
+        match self
+            .dir(DirCommand::RemoveMember {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+                user_id: target.to_string(),
+            })
+            .await?
+        {
+            DirReply::Done => {}
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        }
+        self.member_event(&caller.app, &ch, target, "channel.member_left")
+            .await?;
+        // The member_left event above is the last one the removed user receives.
+        self.unsubscribe_everywhere(&caller.app, target, &chat_stream(&caller.app, id))
+            .await;
+        Ok(())
+    }
+
+    /// Sets the caller's star or mute flag.
+    pub async fn set_flags(
+        &self,
+        caller: &Caller,
+        id: &str,
+        muted: Option<bool>,
+        starred: Option<bool>,
+    ) -> Result<(), ChatError> {
+        let user = caller.user()?.to_string();
+        self.membership(&caller.app, id, &user)
+            .await?
+            .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        match self
+            .dir(DirCommand::SetMemberFlags {
+                app_id: caller.app.clone(),
+                channel_id: id.to_string(),
+                user_id: user,
+                muted,
+                starred,
+            })
+            .await?
+        {
+            DirReply::Done => Ok(()),
+            DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // ---- messages
+
+    pub(super) async fn append_user_event(&self, app: &str, user: &str, data: String) {
+        if let Err(e) = self
+            .write_stream(&user_stream(app, user), StreamOp::Append { data })
+            .await
+        {
+            tracing::warn!(app, user, error = %e, "user event not recorded");
+        }
+    }
+
+    // ---- routing to channel actors
+}

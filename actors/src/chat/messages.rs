@@ -1,0 +1,440 @@
+//! Messages, threads, read positions and typing: the writes of a chat stream.
+
+use super::*;
+
+impl Chat {
+    /// The caller's membership for writing: open channels are joined on first send.
+    pub(super) async fn writer_membership(
+        &self,
+        caller: &Caller,
+        ch: &Channel,
+    ) -> Result<(), ChatError> {
+        let user = caller.user()?;
+        if self.membership(&caller.app, &ch.id, user).await?.is_some() {
+            return Ok(());
+        }
+        if ch.kind.is_open() || caller.server {
+            if self.user(&caller.app, user)?.is_none() {
+                return Err(ChatError::NotFound(format!("user {user}")));
+            }
+            let added = match self
+                .dir(DirCommand::AddMembers {
+                    app_id: caller.app.clone(),
+                    channel_id: ch.id.clone(),
+                    users: vec![user.to_string()],
+                    role: Role::Member,
+                    now: time::now_ms(),
+                })
+                .await?
+            {
+                DirReply::Added(added) => added,
+                other => return Err(unexpected(other)),
+            };
+            if !added.is_empty() {
+                self.member_event(&caller.app, ch, user, "channel.member_joined")
+                    .await?;
+            }
+            return Ok(());
+        }
+        Err(ChatError::forbidden("not a member of this channel"))
+    }
+
+    /// Sends a message; a repeated client message id returns the first message
+    /// (`duplicate` = true).
+    pub async fn send_message(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        new: NewMessage,
+    ) -> Result<(Message, bool), ChatError> {
+        validate::text_len("text", &new.text, 1, 10_000)?;
+        if let Some(c) = &new.client_msg_id {
+            validate::text_len("clientMsgId", c, 1, 64)?;
+        }
+        let attachments = match new.attachments {
+            None | Some(Value::Null) => json!([]),
+            Some(Value::Array(a)) if a.len() <= 32 => Value::Array(a),
+            Some(_) => {
+                return Err(ChatError::bad(
+                    "attachments must be an array of at most 32 items",
+                ))
+            }
+        };
+        let ch = self
+            .channel(&caller.app, channel)?
+            .ok_or_else(|| ChatError::not_found("channel"))?;
+        self.writer_membership(caller, &ch).await?;
+        if let Some(parent) = &new.parent_id {
+            let stream = chat_stream(&caller.app, channel);
+            match self
+                .query(&stream, StreamQuery::Message { id: parent.clone() })
+                .await?
+            {
+                QueryAnswer::Message(Some(p)) if p.parent_id.is_none() => {}
+                QueryAnswer::Message(Some(_)) => {
+                    return Err(ChatError::bad("replies cannot have replies"))
+                }
+                _ => return Err(ChatError::not_found("parent message")),
+            }
+        }
+        let user_id = caller.user()?;
+        let user = self
+            .user(&caller.app, user_id)?
+            .ok_or_else(|| ChatError::NotFound(format!("user {user_id}")))?;
+        let members = self.members(&caller.app, channel)?;
+        let mentions = mentions_in(
+            &new.text,
+            &members,
+            &self.inner.directory,
+            &caller.app,
+            user_id,
+        );
+        let message = Message {
+            id: new_id(),
+            channel_id: channel.to_string(),
+            user_id: user_id.to_string(),
+            seq: 0,
+            text: Some(new.text),
+            attachments,
+            parent_id: new.parent_id,
+            reply_to_id: new.reply_to_id,
+            client_msg_id: new.client_msg_id,
+            created_at: time::now_ms(),
+            edited_at: None,
+            deleted_at: None,
+            reply_count: 0,
+            mentions,
+            user: UserSummary::from(&user),
+        };
+        match self
+            .write_stream(
+                &chat_stream(&caller.app, channel),
+                StreamOp::Send {
+                    message: Box::new(message),
+                },
+            )
+            .await?
+        {
+            StreamReply::Message {
+                message, duplicate, ..
+            } => {
+                if !duplicate && message.parent_id.is_none() {
+                    let others: Vec<String> = members
+                        .into_iter()
+                        .map(|m| m.user_id)
+                        .filter(|u| u != user_id)
+                        .collect();
+                    self.spawn_unread_notices(&caller.app, channel, others);
+                }
+                Ok((*message, duplicate))
+            }
+            StreamReply::Refused(why) => Err(ChatError::Conflict(why)),
+            other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// Edits the caller's own message.
+    pub async fn edit_message(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        id: &str,
+        text: String,
+    ) -> Result<Message, ChatError> {
+        validate::text_len("text", &text, 1, 10_000)?;
+        let (_, me) = self.readable_channel(caller, channel).await?;
+        let m = self.message(caller, channel, id).await?;
+        if !caller.server && (me.is_none() || caller.user.as_deref() != Some(m.user_id.as_str())) {
+            return Err(ChatError::forbidden("you can only edit your own messages"));
+        }
+        match self
+            .write_stream(
+                &chat_stream(&caller.app, channel),
+                StreamOp::Edit {
+                    message_id: id.to_string(),
+                    text,
+                    now: time::now_ms(),
+                },
+            )
+            .await?
+        {
+            StreamReply::Message { message, .. } => Ok(*message),
+            StreamReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            StreamReply::Refused(w) => Err(ChatError::Conflict(w)),
+            other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// Soft-deletes a message (its author, or a moderator); `purge` removes it entirely
+    /// (moderators only).
+    pub async fn delete_message(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        id: &str,
+        purge: bool,
+    ) -> Result<(), ChatError> {
+        let (_, me) = self.readable_channel(caller, channel).await?;
+        let m = self.message(caller, channel, id).await?;
+        if !caller.server {
+            let me = me.ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+            let own = caller.user.as_deref() == Some(m.user_id.as_str());
+            if !(me.role.can_moderate() || (own && !purge)) {
+                return Err(ChatError::forbidden("not allowed to delete this message"));
+            }
+        }
+        let op = if purge {
+            StreamOp::Purge {
+                message_id: id.to_string(),
+            }
+        } else {
+            StreamOp::Delete {
+                message_id: id.to_string(),
+                now: time::now_ms(),
+            }
+        };
+        match self
+            .write_stream(&chat_stream(&caller.app, channel), op)
+            .await?
+        {
+            StreamReply::Message { .. } => Ok(()),
+            StreamReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// One message of a channel the caller may read.
+    pub async fn message(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        id: &str,
+    ) -> Result<Message, ChatError> {
+        self.readable_channel(caller, channel).await?;
+        match self
+            .query(
+                &chat_stream(&caller.app, channel),
+                StreamQuery::Message { id: id.to_string() },
+            )
+            .await?
+        {
+            QueryAnswer::Message(Some(m)) => Ok(*m),
+            QueryAnswer::Message(None) => Err(ChatError::not_found("message")),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    /// A page of top-level messages: `(messages, max_seq, has_more)`.
+    pub async fn messages(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        page: MessagePage,
+        limit: usize,
+    ) -> Result<(Vec<Message>, u64, bool), ChatError> {
+        self.readable_channel(caller, channel).await?;
+        match self
+            .query(
+                &chat_stream(&caller.app, channel),
+                StreamQuery::Messages { page, limit },
+            )
+            .await?
+        {
+            QueryAnswer::Messages {
+                messages,
+                more,
+                max_seq,
+            } => Ok((messages, max_seq, more)),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    /// Thread replies of a message.
+    pub async fn replies(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        parent: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, ChatError> {
+        self.message(caller, channel, parent).await?;
+        match self
+            .query(
+                &chat_stream(&caller.app, channel),
+                StreamQuery::Replies {
+                    parent: parent.to_string(),
+                    limit,
+                },
+            )
+            .await?
+        {
+            QueryAnswer::Messages { messages, .. } => Ok(messages),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    /// Marks the channel read for the caller; returns the new last read seq.
+    pub async fn mark_read(&self, caller: &Caller, channel: &str) -> Result<u64, ChatError> {
+        let user = caller.user()?.to_string();
+        self.membership(&caller.app, channel, &user)
+            .await?
+            .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        match self
+            .write_stream(
+                &chat_stream(&caller.app, channel),
+                StreamOp::Read { user_id: user },
+            )
+            .await?
+        {
+            StreamReply::Read { last_read_seq, .. } => {
+                self.unread_notice(&caller.app, channel, caller.user()?, 0);
+                Ok(last_read_seq)
+            }
+            other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// Tells members (after a new message, in the background) their unread count of the
+    /// channel: `channel.unread_changed` on their `user:` channel. Ephemeral (no offset): the
+    /// counts are derived state, refetched through REST after a reconnect. Channels with more
+    /// than [`MAX_UNREAD_NOTICES`] other members get none.
+    pub(super) fn spawn_unread_notices(&self, app: &str, channel: &str, users: Vec<String>) {
+        if users.is_empty() || users.len() > MAX_UNREAD_NOTICES {
+            return;
+        }
+        let chat = self.clone();
+        let (app, channel) = (app.to_string(), channel.to_string());
+        tokio::spawn(async move {
+            let q = StreamQuery::Unreads { users };
+            match chat.query(&chat_stream(&app, &channel), q).await {
+                Ok(QueryAnswer::Unreads(counts)) => {
+                    for (user, count) in counts {
+                        chat.unread_notice(&app, &channel, &user, count);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(app, channel, error = %e, "unread notices skipped"),
+            }
+        });
+    }
+
+    pub(super) fn unread_notice(&self, app: &str, channel: &str, user: &str, count: u64) {
+        let stream = user_stream(app, user);
+        let data = render::envelope(
+            "channel.unread_changed",
+            json!({"channelId": channel, "count": count}),
+        );
+        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
+        self.inner
+            .env
+            .emitter
+            .emit(&stream, None, bytes::Bytes::from(frame));
+    }
+
+    /// `(last_read_seq, unread)` of a member.
+    pub async fn read_state(
+        &self,
+        app: &str,
+        channel: &str,
+        user: &str,
+    ) -> Result<(u64, u64), ChatError> {
+        match self
+            .query(
+                &chat_stream(app, channel),
+                StreamQuery::ReadState {
+                    user: user.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryAnswer::Read {
+                last_read_seq,
+                unread,
+            } => Ok((last_read_seq, unread)),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    /// Broadcasts typing (ephemeral: no offset, not stored).
+    pub async fn typing(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        typing: bool,
+    ) -> Result<(), ChatError> {
+        let user = caller.user()?;
+        self.membership(&caller.app, channel, user)
+            .await?
+            .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        let u = self
+            .user(&caller.app, user)?
+            .ok_or_else(|| ChatError::not_found("user"))?;
+        let kind = if typing {
+            "typing.start"
+        } else {
+            "typing.stop"
+        };
+        let data = render::envelope(
+            kind,
+            json!({"channelId": channel, "user": {"id": u.id, "name": u.name, "image": u.image}}),
+        );
+        let stream = chat_stream(&caller.app, channel);
+        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
+        self.inner
+            .env
+            .emitter
+            .emit(&stream, None, bytes::Bytes::from(frame));
+        Ok(())
+    }
+
+    // ---- realtime
+}
+
+/// Users mentioned as `@[Name or id]` or `@word` among the channel's members (sender excluded).
+fn mentions_in(
+    text: &str,
+    members: &[Member],
+    dir: &Directory,
+    app: &str,
+    sender: &str,
+) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('@') {
+        rest = &rest[i + 1..];
+        if let Some(inner) = rest.strip_prefix('[') {
+            if let Some(end) = inner.find(']') {
+                tokens.push(inner[..end].to_string());
+                rest = &inner[end + 1..];
+                continue;
+            }
+        }
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !word.is_empty() {
+            tokens.push(word);
+        }
+    }
+    let mut out = Vec::new();
+    for m in members {
+        if m.user_id == sender {
+            continue;
+        }
+        let name = dir
+            .user(app, &m.user_id)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        if tokens
+            .iter()
+            .any(|t| t == &m.user_id || t.eq_ignore_ascii_case(&name))
+            && !out.contains(&m.user_id)
+        {
+            out.push(m.user_id.clone());
+        }
+    }
+    out
+}

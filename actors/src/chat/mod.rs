@@ -1,0 +1,420 @@
+//! The chat service: the domain operations the gateway calls, with their rules.
+//!
+//! [`Chat`] owns a node's cluster membership, its directory view, its channel actors and its
+//! fanout. Directory changes (apps, users, channels, members) go through group 0; stream writes
+//! (messages, reads, events) go to the channel actor of the stream, on this node when it leads
+//! the stream's shard, else forwarded once to the node that does. Permission rules live here, so
+//! every surface (REST, realtime RPC) enforces the same ones.
+//!
+//! This module holds the service's wiring and routing; the operations are split by subject:
+//! `users` (apps, keys, users, tokens), `channels` (channels and memberships), `messages`
+//! (messages, threads, reads, typing), `realtime` (positions, history, presence, access) and
+//! `handlers` (messages from other nodes).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatsdk_cluster::{
+    shard_for, ClusterConfig, ClusterNode, GroupId, MetaCommand, MetaReply, NodeId, StartMode,
+    UpperHandler, META_GROUP,
+};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::channel::{ActorEnv, ChannelAnswer, ChannelRequest, QueryAnswer, Registry, StreamQuery};
+use crate::directory::{
+    DirCommand, DirReply, Directory, DirectoryApplier, UpsertAction, UpsertMode, UserPatch,
+};
+use crate::emitter::{decode_batch, Emitter, TOPIC_DELIVER};
+use crate::error::ChatError;
+use crate::fanout::{ClientInfo, Fanout};
+use crate::model::{ApiKey, App, Channel, ChannelType, Member, Message, Role, User, UserSummary};
+use crate::outbound::CloseReason;
+use crate::stream::{MessagePage, StreamApplier, StreamOp, StreamReply};
+use crate::{hash_hex, new_id, render, time, validate};
+
+mod channels;
+mod handlers;
+mod messages;
+mod realtime;
+mod users;
+
+use handlers::{
+    ChannelHandler, DeliverHandler, DisconnectHandler, PresenceHandler, UnsubscribeHandler,
+};
+
+/// Topic of channel-actor requests forwarded to a shard's leader.
+const TOPIC_CHANNEL: u16 = 0x4302;
+/// Topic of presence queries between nodes.
+const TOPIC_PRESENCE: u16 = 0x4303;
+/// Topic of "disconnect this user" broadcasts.
+const TOPIC_DISCONNECT: u16 = 0x4304;
+
+/// Members a channel may be created with (more are added afterwards, in batches).
+const MAX_INITIAL_MEMBERS: usize = 500;
+/// Members told their unread count after each message, at most.
+const MAX_UNREAD_NOTICES: usize = 1000;
+/// Topic of "end these subscriptions" broadcasts.
+const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
+
+/// Settings of the chat layer.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// Events retained per stream for recovery.
+    pub history_size: u64,
+    /// Channel actors stop after this long without requests.
+    pub actor_idle: Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            history_size: 1000,
+            actor_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub app: String,
+    /// The acting user, if any.
+    pub user: Option<String>,
+    /// Server-key authority: skips membership and role checks within the app.
+    pub server: bool,
+}
+
+impl Caller {
+    fn user(&self) -> Result<&str, ChatError> {
+        self.user
+            .as_deref()
+            .ok_or_else(|| ChatError::bad("user_id is required"))
+    }
+}
+
+/// A new channel.
+#[derive(Clone, Debug, Default)]
+pub struct NewChannel {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub member_ids: Vec<String>,
+    pub workspace_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub config: Option<Value>,
+    /// An explicit cid (ensure endpoints, seeds); generated otherwise.
+    pub cid: Option<String>,
+    /// An explicit id (seeds); generated otherwise.
+    pub id: Option<String>,
+}
+
+/// A new message.
+#[derive(Clone, Debug, Default)]
+pub struct NewMessage {
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub attachments: Option<Value>,
+    pub parent_id: Option<String>,
+    pub reply_to_id: Option<String>,
+}
+
+/// A subscribe/recovery answer.
+#[derive(Clone, Debug)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+    pub publications: Vec<crate::model::StreamEvent>,
+    pub recovered: bool,
+}
+
+struct Inner {
+    cluster: ClusterNode,
+    directory: Directory,
+    fanout: Arc<Fanout>,
+    env: Arc<ActorEnv>,
+    /// Shards from this node's configuration, until the meta state (authoritative) is known.
+    config_shards: u32,
+}
+
+impl Inner {
+    fn shards(&self) -> u32 {
+        match self.cluster.meta_state().shards {
+            0 => self.config_shards,
+            n => n,
+        }
+    }
+}
+
+/// A node's chat service. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+impl Chat {
+    /// Starts the node (bootstrap, join or restart per `mode`) and the chat layer on it.
+    pub async fn start(
+        cluster: ClusterConfig,
+        mode: StartMode,
+        config: ChatConfig,
+    ) -> Result<Chat, ChatError> {
+        let shards = cluster.shards;
+        let node = ClusterNode::start(
+            cluster,
+            mode,
+            Arc::new(StreamApplier),
+            Some(Arc::new(DirectoryApplier)),
+        )
+        .await?;
+        let reader = node
+            .local_reader(META_GROUP)
+            .ok_or_else(|| ChatError::Internal("no directory replica".into()))?;
+        let fanout = Arc::new(Fanout::default());
+        let emitter = Arc::new(Emitter::new(node.clone(), fanout.clone()));
+        let registry = Arc::new(Registry::default());
+        let env = Arc::new(ActorEnv {
+            cluster: node.clone(),
+            emitter,
+            retain: config.history_size,
+            idle: config.actor_idle,
+            registry,
+        });
+        let chat = Chat {
+            inner: Arc::new(Inner {
+                cluster: node.clone(),
+                directory: Directory::new(reader),
+                fanout,
+                env,
+                config_shards: shards,
+            }),
+        };
+        node.register_handler(
+            TOPIC_DELIVER,
+            Arc::new(DeliverHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_CHANNEL,
+            Arc::new(ChannelHandler(Arc::downgrade(&chat.inner))),
+        );
+        node.register_handler(
+            TOPIC_PRESENCE,
+            Arc::new(PresenceHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_DISCONNECT,
+            Arc::new(DisconnectHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_UNSUBSCRIBE,
+            Arc::new(UnsubscribeHandler(chat.inner.fanout.clone())),
+        );
+        chat.spawn_leadership_watch();
+        Ok(chat)
+    }
+
+    pub(super) fn spawn_leadership_watch(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut watch = self.inner.cluster.watch_leadership();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let leading: BTreeSet<GroupId> = watch.borrow().clone();
+                let Some(inner) = weak.upgrade() else { return };
+                let shards = inner.shards();
+                inner
+                    .env
+                    .registry
+                    .retain_leading(&leading, |s| group_of(s, shards));
+            }
+        });
+    }
+
+    /// The cluster node under this service.
+    pub fn cluster(&self) -> &ClusterNode {
+        &self.inner.cluster
+    }
+
+    /// This node's subscriber index.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.inner.fanout
+    }
+
+    /// Local directory reads.
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    /// Number of channel actors running here.
+    pub fn running_actors(&self) -> usize {
+        self.inner.env.registry.len()
+    }
+
+    /// Stops the channel actors and the node.
+    pub async fn shutdown(&self) {
+        self.inner.env.registry.stop_all();
+        self.inner.cluster.shutdown().await;
+    }
+
+    // ---- directory plumbing
+
+    pub(super) async fn dir(&self, command: DirCommand) -> Result<DirReply, ChatError> {
+        let body = serde_json::to_vec(&command).map_err(|e| ChatError::Internal(e.to_string()))?;
+        let reply = self
+            .inner
+            .cluster
+            .propose_meta(MetaCommand::Upper(body))
+            .await?;
+        // Read-your-writes on this node: wait until the local replica has applied it.
+        self.inner.cluster.linearizable_reader(META_GROUP).await?;
+        match reply {
+            MetaReply::Upper(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| ChatError::Internal(format!("directory reply: {e}"))),
+            MetaReply::Refused(why) => Err(ChatError::Internal(why)),
+            other => Err(ChatError::Internal(format!(
+                "unexpected directory reply {other:?}"
+            ))),
+        }
+    }
+
+    pub(super) async fn route(
+        &self,
+        stream: &str,
+        request: ChannelRequest,
+    ) -> Result<ChannelAnswer, ChatError> {
+        let group = group_of(stream, self.inner.shards());
+        if self
+            .inner
+            .cluster
+            .watch_leadership()
+            .borrow()
+            .contains(&group)
+        {
+            match self
+                .inner
+                .env
+                .registry
+                .call(&self.inner.env, stream, group, request.clone())
+                .await
+            {
+                // A query may be asked again wherever the leader now is; a write may have
+                // been proposed already, so its failure goes back to the caller (who retries
+                // with the same idempotency key).
+                Err(ChatError::Unavailable(why))
+                    if matches!(request, ChannelRequest::Query(_))
+                        && !self
+                            .inner
+                            .cluster
+                            .watch_leadership()
+                            .borrow()
+                            .contains(&group) =>
+                {
+                    tracing::debug!(
+                        stream,
+                        why,
+                        "leadership moved during a channel query; forwarding"
+                    );
+                }
+                other => return other,
+            }
+        }
+        let body = serde_json::to_vec(&(stream, &request))
+            .map_err(|e| ChatError::Internal(e.to_string()))?;
+        let raw = self
+            .inner
+            .cluster
+            .request_leader(group, TOPIC_CHANNEL, body)
+            .await?;
+        serde_json::from_slice::<Result<ChannelAnswer, ChatError>>(&raw)
+            .map_err(|e| ChatError::Internal(format!("channel answer: {e}")))?
+    }
+
+    pub(super) async fn write_stream(
+        &self,
+        stream: &str,
+        op: StreamOp,
+    ) -> Result<StreamReply, ChatError> {
+        match self.route(stream, ChannelRequest::Write(op)).await? {
+            ChannelAnswer::Written(r) => Ok(r),
+            ChannelAnswer::Answer(_) => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    pub(super) async fn query(
+        &self,
+        stream: &str,
+        q: StreamQuery,
+    ) -> Result<QueryAnswer, ChatError> {
+        match self.route(stream, ChannelRequest::Query(q)).await? {
+            ChannelAnswer::Answer(a) => Ok(a),
+            ChannelAnswer::Written(_) => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+}
+
+fn position(answer: QueryAnswer) -> Result<Position, ChatError> {
+    match answer {
+        QueryAnswer::Position {
+            epoch,
+            offset,
+            publications,
+            recovered,
+        } => Ok(Position {
+            epoch,
+            offset,
+            publications,
+            recovered,
+        }),
+        _ => Err(ChatError::Internal("unexpected answer".into())),
+    }
+}
+
+/// `chat:<app>:<channel>`.
+pub fn chat_stream(app: &str, channel: &str) -> String {
+    format!("chat:{app}:{channel}")
+}
+
+/// `user:<app>:<user>`.
+pub fn user_stream(app: &str, user: &str) -> String {
+    format!("user:{app}:{user}")
+}
+
+/// Splits `ns:app:id`; the id may contain colons.
+/// `app:<app>` has no id part (it is returned empty).
+pub fn split_stream(stream: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = stream.splitn(3, ':');
+    let ns = parts.next()?;
+    let app = parts.next()?;
+    let id = parts.next().unwrap_or_default();
+    let shape_ok = if ns == "app" {
+        id.is_empty()
+    } else {
+        !id.is_empty()
+    };
+    (!ns.is_empty() && !app.is_empty() && shape_ok).then_some((ns, app, id))
+}
+
+/// The shard of a stream: a chat stream lives with its channel's messages.
+fn group_of(stream: &str, shards: u32) -> GroupId {
+    match split_stream(stream) {
+        Some(("chat", app, id)) => shard_for(app, id, shards),
+        Some((ns, app, id)) => shard_for(app, &format!("{ns}:{id}"), shards),
+        None => shard_for("", stream, shards),
+    }
+}
+
+fn unexpected(reply: DirReply) -> ChatError {
+    match reply {
+        DirReply::NotFound(w) => ChatError::NotFound(w),
+        DirReply::Conflict(w) => ChatError::Conflict(w),
+        other => ChatError::Internal(format!("unexpected directory reply {other:?}")),
+    }
+}
+
+fn unexpected_stream(reply: StreamReply) -> ChatError {
+    match reply {
+        StreamReply::NotFound(w) => ChatError::NotFound(w),
+        StreamReply::Refused(w) => ChatError::Conflict(w),
+        other => ChatError::Internal(format!("unexpected stream reply {other:?}")),
+    }
+}

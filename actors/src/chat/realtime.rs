@@ -1,0 +1,101 @@
+//! What realtime sessions ask of the chat layer: positions, history, presence, access.
+
+use super::*;
+
+impl Chat {
+    /// Where a stream stands and, when `since` is given, the events after it.
+    pub async fn recover(
+        &self,
+        stream: &str,
+        since: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<Position, ChatError> {
+        position(
+            self.query(stream, StreamQuery::Recover { since, limit })
+                .await?,
+        )
+    }
+
+    /// Retained history of a stream.
+    pub async fn history(
+        &self,
+        stream: &str,
+        since: Option<(String, u64)>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Position, ChatError> {
+        position(
+            self.query(
+                stream,
+                StreamQuery::History {
+                    since,
+                    limit,
+                    reverse,
+                },
+            )
+            .await?,
+        )
+    }
+
+    /// Who is subscribed to `stream`, on every node.
+    pub async fn presence(&self, stream: &str) -> Vec<ClientInfo> {
+        let mut out = self.inner.fanout.presence(stream);
+        let me = self.inner.cluster.id();
+        for node in self
+            .inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+        {
+            if let Ok(raw) = self
+                .inner
+                .cluster
+                .request_upper(node, TOPIC_PRESENCE, stream.as_bytes().to_vec())
+                .await
+            {
+                if let Ok(list) = serde_json::from_slice::<Vec<(String, String)>>(&raw) {
+                    out.extend(
+                        list.into_iter()
+                            .map(|(client, user)| ClientInfo { client, user }),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `user` may subscribe to the realtime channel `stream` of `app`.
+    pub async fn may_subscribe(
+        &self,
+        app: &str,
+        user: &str,
+        stream: &str,
+    ) -> Result<(), ChatError> {
+        let (ns, stream_app, id) =
+            split_stream(stream).ok_or_else(|| ChatError::bad("malformed channel name"))?;
+        if stream_app != app {
+            return Err(ChatError::forbidden("channel of another app"));
+        }
+        match ns {
+            "chat" => {
+                let ch = self
+                    .channel(app, id)?
+                    .ok_or_else(|| ChatError::not_found("channel"))?;
+                if ch.kind.is_open() || self.membership(app, id, user).await?.is_some() {
+                    Ok(())
+                } else {
+                    Err(ChatError::forbidden("not a member of this channel"))
+                }
+            }
+            "user" if id == user => Ok(()),
+            "user" => Err(ChatError::forbidden("another user's channel")),
+            "app" => match self.user(app, user)? {
+                Some(u) if u.is_admin() => Ok(()),
+                _ => Err(ChatError::forbidden("app admins only")),
+            },
+            _ => Err(ChatError::NotFound(format!("namespace {ns}"))),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Apps, server keys, users and their tokens: the directory side of identity.
+
+use super::*;
+
+impl Chat {
+    /// The token-signing secret of the cluster, created on first use.
+    pub async fn token_secret(&self) -> Result<String, ChatError> {
+        if let Some(s) = self.inner.directory.secret()? {
+            return Ok(s);
+        }
+        let candidate = hex::encode(rand::random::<[u8; 32]>());
+        match self
+            .dir(DirCommand::InitSecret { secret: candidate })
+            .await?
+        {
+            DirReply::Secret(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // ---- apps and keys
+
+    /// Creates an app (or returns the existing one with this id).
+    pub async fn create_app(
+        &self,
+        id: Option<String>,
+        name: &str,
+        settings: Value,
+    ) -> Result<App, ChatError> {
+        let now = time::now_ms();
+        let app = App {
+            id: id.unwrap_or_else(new_id),
+            name: name.to_string(),
+            settings,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.dir(DirCommand::CreateApp { app }).await? {
+            DirReply::App(app) => Ok(app),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn app(&self, id: &str) -> Result<Option<App>, ChatError> {
+        Ok(self.inner.directory.app(id)?)
+    }
+
+    pub fn apps(&self) -> Result<Vec<App>, ChatError> {
+        Ok(self.inner.directory.apps()?)
+    }
+
+    pub async fn update_app(
+        &self,
+        id: &str,
+        name: Option<String>,
+        settings: Option<Value>,
+    ) -> Result<App, ChatError> {
+        match self
+            .dir(DirCommand::UpdateApp {
+                id: id.to_string(),
+                name,
+                settings,
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::App(app) => Ok(app),
+            DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_app(&self, id: &str) -> Result<(u64, u64), ChatError> {
+        match self
+            .dir(DirCommand::DeleteApp { id: id.to_string() })
+            .await?
+        {
+            DirReply::Deleted { users, channels } => Ok((users, channels)),
+            DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a server key for `app`; the plaintext is returned once and only its hash kept.
+    pub async fn create_api_key(
+        &self,
+        app: &str,
+        name: &str,
+        scopes: Vec<String>,
+    ) -> Result<(ApiKey, String), ChatError> {
+        if self.inner.directory.app(app)?.is_none() {
+            return Err(ChatError::not_found("app"));
+        }
+        let plain = format!("chatsdk_{}", hex::encode(rand::random::<[u8; 20]>()));
+        let key = ApiKey {
+            id: new_id(),
+            app_id: app.to_string(),
+            name: name.to_string(),
+            scopes,
+            hash: hash_hex(plain.as_bytes()),
+            created_at: time::now_ms(),
+            revoked_at: None,
+        };
+        self.dir(DirCommand::PutApiKey { key: key.clone() }).await?;
+        Ok((key, plain))
+    }
+
+    /// The active key whose plaintext is `plain`.
+    pub fn api_key(&self, plain: &str) -> Result<Option<ApiKey>, ChatError> {
+        Ok(self
+            .inner
+            .directory
+            .api_key(&hash_hex(plain.as_bytes()))?
+            .filter(|k| k.revoked_at.is_none()))
+    }
+
+    // ---- users
+
+    pub fn user(&self, app: &str, id: &str) -> Result<Option<User>, ChatError> {
+        Ok(self.inner.directory.user(app, id)?.filter(|u| !u.deleted))
+    }
+
+    /// A user including anonymised ones (for token checks).
+    pub fn user_record(&self, app: &str, id: &str) -> Result<Option<User>, ChatError> {
+        Ok(self.inner.directory.user(app, id)?)
+    }
+
+    /// Users of an app, filtered by a case-insensitive substring of name or id.
+    pub fn users(
+        &self,
+        app: &str,
+        q: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<User>, ChatError> {
+        let q = q.map(str::to_lowercase);
+        Ok(self
+            .inner
+            .directory
+            .users(app)?
+            .into_iter()
+            .filter(|u| !u.deleted)
+            .filter(|u| {
+                q.as_ref().is_none_or(|q| {
+                    u.name.to_lowercase().contains(q) || u.id.to_lowercase().contains(q)
+                })
+            })
+            .skip(offset)
+            .take(limit)
+            .collect())
+    }
+
+    pub async fn upsert_user(
+        &self,
+        app: &str,
+        patch: UserPatch,
+        mode: UpsertMode,
+    ) -> Result<(UpsertAction, User), ChatError> {
+        validate::user_id(&patch.id)?;
+        if let Some(name) = &patch.name {
+            validate::text_len("name", name, 1, 255)?;
+        }
+        match self
+            .dir(DirCommand::UpsertUser {
+                app_id: app.to_string(),
+                patch,
+                mode,
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::User { action, user } => Ok((action, user)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Anonymises a user, revokes their tokens and closes their connections.
+    pub async fn delete_user(&self, app: &str, id: &str) -> Result<User, ChatError> {
+        let user = match self
+            .dir(DirCommand::DeleteUser {
+                app_id: app.to_string(),
+                user_id: id.to_string(),
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::User { user, .. } => user,
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        };
+        self.disconnect_user(app, id).await;
+        Ok(user)
+    }
+
+    /// Spends a refresh token; a replayed one revokes its whole login session.
+    pub async fn spend_refresh(
+        &self,
+        app: &str,
+        user: &str,
+        sid: &str,
+        jti: &str,
+    ) -> Result<(), ChatError> {
+        let command = DirCommand::SpendRefresh {
+            app_id: app.to_string(),
+            user_id: user.to_string(),
+            sid: sid.to_string(),
+            jti: jti.to_string(),
+        };
+        match self.dir(command).await? {
+            DirReply::Done => Ok(()),
+            DirReply::Conflict(why) => Err(ChatError::Forbidden(why)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether a login session was revoked (by a refresh token replay).
+    pub fn session_revoked(&self, app: &str, user: &str, sid: &str) -> Result<bool, ChatError> {
+        Ok(self.inner.directory.session_revoked(app, user, sid)?)
+    }
+
+    /// Revokes every token issued to the user so far and closes their connections.
+    pub async fn revoke_tokens(&self, app: &str, id: &str) -> Result<(), ChatError> {
+        match self
+            .dir(DirCommand::RevokeTokens {
+                app_id: app.to_string(),
+                user_id: id.to_string(),
+                now: time::now_ms(),
+            })
+            .await?
+        {
+            DirReply::User { .. } => {}
+            DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
+            other => return Err(unexpected(other)),
+        }
+        self.disconnect_user(app, id).await;
+        Ok(())
+    }
+
+    /// Ends `user`'s subscriptions to `stream` on every node (membership removed, channel
+    /// deleted); clients get an unsubscribe push and do not resubscribe by themselves.
+    pub(super) async fn unsubscribe_everywhere(&self, app: &str, user: &str, stream: &str) {
+        let principal = format!("{app}:{user}");
+        let body = serde_json::to_vec(&(&principal, stream)).unwrap_or_default();
+        let frame = bytes::Bytes::from(chatsdk_proto::realtime::push_unsubscribe(
+            stream,
+            2000,
+            "unsubscribed",
+        ));
+        self.inner
+            .fanout
+            .unsubscribe_user(&principal, stream, &frame);
+        let me = self.inner.cluster.id();
+        for node in self
+            .inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+        {
+            let _ = self
+                .inner
+                .cluster
+                .send_upper(node, TOPIC_UNSUBSCRIBE, body.clone())
+                .await;
+        }
+    }
+
+    pub(super) async fn disconnect_user(&self, app: &str, id: &str) {
+        let principal = format!("{app}:{id}");
+        self.inner
+            .fanout
+            .disconnect_user(&principal, CloseReason::FORCE_DISCONNECT);
+        let me = self.inner.cluster.id();
+        for node in self
+            .inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+        {
+            let _ = self
+                .inner
+                .cluster
+                .send_upper(node, TOPIC_DISCONNECT, principal.clone().into_bytes())
+                .await;
+        }
+    }
+
+    // ---- channels
+}
