@@ -6,7 +6,8 @@
 //! - [`chat`]: the service the gateway calls ([`Chat`]): permissions, routing to channel actors.
 //! - [`directory`]: apps, keys, users, channels and members in group 0 (on every node).
 //! - [`stream`]: realtime streams and messages in the data shards.
-//! - [`channel`]: the channel actor (ractor), one per stream on its shard's leader.
+//! - [`channel`]: the channel actor (ractor), one per stream on its shard's leader;
+//!   [`registry`]: the ones running on this node.
 //! - [`session`]: the session actor (ractor), one per realtime connection.
 //! - [`fanout`], [`emitter`], [`outbound`]: getting one event to every subscriber, in order, with
 //!   bounded queues.
@@ -21,6 +22,7 @@ pub mod fanout;
 pub mod limits;
 pub mod model;
 pub mod outbound;
+pub mod registry;
 pub mod render;
 pub mod session;
 pub mod stream;
