@@ -225,15 +225,9 @@ impl Fanout {
                     .map(|l| l.iter().filter_map(std::sync::Weak::upgrade).collect())
             })
             .unwrap_or_default();
+        // Every subscribed session registered itself on connect, so this is all of them.
         for out in outs {
             out.close(reason);
-        }
-        if let Ok(map) = self.channels.read() {
-            for sub in map.values().flatten() {
-                if sub.info.user == principal {
-                    sub.out.close(reason);
-                }
-            }
         }
     }
 

@@ -42,9 +42,7 @@ pub async fn respond(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
-    let _entered = span.enter();
-    drop(_entered);
-    let res = next.run(req).await;
+    let res = tracing::Instrument::instrument(next.run(req), span).await;
     let is_error = res.extensions().get::<ErrorBody>().is_some();
     let keep = res.extensions().get::<KeepCase>().is_some();
     let json = res

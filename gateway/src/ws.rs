@@ -187,18 +187,16 @@ async fn connection(state: GatewayState, socket: WebSocket) {
             }
         };
         let commands = realtime::parse_frame(text.as_str());
-        if commands
+        let pongs = commands
             .iter()
-            .all(|c| matches!(c, Ok(c) if matches!(c.method, Method::Pong)))
-        {
+            .filter(|c| matches!(c, Ok(c) if matches!(c.method, Method::Pong)))
+            .count();
+        if pongs > 0 {
             last_pong.store(started.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-            continue;
         }
-        if commands
-            .iter()
-            .any(|c| matches!(c, Ok(c) if matches!(c.method, Method::Pong)))
-        {
-            last_pong.store(started.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        if pongs == commands.len() {
+            // Only pongs (or nothing): the session has nothing to do.
+            continue;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if session

@@ -258,6 +258,30 @@ impl Chat {
 
     // ---- directory plumbing
 
+    /// The other active nodes of the cluster.
+    pub(super) fn other_nodes(&self) -> Vec<NodeId> {
+        let me = self.inner.cluster.id();
+        self.inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+            .collect()
+    }
+
+    /// Sends a one-way message to every other active node (best effort: a node that misses it
+    /// is down, and its connections are gone with it).
+    pub(super) async fn tell_other_nodes(&self, topic: u16, body: Vec<u8>) {
+        for node in self.other_nodes() {
+            let _ = self
+                .inner
+                .cluster
+                .send_upper(node, topic, body.clone())
+                .await;
+        }
+    }
+
     pub(super) async fn dir(&self, command: DirCommand) -> Result<DirReply, ChatError> {
         let body = serde_json::to_vec(&command).map_err(|e| ChatError::Internal(e.to_string()))?;
         let reply = self

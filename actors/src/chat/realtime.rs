@@ -40,15 +40,7 @@ impl Chat {
     /// Who is subscribed to `stream`, on every node.
     pub async fn presence(&self, stream: &str) -> Vec<ClientInfo> {
         let mut out = self.inner.fanout.presence(stream);
-        let me = self.inner.cluster.id();
-        for node in self
-            .inner
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-        {
+        for node in self.other_nodes() {
             if let Ok(raw) = self
                 .inner
                 .cluster

@@ -249,21 +249,7 @@ impl Chat {
         self.inner
             .fanout
             .unsubscribe_user(&principal, stream, &frame);
-        let me = self.inner.cluster.id();
-        for node in self
-            .inner
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-        {
-            let _ = self
-                .inner
-                .cluster
-                .send_upper(node, TOPIC_UNSUBSCRIBE, body.clone())
-                .await;
-        }
+        self.tell_other_nodes(TOPIC_UNSUBSCRIBE, body).await;
     }
 
     pub(super) async fn disconnect_user(&self, app: &str, id: &str) {
@@ -271,21 +257,8 @@ impl Chat {
         self.inner
             .fanout
             .disconnect_user(&principal, CloseReason::FORCE_DISCONNECT);
-        let me = self.inner.cluster.id();
-        for node in self
-            .inner
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-        {
-            let _ = self
-                .inner
-                .cluster
-                .send_upper(node, TOPIC_DISCONNECT, principal.clone().into_bytes())
-                .await;
-        }
+        self.tell_other_nodes(TOPIC_DISCONNECT, principal.into_bytes())
+            .await;
     }
 
     // ---- channels
