@@ -164,7 +164,7 @@ impl Inner {
     }
 
     fn lost(&self, to: NodeId, e: ConnectionError) -> TransportError {
-        if self.shared.cancel.is_cancelled() {
+        if self.shared.is_closing() {
             return TransportError::Closed;
         }
         TransportError::ConnectionLost {

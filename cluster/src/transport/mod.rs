@@ -158,6 +158,16 @@ struct Shared {
     /// Cancelled by [`Transport::shutdown`] or when the last handle is dropped; every task
     /// the transport spawns ends when it fires.
     cancel: CancellationToken,
+    /// Set by [`Transport::shutdown`] before it closes the endpoint, so a request failing on
+    /// that close (before `cancel` fires) reports `Closed`, not a lost connection.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Whether this transport is shutting down (or shut down).
+    fn is_closing(&self) -> bool {
+        self.cancel.is_cancelled() || self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 struct Inner {
@@ -214,6 +224,7 @@ impl Transport {
             handler,
             faults: Faults::default(),
             cancel: CancellationToken::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         let accept_task = tokio::spawn(server::accept_loop(shared.clone(), endpoint.clone()));
         tracing::info!(node_id = cfg.node_id, %local_addr, "transport listening");
@@ -302,6 +313,10 @@ impl Transport {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         // Close first so peers see a connection close rather than streams cut short.
+        inner
+            .shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         inner.endpoint.close(frame::CLOSE_NORMAL, b"shutdown");
         inner.shared.cancel.cancel();
         let task = inner
@@ -321,7 +336,7 @@ impl Transport {
 impl Inner {
     /// Checks made before anything waits: open, size, drop fault.
     fn admit(&self, to: NodeId, len: usize) -> Result<(), TransportError> {
-        if self.shared.cancel.is_cancelled() {
+        if self.shared.is_closing() {
             return Err(TransportError::Closed);
         }
         if len > self.shared.max_frame_bytes {
