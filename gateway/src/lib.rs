@@ -8,15 +8,17 @@
 //!
 //! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
 //! [`dialect`] (camelCase/snake_case), [`error`] (the JSON error body), [`layers`] (request ids,
-//! dialect conversion), [`limits`] (rate limits), [`rest`] (handlers), [`ws`] (realtime), [`serve`],
-//! [`state`].
+//! dialect conversion), [`limits`] (rate limits), [`rest`] (handlers), [`connection`] (one realtime
+//! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`].
 
 pub mod auth;
 pub mod body;
+pub mod connection;
 pub mod dialect;
 pub mod error;
 pub mod layers;
 pub mod limits;
+pub mod quic;
 pub mod rest;
 pub mod serve;
 pub mod state;

@@ -76,6 +76,8 @@ fn start_server() -> anyhow::Result<Server> {
             "127.0.0.1:0",
             "--cluster-addr",
             "127.0.0.1:0",
+            "--quic-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path())

@@ -119,6 +119,36 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Lifetimes of user tokens.
     pub auth: AuthConfig,
+    /// The realtime endpoint over QUIC.
+    pub quic: QuicSection,
+}
+
+/// `[quic]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicSection {
+    /// Serve the realtime protocol over QUIC (ALPN `chatsdk`).
+    pub enabled: bool,
+    /// UDP port, on the IP of `server.http` (0: any free port).
+    pub port: u16,
+    /// PEM certificate chain (leaf first). Without `cert_file`/`key_file` the endpoint runs
+    /// only in dev mode, with a self-signed certificate kept in the data directory.
+    #[serde(with = "empty_is_none")]
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    #[serde(with = "empty_is_none")]
+    pub key_file: Option<String>,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 8443,
+            cert_file: None,
+            key_file: None,
+        }
+    }
 }
 
 /// `[server]`

@@ -2,7 +2,7 @@
 //!
 //! [`start`] turns a validated [`config::Config`] into a running node: the cluster member and
 //! chat layer (bootstrap, join or restart from the data directory), the first-start default app,
-//! the dev seed, and the HTTP server. [`Node::shutdown`] drains it. The binary (`main.rs`) only
+//! the dev seed, the HTTP server and the QUIC realtime endpoint. [`Node::shutdown`] drains it. The binary (`main.rs`) only
 //! parses the command line, sets up logging and waits for a signal.
 
 pub mod config;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chatsdk_actors::{Chat, ChatConfig, ChatError};
 use chatsdk_cluster::{ClusterConfig, StartMode};
+use chatsdk_gateway::quic::{CertSource, Identity, QuicError, QuicServer};
 use chatsdk_gateway::{GatewayConfig, GatewayState};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("quic endpoint: {0}")]
+    Quic(#[from] QuicError),
 }
 
 /// What a first start printed: credentials shown once.
@@ -47,6 +50,11 @@ pub struct Node {
     /// The bound HTTP address.
     pub http: SocketAddr,
     pub credentials: Credentials,
+    /// The bound UDP address of the QUIC realtime endpoint, when it runs.
+    pub quic: Option<SocketAddr>,
+    /// DER of the QUIC endpoint's certificate (a dev client pins it).
+    pub quic_cert: Option<Vec<u8>>,
+    quic_server: Option<QuicServer>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -124,6 +132,17 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
             });
         }
     };
+    let quic_server = match start_quic(c, &state) {
+        Ok(q) => q,
+        Err(e) => {
+            chat.shutdown().await;
+            return Err(e);
+        }
+    };
+    let (quic, quic_cert) = match &quic_server {
+        Some(q) => (q.local_addr().ok(), q.certificate.clone()),
+        None => (None, None),
+    };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(chatsdk_gateway::serve(
         listener,
@@ -135,9 +154,40 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         state,
         http,
         credentials,
+        quic,
+        quic_cert,
+        quic_server,
         shutdown,
         server,
     })
+}
+
+/// Binds the QUIC realtime endpoint when the configuration asks for it: with the configured
+/// certificate files, or in dev mode with a self-signed certificate kept in the data dir.
+fn start_quic(c: &Config, state: &GatewayState) -> Result<Option<QuicServer>, StartError> {
+    let q = &c.quic;
+    if !q.enabled {
+        return Ok(None);
+    }
+    let source = match (&q.cert_file, &q.key_file) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        _ if c.server.dev => CertSource::SelfSigned {
+            dir: c.server.data_dir.join("tls"),
+            names: vec!["localhost".into(), c.server.http.ip().to_string()],
+        },
+        _ => {
+            tracing::warn!(
+                "quic endpoint off: set quic.cert_file and quic.key_file (or run with --dev)"
+            );
+            return Ok(None);
+        }
+    };
+    let identity = Identity::load(&source)?;
+    let addr = SocketAddr::new(c.server.http.ip(), q.port);
+    Ok(Some(QuicServer::bind(addr, &identity, state.clone())?))
 }
 
 /// Starts a node with the cluster settings of its configuration.
@@ -151,7 +201,14 @@ impl Node {
     pub async fn shutdown(self) {
         self.state.draining.cancel();
         self.shutdown.cancel();
-        match self.server.await {
+        let grace = self.state.config.drain_timeout;
+        let quic = async {
+            if let Some(q) = self.quic_server {
+                q.shutdown(grace).await;
+            }
+        };
+        let (http, ()) = tokio::join!(self.server, quic);
+        match http {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "http server task failed"),
             Ok(Ok(())) => {}

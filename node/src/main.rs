@@ -43,6 +43,9 @@ struct ServeArgs {
     /// HTTP address for REST and WebSocket (overrides server.http).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// UDP port of the realtime QUIC endpoint, on the IP of --http (overrides quic.port).
+    #[arg(long)]
+    quic_port: Option<u16>,
     /// Node-to-node QUIC address (overrides cluster.addr).
     #[arg(long)]
     cluster_addr: Option<SocketAddr>,
@@ -73,6 +76,9 @@ fn effective(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(a) = args.http {
         c.server.http = a;
+    }
+    if let Some(p) = args.quic_port {
+        c.quic.port = p;
     }
     if let Some(a) = args.cluster_addr {
         c.cluster.addr = a;
@@ -145,6 +151,19 @@ async fn serve(c: Config) -> anyhow::Result<()> {
             dev.token, dev.channel_id
         );
         println!("  realtime: ws://{}/connection/websocket", node.http);
+        if node.quic.is_some() {
+            println!(
+                "  the QUIC endpoint's self-signed certificate: {}",
+                c.server
+                    .data_dir
+                    .join("tls")
+                    .join("quic-cert.pem")
+                    .display()
+            );
+        }
+    }
+    if let Some(q) = node.quic {
+        println!("realtime over QUIC on udp {q} (ALPN chatsdk)");
     }
     if let Some(token) = node.join_token() {
         println!("join token for more nodes: {token}");

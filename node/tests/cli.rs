@@ -22,6 +22,7 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+            .args(["--quic-port", "0"])
             .args(extra)
             .env("CHATSDK_LOG", "warn")
             .stdout(Stdio::piped())

@@ -25,6 +25,11 @@ impl Config {
             )?;
         }
         positive(s.drain_timeout_ms, "server.drain_timeout_ms")?;
+        ensure(
+            self.quic.cert_file.is_some() == self.quic.key_file.is_some(),
+            "quic.cert_file",
+            "and quic.key_file must be set together",
+        )?;
 
         match (&c.join, &c.join_token) {
             (Some(_), None) => {
