@@ -1,0 +1,233 @@
+//! `chatsdk-bench`: the load harness. `cargo run --release -p chatsdk-bench -- <scenario>`.
+//!
+//! The coordinator (this process, pinned to the generator cores) starts the system under test
+//! as its own process(es) pinned to core 0, spreads connections over generator processes,
+//! interleaves systems round by round (ours, peer, ours, peer, ...), and prints one JSON line
+//! per run on stdout and a table of medians and ratios on stderr. See docs/benchmarks.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use chatsdk_bench::peers::{self, Peer};
+use chatsdk_bench::scenarios::{self, fanout, Ctx};
+use chatsdk_bench::sut::System;
+use chatsdk_bench::{floor, gen, ournode, procstat};
+
+#[derive(Parser)]
+#[command(name = "chatsdk-bench", about = "ChatSDK load harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Our transport: ws, quic, or both.
+    #[arg(long, global = true, value_enum, default_value = "ws")]
+    transport: Transport,
+    /// Peers to compare with (idle, storm, fanout): any of ws, socketio, nats.
+    #[arg(long, global = true, value_enum, value_delimiter = ',', default_values = ["ws", "socketio", "nats"])]
+    peers: Vec<Peer>,
+    /// Compare with no peer.
+    #[arg(long, global = true)]
+    no_peers: bool,
+    /// Rounds of interleaved runs; medians are taken over them.
+    #[arg(long, global = true, default_value_t = 3)]
+    rounds: usize,
+    /// Tiny sizes and short windows: checks that a scenario works (CI).
+    #[arg(long, global = true)]
+    smoke: bool,
+    /// Do not pin the server and the generators to different cores.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Source addresses 127.0.0.1..=127.0.0.N for generator sockets.
+    #[arg(long, global = true, default_value_t = 8)]
+    sources: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    Ws,
+    Quic,
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShapeArg {
+    F1,
+    F2,
+    F3,
+    All,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N idle sessions (connected, authenticated, subscribed): server RSS per session.
+    Idle {
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 5000, 10000])]
+        steps: Vec<usize>,
+    },
+    /// Open-loop connect storms at rising rates: accept → subscribed latency, the limit.
+    Storm {
+        #[arg(long, value_delimiter = ',', default_values_t = [1000.0f64, 2000.0, 5000.0, 10000.0, 15000.0])]
+        rates: Vec<f64>,
+        /// Seconds per step (capped at 15,000 connections).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// C channels × M members at P publishes/s: CPU and syscalls per delivery, latency.
+    Fanout {
+        #[arg(long, value_enum, default_value = "all")]
+        shape: ShapeArg,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// ChatSDK's own load-test shapes against their thresholds.
+    ChatMix {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Acknowledged durable REST sends per second, one node and three.
+    Durable {
+        #[arg(long, value_delimiter = ',', default_values_t = [1000.0f64, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 10000.0])]
+        rates: Vec<f64>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Skip the three-node cluster.
+        #[arg(long)]
+        no_cluster: bool,
+    },
+    /// SIGKILL of a shard leader under load: recovery time, exactly-once in-order delivery.
+    Failover {
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 15.0)]
+        seconds: f64,
+    },
+    /// The kernel's cost of one small loopback write (the floor of a delivery).
+    Floor,
+    /// (internal) Runs a node for the harness.
+    #[command(hide = true)]
+    Node {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, requires = "join_token")]
+        join: Option<SocketAddr>,
+        #[arg(long)]
+        join_token: Option<String>,
+    },
+    /// (internal) Runs a generator; its spec comes on stdin.
+    #[command(hide = true)]
+    Gen,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.scenario {
+        Scenario::Node {
+            data_dir,
+            join,
+            join_token,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("CHATSDK_LOG")
+                        .unwrap_or_else(|_| "error".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let join = join.zip(join_token.clone());
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(ournode::run_node(data_dir, join));
+        }
+        Scenario::Gen => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(gen::run());
+        }
+        _ => {}
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(coordinate(cli))
+}
+
+async fn coordinate(cli: Cli) -> anyhow::Result<()> {
+    let (server_cpus, gen_cpus) = if cli.no_pin {
+        (None, None)
+    } else {
+        Ctx::pinning()
+    };
+    if let Some(g) = &gen_cpus {
+        // The coordinator does generator work too (REST senders).
+        if let Err(e) = procstat::pin(std::process::id(), g) {
+            eprintln!("cannot pin the coordinator: {e}");
+        }
+    }
+    let mut systems = Vec::new();
+    if cli.transport != Transport::Quic {
+        systems.push(System::Ours { quic: false });
+    }
+    if cli.transport != Transport::Ws {
+        systems.push(System::Ours { quic: true });
+    }
+    let with_peers = matches!(
+        cli.scenario,
+        Scenario::Idle { .. } | Scenario::Storm { .. } | Scenario::Fanout { .. }
+    );
+    let installed = if with_peers && !cli.no_peers && !cli.peers.is_empty() {
+        let inst = peers::install()?;
+        systems.extend(cli.peers.iter().map(|p| System::Peer(*p)));
+        Some(inst)
+    } else {
+        None
+    };
+    let ctx = Ctx {
+        smoke: cli.smoke,
+        rounds: if cli.smoke { 1 } else { cli.rounds.max(1) },
+        server_cpus,
+        gen_cpus,
+        sources: scenarios::loopback_sources(cli.sources),
+        installed,
+        systems,
+    };
+    let runs = match cli.scenario {
+        Scenario::Idle { steps } => scenarios::idle::run(&ctx, &steps).await?,
+        Scenario::Storm { rates, seconds } => scenarios::storm::run(&ctx, &rates, seconds).await?,
+        Scenario::Fanout { shape, seconds } => {
+            let shapes = match shape {
+                ShapeArg::F1 => vec![fanout::F1],
+                ShapeArg::F2 => vec![fanout::F2],
+                ShapeArg::F3 => vec![fanout::F3],
+                ShapeArg::All => vec![fanout::F1, fanout::F2, fanout::F3],
+            };
+            let seconds = if ctx.smoke { 2 } else { seconds };
+            fanout::run(&ctx, &shapes, seconds).await?
+        }
+        Scenario::ChatMix { seconds } => scenarios::chat_mix::run(&ctx, seconds).await?,
+        Scenario::Durable {
+            rates,
+            seconds,
+            no_cluster,
+        } => scenarios::durable::run(&ctx, &rates, seconds, !no_cluster).await?,
+        Scenario::Failover { rate, seconds } => {
+            scenarios::failover::run(&ctx, rate, seconds).await?
+        }
+        Scenario::Floor => {
+            let us = floor::loopback_write_us(160)?;
+            println!("{{\"scenario\":\"floor\",\"loopback_write_us\":{us:.4}}}");
+            return Ok(());
+        }
+        Scenario::Node { .. } | Scenario::Gen => return Ok(()),
+    };
+    let invalid = runs.iter().filter(|r| !r.valid).count();
+    if runs.is_empty() {
+        anyhow::bail!("no run completed");
+    }
+    if ctx.smoke && invalid > 0 {
+        anyhow::bail!("{invalid} of {} smoke runs were invalid", runs.len());
+    }
+    Ok(())
+}
