@@ -155,6 +155,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn coordinate(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = procstat::raise_nofile() {
+        if n < 16_000 {
+            eprintln!("open-file limit is {n}: large runs will fail to open connections");
+        }
+    }
     let (server_cpus, gen_cpus) = if cli.no_pin {
         (None, None)
     } else {

@@ -142,25 +142,6 @@ fn field(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_has_cpu_memory_and_syscalls() {
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        let s = Sample::of(std::process::id());
-        assert!(s.rss > 0);
-        assert!(s.syscalls > 0);
-        assert!(s.ctx_switches > 0);
-        assert!(kernel_slab() > 0);
-    }
-}
-
 /// Counts the syscalls of `pids` over `window` with `perf stat` (tracepoint
 /// `raw_syscalls:sys_enter`), in the background. `None` when perf is missing or not allowed.
 pub struct SyscallCount(Option<std::process::Child>);
@@ -198,5 +179,46 @@ impl SyscallCount {
             .trim()
             .parse()
             .ok()
+    }
+}
+
+/// Raises this process's open-file soft limit to its hard limit (children inherit it), with
+/// `prlimit` (util-linux; no `unsafe` here). Returns the soft limit now in force.
+pub fn raise_nofile() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard): (u64, u64) = (f.get(3)?.parse().ok()?, f.get(4)?.parse().ok()?);
+    if soft < hard {
+        let ok = std::process::Command::new("prlimit")
+            .args([
+                "--pid",
+                &std::process::id().to_string(),
+                &format!("--nofile={hard}:{hard}"),
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        return Some(if ok { hard } else { soft });
+    }
+    Some(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_has_cpu_memory_and_syscalls() {
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let s = Sample::of(std::process::id());
+        assert!(s.rss > 0);
+        assert!(s.syscalls > 0);
+        assert!(s.ctx_switches > 0);
+        assert!(kernel_slab() > 0);
     }
 }

@@ -62,7 +62,7 @@ pub async fn rooms(
     publishers: usize,
 ) -> anyhow::Result<Vec<Room>> {
     let per_room = members + publishers;
-    let all = users(node, &tag, rooms * per_room).await?;
+    let all = users(node, tag, rooms * per_room).await?;
     let base = format!("http://{}", node.http);
     let mut out = Vec::new();
     for r in 0..rooms {

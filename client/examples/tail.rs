@@ -9,13 +9,15 @@
 //! ```
 //!
 //! Arguments: `<endpoint> <channel> [token]`; the token defaults to `$CHATSDK_TOKEN`. The
-//! endpoint is a `ws://` URL, or `quic://host:port` with `$CHATSDK_QUIC_CERT` naming the DER
-//! file of the server's certificate to pin (server name `localhost`).
+//! endpoint is a `ws://` URL, or `quic://host:port` with `$CHATSDK_QUIC_CERT` naming the
+//! server's certificate to pin, PEM (a `--dev` node writes `<data_dir>/tls/quic-cert.pem`) or
+//! DER (server name `localhost`).
 
 use std::error::Error;
 
 use chatsdk_client::wire::CertificateDer;
 use chatsdk_client::{Endpoint, Event, QuicTrust, Realtime, RealtimeConfig};
+use rustls::pki_types::pem::PemObject;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -31,12 +33,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let endpoint = match endpoint.strip_prefix("quic://") {
         Some(addr) => {
-            let cert_file = std::env::var("CHATSDK_QUIC_CERT")
-                .map_err(|_| "quic:// needs CHATSDK_QUIC_CERT (the server certificate, DER)")?;
+            let cert_file = std::env::var("CHATSDK_QUIC_CERT").map_err(|_| {
+                "quic:// needs CHATSDK_QUIC_CERT (the server certificate, PEM or DER)"
+            })?;
+            let bytes = std::fs::read(cert_file)?;
+            let der = match CertificateDer::from_pem_slice(&bytes) {
+                Ok(c) => c,
+                Err(_) => CertificateDer::from(bytes),
+            };
             Endpoint::Quic {
                 addr: addr.parse()?,
                 server_name: "localhost".into(),
-                trust: QuicTrust::Pinned(CertificateDer::from(std::fs::read(cert_file)?)),
+                trust: QuicTrust::Pinned(der),
             }
         }
         None => Endpoint::WebSocket(endpoint),

@@ -34,7 +34,7 @@ impl Scanner {
             &joined
         };
         let mut i = 0;
-        let mut tail_from = data.len().saturating_sub(CARRY - 1).max(0);
+        let mut tail_from = data.len().saturating_sub(CARRY - 1);
         while let Some(pos) = find(&data[i..], PREFIX) {
             let start = i + pos;
             let digits_at = start + PREFIX.len();

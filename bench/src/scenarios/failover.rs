@@ -18,6 +18,9 @@ use crate::scenarios::Ctx;
 use crate::sut::Sut;
 
 const SUBSCRIBERS: usize = 6;
+
+/// What each subscriber saw: (offset, message text) of every `message.new`.
+type Seen = Arc<Mutex<Vec<Vec<(u64, String)>>>>;
 /// Shards of a default cluster (the node's default config).
 const SHARDS: u32 = 16;
 
@@ -63,8 +66,7 @@ async fn one(ctx: &Ctx, rate: f64, seconds: f64, round: usize) -> anyhow::Result
     };
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     // Subscribers on the surviving nodes.
-    let seen: Arc<Mutex<Vec<Vec<(u64, String)>>>> =
-        Arc::new(Mutex::new(vec![Vec::new(); SUBSCRIBERS]));
+    let seen: Seen = Arc::new(Mutex::new(vec![Vec::new(); SUBSCRIBERS]));
     let mut clients = Vec::new();
     for (i, sub) in room.subscribers.iter().enumerate() {
         let node = &sut.nodes[survivors[i % survivors.len()]];
