@@ -32,7 +32,7 @@ const IDEMPOTENCY_WINDOW: usize = 1024;
 /// Events a starting actor emits again: a previous leader may have committed them without
 /// delivering them (subscribers drop what they already have).
 const RE_EMIT_ON_START: u64 = 32;
-/// Unread messages counted per member at most (a count at the cap means "this many or more").
+/// Newest messages examined for unread counts (a count at the cap means "this many or more").
 const UNREAD_CAP: usize = 1000;
 /// How often an actor checks whether it has been idle.
 const TICK: Duration = Duration::from_secs(15);
@@ -532,24 +532,26 @@ impl ChannelState {
             }
             StreamQuery::ReadState { user } => {
                 let state = self.reader.read_state(&self.stream, &user)?;
-                let unread =
-                    self.reader
-                        .unread(&self.stream, &user, state.last_read_seq, UNREAD_CAP)?;
+                let positions = [(user, state.last_read_seq)];
+                let unread = self
+                    .reader
+                    .unreads(&self.stream, &positions, UNREAD_CAP)?
+                    .first()
+                    .copied()
+                    .unwrap_or(0);
                 QueryAnswer::Read {
                     last_read_seq: state.last_read_seq,
                     unread,
                 }
             }
             StreamQuery::Unreads { users } => {
-                let mut out = Vec::with_capacity(users.len());
+                let mut positions = Vec::with_capacity(users.len());
                 for user in users {
                     let state = self.reader.read_state(&self.stream, &user)?;
-                    let unread =
-                        self.reader
-                            .unread(&self.stream, &user, state.last_read_seq, UNREAD_CAP)?;
-                    out.push((user, unread));
+                    positions.push((user, state.last_read_seq));
                 }
-                QueryAnswer::Unreads(out)
+                let counts = self.reader.unreads(&self.stream, &positions, UNREAD_CAP)?;
+                QueryAnswer::Unreads(positions.into_iter().map(|(u, _)| u).zip(counts).collect())
             }
         })
     }

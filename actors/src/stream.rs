@@ -522,27 +522,45 @@ impl StreamReader {
             .unwrap_or_default())
     }
 
-    /// Top-level messages by others after `after_seq` (at most `cap` counted).
-    pub fn unread(
+    /// Unread counts of several users at once: top-level, undeleted messages by others after
+    /// each user's read position, counted among the stream's newest `window` messages (so a
+    /// count is exact up to `window` and capped by it). One scan and one partial decode per
+    /// message, whatever the number of users: a channel's members are counted together.
+    pub fn unreads(
         &self,
         stream: &str,
-        user: &str,
-        after_seq: u64,
-        cap: usize,
-    ) -> Result<u64, StoreError> {
+        users: &[(String, u64)],
+        window: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        /// The fields an unread count needs; serde skips the rest without allocating.
+        #[derive(serde::Deserialize)]
+        struct Counted {
+            seq: u64,
+            user_id: String,
+            #[serde(default)]
+            parent_id: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            deleted_at: Option<u64>,
+        }
         let sk = StreamKeys(stream);
-        Ok(self
+        let newest = self
             .reader
-            .range(
-                &sk.message(after_seq.saturating_add(1)),
-                &sk.message(u64::MAX),
-                false,
-                cap,
-            )?
+            .range(&sk.message(0), &sk.message(u64::MAX), true, window)?;
+        // Countable messages, oldest first: (seq, author).
+        let mut counted: Vec<(u64, String)> = newest
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<Message>(&v).ok())
-            .filter(|m| m.parent_id.is_none() && m.user_id != user && m.deleted_at.is_none())
-            .count() as u64)
+            .filter_map(|(_, v)| serde_json::from_slice::<Counted>(&v).ok())
+            .filter(|m| m.parent_id.is_none() && m.deleted_at.is_none())
+            .map(|m| (m.seq, m.user_id))
+            .collect();
+        counted.reverse();
+        Ok(users
+            .iter()
+            .map(|(user, after)| {
+                let from = counted.partition_point(|(seq, _)| seq <= after);
+                counted[from..].iter().filter(|(_, u)| u != user).count() as u64
+            })
+            .collect())
     }
 }
 

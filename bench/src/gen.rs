@@ -88,6 +88,8 @@ pub enum Out {
         /// Deliveries of the connection that got the fewest.
         min_per_conn: u64,
         closed: u64,
+        /// Deliveries a connection had already received (same marker twice).
+        duplicates: u64,
     },
 }
 
@@ -100,6 +102,7 @@ fn emit(o: &Out) {
 /// Shared counters of the subscriber connections.
 struct Counters {
     deliveries: AtomicU64,
+    duplicates: AtomicU64,
     closed: AtomicU64,
     hist: Mutex<Histogram<u64>>,
     per_conn: Vec<AtomicU64>,
@@ -137,6 +140,7 @@ pub async fn run() -> anyhow::Result<()> {
     let quic = Arc::new(quic);
     let counters = Arc::new(Counters {
         deliveries: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         hist: Mutex::new(hist::new()),
         per_conn: (0..spec.conns.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -146,6 +150,7 @@ pub async fn run() -> anyhow::Result<()> {
     let published = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64)));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(spec.conns.len().max(1));
 
+    let n_conns = spec.conns.len();
     // Connect phase.
     let started = Instant::now();
     let connect_hist = Arc::new(Mutex::new(hist::new()));
@@ -222,8 +227,13 @@ pub async fn run() -> anyhow::Result<()> {
             match role {
                 Role::Publisher { rate, payload } => {
                     let mut stop = stop_rx.clone();
-                    let link =
-                        publish(&target, link, &c, rate, payload, go_rx, stop_rx, published).await;
+                    let me = Publisher {
+                        index: i,
+                        of: n_conns,
+                        rate,
+                        payload,
+                    };
+                    let link = publish(&target, link, &c, me, go_rx, stop_rx, published).await;
                     let _ = done_tx.send(()).await;
                     if let Some(mut link) = link {
                         let _ = stop.changed().await;
@@ -274,6 +284,7 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Ok(Cmd::Reset) => {
                 counters.deliveries.store(0, Ordering::Relaxed);
+                counters.duplicates.store(0, Ordering::Relaxed);
                 for c in &counters.per_conn {
                     c.store(0, Ordering::Relaxed);
                 }
@@ -295,6 +306,7 @@ pub async fn run() -> anyhow::Result<()> {
                     .min()
                     .unwrap_or(0),
                 closed: counters.closed.load(Ordering::Relaxed),
+                duplicates: counters.duplicates.load(Ordering::Relaxed),
             }),
             Err(e) => tracing::warn!(error = %e, "unknown generator command"),
         }
@@ -311,6 +323,8 @@ async fn subscribe_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut scanner = marker::Scanner::default();
+    // Markers seen on this connection: a publish reaches each subscriber once.
+    let mut seen = std::collections::HashSet::new();
     loop {
         let data = tokio::select! {
             d = link.recv() => d,
@@ -331,11 +345,19 @@ async fn subscribe_loop(
         }
         let now = now_ns();
         let mut n = 0;
+        let mut dups = 0;
         let mut lat = Vec::new();
         scanner.scan(&data, |sent| {
-            n += 1;
-            lat.push(now.saturating_sub(sent) / 1000);
+            if seen.insert(sent) {
+                n += 1;
+                lat.push(now.saturating_sub(sent) / 1000);
+            } else {
+                dups += 1;
+            }
         });
+        if dups > 0 {
+            counters.duplicates.fetch_add(dups, Ordering::Relaxed);
+        }
         if n > 0 {
             counters.deliveries.fetch_add(n, Ordering::Relaxed);
             counters.per_conn[index].fetch_add(n, Ordering::Relaxed);
@@ -348,13 +370,21 @@ async fn subscribe_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One publishing connection's schedule.
+#[derive(Clone, Copy)]
+struct Publisher {
+    /// This connection among the generator's `of` publishers.
+    index: usize,
+    of: usize,
+    rate: f64,
+    payload: usize,
+}
+
 async fn publish(
     target: &Target,
     mut link: Link,
     c: &ConnSpec,
-    rate: f64,
-    payload: usize,
+    me: Publisher,
     mut go: watch::Receiver<Option<(Instant, u64, u64)>>,
     mut stop: watch::Receiver<bool>,
     out: Arc<Mutex<(u64, u64, u64, u64)>>,
@@ -375,8 +405,15 @@ async fn publish(
             _ = stop.changed() => return None,
         }
     };
+    let (rate, payload) = (me.rate, me.payload);
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let total = ((duration_ms as f64 / 1000.0) * rate).floor() as u64;
+    // Publishers are staggered over one period, so the publishes of all of them are evenly
+    // spread instead of arriving in bursts.
+    let (start, start_ns) = {
+        let shift = period.mul_f64(me.index as f64 / me.of.max(1) as f64);
+        (start + shift, start_ns + shift.as_nanos() as u64)
+    };
     let (mut sent, mut acked, mut errors, mut behind) = (0u64, 0u64, 0u64, 0u64);
     let ours = target.is_ours();
     let ack_deadline = start + Duration::from_millis(duration_ms) + Duration::from_secs(10);
@@ -393,7 +430,10 @@ async fn publish(
             _ = sleep => {
                 if sent >= total { break; }
                 behind = behind.max(next.elapsed().as_millis() as u64);
-                let intended_ns = start_ns + (period * sent as u32).as_nanos() as u64;
+                // Microsecond precision, and the publisher's index in the last three digits:
+                // every publish's marker is unique, so a repeat is a duplicate delivery.
+                let intended_ns = (start_ns + (period * sent as u32).as_nanos() as u64) / 1000 * 1000
+                    + (me.index % 1000) as u64;
                 let text = marker::payload(intended_ns, payload);
                 let frame = adapters::publish_frame(target, &c.room, &c.room_id, &text, 10 + sent as u32);
                 if link.send(&frame).await.is_err() { errors += total - sent; break; }

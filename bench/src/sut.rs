@@ -80,6 +80,9 @@ impl Sut {
 
     /// Three of our nodes in one cluster (the first bootstraps, the others join), over
     /// WebSocket, once every node answers `/ready`.
+    ///
+    /// Scenarios start it unpinned (`cpus: None`): three nodes pinned to one core of two
+    /// would measure that core's time-slicing, not the cluster.
     pub async fn cluster3(cpus: Option<&[usize]>) -> anyhow::Result<Sut> {
         let opts = NodeOptions {
             join: None,

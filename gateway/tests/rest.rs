@@ -1143,3 +1143,87 @@ async fn a_client_that_never_finishes_its_headers_is_dropped() {
     assert_eq!(read, Ok(true), "connection was not closed");
     node.stop().await;
 }
+
+/// Unread counts of several members come from one scan of the channel: each counts others'
+/// top-level, undeleted messages after their own read position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_skip_own_replies_and_deleted_messages() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("unread").await;
+    for u in ["ann", "ben", "cat"] {
+        user(&rest, &key, u).await;
+    }
+    let ch = rest
+        .call("POST", "/api/channels", Cred::Key(&key), Some(json!({"user_id": "ann", "name": "u", "type": "group", "member_ids": ["ben", "cat"]})))
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let (ann, _) = rest.login(&key, "ann").await;
+    let (ben, _) = rest.login(&key, "ben").await;
+    let (cat, _) = rest.login(&key, "cat").await;
+    let path = format!("/api/channels/{cid}/messages");
+    let send =
+        |who: &str, text: &str| json!({"text": text, "clientMsgId": format!("{who}-{text}")});
+    let mut ids = Vec::new();
+    for (who, tok, text) in [
+        ("ann", &ann, "a1"),
+        ("ben", &ben, "b1"),
+        ("ann", &ann, "a2"),
+        ("ann", &ann, "a3"),
+    ] {
+        let r = rest
+            .call("POST", &path, Cred::Bearer(tok), Some(send(who, text)))
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    // A thread reply does not count; a deleted message does not either.
+    let reply = rest
+        .call(
+            "POST",
+            &format!("{path}/{}/thread", ids[0]),
+            Cred::Bearer(&ben),
+            Some(json!({"text": "in thread"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let del = rest
+        .call(
+            "DELETE",
+            &format!("{path}/{}", ids[3]),
+            Cred::Bearer(&ann),
+            None,
+        )
+        .await;
+    assert!(del.status < 300, "{del:?}");
+    let count = |tok: String| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "GET",
+                "/api/channels/unread-count",
+                Cred::Bearer(&tok),
+                None,
+            )
+            .await
+            .body["count"]
+                .clone()
+        }
+    };
+    // ann: ben's b1. ben: ann's a1, a2 (a3 deleted). cat: a1, b1, a2.
+    assert_eq!(count(ann.clone()).await, 1);
+    assert_eq!(count(ben.clone()).await, 2);
+    assert_eq!(count(cat.clone()).await, 3);
+    // ben reads up to now: nothing left for him; cat is unchanged.
+    let read = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/read"),
+            Cred::Bearer(&ben),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(count(ben).await, 0);
+    assert_eq!(count(cat).await, 3);
+    node.stop().await;
+}

@@ -11,7 +11,7 @@
 //! (messages, threads, reads, typing), `realtime` (positions, history, presence, access) and
 //! `handlers` (messages from other nodes).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ const TOPIC_DISCONNECT: u16 = 0x4304;
 const MAX_INITIAL_MEMBERS: usize = 500;
 /// Members told their unread count after each message, at most.
 const MAX_UNREAD_NOTICES: usize = 1000;
+/// Least time between two rounds of unread notices of one channel.
+const UNREAD_NOTICE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Topic of "end these subscriptions" broadcasts.
 const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
 
@@ -136,6 +138,9 @@ struct Inner {
     env: Arc<ActorEnv>,
     /// Shards from this node's configuration, until the meta state (authoritative) is known.
     config_shards: u32,
+    /// Channels (`app:channel`) with a round of unread notices in progress, and the members
+    /// a further round must cover once it ends (see `spawn_unread_notices`).
+    unread_rounds: std::sync::Mutex<HashMap<String, Option<Vec<String>>>>,
 }
 
 impl Inner {
@@ -188,6 +193,7 @@ impl Chat {
                 fanout,
                 env,
                 config_shards: shards,
+                unread_rounds: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         node.register_handler(

@@ -41,7 +41,7 @@ pub async fn run(
                 continue;
             }
             let sut = if three {
-                Sut::cluster3(ctx.server_cpus()).await?
+                Sut::cluster3(None).await?
             } else {
                 Sut::start(
                     crate::sut::System::Ours { quic: false },

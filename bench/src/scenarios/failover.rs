@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> anyhow::Result<Vec<Run>>
     };
     let mut runs = Vec::new();
     for round in 0..ctx.rounds {
-        let r = one(ctx, rate, seconds, round).await?;
+        let r = one(rate, seconds, round).await?;
         r.emit();
         runs.push(r);
     }
@@ -40,8 +40,8 @@ pub async fn run(ctx: &Ctx, rate: f64, seconds: f64) -> anyhow::Result<Vec<Run>>
     Ok(runs)
 }
 
-async fn one(ctx: &Ctx, rate: f64, seconds: f64, round: usize) -> anyhow::Result<Run> {
-    let mut sut = Sut::cluster3(ctx.server_cpus()).await?;
+async fn one(rate: f64, seconds: f64, round: usize) -> anyhow::Result<Run> {
+    let mut sut = Sut::cluster3(None).await?;
     let room = sut
         .rooms(&format!("fo{round}"), 1, SUBSCRIBERS, 1)
         .await?

@@ -86,7 +86,16 @@ async fn one(
             1,
         )
         .await?;
+        let pids: Vec<u32> = gens.iter().map(|g| g.pid()).collect();
+        let g0 = scenarios::sample(&pids);
+        let t0 = std::time::Instant::now();
         let c = scenarios::connected(&mut gens, Duration::from_secs(120)).await?;
+        let load = scenarios::gen_load(
+            &g0,
+            &scenarios::sample(&pids),
+            t0.elapsed(),
+            ctx.gen_cores(),
+        );
         let lat = Latency::of(&c.hist);
         let mut run = Run::new("storm", system.name(), round);
         let achieved = c.ok as f64 / (c.elapsed_ms.max(1) as f64 / 1000.0);
@@ -95,9 +104,18 @@ async fn one(
             .metric(&format!("r{rate}_achieved_per_s"), achieved)
             .metric(&format!("r{rate}_p50_ms"), lat.p50_ms)
             .metric(&format!("r{rate}_p99_ms"), lat.p99_ms)
-            .metric(&format!("r{rate}_failed"), c.failed as f64);
-        let limit =
-            c.failed as f64 > n as f64 * 0.01 || lat.p99_ms > 1000.0 || achieved < rate * 0.9;
+            .metric(&format!("r{rate}_failed"), c.failed as f64)
+            .metric(&format!("r{rate}_generator_load"), load);
+        if load > 0.9 {
+            run.invalid(format!(
+                "generators used {:.0}% of their cores: the step measures the generator",
+                load * 100.0
+            ));
+        }
+        let limit = load > 0.9
+            || c.failed as f64 > n as f64 * 0.01
+            || lat.p99_ms > 1000.0
+            || achieved < rate * 0.9;
         eprintln!(
             "storm {}: asked {rate}/s, achieved {achieved:.0}/s, p99 {:.1} ms, {} failed",
             system.name(),
