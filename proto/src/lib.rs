@@ -10,6 +10,7 @@
 //!   client commands from frames, encoding replies, pushes and pings. Pure, no IO.
 
 pub mod error;
+pub mod framing;
 pub mod realtime;
 
 pub use error::{ApiError, ErrorCode};

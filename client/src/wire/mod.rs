@@ -14,7 +14,7 @@
 
 mod quic;
 mod tls;
-pub mod varint;
+pub use chatsdk_proto::framing as varint;
 mod ws;
 
 use std::net::SocketAddr;

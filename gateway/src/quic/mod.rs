@@ -5,7 +5,6 @@
 //! The endpoint only accepts and frames; [`crate::connection::run`] drives each connection, so
 //! QUIC and WebSocket clients meet the same session actors, limits and close rules.
 
-pub mod framing;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -15,6 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use bytes::{Bytes, BytesMut};
 use chatsdk_actors::outbound::CloseReason;
+use chatsdk_proto::framing;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio_util::task::TaskTracker;
 
@@ -146,7 +146,7 @@ impl FrameSource for QuicSource {
 
     async fn next(&mut self) -> Inbound<Utf8Bytes> {
         loop {
-            match framing::decode(&mut self.buf, self.max) {
+            match framing::take_frame(&mut self.buf, self.max) {
                 Ok(Some(frame)) => {
                     return match Utf8Bytes::try_from(frame) {
                         Ok(t) => Inbound::Text(t),
@@ -182,10 +182,7 @@ struct QuicSink {
 
 impl FrameSink for QuicSink {
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), ()> {
-        self.send
-            .write_chunk(framing::encode(&frames))
-            .await
-            .map_err(|_| ())
+        self.send.write_chunk(encode(&frames)).await.map_err(|_| ())
     }
 
     async fn close(mut self, reason: CloseReason) {
@@ -198,4 +195,13 @@ impl FrameSink for QuicSink {
             reason.reason.as_bytes(),
         );
     }
+}
+
+/// Frames back to back, each with its length prefix, for one write.
+fn encode(frames: &[Bytes]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(frames.iter().map(|f| f.len() + 3).sum());
+    for f in frames {
+        framing::put_frame(&mut buf, f);
+    }
+    buf.freeze()
 }

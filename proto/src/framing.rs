@@ -2,9 +2,10 @@
 //! protobuf and Go's `binary.Uvarint` write it) followed by exactly that many bytes of one JSON
 //! object.
 //!
-//! It exists apart from the QUIC transport so every edge (a prefix split across reads, a
-//! truncated frame, an over-long or overflowing prefix, a frame above the limit) is tested
-//! without a socket. Decoding never panics: the server controls every byte.
+//! It lives in the shared protocol crate because both ends speak it (the server's QUIC endpoint
+//! and the client SDK), and apart from any transport so every edge (a prefix split across
+//! reads, a truncated frame, an over-long or overflowing prefix, a frame above the limit) is
+//! tested without a socket. Decoding never panics: the peer controls every byte.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
