@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::adapters::Target;
 use crate::gen::{ConnSpec, Role};
 use crate::report::Run;
 use crate::scenarios::{self, Ctx};
@@ -66,7 +67,15 @@ async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow
     let mut connect_hist = crate::hist::new();
     for &n in steps {
         let batch = conns[done..n].to_vec();
-        let mut g = scenarios::spawn_gens(ctx, &sut.target, Role::Subscriber, batch, 512).await?;
+        // QUIC handshakes arrive as UDP bursts: fewer at once keeps the socket buffers from
+        // dropping them (which costs a retransmission timeout each).
+        let concurrency = if matches!(sut.target, Target::OursQuic { .. }) {
+            64
+        } else {
+            512
+        };
+        let mut g =
+            scenarios::spawn_gens(ctx, &sut.target, Role::Subscriber, batch, concurrency).await?;
         let c = scenarios::connected(&mut g, Duration::from_secs(300)).await?;
         if c.failed > 0 {
             run.invalid(format!(
