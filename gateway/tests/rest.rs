@@ -1213,6 +1213,28 @@ async fn unread_counts_skip_own_replies_and_deleted_messages() {
     assert_eq!(count(ann.clone()).await, 1);
     assert_eq!(count(ben.clone()).await, 2);
     assert_eq!(count(cat.clone()).await, 3);
+    // Mentions: by id and by display name (case-insensitive), never the sender, not an email.
+    let m = rest
+        .call(
+            "POST",
+            &path,
+            Cred::Bearer(&ben),
+            Some(json!({"text": "hey @ann, @[Cat] and @ben, mail x@y.z"})),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{m:?}");
+    assert_eq!(m.body["mentions"], json!(["ann", "cat"]), "{m:?}");
+    let plain = rest
+        .call(
+            "POST",
+            &path,
+            Cred::Bearer(&ben),
+            Some(json!({"text": "no one here"})),
+        )
+        .await;
+    assert_eq!(plain.body["mentions"], json!([]), "{plain:?}");
+    // cat now has two more unread (ben's messages); the counts converge after the burst.
+    assert_eq!(count(cat.clone()).await, 5);
     // ben reads up to now: nothing left for him; cat is unchanged.
     let read = rest
         .call(
@@ -1224,6 +1246,6 @@ async fn unread_counts_skip_own_replies_and_deleted_messages() {
         .await;
     assert_eq!(read.status, 200, "{read:?}");
     assert_eq!(count(ben).await, 0);
-    assert_eq!(count(cat).await, 3);
+    assert_eq!(count(cat).await, 5);
     node.stop().await;
 }

@@ -81,14 +81,20 @@ impl Chat {
         let user = self
             .user(&caller.app, user_id)?
             .ok_or_else(|| ChatError::NotFound(format!("user {user_id}")))?;
-        let members = self.members(&caller.app, channel)?;
-        let mentions = mentions_in(
-            &new.text,
-            &members,
-            &self.inner.directory,
-            &caller.app,
-            user_id,
-        );
+        // Members are read only when the text can mention someone: most messages cannot, and
+        // reading a large channel's members for each one dominated the cost of a send.
+        let mentions = if new.text.contains('@') {
+            let members = self.members(&caller.app, channel)?;
+            mentions_in(
+                &new.text,
+                &members,
+                &self.inner.directory,
+                &caller.app,
+                user_id,
+            )
+        } else {
+            Vec::new()
+        };
         let message = Message {
             id: new_id(),
             channel_id: channel.to_string(),
@@ -119,12 +125,7 @@ impl Chat {
                 message, duplicate, ..
             } => {
                 if !duplicate && message.parent_id.is_none() {
-                    let others: Vec<String> = members
-                        .into_iter()
-                        .map(|m| m.user_id)
-                        .filter(|u| u != user_id)
-                        .collect();
-                    self.spawn_unread_notices(&caller.app, channel, others);
+                    self.spawn_unread_notices(&caller.app, channel, user_id);
                 }
                 Ok((*message, duplicate))
             }
@@ -304,10 +305,10 @@ impl Chat {
     /// of that moment, and a last round follows the burst, so counts always converge. Without
     /// this a busy channel of M members costs M notices per message (a 100-member channel at
     /// 2,000 messages/s would be 200,000 notices/s).
-    pub(super) fn spawn_unread_notices(&self, app: &str, channel: &str, users: Vec<String>) {
-        if users.is_empty() || users.len() > MAX_UNREAD_NOTICES {
-            return;
-        }
+    ///
+    /// A round reads the members itself, so a send does not; it skips the sender of the
+    /// message that started it (the latest sender, for a round covering several).
+    pub(super) fn spawn_unread_notices(&self, app: &str, channel: &str, sender: &str) {
         let key = format!("{app}:{channel}");
         {
             let mut rounds = self
@@ -316,17 +317,17 @@ impl Chat {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some(pending) = rounds.get_mut(&key) {
-                *pending = Some(users);
+                *pending = Some(sender.to_string());
                 return;
             }
             rounds.insert(key.clone(), None);
         }
         let chat = self.clone();
         let (app, channel) = (app.to_string(), channel.to_string());
+        let mut sender = sender.to_string();
         tokio::spawn(async move {
-            let mut users = users;
             loop {
-                chat.unread_round(&app, &channel, users).await;
+                chat.unread_round(&app, &channel, &sender).await;
                 tokio::time::sleep(UNREAD_NOTICE_INTERVAL).await;
                 let mut rounds = chat
                     .inner
@@ -334,7 +335,7 @@ impl Chat {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 match rounds.get_mut(&key).and_then(Option::take) {
-                    Some(next) => users = next,
+                    Some(next) => sender = next,
                     None => {
                         rounds.remove(&key);
                         return;
@@ -344,7 +345,21 @@ impl Chat {
         });
     }
 
-    async fn unread_round(&self, app: &str, channel: &str, users: Vec<String>) {
+    async fn unread_round(&self, app: &str, channel: &str, sender: &str) {
+        let users: Vec<String> = match self.members(app, channel) {
+            Ok(members) => members
+                .into_iter()
+                .map(|m| m.user_id)
+                .filter(|u| u != sender)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(app, channel, error = %e, "unread notices skipped");
+                return;
+            }
+        };
+        if users.is_empty() || users.len() > MAX_UNREAD_NOTICES {
+            return;
+        }
         let q = StreamQuery::Unreads { users };
         match self.query(&chat_stream(app, channel), q).await {
             Ok(QueryAnswer::Unreads(counts)) => {
@@ -457,21 +472,24 @@ fn mentions_in(
         }
     }
     let mut out = Vec::new();
+    if tokens.is_empty() {
+        return out;
+    }
     for m in members {
-        if m.user_id == sender {
+        if m.user_id == sender || out.contains(&m.user_id) {
             continue;
         }
-        let name = dir
-            .user(app, &m.user_id)
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_default();
-        if tokens
-            .iter()
-            .any(|t| t == &m.user_id || t.eq_ignore_ascii_case(&name))
-            && !out.contains(&m.user_id)
-        {
+        // The id matches without a directory read; the display name needs one.
+        let by_id = tokens.iter().any(|t| t == &m.user_id);
+        if by_id || {
+            let name = dir
+                .user(app, &m.user_id)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default();
+            tokens.iter().any(|t| t.eq_ignore_ascii_case(&name))
+        } {
             out.push(m.user_id.clone());
         }
     }
