@@ -275,6 +275,34 @@ async fn raw_wire_reports_close_codes(transport: Transport) {
     server.stop().await;
 }
 
+/// A frame above the server's limit (64 KiB) ends the connection instead of being buffered.
+/// Over QUIC the length prefix alone is enough for the server to refuse it, with 3501.
+async fn oversized_frames_close_the_connection(transport: Transport) {
+    let server = Server::start().await;
+    let (_, tokens) = server.user("alice").await;
+    let mut conn = wire::connect(&server.endpoint(transport), &WireOptions::default())
+        .await
+        .unwrap();
+    let connect = json!({"id": 1, "connect": {"token": tokens.ws_token}}).to_string();
+    conn.send(connect.as_bytes()).await.unwrap();
+    assert!(matches!(conn.recv().await.unwrap(), Frame::Data(_)));
+    let big = json!({"id": 2, "rpc": {"method": "x", "data": "y".repeat(70 * 1024)}}).to_string();
+    let _ = conn.send(big.as_bytes()).await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), conn.recv())
+        .await
+        .expect("the server closes within 10 s");
+    match (transport, closed) {
+        (Transport::Quic, Ok(Frame::Close { code, .. })) => assert_eq!(code, 3501),
+        // The WebSocket layer may fail the read before a close frame can be written.
+        (Transport::WebSocket, Ok(Frame::Close { code, .. })) => {
+            assert!(code == 3501 || code == 1009, "{code}")
+        }
+        (Transport::WebSocket, Err(_)) => {}
+        (_, other) => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
 /// A token the server calls expired is replaced by the refresher before reconnecting; without
 /// a refresher, or with a forged token, the client stops for good.
 async fn token_refusals(transport: Transport) {
@@ -398,6 +426,7 @@ over_both_transports!(
     rpc_message_send_round_trip,
     server_errors_are_typed,
     raw_wire_reports_close_codes,
+    oversized_frames_close_the_connection,
     token_refusals,
     server_shutdown_asks_to_reconnect,
 );
