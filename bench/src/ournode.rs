@@ -54,13 +54,27 @@ impl OurNode {
             .prefix("chatsdk-bench-")
             .tempdir()?;
         let exe = std::env::current_exe()?;
+        // `CHATSDK_BENCH_WRAP="heaptrack -o /tmp/x"` (or perf, strace...) runs the node under
+        // a tool, for profiling.
+        let wrap: Vec<String> = std::env::var("CHATSDK_BENCH_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         let mut cmd = match &opts.cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu_list(cpus)).arg(&exe);
+                c.arg("-c").arg(cpu_list(cpus)).args(&wrap).arg(&exe);
                 c
             }
-            None => Command::new(&exe),
+            None => match wrap.split_first() {
+                Some((tool, args)) => {
+                    let mut c = Command::new(tool);
+                    c.args(args).arg(&exe);
+                    c
+                }
+                None => Command::new(&exe),
+            },
         };
         cmd.arg("node").arg("--data-dir").arg(dir.path());
         if let Some((addr, token)) = &opts.join {
