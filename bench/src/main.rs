@@ -77,6 +77,10 @@ enum Scenario {
     Fanout {
         #[arg(long, value_enum, default_value = "all")]
         shape: ShapeArg,
+        /// Also run a three-node cluster (clients spread over the nodes): cluster CPU per
+        /// delivery against one node's.
+        #[arg(long)]
+        cluster: bool,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
@@ -178,6 +182,9 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
     if cli.transport != Transport::Ws {
         systems.push(System::Ours { quic: true });
     }
+    if matches!(cli.scenario, Scenario::Fanout { cluster: true, .. }) {
+        systems.insert(1, System::Cluster3);
+    }
     let with_peers = matches!(
         cli.scenario,
         Scenario::Idle { .. } | Scenario::Storm { .. } | Scenario::Fanout { .. }
@@ -201,7 +208,7 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
     let runs = match cli.scenario {
         Scenario::Idle { steps } => scenarios::idle::run(&ctx, &steps).await?,
         Scenario::Storm { rates, seconds } => scenarios::storm::run(&ctx, &rates, seconds).await?,
-        Scenario::Fanout { shape, seconds } => {
+        Scenario::Fanout { shape, seconds, .. } => {
             let shapes = match shape {
                 ShapeArg::F1 => vec![fanout::F1],
                 ShapeArg::F2 => vec![fanout::F2],

@@ -9,7 +9,11 @@ use crate::setup::{self, Room};
 /// Which system a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
-    Ours { quic: bool },
+    Ours {
+        quic: bool,
+    },
+    /// Three of our nodes, clients spread over them (WebSocket).
+    Cluster3,
     Peer(Peer),
 }
 
@@ -18,6 +22,7 @@ impl System {
         match self {
             System::Ours { quic: false } => "chatsdk-ws",
             System::Ours { quic: true } => "chatsdk-quic",
+            System::Cluster3 => "chatsdk-3node",
             System::Peer(Peer::Ws) => "ws",
             System::Peer(Peer::Socketio) => "socketio",
             System::Peer(Peer::Nats) => "nats",
@@ -34,6 +39,18 @@ pub struct Sut {
 }
 
 impl Sut {
+    /// Starts `system` (a cluster unpinned, see [`Sut::cluster3`]).
+    pub async fn launch(
+        system: System,
+        installed: Option<&Installed>,
+        cpus: Option<&[usize]>,
+    ) -> anyhow::Result<Sut> {
+        match system {
+            System::Cluster3 => Sut::cluster3(None).await,
+            other => Sut::start(other, installed, cpus),
+        }
+    }
+
     pub fn start(
         system: System,
         installed: Option<&Installed>,
@@ -65,6 +82,7 @@ impl Sut {
                     peer: None,
                 })
             }
+            System::Cluster3 => anyhow::bail!("a cluster starts with Sut::cluster3"),
             System::Peer(p) => {
                 let inst = installed.ok_or_else(|| anyhow::anyhow!("peers are not installed"))?;
                 let server = PeerServer::start(p, inst, cpus)?;
@@ -160,6 +178,16 @@ impl Sut {
             nodes,
             peer: None,
         })
+    }
+
+    /// Where clients of the `i`-th connection go: spread over a cluster's nodes.
+    pub fn target_for(&self, i: usize) -> Target {
+        match (&self.target, self.nodes.len()) {
+            (Target::OursWs { .. }, n) if n > 1 => Target::OursWs {
+                http: self.nodes[i % n].info.http,
+            },
+            (t, _) => t.clone(),
+        }
     }
 
     /// Server process ids.

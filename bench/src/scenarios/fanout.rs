@@ -95,25 +95,33 @@ async fn one(
     };
     let per_room_rate = rate / channels as f64;
     let pubs_per_room = (per_room_rate / RATE_PER_PUBLISHER).ceil().max(1.0) as usize;
-    let sut = Sut::start(system, ctx.installed.as_ref(), ctx.server_cpus())?;
+    let sut = Sut::launch(system, ctx.installed.as_ref(), ctx.server_cpus()).await?;
     let rooms = sut
         .rooms(&format!("f{round}"), channels, members, pubs_per_room)
         .await?;
     let subs: Vec<_> = rooms.iter().flat_map(|r| r.subscribers.clone()).collect();
     let pubs: Vec<_> = rooms.iter().flat_map(|r| r.publishers.clone()).collect();
     let n_pubs = pubs.len();
-    let mut sub_gens = scenarios::spawn_gens(ctx, &sut.target, Role::Subscriber, subs, 256).await?;
-    let mut pub_gens = scenarios::spawn_gens(
-        ctx,
-        &sut.target,
-        Role::Publisher {
-            rate: rate / n_pubs as f64,
-            payload: PAYLOAD,
-        },
-        pubs,
-        64,
-    )
-    .await?;
+    // On a cluster, clients are spread over the nodes (subscribers and publishers alike).
+    let spread = sut.nodes.len().max(1);
+    let (mut sub_gens, mut pub_gens) = (Vec::new(), Vec::new());
+    for k in 0..spread {
+        let part = |v: &[crate::gen::ConnSpec]| -> Vec<crate::gen::ConnSpec> {
+            v.iter().skip(k).step_by(spread).cloned().collect()
+        };
+        let target = sut.target_for(k);
+        let (s, p) = (part(&subs), part(&pubs));
+        if !s.is_empty() {
+            sub_gens.extend(scenarios::spawn_gens(ctx, &target, Role::Subscriber, s, 256).await?);
+        }
+        if !p.is_empty() {
+            let role = Role::Publisher {
+                rate: rate / n_pubs as f64,
+                payload: PAYLOAD,
+            };
+            pub_gens.extend(scenarios::spawn_gens(ctx, &target, role, p, 64).await?);
+        }
+    }
     let c1 = scenarios::connected(&mut sub_gens, Duration::from_secs(120)).await?;
     let c2 = scenarios::connected(&mut pub_gens, Duration::from_secs(120)).await?;
     let mut run = Run::new("fanout", system.name(), round);

@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx, steps: &[usize]) -> anyhow::Result<Vec<Run>> {
 
 async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow::Result<Run> {
     let max = steps.iter().copied().max().unwrap_or(0);
-    let sut = Sut::start(system, ctx.installed.as_ref(), ctx.server_cpus())?;
+    let sut = Sut::launch(system, ctx.installed.as_ref(), ctx.server_cpus()).await?;
     let conns: Vec<ConnSpec> = match sut.nodes.first() {
         Some(n) => setup::users(&n.info, &format!("i{round}"), max)
             .await?

@@ -52,7 +52,7 @@ async fn one(
         .map(|r| ((r * seconds) as usize).min(STEP_MAX))
         .max()
         .unwrap_or(0);
-    let sut = Sut::start(system, ctx.installed.as_ref(), ctx.server_cpus())?;
+    let sut = Sut::launch(system, ctx.installed.as_ref(), ctx.server_cpus()).await?;
     let conns: Vec<ConnSpec> = match sut.nodes.first() {
         Some(n) => setup::users(&n.info, &format!("s{round}"), most)
             .await?
