@@ -30,7 +30,14 @@ fn smoke(args: &[&str]) {
 
 #[test]
 fn fanout_against_every_peer() {
-    smoke(&["fanout", "--shape", "f1", "--transport", "both", "--cluster"]);
+    smoke(&[
+        "fanout",
+        "--shape",
+        "f1",
+        "--transport",
+        "both",
+        "--cluster",
+    ]);
 }
 
 #[test]
