@@ -121,13 +121,13 @@ struct ConnectionSlot(GatewayState);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.ws_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.realtime_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Serves one realtime connection until either side ends it.
 pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut source: S, sink: W) {
-    let n = state.ws_connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = state.realtime_connections.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ConnectionSlot(state.clone());
     if state.draining.is_cancelled() {
         sink.close(CloseReason::SHUTDOWN).await;

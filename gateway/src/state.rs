@@ -75,7 +75,8 @@ pub struct Inner {
     pub config: GatewayConfig,
     /// Cancelled when the node starts draining.
     pub draining: CancellationToken,
-    pub ws_connections: AtomicUsize,
+    /// Live realtime connections, WebSocket and QUIC together (capped by `max_connections`).
+    pub realtime_connections: AtomicUsize,
     pub limiter: Arc<RateLimiter>,
     pub started: Instant,
 }
@@ -108,7 +109,7 @@ impl GatewayState {
             tokens,
             config,
             draining: CancellationToken::new(),
-            ws_connections: AtomicUsize::new(0),
+            realtime_connections: AtomicUsize::new(0),
             limiter,
             started: Instant::now(),
         })))
