@@ -90,6 +90,9 @@ pub enum Out {
         closed: u64,
         /// Deliveries a connection had already received (same marker twice).
         duplicates: u64,
+        /// Subscribers that reconnected and recovered (ours only), and recoveries refused.
+        resumed: u64,
+        unrecovered: u64,
     },
 }
 
@@ -101,6 +104,10 @@ fn emit(o: &Out) {
 
 /// Shared counters of the subscriber connections.
 struct Counters {
+    /// Subscribers that reconnected and asked to recover.
+    resumed: AtomicU64,
+    /// Recoveries the server could not make (the gap is lost).
+    unrecovered: AtomicU64,
     deliveries: AtomicU64,
     duplicates: AtomicU64,
     closed: AtomicU64,
@@ -139,6 +146,8 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let quic = Arc::new(quic);
     let counters = Arc::new(Counters {
+        resumed: AtomicU64::new(0),
+        unrecovered: AtomicU64::new(0),
         deliveries: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         closed: AtomicU64::new(0),
@@ -193,10 +202,11 @@ pub async fn run() -> anyhow::Result<()> {
             };
             let opened = async {
                 let mut link = adapters::open(&target, src, c.token.as_deref(), q).await?;
+                let mut position = None;
                 if !matches!(role, Role::Publisher { .. }) {
-                    adapters::subscribe(&target, &mut link, &c.room).await?;
+                    position = adapters::subscribe(&target, &mut link, &c.room).await?;
                 }
-                Ok::<_, anyhow::Error>(link)
+                Ok::<_, anyhow::Error>((link, position))
             };
             let link = tokio::time::timeout(Duration::from_secs(30), opened).await;
             let link = match link {
@@ -223,7 +233,7 @@ pub async fn run() -> anyhow::Result<()> {
             };
             drop(permit);
             let _ = ready_tx.send(()).await;
-            let Some(link) = link else { return };
+            let Some((link, position)) = link else { return };
             match role {
                 Role::Publisher { rate, payload } => {
                     let mut stop = stop_rx.clone();
@@ -240,7 +250,15 @@ pub async fn run() -> anyhow::Result<()> {
                         link.close().await;
                     }
                 }
-                _ => subscribe_loop(&target, link, i, counters, stop_rx).await,
+                _ => {
+                    let resume = Resume {
+                        src,
+                        conn: c.clone(),
+                        quic: quic.clone(),
+                        position,
+                    };
+                    subscribe_loop(&target, link, i, resume, counters, stop_rx).await
+                }
             }
         });
     }
@@ -307,6 +325,8 @@ pub async fn run() -> anyhow::Result<()> {
                     .unwrap_or(0),
                 closed: counters.closed.load(Ordering::Relaxed),
                 duplicates: counters.duplicates.load(Ordering::Relaxed),
+                resumed: counters.resumed.load(Ordering::Relaxed),
+                unrecovered: counters.unrecovered.load(Ordering::Relaxed),
             }),
             Err(e) => tracing::warn!(error = %e, "unknown generator command"),
         }
@@ -315,16 +335,49 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a subscriber of our server needs to come back after the server closed it (slow
+/// consumer 3008, gap 3010, shutdown): like a real client, it reconnects and recovers from
+/// its last `(epoch, offset)`, so a close costs latency, not deliveries, unless the server
+/// cannot recover the gap.
+struct Resume {
+    src: Ipv4Addr,
+    conn: ConnSpec,
+    quic: Arc<Vec<chatsdk_client::wire::QuicConnector>>,
+    /// Our stream position (peers: none, they are not resumed).
+    position: Option<(String, u64)>,
+}
+
+/// Reconnections one subscriber makes at most.
+const MAX_RESUMES: u32 = 5;
+
+impl Resume {
+    /// Reconnects and asks to recover from the last position; the reply (with the missed
+    /// publications) arrives as an ordinary frame.
+    async fn reconnect(&self, target: &Target, index: usize) -> Option<Link> {
+        let (epoch, offset) = self.position.clone()?;
+        let q = (!self.quic.is_empty()).then(|| &self.quic[index % self.quic.len()]);
+        let mut link = adapters::open(target, self.src, self.conn.token.as_deref(), q)
+            .await
+            .ok()?;
+        let cmd = serde_json::json!({"id": 3, "subscribe": {
+            "channel": self.conn.room, "recover": true, "epoch": epoch, "offset": offset}});
+        link.send(cmd.to_string().as_bytes()).await.ok()?;
+        Some(link)
+    }
+}
+
 async fn subscribe_loop(
     target: &Target,
     mut link: Link,
     index: usize,
+    mut resume: Resume,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut scanner = marker::Scanner::default();
     // Markers seen on this connection: a publish reaches each subscriber once.
     let mut seen = std::collections::HashSet::new();
+    let mut resumes = 0;
     loop {
         let data = tokio::select! {
             d = link.recv() => d,
@@ -334,9 +387,33 @@ async fn subscribe_loop(
             Ok(Some(d)) => d,
             _ => {
                 counters.closed.fetch_add(1, Ordering::Relaxed);
+                if resumes < MAX_RESUMES && resume.position.is_some() && !*stop.borrow() {
+                    resumes += 1;
+                    let pause = Duration::from_millis(50 + rand::random::<u64>() % 200);
+                    tokio::time::sleep(pause).await;
+                    if let Some(l) = resume.reconnect(target, index).await {
+                        counters.resumed.fetch_add(1, Ordering::Relaxed);
+                        link = l;
+                        continue;
+                    }
+                }
                 return;
             }
         };
+        if let Some((epoch, offset)) = resume.position.as_mut() {
+            // The recovery reply: a refused or impossible recovery loses the gap for real.
+            if data.starts_with(b"{\"id\":3,") || data.windows(8).any(|w| w == b"{\"id\":3,") {
+                if data.windows(18).any(|w| w == b"\"recovered\":false")
+                    || data.windows(8).any(|w| w == b"\"error\":")
+                {
+                    counters.unrecovered.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(e) = adapters::str_field(&data, "epoch") {
+                    *epoch = e;
+                }
+            }
+            *offset = (*offset).max(adapters::max_offset(&data));
+        }
         if let Some(answer) = adapters::keepalive_answer(target, &data) {
             if link.send(answer).await.is_err() {
                 counters.closed.fetch_add(1, Ordering::Relaxed);

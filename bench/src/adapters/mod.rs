@@ -112,27 +112,34 @@ pub async fn open(
 }
 
 /// Subscribes to `room` (ours: a `chat:` channel name) and waits for the confirmation.
-pub async fn subscribe(target: &Target, link: &mut Link, room: &str) -> anyhow::Result<()> {
+/// Ours answers with the stream position, `(epoch, offset)`, kept for recovery.
+pub async fn subscribe(
+    target: &Target,
+    link: &mut Link,
+    room: &str,
+) -> anyhow::Result<Option<(String, u64)>> {
     match target {
         Target::OursWs { .. } | Target::OursQuic { .. } => {
             let cmd = serde_json::json!({"id": 2, "subscribe": {"channel": room}});
             link.send(cmd.to_string().as_bytes()).await?;
-            await_reply(link, 2).await
+            let reply = await_reply(link, 2).await?;
+            let epoch = str_field(&reply, "epoch").unwrap_or_default();
+            Ok(Some((epoch, max_offset(&reply))))
         }
         Target::WsPeer { .. } => {
             let cmd = serde_json::json!({"op": "sub", "room": room});
             link.send(cmd.to_string().as_bytes()).await?;
-            await_contains(link, b"subok").await
+            await_contains(link, b"subok").await.map(|_| None)
         }
         Target::SocketIo { .. } => {
             link.send(format!("42[\"sub\",\"{room}\"]").as_bytes())
                 .await?;
-            await_contains(link, b"subok").await
+            await_contains(link, b"subok").await.map(|_| None)
         }
         Target::Nats { .. } => {
             link.send(format!("SUB {room} 1\r\nPING\r\n").as_bytes())
                 .await?;
-            await_contains(link, b"PONG\r\n").await
+            await_contains(link, b"PONG\r\n").await.map(|_| None)
         }
     }
 }
@@ -170,8 +177,37 @@ pub fn keepalive_answer(target: &Target, frame: &[u8]) -> Option<&'static [u8]> 
     }
 }
 
-/// Reads until the reply to command `id` (ours), answering pings on the way.
-async fn await_reply(link: &mut Link, id: u32) -> anyhow::Result<()> {
+/// The value of the first string field `name` in a JSON text (ours: the stream epoch).
+pub fn str_field(json: &[u8], name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let at = json.windows(key.len()).position(|w| w == key.as_bytes())? + key.len();
+    let end = json[at..].iter().position(|b| *b == b'"')?;
+    Some(String::from_utf8_lossy(&json[at..at + end]).into_owned())
+}
+
+/// The largest `"offset":N` in a JSON text: a subscribe reply's stream head, or the newest
+/// publication of a frame (0 when there is none).
+pub fn max_offset(json: &[u8]) -> u64 {
+    const KEY: &[u8] = b"\"offset\":";
+    let mut best = 0;
+    let mut i = 0;
+    while let Some(p) = json[i..].windows(KEY.len()).position(|w| w == KEY) {
+        let mut j = i + p + KEY.len();
+        let mut n: u64 = 0;
+        while j < json.len() && json[j].is_ascii_digit() {
+            n = n
+                .saturating_mul(10)
+                .saturating_add(u64::from(json[j] - b'0'));
+            j += 1;
+        }
+        best = best.max(n);
+        i = j;
+    }
+    best
+}
+
+/// Reads until the reply to command `id` (ours), answering pings on the way; the reply line.
+async fn await_reply(link: &mut Link, id: u32) -> anyhow::Result<Vec<u8>> {
     let prefix = format!("{{\"id\":{id},");
     loop {
         let f = link
@@ -183,7 +219,7 @@ async fn await_reply(link: &mut Link, id: u32) -> anyhow::Result<()> {
                 if line.windows(8).any(|w| w == b"\"error\":") {
                     bail!("server error: {}", String::from_utf8_lossy(line));
                 }
-                return Ok(());
+                return Ok(line.to_vec());
             }
             if line == b"{}" {
                 link.send(b"{}").await?;

@@ -185,8 +185,10 @@ async fn one(
     // Wait (bounded) for the deliveries to arrive.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut delivered, mut h, mut closed, mut min_per_conn, mut dups);
+    let (mut resumed, mut unrecovered);
     loop {
         (delivered, closed, min_per_conn, dups) = (0, 0, u64::MAX, 0);
+        (resumed, unrecovered) = (0, 0);
         h = hist::new();
         for g in sub_gens.iter_mut() {
             g.send(&Cmd::Report).await?;
@@ -198,8 +200,12 @@ async fn one(
                 min_per_conn: m,
                 closed: c,
                 duplicates,
+                resumed: r,
+                unrecovered: u,
             } = g.recv(Duration::from_secs(30)).await?
             {
+                resumed += r;
+                unrecovered += u;
                 dups += duplicates;
                 delivered += deliveries;
                 closed += c;
@@ -245,7 +251,13 @@ async fn one(
     .metric("sent", sent as f64)
     .metric("acked", acked as f64)
     .metric("delivered", delivered as f64)
-    .metric("kernel_floor_us", floor_us);
+    .metric("kernel_floor_us", floor_us)
+    .metric("subscriber_reconnects", resumed as f64);
+    if unrecovered > 0 {
+        run.invalid(format!(
+            "{unrecovered} reconnecting subscribers could not recover their gap"
+        ));
+    }
     if delivered < expected {
         run.invalid(format!("lost {} of {expected} deliveries ({closed} subscriber connections closed, fewest on one connection {min_per_conn})", expected - delivered));
     }
