@@ -402,7 +402,7 @@ async fn subscribe_loop(
         };
         if let Some((epoch, offset)) = resume.position.as_mut() {
             // The recovery reply: a refused or impossible recovery loses the gap for real.
-            if data.starts_with(b"{\"id\":3,") || data.windows(8).any(|w| w == b"{\"id\":3,") {
+            if data.windows(8).any(|w| w == b"{\"id\":3,") {
                 if data.windows(18).any(|w| w == b"\"recovered\":false")
                     || data.windows(8).any(|w| w == b"\"error\":")
                 {

@@ -2,6 +2,7 @@
 //! with the pids whose CPU counts as "server" and a way to prepare rooms on it.
 
 use crate::adapters::Target;
+use crate::gen::ConnSpec;
 use crate::ournode::{NodeOptions, OurNode};
 use crate::peers::{Installed, Peer, PeerServer};
 use crate::setup::{self, Room};
@@ -143,6 +144,7 @@ impl Sut {
         }
         // Placement moves replicas and leaders onto the new nodes after they join; measure
         // only once leadership has been still for 3 s with every node leading something.
+        let settle_by = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut last = Vec::new();
         let mut still_since = std::time::Instant::now();
         loop {
@@ -159,7 +161,7 @@ impl Sut {
                 break;
             }
             anyhow::ensure!(
-                std::time::Instant::now() < deadline + std::time::Duration::from_secs(60),
+                std::time::Instant::now() < settle_by,
                 "cluster leadership did not settle"
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -197,6 +199,30 @@ impl Sut {
             v.push(p.pid());
         }
         v
+    }
+
+    /// One connection each for `n` sessions that subscribe to something of their own: on our
+    /// server users `<tag>-<i>` and their `user:` channels (no membership setup needed), on a
+    /// peer 100 rooms in turn.
+    pub async fn session_conns(&self, tag: &str, n: usize) -> anyhow::Result<Vec<ConnSpec>> {
+        Ok(match self.nodes.first() {
+            Some(node) => setup::users(&node.info, tag, n)
+                .await?
+                .into_iter()
+                .map(|(id, _, ws)| ConnSpec {
+                    token: Some(ws),
+                    room: format!("user:{}:{id}", node.info.app_id),
+                    room_id: id,
+                })
+                .collect(),
+            None => (0..n)
+                .map(|i| ConnSpec {
+                    token: None,
+                    room: format!("room.{}", i % 100),
+                    room_id: String::new(),
+                })
+                .collect(),
+        })
     }
 
     /// Prepares `rooms` × (`members` subscribers + `publishers`).

@@ -53,7 +53,8 @@ impl Scanner {
                 found(ns);
             }
             i = j;
-            tail_from = data.len().max(i);
+            // The bytes after the last complete marker may still start the next one.
+            tail_from = i.max(data.len().saturating_sub(CARRY - 1));
         }
         if tail_from < data.len() {
             // Keep a tail that may hold the start of a marker.
@@ -98,6 +99,9 @@ mod tests {
         assert_eq!(all(&mut s, b"..ben"), Vec::<u64>::new());
         assert_eq!(all(&mut s, b"ch:7:"), vec![7]);
         assert_eq!(all(&mut s, b"bench:x"), Vec::<u64>::new());
+        // A marker split right after a complete one in the same frame.
+        assert_eq!(all(&mut s, b"bench:1:ben"), vec![1]);
+        assert_eq!(all(&mut s, b"ch:2:"), vec![2]);
         assert_eq!(payload(5, 20).len(), 20);
     }
 }

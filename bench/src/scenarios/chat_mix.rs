@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chatsdk_client::rest::RestClient;
 use tokio::sync::Mutex;
 
-use crate::gen::{Cmd, Out, Role};
+use crate::gen::{Cmd, Role};
 use crate::hist::{self, Latency};
 use crate::report::Run;
 use crate::scenarios::{self, Ctx};
@@ -113,51 +113,21 @@ async fn one(ctx: &Ctx, seconds: u64, round: usize) -> anyhow::Result<Run> {
             }
         }));
     }
-    let (mut sent, mut acked, mut errors) = (0, 0, 0);
-    for g in pub_gens.iter_mut() {
-        if let Out::Published {
-            sent: s,
-            acked: a,
-            errors: e,
-            ..
-        } = g.recv(Duration::from_secs(seconds + 60)).await?
-        {
-            sent += s;
-            acked += a;
-            errors += e;
-        }
-    }
+    let scenarios::Published {
+        sent,
+        acked,
+        errors,
+        ..
+    } = scenarios::published(&mut pub_gens, Duration::from_secs(seconds + 60)).await?;
     for t in vu_tasks {
         let _ = t.await;
     }
     let expected = acked * members as u64;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut delivered, mut h);
-    loop {
-        delivered = 0;
-        h = hist::new();
-        for g in sub_gens.iter_mut() {
-            g.send(&Cmd::Report).await?;
-        }
-        for g in sub_gens.iter_mut() {
-            if let Out::Received {
-                deliveries,
-                hist: hh,
-                ..
-            } = g.recv(Duration::from_secs(30)).await?
-            {
-                delivered += deliveries;
-                let _ = h.add(hist::decode(&hh));
-            }
-        }
-        if delivered >= expected || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let received = scenarios::received(&mut sub_gens, expected, Duration::from_secs(10)).await?;
+    let delivered = received.delivered;
     let http_lat = Latency::of(&*http_hist.lock().await);
     let connect = Latency::of(&c.hist);
-    let msg = Latency::of(&h);
+    let msg = Latency::of(&received.hist);
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let requests = ok + failed + sent;
     let error_rate = (failed + errors + c.failed + c2.failed) as f64 / requests.max(1) as f64;
@@ -183,6 +153,15 @@ async fn one(ctx: &Ctx, seconds: u64, round: usize) -> anyhow::Result<Run> {
         .metric("ws_deliveries", delivered as f64);
     if acked == 0 {
         run.invalid("no WebSocket message was acknowledged");
+    }
+    if received.duplicates > 0 {
+        run.invalid(format!("{} duplicate deliveries", received.duplicates));
+    }
+    if received.unrecovered > 0 {
+        run.invalid(format!(
+            "{} reconnecting subscribers could not recover their gap",
+            received.unrecovered
+        ));
     }
     if delivered < expected {
         run.invalid(format!(

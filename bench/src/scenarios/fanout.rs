@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::gen::{Cmd, Out, Role};
-use crate::hist::{self, Latency};
+use crate::gen::{Cmd, Role};
+use crate::hist::Latency;
 use crate::report::Run;
 use crate::scenarios::{self, Ctx};
 use crate::sut::{Sut, System};
@@ -161,21 +161,12 @@ async fn one(
         format!("fanout {} {}", shape.name, system.name()),
         Duration::from_millis(duration_ms),
     );
-    let (mut sent, mut acked, mut errors, mut behind) = (0, 0, 0, 0);
-    for g in pub_gens.iter_mut() {
-        if let Out::Published {
-            sent: s,
-            acked: a,
-            errors: e,
-            behind_max_ms: b,
-        } = g.recv(Duration::from_secs(seconds + 60)).await?
-        {
-            sent += s;
-            acked += a;
-            errors += e;
-            behind = behind.max(b);
-        }
-    }
+    let scenarios::Published {
+        sent,
+        acked,
+        errors,
+        behind_max_ms: behind,
+    } = scenarios::published(&mut pub_gens, Duration::from_secs(seconds + 60)).await?;
     drop(bar);
     let syscalls = tokio::task::spawn_blocking(move || perf.finish())
         .await
@@ -183,41 +174,15 @@ async fn one(
         .flatten();
     let expected = acked * members as u64;
     // Wait (bounded) for the deliveries to arrive.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut delivered, mut h, mut closed, mut min_per_conn, mut dups);
-    let (mut resumed, mut unrecovered);
-    loop {
-        (delivered, closed, min_per_conn, dups) = (0, 0, u64::MAX, 0);
-        (resumed, unrecovered) = (0, 0);
-        h = hist::new();
-        for g in sub_gens.iter_mut() {
-            g.send(&Cmd::Report).await?;
-        }
-        for g in sub_gens.iter_mut() {
-            if let Out::Received {
-                deliveries,
-                hist: hh,
-                min_per_conn: m,
-                closed: c,
-                duplicates,
-                resumed: r,
-                unrecovered: u,
-            } = g.recv(Duration::from_secs(30)).await?
-            {
-                resumed += r;
-                unrecovered += u;
-                dups += duplicates;
-                delivered += deliveries;
-                closed += c;
-                min_per_conn = min_per_conn.min(m);
-                let _ = h.add(hist::decode(&hh));
-            }
-        }
-        if delivered >= expected || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let scenarios::Received {
+        delivered,
+        hist: h,
+        closed,
+        min_per_conn,
+        duplicates: dups,
+        resumed,
+        unrecovered,
+    } = scenarios::received(&mut sub_gens, expected, Duration::from_secs(10)).await?;
     let window = t0.elapsed();
     let s1 = procstat::sum(&scenarios::sample(&server));
     let g1 = scenarios::sample(&gens);

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use crate::adapters::Target;
-use crate::gen::{ConnSpec, Role};
+use crate::gen::Role;
+use crate::procstat;
 use crate::report::Run;
 use crate::scenarios::{self, Ctx};
 use crate::sut::{Sut, System};
-use crate::{procstat, setup};
 
 pub async fn run(ctx: &Ctx, steps: &[usize]) -> anyhow::Result<Vec<Run>> {
     let steps: Vec<usize> = if ctx.smoke {
@@ -37,24 +37,7 @@ pub async fn run(ctx: &Ctx, steps: &[usize]) -> anyhow::Result<Vec<Run>> {
 async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow::Result<Run> {
     let max = steps.iter().copied().max().unwrap_or(0);
     let sut = Sut::launch(system, ctx.installed.as_ref(), ctx.server_cpus()).await?;
-    let conns: Vec<ConnSpec> = match sut.nodes.first() {
-        Some(n) => setup::users(&n.info, &format!("i{round}"), max)
-            .await?
-            .into_iter()
-            .map(|(id, _, ws)| ConnSpec {
-                token: Some(ws),
-                room: format!("user:{}:{id}", n.info.app_id),
-                room_id: id,
-            })
-            .collect(),
-        None => (0..max)
-            .map(|i| ConnSpec {
-                token: None,
-                room: format!("room.{}", i % 100),
-                room_id: String::new(),
-            })
-            .collect(),
-    };
+    let conns = sut.session_conns(&format!("i{round}"), max).await?;
     let server = sut.pids();
     let mut run = Run::new("idle", system.name(), round);
     run.param("steps", steps.to_vec());

@@ -162,3 +162,92 @@ pub fn gen_load(
 pub fn sample(pids: &[u32]) -> Vec<procstat::Sample> {
     pids.iter().map(|p| procstat::Sample::of(*p)).collect()
 }
+
+/// What the publishing generators sent, together.
+#[derive(Default)]
+pub struct Published {
+    pub sent: u64,
+    pub acked: u64,
+    pub errors: u64,
+    /// Most any publisher's schedule fell behind, ms.
+    pub behind_max_ms: u64,
+}
+
+/// Waits for every publisher's report after `go`.
+pub async fn published(gens: &mut [Gen], timeout: Duration) -> anyhow::Result<Published> {
+    let mut p = Published::default();
+    for g in gens.iter_mut() {
+        if let Out::Published {
+            sent,
+            acked,
+            errors,
+            behind_max_ms,
+        } = g.recv(timeout).await?
+        {
+            p.sent += sent;
+            p.acked += acked;
+            p.errors += errors;
+            p.behind_max_ms = p.behind_max_ms.max(behind_max_ms);
+        }
+    }
+    Ok(p)
+}
+
+/// What the subscribing generators received, together.
+pub struct Received {
+    pub delivered: u64,
+    pub hist: Histogram<u64>,
+    pub closed: u64,
+    pub min_per_conn: u64,
+    pub duplicates: u64,
+    pub resumed: u64,
+    pub unrecovered: u64,
+}
+
+/// Asks every subscriber generator for its counts until `expected` deliveries arrived or
+/// `within` passed, and returns the last counts.
+pub async fn received(
+    gens: &mut [Gen],
+    expected: u64,
+    within: Duration,
+) -> anyhow::Result<Received> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut r = Received {
+            delivered: 0,
+            hist: hist::new(),
+            closed: 0,
+            min_per_conn: u64::MAX,
+            duplicates: 0,
+            resumed: 0,
+            unrecovered: 0,
+        };
+        for g in gens.iter_mut() {
+            g.send(&crate::gen::Cmd::Report).await?;
+        }
+        for g in gens.iter_mut() {
+            if let Out::Received {
+                deliveries,
+                hist: h,
+                min_per_conn,
+                closed,
+                duplicates,
+                resumed,
+                unrecovered,
+            } = g.recv(Duration::from_secs(30)).await?
+            {
+                r.delivered += deliveries;
+                r.closed += closed;
+                r.min_per_conn = r.min_per_conn.min(min_per_conn);
+                r.duplicates += duplicates;
+                r.resumed += resumed;
+                r.unrecovered += unrecovered;
+                let _ = r.hist.add(hist::decode(&h));
+            }
+        }
+        if r.delivered >= expected || std::time::Instant::now() > deadline {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

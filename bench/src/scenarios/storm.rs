@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use crate::gen::{ConnSpec, Role};
+use crate::gen::Role;
 use crate::hist::Latency;
 use crate::report::Run;
 use crate::scenarios::{self, Ctx, PER_GEN};
-use crate::setup;
 use crate::sut::{Sut, System};
 
 /// Most connections one step opens (the server holds ~19,000).
@@ -53,24 +52,7 @@ async fn one(
         .max()
         .unwrap_or(0);
     let sut = Sut::launch(system, ctx.installed.as_ref(), ctx.server_cpus()).await?;
-    let conns: Vec<ConnSpec> = match sut.nodes.first() {
-        Some(n) => setup::users(&n.info, &format!("s{round}"), most)
-            .await?
-            .into_iter()
-            .map(|(id, _, ws)| ConnSpec {
-                token: Some(ws),
-                room: format!("user:{}:{id}", n.info.app_id),
-                room_id: id,
-            })
-            .collect(),
-        None => (0..most)
-            .map(|i| ConnSpec {
-                token: None,
-                room: format!("room.{}", i % 100),
-                room_id: String::new(),
-            })
-            .collect(),
-    };
+    let conns = sut.session_conns(&format!("s{round}"), most).await?;
     let mut out = Vec::new();
     for &rate in rates {
         let n = ((rate * seconds) as usize).clamp(1, STEP_MAX);

@@ -159,6 +159,10 @@ impl FrameSource for QuicSource {
                     return Inbound::Violation(CloseReason::BAD_REQUEST);
                 }
             }
+            if self.buf.is_empty() {
+                // Every frame taken: drop the allocation, so an idle connection keeps none.
+                self.buf = BytesMut::new();
+            }
             match self.recv.read_chunk(READ_CHUNK, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return Inbound::End,
@@ -166,10 +170,6 @@ impl FrameSource for QuicSource {
                     tracing::debug!(error = %e, "quic read failed");
                     return Inbound::End;
                 }
-            }
-            if self.buf.is_empty() {
-                // Keep an idle connection's buffer unallocated.
-                self.buf = BytesMut::new();
             }
         }
     }
