@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
-use crate::model::{Message, StreamEvent};
+use crate::model::{Message, Publication, StoredEvent};
 pub use crate::registry::Registry;
 use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
 
@@ -78,7 +78,7 @@ pub enum QueryAnswer {
     Position {
         epoch: String,
         offset: u64,
-        publications: Vec<StreamEvent>,
+        publications: Vec<Publication>,
         recovered: bool,
     },
     Messages {
@@ -147,8 +147,9 @@ pub struct ChannelState {
     /// The last offset handed to the emitter.
     emitted: u64,
     /// Committed events waiting for a lower offset to be emitted first.
-    pending: BTreeMap<u64, StreamEvent>,
-    recent: VecDeque<StreamEvent>,
+    pending: BTreeMap<u64, Publication>,
+    /// The newest emitted events, rendered.
+    recent: VecDeque<Publication>,
     sends: VecDeque<((String, String), Message)>,
     in_flight: usize,
     last_active: Instant,
@@ -176,10 +177,11 @@ impl Actor for ChannelActor {
             .offset
             .saturating_sub(RE_EMIT_ON_START)
             .max(head.first_retained.saturating_sub(1));
-        let recent: VecDeque<StreamEvent> = reader
+        let recent: VecDeque<Publication> = reader
             .latest_events(&args.stream, RECENT_WINDOW)?
-            .into_iter()
+            .iter()
             .filter(|e| e.offset <= emitted)
+            .map(publication)
             .collect();
         myself.send_interval(TICK, || ChannelMsg::Tick);
         Ok(ChannelState {
@@ -277,9 +279,18 @@ async fn propose(
     group: GroupId,
     command: &StreamCommand,
 ) -> Result<StreamReply, ChatError> {
-    let body = serde_json::to_vec(command).map_err(|e| ChatError::Internal(e.to_string()))?;
+    let body = crate::codec::encode(command).map_err(|e| ChatError::Internal(e.to_string()))?;
     let raw = cluster.propose(group, body).await?;
-    serde_json::from_slice(&raw).map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
+    crate::codec::decode(&raw).map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
+}
+
+/// Renders a stored event for clients (once per event: the result is shared by every
+/// recipient, the recent window and recovery).
+fn publication(e: &StoredEvent) -> Publication {
+    Publication {
+        offset: e.offset,
+        data: crate::render::event(&e.event),
+    }
 }
 
 impl ChannelState {
@@ -293,45 +304,35 @@ impl ChannelState {
             .find(|((u, c), _)| u == &message.user_id && c == cmid)
             .map(|(_, m)| StreamReply::Message {
                 message: Box::new(m.clone()),
-                event: None,
+                events: Vec::new(),
                 epoch: self.epoch.clone(),
                 duplicate: true,
             })
     }
 
     fn committed(&mut self, reply: &StreamReply) {
-        let (event, epoch) = match reply {
-            StreamReply::Message {
-                message,
-                event,
-                epoch,
-                ..
-            } => {
-                if let Some(cmid) = &message.client_msg_id {
-                    if self.sends.len() == IDEMPOTENCY_WINDOW {
-                        self.sends.pop_front();
-                    }
-                    self.sends
-                        .push_back(((message.user_id.clone(), cmid.clone()), (**message).clone()));
+        if let StreamReply::Message { message, .. } = reply {
+            if let Some(cmid) = &message.client_msg_id {
+                if self.sends.len() == IDEMPOTENCY_WINDOW {
+                    self.sends.pop_front();
                 }
-                (event.clone(), epoch)
+                self.sends
+                    .push_back(((message.user_id.clone(), cmid.clone()), (**message).clone()));
             }
-            StreamReply::Read { event, epoch, .. } => (event.clone(), epoch),
-            StreamReply::Appended { event, epoch } => (Some(event.clone()), epoch),
-            _ => return,
-        };
-        if self.epoch != *epoch {
-            self.epoch = epoch.clone();
         }
-        match event {
-            Some(event) => {
-                self.emit_in_order(event);
-                // A command may append more than the event it reports (a thread reply).
-                self.catch_up();
-            }
-            // A command answered without an event of its own (a retried command applied
+        let Some((events, epoch)) = reply.events() else {
+            return;
+        };
+        if self.epoch != epoch {
+            self.epoch = epoch.to_string();
+        }
+        if events.is_empty() {
+            // A command answered without events of its own (a retried command applied
             // before): whatever it did is in the local replica.
-            None => self.catch_up(),
+            self.catch_up();
+        }
+        for e in events {
+            self.emit_in_order(publication(e));
         }
     }
 
@@ -349,15 +350,15 @@ impl ChannelState {
             .reader
             .events(&self.stream, self.emitted + 1, head.offset, missing)
         {
-            for e in events {
-                self.emit_in_order(e);
+            for e in &events {
+                self.emit_in_order(publication(e));
             }
         }
     }
 
     /// Emits `event` after every lower offset; offsets committed by someone else (a previous
     /// leader's actor) are read from the local replica.
-    fn emit_in_order(&mut self, event: StreamEvent) {
+    fn emit_in_order(&mut self, event: Publication) {
         if event.offset <= self.emitted {
             return;
         }
@@ -377,9 +378,9 @@ impl ChannelState {
             {
                 Ok(found) if !found.is_empty() => {
                     let before = self.emitted;
-                    for e in found {
+                    for e in &found {
                         if e.offset == self.emitted + 1 {
-                            self.emit(e);
+                            self.emit(publication(e));
                         }
                     }
                     if self.emitted == before {
@@ -398,7 +399,7 @@ impl ChannelState {
         self.emitted = offset - 1;
     }
 
-    fn emit(&mut self, event: StreamEvent) {
+    fn emit(&mut self, event: Publication) {
         let frame = chatsdk_proto::realtime::push_publication_raw(
             &self.stream,
             event.offset,
@@ -416,7 +417,7 @@ impl ChannelState {
     }
 
     /// Events with offsets in `from..=self.emitted`, at most `limit`, from memory when possible.
-    fn events_from(&self, from: u64, limit: usize) -> Result<Vec<StreamEvent>, ChatError> {
+    fn events_from(&self, from: u64, limit: usize) -> Result<Vec<Publication>, ChatError> {
         if let Some(first) = self.recent.front() {
             if first.offset <= from {
                 return Ok(self
@@ -430,7 +431,10 @@ impl ChannelState {
         }
         Ok(self
             .reader
-            .events(&self.stream, from, self.emitted, limit)?)
+            .events(&self.stream, from, self.emitted, limit)?
+            .iter()
+            .map(publication)
+            .collect())
     }
 
     fn first_retained(&self) -> Result<u64, ChatError> {

@@ -17,8 +17,8 @@ pub enum ChatError {
     Conflict(String),
     #[error("{0}")]
     LimitExceeded(String),
-    #[error("too many requests")]
-    RateLimited,
+    #[error("too many messages; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -34,7 +34,7 @@ impl ChatError {
             ChatError::BadRequest(_) => ErrorCode::BadRequest,
             ChatError::Conflict(_) => ErrorCode::Conflict,
             ChatError::LimitExceeded(_) => ErrorCode::LimitExceeded,
-            ChatError::RateLimited => ErrorCode::RateLimited,
+            ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::Unavailable(_) => ErrorCode::Unavailable,
             ChatError::Internal(_) => ErrorCode::Internal,
         }

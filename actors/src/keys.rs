@@ -9,6 +9,10 @@
 //! Data shards: one stream per realtime channel and, for chat channels, its messages, under
 //! `s\0<stream>\0…`.
 
+use chatsdk_cluster::{GroupReader, StoreError};
+
+use crate::kv::Kv;
+
 /// Joins components with `0x00` after a leading tag.
 pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -142,25 +146,54 @@ pub(crate) fn last_component(key: &[u8]) -> &[u8] {
     }
 }
 
-/// Reads a JSON record in an apply batch (an unreadable record reads as absent).
-pub(crate) fn get_record<T: serde::de::DeserializeOwned>(
-    kv: &chatsdk_cluster::KvBatch<'_>,
+/// Decodes the record stored at `key`; a record that does not decode is logged with its key
+/// and reported as [`StoreError::Corrupt`], never read as absent.
+pub(crate) fn decode_at<T: serde::de::DeserializeOwned>(
     key: &[u8],
-) -> Result<Option<T>, chatsdk_cluster::StoreError> {
+    raw: &[u8],
+) -> Result<T, StoreError> {
+    crate::codec::decode(raw).map_err(|e| {
+        let key = key.escape_ascii().to_string();
+        tracing::error!(key = %key, error = %e, "undecodable record");
+        StoreError::Corrupt {
+            key,
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Reads a record in an apply batch.
+pub(crate) fn get_record<T: serde::de::DeserializeOwned>(
+    kv: &impl Kv,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
     match kv.get(key)? {
-        Some(raw) => Ok(serde_json::from_slice(&raw).ok()),
+        Some(raw) => decode_at(key, &raw).map(Some),
         None => Ok(None),
     }
 }
 
-/// Writes a JSON record in an apply batch.
+/// Writes a record in an apply batch.
 pub(crate) fn put_record<T: serde::Serialize>(
-    kv: &mut chatsdk_cluster::KvBatch<'_>,
+    kv: &mut impl Kv,
     key: &[u8],
     value: &T,
-) {
-    // Our own records always serialize; an impossible failure writes nothing.
-    if let Ok(raw) = serde_json::to_vec(value) {
-        kv.put(key, &raw);
+) -> Result<(), StoreError> {
+    let raw = crate::codec::encode(value).map_err(|e| StoreError::Corrupt {
+        key: key.escape_ascii().to_string(),
+        reason: e.to_string(),
+    })?;
+    kv.put(key, &raw);
+    Ok(())
+}
+
+/// Reads a record through a group reader.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
+    reader: &GroupReader,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match reader.get(key)? {
+        Some(raw) => decode_at(key, &raw).map(Some),
+        None => Ok(None),
     }
 }

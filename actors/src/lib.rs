@@ -11,10 +11,12 @@
 //! - [`session`]: the session actor (ractor), one per realtime connection.
 //! - [`fanout`], [`emitter`], [`outbound`]: getting one event to every subscriber, in order, with
 //!   bounded queues.
-//! - [`model`], [`render`], [`keys`](crate::keys), [`time`], [`validate`]: records, their JSON, their key layout.
+//! - [`model`], [`codec`], [`render`], [`keys`](crate::keys), [`time`], [`validate`]: records,
+//!   their binary form, their client JSON, their key layout.
 
 pub mod channel;
 pub mod chat;
+pub mod codec;
 pub mod directory;
 pub mod emitter;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod time;
 pub mod validate;
 
 mod keys;
+mod kv;
 
 pub use chat::{
     chat_stream, split_stream, user_stream, Caller, Chat, ChatConfig, NewChannel, NewMessage,

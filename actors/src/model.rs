@@ -1,11 +1,14 @@
 //! The records ChatSDK keeps, as stored in the replicated state machines.
 //!
-//! Records are stored as JSON (they carry free-form JSON such as `custom` and `config`), inside
-//! the storage layer's checksummed framing. Times are milliseconds since the epoch; the API
-//! renders them as ISO-8601 (see [`crate::render`]).
+//! Records are encoded by [`crate::codec`] (a format byte and bincode 2) inside the storage
+//! layer's checksummed framing; free-form JSON (`custom`, `settings`, `config`, attachments) is
+//! a [`Json`] field. Times are milliseconds since the epoch; the API renders them as ISO-8601
+//! (see [`crate::render`]). Events are stored typed ([`Event`]) and rendered to client JSON
+//! when they are emitted, so the API's JSON can change without a new log format.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::codec::Json;
 
 /// A tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,7 +16,7 @@ pub struct App {
     pub id: String,
     pub name: String,
     #[serde(default)]
-    pub settings: Value,
+    pub settings: Json,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -44,7 +47,7 @@ pub struct User {
     pub email: Option<String>,
     /// User-writable custom data (never holds privileges).
     #[serde(default)]
-    pub custom: Value,
+    pub custom: Json,
     /// Server-controlled role: `"admin"` makes an app admin.
     #[serde(default)]
     pub role: Option<String>,
@@ -123,7 +126,7 @@ pub struct Channel {
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
-    pub config: Value,
+    pub config: Json,
     #[serde(default)]
     pub workspace_id: Option<String>,
     #[serde(default)]
@@ -197,7 +200,7 @@ pub struct UserSummary {
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default)]
-    pub custom: Value,
+    pub custom: Json,
     #[serde(default)]
     pub created_at: u64,
     #[serde(default)]
@@ -227,7 +230,7 @@ pub struct Message {
     #[serde(default)]
     pub text: Option<String>,
     #[serde(default)]
-    pub attachments: Value,
+    pub attachments: Json,
     #[serde(default)]
     pub parent_id: Option<String>,
     #[serde(default)]
@@ -247,11 +250,51 @@ pub struct Message {
     pub user: UserSummary,
 }
 
-/// One durable event of a realtime stream.
+/// A durable event of a realtime stream, as stored: typed, rendered to client JSON only when it
+/// is emitted or read back ([`crate::render::event`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StreamEvent {
+pub enum Event {
+    /// `message.new`.
+    MessageNew(Box<Message>),
+    /// `thread.reply`: a reply (its `parent_id` is the thread), after its `message.new`.
+    ThreadReply(Box<Message>),
+    /// `message.updated`.
+    MessageUpdated(Box<Message>),
+    /// `message.deleted`; `hard` when the message was purged.
+    MessageDeleted {
+        channel_id: String,
+        message_id: String,
+        hard: bool,
+    },
+    /// `read.updated`.
+    ReadUpdated {
+        channel_id: String,
+        user_id: String,
+        last_read_seq: u64,
+    },
+    /// `channel.created`, on the members' user streams.
+    ChannelCreated(Box<Channel>),
+    /// `channel.updated`.
+    ChannelUpdated(Box<Channel>),
+    /// `channel.deleted`, on the members' user streams.
+    ChannelDeleted { channel_id: String },
+    /// `channel.member_joined`.
+    MemberJoined { channel_id: String, user_id: String },
+    /// `channel.member_left`.
+    MemberLeft { channel_id: String, user_id: String },
+}
+
+/// One durable event of a realtime stream, with its offset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
     pub offset: u64,
-    /// The ChatSDK envelope `{"type", "payload"}`, serialized JSON.
+    pub event: Event,
+}
+
+/// An event rendered for clients: its offset and its ChatSDK envelope `{"type", "payload"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    pub offset: u64,
     pub data: String,
 }
 

@@ -1,11 +1,13 @@
 //! The JSON shapes of the Client API (camelCase), built from stored records.
 //!
 //! One place renders each record, so REST responses and realtime event payloads agree. The
-//! Server API's snake_case dialect is derived from these by the gateway.
+//! Server API's snake_case dialect is derived from these by the gateway. Events are rendered
+//! here too ([`event`]), once when a channel actor emits them and by the same function when
+//! history or recovery reads them back: the stored form is the typed [`Event`].
 
 use serde_json::{json, Value};
 
-use crate::model::{Channel, Member, Message, User, UserSummary};
+use crate::model::{Channel, Event, Member, Message, User, UserSummary};
 use crate::time::iso;
 
 fn opt_iso(ms: Option<u64>) -> Value {
@@ -57,7 +59,7 @@ pub fn message(m: &Message) -> Value {
         "seq": m.seq,
         "clientMsgId": m.client_msg_id,
         "user": user_summary(&m.user),
-        "attachments": if deleted || m.attachments.is_null() { json!([]) } else { m.attachments.clone() },
+        "attachments": if deleted || m.attachments.is_null() { json!([]) } else { m.attachments.0.clone() },
         "parentId": m.parent_id,
         "replyToId": m.reply_to_id,
         "reactionCount": 0,
@@ -79,6 +81,16 @@ pub fn message(m: &Message) -> Value {
     })
 }
 
+/// The answer to a send: the message, marked `duplicate` when its client message id had
+/// already been used (REST and the `message.send` RPC answer alike).
+pub fn sent(m: &Message, duplicate: bool) -> Value {
+    let mut v = message(m);
+    if duplicate {
+        v["duplicate"] = json!(true);
+    }
+    v
+}
+
 /// A channel, with the caller's membership fields (null when not a member).
 pub fn channel(c: &Channel, me: Option<&Member>, read: Option<(u64, u64)>) -> Value {
     let (last_read_seq, unread) = match (me, read) {
@@ -96,7 +108,7 @@ pub fn channel(c: &Channel, me: Option<&Member>, read: Option<(u64, u64)>) -> Va
         "createdBy": c.created_by,
         "createdAt": iso(c.created_at),
         "updatedAt": iso(c.updated_at),
-        "config": if c.config.is_null() { json!({}) } else { c.config.clone() },
+        "config": if c.config.is_null() { json!({}) } else { c.config.0.clone() },
         "workspaceId": c.workspace_id,
         "idempotencyKey": c.idempotency_key,
         "lastReadSeq": last_read_seq,
@@ -119,6 +131,69 @@ pub fn member(m: &Member, u: Option<&User>) -> Value {
         "role": m.role.as_str(),
         "joinedAt": iso(m.joined_at),
     })
+}
+
+/// A stored event as clients see it: the ChatSDK envelope, serialized.
+pub fn event(e: &Event) -> String {
+    match e {
+        Event::MessageNew(m) => envelope(
+            "message.new",
+            json!({"channelId": m.channel_id, "message": message(m)}),
+        ),
+        // `threadId` is what clients read, `parentId` what the original server sent.
+        Event::ThreadReply(m) => envelope(
+            "thread.reply",
+            json!({"channelId": m.channel_id, "parentId": m.parent_id, "threadId": m.parent_id, "message": message(m)}),
+        ),
+        Event::MessageUpdated(m) => envelope(
+            "message.updated",
+            json!({"channelId": m.channel_id, "message": message(m)}),
+        ),
+        Event::MessageDeleted {
+            channel_id,
+            message_id,
+            hard,
+        } => {
+            let mut payload = json!({"channelId": channel_id, "messageId": message_id});
+            if *hard {
+                payload["hard"] = json!(true);
+            }
+            envelope("message.deleted", payload)
+        }
+        Event::ReadUpdated {
+            channel_id,
+            user_id,
+            last_read_seq,
+        } => envelope(
+            "read.updated",
+            json!({"channelId": channel_id, "userId": user_id, "lastReadSeq": last_read_seq}),
+        ),
+        Event::ChannelCreated(c) => envelope(
+            "channel.created",
+            json!({"channel": channel(c, None, None)}),
+        ),
+        Event::ChannelUpdated(c) => envelope(
+            "channel.updated",
+            json!({"channel": channel(c, None, None)}),
+        ),
+        Event::ChannelDeleted { channel_id } => {
+            envelope("channel.deleted", json!({"channelId": channel_id}))
+        }
+        Event::MemberJoined {
+            channel_id,
+            user_id,
+        } => envelope(
+            "channel.member_joined",
+            json!({"channelId": channel_id, "userId": user_id}),
+        ),
+        Event::MemberLeft {
+            channel_id,
+            user_id,
+        } => envelope(
+            "channel.member_left",
+            json!({"channelId": channel_id, "userId": user_id}),
+        ),
+    }
 }
 
 /// The ChatSDK event envelope `{"type", "payload"}`, serialized.

@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use crate::chat::{split_stream, Caller, Chat, NewMessage};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Subscription};
-use crate::limits::RateLimiter;
 use crate::outbound::{CloseReason, Outbound};
 
 /// Commands a connection may send per second on average, and in a burst; beyond that it is
@@ -93,8 +92,6 @@ pub struct SessionArgs {
     pub expires_at: Arc<AtomicU64>,
     /// Set once `connect` succeeded (the gateway closes connections that never connect).
     pub connected: Arc<AtomicBool>,
-    /// Per-user message sends, shared with the REST API.
-    pub send_limiter: Arc<RateLimiter>,
 }
 
 /// Messages of a session actor.
@@ -546,76 +543,43 @@ impl SessionState {
 
     async fn rpc(&mut self, id: u32, method: &str, data: Value) {
         let Some(caller) = self.caller() else { return };
-        let s = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_string);
-        let channel = s("channelId").unwrap_or_default();
+        let chat = &self.args.chat;
         let result: Result<Value, ChatError> = match method {
-            "message.send" => {
-                if let Err(wait) = self.args.send_limiter.take(&format!(
-                    "{}:{}",
-                    caller.app,
-                    caller.user.as_deref().unwrap_or_default()
-                )) {
-                    return self.reply_error(
-                        id,
-                        ErrorCode::RateLimited,
-                        &format!("too many messages; retry in {wait} s"),
-                    );
-                }
-                let new = NewMessage {
-                    text: s("text").unwrap_or_default(),
-                    client_msg_id: s("clientMsgId"),
-                    attachments: data.get("attachments").cloned(),
-                    parent_id: s("parentId"),
-                    reply_to_id: s("replyToId"),
-                };
-                self.args
-                    .chat
-                    .send_message(&caller, &channel, new)
+            "message.send" => match rpc_args::<SendArgs>(data) {
+                Ok(a) => chat
+                    .send_message(&caller, &a.channel_id, a.message)
                     .await
-                    .map(|(m, duplicate)| {
-                        let mut v = crate::render::message(&m);
-                        if duplicate {
-                            v["duplicate"] = json!(true);
-                        }
-                        v
-                    })
-            }
-            "message.edit" => self
-                .args
-                .chat
-                .edit_message(
-                    &caller,
-                    &channel,
-                    &s("messageId").unwrap_or_default(),
-                    s("text").unwrap_or_default(),
-                )
-                .await
-                .map(|m| crate::render::message(&m)),
-            "message.delete" => self
-                .args
-                .chat
-                .delete_message(
-                    &caller,
-                    &channel,
-                    &s("messageId").unwrap_or_default(),
-                    false,
-                )
-                .await
-                .map(|()| json!({"success": true})),
-            "typing" => {
-                let typing = data.get("typing").and_then(Value::as_bool).unwrap_or(true);
-                self.args
-                    .chat
-                    .typing(&caller, &channel, typing)
+                    .map(|(m, duplicate)| crate::render::sent(&m, duplicate)),
+                Err(e) => Err(e),
+            },
+            "message.edit" => match rpc_args::<EditArgs>(data) {
+                Ok(a) => chat
+                    .edit_message(&caller, &a.channel_id, &a.message_id, a.text)
                     .await
-                    .map(|()| json!({"success": true}))
-            }
-            "read" => self
-                .args
-                .chat
-                .mark_read(&caller, &channel)
-                .await
-                .map(|seq| json!({"success": true, "lastReadSeq": seq})),
+                    .map(|m| crate::render::message(&m)),
+                Err(e) => Err(e),
+            },
+            "message.delete" => match rpc_args::<MessageArgs>(data) {
+                Ok(a) => chat
+                    .delete_message(&caller, &a.channel_id, &a.message_id, false)
+                    .await
+                    .map(|()| json!({"success": true})),
+                Err(e) => Err(e),
+            },
+            "typing" => match rpc_args::<TypingArgs>(data) {
+                Ok(a) => chat
+                    .typing(&caller, &a.channel_id, a.typing)
+                    .await
+                    .map(|()| json!({"success": true})),
+                Err(e) => Err(e),
+            },
+            "read" => match rpc_args::<ChannelArgs>(data) {
+                Ok(a) => chat
+                    .mark_read(&caller, &a.channel_id)
+                    .await
+                    .map(|seq| json!({"success": true, "lastReadSeq": seq})),
+                Err(e) => Err(e),
+            },
             _ => return self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method"),
         };
         match result {
@@ -623,4 +587,64 @@ impl SessionState {
             Err(e) => self.reply_chat_error(id, &e),
         }
     }
+}
+
+/// Decodes an RPC's `data` into its typed arguments; a wrong shape is a bad request that says
+/// which field.
+fn rpc_args<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ChatError> {
+    serde_json::from_value(data)
+        .map_err(|e| ChatError::BadRequest(format!("invalid rpc data: {e}")))
+}
+
+/// `message.send`: the channel and the message, as the REST body spells it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendArgs {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
+    #[serde(flatten)]
+    message: NewMessage,
+}
+
+/// `message.edit`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EditArgs {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
+    #[serde(alias = "message_id")]
+    message_id: String,
+    text: String,
+}
+
+/// `message.delete`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageArgs {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
+    #[serde(alias = "message_id")]
+    message_id: String,
+}
+
+/// `typing`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingArgs {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
+    #[serde(default = "yes")]
+    typing: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `read`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChannelArgs {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
 }

@@ -8,13 +8,12 @@
 //! the epoch derive from the log, times from the proposer.
 
 use chatsdk_cluster::{Applier, ApplyContext, GroupReader, KvBatch, StoreError};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::keys::{self, StreamKeys};
-use crate::model::{Message, StreamEvent, StreamHead};
-use crate::render;
+use crate::codec::{self, Json};
+use crate::keys::{self, decode_at, get_record as get, put_record as put, StreamKeys};
+use crate::kv::Kv;
+use crate::model::{Event, Message, StoredEvent, StreamHead};
 
 /// A change to one stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,39 +37,52 @@ pub enum StreamOp {
     },
     /// Soft delete: the message stays as a tombstone.
     Delete { message_id: String, now: u64 },
-    /// Hard delete: the message disappears from history; no event.
+    /// Hard delete: the message disappears from history.
     Purge { message_id: String },
     /// Marks everything up to the channel's newest seq read for `user_id`.
     Read { user_id: String },
     /// Appends a durable event.
-    Append { data: String },
+    Append { event: Event },
     /// Removes the stream and everything in it.
     Drop,
 }
 
-/// The result of a [`StreamCommand`].
+/// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
+/// (none when it changed nothing, for example a command applied a second time).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum StreamReply {
-    /// A message was stored (or found: `duplicate`), with the event it produced.
+    /// A message was stored (or found: `duplicate`).
     Message {
         message: Box<Message>,
-        event: Option<StreamEvent>,
+        events: Vec<StoredEvent>,
         epoch: String,
         duplicate: bool,
     },
-    /// `event` is None when the position did not move (nothing is emitted then).
     Read {
         last_read_seq: u64,
-        event: Option<StreamEvent>,
+        events: Vec<StoredEvent>,
         epoch: String,
     },
     Appended {
-        event: StreamEvent,
+        events: Vec<StoredEvent>,
         epoch: String,
     },
     Done,
     NotFound(String),
     Refused(String),
+}
+
+impl StreamReply {
+    /// The events the command appended and the stream's epoch, when it is a write that may
+    /// have appended some.
+    pub fn events(&self) -> Option<(&[StoredEvent], &str)> {
+        match self {
+            StreamReply::Message { events, epoch, .. }
+            | StreamReply::Read { events, epoch, .. }
+            | StreamReply::Appended { events, epoch } => Some((events, epoch)),
+            _ => None,
+        }
+    }
 }
 
 /// A member's read position in a chat stream.
@@ -82,8 +94,6 @@ pub struct ReadState {
 /// Applies [`StreamCommand`]s in the data shards.
 pub struct StreamApplier;
 
-use crate::keys::{get_record as get, put_record as put};
-
 impl Applier for StreamApplier {
     fn apply(
         &self,
@@ -91,34 +101,34 @@ impl Applier for StreamApplier {
         kv: &mut KvBatch<'_>,
         command: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let reply = match serde_json::from_slice::<StreamCommand>(command) {
-            Ok(command) => apply(ctx, kv, command)?,
-            Err(e) => StreamReply::Refused(format!("undecodable stream command: {e}")),
-        };
-        Ok(serde_json::to_vec(&reply).unwrap_or_default())
+        let reply = apply_encoded(ctx, kv, command)?;
+        encode_reply(&reply)
     }
 }
 
-/// Appends `data` as the stream's next event and trims what falls out of the window.
-fn append(
-    kv: &mut KvBatch<'_>,
-    sk: &StreamKeys<'_>,
-    head: &mut StreamHead,
-    retain: u64,
-    data: String,
-) -> StreamEvent {
-    head.offset += 1;
-    let event = StreamEvent {
-        offset: head.offset,
-        data,
-    };
-    put(kv, &sk.event(head.offset), &event);
-    let retain = retain.max(1);
-    while head.offset - head.first_retained + 1 > retain {
-        kv.delete(&sk.event(head.first_retained));
-        head.first_retained += 1;
+fn encode_reply<T: Serialize>(reply: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(reply).map_err(|e| StoreError::Corrupt {
+        key: "reply".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes and applies one command. An undecodable command changes nothing and is refused
+/// (every replica refuses it alike); an undecodable record is an error that stops the group.
+pub(crate) fn apply_encoded(
+    ctx: &ApplyContext,
+    kv: &mut impl Kv,
+    command: &[u8],
+) -> Result<StreamReply, StoreError> {
+    match codec::decode::<StreamCommand>(command) {
+        Ok(command) => apply(ctx, kv, command),
+        Err(e) => {
+            tracing::error!(group = ctx.group, index = ctx.index, error = %e, "undecodable stream command refused");
+            Ok(StreamReply::Refused(format!(
+                "undecodable stream command: {e}"
+            )))
+        }
     }
-    event
 }
 
 /// The epoch of a stream that has never been written: derived from its name, so it is known
@@ -137,213 +147,232 @@ pub fn empty_head(stream: &str) -> StreamHead {
     }
 }
 
-fn load_head(kv: &KvBatch<'_>, sk: &StreamKeys<'_>) -> Result<StreamHead, StoreError> {
-    Ok(get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| empty_head(sk.0)))
+/// One command's view of a stream: its keys, its head, and the events it appended.
+struct Tx<'a, K: Kv> {
+    kv: &'a mut K,
+    sk: StreamKeys<'a>,
+    head: StreamHead,
+    retain: u64,
+    events: Vec<StoredEvent>,
 }
 
-fn find_message(
-    kv: &KvBatch<'_>,
-    sk: &StreamKeys<'_>,
-    id: &str,
-) -> Result<Option<Message>, StoreError> {
-    let Some(raw) = kv.get(&sk.message_id(id))? else {
-        return Ok(None);
-    };
-    let Ok(seq) = <[u8; 8]>::try_from(raw.as_slice()) else {
-        return Ok(None);
-    };
-    get(kv, &sk.message(u64::from_be_bytes(seq)))
+impl<K: Kv> Tx<'_, K> {
+    /// Appends `event` as the stream's next and trims what falls out of the window.
+    fn append(&mut self, event: Event) -> Result<(), StoreError> {
+        self.head.offset += 1;
+        let stored = StoredEvent {
+            offset: self.head.offset,
+            event,
+        };
+        put(self.kv, &self.sk.event(self.head.offset), &stored)?;
+        let retain = self.retain.max(1);
+        while self.head.offset - self.head.first_retained + 1 > retain {
+            self.kv.delete(&self.sk.event(self.head.first_retained));
+            self.head.first_retained += 1;
+        }
+        self.events.push(stored);
+        Ok(())
+    }
+
+    fn find_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let key = self.sk.message_id(id);
+        let Some(raw) = self.kv.get(&key)? else {
+            return Ok(None);
+        };
+        let seq = index_seq(&key, &raw)?;
+        get(self.kv, &self.sk.message(seq))
+    }
+
+    fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        put(self.kv, &self.sk.message(m.seq), m)
+    }
+
+    fn message_reply(&mut self, message: Message, duplicate: bool) -> StreamReply {
+        StreamReply::Message {
+            message: Box::new(message),
+            events: std::mem::take(&mut self.events),
+            epoch: self.head.epoch.clone(),
+            duplicate,
+        }
+    }
+
+    fn send(&mut self, mut message: Box<Message>) -> Result<StreamReply, StoreError> {
+        if let Some(cmid) = &message.client_msg_id {
+            if let Some(id) = self
+                .kv
+                .get(&self.sk.client_msg_id(&message.user_id, cmid))?
+            {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                if let Some(existing) = self.find_message(&id)? {
+                    return Ok(self.message_reply(existing, true));
+                }
+            }
+        }
+        // Message ids are made per request, so an existing id is this very command applied
+        // again (the cluster delivers at least once): answer with what the first apply
+        // stored, without a second message or event.
+        if let Some(existing) = self.find_message(&message.id)? {
+            return Ok(self.message_reply(existing, false));
+        }
+        self.head.seq += 1;
+        message.seq = self.head.seq;
+        if let Some(parent) = &message.parent_id {
+            if let Some(mut p) = self.find_message(parent)? {
+                p.reply_count += 1;
+                self.put_message(&p)?;
+            }
+        }
+        self.put_message(&message)?;
+        self.kv
+            .put(&self.sk.message_id(&message.id), &message.seq.to_be_bytes());
+        if let Some(cmid) = &message.client_msg_id {
+            self.kv.put(
+                &self.sk.client_msg_id(&message.user_id, cmid),
+                message.id.as_bytes(),
+            );
+        }
+        self.append(Event::MessageNew(message.clone()))?;
+        if message.parent_id.is_some() {
+            // A thread reply is also announced as such.
+            self.append(Event::ThreadReply(message.clone()))?;
+        }
+        Ok(self.message_reply(*message, false))
+    }
+
+    fn edit(&mut self, id: &str, text: String, now: u64) -> Result<StreamReply, StoreError> {
+        Ok(match self.find_message(id)? {
+            Some(m) if m.deleted_at.is_some() => StreamReply::Refused("message is deleted".into()),
+            // This very edit applied again (times come from the proposer): nothing changes.
+            Some(m) if m.edited_at == Some(now) && m.text.as_deref() == Some(text.as_str()) => {
+                self.message_reply(m, false)
+            }
+            Some(mut m) => {
+                m.text = Some(text);
+                m.edited_at = Some(now);
+                self.put_message(&m)?;
+                self.append(Event::MessageUpdated(Box::new(m.clone())))?;
+                self.message_reply(m, false)
+            }
+            None => StreamReply::NotFound("message".into()),
+        })
+    }
+
+    fn delete(&mut self, id: &str, now: u64) -> Result<StreamReply, StoreError> {
+        Ok(match self.find_message(id)? {
+            Some(m) if m.deleted_at.is_some() => self.message_reply(m, true),
+            Some(mut m) => {
+                m.deleted_at = Some(now);
+                m.text = None;
+                m.attachments = Json::array();
+                self.put_message(&m)?;
+                self.append(Event::MessageDeleted {
+                    channel_id: m.channel_id.clone(),
+                    message_id: m.id.clone(),
+                    hard: false,
+                })?;
+                self.message_reply(m, false)
+            }
+            None => StreamReply::NotFound("message".into()),
+        })
+    }
+
+    fn purge(&mut self, id: &str) -> Result<StreamReply, StoreError> {
+        Ok(match self.find_message(id)? {
+            Some(m) => {
+                self.kv.delete(&self.sk.message(m.seq));
+                self.kv.delete(&self.sk.message_id(&m.id));
+                self.append(Event::MessageDeleted {
+                    channel_id: m.channel_id.clone(),
+                    message_id: m.id.clone(),
+                    hard: true,
+                })?;
+                self.message_reply(m, false)
+            }
+            None => StreamReply::NotFound("message".into()),
+        })
+    }
+
+    fn read(&mut self, user_id: String) -> Result<StreamReply, StoreError> {
+        let key = self.sk.read_state(&user_id);
+        let before = get::<ReadState>(self.kv, &key)?.unwrap_or_default();
+        if before.last_read_seq != self.head.seq {
+            let state = ReadState {
+                last_read_seq: self.head.seq,
+            };
+            put(self.kv, &key, &state)?;
+            let channel_id = self.sk.0.rsplit(':').next().unwrap_or_default().to_string();
+            let last_read_seq = self.head.seq;
+            self.append(Event::ReadUpdated {
+                channel_id,
+                user_id,
+                last_read_seq,
+            })?;
+        }
+        Ok(StreamReply::Read {
+            last_read_seq: self.head.seq,
+            events: std::mem::take(&mut self.events),
+            epoch: self.head.epoch.clone(),
+        })
+    }
+}
+
+/// The sequence number a message-id index entry points to.
+fn index_seq(key: &[u8], raw: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(raw)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: key.escape_ascii().to_string(),
+            reason: format!("message index entry of {} bytes", raw.len()),
+        })
 }
 
 fn apply(
     ctx: &ApplyContext,
-    kv: &mut KvBatch<'_>,
+    kv: &mut impl Kv,
     command: StreamCommand,
 ) -> Result<StreamReply, StoreError> {
     let sk = StreamKeys(&command.stream);
-    let mut head = load_head(kv, &sk)?;
-    let retain = command.retain;
+    let head = get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| empty_head(sk.0));
+    let before = head.clone();
+    let mut tx = Tx {
+        kv,
+        sk,
+        head,
+        retain: command.retain,
+        events: Vec::new(),
+    };
     let reply = match command.op {
-        StreamOp::Send { mut message } => {
-            if let Some(cmid) = &message.client_msg_id {
-                if let Some(id) = kv.get(&sk.client_msg_id(&message.user_id, cmid))? {
-                    let id = String::from_utf8_lossy(&id).into_owned();
-                    if let Some(existing) = find_message(kv, &sk, &id)? {
-                        return Ok(StreamReply::Message {
-                            message: Box::new(existing),
-                            event: None,
-                            epoch: head.epoch,
-                            duplicate: true,
-                        });
-                    }
-                }
-            }
-            // Message ids are made per request, so an existing id is this very command applied
-            // again (the cluster delivers at least once): answer with what the first apply
-            // stored, without a second message or event.
-            if let Some(existing) = find_message(kv, &sk, &message.id)? {
-                return Ok(StreamReply::Message {
-                    message: Box::new(existing),
-                    event: None,
-                    epoch: head.epoch,
-                    duplicate: false,
-                });
-            }
-            head.seq += 1;
-            message.seq = head.seq;
-            if let Some(parent) = &message.parent_id {
-                if let Some(mut p) = find_message(kv, &sk, parent)? {
-                    p.reply_count += 1;
-                    put(kv, &sk.message(p.seq), &p);
-                }
-            }
-            put(kv, &sk.message(message.seq), &message);
-            kv.put(&sk.message_id(&message.id), &message.seq.to_be_bytes());
-            if let Some(cmid) = &message.client_msg_id {
-                kv.put(
-                    &sk.client_msg_id(&message.user_id, cmid),
-                    message.id.as_bytes(),
-                );
-            }
-            let data = render::envelope(
-                "message.new",
-                json!({"channelId": message.channel_id, "message": render::message(&message)}),
-            );
-            let event = append(kv, &sk, &mut head, retain, data);
-            if let Some(parent) = &message.parent_id {
-                // A thread reply is also announced as such (`threadId` is what clients read,
-                // `parentId` what the original server sent).
-                let data = render::envelope(
-                    "thread.reply",
-                    json!({"channelId": message.channel_id, "parentId": parent, "threadId": parent, "message": render::message(&message)}),
-                );
-                append(kv, &sk, &mut head, retain, data);
-            }
-            StreamReply::Message {
-                message,
-                event: Some(event),
-                epoch: head.epoch.clone(),
-                duplicate: false,
-            }
-        }
+        StreamOp::Send { message } => tx.send(message)?,
         StreamOp::Edit {
             message_id,
             text,
             now,
-        } => match find_message(kv, &sk, &message_id)? {
-            Some(m) if m.deleted_at.is_some() => StreamReply::Refused("message is deleted".into()),
-            Some(mut m) => {
-                m.text = Some(text);
-                m.edited_at = Some(now);
-                put(kv, &sk.message(m.seq), &m);
-                let data = render::envelope(
-                    "message.updated",
-                    json!({"channelId": m.channel_id, "message": render::message(&m)}),
-                );
-                let event = append(kv, &sk, &mut head, retain, data);
-                StreamReply::Message {
-                    message: Box::new(m),
-                    event: Some(event),
-                    epoch: head.epoch.clone(),
-                    duplicate: false,
-                }
-            }
-            None => StreamReply::NotFound("message".into()),
-        },
-        StreamOp::Delete { message_id, now } => match find_message(kv, &sk, &message_id)? {
-            Some(m) if m.deleted_at.is_some() => StreamReply::Message {
-                message: Box::new(m),
-                event: None,
-                epoch: head.epoch.clone(),
-                duplicate: true,
-            },
-            Some(mut m) => {
-                m.deleted_at = Some(now);
-                m.text = None;
-                m.attachments = json!([]);
-                put(kv, &sk.message(m.seq), &m);
-                let data = render::envelope(
-                    "message.deleted",
-                    json!({"channelId": m.channel_id, "messageId": m.id}),
-                );
-                let event = append(kv, &sk, &mut head, retain, data);
-                StreamReply::Message {
-                    message: Box::new(m),
-                    event: Some(event),
-                    epoch: head.epoch.clone(),
-                    duplicate: false,
-                }
-            }
-            None => StreamReply::NotFound("message".into()),
-        },
-        StreamOp::Purge { message_id } => match find_message(kv, &sk, &message_id)? {
-            Some(m) => {
-                kv.delete(&sk.message(m.seq));
-                kv.delete(&sk.message_id(&m.id));
-                let data = render::envelope(
-                    "message.deleted",
-                    json!({"channelId": m.channel_id, "messageId": m.id, "hard": true}),
-                );
-                let event = append(kv, &sk, &mut head, retain, data);
-                StreamReply::Message {
-                    message: Box::new(m),
-                    event: Some(event),
-                    epoch: head.epoch.clone(),
-                    duplicate: false,
-                }
-            }
-            None => StreamReply::NotFound("message".into()),
-        },
-        StreamOp::Read { user_id } => {
-            let before = get::<ReadState>(kv, &sk.read_state(&user_id))?.unwrap_or_default();
-            if before.last_read_seq == head.seq {
-                return Ok(StreamReply::Read {
-                    last_read_seq: head.seq,
-                    event: None,
-                    epoch: head.epoch,
-                });
-            }
-            let state = ReadState {
-                last_read_seq: head.seq,
-            };
-            put(kv, &sk.read_state(&user_id), &state);
-            let channel_id = command
-                .stream
-                .rsplit(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let data = render::envelope(
-                "read.updated",
-                json!({"channelId": channel_id, "userId": user_id, "lastReadSeq": head.seq}),
-            );
-            let event = append(kv, &sk, &mut head, retain, data);
-            StreamReply::Read {
-                last_read_seq: head.seq,
-                event: Some(event),
-                epoch: head.epoch.clone(),
-            }
-        }
-        StreamOp::Append { data } => {
-            let event = append(kv, &sk, &mut head, retain, data);
+        } => tx.edit(&message_id, text, now)?,
+        StreamOp::Delete { message_id, now } => tx.delete(&message_id, now)?,
+        StreamOp::Purge { message_id } => tx.purge(&message_id)?,
+        StreamOp::Read { user_id } => tx.read(user_id)?,
+        StreamOp::Append { event } => {
+            tx.append(event)?;
             StreamReply::Appended {
-                event,
-                epoch: head.epoch.clone(),
+                events: std::mem::take(&mut tx.events),
+                epoch: tx.head.epoch.clone(),
             }
         }
         StreamOp::Drop => {
-            for (k, _) in kv.scan_prefix(&sk.all())? {
-                kv.delete(&k);
+            for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
+                tx.kv.delete(&k);
             }
             // The head stays, with a new epoch: offsets never go back, and a client holding a
             // position of the dropped history is told it cannot recover.
-            head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);
-            head.first_retained = head.offset + 1;
-            put(kv, &sk.head(), &head);
+            tx.head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);
+            tx.head.first_retained = tx.head.offset + 1;
+            put(tx.kv, &tx.sk.head(), &tx.head)?;
             return Ok(StreamReply::Done);
         }
     };
-    put(kv, &sk.head(), &head);
+    if tx.head != before {
+        put(tx.kv, &tx.sk.head(), &tx.head)?;
+    }
     Ok(reply)
 }
 
@@ -370,11 +399,14 @@ impl StreamReader {
         StreamReader { reader }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .reader
-            .get(key)?
-            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        keys::read_record(&self.reader, key)
+    }
+
+    fn decode_all<T: serde::de::DeserializeOwned>(
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<T>, StoreError> {
+        rows.into_iter().map(|(k, v)| decode_at(&k, &v)).collect()
     }
 
     /// The stream's head, if it has ever had an event.
@@ -389,22 +421,17 @@ impl StreamReader {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<StreamEvent>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let sk = StreamKeys(stream);
         if to < from {
             return Ok(Vec::new());
         }
-        Ok(self
-            .reader
-            .range(
-                &sk.event(from),
-                &sk.event(to.saturating_add(1).max(from + 1)),
-                false,
-                limit,
-            )?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+        Self::decode_all(self.reader.range(
+            &sk.event(from),
+            &sk.event(to.saturating_add(1).max(from + 1)),
+            false,
+            limit,
+        )?)
     }
 
     /// The newest `limit` retained events, oldest first.
@@ -412,14 +439,13 @@ impl StreamReader {
         &self,
         stream: &str,
         limit: usize,
-    ) -> Result<Vec<StreamEvent>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let sk = StreamKeys(stream);
-        let mut out: Vec<StreamEvent> = self
-            .reader
-            .range(&sk.event(0), &sk.event(u64::MAX), true, limit)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
+        let mut out: Vec<StoredEvent> =
+            Self::decode_all(
+                self.reader
+                    .range(&sk.event(0), &sk.event(u64::MAX), true, limit)?,
+            )?;
         out.reverse();
         Ok(out)
     }
@@ -427,13 +453,11 @@ impl StreamReader {
     /// A message by id.
     pub fn message(&self, stream: &str, id: &str) -> Result<Option<Message>, StoreError> {
         let sk = StreamKeys(stream);
-        let Some(raw) = self.reader.get(&sk.message_id(id))? else {
+        let key = sk.message_id(id);
+        let Some(raw) = self.reader.get(&key)? else {
             return Ok(None);
         };
-        let Ok(seq) = <[u8; 8]>::try_from(raw.as_slice()) else {
-            return Ok(None);
-        };
-        self.get(&sk.message(u64::from_be_bytes(seq)))
+        self.get(&sk.message(index_seq(&key, &raw)?))
     }
 
     /// Top-level messages (thread replies excluded), oldest first, and whether more exist
@@ -466,10 +490,8 @@ impl StreamReader {
             let exhausted = chunk.len() <= limit;
             let mut last_key = None;
             for (k, v) in chunk {
+                let m: Message = decode_at(&k, &v)?;
                 last_key = Some(k);
-                let Ok(m) = serde_json::from_slice::<Message>(&v) else {
-                    continue;
-                };
                 if m.parent_id.is_some() {
                     continue;
                 }
@@ -505,14 +527,17 @@ impl StreamReader {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let sk = StreamKeys(stream);
-        Ok(self
-            .reader
-            .scan_prefix(&sk.messages())?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<Message>(&v).ok())
-            .filter(|m| m.parent_id.as_deref() == Some(parent))
-            .take(limit)
-            .collect())
+        let mut out = Vec::new();
+        for (k, v) in self.reader.scan_prefix(&sk.messages())? {
+            let m: Message = decode_at(&k, &v)?;
+            if m.parent_id.as_deref() == Some(parent) {
+                out.push(m);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A member's read position.
@@ -524,7 +549,7 @@ impl StreamReader {
 
     /// Unread counts of several users at once: top-level, undeleted messages by others after
     /// each user's read position, counted among the stream's newest `window` messages (so a
-    /// count is exact up to `window` and capped by it). One scan and one partial decode per
+    /// count is exact up to `window` and capped by it). One scan and one decode per
     /// message, whatever the number of users: a channel's members are counted together.
     pub fn unreads(
         &self,
@@ -532,27 +557,18 @@ impl StreamReader {
         users: &[(String, u64)],
         window: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        /// The fields an unread count needs; serde skips the rest without allocating.
-        #[derive(serde::Deserialize)]
-        struct Counted {
-            seq: u64,
-            user_id: String,
-            #[serde(default)]
-            parent_id: Option<serde::de::IgnoredAny>,
-            #[serde(default)]
-            deleted_at: Option<u64>,
-        }
         let sk = StreamKeys(stream);
         let newest = self
             .reader
             .range(&sk.message(0), &sk.message(u64::MAX), true, window)?;
         // Countable messages, oldest first: (seq, author).
-        let mut counted: Vec<(u64, String)> = newest
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<Counted>(&v).ok())
-            .filter(|m| m.parent_id.is_none() && m.deleted_at.is_none())
-            .map(|m| (m.seq, m.user_id))
-            .collect();
+        let mut counted: Vec<(u64, String)> = Vec::with_capacity(newest.len());
+        for (k, v) in newest {
+            let m: Message = decode_at(&k, &v)?;
+            if m.parent_id.is_none() && m.deleted_at.is_none() {
+                counted.push((m.seq, m.user_id));
+            }
+        }
         counted.reverse();
         Ok(users
             .iter()
@@ -569,3 +585,7 @@ impl StreamReader {
 pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
     keys::trailing_u64(key)
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

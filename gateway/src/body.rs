@@ -11,21 +11,55 @@ use crate::state::GatewayState;
 /// A JSON object body (an empty body is `{}`), keys in camelCase.
 pub struct Body(pub Map<String, Value>);
 
+/// Reads a request body within the configured size and time limits.
+async fn read_body(req: Request, state: &GatewayState) -> Result<axum::body::Bytes, AppError> {
+    // A body that trickles in holds a connection slot: it gets as long as the headers did.
+    let read = axum::body::to_bytes(req.into_body(), state.config.body_limit);
+    tokio::time::timeout(state.config.header_read_timeout * 3, read)
+        .await
+        .map_err(|_| AppError::bad("request body not received in time"))?
+        .map_err(|_| {
+            AppError::new(
+                chatsdk_proto::ErrorCode::PayloadTooLarge,
+                format!("request body exceeds {} bytes", state.config.body_limit),
+            )
+        })
+}
+
+/// A JSON body decoded straight into an endpoint's request type (an empty body is `{}`).
+/// Request types name their fields in camelCase and accept the Server API's snake_case names
+/// as aliases, so no keys are rewritten at runtime.
+pub struct Typed<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<GatewayState> for Typed<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
+        let bytes = read_body(req, state).await?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text).map(Typed).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                AppError::bad(format!(
+                    "malformed JSON at line {} column {}",
+                    e.line(),
+                    e.column()
+                ))
+            } else {
+                AppError::bad(format!("invalid request body: {e}"))
+            }
+        })
+    }
+}
+
 impl FromRequest<GatewayState> for Body {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
-        // A body that trickles in holds a connection slot: it gets as long as the headers did.
-        let read = axum::body::to_bytes(req.into_body(), state.config.body_limit);
-        let bytes = tokio::time::timeout(state.config.header_read_timeout * 3, read)
-            .await
-            .map_err(|_| AppError::bad("request body not received in time"))?
-            .map_err(|_| {
-                AppError::new(
-                    chatsdk_proto::ErrorCode::PayloadTooLarge,
-                    format!("request body exceeds {} bytes", state.config.body_limit),
-                )
-            })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body(Map::new()));
         }

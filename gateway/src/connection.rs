@@ -156,7 +156,6 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
         client_id: chatsdk_actors::new_id(),
         expires_at: expires_at.clone(),
         connected: connected.clone(),
-        send_limiter: state.limiter.clone(),
     };
     // Boxed: the spawn future is large and would otherwise size this task's state for the
     // connection's whole life.

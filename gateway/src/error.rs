@@ -44,7 +44,11 @@ impl AppError {
 
 impl From<ChatError> for AppError {
     fn from(e: ChatError) -> Self {
-        AppError::new(e.code(), e.to_string())
+        let err = AppError::new(e.code(), e.to_string());
+        match e {
+            ChatError::RateLimited { retry_after } => err.retry_after(retry_after),
+            _ => err,
+        }
     }
 }
 

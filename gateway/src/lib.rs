@@ -8,7 +8,7 @@
 //!
 //! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
 //! [`dialect`] (camelCase/snake_case), [`error`] (the JSON error body), [`layers`] (request ids,
-//! dialect conversion), [`limits`] (rate limits), [`rest`] (handlers), [`connection`] (one realtime
+//! dialect conversion), [`rest`] (handlers), [`connection`] (one realtime
 //! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`].
 
 pub mod auth;
@@ -17,7 +17,6 @@ pub mod connection;
 pub mod dialect;
 pub mod error;
 pub mod layers;
-pub mod limits;
 pub mod quic;
 pub mod rest;
 pub mod serve;

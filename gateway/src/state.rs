@@ -8,7 +8,6 @@ use chatsdk_actors::Chat;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::tokens::Tokens;
-use crate::limits::RateLimiter;
 
 /// Settings of the gateway (the node's config maps onto this).
 #[derive(Clone, Debug)]
@@ -30,9 +29,6 @@ pub struct GatewayConfig {
     pub max_subscriptions: usize,
     /// Unwritten bytes per connection before it is closed as slow (3008).
     pub outbound_queue_bytes: usize,
-    /// Message sends per user per minute (token bucket refill) and burst.
-    pub message_rate_per_minute: u32,
-    pub message_burst: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     /// Most publications one recovery returns.
@@ -57,8 +53,6 @@ impl Default for GatewayConfig {
             max_connections: 16_000,
             max_subscriptions: 512,
             outbound_queue_bytes: 1 << 20,
-            message_rate_per_minute: 600,
-            message_burst: 100,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             recover_limit: 1000,
@@ -77,7 +71,6 @@ pub struct Inner {
     pub draining: CancellationToken,
     /// Live realtime connections, WebSocket and QUIC together (capped by `max_connections`).
     pub realtime_connections: AtomicUsize,
-    pub limiter: Arc<RateLimiter>,
     pub started: Instant,
 }
 
@@ -100,17 +93,12 @@ impl GatewayState {
     ) -> Result<GatewayState, chatsdk_actors::ChatError> {
         let secret = chat.token_secret().await?;
         let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
-        let limiter = Arc::new(RateLimiter::new(
-            config.message_rate_per_minute,
-            config.message_burst,
-        ));
         Ok(GatewayState(Arc::new(Inner {
             chat,
             tokens,
             config,
             draining: CancellationToken::new(),
             realtime_connections: AtomicUsize::new(0),
-            limiter,
             started: Instant::now(),
         })))
     }

@@ -3,9 +3,10 @@
 
 mod support;
 
+use chatsdk_actors::ChatConfig;
 use chatsdk_gateway::GatewayConfig;
 use serde_json::{json, Value};
-use support::{Cred, Rest, TestNode, WsClient};
+use support::{test_chat_config, Cred, Rest, TestNode, WsClient};
 
 struct World {
     node: TestNode,
@@ -17,7 +18,11 @@ struct World {
 
 impl World {
     async fn new(config: GatewayConfig) -> World {
-        let node = TestNode::start(config).await;
+        Self::with_chat(config, test_chat_config()).await
+    }
+
+    async fn with_chat(config: GatewayConfig, chat: ChatConfig) -> World {
+        let node = TestNode::start_chat(config, chat).await;
         let rest = Rest::new(&node);
         let (app, key) = node.app("rt").await;
         for u in ["alice", "bob", "carol", "mallory"] {
@@ -736,5 +741,67 @@ async fn thread_replies_invalid_utf8_and_expired_tokens() {
     let mut c = WsClient::open(&w.node.ws_url()).await;
     let r = c.call("connect", json!({"token": expired})).await;
     assert_eq!(r["error"]["code"], 109, "{r:?}");
+    w.node.stop().await;
+}
+
+/// REST and the `message.send` RPC are one command: a client message id used on one is a
+/// duplicate on the other, and both draw on the sender's one rate limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_and_rpc_sends_share_idempotency_and_rate_limit() {
+    let w = World::with_chat(
+        GatewayConfig::default(),
+        ChatConfig {
+            send_rate_per_minute: 1,
+            send_burst: 3,
+            ..test_chat_config()
+        },
+    )
+    .await;
+    let (token, _) = w.rest.login(&w.key, "bob").await;
+    let path = format!("/api/channels/{}/messages", w.channel);
+    let rest_send = |cmid: &'static str| {
+        let (rest, path, token) = (&w.rest, path.clone(), token.clone());
+        async move {
+            rest.call(
+                "POST",
+                &path,
+                Cred::Bearer(&token),
+                Some(json!({"text": "hello", "clientMsgId": cmid})),
+            )
+            .await
+        }
+    };
+    let first = rest_send("shared-1").await;
+    assert_eq!(first.status, 201, "{first:?}");
+
+    let mut bob = w.client("bob").await;
+    let again = bob
+        .call("rpc", json!({"method": "message.send", "data": {"channelId": w.channel, "text": "hello", "clientMsgId": "shared-1"}}))
+        .await;
+    assert_eq!(again["rpc"]["data"]["id"], first.body["id"], "{again:?}");
+    assert_eq!(again["rpc"]["data"]["duplicate"], true, "{again:?}");
+
+    // Three sends of the burst are spent (REST, RPC, REST); the fourth is refused on either
+    // surface with the same error.
+    assert_eq!(rest_send("shared-2").await.status, 201);
+    let refused = bob
+        .call(
+            "rpc",
+            json!({"method": "message.send", "data": {"channelId": w.channel, "text": "more"}}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], 111, "{refused:?}");
+    let refused = rest_send("shared-3").await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "RATE_LIMITED", "{refused:?}");
+
+    // Malformed RPC data is a bad request that names the problem.
+    let bad = bob
+        .call(
+            "rpc",
+            json!({"method": "message.send", "data": {"text": "no channel"}}),
+        )
+        .await;
+    assert_eq!(bad["error"]["code"], 107, "{bad:?}");
     w.node.stop().await;
 }

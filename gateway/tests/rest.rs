@@ -3,10 +3,11 @@
 
 mod support;
 
+use chatsdk_actors::ChatConfig;
 use chatsdk_gateway::auth::tokens::Claims;
 use chatsdk_gateway::GatewayConfig;
 use serde_json::{json, Value};
-use support::{assert_error, Cred, Rest, TestNode};
+use support::{assert_error, test_chat_config, Cred, Rest, TestNode};
 
 async fn node() -> (TestNode, Rest) {
     let node = TestNode::start(GatewayConfig {
@@ -669,12 +670,17 @@ async fn no_key_or_token_of_one_app_reaches_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_documented_error() {
-    let node = TestNode::start(GatewayConfig {
-        body_limit: 4096,
-        message_rate_per_minute: 60,
-        message_burst: 3,
-        ..GatewayConfig::default()
-    })
+    let node = TestNode::start_chat(
+        GatewayConfig {
+            body_limit: 4096,
+            ..GatewayConfig::default()
+        },
+        ChatConfig {
+            send_rate_per_minute: 60,
+            send_burst: 3,
+            ..test_chat_config()
+        },
+    )
     .await;
     let rest = Rest::new(&node);
     let (app, key) = node.app("bad").await;

@@ -72,8 +72,6 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         max_connections: c.limits.max_connections,
         max_subscriptions: c.limits.max_subscriptions,
         outbound_queue_bytes: c.limits.outbound_queue_bytes,
-        message_rate_per_minute: c.limits.effective_message_rate_per_minute(),
-        message_burst: c.limits.effective_message_burst(),
         ping_interval: Duration::from_secs(c.realtime.ping_interval_s),
         pong_timeout: Duration::from_secs(c.realtime.pong_timeout_s),
         recover_limit: c.realtime.history_size,
@@ -102,6 +100,8 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     };
     let chat_config = ChatConfig {
         history_size: c.realtime.history_size as u64,
+        send_rate_per_minute: c.limits.effective_message_rate_per_minute(),
+        send_burst: c.limits.effective_message_burst(),
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;

@@ -24,6 +24,19 @@ pub enum StoreError {
     /// The group-commit flusher has stopped (the store is shutting down).
     #[error("flusher stopped")]
     FlusherStopped,
+    /// A record of the layer above did not decode (another format, or corrupted).
+    #[error("corrupt record at key {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The data directory was written in a format this build does not read.
+    #[error(
+        "data directory {path} is in format {found}, this build reads format {supported}: {hint}"
+    )]
+    DataFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+        hint: &'static str,
+    },
     /// A key in a log tree is not a big-endian u64 index.
     #[error("malformed log key of {len} bytes")]
     LogKey { len: usize },

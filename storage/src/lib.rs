@@ -30,5 +30,5 @@ pub use error::StoreError;
 pub use kv::{GroupReader, KeyValue, KvBatch};
 pub use log_store::LogStore;
 pub use state_machine::{Applier, ApplyContext, StateMachineStore};
-pub use store::{Store, StoreConfig};
+pub use store::{Store, StoreConfig, DATA_FORMAT};
 pub use types::{Command, GroupId, NodeId, Reply, TypeConfig};

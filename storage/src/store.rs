@@ -103,6 +103,7 @@ impl Store {
                 other => break other?,
             }
         };
+        check_data_format(&db, &config.path)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE);
         let stats = Arc::new(FlushStats::default());
         let thread_db = db.clone();
@@ -190,6 +191,46 @@ impl Store {
     }
 }
 
+/// The format of a data directory written by this build. Format 1 (no marker) held the
+/// first builds' JSON records and commands; format 2 holds typed binary ones (bincode behind a
+/// format byte). Raft logs carry commands of their format, so a directory is never upgraded in
+/// place: an older one is refused with a message that says so.
+pub const DATA_FORMAT: u32 = 2;
+/// Where the format is recorded, in sled's default tree.
+const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
+
+/// Records the format in a new directory; refuses one written in another format.
+fn check_data_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    let found = match db.get(FORMAT_KEY)? {
+        Some(raw) => match <[u8; 4]>::try_from(raw.as_ref()) {
+            Ok(b) => u32::from_be_bytes(b),
+            Err(_) => 0,
+        },
+        // No marker: a new directory, or one written before markers existed (format 1).
+        None if db.tree_names().len() <= 1 && db.is_empty() => {
+            db.insert(FORMAT_KEY, &DATA_FORMAT.to_be_bytes())?;
+            db.flush()?;
+            return Ok(());
+        }
+        None => 1,
+    };
+    if found == DATA_FORMAT {
+        return Ok(());
+    }
+    Err(StoreError::DataFormat {
+        path: path.display().to_string(),
+        found,
+        supported: DATA_FORMAT,
+        hint: if found < DATA_FORMAT {
+            "it was written by an older chatsdk and is not migrated in place; start this node \
+             with an empty data directory (it catches up from the cluster's other nodes when it \
+             rejoins) or keep running the older build on it"
+        } else {
+            "it was written by a newer chatsdk; run that build"
+        },
+    })
+}
+
 /// How long [`Store::open`] waits for a directory lock held by a previous incarnation.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -255,6 +296,55 @@ mod tests {
         assert!(
             flushes < requests,
             "{flushes} flushes for {requests} requests"
+        );
+    }
+
+    #[test]
+    fn new_directories_are_marked_and_older_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(&StoreConfig::new(dir.path())).unwrap());
+        // Reopening a directory of this format works.
+        drop(Store::open(&StoreConfig::new(dir.path())).unwrap());
+
+        // A directory of the first builds: data, and no marker.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(old.path()).unwrap();
+            db.open_tree("g0.sm")
+                .unwrap()
+                .insert(b"dx", &b"{}"[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(&StoreConfig::new(old.path())).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                StoreError::DataFormat {
+                    found: 1,
+                    supported: DATA_FORMAT,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("format 1") && text.contains("format 2"),
+            "{text}"
+        );
+
+        // A directory marked by a newer build.
+        let newer = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(newer.path()).unwrap();
+            db.insert(FORMAT_KEY, &9u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(&StoreConfig::new(newer.path())).err().unwrap();
+        assert!(
+            matches!(err, StoreError::DataFormat { found: 9, .. }),
+            "{err}"
         );
     }
 

@@ -138,7 +138,7 @@ impl Chat {
             kind,
             name: spec.name,
             image: spec.image,
-            config: spec.config.unwrap_or_else(|| json!({})),
+            config: spec.config.map(Json).unwrap_or_else(Json::object),
             workspace_id: spec.workspace_id,
             created_by: creator.clone(),
             created_at: now,
@@ -173,11 +173,8 @@ impl Chat {
         };
         if created {
             for m in &member_ids {
-                let data = render::envelope(
-                    "channel.created",
-                    json!({"channel": render::channel(&channel, None, None)}),
-                );
-                self.append_user_event(app, m, data).await;
+                let event = Event::ChannelCreated(Box::new(channel.clone()));
+                self.append_user_event(app, m, event).await;
             }
         }
         Ok((created, channel))
@@ -199,7 +196,7 @@ impl Chat {
                 channel_id: id.to_string(),
                 name,
                 image,
-                config,
+                config: config.map(Json),
                 now: time::now_ms(),
             })
             .await?
@@ -208,11 +205,8 @@ impl Chat {
             DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
             other => return Err(unexpected(other)),
         };
-        let data = render::envelope(
-            "channel.updated",
-            json!({"channel": render::channel(&ch, None, None)}),
-        );
-        self.write_stream(&chat_stream(&caller.app, id), StreamOp::Append { data })
+        let event = Event::ChannelUpdated(Box::new(ch.clone()));
+        self.write_stream(&chat_stream(&caller.app, id), StreamOp::Append { event })
             .await?;
         Ok(ch)
     }
@@ -236,8 +230,10 @@ impl Chat {
             .await?;
         let stream = chat_stream(&caller.app, id);
         for m in members {
-            let data = render::envelope("channel.deleted", json!({"channelId": id}));
-            self.append_user_event(&caller.app, &m.user_id, data).await;
+            let event = Event::ChannelDeleted {
+                channel_id: id.to_string(),
+            };
+            self.append_user_event(&caller.app, &m.user_id, event).await;
             self.unsubscribe_everywhere(&caller.app, &m.user_id, &stream)
                 .await;
         }
@@ -316,8 +312,7 @@ impl Chat {
             other => return Err(unexpected(other)),
         };
         for u in &added {
-            self.member_event(&caller.app, &ch, u, "channel.member_joined")
-                .await?;
+            self.member_event(&caller.app, &ch, u, true).await?;
         }
         Ok(added)
     }
@@ -327,15 +322,28 @@ impl Chat {
         app: &str,
         ch: &Channel,
         user: &str,
-        kind: &str,
+        joined: bool,
     ) -> Result<(), ChatError> {
-        let data = render::envelope(kind, json!({"channelId": ch.id, "userId": user}));
+        let (channel_id, user_id) = (ch.id.clone(), user.to_string());
+        let event = if joined {
+            Event::MemberJoined {
+                channel_id,
+                user_id,
+            }
+        } else {
+            Event::MemberLeft {
+                channel_id,
+                user_id,
+            }
+        };
         self.write_stream(
             &chat_stream(app, &ch.id),
-            StreamOp::Append { data: data.clone() },
+            StreamOp::Append {
+                event: event.clone(),
+            },
         )
         .await?;
-        self.append_user_event(app, user, data).await;
+        self.append_user_event(app, user, event).await;
         Ok(())
     }
 
@@ -423,8 +431,7 @@ impl Chat {
             DirReply::NotFound(w) => return Err(ChatError::NotFound(w)),
             other => return Err(unexpected(other)),
         }
-        self.member_event(&caller.app, &ch, target, "channel.member_left")
-            .await?;
+        self.member_event(&caller.app, &ch, target, false).await?;
         // The member_left event above is the last one the removed user receives.
         self.unsubscribe_everywhere(&caller.app, target, &chat_stream(&caller.app, id))
             .await;
@@ -461,9 +468,9 @@ impl Chat {
 
     // ---- messages
 
-    pub(super) async fn append_user_event(&self, app: &str, user: &str, data: String) {
+    pub(super) async fn append_user_event(&self, app: &str, user: &str, event: Event) {
         if let Err(e) = self
-            .write_stream(&user_stream(app, user), StreamOp::Append { data })
+            .write_stream(&user_stream(app, user), StreamOp::Append { event })
             .await
         {
             tracing::warn!(app, user, error = %e, "user event not recorded");

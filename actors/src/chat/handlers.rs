@@ -26,15 +26,15 @@ impl UpperHandler for ChannelHandler {
         let inner = self.0.upgrade();
         Box::pin(async move {
             let inner = inner.ok_or("chat layer stopped")?;
-            let (stream, request): (String, ChannelRequest) = serde_json::from_slice(&body)
-                .map_err(|e| format!("malformed channel request: {e}"))?;
+            let (stream, request): (String, ChannelRequest) =
+                codec::decode(&body).map_err(|e| format!("malformed channel request: {e}"))?;
             let group = group_of(&stream, inner.shards());
             let answer = inner
                 .env
                 .registry
                 .call(&inner.env, &stream, group, request)
                 .await;
-            serde_json::to_vec(&answer).map_err(|e| e.to_string())
+            codec::encode(&answer).map_err(|e| e.to_string())
         })
     }
 }
@@ -50,7 +50,7 @@ impl UpperHandler for PresenceHandler {
             .into_iter()
             .map(|c| (c.client, c.user))
             .collect();
-        let out = serde_json::to_vec(&list).map_err(|e| e.to_string());
+        let out = codec::encode(&list).map_err(|e| e.to_string());
         Box::pin(async move { out })
     }
 }
@@ -71,7 +71,7 @@ pub(super) struct UnsubscribeHandler(pub(super) Arc<Fanout>);
 
 impl UpperHandler for UnsubscribeHandler {
     fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let result = match serde_json::from_slice::<(String, String)>(&body) {
+        let result = match codec::decode::<(String, String)>(&body) {
             Ok((principal, stream)) => {
                 let frame = bytes::Bytes::from(chatsdk_proto::realtime::push_unsubscribe(
                     &stream,

@@ -31,8 +31,7 @@ impl Chat {
                 other => return Err(unexpected(other)),
             };
             if !added.is_empty() {
-                self.member_event(&caller.app, ch, user, "channel.member_joined")
-                    .await?;
+                self.member_event(&caller.app, ch, user, true).await?;
             }
             return Ok(());
         }
@@ -40,20 +39,29 @@ impl Chat {
     }
 
     /// Sends a message; a repeated client message id returns the first message
-    /// (`duplicate` = true).
+    /// (`duplicate` = true). The sender's rate limit is taken here, so every surface shares it.
     pub async fn send_message(
         &self,
         caller: &Caller,
         channel: &str,
         new: NewMessage,
     ) -> Result<(Message, bool), ChatError> {
+        // A server key writing on its users' behalf (imports, dual writes) is trusted with the
+        // app's full authority and not limited.
+        if !caller.server {
+            let key = format!("{}:{}", caller.app, caller.user()?);
+            self.inner
+                .send_limiter
+                .take(&key)
+                .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
+        }
         validate::text_len("text", &new.text, 1, 10_000)?;
         if let Some(c) = &new.client_msg_id {
             validate::text_len("clientMsgId", c, 1, 64)?;
         }
         let attachments = match new.attachments {
-            None | Some(Value::Null) => json!([]),
-            Some(Value::Array(a)) if a.len() <= 32 => Value::Array(a),
+            None | Some(Value::Null) => Json::array(),
+            Some(Value::Array(a)) if a.len() <= 32 => Json(Value::Array(a)),
             Some(_) => {
                 return Err(ChatError::bad(
                     "attachments must be an array of at most 32 items",

@@ -23,16 +23,20 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::channel::{ActorEnv, ChannelAnswer, ChannelRequest, QueryAnswer, Registry, StreamQuery};
+use crate::codec::Json;
 use crate::directory::{
     DirCommand, DirReply, Directory, DirectoryApplier, UpsertAction, UpsertMode, UserPatch,
 };
 use crate::emitter::{decode_batch, Emitter, TOPIC_DELIVER};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Fanout};
-use crate::model::{ApiKey, App, Channel, ChannelType, Member, Message, Role, User, UserSummary};
+use crate::limits::RateLimiter;
+use crate::model::{
+    ApiKey, App, Channel, ChannelType, Event, Member, Message, Role, User, UserSummary,
+};
 use crate::outbound::CloseReason;
 use crate::stream::{MessagePage, StreamApplier, StreamOp, StreamReply};
-use crate::{hash_hex, new_id, render, time, validate};
+use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod channels;
 mod handlers;
@@ -67,6 +71,10 @@ pub struct ChatConfig {
     pub history_size: u64,
     /// Channel actors stop after this long without requests.
     pub actor_idle: Duration,
+    /// Message sends per user per minute (token bucket refill), for every surface together.
+    pub send_rate_per_minute: u32,
+    /// Token bucket capacity of message sends.
+    pub send_burst: u32,
 }
 
 impl Default for ChatConfig {
@@ -74,6 +82,8 @@ impl Default for ChatConfig {
         ChatConfig {
             history_size: 1000,
             actor_idle: Duration::from_secs(300),
+            send_rate_per_minute: 600,
+            send_burst: 100,
         }
     }
 }
@@ -112,13 +122,19 @@ pub struct NewChannel {
     pub id: Option<String>,
 }
 
-/// A new message.
-#[derive(Clone, Debug, Default)]
+/// A new message, as the Client API and the `message.send` RPC spell it (the Server API's
+/// snake_case names are accepted too).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NewMessage {
     pub text: String,
+    #[serde(default, alias = "client_msg_id")]
     pub client_msg_id: Option<String>,
+    #[serde(default)]
     pub attachments: Option<Value>,
+    #[serde(default, alias = "parent_id")]
     pub parent_id: Option<String>,
+    #[serde(default, alias = "reply_to_id")]
     pub reply_to_id: Option<String>,
 }
 
@@ -127,7 +143,7 @@ pub struct NewMessage {
 pub struct Position {
     pub epoch: String,
     pub offset: u64,
-    pub publications: Vec<crate::model::StreamEvent>,
+    pub publications: Vec<crate::model::Publication>,
     pub recovered: bool,
 }
 
@@ -141,6 +157,8 @@ struct Inner {
     /// Channels (`app:channel`) with a round of unread notices in progress, and the sender
     /// of the latest message when a further round is due (see `spawn_unread_notices`).
     unread_rounds: std::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Per-user message sends, whatever the surface (REST or realtime RPC).
+    send_limiter: RateLimiter,
 }
 
 impl Inner {
@@ -194,6 +212,7 @@ impl Chat {
                 env,
                 config_shards: shards,
                 unread_rounds: std::sync::Mutex::new(HashMap::new()),
+                send_limiter: RateLimiter::new(config.send_rate_per_minute, config.send_burst),
             }),
         };
         node.register_handler(
@@ -289,7 +308,7 @@ impl Chat {
     }
 
     pub(super) async fn dir(&self, command: DirCommand) -> Result<DirReply, ChatError> {
-        let body = serde_json::to_vec(&command).map_err(|e| ChatError::Internal(e.to_string()))?;
+        let body = codec::encode(&command).map_err(|e| ChatError::Internal(e.to_string()))?;
         let reply = self
             .inner
             .cluster
@@ -298,7 +317,7 @@ impl Chat {
         // Read-your-writes on this node: wait until the local replica has applied it.
         self.inner.cluster.linearizable_reader(META_GROUP).await?;
         match reply {
-            MetaReply::Upper(raw) => serde_json::from_slice(&raw)
+            MetaReply::Upper(raw) => codec::decode(&raw)
                 .map_err(|e| ChatError::Internal(format!("directory reply: {e}"))),
             MetaReply::Refused(why) => Err(ChatError::Internal(why)),
             other => Err(ChatError::Internal(format!(
@@ -348,14 +367,14 @@ impl Chat {
                 other => return other,
             }
         }
-        let body = serde_json::to_vec(&(stream, &request))
-            .map_err(|e| ChatError::Internal(e.to_string()))?;
+        let body =
+            codec::encode(&(stream, &request)).map_err(|e| ChatError::Internal(e.to_string()))?;
         let raw = self
             .inner
             .cluster
             .request_leader(group, TOPIC_CHANNEL, body)
             .await?;
-        serde_json::from_slice::<Result<ChannelAnswer, ChatError>>(&raw)
+        codec::decode::<Result<ChannelAnswer, ChatError>>(&raw)
             .map_err(|e| ChatError::Internal(format!("channel answer: {e}")))?
     }
 

@@ -37,23 +37,30 @@ impl Chat {
         )
     }
 
-    /// Who is subscribed to `stream`, on every node.
+    /// Who is subscribed to `stream`, on every node (the other nodes are asked at once; one
+    /// that does not answer is left out).
     pub async fn presence(&self, stream: &str) -> Vec<ClientInfo> {
         let mut out = self.inner.fanout.presence(stream);
-        for node in self.other_nodes() {
-            if let Ok(raw) = self
+        let asks = self.other_nodes().into_iter().map(|node| async move {
+            let raw = self
                 .inner
                 .cluster
                 .request_upper(node, TOPIC_PRESENCE, stream.as_bytes().to_vec())
                 .await
-            {
-                if let Ok(list) = serde_json::from_slice::<Vec<(String, String)>>(&raw) {
-                    out.extend(
-                        list.into_iter()
-                            .map(|(client, user)| ClientInfo { client, user }),
-                    );
+                .ok()?;
+            match codec::decode::<Vec<(String, String)>>(&raw) {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "undecodable presence answer");
+                    None
                 }
             }
+        });
+        for list in futures::future::join_all(asks).await.into_iter().flatten() {
+            out.extend(
+                list.into_iter()
+                    .map(|(client, user)| ClientInfo { client, user }),
+            );
         }
         out
     }

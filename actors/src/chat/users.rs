@@ -31,7 +31,7 @@ impl Chat {
         let app = App {
             id: id.unwrap_or_else(new_id),
             name: name.to_string(),
-            settings,
+            settings: Json(settings),
             created_at: now,
             updated_at: now,
         };
@@ -59,7 +59,7 @@ impl Chat {
             .dir(DirCommand::UpdateApp {
                 id: id.to_string(),
                 name,
-                settings,
+                settings: settings.map(Json),
                 now: time::now_ms(),
             })
             .await?
@@ -240,7 +240,6 @@ impl Chat {
     /// deleted); clients get an unsubscribe push and do not resubscribe by themselves.
     pub(super) async fn unsubscribe_everywhere(&self, app: &str, user: &str, stream: &str) {
         let principal = format!("{app}:{user}");
-        let body = serde_json::to_vec(&(&principal, stream)).unwrap_or_default();
         let frame = bytes::Bytes::from(chatsdk_proto::realtime::push_unsubscribe(
             stream,
             2000,
@@ -249,7 +248,10 @@ impl Chat {
         self.inner
             .fanout
             .unsubscribe_user(&principal, stream, &frame);
-        self.tell_other_nodes(TOPIC_UNSUBSCRIBE, body).await;
+        match codec::encode(&(&principal, stream)) {
+            Ok(body) => self.tell_other_nodes(TOPIC_UNSUBSCRIBE, body).await,
+            Err(e) => tracing::error!(error = %e, "unsubscribe not sent to other nodes"),
+        }
     }
 
     pub(super) async fn disconnect_user(&self, app: &str, id: &str) {

@@ -11,7 +11,10 @@ use chatsdk_cluster::{Applier, ApplyContext, GroupId, KvBatch, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::codec::{self, Json};
+
 use crate::keys;
+use crate::kv::Kv;
 use crate::model::{ApiKey, App, Channel, Member, Role, User};
 
 /// A change to the directory.
@@ -28,7 +31,7 @@ pub enum DirCommand {
     UpdateApp {
         id: String,
         name: Option<String>,
-        settings: Option<Value>,
+        settings: Option<Json>,
         now: u64,
     },
     DeleteApp {
@@ -74,7 +77,7 @@ pub enum DirCommand {
         channel_id: String,
         name: Option<String>,
         image: Option<String>,
-        config: Option<Value>,
+        config: Option<Json>,
         now: u64,
     },
     DeleteChannel {
@@ -116,7 +119,7 @@ pub struct UserPatch {
     pub name: Option<String>,
     pub image: Option<String>,
     pub email: Option<String>,
-    pub custom: Option<Value>,
+    pub custom: Option<Json>,
     pub role: Option<String>,
 }
 
@@ -187,19 +190,25 @@ pub use reads::{Directory, ReadResult};
 impl Applier for DirectoryApplier {
     fn apply(
         &self,
-        _ctx: &ApplyContext,
+        ctx: &ApplyContext,
         kv: &mut KvBatch<'_>,
         command: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let reply = match serde_json::from_slice::<DirCommand>(command) {
+        let reply = match codec::decode::<DirCommand>(command) {
             Ok(command) => transition(kv, command)?,
-            Err(e) => DirReply::Conflict(format!("undecodable directory command: {e}")),
+            Err(e) => {
+                tracing::error!(index = ctx.index, error = %e, "undecodable directory command refused");
+                DirReply::Conflict(format!("undecodable directory command: {e}"))
+            }
         };
-        Ok(serde_json::to_vec(&reply).unwrap_or_default())
+        codec::encode(&reply).map_err(|e| StoreError::Corrupt {
+            key: "directory reply".into(),
+            reason: e.to_string(),
+        })
     }
 }
 
-fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, StoreError> {
+fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreError> {
     Ok(match command {
         DirCommand::InitSecret { secret } => match kv.get(&keys::secret())? {
             Some(existing) => DirReply::Secret(String::from_utf8_lossy(&existing).into_owned()),
@@ -211,7 +220,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
         DirCommand::CreateApp { app } => match get::<App>(kv, &keys::app(&app.id))? {
             Some(existing) => DirReply::App(existing),
             None => {
-                put(kv, &keys::app(&app.id), &app);
+                put(kv, &keys::app(&app.id), &app)?;
                 DirReply::App(app)
             }
         },
@@ -225,16 +234,11 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                 if let Some(name) = name {
                     app.name = name;
                 }
-                if let Some(Value::Object(new)) = settings {
-                    let mut merged = match app.settings.take() {
-                        Value::Object(m) => m,
-                        _ => Default::default(),
-                    };
-                    merged.extend(new);
-                    app.settings = Value::Object(merged);
+                if let Some(Json(Value::Object(new))) = settings {
+                    app.settings.merge(new);
                 }
                 app.updated_at = now;
-                put(kv, &keys::app(&id), &app);
+                put(kv, &keys::app(&id), &app)?;
                 DirReply::App(app)
             }
             None => DirReply::NotFound("app".into()),
@@ -266,7 +270,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
             DirReply::Deleted { users, channels }
         }
         DirCommand::PutApiKey { key } => {
-            put(kv, &keys::api_key(&key.hash), &key);
+            put(kv, &keys::api_key(&key.hash), &key)?;
             DirReply::Done
         }
         DirCommand::UpsertUser {
@@ -288,12 +292,12 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                 user.image = None;
                 user.email = None;
                 user.custom =
-                    serde_json::json!({"deleted": true, "deletedAt": crate::time::iso(now)});
+                    Json(serde_json::json!({"deleted": true, "deletedAt": crate::time::iso(now)}));
                 user.role = None;
                 user.deleted = true;
                 user.tokens_valid_after = now;
                 user.updated_at = now;
-                put(kv, &keys::user(&app_id, &user_id), &user);
+                put(kv, &keys::user(&app_id, &user_id), &user)?;
                 DirReply::User {
                     action: UpsertAction::Updated,
                     user,
@@ -314,7 +318,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
             }
             if session.spent.contains(&jti) {
                 session.revoked = true;
-                put(kv, &key, &session);
+                put(kv, &key, &session)?;
                 return Ok(DirReply::Conflict(
                     "refresh token replayed: session revoked".into(),
                 ));
@@ -323,7 +327,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                 session.spent.remove(0);
             }
             session.spent.push(jti);
-            put(kv, &key, &session);
+            put(kv, &key, &session)?;
             DirReply::Done
         }
         DirCommand::RevokeTokens {
@@ -333,7 +337,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
         } => match get::<User>(kv, &keys::user(&app_id, &user_id))? {
             Some(mut user) => {
                 user.tokens_valid_after = now;
-                put(kv, &keys::user(&app_id, &user_id), &user);
+                put(kv, &keys::user(&app_id, &user_id), &user)?;
                 DirReply::User {
                     action: UpsertAction::Updated,
                     user,
@@ -383,14 +387,14 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                         muted: false,
                         starred: false,
                     },
-                );
+                )?;
             }
             channel.member_count = count;
             kv.put(&keys::cid(&app, &channel.cid), channel.id.as_bytes());
             if let Some(idem) = &channel.idempotency_key {
                 kv.put(&keys::channel_idem(&app, idem), channel.id.as_bytes());
             }
-            put(kv, &keys::channel(&app, &channel.id), &channel);
+            put(kv, &keys::channel(&app, &channel.id), &channel)?;
             DirReply::Channel {
                 created: true,
                 channel,
@@ -411,16 +415,11 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                 if image.is_some() {
                     ch.image = image;
                 }
-                if let Some(Value::Object(new)) = config {
-                    let mut merged = match ch.config.take() {
-                        Value::Object(m) => m,
-                        _ => Default::default(),
-                    };
-                    merged.extend(new);
-                    ch.config = Value::Object(merged);
+                if let Some(Json(Value::Object(new))) = config {
+                    ch.config.merge(new);
                 }
                 ch.updated_at = now;
-                put(kv, &keys::channel(&app_id, &channel_id), &ch);
+                put(kv, &keys::channel(&app_id, &channel_id), &ch)?;
                 DirReply::Channel {
                     created: false,
                     channel: ch,
@@ -479,11 +478,11 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                         muted: false,
                         starred: false,
                     },
-                );
+                )?;
                 added.push(user);
             }
             ch.member_count += added.len() as u64;
-            put(kv, &keys::channel(&app_id, &channel_id), &ch);
+            put(kv, &keys::channel(&app_id, &channel_id), &ch)?;
             DirReply::Added(added)
         }
         DirCommand::SetRole {
@@ -494,7 +493,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
         } => match get::<Member>(kv, &keys::member(&app_id, &channel_id, &user_id))? {
             Some(mut m) => {
                 m.role = role;
-                put_member(kv, &app_id, &channel_id, &m);
+                put_member(kv, &app_id, &channel_id, &m)?;
                 DirReply::Done
             }
             None => DirReply::NotFound("member".into()),
@@ -514,7 +513,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
             kv.delete(&keys::user_channel(&app_id, &user_id, &channel_id));
             if let Some(mut ch) = get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? {
                 ch.member_count = ch.member_count.saturating_sub(1);
-                put(kv, &keys::channel(&app_id, &channel_id), &ch);
+                put(kv, &keys::channel(&app_id, &channel_id), &ch)?;
             }
             DirReply::Done
         }
@@ -532,7 +531,7 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
                 if let Some(v) = starred {
                     m.starred = v;
                 }
-                put_member(kv, &app_id, &channel_id, &m);
+                put_member(kv, &app_id, &channel_id, &m)?;
                 DirReply::Done
             }
             None => DirReply::NotFound("member".into()),
@@ -540,13 +539,14 @@ fn transition(kv: &mut KvBatch<'_>, command: DirCommand) -> Result<DirReply, Sto
     })
 }
 
-fn put_member(kv: &mut KvBatch<'_>, app: &str, channel: &str, m: &Member) {
-    put(kv, &keys::member(app, channel, &m.user_id), m);
+fn put_member(kv: &mut impl Kv, app: &str, channel: &str, m: &Member) -> Result<(), StoreError> {
+    put(kv, &keys::member(app, channel, &m.user_id), m)?;
     kv.put(&keys::user_channel(app, &m.user_id, channel), b"");
+    Ok(())
 }
 
 fn upsert_user(
-    kv: &mut KvBatch<'_>,
+    kv: &mut impl Kv,
     app_id: &str,
     patch: UserPatch,
     mode: UpsertMode,
@@ -560,7 +560,7 @@ fn upsert_user(
                 name: patch.name.unwrap_or_else(|| patch.id.clone()),
                 image: patch.image,
                 email: patch.email,
-                custom: patch.custom.unwrap_or_else(|| serde_json::json!({})),
+                custom: patch.custom.unwrap_or_else(Json::object),
                 role: patch.role,
                 created_at: now,
                 updated_at: now,
@@ -568,7 +568,7 @@ fn upsert_user(
                 tokens_valid_after: 0,
                 deleted: false,
             };
-            put(kv, &key, &user);
+            put(kv, &key, &user)?;
             Ok(DirReply::User {
                 action: UpsertAction::Created,
                 user,
@@ -593,14 +593,7 @@ fn upsert_user(
                 user.role = patch.role;
             }
             match (patch.custom, mode) {
-                (Some(Value::Object(new)), UpsertMode::Merge) => {
-                    let mut merged = match user.custom.take() {
-                        Value::Object(m) => m,
-                        _ => Default::default(),
-                    };
-                    merged.extend(new);
-                    user.custom = Value::Object(merged);
-                }
+                (Some(Json(Value::Object(new))), UpsertMode::Merge) => user.custom.merge(new),
                 (Some(v), _) => user.custom = v,
                 (None, _) => {}
             }
@@ -611,7 +604,7 @@ fn upsert_user(
                 });
             }
             user.updated_at = now;
-            put(kv, &key, &user);
+            put(kv, &key, &user)?;
             Ok(DirReply::User {
                 action: UpsertAction::Updated,
                 user,

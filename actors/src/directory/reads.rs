@@ -24,19 +24,15 @@ impl Directory {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> ReadResult<Option<T>> {
-        Ok(self
-            .reader
-            .get(key)?
-            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+        keys::read_record(&self.reader, key)
     }
 
     fn list<T: DeserializeOwned>(&self, prefix: &[u8]) -> ReadResult<Vec<T>> {
-        Ok(self
-            .reader
+        self.reader
             .scan_prefix(prefix)?
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+            .map(|(k, v)| keys::decode_at(&k, &v))
+            .collect()
     }
 
     pub fn secret(&self) -> ReadResult<Option<String>> {

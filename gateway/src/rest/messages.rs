@@ -5,57 +5,54 @@ use axum::response::Response;
 use chatsdk_actors::render;
 use chatsdk_actors::stream::MessagePage;
 use chatsdk_actors::{Caller, NewMessage};
-use chatsdk_proto::ErrorCode;
 use serde_json::{json, Value};
 
 use super::{created, ok};
 use crate::auth::extract::Auth;
-use crate::body::{Body, Query};
+use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
-/// Per-user send limit. A server key's calls are exempt: a backend writing on its users'
-/// behalf (imports, dual writes) is trusted with the app's full authority.
-fn rate_limit(state: &GatewayState, caller: &Caller) -> ApiResult<()> {
-    if caller.server {
-        return Ok(());
-    }
-    let key = format!("{}:{}", caller.app, caller.user.as_deref().unwrap_or("-"));
-    state.limiter.take(&key).map_err(|wait| {
-        AppError::new(
-            ErrorCode::RateLimited,
-            format!("too many messages; retry in {wait} s"),
-        )
-        .retry_after(wait)
-    })
+/// The body of a send: the message, and for a server key the user it is sent as.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendBody {
+    #[serde(default, alias = "user_id")]
+    user_id: Option<String>,
+    #[serde(flatten)]
+    message: NewMessage,
 }
 
-fn new_message(body: &Body) -> ApiResult<NewMessage> {
-    Ok(NewMessage {
-        text: body
-            .str("text")?
-            .ok_or_else(|| AppError::bad("text is required"))?,
-        client_msg_id: body.str("clientMsgId")?,
-        attachments: body.value("attachments"),
-        parent_id: body.str("parentId")?,
-        reply_to_id: body.str("replyToId")?,
-    })
+/// `POST /api/messages` (Server API): a send that names its channel.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSendBody {
+    #[serde(alias = "channel_id")]
+    channel_id: String,
+    #[serde(flatten)]
+    send: SendBody,
 }
 
+/// The body of an edit.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditBody {
+    #[serde(default, alias = "user_id")]
+    user_id: Option<String>,
+    text: String,
+}
+
+/// Sends through the command layer (which applies the sender's rate limit and the client
+/// message id's idempotency, as for the `message.send` RPC).
 async fn send(
     state: &GatewayState,
     caller: &Caller,
     channel: &str,
     new: NewMessage,
 ) -> ApiResult<Response> {
-    rate_limit(state, caller)?;
     let (m, duplicate) = state.chat.send_message(caller, channel, new).await?;
-    let mut v = render::message(&m);
-    if duplicate {
-        v["duplicate"] = json!(true);
-        return Ok(ok(v));
-    }
-    Ok(created(v))
+    let v = render::sent(&m, duplicate);
+    Ok(if duplicate { ok(v) } else { created(v) })
 }
 
 /// `POST /api/channels/:id/messages`.
@@ -63,23 +60,22 @@ pub async fn create(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<SendBody>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    send(&state, &caller, &id, new_message(&body)?).await
+    let caller = auth.user_caller(body.user_id)?;
+    send(&state, &caller, &id, body.message).await
 }
 
 /// `POST /api/messages` (Server API).
 pub async fn create_server(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<ServerSendBody>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    let channel = body.req("channelId")?;
-    send(&state, &caller, &channel, new_message(&body)?).await
+    let caller = auth.user_caller(body.send.user_id)?;
+    send(&state, &caller, &body.channel_id, body.send.message).await
 }
 
 /// `GET /api/channels/:id/messages`.
@@ -137,13 +133,13 @@ pub async fn edit(
     State(state): State<GatewayState>,
     auth: Auth,
     Path((id, mid)): Path<(String, String)>,
-    body: Body,
+    Typed(body): Typed<EditBody>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.caller(body.str("userId")?);
+    let caller = auth.caller(body.user_id);
     let m = state
         .chat
-        .edit_message(&caller, &id, &mid, body.req("text")?)
+        .edit_message(&caller, &id, &mid, body.text)
         .await?;
     Ok(ok(render::message(&m)))
 }
@@ -202,12 +198,11 @@ pub async fn reply(
     State(state): State<GatewayState>,
     auth: Auth,
     Path((id, mid)): Path<(String, String)>,
-    body: Body,
+    Typed(body): Typed<SendBody>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    state.chat.message(&caller, &id, &mid).await?;
-    let mut new = new_message(&body)?;
+    let caller = auth.user_caller(body.user_id)?;
+    let mut new = body.message;
     new.parent_id = Some(mid);
     send(&state, &caller, &id, new).await
 }

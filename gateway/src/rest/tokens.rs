@@ -49,7 +49,7 @@ async fn mint(
         name,
         image,
         email: body.str("email")?,
-        custom,
+        custom: custom.map(chatsdk_actors::codec::Json),
         role: None,
     };
     let (_, user) = state

@@ -43,7 +43,7 @@ fn patch_from(body: &Map<String, Value>, id: String) -> ApiResult<UserPatch> {
         name: b.str("name")?,
         image,
         email: b.str("email")?,
-        custom: b.object("custom")?,
+        custom: b.object("custom")?.map(chatsdk_actors::codec::Json),
         role: None,
     })
 }

@@ -37,6 +37,14 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
 }
 
+/// The chat settings of test nodes: a short history.
+pub fn test_chat_config() -> ChatConfig {
+    ChatConfig {
+        history_size: 100,
+        ..ChatConfig::default()
+    }
+}
+
 impl TestNode {
     pub async fn start(config: GatewayConfig) -> TestNode {
         Self::start_mode(config, StartMode::Bootstrap, None).await
@@ -47,17 +55,24 @@ impl TestNode {
         mode: StartMode,
         dir: Option<tempfile::TempDir>,
     ) -> TestNode {
+        Self::start_full(config, test_chat_config(), mode, dir).await
+    }
+
+    /// A node with its own chat settings (rate limits, history).
+    pub async fn start_chat(config: GatewayConfig, chat: ChatConfig) -> TestNode {
+        Self::start_full(config, chat, StartMode::Bootstrap, None).await
+    }
+
+    async fn start_full(
+        config: GatewayConfig,
+        chat_config: ChatConfig,
+        mode: StartMode,
+        dir: Option<tempfile::TempDir>,
+    ) -> TestNode {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let chat = Chat::start(
-            cluster_config(dir.path()),
-            mode,
-            ChatConfig {
-                history_size: 100,
-                ..ChatConfig::default()
-            },
-        )
-        .await
-        .expect("node starts");
+        let chat = Chat::start(cluster_config(dir.path()), mode, chat_config)
+            .await
+            .expect("node starts");
         let state = GatewayState::new(chat.clone(), config)
             .await
             .expect("gateway state");

@@ -1,0 +1,58 @@
+//! The key-value view the state machines of this crate apply commands through.
+//!
+//! In a node it is the storage layer's [`KvBatch`] (writes buffered and committed with the
+//! applied log position); in unit and property tests it is an in-memory map, so the
+//! transitions can be driven directly, without sled or Raft.
+
+use chatsdk_cluster::{KvBatch, StoreError};
+
+/// A key and its value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Reads and writes of one apply.
+pub(crate) trait Kv {
+    /// Reads a key, seeing this apply's own writes.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a key.
+    fn put(&mut self, key: &[u8], value: &[u8]);
+    /// Deletes a key.
+    fn delete(&mut self, key: &[u8]);
+    /// Every key with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+}
+
+impl Kv for KvBatch<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        KvBatch::get(self, key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        KvBatch::put(self, key, value)
+    }
+    fn delete(&mut self, key: &[u8]) {
+        KvBatch::delete(self, key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        KvBatch::scan_prefix(self, prefix)
+    }
+}
+
+/// An in-memory view, for tests of the transitions.
+#[cfg(test)]
+impl Kv for std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(std::collections::BTreeMap::get(self, key).cloned())
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.insert(key.to_vec(), value.to_vec());
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.remove(key);
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}

@@ -1,0 +1,264 @@
+//! Tests of the stream state machine, driven directly on an in-memory key-value view.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::UserSummary;
+
+type Mem = BTreeMap<Vec<u8>, Vec<u8>>;
+
+const STREAM: &str = "chat:app:c1";
+
+fn ctx(index: u64) -> ApplyContext {
+    ApplyContext {
+        group: 1,
+        index,
+        term: 1,
+        position: 0,
+    }
+}
+
+fn message(id: &str, user: &str, cmid: Option<String>, parent: Option<String>) -> Message {
+    Message {
+        id: id.to_string(),
+        channel_id: "c1".into(),
+        user_id: user.to_string(),
+        seq: 0,
+        text: Some(format!("text of {id}")),
+        attachments: Json::array(),
+        parent_id: parent,
+        reply_to_id: None,
+        client_msg_id: cmid,
+        created_at: 1_700_000_000_000,
+        edited_at: None,
+        deleted_at: None,
+        reply_count: 0,
+        mentions: Vec::new(),
+        user: UserSummary {
+            id: user.to_string(),
+            name: user.to_uppercase(),
+            ..UserSummary::default()
+        },
+    }
+}
+
+fn command(retain: u64, op: StreamOp) -> Vec<u8> {
+    codec::encode(&StreamCommand {
+        stream: STREAM.into(),
+        retain,
+        op,
+    })
+    .unwrap()
+}
+
+fn head(kv: &Mem) -> StreamHead {
+    get::<StreamHead>(kv, &StreamKeys(STREAM).head())
+        .unwrap()
+        .unwrap_or_else(|| empty_head(STREAM))
+}
+
+/// What a test asks of the stream.
+#[derive(Clone, Debug)]
+enum Op {
+    Send {
+        user: u8,
+        cmid: Option<u8>,
+        reply: Option<usize>,
+    },
+    Edit(usize, u8),
+    Delete(usize),
+    Purge(usize),
+    Read(u8),
+    Member(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, proptest::option::of(0u8..4), proptest::option::of(0usize..8))
+            .prop_map(|(user, cmid, reply)| Op::Send { user, cmid, reply }),
+        1 => (0usize..8, 0u8..3).prop_map(|(i, t)| Op::Edit(i, t)),
+        1 => (0usize..8).prop_map(Op::Delete),
+        1 => (0usize..8).prop_map(Op::Purge),
+        1 => (0u8..3).prop_map(Op::Read),
+        1 => (0u8..3).prop_map(Op::Member),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Offsets have no gaps and the retained window is exactly the newest events; a client
+    /// message id makes one message however often it is sent; applying any command a second
+    /// time changes nothing and emits nothing.
+    #[test]
+    fn offsets_idempotency_and_reapply(ops in proptest::collection::vec(op(), 1..60), retain in 1u64..12) {
+        let mut kv = Mem::new();
+        let mut ids: Vec<String> = Vec::new();
+        let mut by_cmid: HashMap<(String, u8), String> = HashMap::new();
+        let mut last_offset = 0u64;
+        for (i, op) in ops.iter().enumerate() {
+            let index = i as u64 + 1;
+            let pick = |n: usize| ids.get(n % ids.len().max(1)).cloned();
+            let stream_op = match op {
+                Op::Send { user, cmid, reply } => {
+                    let parent = reply.and_then(pick);
+                    StreamOp::Send {
+                        message: Box::new(message(
+                            &format!("m{i}"),
+                            &format!("u{user}"),
+                            cmid.map(|c| format!("cm{c}")),
+                            parent,
+                        )),
+                    }
+                }
+                Op::Edit(n, t) => match pick(*n) {
+                    Some(id) => StreamOp::Edit { message_id: id, text: format!("edit {t}"), now: index },
+                    None => continue,
+                },
+                Op::Delete(n) => match pick(*n) {
+                    Some(id) => StreamOp::Delete { message_id: id, now: index },
+                    None => continue,
+                },
+                Op::Purge(n) => match pick(*n) {
+                    Some(id) => StreamOp::Purge { message_id: id },
+                    None => continue,
+                },
+                Op::Read(u) => StreamOp::Read { user_id: format!("u{u}") },
+                Op::Member(u) => StreamOp::Append {
+                    event: Event::MemberJoined { channel_id: "c1".into(), user_id: format!("u{u}") },
+                },
+            };
+            let appends = !matches!(stream_op, StreamOp::Append { .. });
+            let raw = command(retain, stream_op);
+            let reply = apply_encoded(&ctx(index), &mut kv, &raw).unwrap();
+
+            // Offsets: the events of this command continue the stream without a gap.
+            if let Some((events, _)) = reply.events() {
+                for e in events {
+                    prop_assert_eq!(e.offset, last_offset + 1);
+                    last_offset = e.offset;
+                }
+            }
+            let h = head(&kv);
+            prop_assert_eq!(h.offset, last_offset);
+            prop_assert_eq!(h.first_retained, last_offset.saturating_sub(retain) + 1);
+            let reader_events: Vec<u64> = kv
+                .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"ev"]))
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    let e: StoredEvent = decode_at(k, v).unwrap();
+                    e.offset
+                })
+                .collect();
+            let expected: Vec<u64> = (h.first_retained..=h.offset).collect();
+            prop_assert_eq!(reader_events, expected);
+
+            // Idempotency of client message ids.
+            if let (Op::Send { user, cmid: Some(c), .. }, StreamReply::Message { message, duplicate, events, .. }) = (op, &reply) {
+                match by_cmid.get(&(format!("u{user}"), *c)) {
+                    Some(first) if ids.contains(first) => {
+                        prop_assert!(*duplicate);
+                        prop_assert!(events.is_empty());
+                        prop_assert_eq!(&message.id, first);
+                    }
+                    _ => {
+                        by_cmid.insert((format!("u{user}"), *c), message.id.clone());
+                    }
+                }
+            }
+            if let (Op::Send { .. }, StreamReply::Message { message, duplicate: false, .. }) = (op, &reply) {
+                if !ids.contains(&message.id) {
+                    ids.push(message.id.clone());
+                }
+            }
+            if let (Op::Purge(_), StreamReply::Message { message, .. }) = (op, &reply) {
+                ids.retain(|id| id != &message.id);
+            }
+
+            // Re-applying the same command (the cluster delivers at least once) changes
+            // nothing. Appends carry no identity and are excluded.
+            if appends {
+                let before = kv.clone();
+                let again = apply_encoded(&ctx(index + 1_000_000), &mut kv, &raw).unwrap();
+                prop_assert_eq!(&kv, &before);
+                if let Some((events, _)) = again.events() {
+                    prop_assert!(events.is_empty(), "re-apply emitted {:?}", events);
+                }
+            }
+        }
+    }
+}
+
+/// A stored record that does not decode stops the apply with an error naming its key; it is
+/// never taken for an absent message.
+#[test]
+fn corrupted_record_is_an_error_not_absent() {
+    let mut kv = Mem::new();
+    let send = command(
+        100,
+        StreamOp::Send {
+            message: Box::new(message("m1", "u1", None, None)),
+        },
+    );
+    apply_encoded(&ctx(1), &mut kv, &send).unwrap();
+    let key = StreamKeys(STREAM).message(1);
+    kv.insert(key.clone(), b"\x02garbage".to_vec());
+    let edit = command(
+        100,
+        StreamOp::Edit {
+            message_id: "m1".into(),
+            text: "new".into(),
+            now: 2,
+        },
+    );
+    let err = apply_encoded(&ctx(2), &mut kv, &edit).unwrap_err();
+    match err {
+        StoreError::Corrupt { key: k, .. } => assert_eq!(k, key.escape_ascii().to_string()),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A record of the JSON era is refused the same way.
+    kv.insert(key, br#"{"id":"m1"}"#.to_vec());
+    assert!(matches!(
+        apply_encoded(&ctx(3), &mut kv, &edit),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+/// A command that does not decode is refused and changes nothing.
+#[test]
+fn undecodable_command_is_refused() {
+    let mut kv = Mem::new();
+    let reply = apply_encoded(&ctx(1), &mut kv, br#"{"stream":"x"}"#).unwrap();
+    assert!(matches!(reply, StreamReply::Refused(_)));
+    assert!(kv.is_empty());
+}
+
+/// Thread replies count on their parent and are announced twice (message and thread event).
+#[test]
+fn thread_reply_updates_parent_and_appends_two_events() {
+    let mut kv = Mem::new();
+    let send = |id: &str, parent: Option<&str>| {
+        command(
+            100,
+            StreamOp::Send {
+                message: Box::new(message(id, "u1", None, parent.map(str::to_string))),
+            },
+        )
+    };
+    apply_encoded(&ctx(1), &mut kv, &send("p", None)).unwrap();
+    let reply = apply_encoded(&ctx(2), &mut kv, &send("r", Some("p"))).unwrap();
+    let (events, _) = reply.events().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(matches!(events[0].event, Event::MessageNew(_)));
+    assert!(matches!(events[1].event, Event::ThreadReply(_)));
+    let parent: Message = get(&kv, &StreamKeys(STREAM).message(1)).unwrap().unwrap();
+    assert_eq!(parent.reply_count, 1);
+    let rendered = crate::render::event(&events[1].event);
+    let v: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+    assert_eq!(v["type"], "thread.reply");
+    assert_eq!(v["payload"]["threadId"], "p");
+    assert_eq!(v["payload"]["message"]["seq"], 2);
+}
