@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub reconcile_interval: Duration,
     /// sled page cache per node, bytes.
     pub cache_capacity: u64,
+    /// How long the storage flusher lingers under load so one flush covers more writes.
+    pub flush_linger: Duration,
     /// Largest command `propose` accepts. Raft entries must fit the transport's frames with
     /// room to spare, so one command may never wedge a group.
     pub max_command_bytes: usize,
@@ -69,6 +71,7 @@ impl ClusterConfig {
             propose_timeout: Duration::from_secs(10),
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
+            flush_linger: chatsdk_storage::store::DEFAULT_FLUSH_LINGER,
             max_command_bytes: 1024 * 1024,
         }
     }

@@ -101,6 +101,7 @@ impl ClusterNode {
         let raft_config = Arc::new(config.raft_config()?);
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.cache_capacity = config.cache_capacity;
+        store_config.flush_linger = config.flush_linger;
         // Opening may wait for a directory lock and replays sled's log: keep it off the runtime.
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await

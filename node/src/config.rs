@@ -196,6 +196,9 @@ pub struct ClusterSection {
     pub shards: u32,
     /// Replicas per shard.
     pub replication: usize,
+    /// Microseconds the storage flusher waits, when writes keep coming, so that one flush
+    /// (write + sync of sled's log) covers more of them; 0 flushes at once.
+    pub flush_linger_us: u64,
 }
 
 impl Default for ClusterSection {
@@ -206,6 +209,7 @@ impl Default for ClusterSection {
             join_token: None,
             shards: 16,
             replication: 3,
+            flush_linger_us: 300,
         }
     }
 }

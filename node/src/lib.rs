@@ -86,6 +86,7 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     let mut cc = ClusterConfig::new(&c.server.data_dir, c.cluster.addr);
     cc.shards = c.cluster.shards;
     cc.replication = c.cluster.replication;
+    cc.flush_linger = Duration::from_micros(c.cluster.flush_linger_us);
     cc
 }
 

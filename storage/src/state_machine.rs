@@ -36,7 +36,8 @@ const KEY_REDO: &[u8] = b"s/redo";
 #[derive(Serialize, Deserialize)]
 struct Redo {
     applied: Option<LogId>,
-    membership: StoredMembership,
+    /// The membership, when this apply changed it (most applies do not: one write less).
+    membership: Option<StoredMembership>,
     /// `(tree key, framed value or None for a delete)`.
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -50,7 +51,9 @@ impl Redo {
                 None => tree.remove(key.as_slice())?,
             };
         }
-        tree.insert(KEY_MEMBERSHIP, record::encode(&self.membership)?)?;
+        if let Some(membership) = &self.membership {
+            tree.insert(KEY_MEMBERSHIP, record::encode(membership)?)?;
+        }
         tree.insert(KEY_APPLIED, record::encode(&self.applied)?)?;
         Ok(())
     }
@@ -141,7 +144,9 @@ impl StateMachineStore {
                 // A crash interrupted this apply: finish it.
                 redo.perform(&tree)?;
                 applied = redo.applied;
-                membership = redo.membership;
+                if let Some(m) = redo.membership {
+                    membership = m;
+                }
             }
         }
         Ok(StateMachineStore {
@@ -212,6 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut kv = KvBatch::new(&self.tree);
         let mut replies = Vec::new();
+        let mut membership_changed = false;
         for entry in entries {
             let log_id = entry.log_id;
             self.applied = Some(log_id);
@@ -231,6 +237,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m);
+                    membership_changed = true;
                     Reply::default()
                 }
             };
@@ -238,7 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let redo = Redo {
             applied: self.applied,
-            membership: self.membership.clone(),
+            membership: membership_changed.then(|| self.membership.clone()),
             writes: kv.into_writes(),
         };
         let raw = record::encode(&redo).map_err(sm_write_err)?;
@@ -410,7 +417,7 @@ mod tests {
                 .unwrap();
             let redo = Redo {
                 applied: Some(log_id(7)),
-                membership: membership(),
+                membership: Some(membership()),
                 writes: vec![
                     (data_key(b"a"), Some(record::frame(b"1"))),
                     (data_key(b"gone"), None),
@@ -438,7 +445,7 @@ mod tests {
             let tree = store.group_tree(4, "sm").unwrap();
             let redo = Redo {
                 applied: Some(log_id(3)),
-                membership: membership(),
+                membership: Some(membership()),
                 writes: vec![(data_key(b"k"), Some(record::frame(b"old")))],
             };
             tree.insert(KEY_REDO, record::encode(&redo).unwrap())

@@ -174,6 +174,59 @@ impl Chat {
         }
     }
 
+    /// Creates or updates several users with one directory write (one Raft round for the
+    /// whole list). Each patch is validated first; the result lists, in order, what happened
+    /// to each user or why it was refused.
+    pub async fn upsert_users(
+        &self,
+        app: &str,
+        patches: Vec<UserPatch>,
+        mode: UpsertMode,
+    ) -> Result<Vec<Result<(UpsertAction, User), ChatError>>, ChatError> {
+        let mut out: Vec<Option<Result<(UpsertAction, User), ChatError>>> =
+            Vec::with_capacity(patches.len());
+        let mut valid = Vec::new();
+        for patch in patches {
+            let checked = validate::user_id(&patch.id).and_then(|()| match &patch.name {
+                Some(name) => validate::text_len("name", name, 1, 255),
+                None => Ok(()),
+            });
+            match checked {
+                Ok(()) => {
+                    valid.push(patch);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut done = if valid.is_empty() {
+            Vec::new()
+        } else {
+            match self
+                .dir(DirCommand::UpsertUsers {
+                    app_id: app.to_string(),
+                    patches: valid,
+                    mode,
+                    now: time::now_ms(),
+                })
+                .await?
+            {
+                DirReply::Users(users) => users,
+                other => return Err(unexpected(other)),
+            }
+        }
+        .into_iter();
+        Ok(out
+            .into_iter()
+            .map(|slot| match slot {
+                Some(refused) => refused,
+                None => done
+                    .next()
+                    .ok_or_else(|| ChatError::Internal("bulk upsert answered short".into())),
+            })
+            .collect())
+    }
+
     /// Anonymises a user, revokes their tokens and closes their connections.
     pub async fn delete_user(&self, app: &str, id: &str) -> Result<User, ChatError> {
         let user = match self

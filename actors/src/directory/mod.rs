@@ -47,6 +47,13 @@ pub enum DirCommand {
         mode: UpsertMode,
         now: u64,
     },
+    /// Creates, updates or fetches several users in one command (bulk imports).
+    UpsertUsers {
+        app_id: String,
+        patches: Vec<UserPatch>,
+        mode: UpsertMode,
+        now: u64,
+    },
     /// Anonymises a user and revokes their tokens.
     DeleteUser {
         app_id: String,
@@ -157,6 +164,8 @@ pub enum DirReply {
         channel: Channel,
     },
     Added(Vec<String>),
+    /// What [`DirCommand::UpsertUsers`] did to each user, in order.
+    Users(Vec<(UpsertAction, User)>),
     /// Counts removed with an app.
     Deleted {
         users: u64,
@@ -279,6 +288,21 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             mode,
             now,
         } => upsert_user(kv, &app_id, patch, mode, now)?,
+        DirCommand::UpsertUsers {
+            app_id,
+            patches,
+            mode,
+            now,
+        } => {
+            let mut out = Vec::with_capacity(patches.len());
+            for patch in patches {
+                match upsert_user(kv, &app_id, patch, mode, now)? {
+                    DirReply::User { action, user } => out.push((action, user)),
+                    other => return Ok(other),
+                }
+            }
+            DirReply::Users(out)
+        }
         DirCommand::DeleteUser {
             app_id,
             user_id,

@@ -146,6 +146,9 @@ pub async fn bulk_ensure(
     }
     let (mut ensured, mut errors) = (Vec::new(), Vec::new());
     let (mut c, mut u, mut e) = (0, 0, 0);
+    // Shape errors are answered per item; the well-formed ones go in one directory write.
+    let mut ids = Vec::new();
+    let mut patches = Vec::new();
     for item in users {
         let Value::Object(m) = item else {
             errors.push(json!({"userId": Value::Null, "error": "each user must be an object"}));
@@ -156,14 +159,19 @@ pub async fn bulk_ensure(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let result = match patch_from(&m, id.clone()) {
-            Ok(p) => state
-                .chat
-                .upsert_user(&auth.app, p, UpsertMode::Merge)
-                .await
-                .map_err(AppError::from),
-            Err(err) => Err(err),
-        };
+        match patch_from(&m, id.clone()) {
+            Ok(p) => {
+                ids.push(id);
+                patches.push(p);
+            }
+            Err(err) => errors.push(json!({"userId": id, "error": err.message})),
+        }
+    }
+    let results = state
+        .chat
+        .upsert_users(&auth.app, patches, UpsertMode::Merge)
+        .await?;
+    for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok((action, user)) => {
                 match action {
@@ -173,7 +181,7 @@ pub async fn bulk_ensure(
                 }
                 ensured.push(json!({"action": action_name(action), "user": profile(&user)}));
             }
-            Err(err) => errors.push(json!({"userId": id, "error": err.message})),
+            Err(err) => errors.push(json!({"userId": id, "error": AppError::from(err).message})),
         }
     }
     let status = if errors.is_empty() {
@@ -199,6 +207,8 @@ pub async fn sync(
         return Err(AppError::bad("users must hold 1 to 100 entries"));
     }
     let (mut synced, mut created_n, mut updated, mut errors) = (0, 0, 0, Vec::new());
+    let mut ids = Vec::new();
+    let mut patches = Vec::new();
     for item in users {
         let Value::Object(m) = item else { continue };
         let id = m
@@ -206,14 +216,19 @@ pub async fn sync(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let result = match patch_from(&m, id.clone()) {
-            Ok(p) => state
-                .chat
-                .upsert_user(&auth.app, p, UpsertMode::Merge)
-                .await
-                .map_err(AppError::from),
-            Err(err) => Err(err),
-        };
+        match patch_from(&m, id.clone()) {
+            Ok(p) => {
+                ids.push(id);
+                patches.push(p);
+            }
+            Err(err) => errors.push(json!({"id": id, "error": err.message})),
+        }
+    }
+    let results = state
+        .chat
+        .upsert_users(&auth.app, patches, UpsertMode::Merge)
+        .await?;
+    for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok((a, _)) => {
                 synced += 1;
@@ -223,7 +238,7 @@ pub async fn sync(
                     UpsertAction::Existing => {}
                 }
             }
-            Err(err) => errors.push(json!({"id": id, "error": err.message})),
+            Err(err) => errors.push(json!({"id": id, "error": AppError::from(err).message})),
         }
     }
     Ok(ok(

@@ -254,6 +254,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.shards", |c| c.cluster.shards = 1025),
         ("cluster.replication", |c| c.cluster.replication = 0),
         ("cluster.replication", |c| c.cluster.replication = 8),
+        ("cluster.flush_linger_us", |c| {
+            c.cluster.flush_linger_us = 10_001
+        }),
         ("limits.body_bytes", |c| c.limits.body_bytes = 0),
         ("limits.ws_message_bytes", |c| c.limits.ws_message_bytes = 0),
         ("limits.ws_frame_bytes", |c| c.limits.ws_frame_bytes = 0),

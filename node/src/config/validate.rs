@@ -50,6 +50,11 @@ impl Config {
             "cluster.replication",
             "must be between 1 and 7",
         )?;
+        ensure(
+            c.flush_linger_us <= 10_000,
+            "cluster.flush_linger_us",
+            "must be at most 10000 (10 ms)",
+        )?;
 
         for (value, key) in [
             (l.body_bytes, "limits.body_bytes"),
