@@ -40,6 +40,9 @@ const PAYLOAD: usize = 100;
 const P99_BOUND_MS: f64 = 25.0;
 /// Generator load beyond which a step measures the generator, not the server.
 const MAX_GEN_LOAD: f64 = 0.9;
+/// A send not acknowledged within this has failed: it bounds every step's tail (REST has no
+/// timeout of its own; the realtime and JetStream clients give up after 10 s themselves).
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The systems of the scenario, in the order they run each round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,7 +219,9 @@ async fn step(
         let send = senders.send(k, text, format!("b{rate}-{k}"));
         let (h, errors, first_error) = (h.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
-            let r = send.await;
+            let r = tokio::time::timeout(SEND_TIMEOUT, send)
+                .await
+                .unwrap_or_else(|_| Err(format!("not acknowledged within {SEND_TIMEOUT:?}")));
             let us = intended.elapsed().as_micros() as u64;
             match r {
                 Ok(()) => hist::record(&mut *h.lock().await, us),
@@ -228,7 +233,7 @@ async fn step(
             drop(permit);
         }));
     }
-    // Every send ends within its client's timeout (10 s), so this wait is bounded.
+    // Every send ends within SEND_TIMEOUT, so this wait is bounded.
     for t in tasks {
         let _ = t.await;
     }
