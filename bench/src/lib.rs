@@ -3,16 +3,18 @@
 //!
 //! Module map: [`scenarios`] (idle, storm, fanout, chat-mix, durable, failover), [`sut`] (the
 //! system under test: our node processes or a peer), [`ournode`] and [`peers`] (starting
-//! them), [`setup`] (users and channels over REST), [`gen`] and [`genproc`] (generator
-//! processes and their handles), [`adapters`] (every system's wire protocol), [`procstat`]
-//! (`/proc` readings and pinning), [`floor`] (the kernel's loopback-write cost), [`hist`],
-//! [`report`], [`progress`].
+//! them), [`jetstream`] (nats-server with JetStream, the durable peer, and its client),
+//! [`setup`] (users and channels over REST), [`gen`] and [`genproc`] (generator processes and
+//! their handles), [`adapters`] (every system's wire protocol), [`procstat`] (`/proc` readings
+//! and pinning), [`floor`] (the kernel's loopback-write cost), [`hist`], [`report`],
+//! [`progress`].
 
 pub mod adapters;
 pub mod floor;
 pub mod gen;
 pub mod genproc;
 pub mod hist;
+pub mod jetstream;
 pub mod ournode;
 pub mod peers;
 pub mod procstat;

@@ -29,7 +29,8 @@ struct Cli {
     /// Our transport: ws, quic, or both.
     #[arg(long, global = true, value_enum, default_value = "ws")]
     transport: Transport,
-    /// Peers to compare with (idle, storm, fanout): any of ws, socketio, nats.
+    /// Peers to compare with (idle, storm, fanout): any of ws, socketio, nats; durable
+    /// compares with nats-server's JetStream when nats is among them.
     #[arg(long, global = true, value_enum, value_delimiter = ',', default_values = ["ws", "socketio", "nats"])]
     peers: Vec<Peer>,
     /// Compare with no peer.
@@ -95,7 +96,8 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Acknowledged durable REST sends per second, one node and three.
+    /// Acknowledged durable sends per second: ours over REST (one node and three) and over
+    /// the realtime WebSocket (one node), against NATS JetStream (fsync on every publish).
     Durable {
         #[arg(long, value_delimiter = ',', default_values_t = [1000.0f64, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 10000.0])]
         rates: Vec<f64>,
@@ -195,9 +197,14 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
         cli.scenario,
         Scenario::Idle { .. } | Scenario::Storm { .. } | Scenario::Fanout { .. }
     );
-    let installed = if with_peers && !cli.no_peers && !cli.peers.is_empty() {
+    // Durable's peer is JetStream, on the nats-server that the `nats` peer installs.
+    let with_jetstream =
+        matches!(cli.scenario, Scenario::Durable { .. }) && cli.peers.contains(&Peer::Nats);
+    let installed = if ((with_peers && !cli.peers.is_empty()) || with_jetstream) && !cli.no_peers {
         let inst = peers::install()?;
-        systems.extend(cli.peers.iter().map(|p| System::Peer(*p)));
+        if with_peers {
+            systems.extend(cli.peers.iter().map(|p| System::Peer(*p)));
+        }
         Some(inst)
     } else {
         None

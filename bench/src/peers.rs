@@ -44,7 +44,7 @@ pub fn install() -> anyhow::Result<Installed> {
 }
 
 impl Installed {
-    fn get(&self, k: &str) -> anyhow::Result<&str> {
+    pub(crate) fn get(&self, k: &str) -> anyhow::Result<&str> {
         self.0
             .get(k)
             .map(String::as_str)
@@ -140,27 +140,30 @@ impl PeerServer {
 
 impl Drop for PeerServer {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// Stops a peer process: SIGTERM, then SIGKILL if it has not exited within 5 s.
+pub(crate) fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until something accepts TCP connections on `addr`.
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -150,12 +150,19 @@ pub fn table(scenario: &str, runs: &[Run]) {
         m.dedup();
         m
     };
+    // Columns are at least 18 wide, and wide enough for every label and a gap.
+    let w = systems
+        .iter()
+        .map(|s| s.len() + "ours/".len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(18);
     let mut header = format!("{:<34}", "metric");
     for s in &systems {
-        header.push_str(&format!("{s:>18}"));
+        header.push_str(&format!("{s:>w$}"));
     }
     for s in systems.iter().skip(1) {
-        header.push_str(&format!("{:>18}", format!("ours/{s}")));
+        header.push_str(&format!("{:>w$}", format!("ours/{s}")));
     }
     eprintln!("{header}");
     let ours = &med[systems[0]];
@@ -163,14 +170,14 @@ pub fn table(scenario: &str, runs: &[Run]) {
         let mut row = format!("{m:<34}");
         for s in &systems {
             match med[*s].get(m) {
-                Some(v) => row.push_str(&format!("{:>18}", fmt(*v))),
-                None => row.push_str(&format!("{:>18}", "-")),
+                Some(v) => row.push_str(&format!("{:>w$}", fmt(*v))),
+                None => row.push_str(&format!("{:>w$}", "-")),
             }
         }
         for s in systems.iter().skip(1) {
             match (ours.get(m), med[*s].get(m)) {
-                (Some(a), Some(b)) if *b != 0.0 => row.push_str(&format!("{:>18.2}", a / b)),
-                _ => row.push_str(&format!("{:>18}", "-")),
+                (Some(a), Some(b)) if *b != 0.0 => row.push_str(&format!("{:>w$.2}", a / b)),
+                _ => row.push_str(&format!("{:>w$}", "-")),
             }
         }
         eprintln!("{row}");

@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-fn smoke(args: &[&str]) {
+/// Runs the harness with `args` in smoke mode; every run must be valid. Returns the runs.
+fn smoke(args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_chatsdk-bench"))
         .args(args)
         .args(["--smoke", "--no-pin"])
@@ -26,6 +27,7 @@ fn smoke(args: &[&str]) {
         assert_eq!(r["valid"], true, "{args:?}: invalid run {r}");
         assert!(r["metrics"].as_object().is_some_and(|m| !m.is_empty()));
     }
+    runs
 }
 
 #[test]
@@ -56,8 +58,37 @@ fn chat_mix() {
 }
 
 #[test]
-fn durable_one_and_three_nodes() {
-    smoke(&["durable"]);
+fn durable_one_and_three_nodes_rest_ws_and_jetstream() {
+    let runs = smoke(&["durable"]);
+    for system in [
+        "chatsdk-1node",
+        "chatsdk-1node-ws",
+        "jetstream",
+        "chatsdk-3node",
+    ] {
+        for scenario in ["durable", "durable-summary"] {
+            assert!(
+                runs.iter()
+                    .any(|r| r["system"] == system && r["scenario"] == scenario),
+                "no {scenario} run of {system}"
+            );
+        }
+    }
+    // Every send of the step was acknowledged (50/s for 1 s), JetStream's included.
+    for r in runs.iter().filter(|r| r["scenario"] == "durable") {
+        assert!(
+            r["metrics"]["acked_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{r}"
+        );
+        assert_eq!(r["metrics"]["errors"], 0.0, "{r}");
+    }
+}
+
+#[test]
+fn durable_no_peers_skips_jetstream() {
+    let runs = smoke(&["durable", "--no-peers", "--no-cluster"]);
+    assert!(runs.iter().all(|r| r["system"] != "jetstream"));
+    assert!(runs.iter().any(|r| r["system"] == "chatsdk-1node-ws"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The wire protocols the generator speaks: ours (the realtime protocol over WebSocket or
 //! QUIC) and each peer's (`ws` JSON rooms, Socket.IO v5 over Engine.IO v4, NATS over
 //! WebSocket), written directly against the sockets so every system is driven the same way
-//! and no client library's overhead lands on one side only.
+//! and no client library's overhead lands on one side only. [`nats`] parses the NATS protocol
+//! proper, for the JetStream peer of `durable` (over TCP), which needs the replies themselves.
 //!
 //! Every published payload carries a marker `bench:<intended send time, ns since the Unix
 //! epoch>:` that subscribers find with [`marker::Scanner`]; counting markers counts deliveries
@@ -9,6 +10,7 @@
 
 pub mod link;
 pub mod marker;
+pub mod nats;
 
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -1,26 +1,93 @@
-//! `durable`: acknowledged REST sends (`POST /api/channels/:id/messages`, each durable on a
-//! majority before the answer) per second and their latency, on one node and on a three-node
-//! cluster. Open loop: sends are scheduled at a fixed rate and latency runs from the intended
-//! send time, so a slow server cannot hide its queueing; the rate steps up until p99 passes
-//! 25 ms or errors appear.
+//! `durable`: acknowledged durable sends per second and their latency, ours against NATS
+//! JetStream. Ours: REST sends (`POST /api/channels/:id/messages`, each durable on a majority
+//! before the answer) on one node and on a three-node cluster, and `message.send` rpcs over
+//! the realtime WebSocket on one node; JetStream: publishes to file-backed streams with
+//! `sync_interval: always`, acknowledged by their PubAck (see [`crate::jetstream`]).
+//!
+//! Open loop: sends are scheduled at a fixed rate and latency runs from the intended send
+//! time, so a slow server cannot hide its queueing; the rate steps up until p99 passes 25 ms
+//! or a step is invalid. Each system's summary is its highest rate acknowledged within that
+//! bound and the server CPU per acknowledged send there, with `ours/jetstream` ratios.
 
+mod senders;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatsdk_client::rest::RestClient;
 use hdrhistogram::Histogram;
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::adapters::marker;
 use crate::hist::{self, Latency};
+use crate::jetstream::JetStream;
 use crate::procstat;
-use crate::report::Run;
+use crate::report::{self, Run};
 use crate::scenarios::{self, Ctx};
-use crate::sut::Sut;
+use crate::sut::{Sut, System};
+use senders::Senders;
 
-/// Channels written to (spread over the shards), each by its own user.
+/// Channels written to (spread over the shards; on JetStream one stream each), each by its
+/// own user.
 const CHANNELS: usize = 64;
-/// Requests in flight at most; beyond it the schedule waits (and latency shows it).
+/// Sends in flight at most; beyond it the schedule waits (and latency shows it).
 const MAX_IN_FLIGHT: usize = 1024;
+/// Realtime connections per channel publisher: our session answers one command at a time.
+const WS_CONNS_PER_CHANNEL: usize = 4;
+/// Bytes of message text (JetStream: of the message body).
+const PAYLOAD: usize = 100;
+/// The latency bound of the summary.
+const P99_BOUND_MS: f64 = 25.0;
+/// Generator load beyond which a step measures the generator, not the server.
+const MAX_GEN_LOAD: f64 = 0.9;
+/// A send not acknowledged within this has failed: it bounds every step's tail (REST has no
+/// timeout of its own; the realtime and JetStream clients give up after 10 s themselves).
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The systems of the scenario, in the order they run each round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sys {
+    /// Ours, one node, REST.
+    Rest1,
+    /// Ours, one node, realtime rpc over WebSocket.
+    Ws1,
+    JetStream,
+    /// Ours, three nodes, REST.
+    Rest3,
+}
+
+impl Sys {
+    fn name(self) -> &'static str {
+        match self {
+            Sys::Rest1 => "chatsdk-1node",
+            Sys::Ws1 => "chatsdk-1node-ws",
+            Sys::JetStream => "jetstream",
+            Sys::Rest3 => "chatsdk-3node",
+        }
+    }
+}
+
+/// A started system: ours or nats-server.
+enum Server {
+    Ours(Sut),
+    Js(JetStream),
+}
+
+impl Server {
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Server::Ours(s) => s.pids(),
+            Server::Js(j) => vec![j.pid()],
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Server::Ours(s) => s.stop(),
+            Server::Js(j) => drop(j),
+        }
+    }
+}
 
 pub async fn run(
     ctx: &Ctx,
@@ -34,61 +101,94 @@ pub async fn run(
         rates.to_vec()
     };
     let seconds = if ctx.smoke { 1.0 } else { seconds };
+    let mut systems = vec![Sys::Rest1, Sys::Ws1];
+    if ctx.installed.is_some() {
+        systems.push(Sys::JetStream);
+    }
+    if cluster {
+        systems.push(Sys::Rest3);
+    }
     let mut runs = Vec::new();
     for round in 0..ctx.rounds {
-        for three in [false, true] {
-            if three && !cluster {
-                continue;
-            }
-            let sut = if three {
-                Sut::cluster3(None).await?
-            } else {
-                Sut::start(
-                    crate::sut::System::Ours { quic: false },
-                    None,
-                    ctx.server_cpus(),
-                )?
-            };
-            let system = if three {
-                "chatsdk-3node"
-            } else {
-                "chatsdk-1node"
-            };
-            let rooms = sut.rooms(&format!("d{round}"), CHANNELS, 0, 1).await?;
-            // Senders: each channel's publisher, through every node in turn.
-            let mut senders = Vec::new();
-            for (i, r) in rooms.iter().enumerate() {
-                let node = &sut.nodes[i % sut.nodes.len()];
-                let token = r.publisher_tokens.first().cloned().unwrap_or_default();
-                let client =
-                    RestClient::new(format!("http://{}", node.info.http))?.with_token(token);
-                senders.push((client, r.id.clone()));
-            }
+        for &sys in &systems {
+            let (server, senders) = prepare(ctx, sys, round).await?;
+            let pids = server.pids();
             for &rate in &rates {
-                let r = step(&sut, &senders, rate, seconds, system, round).await?;
+                let r = step(ctx, &pids, &senders, rate, seconds, sys.name(), round).await?;
                 r.emit();
-                let stop =
-                    !r.valid || r.metrics.get("latency_p99_ms").copied().unwrap_or(0.0) > 25.0;
+                let p99 = r.metrics.get("latency_p99_ms").copied().unwrap_or(0.0);
                 eprintln!(
-                    "durable {system}: asked {rate}/s, acked {:.0}/s, p99 {:.1} ms",
+                    "durable {}: asked {rate}/s, acked {:.0}/s, p99 {p99:.1} ms{}",
+                    sys.name(),
                     r.metrics.get("acked_per_s").copied().unwrap_or(0.0),
-                    r.metrics.get("latency_p99_ms").copied().unwrap_or(0.0)
+                    if r.valid { "" } else { " (invalid)" }
                 );
+                let stop = !r.valid || p99 > P99_BOUND_MS;
                 runs.push(r);
                 if stop {
                     break;
                 }
             }
-            sut.stop();
+            senders.close().await;
+            server.stop();
         }
     }
-    crate::report::table("durable (every step)", &runs);
+    report::table("durable (every step)", &runs);
+    let best = summaries(&runs, &systems, ctx.rounds);
+    for b in &best {
+        b.emit();
+    }
+    let of = |names: &[Sys]| -> Vec<Run> {
+        names
+            .iter()
+            .flat_map(|s| best.iter().filter(move |b| b.system == s.name()))
+            .cloned()
+            .collect()
+    };
+    let rest = of(&[Sys::Rest1, Sys::JetStream, Sys::Rest3]);
+    report::table(
+        &format!("durable over REST: highest rate with p99 <= {P99_BOUND_MS} ms"),
+        &rest,
+    );
+    let ws = of(&[Sys::Ws1, Sys::JetStream]);
+    report::table(
+        &format!("durable over WebSocket: highest rate with p99 <= {P99_BOUND_MS} ms"),
+        &ws,
+    );
+    runs.extend(best);
     Ok(runs)
 }
 
+/// Starts `sys` and its senders.
+async fn prepare(ctx: &Ctx, sys: Sys, round: usize) -> anyhow::Result<(Server, Senders)> {
+    if sys == Sys::JetStream {
+        let inst = ctx
+            .installed
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("peers are not installed"))?;
+        let js = JetStream::start(inst, ctx.server_cpus())?;
+        let senders = Senders::jetstream(&js, CHANNELS).await?;
+        return Ok((Server::Js(js), senders));
+    }
+    let sut = if sys == Sys::Rest3 {
+        Sut::cluster3(None).await?
+    } else {
+        Sut::start(System::Ours { quic: false }, None, ctx.server_cpus())?
+    };
+    let rooms = sut.rooms(&format!("d{round}"), CHANNELS, 0, 1).await?;
+    let senders = if sys == Sys::Ws1 {
+        Senders::realtime(&sut, &rooms, WS_CONNS_PER_CHANNEL).await?
+    } else {
+        Senders::rest(&sut, &rooms)?
+    };
+    Ok((Server::Ours(sut), senders))
+}
+
+/// One open-loop step at `rate` sends/s for `seconds`.
 async fn step(
-    sut: &Sut,
-    senders: &[(RestClient, String)],
+    ctx: &Ctx,
+    server: &[u32],
+    senders: &Senders,
     rate: f64,
     seconds: f64,
     system: &str,
@@ -96,54 +196,60 @@ async fn step(
 ) -> anyhow::Result<Run> {
     let total = (rate * seconds) as u64;
     let h = Arc::new(Mutex::new(hist::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let sem = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let server = sut.pids();
-    let s0 = procstat::sum(&scenarios::sample(&server));
+    let me = [std::process::id()];
+    let dropped0 = senders.dropped();
+    let s0 = procstat::sum(&scenarios::sample(server));
+    let g0 = scenarios::sample(&me);
     let start = Instant::now();
+    let unix0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let period = Duration::from_secs_f64(1.0 / rate);
     let mut tasks = Vec::new();
     for k in 0..total {
-        let intended = start + period * k as u32;
+        let offset = period * k as u32;
+        let intended = start + offset;
         tokio::time::sleep_until(intended.into()).await;
         let permit = sem.clone().acquire_owned().await?;
-        let (client, channel) = senders[k as usize % senders.len()].clone();
+        let text = marker::payload(unix0 + offset.as_nanos() as u64, PAYLOAD);
+        let send = senders.send(k, text, format!("b{rate}-{k}"));
         let (h, errors, first_error) = (h.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
-            let r = client
-                .send_message(
-                    &channel,
-                    "durable bench message",
-                    Some(&format!("b{rate}-{k}")),
-                )
-                .await;
+            let r = tokio::time::timeout(SEND_TIMEOUT, send)
+                .await
+                .unwrap_or_else(|_| Err(format!("not acknowledged within {SEND_TIMEOUT:?}")));
             let us = intended.elapsed().as_micros() as u64;
             match r {
-                Ok(_) => hist::record(&mut *h.lock().await, us),
+                Ok(()) => hist::record(&mut *h.lock().await, us),
                 Err(e) => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    first_error
-                        .lock()
-                        .await
-                        .get_or_insert_with(|| e.to_string());
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().await.get_or_insert(e);
                 }
             }
             drop(permit);
         }));
     }
+    // Every send ends within SEND_TIMEOUT, so this wait is bounded.
     for t in tasks {
         let _ = t.await;
     }
     let elapsed = start.elapsed();
-    let d = s0.delta(&procstat::sum(&scenarios::sample(&server)));
+    let d = s0.delta(&procstat::sum(&scenarios::sample(server)));
+    let gen_load = scenarios::gen_load(&g0, &scenarios::sample(&me), elapsed, ctx.gen_cores());
     let h: Histogram<u64> = h.lock().await.clone();
     let lat = Latency::of(&h);
-    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
+    let dropped = senders.dropped() - dropped0;
     let mut run = Run::new("durable", system, round);
     run.param("rate", rate)
         .param("seconds", seconds)
-        .param("channels", senders.len())
+        .param("channels", senders.channels())
+        .param("connections_per_channel", senders.per_channel())
+        .param("payload_bytes", PAYLOAD)
         .metric("acked_per_s", lat.count as f64 / elapsed.as_secs_f64())
         .metric("latency_p50_ms", lat.p50_ms)
         .metric("latency_p99_ms", lat.p99_ms)
@@ -156,6 +262,7 @@ async fn step(
                 0.0
             },
         )
+        .metric("generator_load", gen_load)
         .metric("errors", errors as f64);
     if errors > 0 {
         run.invalid(format!(
@@ -163,5 +270,54 @@ async fn step(
             first_error.lock().await.clone().unwrap_or_default()
         ));
     }
+    if dropped > 0 {
+        run.invalid(format!("{dropped} realtime connections dropped"));
+    }
+    if gen_load > MAX_GEN_LOAD {
+        run.invalid(format!("generator saturated ({:.0} %)", gen_load * 100.0));
+    }
     Ok(run)
+}
+
+/// Per system and round: the highest acknowledged rate among valid steps with p99 within the
+/// bound, and the server CPU per send and p99 at that step. When no step kept the bound, the
+/// rate is 0 and the CPU is the lowest valid step's (`bound_met: false`).
+fn summaries(runs: &[Run], systems: &[Sys], rounds: usize) -> Vec<Run> {
+    let get = |r: &Run, k: &str| r.metrics.get(k).copied().unwrap_or(0.0);
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        for sys in systems {
+            let steps: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.system == sys.name() && r.round == round && r.valid)
+                .collect();
+            let kept = steps
+                .iter()
+                .filter(|r| get(r, "latency_p99_ms") <= P99_BOUND_MS)
+                .max_by(|a, b| get(a, "acked_per_s").total_cmp(&get(b, "acked_per_s")));
+            let mut s = Run::new("durable-summary", sys.name(), round);
+            s.param("p99_bound_ms", P99_BOUND_MS)
+                .param("valid_steps", steps.len());
+            match (kept, steps.first()) {
+                (Some(r), _) => {
+                    s.param("rate", r.params.get("rate").cloned().unwrap_or_default())
+                        .param("bound_met", true)
+                        .metric("acked_per_s_p99_le_25ms", get(r, "acked_per_s"))
+                        .metric("server_cpu_us_per_send", get(r, "server_cpu_us_per_send"))
+                        .metric("latency_p99_ms", get(r, "latency_p99_ms"));
+                }
+                (None, Some(r)) => {
+                    s.param("bound_met", false)
+                        .metric("acked_per_s_p99_le_25ms", 0.0)
+                        .metric("server_cpu_us_per_send", get(r, "server_cpu_us_per_send"))
+                        .metric("latency_p99_ms", get(r, "latency_p99_ms"));
+                }
+                (None, None) => {
+                    s.invalid("no valid step");
+                }
+            }
+            out.push(s);
+        }
+    }
+    out
 }
