@@ -124,6 +124,10 @@ impl StreamKeys<'_> {
             id.as_bytes(),
         ])
     }
+    /// A login session's spent refresh tokens (user streams).
+    pub(crate) fn login_session(&self, sid: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"login", sid.as_bytes()])
+    }
     pub(crate) fn read_state(&self, user: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"read", user.as_bytes()])
     }

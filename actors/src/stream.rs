@@ -43,6 +43,14 @@ pub enum StreamOp {
     Read { user_id: String },
     /// Appends a durable event.
     Append { event: Event },
+    /// Spends refresh token `jti` of login session `sid` (on the user's stream, so in the data
+    /// shard of `(app, user)`). `nonce` names this spend: the same command applied again is
+    /// answered as the first time, while another spend of a spent token is a replay.
+    SpendRefresh {
+        sid: String,
+        jti: String,
+        nonce: u64,
+    },
     /// Removes the stream and everything in it.
     Drop,
 }
@@ -68,8 +76,34 @@ pub enum StreamReply {
         epoch: String,
     },
     Done,
+    /// The outcome of a [`StreamOp::SpendRefresh`].
+    Refresh(RefreshOutcome),
     NotFound(String),
     Refused(String),
+}
+
+/// What spending a refresh token found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshOutcome {
+    /// Spent now (or this very spend applied again).
+    Spent,
+    /// Spent before by another request: the token leaked, the session is now revoked.
+    Replayed,
+    /// The session was revoked earlier.
+    Revoked,
+}
+
+/// Refresh tokens remembered per login session, newest last. A session that refreshed this
+/// many times since cannot be replayed against older ones, but those have long expired with
+/// the default lifetimes.
+const MAX_SPENT_REFRESH: usize = 256;
+
+/// A login session's spent refresh tokens, kept with the user's stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SpentTokens {
+    /// `(jti, nonce of the spend)`.
+    spent: Vec<(String, u64)>,
+    revoked: bool,
 }
 
 impl StreamReply {
@@ -316,6 +350,36 @@ impl<K: Kv> Tx<'_, K> {
     }
 }
 
+fn spend_refresh(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    sid: &str,
+    jti: String,
+    nonce: u64,
+) -> Result<RefreshOutcome, StoreError> {
+    let key = sk.login_session(sid);
+    let mut session = get::<SpentTokens>(kv, &key)?.unwrap_or_default();
+    if let Some((_, first)) = session.spent.iter().find(|(j, _)| *j == jti) {
+        if *first == nonce && !session.revoked {
+            return Ok(RefreshOutcome::Spent);
+        }
+        if !session.revoked {
+            session.revoked = true;
+            put(kv, &key, &session)?;
+        }
+        return Ok(RefreshOutcome::Replayed);
+    }
+    if session.revoked {
+        return Ok(RefreshOutcome::Revoked);
+    }
+    if session.spent.len() >= MAX_SPENT_REFRESH {
+        session.spent.remove(0);
+    }
+    session.spent.push((jti, nonce));
+    put(kv, &key, &session)?;
+    Ok(RefreshOutcome::Spent)
+}
+
 /// The sequence number a message-id index entry points to.
 fn index_seq(key: &[u8], raw: &[u8]) -> Result<u64, StoreError> {
     <[u8; 8]>::try_from(raw)
@@ -351,6 +415,9 @@ fn apply(
         StreamOp::Delete { message_id, now } => tx.delete(&message_id, now)?,
         StreamOp::Purge { message_id } => tx.purge(&message_id)?,
         StreamOp::Read { user_id } => tx.read(user_id)?,
+        StreamOp::SpendRefresh { sid, jti, nonce } => {
+            StreamReply::Refresh(spend_refresh(tx.kv, &tx.sk, &sid, jti, nonce)?)
+        }
         StreamOp::Append { event } => {
             tx.append(event)?;
             StreamReply::Appended {

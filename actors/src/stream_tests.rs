@@ -262,3 +262,52 @@ fn thread_reply_updates_parent_and_appends_two_events() {
     assert_eq!(v["payload"]["threadId"], "p");
     assert_eq!(v["payload"]["message"]["seq"], 2);
 }
+
+/// A refresh spend applied twice (the cluster delivers at least once) is still one spend; a
+/// second spend of the same token by another request is a replay that revokes the session,
+/// and the session then refuses everything.
+#[test]
+fn refresh_spends_are_idempotent_and_replays_revoke() {
+    let mut kv = Mem::new();
+    let spend = |jti: &str, nonce: u64| {
+        codec::encode(&StreamCommand {
+            stream: "user:app:u1".into(),
+            retain: 100,
+            op: StreamOp::SpendRefresh {
+                sid: "s1".into(),
+                jti: jti.into(),
+                nonce,
+            },
+        })
+        .unwrap()
+    };
+    let outcome = |reply: StreamReply| match reply {
+        StreamReply::Refresh(o) => o,
+        other => panic!("unexpected {other:?}"),
+    };
+    let first = spend("j1", 7);
+    assert_eq!(
+        outcome(apply_encoded(&ctx(1), &mut kv, &first).unwrap()),
+        RefreshOutcome::Spent
+    );
+    let before = kv.clone();
+    assert_eq!(
+        outcome(apply_encoded(&ctx(2), &mut kv, &first).unwrap()),
+        RefreshOutcome::Spent
+    );
+    assert_eq!(kv, before, "a re-applied spend changes nothing");
+    assert_eq!(
+        outcome(apply_encoded(&ctx(3), &mut kv, &spend("j2", 8)).unwrap()),
+        RefreshOutcome::Spent
+    );
+    assert_eq!(
+        outcome(apply_encoded(&ctx(4), &mut kv, &spend("j1", 9)).unwrap()),
+        RefreshOutcome::Replayed
+    );
+    assert_eq!(
+        outcome(apply_encoded(&ctx(5), &mut kv, &spend("j3", 10)).unwrap()),
+        RefreshOutcome::Revoked
+    );
+    // The spends never touched the stream's events.
+    assert_eq!(head(&kv).offset, 0);
+}

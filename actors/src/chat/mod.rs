@@ -35,7 +35,7 @@ use crate::model::{
     ApiKey, App, Channel, ChannelType, Event, Member, Message, Role, User, UserSummary,
 };
 use crate::outbound::CloseReason;
-use crate::stream::{MessagePage, StreamApplier, StreamOp, StreamReply};
+use crate::stream::{MessagePage, RefreshOutcome, StreamApplier, StreamOp, StreamReply};
 use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod channels;

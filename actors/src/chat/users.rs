@@ -253,17 +253,34 @@ impl Chat {
         sid: &str,
         jti: &str,
     ) -> Result<(), ChatError> {
-        let command = DirCommand::SpendRefresh {
+        // Spends are written at user rate: they go to the user's data shard, not to group 0.
+        let op = StreamOp::SpendRefresh {
+            sid: sid.to_string(),
+            jti: jti.to_string(),
+            nonce: rand::random(),
+        };
+        let outcome = match self.write_stream(&user_stream(app, user), op).await? {
+            StreamReply::Refresh(outcome) => outcome,
+            other => return Err(unexpected_stream(other)),
+        };
+        if outcome == RefreshOutcome::Spent {
+            return Ok(());
+        }
+        // A replay revokes the session everywhere: recorded in group 0, which every node's
+        // token checks read. Proposed again on every refused spend until it lands.
+        let revoke = DirCommand::RevokeSession {
             app_id: app.to_string(),
             user_id: user.to_string(),
             sid: sid.to_string(),
-            jti: jti.to_string(),
         };
-        match self.dir(command).await? {
-            DirReply::Done => Ok(()),
-            DirReply::Conflict(why) => Err(ChatError::Forbidden(why)),
-            other => Err(unexpected(other)),
+        match self.dir(revoke).await? {
+            DirReply::Done => {}
+            other => return Err(unexpected(other)),
         }
+        Err(ChatError::Forbidden(match outcome {
+            RefreshOutcome::Replayed => "refresh token replayed: session revoked".into(),
+            _ => "session revoked".into(),
+        }))
     }
 
     /// Whether a login session was revoked (by a refresh token replay).

@@ -65,13 +65,13 @@ pub enum DirCommand {
         user_id: String,
         now: u64,
     },
-    /// Spends a refresh token (`jti`) of login session `sid`: a token spent twice means it
-    /// leaked, and the whole session is revoked (reply [`DirReply::Conflict`]).
-    SpendRefresh {
+    /// Marks login session `sid` revoked (a refresh token of it was replayed). Rare: the
+    /// spends themselves are recorded in the user's data shard (`StreamOp::SpendRefresh`);
+    /// only the revocation is here, so every node's token checks read it locally.
+    RevokeSession {
         app_id: String,
         user_id: String,
         sid: String,
-        jti: String,
     },
     /// Creates a channel with its first members unless its cid or idempotency key exists.
     CreateChannel {
@@ -175,16 +175,10 @@ pub enum DirReply {
     Conflict(String),
 }
 
-/// Refresh token ids remembered per login session (older ones are forgotten: a session that
-/// refreshed this many times since cannot be replayed against them, but their tokens have
-/// long expired by then with the default lifetimes).
-const MAX_SPENT_REFRESH: usize = 256;
-
-/// A login session (`sid` of a token bundle): its spent refresh tokens, and whether a replay
-/// revoked it.
+/// A login session's standing in the directory: only whether a replay revoked it (what is
+/// read on every request). Its spent refresh tokens live in the user's data shard.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoginSession {
-    pub spent: Vec<String>,
     pub revoked: bool,
 }
 
@@ -329,29 +323,13 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             }
             None => DirReply::NotFound("user".into()),
         },
-        DirCommand::SpendRefresh {
+        DirCommand::RevokeSession {
             app_id,
             user_id,
             sid,
-            jti,
         } => {
             let key = keys::session(&app_id, &user_id, &sid);
-            let mut session = get::<LoginSession>(kv, &key)?.unwrap_or_default();
-            if session.revoked {
-                return Ok(DirReply::Conflict("session revoked".into()));
-            }
-            if session.spent.contains(&jti) {
-                session.revoked = true;
-                put(kv, &key, &session)?;
-                return Ok(DirReply::Conflict(
-                    "refresh token replayed: session revoked".into(),
-                ));
-            }
-            if session.spent.len() >= MAX_SPENT_REFRESH {
-                session.spent.remove(0);
-            }
-            session.spent.push(jti);
-            put(kv, &key, &session)?;
+            put(kv, &key, &LoginSession { revoked: true })?;
             DirReply::Done
         }
         DirCommand::RevokeTokens {
