@@ -617,3 +617,82 @@ fn upsert_user(
 
 /// The group the directory lives in.
 pub const DIRECTORY_GROUP: GroupId = chatsdk_cluster::META_GROUP;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn patch(id: &str, name: Option<&str>) -> UserPatch {
+        UserPatch {
+            id: id.into(),
+            name: name.map(str::to_string),
+            ..UserPatch::default()
+        }
+    }
+
+    /// A bulk upsert is one command: each user is created, updated or left as it was, in order,
+    /// and applying the command again leaves the same state.
+    #[test]
+    fn bulk_upsert_is_one_command() {
+        let mut kv = BTreeMap::new();
+        let one = DirCommand::UpsertUser {
+            app_id: "a".into(),
+            patch: patch("u1", Some("One")),
+            mode: UpsertMode::Merge,
+            now: 1,
+        };
+        transition(&mut kv, one).unwrap();
+        let bulk = DirCommand::UpsertUsers {
+            app_id: "a".into(),
+            patches: vec![
+                patch("u1", Some("One")),
+                patch("u1", Some("Uno")),
+                patch("u2", None),
+            ],
+            mode: UpsertMode::Merge,
+            now: 2,
+        };
+        let DirReply::Users(done) = transition(&mut kv, bulk.clone()).unwrap() else {
+            panic!("not a users reply")
+        };
+        let actions: Vec<UpsertAction> = done.iter().map(|(a, _)| *a).collect();
+        assert_eq!(
+            actions,
+            [
+                UpsertAction::Existing,
+                UpsertAction::Updated,
+                UpsertAction::Created
+            ]
+        );
+        assert_eq!(done[2].1.name, "u2");
+        let before = kv.clone();
+        let DirReply::Users(again) = transition(&mut kv, bulk).unwrap() else {
+            panic!("not a users reply")
+        };
+        assert_eq!(again.len(), 3);
+        assert_eq!(
+            kv, before,
+            "the same command applied again leaves the same state"
+        );
+    }
+
+    /// A corrupted user record stops the transition with an error, never reads as absent
+    /// (which would silently recreate the user).
+    #[test]
+    fn corrupted_user_is_an_error() {
+        let mut kv = BTreeMap::new();
+        kv.insert(keys::user("a", "u1"), br#"{"id":"u1"}"#.to_vec());
+        let upsert = DirCommand::UpsertUser {
+            app_id: "a".into(),
+            patch: patch("u1", Some("One")),
+            mode: UpsertMode::Merge,
+            now: 1,
+        };
+        assert!(matches!(
+            transition(&mut kv, upsert),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
