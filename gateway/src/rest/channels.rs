@@ -9,9 +9,10 @@ use chatsdk_actors::model::{Channel, Member, Role};
 use chatsdk_actors::{render, Caller, NewChannel};
 use serde_json::{json, Value};
 
+use super::requests as req;
 use super::{created, ok};
 use crate::auth::extract::Auth;
-use crate::body::{Body, Query};
+use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
@@ -43,12 +44,12 @@ fn member_views(state: &GatewayState, app: &str, members: &[Member]) -> Vec<Valu
 pub async fn create(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::CreateChannel>,
 ) -> ApiResult<Response> {
     auth.require_scope("channel:create")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    let mut kind = body.str("type")?;
-    if kind.is_none() && body.bool("isPrivate")? == Some(true) {
+    let caller = auth.user_caller(body.user_id)?;
+    let mut kind = body.kind;
+    if kind.is_none() && body.is_private == Some(true) {
         kind = Some("private".into());
     }
     if kind.is_none() && auth.server {
@@ -56,12 +57,12 @@ pub async fn create(
     }
     let spec = NewChannel {
         kind,
-        name: body.str("name")?,
-        image: body.str("image")?,
-        member_ids: body.strings("memberIds")?.unwrap_or_default(),
-        workspace_id: body.str("workspaceId")?,
-        idempotency_key: body.str("idempotencyKey")?,
-        config: body.object("config")?,
+        name: body.name,
+        image: body.image,
+        member_ids: body.member_ids.unwrap_or_default(),
+        workspace_id: body.workspace_id,
+        idempotency_key: body.idempotency_key,
+        config: body.config.map(Value::Object),
         cid: None,
         id: None,
     };
@@ -114,10 +115,10 @@ async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResul
 pub async fn dm_ensure(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::DmEnsure>,
 ) -> ApiResult<Response> {
-    let a = body.req("requesterUserId")?;
-    let b = body.req("peerUserId")?;
+    let a = body.requester_user_id;
+    let b = body.peer_user_id;
     if a == b {
         return Err(AppError::bad("a direct message needs two different users"));
     }
@@ -131,7 +132,7 @@ pub async fn dm_ensure(
         kind: Some("messaging".into()),
         member_ids: vec![a, b],
         cid: Some(cid),
-        idempotency_key: body.str("idempotencyKey")?,
+        idempotency_key: body.idempotency_key,
         ..Default::default()
     };
     ensure(&state, &auth, spec).await
@@ -141,29 +142,27 @@ pub async fn dm_ensure(
 pub async fn group_ensure(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::GroupEnsure>,
 ) -> ApiResult<Response> {
-    let key = match body.str("externalId")? {
+    let key = match body.external_id.or(body.idempotency_key) {
         Some(k) => k,
-        None => body
-            .str("idempotencyKey")?
-            .ok_or_else(|| AppError::bad("externalId or idempotencyKey is required"))?,
+        None => return Err(AppError::bad("externalId or idempotencyKey is required")),
     };
     if key.starts_with("messaging:dm:") {
         return Err(AppError::bad("the messaging:dm: prefix is reserved"));
     }
-    let members = body.strings("memberIds")?.unwrap_or_default();
+    let members = body.member_ids.unwrap_or_default();
     if members.is_empty() || members.len() > 500 {
         return Err(AppError::bad("memberIds must hold 1 to 500 users"));
     }
     let mut config = json!({"kind": "group", "source": "app-auth-ensure"});
-    if let Some(custom) = body.object("custom")? {
-        config["custom"] = custom;
+    if let Some(custom) = body.custom {
+        config["custom"] = Value::Object(custom);
     }
     let spec = NewChannel {
         kind: Some("group".into()),
-        name: body.str("name")?,
-        image: body.str("image")?,
+        name: body.name,
+        image: body.image,
         member_ids: members,
         cid: Some(key),
         config: Some(config),
@@ -265,18 +264,18 @@ pub async fn update(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::UpdateChannel>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.caller(body.str("userId")?);
+    let caller = auth.caller(body.user_id);
     let ch = state
         .chat
         .update_channel(
             &caller,
             &id,
-            body.str("name")?,
-            body.str("image")?,
-            body.object("config")?,
+            body.name,
+            body.image,
+            body.config.map(Value::Object),
         )
         .await?;
     let me = match &caller.user {
@@ -324,20 +323,20 @@ pub async fn add_members(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::AddMembers>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
     let acting = if auth.user.is_some() {
         None
     } else {
-        body.str("actingUserId")?
+        body.acting_user_id
     };
     let caller = auth.caller(acting);
-    let mut users = body.strings("userIds")?.unwrap_or_default();
-    if let Some(u) = body.str("userId")? {
+    let mut users = body.user_ids.unwrap_or_default();
+    if let Some(u) = body.user_id {
         users.push(u);
     }
-    let role = match body.str("role")? {
+    let role = match body.role {
         Some(r) => Role::parse(&r).ok_or_else(|| AppError::bad(format!("unknown role {r}")))?,
         None => Role::Member,
     };
@@ -359,10 +358,10 @@ pub async fn set_role(
     State(state): State<GatewayState>,
     auth: Auth,
     Path((id, user)): Path<(String, String)>,
-    body: Body,
+    Typed(body): Typed<req::SetRole>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let role_name = body.req("role")?;
+    let role_name = body.role;
     let role = Role::parse(&role_name)
         .ok_or_else(|| AppError::bad(format!("unknown role {role_name}")))?;
     state
@@ -398,13 +397,13 @@ pub async fn typing(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::Typing>,
 ) -> ApiResult<Response> {
     auth.require_scope("typing:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
+    let caller = auth.user_caller(body.user_id)?;
     state
         .chat
-        .typing(&caller, &id, body.bool("typing")?.unwrap_or(true))
+        .typing(&caller, &id, body.typing.unwrap_or(true))
         .await?;
     Ok(ok(json!({"success": true})))
 }
@@ -414,10 +413,10 @@ pub async fn read(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::ActingUser>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
+    let caller = auth.user_caller(body.user_id)?;
     let seq = state.chat.mark_read(&caller, &id).await?;
     Ok(ok(json!({"success": true, "lastReadSeq": seq})))
 }
@@ -427,13 +426,11 @@ pub async fn star(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::Star>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    let starred = body
-        .bool("starred")?
-        .ok_or_else(|| AppError::bad("starred is required"))?;
+    let caller = auth.user_caller(body.user_id)?;
+    let starred = body.starred;
     state
         .chat
         .set_flags(&caller, &id, None, Some(starred))
@@ -446,13 +443,11 @@ pub async fn mute(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::Mute>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
-    let caller = auth.user_caller(body.str("userId")?)?;
-    let muted = body
-        .bool("muted")?
-        .ok_or_else(|| AppError::bad("muted is required"))?;
+    let caller = auth.user_caller(body.user_id)?;
+    let muted = body.muted;
     state
         .chat
         .set_flags(&caller, &id, Some(muted), None)

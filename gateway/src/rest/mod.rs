@@ -6,6 +6,7 @@ pub mod admin;
 pub mod channels;
 pub mod health;
 pub mod messages;
+pub mod requests;
 pub mod tokens;
 pub mod users;
 

@@ -4,15 +4,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chatsdk_actors::codec::Json as JsonField;
 use chatsdk_actors::directory::{UpsertAction, UpsertMode, UserPatch};
 use chatsdk_actors::model::User;
 use chatsdk_actors::render;
 use chatsdk_actors::time::{iso, now_ms};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use super::requests as req;
 use super::{created, ok};
 use crate::auth::extract::Auth;
-use crate::body::{Body, Query};
+use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
@@ -30,22 +32,36 @@ fn public(u: &User) -> Value {
     v
 }
 
-fn patch_from(body: &Map<String, Value>, id: String) -> ApiResult<UserPatch> {
-    let b = Body(body.clone());
-    let image = b.str("image")?;
-    if let Some(i) = &image {
+fn patch_from(fields: req::UserFields, id: String) -> ApiResult<UserPatch> {
+    if let Some(i) = &fields.image {
         if !(i.is_empty() || i.starts_with("http://") || i.starts_with("https://")) {
             return Err(AppError::bad("image must be an http(s) URL"));
         }
     }
     Ok(UserPatch {
         id,
-        name: b.str("name")?,
-        image,
-        email: b.str("email")?,
-        custom: b.object("custom")?.map(chatsdk_actors::codec::Json),
+        name: fields.name,
+        image: fields.image,
+        email: fields.email,
+        custom: fields.custom.map(|m| JsonField(Value::Object(m))),
         role: None,
     })
+}
+
+/// One item of a bulk user write: its id (from `id_key`) and its patch, or why it was refused.
+fn item_patch(item: Value, id_key: &str) -> (String, ApiResult<UserPatch>) {
+    let id = item
+        .get(id_key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !item.is_object() {
+        return (id, Err(AppError::bad("each user must be an object")));
+    }
+    let patch = serde_json::from_value::<req::UserFields>(item)
+        .map_err(|e| AppError::bad(format!("invalid user: {e}")))
+        .and_then(|fields| patch_from(fields, id.clone()));
+    (id, patch)
 }
 
 fn action_name(a: UpsertAction) -> &'static str {
@@ -70,10 +86,10 @@ pub async fn me(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiR
 pub async fn update_me(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::UserFields>,
 ) -> ApiResult<Response> {
-    let c = auth.user_caller(body.str("userId")?)?;
-    let patch = patch_from(&body.0, c.user.clone().unwrap_or_default())?;
+    let c = auth.user_caller(body.user_id.clone())?;
+    let patch = patch_from(body, c.user.clone().unwrap_or_default())?;
     let (_, u) = state
         .chat
         .upsert_user(&c.app, patch, UpsertMode::Replace)
@@ -114,13 +130,16 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
 pub async fn ensure(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::UserFields>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
-    let id = body.req("userId")?;
+    let id = body
+        .user_id
+        .clone()
+        .ok_or_else(|| AppError::bad("userId is required"))?;
     let (action, u) = state
         .chat
-        .upsert_user(&auth.app, patch_from(&body.0, id)?, UpsertMode::Merge)
+        .upsert_user(&auth.app, patch_from(body, id)?, UpsertMode::Merge)
         .await?;
     let status = if action == UpsertAction::Created {
         StatusCode::CREATED
@@ -135,36 +154,32 @@ pub async fn ensure(
 pub async fn bulk_ensure(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::UserList>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
-    let Some(Value::Array(users)) = body.value("users") else {
-        return Err(AppError::bad("users must be an array"));
-    };
+    let users = body.users;
     if users.is_empty() || users.len() > 1000 {
         return Err(AppError::bad("users must hold 1 to 1000 entries"));
     }
     let (mut ensured, mut errors) = (Vec::new(), Vec::new());
     let (mut c, mut u, mut e) = (0, 0, 0);
-    // Shape errors are answered per item; the well-formed ones go in one directory write.
+    // Bad items are answered one by one; the good ones go in one directory write.
     let mut ids = Vec::new();
     let mut patches = Vec::new();
     for item in users {
-        let Value::Object(m) = item else {
-            errors.push(json!({"userId": Value::Null, "error": "each user must be an object"}));
-            continue;
-        };
-        let id = m
-            .get("userId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        match patch_from(&m, id.clone()) {
-            Ok(p) => {
+        match item_patch(item, "userId") {
+            (id, Ok(p)) => {
                 ids.push(id);
                 patches.push(p);
             }
-            Err(err) => errors.push(json!({"userId": id, "error": err.message})),
+            (id, Err(err)) => {
+                let id = if id.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(id)
+                };
+                errors.push(json!({"userId": id, "error": err.message}));
+            }
         }
     }
     let results = state
@@ -197,12 +212,10 @@ pub async fn bulk_ensure(
 pub async fn sync(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::UserList>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
-    let Some(Value::Array(users)) = body.value("users") else {
-        return Err(AppError::bad("users must be an array"));
-    };
+    let users = body.users;
     if users.is_empty() || users.len() > 100 {
         return Err(AppError::bad("users must hold 1 to 100 entries"));
     }
@@ -210,18 +223,15 @@ pub async fn sync(
     let mut ids = Vec::new();
     let mut patches = Vec::new();
     for item in users {
-        let Value::Object(m) = item else { continue };
-        let id = m
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        match patch_from(&m, id.clone()) {
-            Ok(p) => {
+        if !item.is_object() {
+            continue;
+        }
+        match item_patch(item, "id") {
+            (id, Ok(p)) => {
                 ids.push(id);
                 patches.push(p);
             }
-            Err(err) => errors.push(json!({"id": id, "error": err.message})),
+            (id, Err(err)) => errors.push(json!({"id": id, "error": err.message})),
         }
     }
     let results = state
@@ -251,12 +261,12 @@ pub async fn put(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::UserFields>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
     let (_, u) = state
         .chat
-        .upsert_user(&auth.app, patch_from(&body.0, id)?, UpsertMode::Merge)
+        .upsert_user(&auth.app, patch_from(body, id)?, UpsertMode::Merge)
         .await?;
     Ok(ok(
         json!({"id": u.id, "name": u.name, "image": u.image, "email": u.email, "custom": u.custom}),
@@ -267,12 +277,16 @@ pub async fn put(
 pub async fn create(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::UserFields>,
 ) -> ApiResult<Response> {
     auth.require_server()?;
-    let id = body.req("userId")?;
-    let mut patch = patch_from(&body.0, id)?;
-    patch.role = match body.str("role")?.as_deref() {
+    let id = body
+        .user_id
+        .clone()
+        .ok_or_else(|| AppError::bad("userId is required"))?;
+    let role = body.role.clone();
+    let mut patch = patch_from(body, id)?;
+    patch.role = match role.as_deref() {
         None => None,
         Some("admin") => Some("admin".into()),
         Some("user") | Some("") => Some(String::new()),
