@@ -1,15 +1,11 @@
-//! JSON request bodies and queries, normalised to camelCase, with our error shape on failure.
+//! Typed JSON request bodies and camelCase-normalised queries, with our error shape on failure.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde_json::{Map, Value};
 
-use crate::dialect::to_camel;
 use crate::error::AppError;
 use crate::state::GatewayState;
-
-/// A JSON object body (an empty body is `{}`), keys in camelCase.
-pub struct Body(pub Map<String, Value>);
 
 /// Reads a request body within the configured size and time limits.
 async fn read_body(req: Request, state: &GatewayState) -> Result<axum::body::Bytes, AppError> {
@@ -52,80 +48,6 @@ impl<T: serde::de::DeserializeOwned> FromRequest<GatewayState> for Typed<T> {
                 AppError::bad(format!("invalid request body: {e}"))
             }
         })
-    }
-}
-
-impl FromRequest<GatewayState> for Body {
-    type Rejection = AppError;
-
-    async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
-        let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Body(Map::new()));
-        }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| AppError::bad("request body is not valid UTF-8"))?;
-        match serde_json::from_str::<Value>(text) {
-            Ok(v) => match to_camel(v) {
-                Value::Object(m) => Ok(Body(m)),
-                _ => Err(AppError::bad("request body must be a JSON object")),
-            },
-            Err(e) => Err(AppError::bad(format!(
-                "malformed JSON at line {} column {}",
-                e.line(),
-                e.column()
-            ))),
-        }
-    }
-}
-
-impl Body {
-    /// A string field (absent or null: None; another type: 400).
-    pub fn str(&self, key: &str) -> Result<Option<String>, AppError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AppError::bad(format!("{key} must be a string"))),
-        }
-    }
-    /// A required string field.
-    pub fn req(&self, key: &str) -> Result<String, AppError> {
-        self.str(key)?
-            .ok_or_else(|| AppError::bad(format!("{key} is required")))
-    }
-    pub fn bool(&self, key: &str) -> Result<Option<bool>, AppError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(AppError::bad(format!("{key} must be a boolean"))),
-        }
-    }
-    /// A list of strings.
-    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>, AppError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| AppError::bad(format!("{key} must be an array of strings")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(AppError::bad(format!("{key} must be an array of strings"))),
-        }
-    }
-    /// An object field.
-    pub fn object(&self, key: &str) -> Result<Option<Value>, AppError> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
-            Some(_) => Err(AppError::bad(format!("{key} must be an object"))),
-        }
-    }
-    pub fn value(&self, key: &str) -> Option<Value> {
-        self.0.get(key).cloned()
     }
 }
 

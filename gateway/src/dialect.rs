@@ -1,7 +1,8 @@
 //! The two dialects of one API: camelCase (Client API) and snake_case (Server API).
 //!
-//! Handlers are written once, in camelCase. Request bodies and queries are normalised to
-//! camelCase on the way in (so either spelling is accepted), and responses to Server API calls
+//! Handlers are written once, in camelCase. Request bodies are typed structs that accept both
+//! spellings (serde aliases, `rest::requests`), queries are normalised to camelCase on the way
+//! in, and responses to Server API calls
 //! (an `X-API-Key` without a bearer token) are converted to snake_case on the way out. Keys
 //! inside user-supplied objects (`custom`, `config`, `settings`, `metadata`, `data`) are left
 //! exactly as the user wrote them.
@@ -77,11 +78,6 @@ pub fn to_snake(v: Value) -> Value {
     convert(v, &snake_key)
 }
 
-/// Normalises a request to camelCase keys.
-pub fn to_camel(v: Value) -> Value {
-    convert(v, &camel_key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,8 +91,8 @@ mod tests {
             s,
             json!({"client_msg_id": "x", "max_seq": 3, "messages": [{"channel_id": "c", "custom": {"myKey": 1}}]})
         );
-        assert_eq!(to_camel(s), v);
+        assert_eq!(s["messages"][0]["custom"], json!({"myKey": 1}));
         assert_eq!(camel_key("_private"), "_private");
-        assert_eq!(to_camel(json!({"user_id": "u"})), json!({"userId": "u"}));
+        assert_eq!(camel_key("user_id"), "userId");
     }
 }

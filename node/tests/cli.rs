@@ -221,3 +221,30 @@ fn bad_configuration_is_refused_before_any_port_is_bound() {
     let version = Command::new(BIN).arg("version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("chatsdk "));
 }
+
+/// A data directory written by the first builds (JSON records, no format marker) is refused
+/// at start with a message that names the formats and what to do; it is not opened as empty.
+#[test]
+fn a_data_directory_of_an_older_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("g0.sm")
+            .unwrap()
+            .insert(b"d\0app\0x", &br#"{"id":"x"}"#[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("format 1") && err.contains("format 2") && err.contains("older chatsdk"),
+        "{err}"
+    );
+}

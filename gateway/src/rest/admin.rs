@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::requests as req;
 use super::{created, keep_case, ok};
 use crate::auth::extract::Admin;
-use crate::body::{Body, Query};
+use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 use chatsdk_actors::model::App;
@@ -56,11 +57,11 @@ pub async fn get(
 pub async fn create(
     State(state): State<GatewayState>,
     _a: Admin,
-    body: Body,
+    Typed(body): Typed<req::AppFields>,
 ) -> ApiResult<Response> {
-    let name = body.req("name")?;
+    let name = body.name.ok_or_else(|| AppError::bad("name is required"))?;
     chatsdk_actors::validate::text_len("name", &name, 1, 255)?;
-    let settings = body.object("settings")?.unwrap_or_else(|| json!({}));
+    let settings = Value::Object(body.settings.unwrap_or_default());
     let app = state.chat.create_app(None, &name, settings).await?;
     let (key, plain) = state
         .chat
@@ -77,11 +78,11 @@ pub async fn update(
     State(state): State<GatewayState>,
     _a: Admin,
     Path(id): Path<String>,
-    body: Body,
+    Typed(body): Typed<req::AppFields>,
 ) -> ApiResult<Response> {
     let app = state
         .chat
-        .update_app(&id, body.str("name")?, body.object("settings")?)
+        .update_app(&id, body.name, body.settings.map(Value::Object))
         .await?;
     Ok(ok(render(&state, &app)?))
 }

@@ -163,6 +163,60 @@ pub struct UserList {
     pub users: Vec<Value>,
 }
 
+/// `POST /tokens` and `POST /api/auth/connect`: the user a token bundle is minted for. Both
+/// routes take either spelling of the profile fields (`name`/`displayName`,
+/// `image`/`avatar`, `custom`/`metadata`) and prefer their own (see `MintUser::pick`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintUser {
+    #[serde(alias = "user_id")]
+    pub user_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, alias = "display_name")]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub avatar: Option<String>,
+    #[serde(default)]
+    pub custom: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// `POST /api/auth/api-keys`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateApiKey {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, alias = "app_id")]
+    pub app_id: Option<String>,
+}
+
+/// `POST /api/realtime/subscription-token`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionToken {
+    pub channel: String,
+    #[serde(default, alias = "user_id")]
+    pub user_id: Option<String>,
+}
+
+/// `POST /admin/apps` and `PATCH /admin/apps/:id`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AppFields {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub settings: Option<Map<String, Value>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

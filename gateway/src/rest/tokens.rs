@@ -8,9 +8,10 @@ use axum::response::Response;
 use chatsdk_actors::directory::{UpsertMode, UserPatch};
 use serde_json::json;
 
+use super::requests as req;
 use super::{keep_case, ok};
 use crate::auth::extract::{api_key, bearer, constant_eq, key_app, live_user, token_error, Auth};
-use crate::body::Body;
+use crate::body::Typed;
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
@@ -23,33 +24,39 @@ fn minting_app(state: &GatewayState, parts: &Parts) -> Result<String, AppError> 
     key_app(state, key)
 }
 
+/// Which spelling of the profile fields a minting route prefers.
+#[derive(Clone, Copy)]
+enum Prefer {
+    /// `name`, `image`, `custom` (`POST /tokens`).
+    Plain,
+    /// `displayName`, `avatar`, `metadata` (`POST /api/auth/connect`).
+    Connect,
+}
+
 async fn mint(
     state: &GatewayState,
     app: &str,
-    body: &Body,
-    name_keys: [&str; 2],
-    image_keys: [&str; 2],
-    custom_keys: [&str; 2],
+    body: req::MintUser,
+    prefer: Prefer,
 ) -> ApiResult<(chatsdk_actors::model::User, crate::auth::tokens::Bundle)> {
-    let user_id = body.req("userId")?;
-    let pick = |keys: [&str; 2]| -> ApiResult<Option<String>> {
-        Ok(match body.str(keys[0])? {
-            Some(v) => Some(v),
-            None => body.str(keys[1])?,
-        })
-    };
-    let name = pick(name_keys)?;
-    let image = pick(image_keys)?.filter(|s| !s.is_empty());
-    let custom = match body.object(custom_keys[0])? {
-        Some(v) => Some(v),
-        None => body.object(custom_keys[1])?,
+    let (name, image, custom) = match prefer {
+        Prefer::Plain => (
+            body.name.or(body.display_name),
+            body.image.or(body.avatar),
+            body.custom.or(body.metadata),
+        ),
+        Prefer::Connect => (
+            body.display_name.or(body.name),
+            body.avatar.or(body.image),
+            body.metadata.or(body.custom),
+        ),
     };
     let patch = UserPatch {
-        id: user_id,
+        id: body.user_id,
         name,
-        image,
-        email: body.str("email")?,
-        custom: custom.map(chatsdk_actors::codec::Json),
+        image: image.filter(|s| !s.is_empty()),
+        email: body.email,
+        custom: custom.map(|m| chatsdk_actors::codec::Json(serde_json::Value::Object(m))),
         role: None,
     };
     let (_, user) = state
@@ -64,18 +71,10 @@ async fn mint(
 pub async fn tokens(
     State(state): State<GatewayState>,
     parts: Parts,
-    body: Body,
+    Typed(body): Typed<req::MintUser>,
 ) -> ApiResult<Response> {
     let app = minting_app(&state, &parts)?;
-    let (user, b) = mint(
-        &state,
-        &app,
-        &body,
-        ["name", "displayName"],
-        ["image", "avatar"],
-        ["custom", "metadata"],
-    )
-    .await?;
+    let (user, b) = mint(&state, &app, body, Prefer::Plain).await?;
     Ok(keep_case(
         StatusCode::OK,
         json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in,
@@ -87,18 +86,10 @@ pub async fn tokens(
 pub async fn connect(
     State(state): State<GatewayState>,
     parts: Parts,
-    body: Body,
+    Typed(body): Typed<req::MintUser>,
 ) -> ApiResult<Response> {
     let app = minting_app(&state, &parts)?;
-    let (user, b) = mint(
-        &state,
-        &app,
-        &body,
-        ["displayName", "name"],
-        ["avatar", "image"],
-        ["metadata", "custom"],
-    )
-    .await?;
+    let (user, b) = mint(&state, &app, body, Prefer::Connect).await?;
     Ok(keep_case(
         StatusCode::OK,
         json!({"user": {"id": user.id, "displayName": user.name, "avatar": user.image, "metadata": user.custom},
@@ -177,11 +168,11 @@ pub async fn validate_ws(State(state): State<GatewayState>, parts: Parts) -> Api
 pub async fn create_api_key(
     State(state): State<GatewayState>,
     parts: Parts,
-    body: Body,
+    Typed(body): Typed<req::CreateApiKey>,
 ) -> ApiResult<Response> {
-    let name = body.str("name")?.unwrap_or_else(|| "default".into());
-    let scopes = body.strings("scopes")?.unwrap_or_default();
-    let requested = body.str("appId")?;
+    let name = body.name.unwrap_or_else(|| "default".into());
+    let scopes = body.scopes.unwrap_or_default();
+    let requested = body.app_id;
     let admin = match (bearer(&parts), state.config.admin_api_key.as_deref()) {
         (Some(t), Some(k)) => constant_eq(t.as_bytes(), k.as_bytes()),
         _ => false,
@@ -229,14 +220,14 @@ pub async fn create_api_key(
 pub async fn subscription_token(
     State(state): State<GatewayState>,
     auth: Auth,
-    body: Body,
+    Typed(body): Typed<req::SubscriptionToken>,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:read")?;
-    let channel = body.req("channel")?;
+    let channel = body.channel;
     if channel.is_empty() || channel.len() > 255 {
         return Err(AppError::bad("channel must be 1 to 255 characters"));
     }
-    let caller = auth.user_caller(body.str("userId")?)?;
+    let caller = auth.user_caller(body.user_id)?;
     let user = caller.user.clone().unwrap_or_default();
     state
         .chat
