@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
-use crate::model::{Message, Publication, StoredEvent};
+use crate::model::{ChannelFlags, Message, Publication, StoredEvent};
 pub use crate::registry::Registry;
 use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
 
@@ -70,6 +70,8 @@ pub enum StreamQuery {
     Unreads {
         users: Vec<String>,
     },
+    /// A user's channel flags (asked of the user's stream).
+    Flags,
 }
 
 /// The answer to a [`StreamQuery`].
@@ -92,6 +94,7 @@ pub enum QueryAnswer {
         unread: u64,
     },
     Unreads(Vec<(String, u64)>),
+    Flags(Vec<(String, ChannelFlags)>),
 }
 
 /// A request for a channel actor.
@@ -557,6 +560,7 @@ impl ChannelState {
                 let counts = self.reader.unreads(&self.stream, &positions, UNREAD_CAP)?;
                 QueryAnswer::Unreads(positions.into_iter().map(|(u, _)| u).zip(counts).collect())
             }
+            StreamQuery::Flags => QueryAnswer::Flags(self.reader.flags(&self.stream)?),
         })
     }
 }

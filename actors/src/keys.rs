@@ -124,6 +124,14 @@ impl StreamKeys<'_> {
             id.as_bytes(),
         ])
     }
+    /// A user's flags on a channel (user streams).
+    pub(crate) fn flags(&self, channel: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"flags", channel.as_bytes()])
+    }
+    /// Every channel flag of the user (user streams).
+    pub(crate) fn all_flags(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"flags"])
+    }
     /// A login session's spent refresh tokens (user streams).
     pub(crate) fn login_session(&self, sid: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"login", sid.as_bytes()])

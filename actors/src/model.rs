@@ -186,9 +186,13 @@ pub struct Member {
     pub user_id: String,
     pub role: Role,
     pub joined_at: u64,
-    #[serde(default)]
+}
+
+/// A member's own flags on a channel (written at user rate, so kept with the user's stream in
+/// the data shard of `(app, user)`, not with the membership in group 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFlags {
     pub muted: bool,
-    #[serde(default)]
     pub starred: bool,
 }
 

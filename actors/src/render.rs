@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::codec::Json;
 
-use crate::model::{Channel, Event, Member, Message, User, UserSummary};
+use crate::model::{Channel, ChannelFlags, Event, Member, Message, User, UserSummary};
 use crate::time::iso;
 
 fn opt_iso(ms: Option<u64>) -> Value {
@@ -192,7 +192,12 @@ pub fn sent(m: &Message, duplicate: bool) -> Value {
 }
 
 /// A channel, with the caller's membership fields (null when not a member).
-pub fn channel(c: &Channel, me: Option<&Member>, read: Option<(u64, u64)>) -> Value {
+pub fn channel(
+    c: &Channel,
+    me: Option<&Member>,
+    read: Option<(u64, u64)>,
+    flags: ChannelFlags,
+) -> Value {
     let (last_read_seq, unread) = match (me, read) {
         (Some(_), Some((seq, unread))) => (json!(seq), json!(unread)),
         (Some(_), None) => (json!(0), json!(0)),
@@ -213,8 +218,8 @@ pub fn channel(c: &Channel, me: Option<&Member>, read: Option<(u64, u64)>) -> Va
         "idempotencyKey": c.idempotency_key,
         "lastReadSeq": last_read_seq,
         "unreadCount": unread,
-        "muted": me.map(|m| m.muted),
-        "starred": me.map(|m| m.starred),
+        "muted": me.map(|_| flags.muted),
+        "starred": me.map(|_| flags.starred),
         "role": me.map(|m| m.role.as_str()),
     })
 }
@@ -295,11 +300,11 @@ pub fn event(e: &Event) -> String {
         ),
         Event::ChannelCreated(c) => envelope(
             "channel.created",
-            json!({"channel": channel(c, None, None)}),
+            json!({"channel": channel(c, None, None, ChannelFlags::default())}),
         ),
         Event::ChannelUpdated(c) => envelope(
             "channel.updated",
-            json!({"channel": channel(c, None, None)}),
+            json!({"channel": channel(c, None, None, ChannelFlags::default())}),
         ),
         Event::ChannelDeleted { channel_id } => {
             envelope("channel.deleted", json!({"channelId": channel_id}))

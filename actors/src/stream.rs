@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, Json};
 use crate::keys::{self, decode_at, get_record as get, put_record as put, StreamKeys};
 use crate::kv::Kv;
-use crate::model::{Event, Message, StoredEvent, StreamHead};
+use crate::model::{ChannelFlags, Event, Message, StoredEvent, StreamHead};
 
 /// A change to one stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +51,12 @@ pub enum StreamOp {
         jti: String,
         nonce: u64,
     },
+    /// Sets a user's flags on a channel (on the user's stream); `None` leaves a flag as it is.
+    SetFlags {
+        channel: String,
+        muted: Option<bool>,
+        starred: Option<bool>,
+    },
     /// Removes the stream and everything in it.
     Drop,
 }
@@ -78,6 +84,8 @@ pub enum StreamReply {
     Done,
     /// The outcome of a [`StreamOp::SpendRefresh`].
     Refresh(RefreshOutcome),
+    /// The flags after a [`StreamOp::SetFlags`].
+    Flags(ChannelFlags),
     NotFound(String),
     Refused(String),
 }
@@ -418,6 +426,22 @@ fn apply(
         StreamOp::SpendRefresh { sid, jti, nonce } => {
             StreamReply::Refresh(spend_refresh(tx.kv, &tx.sk, &sid, jti, nonce)?)
         }
+        StreamOp::SetFlags {
+            channel,
+            muted,
+            starred,
+        } => {
+            let key = tx.sk.flags(&channel);
+            let mut flags = get::<ChannelFlags>(tx.kv, &key)?.unwrap_or_default();
+            flags.muted = muted.unwrap_or(flags.muted);
+            flags.starred = starred.unwrap_or(flags.starred);
+            if flags == ChannelFlags::default() {
+                tx.kv.delete(&key);
+            } else {
+                put(tx.kv, &key, &flags)?;
+            }
+            StreamReply::Flags(flags)
+        }
         StreamOp::Append { event } => {
             tx.append(event)?;
             StreamReply::Appended {
@@ -605,6 +629,19 @@ impl StreamReader {
             }
         }
         Ok(out)
+    }
+
+    /// A user's flags on every channel where any is set (read on the user's stream).
+    pub fn flags(&self, stream: &str) -> Result<Vec<(String, ChannelFlags)>, StoreError> {
+        let sk = StreamKeys(stream);
+        self.reader
+            .scan_prefix(&sk.all_flags())?
+            .into_iter()
+            .map(|(k, v)| {
+                let channel = String::from_utf8_lossy(keys::last_component(&k)).into_owned();
+                Ok((channel, decode_at(&k, &v)?))
+            })
+            .collect()
     }
 
     /// A member's read position.

@@ -1255,3 +1255,104 @@ async fn unread_counts_skip_own_replies_and_deleted_messages() {
     assert_eq!(count(cat).await, 5);
     node.stop().await;
 }
+
+/// Star and mute flags are the caller's own (kept with the user's stream in a data shard):
+/// they show on the channel for that member only, in the list and on the channel itself, and
+/// can be turned off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_and_mute_are_per_member() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("flags").await;
+    user(&rest, &key, "alice").await;
+    user(&rest, &key, "bob").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "name": "g", "type": "group", "member_ids": ["bob"]})),
+        )
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let star = rest
+        .call(
+            "PATCH",
+            &format!("/api/channels/{cid}/star"),
+            Cred::Bearer(&alice),
+            Some(json!({"starred": true})),
+        )
+        .await;
+    assert_eq!(star.status, 200, "{star:?}");
+    let mute = rest
+        .call(
+            "PATCH",
+            &format!("/api/channels/{cid}/mute"),
+            Cred::Bearer(&alice),
+            Some(json!({"muted": true})),
+        )
+        .await;
+    assert_eq!(mute.status, 200, "{mute:?}");
+    let mine = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (mine.body["starred"].clone(), mine.body["muted"].clone()),
+        (json!(true), json!(true)),
+        "{mine:?}"
+    );
+    let theirs = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (theirs.body["starred"].clone(), theirs.body["muted"].clone()),
+        (json!(false), json!(false)),
+        "{theirs:?}"
+    );
+    rest.call(
+        "PATCH",
+        &format!("/api/channels/{cid}/star"),
+        Cred::Bearer(&alice),
+        Some(json!({"starred": false})),
+    )
+    .await;
+    let list = rest
+        .call("GET", "/api/channels", Cred::Bearer(&alice), None)
+        .await;
+    let listed = list.body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == cid.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (listed["starred"].clone(), listed["muted"].clone()),
+        (json!(false), json!(true)),
+        "{listed:?}"
+    );
+    // Not a member: no flags to set.
+    user(&rest, &key, "carol").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let refused = rest
+        .call(
+            "PATCH",
+            &format!("/api/channels/{cid}/star"),
+            Cred::Bearer(&carol),
+            Some(json!({"starred": true})),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    node.stop().await;
+}

@@ -438,31 +438,45 @@ impl Chat {
         Ok(())
     }
 
-    /// Sets the caller's star or mute flag.
+    /// Sets the caller's star or mute flag. Flags are written at user rate, so they live with
+    /// the user's stream (the data shard of `(app, user)`), not in group 0.
     pub async fn set_flags(
         &self,
         caller: &Caller,
         id: &str,
         muted: Option<bool>,
         starred: Option<bool>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<ChannelFlags, ChatError> {
         let user = caller.user()?.to_string();
         self.membership(&caller.app, id, &user)
             .await?
             .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        let op = StreamOp::SetFlags {
+            channel: id.to_string(),
+            muted,
+            starred,
+        };
         match self
-            .dir(DirCommand::SetMemberFlags {
-                app_id: caller.app.clone(),
-                channel_id: id.to_string(),
-                user_id: user,
-                muted,
-                starred,
-            })
+            .write_stream(&user_stream(&caller.app, &user), op)
             .await?
         {
-            DirReply::Done => Ok(()),
-            DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
-            other => Err(unexpected(other)),
+            StreamReply::Flags(flags) => Ok(flags),
+            other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// A user's flags on every channel where one is set (one query of the user's stream).
+    pub async fn channel_flags(
+        &self,
+        app: &str,
+        user: &str,
+    ) -> Result<HashMap<String, ChannelFlags>, ChatError> {
+        match self
+            .query(&user_stream(app, user), StreamQuery::Flags)
+            .await?
+        {
+            QueryAnswer::Flags(flags) => Ok(flags.into_iter().collect()),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }
 

@@ -32,7 +32,8 @@ use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Fanout};
 use crate::limits::RateLimiter;
 use crate::model::{
-    ApiKey, App, Channel, ChannelType, Event, Member, Message, Role, User, UserSummary,
+    ApiKey, App, Channel, ChannelFlags, ChannelType, Event, Member, Message, Role, User,
+    UserSummary,
 };
 use crate::outbound::CloseReason;
 use crate::stream::{MessagePage, RefreshOutcome, StreamApplier, StreamOp, StreamReply};

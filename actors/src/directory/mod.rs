@@ -110,13 +110,6 @@ pub enum DirCommand {
         channel_id: String,
         user_id: String,
     },
-    SetMemberFlags {
-        app_id: String,
-        channel_id: String,
-        user_id: String,
-        muted: Option<bool>,
-        starred: Option<bool>,
-    },
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -386,8 +379,6 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                         user_id: user.clone(),
                         role: *role,
                         joined_at: now,
-                        muted: false,
-                        starred: false,
                     },
                 )?;
             }
@@ -477,8 +468,6 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                         user_id: user.clone(),
                         role,
                         joined_at: now,
-                        muted: false,
-                        starred: false,
                     },
                 )?;
                 added.push(user);
@@ -519,25 +508,6 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             }
             DirReply::Done
         }
-        DirCommand::SetMemberFlags {
-            app_id,
-            channel_id,
-            user_id,
-            muted,
-            starred,
-        } => match get::<Member>(kv, &keys::member(&app_id, &channel_id, &user_id))? {
-            Some(mut m) => {
-                if let Some(v) = muted {
-                    m.muted = v;
-                }
-                if let Some(v) = starred {
-                    m.starred = v;
-                }
-                put_member(kv, &app_id, &channel_id, &m)?;
-                DirReply::Done
-            }
-            None => DirReply::NotFound("member".into()),
-        },
     })
 }
 

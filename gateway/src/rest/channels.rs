@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chatsdk_actors::model::{Channel, Member, Role};
+use chatsdk_actors::model::{Channel, ChannelFlags, Member, Role};
 use chatsdk_actors::{render, Caller, NewChannel};
 use serde_json::{json, Value};
 
@@ -22,12 +22,33 @@ pub(crate) async fn channel_view(
     caller: &Caller,
     ch: &Channel,
     me: Option<&Member>,
+) -> ApiResult<Value> {
+    let flags = match (me, &caller.user) {
+        (Some(_), Some(u)) => state
+            .chat
+            .channel_flags(&caller.app, u)
+            .await?
+            .remove(&ch.id)
+            .unwrap_or_default(),
+        _ => ChannelFlags::default(),
+    };
+    Ok(channel_view_with(state, caller, ch, me, flags).await)
+}
+
+/// A channel as its caller sees it, with the caller's flags already known (lists read all of a
+/// user's flags with one query).
+async fn channel_view_with(
+    state: &GatewayState,
+    caller: &Caller,
+    ch: &Channel,
+    me: Option<&Member>,
+    flags: ChannelFlags,
 ) -> Value {
     let read = match (me, &caller.user) {
         (Some(_), Some(u)) => state.chat.read_state(&caller.app, &ch.id, u).await.ok(),
         _ => None,
     };
-    render::channel(ch, me, read)
+    render::channel(ch, me, read, flags)
 }
 
 fn member_views(state: &GatewayState, app: &str, members: &[Member]) -> Vec<Value> {
@@ -75,7 +96,7 @@ pub async fn create(
             caller.user.as_deref().unwrap_or_default(),
         )
         .await?;
-    let view = channel_view(&state, &caller, &ch, me.as_ref()).await;
+    let view = channel_view(&state, &caller, &ch, me.as_ref()).await?;
     if is_new {
         return Ok(created(view));
     }
@@ -99,7 +120,7 @@ async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResul
         server: true,
     };
     let (is_new, ch) = state.chat.create_channel(&caller, spec).await?;
-    let v = json!({"action": if is_new { "created" } else { "existing" }, "created": is_new, "channel": render::channel(&ch, None, None)});
+    let v = json!({"action": if is_new { "created" } else { "existing" }, "created": is_new, "channel": render::channel(&ch, None, None, ChannelFlags::default())});
     Ok((
         if is_new {
             StatusCode::CREATED
@@ -193,9 +214,11 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let all = state
         .chat
         .channels_for(&caller.app, &user, q.str("type").as_deref())?;
+    let mut flags = state.chat.channel_flags(&caller.app, &user).await?;
     let mut out = Vec::new();
     for (ch, me) in all.iter().skip(offset).take(limit) {
-        let mut v = channel_view(&state, &caller, ch, me.as_ref()).await;
+        let mine = flags.remove(&ch.id).unwrap_or_default();
+        let mut v = channel_view_with(&state, &caller, ch, me.as_ref(), mine).await;
         if matches!(ch.kind.as_str(), "messaging" | "group") {
             v["members"] = json!(member_views(
                 &state,
@@ -243,7 +266,7 @@ pub async fn get(
     auth.require_scope("chat:read")?;
     let caller = auth.caller(q.str("userId"));
     let (ch, me) = state.chat.readable_channel(&caller, &id).await?;
-    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await;
+    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await?;
     let members: Vec<Value> = state
         .chat
         .members(&caller.app, &id)?
@@ -282,7 +305,7 @@ pub async fn update(
         Some(u) => state.chat.membership(&caller.app, &id, u).await?,
         None => None,
     };
-    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await))
+    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await?))
 }
 
 /// `DELETE /api/channels/:id`.
