@@ -109,9 +109,6 @@ impl StreamKeys<'_> {
     pub(crate) fn message(&self, seq: u64) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"msg", &seq.to_be_bytes()])
     }
-    pub(crate) fn messages(&self) -> Vec<u8> {
-        prefix(&[b"s", self.0.as_bytes(), b"msg"])
-    }
     pub(crate) fn message_id(&self, id: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mid", id.as_bytes()])
     }
@@ -123,6 +120,21 @@ impl StreamKeys<'_> {
             user.as_bytes(),
             id.as_bytes(),
         ])
+    }
+    /// The thread index: reply `reply` of the message with seq `parent` (empty value).
+    pub(crate) fn thread_reply(&self, parent: u64, reply: u64) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"thr",
+            &parent.to_be_bytes(),
+            &reply.to_be_bytes(),
+        ])
+    }
+    /// Every reply of the message with seq `parent`, in seq order (the seqs are fixed-width,
+    /// so the prefix is unambiguous).
+    pub(crate) fn thread(&self, parent: u64) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"thr", &parent.to_be_bytes()])
     }
     /// A user's flags on a channel (user streams).
     pub(crate) fn flags(&self, channel: &str) -> Vec<u8> {

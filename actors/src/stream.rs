@@ -262,6 +262,8 @@ impl<K: Kv> Tx<'_, K> {
             if let Some(mut p) = self.find_message(parent)? {
                 p.reply_count += 1;
                 self.put_message(&p)?;
+                // Threads are read through this index, not by scanning the channel.
+                self.kv.put(&self.sk.thread_reply(p.seq, message.seq), b"");
             }
         }
         self.put_message(&message)?;
@@ -323,6 +325,11 @@ impl<K: Kv> Tx<'_, K> {
             Some(m) => {
                 self.kv.delete(&self.sk.message(m.seq));
                 self.kv.delete(&self.sk.message_id(&m.id));
+                if let Some(parent) = &m.parent_id {
+                    if let Some(p) = self.find_message(parent)? {
+                        self.kv.delete(&self.sk.thread_reply(p.seq, m.seq));
+                    }
+                }
                 self.append(Event::MessageDeleted {
                     channel_id: m.channel_id.clone(),
                     message_id: m.id.clone(),
@@ -610,7 +617,8 @@ impl StreamReader {
         Ok((out, more))
     }
 
-    /// Thread replies of `parent`, oldest first.
+    /// Thread replies of `parent`, oldest first, through the thread index (the channel's
+    /// other messages are not read).
     pub fn replies(
         &self,
         stream: &str,
@@ -618,14 +626,23 @@ impl StreamReader {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let sk = StreamKeys(stream);
+        let key = sk.message_id(parent);
+        let Some(raw) = self.reader.get(&key)? else {
+            return Ok(Vec::new());
+        };
+        let parent_seq = index_seq(&key, &raw)?;
         let mut out = Vec::new();
-        for (k, v) in self.reader.scan_prefix(&sk.messages())? {
-            let m: Message = decode_at(&k, &v)?;
-            if m.parent_id.as_deref() == Some(parent) {
+        for (k, _) in self
+            .reader
+            .scan_prefix(&sk.thread(parent_seq))?
+            .into_iter()
+            .take(limit)
+        {
+            let Some(seq) = keys::trailing_u64(&k) else {
+                continue;
+            };
+            if let Some(m) = self.get::<Message>(&sk.message(seq))? {
                 out.push(m);
-                if out.len() == limit {
-                    break;
-                }
             }
         }
         Ok(out)

@@ -311,3 +311,38 @@ fn refresh_spends_are_idempotent_and_replays_revoke() {
     // The spends never touched the stream's events.
     assert_eq!(head(&kv).offset, 0);
 }
+
+/// The thread index lists a parent's replies without the rest of the channel, and a purged
+/// reply leaves it.
+#[test]
+fn thread_index_follows_replies_and_purges() {
+    let mut kv = Mem::new();
+    let send = |id: &str, parent: Option<&str>| {
+        command(
+            100,
+            StreamOp::Send {
+                message: Box::new(message(id, "u1", None, parent.map(str::to_string))),
+            },
+        )
+    };
+    apply_encoded(&ctx(1), &mut kv, &send("p", None)).unwrap();
+    apply_encoded(&ctx(2), &mut kv, &send("other", None)).unwrap();
+    apply_encoded(&ctx(3), &mut kv, &send("r1", Some("p"))).unwrap();
+    apply_encoded(&ctx(4), &mut kv, &send("r2", Some("p"))).unwrap();
+    let sk = StreamKeys(STREAM);
+    let thread: Vec<u64> = kv
+        .scan_prefix(&sk.thread(1))
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| keys::trailing_u64(k))
+        .collect();
+    assert_eq!(thread, vec![3, 4]);
+    let purge = command(
+        100,
+        StreamOp::Purge {
+            message_id: "r1".into(),
+        },
+    );
+    apply_encoded(&ctx(5), &mut kv, &purge).unwrap();
+    assert_eq!(kv.scan_prefix(&sk.thread(1)).unwrap().len(), 1);
+}
