@@ -342,19 +342,29 @@ impl ChannelState {
     /// Emits what the local replica holds beyond what this actor emitted: events committed
     /// through another path (a retried command, a previous leader's actor).
     fn catch_up(&mut self) {
-        let Ok(Some(head)) = self.reader.head(&self.stream) else {
-            return;
+        let head = match self.reader.head(&self.stream) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(stream = %self.stream, error = %e, "stream head unreadable; not caught up");
+                return;
+            }
         };
         if head.offset <= self.emitted {
             return;
         }
         let missing = (head.offset - self.emitted) as usize;
-        if let Ok(events) = self
+        match self
             .reader
             .events(&self.stream, self.emitted + 1, head.offset, missing)
         {
-            for e in &events {
-                self.emit_in_order(publication(e));
+            Ok(events) => {
+                for e in &events {
+                    self.emit_in_order(publication(e));
+                }
+            }
+            Err(e) => {
+                tracing::error!(stream = %self.stream, error = %e, "events unreadable; not caught up")
             }
         }
     }

@@ -568,7 +568,7 @@ impl SessionState {
             },
             "typing" => match rpc_args::<TypingArgs>(data) {
                 Ok(a) => chat
-                    .typing(&caller, &a.channel_id, a.typing)
+                    .typing(&caller, &a.channel_id, a.typing != Some(Value::Bool(false)))
                     .await
                     .map(|()| json!({"success": true})),
                 Err(e) => Err(e),
@@ -633,12 +633,9 @@ struct MessageArgs {
 struct TypingArgs {
     #[serde(alias = "channel_id")]
     channel_id: String,
-    #[serde(default = "yes")]
-    typing: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Absent, null or anything but `false` means "started typing", as before.
+    #[serde(default)]
+    typing: Option<Value>,
 }
 
 /// `read`.

@@ -1342,6 +1342,41 @@ async fn star_and_mute_are_per_member() {
         (json!(false), json!(true)),
         "{listed:?}"
     );
+    // Leaving forgets the flags: a member who comes back starts clean.
+    rest.call(
+        "PATCH",
+        &format!("/api/channels/{cid}/star"),
+        Cred::Bearer(&bob),
+        Some(json!({"starred": true})),
+    )
+    .await;
+    let left = rest
+        .call(
+            "DELETE",
+            &format!("/api/channels/{cid}/members/me"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(left.status, 200, "{left:?}");
+    let back = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/members"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "bob"})),
+        )
+        .await;
+    assert!(back.status == 200 || back.status == 201, "{back:?}");
+    let again = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(again.body["starred"], json!(false), "{again:?}");
     // Not a member: no flags to set.
     user(&rest, &key, "carol").await;
     let (carol, _) = rest.login(&key, "carol").await;
@@ -1354,5 +1389,46 @@ async fn star_and_mute_are_per_member() {
         )
         .await;
     assert_eq!(refused.status, 403, "{refused:?}");
+    node.stop().await;
+}
+
+/// Bulk user writes take the Server API's snake_case items as well as camelCase ones, report a
+/// bad item on its own, and write the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_ensure_takes_both_spellings_per_item() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("bulk").await;
+    let r = rest
+        .call(
+            "POST",
+            "/api/users/bulk-ensure",
+            Cred::Key(&key),
+            Some(json!({"users": [
+                {"user_id": "snake", "name": "Snake"},
+                {"userId": "camel", "name": "Camel"},
+                {"user_id": "bad", "image": "ftp://x"},
+                7
+            ]})),
+        )
+        .await;
+    assert_eq!(r.status, 207, "{r:?}");
+    assert_eq!(r.body["created"], 2, "{r:?}");
+    assert_eq!(r.body["errors"].as_array().map(Vec::len), Some(2), "{r:?}");
+    for id in ["snake", "camel"] {
+        let u = rest
+            .call("GET", &format!("/api/users/{id}"), Cred::Key(&key), None)
+            .await;
+        assert_eq!(u.status, 200, "{id}: {u:?}");
+    }
+    let sync = rest
+        .call(
+            "POST",
+            "/api/users/sync",
+            Cred::Key(&key),
+            Some(json!({"users": [{"id": "snake", "name": "Snake 2"}]})),
+        )
+        .await;
+    assert_eq!(sync.status, 200, "{sync:?}");
+    assert_eq!(sync.body["updated"], 1, "{sync:?}");
     node.stop().await;
 }

@@ -234,6 +234,7 @@ impl Chat {
                 channel_id: id.to_string(),
             };
             self.append_user_event(&caller.app, &m.user_id, event).await;
+            self.clear_flags(&caller.app, &m.user_id, id).await;
             self.unsubscribe_everywhere(&caller.app, &m.user_id, &stream)
                 .await;
         }
@@ -432,6 +433,7 @@ impl Chat {
             other => return Err(unexpected(other)),
         }
         self.member_event(&caller.app, &ch, target, false).await?;
+        self.clear_flags(&caller.app, target, id).await;
         // The member_left event above is the last one the removed user receives.
         self.unsubscribe_everywhere(&caller.app, target, &chat_stream(&caller.app, id))
             .await;
@@ -462,6 +464,20 @@ impl Chat {
         {
             StreamReply::Flags(flags) => Ok(flags),
             other => Err(unexpected_stream(other)),
+        }
+    }
+
+    /// Forgets a user's flags on a channel they left (or that was deleted), so a later
+    /// membership starts clean. Best effort: a failure is logged, and stale flags only decorate
+    /// the channel.
+    pub(super) async fn clear_flags(&self, app: &str, user: &str, channel: &str) {
+        let op = StreamOp::SetFlags {
+            channel: channel.to_string(),
+            muted: Some(false),
+            starred: Some(false),
+        };
+        if let Err(e) = self.write_stream(&user_stream(app, user), op).await {
+            tracing::warn!(app, user, channel, error = %e, "channel flags not cleared");
         }
     }
 

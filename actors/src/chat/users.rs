@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// Attempts to record a session revocation in group 0 after the first one failed.
+const REVOCATION_RETRIES: usize = 30;
+/// Time between two of those attempts.
+const REVOCATION_RETRY_EVERY: Duration = Duration::from_secs(2);
+
 impl Chat {
     /// The token-signing secret of the cluster, created on first use.
     pub async fn token_secret(&self) -> Result<String, ChatError> {
@@ -273,14 +278,35 @@ impl Chat {
             user_id: user.to_string(),
             sid: sid.to_string(),
         };
-        match self.dir(revoke).await? {
-            DirReply::Done => {}
-            other => return Err(unexpected(other)),
+        if let Err(e) = self.dir(revoke.clone()).await {
+            // The shard already refuses this session's refreshes; its access tokens stay
+            // valid until group 0 knows, so keep trying in the background.
+            tracing::error!(app, user, error = %e, "session revocation not recorded yet; retrying");
+            self.retry_revocation(revoke);
         }
         Err(ChatError::Forbidden(match outcome {
             RefreshOutcome::Replayed => "refresh token replayed: session revoked".into(),
             _ => "session revoked".into(),
         }))
+    }
+
+    /// Proposes a session revocation until it lands: [`REVOCATION_RETRIES`] attempts, one
+    /// every [`REVOCATION_RETRY_EVERY`] (bounded in count and time; a later refresh of the
+    /// session proposes it again).
+    fn retry_revocation(&self, revoke: DirCommand) {
+        let chat = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..REVOCATION_RETRIES {
+                tokio::time::sleep(REVOCATION_RETRY_EVERY).await;
+                match chat.dir(revoke.clone()).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(error = %e, "session revocation retry failed"),
+                }
+            }
+            tracing::error!(
+                "session revocation given up; the next refresh of the session retries it"
+            );
+        });
     }
 
     /// Whether a login session was revoked (by a refresh token replay).

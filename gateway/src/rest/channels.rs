@@ -22,17 +22,31 @@ pub(crate) async fn channel_view(
     caller: &Caller,
     ch: &Channel,
     me: Option<&Member>,
-) -> ApiResult<Value> {
+) -> Value {
     let flags = match (me, &caller.user) {
-        (Some(_), Some(u)) => state
-            .chat
-            .channel_flags(&caller.app, u)
-            .await?
+        (Some(_), Some(u)) => my_flags(state, &caller.app, u)
+            .await
             .remove(&ch.id)
             .unwrap_or_default(),
         _ => ChannelFlags::default(),
     };
-    Ok(channel_view_with(state, caller, ch, me, flags).await)
+    channel_view_with(state, caller, ch, me, flags).await
+}
+
+/// The caller's channel flags. They only decorate a channel, so a failure to read them shows
+/// the channel without them (logged) rather than failing the request.
+async fn my_flags(
+    state: &GatewayState,
+    app: &str,
+    user: &str,
+) -> std::collections::HashMap<String, ChannelFlags> {
+    match state.chat.channel_flags(app, user).await {
+        Ok(flags) => flags,
+        Err(e) => {
+            tracing::warn!(app, user, error = %e, "channel flags unavailable");
+            Default::default()
+        }
+    }
 }
 
 /// A channel as its caller sees it, with the caller's flags already known (lists read all of a
@@ -96,7 +110,7 @@ pub async fn create(
             caller.user.as_deref().unwrap_or_default(),
         )
         .await?;
-    let view = channel_view(&state, &caller, &ch, me.as_ref()).await?;
+    let view = channel_view(&state, &caller, &ch, me.as_ref()).await;
     if is_new {
         return Ok(created(view));
     }
@@ -214,7 +228,7 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let all = state
         .chat
         .channels_for(&caller.app, &user, q.str("type").as_deref())?;
-    let mut flags = state.chat.channel_flags(&caller.app, &user).await?;
+    let mut flags = my_flags(&state, &caller.app, &user).await;
     let mut out = Vec::new();
     for (ch, me) in all.iter().skip(offset).take(limit) {
         let mine = flags.remove(&ch.id).unwrap_or_default();
@@ -266,7 +280,7 @@ pub async fn get(
     auth.require_scope("chat:read")?;
     let caller = auth.caller(q.str("userId"));
     let (ch, me) = state.chat.readable_channel(&caller, &id).await?;
-    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await?;
+    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await;
     let members: Vec<Value> = state
         .chat
         .members(&caller.app, &id)?
@@ -305,7 +319,7 @@ pub async fn update(
         Some(u) => state.chat.membership(&caller.app, &id, u).await?,
         None => None,
     };
-    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await?))
+    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await))
 }
 
 /// `DELETE /api/channels/:id`.

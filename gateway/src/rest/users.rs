@@ -49,19 +49,37 @@ fn patch_from(fields: req::UserFields, id: String) -> ApiResult<UserPatch> {
 }
 
 /// One item of a bulk user write: its id (from `id_key`) and its patch, or why it was refused.
-fn item_patch(item: Value, id_key: &str) -> (String, ApiResult<UserPatch>) {
-    let id = item
-        .get(id_key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+/// Which field names a bulk item's user.
+#[derive(Clone, Copy)]
+enum ItemId {
+    /// `userId` / `user_id` (bulk-ensure).
+    UserId,
+    /// `id` (sync).
+    Id,
+}
+
+fn item_patch(item: Value, id_field: ItemId) -> (String, ApiResult<UserPatch>) {
     if !item.is_object() {
-        return (id, Err(AppError::bad("each user must be an object")));
+        return (
+            String::new(),
+            Err(AppError::bad("each user must be an object")),
+        );
     }
-    let patch = serde_json::from_value::<req::UserFields>(item)
-        .map_err(|e| AppError::bad(format!("invalid user: {e}")))
-        .and_then(|fields| patch_from(fields, id.clone()));
-    (id, patch)
+    match serde_json::from_value::<req::UserFields>(item) {
+        Ok(mut fields) => {
+            let id = match id_field {
+                ItemId::UserId => fields.user_id.take(),
+                ItemId::Id => fields.id.take(),
+            }
+            .unwrap_or_default();
+            let patch = patch_from(fields, id.clone());
+            (id, patch)
+        }
+        Err(e) => (
+            String::new(),
+            Err(AppError::bad(format!("invalid user: {e}"))),
+        ),
+    }
 }
 
 fn action_name(a: UpsertAction) -> &'static str {
@@ -167,7 +185,7 @@ pub async fn bulk_ensure(
     let mut ids = Vec::new();
     let mut patches = Vec::new();
     for item in users {
-        match item_patch(item, "userId") {
+        match item_patch(item, ItemId::UserId) {
             (id, Ok(p)) => {
                 ids.push(id);
                 patches.push(p);
@@ -226,7 +244,7 @@ pub async fn sync(
         if !item.is_object() {
             continue;
         }
-        match item_patch(item, "id") {
+        match item_patch(item, ItemId::Id) {
             (id, Ok(p)) => {
                 ids.push(id);
                 patches.push(p);
