@@ -83,11 +83,6 @@ impl Json {
         Json(Value::Array(Vec::new()))
     }
 
-    /// The value.
-    pub fn value(&self) -> &Value {
-        &self.0
-    }
-
     /// Whether this is JSON `null`.
     pub fn is_null(&self) -> bool {
         self.0.is_null()
@@ -102,12 +97,6 @@ impl Json {
         };
         merged.extend(patch);
         self.0 = Value::Object(merged);
-    }
-}
-
-impl From<Value> for Json {
-    fn from(v: Value) -> Self {
-        Json(v)
     }
 }
 

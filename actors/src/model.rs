@@ -288,6 +288,17 @@ pub enum Event {
     MemberLeft { channel_id: String, user_id: String },
 }
 
+impl Event {
+    /// `message.deleted` for `m` (`hard` when it was purged).
+    pub fn deleted(m: &Message, hard: bool) -> Event {
+        Event::MessageDeleted {
+            channel_id: m.channel_id.clone(),
+            message_id: m.id.clone(),
+            hard,
+        }
+    }
+}
+
 /// One durable event of a realtime stream, with its offset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {

@@ -543,50 +543,68 @@ impl SessionState {
 
     async fn rpc(&mut self, id: u32, method: &str, data: Value) {
         let Some(caller) = self.caller() else { return };
-        let chat = &self.args.chat;
-        let result: Result<Value, ChatError> = match method {
-            "message.send" => match rpc_args::<SendArgs>(data) {
-                Ok(a) => chat
-                    .send_message(&caller, &a.channel_id, a.message)
-                    .await
-                    .map(|(m, duplicate)| crate::render::sent(&m, duplicate)),
-                Err(e) => Err(e),
-            },
-            "message.edit" => match rpc_args::<EditArgs>(data) {
-                Ok(a) => chat
-                    .edit_message(&caller, &a.channel_id, &a.message_id, a.text)
-                    .await
-                    .map(|m| crate::render::message(&m)),
-                Err(e) => Err(e),
-            },
-            "message.delete" => match rpc_args::<MessageArgs>(data) {
-                Ok(a) => chat
-                    .delete_message(&caller, &a.channel_id, &a.message_id, false)
-                    .await
-                    .map(|()| json!({"success": true})),
-                Err(e) => Err(e),
-            },
-            "typing" => match rpc_args::<TypingArgs>(data) {
-                Ok(a) => chat
-                    .typing(&caller, &a.channel_id, a.typing != Some(Value::Bool(false)))
-                    .await
-                    .map(|()| json!({"success": true})),
-                Err(e) => Err(e),
-            },
-            "read" => match rpc_args::<ChannelArgs>(data) {
-                Ok(a) => chat
-                    .mark_read(&caller, &a.channel_id)
-                    .await
-                    .map(|seq| json!({"success": true, "lastReadSeq": seq})),
-                Err(e) => Err(e),
-            },
-            _ => return self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method"),
-        };
-        match result {
+        match rpc_call(&self.args.chat, &caller, method, data).await {
             Ok(data) => self.push(realtime::reply(id, "rpc", &json!({"data": data}))),
-            Err(e) => self.reply_chat_error(id, &e),
+            Err(RpcError::Chat(e)) => self.reply_chat_error(id, &e),
+            Err(RpcError::UnknownMethod) => {
+                self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method")
+            }
         }
     }
+}
+
+/// Why an RPC was not served.
+enum RpcError {
+    UnknownMethod,
+    Chat(ChatError),
+}
+
+impl From<ChatError> for RpcError {
+    fn from(e: ChatError) -> Self {
+        RpcError::Chat(e)
+    }
+}
+
+/// One RPC through the command layer, answered as the REST API would answer.
+async fn rpc_call(
+    chat: &Chat,
+    caller: &Caller,
+    method: &str,
+    data: Value,
+) -> Result<Value, RpcError> {
+    let success = json!({"success": true});
+    Ok(match method {
+        "message.send" => {
+            let a: SendArgs = rpc_args(data)?;
+            let (m, duplicate) = chat.send_message(caller, &a.channel_id, a.message).await?;
+            crate::render::sent(&m, duplicate)
+        }
+        "message.edit" => {
+            let a: EditArgs = rpc_args(data)?;
+            let m = chat
+                .edit_message(caller, &a.channel_id, &a.message_id, a.text)
+                .await?;
+            crate::render::message(&m)
+        }
+        "message.delete" => {
+            let a: MessageArgs = rpc_args(data)?;
+            chat.delete_message(caller, &a.channel_id, &a.message_id, false)
+                .await?;
+            success
+        }
+        "typing" => {
+            let a: TypingArgs = rpc_args(data)?;
+            let typing = a.typing != Some(Value::Bool(false));
+            chat.typing(caller, &a.channel_id, typing).await?;
+            success
+        }
+        "read" => {
+            let a: ChannelArgs = rpc_args(data)?;
+            let seq = chat.mark_read(caller, &a.channel_id).await?;
+            json!({"success": true, "lastReadSeq": seq})
+        }
+        _ => return Err(RpcError::UnknownMethod),
+    })
 }
 
 /// Decodes an RPC's `data` into its typed arguments; a wrong shape is a bad request that says

@@ -309,11 +309,7 @@ impl<K: Kv> Tx<'_, K> {
                 m.text = None;
                 m.attachments = Json::array();
                 self.put_message(&m)?;
-                self.append(Event::MessageDeleted {
-                    channel_id: m.channel_id.clone(),
-                    message_id: m.id.clone(),
-                    hard: false,
-                })?;
+                self.append(Event::deleted(&m, false))?;
                 self.message_reply(m, false)
             }
             None => StreamReply::NotFound("message".into()),
@@ -330,11 +326,7 @@ impl<K: Kv> Tx<'_, K> {
                         self.kv.delete(&self.sk.thread_reply(p.seq, m.seq));
                     }
                 }
-                self.append(Event::MessageDeleted {
-                    channel_id: m.channel_id.clone(),
-                    message_id: m.id.clone(),
-                    hard: true,
-                })?;
+                self.append(Event::deleted(&m, true))?;
                 self.message_reply(m, false)
             }
             None => StreamReply::NotFound("message".into()),
@@ -548,14 +540,22 @@ impl StreamReader {
         Ok(out)
     }
 
+    /// The seq of the message with this id, through the id index.
+    fn seq_of_id(&self, sk: &StreamKeys<'_>, id: &str) -> Result<Option<u64>, StoreError> {
+        let key = sk.message_id(id);
+        match self.reader.get(&key)? {
+            Some(raw) => index_seq(&key, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A message by id.
     pub fn message(&self, stream: &str, id: &str) -> Result<Option<Message>, StoreError> {
         let sk = StreamKeys(stream);
-        let key = sk.message_id(id);
-        let Some(raw) = self.reader.get(&key)? else {
-            return Ok(None);
-        };
-        self.get(&sk.message(index_seq(&key, &raw)?))
+        match self.seq_of_id(&sk, id)? {
+            Some(seq) => self.get(&sk.message(seq)),
+            None => Ok(None),
+        }
     }
 
     /// Top-level messages (thread replies excluded), oldest first, and whether more exist
@@ -626,11 +626,9 @@ impl StreamReader {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let sk = StreamKeys(stream);
-        let key = sk.message_id(parent);
-        let Some(raw) = self.reader.get(&key)? else {
+        let Some(parent_seq) = self.seq_of_id(&sk, parent)? else {
             return Ok(Vec::new());
         };
-        let parent_seq = index_seq(&key, &raw)?;
         let mut out = Vec::new();
         for (k, _) in self
             .reader
@@ -699,12 +697,6 @@ impl StreamReader {
             })
             .collect())
     }
-}
-
-/// Seq from a message key (for tests of the layout).
-#[allow(dead_code)]
-pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
-    keys::trailing_u64(key)
 }
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ fn command(retain: u64, op: StreamOp) -> Vec<u8> {
     .unwrap()
 }
 
+/// A send by `u1`, as a reply to `parent` when given.
+fn send(id: &str, parent: Option<&str>) -> Vec<u8> {
+    command(
+        100,
+        StreamOp::Send {
+            message: Box::new(message(id, "u1", None, parent.map(str::to_string))),
+        },
+    )
+}
+
 fn head(kv: &Mem) -> StreamHead {
     get::<StreamHead>(kv, &StreamKeys(STREAM).head())
         .unwrap()
@@ -197,13 +207,7 @@ proptest! {
 #[test]
 fn corrupted_record_is_an_error_not_absent() {
     let mut kv = Mem::new();
-    let send = command(
-        100,
-        StreamOp::Send {
-            message: Box::new(message("m1", "u1", None, None)),
-        },
-    );
-    apply_encoded(&ctx(1), &mut kv, &send).unwrap();
+    apply_encoded(&ctx(1), &mut kv, &send("m1", None)).unwrap();
     let key = StreamKeys(STREAM).message(1);
     kv.insert(key.clone(), b"\x02garbage".to_vec());
     let edit = command(
@@ -240,14 +244,6 @@ fn undecodable_command_is_refused() {
 #[test]
 fn thread_reply_updates_parent_and_appends_two_events() {
     let mut kv = Mem::new();
-    let send = |id: &str, parent: Option<&str>| {
-        command(
-            100,
-            StreamOp::Send {
-                message: Box::new(message(id, "u1", None, parent.map(str::to_string))),
-            },
-        )
-    };
     apply_encoded(&ctx(1), &mut kv, &send("p", None)).unwrap();
     let reply = apply_encoded(&ctx(2), &mut kv, &send("r", Some("p"))).unwrap();
     let (events, _) = reply.events().unwrap();
@@ -317,14 +313,6 @@ fn refresh_spends_are_idempotent_and_replays_revoke() {
 #[test]
 fn thread_index_follows_replies_and_purges() {
     let mut kv = Mem::new();
-    let send = |id: &str, parent: Option<&str>| {
-        command(
-            100,
-            StreamOp::Send {
-                message: Box::new(message(id, "u1", None, parent.map(str::to_string))),
-            },
-        )
-    };
     apply_encoded(&ctx(1), &mut kv, &send("p", None)).unwrap();
     apply_encoded(&ctx(2), &mut kv, &send("other", None)).unwrap();
     apply_encoded(&ctx(3), &mut kv, &send("r1", Some("p"))).unwrap();

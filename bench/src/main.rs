@@ -5,12 +5,6 @@
 //! interleaves systems round by round (ours, peer, ours, peer, ...), and prints one JSON line
 //! per run on stdout and a table of medians and ratios on stderr. See docs/benchmarks.md.
 
-/// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
-/// buffers across threads, where glibc's arenas spent ~18 % of a durable send's CPU in
-/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,6 +14,12 @@ use chatsdk_bench::peers::{self, Peer};
 use chatsdk_bench::scenarios::{self, fanout, Ctx};
 use chatsdk_bench::sut::System;
 use chatsdk_bench::{floor, gen, ournode, procstat};
+
+/// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
+/// buffers across threads, where glibc's arenas spent ~18 % of a durable send's CPU in
+/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "chatsdk-bench", about = "ChatSDK load harness", version)]

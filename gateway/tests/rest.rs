@@ -1276,57 +1276,42 @@ async fn star_and_mute_are_per_member() {
     let cid = ch.body["id"].as_str().unwrap().to_string();
     let (alice, _) = rest.login(&key, "alice").await;
     let (bob, _) = rest.login(&key, "bob").await;
-    let star = rest
-        .call(
-            "PATCH",
-            &format!("/api/channels/{cid}/star"),
-            Cred::Bearer(&alice),
-            Some(json!({"starred": true})),
-        )
-        .await;
-    assert_eq!(star.status, 200, "{star:?}");
-    let mute = rest
-        .call(
-            "PATCH",
-            &format!("/api/channels/{cid}/mute"),
-            Cred::Bearer(&alice),
-            Some(json!({"muted": true})),
-        )
-        .await;
-    assert_eq!(mute.status, 200, "{mute:?}");
-    let mine = rest
-        .call(
-            "GET",
-            &format!("/api/channels/{cid}"),
-            Cred::Bearer(&alice),
-            None,
-        )
-        .await;
+    // `star` sets `starred`, `mute` sets `muted`; answers the status.
+    let flag = |token: &str, route: &str, on: bool| {
+        let field = if route == "star" { "starred" } else { "muted" };
+        let (rest, path, token) = (
+            &rest,
+            format!("/api/channels/{cid}/{route}"),
+            token.to_string(),
+        );
+        async move {
+            rest.call(
+                "PATCH",
+                &path,
+                Cred::Bearer(&token),
+                Some(json!({ field: on })),
+            )
+            .await
+            .status
+        }
+    };
+    // `(starred, muted)` as the channel shows them to `token`'s user.
+    let shown = |token: &str| {
+        let (rest, path, token) = (&rest, format!("/api/channels/{cid}"), token.to_string());
+        async move {
+            let v = rest.call("GET", &path, Cred::Bearer(&token), None).await;
+            (v.body["starred"].clone(), v.body["muted"].clone())
+        }
+    };
+    assert_eq!(flag(&alice, "star", true).await, 200);
+    assert_eq!(flag(&alice, "mute", true).await, 200);
+    assert_eq!(shown(&alice).await, (json!(true), json!(true)));
     assert_eq!(
-        (mine.body["starred"].clone(), mine.body["muted"].clone()),
-        (json!(true), json!(true)),
-        "{mine:?}"
-    );
-    let theirs = rest
-        .call(
-            "GET",
-            &format!("/api/channels/{cid}"),
-            Cred::Bearer(&bob),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (theirs.body["starred"].clone(), theirs.body["muted"].clone()),
+        shown(&bob).await,
         (json!(false), json!(false)),
-        "{theirs:?}"
+        "flags are the member's own"
     );
-    rest.call(
-        "PATCH",
-        &format!("/api/channels/{cid}/star"),
-        Cred::Bearer(&alice),
-        Some(json!({"starred": false})),
-    )
-    .await;
+    assert_eq!(flag(&alice, "star", false).await, 200);
     let list = rest
         .call("GET", "/api/channels", Cred::Bearer(&alice), None)
         .await;
@@ -1343,13 +1328,7 @@ async fn star_and_mute_are_per_member() {
         "{listed:?}"
     );
     // Leaving forgets the flags: a member who comes back starts clean.
-    rest.call(
-        "PATCH",
-        &format!("/api/channels/{cid}/star"),
-        Cred::Bearer(&bob),
-        Some(json!({"starred": true})),
-    )
-    .await;
+    assert_eq!(flag(&bob, "star", true).await, 200);
     let left = rest
         .call(
             "DELETE",
@@ -1368,27 +1347,11 @@ async fn star_and_mute_are_per_member() {
         )
         .await;
     assert!(back.status == 200 || back.status == 201, "{back:?}");
-    let again = rest
-        .call(
-            "GET",
-            &format!("/api/channels/{cid}"),
-            Cred::Bearer(&bob),
-            None,
-        )
-        .await;
-    assert_eq!(again.body["starred"], json!(false), "{again:?}");
+    assert_eq!(shown(&bob).await.0, json!(false));
     // Not a member: no flags to set.
     user(&rest, &key, "carol").await;
     let (carol, _) = rest.login(&key, "carol").await;
-    let refused = rest
-        .call(
-            "PATCH",
-            &format!("/api/channels/{cid}/star"),
-            Cred::Bearer(&carol),
-            Some(json!({"starred": true})),
-        )
-        .await;
-    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(flag(&carol, "star", true).await, 403);
     node.stop().await;
 }
 

@@ -1,18 +1,18 @@
 //! The `chatsdk` binary: parses the command line, sets up logging, runs a node until SIGTERM or
 //! SIGINT, then drains it. Everything else lives in the `chatsdk_node` library.
 
-/// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
-/// buffers across threads, where glibc's arenas spent ~18 % of a durable send's CPU in
-/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use chatsdk_node::config::{self, Config};
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
+/// buffers across threads, where glibc's arenas spent ~18 % of a durable send's CPU in
+/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
