@@ -37,7 +37,7 @@ pub enum StoreError {
         supported: u32,
         hint: &'static str,
     },
-    /// A key in a log tree is not a big-endian u64 index.
-    #[error("malformed log key of {len} bytes")]
-    LogKey { len: usize },
+    /// The Raft log's files failed (I/O, corruption, or the log stopped after a failure).
+    #[error("raft log: {0}")]
+    Wal(String),
 }

@@ -1,5 +1,5 @@
-//! Storage for a ChatSDK node: one sled directory per node, holding every Raft group's log and
-//! state machine.
+//! Storage for a ChatSDK node: one data directory per node, holding every Raft group's log (in
+//! one write-ahead log) and state machine (in sled).
 //!
 //! This crate owns the on-disk layout and the encoding of everything written there. It knows
 //! nothing about sockets, actors or HTTP; the cluster layer builds Raft groups on top of it and the
@@ -8,9 +8,11 @@
 //! Module map:
 //! - [`record`]: the framing of every stored value (version byte + CRC32 + bincode 2 payload), so
 //!   a corrupted record is refused with an error instead of being served or panicked on.
-//! - [`store`]: the sled database of a node, tree names per group, and the group-commit flusher
-//!   that makes log appends durable with one `flush` per batch of concurrent appends.
-//! - [`log_store`]: openraft's `RaftLogStorage` for one group.
+//! - [`store`]: a node's data directory: the sled database, tree names per group, the format
+//!   marker, and the write-ahead log.
+//! - `wal`: the Raft log of every group in one append-only file set, made durable with one
+//!   `fdatasync` per batch of concurrent appends (group commit).
+//! - [`log_store`]: openraft's `RaftLogStorage` for one group, a view of the write-ahead log.
 //! - [`state_machine`]: openraft's `RaftStateMachine` for one group, which applies opaque commands
 //!   through an [`Applier`] supplied by the layer above and builds/installs snapshots.
 //! - [`kv`]: the key-value view an [`Applier`] writes through ([`KvBatch`]) and readers read
@@ -23,6 +25,7 @@ pub mod record;
 pub mod state_machine;
 pub mod store;
 pub mod types;
+mod wal;
 
 mod error;
 

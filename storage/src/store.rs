@@ -1,27 +1,23 @@
-//! A node's sled database, the tree layout of its Raft groups, and group commit.
+//! A node's data directory: the sled database that holds every group's state machine and
+//! snapshot, and the write-ahead log ([`crate::wal`]) that holds every group's Raft log.
 //!
-//! Layout: one sled directory per node. Group `g` owns four trees, `g{g}.log` (entries keyed by
-//! big-endian index), `g{g}.logmeta` (vote, committed, last purged), `g{g}.sm` (applied state,
-//! membership and the application's keys) and `g{g}.snap` (the current snapshot). Other trees
-//! (node identity, ...) are named by the cluster layer through [`Store::tree`].
+//! Layout: sled trees `g{g}.sm` (applied state, membership and the application's keys) and
+//! `g{g}.snap` (the current snapshot) per group `g`, other trees (node identity, ...) named by
+//! the cluster layer through [`Store::tree`], and the log's segments under `raft-log/`.
 //!
-//! Durability: sled only promises durability after `flush`. A log append is acknowledged to
-//! openraft only once a flush that started after the append's write has completed. All groups
-//! hand their flush requests to one flusher thread, which drains every request queued while the
-//! previous flush ran and covers them with a single `flush` (group commit).
+//! Durability: a log append, vote or truncation is acknowledged only after the log's syncer has
+//! `fdatasync`ed it; one sync covers every group's appends that queued while the previous one
+//! ran (group commit). The state machines are not synced on each apply: after a crash they come
+//! back at an earlier applied position (each apply is atomic, see `state_machine`) and openraft
+//! applies the rest again from the log. A snapshot flushes sled before the log is purged.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-
+use crate::wal::Wal;
 use crate::{GroupId, StoreError};
-
-/// Capacity of the flusher's request queue. Appenders wait (asynchronously) when it is full,
-/// which bounds memory and applies back-pressure to Raft's log I/O.
-const FLUSH_QUEUE: usize = 4096;
 
 /// A completion to run once the data written before it is durable.
 pub(crate) type FlushCallback = Box<dyn FnOnce(io::Result<()>) + Send + 'static>;
@@ -33,8 +29,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
-    /// Under load, how long the flusher waits for more requests before it flushes (see
-    /// [`FLUSH_BUSY_WINDOW`]); zero flushes at once.
+    /// Under load, how long the log's syncer waits for more requests before it syncs (see
+    /// [`FLUSH_BUSY_WINDOW`]); zero syncs at once.
     pub flush_linger: std::time::Duration,
 }
 
@@ -49,12 +45,12 @@ impl StoreConfig {
     }
 }
 
-/// Counters of the group-commit flusher, for benchmarks and metrics.
+/// Counters of the log's group commit, for benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct FlushStats {
-    /// Flushes performed.
+    /// `fdatasync` calls made.
     pub flushes: AtomicU64,
-    /// Flush requests served (appends, votes, snapshot writes).
+    /// Sync requests served (appends, votes, truncations).
     pub requests: AtomicU64,
 }
 
@@ -67,26 +63,11 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
-    flush_tx: Option<mpsc::Sender<FlushCallback>>,
-    flusher: Option<std::thread::JoinHandle<()>>,
-    stats: Arc<FlushStats>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the queue ends the flusher after its last flush; joining it releases its
-        // handle on the database, so the directory can be reopened as soon as we return.
-        self.flush_tx.take();
-        if let Some(thread) = self.flusher.take() {
-            if thread.join().is_err() {
-                tracing::error!("sled flusher thread panicked");
-            }
-        }
-    }
+    wal: Wal,
 }
 
 impl Store {
-    /// Opens (or creates) the data directory and starts the flusher thread.
+    /// Opens (or creates) the data directory, replays the Raft log and starts its syncer.
     ///
     /// sled locks the directory. A previous incarnation in this process (a restart after a
     /// stop) may still be releasing it from one of sled's background threads, so a held lock
@@ -108,23 +89,15 @@ impl Store {
             }
         };
         check_data_format(&db, &config.path)?;
-        let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE);
-        let stats = Arc::new(FlushStats::default());
-        let thread_db = db.clone();
-        let thread_stats = stats.clone();
-        let linger = config.flush_linger;
-        let flusher = std::thread::Builder::new()
-            .name("sled-flusher".into())
-            .spawn(move || run_flusher(thread_db, flush_rx, thread_stats, linger))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        let wal = Wal::open(&config.path, config.flush_linger)?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                flush_tx: Some(flush_tx),
-                flusher: Some(flusher),
-                stats,
-            }),
+            inner: Arc::new(Inner { db, wal }),
         })
+    }
+
+    /// The node's Raft log.
+    pub(crate) fn wal(&self) -> &Wal {
+        &self.inner.wal
     }
 
     /// A named tree outside the per-group layout (identity, settings, ...).
@@ -147,47 +120,37 @@ impl Store {
                 let name = std::str::from_utf8(name).ok()?;
                 let rest = name.strip_prefix('g')?;
                 let (id, kind) = rest.split_once('.')?;
-                (kind == "log").then(|| id.parse().ok()).flatten()
+                (kind == "sm").then(|| id.parse().ok()).flatten()
             })
+            .chain(self.inner.wal.groups().unwrap_or_default())
             .collect();
         ids.sort_unstable();
+        ids.dedup();
         ids
     }
 
-    /// Deletes every tree of a group (after the group moved away from this node).
+    /// Deletes every tree and the log of a group (after the group moved away from this node).
     pub fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
+        self.inner.wal.reset(group)?;
         for kind in GROUP_TREES {
             self.inner.db.drop_tree(group_tree_name(group, kind))?;
         }
         Ok(())
     }
 
-    /// Waits until everything written before this call is durable.
+    /// Waits until everything written to sled before this call is durable (snapshots; the
+    /// log has its own syncer).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.flush_then(Box::new(move |res| {
-            let _ignored_if_caller_gone = tx.send(res);
-        }))
-        .await?;
-        match rx.await {
-            Ok(res) => res.map_err(|e| StoreError::Sled(sled::Error::Io(e))),
-            Err(_) => Err(StoreError::FlusherStopped),
-        }
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|_| StoreError::FlusherStopped)??;
+        Ok(())
     }
 
-    /// Queues `done` to run after the next flush that starts after this call.
-    pub(crate) async fn flush_then(&self, done: FlushCallback) -> Result<(), StoreError> {
-        let tx = self
-            .inner
-            .flush_tx
-            .as_ref()
-            .ok_or(StoreError::FlusherStopped)?;
-        tx.send(done).await.map_err(|_| StoreError::FlusherStopped)
-    }
-
-    /// Group-commit counters.
+    /// Group-commit counters of the log.
     pub fn flush_stats(&self) -> &FlushStats {
-        &self.inner.stats
+        self.inner.wal.stats()
     }
 
     /// Bytes sled uses on disk.
@@ -197,10 +160,11 @@ impl Store {
 }
 
 /// The format of a data directory written by this build. Format 1 (no marker) held the
-/// first builds' JSON records and commands; format 2 holds typed binary ones (bincode behind a
-/// format byte). Raft logs carry commands of their format, so a directory is never upgraded in
-/// place: an older one is refused with a message that says so.
-pub const DATA_FORMAT: u32 = 2;
+/// first builds' JSON records and commands; format 2 held typed binary ones (bincode behind a
+/// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`. Raft logs
+/// carry commands of their format, so a directory is never upgraded in place: an older one is
+/// refused with a message that says so.
+pub const DATA_FORMAT: u32 = 3;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -244,7 +208,8 @@ fn is_lock_held(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
-const GROUP_TREES: [&str; 4] = ["log", "logmeta", "sm", "snap"];
+/// Trees of a group (`log` and `logmeta` held the Raft log in format 2).
+const GROUP_TREES: [&str; 2] = ["sm", "snap"];
 
 fn group_tree_name(group: GroupId, kind: &str) -> String {
     format!("g{group}.{kind}")
@@ -257,61 +222,26 @@ pub const DEFAULT_FLUSH_LINGER: std::time::Duration = std::time::Duration::from_
 /// flushes at once, so a lone write pays no extra latency.
 pub const FLUSH_BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// The flusher thread: one `flush` covers every request that queued up while the last one ran
-/// (and, under load, during a short linger).
-///
-/// Each flush is a write and a `sync_file_range` of sled's log buffer, plus a wake-up of every
-/// waiter: under a steady stream of small appends from many Raft groups, flushing as soon as
-/// one request arrives made about one flush per two sends, and the per-flush cost dominated.
-fn run_flusher(
-    db: sled::Db,
-    mut rx: mpsc::Receiver<FlushCallback>,
-    stats: Arc<FlushStats>,
-    linger: std::time::Duration,
-) {
-    let mut last_flush: Option<std::time::Instant> = None;
-    while let Some(first) = rx.blocking_recv() {
-        if !linger.is_zero() && last_flush.is_some_and(|t| t.elapsed() < FLUSH_BUSY_WINDOW) {
-            std::thread::sleep(linger);
-        }
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let result = db.flush().map(|_| ());
-        last_flush = Some(std::time::Instant::now());
-        stats.flushes.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "sled flush failed");
-        }
-        for done in batch {
-            done(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| io::Error::other(e.to_string())),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
-    async fn concurrent_flushes_share_one_sled_flush() {
+    async fn concurrent_appends_share_one_sync() {
+        use openraft::{CommittedLeaderId, EntryPayload};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        let tree = store.tree("t").unwrap();
         let mut waits = Vec::new();
-        for i in 0u32..200 {
-            tree.insert(i.to_be_bytes(), &[0u8; 64][..]).unwrap();
+        for i in 0u64..200 {
+            let entry = crate::types::Entry {
+                log_id: crate::types::LogId::new(CommittedLeaderId::new(1, 1), i + 1),
+                payload: EntryPayload::Normal(crate::Command(vec![0u8; 64])),
+            };
+            // Every append to its own group, as Raft groups of one node do.
+            store.wal().append(i as GroupId, [entry]).unwrap();
             let s = store.clone();
-            waits.push(tokio::spawn(async move { s.flush().await }));
+            waits.push(tokio::spawn(async move { s.wal().sync().await }));
         }
         for w in waits {
             w.await.unwrap().unwrap();
@@ -319,10 +249,10 @@ mod tests {
         let flushes = store.flush_stats().flushes.load(Ordering::Relaxed);
         let requests = store.flush_stats().requests.load(Ordering::Relaxed);
         assert_eq!(requests, 200);
-        // Appends queued while a flush runs share the next one: at least one flush served several.
+        // Requests queued while a sync runs share the next one.
         assert!(
             flushes < requests,
-            "{flushes} flushes for {requests} requests"
+            "{flushes} syncs for {requests} requests"
         );
     }
 
@@ -357,8 +287,21 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 2"),
+            text.contains("format 1") && text.contains("format 3"),
             "{text}"
+        );
+
+        // A directory of format 2 (the Raft logs in sled).
+        let two = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(two.path()).unwrap();
+            db.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(&StoreConfig::new(two.path())).err().unwrap();
+        assert!(
+            matches!(err, StoreError::DataFormat { found: 2, .. }),
+            "{err}"
         );
 
         // A directory marked by a newer build.
@@ -380,7 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         for g in [3, 0, 12] {
-            store.group_tree(g, "log").unwrap();
+            store.group_tree(g, "sm").unwrap();
         }
         store.tree("identity").unwrap();
         assert_eq!(store.groups(), vec![0, 3, 12]);

@@ -1,0 +1,936 @@
+//! The node's Raft log: one append-only write-ahead log that every group of the node writes to,
+//! made durable with `fdatasync` by one group-commit thread.
+//!
+//! Why not sled: sled makes data durable with `sync_file_range`, which flushes neither the
+//! file's metadata nor the disk's write cache, so an acknowledged write could be lost with the
+//! power. Every log entry also cost a B-tree insert (a copy of its leaf, a node split every few
+//! entries) and every group commit sealed one of sled's I/O buffers. A log is only ever appended
+//! at its end, truncated at its end and purged at its start: a file does that with one `pwrite`
+//! per append and one `fdatasync` per group commit, however many groups wrote.
+//!
+//! Layout: `<data dir>/raft-log/<segment id>.wal`, each a sequence of
+//! `[length: u32 LE][record]` where the record is a [`WalRecord`] framed by [`crate::record`]
+//! (format byte, CRC32, bincode 2). Replay on open rebuilds each group's index (where each entry
+//! is, its vote, committed and purged ids). A torn record at the end of the newest segment (a
+//! crash in the middle of an append that was never acknowledged) is cut off; one anywhere else is
+//! corruption and refuses to open.
+//!
+//! A segment is rotated at [`SEGMENT_BYTES`]; the new one starts with each group's vote,
+//! committed and purge point, so older segments only matter for their entries. Segments are
+//! deleted oldest first once every entry in them is purged (after a sync, so the purge that
+//! allowed it is durable before the entries go).
+//!
+//! Failure: a write or `fdatasync` error stops the log for good (every later call fails): after
+//! a failed `fdatasync` the page cache can no longer be trusted to match the disk.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use openraft::{RaftLogId, Vote};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::store::{FlushCallback, FlushStats, FLUSH_BUSY_WINDOW};
+use crate::types::{Entry, LogId};
+use crate::{record, GroupId, NodeId, StoreError};
+
+/// A segment is closed and a new one started once it is this large.
+pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Capacity of the syncer's request queue; appenders wait when it is full (back-pressure).
+const SYNC_QUEUE: usize = 4096;
+/// Largest record replay accepts (an entry holds at most one batch of commands).
+const MAX_RECORD: u32 = 64 * 1024 * 1024;
+/// The sub-directory of the data directory that holds the segments.
+pub(crate) const DIR: &str = "raft-log";
+
+/// One record of the log.
+#[derive(Serialize, Deserialize)]
+enum WalRecord {
+    Entry {
+        group: GroupId,
+        entry: Entry,
+    },
+    Vote {
+        group: GroupId,
+        vote: Vote<NodeId>,
+    },
+    Committed {
+        group: GroupId,
+        committed: Option<LogId>,
+    },
+    /// Entries from `since` on are gone (a conflicting suffix).
+    Truncate {
+        group: GroupId,
+        since: u64,
+    },
+    /// Entries up to and including `upto` are gone (covered by a snapshot).
+    Purge {
+        group: GroupId,
+        upto: LogId,
+    },
+    /// The group left this node: forget it.
+    Reset {
+        group: GroupId,
+    },
+}
+
+/// Where one entry is.
+#[derive(Clone, Copy)]
+struct Loc {
+    log_id: LogId,
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// What the log knows of one group.
+#[derive(Default)]
+struct GroupLog {
+    /// Entries, contiguous by index.
+    entries: VecDeque<Loc>,
+    purged: Option<LogId>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+}
+
+impl GroupLog {
+    fn next_index(&self) -> u64 {
+        match (self.entries.back(), &self.purged) {
+            (Some(l), _) => l.log_id.index + 1,
+            (None, Some(p)) => p.index + 1,
+            (None, None) => 0,
+        }
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries.back().map(|l| l.log_id).or(self.purged)
+    }
+
+    fn truncate(&mut self, since: u64) {
+        while self.entries.back().is_some_and(|l| l.log_id.index >= since) {
+            self.entries.pop_back();
+        }
+    }
+
+    fn purge(&mut self, upto: LogId) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|l| l.log_id.index <= upto.index)
+        {
+            self.entries.pop_front();
+        }
+        if self.purged.is_none_or(|p| p.index < upto.index) {
+            self.purged = Some(upto);
+        }
+    }
+
+    fn push(&mut self, loc: Loc) -> Result<(), String> {
+        let index = loc.log_id.index;
+        if !self.entries.is_empty() || self.purged.is_some() {
+            let next = self.next_index();
+            if index < next {
+                // A conflicting entry written again without a truncate record (cannot happen
+                // through `LogStore`, tolerated on replay): the newer one wins.
+                self.truncate(index);
+            } else if index > next {
+                return Err(format!("entry {index} follows {}", next.saturating_sub(1)));
+            }
+        }
+        self.entries.push_back(loc);
+        Ok(())
+    }
+
+    fn position(&self, index: u64) -> Option<usize> {
+        let first = self.entries.front()?.log_id.index;
+        let pos = usize::try_from(index.checked_sub(first)?).ok()?;
+        (pos < self.entries.len()).then_some(pos)
+    }
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Highest entry index of each group written in this segment.
+    max_index: HashMap<GroupId, u64>,
+}
+
+struct State {
+    groups: HashMap<GroupId, GroupLog>,
+    segments: BTreeMap<u64, Segment>,
+    active: u64,
+    active_len: u64,
+    /// Set after a write or sync failure: nothing is accepted any more.
+    failed: Option<String>,
+    /// A purge or reset happened since the last collection of old segments.
+    collect: bool,
+}
+
+/// The write-ahead log of a node. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Wal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    state: Mutex<State>,
+    sync_tx: Mutex<Option<mpsc::Sender<FlushCallback>>>,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<FlushStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        if let Ok(mut tx) = self.sync_tx.lock() {
+            tx.take();
+        }
+        let thread = self.syncer.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            // The syncer itself may hold the last handle for a moment: it then just returns.
+            if thread.thread().id() == std::thread::current().id() {
+                return;
+            }
+            if thread.join().is_err() {
+                tracing::error!("raft log syncer thread panicked");
+            }
+        }
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.wal"))
+}
+
+fn io_err(what: &str, path: &Path, e: io::Error) -> StoreError {
+    StoreError::Wal(format!("{what} {}: {e}", path.display()))
+}
+
+impl Wal {
+    /// Opens (or creates) the log under `data_dir` and replays it.
+    pub(crate) fn open(data_dir: &Path, linger: Duration) -> Result<Wal, StoreError> {
+        let dir = data_dir.join(DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        let mut ids = Vec::new();
+        for item in std::fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))? {
+            let item = item.map_err(|e| io_err("list", &dir, e))?;
+            let name = item.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        let mut state = State {
+            groups: HashMap::new(),
+            segments: BTreeMap::new(),
+            active: 0,
+            active_len: 0,
+            failed: None,
+            collect: false,
+        };
+        for (n, id) in ids.iter().enumerate() {
+            let last = n + 1 == ids.len();
+            let len = replay_segment(&dir, *id, last, &mut state)?;
+            if last {
+                state.active = *id;
+                state.active_len = len;
+            }
+        }
+        if ids.is_empty() {
+            let file = create_segment(&dir, 0)?;
+            state.segments.insert(
+                0,
+                Segment {
+                    file: Arc::new(file),
+                    max_index: HashMap::new(),
+                },
+            );
+        }
+        let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
+        let inner = Arc::new(Inner {
+            dir,
+            state: Mutex::new(state),
+            sync_tx: Mutex::new(Some(sync_tx)),
+            syncer: Mutex::new(None),
+            stats: Arc::new(FlushStats::default()),
+        });
+        let wal = Wal {
+            inner: inner.clone(),
+        };
+        let weak = Arc::downgrade(&inner);
+        let thread = std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || run_syncer(weak, sync_rx, linger))
+            .map_err(|e| StoreError::Wal(format!("start syncer: {e}")))?;
+        if let Ok(mut slot) = inner.syncer.lock() {
+            *slot = Some(thread);
+        }
+        Ok(wal)
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let state = self
+            .inner
+            .state
+            .lock()
+            .map_err(|_| StoreError::Wal("raft log state poisoned".into()))?;
+        match &state.failed {
+            Some(why) => Err(StoreError::Wal(format!("raft log stopped: {why}"))),
+            None => Ok(state),
+        }
+    }
+
+    /// Group-commit counters.
+    pub(crate) fn stats(&self) -> &FlushStats {
+        &self.inner.stats
+    }
+
+    /// Appends entries of one group (written, not yet durable: see [`Wal::sync_then`]).
+    pub(crate) fn append(
+        &self,
+        group: GroupId,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        let mut pending = Vec::new();
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            let start = buf.len();
+            push_record(&mut buf, &WalRecord::Entry { group, entry })?;
+            pending.push((log_id, start, buf.len() - start));
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.state()?;
+        let base = self.write(&mut state, &buf)?;
+        let segment = state.active;
+        for (log_id, start, len) in pending {
+            let loc = Loc {
+                log_id,
+                segment,
+                offset: base + start as u64,
+                len: len as u32,
+            };
+            let g = state.groups.entry(group).or_default();
+            g.push(loc)
+                .map_err(|why| StoreError::Wal(format!("group {group}: {why}")))?;
+            let max = state
+                .segments
+                .get_mut(&segment)
+                .map(|s| s.max_index.entry(group).or_insert(0));
+            if let Some(max) = max {
+                *max = (*max).max(log_id.index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one record about a group's state.
+    fn note(&self, record: &WalRecord) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        push_record(&mut buf, record)?;
+        let mut state = self.state()?;
+        self.write(&mut state, &buf)?;
+        fn g(state: &mut State, group: GroupId) -> &mut GroupLog {
+            state.groups.entry(group).or_default()
+        }
+        match record {
+            WalRecord::Vote { group, vote } => g(&mut state, *group).vote = Some(*vote),
+            WalRecord::Committed { group, committed } => {
+                g(&mut state, *group).committed = *committed
+            }
+            WalRecord::Truncate { group, since } => g(&mut state, *group).truncate(*since),
+            WalRecord::Purge { group, upto } => {
+                g(&mut state, *group).purge(*upto);
+                state.collect = true;
+            }
+            WalRecord::Reset { group } => {
+                state.groups.remove(group);
+                for segment in state.segments.values_mut() {
+                    segment.max_index.remove(group);
+                }
+                state.collect = true;
+            }
+            WalRecord::Entry { .. } => {}
+        }
+        Ok(())
+    }
+
+    pub(crate) fn save_vote(&self, group: GroupId, vote: Vote<NodeId>) -> Result<(), StoreError> {
+        self.note(&WalRecord::Vote { group, vote })
+    }
+
+    pub(crate) fn save_committed(
+        &self,
+        group: GroupId,
+        committed: Option<LogId>,
+    ) -> Result<(), StoreError> {
+        self.note(&WalRecord::Committed { group, committed })
+    }
+
+    pub(crate) fn truncate(&self, group: GroupId, since: u64) -> Result<(), StoreError> {
+        self.note(&WalRecord::Truncate { group, since })
+    }
+
+    pub(crate) fn purge(&self, group: GroupId, upto: LogId) -> Result<(), StoreError> {
+        self.note(&WalRecord::Purge { group, upto })
+    }
+
+    /// Forgets a group (its replica left this node).
+    pub(crate) fn reset(&self, group: GroupId) -> Result<(), StoreError> {
+        self.note(&WalRecord::Reset { group })
+    }
+
+    /// The vote, committed id, last purged and last log id of a group.
+    pub(crate) fn group_state(&self, group: GroupId) -> Result<GroupSummary, StoreError> {
+        let state = self.state()?;
+        Ok(match state.groups.get(&group) {
+            Some(g) => GroupSummary {
+                vote: g.vote,
+                committed: g.committed,
+                purged: g.purged,
+                last: g.last_log_id(),
+            },
+            None => GroupSummary::default(),
+        })
+    }
+
+    /// Groups with any state in the log.
+    pub(crate) fn groups(&self) -> Result<Vec<GroupId>, StoreError> {
+        Ok(self.state()?.groups.keys().copied().collect())
+    }
+
+    /// Entries of a group with `start <= index < end` that the log holds, in order.
+    pub(crate) fn read(
+        &self,
+        group: GroupId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let locs: Vec<(Arc<File>, Loc)> = {
+            let state = self.state()?;
+            let Some(g) = state.groups.get(&group) else {
+                return Ok(Vec::new());
+            };
+            let first = g.entries.front().map_or(u64::MAX, |l| l.log_id.index);
+            let from = g.position(start.max(first)).unwrap_or(g.entries.len());
+            g.entries
+                .iter()
+                .skip(from)
+                .take_while(|l| l.log_id.index < end)
+                .filter_map(|l| {
+                    let file = state.segments.get(&l.segment)?.file.clone();
+                    Some((file, *l))
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        let mut raw = Vec::new();
+        for (file, loc) in locs {
+            raw.resize(loc.len as usize, 0);
+            file.read_exact_at(&mut raw, loc.offset)
+                .map_err(|e| StoreError::Wal(format!("read segment {}: {e}", loc.segment)))?;
+            match record::decode::<WalRecord>(&raw[4..])? {
+                WalRecord::Entry { entry, .. } if entry.log_id == loc.log_id => out.push(entry),
+                _ => {
+                    return Err(StoreError::Wal(format!(
+                        "segment {} offset {}: not entry {}",
+                        loc.segment, loc.offset, loc.log_id.index
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues `done` to run once everything written before this call is durable.
+    pub(crate) async fn sync_then(&self, done: FlushCallback) -> Result<(), StoreError> {
+        let tx = self
+            .inner
+            .sync_tx
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .ok_or(StoreError::FlusherStopped)?;
+        tx.send(done).await.map_err(|_| StoreError::FlusherStopped)
+    }
+
+    /// Waits until everything written before this call is durable.
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sync_then(Box::new(move |res| {
+            let _ignored_if_caller_gone = tx.send(res);
+        }))
+        .await?;
+        match rx.await {
+            Ok(res) => res.map_err(|e| StoreError::Wal(format!("sync: {e}"))),
+            Err(_) => Err(StoreError::FlusherStopped),
+        }
+    }
+
+    /// Writes `buf` at the end of the active segment (rotating first when it is full) and
+    /// returns the offset it was written at.
+    fn write(&self, state: &mut State, buf: &[u8]) -> Result<u64, StoreError> {
+        if state.active_len > 0 && state.active_len + buf.len() as u64 > SEGMENT_BYTES {
+            self.rotate(state)?;
+        }
+        let offset = state.active_len;
+        let file = match state.segments.get(&state.active) {
+            Some(s) => s.file.clone(),
+            None => return Err(StoreError::Wal("active segment missing".into())),
+        };
+        if let Err(e) = file.write_all_at(buf, offset) {
+            let why = format!("write segment {}: {e}", state.active);
+            tracing::error!(error = %why, "raft log write failed; the log stops");
+            state.failed = Some(why.clone());
+            return Err(StoreError::Wal(why));
+        }
+        state.active_len += buf.len() as u64;
+        Ok(offset)
+    }
+
+    /// Closes the active segment (synced, so that only the newest segment can have a torn tail)
+    /// and starts the next with every group's vote, committed id and purge point.
+    fn rotate(&self, state: &mut State) -> Result<(), StoreError> {
+        if let Some(current) = state.segments.get(&state.active) {
+            current.file.sync_data().map_err(|e| {
+                let why = format!("sync segment {}: {e}", state.active);
+                state.failed = Some(why.clone());
+                StoreError::Wal(why)
+            })?;
+        }
+        let next = state.active + 1;
+        let file = create_segment(&self.inner.dir, next)?;
+        let mut buf = Vec::new();
+        for (group, g) in &state.groups {
+            let group = *group;
+            if let Some(vote) = g.vote {
+                push_record(&mut buf, &WalRecord::Vote { group, vote })?;
+            }
+            if g.committed.is_some() {
+                push_record(
+                    &mut buf,
+                    &WalRecord::Committed {
+                        group,
+                        committed: g.committed,
+                    },
+                )?;
+            }
+            if let Some(upto) = g.purged {
+                push_record(&mut buf, &WalRecord::Purge { group, upto })?;
+            }
+        }
+        file.write_all_at(&buf, 0)
+            .map_err(|e| StoreError::Wal(format!("write segment {next}: {e}")))?;
+        state.segments.insert(
+            next,
+            Segment {
+                file: Arc::new(file),
+                max_index: HashMap::new(),
+            },
+        );
+        state.active = next;
+        state.active_len = buf.len() as u64;
+        state.collect = true;
+        Ok(())
+    }
+}
+
+/// A group's log state.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GroupSummary {
+    pub(crate) vote: Option<Vote<NodeId>>,
+    pub(crate) committed: Option<LogId>,
+    pub(crate) purged: Option<LogId>,
+    pub(crate) last: Option<LogId>,
+}
+
+fn push_record(buf: &mut Vec<u8>, record: &WalRecord) -> Result<(), StoreError> {
+    let framed = record::encode(record)?;
+    buf.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&framed);
+    Ok(())
+}
+
+fn create_segment(dir: &Path, id: u64) -> Result<File, StoreError> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err("create", &path, e))?;
+    // The new name must survive a crash as well as the data written into it.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("sync", dir, e))?;
+    Ok(file)
+}
+
+/// Replays one segment into `state`; returns the length of its valid prefix.
+fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<u64, StoreError> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err("open", &path, e))?;
+    let data = std::fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+    let mut segment = Segment {
+        file: Arc::new(file),
+        max_index: HashMap::new(),
+    };
+    let mut at = 0usize;
+    let torn = loop {
+        if at == data.len() {
+            break None;
+        }
+        let Some(len_bytes) = data.get(at..at + 4) else {
+            break Some("a truncated length".to_string());
+        };
+        let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        if len == 0 || len > MAX_RECORD {
+            break Some(format!("a record length of {len}"));
+        }
+        let Some(raw) = data.get(at + 4..at + 4 + len as usize) else {
+            break Some("a truncated record".to_string());
+        };
+        let record = match record::decode::<WalRecord>(raw) {
+            Ok(r) => r,
+            Err(e) => break Some(e.to_string()),
+        };
+        let total = 4 + len;
+        match record {
+            WalRecord::Entry { group, entry } => {
+                let loc = Loc {
+                    log_id: entry.log_id,
+                    segment: id,
+                    offset: at as u64,
+                    len: total,
+                };
+                state
+                    .groups
+                    .entry(group)
+                    .or_default()
+                    .push(loc)
+                    .map_err(|why| {
+                        StoreError::Wal(format!("{} at {at}: group {group}: {why}", path.display()))
+                    })?;
+                let max = segment.max_index.entry(group).or_insert(0);
+                *max = (*max).max(entry.log_id.index);
+            }
+            WalRecord::Vote { group, vote } => {
+                state.groups.entry(group).or_default().vote = Some(vote)
+            }
+            WalRecord::Committed { group, committed } => {
+                state.groups.entry(group).or_default().committed = committed
+            }
+            WalRecord::Truncate { group, since } => {
+                state.groups.entry(group).or_default().truncate(since)
+            }
+            WalRecord::Purge { group, upto } => state.groups.entry(group).or_default().purge(upto),
+            WalRecord::Reset { group } => {
+                state.groups.remove(&group);
+                for s in state.segments.values_mut() {
+                    s.max_index.remove(&group);
+                }
+                segment.max_index.remove(&group);
+            }
+        }
+        at += total as usize;
+    };
+    if let Some(why) = torn {
+        if !last || !unfinished(&data, at) {
+            return Err(StoreError::Wal(format!(
+                "{} is corrupt at offset {at} ({why}) and is not the newest segment",
+                path.display()
+            )));
+        }
+        // An append that was interrupted before it was acknowledged: cut it off.
+        tracing::warn!(
+            segment = %path.display(),
+            offset = at,
+            why,
+            "raft log ends in a torn record; truncating it"
+        );
+        segment
+            .file
+            .set_len(at as u64)
+            .and_then(|_| segment.file.sync_all())
+            .map_err(|e| io_err("truncate", &path, e))?;
+    }
+    state.segments.insert(id, segment);
+    Ok(at as u64)
+}
+
+/// Whether the bad record at `at` is an append the crash interrupted rather than damage: it
+/// runs past the end of the file, or nothing but zeros (never-written space) follows it. A bad
+/// record with data after it is corruption of something that may have been acknowledged.
+fn unfinished(data: &[u8], at: usize) -> bool {
+    let Some(len_bytes) = data.get(at..at + 4) else {
+        return true;
+    };
+    let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    let end = at.saturating_add(4).saturating_add(len as usize);
+    if len == 0 || end >= data.len() {
+        return true;
+    }
+    data[end..].iter().all(|b| *b == 0)
+}
+
+/// Deletes the oldest segments whose entries are all purged (never the active one).
+fn collect_segments(inner: &Inner) {
+    let mut doomed = Vec::new();
+    {
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
+        if !std::mem::take(&mut state.collect) {
+            return;
+        }
+        let active = state.active;
+        let ids: Vec<u64> = state.segments.keys().copied().collect();
+        for id in ids {
+            if id == active {
+                break;
+            }
+            let Some(segment) = state.segments.get(&id) else {
+                break;
+            };
+            let dead = segment.max_index.iter().all(|(group, max)| {
+                state
+                    .groups
+                    .get(group)
+                    .is_none_or(|g| g.purged.is_some_and(|p| p.index >= *max))
+            });
+            if !dead {
+                break;
+            }
+            state.segments.remove(&id);
+            doomed.push(id);
+        }
+    }
+    for id in doomed {
+        let path = segment_path(&inner.dir, id);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot delete a purged raft log segment");
+        }
+    }
+}
+
+/// The syncer thread: one `fdatasync` of the active segment covers every request queued while
+/// the previous one ran (and, under load, during a short linger).
+fn run_syncer(
+    inner: std::sync::Weak<Inner>,
+    mut rx: mpsc::Receiver<FlushCallback>,
+    linger: Duration,
+) {
+    let mut last_sync: Option<Instant> = None;
+    while let Some(first) = rx.blocking_recv() {
+        if !linger.is_zero() && last_sync.is_some_and(|t| t.elapsed() < FLUSH_BUSY_WINDOW) {
+            std::thread::sleep(linger);
+        }
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let Some(inner) = inner.upgrade() else {
+            let gone = || io::Error::other("raft log closed");
+            for done in batch {
+                done(Err(gone()));
+            }
+            return;
+        };
+        let result = sync_active(&inner);
+        last_sync = Some(Instant::now());
+        inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        inner
+            .stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let ok = result.is_ok();
+        for done in batch {
+            done(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| io::Error::other(e.clone())),
+            );
+        }
+        if ok {
+            collect_segments(&inner);
+        }
+    }
+}
+
+/// `fdatasync` of the active segment; a failure stops the log.
+fn sync_active(inner: &Inner) -> Result<(), String> {
+    let (file, id) = {
+        let state = inner
+            .state
+            .lock()
+            .map_err(|_| "raft log state poisoned".to_string())?;
+        if let Some(why) = &state.failed {
+            return Err(format!("raft log stopped: {why}"));
+        }
+        match state.segments.get(&state.active) {
+            Some(s) => (s.file.clone(), state.active),
+            None => return Err("active segment missing".into()),
+        }
+    };
+    // Segments before the active one were synced when they were closed.
+    if let Err(e) = file.sync_data() {
+        let why = format!("fdatasync of segment {id}: {e}");
+        tracing::error!(error = %why, "raft log sync failed; the log stops");
+        if let Ok(mut state) = inner.state.lock() {
+            state.failed = Some(why.clone());
+        }
+        return Err(why);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64, body: &str) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(crate::Command(body.as_bytes().to_vec())),
+        }
+    }
+
+    fn indexes(wal: &Wal, group: GroupId) -> Vec<u64> {
+        wal.read(group, 0, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn groups_share_one_log_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            wal.append(1, (1..=3).map(|i| entry(1, i, "a"))).unwrap();
+            wal.append(2, (1..=2).map(|i| entry(1, i, "b"))).unwrap();
+            wal.append(1, [entry(1, 4, "a")]).unwrap();
+            wal.save_vote(1, Vote::new(3, 1)).unwrap();
+            wal.save_committed(2, Some(LogId::new(CommittedLeaderId::new(1, 1), 2)))
+                .unwrap();
+            wal.sync().await.unwrap();
+        }
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
+        assert_eq!(indexes(&wal, 2), vec![1, 2]);
+        assert_eq!(wal.read(1, 2, 4).unwrap().len(), 2);
+        let one = wal.group_state(1).unwrap();
+        assert_eq!(one.vote, Some(Vote::new(3, 1)));
+        assert_eq!(one.last.map(|l| l.index), Some(4));
+        assert_eq!(
+            wal.group_state(2).unwrap().committed.map(|l| l.index),
+            Some(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn truncate_purge_and_reset_are_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            wal.append(1, (1..=6).map(|i| entry(1, i, "x"))).unwrap();
+            wal.truncate(1, 5).unwrap();
+            wal.append(1, [entry(2, 5, "y")]).unwrap();
+            wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 2))
+                .unwrap();
+            wal.append(3, [entry(1, 1, "z")]).unwrap();
+            wal.reset(3).unwrap();
+            wal.sync().await.unwrap();
+        }
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![3, 4, 5]);
+        let read = wal.read(1, 5, 6).unwrap();
+        assert_eq!(read[0].log_id.leader_id.term, 2);
+        let state = wal.group_state(1).unwrap();
+        assert_eq!(state.purged.map(|l| l.index), Some(2));
+        assert!(!wal.groups().unwrap().contains(&3));
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_off_and_corruption_elsewhere_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            wal.append(1, (1..=3).map(|i| entry(1, i, "abc"))).unwrap();
+            wal.sync().await.unwrap();
+        }
+        let seg = segment_path(&dir.path().join(DIR), 0);
+        let full = std::fs::read(&seg).unwrap();
+        // A crash in the middle of the third record's write.
+        std::fs::write(&seg, &full[..full.len() - 3]).unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            assert_eq!(indexes(&wal, 1), vec![1, 2]);
+            // Appends continue where the valid prefix ends.
+            wal.append(1, [entry(1, 3, "again")]).unwrap();
+            wal.sync().await.unwrap();
+        }
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![1, 2, 3]);
+        drop(wal);
+
+        // A flipped byte in a segment that is not the newest: refused, not skipped.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[12] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        std::fs::write(segment_path(&dir.path().join(DIR), 1), b"").unwrap();
+        let err = Wal::open(dir.path(), Duration::ZERO).err().unwrap();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn purged_segments_are_deleted_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        wal.append(1, (1..=2).map(|i| entry(1, i, "a"))).unwrap();
+        wal.save_vote(1, Vote::new(2, 1)).unwrap();
+        {
+            let mut state = wal.state().unwrap();
+            wal.rotate(&mut state).unwrap();
+        }
+        wal.append(1, [entry(1, 3, "b")]).unwrap();
+        wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .unwrap();
+        wal.sync().await.unwrap();
+        let seg_dir = dir.path().join(DIR);
+        assert!(
+            !segment_path(&seg_dir, 0).exists(),
+            "segment 0 should be gone"
+        );
+        drop(wal);
+        // The vote was carried into the new segment.
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(wal.group_state(1).unwrap().vote, Some(Vote::new(2, 1)));
+        assert_eq!(indexes(&wal, 1), vec![3]);
+    }
+}
