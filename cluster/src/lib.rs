@@ -38,6 +38,7 @@ pub mod wire;
 mod batch;
 mod batching;
 mod codec;
+mod compaction;
 mod error;
 mod forward;
 mod groups;

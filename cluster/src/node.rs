@@ -240,6 +240,9 @@ impl ClusterNode {
         self.inner
             .tasks
             .spawn(announce_address(Arc::downgrade(&self.inner)));
+        self.inner
+            .tasks
+            .spawn(crate::compaction::run(Arc::downgrade(&self.inner)));
     }
 
     /// This node's id.

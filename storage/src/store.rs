@@ -148,6 +148,13 @@ impl Store {
         Ok(())
     }
 
+    /// Groups whose unpurged log entries keep log segments older than the newest `keep` on
+    /// disk, with the index up to which each would have to purge (see
+    /// `chatsdk_cluster`'s log compaction task).
+    pub fn groups_pinning_log(&self, keep: u64) -> Result<Vec<(GroupId, u64)>, StoreError> {
+        self.inner.wal.groups_pinning(keep)
+    }
+
     /// Group-commit counters of the log.
     pub fn flush_stats(&self) -> &FlushStats {
         self.inner.wal.stats()

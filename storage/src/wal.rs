@@ -417,6 +417,31 @@ impl Wal {
         Ok(self.state()?.groups.keys().copied().collect())
     }
 
+    /// Groups whose live entries keep segments older than the newest `keep` from being deleted,
+    /// each with the highest index that would have to be purged to release them. A quiet group
+    /// snapshots rarely (by entry count), so without help its few entries would keep every
+    /// segment written since its oldest one.
+    pub(crate) fn groups_pinning(&self, keep: u64) -> Result<Vec<(GroupId, u64)>, StoreError> {
+        let state = self.state()?;
+        let horizon = state.active.saturating_sub(keep);
+        let mut pins: HashMap<GroupId, u64> = HashMap::new();
+        for (_, segment) in state.segments.range(..horizon) {
+            for (group, max) in &segment.max_index {
+                let live = state
+                    .groups
+                    .get(group)
+                    .is_some_and(|g| g.purged.is_none_or(|p| p.index < *max));
+                if live {
+                    let pin = pins.entry(*group).or_insert(0);
+                    *pin = (*pin).max(*max);
+                }
+            }
+        }
+        let mut out: Vec<_> = pins.into_iter().collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Entries of a group with `start <= index < end` that the log holds, in order.
     pub(crate) fn read(
         &self,
@@ -819,6 +844,15 @@ mod tests {
         }
     }
 
+    /// Segments are deleted by the syncer just after it acknowledges a sync.
+    fn wait_gone(path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while path.exists() {
+            assert!(Instant::now() < deadline, "{} still exists", path.display());
+            std::thread::yield_now();
+        }
+    }
+
     fn indexes(wal: &Wal, group: GroupId) -> Vec<u64> {
         wal.read(group, 0, u64::MAX)
             .unwrap()
@@ -922,15 +956,40 @@ mod tests {
         wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 2))
             .unwrap();
         wal.sync().await.unwrap();
-        let seg_dir = dir.path().join(DIR);
-        assert!(
-            !segment_path(&seg_dir, 0).exists(),
-            "segment 0 should be gone"
-        );
+        wait_gone(&segment_path(&dir.path().join(DIR), 0));
         drop(wal);
         // The vote was carried into the new segment.
         let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(wal.group_state(1).unwrap().vote, Some(Vote::new(2, 1)));
         assert_eq!(indexes(&wal, 1), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn quiet_groups_that_pin_old_segments_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        // Group 1 is busy and purges; group 2 wrote two entries long ago.
+        wal.append(2, (1..=2).map(|i| entry(1, i, "quiet")))
+            .unwrap();
+        for round in 0..3u64 {
+            wal.append(1, [entry(1, round + 1, "busy")]).unwrap();
+            let mut state = wal.state().unwrap();
+            wal.rotate(&mut state).unwrap();
+        }
+        wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .unwrap();
+        wal.sync().await.unwrap();
+        assert!(
+            segment_path(&dir.path().join(DIR), 0).exists(),
+            "pinned by group 2"
+        );
+        assert_eq!(wal.groups_pinning(1).unwrap(), vec![(2, 2)]);
+        assert_eq!(wal.groups_pinning(10).unwrap(), vec![]);
+        // Once group 2 purges (after a snapshot), everything old goes.
+        wal.purge(2, LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .unwrap();
+        wal.sync().await.unwrap();
+        assert!(wal.groups_pinning(0).unwrap().is_empty());
+        wait_gone(&segment_path(&dir.path().join(DIR), 0));
     }
 }

@@ -1,0 +1,67 @@
+//! Keeps the node's Raft log from growing without bound because of quiet groups.
+//!
+//! Every group of a node appends to one write-ahead log, and a log segment can be deleted only
+//! once every entry in it is purged. Groups purge after a snapshot, and they snapshot by entry
+//! count, so a quiet group's few entries could keep every segment written since its oldest one
+//! on disk. This task asks such groups to snapshot and then to purge up to what keeps the old
+//! segments, after which the log deletes them.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::node::NodeInner;
+
+/// How often the log is checked.
+const INTERVAL: Duration = Duration::from_secs(30);
+/// Segments (64 MiB each) a quiet group may keep behind the one being written.
+const KEEP_SEGMENTS: u64 = 4;
+
+pub(crate) async fn run(weak: Weak<NodeInner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    let token = inner.shutdown.clone();
+    drop(inner);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        pass(&inner).await;
+    }
+}
+
+/// One check: a group that pins old segments snapshots first (the purge needs a snapshot that
+/// covers the entries) and purges at a later pass.
+async fn pass(inner: &NodeInner) {
+    let pinning = match inner.store.groups_pinning_log(KEEP_SEGMENTS) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the raft log for quiet groups");
+            return;
+        }
+    };
+    for (group, upto) in pinning {
+        let Some(local) = inner.group(group) else {
+            continue;
+        };
+        let snapshot = local.raft.metrics().borrow().snapshot.map(|s| s.index);
+        let outcome = if snapshot.is_some_and(|s| s >= upto) {
+            tracing::info!(
+                group,
+                upto,
+                "purging a quiet group's log to release old segments"
+            );
+            local.raft.trigger().purge_log(upto).await
+        } else {
+            tracing::info!(
+                group,
+                upto,
+                "snapshotting a quiet group to release old log segments"
+            );
+            local.raft.trigger().snapshot().await
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(group, error = %e, "log compaction request failed");
+        }
+    }
+}
