@@ -63,6 +63,7 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    path: PathBuf,
     wal: Wal,
 }
 
@@ -91,7 +92,11 @@ impl Store {
         check_data_format(&db, &config.path)?;
         let wal = Wal::open(&config.path, config.flush_linger)?;
         Ok(Store {
-            inner: Arc::new(Inner { db, wal }),
+            inner: Arc::new(Inner {
+                db,
+                path: config.path.clone(),
+                wal,
+            }),
         })
     }
 
@@ -138,14 +143,14 @@ impl Store {
         Ok(())
     }
 
-    /// Waits until everything written to sled before this call is durable (snapshots; the
-    /// log has its own syncer).
+    /// Waits until everything written to sled before this call is durable (snapshots, the
+    /// node identity; the log has its own syncer). Rare, and done off the async workers.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let path = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || sync_sled(&db, &path))
             .await
-            .map_err(|_| StoreError::FlusherStopped)??;
-        Ok(())
+            .map_err(|_| StoreError::FlusherStopped)?
     }
 
     /// Groups whose unpurged log entries keep log segments older than the newest `keep` on
@@ -164,6 +169,41 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
     }
+}
+
+/// sled's `flush` writes its log and calls `sync_file_range`, which flushes neither the file's
+/// metadata nor the disk's write cache, and never syncs the separate files it keeps large
+/// values in (`blobs/`). After it, `fsync` sled's files so that what was flushed survives a
+/// power loss too: a snapshot is followed by a purge of the log it replaces.
+fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    db.flush()?;
+    let fail = |what: &Path, e: io::Error| {
+        StoreError::Sled(sled::Error::Io(io::Error::new(
+            e.kind(),
+            format!("fsync {}: {e}", what.display()),
+        )))
+    };
+    let data = path.join("db");
+    std::fs::File::open(&data)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| fail(&data, e))?;
+    let blobs = path.join("blobs");
+    if let Ok(items) = std::fs::read_dir(&blobs) {
+        for item in items.flatten() {
+            let blob = item.path();
+            // A blob sled deleted meanwhile needs no syncing.
+            match std::fs::File::open(&blob).and_then(|f| f.sync_all()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(&blob, e)),
+                _ => {}
+            }
+        }
+        std::fs::File::open(&blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(&blobs, e))?;
+    }
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail(path, e))
 }
 
 /// The format of a data directory written by this build. Format 1 (no marker) held the
@@ -323,6 +363,23 @@ mod tests {
             matches!(err, StoreError::DataFormat { found: 9, .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn flush_syncs_sled_files_including_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            let tree = store.tree("t").unwrap();
+            // Large enough for sled to keep it in a separate blob file.
+            tree.insert(b"big", vec![7u8; 1 << 20]).unwrap();
+            tree.insert(b"small", &b"v"[..]).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let tree = store.tree("t").unwrap();
+        assert_eq!(tree.get(b"big").unwrap().map(|v| v.len()), Some(1 << 20));
+        assert_eq!(tree.get(b"small").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
