@@ -182,6 +182,13 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     c.limits.bench_profile = true;
     // A process here may hold ~20,000 files; leave room for storage and cluster sockets.
     c.limits.max_connections = 19_000;
+    // Experiments: the shard count and the log's group-commit linger of the node under test.
+    if let Some(shards) = env_number("CHATSDK_BENCH_SHARDS")? {
+        c.cluster.shards = u32::try_from(shards)?;
+    }
+    if let Some(linger) = env_number("CHATSDK_BENCH_FLUSH_LINGER_US")? {
+        c.cluster.flush_linger_us = linger;
+    }
     if let Some((addr, token)) = &join {
         c.cluster.join = Some(*addr);
         c.cluster.join_token = Some(token.clone());
@@ -230,4 +237,14 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// A numeric setting from the environment, if set.
+fn env_number(name: &str) -> anyhow::Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(
+            v.parse().map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))?,
+        )),
+        Err(_) => Ok(None),
+    }
 }
