@@ -271,6 +271,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+        // The log holds back purges until the snapshot is installed and durable.
+        self.store
+            .wal()
+            .begin_install(self.group)
+            .map_err(sm_write_err)?;
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -311,6 +316,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.store
             .flush()
             .await
+            .map_err(|e| snapshot_err(Some(meta), e))?;
+        self.store
+            .wal()
+            .end_install(self.group)
             .map_err(|e| snapshot_err(Some(meta), e))?;
         self.applier.snapshot_installed(self.group);
         Ok(())

@@ -62,9 +62,10 @@ pub struct Store {
 }
 
 struct Inner {
+    // Dropped first: the log's syncer is joined before sled (and its directory lock) goes.
+    wal: Wal,
     db: sled::Db,
     path: PathBuf,
-    wal: Wal,
 }
 
 impl Store {
@@ -93,9 +94,9 @@ impl Store {
         let wal = Wal::open(&config.path, config.flush_linger)?;
         Ok(Store {
             inner: Arc::new(Inner {
+                wal,
                 db,
                 path: config.path.clone(),
-                wal,
             }),
         })
     }
@@ -135,8 +136,11 @@ impl Store {
     }
 
     /// Deletes every tree and the log of a group (after the group moved away from this node).
+    /// The log forgets the group durably before the trees go: the other order could bring the
+    /// group's log back after a crash without its state machine.
     pub fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
         self.inner.wal.reset(group)?;
+        self.inner.wal.sync_now()?;
         for kind in GROUP_TREES {
             self.inner.db.drop_tree(group_tree_name(group, kind))?;
         }

@@ -49,6 +49,8 @@ const SYNC_QUEUE: usize = 4096;
 /// costs a second write (the inode) and, measured here, ~30 µs more CPU and ~70 µs more latency
 /// per sync.
 const PREALLOC_CHUNK: u64 = 1024 * 1024;
+/// How long a purge waits for a snapshot install that does not finish.
+const INSTALL_WAIT: Duration = Duration::from_secs(60);
 /// Largest record replay accepts (an entry holds at most one batch of commands).
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
 /// The sub-directory of the data directory that holds the segments.
@@ -102,6 +104,10 @@ struct GroupLog {
     purged: Option<LogId>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId>,
+    /// A snapshot is being received for this group since then: see [`Wal::purge`].
+    installing: Option<Instant>,
+    /// A purge asked for while a snapshot was being installed, done once it is durable.
+    pending_purge: Option<LogId>,
 }
 
 impl GroupLog {
@@ -136,19 +142,43 @@ impl GroupLog {
         }
     }
 
-    fn push(&mut self, loc: Loc) -> Result<(), String> {
+    fn push(&mut self, loc: Loc) {
+        // Written over a conflicting suffix (checked by `Wal::append`): the newer one wins.
+        self.truncate(loc.log_id.index);
+        self.entries.push_back(loc);
+    }
+
+    /// Replays an entry record. Older segments may have been deleted once their entries were
+    /// purged, and the purge point carried into a newer segment may predate that purge (it is
+    /// the one at rotation time); the purge record itself comes later. So a gap is tolerated
+    /// here and checked once everything is replayed ([`GroupLog::check_replayed`]).
+    fn replay(&mut self, loc: Loc) -> Result<(), String> {
         let index = loc.log_id.index;
-        if !self.entries.is_empty() || self.purged.is_some() {
-            let next = self.next_index();
-            if index < next {
-                // A conflicting entry written again without a truncate record (cannot happen
-                // through `LogStore`, tolerated on replay): the newer one wins.
-                self.truncate(index);
-            } else if index > next {
-                return Err(format!("entry {index} follows {}", next.saturating_sub(1)));
-            }
+        let next = self.next_index();
+        if index < next {
+            // An entry written again over a conflicting one (openraft may append over a suffix
+            // without truncating first): the newer one wins, as it did when it was written.
+            self.truncate(index);
+        } else if index > next || (self.entries.is_empty() && self.purged.is_none()) {
+            // Nothing before it can be used: it starts the group's entries.
+            self.entries.clear();
         }
         self.entries.push_back(loc);
+        Ok(())
+    }
+
+    /// After replay: the entries must follow the purge point without a hole.
+    fn check_replayed(&self) -> Result<(), String> {
+        let Some(first) = self.entries.front().map(|l| l.log_id.index) else {
+            return Ok(());
+        };
+        let expected = self.purged.map_or(0, |p| p.index + 1);
+        if first > expected.max(1) {
+            return Err(format!(
+                "the log starts at entry {first} but only entries up to {} were purged",
+                expected.saturating_sub(1)
+            ));
+        }
         Ok(())
     }
 
@@ -184,31 +214,28 @@ pub(crate) struct Wal {
     inner: Arc<Inner>,
 }
 
+/// The handle's side: dropping the last [`Wal`] closes the syncer's queue and joins it, so that
+/// nothing of this log runs once the handle is gone (the directory may be reopened at once).
 struct Inner {
-    dir: PathBuf,
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     sync_tx: Mutex<Option<mpsc::Sender<FlushCallback>>>,
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    stats: Arc<FlushStats>,
+}
+
+/// What the syncer shares with the handle (the syncer never holds the handle itself).
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    stats: FlushStats,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-impl Inner {
-    fn shutdown(&self) {
         if let Ok(mut tx) = self.sync_tx.lock() {
             tx.take();
         }
         let thread = self.syncer.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
-            // The syncer itself may hold the last handle for a moment: it then just returns.
-            if thread.thread().id() == std::thread::current().id() {
-                return;
-            }
             if thread.join().is_err() {
                 tracing::error!("raft log syncer thread panicked");
             }
@@ -275,31 +302,34 @@ impl Wal {
                 },
             );
         }
+        for (group, g) in &state.groups {
+            g.check_replayed()
+                .map_err(|why| StoreError::Wal(format!("group {group}: {why}")))?;
+        }
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
-        let inner = Arc::new(Inner {
+        let shared = Arc::new(Shared {
             dir,
             state: Mutex::new(state),
-            sync_tx: Mutex::new(Some(sync_tx)),
-            syncer: Mutex::new(None),
-            stats: Arc::new(FlushStats::default()),
+            stats: FlushStats::default(),
         });
-        let wal = Wal {
-            inner: inner.clone(),
-        };
-        let weak = Arc::downgrade(&inner);
+        let for_syncer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || run_syncer(weak, sync_rx, linger))
+            .spawn(move || run_syncer(for_syncer, sync_rx, linger))
             .map_err(|e| StoreError::Wal(format!("start syncer: {e}")))?;
-        if let Ok(mut slot) = inner.syncer.lock() {
-            *slot = Some(thread);
-        }
-        Ok(wal)
+        Ok(Wal {
+            inner: Arc::new(Inner {
+                shared,
+                sync_tx: Mutex::new(Some(sync_tx)),
+                syncer: Mutex::new(Some(thread)),
+            }),
+        })
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         let state = self
             .inner
+            .shared
             .state
             .lock()
             .map_err(|_| StoreError::Wal("raft log state poisoned".into()))?;
@@ -311,7 +341,7 @@ impl Wal {
 
     /// Group-commit counters.
     pub(crate) fn stats(&self) -> &FlushStats {
-        &self.inner.stats
+        &self.inner.shared.stats
     }
 
     /// Appends entries of one group (written, not yet durable: see [`Wal::sync_then`]).
@@ -332,6 +362,25 @@ impl Wal {
             return Ok(());
         }
         let mut state = self.state()?;
+        // A batch that does not continue the group's log is refused before anything is written
+        // (openraft truncates first; anything else would make the log unreadable at replay).
+        let mut expect = match state.groups.get(&group) {
+            Some(g) if !g.entries.is_empty() || g.purged.is_some() => Some(g.next_index()),
+            _ => None,
+        };
+        for (n, (log_id, _, _)) in pending.iter().enumerate() {
+            if let Some(next) = expect {
+                // The first entry may overwrite a conflicting suffix; none may leave a gap.
+                if log_id.index > next || (n > 0 && log_id.index != next) {
+                    return Err(StoreError::Wal(format!(
+                        "group {group}: entry {} does not follow {}",
+                        log_id.index,
+                        next.saturating_sub(1)
+                    )));
+                }
+            }
+            expect = Some(log_id.index + 1);
+        }
         let base = self.write(&mut state, &buf)?;
         let segment = state.active;
         for (log_id, start, len) in pending {
@@ -341,9 +390,7 @@ impl Wal {
                 offset: base + start as u64,
                 len: len as u32,
             };
-            let g = state.groups.entry(group).or_default();
-            g.push(loc)
-                .map_err(|why| StoreError::Wal(format!("group {group}: {why}")))?;
+            state.groups.entry(group).or_default().push(loc);
             let max = state
                 .segments
                 .get_mut(&segment)
@@ -402,8 +449,46 @@ impl Wal {
         self.note(&WalRecord::Truncate { group, since })
     }
 
+    /// Purges entries up to `upto`. While a snapshot is being installed the purge waits for
+    /// the install to be durable ([`Wal::end_install`]): openraft asks for it as soon as it
+    /// hands the snapshot to the state machine, and a purge that reached the disk before the
+    /// installed state would leave, after a crash, a state machine behind a log without the
+    /// entries to catch up. An install that never finishes stops deferring after a minute.
     pub(crate) fn purge(&self, group: GroupId, upto: LogId) -> Result<(), StoreError> {
+        {
+            let mut state = self.state()?;
+            let g = state.groups.entry(group).or_default();
+            if g.installing.is_some_and(|t| t.elapsed() < INSTALL_WAIT) {
+                if g.pending_purge.is_none_or(|p| p.index < upto.index) {
+                    g.pending_purge = Some(upto);
+                }
+                return Ok(());
+            }
+            g.installing = None;
+        }
         self.note(&WalRecord::Purge { group, upto })
+    }
+
+    /// A snapshot for `group` started to arrive.
+    pub(crate) fn begin_install(&self, group: GroupId) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        state.groups.entry(group).or_default().installing = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The snapshot being installed for `group` is durable (or the install ended): do the
+    /// purge it held back.
+    pub(crate) fn end_install(&self, group: GroupId) -> Result<(), StoreError> {
+        let pending = {
+            let mut state = self.state()?;
+            let g = state.groups.entry(group).or_default();
+            g.installing = None;
+            g.pending_purge.take()
+        };
+        match pending {
+            Some(upto) => self.purge(group, upto),
+            None => Ok(()),
+        }
     }
 
     /// Forgets a group (its replica left this node).
@@ -510,6 +595,14 @@ impl Wal {
         tx.send(done).await.map_err(|_| StoreError::FlusherStopped)
     }
 
+    /// Makes everything written so far durable on the calling thread (for blocking callers;
+    /// the write path goes through the syncer).
+    pub(crate) fn sync_now(&self) -> Result<(), StoreError> {
+        let doomed = sync_active(&self.inner.shared).map_err(StoreError::Wal)?;
+        delete_segments(&self.inner.shared, doomed);
+        Ok(())
+    }
+
     /// Waits until everything written before this call is durable.
     pub(crate) async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -553,15 +646,23 @@ impl Wal {
     /// Closes the active segment (synced, so that only the newest segment can have a torn tail)
     /// and starts the next with every group's vote, committed id and purge point.
     fn rotate(&self, state: &mut State) -> Result<(), StoreError> {
+        // Any failure half-way stops the log: a half-made next segment must not sit behind
+        // records still written to this one.
+        self.try_rotate(state).inspect_err(|e| {
+            tracing::error!(error = %e, "raft log rotation failed; the log stops");
+            state.failed = Some(e.to_string());
+        })
+    }
+
+    fn try_rotate(&self, state: &mut State) -> Result<(), StoreError> {
         if let Some(current) = state.segments.get(&state.active) {
-            current.file.sync_data().map_err(|e| {
-                let why = format!("sync segment {}: {e}", state.active);
-                state.failed = Some(why.clone());
-                StoreError::Wal(why)
-            })?;
+            current
+                .file
+                .sync_data()
+                .map_err(|e| StoreError::Wal(format!("sync segment {}: {e}", state.active)))?;
         }
         let next = state.active + 1;
-        let file = create_segment(&self.inner.dir, next)?;
+        let file = create_segment(&self.inner.shared.dir, next)?;
         let mut buf = Vec::new();
         for (group, g) in &state.groups {
             let group = *group;
@@ -629,7 +730,7 @@ fn extend(state: &mut State, file: &File, target: u64) -> Result<(), StoreError>
 /// to the end of what is filled, so that they keep overwriting instead of extending the file.
 /// The fill is written under the log's lock (no append can race it) and made durable by the
 /// next sync.
-fn prepare_ahead(inner: &Inner) {
+fn prepare_ahead(inner: &Shared) {
     let Ok(mut state) = inner.state.lock() else {
         return;
     };
@@ -719,7 +820,7 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
                     .groups
                     .entry(group)
                     .or_default()
-                    .push(loc)
+                    .replay(loc)
                     .map_err(|why| {
                         StoreError::Wal(format!("{} at {at}: group {group}: {why}", path.display()))
                     })?;
@@ -801,53 +902,53 @@ fn unfinished(data: &[u8], at: usize) -> bool {
     false
 }
 
-/// Deletes the oldest segments whose entries are all purged (never the active one).
-fn collect_segments(inner: &Inner) {
-    let mut doomed = Vec::new();
-    {
-        let Ok(mut state) = inner.state.lock() else {
-            return;
-        };
-        if !std::mem::take(&mut state.collect) {
-            return;
+/// The oldest segments whose entries are all purged (or belong to groups that left), never
+/// the active one: a prefix of the segments, so that replay never meets a hole.
+fn dead_segments(state: &State) -> Vec<u64> {
+    let mut dead = Vec::new();
+    for (id, segment) in &state.segments {
+        if *id >= state.active {
+            break;
         }
-        let active = state.active;
-        let ids: Vec<u64> = state.segments.keys().copied().collect();
-        for id in ids {
-            if id == active {
+        let purged = segment.max_index.iter().all(|(group, max)| {
+            state
+                .groups
+                .get(group)
+                .is_none_or(|g| g.purged.is_some_and(|p| p.index >= *max))
+        });
+        if !purged {
+            break;
+        }
+        dead.push(*id);
+    }
+    dead
+}
+
+/// Deletes segments found dead before a sync that has since completed (so the purges and resets
+/// that made them dead are durable), oldest first, stopping at the first that cannot be deleted.
+fn delete_segments(shared: &Shared, doomed: Vec<u64>) {
+    let mut deleted = Vec::new();
+    for id in doomed {
+        let path = segment_path(&shared.dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => deleted.push(id),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => deleted.push(id),
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot delete a purged raft log segment");
                 break;
             }
-            let Some(segment) = state.segments.get(&id) else {
-                break;
-            };
-            let dead = segment.max_index.iter().all(|(group, max)| {
-                state
-                    .groups
-                    .get(group)
-                    .is_none_or(|g| g.purged.is_some_and(|p| p.index >= *max))
-            });
-            if !dead {
-                break;
-            }
-            state.segments.remove(&id);
-            doomed.push(id);
         }
     }
-    for id in doomed {
-        let path = segment_path(&inner.dir, id);
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(segment = %path.display(), error = %e, "cannot delete a purged raft log segment");
+    if let Ok(mut state) = shared.state.lock() {
+        for id in &deleted {
+            state.segments.remove(id);
         }
     }
 }
 
 /// The syncer thread: one `fdatasync` of the active segment covers every request queued while
 /// the previous one ran (and, under load, during a short linger).
-fn run_syncer(
-    inner: std::sync::Weak<Inner>,
-    mut rx: mpsc::Receiver<FlushCallback>,
-    linger: Duration,
-) {
+fn run_syncer(shared: Arc<Shared>, mut rx: mpsc::Receiver<FlushCallback>, linger: Duration) {
     let mut last_sync: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         if !linger.is_zero() && last_sync.is_some_and(|t| t.elapsed() < FLUSH_BUSY_WINDOW) {
@@ -857,21 +958,13 @@ fn run_syncer(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let Some(inner) = inner.upgrade() else {
-            let gone = || io::Error::other("raft log closed");
-            for done in batch {
-                done(Err(gone()));
-            }
-            return;
-        };
-        let result = sync_active(&inner);
+        let result = sync_active(&shared);
         last_sync = Some(Instant::now());
-        inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        inner
+        shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        shared
             .stats
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let ok = result.is_ok();
         for done in batch {
             done(
                 result
@@ -880,38 +973,46 @@ fn run_syncer(
                     .map_err(|e| io::Error::other(e.clone())),
             );
         }
-        if ok {
-            prepare_ahead(&inner);
-            collect_segments(&inner);
+        if let Ok(doomed) = result {
+            prepare_ahead(&shared);
+            if !doomed.is_empty() {
+                delete_segments(&shared, doomed);
+            }
         }
     }
 }
 
-/// `fdatasync` of the active segment; a failure stops the log.
-fn sync_active(inner: &Inner) -> Result<(), String> {
-    let (file, id) = {
-        let state = inner
+/// `fdatasync` of the active segment; a failure stops the log. Returns the segments that were
+/// dead before the sync started: everything that made them dead was written before it, so it
+/// is durable once the sync returns (segments before the active one were synced when closed).
+fn sync_active(shared: &Shared) -> Result<Vec<u64>, String> {
+    let (file, id, doomed) = {
+        let mut state = shared
             .state
             .lock()
             .map_err(|_| "raft log state poisoned".to_string())?;
         if let Some(why) = &state.failed {
             return Err(format!("raft log stopped: {why}"));
         }
+        let doomed = if std::mem::take(&mut state.collect) {
+            dead_segments(&state)
+        } else {
+            Vec::new()
+        };
         match state.segments.get(&state.active) {
-            Some(s) => (s.file.clone(), state.active),
+            Some(s) => (s.file.clone(), state.active, doomed),
             None => return Err("active segment missing".into()),
         }
     };
-    // Segments before the active one were synced when they were closed.
     if let Err(e) = file.sync_data() {
         let why = format!("fdatasync of segment {id}: {e}");
         tracing::error!(error = %why, "raft log sync failed; the log stops");
-        if let Ok(mut state) = inner.state.lock() {
+        if let Ok(mut state) = shared.state.lock() {
             state.failed = Some(why.clone());
         }
         return Err(why);
     }
-    Ok(())
+    Ok(doomed)
 }
 
 #[cfg(test)]
@@ -1058,6 +1159,62 @@ mod tests {
         let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(wal.group_state(1).unwrap().vote, Some(Vote::new(2, 1)));
         assert_eq!(indexes(&wal, 1), vec![3]);
+    }
+
+    /// The purge point carried into a segment at rotation is older than the purge that later
+    /// lets the previous segment go: replay must accept the gap the purge record then covers.
+    #[tokio::test]
+    async fn reopen_after_old_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            wal.append(1, (1..=4).map(|i| entry(1, i, "a"))).unwrap();
+            wal.purge(1, id(1)).unwrap();
+            {
+                let mut state = wal.state().unwrap();
+                wal.rotate(&mut state).unwrap();
+            }
+            wal.append(1, [entry(1, 5, "b")]).unwrap();
+            wal.purge(1, id(4)).unwrap();
+            wal.sync().await.unwrap();
+            wait_gone(&segment_path(&dir.path().join(DIR), 0));
+        }
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![5]);
+        assert_eq!(wal.group_state(1).unwrap().purged, Some(id(4)));
+        wal.append(1, [entry(1, 6, "c")]).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_does_not_follow_is_refused_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            wal.append(1, (1..=2).map(|i| entry(1, i, "a"))).unwrap();
+            assert!(wal.append(1, [entry(1, 4, "gap")]).is_err());
+            assert!(wal
+                .append(1, [entry(1, 3, "ok"), entry(1, 5, "gap")])
+                .is_err());
+            wal.sync().await.unwrap();
+        }
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_purge_waits_for_the_snapshot_being_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        wal.append(1, (1..=4).map(|i| entry(1, i, "a"))).unwrap();
+        wal.begin_install(1).unwrap();
+        wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .unwrap();
+        assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
+        assert_eq!(wal.group_state(1).unwrap().purged, None);
+        wal.end_install(1).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![4]);
+        assert_eq!(wal.group_state(1).unwrap().purged.map(|l| l.index), Some(3));
     }
 
     #[tokio::test]
