@@ -90,8 +90,16 @@ impl Store {
                 other => break other?,
             }
         };
-        check_data_format(&db, &config.path)?;
-        let wal = Wal::open(&config.path, config.flush_linger)?;
+        // A new directory gets its log before its format marker, so that a marked directory
+        // without a log is never the result of a crash during the first start.
+        let fresh = db.get(FORMAT_KEY)?.is_none() && db.tree_names().len() <= 1 && db.is_empty();
+        if !fresh {
+            check_data_format(&db, &config.path)?;
+        }
+        let wal = Wal::open(&config.path, config.flush_linger, !fresh)?;
+        if fresh {
+            check_data_format(&db, &config.path)?;
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 wal,
@@ -384,6 +392,15 @@ mod tests {
         let tree = store.tree("t").unwrap();
         assert_eq!(tree.get(b"big").unwrap().map(|v| v.len()), Some(1 << 20));
         assert_eq!(tree.get(b"small").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_directory_whose_raft_log_is_missing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(&StoreConfig::new(dir.path())).unwrap());
+        std::fs::remove_dir_all(dir.path().join(crate::wal::DIR)).unwrap();
+        let err = Store::open(&StoreConfig::new(dir.path())).err().unwrap();
+        assert!(err.to_string().contains("no raft log"), "{err}");
     }
 
     #[test]

@@ -253,9 +253,26 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> StoreError {
 
 impl Wal {
     /// Opens (or creates) the log under `data_dir` and replays it.
-    pub(crate) fn open(data_dir: &Path, linger: Duration) -> Result<Wal, StoreError> {
+    /// `existing` says the data directory held data before: its log must be there too (a
+    /// missing log would lose votes and entries, so it is refused rather than recreated).
+    pub(crate) fn open(
+        data_dir: &Path,
+        linger: Duration,
+        existing: bool,
+    ) -> Result<Wal, StoreError> {
         let dir = data_dir.join(DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        if !dir.is_dir() {
+            if existing {
+                return Err(StoreError::Wal(format!(
+                    "{} is missing: the data directory has state but no raft log",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+            File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err("sync", data_dir, e))?;
+        }
         let mut ids = Vec::new();
         for item in std::fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))? {
             let item = item.map_err(|e| io_err("list", &dir, e))?;
@@ -547,7 +564,7 @@ impl Wal {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StoreError> {
-        let locs: Vec<(Arc<File>, Loc)> = {
+        let locs: Vec<(Option<Arc<File>>, Loc)> = {
             let state = self.state()?;
             let Some(g) = state.groups.get(&group) else {
                 return Ok(Vec::new());
@@ -558,15 +575,18 @@ impl Wal {
                 .iter()
                 .skip(from)
                 .take_while(|l| l.log_id.index < end)
-                .filter_map(|l| {
-                    let file = state.segments.get(&l.segment)?.file.clone();
-                    Some((file, *l))
-                })
+                .map(|l| (state.segments.get(&l.segment).map(|s| s.file.clone()), *l))
                 .collect()
         };
         let mut out = Vec::with_capacity(locs.len());
         let mut raw = Vec::new();
         for (file, loc) in locs {
+            let file = file.ok_or_else(|| {
+                StoreError::Wal(format!(
+                    "segment {} of entry {} is missing",
+                    loc.segment, loc.log_id.index
+                ))
+            })?;
             raw.resize(loc.len as usize, 0);
             file.read_exact_at(&mut raw, loc.offset)
                 .map_err(|e| StoreError::Wal(format!("read segment {}: {e}", loc.segment)))?;
@@ -746,7 +766,12 @@ fn prepare_ahead(inner: &Shared) {
     if target.saturating_sub(state.active_len) > SEGMENT_BYTES {
         return;
     }
-    let _stopped_is_logged = extend(&mut state, &file, target);
+    // Nothing acknowledged depends on this fill: a failure only means the next append fills.
+    let before = state.failed.clone();
+    if let Err(e) = extend(&mut state, &file, target) {
+        tracing::warn!(error = %e, "cannot zero-fill the raft log ahead; appends will");
+        state.failed = before;
+    }
 }
 
 fn push_record(buf: &mut Vec<u8>, record: &WalRecord) -> Result<(), StoreError> {
@@ -1048,7 +1073,7 @@ mod tests {
     async fn groups_share_one_log_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             wal.append(1, (1..=3).map(|i| entry(1, i, "a"))).unwrap();
             wal.append(2, (1..=2).map(|i| entry(1, i, "b"))).unwrap();
             wal.append(1, [entry(1, 4, "a")]).unwrap();
@@ -1062,7 +1087,7 @@ mod tests {
             .unwrap()
             .len();
         assert!(len >= PREALLOC_CHUNK && len % PREALLOC_CHUNK == 0, "{len}");
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
         assert_eq!(indexes(&wal, 2), vec![1, 2]);
         assert_eq!(wal.read(1, 2, 4).unwrap().len(), 2);
@@ -1079,7 +1104,7 @@ mod tests {
     async fn truncate_purge_and_reset_are_replayed() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             wal.append(1, (1..=6).map(|i| entry(1, i, "x"))).unwrap();
             wal.truncate(1, 5).unwrap();
             wal.append(1, [entry(2, 5, "y")]).unwrap();
@@ -1089,7 +1114,7 @@ mod tests {
             wal.reset(3).unwrap();
             wal.sync().await.unwrap();
         }
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(indexes(&wal, 1), vec![3, 4, 5]);
         let read = wal.read(1, 5, 6).unwrap();
         assert_eq!(read[0].log_id.leader_id.term, 2);
@@ -1103,7 +1128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = "x".repeat(4000);
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             wal.append(1, (1..=2).map(|i| entry(1, i, "abc"))).unwrap();
             wal.append(1, [entry(1, 3, &big)]).unwrap();
             wal.sync().await.unwrap();
@@ -1120,13 +1145,13 @@ mod tests {
         data[sector..sector + 512].fill(0);
         std::fs::write(&seg, &data).unwrap();
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             assert_eq!(indexes(&wal, 1), vec![1, 2]);
             // Appends continue where the valid prefix ends.
             wal.append(1, [entry(1, 3, "again")]).unwrap();
             wal.sync().await.unwrap();
         }
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(indexes(&wal, 1), vec![1, 2, 3]);
         drop(wal);
 
@@ -1135,14 +1160,14 @@ mod tests {
         bytes[12] ^= 0xff;
         std::fs::write(&seg, &bytes).unwrap();
         std::fs::write(segment_path(&dir.path().join(DIR), 1), b"").unwrap();
-        let err = Wal::open(dir.path(), Duration::ZERO).err().unwrap();
+        let err = Wal::open(dir.path(), Duration::ZERO, false).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     #[tokio::test]
     async fn purged_segments_are_deleted_after_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         wal.append(1, (1..=2).map(|i| entry(1, i, "a"))).unwrap();
         wal.save_vote(1, Vote::new(2, 1)).unwrap();
         {
@@ -1156,7 +1181,7 @@ mod tests {
         wait_gone(&segment_path(&dir.path().join(DIR), 0));
         drop(wal);
         // The vote was carried into the new segment.
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(wal.group_state(1).unwrap().vote, Some(Vote::new(2, 1)));
         assert_eq!(indexes(&wal, 1), vec![3]);
     }
@@ -1168,7 +1193,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             wal.append(1, (1..=4).map(|i| entry(1, i, "a"))).unwrap();
             wal.purge(1, id(1)).unwrap();
             {
@@ -1180,7 +1205,7 @@ mod tests {
             wal.sync().await.unwrap();
             wait_gone(&segment_path(&dir.path().join(DIR), 0));
         }
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(indexes(&wal, 1), vec![5]);
         assert_eq!(wal.group_state(1).unwrap().purged, Some(id(4)));
         wal.append(1, [entry(1, 6, "c")]).unwrap();
@@ -1190,7 +1215,7 @@ mod tests {
     async fn a_batch_that_does_not_follow_is_refused_before_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
             wal.append(1, (1..=2).map(|i| entry(1, i, "a"))).unwrap();
             assert!(wal.append(1, [entry(1, 4, "gap")]).is_err());
             assert!(wal
@@ -1198,14 +1223,14 @@ mod tests {
                 .is_err());
             wal.sync().await.unwrap();
         }
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         assert_eq!(indexes(&wal, 1), vec![1, 2]);
     }
 
     #[tokio::test]
     async fn a_purge_waits_for_the_snapshot_being_installed() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         wal.append(1, (1..=4).map(|i| entry(1, i, "a"))).unwrap();
         wal.begin_install(1).unwrap();
         wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 3))
@@ -1220,7 +1245,7 @@ mod tests {
     #[tokio::test]
     async fn quiet_groups_that_pin_old_segments_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), Duration::ZERO).unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
         // Group 1 is busy and purges; group 2 wrote two entries long ago.
         wal.append(2, (1..=2).map(|i| entry(1, i, "quiet")))
             .unwrap();
