@@ -9,11 +9,12 @@
 //! per append and one `fdatasync` per group commit, however many groups wrote.
 //!
 //! Layout: `<data dir>/raft-log/<segment id>.wal`, each a sequence of
-//! `[length: u32 LE][record]` where the record is a [`WalRecord`] framed by [`crate::record`]
-//! (format byte, CRC32, bincode 2). Replay on open rebuilds each group's index (where each entry
-//! is, its vote, committed and purged ids). A torn record at the end of the newest segment (a
-//! crash in the middle of an append that was never acknowledged) is cut off; one anywhere else is
-//! corruption and refuses to open.
+//! `[length: u32 LE][CRC32 of the length][record]` where the record is a [`WalRecord`] framed
+//! by [`crate::record`] (format byte, CRC32, bincode 2), then zeros (the segment is filled ahead
+//! of its end). Replay on open rebuilds each group's index (where each entry is, its vote,
+//! committed and purged ids). A torn record at the end of the newest segment (a crash in the
+//! middle of an append that was never acknowledged) is cut off; any other bad record is
+//! corruption and refuses to open (see `unfinished`).
 //!
 //! A segment is rotated at [`SEGMENT_BYTES`]; the new one starts with each group's vote,
 //! committed and purge point, so older segments only matter for their entries. Segments are
@@ -590,7 +591,7 @@ impl Wal {
             raw.resize(loc.len as usize, 0);
             file.read_exact_at(&mut raw, loc.offset)
                 .map_err(|e| StoreError::Wal(format!("read segment {}: {e}", loc.segment)))?;
-            match record::decode::<WalRecord>(&raw[4..])? {
+            match record::decode::<WalRecord>(&raw[HEADER..])? {
                 WalRecord::Entry { entry, .. } if entry.log_id == loc.log_id => out.push(entry),
                 _ => {
                     return Err(StoreError::Wal(format!(
@@ -774,11 +775,25 @@ fn prepare_ahead(inner: &Shared) {
     }
 }
 
+/// Bytes in front of each record: its length and the length's CRC32 (so a damaged length is
+/// never mistaken for a record that runs past the end of the file).
+const HEADER: usize = 8;
+
 fn push_record(buf: &mut Vec<u8>, record: &WalRecord) -> Result<(), StoreError> {
     let framed = record::encode(record)?;
-    buf.extend_from_slice(&(framed.len() as u32).to_le_bytes());
+    let len = (framed.len() as u32).to_le_bytes();
+    buf.extend_from_slice(&len);
+    buf.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
     buf.extend_from_slice(&framed);
     Ok(())
+}
+
+/// The length a record header at `at` announces, if the header is whole and its CRC matches.
+fn header_len(data: &[u8], at: usize) -> Option<u32> {
+    let h = data.get(at..at + HEADER)?;
+    let len = [h[0], h[1], h[2], h[3]];
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    (crc32fast::hash(&len) == crc).then(|| u32::from_le_bytes(len))
 }
 
 fn create_segment(dir: &Path, id: u64) -> Result<File, StoreError> {
@@ -814,25 +829,24 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
         if at == data.len() {
             break None;
         }
-        let Some(len_bytes) = data.get(at..at + 4) else {
-            break Some("a truncated length".to_string());
-        };
-        let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-        if len == 0 && data[at..].iter().all(|b| *b == 0) {
+        if data[at..].iter().all(|b| *b == 0) {
             // The zero-filled space ahead of the last append.
             break None;
         }
+        let Some(len) = header_len(&data, at) else {
+            break Some("a damaged or truncated record header".to_string());
+        };
         if len == 0 || len > MAX_RECORD {
             break Some(format!("a record length of {len}"));
         }
-        let Some(raw) = data.get(at + 4..at + 4 + len as usize) else {
+        let Some(raw) = data.get(at + HEADER..at + HEADER + len as usize) else {
             break Some("a truncated record".to_string());
         };
         let record = match record::decode::<WalRecord>(raw) {
             Ok(r) => r,
             Err(e) => break Some(e.to_string()),
         };
-        let total = 4 + len;
+        let total = HEADER as u32 + len;
         match record {
             WalRecord::Entry { group, entry } => {
                 let loc = Loc {
@@ -899,30 +913,38 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
 /// Whether the bad record at `at` (in the newest segment) is an append the crash interrupted
 /// rather than damage. A write that never completed leaves whole disk sectors unwritten, and
 /// the segment is zero-filled ahead of its end, so such a record runs past the end of the file
-/// or has a sector's worth of it (split at sector boundaries) all zeros. Bit rot does neither:
-/// a record damaged otherwise may have been acknowledged, and the node refuses to start.
-/// (This is etcd's rule for torn WAL entries.)
+/// or has an unwritten sector: its first piece (up to a sector boundary) all zeros, or a later
+/// sector of it zero from its start to the end of that sector. Bit rot does neither (and the
+/// length is checksummed, so a damaged length cannot make a record look longer than the file):
+/// a record damaged otherwise may have been acknowledged, and the node refuses to start. (This
+/// is etcd's rule for torn WAL entries.)
 fn unfinished(data: &[u8], at: usize) -> bool {
     const SECTOR: usize = 512;
-    let Some(len_bytes) = data.get(at..at + 4) else {
+    if data.len() < at + HEADER {
         return true;
-    };
-    let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    let end = if len == 0 || len > MAX_RECORD {
-        at + 4
-    } else {
-        at + 4 + len as usize
+    }
+    let end = match header_len(data, at) {
+        Some(len) if len > 0 && len <= MAX_RECORD => at + HEADER + len as usize,
+        // A header that does not check: only its own piece can tell.
+        _ => at + HEADER,
     };
     if end > data.len() {
         return true;
     }
     let mut start = at;
     while start < end {
-        let stop = ((start / SECTOR + 1) * SECTOR).min(end);
+        let sector_end = (start / SECTOR + 1) * SECTOR;
+        // The first piece may share its sector with the record before it; later pieces start
+        // a sector and are checked to its end, which nothing else can have written.
+        let stop = if start == at {
+            sector_end.min(end)
+        } else {
+            sector_end.min(data.len())
+        };
         if data[start..stop].iter().all(|b| *b == 0) {
             return true;
         }
-        start = stop;
+        start = sector_end;
     }
     false
 }
@@ -1138,7 +1160,7 @@ mod tests {
         // The third record starts after the first two.
         let mut at = 0;
         for _ in 0..2 {
-            at += 4 + u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            at += HEADER + u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
         }
         // A crash while writing it: one of its sectors never reached the disk.
         let sector = (at / 512 + 2) * 512;
@@ -1161,6 +1183,25 @@ mod tests {
         std::fs::write(&seg, &bytes).unwrap();
         std::fs::write(segment_path(&dir.path().join(DIR), 1), b"").unwrap();
         let err = Wal::open(dir.path(), Duration::ZERO, false).err().unwrap();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    /// A damaged length that would make a record run past the end of the file must not pass
+    /// for a torn append: the records after it were acknowledged.
+    #[tokio::test]
+    async fn a_damaged_length_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
+            wal.append(1, (1..=3).map(|i| entry(1, i, "abc"))).unwrap();
+            wal.sync().await.unwrap();
+        }
+        let seg = segment_path(&dir.path().join(DIR), 0);
+        let mut data = std::fs::read(&seg).unwrap();
+        let second = HEADER + u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize;
+        data[second + 2] ^= 0x10; // the length now claims about a megabyte
+        std::fs::write(&seg, &data).unwrap();
+        let err = Wal::open(dir.path(), Duration::ZERO, true).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
 

@@ -154,7 +154,7 @@ async fn corrupted_snapshot_is_refused() {
     assert_eq!(applied, None);
 }
 
-/// The Raft log's segment files and the offsets of their records (`[len u32 LE][record]`).
+/// The Raft log's segment files and the offsets of their records.
 fn log_records(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(usize, usize)>) {
     let seg_dir = dir.join("raft-log");
     let mut segments: Vec<_> = std::fs::read_dir(&seg_dir)
@@ -167,13 +167,14 @@ fn log_records(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(usize, usize)
     let mut at = 0;
     let mut records = Vec::new();
     while at < data.len() {
+        // `[len u32][crc32 of len u32][record]`.
         let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
             // The zero-filled space after the last record.
             break;
         }
-        records.push((at, 4 + len));
-        at += 4 + len;
+        records.push((at, 8 + len));
+        at += 8 + len;
     }
     (path, records)
 }
