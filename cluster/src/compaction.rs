@@ -4,11 +4,15 @@
 //! once every entry in it is purged. Groups purge after a snapshot, and they snapshot by entry
 //! count, so a quiet group's few entries could keep every segment written since its oldest one
 //! on disk. This task asks such groups to snapshot and then to purge up to what keeps the old
-//! segments, after which the log deletes them.
+//! segments, after which the log deletes them. A group whose entries are in the log but whose
+//! replica this node no longer holds (removed while the node was down) is dropped instead.
 
 use std::sync::Weak;
 use std::time::Duration;
 
+use chatsdk_storage::GroupId;
+
+use crate::meta::META_GROUP;
 use crate::node::NodeInner;
 
 /// How often the log is checked.
@@ -42,6 +46,7 @@ async fn pass(inner: &NodeInner) {
     };
     for (group, upto) in pinning {
         let Some(local) = inner.group(group) else {
+            forget_if_gone(inner, group).await;
             continue;
         };
         let snapshot = local.raft.metrics().borrow().snapshot.map(|s| s.index);
@@ -63,5 +68,37 @@ async fn pass(inner: &NodeInner) {
         if let Err(e) = outcome {
             tracing::warn!(group, error = %e, "log compaction request failed");
         }
+    }
+}
+
+/// A group with entries in the log but no replica open here, that the cluster no longer places
+/// on this node (its replica was removed while the node was down, say): nothing will ever purge
+/// its entries, so its log and trees are dropped. Done under the lock that creates and removes
+/// replicas, so it cannot race a replica being created.
+async fn forget_if_gone(inner: &NodeInner, group: GroupId) {
+    if group == META_GROUP {
+        return;
+    }
+    let _lifecycle = inner.lifecycle.lock().await;
+    if inner.group(group).is_some() {
+        return;
+    }
+    let state = inner.meta.current();
+    let placed_here = state
+        .shard_map
+        .get(&group)
+        .map(|r| !r.settled || r.placement.replicas.contains(&inner.id))
+        .unwrap_or(true);
+    if placed_here {
+        return;
+    }
+    let store = inner.store.clone();
+    match tokio::task::spawn_blocking(move || store.drop_group(group)).await {
+        Ok(Ok(())) => tracing::info!(
+            group,
+            "dropped the log of a replica this node no longer holds"
+        ),
+        Ok(Err(e)) => tracing::warn!(group, error = %e, "cannot drop a stale replica's log"),
+        Err(e) => tracing::warn!(group, error = %e, "stale replica drop task failed"),
     }
 }
