@@ -434,7 +434,10 @@ impl Wal {
             WalRecord::Committed { group, committed } => {
                 g(&mut state, *group).committed = *committed
             }
-            WalRecord::Truncate { group, since } => g(&mut state, *group).truncate(*since),
+            WalRecord::Truncate { group, since } => {
+                g(&mut state, *group).truncate(*since);
+                forget_truncated(state.segments.values_mut(), *group, *since);
+            }
             WalRecord::Purge { group, upto } => {
                 g(&mut state, *group).purge(*upto);
                 state.collect = true;
@@ -775,6 +778,28 @@ fn prepare_ahead(inner: &Shared) {
     }
 }
 
+/// Entries of `group` from `since` on are gone: segments no longer hold live entries of it
+/// beyond `since - 1` (their highest index is lowered, so a truncated suffix does not keep a
+/// segment, or make a quiet group look as if it pinned one).
+fn forget_truncated<'a>(
+    segments: impl Iterator<Item = &'a mut Segment>,
+    group: GroupId,
+    since: u64,
+) {
+    for segment in segments {
+        if let Some(max) = segment.max_index.get_mut(&group) {
+            if *max >= since {
+                match since.checked_sub(1) {
+                    Some(last) => *max = last,
+                    None => {
+                        segment.max_index.remove(&group);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Bytes in front of each record: its length and the length's CRC32 (so a damaged length is
 /// never mistaken for a record that runs past the end of the file).
 const HEADER: usize = 8;
@@ -873,7 +898,9 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
                 state.groups.entry(group).or_default().committed = committed
             }
             WalRecord::Truncate { group, since } => {
-                state.groups.entry(group).or_default().truncate(since)
+                state.groups.entry(group).or_default().truncate(since);
+                forget_truncated(state.segments.values_mut(), group, since);
+                forget_truncated(std::iter::once(&mut segment), group, since);
             }
             WalRecord::Purge { group, upto } => state.groups.entry(group).or_default().purge(upto),
             WalRecord::Reset { group } => {
@@ -1281,6 +1308,27 @@ mod tests {
         wal.end_install(1).unwrap();
         assert_eq!(indexes(&wal, 1), vec![4]);
         assert_eq!(wal.group_state(1).unwrap().purged.map(|l| l.index), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_suffix_does_not_keep_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
+        wal.append(1, (1..=5).map(|i| entry(1, i, "a"))).unwrap();
+        {
+            let mut state = wal.state().unwrap();
+            wal.rotate(&mut state).unwrap();
+        }
+        wal.truncate(1, 3).unwrap();
+        wal.append(1, [entry(2, 3, "b")]).unwrap();
+        assert_eq!(wal.groups_pinning(0).unwrap(), vec![(1, 2)]);
+        wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 2))
+            .unwrap();
+        wal.sync().await.unwrap();
+        wait_gone(&segment_path(&dir.path().join(DIR), 0));
+        drop(wal);
+        let wal = Wal::open(dir.path(), Duration::ZERO, true).unwrap();
+        assert_eq!(indexes(&wal, 1), vec![3]);
     }
 
     #[tokio::test]
