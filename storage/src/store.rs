@@ -315,6 +315,15 @@ mod tests {
         );
     }
 
+    /// A sled directory carrying only the format marker `format`.
+    fn marked(format: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(FORMAT_KEY, &format.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        dir
+    }
+
     #[test]
     fn new_directories_are_marked_and_older_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -351,12 +360,7 @@ mod tests {
         );
 
         // A directory of format 2 (the Raft logs in sled).
-        let two = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(two.path()).unwrap();
-            db.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
+        let two = marked(2);
         let err = Store::open(&StoreConfig::new(two.path())).err().unwrap();
         assert!(
             matches!(err, StoreError::DataFormat { found: 2, .. }),
@@ -364,12 +368,7 @@ mod tests {
         );
 
         // A directory marked by a newer build.
-        let newer = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(newer.path()).unwrap();
-            db.insert(FORMAT_KEY, &9u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
+        let newer = marked(9);
         let err = Store::open(&StoreConfig::new(newer.path())).err().unwrap();
         assert!(
             matches!(err, StoreError::DataFormat { found: 9, .. }),

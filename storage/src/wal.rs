@@ -144,7 +144,8 @@ impl GroupLog {
     }
 
     fn push(&mut self, loc: Loc) {
-        // Written over a conflicting suffix (checked by `Wal::append`): the newer one wins.
+        // Written over a conflicting suffix (openraft may append over one without truncating
+        // first; `Wal::append` refuses gaps): the newer one wins.
         self.truncate(loc.log_id.index);
         self.entries.push_back(loc);
     }
@@ -153,19 +154,12 @@ impl GroupLog {
     /// purged, and the purge point carried into a newer segment may predate that purge (it is
     /// the one at rotation time); the purge record itself comes later. So a gap is tolerated
     /// here and checked once everything is replayed ([`GroupLog::check_replayed`]).
-    fn replay(&mut self, loc: Loc) -> Result<(), String> {
-        let index = loc.log_id.index;
-        let next = self.next_index();
-        if index < next {
-            // An entry written again over a conflicting one (openraft may append over a suffix
-            // without truncating first): the newer one wins, as it did when it was written.
-            self.truncate(index);
-        } else if index > next || (self.entries.is_empty() && self.purged.is_none()) {
+    fn replay(&mut self, loc: Loc) {
+        if loc.log_id.index > self.next_index() {
             // Nothing before it can be used: it starts the group's entries.
             self.entries.clear();
         }
-        self.entries.push_back(loc);
-        Ok(())
+        self.push(loc);
     }
 
     /// After replay: the entries must follow the purge point without a hole.
@@ -207,6 +201,38 @@ struct State {
     failed: Option<String>,
     /// A purge or reset happened since the last collection of old segments.
     collect: bool,
+}
+
+impl State {
+    /// Applies a record about a group's state (not an entry), as written or as replayed.
+    fn apply_note(&mut self, record: &WalRecord) {
+        fn group_log(groups: &mut HashMap<GroupId, GroupLog>, group: GroupId) -> &mut GroupLog {
+            groups.entry(group).or_default()
+        }
+        let groups = &mut self.groups;
+        match record {
+            WalRecord::Vote { group, vote } => group_log(groups, *group).vote = Some(*vote),
+            WalRecord::Committed { group, committed } => {
+                group_log(groups, *group).committed = *committed
+            }
+            WalRecord::Truncate { group, since } => {
+                group_log(groups, *group).truncate(*since);
+                forget_truncated(self.segments.values_mut(), *group, *since);
+            }
+            WalRecord::Purge { group, upto } => {
+                group_log(groups, *group).purge(*upto);
+                self.collect = true;
+            }
+            WalRecord::Reset { group } => {
+                self.groups.remove(group);
+                for segment in self.segments.values_mut() {
+                    segment.max_index.remove(group);
+                }
+                self.collect = true;
+            }
+            WalRecord::Entry { .. } => {}
+        }
+    }
 }
 
 /// The write-ahead log of a node. Cheap to clone.
@@ -426,31 +452,7 @@ impl Wal {
         push_record(&mut buf, record)?;
         let mut state = self.state()?;
         self.write(&mut state, &buf)?;
-        fn g(state: &mut State, group: GroupId) -> &mut GroupLog {
-            state.groups.entry(group).or_default()
-        }
-        match record {
-            WalRecord::Vote { group, vote } => g(&mut state, *group).vote = Some(*vote),
-            WalRecord::Committed { group, committed } => {
-                g(&mut state, *group).committed = *committed
-            }
-            WalRecord::Truncate { group, since } => {
-                g(&mut state, *group).truncate(*since);
-                forget_truncated(state.segments.values_mut(), *group, *since);
-            }
-            WalRecord::Purge { group, upto } => {
-                g(&mut state, *group).purge(*upto);
-                state.collect = true;
-            }
-            WalRecord::Reset { group } => {
-                state.groups.remove(group);
-                for segment in state.segments.values_mut() {
-                    segment.max_index.remove(group);
-                }
-                state.collect = true;
-            }
-            WalRecord::Entry { .. } => {}
-        }
+        state.apply_note(record);
         Ok(())
     }
 
@@ -845,10 +847,14 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
         .open(&path)
         .map_err(|e| io_err("open", &path, e))?;
     let data = std::fs::read(&path).map_err(|e| io_err("read", &path, e))?;
-    let mut segment = Segment {
-        file: Arc::new(file),
-        max_index: HashMap::new(),
-    };
+    let file = Arc::new(file);
+    state.segments.insert(
+        id,
+        Segment {
+            file: file.clone(),
+            max_index: HashMap::new(),
+        },
+    );
     let mut at = 0usize;
     let torn = loop {
         if at == data.len() {
@@ -872,51 +878,27 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
             Err(e) => break Some(e.to_string()),
         };
         let total = HEADER as u32 + len;
-        match record {
-            WalRecord::Entry { group, entry } => {
-                let loc = Loc {
-                    log_id: entry.log_id,
-                    segment: id,
-                    offset: at as u64,
-                    len: total,
-                };
-                state
-                    .groups
-                    .entry(group)
-                    .or_default()
-                    .replay(loc)
-                    .map_err(|why| {
-                        StoreError::Wal(format!("{} at {at}: group {group}: {why}", path.display()))
-                    })?;
-                let max = segment.max_index.entry(group).or_insert(0);
+        if let WalRecord::Entry { group, entry } = &record {
+            let loc = Loc {
+                log_id: entry.log_id,
+                segment: id,
+                offset: at as u64,
+                len: total,
+            };
+            state.groups.entry(*group).or_default().replay(loc);
+            if let Some(segment) = state.segments.get_mut(&id) {
+                let max = segment.max_index.entry(*group).or_insert(0);
                 *max = (*max).max(entry.log_id.index);
             }
-            WalRecord::Vote { group, vote } => {
-                state.groups.entry(group).or_default().vote = Some(vote)
-            }
-            WalRecord::Committed { group, committed } => {
-                state.groups.entry(group).or_default().committed = committed
-            }
-            WalRecord::Truncate { group, since } => {
-                state.groups.entry(group).or_default().truncate(since);
-                forget_truncated(state.segments.values_mut(), group, since);
-                forget_truncated(std::iter::once(&mut segment), group, since);
-            }
-            WalRecord::Purge { group, upto } => state.groups.entry(group).or_default().purge(upto),
-            WalRecord::Reset { group } => {
-                state.groups.remove(&group);
-                for s in state.segments.values_mut() {
-                    s.max_index.remove(&group);
-                }
-                segment.max_index.remove(&group);
-            }
+        } else {
+            state.apply_note(&record);
         }
         at += total as usize;
     };
     if let Some(why) = torn {
         if !last || !unfinished(&data, at) {
             return Err(StoreError::Wal(format!(
-                "{} is corrupt at offset {at} ({why}) and is not the newest segment",
+                "{} is corrupt at offset {at} ({why}): not an interrupted last append",
                 path.display()
             )));
         }
@@ -927,13 +909,10 @@ fn replay_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<
             why,
             "raft log ends in a torn record; truncating it"
         );
-        segment
-            .file
-            .set_len(at as u64)
-            .and_then(|_| segment.file.sync_all())
+        file.set_len(at as u64)
+            .and_then(|_| file.sync_all())
             .map_err(|e| io_err("truncate", &path, e))?;
     }
-    state.segments.insert(id, segment);
     Ok(at as u64)
 }
 
