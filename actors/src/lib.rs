@@ -17,6 +17,7 @@
 pub mod channel;
 pub mod chat;
 pub mod codec;
+pub mod dialect;
 pub mod directory;
 pub mod emitter;
 pub mod error;

@@ -1,25 +1,23 @@
-//! The JSON shapes of the Client API (camelCase), built from stored records.
+//! The JSON shapes of the API, built from stored records.
 //!
-//! One place renders each record, so REST responses and realtime event payloads agree. The
-//! Server API's snake_case dialect is derived from these by the gateway. Events are rendered
-//! here too ([`event`]), once when a channel actor emits them and by the same function when
-//! history or recovery reads them back: the stored form is the typed [`Event`].
+//! One place renders each record, so REST responses and realtime event payloads agree. Each
+//! view is declared once and derived in both dialects ([`camel`] for the Client API and the
+//! realtime events, [`snake`] for the Server API; see [`crate::dialect_views`]). Views borrow
+//! the record and are serialized straight to text, without an intermediate JSON tree. Events
+//! are rendered here too ([`event`]), once when a channel actor emits them and by the same
+//! function when history or recovery reads them back: the stored form is the typed [`Event`].
 
 use serde::ser::SerializeSeq;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::codec::Json;
 
 use crate::model::{Channel, ChannelFlags, Event, Member, Message, User, UserSummary};
 use crate::time::iso;
 
-fn opt_iso(ms: Option<u64>) -> Value {
-    ms.map(|m| Value::String(iso(m))).unwrap_or(Value::Null)
-}
-
 /// A time as the API shows it (ISO-8601).
-struct Iso(u64);
+#[derive(Clone, Copy)]
+pub struct Iso(pub u64);
 
 impl Serialize for Iso {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -27,38 +25,8 @@ impl Serialize for Iso {
     }
 }
 
-/// The embedded author of a message, as clients see it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UserSummaryView<'a> {
-    id: &'a str,
-    name: &'a str,
-    image: Option<&'a str>,
-    custom: &'a Json,
-    created_at: Iso,
-    updated_at: Iso,
-}
-
-impl<'a> From<&'a UserSummary> for UserSummaryView<'a> {
-    fn from(u: &'a UserSummary) -> Self {
-        UserSummaryView {
-            id: &u.id,
-            name: &u.name,
-            image: u.image.as_deref(),
-            custom: &u.custom,
-            created_at: Iso(u.created_at),
-            updated_at: Iso(u.updated_at),
-        }
-    }
-}
-
-/// The embedded author of a message.
-pub fn user_summary(u: &UserSummary) -> Value {
-    serde_json::to_value(UserSummaryView::from(u)).unwrap_or(Value::Null)
-}
-
 /// An empty JSON list (features this build does not have yet render as empty).
-struct Empty;
+pub struct Empty;
 
 impl Serialize for Empty {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -81,169 +49,303 @@ impl Serialize for Attachments<'_> {
     }
 }
 
-/// A message as clients see it (formatMessage of the original), borrowed from the record:
-/// events are written straight to text from it, without an intermediate JSON tree.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageView<'a> {
-    id: &'a str,
-    channel_id: &'a str,
-    cid: &'a str,
-    user_id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: Option<&'a str>,
-    seq: u64,
-    client_msg_id: Option<&'a str>,
-    user: UserSummaryView<'a>,
-    attachments: Attachments<'a>,
-    parent_id: Option<&'a str>,
-    reply_to_id: Option<&'a str>,
-    reaction_count: u64,
-    reactions: Empty,
-    reply_count: u64,
-    thread_count: u64,
-    status: &'static str,
-    pinned: bool,
-    pinned_at: Option<()>,
-    pinned_by: Option<()>,
-    link_previews: Empty,
-    poll_id: Option<()>,
-    poll: Option<()>,
-    mentions: &'a [String],
-    created_at: Iso,
-    updated_at: Iso,
-    edited_at: Option<Iso>,
-    deleted_at: Option<Iso>,
-}
+/// A user-owned object that reads as `{}` when it was never set.
+struct Object<'a>(&'a Json);
 
-impl<'a> From<&'a Message> for MessageView<'a> {
-    fn from(m: &'a Message) -> Self {
-        let deleted = m.deleted_at.is_some();
-        MessageView {
-            id: &m.id,
-            channel_id: &m.channel_id,
-            cid: &m.channel_id,
-            user_id: &m.user_id,
-            kind: if deleted { "deleted" } else { "regular" },
-            text: if deleted { None } else { m.text.as_deref() },
-            seq: m.seq,
-            client_msg_id: m.client_msg_id.as_deref(),
-            user: UserSummaryView::from(&m.user),
-            attachments: if deleted || m.attachments.is_null() {
-                Attachments::None
-            } else {
-                Attachments::Some(&m.attachments)
-            },
-            parent_id: m.parent_id.as_deref(),
-            reply_to_id: m.reply_to_id.as_deref(),
-            reaction_count: 0,
-            reactions: Empty,
-            reply_count: m.reply_count,
-            thread_count: m.reply_count,
-            status: "sent",
-            pinned: false,
-            pinned_at: None,
-            pinned_by: None,
-            link_previews: Empty,
-            poll_id: None,
-            poll: None,
-            mentions: &m.mentions,
-            created_at: Iso(m.created_at),
-            updated_at: Iso(m.edited_at.unwrap_or(m.created_at)),
-            edited_at: m.edited_at.map(Iso),
-            deleted_at: m.deleted_at.map(Iso),
+impl Serialize for Object<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_null() {
+            s.serialize_map(Some(0))
+                .and_then(serde::ser::SerializeMap::end)
+        } else {
+            self.0.serialize(s)
         }
     }
 }
 
-/// A user as `GET /api/users/:id` shows it.
-pub fn user(u: &User, now_ms: u64) -> Value {
-    let online = u
-        .last_active_at
-        .is_some_and(|t| now_ms.saturating_sub(t) < 5 * 60 * 1000);
-    json!({
-        "id": u.id,
-        "name": u.name,
-        "image": u.image,
-        "email": u.email,
-        "custom": u.custom,
-        "role": u.role,
-        "lastActiveAt": opt_iso(u.last_active_at),
-        "createdAt": iso(u.created_at),
-        "updatedAt": iso(u.updated_at),
-        "online": online,
-    })
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
-/// A message (formatMessage of the original).
-pub fn message(m: &Message) -> Value {
-    serde_json::to_value(MessageView::from(m)).unwrap_or(Value::Null)
+/// Whether a user counts as online (active in the last five minutes).
+fn online(u: &User, now_ms: u64) -> bool {
+    u.last_active_at
+        .is_some_and(|t| now_ms.saturating_sub(t) < 5 * 60 * 1000)
 }
 
-/// The answer to a send: the message, marked `duplicate` when its client message id had
-/// already been used (REST and the `message.send` RPC answer alike).
-pub fn sent(m: &Message, duplicate: bool) -> Value {
-    let mut v = message(m);
-    if duplicate {
-        v["duplicate"] = json!(true);
+crate::dialect_views! {
+    types {
+        /// The embedded author of a message.
+        pub struct UserSummaryView<'a> {
+            id: &'a str,
+            name: &'a str,
+            image: Option<&'a str>,
+            custom: &'a Json,
+            created_at: Iso,
+            updated_at: Iso,
+        }
+
+        /// A message as clients see it (formatMessage of the original).
+        pub struct MessageView<'a> {
+            id: &'a str,
+            channel_id: &'a str,
+            cid: &'a str,
+            user_id: &'a str,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            text: Option<&'a str>,
+            seq: u64,
+            client_msg_id: Option<&'a str>,
+            user: UserSummaryView<'a>,
+            attachments: Attachments<'a>,
+            parent_id: Option<&'a str>,
+            reply_to_id: Option<&'a str>,
+            reaction_count: u64,
+            reactions: Empty,
+            reply_count: u64,
+            thread_count: u64,
+            status: &'static str,
+            pinned: bool,
+            pinned_at: Option<()>,
+            pinned_by: Option<()>,
+            link_previews: Empty,
+            poll_id: Option<()>,
+            poll: Option<()>,
+            mentions: &'a [String],
+            created_at: Iso,
+            updated_at: Iso,
+            edited_at: Option<Iso>,
+            deleted_at: Option<Iso>,
+        }
+
+        /// The answer to a send: the message, marked `duplicate` when its client message id
+        /// had already been used (REST and the `message.send` RPC answer alike).
+        pub struct SentView<'a> {
+            #[serde(flatten)]
+            message: MessageView<'a>,
+            #[serde(skip_serializing_if = "is_false")]
+            duplicate: bool,
+        }
+
+        /// A user as the user and server keys see them (`GET /api/users/me`, the Server API).
+        pub struct ProfileView<'a> {
+            id: &'a str,
+            name: &'a str,
+            image: Option<&'a str>,
+            email: Option<&'a str>,
+            custom: &'a Json,
+            role: Option<&'a str>,
+            last_active_at: Option<Iso>,
+            created_at: Iso,
+            updated_at: Iso,
+        }
+
+        /// A user as other users of the app see them: no email, with presence.
+        pub struct PublicUserView<'a> {
+            id: &'a str,
+            name: &'a str,
+            image: Option<&'a str>,
+            custom: &'a Json,
+            role: Option<&'a str>,
+            last_active_at: Option<Iso>,
+            created_at: Iso,
+            updated_at: Iso,
+            online: bool,
+        }
+
+        /// A channel, with the caller's membership fields (null when not a member).
+        pub struct ChannelView<'a> {
+            id: &'a str,
+            cid: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            name: Option<&'a str>,
+            image: Option<&'a str>,
+            member_count: u64,
+            created_by: Option<&'a str>,
+            created_at: Iso,
+            updated_at: Iso,
+            config: Object<'a>,
+            workspace_id: Option<&'a str>,
+            idempotency_key: Option<&'a str>,
+            last_read_seq: Option<u64>,
+            unread_count: Option<u64>,
+            muted: Option<bool>,
+            starred: Option<bool>,
+            role: Option<&'static str>,
+        }
+
+        /// A member with their user record.
+        pub struct MemberView<'a> {
+            id: &'a str,
+            user_id: &'a str,
+            name: Option<&'a str>,
+            image: Option<&'a str>,
+            email: Option<&'a str>,
+            custom: Option<&'a Json>,
+            role: &'static str,
+            joined_at: Iso,
+        }
     }
-    v
+    impls {
+        impl<'a> From<&'a UserSummary> for UserSummaryView<'a> {
+            fn from(u: &'a UserSummary) -> Self {
+                UserSummaryView {
+                    id: &u.id,
+                    name: &u.name,
+                    image: u.image.as_deref(),
+                    custom: &u.custom,
+                    created_at: Iso(u.created_at),
+                    updated_at: Iso(u.updated_at),
+                }
+            }
+        }
+
+        impl<'a> From<&'a Message> for MessageView<'a> {
+            fn from(m: &'a Message) -> Self {
+                let deleted = m.deleted_at.is_some();
+                MessageView {
+                    id: &m.id,
+                    channel_id: &m.channel_id,
+                    cid: &m.channel_id,
+                    user_id: &m.user_id,
+                    kind: if deleted { "deleted" } else { "regular" },
+                    text: if deleted { None } else { m.text.as_deref() },
+                    seq: m.seq,
+                    client_msg_id: m.client_msg_id.as_deref(),
+                    user: UserSummaryView::from(&m.user),
+                    attachments: if deleted || m.attachments.is_null() {
+                        Attachments::None
+                    } else {
+                        Attachments::Some(&m.attachments)
+                    },
+                    parent_id: m.parent_id.as_deref(),
+                    reply_to_id: m.reply_to_id.as_deref(),
+                    reaction_count: 0,
+                    reactions: Empty,
+                    reply_count: m.reply_count,
+                    thread_count: m.reply_count,
+                    status: "sent",
+                    pinned: false,
+                    pinned_at: None,
+                    pinned_by: None,
+                    link_previews: Empty,
+                    poll_id: None,
+                    poll: None,
+                    mentions: &m.mentions,
+                    created_at: Iso(m.created_at),
+                    updated_at: Iso(m.edited_at.unwrap_or(m.created_at)),
+                    edited_at: m.edited_at.map(Iso),
+                    deleted_at: m.deleted_at.map(Iso),
+                }
+            }
+        }
+
+        impl<'a> SentView<'a> {
+            pub fn new(m: &'a Message, duplicate: bool) -> Self {
+                SentView {
+                    message: MessageView::from(m),
+                    duplicate,
+                }
+            }
+        }
+
+        impl<'a> From<&'a User> for ProfileView<'a> {
+            fn from(u: &'a User) -> Self {
+                ProfileView {
+                    id: &u.id,
+                    name: &u.name,
+                    image: u.image.as_deref(),
+                    email: u.email.as_deref(),
+                    custom: &u.custom,
+                    role: u.role.as_deref(),
+                    last_active_at: u.last_active_at.map(Iso),
+                    created_at: Iso(u.created_at),
+                    updated_at: Iso(u.updated_at),
+                }
+            }
+        }
+
+        impl<'a> PublicUserView<'a> {
+            pub fn new(u: &'a User, now_ms: u64) -> Self {
+                PublicUserView {
+                    id: &u.id,
+                    name: &u.name,
+                    image: u.image.as_deref(),
+                    custom: &u.custom,
+                    role: u.role.as_deref(),
+                    last_active_at: u.last_active_at.map(Iso),
+                    created_at: Iso(u.created_at),
+                    updated_at: Iso(u.updated_at),
+                    online: online(u, now_ms),
+                }
+            }
+        }
+
+        impl<'a> ChannelView<'a> {
+            /// `read` is the caller's `(last_read_seq, unread)` when known.
+            pub fn new(
+                c: &'a Channel,
+                me: Option<&Member>,
+                read: Option<(u64, u64)>,
+                flags: ChannelFlags,
+            ) -> Self {
+                let (last_read_seq, unread_count) = match (me, read) {
+                    (Some(_), Some((seq, unread))) => (Some(seq), Some(unread)),
+                    (Some(_), None) => (Some(0), Some(0)),
+                    (None, _) => (None, None),
+                };
+                ChannelView {
+                    id: &c.id,
+                    cid: &c.cid,
+                    kind: c.kind.as_str(),
+                    name: c.name.as_deref(),
+                    image: c.image.as_deref(),
+                    member_count: c.member_count,
+                    created_by: c.created_by.as_deref(),
+                    created_at: Iso(c.created_at),
+                    updated_at: Iso(c.updated_at),
+                    config: Object(&c.config),
+                    workspace_id: c.workspace_id.as_deref(),
+                    idempotency_key: c.idempotency_key.as_deref(),
+                    last_read_seq,
+                    unread_count,
+                    muted: me.map(|_| flags.muted),
+                    starred: me.map(|_| flags.starred),
+                    role: me.map(|m| m.role.as_str()),
+                }
+            }
+
+            /// A channel as someone who is not a member sees it (and as events show it).
+            pub fn plain(c: &'a Channel) -> Self {
+                Self::new(c, None, None, ChannelFlags::default())
+            }
+        }
+
+        impl<'a> MemberView<'a> {
+            pub fn new(m: &'a Member, u: Option<&'a User>) -> Self {
+                MemberView {
+                    id: &m.user_id,
+                    user_id: &m.user_id,
+                    name: u.map(|u| u.name.as_str()),
+                    image: u.and_then(|u| u.image.as_deref()),
+                    email: u.and_then(|u| u.email.as_deref()),
+                    custom: u.map(|u| &u.custom),
+                    role: m.role.as_str(),
+                    joined_at: Iso(m.joined_at),
+                }
+            }
+        }
+    }
 }
 
-/// A channel, with the caller's membership fields (null when not a member).
-pub fn channel(
-    c: &Channel,
-    me: Option<&Member>,
-    read: Option<(u64, u64)>,
-    flags: ChannelFlags,
-) -> Value {
-    let (last_read_seq, unread) = match (me, read) {
-        (Some(_), Some((seq, unread))) => (json!(seq), json!(unread)),
-        (Some(_), None) => (json!(0), json!(0)),
-        (None, _) => (Value::Null, Value::Null),
-    };
-    json!({
-        "id": c.id,
-        "cid": c.cid,
-        "type": c.kind.as_str(),
-        "name": c.name,
-        "image": c.image,
-        "memberCount": c.member_count,
-        "createdBy": c.created_by,
-        "createdAt": iso(c.created_at),
-        "updatedAt": iso(c.updated_at),
-        "config": if c.config.is_null() { json!({}) } else { c.config.0.clone() },
-        "workspaceId": c.workspace_id,
-        "idempotencyKey": c.idempotency_key,
-        "lastReadSeq": last_read_seq,
-        "unreadCount": unread,
-        "muted": me.map(|_| flags.muted),
-        "starred": me.map(|_| flags.starred),
-        "role": me.map(|m| m.role.as_str()),
-    })
-}
-
-/// A member with their user record.
-pub fn member(m: &Member, u: Option<&User>) -> Value {
-    json!({
-        "id": m.user_id,
-        "userId": m.user_id,
-        "name": u.map(|u| u.name.clone()),
-        "image": u.and_then(|u| u.image.clone()),
-        "email": u.and_then(|u| u.email.clone()),
-        "custom": u.map(|u| u.custom.clone()),
-        "role": m.role.as_str(),
-        "joinedAt": iso(m.joined_at),
-    })
-}
-
-/// The envelope of an event about one message, written straight to text.
+/// The ChatSDK event envelope `{"type", "payload"}`. Events are realtime-only, so their
+/// payloads are in the Client API's camelCase.
 #[derive(Serialize)]
-struct MessageEnvelope<'a> {
+struct Envelope<P> {
     #[serde(rename = "type")]
     kind: &'static str,
-    payload: MessagePayload<'a>,
+    payload: P,
 }
 
 #[derive(Serialize)]
@@ -256,21 +358,64 @@ struct MessagePayload<'a> {
     parent_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thread_id: Option<&'a str>,
-    message: MessageView<'a>,
+    message: camel::MessageView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeletedPayload<'a> {
+    channel_id: &'a str,
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    hard: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadPayload<'a> {
+    channel_id: &'a str,
+    user_id: &'a str,
+    last_read_seq: u64,
+}
+
+#[derive(Serialize)]
+struct ChannelPayload<'a> {
+    channel: camel::ChannelView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChannelIdPayload<'a> {
+    channel_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberPayload<'a> {
+    channel_id: &'a str,
+    user_id: &'a str,
+}
+
+/// A payload's envelope, serialized (a typed value cannot fail to serialize; an empty string
+/// would only hide a bug, so it is logged).
+pub fn envelope<P: Serialize>(kind: &'static str, payload: P) -> String {
+    serde_json::to_string(&Envelope { kind, payload }).unwrap_or_else(|e| {
+        tracing::error!(kind, error = %e, "event payload did not serialize");
+        String::new()
+    })
 }
 
 fn message_event(kind: &'static str, m: &Message, thread: bool) -> String {
     let parent = if thread { m.parent_id.as_deref() } else { None };
-    let envelope = MessageEnvelope {
+    envelope(
         kind,
-        payload: MessagePayload {
+        MessagePayload {
             channel_id: &m.channel_id,
             parent_id: parent,
             thread_id: parent,
-            message: MessageView::from(m),
+            message: camel::MessageView::from(m),
         },
-    };
-    serde_json::to_string(&envelope).unwrap_or_default()
+    )
 }
 
 /// A stored event as clients see it: the ChatSDK envelope, serialized.
@@ -283,50 +428,70 @@ pub fn event(e: &Event) -> String {
             channel_id,
             message_id,
             hard,
-        } => {
-            let mut payload = json!({"channelId": channel_id, "messageId": message_id});
-            if *hard {
-                payload["hard"] = json!(true);
-            }
-            envelope("message.deleted", payload)
-        }
+        } => envelope(
+            "message.deleted",
+            DeletedPayload {
+                channel_id,
+                message_id,
+                hard: *hard,
+            },
+        ),
         Event::ReadUpdated {
             channel_id,
             user_id,
             last_read_seq,
         } => envelope(
             "read.updated",
-            json!({"channelId": channel_id, "userId": user_id, "lastReadSeq": last_read_seq}),
+            ReadPayload {
+                channel_id,
+                user_id,
+                last_read_seq: *last_read_seq,
+            },
         ),
         Event::ChannelCreated(c) => envelope(
             "channel.created",
-            json!({"channel": channel(c, None, None, ChannelFlags::default())}),
+            ChannelPayload {
+                channel: camel::ChannelView::plain(c),
+            },
         ),
         Event::ChannelUpdated(c) => envelope(
             "channel.updated",
-            json!({"channel": channel(c, None, None, ChannelFlags::default())}),
+            ChannelPayload {
+                channel: camel::ChannelView::plain(c),
+            },
         ),
         Event::ChannelDeleted { channel_id } => {
-            envelope("channel.deleted", json!({"channelId": channel_id}))
+            envelope("channel.deleted", ChannelIdPayload { channel_id })
         }
         Event::MemberJoined {
             channel_id,
             user_id,
         } => envelope(
             "channel.member_joined",
-            json!({"channelId": channel_id, "userId": user_id}),
+            MemberPayload {
+                channel_id,
+                user_id,
+            },
         ),
         Event::MemberLeft {
             channel_id,
             user_id,
         } => envelope(
             "channel.member_left",
-            json!({"channelId": channel_id, "userId": user_id}),
+            MemberPayload {
+                channel_id,
+                user_id,
+            },
         ),
     }
 }
 
-/// The ChatSDK event envelope `{"type", "payload"}`, serialized.
-pub fn envelope(kind: &str, payload: Value) -> String {
-    json!({"type": kind, "payload": payload}).to_string()
+/// A message as the realtime RPC answers it (camelCase).
+pub fn message(m: &Message) -> serde_json::Value {
+    serde_json::to_value(camel::MessageView::from(m)).unwrap_or(serde_json::Value::Null)
+}
+
+/// A send as the realtime RPC answers it (camelCase).
+pub fn sent(m: &Message, duplicate: bool) -> serde_json::Value {
+    serde_json::to_value(camel::SentView::new(m, duplicate)).unwrap_or(serde_json::Value::Null)
 }

@@ -69,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let k = percent_decode(k).ok_or_else(|| AppError::bad("malformed query string"))?;
             let v = percent_decode(v).ok_or_else(|| AppError::bad("malformed query string"))?;
-            map.insert(crate::dialect::camel_key(&k), Value::String(v));
+            map.insert(chatsdk_actors::dialect::camel_key(&k), Value::String(v));
         }
         Ok(Query(map))
     }

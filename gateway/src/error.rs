@@ -65,7 +65,11 @@ impl IntoResponse for AppError {
         if self.code == ErrorCode::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
-        let body = ApiError::new(self.code, self.message).to_json();
+        let mut error = ApiError::new(self.code, self.message);
+        if let Some(id) = crate::layers::request_id() {
+            error = error.with_request_id(id);
+        }
+        let body = error.to_json();
         let mut res = (status, body).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
@@ -76,15 +80,9 @@ impl IntoResponse for AppError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         );
-        // The request id is filled in by the request-id layer, which sees every response.
-        res.extensions_mut().insert(ErrorBody);
         res
     }
 }
-
-/// Marks responses whose body is an error envelope (so the request id can be added).
-#[derive(Clone, Copy, Debug)]
-pub struct ErrorBody;
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, AppError>;

@@ -7,14 +7,13 @@
 //! becomes a call on [`chatsdk_actors::Chat`].
 //!
 //! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
-//! [`dialect`] (camelCase/snake_case), [`error`] (the JSON error body), [`layers`] (request ids,
-//! dialect conversion), [`rest`] (handlers), [`connection`] (one realtime
+//! [`error`] (the JSON error body), [`layers`] (request ids), [`rest`] (handlers, whose
+//! responses are typed views in the caller's dialect), [`connection`] (one realtime
 //! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`].
 
 pub mod auth;
 pub mod body;
 pub mod connection;
-pub mod dialect;
 pub mod error;
 pub mod layers;
 pub mod quic;

@@ -1395,3 +1395,103 @@ async fn bulk_ensure_takes_both_spellings_per_item() {
     assert_eq!(sync.body["updated"], 1, "{sync:?}");
     node.stop().await;
 }
+
+/// Keys that hold what a user wrote: their spelling is the user's, in both dialects.
+const USER_OBJECTS: [&str; 4] = ["custom", "config", "settings", "attachments"];
+
+/// Every key of `v` outside user objects, with its path.
+fn api_keys(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                out.push(format!("{path}.{k}"));
+                if !USER_OBJECTS.contains(&k.as_str()) {
+                    api_keys(child, &format!("{path}.{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| api_keys(i, path, out)),
+        _ => {}
+    }
+}
+
+/// Each response is spelled in its caller's dialect all the way down (nested messages, authors,
+/// members), and user objects keep the keys their writer chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_a_response_is_in_the_callers_dialect() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("one").await;
+    let made = rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "name": "Alice", "custom": {"teamId": 7}})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    user(&rest, &key, "bob").await;
+    let ch = rest
+        .call("POST", "/api/channels", Cred::Key(&key), Some(json!({"user_id": "alice", "name": "g", "type": "group", "member_ids": ["bob"], "config": {"slowMode": 1}})))
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let parent = rest
+        .call("POST", "/api/messages", Cred::Key(&key), Some(json!({"channel_id": cid, "user_id": "alice", "text": "p", "client_msg_id": "k-1", "attachments": [{"fileUrl": "https://x/y"}]})))
+        .await;
+    assert_eq!(parent.status, 201, "{parent:?}");
+    let pid = parent.body["id"].as_str().unwrap().to_string();
+    let reply = rest
+        .call("POST", &format!("/api/channels/{cid}/messages/{pid}/thread"), Cred::Key(&key), Some(json!({"user_id": "bob", "text": "r"})))
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let (alice, _) = rest.login(&key, "alice").await;
+    let gets = [
+        format!("/api/channels/{cid}"),
+        format!("/api/channels/{cid}/members"),
+        format!("/api/channels/{cid}/messages"),
+        format!("/api/channels/{cid}/messages/{pid}"),
+        format!("/api/channels/{cid}/messages/{pid}/thread"),
+        "/api/channels".to_string(),
+        "/api/users".to_string(),
+        "/api/users/alice".to_string(),
+    ];
+    for path in &gets {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let snake = rest
+            .call("GET", &format!("{path}{sep}user_id=alice"), Cred::Key(&key), None)
+            .await;
+        let camel = rest.call("GET", path, Cred::Bearer(&alice), None).await;
+        assert_eq!(snake.status, 200, "{path}: {snake:?}");
+        assert_eq!(camel.status, 200, "{path}: {camel:?}");
+        let (mut s, mut c) = (Vec::new(), Vec::new());
+        api_keys(&snake.body, "", &mut s);
+        api_keys(&camel.body, "", &mut c);
+        assert!(s.len() > 3, "{path}: {s:?}");
+        for k in &s {
+            let last = k.rsplit('.').next().unwrap_or_default();
+            assert!(!last.chars().any(|c| c.is_ascii_uppercase()), "{path}: snake key {k}");
+        }
+        for k in &c {
+            let last = k.rsplit('.').next().unwrap_or_default();
+            assert!(!last.contains('_'), "{path}: camel key {k}");
+        }
+    }
+    // User objects keep their keys in both dialects.
+    let snake = rest
+        .call("GET", &format!("/api/channels/{cid}/messages/{pid}?user_id=alice"), Cred::Key(&key), None)
+        .await;
+    assert_eq!(snake.body["attachments"][0]["fileUrl"], "https://x/y", "{snake:?}");
+    assert_eq!(snake.body["user"]["custom"]["teamId"], 7, "{snake:?}");
+    assert!(snake.body["user"]["created_at"].is_string(), "{snake:?}");
+    let camel = rest
+        .call("GET", &format!("/api/channels/{cid}"), Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(camel.body["config"]["slowMode"], 1, "{camel:?}");
+    assert_eq!(camel.body["memberCount"], 2, "{camel:?}");
+    // Errors carry the request id under the same name in both dialects.
+    let missing = rest
+        .call("GET", "/api/channels/nope", Cred::Key(&key), None)
+        .await;
+    assert!(missing.body["error"]["requestId"].is_string(), "{missing:?}");
+}

@@ -384,7 +384,10 @@ impl Chat {
         let stream = user_stream(app, user);
         let data = render::envelope(
             "channel.unread_changed",
-            json!({"channelId": channel, "count": count}),
+            UnreadPayload {
+                channel_id: channel,
+                count,
+            },
         );
         let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
         self.inner
@@ -438,7 +441,14 @@ impl Chat {
         };
         let data = render::envelope(
             kind,
-            json!({"channelId": channel, "user": {"id": u.id, "name": u.name, "image": u.image}}),
+            TypingPayload {
+                channel_id: channel,
+                user: TypingUser {
+                    id: &u.id,
+                    name: &u.name,
+                    image: u.image.as_deref(),
+                },
+            },
         );
         let stream = chat_stream(&caller.app, channel);
         let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
@@ -502,4 +512,27 @@ fn mentions_in(
         }
     }
     out
+}
+
+/// `channel.unread_changed` (on the member's `user:` channel).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnreadPayload<'a> {
+    channel_id: &'a str,
+    count: u64,
+}
+
+/// `typing.start` / `typing.stop`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingPayload<'a> {
+    channel_id: &'a str,
+    user: TypingUser<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct TypingUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: Option<&'a str>,
 }

@@ -13,7 +13,7 @@ use chatsdk_proto::ErrorCode;
 
 use super::jwt::JwtError;
 use super::tokens::Claims;
-use crate::dialect::Dialect;
+use chatsdk_actors::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::GatewayState;
 

@@ -3,24 +3,105 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::requests as req;
-use super::{created, keep_case, ok};
+use super::json;
 use crate::auth::extract::Admin;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
+use chatsdk_actors::codec::Json;
 use chatsdk_actors::model::App;
-use chatsdk_actors::time::iso;
+use chatsdk_actors::render::{Empty, Iso};
 
-fn render(state: &GatewayState, app: &App) -> ApiResult<Value> {
+// The admin API is called with the admin key as a bearer token: it answers in camelCase only.
+
+/// An app with its counts.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppView<'a> {
+    id: &'a str,
+    name: &'a str,
+    settings: &'a Json,
+    created_at: Iso,
+    updated_at: Iso,
+    stats: AppStats,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppStats {
+    user_count: usize,
+    channel_count: usize,
+}
+
+/// A page of apps.
+#[derive(Serialize)]
+struct AppList<'a> {
+    apps: Vec<AppView<'a>>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+}
+
+/// A new app and its first server key (the only time the key is shown).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedApp<'a> {
+    id: &'a str,
+    name: &'a str,
+    api_key: &'a str,
+    api_key_id: &'a str,
+    api_key_name: &'a str,
+    settings: &'a Json,
+    created_at: Iso,
+    warnings: Empty,
+}
+
+/// What deleting an app removed.
+#[derive(Serialize)]
+struct DeletedApp {
+    success: bool,
+    deleted: DeletedCounts,
+}
+
+#[derive(Serialize)]
+struct DeletedCounts {
+    users: u64,
+    channels: u64,
+}
+
+/// A route the contract retired, answered in the shape of an error with its own code.
+#[derive(Serialize)]
+struct Deprecated {
+    error: DeprecatedBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeprecatedBody {
+    code: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+fn render<'a>(state: &GatewayState, app: &'a App) -> ApiResult<AppView<'a>> {
     let users = state.chat.users(&app.id, None, usize::MAX, 0)?.len();
     let channels = state.chat.directory().channels(&app.id)?.len();
-    Ok(
-        json!({"id": app.id, "name": app.name, "settings": app.settings, "createdAt": iso(app.created_at), "updatedAt": iso(app.updated_at),
-              "stats": {"userCount": users, "channelCount": channels}}),
-    )
+    Ok(AppView {
+        id: &app.id,
+        name: &app.name,
+        settings: &app.settings,
+        created_at: Iso(app.created_at),
+        updated_at: Iso(app.updated_at),
+        stats: AppStats {
+            user_count: users,
+            channel_count: channels,
+        },
+    })
 }
 
 /// `GET /admin/apps`.
@@ -29,14 +110,20 @@ pub async fn list(State(state): State<GatewayState>, _a: Admin, q: Query) -> Api
     let offset = q.num("offset", 0, u64::MAX)? as usize;
     let apps = state.chat.apps()?;
     let total = apps.len();
-    let page: Vec<Value> = apps
+    let page = apps
         .iter()
         .skip(offset)
         .take(limit)
         .map(|a| render(&state, a))
         .collect::<Result<_, _>>()?;
-    Ok(ok(
-        json!({"apps": page, "total": total, "limit": limit, "offset": offset}),
+    Ok(json(
+        StatusCode::OK,
+        &AppList {
+            apps: page,
+            total,
+            limit,
+            offset,
+        },
     ))
 }
 
@@ -50,7 +137,7 @@ pub async fn get(
         .chat
         .app(&id)?
         .ok_or_else(|| AppError::not_found("app not found"))?;
-    Ok(ok(render(&state, &app)?))
+    Ok(json(StatusCode::OK, &render(&state, &app)?))
 }
 
 /// `POST /admin/apps`: a new app and its first server key (shown once).
@@ -67,9 +154,18 @@ pub async fn create(
         .chat
         .create_api_key(&app.id, "default", Vec::new())
         .await?;
-    Ok(created(
-        json!({"id": app.id, "name": app.name, "apiKey": plain, "apiKeyId": key.id, "apiKeyName": key.name,
-                      "settings": app.settings, "createdAt": iso(app.created_at), "warnings": []}),
+    Ok(json(
+        StatusCode::CREATED,
+        &CreatedApp {
+            id: &app.id,
+            name: &app.name,
+            api_key: &plain,
+            api_key_id: &key.id,
+            api_key_name: &key.name,
+            settings: &app.settings,
+            created_at: Iso(app.created_at),
+            warnings: Empty,
+        },
     ))
 }
 
@@ -84,7 +180,7 @@ pub async fn update(
         .chat
         .update_app(&id, body.name, body.settings.map(Value::Object))
         .await?;
-    Ok(ok(render(&state, &app)?))
+    Ok(json(StatusCode::OK, &render(&state, &app)?))
 }
 
 /// `DELETE /admin/apps/:id`.
@@ -94,15 +190,25 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (users, channels) = state.chat.delete_app(&id).await?;
-    Ok(ok(
-        json!({"success": true, "deleted": {"users": users, "channels": channels}}),
+    Ok(json(
+        StatusCode::OK,
+        &DeletedApp {
+            success: true,
+            deleted: DeletedCounts { users, channels },
+        },
     ))
 }
 
 /// `POST /admin/apps/:id/regenerate-key`: gone (keys are created with `/api/auth/api-keys`).
 pub async fn regenerate_key(_a: Admin) -> ApiResult<Response> {
-    Ok(keep_case(
+    Ok(json(
         StatusCode::GONE,
-        json!({"error": {"code": "DEPRECATED_PRIMARY_APP_KEY_ROTATION", "message": "create a new server key with POST /api/auth/api-keys"}}),
+        &Deprecated {
+            error: DeprecatedBody {
+                code: "DEPRECATED_PRIMARY_APP_KEY_ROTATION",
+                message: "create a new server key with POST /api/auth/api-keys",
+                request_id: crate::layers::request_id(),
+            },
+        },
     ))
 }

@@ -2,27 +2,148 @@
 //! caller's per-channel state (typing, read, star, mute, unread).
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use chatsdk_actors::model::{Channel, ChannelFlags, Member, Role};
-use chatsdk_actors::{render, Caller, NewChannel};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use chatsdk_actors::model::{Channel, ChannelFlags, Member, Role, User};
+use chatsdk_actors::render::Iso;
+use chatsdk_actors::{Caller, NewChannel};
 use serde_json::{json, Value};
 
 use super::requests as req;
-use super::{created, ok};
+use super::success;
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
-/// A channel with the caller's membership fields (and read state when a member).
-pub(crate) async fn channel_view(
+chatsdk_actors::dialect_views! {
+    records: chatsdk_actors::render;
+    types {
+        /// A channel in a list: direct and group conversations show their members.
+        pub struct ChannelItem<'a> {
+            #[serde(flatten)]
+            pub channel: ChannelView<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub members: Option<Vec<MemberView<'a>>>,
+        }
+
+        /// `GET /api/channels`.
+        pub struct ChannelList<'a> {
+            pub channels: Vec<ChannelItem<'a>>,
+        }
+
+        /// A member as `GET /api/channels/:id` embeds them.
+        pub struct ChannelMember<'a> {
+            pub user_id: &'a str,
+            pub role: &'static str,
+            pub joined_at: Iso,
+            pub user: Option<MemberUser<'a>>,
+        }
+
+        /// The user of a [`ChannelMember`].
+        pub struct MemberUser<'a> {
+            pub id: &'a str,
+            pub name: &'a str,
+            pub image: Option<&'a str>,
+            pub custom: &'a chatsdk_actors::codec::Json,
+        }
+
+        /// `GET /api/channels/:id`: the channel and its first members.
+        pub struct ChannelDetail<'a> {
+            #[serde(flatten)]
+            pub channel: ChannelView<'a>,
+            pub members: Vec<ChannelMember<'a>>,
+        }
+
+        /// The answer of the Server API's channel ensures.
+        pub struct Ensured<'a> {
+            pub action: &'static str,
+            pub created: bool,
+            pub channel: ChannelView<'a>,
+        }
+
+        /// A count.
+        pub struct Count {
+            pub count: u64,
+        }
+
+        /// `GET /api/channels/:id/members`.
+        pub struct MemberList<'a> {
+            pub members: Vec<MemberView<'a>>,
+        }
+
+        /// Members added by a server key.
+        pub struct MembersAdded<'a> {
+            pub channel_id: &'a str,
+            pub user_id: &'a str,
+            pub user_ids: &'a [String],
+            pub role: &'static str,
+            pub added: &'a [String],
+        }
+
+        /// Members added by a user.
+        pub struct AddedCount {
+            pub success: bool,
+            pub added_count: usize,
+        }
+
+        /// A member's new role.
+        pub struct RoleSet {
+            pub success: bool,
+            pub role: &'static str,
+        }
+
+        /// The caller's new read position.
+        pub struct ReadMarked {
+            pub success: bool,
+            pub last_read_seq: u64,
+        }
+
+        /// The caller's new star flag.
+        pub struct Starred {
+            pub success: bool,
+            pub starred: bool,
+        }
+
+        /// The caller's new mute flag.
+        pub struct Muted {
+            pub success: bool,
+            pub muted: bool,
+        }
+    }
+    impls {
+        impl<'a> ChannelMember<'a> {
+            pub fn new(m: &'a Member, u: Option<&'a User>) -> Self {
+                ChannelMember {
+                    user_id: &m.user_id,
+                    role: m.role.as_str(),
+                    joined_at: Iso(m.joined_at),
+                    user: u.map(|u| MemberUser {
+                        id: &u.id,
+                        name: &u.name,
+                        image: u.image.as_deref(),
+                        custom: &u.custom,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// What a channel looks like to its caller beyond the record: their read state and flags.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Mine {
+    read: Option<(u64, u64)>,
+    flags: ChannelFlags,
+}
+
+/// The caller's read state and flags on a channel (when a member).
+pub(crate) async fn mine(
     state: &GatewayState,
     caller: &Caller,
     ch: &Channel,
     me: Option<&Member>,
-) -> Value {
+) -> Mine {
     let flags = match (me, &caller.user) {
         (Some(_), Some(u)) => my_flags(state, &caller.app, u)
             .await
@@ -30,7 +151,7 @@ pub(crate) async fn channel_view(
             .unwrap_or_default(),
         _ => ChannelFlags::default(),
     };
-    channel_view_with(state, caller, ch, me, flags).await
+    mine_with(state, caller, ch, me, flags).await
 }
 
 /// The caller's channel flags. They only decorate a channel, so a failure to read them shows
@@ -49,30 +170,42 @@ async fn my_flags(
     }
 }
 
-/// A channel as its caller sees it, with the caller's flags already known (lists read all of a
+/// The caller's read state on a channel, with their flags already known (lists read all of a
 /// user's flags with one query).
-async fn channel_view_with(
+async fn mine_with(
     state: &GatewayState,
     caller: &Caller,
     ch: &Channel,
     me: Option<&Member>,
     flags: ChannelFlags,
-) -> Value {
+) -> Mine {
     let read = match (me, &caller.user) {
         (Some(_), Some(u)) => state.chat.read_state(&caller.app, &ch.id, u).await.ok(),
         _ => None,
     };
-    render::channel(ch, me, read, flags)
+    Mine { read, flags }
 }
 
-fn member_views(state: &GatewayState, app: &str, members: &[Member]) -> Vec<Value> {
+/// Members with their user records (a member whose record cannot be read shows without it).
+fn with_users(state: &GatewayState, app: &str, members: Vec<Member>) -> Vec<(Member, Option<User>)> {
     members
-        .iter()
+        .into_iter()
         .map(|m| {
             let u = state.chat.user(app, &m.user_id).ok().flatten();
-            render::member(m, u.as_ref())
+            (m, u)
         })
         .collect()
+}
+
+/// Answers a channel as its caller sees it.
+fn channel_reply(
+    auth: &Auth,
+    status: StatusCode,
+    ch: &Channel,
+    me: Option<&Member>,
+    mine: Mine,
+) -> Response {
+    reply!(auth.dialect, status, v => v::ChannelView::new(ch, me, mine.read, mine.flags))
 }
 
 /// `POST /api/channels`.
@@ -110,20 +243,18 @@ pub async fn create(
             caller.user.as_deref().unwrap_or_default(),
         )
         .await?;
-    let view = channel_view(&state, &caller, &ch, me.as_ref()).await;
+    let mine = mine(&state, &caller, &ch, me.as_ref()).await;
     if is_new {
-        return Ok(created(view));
+        return Ok(channel_reply(&auth, StatusCode::CREATED, &ch, me.as_ref(), mine));
     }
     if ch.dm && !auth.server && ch.idempotency_key.is_none() {
-        let location = format!("/api/channels/{}", ch.id);
-        return Ok((
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, location)],
-            Json(view),
-        )
-            .into_response());
+        let mut res = channel_reply(&auth, StatusCode::SEE_OTHER, &ch, me.as_ref(), mine);
+        if let Ok(location) = HeaderValue::from_str(&format!("/api/channels/{}", ch.id)) {
+            res.headers_mut().insert(header::LOCATION, location);
+        }
+        return Ok(res);
     }
-    Ok(ok(view))
+    Ok(channel_reply(&auth, StatusCode::OK, &ch, me.as_ref(), mine))
 }
 
 async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResult<Response> {
@@ -134,16 +265,16 @@ async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResul
         server: true,
     };
     let (is_new, ch) = state.chat.create_channel(&caller, spec).await?;
-    let v = json!({"action": if is_new { "created" } else { "existing" }, "created": is_new, "channel": render::channel(&ch, None, None, ChannelFlags::default())});
-    Ok((
-        if is_new {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(v),
-    )
-        .into_response())
+    let status = if is_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(reply!(auth.dialect, status, v => v::Ensured {
+        action: if is_new { "created" } else { "existing" },
+        created: is_new,
+        channel: v::ChannelView::plain(&ch),
+    }))
 }
 
 /// `POST /api/channels/dm/ensure` (server key).
@@ -229,20 +360,32 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
         .chat
         .channels_for(&caller.app, &user, q.str("type").as_deref())?;
     let mut flags = my_flags(&state, &caller.app, &user).await;
-    let mut out = Vec::new();
+    let mut page = Vec::new();
     for (ch, me) in all.iter().skip(offset).take(limit) {
-        let mine = flags.remove(&ch.id).unwrap_or_default();
-        let mut v = channel_view_with(&state, &caller, ch, me.as_ref(), mine).await;
-        if matches!(ch.kind.as_str(), "messaging" | "group") {
-            v["members"] = json!(member_views(
+        let own = flags.remove(&ch.id).unwrap_or_default();
+        let mine = mine_with(&state, &caller, ch, me.as_ref(), own).await;
+        let members = if matches!(ch.kind.as_str(), "messaging" | "group") {
+            Some(with_users(
                 &state,
                 &caller.app,
-                &state.chat.members(&caller.app, &ch.id)?
-            ));
-        }
-        out.push(v);
+                state.chat.members(&caller.app, &ch.id)?,
+            ))
+        } else {
+            None
+        };
+        page.push((ch, me, mine, members));
     }
-    Ok(ok(json!({"channels": out})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ChannelList {
+        channels: page
+            .iter()
+            .map(|(ch, me, mine, members)| v::ChannelItem {
+                channel: v::ChannelView::new(ch, me.as_ref(), mine.read, mine.flags),
+                members: members.as_ref().map(|ms| {
+                    ms.iter().map(|(m, u)| v::MemberView::new(m, u.as_ref())).collect()
+                }),
+            })
+            .collect(),
+    }))
 }
 
 /// `GET /api/channels/unread-count`.
@@ -267,7 +410,7 @@ pub async fn unread_count(
             .map(|(_, n)| n)
             .unwrap_or(0);
     }
-    Ok(ok(json!({"count": count})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Count { count }))
 }
 
 /// `GET /api/channels/:id`.
@@ -280,20 +423,14 @@ pub async fn get(
     auth.require_scope("chat:read")?;
     let caller = auth.caller(q.str("userId"));
     let (ch, me) = state.chat.readable_channel(&caller, &id).await?;
-    let mut v = channel_view(&state, &caller, &ch, me.as_ref()).await;
-    let members: Vec<Value> = state
-        .chat
-        .members(&caller.app, &id)?
-        .iter()
-        .take(100)
-        .map(|m| {
-            let u = state.chat.user(&caller.app, &m.user_id).ok().flatten();
-            json!({"userId": m.user_id, "role": m.role.as_str(), "joinedAt": chatsdk_actors::time::iso(m.joined_at),
-                   "user": u.map(|u| json!({"id": u.id, "name": u.name, "image": u.image, "custom": u.custom}))})
-        })
-        .collect();
-    v["members"] = json!(members);
-    Ok(ok(v))
+    let mine = mine(&state, &caller, &ch, me.as_ref()).await;
+    let mut members = state.chat.members(&caller.app, &id)?;
+    members.truncate(100);
+    let members = with_users(&state, &caller.app, members);
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ChannelDetail {
+        channel: v::ChannelView::new(&ch, me.as_ref(), mine.read, mine.flags),
+        members: members.iter().map(|(m, u)| v::ChannelMember::new(m, u.as_ref())).collect(),
+    }))
 }
 
 /// `PATCH /api/channels/:id`.
@@ -319,7 +456,8 @@ pub async fn update(
         Some(u) => state.chat.membership(&caller.app, &id, u).await?,
         None => None,
     };
-    Ok(ok(channel_view(&state, &caller, &ch, me.as_ref()).await))
+    let mine = mine(&state, &caller, &ch, me.as_ref()).await;
+    Ok(channel_reply(&auth, StatusCode::OK, &ch, me.as_ref(), mine))
 }
 
 /// `DELETE /api/channels/:id`.
@@ -334,7 +472,7 @@ pub async fn delete(
         .chat
         .delete_channel(&auth.caller(q.str("userId")), &id)
         .await?;
-    Ok(ok(json!({"success": true})))
+    Ok(success())
 }
 
 /// `GET /api/channels/:id/members`.
@@ -350,9 +488,10 @@ pub async fn members(
     if me.is_none() && !caller.server {
         return Err(AppError::forbidden("not a member of this channel"));
     }
-    Ok(ok(
-        json!({"members": member_views(&state, &caller.app, &state.chat.members(&caller.app, &id)?)}),
-    ))
+    let members = with_users(&state, &caller.app, state.chat.members(&caller.app, &id)?);
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MemberList {
+        members: members.iter().map(|(m, u)| v::MemberView::new(m, u.as_ref())).collect(),
+    }))
 }
 
 /// `POST /api/channels/:id/members`.
@@ -382,12 +521,19 @@ pub async fn add_members(
         .add_members(&caller, &id, users.clone(), role)
         .await?;
     if auth.server && auth.user.is_none() {
-        let first = users.first().cloned().unwrap_or_default();
-        return Ok(created(
-            json!({"channelId": id, "userId": first, "userIds": users, "role": role.as_str(), "added": added}),
-        ));
+        let first = users.first().map(String::as_str).unwrap_or_default();
+        return Ok(reply!(auth.dialect, StatusCode::CREATED, v => v::MembersAdded {
+            channel_id: &id,
+            user_id: first,
+            user_ids: &users,
+            role: role.as_str(),
+            added: &added,
+        }));
     }
-    Ok(ok(json!({"success": true, "addedCount": added.len()})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::AddedCount {
+        success: true,
+        added_count: added.len(),
+    }))
 }
 
 /// `PATCH /api/channels/:id/members/:user`.
@@ -405,7 +551,10 @@ pub async fn set_role(
         .chat
         .set_role(&auth.caller(None), &id, &user, role)
         .await?;
-    Ok(ok(json!({"success": true, "role": role.as_str()})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::RoleSet {
+        success: true,
+        role: role.as_str(),
+    }))
 }
 
 /// `DELETE /api/channels/:id/members/:user`.
@@ -426,7 +575,7 @@ pub async fn remove_member(
         .chat
         .remove_member(&auth.caller(None), &id, &target)
         .await?;
-    Ok(ok(json!({"success": true})))
+    Ok(success())
 }
 
 /// `POST /api/channels/:id/typing`.
@@ -442,7 +591,7 @@ pub async fn typing(
         .chat
         .typing(&caller, &id, body.typing.unwrap_or(true))
         .await?;
-    Ok(ok(json!({"success": true})))
+    Ok(success())
 }
 
 /// `POST /api/channels/:id/read`.
@@ -455,7 +604,10 @@ pub async fn read(
     auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.user_id)?;
     let seq = state.chat.mark_read(&caller, &id).await?;
-    Ok(ok(json!({"success": true, "lastReadSeq": seq})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ReadMarked {
+        success: true,
+        last_read_seq: seq,
+    }))
 }
 
 /// `PATCH /api/channels/:id/star`.
@@ -472,7 +624,10 @@ pub async fn star(
         .chat
         .set_flags(&caller, &id, None, Some(starred))
         .await?;
-    Ok(ok(json!({"success": true, "starred": starred})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Starred {
+        success: true,
+        starred,
+    }))
 }
 
 /// `PATCH /api/channels/:id/mute`.
@@ -489,5 +644,8 @@ pub async fn mute(
         .chat
         .set_flags(&caller, &id, Some(muted), None)
         .await?;
-    Ok(ok(json!({"success": true, "muted": muted})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Muted {
+        success: true,
+        muted,
+    }))
 }

@@ -2,20 +2,85 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
+use axum::response::Response;
+use chatsdk_actors::render::Iso;
+use chatsdk_actors::time::now_ms;
+use serde::Serialize;
 
+use super::json;
 use crate::state::GatewayState;
+
+// Every key here is one word: the same in both dialects.
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    timestamp: Iso,
+    uptime: u64,
+}
+
+#[derive(Serialize)]
+struct Live {
+    alive: bool,
+    timestamp: Iso,
+}
+
+#[derive(Serialize)]
+struct Ready {
+    ready: bool,
+    checks: Checks,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    draining: Check,
+    directory: Check,
+}
+
+#[derive(Serialize)]
+struct Check {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+impl Check {
+    fn new(ok: bool, failure: &'static str) -> Check {
+        if ok {
+            Check {
+                status: "ok",
+                message: None,
+            }
+        } else {
+            Check {
+                status: "error",
+                message: Some(failure),
+            }
+        }
+    }
+}
 
 /// `GET /health`: the process answers.
 pub async fn health(State(state): State<GatewayState>) -> Response {
-    Json(json!({"status": "ok", "timestamp": chatsdk_actors::time::iso(chatsdk_actors::time::now_ms()), "uptime": state.started.elapsed().as_secs()})).into_response()
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok",
+            timestamp: Iso(now_ms()),
+            uptime: state.started.elapsed().as_secs(),
+        },
+    )
 }
 
 /// `GET /live`.
 pub async fn live() -> Response {
-    Json(json!({"alive": true, "timestamp": chatsdk_actors::time::iso(chatsdk_actors::time::now_ms())})).into_response()
+    json(
+        StatusCode::OK,
+        &Live {
+            alive: true,
+            timestamp: Iso(now_ms()),
+        },
+    )
 }
 
 /// `GET /ready`: 503 while draining or while the directory has no leader.
@@ -28,24 +93,17 @@ pub async fn ready(State(state): State<GatewayState>) -> Response {
         .await
         .is_ok();
     let ready = !draining && directory;
-    let check = |ok: bool, msg: &str| {
-        if ok {
-            json!({"status": "ok"})
-        } else {
-            json!({"status": "error", "message": msg})
-        }
+    let body = Ready {
+        ready,
+        checks: Checks {
+            draining: Check::new(!draining, "node is draining"),
+            directory: Check::new(directory, "no directory leader"),
+        },
     };
-    let body = json!({
-        "ready": ready,
-        "checks": {
-            "draining": check(!draining, "node is draining"),
-            "directory": check(directory, "no directory leader"),
-        }
-    });
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    json(status, &body)
 }

@@ -1,13 +1,12 @@
 //! Messages: send (with client message id idempotency), list, get, edit, delete, purge, threads.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use chatsdk_actors::render;
 use chatsdk_actors::stream::MessagePage;
 use chatsdk_actors::{Caller, NewMessage};
-use serde_json::{json, Value};
 
-use super::{created, ok};
+use super::success;
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
@@ -42,17 +41,47 @@ pub struct EditBody {
     text: String,
 }
 
+chatsdk_actors::dialect_views! {
+    records: chatsdk_actors::render;
+    types {
+        /// A page of a channel's messages.
+        pub struct MessageList<'a> {
+            pub messages: Vec<MessageView<'a>>,
+            pub max_seq: u64,
+            pub has_more: bool,
+        }
+
+        /// A thread: its parent and a page of replies.
+        pub struct Thread<'a> {
+            pub parent: MessageView<'a>,
+            pub replies: Vec<MessageView<'a>>,
+            pub has_more: bool,
+        }
+
+        /// The answer to a purge.
+        pub struct Purged {
+            pub success: bool,
+            pub purged: bool,
+        }
+    }
+}
+
 /// Sends through the command layer (which applies the sender's rate limit and the client
 /// message id's idempotency, as for the `message.send` RPC).
 async fn send(
     state: &GatewayState,
+    auth: &Auth,
     caller: &Caller,
     channel: &str,
     new: NewMessage,
 ) -> ApiResult<Response> {
     let (m, duplicate) = state.chat.send_message(caller, channel, new).await?;
-    let v = render::sent(&m, duplicate);
-    Ok(if duplicate { ok(v) } else { created(v) })
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(reply!(auth.dialect, status, v => v::SentView::new(&m, duplicate)))
 }
 
 /// `POST /api/channels/:id/messages`.
@@ -64,7 +93,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.user_id)?;
-    send(&state, &caller, &id, body.message).await
+    send(&state, &auth, &caller, &id, body.message).await
 }
 
 /// `POST /api/messages` (Server API).
@@ -75,7 +104,7 @@ pub async fn create_server(
 ) -> ApiResult<Response> {
     auth.require_server()?;
     let caller = auth.user_caller(body.send.user_id)?;
-    send(&state, &caller, &body.channel_id, body.send.message).await
+    send(&state, &auth, &caller, &body.channel_id, body.send.message).await
 }
 
 /// `GET /api/channels/:id/messages`.
@@ -107,10 +136,11 @@ pub async fn list(
         MessagePage::Latest
     };
     let (messages, max_seq, more) = state.chat.messages(&caller, &id, page, limit).await?;
-    let list: Vec<Value> = messages.iter().map(render::message).collect();
-    Ok(ok(
-        json!({"messages": list, "maxSeq": max_seq, "hasMore": more}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageList {
+        messages: messages.iter().map(v::MessageView::from).collect(),
+        max_seq,
+        has_more: more,
+    }))
 }
 
 /// `GET /api/channels/:id/messages/:mid`.
@@ -125,7 +155,7 @@ pub async fn get(
         .chat
         .message(&auth.caller(q.str("userId")), &id, &mid)
         .await?;
-    Ok(ok(render::message(&m)))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::from(&m)))
 }
 
 /// `PATCH /api/channels/:id/messages/:mid`.
@@ -141,7 +171,7 @@ pub async fn edit(
         .chat
         .edit_message(&caller, &id, &mid, body.text)
         .await?;
-    Ok(ok(render::message(&m)))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::from(&m)))
 }
 
 /// `DELETE /api/channels/:id/messages/:mid`.
@@ -156,7 +186,7 @@ pub async fn delete(
         .chat
         .delete_message(&auth.caller(q.str("userId")), &id, &mid, false)
         .await?;
-    Ok(ok(json!({"success": true})))
+    Ok(success())
 }
 
 /// `DELETE /api/channels/:id/messages/:mid/purge`.
@@ -171,7 +201,10 @@ pub async fn purge(
         .chat
         .delete_message(&auth.caller(q.str("userId")), &id, &mid, true)
         .await?;
-    Ok(ok(json!({"success": true, "purged": true})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Purged {
+        success: true,
+        purged: true,
+    }))
 }
 
 /// `GET /api/channels/:id/messages/:mid/thread`.
@@ -187,10 +220,11 @@ pub async fn thread(
     let parent = state.chat.message(&caller, &id, &mid).await?;
     let replies = state.chat.replies(&caller, &id, &mid, limit + 1).await?;
     let more = replies.len() > limit;
-    let list: Vec<Value> = replies.iter().take(limit).map(render::message).collect();
-    Ok(ok(
-        json!({"parent": render::message(&parent), "replies": list, "hasMore": more}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Thread {
+        parent: v::MessageView::from(&parent),
+        replies: replies.iter().take(limit).map(v::MessageView::from).collect(),
+        has_more: more,
+    }))
 }
 
 /// `POST /api/channels/:id/messages/:mid/thread`.
@@ -204,5 +238,5 @@ pub async fn reply(
     let caller = auth.user_caller(body.user_id)?;
     let mut new = body.message;
     new.parent_id = Some(mid);
-    send(&state, &caller, &id, new).await
+    send(&state, &auth, &caller, &id, new).await
 }

@@ -1,6 +1,31 @@
 //! REST handlers, one module per resource. Each handler authenticates with [`crate::auth`]
-//! extractors, calls the chat service, and renders camelCase JSON (the response layer converts
-//! Server API answers to snake_case).
+//! extractors, calls the chat service, and answers a typed view in the caller's dialect
+//! ([`reply!`]): camelCase for the Client API, snake_case for the Server API.
+
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::AppError;
+
+/// Answers `$status` with a view rendered in `$dialect`: the expression after `=>` is written
+/// once and evaluated with `$v` naming the calling module's `camel` or `snake` views (declared
+/// with `chatsdk_actors::dialect_views!`), so each dialect's spelling comes from its derive.
+macro_rules! reply {
+    ($dialect:expr, $status:expr, $v:ident => $view:expr) => {
+        match $dialect {
+            chatsdk_actors::dialect::Dialect::Camel => {
+                use self::camel as $v;
+                $crate::rest::json($status, &$view)
+            }
+            chatsdk_actors::dialect::Dialect::Snake => {
+                use self::snake as $v;
+                $crate::rest::json($status, &$view)
+            }
+        }
+    };
+}
 
 pub mod admin;
 pub mod channels;
@@ -10,29 +35,33 @@ pub mod requests;
 pub mod tokens;
 pub mod users;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::Value;
-
-/// Marks a response whose keys must not be converted to the caller's dialect (routes whose
-/// contract fixes the spelling).
-#[derive(Clone, Copy, Debug)]
-pub struct KeepCase;
-
-/// `200` with a JSON body.
-pub fn ok(v: Value) -> Response {
-    Json(v).into_response()
+/// A JSON response with `status`.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut res = (status, bytes).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(e) => AppError::new(
+            chatsdk_proto::ErrorCode::Internal,
+            format!("response did not serialize: {e}"),
+        )
+        .into_response(),
+    }
 }
 
-/// `201` with a JSON body.
-pub fn created(v: Value) -> Response {
-    (StatusCode::CREATED, Json(v)).into_response()
+/// `{"success": true}`, the answer of actions that return nothing else (one word: the same in
+/// both dialects).
+#[derive(Serialize)]
+pub struct Success {
+    pub success: bool,
 }
 
-/// A JSON body whose keys are kept as written.
-pub fn keep_case(status: StatusCode, v: Value) -> Response {
-    let mut r = (status, Json(v)).into_response();
-    r.extensions_mut().insert(KeepCase);
-    r
+/// `200 {"success": true}`.
+pub fn success() -> Response {
+    json(StatusCode::OK, &Success { success: true })
 }

@@ -5,15 +5,145 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
+use chatsdk_actors::codec::Json;
 use chatsdk_actors::directory::{UpsertMode, UserPatch};
+use chatsdk_actors::render::Iso;
+use serde::Serialize;
 use serde_json::json;
 
+use super::json;
 use super::requests as req;
-use super::{keep_case, ok};
+use crate::auth::tokens::Bundle;
 use crate::auth::extract::{api_key, bearer, constant_eq, key_app, live_user, token_error, Auth};
 use crate::body::Typed;
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
+
+// The token routes' contract fixes their spelling (the same for every caller), so their
+// answers are single-dialect structs.
+
+/// `POST /tokens`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Minted<'a> {
+    token: &'a str,
+    refresh_token: &'a str,
+    ws_token: &'a str,
+    expires_in: u64,
+    user: MintedUser<'a>,
+}
+
+#[derive(Serialize)]
+struct MintedUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    email: Option<&'a str>,
+    image: Option<&'a str>,
+}
+
+/// `POST /api/auth/connect`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Connected<'a> {
+    user: ConnectedUser<'a>,
+    token: &'a str,
+    refresh_token: &'a str,
+    expires_in: u64,
+    #[serde(rename = "_internal")]
+    internal: Internal<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectedUser<'a> {
+    id: &'a str,
+    display_name: &'a str,
+    avatar: Option<&'a str>,
+    metadata: &'a Json,
+}
+
+/// The realtime token of the `/api/auth` routes, which the original kept out of the main body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Internal<'a> {
+    ws_token: &'a str,
+}
+
+/// `POST /tokens/refresh`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Refreshed<'a> {
+    token: &'a str,
+    refresh_token: &'a str,
+    ws_token: &'a str,
+    expires_in: u64,
+}
+
+/// `POST /api/auth/refresh`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthRefreshed<'a> {
+    token: &'a str,
+    refresh_token: &'a str,
+    expires_in: u64,
+    #[serde(rename = "_internal")]
+    internal: Internal<'a>,
+}
+
+/// `GET /tokens/validate` and `/tokens/validate-ws`.
+#[derive(Serialize)]
+struct Validated<'a> {
+    valid: bool,
+    payload: TokenPayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<Option<ValidatedUser<'a>>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenPayload<'a> {
+    user_id: &'a str,
+    app_id: &'a str,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+#[derive(Serialize)]
+struct ValidatedUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: Option<&'a str>,
+}
+
+/// `POST /api/auth/api-keys` (snake_case in both dialects, as the original).
+#[derive(Serialize)]
+struct CreatedKey<'a> {
+    id: &'a str,
+    api_key: &'a str,
+    name: &'a str,
+    app_id: &'a str,
+    scopes: &'a [String],
+    created_at: Iso,
+}
+
+chatsdk_actors::dialect_views! {
+    types {
+        /// A realtime subscription token.
+        pub struct SubscriptionToken<'a> {
+            pub token: &'a str,
+            pub expires_in: u64,
+        }
+    }
+}
+
+fn refreshed_view(b: &Bundle) -> Refreshed<'_> {
+    Refreshed {
+        token: &b.token,
+        refresh_token: &b.refresh_token,
+        ws_token: &b.ws_token,
+        expires_in: b.expires_in,
+    }
+}
 
 /// The dev seed's app, which dev mode lets anyone create keys for.
 const DEMO_APP: &str = "00000000-0000-0000-0000-000000000001";
@@ -75,10 +205,20 @@ pub async fn tokens(
 ) -> ApiResult<Response> {
     let app = minting_app(&state, &parts)?;
     let (user, b) = mint(&state, &app, body, Prefer::Plain).await?;
-    Ok(keep_case(
+    Ok(json(
         StatusCode::OK,
-        json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in,
-               "user": {"id": user.id, "name": user.name, "email": user.email, "image": user.image}}),
+        &Minted {
+            token: &b.token,
+            refresh_token: &b.refresh_token,
+            ws_token: &b.ws_token,
+            expires_in: b.expires_in,
+            user: MintedUser {
+                id: &user.id,
+                name: &user.name,
+                email: user.email.as_deref(),
+                image: user.image.as_deref(),
+            },
+        },
     ))
 }
 
@@ -90,10 +230,22 @@ pub async fn connect(
 ) -> ApiResult<Response> {
     let app = minting_app(&state, &parts)?;
     let (user, b) = mint(&state, &app, body, Prefer::Connect).await?;
-    Ok(keep_case(
+    Ok(json(
         StatusCode::OK,
-        json!({"user": {"id": user.id, "displayName": user.name, "avatar": user.image, "metadata": user.custom},
-               "token": b.token, "refreshToken": b.refresh_token, "expiresIn": b.expires_in, "_internal": {"wsToken": b.ws_token}}),
+        &Connected {
+            user: ConnectedUser {
+                id: &user.id,
+                display_name: &user.name,
+                avatar: user.image.as_deref(),
+                metadata: &user.custom,
+            },
+            token: &b.token,
+            refresh_token: &b.refresh_token,
+            expires_in: b.expires_in,
+            internal: Internal {
+                ws_token: &b.ws_token,
+            },
+        },
     ))
 }
 
@@ -123,18 +275,22 @@ pub async fn tokens_refresh(
     parts: Parts,
 ) -> ApiResult<Response> {
     let b = refreshed(&state, &parts).await?;
-    Ok(keep_case(
-        StatusCode::OK,
-        json!({"token": b.token, "refreshToken": b.refresh_token, "wsToken": b.ws_token, "expiresIn": b.expires_in}),
-    ))
+    Ok(json(StatusCode::OK, &refreshed_view(&b)))
 }
 
 /// `POST /api/auth/refresh`.
 pub async fn auth_refresh(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
     let b = refreshed(&state, &parts).await?;
-    Ok(keep_case(
+    Ok(json(
         StatusCode::OK,
-        json!({"token": b.token, "refreshToken": b.refresh_token, "expiresIn": b.expires_in, "_internal": {"wsToken": b.ws_token}}),
+        &AuthRefreshed {
+            token: &b.token,
+            refresh_token: &b.refresh_token,
+            expires_in: b.expires_in,
+            internal: Internal {
+                ws_token: &b.ws_token,
+            },
+        },
     ))
 }
 
@@ -143,13 +299,23 @@ pub async fn validate(State(state): State<GatewayState>, parts: Parts) -> ApiRes
     let token = bearer(&parts).ok_or_else(|| AppError::unauthorized("Missing authorization"))?;
     let c = state.tokens.access(token).map_err(token_error)?;
     live_user(&state, &c)?;
-    let user = state
-        .chat
-        .user(&c.app_id, &c.user_id)?
-        .map(|u| json!({"id": u.id, "name": u.name, "image": u.image}));
-    Ok(keep_case(
+    let user = state.chat.user(&c.app_id, &c.user_id)?;
+    Ok(json(
         StatusCode::OK,
-        json!({"valid": true, "payload": {"userId": c.user_id, "appId": c.app_id, "issuedAt": c.iat, "expiresAt": c.exp}, "user": user}),
+        &Validated {
+            valid: true,
+            payload: TokenPayload {
+                user_id: &c.user_id,
+                app_id: &c.app_id,
+                issued_at: c.iat,
+                expires_at: c.exp,
+            },
+            user: Some(user.as_ref().map(|u| ValidatedUser {
+                id: &u.id,
+                name: &u.name,
+                image: u.image.as_deref(),
+            })),
+        },
     ))
 }
 
@@ -158,9 +324,18 @@ pub async fn validate_ws(State(state): State<GatewayState>, parts: Parts) -> Api
     let token = bearer(&parts).ok_or_else(|| AppError::unauthorized("Missing authorization"))?;
     let c = state.tokens.connection(token).map_err(token_error)?;
     live_user(&state, &c)?;
-    Ok(keep_case(
+    Ok(json(
         StatusCode::OK,
-        json!({"valid": true, "payload": {"userId": c.sub, "appId": c.app_id, "issuedAt": c.iat, "expiresAt": c.exp}}),
+        &Validated {
+            valid: true,
+            payload: TokenPayload {
+                user_id: &c.sub,
+                app_id: &c.app_id,
+                issued_at: c.iat,
+                expires_at: c.exp,
+            },
+            user: None,
+        },
     ))
 }
 
@@ -209,10 +384,16 @@ pub async fn create_api_key(
         ));
     };
     let (key, plain) = state.chat.create_api_key(&app, &name, scopes).await?;
-    Ok(keep_case(
+    Ok(json(
         StatusCode::CREATED,
-        json!({"id": key.id, "api_key": plain, "name": key.name, "app_id": key.app_id, "scopes": key.scopes,
-               "created_at": chatsdk_actors::time::iso(key.created_at)}),
+        &CreatedKey {
+            id: &key.id,
+            api_key: &plain,
+            name: &key.name,
+            app_id: &key.app_id,
+            scopes: &key.scopes,
+            created_at: Iso(key.created_at),
+        },
     ))
 }
 
@@ -234,7 +415,8 @@ pub async fn subscription_token(
         .may_subscribe(&caller.app, &user, &channel)
         .await?;
     let token = state.tokens.subscription(&caller.app, &user, &channel);
-    Ok(ok(
-        json!({"token": token, "expiresIn": state.tokens.access_ttl}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::SubscriptionToken {
+        token: &token,
+        expires_in: state.tokens.access_ttl,
+    }))
 }

@@ -2,34 +2,120 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use chatsdk_actors::codec::Json as JsonField;
 use chatsdk_actors::directory::{UpsertAction, UpsertMode, UserPatch};
 use chatsdk_actors::model::User;
-use chatsdk_actors::render;
-use chatsdk_actors::time::{iso, now_ms};
-use serde_json::{json, Value};
+use chatsdk_actors::time::now_ms;
+use serde_json::Value;
 
 use super::requests as req;
-use super::{created, ok};
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
-fn profile(u: &User) -> Value {
-    json!({"id": u.id, "name": u.name, "image": u.image, "email": u.email, "custom": u.custom, "role": u.role,
-           "lastActiveAt": u.last_active_at.map(iso), "createdAt": iso(u.created_at), "updatedAt": iso(u.updated_at)})
-}
+chatsdk_actors::dialect_views! {
+    records: chatsdk_actors::render;
+    types {
+        /// A user as the server key (or the user themself) sees them, or as another user of
+        /// the app does (no email, with presence).
+        #[serde(untagged)]
+        pub enum UserView<'a> {
+            Profile(ProfileView<'a>),
+            Public(PublicUserView<'a>),
+        }
 
-/// A user as another user of the app sees them (no email).
-fn public(u: &User) -> Value {
-    let mut v = render::user(u, now_ms());
-    if let Some(m) = v.as_object_mut() {
-        m.remove("email");
+        /// A list of users.
+        pub struct UserList<'a> {
+            pub users: Vec<UserView<'a>>,
+        }
+
+        /// The fields a user writes about themself.
+        pub struct OwnFields<'a> {
+            pub id: &'a str,
+            pub name: &'a str,
+            pub image: Option<&'a str>,
+            pub custom: &'a JsonField,
+        }
+
+        /// A user as `PUT /api/users/:id` answers it.
+        pub struct PutUser<'a> {
+            pub id: &'a str,
+            pub name: &'a str,
+            pub image: Option<&'a str>,
+            pub email: Option<&'a str>,
+            pub custom: &'a JsonField,
+        }
+
+        /// One user ensured.
+        pub struct Ensured<'a> {
+            pub action: &'static str,
+            pub created: bool,
+            pub updated: bool,
+            pub user: ProfileView<'a>,
+        }
+
+        /// One user of a bulk ensure.
+        pub struct EnsuredItem<'a> {
+            pub action: &'static str,
+            pub user: ProfileView<'a>,
+        }
+
+        /// A refused item of a bulk ensure.
+        pub struct UserIdError<'a> {
+            pub user_id: Option<&'a str>,
+            pub error: &'a str,
+        }
+
+        /// `POST /api/users/bulk-ensure`.
+        pub struct BulkEnsured<'a> {
+            pub ensured: Vec<EnsuredItem<'a>>,
+            pub count: usize,
+            pub created: usize,
+            pub updated: usize,
+            pub existing: usize,
+            pub errors: Vec<UserIdError<'a>>,
+        }
+
+        /// A refused item of a sync.
+        pub struct IdError<'a> {
+            pub id: &'a str,
+            pub error: &'a str,
+        }
+
+        /// `POST /api/users/sync`.
+        pub struct Synced<'a> {
+            pub synced: usize,
+            pub created: usize,
+            pub updated: usize,
+            pub errors: Vec<IdError<'a>>,
+        }
+
+        /// A deleted (anonymised) user.
+        pub struct Deleted<'a> {
+            pub success: bool,
+            pub anonymized_user_id: &'a str,
+        }
+
+        /// A user whose tokens were revoked.
+        pub struct Revoked<'a> {
+            pub success: bool,
+            pub revoked_user_id: &'a str,
+        }
     }
-    v
+    impls {
+        impl<'a> UserView<'a> {
+            /// `u` as a server key (`full`) or another user sees them.
+            pub fn new(u: &'a User, full: bool) -> Self {
+                if full {
+                    UserView::Profile(ProfileView::from(u))
+                } else {
+                    UserView::Public(PublicUserView::new(u, now_ms()))
+                }
+            }
+        }
+    }
 }
 
 fn patch_from(fields: req::UserFields, id: String) -> ApiResult<UserPatch> {
@@ -97,7 +183,7 @@ pub async fn me(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiR
         .chat
         .user(&c.app, c.user.as_deref().unwrap_or_default())?
         .ok_or_else(|| AppError::not_found("user not found"))?;
-    Ok(ok(profile(&u)))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ProfileView::from(&u)))
 }
 
 /// `PATCH /api/users/me`: name, image and custom (replaced); never the role.
@@ -112,9 +198,12 @@ pub async fn update_me(
         .chat
         .upsert_user(&c.app, patch, UpsertMode::Replace)
         .await?;
-    Ok(ok(
-        json!({"id": u.id, "name": u.name, "image": u.image, "custom": u.custom}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::OwnFields {
+        id: &u.id,
+        name: &u.name,
+        image: u.image.as_deref(),
+        custom: &u.custom,
+    }))
 }
 
 /// `GET /api/users/:id`.
@@ -127,7 +216,7 @@ pub async fn get(
         .chat
         .user(&auth.app, &id)?
         .ok_or_else(|| AppError::not_found("user not found"))?;
-    Ok(ok(if auth.server { profile(&u) } else { public(&u) }))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::UserView::new(&u, auth.server)))
 }
 
 /// `GET /api/users`.
@@ -137,11 +226,9 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let users = state
         .chat
         .users(&auth.app, q.str("q").as_deref(), limit, offset)?;
-    let list: Vec<Value> = users
-        .iter()
-        .map(|u| if auth.server { profile(u) } else { public(u) })
-        .collect();
-    Ok(ok(json!({"users": list})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::UserList {
+        users: users.iter().map(|u| v::UserView::new(u, auth.server)).collect(),
+    }))
 }
 
 /// `POST /api/users/ensure` (server key).
@@ -164,8 +251,12 @@ pub async fn ensure(
     } else {
         StatusCode::OK
     };
-    let v = json!({"action": action_name(action), "created": action == UpsertAction::Created, "updated": action == UpsertAction::Updated, "user": profile(&u)});
-    Ok((status, Json(v)).into_response())
+    Ok(reply!(auth.dialect, status, v => v::Ensured {
+        action: action_name(action),
+        created: action == UpsertAction::Created,
+        updated: action == UpsertAction::Updated,
+        user: v::ProfileView::from(&u),
+    }))
 }
 
 /// `POST /api/users/bulk-ensure` (server key): 1 to 1000 users; 207 when some failed.
@@ -190,14 +281,7 @@ pub async fn bulk_ensure(
                 ids.push(id);
                 patches.push(p);
             }
-            (id, Err(err)) => {
-                let id = if id.is_empty() {
-                    Value::Null
-                } else {
-                    Value::String(id)
-                };
-                errors.push(json!({"userId": id, "error": err.message}));
-            }
+            (id, Err(err)) => errors.push(((!id.is_empty()).then_some(id), err.message)),
         }
     }
     let results = state
@@ -212,9 +296,9 @@ pub async fn bulk_ensure(
                     UpsertAction::Updated => u += 1,
                     UpsertAction::Existing => e += 1,
                 }
-                ensured.push(json!({"action": action_name(action), "user": profile(&user)}));
+                ensured.push((action, user));
             }
-            Err(err) => errors.push(json!({"userId": id, "error": AppError::from(err).message})),
+            Err(err) => errors.push((Some(id), AppError::from(err).message)),
         }
     }
     let status = if errors.is_empty() {
@@ -222,8 +306,26 @@ pub async fn bulk_ensure(
     } else {
         StatusCode::MULTI_STATUS
     };
-    let v = json!({"ensured": ensured, "count": ensured.len(), "created": c, "updated": u, "existing": e, "errors": errors});
-    Ok((status, Json(v)).into_response())
+    Ok(reply!(auth.dialect, status, v => v::BulkEnsured {
+        ensured: ensured
+            .iter()
+            .map(|(action, user)| v::EnsuredItem {
+                action: action_name(*action),
+                user: v::ProfileView::from(user),
+            })
+            .collect(),
+        count: ensured.len(),
+        created: c,
+        updated: u,
+        existing: e,
+        errors: errors
+            .iter()
+            .map(|(id, error)| v::UserIdError {
+                user_id: id.as_deref(),
+                error,
+            })
+            .collect(),
+    }))
 }
 
 /// `POST /api/users/sync` (server key): 1 to 100 users.
@@ -249,7 +351,7 @@ pub async fn sync(
                 ids.push(id);
                 patches.push(p);
             }
-            (id, Err(err)) => errors.push(json!({"id": id, "error": err.message})),
+            (id, Err(err)) => errors.push((id, err.message)),
         }
     }
     let results = state
@@ -266,12 +368,18 @@ pub async fn sync(
                     UpsertAction::Existing => {}
                 }
             }
-            Err(err) => errors.push(json!({"id": id, "error": AppError::from(err).message})),
+            Err(err) => errors.push((id, AppError::from(err).message)),
         }
     }
-    Ok(ok(
-        json!({"synced": synced, "created": created_n, "updated": updated, "errors": errors}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Synced {
+        synced,
+        created: created_n,
+        updated,
+        errors: errors
+            .iter()
+            .map(|(id, error)| v::IdError { id, error })
+            .collect(),
+    }))
 }
 
 /// `PUT /api/users/:id` (server key): upsert.
@@ -286,9 +394,13 @@ pub async fn put(
         .chat
         .upsert_user(&auth.app, patch_from(body, id)?, UpsertMode::Merge)
         .await?;
-    Ok(ok(
-        json!({"id": u.id, "name": u.name, "image": u.image, "email": u.email, "custom": u.custom}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::PutUser {
+        id: &u.id,
+        name: &u.name,
+        image: u.image.as_deref(),
+        email: u.email.as_deref(),
+        custom: &u.custom,
+    }))
 }
 
 /// `POST /api/users` (server key): idempotent upsert; `role: "admin"` makes an app admin.
@@ -314,11 +426,12 @@ pub async fn create(
         .chat
         .upsert_user(&auth.app, patch, UpsertMode::Merge)
         .await?;
-    Ok(if action == UpsertAction::Created {
-        created(profile(&u))
+    let status = if action == UpsertAction::Created {
+        StatusCode::CREATED
     } else {
-        ok(profile(&u))
-    })
+        StatusCode::OK
+    };
+    Ok(reply!(auth.dialect, status, v => v::ProfileView::from(&u)))
 }
 
 /// `DELETE /api/users/:id` (server key): anonymise, revoke, disconnect.
@@ -329,7 +442,10 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     auth.require_server()?;
     state.chat.delete_user(&auth.app, &id).await?;
-    Ok(ok(json!({"success": true, "anonymizedUserId": id})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Deleted {
+        success: true,
+        anonymized_user_id: &id,
+    }))
 }
 
 /// `POST /api/users/:id/revoke-tokens` (server key).
@@ -340,5 +456,8 @@ pub async fn revoke(
 ) -> ApiResult<Response> {
     auth.require_server()?;
     state.chat.revoke_tokens(&auth.app, &id).await?;
-    Ok(ok(json!({"success": true, "revokedUserId": id})))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Revoked {
+        success: true,
+        revoked_user_id: &id,
+    }))
 }
