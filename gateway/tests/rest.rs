@@ -1442,7 +1442,12 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
     assert_eq!(parent.status, 201, "{parent:?}");
     let pid = parent.body["id"].as_str().unwrap().to_string();
     let reply = rest
-        .call("POST", &format!("/api/channels/{cid}/messages/{pid}/thread"), Cred::Key(&key), Some(json!({"user_id": "bob", "text": "r"})))
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/messages/{pid}/thread"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "bob", "text": "r"})),
+        )
         .await;
     assert_eq!(reply.status, 201, "{reply:?}");
     let (alice, _) = rest.login(&key, "alice").await;
@@ -1459,7 +1464,12 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
     for path in &gets {
         let sep = if path.contains('?') { '&' } else { '?' };
         let snake = rest
-            .call("GET", &format!("{path}{sep}user_id=alice"), Cred::Key(&key), None)
+            .call(
+                "GET",
+                &format!("{path}{sep}user_id=alice"),
+                Cred::Key(&key),
+                None,
+            )
             .await;
         let camel = rest.call("GET", path, Cred::Bearer(&alice), None).await;
         assert_eq!(snake.status, 200, "{path}: {snake:?}");
@@ -1470,7 +1480,10 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
         assert!(s.len() > 3, "{path}: {s:?}");
         for k in &s {
             let last = k.rsplit('.').next().unwrap_or_default();
-            assert!(!last.chars().any(|c| c.is_ascii_uppercase()), "{path}: snake key {k}");
+            assert!(
+                !last.chars().any(|c| c.is_ascii_uppercase()),
+                "{path}: snake key {k}"
+            );
         }
         for k in &c {
             let last = k.rsplit('.').next().unwrap_or_default();
@@ -1479,13 +1492,26 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
     }
     // User objects keep their keys in both dialects.
     let snake = rest
-        .call("GET", &format!("/api/channels/{cid}/messages/{pid}?user_id=alice"), Cred::Key(&key), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}/messages/{pid}?user_id=alice"),
+            Cred::Key(&key),
+            None,
+        )
         .await;
-    assert_eq!(snake.body["attachments"][0]["fileUrl"], "https://x/y", "{snake:?}");
+    assert_eq!(
+        snake.body["attachments"][0]["fileUrl"], "https://x/y",
+        "{snake:?}"
+    );
     assert_eq!(snake.body["user"]["custom"]["teamId"], 7, "{snake:?}");
     assert!(snake.body["user"]["created_at"].is_string(), "{snake:?}");
     let camel = rest
-        .call("GET", &format!("/api/channels/{cid}"), Cred::Bearer(&alice), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}"),
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
     assert_eq!(camel.body["config"]["slowMode"], 1, "{camel:?}");
     assert_eq!(camel.body["memberCount"], 2, "{camel:?}");
@@ -1493,5 +1519,8 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
     let missing = rest
         .call("GET", "/api/channels/nope", Cred::Key(&key), None)
         .await;
-    assert!(missing.body["error"]["requestId"].is_string(), "{missing:?}");
+    assert!(
+        missing.body["error"]["requestId"].is_string(),
+        "{missing:?}"
+    );
 }

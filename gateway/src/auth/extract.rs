@@ -13,9 +13,9 @@ use chatsdk_proto::ErrorCode;
 
 use super::jwt::JwtError;
 use super::tokens::Claims;
-use chatsdk_actors::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::GatewayState;
+use chatsdk_actors::dialect::Dialect;
 
 /// An authenticated request.
 #[derive(Clone, Debug)]

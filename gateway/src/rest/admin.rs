@@ -6,8 +6,8 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::requests as req;
 use super::json;
+use super::requests as req;
 use crate::auth::extract::Admin;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};

@@ -187,7 +187,11 @@ async fn mine_with(
 }
 
 /// Members with their user records (a member whose record cannot be read shows without it).
-fn with_users(state: &GatewayState, app: &str, members: Vec<Member>) -> Vec<(Member, Option<User>)> {
+fn with_users(
+    state: &GatewayState,
+    app: &str,
+    members: Vec<Member>,
+) -> Vec<(Member, Option<User>)> {
     members
         .into_iter()
         .map(|m| {
@@ -245,7 +249,13 @@ pub async fn create(
         .await?;
     let mine = mine(&state, &caller, &ch, me.as_ref()).await;
     if is_new {
-        return Ok(channel_reply(&auth, StatusCode::CREATED, &ch, me.as_ref(), mine));
+        return Ok(channel_reply(
+            &auth,
+            StatusCode::CREATED,
+            &ch,
+            me.as_ref(),
+            mine,
+        ));
     }
     if ch.dm && !auth.server && ch.idempotency_key.is_none() {
         let mut res = channel_reply(&auth, StatusCode::SEE_OTHER, &ch, me.as_ref(), mine);
@@ -522,13 +532,15 @@ pub async fn add_members(
         .await?;
     if auth.server && auth.user.is_none() {
         let first = users.first().map(String::as_str).unwrap_or_default();
-        return Ok(reply!(auth.dialect, StatusCode::CREATED, v => v::MembersAdded {
-            channel_id: &id,
-            user_id: first,
-            user_ids: &users,
-            role: role.as_str(),
-            added: &added,
-        }));
+        return Ok(
+            reply!(auth.dialect, StatusCode::CREATED, v => v::MembersAdded {
+                channel_id: &id,
+                user_id: first,
+                user_ids: &users,
+                role: role.as_str(),
+                added: &added,
+            }),
+        );
     }
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::AddedCount {
         success: true,

@@ -2,7 +2,6 @@
 //! extractors, calls the chat service, and answers a typed view in the caller's dialect
 //! ([`reply!`]): camelCase for the Client API, snake_case for the Server API.
 
-
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::json;
 use super::requests as req;
-use crate::auth::tokens::Bundle;
 use crate::auth::extract::{api_key, bearer, constant_eq, key_app, live_user, token_error, Auth};
+use crate::auth::tokens::Bundle;
 use crate::body::Typed;
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
@@ -415,8 +415,10 @@ pub async fn subscription_token(
         .may_subscribe(&caller.app, &user, &channel)
         .await?;
     let token = state.tokens.subscription(&caller.app, &user, &channel);
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::SubscriptionToken {
-        token: &token,
-        expires_in: state.tokens.access_ttl,
-    }))
+    Ok(
+        reply!(auth.dialect, StatusCode::OK, v => v::SubscriptionToken {
+            token: &token,
+            expires_in: state.tokens.access_ttl,
+        }),
+    )
 }
