@@ -10,7 +10,7 @@
 //! Actors start on demand ([`Registry::call`]), stop when their shard's leadership moves away,
 //! and passivate after a quiet period; their state is rebuilt from storage when they start.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,9 @@ pub struct ChannelState {
     pending: BTreeMap<u64, Publication>,
     /// The newest emitted events, rendered.
     recent: VecDeque<Publication>,
-    sends: VecDeque<((String, String), Message)>,
+    /// Recent sends by `(user, clientMsgId)`, oldest first in `send_order`.
+    sends: HashMap<(String, String), Message>,
+    send_order: VecDeque<(String, String)>,
     in_flight: usize,
     last_active: Instant,
 }
@@ -196,7 +198,8 @@ impl Actor for ChannelActor {
             emitted,
             pending: BTreeMap::new(),
             recent,
-            sends: VecDeque::new(),
+            sends: HashMap::new(),
+            send_order: VecDeque::new(),
             in_flight: 0,
             last_active: Instant::now(),
         })
@@ -303,9 +306,8 @@ impl ChannelState {
         };
         let cmid = message.client_msg_id.as_ref()?;
         self.sends
-            .iter()
-            .find(|((u, c), _)| u == &message.user_id && c == cmid)
-            .map(|(_, m)| StreamReply::Message {
+            .get(&(message.user_id.clone(), cmid.clone()))
+            .map(|m| StreamReply::Message {
                 message: Box::new(m.clone()),
                 events: Vec::new(),
                 epoch: self.epoch.clone(),
@@ -316,11 +318,15 @@ impl ChannelState {
     fn committed(&mut self, reply: &StreamReply) {
         if let StreamReply::Message { message, .. } = reply {
             if let Some(cmid) = &message.client_msg_id {
-                if self.sends.len() == IDEMPOTENCY_WINDOW {
-                    self.sends.pop_front();
+                let key = (message.user_id.clone(), cmid.clone());
+                if self.sends.insert(key.clone(), (**message).clone()).is_none() {
+                    self.send_order.push_back(key);
                 }
-                self.sends
-                    .push_back(((message.user_id.clone(), cmid.clone()), (**message).clone()));
+                while self.send_order.len() > IDEMPOTENCY_WINDOW {
+                    if let Some(oldest) = self.send_order.pop_front() {
+                        self.sends.remove(&oldest);
+                    }
+                }
             }
         }
         let Some((events, epoch)) = reply.events() else {

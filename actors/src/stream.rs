@@ -239,22 +239,31 @@ impl<K: Kv> Tx<'_, K> {
     }
 
     fn send(&mut self, mut message: Box<Message>) -> Result<StreamReply, StoreError> {
+        // Whether this very command may have been applied before.
+        let mut seen = true;
         if let Some(cmid) = &message.client_msg_id {
-            if let Some(id) = self
+            match self
                 .kv
                 .get(&self.sk.client_msg_id(&message.user_id, cmid))?
             {
-                let id = String::from_utf8_lossy(&id).into_owned();
-                if let Some(existing) = self.find_message(&id)? {
-                    return Ok(self.message_reply(existing, true));
+                Some(id) => {
+                    let id = String::from_utf8_lossy(&id).into_owned();
+                    if let Some(existing) = self.find_message(&id)? {
+                        return Ok(self.message_reply(existing, true));
+                    }
                 }
+                // An apply of this command would have written its client message id with the
+                // message, so it has not been applied: no need to look its id up.
+                None => seen = false,
             }
         }
         // Message ids are made per request, so an existing id is this very command applied
         // again (the cluster delivers at least once): answer with what the first apply
         // stored, without a second message or event.
-        if let Some(existing) = self.find_message(&message.id)? {
-            return Ok(self.message_reply(existing, false));
+        if seen {
+            if let Some(existing) = self.find_message(&message.id)? {
+                return Ok(self.message_reply(existing, false));
+            }
         }
         self.head.seq += 1;
         message.seq = self.head.seq;

@@ -6,7 +6,7 @@
 //! them), [`jetstream`] (nats-server with JetStream, the durable peer, and its client),
 //! [`setup`] (users and channels over REST), [`gen`] and [`genproc`] (generator processes and
 //! their handles), [`adapters`] (every system's wire protocol), [`procstat`] (`/proc` readings
-//! and pinning), [`floor`] (the kernel's loopback-write cost), [`hist`], [`report`],
+//! and pinning), [`floor`] (what a loopback write, sled and the bare transports cost), [`hist`], [`report`],
 //! [`progress`].
 
 pub mod adapters;

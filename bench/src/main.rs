@@ -114,7 +114,8 @@ enum Scenario {
         #[arg(long, default_value_t = 15.0)]
         seconds: f64,
     },
-    /// The kernel's cost of one small loopback write (the floor of a delivery).
+    /// Floors: a small loopback write (a delivery), a send's writes done directly on sled, and
+    /// a REST request or WebSocket frame answered by a server that does nothing else.
     Floor,
     /// (internal) Runs a node for the harness.
     #[command(hide = true)]
@@ -242,7 +243,13 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
         }
         Scenario::Floor => {
             let us = floor::loopback_write_us(160)?;
-            println!("{{\"scenario\":\"floor\",\"loopback_write_us\":{us:.4}}}");
+            let sled = floor::sled::send_floor()?;
+            let rest = floor::http::rest_us().await?;
+            let ws = floor::http::ws_us().await?;
+            println!(
+                "{{\"scenario\":\"floor\",\"loopback_write_us\":{us:.4},\"sled_send_us\":{:.2},\"sled_op_us\":{:.2},\"rest_answer_us\":{rest:.2},\"ws_answer_us\":{ws:.2}}}",
+                sled.send_us, sled.op_us
+            );
             return Ok(());
         }
         Scenario::Node { .. } | Scenario::Gen => return Ok(()),

@@ -1,6 +1,16 @@
-//! The kernel's floor: the CPU one small loopback TCP write costs the writing thread. Every
-//! delivery to a socket costs at least one such write, so a server's CPU per delivery divided
-//! by this floor says how much of its cost is its own.
+//! Floors: what the pieces a send goes through cost on their own, on this machine, so a
+//! server's figures can be read against them.
+//!
+//! - [`loopback_write_us`]: the kernel's CPU for one small loopback TCP write. Every delivery to
+//!   a socket costs at least one such write.
+//! - [`sled`]: a durable send's state-machine writes done directly on sled, with no Raft, no
+//!   actor and no encoding of ours: the least the embedded store can cost per send.
+//! - [`http`]: one REST request and its JSON answer through axum and hyper, with a handler
+//!   that does nothing else, and one WebSocket text frame and its answer through
+//!   tokio-tungstenite: the least a send can cost on each transport before any chat work.
+
+pub mod http;
+pub mod sled;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,7 +43,7 @@ pub fn loopback_write_us(size: usize) -> anyhow::Result<f64> {
 }
 
 /// CPU time of the calling thread (µs), from `/proc/thread-self/stat`.
-fn thread_cpu_us() -> u64 {
+pub(crate) fn thread_cpu_us() -> u64 {
     let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let Some(close) = s.rfind(')') else { return 0 };
     let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
