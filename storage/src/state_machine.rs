@@ -30,9 +30,12 @@ const KEY_REDO: &[u8] = b"s/redo";
 ///
 /// sled's atomic batches take a global write lock and write out its I/O buffer on every call,
 /// which capped the whole node at a few thousand applies per second. Instead, `apply` records its
-/// writes in this one redo record, then performs them as plain inserts, the applied position
-/// last. sled recovers a prefix of its log, so after a crash either none of an apply's writes
-/// survived, or its redo record did too and [`StateMachineStore::open`] finishes the apply.
+/// writes and the applied position in this one redo record, then performs the writes as plain
+/// inserts. sled recovers a prefix of its log, so after a crash either none of an apply's writes
+/// survived, or its redo record did too. [`StateMachineStore::open`] performs the last redo
+/// record again (its writes are absolute values, so performing them twice is performing them
+/// once) and takes the applied position from it: `s/applied` itself is only written when a
+/// snapshot replaces the keys (which also removes the redo record), one insert less per apply.
 #[derive(Serialize, Deserialize)]
 struct Redo {
     applied: Option<LogId>,
@@ -43,7 +46,7 @@ struct Redo {
 }
 
 impl Redo {
-    /// Performs the recorded writes, the applied position and membership last.
+    /// Performs the recorded writes, the membership last (the applied position is the record's).
     fn perform(&self, tree: &sled::Tree) -> Result<(), StoreError> {
         for (key, value) in &self.writes {
             match value {
@@ -54,7 +57,6 @@ impl Redo {
         if let Some(membership) = &self.membership {
             tree.insert(KEY_MEMBERSHIP, record::encode(membership)?)?;
         }
-        tree.insert(KEY_APPLIED, record::encode(&self.applied)?)?;
         Ok(())
     }
 }
@@ -141,7 +143,8 @@ impl StateMachineStore {
         if let Some(raw) = tree.get(KEY_REDO)? {
             let redo: Redo = record::decode(&raw)?;
             if redo.applied > applied {
-                // A crash interrupted this apply: finish it.
+                // The last apply since the last snapshot: perform it again, in case a crash
+                // interrupted it.
                 redo.perform(&tree)?;
                 applied = redo.applied;
                 if let Some(m) = redo.membership {
@@ -445,7 +448,50 @@ mod tests {
         assert_eq!(sm.reader().get(b"gone").unwrap(), None);
     }
 
-    /// A redo record the state machine is already past is not replayed.
+    /// Writes the command as the value of its own key.
+    struct Echo;
+
+    impl Applier for Echo {
+        fn apply(
+            &self,
+            _ctx: &ApplyContext,
+            kv: &mut KvBatch<'_>,
+            command: &[u8],
+        ) -> Result<Vec<u8>, StoreError> {
+            kv.put(command, command);
+            Ok(Vec::new())
+        }
+    }
+
+    /// Applies leave `s/applied` alone: the applied position of a reopened state machine comes
+    /// from its last redo record, with that apply's writes (performed again) and the earlier
+    /// ones.
+    #[tokio::test]
+    async fn reopened_state_machine_is_at_its_last_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+            for (i, key) in [b"one".as_slice(), b"two", b"six"].iter().enumerate() {
+                let entry = Entry {
+                    log_id: log_id(i as u64 + 1),
+                    payload: EntryPayload::Normal(crate::Command(key.to_vec())),
+                };
+                sm.apply([entry]).await.unwrap();
+            }
+            assert!(sm.tree.get(KEY_APPLIED).unwrap().is_none());
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
+        for key in [b"one".as_slice(), b"two", b"six"] {
+            assert_eq!(sm.reader().get(key).unwrap(), Some(key.to_vec()));
+        }
+    }
+
+    /// A redo record older than the applied position (a snapshot's, which also removes the
+    /// record) is not replayed.
     #[test]
     fn completed_redo_is_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
