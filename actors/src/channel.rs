@@ -319,7 +319,11 @@ impl ChannelState {
         if let StreamReply::Message { message, .. } = reply {
             if let Some(cmid) = &message.client_msg_id {
                 let key = (message.user_id.clone(), cmid.clone());
-                if self.sends.insert(key.clone(), (**message).clone()).is_none() {
+                if self
+                    .sends
+                    .insert(key.clone(), (**message).clone())
+                    .is_none()
+                {
                     self.send_order.push_back(key);
                 }
                 while self.send_order.len() > IDEMPOTENCY_WINDOW {
