@@ -151,6 +151,14 @@ impl StreamKeys<'_> {
     pub(crate) fn read_state(&self, user: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"read", user.as_bytes()])
     }
+    /// An append applied to this stream, by its id (empty value).
+    pub(crate) fn append_id(&self, id: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"apid", id.as_bytes()])
+    }
+    /// Slot `slot` of the ring of remembered append ids (value: the id in it).
+    pub(crate) fn append_slot(&self, slot: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"apslot", &slot.to_be_bytes()])
+    }
     pub(crate) fn all(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes()])
     }

@@ -41,8 +41,10 @@ pub enum StreamOp {
     Purge { message_id: String },
     /// Marks everything up to the channel's newest seq read for `user_id`.
     Read { user_id: String },
-    /// Appends a durable event.
-    Append { event: Event },
+    /// Appends a durable event. `id` is made by the proposer: the same append applied again
+    /// (the cluster delivers at least once) appends nothing, as long as it is one of the
+    /// stream's last [`APPEND_IDS`] appends.
+    Append { id: String, event: Event },
     /// Spends refresh token `jti` of login session `sid` (on the user's stream, so in the data
     /// shard of `(app, user)`). `nonce` names this spend: the same command applied again is
     /// answered as the first time, while another spend of a spent token is a replay.
@@ -100,6 +102,10 @@ pub enum RefreshOutcome {
     /// The session was revoked earlier.
     Revoked,
 }
+
+/// Appends remembered per stream for their idempotency (a retried append arrives within
+/// seconds; a stream appends to at membership and channel-settings rate).
+pub const APPEND_IDS: u64 = 64;
 
 /// Refresh tokens remembered per login session, newest last. A session that refreshed this
 /// many times since cannot be replayed against older ones, but those have long expired with
@@ -213,6 +219,24 @@ impl<K: Kv> Tx<'_, K> {
             self.head.first_retained += 1;
         }
         self.events.push(stored);
+        Ok(())
+    }
+
+    /// Appends `event` unless the append `id` was applied already. The ids of the last
+    /// [`APPEND_IDS`] appends are remembered, in a ring of slots by offset.
+    fn append_once(&mut self, id: &str, event: Event) -> Result<(), StoreError> {
+        let seen = self.sk.append_id(id);
+        if self.kv.get(&seen)?.is_some() {
+            return Ok(());
+        }
+        self.append(event)?;
+        let slot = self.sk.append_slot(self.head.offset % APPEND_IDS);
+        if let Some(old) = self.kv.get(&slot)? {
+            let old = String::from_utf8_lossy(&old).into_owned();
+            self.kv.delete(&self.sk.append_id(&old));
+        }
+        self.kv.put(&slot, id.as_bytes());
+        self.kv.put(&seen, b"");
         Ok(())
     }
 
@@ -450,8 +474,8 @@ fn apply(
             }
             StreamReply::Flags(flags)
         }
-        StreamOp::Append { event } => {
-            tx.append(event)?;
+        StreamOp::Append { id, event } => {
+            tx.append_once(&id, event)?;
             StreamReply::Appended {
                 events: std::mem::take(&mut tx.events),
                 epoch: tx.head.epoch.clone(),

@@ -137,10 +137,10 @@ proptest! {
                 },
                 Op::Read(u) => StreamOp::Read { user_id: format!("u{u}") },
                 Op::Member(u) => StreamOp::Append {
+                    id: format!("ap{index}"),
                     event: Event::MemberJoined { channel_id: "c1".into(), user_id: format!("u{u}") },
                 },
             };
-            let appends = !matches!(stream_op, StreamOp::Append { .. });
             let raw = command(retain, stream_op);
             let reply = apply_encoded(&ctx(index), &mut kv, &raw).unwrap();
 
@@ -189,17 +189,49 @@ proptest! {
             }
 
             // Re-applying the same command (the cluster delivers at least once) changes
-            // nothing. Appends carry no identity and are excluded.
-            if appends {
-                let before = kv.clone();
-                let again = apply_encoded(&ctx(index + 1_000_000), &mut kv, &raw).unwrap();
-                prop_assert_eq!(&kv, &before);
-                if let Some((events, _)) = again.events() {
-                    prop_assert!(events.is_empty(), "re-apply emitted {:?}", events);
-                }
+            // nothing.
+            let before = kv.clone();
+            let again = apply_encoded(&ctx(index + 1_000_000), &mut kv, &raw).unwrap();
+            prop_assert_eq!(&kv, &before);
+            if let Some((events, _)) = again.events() {
+                prop_assert!(events.is_empty(), "re-apply emitted {:?}", events);
             }
         }
     }
+}
+
+/// An append applied again is a no-op while it is among the stream's last `APPEND_IDS`
+/// appends, and the ids remembered stay bounded.
+#[test]
+fn appends_are_remembered_in_a_bounded_ring() {
+    let mut kv = Mem::new();
+    let append = |id: &str| {
+        command(
+            100,
+            StreamOp::Append {
+                id: id.into(),
+                event: Event::MemberJoined {
+                    channel_id: "c1".into(),
+                    user_id: id.into(),
+                },
+            },
+        )
+    };
+    let first = apply_encoded(&ctx(1), &mut kv, &append("a0")).unwrap();
+    assert_eq!(first.events().map(|(e, _)| e.len()), Some(1));
+    let again = apply_encoded(&ctx(2), &mut kv, &append("a0")).unwrap();
+    assert_eq!(again.events().map(|(e, _)| e.len()), Some(0));
+    for i in 1..=crate::stream::APPEND_IDS {
+        apply_encoded(&ctx(2 + i), &mut kv, &append(&format!("a{i}"))).unwrap();
+    }
+    let ids = kv
+        .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"apid"]))
+        .unwrap();
+    assert_eq!(ids.len() as u64, crate::stream::APPEND_IDS);
+    // "a0" fell out of the ring: applied again now, it appends again.
+    let late = apply_encoded(&ctx(1_000), &mut kv, &append("a0")).unwrap();
+    assert_eq!(late.events().map(|(e, _)| e.len()), Some(1));
+    assert_eq!(head(&kv).offset, crate::stream::APPEND_IDS + 2);
 }
 
 /// A stored record that does not decode stops the apply with an error naming its key; it is

@@ -220,10 +220,11 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 
 /// The format of a data directory written by this build. Format 1 (no marker) held the
 /// first builds' JSON records and commands; format 2 held typed binary ones (bincode behind a
-/// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`. Raft logs
-/// carry commands of their format, so a directory is never upgraded in place: an older one is
+/// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`; format 4
+/// gives stream appends an id (so an append applied twice appends once). Raft logs carry
+/// commands of their format, so a directory is never upgraded in place: an older one is
 /// refused with a message that says so.
-pub const DATA_FORMAT: u32 = 3;
+pub const DATA_FORMAT: u32 = 4;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -355,17 +356,19 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 3"),
+            text.contains("format 1") && text.contains("format 4"),
             "{text}"
         );
 
-        // A directory of format 2 (the Raft logs in sled).
-        let two = marked(2);
-        let err = Store::open(&StoreConfig::new(two.path())).err().unwrap();
-        assert!(
-            matches!(err, StoreError::DataFormat { found: 2, .. }),
-            "{err}"
-        );
+        // Directories of formats 2 (the Raft logs in sled) and 3 (appends without ids).
+        for format in [2, 3] {
+            let dir = marked(format);
+            let err = Store::open(&StoreConfig::new(dir.path())).err().unwrap();
+            assert!(
+                matches!(err, StoreError::DataFormat { found, .. } if found == format),
+                "{err}"
+            );
+        }
 
         // A directory marked by a newer build.
         let newer = marked(9);

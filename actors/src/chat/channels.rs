@@ -206,8 +206,14 @@ impl Chat {
             other => return Err(unexpected(other)),
         };
         let event = Event::ChannelUpdated(Box::new(ch.clone()));
-        self.write_stream(&chat_stream(&caller.app, id), StreamOp::Append { event })
-            .await?;
+        self.write_stream(
+            &chat_stream(&caller.app, id),
+            StreamOp::Append {
+                id: new_id(),
+                event,
+            },
+        )
+        .await?;
         Ok(ch)
     }
 
@@ -340,6 +346,7 @@ impl Chat {
         self.write_stream(
             &chat_stream(app, &ch.id),
             StreamOp::Append {
+                id: new_id(),
                 event: event.clone(),
             },
         )
@@ -500,7 +507,13 @@ impl Chat {
 
     pub(super) async fn append_user_event(&self, app: &str, user: &str, event: Event) {
         if let Err(e) = self
-            .write_stream(&user_stream(app, user), StreamOp::Append { event })
+            .write_stream(
+                &user_stream(app, user),
+                StreamOp::Append {
+                    id: new_id(),
+                    event,
+                },
+            )
             .await
         {
             tracing::warn!(app, user, error = %e, "user event not recorded");
