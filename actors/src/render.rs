@@ -485,13 +485,3 @@ pub fn event(e: &Event) -> String {
         ),
     }
 }
-
-/// A message as the realtime RPC answers it (camelCase).
-pub fn message(m: &Message) -> serde_json::Value {
-    serde_json::to_value(camel::MessageView::from(m)).unwrap_or(serde_json::Value::Null)
-}
-
-/// A send as the realtime RPC answers it (camelCase).
-pub fn sent(m: &Message, duplicate: bool) -> serde_json::Value {
-    serde_json::to_value(camel::SentView::new(m, duplicate)).unwrap_or(serde_json::Value::Null)
-}

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::chat::{split_stream, Caller, Chat, NewMessage};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Subscription};
+use crate::model::Message;
 use crate::outbound::{CloseReason, Outbound};
 
 /// Commands a connection may send per second on average, and in a burst; beyond that it is
@@ -544,7 +545,7 @@ impl SessionState {
     async fn rpc(&mut self, id: u32, method: &str, data: Value) {
         let Some(caller) = self.caller() else { return };
         match rpc_call(&self.args.chat, &caller, method, data).await {
-            Ok(data) => self.push(realtime::reply(id, "rpc", &json!({"data": data}))),
+            Ok(answer) => self.push(realtime::reply(id, "rpc", &RpcResult { data: answer })),
             Err(RpcError::Chat(e)) => self.reply_chat_error(id, &e),
             Err(RpcError::UnknownMethod) => {
                 self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method")
@@ -565,43 +566,85 @@ impl From<ChatError> for RpcError {
     }
 }
 
+/// What an RPC answers, rendered (in the Client API's camelCase, as REST answers a bearer
+/// token) straight into the reply frame.
+enum RpcAnswer {
+    Sent(Box<Message>, bool),
+    Message(Box<Message>),
+    Success,
+    Read(u64),
+}
+
+impl serde::Serialize for RpcAnswer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::render::camel;
+        match self {
+            RpcAnswer::Sent(m, duplicate) => camel::SentView::new(m, *duplicate).serialize(s),
+            RpcAnswer::Message(m) => camel::MessageView::from(&**m).serialize(s),
+            RpcAnswer::Success => Success {
+                success: true,
+                last_read_seq: None,
+            }
+            .serialize(s),
+            RpcAnswer::Read(seq) => Success {
+                success: true,
+                last_read_seq: Some(*seq),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// `{"success": true}`, with the read position for `read`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Success {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_read_seq: Option<u64>,
+}
+
+/// The result of an `rpc` command.
+#[derive(serde::Serialize)]
+struct RpcResult {
+    data: RpcAnswer,
+}
+
 /// One RPC through the command layer, answered as the REST API would answer.
 async fn rpc_call(
     chat: &Chat,
     caller: &Caller,
     method: &str,
     data: Value,
-) -> Result<Value, RpcError> {
-    let success = json!({"success": true});
+) -> Result<RpcAnswer, RpcError> {
     Ok(match method {
         "message.send" => {
             let a: SendArgs = rpc_args(data)?;
             let (m, duplicate) = chat.send_message(caller, &a.channel_id, a.message).await?;
-            crate::render::sent(&m, duplicate)
+            RpcAnswer::Sent(Box::new(m), duplicate)
         }
         "message.edit" => {
             let a: EditArgs = rpc_args(data)?;
             let m = chat
                 .edit_message(caller, &a.channel_id, &a.message_id, a.text)
                 .await?;
-            crate::render::message(&m)
+            RpcAnswer::Message(Box::new(m))
         }
         "message.delete" => {
             let a: MessageArgs = rpc_args(data)?;
             chat.delete_message(caller, &a.channel_id, &a.message_id, false)
                 .await?;
-            success
+            RpcAnswer::Success
         }
         "typing" => {
             let a: TypingArgs = rpc_args(data)?;
             let typing = a.typing != Some(Value::Bool(false));
             chat.typing(caller, &a.channel_id, typing).await?;
-            success
+            RpcAnswer::Success
         }
         "read" => {
             let a: ChannelArgs = rpc_args(data)?;
-            let seq = chat.mark_read(caller, &a.channel_id).await?;
-            json!({"success": true, "lastReadSeq": seq})
+            RpcAnswer::Read(chat.mark_read(caller, &a.channel_id).await?)
         }
         _ => return Err(RpcError::UnknownMethod),
     })
