@@ -131,19 +131,14 @@ chatsdk_actors::dialect_views! {
 }
 
 /// What a channel looks like to its caller beyond the record: their read state and flags.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Mine {
+#[derive(Clone, Copy)]
+struct Mine {
     read: Option<(u64, u64)>,
     flags: ChannelFlags,
 }
 
 /// The caller's read state and flags on a channel (when a member).
-pub(crate) async fn mine(
-    state: &GatewayState,
-    caller: &Caller,
-    ch: &Channel,
-    me: Option<&Member>,
-) -> Mine {
+async fn mine(state: &GatewayState, caller: &Caller, ch: &Channel, me: Option<&Member>) -> Mine {
     let flags = match (me, &caller.user) {
         (Some(_), Some(u)) => my_flags(state, &caller.app, u)
             .await

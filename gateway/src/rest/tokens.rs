@@ -22,14 +22,11 @@ use crate::state::GatewayState;
 // The token routes' contract fixes their spelling (the same for every caller), so their
 // answers are single-dialect structs.
 
-/// `POST /tokens`.
+/// `POST /tokens`: the bundle and its user.
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Minted<'a> {
-    token: &'a str,
-    refresh_token: &'a str,
-    ws_token: &'a str,
-    expires_in: u64,
+    #[serde(flatten)]
+    tokens: Refreshed<'a>,
     user: MintedUser<'a>,
 }
 
@@ -41,16 +38,12 @@ struct MintedUser<'a> {
     image: Option<&'a str>,
 }
 
-/// `POST /api/auth/connect`.
+/// `POST /api/auth/connect`: its user and the bundle.
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Connected<'a> {
     user: ConnectedUser<'a>,
-    token: &'a str,
-    refresh_token: &'a str,
-    expires_in: u64,
-    #[serde(rename = "_internal")]
-    internal: Internal<'a>,
+    #[serde(flatten)]
+    tokens: AuthRefreshed<'a>,
 }
 
 #[derive(Serialize)]
@@ -69,7 +62,7 @@ struct Internal<'a> {
     ws_token: &'a str,
 }
 
-/// `POST /tokens/refresh`.
+/// `POST /tokens/refresh` (and the tokens of `POST /tokens`).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Refreshed<'a> {
@@ -79,7 +72,7 @@ struct Refreshed<'a> {
     expires_in: u64,
 }
 
-/// `POST /api/auth/refresh`.
+/// `POST /api/auth/refresh` (and the tokens of `POST /api/auth/connect`).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthRefreshed<'a> {
@@ -136,12 +129,27 @@ chatsdk_actors::dialect_views! {
     }
 }
 
-fn refreshed_view(b: &Bundle) -> Refreshed<'_> {
-    Refreshed {
-        token: &b.token,
-        refresh_token: &b.refresh_token,
-        ws_token: &b.ws_token,
-        expires_in: b.expires_in,
+impl<'a> From<&'a Bundle> for Refreshed<'a> {
+    fn from(b: &'a Bundle) -> Self {
+        Refreshed {
+            token: &b.token,
+            refresh_token: &b.refresh_token,
+            ws_token: &b.ws_token,
+            expires_in: b.expires_in,
+        }
+    }
+}
+
+impl<'a> From<&'a Bundle> for AuthRefreshed<'a> {
+    fn from(b: &'a Bundle) -> Self {
+        AuthRefreshed {
+            token: &b.token,
+            refresh_token: &b.refresh_token,
+            expires_in: b.expires_in,
+            internal: Internal {
+                ws_token: &b.ws_token,
+            },
+        }
     }
 }
 
@@ -208,10 +216,7 @@ pub async fn tokens(
     Ok(json(
         StatusCode::OK,
         &Minted {
-            token: &b.token,
-            refresh_token: &b.refresh_token,
-            ws_token: &b.ws_token,
-            expires_in: b.expires_in,
+            tokens: Refreshed::from(&b),
             user: MintedUser {
                 id: &user.id,
                 name: &user.name,
@@ -239,12 +244,7 @@ pub async fn connect(
                 avatar: user.image.as_deref(),
                 metadata: &user.custom,
             },
-            token: &b.token,
-            refresh_token: &b.refresh_token,
-            expires_in: b.expires_in,
-            internal: Internal {
-                ws_token: &b.ws_token,
-            },
+            tokens: AuthRefreshed::from(&b),
         },
     ))
 }
@@ -275,23 +275,13 @@ pub async fn tokens_refresh(
     parts: Parts,
 ) -> ApiResult<Response> {
     let b = refreshed(&state, &parts).await?;
-    Ok(json(StatusCode::OK, &refreshed_view(&b)))
+    Ok(json(StatusCode::OK, &Refreshed::from(&b)))
 }
 
 /// `POST /api/auth/refresh`.
 pub async fn auth_refresh(State(state): State<GatewayState>, parts: Parts) -> ApiResult<Response> {
     let b = refreshed(&state, &parts).await?;
-    Ok(json(
-        StatusCode::OK,
-        &AuthRefreshed {
-            token: &b.token,
-            refresh_token: &b.refresh_token,
-            expires_in: b.expires_in,
-            internal: Internal {
-                ws_token: &b.ws_token,
-            },
-        },
-    ))
+    Ok(json(StatusCode::OK, &AuthRefreshed::from(&b)))
 }
 
 /// `GET /tokens/validate`.
