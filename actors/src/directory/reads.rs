@@ -1,5 +1,13 @@
 //! Local reads of the directory: what this node's replica of group 0 has applied. Reads that
 //! must see a write made elsewhere first wait for the group's read barrier (`Chat` does).
+//!
+//! Every request reads the same few records (its user, login session, channel and membership)
+//! while group 0 changes rarely, so single records are kept decoded ([`RecordCache`]) until the
+//! replica applies anything at all ([`GroupReader::version`] moves), then read again.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chatsdk_cluster::{GroupReader, StoreError};
 use serde::de::DeserializeOwned;
@@ -8,10 +16,24 @@ use super::LoginSession;
 use crate::keys;
 use crate::model::{ApiKey, App, Channel, Member, User};
 
+/// Decoded records kept at most; when full, the cache starts over.
+const CACHE_CAPACITY: usize = 16_384;
+
+/// A decoded record (or its absence).
+type Cached = Option<Arc<dyn Any + Send + Sync>>;
+
+/// Single records read at one version of group 0 (see the module docs).
+#[derive(Default)]
+struct RecordCache {
+    version: u64,
+    records: HashMap<Vec<u8>, Cached>,
+}
+
 /// Local reads of the directory (what this node has applied).
 #[derive(Clone)]
 pub struct Directory {
     reader: GroupReader,
+    cache: Arc<Mutex<RecordCache>>,
 }
 
 /// A directory read failed: the local store is unreadable.
@@ -20,11 +42,50 @@ pub type ReadResult<T> = Result<T, StoreError>;
 impl Directory {
     /// Reads through `reader` (group 0's).
     pub fn new(reader: GroupReader) -> Self {
-        Directory { reader }
+        Directory {
+            reader,
+            cache: Arc::default(),
+        }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> ReadResult<Option<T>> {
-        keys::read_record(&self.reader, key)
+    fn cache(&self) -> std::sync::MutexGuard<'_, RecordCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<T: DeserializeOwned + Clone + Send + Sync + 'static>(
+        &self,
+        key: &[u8],
+    ) -> ReadResult<Option<T>> {
+        let version = self.reader.version();
+        {
+            let mut cache = self.cache();
+            if cache.version != version {
+                cache.records.clear();
+                cache.version = version;
+            } else if let Some(hit) = cache.records.get(key) {
+                match hit {
+                    None => return Ok(None),
+                    Some(any) => {
+                        if let Some(t) = any.downcast_ref::<T>() {
+                            return Ok(Some(t.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let value: Option<T> = keys::read_record(&self.reader, key)?;
+        let mut cache = self.cache();
+        // Kept only when nothing was applied since the read started.
+        if cache.version == version && self.reader.version() == version {
+            if cache.records.len() >= CACHE_CAPACITY {
+                cache.records.clear();
+            }
+            let kept: Cached = value
+                .clone()
+                .map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>);
+            cache.records.insert(key.to_vec(), kept);
+        }
+        Ok(value)
     }
 
     fn list<T: DeserializeOwned>(&self, prefix: &[u8]) -> ReadResult<Vec<T>> {

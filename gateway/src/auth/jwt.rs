@@ -92,13 +92,20 @@ pub fn verify<C: DeserializeOwned>(token: &str, secret: &[u8], now: u64) -> Resu
     m.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
     let raw = URL_SAFE_NO_PAD.decode(b).map_err(|_| JwtError::Malformed)?;
     let times: Times = serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)?;
-    if times.exp.is_some_and(|exp| now > exp + LEEWAY_SECS) {
+    in_time(times.exp, times.nbf, now)?;
+    serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)
+}
+
+/// Whether a token with these `exp` and `nbf` claims (seconds) is valid at `now`, with the
+/// leeway `verify` allows.
+pub fn in_time(exp: Option<u64>, nbf: Option<u64>, now: u64) -> Result<(), JwtError> {
+    if exp.is_some_and(|exp| now > exp + LEEWAY_SECS) {
         return Err(JwtError::Expired);
     }
-    if times.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+    if nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
         return Err(JwtError::NotYetValid);
     }
-    serde_json::from_slice(&raw).map_err(|_| JwtError::Malformed)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,15 @@
 //! derived key (the Centrifugo token secret of the original). A token is refused when the user
 //! no longer exists or was revoked after the token was issued (`iat_ms` before the user's
 //! `tokens_valid_after`).
+//!
+//! A client sends the same access token with every request until it expires, so tokens that
+//! verified are remembered ([`VERIFIED_CAPACITY`] of them, keyed by the whole token and the key
+//! that signed it): a repeated token costs a lookup instead of a MAC and two JSON parses. Its
+//! lifetime is still checked on every use, and revocation is not cached (the callers check the
+//! user and the session each time).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,6 +62,33 @@ pub struct Bundle {
     pub expires_in: u64,
 }
 
+/// Verified tokens remembered at most; when full, the memory starts over.
+pub const VERIFIED_CAPACITY: usize = 8192;
+
+/// Which key signed a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signer {
+    Api,
+    Realtime,
+}
+
+/// Tokens that verified, with their claims, by the key that signed them.
+#[derive(Default)]
+struct Verified {
+    api: Mutex<HashMap<String, Claims>>,
+    realtime: Mutex<HashMap<String, Claims>>,
+}
+
+impl Verified {
+    fn of(&self, signer: Signer) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
+        let map = match signer {
+            Signer::Api => &self.api,
+            Signer::Realtime => &self.realtime,
+        };
+        map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Mints and verifies tokens.
 #[derive(Clone)]
 pub struct Tokens {
@@ -60,6 +96,7 @@ pub struct Tokens {
     realtime_key: Vec<u8>,
     pub access_ttl: u64,
     pub refresh_ttl: u64,
+    verified: Arc<Verified>,
 }
 
 fn derive(secret: &str, label: &str) -> Vec<u8> {
@@ -82,6 +119,7 @@ impl Tokens {
             realtime_key: derive(secret, "chatsdk-realtime"),
             access_ttl,
             refresh_ttl,
+            verified: Arc::default(),
         }
     }
 
@@ -144,20 +182,35 @@ impl Tokens {
         jwt::sign(&c, &self.realtime_key)
     }
 
-    fn check(&self, token: &str, key: &[u8]) -> Result<Claims, JwtError> {
-        let claims: Claims = jwt::verify(token, key, now_ms() / 1000)?;
+    fn check(&self, token: &str, signer: Signer) -> Result<Claims, JwtError> {
+        let now = now_ms() / 1000;
+        let remembered = self.verified.of(signer).get(token).cloned();
+        if let Some(claims) = remembered {
+            jwt::in_time(Some(claims.exp), Some(claims.nbf), now)?;
+            return Ok(claims);
+        }
+        let key = match signer {
+            Signer::Api => &self.api_key,
+            Signer::Realtime => &self.realtime_key,
+        };
+        let claims: Claims = jwt::verify(token, key, now)?;
         if claims.app_id.is_empty()
             || claims.user_id.is_empty()
             || claims.sub != format!("{}:{}", claims.app_id, claims.user_id)
         {
             return Err(JwtError::Malformed);
         }
+        let mut verified = self.verified.of(signer);
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), claims.clone());
         Ok(claims)
     }
 
     /// Verifies an access token.
     pub fn access(&self, token: &str) -> Result<Claims, JwtError> {
-        let c = self.check(token, &self.api_key)?;
+        let c = self.check(token, Signer::Api)?;
         (c.kind.as_deref() == Some("access"))
             .then_some(c)
             .ok_or(JwtError::Malformed)
@@ -165,7 +218,7 @@ impl Tokens {
 
     /// Verifies a refresh token.
     pub fn refresh(&self, token: &str) -> Result<Claims, JwtError> {
-        let c = self.check(token, &self.api_key)?;
+        let c = self.check(token, Signer::Api)?;
         (c.kind.as_deref() == Some("refresh"))
             .then_some(c)
             .ok_or(JwtError::Malformed)
@@ -173,7 +226,7 @@ impl Tokens {
 
     /// Verifies a realtime connection token (an access token is accepted as well).
     pub fn connection(&self, token: &str) -> Result<Claims, JwtError> {
-        match self.check(token, &self.realtime_key) {
+        match self.check(token, Signer::Realtime) {
             Ok(c) if c.channel.is_none() => Ok(c),
             Ok(_) => Err(JwtError::Malformed),
             Err(JwtError::Signature) => self.access(token),
@@ -183,7 +236,7 @@ impl Tokens {
 
     /// Verifies a subscription token for `channel`.
     pub fn subscription_claims(&self, token: &str, channel: &str) -> Result<Claims, JwtError> {
-        let c = self.check(token, &self.realtime_key)?;
+        let c = self.check(token, Signer::Realtime)?;
         (c.channel.as_deref() == Some(channel))
             .then_some(c)
             .ok_or(JwtError::Malformed)
@@ -210,5 +263,20 @@ mod tests {
         assert!(t.connection(&sub).is_err());
         let other = Tokens::new("other", 60, 120);
         assert_eq!(other.access(&b.token), Err(JwtError::Signature));
+    }
+
+    /// A remembered token is still refused once it expires.
+    #[test]
+    fn remembered_tokens_still_expire() {
+        let t = Tokens::new("s", 60, 120);
+        let b = t.bundle("app", "u1", None);
+        let claims = t.access(&b.token).unwrap();
+        assert_eq!(t.access(&b.token), Ok(claims.clone()));
+        let expired = Claims {
+            exp: now_ms() / 1000 - 3600,
+            ..claims
+        };
+        t.verified.of(Signer::Api).insert(b.token.clone(), expired);
+        assert_eq!(t.access(&b.token), Err(JwtError::Expired));
     }
 }
