@@ -120,6 +120,9 @@ pub struct StateMachineStore {
     membership: StoredMembership,
     /// When the pending writes go to sled at the latest (`None`: nothing pending).
     flush_by: Option<Instant>,
+    /// The store's count of drops of this group's trees when they were opened: pending writes
+    /// are never written into trees dropped since.
+    incarnation: u64,
 }
 
 impl StateMachineStore {
@@ -129,6 +132,7 @@ impl StateMachineStore {
         group: GroupId,
         applier: Arc<dyn Applier>,
     ) -> Result<StateMachineStore, StoreError> {
+        let incarnation = store.incarnation(group);
         let tree = store.group_tree(group, "sm")?;
         let snap = store.group_tree(group, "snap")?;
         let mut applied: Option<LogId> = match tree.get(KEY_APPLIED)? {
@@ -168,6 +172,7 @@ impl StateMachineStore {
             applied,
             membership,
             flush_by: None,
+            incarnation,
         })
     }
 
@@ -196,7 +201,18 @@ impl StateMachineStore {
             }
         }
         self.system_batch(&mut batch)?;
-        self.view.tree.apply_batch(batch)?;
+        let tree = &self.view.tree;
+        let written = self
+            .store
+            .write_group(self.group, self.incarnation, || tree.apply_batch(batch));
+        match written {
+            Some(result) => result?,
+            // The group was dropped from this node (it moved away): nothing to keep.
+            None => tracing::debug!(
+                group = self.group,
+                "pending writes of a dropped group discarded"
+            ),
+        }
         self.view.pending.clear();
         self.flush_by = None;
         Ok(())
@@ -581,6 +597,22 @@ mod tests {
             .get(data_key(&7u64.to_be_bytes()))
             .unwrap()
             .is_some());
+    }
+
+    /// A state machine that closes after its group was dropped from the node (it moved away)
+    /// writes nothing into the dropped trees.
+    #[tokio::test]
+    async fn pending_writes_of_a_dropped_group_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        sm.apply([entry(1, b"k")]).await.unwrap();
+        store.drop_group(4).unwrap();
+        drop(sm);
+        assert!(!store.groups().contains(&4));
+        let sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        assert_eq!(sm.applied, None);
+        assert_eq!(sm.reader().get(b"k").unwrap(), None);
     }
 
     /// A snapshot taken while writes are pending has them, and so has sled afterwards.

@@ -11,10 +11,11 @@
 //! back at an earlier applied position (each apply is atomic, see `state_machine`) and openraft
 //! applies the rest again from the log. A snapshot flushes sled before the log is purged.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::wal::Wal;
 use crate::{GroupId, StoreError};
@@ -66,6 +67,10 @@ struct Inner {
     wal: Wal,
     db: sled::Db,
     path: PathBuf,
+    /// How many times each group's trees were dropped. Dropping holds this lock, and so does
+    /// every write of a state machine's pending writes ([`Store::write_group`]), so a state
+    /// machine that closes after its group was dropped cannot write into the dropped trees.
+    drops: Mutex<HashMap<GroupId, u64>>,
 }
 
 impl Store {
@@ -105,6 +110,7 @@ impl Store {
                 wal,
                 db,
                 path: config.path.clone(),
+                drops: Mutex::default(),
             }),
         })
     }
@@ -149,10 +155,33 @@ impl Store {
     pub fn drop_group(&self, group: GroupId) -> Result<(), StoreError> {
         self.inner.wal.reset(group)?;
         self.inner.wal.sync_now()?;
+        let mut drops = self.drops();
+        *drops.entry(group).or_default() += 1;
         for kind in GROUP_TREES {
             self.inner.db.drop_tree(group_tree_name(group, kind))?;
         }
         Ok(())
+    }
+
+    fn drops(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, u64>> {
+        self.inner.drops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many times `group`'s trees were dropped so far (see [`Store::write_group`]).
+    pub(crate) fn incarnation(&self, group: GroupId) -> u64 {
+        self.drops().get(&group).copied().unwrap_or(0)
+    }
+
+    /// Runs `write` unless `group`'s trees were dropped since `incarnation` (then `None`); no
+    /// drop of the group can happen while it runs.
+    pub(crate) fn write_group<R>(
+        &self,
+        group: GroupId,
+        incarnation: u64,
+        write: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let drops = self.drops();
+        (drops.get(&group).copied().unwrap_or(0) == incarnation).then(write)
     }
 
     /// Waits until everything written to sled before this call is durable (snapshots, the
