@@ -195,6 +195,77 @@ pub fn empty_head(stream: &str) -> StreamHead {
     }
 }
 
+/// How a stream stores an event. A new message or thread reply is stored as a reference to the
+/// message record (which holds the message already), so a send writes the message once;
+/// reading the event renders the message as it is then: edited, soft-deleted, or, once purged,
+/// as `message.deleted` (a purged message is not served from the recovery window either).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum EventRecord {
+    Whole(Event),
+    MessageNew { seq: u64, id: String },
+    ThreadReply { seq: u64, id: String },
+}
+
+/// A stored event: its offset and its [`EventRecord`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredEventRecord {
+    pub(crate) offset: u64,
+    pub(crate) event: EventRecord,
+}
+
+impl StoredEventRecord {
+    fn of(stored: &StoredEvent) -> StoredEventRecord {
+        let event = match &stored.event {
+            Event::MessageNew(m) => EventRecord::MessageNew {
+                seq: m.seq,
+                id: m.id.clone(),
+            },
+            Event::ThreadReply(m) => EventRecord::ThreadReply {
+                seq: m.seq,
+                id: m.id.clone(),
+            },
+            other => EventRecord::Whole(other.clone()),
+        };
+        StoredEventRecord {
+            offset: stored.offset,
+            event,
+        }
+    }
+}
+
+/// Stored event records as events, reading the messages they refer to through `message` (by
+/// seq).
+pub(crate) fn resolve_events(
+    sk: &StreamKeys<'_>,
+    records: Vec<StoredEventRecord>,
+    message: impl Fn(u64) -> Result<Option<Message>, StoreError>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let thread = matches!(record.event, EventRecord::ThreadReply { .. });
+        let event = match record.event {
+            EventRecord::Whole(event) => event,
+            EventRecord::MessageNew { seq, id } | EventRecord::ThreadReply { seq, id } => {
+                match message(seq)? {
+                    Some(m) if thread => Event::ThreadReply(Box::new(m)),
+                    Some(m) => Event::MessageNew(Box::new(m)),
+                    // Purged since: its event says so.
+                    None => Event::MessageDeleted {
+                        channel_id: sk.0.rsplit(':').next().unwrap_or_default().to_string(),
+                        message_id: id,
+                        hard: true,
+                    },
+                }
+            }
+        };
+        out.push(StoredEvent {
+            offset: record.offset,
+            event,
+        });
+    }
+    Ok(out)
+}
+
 /// One command's view of a stream: its keys, its head, and the events it appended.
 struct Tx<'a, K: Kv> {
     kv: &'a mut K,
@@ -212,7 +283,11 @@ impl<K: Kv> Tx<'_, K> {
             offset: self.head.offset,
             event,
         };
-        put(self.kv, &self.sk.event(self.head.offset), &stored)?;
+        put(
+            self.kv,
+            &self.sk.event(self.head.offset),
+            &StoredEventRecord::of(&stored),
+        )?;
         let retain = self.retain.max(1);
         while self.head.offset - self.head.first_retained + 1 > retain {
             self.kv.delete(&self.sk.event(self.head.first_retained));
@@ -549,12 +624,22 @@ impl StreamReader {
         if to < from {
             return Ok(Vec::new());
         }
-        Self::decode_all(self.reader.range(
+        let rows = self.reader.range(
             &sk.event(from),
             &sk.event(to.saturating_add(1).max(from + 1)),
             false,
             limit,
-        )?)
+        )?;
+        self.resolve(&sk, rows)
+    }
+
+    fn resolve(
+        &self,
+        sk: &StreamKeys<'_>,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let records = Self::decode_all::<StoredEventRecord>(rows)?;
+        resolve_events(sk, records, |seq| self.get(&sk.message(seq)))
     }
 
     /// The newest `limit` retained events, oldest first.
@@ -564,13 +649,11 @@ impl StreamReader {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let sk = StreamKeys(stream);
-        let mut out: Vec<StoredEvent> =
-            Self::decode_all(
-                self.reader
-                    .range(&sk.event(0), &sk.event(u64::MAX), true, limit)?,
-            )?;
-        out.reverse();
-        Ok(out)
+        let mut rows = self
+            .reader
+            .range(&sk.event(0), &sk.event(u64::MAX), true, limit)?;
+        rows.reverse();
+        self.resolve(&sk, rows)
     }
 
     /// The seq of the message with this id, through the id index.

@@ -159,7 +159,7 @@ proptest! {
                 .unwrap()
                 .iter()
                 .map(|(k, v)| {
-                    let e: StoredEvent = decode_at(k, v).unwrap();
+                    let e: StoredEventRecord = decode_at(k, v).unwrap();
                     e.offset
                 })
                 .collect();
@@ -365,4 +365,57 @@ fn thread_index_follows_replies_and_purges() {
     );
     apply_encoded(&ctx(5), &mut kv, &purge).unwrap();
     assert_eq!(kv.scan_prefix(&sk.thread(1)).unwrap().len(), 1);
+}
+
+/// A stream stores a new message's event as a reference to the message record: reading it
+/// renders the message as it is (edited), and as `message.deleted` once it was purged.
+#[test]
+fn message_events_are_stored_once_and_read_as_the_message_is() {
+    let mut kv = Mem::new();
+    apply_encoded(&ctx(1), &mut kv, &send("m1", None)).unwrap();
+    apply_encoded(&ctx(2), &mut kv, &send("m2", None)).unwrap();
+    let edit = StreamOp::Edit {
+        message_id: "m1".into(),
+        text: "edited".into(),
+        now: 5,
+    };
+    apply_encoded(&ctx(3), &mut kv, &command(100, edit)).unwrap();
+    let purge = StreamOp::Purge {
+        message_id: "m2".into(),
+    };
+    apply_encoded(&ctx(4), &mut kv, &command(100, purge)).unwrap();
+    let sk = StreamKeys(STREAM);
+    let records: Vec<StoredEventRecord> = kv
+        .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"ev"]))
+        .unwrap()
+        .iter()
+        .map(|(k, v)| decode_at(k, v).unwrap())
+        .collect();
+    assert!(matches!(
+        records[0].event,
+        EventRecord::MessageNew { seq: 1, .. }
+    ));
+    let events = resolve_events(&sk, records, |seq| get(&kv, &sk.message(seq))).unwrap();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match &e.event {
+            Event::MessageNew(m) => format!("new {} {}", m.id, m.text.as_deref().unwrap_or("")),
+            Event::MessageUpdated(m) => format!("updated {}", m.id),
+            Event::MessageDeleted {
+                message_id, hard, ..
+            } => {
+                format!("deleted {message_id} {hard}")
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "new m1 edited",
+            "deleted m2 true",
+            "updated m1",
+            "deleted m2 true",
+        ]
+    );
 }

@@ -250,10 +250,11 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 /// The format of a data directory written by this build. Format 1 (no marker) held the
 /// first builds' JSON records and commands; format 2 held typed binary ones (bincode behind a
 /// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`; format 4
-/// gives stream appends an id (so an append applied twice appends once). Raft logs carry
+/// gives stream appends an id (so an append applied twice appends once); format 5 stores a new
+/// message's event as a reference to the message record instead of a second copy. Raft logs carry
 /// commands of their format, so a directory is never upgraded in place: an older one is
 /// refused with a message that says so.
-pub const DATA_FORMAT: u32 = 4;
+pub const DATA_FORMAT: u32 = 5;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -385,12 +386,13 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 4"),
+            text.contains("format 1") && text.contains("format 5"),
             "{text}"
         );
 
-        // Directories of formats 2 (the Raft logs in sled) and 3 (appends without ids).
-        for format in [2, 3] {
+        // Directories of formats 2 (the Raft logs in sled), 3 (appends without ids) and 4
+        // (messages stored twice).
+        for format in [2, 3, 4] {
             let dir = marked(format);
             let err = Store::open(&StoreConfig::new(dir.path())).err().unwrap();
             assert!(
