@@ -106,8 +106,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        // Not synced on its own: it rides on the next sync. A stale committed id after a crash
-        // only means re-applying less on restart; Raft re-learns the commit index from the leader.
+        // Neither written nor synced on its own: it rides on the next append's write and that
+        // append's sync. A stale committed id after a crash only means re-applying less on
+        // restart; Raft re-learns the commit index from the leader.
         self.store
             .wal()
             .save_committed(self.group, committed)

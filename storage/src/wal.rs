@@ -24,7 +24,7 @@
 //! Failure: a write or `fdatasync` error stops the log for good (every later call fails): after
 //! a failed `fdatasync` the page cache can no longer be trusted to match the disk.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -201,6 +201,9 @@ struct State {
     failed: Option<String>,
     /// A purge or reset happened since the last collection of old segments.
     collect: bool,
+    /// Groups whose committed id changed since it was last written: it is written with the
+    /// next append (see [`Wal::save_committed`]).
+    unwritten_committed: BTreeSet<GroupId>,
 }
 
 impl State {
@@ -225,6 +228,7 @@ impl State {
             }
             WalRecord::Reset { group } => {
                 self.groups.remove(group);
+                self.unwritten_committed.remove(group);
                 for segment in self.segments.values_mut() {
                     segment.max_index.remove(group);
                 }
@@ -322,6 +326,7 @@ impl Wal {
             allocated: 0,
             failed: None,
             collect: false,
+            unwritten_committed: BTreeSet::new(),
         };
         for (n, id) in ids.iter().enumerate() {
             let last = n + 1 == ids.len();
@@ -425,6 +430,16 @@ impl Wal {
             }
             expect = Some(log_id.index + 1);
         }
+        // Committed ids saved since the last append ride on this write, after the entries.
+        for g in std::mem::take(&mut state.unwritten_committed) {
+            if let Some(log) = state.groups.get(&g) {
+                let record = WalRecord::Committed {
+                    group: g,
+                    committed: log.committed,
+                };
+                push_record(&mut buf, &record)?;
+            }
+        }
         let base = self.write(&mut state, &buf)?;
         let segment = state.active;
         for (log_id, start, len) in pending {
@@ -460,12 +475,19 @@ impl Wal {
         self.note(&WalRecord::Vote { group, vote })
     }
 
+    /// Records the committed id in memory; the record reaches the file with the next append
+    /// (of any group) or segment rotation, so a commit costs no write of its own. A crash may
+    /// therefore lose the newest committed ids, which openraft allows: it re-applies less at
+    /// restart and the rest once the entries are committed again.
     pub(crate) fn save_committed(
         &self,
         group: GroupId,
         committed: Option<LogId>,
     ) -> Result<(), StoreError> {
-        self.note(&WalRecord::Committed { group, committed })
+        let mut state = self.state()?;
+        state.apply_note(&WalRecord::Committed { group, committed });
+        state.unwritten_committed.insert(group);
+        Ok(())
     }
 
     pub(crate) fn truncate(&self, group: GroupId, since: u64) -> Result<(), StoreError> {
@@ -1108,6 +1130,15 @@ mod tests {
             wal.save_vote(1, Vote::new(3, 1)).unwrap();
             wal.save_committed(2, Some(LogId::new(CommittedLeaderId::new(1, 1), 2)))
                 .unwrap();
+            assert_eq!(
+                wal.group_state(2).unwrap().committed.map(|l| l.index),
+                Some(2)
+            );
+            // The committed id reaches the file with the next append, of any group.
+            wal.append(1, [entry(1, 5, "a")]).unwrap();
+            // One saved after the last append is not written (openraft re-applies less).
+            wal.save_committed(1, Some(LogId::new(CommittedLeaderId::new(1, 1), 5)))
+                .unwrap();
             wal.sync().await.unwrap();
         }
         // Appends overwrite zero-filled space instead of growing the file.
@@ -1116,12 +1147,13 @@ mod tests {
             .len();
         assert!(len >= PREALLOC_CHUNK && len % PREALLOC_CHUNK == 0, "{len}");
         let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
-        assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4]);
+        assert_eq!(indexes(&wal, 1), vec![1, 2, 3, 4, 5]);
         assert_eq!(indexes(&wal, 2), vec![1, 2]);
         assert_eq!(wal.read(1, 2, 4).unwrap().len(), 2);
         let one = wal.group_state(1).unwrap();
         assert_eq!(one.vote, Some(Vote::new(3, 1)));
-        assert_eq!(one.last.map(|l| l.index), Some(4));
+        assert_eq!(one.last.map(|l| l.index), Some(5));
+        assert_eq!(one.committed, None);
         assert_eq!(
             wal.group_state(2).unwrap().committed.map(|l| l.index),
             Some(2)
