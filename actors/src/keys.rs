@@ -103,11 +103,13 @@ impl StreamKeys<'_> {
     pub(crate) fn head(&self) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"head"])
     }
-    pub(crate) fn event(&self, offset: u64) -> Vec<u8> {
-        key(&[b"s", self.0.as_bytes(), b"ev", &offset.to_be_bytes()])
+    /// Chunk `n` of the retained events (offsets `16n..16n+15`, see [`crate::chunk`]).
+    pub(crate) fn event_chunk(&self, n: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"evc", &n.to_be_bytes()])
     }
-    pub(crate) fn message(&self, seq: u64) -> Vec<u8> {
-        key(&[b"s", self.0.as_bytes(), b"msg", &seq.to_be_bytes()])
+    /// Chunk `n` of the messages (seqs `16n..16n+15`, see [`crate::chunk`]).
+    pub(crate) fn message_chunk(&self, n: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"msc", &n.to_be_bytes()])
     }
     pub(crate) fn message_id(&self, id: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mid", id.as_bytes()])
@@ -205,16 +207,21 @@ pub(crate) fn get_record<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Encodes a record to be stored at (or in the chunk at) `key`.
+pub(crate) fn encode_at<T: serde::Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, StoreError> {
+    crate::codec::encode(value).map_err(|e| StoreError::Corrupt {
+        key: key.escape_ascii().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Writes a record in an apply batch.
 pub(crate) fn put_record<T: serde::Serialize>(
     kv: &mut impl Kv,
     key: &[u8],
     value: &T,
 ) -> Result<(), StoreError> {
-    let raw = crate::codec::encode(value).map_err(|e| StoreError::Corrupt {
-        key: key.escape_ascii().to_string(),
-        reason: e.to_string(),
-    })?;
+    let raw = encode_at(key, value)?;
     kv.put(key, &raw);
     Ok(())
 }

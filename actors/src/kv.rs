@@ -4,7 +4,7 @@
 //! applied log position); in unit and property tests it is an in-memory map, so the
 //! transitions can be driven directly, without sled or Raft.
 
-use chatsdk_cluster::{KvBatch, StoreError};
+use chatsdk_cluster::{GroupReader, KvBatch, StoreError};
 
 /// A key and its value.
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
@@ -21,6 +21,40 @@ pub(crate) trait Kv {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
 }
 
+/// Reads of a replica's state outside an apply (a [`GroupReader`]; an in-memory map in tests).
+pub trait KvRead {
+    /// Reads a key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keys in `from..to`, in key order (descending when `reverse`), at most `limit`.
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Every key with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+}
+
+impl KvRead for GroupReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        GroupReader::get(self, key)
+    }
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        GroupReader::range(self, from, to, reverse, limit)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        GroupReader::scan_prefix(self, prefix)
+    }
+}
+
 impl Kv for KvBatch<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         KvBatch::get(self, key)
@@ -33,6 +67,35 @@ impl Kv for KvBatch<'_> {
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         KvBatch::scan_prefix(self, prefix)
+    }
+}
+
+/// An in-memory state, for tests of the reads.
+#[cfg(test)]
+impl KvRead for std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(std::collections::BTreeMap::get(self, key).cloned())
+    }
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let rows = std::collections::BTreeMap::range(self, from.to_vec()..to.to_vec());
+        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(if reverse {
+            rows.rev().take(limit).map(clone).collect()
+        } else {
+            rows.take(limit).map(clone).collect()
+        })
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        Kv::scan_prefix(self, prefix)
     }
 }
 

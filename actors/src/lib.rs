@@ -32,6 +32,7 @@ pub mod stream;
 pub mod time;
 pub mod validate;
 
+mod chunk;
 mod keys;
 mod kv;
 

@@ -4,15 +4,17 @@
 //! the shard `shard_for(app, channel)`: each durable event gets the next offset (no gaps), and the
 //! newest `retain` events are kept for recovery. A chat stream also holds the channel's messages
 //! (by seq), the client-message-id index and members' read positions, so a message and its
-//! `message.new` event commit atomically. [`StreamApplier`] is deterministic: offsets, seqs and
+//! `message.new` event commit atomically. Events and messages are stored sixteen to a value
+//! ([`crate::chunk`]): the store's cost is per key. [`StreamApplier`] is deterministic: offsets, seqs and
 //! the epoch derive from the log, times from the proposer.
 
 use chatsdk_cluster::{Applier, ApplyContext, GroupReader, KvBatch, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::{self, chunk_of, CHUNK};
 use crate::codec::{self, Json};
-use crate::keys::{self, decode_at, get_record as get, put_record as put, StreamKeys};
-use crate::kv::Kv;
+use crate::keys::{self, decode_at, encode_at, get_record as get, put_record as put, StreamKeys};
+use crate::kv::{Kv, KvRead};
 use crate::model::{ChannelFlags, Event, Message, StoredEvent, StreamHead};
 
 /// A change to one stream.
@@ -283,14 +285,20 @@ impl<K: Kv> Tx<'_, K> {
             offset: self.head.offset,
             event,
         };
-        put(
+        put_item(
             self.kv,
-            &self.sk.event(self.head.offset),
+            &self.sk.event_chunk(chunk_of(stored.offset)),
+            stored.offset,
             &StoredEventRecord::of(&stored),
         )?;
         let retain = self.retain.max(1);
         while self.head.offset - self.head.first_retained + 1 > retain {
-            self.kv.delete(&self.sk.event(self.head.first_retained));
+            // A chunk goes once its last event does; until then readers skip the events
+            // before `first_retained` that it still holds.
+            let trimmed = self.head.first_retained;
+            if (trimmed + 1) % CHUNK == 0 {
+                self.kv.delete(&self.sk.event_chunk(chunk_of(trimmed)));
+            }
             self.head.first_retained += 1;
         }
         self.events.push(stored);
@@ -321,11 +329,11 @@ impl<K: Kv> Tx<'_, K> {
             return Ok(None);
         };
         let seq = index_seq(&key, &raw)?;
-        get(self.kv, &self.sk.message(seq))
+        get_item(self.kv, &self.sk.message_chunk(chunk_of(seq)), seq)
     }
 
     fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
-        put(self.kv, &self.sk.message(m.seq), m)
+        put_item(self.kv, &self.sk.message_chunk(chunk_of(m.seq)), m.seq, m)
     }
 
     fn message_reply(&mut self, message: Message, duplicate: bool) -> StreamReply {
@@ -427,7 +435,7 @@ impl<K: Kv> Tx<'_, K> {
     fn purge(&mut self, id: &str) -> Result<StreamReply, StoreError> {
         Ok(match self.find_message(id)? {
             Some(m) => {
-                self.kv.delete(&self.sk.message(m.seq));
+                delete_item(self.kv, &self.sk.message_chunk(chunk_of(m.seq)), m.seq)?;
                 self.kv.delete(&self.sk.message_id(&m.id));
                 if let Some(parent) = &m.parent_id {
                     if let Some(p) = self.find_message(parent)? {
@@ -493,6 +501,55 @@ fn spend_refresh(
     session.spent.push((jti, nonce));
     put(kv, &key, &session)?;
     Ok(RefreshOutcome::Spent)
+}
+
+/// Writes `value` as item `n` of the chunk at `key`.
+fn put_item<T: Serialize>(
+    kv: &mut impl Kv,
+    key: &[u8],
+    n: u64,
+    value: &T,
+) -> Result<(), StoreError> {
+    let record = encode_at(key, value)?;
+    let chunk = chunk::with_item(key, kv.get(key)?.as_deref(), n, &record)?;
+    kv.put(key, &chunk);
+    Ok(())
+}
+
+/// Item `n` of the chunk at `key`, in an apply.
+fn get_item<T: serde::de::DeserializeOwned>(
+    kv: &impl Kv,
+    key: &[u8],
+    n: u64,
+) -> Result<Option<T>, StoreError> {
+    match kv.get(key)? {
+        Some(value) => item_of(key, &value, n),
+        None => Ok(None),
+    }
+}
+
+/// Item `n` of a chunk's stored value.
+fn item_of<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    value: &[u8],
+    n: u64,
+) -> Result<Option<T>, StoreError> {
+    match chunk::find(key, value, n)? {
+        Some(record) => decode_at(key, record).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Removes item `n` from the chunk at `key` (and the chunk, once empty).
+fn delete_item(kv: &mut impl Kv, key: &[u8], n: u64) -> Result<(), StoreError> {
+    let Some(value) = kv.get(key)? else {
+        return Ok(());
+    };
+    match chunk::without_item(key, &value, n)? {
+        Some(rest) => kv.put(key, &rest),
+        None => kv.delete(key),
+    }
+    Ok(())
 }
 
 /// The sequence number a message-id index entry points to.
@@ -574,10 +631,10 @@ fn apply(
     Ok(reply)
 }
 
-/// Reads of streams on a local replica.
+/// Reads of streams on a local replica (through its [`GroupReader`]; tests read a map).
 #[derive(Clone)]
-pub struct StreamReader {
-    reader: GroupReader,
+pub struct StreamReader<R = GroupReader> {
+    reader: R,
 }
 
 /// Pages of messages.
@@ -596,20 +653,69 @@ impl StreamReader {
     pub fn new(reader: GroupReader) -> Self {
         StreamReader { reader }
     }
+}
 
+impl<R: KvRead> StreamReader<R> {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        keys::read_record(&self.reader, key)
-    }
-
-    fn decode_all<T: serde::de::DeserializeOwned>(
-        rows: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<Vec<T>, StoreError> {
-        rows.into_iter().map(|(k, v)| decode_at(&k, &v)).collect()
+        match self.reader.get(key)? {
+            Some(raw) => decode_at(key, &raw).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The stream's head, if it has ever had an event.
     pub fn head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
         self.get(&StreamKeys(stream).head())
+    }
+
+    /// Visits the items numbered `from..=to` of the chunks named by `key`, in order (newest
+    /// first when `reverse`), until `visit` says stop (false). Chunks are read a few at a
+    /// time, so a page needs no more of them than it visits.
+    fn visit_items(
+        &self,
+        key: impl Fn(u64) -> Vec<u8>,
+        from: u64,
+        to: u64,
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        const CHUNKS_PER_READ: usize = 8;
+        if to < from {
+            return Ok(());
+        }
+        let (mut lo, mut hi) = (chunk_of(from), chunk_of(to));
+        loop {
+            let rows = self
+                .reader
+                .range(&key(lo), &key(hi + 1), reverse, CHUNKS_PER_READ)?;
+            for (k, v) in &rows {
+                let mut items = chunk::items(k, v)?.collect::<Result<Vec<_>, _>>()?;
+                if reverse {
+                    items.reverse();
+                }
+                for (n, record) in items {
+                    if (from..=to).contains(&n) && !visit(k, n, record)? {
+                        return Ok(());
+                    }
+                }
+            }
+            let Some((last, _)) = rows.last().filter(|_| rows.len() == CHUNKS_PER_READ) else {
+                return Ok(());
+            };
+            let Some(last) = keys::trailing_u64(last) else {
+                return Ok(());
+            };
+            if reverse {
+                match last.checked_sub(1) {
+                    Some(h) if h >= lo => hi = h,
+                    _ => return Ok(()),
+                }
+            } else if last < hi {
+                lo = last + 1;
+            } else {
+                return Ok(());
+            }
+        }
     }
 
     /// Retained events with offsets in `from..=to`, oldest first, at most `limit`.
@@ -621,25 +727,26 @@ impl StreamReader {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let sk = StreamKeys(stream);
-        if to < from {
+        let Some(head) = self.head(stream)? else {
             return Ok(Vec::new());
+        };
+        // A chunk may still hold events older than the window (it goes with its last one).
+        let from = from.max(head.first_retained);
+        let to = to.min(head.offset);
+        let mut records = Vec::new();
+        if limit > 0 {
+            self.visit_items(
+                |n| sk.event_chunk(n),
+                from,
+                to,
+                false,
+                |k, _, record| {
+                    records.push(decode_at::<StoredEventRecord>(k, record)?);
+                    Ok(records.len() < limit)
+                },
+            )?;
         }
-        let rows = self.reader.range(
-            &sk.event(from),
-            &sk.event(to.saturating_add(1).max(from + 1)),
-            false,
-            limit,
-        )?;
-        self.resolve(&sk, rows)
-    }
-
-    fn resolve(
-        &self,
-        sk: &StreamKeys<'_>,
-        rows: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let records = Self::decode_all::<StoredEventRecord>(rows)?;
-        resolve_events(sk, records, |seq| self.get(&sk.message(seq)))
+        resolve_events(&sk, records, |seq| self.message_at(&sk, seq))
     }
 
     /// The newest `limit` retained events, oldest first.
@@ -648,12 +755,24 @@ impl StreamReader {
         stream: &str,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sk = StreamKeys(stream);
-        let mut rows = self
-            .reader
-            .range(&sk.event(0), &sk.event(u64::MAX), true, limit)?;
-        rows.reverse();
-        self.resolve(&sk, rows)
+        let Some(head) = self.head(stream)? else {
+            return Ok(Vec::new());
+        };
+        let from = head
+            .offset
+            .saturating_sub(limit as u64)
+            .saturating_add(1)
+            .max(head.first_retained);
+        self.events(stream, from, head.offset, limit)
+    }
+
+    /// The message with this seq.
+    fn message_at(&self, sk: &StreamKeys<'_>, seq: u64) -> Result<Option<Message>, StoreError> {
+        let key = sk.message_chunk(chunk_of(seq));
+        match self.reader.get(&key)? {
+            Some(value) => item_of(&key, &value, seq),
+            None => Ok(None),
+        }
     }
 
     /// The seq of the message with this id, through the id index.
@@ -669,7 +788,7 @@ impl StreamReader {
     pub fn message(&self, stream: &str, id: &str) -> Result<Option<Message>, StoreError> {
         let sk = StreamKeys(stream);
         match self.seq_of_id(&sk, id)? {
-            Some(seq) => self.get(&sk.message(seq)),
+            Some(seq) => self.message_at(&sk, seq),
             None => Ok(None),
         }
     }
@@ -684,49 +803,39 @@ impl StreamReader {
     ) -> Result<(Vec<Message>, bool), StoreError> {
         let sk = StreamKeys(stream);
         let (from, to, reverse) = match page {
-            MessagePage::Latest => (sk.message(0), sk.message(u64::MAX), true),
-            MessagePage::After(seq) => (
-                sk.message(seq.saturating_add(1)),
-                sk.message(u64::MAX),
-                false,
-            ),
-            MessagePage::Before(seq) => (sk.message(0), sk.message(seq), true),
+            MessagePage::Latest => (0, u64::MAX, true),
+            MessagePage::After(seq) => (seq.saturating_add(1), u64::MAX, false),
+            MessagePage::Before(seq) => match seq.checked_sub(1) {
+                Some(to) => (0, to, true),
+                None => return Ok((Vec::new(), false)),
+            },
+        };
+        // Seqs are never above the head's: a reverse page starts there, not at the end of
+        // the number space.
+        let to = match self.head(stream)? {
+            Some(head) => to.min(head.seq),
+            None => return Ok((Vec::new(), false)),
         };
         let mut out = Vec::new();
         let mut more = false;
-        // Scan in chunks so thread replies (skipped) cannot starve a page.
-        let mut cursor_from = from;
-        let mut cursor_to = to;
-        loop {
-            let chunk = self
-                .reader
-                .range(&cursor_from, &cursor_to, reverse, limit + 1)?;
-            let exhausted = chunk.len() <= limit;
-            let mut last_key = None;
-            for (k, v) in chunk {
-                let m: Message = decode_at(&k, &v)?;
-                last_key = Some(k);
+        self.visit_items(
+            |n| sk.message_chunk(n),
+            from,
+            to,
+            reverse,
+            |k, _, record| {
+                let m: Message = decode_at(k, record)?;
                 if m.parent_id.is_some() {
-                    continue;
+                    return Ok(true);
                 }
                 if out.len() == limit {
                     more = true;
-                    break;
+                    return Ok(false);
                 }
                 out.push(m);
-            }
-            if more || exhausted {
-                break;
-            }
-            match (last_key, reverse) {
-                (Some(k), true) => cursor_to = k,
-                (Some(k), false) => {
-                    cursor_from = k;
-                    cursor_from.push(0);
-                }
-                (None, _) => break,
-            }
-        }
+                Ok(true)
+            },
+        )?;
         if reverse {
             out.reverse();
         }
@@ -755,7 +864,7 @@ impl StreamReader {
             let Some(seq) = keys::trailing_u64(&k) else {
                 continue;
             };
-            if let Some(m) = self.get::<Message>(&sk.message(seq))? {
+            if let Some(m) = self.message_at(&sk, seq)? {
                 out.push(m);
             }
         }
@@ -793,16 +902,27 @@ impl StreamReader {
         window: usize,
     ) -> Result<Vec<u64>, StoreError> {
         let sk = StreamKeys(stream);
-        let newest = self
-            .reader
-            .range(&sk.message(0), &sk.message(u64::MAX), true, window)?;
-        // Countable messages, oldest first: (seq, author).
-        let mut counted: Vec<(u64, String)> = Vec::with_capacity(newest.len());
-        for (k, v) in newest {
-            let m: Message = decode_at(&k, &v)?;
-            if m.parent_id.is_none() && m.deleted_at.is_none() {
-                counted.push((m.seq, m.user_id));
-            }
+        let Some(head) = self.head(stream)? else {
+            return Ok(vec![0; users.len()]);
+        };
+        // Countable messages, newest first: (seq, author).
+        let mut counted: Vec<(u64, String)> = Vec::new();
+        let mut seen = 0;
+        if window > 0 {
+            self.visit_items(
+                |n| sk.message_chunk(n),
+                0,
+                head.seq,
+                true,
+                |k, _, record| {
+                    let m: Message = decode_at(k, record)?;
+                    if m.parent_id.is_none() && m.deleted_at.is_none() {
+                        counted.push((m.seq, m.user_id));
+                    }
+                    seen += 1;
+                    Ok(seen < window)
+                },
+            )?;
         }
         counted.reverse();
         Ok(users

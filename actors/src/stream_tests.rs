@@ -63,6 +63,25 @@ fn send(id: &str, parent: Option<&str>) -> Vec<u8> {
     )
 }
 
+/// Every event record stored in the stream's chunks, in offset order.
+fn stored_events(kv: &Mem) -> Vec<StoredEventRecord> {
+    let mut out = Vec::new();
+    for (k, v) in Kv::scan_prefix(kv, &keys::prefix(&[b"s", STREAM.as_bytes(), b"evc"])).unwrap() {
+        for item in chunk::items(&k, &v).unwrap() {
+            let (offset, record) = item.unwrap();
+            let e: StoredEventRecord = decode_at(&k, record).unwrap();
+            assert_eq!(e.offset, offset);
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The stored message with this seq.
+fn message_at(kv: &Mem, seq: u64) -> Option<Message> {
+    get_item(kv, &StreamKeys(STREAM).message_chunk(chunk_of(seq)), seq).unwrap()
+}
+
 fn head(kv: &Mem) -> StreamHead {
     get::<StreamHead>(kv, &StreamKeys(STREAM).head())
         .unwrap()
@@ -154,17 +173,17 @@ proptest! {
             let h = head(&kv);
             prop_assert_eq!(h.offset, last_offset);
             prop_assert_eq!(h.first_retained, last_offset.saturating_sub(retain) + 1);
-            let reader_events: Vec<u64> = kv
-                .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"ev"]))
-                .unwrap()
+            // The retained events are stored; of the trimmed ones, only those sharing a chunk
+            // with the oldest retained event are (the chunk goes with its last event).
+            let (retained, trimmed): (Vec<u64>, Vec<u64>) = stored_events(&kv)
                 .iter()
-                .map(|(k, v)| {
-                    let e: StoredEventRecord = decode_at(k, v).unwrap();
-                    e.offset
-                })
-                .collect();
+                .map(|e| e.offset)
+                .partition(|o| *o >= h.first_retained);
             let expected: Vec<u64> = (h.first_retained..=h.offset).collect();
-            prop_assert_eq!(reader_events, expected);
+            prop_assert_eq!(retained, expected);
+            for o in trimmed {
+                prop_assert_eq!(chunk_of(o), chunk_of(h.first_retained));
+            }
 
             // Idempotency of client message ids.
             if let (Op::Send { user, cmid: Some(c), .. }, StreamReply::Message { message, duplicate, events, .. }) = (op, &reply) {
@@ -224,9 +243,7 @@ fn appends_are_remembered_in_a_bounded_ring() {
     for i in 1..=crate::stream::APPEND_IDS {
         apply_encoded(&ctx(2 + i), &mut kv, &append(&format!("a{i}"))).unwrap();
     }
-    let ids = kv
-        .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"apid"]))
-        .unwrap();
+    let ids = Kv::scan_prefix(&kv, &keys::prefix(&[b"s", STREAM.as_bytes(), b"apid"])).unwrap();
     assert_eq!(ids.len() as u64, crate::stream::APPEND_IDS);
     // "a0" fell out of the ring: applied again now, it appends again.
     let late = apply_encoded(&ctx(1_000), &mut kv, &append("a0")).unwrap();
@@ -240,8 +257,12 @@ fn appends_are_remembered_in_a_bounded_ring() {
 fn corrupted_record_is_an_error_not_absent() {
     let mut kv = Mem::new();
     apply_encoded(&ctx(1), &mut kv, &send("m1", None)).unwrap();
-    let key = StreamKeys(STREAM).message(1);
-    kv.insert(key.clone(), b"\x02garbage".to_vec());
+    let key = StreamKeys(STREAM).message_chunk(0);
+    // A chunk whose framing is sound but whose record is not.
+    kv.insert(
+        key.clone(),
+        chunk::with_item(&key, None, 1, b"\x02garbage").unwrap(),
+    );
     let edit = command(
         100,
         StreamOp::Edit {
@@ -255,12 +276,14 @@ fn corrupted_record_is_an_error_not_absent() {
         StoreError::Corrupt { key: k, .. } => assert_eq!(k, key.escape_ascii().to_string()),
         other => panic!("unexpected {other:?}"),
     }
-    // A record of the JSON era is refused the same way.
-    kv.insert(key, br#"{"id":"m1"}"#.to_vec());
-    assert!(matches!(
-        apply_encoded(&ctx(3), &mut kv, &edit),
-        Err(StoreError::Corrupt { .. })
-    ));
+    // A record of the JSON era, or a damaged chunk, is refused the same way.
+    for damaged in [&br#"{"id":"m1"}"#[..], b"\x02garbage", b""] {
+        kv.insert(key.clone(), damaged.to_vec());
+        assert!(matches!(
+            apply_encoded(&ctx(3), &mut kv, &edit),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
 }
 
 /// A command that does not decode is refused and changes nothing.
@@ -282,7 +305,7 @@ fn thread_reply_updates_parent_and_appends_two_events() {
     assert_eq!(events.len(), 2);
     assert!(matches!(events[0].event, Event::MessageNew(_)));
     assert!(matches!(events[1].event, Event::ThreadReply(_)));
-    let parent: Message = get(&kv, &StreamKeys(STREAM).message(1)).unwrap().unwrap();
+    let parent = message_at(&kv, 1).unwrap();
     assert_eq!(parent.reply_count, 1);
     let rendered = crate::render::event(&events[1].event);
     let v: serde_json::Value = serde_json::from_str(&rendered).unwrap();
@@ -350,8 +373,7 @@ fn thread_index_follows_replies_and_purges() {
     apply_encoded(&ctx(3), &mut kv, &send("r1", Some("p"))).unwrap();
     apply_encoded(&ctx(4), &mut kv, &send("r2", Some("p"))).unwrap();
     let sk = StreamKeys(STREAM);
-    let thread: Vec<u64> = kv
-        .scan_prefix(&sk.thread(1))
+    let thread: Vec<u64> = Kv::scan_prefix(&kv, &sk.thread(1))
         .unwrap()
         .iter()
         .filter_map(|(k, _)| keys::trailing_u64(k))
@@ -364,7 +386,7 @@ fn thread_index_follows_replies_and_purges() {
         },
     );
     apply_encoded(&ctx(5), &mut kv, &purge).unwrap();
-    assert_eq!(kv.scan_prefix(&sk.thread(1)).unwrap().len(), 1);
+    assert_eq!(Kv::scan_prefix(&kv, &sk.thread(1)).unwrap().len(), 1);
 }
 
 /// A stream stores a new message's event as a reference to the message record: reading it
@@ -385,17 +407,12 @@ fn message_events_are_stored_once_and_read_as_the_message_is() {
     };
     apply_encoded(&ctx(4), &mut kv, &command(100, purge)).unwrap();
     let sk = StreamKeys(STREAM);
-    let records: Vec<StoredEventRecord> = kv
-        .scan_prefix(&keys::prefix(&[b"s", STREAM.as_bytes(), b"ev"]))
-        .unwrap()
-        .iter()
-        .map(|(k, v)| decode_at(k, v).unwrap())
-        .collect();
+    let records = stored_events(&kv);
     assert!(matches!(
         records[0].event,
         EventRecord::MessageNew { seq: 1, .. }
     ));
-    let events = resolve_events(&sk, records, |seq| get(&kv, &sk.message(seq))).unwrap();
+    let events = resolve_events(&sk, records, |seq| Ok(message_at(&kv, seq))).unwrap();
     let kinds: Vec<String> = events
         .iter()
         .map(|e| match &e.event {
@@ -417,5 +434,138 @@ fn message_events_are_stored_once_and_read_as_the_message_is() {
             "updated m1",
             "deleted m2 true",
         ]
+    );
+}
+
+/// Reads of pages, events and unread counts span chunks exactly as reads of a plain list
+/// would: a stream of 70 messages (thread replies and purged messages among them) and a
+/// recovery window of 20 events, read with page sizes around the chunk size.
+#[test]
+fn reads_across_chunks_match_a_plain_list() {
+    let mut kv = Mem::new();
+    // (seq, id, author, thread reply, purged)
+    let mut model: Vec<(u64, String, String, bool, bool)> = Vec::new();
+    let mut index = 0;
+    let mut run = |kv: &mut Mem, op: StreamOp| {
+        index += 1;
+        apply_encoded(&ctx(index), kv, &command(20, op)).unwrap()
+    };
+    for i in 1..=70u64 {
+        let id = format!("m{i}");
+        let author = if i % 3 == 0 { "u2" } else { "u1" };
+        let parent = (i % 5 == 0).then(|| "m1".to_string());
+        let m = message(&id, author, None, parent.clone());
+        run(
+            &mut kv,
+            StreamOp::Send {
+                message: Box::new(m),
+            },
+        );
+        model.push((i, id, author.to_string(), parent.is_some(), false));
+    }
+    for i in (7..=70u64).step_by(7) {
+        if model[i as usize - 1].3 {
+            continue;
+        }
+        let reply = run(
+            &mut kv,
+            StreamOp::Purge {
+                message_id: format!("m{i}"),
+            },
+        );
+        assert!(matches!(reply, StreamReply::Message { .. }));
+        model[i as usize - 1].4 = true;
+    }
+    let reader = StreamReader { reader: kv.clone() };
+    let top: Vec<u64> = model.iter().filter(|m| !m.3 && !m.4).map(|m| m.0).collect();
+    let seqs = |(page, _): &(Vec<Message>, bool)| page.iter().map(|m| m.seq).collect::<Vec<_>>();
+
+    for limit in [1usize, 3, 15, 16, 17, 40, 100] {
+        let latest = reader.messages(STREAM, MessagePage::Latest, limit).unwrap();
+        let expect = &top[top.len().saturating_sub(limit)..];
+        assert_eq!(seqs(&latest), expect, "latest {limit}");
+        assert_eq!(latest.1, top.len() > limit);
+        for seq in [1u64, 2, 16, 17, 33, 50, 70, 71] {
+            let before = reader
+                .messages(STREAM, MessagePage::Before(seq), limit)
+                .unwrap();
+            let older: Vec<u64> = top.iter().copied().filter(|s| *s < seq).collect();
+            assert_eq!(seqs(&before), &older[older.len().saturating_sub(limit)..]);
+            assert_eq!(before.1, older.len() > limit, "before {seq} {limit}");
+            let after = reader
+                .messages(STREAM, MessagePage::After(seq), limit)
+                .unwrap();
+            let newer: Vec<u64> = top.iter().copied().filter(|s| *s > seq).collect();
+            assert_eq!(seqs(&after), &newer[..newer.len().min(limit)]);
+            assert_eq!(after.1, newer.len() > limit, "after {seq} {limit}");
+        }
+    }
+
+    // Events: only the window (the last 20 offsets), whatever the chunks still hold.
+    let h = head(&kv);
+    assert_eq!(h.first_retained, h.offset - 19);
+    for (from, to, limit) in [
+        (0, u64::MAX, 100),
+        (0, h.offset, 5),
+        (h.offset - 3, h.offset + 9, 100),
+        (h.first_retained + 1, h.first_retained + 16, 100),
+        (1, 10, 100),
+    ] {
+        let got: Vec<u64> = reader
+            .events(STREAM, from, to, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        let expect: Vec<u64> = (from.max(h.first_retained)..=to.min(h.offset))
+            .take(limit)
+            .collect();
+        assert_eq!(got, expect, "events {from}..={to} limit {limit}");
+    }
+    for limit in [1usize, 16, 20, 50] {
+        let got: Vec<u64> = reader
+            .latest_events(STREAM, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        let expect: Vec<u64> = (h.first_retained..=h.offset).collect();
+        assert_eq!(got, &expect[expect.len().saturating_sub(limit)..]);
+    }
+
+    // Unread counts among the newest `window` messages, by others, after a read position.
+    for window in [5usize, 16, 30, 100] {
+        let counted: Vec<&(u64, String, String, bool, bool)> = model
+            .iter()
+            .filter(|m| !m.4)
+            .rev()
+            .take(window)
+            .filter(|m| !m.3)
+            .collect();
+        let users = [
+            ("u1".to_string(), 10u64),
+            ("u2".to_string(), 40),
+            ("u3".to_string(), 0),
+        ];
+        let got = reader.unreads(STREAM, &users, window).unwrap();
+        let expect: Vec<u64> = users
+            .iter()
+            .map(|(u, after)| counted.iter().filter(|m| m.0 > *after && &m.2 != u).count() as u64)
+            .collect();
+        assert_eq!(got, expect, "window {window}");
+    }
+
+    let replies: Vec<u64> = reader
+        .replies(STREAM, "m1", 100)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    let expect: Vec<u64> = model.iter().filter(|m| m.3).map(|m| m.0).collect();
+    assert_eq!(replies, expect);
+    assert_eq!(reader.message(STREAM, "m14").unwrap(), None);
+    assert_eq!(
+        reader.message(STREAM, "m15").unwrap().map(|m| m.seq),
+        Some(15)
     );
 }

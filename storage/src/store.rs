@@ -251,10 +251,11 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 /// first builds' JSON records and commands; format 2 held typed binary ones (bincode behind a
 /// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`; format 4
 /// gives stream appends an id (so an append applied twice appends once); format 5 stores a new
-/// message's event as a reference to the message record instead of a second copy. Raft logs carry
+/// message's event as a reference to the message record instead of a second copy; format 6
+/// stores a stream's events and messages sixteen to a value (chunks). Raft logs carry
 /// commands of their format, so a directory is never upgraded in place: an older one is
 /// refused with a message that says so.
-pub const DATA_FORMAT: u32 = 5;
+pub const DATA_FORMAT: u32 = 6;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -386,13 +387,13 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 5"),
+            text.contains("format 1") && text.contains("format 6"),
             "{text}"
         );
 
-        // Directories of formats 2 (the Raft logs in sled), 3 (appends without ids) and 4
-        // (messages stored twice).
-        for format in [2, 3, 4] {
+        // Directories of formats 2 (the Raft logs in sled), 3 (appends without ids), 4
+        // (messages stored twice) and 5 (a key per event and per message).
+        for format in [2, 3, 4, 5] {
             let dir = marked(format);
             let err = Store::open(&StoreConfig::new(dir.path())).err().unwrap();
             assert!(
