@@ -114,15 +114,6 @@ impl StreamKeys<'_> {
     pub(crate) fn message_id(&self, id: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mid", id.as_bytes()])
     }
-    pub(crate) fn client_msg_id(&self, user: &str, id: &str) -> Vec<u8> {
-        key(&[
-            b"s",
-            self.0.as_bytes(),
-            b"cmid",
-            user.as_bytes(),
-            id.as_bytes(),
-        ])
-    }
     /// The thread index: reply `reply` of the message with seq `parent` (empty value).
     pub(crate) fn thread_reply(&self, parent: u64, reply: u64) -> Vec<u8> {
         key(&[

@@ -181,6 +181,24 @@ pub(crate) fn apply_encoded(
     }
 }
 
+/// The id of a message sent to `stream` by `user` with client message id `cmid`: a UUID
+/// (version 8, RFC 9562) made of the first 122 bits of the SHA-256 of the three. The same
+/// three always give the same id, and no random (version 7) id is ever one of these.
+pub fn client_message_id(stream: &str, user: &str, cmid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [stream, user, cmid] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The epoch of a stream that has never been written: derived from its name, so it is known
 /// (and the same on every node) before the first event exists.
 pub fn initial_epoch(stream: &str) -> String {
@@ -346,31 +364,19 @@ impl<K: Kv> Tx<'_, K> {
     }
 
     fn send(&mut self, mut message: Box<Message>) -> Result<StreamReply, StoreError> {
-        // Whether this very command may have been applied before.
-        let mut seen = true;
+        // A message sent with a client message id gets the id derived from it, so the id index
+        // is also the client-message-id index (one key per message, not two).
         if let Some(cmid) = &message.client_msg_id {
-            match self
-                .kv
-                .get(&self.sk.client_msg_id(&message.user_id, cmid))?
-            {
-                Some(id) => {
-                    let id = String::from_utf8_lossy(&id).into_owned();
-                    if let Some(existing) = self.find_message(&id)? {
-                        return Ok(self.message_reply(existing, true));
-                    }
-                }
-                // An apply of this command would have written its client message id with the
-                // message, so it has not been applied: no need to look its id up.
-                None => seen = false,
-            }
+            message.id = client_message_id(self.sk.0, &message.user_id, cmid);
         }
-        // Message ids are made per request, so an existing id is this very command applied
-        // again (the cluster delivers at least once): answer with what the first apply
-        // stored, without a second message or event.
-        if seen {
-            if let Some(existing) = self.find_message(&message.id)? {
-                return Ok(self.message_reply(existing, false));
-            }
+        // An existing id is this very command applied again (the cluster delivers at least
+        // once; the proposal time is the same) or a client's retry of a client message id
+        // (sent again later): either way, answer with what the first send stored, without a
+        // second message or event.
+        if let Some(existing) = self.find_message(&message.id)? {
+            let retry =
+                message.client_msg_id.is_some() && existing.created_at != message.created_at;
+            return Ok(self.message_reply(existing, retry));
         }
         self.head.seq += 1;
         message.seq = self.head.seq;
@@ -385,12 +391,6 @@ impl<K: Kv> Tx<'_, K> {
         self.put_message(&message)?;
         self.kv
             .put(&self.sk.message_id(&message.id), &message.seq.to_be_bytes());
-        if let Some(cmid) = &message.client_msg_id {
-            self.kv.put(
-                &self.sk.client_msg_id(&message.user_id, cmid),
-                message.id.as_bytes(),
-            );
-        }
         self.append(Event::MessageNew(message.clone()))?;
         if message.parent_id.is_some() {
             // A thread reply is also announced as such.

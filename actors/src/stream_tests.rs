@@ -133,14 +133,15 @@ proptest! {
             let stream_op = match op {
                 Op::Send { user, cmid, reply } => {
                     let parent = reply.and_then(pick);
-                    StreamOp::Send {
-                        message: Box::new(message(
-                            &format!("m{i}"),
-                            &format!("u{user}"),
-                            cmid.map(|c| format!("cm{c}")),
-                            parent,
-                        )),
-                    }
+                    let mut m = message(
+                        &format!("m{i}"),
+                        &format!("u{user}"),
+                        cmid.map(|c| format!("cm{c}")),
+                        parent,
+                    );
+                    // Each send is proposed at its own time (a client's retry too).
+                    m.created_at += index;
+                    StreamOp::Send { message: Box::new(m) }
                 }
                 Op::Edit(n, t) => match pick(*n) {
                     Some(id) => StreamOp::Edit { message_id: id, text: format!("edit {t}"), now: index },
@@ -568,4 +569,89 @@ fn reads_across_chunks_match_a_plain_list() {
         reader.message(STREAM, "m15").unwrap().map(|m| m.seq),
         Some(15)
     );
+}
+
+/// A client message id names its message: the id is derived from the stream, the user and the
+/// client id (a version-8 UUID, never a random one's), a client's retry (proposed later) is
+/// answered as a duplicate with the first message, the same command applied again is not a
+/// duplicate, and no key but the id index remembers the client id.
+#[test]
+fn a_client_message_id_names_its_message() {
+    let id = client_message_id(STREAM, "u1", "cm1");
+    assert_eq!(id, client_message_id(STREAM, "u1", "cm1"));
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 8);
+    for other in [
+        client_message_id("chat:app:c2", "u1", "cm1"),
+        client_message_id(STREAM, "u2", "cm1"),
+        client_message_id(STREAM, "u1", "cm2"),
+        // Parts are length-prefixed: moving a character between them is another id.
+        client_message_id(STREAM, "u1c", "m1"),
+    ] {
+        assert_ne!(id, other);
+    }
+
+    let mut kv = Mem::new();
+    let send_at = |at: u64| {
+        let mut m = message("proposer-id", "u1", Some("cm1".into()), None);
+        m.created_at = at;
+        command(
+            100,
+            StreamOp::Send {
+                message: Box::new(m),
+            },
+        )
+    };
+    let first = apply_encoded(&ctx(1), &mut kv, &send_at(10)).unwrap();
+    let StreamReply::Message {
+        message: stored,
+        duplicate: false,
+        events,
+        ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(stored.id, id);
+    assert_eq!(events.len(), 1);
+    let keys_after_first = kv.len();
+    for (index, at, duplicate) in [(2, 10, false), (3, 99, true)] {
+        let reply = apply_encoded(&ctx(index), &mut kv, &send_at(at)).unwrap();
+        match reply {
+            StreamReply::Message {
+                message,
+                duplicate: d,
+                events,
+                ..
+            } => {
+                assert_eq!(message.id, id);
+                assert_eq!(message.seq, 1);
+                assert_eq!(d, duplicate, "created at {at}");
+                assert!(events.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(kv.len(), keys_after_first);
+    // Purged, the id is free again: the next send with the client id is a new message.
+    apply_encoded(
+        &ctx(4),
+        &mut kv,
+        &command(
+            100,
+            StreamOp::Purge {
+                message_id: id.clone(),
+            },
+        ),
+    )
+    .unwrap();
+    match apply_encoded(&ctx(5), &mut kv, &send_at(200)).unwrap() {
+        StreamReply::Message {
+            message,
+            duplicate: false,
+            ..
+        } => {
+            assert_eq!((message.id.as_str(), message.seq), (id.as_str(), 2));
+        }
+        other => panic!("{other:?}"),
+    }
 }

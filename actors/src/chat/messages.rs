@@ -103,8 +103,15 @@ impl Chat {
         } else {
             Vec::new()
         };
+        let stream = chat_stream(&caller.app, channel);
+        // The stream derives the id of a message with a client message id (so that a retry
+        // finds the first send); a message without one gets a new id.
+        let id = match &new.client_msg_id {
+            Some(cmid) => crate::stream::client_message_id(&stream, user_id, cmid),
+            None => new_id(),
+        };
         let message = Message {
-            id: new_id(),
+            id,
             channel_id: channel.to_string(),
             user_id: user_id.to_string(),
             seq: 0,
@@ -122,7 +129,7 @@ impl Chat {
         };
         match self
             .write_stream(
-                &chat_stream(&caller.app, channel),
+                &stream,
                 StreamOp::Send {
                     message: Box::new(message),
                 },
