@@ -56,6 +56,9 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The default of [`ClusterConfig::flush_linger`] (the storage's).
+    pub const DEFAULT_FLUSH_LINGER: Duration = chatsdk_storage::store::DEFAULT_FLUSH_LINGER;
+
     /// Production defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
@@ -71,7 +74,7 @@ impl ClusterConfig {
             propose_timeout: Duration::from_secs(10),
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
-            flush_linger: chatsdk_storage::store::DEFAULT_FLUSH_LINGER,
+            flush_linger: Self::DEFAULT_FLUSH_LINGER,
             max_command_bytes: 1024 * 1024,
         }
     }

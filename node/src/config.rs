@@ -209,7 +209,8 @@ impl Default for ClusterSection {
             join_token: None,
             shards: 16,
             replication: 3,
-            flush_linger_us: 300,
+            flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()
+                as u64,
         }
     }
 }
