@@ -125,6 +125,19 @@ pub struct StateMachineStore {
     incarnation: u64,
 }
 
+/// Runs blocking sled work from the state machine's task. On a multi-threaded runtime the
+/// worker first hands its other tasks to another thread ([`tokio::task::block_in_place`]), so a
+/// flush of many keys (milliseconds) does not hold up the node's connections and other groups;
+/// on a current-thread runtime (tests) or outside a runtime it runs in place.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 impl StateMachineStore {
     /// Opens the state machine trees of `group`.
     pub fn open(
@@ -202,9 +215,9 @@ impl StateMachineStore {
         }
         self.system_batch(&mut batch)?;
         let tree = &self.view.tree;
-        let written = self
-            .store
-            .write_group(self.group, self.incarnation, || tree.apply_batch(batch));
+        let (store, group, incarnation) = (&self.store, self.group, self.incarnation);
+        let written =
+            off_the_workers(|| store.write_group(group, incarnation, || tree.apply_batch(batch)));
         match written {
             Some(result) => result?,
             // The group was dropped from this node (it moved away): nothing to keep.
