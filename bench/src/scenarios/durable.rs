@@ -216,7 +216,10 @@ async fn step(
         tokio::time::sleep_until(intended.into()).await;
         let permit = sem.clone().acquire_owned().await?;
         let text = marker::payload(unix0 + offset.as_nanos() as u64, PAYLOAD);
-        let send = senders.send(k, text, format!("b{rate}-{k}"));
+        // Client message ids unique to this step: a second step at the same rate on the same
+        // server must not resend the first one's ids (the server would answer them as retries,
+        // from memory, without storing anything).
+        let send = senders.send(k, text, format!("b{unix0:x}-{k}"));
         let (h, errors, first_error) = (h.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             let r = tokio::time::timeout(SEND_TIMEOUT, send)
