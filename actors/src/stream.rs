@@ -3,7 +3,8 @@
 //! Every realtime channel (`chat:<app>:<channel>`, `user:<app>:<user>`) has one durable stream in
 //! the shard `shard_for(app, channel)`: each durable event gets the next offset (no gaps), and the
 //! newest `retain` events are kept for recovery. A chat stream also holds the channel's messages
-//! (by seq), the client-message-id index and members' read positions, so a message and its
+//! (by seq), the message-id index (which a client message id also goes through, see
+//! [`client_message_id`]) and members' read positions, so a message and its
 //! `message.new` event commit atomically. Events and messages are stored sixteen to a value
 //! ([`crate::chunk`]): the store's cost is per key. [`StreamApplier`] is deterministic: offsets, seqs and
 //! the epoch derive from the log, times from the proposer.
