@@ -6,7 +6,7 @@
 //! (by seq), the message-id index (which a client message id also goes through, see
 //! [`client_message_id`]) and members' read positions, so a message and its
 //! `message.new` event commit atomically. Events and messages are stored sixteen to a value
-//! ([`crate::chunk`]): the store's cost is per key. [`StreamApplier`] is deterministic: offsets, seqs and
+//! (`actors/src/chunk.rs`): the store's cost is per key. [`StreamApplier`] is deterministic: offsets, seqs and
 //! the epoch derive from the log, times from the proposer.
 
 use chatsdk_cluster::{Applier, ApplyContext, GroupReader, KvBatch, StoreError};
