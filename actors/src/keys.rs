@@ -9,9 +9,9 @@
 //! Data shards: one stream per realtime channel and, for chat channels, its messages, under
 //! `s\0<stream>\0…`.
 
-use chatsdk_cluster::{GroupReader, StoreError};
+use chatsdk_cluster::StoreError;
 
-use crate::kv::Kv;
+use crate::kv::{Kv, KvRead};
 
 /// Joins components with `0x00` after a leading tag.
 pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -217,9 +217,9 @@ pub(crate) fn put_record<T: serde::Serialize>(
     Ok(())
 }
 
-/// Reads a record through a group reader.
+/// Reads a record through a replica's reader.
 pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
-    reader: &GroupReader,
+    reader: &impl KvRead,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
     match reader.get(key)? {

@@ -658,10 +658,7 @@ impl StreamReader {
 
 impl<R: KvRead> StreamReader<R> {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.reader.get(key)? {
-            Some(raw) => decode_at(key, &raw).map(Some),
-            None => Ok(None),
-        }
+        keys::read_record(&self.reader, key)
     }
 
     /// The stream's head, if it has ever had an event.
@@ -669,16 +666,17 @@ impl<R: KvRead> StreamReader<R> {
         self.get(&StreamKeys(stream).head())
     }
 
-    /// Visits the items numbered `from..=to` of the chunks named by `key`, in order (newest
-    /// first when `reverse`), until `visit` says stop (false). Chunks are read a few at a
-    /// time, so a page needs no more of them than it visits.
+    /// Visits the records numbered `from..=to` in the chunks named by `key`, in order (newest
+    /// first when `reverse`), until `visit` (given the chunk's key, for errors, and the record)
+    /// says stop (false). Chunks are read a few at a time, so a page needs no more of them
+    /// than it visits.
     fn visit_items(
         &self,
         key: impl Fn(u64) -> Vec<u8>,
         from: u64,
         to: u64,
         reverse: bool,
-        mut visit: impl FnMut(&[u8], u64, &[u8]) -> Result<bool, StoreError>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         const CHUNKS_PER_READ: usize = 8;
         if to < from {
@@ -695,7 +693,7 @@ impl<R: KvRead> StreamReader<R> {
                     items.reverse();
                 }
                 for (n, record) in items {
-                    if (from..=to).contains(&n) && !visit(k, n, record)? {
+                    if (from..=to).contains(&n) && !visit(k, record)? {
                         return Ok(());
                     }
                 }
@@ -741,7 +739,7 @@ impl<R: KvRead> StreamReader<R> {
                 from,
                 to,
                 false,
-                |k, _, record| {
+                |k, record| {
                     records.push(decode_at::<StoredEventRecord>(k, record)?);
                     Ok(records.len() < limit)
                 },
@@ -824,7 +822,7 @@ impl<R: KvRead> StreamReader<R> {
             from,
             to,
             reverse,
-            |k, _, record| {
+            |k, record| {
                 let m: Message = decode_at(k, record)?;
                 if m.parent_id.is_some() {
                     return Ok(true);
@@ -915,7 +913,7 @@ impl<R: KvRead> StreamReader<R> {
                 0,
                 head.seq,
                 true,
-                |k, _, record| {
+                |k, record| {
                     let m: Message = decode_at(k, record)?;
                     if m.parent_id.is_none() && m.deleted_at.is_none() {
                         counted.push((m.seq, m.user_id));

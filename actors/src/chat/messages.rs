@@ -104,14 +104,10 @@ impl Chat {
             Vec::new()
         };
         let stream = chat_stream(&caller.app, channel);
-        // The stream derives the id of a message with a client message id (so that a retry
-        // finds the first send); a message without one gets a new id.
-        let id = match &new.client_msg_id {
-            Some(cmid) => crate::stream::client_message_id(&stream, user_id, cmid),
-            None => new_id(),
-        };
         let message = Message {
-            id,
+            // A message with a client message id gets its id from the stream, derived from the
+            // client id (`stream::client_message_id`), so that a retry finds the first send.
+            id: new_id(),
             channel_id: channel.to_string(),
             user_id: user_id.to_string(),
             seq: 0,
