@@ -10,7 +10,9 @@
 //! Actors start on demand ([`Registry::call`]), stop when their shard's leadership moves away,
 //! and passivate after a quiet period; their state is rebuilt from storage when they start.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,9 +155,15 @@ pub struct ChannelState {
     pending: BTreeMap<u64, Publication>,
     /// The newest emitted events, rendered.
     recent: VecDeque<Publication>,
-    /// Recent sends by `(user, clientMsgId)`, oldest first in `send_order`.
-    sends: HashMap<(String, String), Message>,
-    send_order: VecDeque<(String, String)>,
+    /// Recent sends with a client message id, as hashes of `(user, clientMsgId)` (see
+    /// [`ChannelState::send_key`]), oldest first in `send_order`. Only the hash is kept: a retry
+    /// reads its message back from the local replica (its id derives from the client id), so
+    /// the window costs 16 bytes a send instead of a copy of the message, and growing it does
+    /// not move hundreds of kilobytes (64 busy channels growing their windows of whole messages
+    /// together stalled a node for ~100 ms at 6,000 sends/s).
+    sends: HashSet<u64>,
+    send_order: VecDeque<u64>,
+    send_hasher: RandomState,
     in_flight: usize,
     last_active: Instant,
 }
@@ -198,8 +206,9 @@ impl Actor for ChannelActor {
             emitted,
             pending: BTreeMap::new(),
             recent,
-            sends: HashMap::new(),
+            sends: HashSet::new(),
             send_order: VecDeque::new(),
+            send_hasher: RandomState::new(),
             in_flight: 0,
             last_active: Instant::now(),
         })
@@ -300,30 +309,48 @@ fn publication(e: &StoredEvent) -> Publication {
 }
 
 impl ChannelState {
+    /// The window's key of a client message id.
+    fn send_key(&self, user: &str, cmid: &str) -> u64 {
+        self.send_hasher.hash_one((user, cmid))
+    }
+
+    /// The answer to a retried send of the window: the message as the local replica holds it,
+    /// with `duplicate` set. `None` sends the command on to the stream, which finds retries
+    /// beyond the window (or behind a hash collision) itself.
     fn recent_send(&self, op: &StreamOp) -> Option<StreamReply> {
         let StreamOp::Send { message } = op else {
             return None;
         };
-        let cmid = message.client_msg_id.as_ref()?;
-        self.sends
-            .get(&(message.user_id.clone(), cmid.clone()))
-            .map(|m| StreamReply::Message {
-                message: Box::new(m.clone()),
-                events: Vec::new(),
-                epoch: self.epoch.clone(),
-                duplicate: true,
-            })
+        let cmid = message.client_msg_id.as_deref()?;
+        if !self.sends.contains(&self.send_key(&message.user_id, cmid)) {
+            return None;
+        }
+        let id = crate::stream::client_message_id(&self.stream, &message.user_id, cmid);
+        let stored = match self.reader.message(&self.stream, &id) {
+            Ok(Some(m))
+                if m.user_id == message.user_id && m.client_msg_id.as_deref() == Some(cmid) =>
+            {
+                m
+            }
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "retried send not read back; proposing it");
+                return None;
+            }
+        };
+        Some(StreamReply::Message {
+            message: Box::new(stored),
+            events: Vec::new(),
+            epoch: self.epoch.clone(),
+            duplicate: true,
+        })
     }
 
     fn committed(&mut self, reply: &StreamReply) {
         if let StreamReply::Message { message, .. } = reply {
             if let Some(cmid) = &message.client_msg_id {
-                let key = (message.user_id.clone(), cmid.clone());
-                if self
-                    .sends
-                    .insert(key.clone(), (**message).clone())
-                    .is_none()
-                {
+                let key = self.send_key(&message.user_id, cmid);
+                if self.sends.insert(key) {
                     self.send_order.push_back(key);
                 }
                 while self.send_order.len() > IDEMPOTENCY_WINDOW {
