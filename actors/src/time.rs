@@ -14,18 +14,41 @@ pub fn now_ms() -> u64 {
 }
 
 /// Formats `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+///
+/// Every rendered message and event carries a few of these, so the digits are written into a
+/// fixed buffer (`format!` with padding cost ~3 % of a node's CPU at 7,000 sends/s).
 pub fn iso(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms % 1000
-    )
+    let Ok(year @ 0..=9999) = u64::try_from(y) else {
+        // Beyond four-digit years (no clock reads that); the general form.
+        return format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60,
+            ms % 1000
+        );
+    };
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    digits(&mut out[0..4], year);
+    digits(&mut out[5..7], u64::from(m));
+    digits(&mut out[8..10], u64::from(d));
+    digits(&mut out[11..13], rem / 3600);
+    digits(&mut out[14..16], (rem / 60) % 60);
+    digits(&mut out[17..19], rem % 60);
+    digits(&mut out[20..23], ms % 1000);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes `n` into `into` as decimal digits, zero-padded to its length.
+fn digits(into: &mut [u8], mut n: u64) {
+    for slot in into.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -51,5 +74,8 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(iso(1_795_651_200_000), "2026-11-26T00:00:00.000Z");
+        assert_eq!(iso(1_796_272_611_987), "2026-12-03T04:36:51.987Z");
+        assert_eq!(iso(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 }
