@@ -35,53 +35,96 @@ pub(crate) fn data_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Pending writes by application key (unframed values).
+type Writes = BTreeMap<Vec<u8>, Write>;
+
 /// Applied writes of a group that are not in sled yet, by application key (unframed values).
 ///
-/// The state machine is its only writer; readers take the read lock for one lookup or one range
-/// copy. After a crash these writes are gone, and so is the applied position that covers them:
-/// openraft applies the same entries again from the log.
+/// Two layers: `active` takes the writes of new applies, and `frozen`, when set, holds the
+/// writes a flush is moving into sled off the state machine's task; readers see `active` over
+/// `frozen` over the tree, and the flush drops `frozen` only once sled has it, so no write is
+/// ever out of sight. The state machine is the only writer; readers take the read lock for one
+/// lookup or one range copy. After a crash these writes are gone, and so is the applied position
+/// that covers them: openraft applies the same entries again from the log.
 #[derive(Default)]
 pub(crate) struct Pending {
-    writes: RwLock<BTreeMap<Vec<u8>, Write>>,
+    layers: RwLock<Layers>,
     /// Counts the changes readers can see (applies that wrote, installed snapshots): a cache of
     /// what was read stays valid while it does not move (see [`GroupReader::version`]).
     version: AtomicU64,
 }
 
+#[derive(Default)]
+struct Layers {
+    active: Writes,
+    frozen: Option<Arc<Writes>>,
+}
+
+/// Pending writes taken out of the active layer for one flush (see [`Pending::freeze`]).
+pub(crate) struct Frozen(Arc<Writes>);
+
+impl Frozen {
+    /// Its writes as `(tree key, framed value or None for a delete)`.
+    pub(crate) fn tree_writes(&self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + '_ {
+        self.0
+            .iter()
+            .map(|(k, v)| (data_key(k), v.as_deref().map(record::frame)))
+    }
+}
+
 impl Pending {
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Write>> {
-        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Write>> {
-        self.writes.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The pending write of `key`, if there is one.
     fn lookup(&self, key: &[u8]) -> Option<Write> {
-        self.read().get(key).cloned()
+        let layers = self.read();
+        match layers.active.get(key) {
+            Some(w) => Some(w.clone()),
+            None => layers.frozen.as_ref().and_then(|f| f.get(key).cloned()),
+        }
     }
 
     /// The pending writes with `from <= key < to` (`to` unbounded when `None`), in key order.
     fn range(&self, from: &[u8], to: Option<&[u8]>) -> Vec<(Vec<u8>, Write)> {
-        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
-        self.read()
-            .range::<[u8], _>((Bound::Included(from), upper))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let bounds = || {
+            (
+                Bound::Included(from),
+                to.map_or(Bound::Unbounded, Bound::Excluded),
+            )
+        };
+        let layers = self.read();
+        let active = layers.active.range::<[u8], _>(bounds());
+        match &layers.frozen {
+            None => active.map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(frozen) => {
+                let mut merged: BTreeMap<&Vec<u8>, &Write> =
+                    frozen.range::<[u8], _>(bounds()).collect();
+                merged.extend(active);
+                merged
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }
+        }
     }
 
     /// Adds the writes of one finished `apply` call.
-    pub(crate) fn absorb(&self, overlay: BTreeMap<Vec<u8>, Write>) {
+    pub(crate) fn absorb(&self, overlay: Writes) {
         if overlay.is_empty() {
             return;
         }
         {
-            let mut writes = self.write();
-            if writes.is_empty() {
-                *writes = overlay;
+            let mut layers = self.write();
+            if layers.active.is_empty() {
+                layers.active = overlay;
             } else {
-                writes.extend(overlay);
+                layers.active.extend(overlay);
             }
         }
         self.changed();
@@ -92,22 +135,40 @@ impl Pending {
         self.version.fetch_add(1, AtomicOrdering::Release);
     }
 
-    /// How many keys are pending.
+    /// How many keys the active layer holds.
     pub(crate) fn len(&self) -> usize {
-        self.read().len()
+        self.read().active.len()
     }
 
-    /// Every pending write as `(tree key, framed value or None for a delete)`.
-    pub(crate) fn tree_writes(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.read()
-            .iter()
-            .map(|(k, v)| (data_key(k), v.as_deref().map(record::frame)))
-            .collect()
+    /// Moves the active writes into the frozen layer for a flush, or `None` while an earlier
+    /// flush still holds it. Readers keep seeing the writes there until [`Pending::thaw`].
+    pub(crate) fn freeze(&self) -> Option<Frozen> {
+        let mut layers = self.write();
+        if layers.frozen.is_some() {
+            return None;
+        }
+        let frozen = Arc::new(std::mem::take(&mut layers.active));
+        layers.frozen = Some(frozen.clone());
+        Some(Frozen(frozen))
     }
 
-    /// Forgets every pending write (they are in sled now, or replaced by a snapshot).
+    /// Drops the frozen layer once sled holds its writes (or they were discarded).
+    pub(crate) fn thaw(&self, done: &Frozen) {
+        let mut layers = self.write();
+        if layers
+            .frozen
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &done.0))
+        {
+            layers.frozen = None;
+        }
+    }
+
+    /// Forgets every pending write (replaced by a snapshot).
     pub(crate) fn clear(&self) {
-        self.write().clear();
+        let mut layers = self.write();
+        layers.active.clear();
+        layers.frozen = None;
     }
 }
 
@@ -428,6 +489,53 @@ mod tests {
         );
         assert_eq!(reader.scan_prefix(b"k").unwrap(), expect);
         assert_eq!(reader.scan_prefix(b"").unwrap().len(), 6);
+    }
+
+    /// Frozen writes (a flush in flight) stay visible under newer active writes until thawed,
+    /// and only then does the tree answer for them.
+    #[test]
+    fn frozen_writes_stay_visible_until_thawed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        stored(&tree, &[(b"a", b"old-a"), (b"d", b"old-d")]);
+        let view = View::new(tree.clone());
+        let mut first = KvBatch::new(&view);
+        first.put(b"a", b"a1");
+        first.put(b"b", b"b1");
+        first.delete(b"d");
+        view.pending.absorb(first.into_overlay());
+        let frozen = view.pending.freeze().unwrap();
+        assert!(view.pending.freeze().is_none(), "one flush at a time");
+        assert_eq!(view.pending.len(), 0);
+        let mut second = KvBatch::new(&view);
+        assert_eq!(second.get(b"a").unwrap(), Some(b"a1".to_vec()));
+        second.put(b"b", b"b2");
+        second.put(b"c", b"c2");
+        view.pending.absorb(second.into_overlay());
+        let reader = GroupReader::new(view.clone());
+        let expect = |b: &[u8]| -> Vec<KeyValue> {
+            vec![
+                (b"a".to_vec(), b"a1".to_vec()),
+                (b"b".to_vec(), b.to_vec()),
+                (b"c".to_vec(), b"c2".to_vec()),
+            ]
+        };
+        assert_eq!(reader.scan_prefix(b"").unwrap(), expect(b"b2"));
+        assert_eq!(reader.get(b"d").unwrap(), None);
+        // The flush: sled gets the frozen writes, then the layer goes.
+        for (k, v) in frozen.tree_writes() {
+            match v {
+                Some(v) => tree.insert(k, v).unwrap(),
+                None => tree.remove(k).unwrap(),
+            };
+        }
+        assert_eq!(reader.scan_prefix(b"").unwrap(), expect(b"b2"));
+        view.pending.thaw(&frozen);
+        assert_eq!(reader.scan_prefix(b"").unwrap(), expect(b"b2"));
+        assert_eq!(reader.range(b"a", b"z", true, 2).unwrap().len(), 2);
+        assert_eq!(reader.get(b"d").unwrap(), None);
+        assert!(view.pending.freeze().is_some());
     }
 
     #[test]

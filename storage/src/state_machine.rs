@@ -6,7 +6,10 @@
 //! the applied log id and the membership when enough keys are pending or the oldest has waited
 //! long enough (see [`FLUSH_KEYS`], [`FLUSH_AFTER`]), before a snapshot is taken, and when the
 //! group closes. sled therefore never holds part of an apply, a key written by many applies in a
-//! row (a stream's head) reaches sled once, and applying costs no sled write of its own. After a
+//! row (a stream's head) reaches sled once, and applying costs no sled write of its own. The
+//! flushes that `apply` starts run on the blocking pool while the group goes on applying (the
+//! pending writes are frozen for them and stay readable until sled has them; one flush per group
+//! at a time), so a flush of many keys does not hold up the group's writers. After a
 //! crash the applied position is the last batch's and openraft applies the entries after it
 //! again from the log, which the node fsyncs before anything is acknowledged (it purges entries
 //! only behind a snapshot, and a snapshot is taken after a flush). Snapshots are a copy of the
@@ -16,7 +19,7 @@
 //! told it is done.
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -35,9 +38,12 @@ const KEY_SNAPSHOT: &[u8] = b"current";
 /// Where builds before pending writes kept their last apply (see [`LegacyRedo`]).
 const KEY_REDO: &[u8] = b"s/redo";
 
-/// Pending keys that make the next `apply` move them into sled. A flush runs on the state
-/// machine's task and holds sled's batch lock, so it is kept to a couple of milliseconds.
+/// Pending keys that make the next `apply` start moving them into sled. A flush holds sled's
+/// batch lock, so it is kept to a couple of milliseconds.
 pub const FLUSH_KEYS: usize = 512;
+/// Pending keys at which an `apply` waits for the group's flush in flight before going on (the
+/// bound on a group's pending writes while sled is slower than the applies).
+const PENDING_KEYS_MAX: usize = 8 * FLUSH_KEYS;
 /// How long a group's pending writes may wait for the next `apply` to move them into sled (the
 /// first of them waits between half of this and all of it, by group, see `flush_delay`). Longer
 /// waits write a hot key (a stream's head) to sled fewer times and flush fewer, larger batches
@@ -123,6 +129,16 @@ pub struct StateMachineStore {
     /// The store's count of drops of this group's trees when they were opened: pending writes
     /// are never written into trees dropped since.
     incarnation: u64,
+    /// The outcome of the flush running off this task, if one is (in a mutex only to make the
+    /// receiver `Sync`; this task is its only user).
+    in_flight: Option<Mutex<mpsc::Receiver<Result<(), StoreError>>>>,
+}
+
+/// What finishing a flush in flight does when it is still running.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    Yes,
+    No,
 }
 
 /// Runs blocking sled work from the state machine's task. On a multi-threaded runtime the
@@ -186,6 +202,7 @@ impl StateMachineStore {
             membership,
             flush_by: None,
             incarnation,
+            in_flight: None,
         })
     }
 
@@ -200,35 +217,97 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Moves the pending writes into sled, with the applied position and the membership, in one
-    /// atomic batch.
-    fn flush_pending(&mut self) -> Result<(), StoreError> {
+    /// Freezes the pending writes and returns the work that moves them into sled, with the
+    /// applied position and the membership, in one atomic batch (`None`: nothing to move, or a
+    /// flush still in flight). Run the work on any thread; the frozen writes stay readable until
+    /// it has written them.
+    fn flush_work(
+        &mut self,
+    ) -> Result<Option<impl FnOnce() -> Result<(), StoreError> + Send + 'static>, StoreError> {
         if self.flush_by.is_none() {
-            return Ok(());
+            return Ok(None);
         }
+        let Some(frozen) = self.view.pending.freeze() else {
+            return Ok(None);
+        };
         let mut batch = sled::Batch::default();
-        for (key, value) in self.view.pending.tree_writes() {
+        for (key, value) in frozen.tree_writes() {
             match value {
                 Some(v) => batch.insert(key, v),
                 None => batch.remove(key),
             }
         }
         self.system_batch(&mut batch)?;
-        let tree = &self.view.tree;
-        let (store, group, incarnation) = (&self.store, self.group, self.incarnation);
-        let written =
-            off_the_workers(|| store.write_group(group, incarnation, || tree.apply_batch(batch)));
-        match written {
-            Some(result) => result?,
-            // The group was dropped from this node (it moved away): nothing to keep.
-            None => tracing::debug!(
-                group = self.group,
-                "pending writes of a dropped group discarded"
-            ),
-        }
-        self.view.pending.clear();
         self.flush_by = None;
+        let (store, tree, pending) = (
+            self.store.clone(),
+            self.view.tree.clone(),
+            self.view.pending.clone(),
+        );
+        let (group, incarnation) = (self.group, self.incarnation);
+        Ok(Some(move || {
+            let written = store.write_group(group, incarnation, || tree.apply_batch(batch));
+            match written {
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(())) => {}
+                // The group was dropped from this node (it moved away): nothing to keep.
+                None => tracing::debug!(group, "pending writes of a dropped group discarded"),
+            }
+            pending.thaw(&frozen);
+            Ok(())
+        }))
+    }
+
+    /// Starts moving the pending writes into sled on the blocking pool (in place on a
+    /// current-thread runtime or outside one). At most one flush per group is in flight.
+    fn start_flush(&mut self) -> Result<(), StoreError> {
+        if self.in_flight.is_some() {
+            return Ok(());
+        }
+        let Some(work) = self.flush_work()? else {
+            return Ok(());
+        };
+        let (done, outcome) = mpsc::sync_channel(1);
+        let job = move || {
+            let _receiver_may_wait_or_be_gone = done.send(work());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                drop(h.spawn_blocking(job));
+            }
+            _ => job(),
+        }
+        self.in_flight = Some(Mutex::new(outcome));
         Ok(())
+    }
+
+    /// Collects the flush in flight if it is done (or, with [`Wait::Yes`], once it is),
+    /// returning its failure.
+    fn finish_flush(&mut self, wait: Wait) -> Result<(), StoreError> {
+        let Some(outcome) = &self.in_flight else {
+            return Ok(());
+        };
+        let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        let got = match wait {
+            Wait::Yes => off_the_workers(|| outcome.recv()).map_err(|_| StoreError::FlusherStopped),
+            Wait::No => match outcome.try_recv() {
+                Ok(result) => Ok(result),
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => Err(StoreError::FlusherStopped),
+            },
+        };
+        drop(outcome);
+        self.in_flight = None;
+        got?
+    }
+
+    /// Moves every pending write into sled before returning (snapshots, close).
+    fn flush_pending(&mut self) -> Result<(), StoreError> {
+        self.finish_flush(Wait::Yes)?;
+        match self.flush_work()? {
+            Some(work) => off_the_workers(work),
+            None => Ok(()),
+        }
     }
 
     fn copy_data(&self) -> Result<Vec<KeyValue>, StoreError> {
@@ -326,8 +405,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let flush_by = *self
             .flush_by
             .get_or_insert_with(|| Instant::now() + flush_delay(group));
-        if self.view.pending.len() >= FLUSH_KEYS || Instant::now() >= flush_by {
-            self.flush_pending().map_err(sm_write_err)?;
+        self.finish_flush(Wait::No).map_err(sm_write_err)?;
+        let pending = self.view.pending.len();
+        if pending >= FLUSH_KEYS || Instant::now() >= flush_by {
+            if self.in_flight.is_some() && pending >= PENDING_KEYS_MAX {
+                self.finish_flush(Wait::Yes).map_err(sm_write_err)?;
+            }
+            self.start_flush().map_err(sm_write_err)?;
         }
         if let Some(applied) = self.applied {
             self.applier.applied(self.group, applied.index);
@@ -365,7 +449,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), RaftStorageError> {
         let data = snapshot.into_inner();
         let body: SnapshotBody = record::decode(&data).map_err(|e| snapshot_err(Some(meta), e))?;
-        // The snapshot replaces everything, including what was still pending.
+        // The snapshot replaces everything, including what was still pending; a flush in flight
+        // must not land after it.
+        self.finish_flush(Wait::Yes)
+            .map_err(|e| snapshot_err(Some(meta), e))?;
         self.view.pending.clear();
         self.flush_by = None;
         let mut batch = sled::Batch::default();

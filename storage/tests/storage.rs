@@ -88,6 +88,50 @@ async fn applied_commands_and_log_survive_reopen() {
     assert_eq!(log.try_get_log_entries(1..=3).await.unwrap().len(), 3);
 }
 
+/// On a multi-threaded runtime the flushes that applies start run on the blocking pool while
+/// applying goes on: every value stays readable throughout (from the pending writes, the frozen
+/// ones being flushed, or sled), and a reopened store has all of them and the applied id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_go_on_while_earlier_writes_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = 6 * chatsdk_storage::FLUSH_KEYS as u64;
+    {
+        let (_store, _log, mut sm) = open(dir.path(), 3);
+        let reader = sm.reader();
+        for i in 1..=keys {
+            sm.apply([normal(1, i, &format!("k{i}=v{i}"))])
+                .await
+                .unwrap();
+            // The newest write and one from several flushes ago, whichever layer holds them.
+            assert_eq!(
+                reader.get(format!("k{i}").as_bytes()).unwrap(),
+                Some(format!("v{i}").into_bytes())
+            );
+            let old = i
+                .saturating_sub(3 * chatsdk_storage::FLUSH_KEYS as u64)
+                .max(1);
+            assert_eq!(
+                reader.get(format!("k{old}").as_bytes()).unwrap(),
+                Some(format!("v{old}").into_bytes())
+            );
+        }
+        let all = reader.scan_prefix(b"k").unwrap();
+        assert_eq!(all.len() as u64, keys);
+        // Overwrites and deletes reach sled in order too.
+        sm.apply([normal(1, keys + 1, "k1=again")]).await.unwrap();
+    }
+    let (_store, _log, mut sm) = open(dir.path(), 3);
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(keys + 1));
+    let reader = sm.reader();
+    assert_eq!(reader.scan_prefix(b"k").unwrap().len() as u64, keys);
+    assert_eq!(reader.get(b"k1").unwrap(), Some(b"again".to_vec()));
+    assert_eq!(
+        reader.get(format!("k{keys}").as_bytes()).unwrap(),
+        Some(format!("v{keys}").into_bytes())
+    );
+}
+
 #[tokio::test]
 async fn groups_do_not_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
