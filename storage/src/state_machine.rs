@@ -135,7 +135,7 @@ pub struct StateMachineStore {
 }
 
 /// What finishing a flush in flight does when it is still running.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Wait {
     Yes,
     No,
@@ -146,12 +146,18 @@ enum Wait {
 /// flush of many keys (milliseconds) does not hold up the node's connections and other groups;
 /// on a current-thread runtime (tests) or outside a runtime it runs in place.
 fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
+    match multi_threaded_runtime() {
+        Some(_) => tokio::task::block_in_place(work),
+        None => work(),
     }
+}
+
+/// The current runtime when it is multi-threaded: blocking work may leave its workers (tests
+/// on a current-thread runtime, and callers outside a runtime, run it in place).
+fn multi_threaded_runtime() -> Option<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl StateMachineStore {
@@ -271,11 +277,9 @@ impl StateMachineStore {
         let job = move || {
             let _receiver_may_wait_or_be_gone = done.send(work());
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                drop(h.spawn_blocking(job));
-            }
-            _ => job(),
+        match multi_threaded_runtime() {
+            Some(h) => drop(h.spawn_blocking(job)),
+            None => job(),
         }
         self.in_flight = Some(Mutex::new(outcome));
         Ok(())

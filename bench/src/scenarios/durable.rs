@@ -13,11 +13,11 @@
 mod senders;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::adapters::marker;
 use crate::hist::{self, Latency};
@@ -201,57 +201,35 @@ async fn step(
     system: &str,
     round: usize,
 ) -> anyhow::Result<Run> {
-    warm_up(senders, rate).await;
+    warm_up(senders, rate).await?;
     let total = (rate * seconds) as u64;
     let h = Arc::new(Mutex::new(hist::new()));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
-    let sem = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let me = [std::process::id()];
     let dropped0 = senders.dropped();
     let s0 = procstat::sum(&scenarios::sample(server));
     let g0 = scenarios::sample(&me);
     let start = Instant::now();
-    let unix0 = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let mut tasks = Vec::new();
-    for k in 0..total {
-        let offset = period * k as u32;
-        let intended = start + offset;
-        tokio::time::sleep_until(intended.into()).await;
-        let permit = sem.clone().acquire_owned().await?;
-        let text = marker::payload(unix0 + offset.as_nanos() as u64, PAYLOAD);
-        // Client message ids unique to this step: a second step at the same rate on the same
-        // server must not resend the first one's ids (the server would answer them as retries,
-        // from memory, without storing anything).
-        let send = senders.send(k, text, format!("b{unix0:x}-{k}"));
-        let (h, errors, first_error) = (h.clone(), errors.clone(), first_error.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = tokio::time::timeout(SEND_TIMEOUT, send)
-                .await
-                .unwrap_or_else(|_| Err(format!("not acknowledged within {SEND_TIMEOUT:?}")));
-            let us = intended.elapsed().as_micros() as u64;
-            match r {
-                Ok(()) => hist::record(&mut *h.lock().await, us),
-                Err(e) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    first_error.lock().await.get_or_insert(e);
-                }
+    let (into_h, into_errors, into_first) = (h.clone(), errors.clone(), first_error.clone());
+    // Client message ids unique to this step: a second step at the same rate on the same server
+    // must not resend the first one's ids (the server would answer them as retries, from
+    // memory, without storing anything).
+    open_loop(senders, rate, total, 'b', move |intended, r| {
+        let us = intended.elapsed().as_micros() as u64;
+        match r {
+            Ok(()) => hist::record(&mut lock(&into_h), us),
+            Err(e) => {
+                into_errors.fetch_add(1, Ordering::Relaxed);
+                lock(&into_first).get_or_insert(e);
             }
-            drop(permit);
-        }));
-    }
-    // Every send ends within SEND_TIMEOUT, so this wait is bounded.
-    for t in tasks {
-        let _ = t.await;
-    }
+        }
+    })
+    .await?;
     let elapsed = start.elapsed();
     let d = s0.delta(&procstat::sum(&scenarios::sample(server)));
     let gen_load = scenarios::gen_load(&g0, &scenarios::sample(&me), elapsed, ctx.gen_cores());
-    let h: Histogram<u64> = h.lock().await.clone();
+    let h: Histogram<u64> = lock(&h).clone();
     let lat = Latency::of(&h);
     let errors = errors.load(Ordering::Relaxed);
     let dropped = senders.dropped() - dropped0;
@@ -278,7 +256,7 @@ async fn step(
     if errors > 0 {
         run.invalid(format!(
             "{errors} sends failed: {}",
-            first_error.lock().await.clone().unwrap_or_default()
+            lock(&first_error).clone().unwrap_or_default()
         ));
     }
     if dropped > 0 {
@@ -292,25 +270,43 @@ async fn step(
 
 /// [`WARM_UP`]'s worth of sends at `rate`, on the step's schedule, unmeasured (their client
 /// message ids are their own, so the measured sends are all new messages).
-async fn warm_up(senders: &Senders, rate: f64) {
+async fn warm_up(senders: &Senders, rate: f64) -> anyhow::Result<()> {
     let total = (rate * WARM_UP.as_secs_f64()) as u64;
-    let period = Duration::from_secs_f64(1.0 / rate);
+    open_loop(senders, rate, total, 'w', |_, _| {}).await
+}
+
+/// `total` sends at `rate` from now on, open loop, at most [`MAX_IN_FLIGHT`] in flight (beyond
+/// that the schedule waits); each send's intended time and outcome go to `done`. Client message
+/// ids are `<tag><start time>-<k>`. Returns once every send has ended, each within
+/// [`SEND_TIMEOUT`].
+async fn open_loop(
+    senders: &Senders,
+    rate: f64,
+    total: u64,
+    tag: char,
+    done: impl Fn(Instant, Result<(), String>) + Clone + Send + 'static,
+) -> anyhow::Result<()> {
     let sem = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let start = Instant::now();
     let unix0 = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / rate);
     let mut tasks = Vec::new();
     for k in 0..total {
-        tokio::time::sleep_until((start + period * k as u32).into()).await;
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
-        };
-        let text = marker::payload(unix0, PAYLOAD);
-        let send = senders.send(k, text, format!("w{unix0:x}-{k}"));
+        let offset = period * k as u32;
+        let intended = start + offset;
+        tokio::time::sleep_until(intended.into()).await;
+        let permit = sem.clone().acquire_owned().await?;
+        let text = marker::payload(unix0 + offset.as_nanos() as u64, PAYLOAD);
+        let send = senders.send(k, text, format!("{tag}{unix0:x}-{k}"));
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let _unmeasured = tokio::time::timeout(SEND_TIMEOUT, send).await;
+            let r = tokio::time::timeout(SEND_TIMEOUT, send)
+                .await
+                .unwrap_or_else(|_| Err(format!("not acknowledged within {SEND_TIMEOUT:?}")));
+            done(intended, r);
             drop(permit);
         }));
     }
@@ -318,6 +314,11 @@ async fn warm_up(senders: &Senders, rate: f64) {
     for t in tasks {
         let _ = t.await;
     }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Per system and round: the highest acknowledged rate among valid steps with p99 within the
