@@ -339,7 +339,7 @@ impl ChannelState {
             }
         };
         Some(StreamReply::Message {
-            message: Box::new(stored),
+            message: Some(Box::new(stored)),
             events: Vec::new(),
             epoch: self.epoch.clone(),
             duplicate: true,
@@ -347,7 +347,7 @@ impl ChannelState {
     }
 
     fn committed(&mut self, reply: &StreamReply) {
-        if let StreamReply::Message { message, .. } = reply {
+        if let Some(message) = reply.message() {
             if let Some(cmid) = &message.client_msg_id {
                 let key = self.send_key(&message.user_id, cmid);
                 if self.sends.insert(key) {

@@ -289,6 +289,22 @@ pub enum Event {
 }
 
 impl Event {
+    /// The message a message event carries whole.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Event::MessageNew(m) | Event::ThreadReply(m) | Event::MessageUpdated(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// [`Event::message`], taken out of the event.
+    pub fn into_message(self) -> Option<Box<Message>> {
+        match self {
+            Event::MessageNew(m) | Event::ThreadReply(m) | Event::MessageUpdated(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// `message.deleted` for `m` (`hard` when it was purged).
     pub fn deleted(m: &Message, hard: bool) -> Event {
         Event::MessageDeleted {

@@ -278,7 +278,7 @@ impl SessionState {
             Method::History(req) => self.history(id, req).await,
             Method::Presence(req) => self.presence(id, &req.channel, false).await,
             Method::PresenceStats(req) => self.presence(id, &req.channel, true).await,
-            Method::Rpc(req) => self.rpc(id, &req.method, req.data).await,
+            Method::Rpc(req) => self.rpc(id, &req.method, req.data_json()).await,
             Method::Refresh(req) => match self.args.auth.connect(&req.token) {
                 Ok(p)
                     if Some(&p.user) == self.principal.as_ref().map(|x| &x.user)
@@ -542,7 +542,7 @@ impl SessionState {
         }
     }
 
-    async fn rpc(&mut self, id: u32, method: &str, data: Value) {
+    async fn rpc(&mut self, id: u32, method: &str, data: &str) {
         let Some(caller) = self.caller() else { return };
         match rpc_call(&self.args.chat, &caller, method, data).await {
             Ok(answer) => self.push(realtime::reply(id, "rpc", &RpcResult { data: answer })),
@@ -615,12 +615,12 @@ async fn rpc_call(
     chat: &Chat,
     caller: &Caller,
     method: &str,
-    data: Value,
+    data: &str,
 ) -> Result<RpcAnswer, RpcError> {
     Ok(match method {
         "message.send" => {
-            let a: SendArgs = rpc_args(data)?;
-            let (m, duplicate) = chat.send_message(caller, &a.channel_id, a.message).await?;
+            let (channel_id, message) = rpc_args::<SendArgs>(data)?.split();
+            let (m, duplicate) = chat.send_message(caller, &channel_id, message).await?;
             RpcAnswer::Sent(Box::new(m), duplicate)
         }
         "message.edit" => {
@@ -650,21 +650,43 @@ async fn rpc_call(
     })
 }
 
-/// Decodes an RPC's `data` into its typed arguments; a wrong shape is a bad request that says
-/// which field.
-fn rpc_args<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ChatError> {
-    serde_json::from_value(data)
-        .map_err(|e| ChatError::BadRequest(format!("invalid rpc data: {e}")))
+/// Decodes an RPC's `data` (its JSON text) into its typed arguments; a wrong shape is a bad
+/// request that says which field.
+fn rpc_args<T: serde::de::DeserializeOwned>(data: &str) -> Result<T, ChatError> {
+    serde_json::from_str(data).map_err(|e| ChatError::BadRequest(format!("invalid rpc data: {e}")))
 }
 
-/// `message.send`: the channel and the message, as the REST body spells it.
+/// `message.send`: the channel and the message, as the REST body spells it ([`NewMessage`]'s
+/// fields beside `channelId`; spelled out rather than `#[serde(flatten)]`, which would buffer
+/// the arguments into an intermediate tree first).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SendArgs {
     #[serde(alias = "channel_id")]
     channel_id: String,
-    #[serde(flatten)]
-    message: NewMessage,
+    text: String,
+    #[serde(default, alias = "client_msg_id")]
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    attachments: Option<Value>,
+    #[serde(default, alias = "parent_id")]
+    parent_id: Option<String>,
+    #[serde(default, alias = "reply_to_id")]
+    reply_to_id: Option<String>,
+}
+
+impl SendArgs {
+    /// The channel and the message.
+    fn split(self) -> (String, NewMessage) {
+        let message = NewMessage {
+            text: self.text,
+            client_msg_id: self.client_msg_id,
+            attachments: self.attachments,
+            parent_id: self.parent_id,
+            reply_to_id: self.reply_to_id,
+        };
+        (self.channel_id, message)
+    }
 }
 
 /// `message.edit`.

@@ -72,7 +72,9 @@ pub enum StreamOp {
 pub enum StreamReply {
     /// A message was stored (or found: `duplicate`).
     Message {
-        message: Box<Message>,
+        /// The message, or `None` when it is the one `events[0]` carries (a send or an edit:
+        /// the reply then holds it once, not twice). [`StreamReply::message`] resolves both.
+        message: Option<Box<Message>>,
         events: Vec<StoredEvent>,
         epoch: String,
         duplicate: bool,
@@ -124,6 +126,31 @@ struct SpentTokens {
 }
 
 impl StreamReply {
+    /// The message of a [`StreamReply::Message`].
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            StreamReply::Message {
+                message: Some(m), ..
+            } => Some(m),
+            StreamReply::Message { events, .. } => events.first().and_then(|e| e.event.message()),
+            _ => None,
+        }
+    }
+
+    /// The message of a [`StreamReply::Message`], taken out of it.
+    pub fn into_message(self) -> Option<Box<Message>> {
+        match self {
+            StreamReply::Message {
+                message: Some(m), ..
+            } => Some(m),
+            StreamReply::Message { events, .. } => events
+                .into_iter()
+                .next()
+                .and_then(|e| e.event.into_message()),
+            _ => None,
+        }
+    }
+
     /// The events the command appended and the stream's epoch, when it is a write that may
     /// have appended some.
     pub fn events(&self) -> Option<(&[StoredEvent], &str)> {
@@ -357,10 +384,20 @@ impl<K: Kv> Tx<'_, K> {
 
     fn message_reply(&mut self, message: Message, duplicate: bool) -> StreamReply {
         StreamReply::Message {
-            message: Box::new(message),
+            message: Some(Box::new(message)),
             events: std::mem::take(&mut self.events),
             epoch: self.head.epoch.clone(),
             duplicate,
+        }
+    }
+
+    /// The reply to a command whose first event carries the message it wrote.
+    fn written_message_reply(&mut self) -> StreamReply {
+        StreamReply::Message {
+            message: None,
+            events: std::mem::take(&mut self.events),
+            epoch: self.head.epoch.clone(),
+            duplicate: false,
         }
     }
 
@@ -392,12 +429,13 @@ impl<K: Kv> Tx<'_, K> {
         self.put_message(&message)?;
         self.kv
             .put(&self.sk.message_id(&message.id), &message.seq.to_be_bytes());
-        self.append(Event::MessageNew(message.clone()))?;
-        if message.parent_id.is_some() {
-            // A thread reply is also announced as such.
-            self.append(Event::ThreadReply(message.clone()))?;
+        // A thread reply is also announced as such.
+        let thread_reply = message.parent_id.is_some().then(|| message.clone());
+        self.append(Event::MessageNew(message))?;
+        if let Some(reply) = thread_reply {
+            self.append(Event::ThreadReply(reply))?;
         }
-        Ok(self.message_reply(*message, false))
+        Ok(self.written_message_reply())
     }
 
     fn edit(&mut self, id: &str, text: String, now: u64) -> Result<StreamReply, StoreError> {
@@ -411,8 +449,8 @@ impl<K: Kv> Tx<'_, K> {
                 m.text = Some(text);
                 m.edited_at = Some(now);
                 self.put_message(&m)?;
-                self.append(Event::MessageUpdated(Box::new(m.clone())))?;
-                self.message_reply(m, false)
+                self.append(Event::MessageUpdated(Box::new(m)))?;
+                self.written_message_reply()
             }
             None => StreamReply::NotFound("message".into()),
         })

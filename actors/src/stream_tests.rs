@@ -187,7 +187,7 @@ proptest! {
             }
 
             // Idempotency of client message ids.
-            if let (Op::Send { user, cmid: Some(c), .. }, StreamReply::Message { message, duplicate, events, .. }) = (op, &reply) {
+            if let (Op::Send { user, cmid: Some(c), .. }, StreamReply::Message { duplicate, events, .. }, Some(message)) = (op, &reply, reply.message()) {
                 match by_cmid.get(&(format!("u{user}"), *c)) {
                     Some(first) if ids.contains(first) => {
                         prop_assert!(*duplicate);
@@ -199,12 +199,12 @@ proptest! {
                     }
                 }
             }
-            if let (Op::Send { .. }, StreamReply::Message { message, duplicate: false, .. }) = (op, &reply) {
+            if let (Op::Send { .. }, StreamReply::Message { duplicate: false, .. }, Some(message)) = (op, &reply, reply.message()) {
                 if !ids.contains(&message.id) {
                     ids.push(message.id.clone());
                 }
             }
-            if let (Op::Purge(_), StreamReply::Message { message, .. }) = (op, &reply) {
+            if let (Op::Purge(_), StreamReply::Message { .. }, Some(message)) = (op, &reply, reply.message()) {
                 ids.retain(|id| id != &message.id);
             }
 
@@ -602,8 +602,8 @@ fn a_client_message_id_names_its_message() {
         )
     };
     let first = apply_encoded(&ctx(1), &mut kv, &send_at(10)).unwrap();
+    let stored = first.message().map(|m| m.id.clone());
     let StreamReply::Message {
-        message: stored,
         duplicate: false,
         events,
         ..
@@ -611,18 +611,19 @@ fn a_client_message_id_names_its_message() {
     else {
         panic!("{first:?}")
     };
-    assert_eq!(stored.id, id);
+    assert_eq!(stored, Some(id.clone()));
     assert_eq!(events.len(), 1);
     let keys_after_first = kv.len();
     for (index, at, duplicate) in [(2, 10, false), (3, 99, true)] {
         let reply = apply_encoded(&ctx(index), &mut kv, &send_at(at)).unwrap();
+        let message = reply.message().cloned();
         match reply {
             StreamReply::Message {
-                message,
                 duplicate: d,
                 events,
                 ..
             } => {
+                let message = message.unwrap();
                 assert_eq!(message.id, id);
                 assert_eq!(message.seq, 1);
                 assert_eq!(d, duplicate, "created at {at}");
@@ -645,11 +646,10 @@ fn a_client_message_id_names_its_message() {
     )
     .unwrap();
     match apply_encoded(&ctx(5), &mut kv, &send_at(200)).unwrap() {
-        StreamReply::Message {
-            message,
-            duplicate: false,
-            ..
+        reply @ StreamReply::Message {
+            duplicate: false, ..
         } => {
+            let message = reply.into_message().unwrap();
             assert_eq!((message.id.as_str(), message.seq), (id.as_str(), 2));
         }
         other => panic!("{other:?}"),

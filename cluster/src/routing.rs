@@ -27,6 +27,12 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const MAX_FREE_REDIRECTS: usize = 3;
 
 impl NodeInner {
+    /// The leader of `group` as this node's replica of it knows it.
+    fn local_leader(&self, group: GroupId) -> Option<NodeId> {
+        self.group(group)
+            .and_then(|g| g.raft.metrics().borrow().current_leader)
+    }
+
     /// Nodes worth trying for `group`, best first, without duplicates.
     fn candidates(&self, group: GroupId) -> Vec<NodeId> {
         let mut out = Vec::new();
@@ -118,18 +124,27 @@ pub(crate) async fn call_leader(
         if node.shutdown.is_cancelled() {
             return Err(ClusterError::ShuttingDown);
         }
-        let mut candidates = node.candidates(group);
-        if candidates.is_empty() {
-            if node.group(group).is_none() && redirect.is_none() {
-                return Err(ClusterError::UnknownGroup { group });
+        // First try, the leader this node's replica knows (what `candidates` would put first)
+        // without building the whole list: this runs on every proposal.
+        let known = if tried == 0 && redirect.is_none() {
+            node.local_leader(group)
+        } else {
+            None
+        };
+        let target = match (redirect.take(), known) {
+            (Some(target), _) | (None, Some(target)) => target,
+            (None, None) => {
+                let mut candidates = node.candidates(group);
+                if candidates.is_empty() {
+                    if node.group(group).is_none() {
+                        return Err(ClusterError::UnknownGroup { group });
+                    }
+                    // A local replica that knows no leader yet (just initialised): try ourselves.
+                    candidates.push(node.id);
+                }
+                candidates[tried % candidates.len()]
             }
-            // A local replica that knows no leader yet (just initialised): try ourselves.
-            candidates.push(node.id);
-        }
-        let target = redirect
-            .take()
-            .or_else(|| candidates.get(tried % candidates.len().max(1)).copied())
-            .unwrap_or(node.id);
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let outcome = if target == node.id {
             match tokio::time::timeout(remaining, handler::handle(node, node.id, make())).await {

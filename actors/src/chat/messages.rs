@@ -132,9 +132,15 @@ impl Chat {
             )
             .await?
         {
-            StreamReply::Message {
-                message, duplicate, ..
-            } => {
+            reply @ StreamReply::Message { .. } => {
+                let duplicate = matches!(
+                    reply,
+                    StreamReply::Message {
+                        duplicate: true,
+                        ..
+                    }
+                );
+                let message = reply.into_message().ok_or_else(message_missing)?;
                 if !duplicate && message.parent_id.is_none() {
                     self.spawn_unread_notices(&caller.app, channel, user_id);
                 }
@@ -170,7 +176,9 @@ impl Chat {
             )
             .await?
         {
-            StreamReply::Message { message, .. } => Ok(*message),
+            reply @ StreamReply::Message { .. } => {
+                reply.into_message().map(|m| *m).ok_or_else(message_missing)
+            }
             StreamReply::NotFound(w) => Err(ChatError::NotFound(w)),
             StreamReply::Refused(w) => Err(ChatError::Conflict(w)),
             other => Err(unexpected_stream(other)),
@@ -538,4 +546,9 @@ struct TypingUser<'a> {
     id: &'a str,
     name: &'a str,
     image: Option<&'a str>,
+}
+
+/// A message reply that carries no message: a bug in the stream's replies, not the caller's.
+fn message_missing() -> ChatError {
+    ChatError::Internal("a message reply without its message".into())
 }

@@ -333,39 +333,35 @@ impl Chat {
         request: ChannelRequest,
     ) -> Result<ChannelAnswer, ChatError> {
         let group = group_of(stream, self.inner.shards());
-        if self
-            .inner
-            .cluster
-            .watch_leadership()
-            .borrow()
-            .contains(&group)
-        {
-            match self
-                .inner
-                .env
-                .registry
-                .call(&self.inner.env, stream, group, request.clone())
-                .await
-            {
-                // A query may be asked again wherever the leader now is; a write may have
-                // been proposed already, so its failure goes back to the caller (who retries
-                // with the same idempotency key).
-                Err(ChatError::Unavailable(why))
-                    if matches!(request, ChannelRequest::Query(_))
-                        && !self
-                            .inner
-                            .cluster
-                            .watch_leadership()
-                            .borrow()
-                            .contains(&group) =>
-                {
-                    tracing::debug!(
-                        stream,
-                        why,
-                        "leadership moved during a channel query; forwarding"
-                    );
+        let leading = |chat: &Chat| {
+            chat.inner
+                .cluster
+                .watch_leadership()
+                .borrow()
+                .contains(&group)
+        };
+        if leading(self) {
+            let env = &self.inner.env;
+            match request {
+                // A write may have been proposed already, so its failure goes back to the
+                // caller (who retries with the same idempotency key); it is handed over, not
+                // copied.
+                ChannelRequest::Write(_) => {
+                    return env.registry.call(env, stream, group, request).await;
                 }
-                other => return other,
+                // A query may be asked again wherever the leader now is.
+                ChannelRequest::Query(_) => {
+                    match env.registry.call(env, stream, group, request.clone()).await {
+                        Err(ChatError::Unavailable(why)) if !leading(self) => {
+                            tracing::debug!(
+                                stream,
+                                why,
+                                "leadership moved during a channel query; forwarding"
+                            );
+                        }
+                        other => return other,
+                    }
+                }
             }
         }
         let body =

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::request::{
     ConnectRequest, HistoryRequest, PresenceRequest, PresenceStatsRequest, PublishRequest,
@@ -147,29 +147,41 @@ pub fn parse_frame(text: &str) -> Vec<Result<Command, CommandError>> {
 }
 
 /// Decodes one JSON object (one line of a WebSocket frame, or one QUIC frame).
+///
+/// The object is read once: its top level borrows each method's params as raw text, and only
+/// the params of the one method present are parsed, straight into their type.
 pub fn parse_command(json: &str) -> Result<Command, CommandError> {
-    let value: Value = serde_json::from_str(json).map_err(|e| CommandError::Malformed {
-        reason: redact(&e.to_string()),
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err(CommandError::Malformed {
-            reason: String::from("a command must be a json object"),
+    if !json.trim_start().starts_with('{') {
+        // Checked first: a derived struct would also accept a JSON array.
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(json) {
+            Err(e) => CommandError::Malformed {
+                reason: redact(&e.to_string()),
+            },
+            Ok(_) => CommandError::Malformed {
+                reason: String::from("a command must be a json object"),
+            },
         });
-    };
-    let id = match object.get("id") {
-        None | Some(Value::Null) => 0,
-        Some(id) => id
-            .as_u64()
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_str(json).map_err(|e| CommandError::Malformed {
+            reason: redact(&e.to_string()),
+        })?;
+    let id = match envelope.id {
+        None => 0,
+        Some(id) => serde_json::from_str::<u64>(id.get())
+            .ok()
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| CommandError::Malformed {
                 reason: String::from("id must be an integer from 0 to 4294967295"),
             })?,
     };
 
+    let params = envelope.params();
     let mut present = METHODS
         .iter()
-        .filter(|(name, _)| object.get(*name).is_some_and(|params| !params.is_null()));
-    let Some(&(method, decode)) = present.next() else {
+        .zip(params)
+        .filter_map(|(method, params)| Some((method, params?)));
+    let Some((&(method, decode), params)) = present.next() else {
         return match id {
             0 => Ok(Command {
                 id,
@@ -178,7 +190,7 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
             id => Err(CommandError::UnknownMethod { id }),
         };
     };
-    if let Some((other, _)) = present.next() {
+    if let Some(((other, _), _)) = present.next() {
         return Err(CommandError::InvalidParams {
             id,
             method,
@@ -190,11 +202,7 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
         return Err(CommandError::MissingId { method });
     }
 
-    let mut params = object.remove(method).unwrap_or(Value::Null);
-    if let Value::Object(fields) = &mut params {
-        fields.retain(|_, value| !value.is_null());
-    }
-    let method = decode(params).map_err(|e| CommandError::InvalidParams {
+    let method = decode(params.get()).map_err(|e| CommandError::InvalidParams {
         id,
         method,
         reason: redact(&e.to_string()),
@@ -202,38 +210,79 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
     Ok(Command { id, method })
 }
 
-type Decoder = fn(Value) -> serde_json::Result<Method>;
+/// The top level of a command, borrowed from its text: the id and each method's params
+/// unparsed. `null` reads as absent (serde's `Option`); unknown keys are ignored.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    connect: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    subscribe: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    unsubscribe: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    publish: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    presence: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    presence_stats: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    history: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    rpc: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    send: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refresh: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sub_refresh: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Each method's params, in the order of [`METHODS`].
+    fn params(&self) -> [Option<&'a RawValue>; 11] {
+        [
+            self.connect,
+            self.subscribe,
+            self.unsubscribe,
+            self.publish,
+            self.presence,
+            self.presence_stats,
+            self.history,
+            self.rpc,
+            self.send,
+            self.refresh,
+            self.sub_refresh,
+        ]
+    }
+}
+
+type Decoder = fn(&str) -> serde_json::Result<Method>;
 
 /// Every method a client may send, in the order `centrifuge` checks them.
 const METHODS: [(&str, Decoder); 11] = [
-    ("connect", |v| {
-        serde_json::from_value(v).map(Method::Connect)
+    ("connect", |p| serde_json::from_str(p).map(Method::Connect)),
+    ("subscribe", |p| {
+        serde_json::from_str(p).map(Method::Subscribe)
     }),
-    ("subscribe", |v| {
-        serde_json::from_value(v).map(Method::Subscribe)
+    ("unsubscribe", |p| {
+        serde_json::from_str(p).map(Method::Unsubscribe)
     }),
-    ("unsubscribe", |v| {
-        serde_json::from_value(v).map(Method::Unsubscribe)
+    ("publish", |p| serde_json::from_str(p).map(Method::Publish)),
+    ("presence", |p| {
+        serde_json::from_str(p).map(Method::Presence)
     }),
-    ("publish", |v| {
-        serde_json::from_value(v).map(Method::Publish)
+    ("presence_stats", |p| {
+        serde_json::from_str(p).map(Method::PresenceStats)
     }),
-    ("presence", |v| {
-        serde_json::from_value(v).map(Method::Presence)
-    }),
-    ("presence_stats", |v| {
-        serde_json::from_value(v).map(Method::PresenceStats)
-    }),
-    ("history", |v| {
-        serde_json::from_value(v).map(Method::History)
-    }),
-    ("rpc", |v| serde_json::from_value(v).map(Method::Rpc)),
-    ("send", |v| serde_json::from_value(v).map(Method::Send)),
-    ("refresh", |v| {
-        serde_json::from_value(v).map(Method::Refresh)
-    }),
-    ("sub_refresh", |v| {
-        serde_json::from_value(v).map(Method::SubRefresh)
+    ("history", |p| serde_json::from_str(p).map(Method::History)),
+    ("rpc", |p| serde_json::from_str(p).map(Method::Rpc)),
+    ("send", |p| serde_json::from_str(p).map(Method::Send)),
+    ("refresh", |p| serde_json::from_str(p).map(Method::Refresh)),
+    ("sub_refresh", |p| {
+        serde_json::from_str(p).map(Method::SubRefresh)
     }),
 ];
 
@@ -358,6 +407,11 @@ mod tests {
             panic!("{:?}", commands[8])
         };
         assert_eq!(rpc.method, "message.send");
+        assert_eq!(
+            rpc.data_json(),
+            r#"{"text":"x"}"#,
+            "rpc data is kept as written"
+        );
         assert_eq!(commands[10].id, 11);
     }
 
@@ -497,6 +551,24 @@ mod tests {
                 ..SubscribeRequest::default()
             })
         );
+        let Method::History(nested) =
+            ok(r#"{"id":1,"history":{"since":{"offset":null,"epoch":"e"}}}"#).method
+        else {
+            panic!("not a history command")
+        };
+        assert_eq!(
+            nested.since,
+            Some(StreamPosition {
+                offset: 0,
+                epoch: "e".into()
+            }),
+            "a null inside a position reads as absent too"
+        );
+        let Method::Rpc(rpc) = ok(r#"{"id":1,"rpc":{"method":"typing","data":null}}"#).method
+        else {
+            panic!("not an rpc command")
+        };
+        assert_eq!(rpc.data_json(), "null");
         let Method::History(history) = ok(r#"{"id":1,"history":{"since":null}}"#).method else {
             panic!()
         };
