@@ -32,13 +32,38 @@ const WRITE_BATCH: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The nats-server configuration: core listener on loopback `port`, JetStream with its store
-/// in `store_dir`, fsync before every acknowledgement.
-pub fn config(store_dir: &std::path::Path, port: u16) -> String {
-    format!(
+/// in `store_dir`, fsync before every acknowledgement; with `seat`, one server of a cluster.
+pub fn config(store_dir: &std::path::Path, port: u16, seat: Option<&Seat>) -> String {
+    let mut c = format!(
         "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
         store_dir.display()
-    )
+    );
+    if let Some(seat) = seat {
+        let routes: Vec<String> = seat
+            .peers
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        c.push_str(&format!(
+            "server_name: {}\ncluster {{\n  name: bench\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+            seat.name,
+            seat.port,
+            routes.join(", ")
+        ));
+    }
+    c
 }
+
+/// One server's place in a JetStream cluster: its name, its route port and the other
+/// servers' route ports.
+pub struct Seat {
+    pub name: String,
+    pub port: u16,
+    pub peers: Vec<u16>,
+}
+
+/// Longest wait for a new cluster to elect its JetStream leader and take streams.
+const CLUSTER_READY: Duration = Duration::from_secs(60);
 
 /// A running nats-server with JetStream, its store in a temp dir removed when dropped.
 pub struct JetStream {
@@ -50,12 +75,47 @@ pub struct JetStream {
 impl JetStream {
     /// Starts nats-server on 127.0.0.1, pinned to `cpus` when given (as our node is).
     pub fn start(inst: &Installed, cpus: Option<&[usize]>) -> anyhow::Result<JetStream> {
+        JetStream::spawn(inst, cpus, peers::free_port()?, None)
+    }
+
+    /// Starts `n` nats-servers on 127.0.0.1 routed into one JetStream cluster, unpinned as our
+    /// cluster is. Its streams take writes once it has elected a leader (see
+    /// [`Client::create_stream`]).
+    pub fn start_cluster(inst: &Installed, n: usize) -> anyhow::Result<Vec<JetStream>> {
+        let ports = (0..n)
+            .map(|_| peers::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        let routes = (0..n)
+            .map(|_| peers::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        (0..n)
+            .map(|i| {
+                let seat = Seat {
+                    name: format!("n{i}"),
+                    port: routes[i],
+                    peers: routes
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, p)| *p)
+                        .collect(),
+                };
+                JetStream::spawn(inst, None, ports[i], Some(&seat))
+            })
+            .collect()
+    }
+
+    fn spawn(
+        inst: &Installed,
+        cpus: Option<&[usize]>,
+        port: u16,
+        seat: Option<&Seat>,
+    ) -> anyhow::Result<JetStream> {
         let dir = tempfile::Builder::new()
             .prefix("chatsdk-bench-js-")
             .tempdir()?;
-        let port = peers::free_port()?;
         let conf = dir.path().join("jetstream.conf");
-        std::fs::write(&conf, config(&dir.path().join("store"), port))?;
+        std::fs::write(&conf, config(&dir.path().join("store"), port, seat))?;
         let program = inst.get("NATS_SERVER")?;
         let mut cmd = match cpus {
             Some(c) => {
@@ -190,6 +250,16 @@ impl Client {
 
     /// Publishes `payload` to `subject` with a reply subject and returns the reply's payload.
     pub async fn request(&self, subject: &str, payload: &[u8]) -> anyhow::Result<Bytes> {
+        self.request_within(subject, payload, TIMEOUT).await
+    }
+
+    /// [`Client::request`], giving up after `timeout`.
+    async fn request_within(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> anyhow::Result<Bytes> {
         let inner = &self.inner;
         let id = inner.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -217,11 +287,11 @@ impl Client {
                 .map_err(|_| anyhow!("the nats connection is closed"))?
                 .map_err(|e| anyhow!(e))
         };
-        match tokio::time::timeout(TIMEOUT, answered).await {
+        match tokio::time::timeout(timeout, answered).await {
             Ok(r) => r,
             Err(_) => {
                 inner.pending.take(id);
-                bail!("no answer to a publish to {subject} within {TIMEOUT:?}")
+                bail!("no answer to a publish to {subject} within {timeout:?}")
             }
         }
     }
@@ -235,29 +305,51 @@ impl Client {
         }
     }
 
-    /// Creates stream `name` capturing `subject`, on file storage, one replica.
-    pub async fn create_stream(&self, name: &str, subject: &str) -> anyhow::Result<()> {
+    /// Creates stream `name` capturing `subject`, on file storage, with `replicas` copies.
+    /// A new cluster may not answer yet: it has no JetStream leader ("temporarily
+    /// unavailable"), or the leader does not know of this connection's inbox yet (interest
+    /// travels between servers asynchronously, so the answer is dropped). Either is asked again
+    /// until [`CLUSTER_READY`] has passed.
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        subject: &str,
+        replicas: usize,
+    ) -> anyhow::Result<()> {
         let config = serde_json::json!({
             "name": name,
             "subjects": [subject],
             "storage": "file",
             "retention": "limits",
             "discard": "old",
-            "num_replicas": 1,
+            "num_replicas": replicas,
         });
-        let reply = self
-            .request(
-                &format!("$JS.API.STREAM.CREATE.{name}"),
-                config.to_string().as_bytes(),
-            )
-            .await?;
-        if contains(&reply, b"\"error\"") || !contains(&reply, b"\"config\"") {
-            bail!(
-                "creating stream {name}: {}",
-                String::from_utf8_lossy(&reply[..reply.len().min(300)])
-            );
+        let deadline = tokio::time::Instant::now() + CLUSTER_READY;
+        loop {
+            let reply = self
+                .request_within(
+                    &format!("$JS.API.STREAM.CREATE.{name}"),
+                    config.to_string().as_bytes(),
+                    Duration::from_secs(2),
+                )
+                .await;
+            let why = match reply {
+                Ok(r) if !contains(&r, b"\"error\"") && contains(&r, b"\"config\"") => {
+                    return Ok(())
+                }
+                Ok(r) => String::from_utf8_lossy(&r[..r.len().min(300)]).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            let settling = why.contains("temporarily unavailable")
+                || why.contains("no responders")
+                || why.contains("no answer")
+                || why.contains("insufficient resources");
+            if !settling || tokio::time::Instant::now() >= deadline {
+                bail!("creating stream {name}: {why}");
+            }
+            // The cluster is still electing: ask again shortly.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 }
 
@@ -401,7 +493,16 @@ mod tests {
             Some("maximum messages exceeded".into())
         );
         assert!(pub_ack_error(b"hello").is_some());
-        let c = config(std::path::Path::new("/tmp/x/store"), 4222);
+        let c = config(std::path::Path::new("/tmp/x/store"), 4222, None);
         assert!(c.contains("sync_interval: always") && c.contains("store_dir: \"/tmp/x/store\""));
+        assert!(!c.contains("cluster"));
+        let seat = Seat {
+            name: "n1".into(),
+            port: 6001,
+            peers: vec![6000, 6002],
+        };
+        let c = config(std::path::Path::new("/tmp/x/store"), 4223, Some(&seat));
+        assert!(c.contains("server_name: n1") && c.contains("listen: 127.0.0.1:6001"));
+        assert!(c.contains("routes: [nats-route://127.0.0.1:6000, nats-route://127.0.0.1:6002]"));
     }
 }

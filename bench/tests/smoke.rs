@@ -58,13 +58,14 @@ fn chat_mix() {
 }
 
 #[test]
-fn durable_one_and_three_nodes_rest_ws_and_jetstream() {
+fn durable_one_and_three_nodes_rest_ws_and_jetstream_on_one_and_three() {
     let runs = smoke(&["durable"]);
     for system in [
         "chatsdk-1node",
         "chatsdk-1node-ws",
         "jetstream",
         "chatsdk-3node",
+        "jetstream-3node",
     ] {
         for scenario in ["durable", "durable-summary"] {
             assert!(

@@ -90,14 +90,23 @@ impl Senders {
 
     /// One stream per channel (`chat-<i>`, subject `chat.<i>`, file storage) and one
     /// connection per channel publisher.
-    pub(super) async fn jetstream(js: &JetStream, channels: usize) -> anyhow::Result<Senders> {
+    /// Each channel's publisher to JetStream: a connection to the servers in turn, one stream
+    /// per channel with `replicas` copies.
+    pub(super) async fn jetstream(
+        servers: &[JetStream],
+        channels: usize,
+        replicas: usize,
+    ) -> anyhow::Result<Senders> {
         let mut v = Vec::new();
         for i in 0..channels {
-            let client = jetstream::Client::connect(js.addr, &format!("bench-{i}"))
+            let server = servers
+                .get(i % servers.len().max(1))
+                .ok_or_else(|| anyhow::anyhow!("no nats-server to publish to"))?;
+            let client = jetstream::Client::connect(server.addr, &format!("bench-{i}"))
                 .await
                 .context("connecting to nats-server")?;
             client
-                .create_stream(&format!("chat-{i}"), &format!("chat.{i}"))
+                .create_stream(&format!("chat-{i}"), &format!("chat.{i}"), replicas)
                 .await?;
             v.push((client, format!("chat.{i}")));
         }
