@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatsdk_cluster::GroupId;
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::Semaphore;
 
 use crate::channel::{
@@ -41,8 +41,9 @@ pub struct Registry {
 /// What became of a request sent to an actor.
 enum Sent {
     Answered(Result<ChannelAnswer, ChatError>),
-    /// The actor had stopped before taking the request: nothing was done.
-    NotTaken,
+    /// The actor had stopped before taking the request: nothing was done. The request comes
+    /// back when the mailbox returned it (always, for a stopped actor).
+    NotTaken(Option<ChannelRequest>),
 }
 
 impl Registry {
@@ -96,12 +97,15 @@ impl Registry {
             return Sent::Answered(Err(ChatError::Unavailable("channel is overloaded".into())));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if entry
+        if let Err(e) = entry
             .actor
             .send_message(ChannelMsg::Request(request, RpcReplyPort::from(tx)))
-            .is_err()
         {
-            return Sent::NotTaken;
+            // A refused message comes back whole, so the request is retried without a copy.
+            return Sent::NotTaken(match e {
+                MessagingErr::SendErr(ChannelMsg::Request(request, _)) => Some(request),
+                _ => None,
+            });
         }
         match tokio::time::timeout(env.cluster_timeout(), rx).await {
             Ok(Ok(answer)) => Sent::Answered(answer),
@@ -124,11 +128,16 @@ impl Registry {
         group: GroupId,
         request: ChannelRequest,
     ) -> Result<ChannelAnswer, ChatError> {
+        let mut request = Some(request);
         for _ in 0..2 {
+            let Some(r) = request.take() else { break };
             let entry = self.get(env, stream, group).await?;
-            match self.send(env, &entry, request.clone()).await {
+            match self.send(env, &entry, r).await {
                 Sent::Answered(answer) => return answer,
-                Sent::NotTaken => self.forget(stream, &entry.actor),
+                Sent::NotTaken(back) => {
+                    self.forget(stream, &entry.actor);
+                    request = back;
+                }
             }
         }
         Err(ChatError::Unavailable(
