@@ -82,12 +82,16 @@ impl JetStream {
     /// cluster is. Its streams take writes once it has elected a leader (see
     /// [`Client::create_stream`]).
     pub fn start_cluster(inst: &Installed, n: usize) -> anyhow::Result<Vec<JetStream>> {
-        let ports = (0..n)
-            .map(|_| peers::free_port())
-            .collect::<anyhow::Result<Vec<u16>>>()?;
-        let routes = (0..n)
-            .map(|_| peers::free_port())
-            .collect::<anyhow::Result<Vec<u16>>>()?;
+        // Each port is found free and released, so two picks may coincide: pick until all
+        // differ (a clash would let one server's check find another's listener).
+        let mut picked: Vec<u16> = Vec::with_capacity(2 * n);
+        while picked.len() < 2 * n {
+            let port = peers::free_port()?;
+            if !picked.contains(&port) {
+                picked.push(port);
+            }
+        }
+        let (ports, routes) = picked.split_at(n);
         (0..n)
             .map(|i| {
                 let seat = Seat {

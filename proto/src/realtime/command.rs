@@ -6,7 +6,10 @@
 //! is the gateway's business. Rules taken from `centrifugal/centrifuge`:
 //!
 //! * unknown keys, at the top level and inside params, are ignored (newer clients send more);
-//! * a `null` value counts as absent, as in the Go decoder;
+//! * a `null` value counts as absent, as in the Go decoder, at any depth of the params;
+//! * a repeated key counts once, with its last value (as a JSON map reads it);
+//! * values under keys this server does not know are skipped, not checked, and an RPC's
+//!   `data` is checked when its method parses it;
 //! * an object without a method and without an id (or with `"id": 0`) is a pong;
 //! * every method needs a non-zero id except `send`, which is fire-and-forget and which the
 //!   `centrifuge` clients send without one.
@@ -162,10 +165,41 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
             },
         });
     }
-    let envelope: Envelope<'_> =
-        serde_json::from_str(json).map_err(|e| CommandError::Malformed {
-            reason: redact(&e.to_string()),
-        })?;
+    match serde_json::from_str::<Envelope<'_>>(json) {
+        Ok(envelope) => from_envelope(envelope),
+        // A repeated key is valid JSON (the last one counts) but refused by a derived struct:
+        // such a command is read once more with its repeats dropped.
+        Err(e) if is_duplicate_field(&e) => {
+            let text = without_repeated_keys(json).ok_or_else(|| malformed(&e))?;
+            let envelope =
+                serde_json::from_str::<Envelope<'_>>(&text).map_err(|e| malformed(&e))?;
+            from_envelope(envelope)
+        }
+        Err(e) => Err(malformed(&e)),
+    }
+}
+
+fn malformed(e: &serde_json::Error) -> CommandError {
+    CommandError::Malformed {
+        reason: redact(&e.to_string()),
+    }
+}
+
+/// Whether serde refused an object for a key it saw twice.
+fn is_duplicate_field(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("duplicate field")
+}
+
+/// `json` written again with each object's repeated keys dropped, the last value kept (as a
+/// JSON map reads them); `None` when it is not JSON.
+fn without_repeated_keys(json: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .map(|v| v.to_string())
+}
+
+/// The command an envelope holds: its id, its one method and that method's params.
+fn from_envelope(envelope: Envelope<'_>) -> Result<Command, CommandError> {
     let id = match envelope.id {
         None => 0,
         Some(id) => serde_json::from_str::<u64>(id.get())
@@ -202,7 +236,14 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
         return Err(CommandError::MissingId { method });
     }
 
-    let method = decode(params.get()).map_err(|e| CommandError::InvalidParams {
+    let decoded = match decode(params.get()) {
+        Err(e) if is_duplicate_field(&e) => match without_repeated_keys(params.get()) {
+            Some(text) => decode(&text),
+            None => Err(e),
+        },
+        other => other,
+    };
+    let method = decoded.map_err(|e| CommandError::InvalidParams {
         id,
         method,
         reason: redact(&e.to_string()),
@@ -573,6 +614,23 @@ mod tests {
             panic!()
         };
         assert_eq!(history.since, None);
+    }
+
+    #[test]
+    fn a_repeated_key_counts_once_with_its_last_value() {
+        let c = ok(r#"{"id":1,"id":2,"presence":{"channel":"a"}}"#);
+        assert_eq!(c.id, 2);
+        let Method::Presence(p) = ok(r#"{"id":1,"presence":{"channel":"a","channel":"b"}}"#).method
+        else {
+            panic!("not a presence command")
+        };
+        assert_eq!(p.channel, "b");
+        let Method::Subscribe(s) =
+            ok(r#"{"id":1,"subscribe":null,"subscribe":{"channel":"c"}}"#).method
+        else {
+            panic!("not a subscribe command")
+        };
+        assert_eq!(s.channel, "c");
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub struct RpcRequest {
     #[serde(deserialize_with = "nullable")]
     pub method: String,
     /// The arguments as the client wrote them (`None` when absent or `null`), for the method
-    /// to parse into its own type.
+    /// to parse into its own type. A raw JSON value: only a JSON (de)serializer can carry it.
     pub data: Option<Box<RawValue>>,
 }
 
