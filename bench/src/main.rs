@@ -106,6 +106,10 @@ enum Scenario {
         /// Skip the three-node cluster.
         #[arg(long)]
         no_cluster: bool,
+        /// Run only these systems, by name (chatsdk-1node, chatsdk-1node-ws, jetstream,
+        /// chatsdk-3node, jetstream-3node); all of them when absent.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// SIGKILL of a shard leader under load: recovery time, exactly-once in-order delivery.
     Failover {
@@ -237,7 +241,8 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
             rates,
             seconds,
             no_cluster,
-        } => scenarios::durable::run(&ctx, &rates, seconds, !no_cluster).await?,
+            only,
+        } => scenarios::durable::run(&ctx, &rates, seconds, !no_cluster, &only).await?,
         Scenario::Failover { rate, seconds } => {
             scenarios::failover::run(&ctx, rate, seconds).await?
         }

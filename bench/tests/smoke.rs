@@ -93,6 +93,18 @@ fn durable_no_peers_skips_jetstream() {
 }
 
 #[test]
+fn durable_only_runs_the_named_systems() {
+    let runs = smoke(&[
+        "durable",
+        "--no-peers",
+        "--no-cluster",
+        "--only",
+        "chatsdk-1node-ws",
+    ]);
+    assert!(runs.iter().all(|r| r["system"] == "chatsdk-1node-ws"));
+}
+
+#[test]
 fn failover() {
     smoke(&["failover"]);
 }

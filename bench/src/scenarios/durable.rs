@@ -69,6 +69,14 @@ enum Sys {
 }
 
 impl Sys {
+    const ALL: [Sys; 5] = [
+        Sys::Rest1,
+        Sys::Ws1,
+        Sys::JetStream,
+        Sys::Rest3,
+        Sys::JetStream3,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Sys::Rest1 => "chatsdk-1node",
@@ -116,6 +124,7 @@ pub async fn run(
     rates: &[f64],
     seconds: f64,
     cluster: bool,
+    only: &[String],
 ) -> anyhow::Result<Vec<Run>> {
     let rates: Vec<f64> = if ctx.smoke {
         vec![50.0]
@@ -131,6 +140,21 @@ pub async fn run(
         systems.push(Sys::Rest3);
         if ctx.installed.is_some() {
             systems.push(Sys::JetStream3);
+        }
+    }
+    if !only.is_empty() {
+        if let Some(unknown) = only
+            .iter()
+            .find(|n| !Sys::ALL.iter().any(|s| s.name() == *n))
+        {
+            anyhow::bail!(
+                "--only: no system {unknown:?} (known: {})",
+                Sys::ALL.map(Sys::name).join(", ")
+            );
+        }
+        systems.retain(|s| only.iter().any(|n| n == s.name()));
+        if systems.is_empty() {
+            anyhow::bail!("--only: none of {only:?} runs here (--no-cluster, --no-peers?)");
         }
     }
     let mut runs = Vec::new();
