@@ -8,8 +8,9 @@
 //! Open loop: sends are scheduled at a fixed rate and latency runs from the intended send
 //! time, so a slow server cannot hide its queueing (each step is measured after a second of
 //! unmeasured sends at its rate, [`WARM_UP`]); the rate steps up until p99 passes 25 ms (50 ms
-//! on three servers) or a step is invalid. Each system's summary is its highest rate acknowledged within that
-//! bound and the server CPU per acknowledged send there, with `ours/jetstream` ratios.
+//! on three servers) or a step is invalid. Each system's summary is its highest rate
+//! acknowledged within that bound and the server CPU per acknowledged send there, with
+//! `ours/jetstream` ratios.
 
 mod senders;
 

@@ -157,9 +157,7 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
     if !json.trim_start().starts_with('{') {
         // Checked first: a derived struct would also accept a JSON array.
         return Err(match serde_json::from_str::<serde::de::IgnoredAny>(json) {
-            Err(e) => CommandError::Malformed {
-                reason: redact(&e.to_string()),
-            },
+            Err(e) => malformed(&e),
             Ok(_) => CommandError::Malformed {
                 reason: String::from("a command must be a json object"),
             },
@@ -179,6 +177,7 @@ pub fn parse_command(json: &str) -> Result<Command, CommandError> {
     }
 }
 
+/// A command that is not JSON, with serde's reason (client text redacted).
 fn malformed(e: &serde_json::Error) -> CommandError {
     CommandError::Malformed {
         reason: redact(&e.to_string()),
