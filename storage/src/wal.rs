@@ -56,6 +56,10 @@ const INSTALL_WAIT: Duration = Duration::from_secs(60);
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
 /// The sub-directory of the data directory that holds the segments.
 pub(crate) const DIR: &str = "raft-log";
+/// Most entries of a group kept decoded in memory after they are written (see
+/// [`GroupLog::recent`]), and most bytes of them (their encoded size).
+const RECENT_ENTRIES: usize = 1024;
+const RECENT_BYTES: usize = 1024 * 1024;
 
 /// One record of the log.
 #[derive(Serialize, Deserialize)]
@@ -109,6 +113,13 @@ struct GroupLog {
     installing: Option<Instant>,
     /// A purge asked for while a snapshot was being installed, done once it is durable.
     pending_purge: Option<LogId>,
+    /// The newest entries as written, contiguous and ending at the last one: the state machine
+    /// applies and the leader replicates an entry right after it is written, and they read it
+    /// from here instead of reading the file back and decoding it. Bounded by
+    /// [`RECENT_ENTRIES`] and [`RECENT_BYTES`]; empty after a restart.
+    recent: VecDeque<(Entry, usize)>,
+    /// Encoded bytes of `recent` (each entry's record length is kept beside it).
+    recent_bytes: usize,
 }
 
 impl GroupLog {
@@ -128,6 +139,25 @@ impl GroupLog {
         while self.entries.back().is_some_and(|l| l.log_id.index >= since) {
             self.entries.pop_back();
         }
+        while self
+            .recent
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= since)
+        {
+            self.drop_recent(false);
+        }
+    }
+
+    /// Drops the first (or the last) recent entry.
+    fn drop_recent(&mut self, first: bool) {
+        let dropped = if first {
+            self.recent.pop_front()
+        } else {
+            self.recent.pop_back()
+        };
+        if let Some((_, len)) = dropped {
+            self.recent_bytes -= len;
+        }
     }
 
     fn purge(&mut self, upto: LogId) {
@@ -138,6 +168,13 @@ impl GroupLog {
         {
             self.entries.pop_front();
         }
+        while self
+            .recent
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= upto.index)
+        {
+            self.drop_recent(true);
+        }
         if self.purged.is_none_or(|p| p.index < upto.index) {
             self.purged = Some(upto);
         }
@@ -147,7 +184,32 @@ impl GroupLog {
         // Written over a conflicting suffix (openraft may append over one without truncating
         // first; `Wal::append` refuses gaps): the newer one wins.
         self.truncate(loc.log_id.index);
+        if self
+            .recent
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index + 1 != loc.log_id.index)
+        {
+            self.recent.clear();
+            self.recent_bytes = 0;
+        }
         self.entries.push_back(loc);
+    }
+
+    /// [`GroupLog::push`], keeping the entry itself among the recent ones.
+    fn push_written(&mut self, loc: Loc, entry: Entry) {
+        self.push(loc);
+        self.recent.push_back((entry, loc.len as usize));
+        self.recent_bytes += loc.len as usize;
+        while self.recent.len() > RECENT_ENTRIES || self.recent_bytes > RECENT_BYTES {
+            self.drop_recent(true);
+        }
+    }
+
+    /// Index of the first recent entry.
+    fn first_recent(&self) -> u64 {
+        self.recent
+            .front()
+            .map_or(u64::MAX, |(e, _)| e.log_id.index)
     }
 
     /// Replays an entry record. Older segments may have been deleted once their entries were
@@ -404,8 +466,12 @@ impl Wal {
         for entry in entries {
             let log_id = *entry.get_log_id();
             let start = buf.len();
-            push_record(&mut buf, &WalRecord::Entry { group, entry })?;
-            pending.push((log_id, start, buf.len() - start));
+            let record = WalRecord::Entry { group, entry };
+            push_record(&mut buf, &record)?;
+            let WalRecord::Entry { entry, .. } = record else {
+                unreachable!("built as an entry just above")
+            };
+            pending.push((log_id, start, buf.len() - start, entry));
         }
         if pending.is_empty() {
             return Ok(());
@@ -417,7 +483,7 @@ impl Wal {
             Some(g) if !g.entries.is_empty() || g.purged.is_some() => Some(g.next_index()),
             _ => None,
         };
-        for (n, (log_id, _, _)) in pending.iter().enumerate() {
+        for (n, (log_id, _, _, _)) in pending.iter().enumerate() {
             if let Some(next) = expect {
                 // The first entry may overwrite a conflicting suffix; none may leave a gap.
                 if log_id.index > next || (n > 0 && log_id.index != next) {
@@ -442,14 +508,18 @@ impl Wal {
         }
         let base = self.write(&mut state, &buf)?;
         let segment = state.active;
-        for (log_id, start, len) in pending {
+        for (log_id, start, len, entry) in pending {
             let loc = Loc {
                 log_id,
                 segment,
                 offset: base + start as u64,
                 len: len as u32,
             };
-            state.groups.entry(group).or_default().push(loc);
+            state
+                .groups
+                .entry(group)
+                .or_default()
+                .push_written(loc, entry);
             let max = state
                 .segments
                 .get_mut(&segment)
@@ -592,21 +662,33 @@ impl Wal {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StoreError> {
-        let locs: Vec<(Option<Arc<File>>, Loc)> = {
+        // Entries before the recent ones are read from their segments; the rest are copied.
+        let (locs, cached): (Vec<(Option<Arc<File>>, Loc)>, Vec<Entry>) = {
             let state = self.state()?;
             let Some(g) = state.groups.get(&group) else {
                 return Ok(Vec::new());
             };
             let first = g.entries.front().map_or(u64::MAX, |l| l.log_id.index);
             let from = g.position(start.max(first)).unwrap_or(g.entries.len());
-            g.entries
+            let first_recent = g.first_recent();
+            let locs = g
+                .entries
                 .iter()
                 .skip(from)
-                .take_while(|l| l.log_id.index < end)
+                .take_while(|l| l.log_id.index < end.min(first_recent))
                 .map(|l| (state.segments.get(&l.segment).map(|s| s.file.clone()), *l))
-                .collect()
+                .collect();
+            let cached = g
+                .recent
+                .iter()
+                .map(|(e, _)| e)
+                .skip_while(|e| e.log_id.index < start)
+                .take_while(|e| e.log_id.index < end)
+                .cloned()
+                .collect();
+            (locs, cached)
         };
-        let mut out = Vec::with_capacity(locs.len());
+        let mut out = Vec::with_capacity(locs.len() + cached.len());
         let mut raw = Vec::new();
         for (file, loc) in locs {
             let file = file.ok_or_else(|| {
@@ -628,6 +710,7 @@ impl Wal {
                 }
             }
         }
+        out.extend(cached);
         Ok(out)
     }
 
@@ -1158,6 +1241,56 @@ mod tests {
             wal.group_state(2).unwrap().committed.map(|l| l.index),
             Some(2)
         );
+    }
+
+    /// What a read answers from the recent entries is what the file holds: the same entries
+    /// through appends, a truncated and rewritten suffix, a purge and more entries than the
+    /// cache keeps, read before and after a reopen (which starts with no recent entries).
+    #[tokio::test]
+    async fn recent_entries_read_as_the_file_does() {
+        fn bodies(wal: &Wal, start: u64, end: u64) -> Vec<(u64, u64, Vec<u8>)> {
+            wal.read(1, start, end)
+                .unwrap()
+                .into_iter()
+                .map(|e| match e.payload {
+                    EntryPayload::Normal(c) => (e.log_id.leader_id.term, e.log_id.index, c.0),
+                    _ => panic!("not a normal entry"),
+                })
+                .collect()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let total = RECENT_ENTRIES as u64 + 300;
+        let ranges = [(0, u64::MAX), (1, 3), (250, 260), (total - 5, total + 5)];
+        let before: Vec<_> = {
+            let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
+            wal.append(1, (1..=8).map(|i| entry(1, i, &format!("a{i}"))))
+                .unwrap();
+            wal.truncate(1, 6).unwrap();
+            wal.append(1, (6..=total).map(|i| entry(2, i, &format!("b{i}"))))
+                .unwrap();
+            wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 2))
+                .unwrap();
+            {
+                let state = wal.state().unwrap();
+                let g = &state.groups[&1];
+                assert_eq!(g.recent.len(), RECENT_ENTRIES);
+                assert_eq!(
+                    g.recent_bytes,
+                    g.recent.iter().map(|(_, n)| n).sum::<usize>()
+                );
+                assert_eq!(g.first_recent(), total - RECENT_ENTRIES as u64 + 1);
+            }
+            wal.sync().await.unwrap();
+            ranges.iter().map(|&(a, b)| bodies(&wal, a, b)).collect()
+        };
+        let wal = Wal::open(dir.path(), Duration::ZERO, false).unwrap();
+        assert!(wal.state().unwrap().groups[&1].recent.is_empty());
+        let after: Vec<_> = ranges.iter().map(|&(a, b)| bodies(&wal, a, b)).collect();
+        assert_eq!(before, after);
+        assert_eq!(before[0].len() as u64, total - 2);
+        assert_eq!(before[1], vec![]);
+        assert_eq!(before[0][2], (1, 5, b"a5".to_vec()));
+        assert_eq!(before[0][3], (2, 6, b"b6".to_vec()));
     }
 
     #[tokio::test]
