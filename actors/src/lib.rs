@@ -8,7 +8,7 @@
 //! - [`stream`]: realtime streams and messages in the data shards.
 //! - [`channel`]: the channel actor (ractor), one per stream on its shard's leader;
 //!   [`registry`]: the ones running on this node.
-//! - [`session`]: the session actor (ractor), one per realtime connection.
+//! - [`session`]: the realtime session, one per connection, driven by its connection's task.
 //! - [`fanout`], [`emitter`], [`outbound`]: getting one event to every subscriber, in order, with
 //!   bounded queues.
 //! - [`model`], [`codec`], [`render`], [`keys`](crate::keys), [`time`], [`validate`]: records,

@@ -1,10 +1,15 @@
-//! The session actor: one per realtime connection, on the node that terminates it.
+//! The realtime session: one per connection, on the node that terminates it.
 //!
 //! It holds the connection's authentication and subscriptions and answers the client's commands
 //! (already parsed by the gateway) in order, writing every reply into the connection's bounded
 //! [`Outbound`] queue. Publications do not pass through it: the node's [`Fanout`] puts them in
-//! the same queue directly, so a busy channel never waits on a session. The gateway sends one
-//! frame at a time and waits for it to be handled, which bounds the actor's mailbox.
+//! the same queue directly, so a busy channel never waits on a session.
+//!
+//! A session is an actor in the actor-model sense (one owner, private state, one message at a
+//! time) without a task of its own: the connection's task owns it and hands it one frame at a
+//! time (`../shared/design.md`). A ractor actor per connection cost a task, a mailbox and a
+//! message, a wake-up and a reply per command, which every command paid and idle connections
+//! could not afford.
 //!
 //! [`Fanout`]: crate::fanout::Fanout
 
@@ -16,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatsdk_proto::realtime::{self, Command, CommandError, Method};
 use chatsdk_proto::ErrorCode;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
 
 use crate::chat::{split_stream, Caller, Chat, NewMessage};
@@ -82,7 +86,7 @@ pub struct SessionConfig {
     pub version: String,
 }
 
-/// Arguments of a session actor.
+/// What a session is made with.
 pub struct SessionArgs {
     pub chat: Chat,
     pub auth: Arc<dyn Authenticator>,
@@ -95,14 +99,13 @@ pub struct SessionArgs {
     pub connected: Arc<AtomicBool>,
 }
 
-/// Messages of a session actor.
-pub enum SessionMsg {
-    /// One client frame's commands; the port is answered once all are handled.
-    Frame(Vec<Result<Command, CommandError>>, RpcReplyPort<()>),
-}
-
-/// The state of a session.
-pub struct SessionState {
+/// One realtime session: the connection's authentication, subscriptions and command budget.
+///
+/// Owned and driven by its connection's task (no task or mailbox of its own): the connection
+/// hands it one frame's commands at a time and waits for them, so its state needs no lock and
+/// its "mailbox" is the socket, bounded by the transport. Dropping it ends the session: its
+/// subscriptions and presence go with it.
+pub struct Session {
     args: SessionArgs,
     principal: Option<Principal>,
     subs: HashMap<String, Arc<Subscription>>,
@@ -111,74 +114,53 @@ pub struct SessionState {
     budget_at: std::time::Instant,
 }
 
-/// The session actor's behaviour.
-pub struct SessionActor;
-
-impl Actor for SessionActor {
-    type Msg = SessionMsg;
-    type State = SessionState;
-    type Arguments = SessionArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        args: SessionArgs,
-    ) -> Result<SessionState, ActorProcessingErr> {
-        Ok(SessionState {
+impl Session {
+    pub fn new(args: SessionArgs) -> Session {
+        Session {
             args,
             principal: None,
             subs: HashMap::new(),
             budget: COMMAND_BURST,
             budget_at: std::time::Instant::now(),
-        })
+        }
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        state: &mut SessionState,
-    ) -> Result<(), ActorProcessingErr> {
-        for sub in state.subs.values() {
-            state.args.chat.fanout().unsubscribe(sub);
-        }
-        state.subs.clear();
-        if let Some(p) = &state.principal {
-            state
-                .args
-                .chat
-                .fanout()
-                .session_ended(&p.name(), &state.args.out);
-        }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
-        state: &mut SessionState,
-    ) -> Result<(), ActorProcessingErr> {
-        let SessionMsg::Frame(commands, done) = msg;
+    /// Handles one client frame's commands in order, writing every reply into the
+    /// connection's queue.
+    pub async fn frame(&mut self, commands: Vec<Result<Command, CommandError>>) {
         for command in commands {
-            if state.args.out.closed().is_some() {
+            if self.args.out.closed().is_some() {
                 break;
             }
-            if !state.spend() {
-                state.args.out.close(CloseReason::TOO_MANY_REQUESTS);
+            if !self.spend() {
+                self.args.out.close(CloseReason::TOO_MANY_REQUESTS);
                 break;
             }
             match command {
                 // Boxed: the command future nests every chat call; inline, it would size the
-                // actor's (long-lived) task for every connection, busy or idle.
-                Ok(c) => Box::pin(state.command(c)).await,
+                // connection's (long-lived) task for every connection, busy or idle.
+                Ok(c) => Box::pin(self.command(c)).await,
                 Err(e) => match e.reply_id() {
-                    Some(id) => state.reply_error(id, e.code(), &e.to_string()),
-                    None => state.args.out.close(CloseReason::BAD_REQUEST),
+                    Some(id) => self.reply_error(id, e.code(), &e.to_string()),
+                    None => self.args.out.close(CloseReason::BAD_REQUEST),
                 },
             }
         }
-        let _ = done.send(());
-        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for sub in self.subs.values() {
+            self.args.chat.fanout().unsubscribe(sub);
+        }
+        self.subs.clear();
+        if let Some(p) = &self.principal {
+            self.args
+                .chat
+                .fanout()
+                .session_ended(&p.name(), &self.args.out);
+        }
     }
 }
 
@@ -190,7 +172,7 @@ fn epoch_secs() -> u64 {
     crate::time::now_ms() / 1000
 }
 
-impl SessionState {
+impl Session {
     /// Takes one command from the connection's budget.
     fn spend(&mut self) -> bool {
         let now = std::time::Instant::now();

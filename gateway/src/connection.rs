@@ -1,9 +1,9 @@
 //! One realtime connection, whatever carries it: WebSocket ([`crate::ws`]) and QUIC
-//! ([`crate::quic`]) both end here, so both feed the same session actor with the same rules.
+//! ([`crate::quic`]) both end here, so both feed the same session with the same rules.
 //!
 //! A transport supplies a [`FrameSource`] (what the client sent, already framed and checked to
 //! be UTF-8) and a [`FrameSink`] (how a batch of frames or a close reaches the client). [`run`]
-//! then does the rest: the connection cap and drain check, the session actor, the connect
+//! then does the rest: the connection cap and drain check, the session (driven by this task), the connect
 //! deadline, pong bookkeeping, and a writer task that drains the connection's [`Outbound`]
 //! queue, sends server pings, enforces pongs and token expiry.
 
@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chatsdk_actors::outbound::{CloseReason, Next, Outbound};
 use chatsdk_actors::session::{
-    Authenticator, Principal, SessionActor, SessionArgs, SessionConfig, SessionMsg, TokenRefusal,
+    Authenticator, Principal, Session, SessionArgs, SessionConfig, TokenRefusal,
 };
 use chatsdk_proto::realtime::{self, Method};
-use ractor::{Actor, RpcReplyPort};
 
 use crate::auth::jwt::JwtError;
 use crate::state::GatewayState;
@@ -157,12 +156,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
         expires_at: expires_at.clone(),
         connected: connected.clone(),
     };
-    // Boxed: the spawn future is large and would otherwise size this task's state for the
-    // connection's whole life.
-    let Ok((session, _)) = Box::pin(Actor::spawn(None, SessionActor, args)).await else {
-        sink.close(CloseReason::INTERNAL).await;
-        return;
-    };
+    let mut session = Session::new(args);
     let started = Instant::now();
     let writer = tokio::spawn(write_loop(
         state.clone(),
@@ -206,14 +200,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
             // Only pongs (or nothing): the session has nothing to do.
             continue;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if session
-            .send_message(SessionMsg::Frame(commands, RpcReplyPort::from(tx)))
-            .is_err()
-        {
-            break;
-        }
-        let _ = rx.await;
+        session.frame(commands).await;
         if out.closed().is_some() {
             break;
         }
@@ -221,7 +208,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     if out.closed().is_none() {
         out.close(NORMAL);
     }
-    session.stop(None);
+    drop(session);
     let _ = writer.await;
 }
 

@@ -3,7 +3,7 @@
 //! speaks. Closes use QUIC application close codes with the protocol's numbers (3001, 3008, …).
 //!
 //! The endpoint only accepts and frames; [`crate::connection::run`] drives each connection, so
-//! QUIC and WebSocket clients meet the same session actors, limits and close rules.
+//! QUIC and WebSocket clients meet the same sessions, limits and close rules.
 
 pub mod tls;
 
