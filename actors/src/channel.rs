@@ -251,13 +251,27 @@ impl Actor for ChannelActor {
                     retain: state.env.retain,
                     op,
                 };
-                let cluster = state.env.cluster.clone();
-                let group = state.group;
-                tokio::spawn(async move {
-                    let result = propose(&cluster, group, &command).await;
-                    // The actor may have stopped meanwhile; the caller then sees its port close.
-                    let _ = myself.send_message(ChannelMsg::Committed(result, reply));
-                });
+                let body = match crate::codec::encode(&command) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        state.in_flight -= 1;
+                        let _ = reply.send(Err(ChatError::Internal(e.to_string())));
+                        return Ok(());
+                    }
+                };
+                // No task per send: the reply comes back to this mailbox from whoever learns
+                // the outcome (the group's batcher, in the common case).
+                state
+                    .env
+                    .cluster
+                    .propose_then(state.group, body, move |raw| {
+                        let result = raw.map_err(ChatError::from).and_then(|raw| {
+                            crate::codec::decode(&raw)
+                                .map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
+                        });
+                        // The actor may have stopped meanwhile; the caller then sees its port close.
+                        let _ = myself.send_message(ChannelMsg::Committed(result, reply));
+                    });
             }
             ChannelMsg::Committed(result, reply) => {
                 state.in_flight = state.in_flight.saturating_sub(1);
@@ -287,16 +301,6 @@ impl Actor for ChannelActor {
         }
         Ok(())
     }
-}
-
-async fn propose(
-    cluster: &ClusterNode,
-    group: GroupId,
-    command: &StreamCommand,
-) -> Result<StreamReply, ChatError> {
-    let body = crate::codec::encode(command).map_err(|e| ChatError::Internal(e.to_string()))?;
-    let raw = cluster.propose(group, body).await?;
-    crate::codec::decode(&raw).map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
 }
 
 /// Renders a stored event for clients (once per event: the result is shared by every

@@ -9,11 +9,15 @@
 //! the group's real applier, in the same atomic state machine batch.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chatsdk_storage::{Applier, ApplyContext, Command, GroupId, KvBatch, StoreError, TypeConfig};
+use futures::stream::{FuturesUnordered, StreamExt};
+use openraft::error::RaftError;
+use openraft::raft::ClientWriteResult;
 use openraft::Raft;
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::batching::{next_batch, Limits};
@@ -31,12 +35,42 @@ pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Entries of one group being committed at the same time.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
-type ReplyTx = oneshot::Sender<Result<Vec<u8>, Refusal>>;
+/// Where the reply to one proposed command goes: called exactly once, from the batcher's task
+/// (with [`Refusal::Unavailable`] if the batcher stops first). A proposer that waits wraps a
+/// oneshot channel; the channel actors pass a function that posts the reply to their mailbox,
+/// so a command costs no task of its own while it commits.
+pub(crate) struct ReplyTo(Option<Box<dyn FnOnce(Result<Vec<u8>, Refusal>) + Send>>);
+
+impl ReplyTo {
+    pub(crate) fn new(f: impl FnOnce(Result<Vec<u8>, Refusal>) + Send + 'static) -> ReplyTo {
+        ReplyTo(Some(Box::new(f)))
+    }
+
+    fn send(mut self, result: Result<Vec<u8>, Refusal>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(stopped()));
+        }
+    }
+}
+
+fn stopped() -> Refusal {
+    Refusal::Unavailable {
+        reason: "group stopped".into(),
+    }
+}
 
 /// A command waiting to be proposed.
 struct Pending {
     command: Vec<u8>,
-    reply: ReplyTx,
+    reply: ReplyTo,
 }
 
 /// The proposal queue of one group on this node.
@@ -50,11 +84,15 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Starts the batcher of a group; it stops when the token is cancelled or the last handle is
-    /// dropped.
-    pub(crate) fn start(raft: Raft<TypeConfig>, token: CancellationToken) -> Batcher {
+    /// dropped. An entry not committed within `commit_timeout` fails its commands.
+    pub(crate) fn start(
+        raft: Raft<TypeConfig>,
+        token: CancellationToken,
+        commit_timeout: Duration,
+    ) -> Batcher {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE);
         let (paused, paused_rx) = watch::channel(false);
-        tokio::spawn(run(raft, rx, paused_rx, token));
+        tokio::spawn(run(raft, rx, paused_rx, token, commit_timeout));
         Batcher {
             tx,
             paused: Arc::new(paused),
@@ -68,90 +106,134 @@ impl Batcher {
 
     /// Proposes one command and waits for its reply.
     pub(crate) async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, Refusal> {
-        let (reply, rx) = oneshot::channel();
-        let stopped = || Refusal::Unavailable {
-            reason: "group stopped".into(),
-        };
+        let (tx, rx) = oneshot::channel();
+        let reply = ReplyTo::new(move |result| {
+            let _caller_may_be_gone = tx.send(result);
+        });
         self.tx
             .send(Pending { command, reply })
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
+
+    /// Queues one command without waiting; `reply` gets its outcome. A full queue answers
+    /// [`Refusal::Unavailable`] at once.
+    pub(crate) fn propose_then(&self, command: Vec<u8>, reply: ReplyTo) {
+        if let Err(e) = self.tx.try_send(Pending { command, reply }) {
+            let pending = match e {
+                mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
+            };
+            pending.reply.send(Err(Refusal::Unavailable {
+                reason: "proposal queue full".into(),
+            }));
+        }
+    }
 }
 
+/// The next batch once proposing is not paused (see [`next_batch`]).
+async fn next_unpaused(
+    rx: &mut mpsc::Receiver<Pending>,
+    paused: &mut watch::Receiver<bool>,
+    slots: &Arc<Semaphore>,
+    token: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, Vec<Pending>)> {
+    paused.wait_for(|p| !*p).await.ok()?;
+    let limits = Limits {
+        max_items: MAX_BATCH_COMMANDS,
+        max_bytes: MAX_BATCH_BYTES,
+    };
+    next_batch(rx, slots, token, &limits, |p: &Pending| p.command.len()).await
+}
+
+/// Proposes batches and hands each command its reply. The entries being committed are awaited
+/// here too (not on a task each), so a batch costs no task spawn and its replies no extra
+/// hand-off.
 async fn run(
     raft: Raft<TypeConfig>,
     mut rx: mpsc::Receiver<Pending>,
     mut paused: watch::Receiver<bool>,
     token: CancellationToken,
+    commit_timeout: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
-            resumed = paused.wait_for(|p| !*p) => if resumed.is_err() { return },
-        }
-        let limits = Limits {
-            max_items: MAX_BATCH_COMMANDS,
-            max_bytes: MAX_BATCH_BYTES,
-        };
-        let Some((permit, batch)) = next_batch(&mut rx, &slots, &token, &limits, |p: &Pending| {
-            p.command.len()
-        })
-        .await
-        else {
-            return;
-        };
-        let (commands, replies): (Vec<ByteBuf>, Vec<ReplyTx>) = batch
-            .into_iter()
-            .map(|p| (ByteBuf::from(p.command), p.reply))
-            .unzip();
-        let entry = match codec::encode(&commands) {
-            Ok(e) => e,
-            Err(e) => {
-                fail_all(
-                    replies,
-                    Refusal::Failed {
-                        reason: e.to_string(),
-                    },
-                );
-                continue;
+            Some((outcome, replies)) = in_flight.next(), if !in_flight.is_empty() => {
+                deliver(outcome, replies);
             }
-        };
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let outcome = raft.client_write(Command(entry)).await;
-            drop(permit);
-            match outcome {
-                Ok(response) => match codec::decode::<Vec<ByteBuf>>(&response.data.0) {
-                    Ok(results) if results.len() == replies.len() => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _caller_may_be_gone = reply.send(Ok(result.into_vec()));
-                        }
+            next = next_unpaused(&mut rx, &mut paused, &slots, &token) => {
+                let Some((permit, batch)) = next else { return };
+                let (commands, replies): (Vec<ByteBuf>, Vec<ReplyTo>) = batch
+                    .into_iter()
+                    .map(|p| (ByteBuf::from(p.command), p.reply))
+                    .unzip();
+                let entry = match codec::encode(&commands) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        fail_all(replies, Refusal::Failed { reason: e.to_string() });
+                        continue;
                     }
-                    Ok(results) => fail_all(
-                        replies,
-                        Refusal::Failed {
-                            reason: format!("batch reply has {} results", results.len()),
-                        },
-                    ),
-                    Err(e) => fail_all(
-                        replies,
-                        Refusal::Failed {
-                            reason: e.to_string(),
-                        },
-                    ),
-                },
-                Err(e) => fail_all(replies, write_refusal(e)),
+                };
+                match raft.client_write_ff(Command(entry)).await {
+                    Ok(committed) => in_flight.push(async move {
+                        let outcome = tokio::time::timeout(commit_timeout, committed).await;
+                        drop(permit);
+                        (outcome, replies)
+                    }),
+                    Err(fatal) => fail_all(replies, Refusal::Unavailable { reason: fatal.to_string() }),
+                }
             }
-        });
+        }
     }
 }
 
-fn fail_all(replies: Vec<ReplyTx>, refusal: Refusal) {
+type CommitOutcome = Result<
+    Result<ClientWriteResult<TypeConfig>, oneshot::error::RecvError>,
+    tokio::time::error::Elapsed,
+>;
+
+/// Hands each command of a committed (or failed) batch its reply.
+fn deliver(outcome: CommitOutcome, replies: Vec<ReplyTo>) {
+    let response = match outcome {
+        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Err(e))) => return fail_all(replies, write_refusal(RaftError::APIError(e))),
+        Ok(Err(_)) => return fail_all(replies, stopped()),
+        Err(_) => {
+            return fail_all(
+                replies,
+                Refusal::Unavailable {
+                    reason: "the entry was not committed in time".into(),
+                },
+            )
+        }
+    };
+    match codec::decode::<Vec<ByteBuf>>(&response.data.0) {
+        Ok(results) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                reply.send(Ok(result.into_vec()));
+            }
+        }
+        Ok(results) => fail_all(
+            replies,
+            Refusal::Failed {
+                reason: format!("batch reply has {} results", results.len()),
+            },
+        ),
+        Err(e) => fail_all(
+            replies,
+            Refusal::Failed {
+                reason: e.to_string(),
+            },
+        ),
+    }
+}
+
+fn fail_all(replies: Vec<ReplyTo>, refusal: Refusal) {
     for reply in replies {
-        let _caller_may_be_gone = reply.send(Err(refusal.clone()));
+        reply.send(Err(refusal.clone()));
     }
 }
 

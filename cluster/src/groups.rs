@@ -108,7 +108,7 @@ impl NodeInner {
         let group = Arc::new(Group {
             raft: raft.clone(),
             reader,
-            batcher: Batcher::start(raft.clone(), stop.clone()),
+            batcher: Batcher::start(raft.clone(), stop.clone(), self.config.propose_timeout),
             handover: tokio::sync::Mutex::new(()),
             stop,
         });

@@ -235,6 +235,16 @@ impl ClusterNode {
     /// committed on a majority and applied. Reaches the leader wherever it is and retries across
     /// leader changes until the configured propose timeout.
     pub async fn propose(&self, group: GroupId, command: Vec<u8>) -> Result<Vec<u8>, ClusterError> {
+        self.propose_within(group, command, self.inner.config.propose_timeout)
+            .await
+    }
+
+    async fn propose_within(
+        &self,
+        group: GroupId,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
         let max = self.inner.config.max_command_bytes;
         if command.len() > max {
             return Err(ClusterError::CommandTooLarge {
@@ -248,7 +258,6 @@ impl ClusterNode {
             .acquire()
             .await
             .map_err(|_| ClusterError::ShuttingDown)?;
-        let timeout = self.inner.config.propose_timeout;
         let response = call_leader(&self.inner, group, timeout, || PeerRequest::Propose {
             group,
             command: command.clone(),
@@ -258,6 +267,60 @@ impl ClusterNode {
             PeerResponse::Proposed(Ok(reply)) => Ok(reply),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// [`ClusterNode::propose`] without a task of the caller's: `then` is called with the
+    /// outcome, from the task that learns it. When this node leads the group the command goes
+    /// straight into the group's batcher and `then` runs when its entry commits; otherwise, or
+    /// when that attempt meets a leader change, the command takes `propose`'s route on a task,
+    /// within what is left of the propose timeout.
+    pub fn propose_then(
+        &self,
+        group: GroupId,
+        command: Vec<u8>,
+        then: impl FnOnce(Result<Vec<u8>, ClusterError>) + Send + 'static,
+    ) {
+        let inner = &self.inner;
+        let local = match inner.local_leader(group) {
+            Some(leader) if leader == inner.id => inner.group(group),
+            _ => None,
+        };
+        let slot = inner.proposal_slots.clone().try_acquire_owned().ok();
+        let (Some(local), Some(slot), true) =
+            (local, slot, command.len() <= inner.config.max_command_bytes)
+        else {
+            let node = self.clone();
+            tokio::spawn(async move { then(node.propose(group, command).await) });
+            return;
+        };
+        let node = self.clone();
+        let started = Instant::now();
+        let retry = command.clone();
+        let reply = crate::batch::ReplyTo::new(move |outcome| {
+            drop(slot);
+            let timeout = node.inner.config.propose_timeout;
+            match outcome {
+                Ok(reply) => then(Ok(reply)),
+                Err(Refusal::Failed { reason }) => {
+                    then(Err(ClusterError::Refused(Refusal::Failed { reason })))
+                }
+                Err(refusal) if started.elapsed() >= timeout => then(Err(ClusterError::Timeout {
+                    group,
+                    after_ms: started.elapsed().as_millis() as u64,
+                    last: refusal.to_string(),
+                })),
+                // Leadership moved or the group stopped before the entry committed: the
+                // command takes the routed way, which finds the leader (at least once, as
+                // always: see the module's note).
+                Err(_) => {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    tokio::spawn(
+                        async move { then(node.propose_within(group, retry, left).await) },
+                    );
+                }
+            }
+        });
+        local.batcher.propose_then(command, reply);
     }
 
     /// A reader of `group` that reflects every write acknowledged before this call
