@@ -66,9 +66,26 @@ impl Registry {
         group: GroupId,
     ) -> Result<Entry, ChatError> {
         let cell = match self.actors.lock() {
-            Ok(mut map) => map.entry(stream.to_string()).or_default().clone(),
+            Ok(mut map) => match map.get(stream) {
+                Some(cell) => cell.clone(),
+                None => map.entry(stream.to_string()).or_default().clone(),
+            },
             Err(_) => return Err(ChatError::Internal("channel registry poisoned".into())),
         };
+        if let Some(entry) = cell.get() {
+            return Ok(entry.clone());
+        }
+        // Boxed: starting an actor is rare, and its future would otherwise size every call's.
+        Box::pin(Self::start(env, stream, group, cell)).await
+    }
+
+    /// Starts the stream's actor once (concurrent callers wait for the same start).
+    async fn start(
+        env: &Arc<ActorEnv>,
+        stream: &str,
+        group: GroupId,
+        cell: Arc<tokio::sync::OnceCell<Entry>>,
+    ) -> Result<Entry, ChatError> {
         let start = async {
             let args = ChannelArgs {
                 stream: stream.to_string(),

@@ -147,7 +147,10 @@ pub(crate) async fn call_leader(
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let outcome = if target == node.id {
-            match tokio::time::timeout(remaining, handler::handle(node, node.id, make())).await {
+            // Boxed: `handle` serves every kind of request and its future is large; inline, it
+            // would size every caller's future (and every proposal's) for the rarest of them.
+            let handled = Box::pin(handler::handle(node, node.id, make()));
+            match tokio::time::timeout(remaining, handled).await {
                 Ok(response) => Ok(response),
                 Err(_) => Err(ClusterError::Timeout {
                     group,
@@ -158,7 +161,8 @@ pub(crate) async fn call_leader(
         } else if let PeerRequest::Propose { group, command } = make() {
             // Proposals to another node travel batched with others bound for it.
             let forwarder = node.forwarder(target);
-            match tokio::time::timeout(remaining, forwarder.propose(group, command)).await {
+            let forwarded = Box::pin(async move { forwarder.propose(group, command).await });
+            match tokio::time::timeout(remaining, forwarded).await {
                 Ok(Ok(result)) => Ok(PeerResponse::Proposed(result)),
                 Ok(Err(reason)) => Err(ClusterError::Forward { reason }),
                 Err(_) => Err(ClusterError::Timeout {
@@ -169,11 +173,7 @@ pub(crate) async fn call_leader(
             }
         } else {
             let body = codec::encode(&make())?;
-            match node
-                .transport
-                .request_with_timeout(target, body, remaining)
-                .await
-            {
+            match Box::pin(node.transport.request_with_timeout(target, body, remaining)).await {
                 Ok(raw) => codec::decode::<PeerResponse>(&raw),
                 Err(e) => Err(ClusterError::Transport(e)),
             }

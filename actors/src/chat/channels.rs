@@ -18,7 +18,9 @@ impl Chat {
         if let Some(m) = self.inner.directory.member(app, channel, user)? {
             return Ok(Some(m));
         }
-        self.inner.cluster.linearizable_reader(META_GROUP).await?;
+        // Boxed: the read barrier is the rare path (a membership granted on another node an
+        // instant ago); inline, its future would size every caller's.
+        Box::pin(self.inner.cluster.linearizable_reader(META_GROUP)).await?;
         Ok(self.inner.directory.member(app, channel, user)?)
     }
 

@@ -13,6 +13,18 @@ impl Chat {
         if self.membership(&caller.app, &ch.id, user).await?.is_some() {
             return Ok(());
         }
+        // Boxed: joining on first write is rare, and its future (a directory write) would
+        // otherwise size every send's.
+        Box::pin(self.join_on_write(caller, ch, user)).await
+    }
+
+    /// A sender who is not a member joins an open channel (or is added by a server key).
+    async fn join_on_write(
+        &self,
+        caller: &Caller,
+        ch: &Channel,
+        user: &str,
+    ) -> Result<(), ChatError> {
         if ch.kind.is_open() || caller.server {
             if self.user(&caller.app, user)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {user}")));
