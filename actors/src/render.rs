@@ -238,8 +238,8 @@ crate::dialect_views! {
 
         /// The answer to a send: the message, marked `duplicate` when its client message id
         /// had already been used (REST and the `message.send` RPC answer alike). The same
-        /// struct as [`MessageView`] (not a wrapper with a flattened field, which serde writes
-        /// through its slower map path: twice the cost of the message itself).
+        /// struct as [`MessageView`], not a wrapper with a flattened field (serde writes a
+        /// flattened struct field by field through its map path).
         pub type SentView<'a> = MessageView<'a>;
 
         impl<'a> MessageView<'a> {
