@@ -39,7 +39,10 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// (with [`Refusal::Unavailable`] if the batcher stops first). A proposer that waits wraps a
 /// oneshot channel; the channel actors pass a function that posts the reply to their mailbox,
 /// so a command costs no task of its own while it commits.
-pub(crate) struct ReplyTo(Option<Box<dyn FnOnce(Result<Vec<u8>, Refusal>) + Send>>);
+pub(crate) struct ReplyTo(Option<ReplyFn>);
+
+/// What [`ReplyTo`] calls: the command's reply bytes, or why it has none.
+type ReplyFn = Box<dyn FnOnce(Result<Vec<u8>, Refusal>) + Send>;
 
 impl ReplyTo {
     pub(crate) fn new(f: impl FnOnce(Result<Vec<u8>, Refusal>) + Send + 'static) -> ReplyTo {

@@ -92,6 +92,9 @@ enum WalRecord {
     },
 }
 
+/// An entry's location and the segment file holding it (`None`: the segment is gone).
+type Located = (Option<Arc<File>>, Loc);
+
 /// Where one entry is.
 #[derive(Clone, Copy)]
 struct Loc {
@@ -663,7 +666,7 @@ impl Wal {
         end: u64,
     ) -> Result<Vec<Entry>, StoreError> {
         // Entries before the recent ones are read from their segments; the rest are copied.
-        let (locs, cached): (Vec<(Option<Arc<File>>, Loc)>, Vec<Entry>) = {
+        let (locs, cached): (Vec<Located>, Vec<Entry>) = {
             let state = self.state()?;
             let Some(g) = state.groups.get(&group) else {
                 return Ok(Vec::new());
