@@ -273,10 +273,19 @@ impl Actor for ChannelActor {
                         let _ = myself.send_message(ChannelMsg::Committed(result, reply));
                     });
             }
-            ChannelMsg::Committed(result, reply) => {
+            ChannelMsg::Committed(mut result, reply) => {
                 state.in_flight = state.in_flight.saturating_sub(1);
-                if let Ok(r) = &result {
-                    state.committed(r);
+                if let Ok(r) = &mut result {
+                    let message_json = state.committed(r);
+                    if let StreamReply::Message {
+                        message: None,
+                        rendered,
+                        ..
+                    } = r
+                    {
+                        // The message is the one of the first event, rendered just now.
+                        *rendered = message_json;
+                    }
                 }
                 let _ = reply.send(result.map(ChannelAnswer::Written));
             }
@@ -347,10 +356,13 @@ impl ChannelState {
             events: Vec::new(),
             epoch: self.epoch.clone(),
             duplicate: true,
+            rendered: None,
         })
     }
 
-    fn committed(&mut self, reply: &StreamReply) {
+    /// Takes in what a proposal committed: remembers its client message id, emits its events,
+    /// and returns the JSON of the message its first event carries (rendered for that event).
+    fn committed(&mut self, reply: &StreamReply) -> Option<Arc<str>> {
         if let Some(message) = reply.message() {
             if let Some(cmid) = &message.client_msg_id {
                 let key = self.send_key(&message.user_id, cmid);
@@ -364,9 +376,7 @@ impl ChannelState {
                 }
             }
         }
-        let Some((events, epoch)) = reply.events() else {
-            return;
-        };
+        let (events, epoch) = reply.events()?;
         if self.epoch != epoch {
             self.epoch = epoch.to_string();
         }
@@ -375,9 +385,18 @@ impl ChannelState {
             // before): whatever it did is in the local replica.
             self.catch_up();
         }
-        for e in events {
-            self.emit_in_order(publication(e));
+        let mut first_message = None;
+        for (n, e) in events.iter().enumerate() {
+            let (data, message) = crate::render::event_and_message(&e.event);
+            if n == 0 {
+                first_message = message.map(Arc::from);
+            }
+            self.emit_in_order(Publication {
+                offset: e.offset,
+                data,
+            });
         }
+        first_message
     }
 
     /// Emits what the local replica holds beyond what this actor emitted: events committed

@@ -349,6 +349,9 @@ struct Envelope<P> {
     payload: P,
 }
 
+/// The payload of a message event, as [`message_event_around`] writes it (kept as the oracle of
+/// its test).
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MessagePayload<'a> {
@@ -406,25 +409,65 @@ pub fn envelope<P: Serialize>(kind: &'static str, payload: P) -> String {
     })
 }
 
-fn message_event(kind: &'static str, m: &Message, thread: bool) -> String {
-    let parent = if thread { m.parent_id.as_deref() } else { None };
-    envelope(
-        kind,
-        MessagePayload {
-            channel_id: &m.channel_id,
-            parent_id: parent,
-            thread_id: parent,
-            message: camel::MessageView::from(m),
-        },
+/// A message in the Client API's shape, serialized once: the event that carries it embeds these
+/// bytes, and the realtime answer to the send that wrote it reuses them (see
+/// [`event_and_message`]).
+pub fn message_json(m: &Message) -> String {
+    serde_json::to_string(&camel::MessageView::from(m)).unwrap_or_else(|e| {
+        tracing::error!(message = %m.id, error = %e, "message did not serialize");
+        String::from("null")
+    })
+}
+
+/// A message event (`message.new`, `thread.reply`, `message.updated`) around the message's JSON:
+/// the same bytes as [`envelope`] of a [`MessagePayload`], written without serializing the
+/// message again.
+fn message_event_around(kind: &'static str, m: &Message, thread: bool, message: &str) -> String {
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let channel = json(&m.channel_id);
+    let parent = match (thread, m.parent_id.as_deref()) {
+        (true, Some(p)) => Some(json(p)),
+        _ => None,
+    };
+    let mut out = String::with_capacity(message.len() + channel.len() + kind.len() + 96);
+    out.push_str("{\"type\":\"");
+    out.push_str(kind);
+    out.push_str("\",\"payload\":{\"channelId\":");
+    out.push_str(&channel);
+    if let Some(p) = &parent {
+        out.push_str(",\"parentId\":");
+        out.push_str(p);
+        out.push_str(",\"threadId\":");
+        out.push_str(p);
+    }
+    out.push_str(",\"message\":");
+    out.push_str(message);
+    out.push_str("}}");
+    out
+}
+
+/// A stored event as clients see it and, for an event that carries a message, that message's
+/// JSON (which the event embeds), to answer the send with the same bytes.
+pub fn event_and_message(e: &Event) -> (String, Option<String>) {
+    let (kind, m, thread) = match e {
+        Event::MessageNew(m) => ("message.new", m, false),
+        Event::ThreadReply(m) => ("thread.reply", m, true),
+        Event::MessageUpdated(m) => ("message.updated", m, false),
+        other => return (event(other), None),
+    };
+    let message = message_json(m);
+    (
+        message_event_around(kind, m, thread, &message),
+        Some(message),
     )
 }
 
 /// A stored event as clients see it: the ChatSDK envelope, serialized.
 pub fn event(e: &Event) -> String {
     match e {
-        Event::MessageNew(m) => message_event("message.new", m, false),
-        Event::ThreadReply(m) => message_event("thread.reply", m, true),
-        Event::MessageUpdated(m) => message_event("message.updated", m, false),
+        Event::MessageNew(_) | Event::ThreadReply(_) | Event::MessageUpdated(_) => {
+            event_and_message(e).0
+        }
         Event::MessageDeleted {
             channel_id,
             message_id,
@@ -484,5 +527,87 @@ pub fn event(e: &Event) -> String {
                 user_id,
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::UserSummary;
+
+    fn message(parent: Option<&str>) -> Message {
+        Message {
+            id: "m\"1".into(),
+            channel_id: "c\\1 é".into(),
+            user_id: "u1".into(),
+            seq: 7,
+            text: Some("hi \"there\"\n<b>".into()),
+            attachments: Json::array(),
+            parent_id: parent.map(str::to_string),
+            reply_to_id: None,
+            client_msg_id: Some("k1".into()),
+            created_at: 1_700_000_000_000,
+            edited_at: Some(1_700_000_000_500),
+            deleted_at: None,
+            reply_count: 2,
+            mentions: vec!["u2".into()],
+            user: UserSummary {
+                id: "u1".into(),
+                name: "Ann".into(),
+                ..UserSummary::default()
+            },
+        }
+    }
+
+    /// The hand-written envelope around the shared message JSON is byte for byte what serde
+    /// writes for the typed payload, for every message event, and the message JSON is the send's
+    /// answer.
+    #[test]
+    fn message_events_embed_the_message_as_serde_would_write_them() {
+        for (event, kind, thread) in [
+            (
+                Event::MessageNew(Box::new(message(None))),
+                "message.new",
+                false,
+            ),
+            (
+                Event::ThreadReply(Box::new(message(Some("p\"1")))),
+                "thread.reply",
+                true,
+            ),
+            (
+                Event::MessageUpdated(Box::new(message(Some("p1")))),
+                "message.updated",
+                false,
+            ),
+        ] {
+            let m = event.message().unwrap();
+            let parent = if thread { m.parent_id.as_deref() } else { None };
+            let expected = envelope(
+                kind,
+                MessagePayload {
+                    channel_id: &m.channel_id,
+                    parent_id: parent,
+                    thread_id: parent,
+                    message: camel::MessageView::from(m),
+                },
+            );
+            let (rendered, json) = event_and_message(&event);
+            assert_eq!(rendered, expected);
+            assert_eq!(rendered, super::event(&event));
+            let json = json.unwrap();
+            assert_eq!(
+                json,
+                serde_json::to_string(&camel::SentView::new(m, false)).unwrap()
+            );
+            let value: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+            assert_eq!(value["payload"]["message"]["text"], "hi \"there\"\n<b>");
+        }
+        let deleted = Event::MessageDeleted {
+            channel_id: "c1".into(),
+            message_id: "m1".into(),
+            hard: false,
+        };
+        assert_eq!(event_and_message(&deleted), (super::event(&deleted), None));
     }
 }

@@ -527,6 +527,8 @@ impl Session {
     async fn rpc(&mut self, id: u32, method: &str, data: &str) {
         let Some(caller) = self.caller() else { return };
         match rpc_call(&self.args.chat, &caller, method, data).await {
+            // A rendered message is spliced into the reply, not parsed and written again.
+            Ok(RpcAnswer::Rendered(json)) => self.push(realtime::rpc_reply_raw(id, &json)),
             Ok(answer) => self.push(realtime::reply(id, "rpc", &RpcResult { data: answer })),
             Err(RpcError::Chat(e)) => self.reply_chat_error(id, &e),
             Err(RpcError::UnknownMethod) => {
@@ -552,6 +554,8 @@ impl From<ChatError> for RpcError {
 /// token) straight into the reply frame.
 enum RpcAnswer {
     Sent(Box<Message>, bool),
+    /// A new message, already rendered for its event: its JSON is the answer as is.
+    Rendered(Arc<str>),
     Message(Box<Message>),
     Success,
     Read(u64),
@@ -562,6 +566,10 @@ impl serde::Serialize for RpcAnswer {
         use crate::render::camel;
         match self {
             RpcAnswer::Sent(m, duplicate) => camel::SentView::new(m, *duplicate).serialize(s),
+            RpcAnswer::Rendered(json) => match serde_json::from_str::<Value>(json) {
+                Ok(v) => v.serialize(s),
+                Err(e) => Err(serde::ser::Error::custom(e)),
+            },
             RpcAnswer::Message(m) => camel::MessageView::from(&**m).serialize(s),
             RpcAnswer::Success => Success {
                 success: true,
@@ -602,8 +610,11 @@ async fn rpc_call(
     Ok(match method {
         "message.send" => {
             let (channel_id, message) = rpc_args::<SendArgs>(data)?.split();
-            let (m, duplicate) = chat.send_message(caller, &channel_id, message).await?;
-            RpcAnswer::Sent(Box::new(m), duplicate)
+            let sent = chat.send_message(caller, &channel_id, message).await?;
+            match sent.rendered {
+                Some(json) if !sent.duplicate => RpcAnswer::Rendered(json),
+                _ => RpcAnswer::Sent(Box::new(sent.message), sent.duplicate),
+            }
         }
         "message.edit" => {
             let a: EditArgs = rpc_args(data)?;

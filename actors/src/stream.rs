@@ -78,6 +78,10 @@ pub enum StreamReply {
         events: Vec<StoredEvent>,
         epoch: String,
         duplicate: bool,
+        /// The message's client JSON, set by the channel actor that rendered it for the event
+        /// (so the answer to the send reuses those bytes). Never stored or sent between nodes.
+        #[serde(skip)]
+        rendered: Option<std::sync::Arc<str>>,
     },
     Read {
         last_read_seq: u64,
@@ -388,6 +392,7 @@ impl<K: Kv> Tx<'_, K> {
             events: std::mem::take(&mut self.events),
             epoch: self.head.epoch.clone(),
             duplicate,
+            rendered: None,
         }
     }
 
@@ -398,6 +403,7 @@ impl<K: Kv> Tx<'_, K> {
             events: std::mem::take(&mut self.events),
             epoch: self.head.epoch.clone(),
             duplicate: false,
+            rendered: None,
         }
     }
 

@@ -435,6 +435,8 @@ async fn rpc_publish_presence_and_user_channel() {
     let mut got = Vec::new();
     bob.collect_pubs(&w.chan(), &mut got, 1).await;
     assert_eq!(got[0]["data"]["payload"]["message"]["text"], "over ws");
+    // The answer to the send is the message exactly as its event carries it.
+    assert_eq!(sent["rpc"]["data"], got[0]["data"]["payload"]["message"]);
     // Bob's user channel tells him his unread count (ephemeral).
     let unread = bob
         .wait_for("unread_changed", |v| {

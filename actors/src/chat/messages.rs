@@ -57,7 +57,7 @@ impl Chat {
         caller: &Caller,
         channel: &str,
         new: NewMessage,
-    ) -> Result<(Message, bool), ChatError> {
+    ) -> Result<Sent, ChatError> {
         // A server key writing on its users' behalf (imports, dual writes) is trusted with the
         // app's full authority and not limited.
         if !caller.server {
@@ -144,19 +144,24 @@ impl Chat {
             )
             .await?
         {
-            reply @ StreamReply::Message { .. } => {
-                let duplicate = matches!(
-                    reply,
+            mut reply @ StreamReply::Message { .. } => {
+                let (duplicate, rendered) = match &mut reply {
                     StreamReply::Message {
-                        duplicate: true,
+                        duplicate,
+                        rendered,
                         ..
-                    }
-                );
+                    } => (*duplicate, rendered.take()),
+                    _ => (false, None),
+                };
                 let message = reply.into_message().ok_or_else(message_missing)?;
                 if !duplicate && message.parent_id.is_none() {
                     self.spawn_unread_notices(&caller.app, channel, user_id);
                 }
-                Ok((*message, duplicate))
+                Ok(Sent {
+                    message: *message,
+                    duplicate,
+                    rendered,
+                })
             }
             StreamReply::Refused(why) => Err(ChatError::Conflict(why)),
             other => Err(unexpected_stream(other)),

@@ -123,6 +123,16 @@ pub struct NewChannel {
     pub id: Option<String>,
 }
 
+/// What a send stored (or found: `duplicate`).
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub message: Message,
+    pub duplicate: bool,
+    /// The message's client JSON (camelCase) as its `message.new` event carried it, when the
+    /// channel actor of this node rendered it: the realtime answer reuses these bytes.
+    pub rendered: Option<std::sync::Arc<str>>,
+}
+
 /// A new message, as the Client API and the `message.send` RPC spell it (the Server API's
 /// snake_case names are accepted too).
 #[derive(Clone, Debug, Default, serde::Deserialize)]

@@ -75,7 +75,11 @@ async fn send(
     channel: &str,
     new: NewMessage,
 ) -> ApiResult<Response> {
-    let (m, duplicate) = state.chat.send_message(caller, channel, new).await?;
+    let chatsdk_actors::chat::Sent {
+        message: m,
+        duplicate,
+        ..
+    } = state.chat.send_message(caller, channel, new).await?;
     let status = if duplicate {
         StatusCode::OK
     } else {

@@ -31,7 +31,7 @@ mod result;
 pub use command::{parse_command, parse_frame, Command, CommandError, Method};
 pub use reply::{
     error_reply, join_frame, ping, push_disconnect, push_join, push_leave, push_publication,
-    push_publication_raw, push_unsubscribe, reply,
+    push_publication_raw, push_unsubscribe, reply, rpc_reply_raw,
 };
 pub use request::{
     ConnectRequest, ConnectSubscription, HistoryRequest, PresenceRequest, PresenceStatsRequest,

@@ -34,6 +34,19 @@ pub fn reply(id: u32, method: &str, result: &impl Serialize) -> String {
     })
 }
 
+/// The reply to an `rpc` command whose result data is JSON the server already holds:
+/// `{"id":1,"rpc":{"data":<data_json>}}`, spliced in as is (neither parsed nor validated: pass
+/// only JSON the server produced). The same bytes as [`reply`] of `{"data": ...}`.
+pub fn rpc_reply_raw(id: u32, data_json: &str) -> String {
+    let mut out = String::with_capacity(data_json.len() + 32);
+    out.push_str("{\"id\":");
+    out.push_str(&id.to_string());
+    out.push_str(",\"rpc\":{\"data\":");
+    out.push_str(data_json);
+    out.push_str("}}");
+    out
+}
+
 /// An error reply: `{"id":1,"error":{"code":103,"message":"permission denied"}}`, with
 /// `"temporary":true` only when the client may retry.
 pub fn error_reply(id: u32, code: u32, message: &str, temporary: bool) -> String {
@@ -229,6 +242,16 @@ mod tests {
         RefreshResult, RpcResult, SubscribeResult, UnsubscribeResult,
     };
     use serde_json::{json, Value};
+
+    #[test]
+    fn raw_rpc_reply_equals_the_serialized_one() {
+        let data = json!({"id": "m\"1", "text": "a\nb", "seq": 3});
+        let raw = serde_json::to_string(&data).unwrap();
+        assert_eq!(
+            rpc_reply_raw(42, &raw),
+            reply(42, "rpc", &json!({ "data": data }))
+        );
+    }
     use std::collections::BTreeMap;
     use std::collections::HashMap;
 
