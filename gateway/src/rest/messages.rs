@@ -78,13 +78,20 @@ async fn send(
     let chatsdk_actors::chat::Sent {
         message: m,
         duplicate,
-        ..
+        rendered,
     } = state.chat.send_message(caller, channel, new).await?;
     let status = if duplicate {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
+    // A new message's event rendered it in the Client API's spelling already: a bearer-token
+    // caller gets those bytes.
+    if let (Some(json), false, chatsdk_actors::dialect::Dialect::Camel) =
+        (rendered, duplicate, auth.dialect)
+    {
+        return Ok(super::json_text(status, json));
+    }
     Ok(reply!(auth.dialect, status, v => v::SentView::new(&m, duplicate)))
 }
 

@@ -53,6 +53,17 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
+/// A JSON response with `status` whose body the server already holds as JSON text (sent as
+/// is: pass only JSON the server produced).
+pub fn json_text(status: StatusCode, body: std::sync::Arc<str>) -> Response {
+    let mut res = (status, body.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
 /// `{"success": true}`, the answer of actions that return nothing else (one word: the same in
 /// both dialects).
 #[derive(Serialize)]
