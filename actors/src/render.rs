@@ -410,9 +410,8 @@ pub fn envelope<P: Serialize>(kind: &'static str, payload: P) -> String {
 }
 
 /// A message in the Client API's shape, serialized once: the event that carries it embeds these
-/// bytes, and the realtime answer to the send that wrote it reuses them (see
-/// [`event_and_message`]).
-pub fn message_json(m: &Message) -> String {
+/// bytes, and the answer to the send that wrote it reuses them (see [`event_and_message`]).
+fn message_json(m: &Message) -> String {
     serde_json::to_string(&camel::MessageView::from(m)).unwrap_or_else(|e| {
         tracing::error!(message = %m.id, error = %e, "message did not serialize");
         String::from("null")

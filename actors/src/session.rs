@@ -13,6 +13,7 @@
 //!
 //! [`Fanout`]: crate::fanout::Fanout
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -527,9 +528,13 @@ impl Session {
     async fn rpc(&mut self, id: u32, method: &str, data: &str) {
         let Some(caller) = self.caller() else { return };
         match rpc_call(&self.args.chat, &caller, method, data).await {
-            // A rendered message is spliced into the reply, not parsed and written again.
-            Ok(RpcAnswer::Rendered(json)) => self.push(realtime::rpc_reply_raw(id, &json)),
-            Ok(answer) => self.push(realtime::reply(id, "rpc", &RpcResult { data: answer })),
+            Ok(answer) => match answer.json() {
+                Ok(data) => self.push(realtime::rpc_reply_raw(id, &data)),
+                Err(e) => {
+                    tracing::error!(error = %e, "rpc answer did not serialize");
+                    self.reply_error(id, ErrorCode::Internal, "internal server error")
+                }
+            },
             Err(RpcError::Chat(e)) => self.reply_chat_error(id, &e),
             Err(RpcError::UnknownMethod) => {
                 self.reply_error(id, ErrorCode::MethodNotFound, "unknown rpc method")
@@ -550,8 +555,7 @@ impl From<ChatError> for RpcError {
     }
 }
 
-/// What an RPC answers, rendered (in the Client API's camelCase, as REST answers a bearer
-/// token) straight into the reply frame.
+/// What an RPC answers, in the Client API's camelCase (as REST answers a bearer token).
 enum RpcAnswer {
     Sent(Box<Message>, bool),
     /// A new message, already rendered for its event: its JSON is the answer as is.
@@ -561,27 +565,27 @@ enum RpcAnswer {
     Read(u64),
 }
 
-impl serde::Serialize for RpcAnswer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl RpcAnswer {
+    /// The answer's `data` as JSON text, spliced into the reply frame: a rendered message as
+    /// it is, anything else serialized now.
+    fn json(&self) -> Result<Cow<'_, str>, serde_json::Error> {
         use crate::render::camel;
-        match self {
-            RpcAnswer::Sent(m, duplicate) => camel::SentView::new(m, *duplicate).serialize(s),
-            RpcAnswer::Rendered(json) => match serde_json::from_str::<Value>(json) {
-                Ok(v) => v.serialize(s),
-                Err(e) => Err(serde::ser::Error::custom(e)),
-            },
-            RpcAnswer::Message(m) => camel::MessageView::from(&**m).serialize(s),
-            RpcAnswer::Success => Success {
+        let text = match self {
+            RpcAnswer::Rendered(json) => return Ok(Cow::Borrowed(json)),
+            RpcAnswer::Sent(m, duplicate) => {
+                serde_json::to_string(&camel::SentView::new(m, *duplicate))
+            }
+            RpcAnswer::Message(m) => serde_json::to_string(&camel::MessageView::from(&**m)),
+            RpcAnswer::Success => serde_json::to_string(&Success {
                 success: true,
                 last_read_seq: None,
-            }
-            .serialize(s),
-            RpcAnswer::Read(seq) => Success {
+            }),
+            RpcAnswer::Read(seq) => serde_json::to_string(&Success {
                 success: true,
                 last_read_seq: Some(*seq),
-            }
-            .serialize(s),
-        }
+            }),
+        };
+        text.map(Cow::Owned)
     }
 }
 
@@ -592,12 +596,6 @@ struct Success {
     success: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_read_seq: Option<u64>,
-}
-
-/// The result of an `rpc` command.
-#[derive(serde::Serialize)]
-struct RpcResult {
-    data: RpcAnswer,
 }
 
 /// One RPC through the command layer, answered as the REST API would answer.

@@ -3,9 +3,9 @@
 //!
 //! A transport supplies a [`FrameSource`] (what the client sent, already framed and checked to
 //! be UTF-8) and a [`FrameSink`] (how a batch of frames or a close reaches the client). [`run`]
-//! then does the rest: the connection cap and drain check, the session (driven by this task), the connect
-//! deadline, pong bookkeeping, and a writer task that drains the connection's [`Outbound`]
-//! queue, sends server pings, enforces pongs and token expiry.
+//! then does the rest: the connection cap and drain check, the session (driven by this task),
+//! the connect deadline, pong bookkeeping, and a writer task that drains the connection's
+//! [`Outbound`] queue, sends server pings, enforces pongs and token expiry.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

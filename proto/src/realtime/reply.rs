@@ -242,6 +242,8 @@ mod tests {
         RefreshResult, RpcResult, SubscribeResult, UnsubscribeResult,
     };
     use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+    use std::collections::HashMap;
 
     #[test]
     fn raw_rpc_reply_equals_the_serialized_one() {
@@ -252,8 +254,6 @@ mod tests {
             reply(42, "rpc", &json!({ "data": data }))
         );
     }
-    use std::collections::BTreeMap;
-    use std::collections::HashMap;
 
     fn parsed(text: &str) -> Value {
         assert!(!text.ends_with('\n'), "{text}");
