@@ -157,6 +157,14 @@ impl StreamKeys<'_> {
     }
 }
 
+/// Whether `key` is an entry of a stream's message-id index ([`StreamKeys::message_id`]).
+pub(crate) fn is_message_id(key: &[u8]) -> bool {
+    let Some(rest) = key.strip_prefix(b"s\0") else {
+        return false;
+    };
+    memchr::memchr(0, rest).is_some_and(|end| rest[end + 1..].starts_with(b"mid\0"))
+}
+
 /// Reads the big-endian u64 at the end of a key.
 pub(crate) fn trailing_u64(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
@@ -225,5 +233,21 @@ pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
     match reader.get(key)? {
         Some(raw) => decode_at(key, &raw).map(Some),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_index_keys_are_told_apart() {
+        let sk = StreamKeys("chat:app:general");
+        assert!(is_message_id(&sk.message_id("0193-ab")));
+        assert!(!is_message_id(&sk.head()));
+        assert!(!is_message_id(&sk.message_chunk(3)));
+        assert!(!is_message_id(&sk.event_chunk(3)));
+        assert!(!is_message_id(&StreamKeys("mid").head()));
+        assert!(!is_message_id(b"u\0mid\0x"));
     }
 }

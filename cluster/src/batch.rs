@@ -286,4 +286,8 @@ impl Applier for BatchApplier {
     fn snapshot_installed(&self, group: GroupId) {
         self.inner.snapshot_installed(group);
     }
+
+    fn absent_keys(&self) -> Option<chatsdk_storage::absent::Tracked> {
+        self.inner.absent_keys()
+    }
 }

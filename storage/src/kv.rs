@@ -16,6 +16,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::absent::{AbsentFilter, Tracked};
 use crate::record;
 use crate::StoreError;
 
@@ -114,8 +115,8 @@ impl Pending {
         }
     }
 
-    /// Adds the writes of one finished `apply` call.
-    pub(crate) fn absorb(&self, overlay: Writes) {
+    /// Adds the writes of one finished `apply` call (through [`View::absorb`]).
+    fn absorb(&self, overlay: Writes) {
         if overlay.is_empty() {
             return;
         }
@@ -177,19 +178,46 @@ impl Pending {
 pub(crate) struct View {
     pub(crate) tree: sled::Tree,
     pub(crate) pending: Arc<Pending>,
+    /// Answers "not stored" for most reads of tracked keys that do not exist.
+    pub(crate) absent: Arc<AbsentFilter>,
 }
 
 impl View {
+    /// A view that tracks no keys.
+    #[cfg(test)]
     pub(crate) fn new(tree: sled::Tree) -> Self {
+        View::tracking(tree, None)
+    }
+
+    /// A view whose reads of the keys `tracks` names skip sled when the group's filter knows
+    /// them absent (see [`crate::absent`]). Starts the filter's scan of the tree.
+    pub(crate) fn tracking(tree: sled::Tree, tracks: Option<Tracked>) -> Self {
+        let absent = AbsentFilter::new(tracks);
+        absent.rebuild(tree.clone());
         View {
             tree,
             pending: Arc::new(Pending::default()),
+            absent,
         }
+    }
+
+    /// Adds the writes of one finished `apply` call to the pending writes (and their tracked
+    /// keys to the filter first, so that no reader finds a key the filter calls absent).
+    pub(crate) fn absorb(&self, overlay: Writes) {
+        for (key, write) in &overlay {
+            if write.is_some() {
+                self.absent.insert(key);
+            }
+        }
+        self.pending.absorb(overlay);
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(write) = self.pending.lookup(key) {
             return Ok(write);
+        }
+        if self.absent.absent(key) {
+            return Ok(None);
         }
         match self.tree.get(data_key(key))? {
             Some(raw) => Ok(Some(record::unframe(&raw)?.to_vec())),

@@ -15,10 +15,13 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group, a view of the write-ahead log.
 //! - [`state_machine`]: openraft's `RaftStateMachine` for one group, which applies opaque commands
 //!   through an [`Applier`] supplied by the layer above and builds/installs snapshots.
+//! - [`absent`]: a filter of the keys an applier mostly reads when they do not exist, so those
+//!   reads skip sled.
 //! - [`kv`]: the key-value view an [`Applier`] writes through ([`KvBatch`]) and readers read
 //!   through ([`GroupReader`]).
 //! - [`types`]: the openraft type configuration shared by every group.
 
+pub mod absent;
 pub mod kv;
 pub mod log_store;
 pub mod record;

@@ -99,6 +99,13 @@ pub trait Applier: Send + Sync + 'static {
 
     /// Called after a snapshot replaced the group's keys, so caches can be rebuilt.
     fn snapshot_installed(&self, _group: GroupId) {}
+
+    /// The keys this applier mostly reads when they do not exist (an index probed before a
+    /// write). The group keeps a filter of them so that such reads skip sled (see
+    /// [`crate::absent`]); `None` (the default) keeps none.
+    fn absent_keys(&self) -> Option<crate::absent::Tracked> {
+        None
+    }
 }
 
 /// The persisted form of a snapshot.
@@ -201,7 +208,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             group,
             store: store.clone(),
-            view: View::new(tree),
+            view: View::tracking(tree, applier.absent_keys()),
             snap,
             applier,
             applied,
@@ -402,7 +409,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             replies.push(reply);
         }
-        self.view.pending.absorb(kv.into_overlay());
+        self.view.absorb(kv.into_overlay());
         // The applied position moved even when nothing was written: it reaches sled with the
         // next flush.
         let group = self.group;
@@ -478,6 +485,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .apply_batch(batch)
             .map_err(|e| snapshot_err(Some(meta), e.into()))?;
         self.view.pending.changed();
+        self.view.absent.rebuild(self.view.tree.clone());
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -736,6 +744,107 @@ mod tests {
         let body: SnapshotBody = record::decode(snapshot.snapshot.get_ref()).unwrap();
         assert_eq!(body.entries.len(), 1);
         assert!(sm.view.tree.get(data_key(b"k")).unwrap().is_some());
+    }
+
+    /// Echo, with every key tracked by the group's absent-key filter.
+    struct TrackedEcho;
+
+    impl Applier for TrackedEcho {
+        fn apply(
+            &self,
+            ctx: &ApplyContext,
+            kv: &mut KvBatch<'_>,
+            command: &[u8],
+        ) -> Result<Vec<u8>, StoreError> {
+            Echo.apply(ctx, kv, command)
+        }
+
+        fn absent_keys(&self) -> Option<crate::absent::Tracked> {
+            Some(|_| true)
+        }
+    }
+
+    fn keys_of(prefix: &str, n: u64) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("{prefix}{i}").into_bytes())
+            .collect()
+    }
+
+    async fn apply_all(sm: &mut StateMachineStore, first_index: u64, keys: &[Vec<u8>]) {
+        for (i, key) in keys.iter().enumerate() {
+            sm.apply([entry(first_index + i as u64, key)])
+                .await
+                .unwrap();
+        }
+    }
+
+    fn reads_exactly(sm: &StateMachineStore, present: &[Vec<u8>], absent: &[Vec<u8>]) {
+        let reader = sm.reader();
+        for key in present {
+            assert_eq!(reader.get(key).unwrap().as_deref(), Some(key.as_slice()));
+        }
+        for key in absent {
+            assert_eq!(reader.get(key).unwrap(), None);
+        }
+    }
+
+    fn filter_complete(sm: &StateMachineStore) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !sm.view.absent.absent(b"never written") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filter's scan never ended"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Tracked keys are read as stored whether they are pending, in sled, in sled when the
+    /// group reopens (while its filter is still scanning and after), or brought by a snapshot.
+    #[tokio::test]
+    async fn tracked_keys_are_never_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = keys_of("k", 2 * FLUSH_KEYS as u64);
+        let never = keys_of("never", 100);
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            let mut sm = StateMachineStore::open(&store, 4, Arc::new(TrackedEcho)).unwrap();
+            filter_complete(&sm);
+            apply_all(&mut sm, 1, &written).await;
+            reads_exactly(&sm, &written, &never);
+            drop(sm);
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(TrackedEcho)).unwrap();
+        reads_exactly(&sm, &written, &never);
+        filter_complete(&sm);
+        reads_exactly(&sm, &written, &never);
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        // Another replica, with keys of its own, installs the snapshot: it reads the snapshot's
+        // keys, and its own are gone.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other_store = Store::open(&StoreConfig::new(other_dir.path())).unwrap();
+        let mut other = StateMachineStore::open(&other_store, 4, Arc::new(TrackedEcho)).unwrap();
+        let own = keys_of("own", 50);
+        apply_all(&mut other, 1, &own).await;
+        other.begin_receiving_snapshot().await.unwrap();
+        other
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        reads_exactly(&other, &written, &own);
+        filter_complete(&other);
+        reads_exactly(&other, &written, &own);
+        let after = keys_of("after", 10);
+        apply_all(&mut other, 10_000, &after).await;
+        reads_exactly(&other, &after, &never);
     }
 
     /// A redo record older than the applied position (a snapshot's, which also removes the
