@@ -180,7 +180,7 @@ async fn run(
                         continue;
                     }
                 };
-                match raft.client_write_ff(Command(entry)).await {
+                match raft.client_write_ff(Command(entry.into())).await {
                     Ok(committed) => in_flight.push(async move {
                         let outcome = tokio::time::timeout(commit_timeout, committed).await;
                         drop(permit);

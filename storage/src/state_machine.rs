@@ -649,7 +649,7 @@ mod tests {
     fn entry(index: u64, key: &[u8]) -> Entry {
         Entry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(crate::Command(key.to_vec())),
+            payload: EntryPayload::Normal(crate::Command(key.to_vec().into())),
         }
     }
 

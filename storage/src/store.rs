@@ -330,7 +330,7 @@ mod tests {
         for i in 0u64..200 {
             let entry = crate::types::Entry {
                 log_id: crate::types::LogId::new(CommittedLeaderId::new(1, 1), i + 1),
-                payload: EntryPayload::Normal(crate::Command(vec![0u8; 64])),
+                payload: EntryPayload::Normal(crate::Command(vec![0u8; 64].into())),
             };
             // Every append to its own group, as Raft groups of one node do.
             store.wal().append(i as GroupId, [entry]).unwrap();

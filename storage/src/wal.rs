@@ -681,11 +681,13 @@ impl Wal {
                 .take_while(|l| l.log_id.index < end.min(first_recent))
                 .map(|l| (state.segments.get(&l.segment).map(|s| s.file.clone()), *l))
                 .collect();
+            // The recent entries have consecutive indexes: the first wanted one is found by
+            // its distance from the front, not by a scan (reads are one per apply).
+            let skip = usize::try_from(start.saturating_sub(first_recent)).unwrap_or(usize::MAX);
             let cached = g
                 .recent
-                .iter()
+                .range(skip.min(g.recent.len())..)
                 .map(|(e, _)| e)
-                .skip_while(|e| e.log_id.index < start)
                 .take_while(|e| e.log_id.index < end)
                 .cloned()
                 .collect();
@@ -1184,7 +1186,7 @@ mod tests {
     fn entry(term: u64, index: u64, body: &str) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Normal(crate::Command(body.as_bytes().to_vec())),
+            payload: EntryPayload::Normal(crate::Command(body.as_bytes().to_vec().into())),
         }
     }
 
@@ -1256,7 +1258,9 @@ mod tests {
                 .unwrap()
                 .into_iter()
                 .map(|e| match e.payload {
-                    EntryPayload::Normal(c) => (e.log_id.leader_id.term, e.log_id.index, c.0),
+                    EntryPayload::Normal(c) => {
+                        (e.log_id.leader_id.term, e.log_id.index, c.0.to_vec())
+                    }
                     _ => panic!("not a normal entry"),
                 })
                 .collect()

@@ -53,7 +53,7 @@ fn openraft_conformance_suite() {
 fn normal(term: u64, index: u64, cmd: &str) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload: EntryPayload::Normal(Command(cmd.as_bytes().to_vec())),
+        payload: EntryPayload::Normal(Command(cmd.as_bytes().to_vec().into())),
     }
 }
 
