@@ -3,11 +3,12 @@
 //!
 //! A transport supplies a [`FrameSource`] (what the client sent, already framed and checked to
 //! be UTF-8) and a [`FrameSink`] (how a batch of frames or a close reaches the client). [`run`]
-//! then does the rest: the connection cap and drain check, the session (driven by this task),
-//! the connect deadline, pong bookkeeping, and a writer task that drains the connection's
-//! [`Outbound`] queue, sends server pings, enforces pongs and token expiry.
+//! then does the rest on the connection's one task: the connection cap and drain check, the
+//! session, the writes of the connection's [`Outbound`] queue (no writer task of its own), the
+//! connect deadline, server pings, pongs, token expiry and the write deadline.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +125,27 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// A session's command in flight: it owns the session and hands it back when done.
+type InFlight = Pin<Box<dyn Future<Output = Session> + Send>>;
+/// A write in flight: it owns the sink and hands it back with the outcome.
+type Writing<W> = Pin<Box<dyn Future<Output = (W, Result<(), ()>)> + Send>>;
+
+/// How the connection's loop ended.
+enum Ending {
+    /// Tell the client why, then close.
+    Close(CloseReason),
+    /// The client stopped reading: a write did not finish in time. Nothing more can reach it.
+    Abandon,
+}
+
 /// Serves one realtime connection until either side ends it.
+///
+/// One task does everything: it reads the client's frames and hands them to the session (one
+/// frame's commands at a time, in order), writes what the connection's [`Outbound`] queue holds
+/// while a command is in flight, and keeps one timer for pings, pongs, token expiry, the connect
+/// deadline and the write deadline. A write that does not finish within the pong timeout (a
+/// client that stopped reading) ends the connection without a close frame, which could not be
+/// written either.
 pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut source: S, sink: W) {
     let n = state.realtime_connections.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ConnectionSlot(state.clone());
@@ -139,7 +160,6 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let out = Arc::new(Outbound::new(state.config.outbound_queue_bytes));
     let expires_at = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicBool::new(false));
-    let last_pong = Arc::new(AtomicU64::new(0));
     let config = Arc::new(SessionConfig {
         ping_interval: state.config.ping_interval,
         max_subscriptions: state.config.max_subscriptions,
@@ -156,114 +176,131 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
         expires_at: expires_at.clone(),
         connected: connected.clone(),
     };
-    let mut session = Session::new(args);
-    let started = Instant::now();
-    let writer = tokio::spawn(write_loop(
-        state.clone(),
-        sink,
-        out.clone(),
-        expires_at,
-        last_pong.clone(),
-        started,
-    ));
-    let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-    loop {
-        let stale = async {
-            if connected.load(Ordering::Relaxed) {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep_until(connect_deadline).await;
-        };
-        let inbound = tokio::select! {
-            m = source.next() => m,
-            _ = state.draining.cancelled() => { out.close(CloseReason::SHUTDOWN); break; }
-            _ = stale => { out.close(STALE); break; }
-        };
-        let text = match inbound {
-            Inbound::Text(t) => t,
-            Inbound::Skip => continue,
-            Inbound::Violation(reason) => {
-                out.close(reason);
-                break;
-            }
-            Inbound::End => break,
-        };
-        let commands = realtime::parse_frame(&text);
-        let pongs = commands
-            .iter()
-            .filter(|c| matches!(c, Ok(c) if matches!(c.method, Method::Pong)))
-            .count();
-        if pongs > 0 {
-            last_pong.store(started.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-        }
-        if pongs == commands.len() {
-            // Only pongs (or nothing): the session has nothing to do.
-            continue;
-        }
-        session.frame(commands).await;
-        if out.closed().is_some() {
-            break;
-        }
-    }
-    if out.closed().is_none() {
-        out.close(NORMAL);
-    }
-    drop(session);
-    let _ = writer.await;
-}
-
-async fn write_loop<W: FrameSink>(
-    state: GatewayState,
-    mut sink: W,
-    out: Arc<Outbound>,
-    expires_at: Arc<AtomicU64>,
-    last_pong: Arc<AtomicU64>,
-    started: Instant,
-) {
     let ping_every = state.config.ping_interval;
     let pong_timeout = state.config.pong_timeout;
-    let mut next_ping = tokio::time::Instant::now() + ping_every;
-    // When the last ping went out (ms since start), while its pong is awaited.
-    let mut awaiting: Option<u64> = None;
-    loop {
-        let deadline = match awaiting {
-            Some(sent) => {
-                tokio::time::Instant::from_std(started + Duration::from_millis(sent)) + pong_timeout
-            }
-            None => next_ping,
-        };
+    let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
+
+    let mut idle_session = Some(Session::new(args));
+    let mut command: Option<InFlight> = None;
+    let mut idle_sink = Some(sink);
+    let mut writing: Option<Writing<W>> = None;
+    let mut write_deadline = connect_deadline;
+    let mut reading = true;
+    let mut draining = false;
+    let mut next_ping = Instant::now() + ping_every;
+    // When the last ping went out, while its pong is awaited.
+    let mut awaiting: Option<Instant> = None;
+    let mut last_pong: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(next_ping.into());
+    tokio::pin!(timer);
+
+    let ending = loop {
+        let mut deadline = awaiting.map_or(next_ping, |sent| sent + pong_timeout);
+        if !connected.load(Ordering::Relaxed) {
+            deadline = deadline.min(connect_deadline);
+        }
+        if writing.is_some() {
+            deadline = deadline.min(write_deadline);
+        }
+        if timer.deadline() != deadline.into() {
+            timer.as_mut().reset(deadline.into());
+        }
         tokio::select! {
-            next = out.next(MAX_BATCH_BYTES) => match next {
+            biased;
+            _ = state.draining.cancelled(), if !draining => {
+                draining = true;
+                out.close(CloseReason::SHUTDOWN);
+            }
+            done = async { command.as_mut().expect("guarded").await }, if command.is_some() => {
+                command = None;
+                idle_session = Some(done);
+            }
+            (sink, sent) = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                writing = None;
+                if sent.is_err() {
+                    break Ending::Abandon;
+                }
+                idle_sink = Some(sink);
+            }
+            next = out.next(MAX_BATCH_BYTES), if idle_sink.is_some() => match next {
                 Next::Frames(frames) => {
-                    if sink.send(frames).await.is_err() {
-                        out.close(CloseReason::INTERNAL);
-                        return;
+                    let Some(mut sink) = idle_sink.take() else { break Ending::Abandon };
+                    write_deadline = Instant::now() + pong_timeout;
+                    writing = Some(Box::pin(async move {
+                        let sent = sink.send(frames).await;
+                        (sink, sent)
+                    }));
+                }
+                Next::Close(reason) => break Ending::Close(reason),
+            },
+            inbound = source.next(), if reading && command.is_none() => match inbound {
+                Inbound::Text(text) => {
+                    let commands = realtime::parse_frame(&text);
+                    let pongs = commands
+                        .iter()
+                        .filter(|c| matches!(c, Ok(c) if matches!(c.method, Method::Pong)))
+                        .count();
+                    if pongs > 0 {
+                        last_pong = Some(Instant::now());
+                    }
+                    if pongs < commands.len() {
+                        let Some(mut session) = idle_session.take() else { break Ending::Abandon };
+                        command = Some(Box::pin(async move {
+                            session.frame(commands).await;
+                            session
+                        }));
                     }
                 }
-                Next::Close(reason) => {
-                    sink.close(reason).await;
-                    return;
+                Inbound::Skip => {}
+                Inbound::Violation(reason) => {
+                    reading = false;
+                    out.close(reason);
+                }
+                Inbound::End => {
+                    reading = false;
+                    out.close(NORMAL);
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
-                let now_ms = started.elapsed().as_millis() as u64;
-                if let Some(sent) = awaiting {
-                    if last_pong.load(Ordering::Relaxed) <= sent {
-                        out.close(CloseReason::NO_PONG);
-                        continue;
+            () = &mut timer => {
+                let now = Instant::now();
+                if writing.is_some() && now >= write_deadline {
+                    break Ending::Abandon;
+                }
+                if !connected.load(Ordering::Relaxed) && now >= connect_deadline {
+                    out.close(STALE);
+                    continue;
+                }
+                match awaiting {
+                    Some(sent) if now >= sent + pong_timeout => {
+                        if last_pong.is_none_or(|p| p <= sent) {
+                            out.close(CloseReason::NO_PONG);
+                            continue;
+                        }
+                        awaiting = None;
                     }
-                    awaiting = None;
-                    continue;
+                    Some(_) => {}
+                    None if now >= next_ping => {
+                        let exp = expires_at.load(Ordering::Relaxed);
+                        if exp > 0 && chatsdk_actors::time::now_ms() / 1000 > exp {
+                            out.close(CloseReason::EXPIRED);
+                            continue;
+                        }
+                        next_ping = now + ping_every;
+                        out.push(Bytes::from_static(realtime::ping().as_bytes()));
+                        awaiting = Some(now);
+                    }
+                    None => {}
                 }
-                let exp = expires_at.load(Ordering::Relaxed);
-                if exp > 0 && chatsdk_actors::time::now_ms() / 1000 > exp {
-                    out.close(CloseReason::EXPIRED);
-                    continue;
-                }
-                next_ping = tokio::time::Instant::now() + ping_every;
-                out.push(Bytes::from_static(realtime::ping().as_bytes()));
-                awaiting = Some(now_ms.max(1));
             }
+        }
+    };
+    // The session (in flight or idle) ends its subscriptions and presence before the close.
+    drop(command);
+    drop(idle_session);
+    if let Ending::Close(reason) = ending {
+        if let Some(sink) = idle_sink {
+            // A client that stopped reading cannot take the close frame either.
+            let _ = tokio::time::timeout(pong_timeout, sink.close(reason)).await;
         }
     }
 }

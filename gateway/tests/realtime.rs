@@ -807,3 +807,80 @@ async fn rest_and_rpc_sends_share_idempotency_and_rate_limit() {
     assert_eq!(bad["error"]["code"], 107, "{bad:?}");
     w.node.stop().await;
 }
+
+/// A client that stops reading is let go: once a write has waited for the pong timeout the
+/// connection ends, and its slot, session and subscriptions are released (before, the writer
+/// waited on the full socket forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go() {
+    use futures::{SinkExt, StreamExt};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let w = World::with_chat(
+        GatewayConfig {
+            pong_timeout: Duration::from_millis(500),
+            outbound_queue_bytes: 64 * 1024,
+            ..GatewayConfig::default()
+        },
+        ChatConfig {
+            send_rate_per_minute: 1_000_000,
+            send_burst: 10_000,
+            ..test_chat_config()
+        },
+    )
+    .await;
+    // A socket with a small receive buffer, so that the server's writes stop soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(w.node.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(w.node.ws_url(), stream)
+        .await
+        .expect("websocket opens");
+    let token = w.ws_token("bob").await;
+    let frames = [
+        json!({"id": 1, "connect": {"token": token}}),
+        json!({"id": 2, "subscribe": {"channel": w.chan()}}),
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        ws.send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+        let reply = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["id"] == json!(i + 1) {
+                        break v;
+                    }
+                }
+                other => panic!("no reply to {frame}: {other:?}"),
+            }
+        };
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    assert_eq!(w.node.state.realtime_connections.load(Ordering::Relaxed), 1);
+    // The client reads nothing more while the channel gets messages, until the socket's
+    // buffers (several MB on loopback) are full and a write waits (at most 3,000 of 10 KB).
+    let text = "x".repeat(10_000);
+    let started = std::time::Instant::now();
+    for i in 0..3000 {
+        if w.node.state.realtime_connections.load(Ordering::Relaxed) == 0
+            || started.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+        let user = ["alice", "bob", "carol"][i % 3];
+        w.send(user, &text).await;
+    }
+    support::eventually("the non-reading connection to be let go", || async {
+        w.node.state.realtime_connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // Others are served as before.
+    let mut alice = w.client("alice").await;
+    assert!(alice.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    drop(ws);
+    w.node.stop().await;
+}
