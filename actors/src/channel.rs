@@ -265,9 +265,19 @@ impl Actor for ChannelActor {
                     .env
                     .cluster
                     .propose_then(state.group, body, move |raw| {
-                        let result = raw.map_err(ChatError::from).and_then(|raw| {
-                            crate::codec::decode(&raw)
-                                .map_err(|e| ChatError::Internal(format!("stream reply: {e}")))
+                        let result = raw.map_err(ChatError::from).and_then(|reply| {
+                            // Applied here: the reply as the state machine answered it. From
+                            // another node (or a forwarded retry): its bytes.
+                            match reply.downcast::<StreamReply>() {
+                                Ok(typed) => Ok(*typed),
+                                Err(other) => other
+                                    .into_bytes()
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|raw| {
+                                        crate::codec::decode(&raw).map_err(|e| e.to_string())
+                                    })
+                                    .map_err(|e| ChatError::Internal(format!("stream reply: {e}"))),
+                            }
                         });
                         // The actor may have stopped meanwhile; the caller then sees its port close.
                         let _ = myself.send_message(ChannelMsg::Committed(result, reply));

@@ -187,10 +187,34 @@ impl Applier for StreamApplier {
         encode_reply(&reply)
     }
 
+    fn apply_reply(
+        &self,
+        ctx: &ApplyContext,
+        kv: &mut KvBatch<'_>,
+        command: &[u8],
+    ) -> Result<chatsdk_storage::Reply, StoreError> {
+        let reply = apply_encoded(ctx, kv, command)?;
+        Ok(chatsdk_storage::Reply::Value(Box::new(reply)))
+    }
+
     /// A send looks its message's id up before storing it (a retry of a client message id finds
     /// the first send); nearly every such lookup misses.
     fn absent_keys(&self) -> Option<chatsdk_storage::absent::Tracked> {
         Some(keys::is_message_id)
+    }
+}
+
+/// A reply applied on the channel's own node reaches its actor as it is; it is encoded only for
+/// another node (or a follower's discarded reply, never).
+impl chatsdk_storage::ReplyValue for StreamReply {
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        encode_reply(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
     }
 }
 

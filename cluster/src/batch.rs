@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatsdk_storage::{Applier, ApplyContext, Command, GroupId, KvBatch, StoreError, TypeConfig};
+use chatsdk_storage::{
+    Applier, ApplyContext, Command, GroupId, KvBatch, Reply, ReplyValue, StoreError, TypeConfig,
+};
 use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::error::RaftError;
 use openraft::raft::ClientWriteResult;
@@ -41,15 +43,16 @@ const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// so a command costs no task of its own while it commits.
 pub(crate) struct ReplyTo(Option<ReplyFn>);
 
-/// What [`ReplyTo`] calls: the command's reply bytes, or why it has none.
-type ReplyFn = Box<dyn FnOnce(Result<Vec<u8>, Refusal>) + Send>;
+/// What [`ReplyTo`] calls: the command's reply (typed when the applier answered a value on
+/// this node), or why it has none.
+type ReplyFn = Box<dyn FnOnce(Result<Reply, Refusal>) + Send>;
 
 impl ReplyTo {
-    pub(crate) fn new(f: impl FnOnce(Result<Vec<u8>, Refusal>) + Send + 'static) -> ReplyTo {
+    pub(crate) fn new(f: impl FnOnce(Result<Reply, Refusal>) + Send + 'static) -> ReplyTo {
         ReplyTo(Some(Box::new(f)))
     }
 
-    fn send(mut self, result: Result<Vec<u8>, Refusal>) {
+    fn send(mut self, result: Result<Reply, Refusal>) {
         if let Some(f) = self.0.take() {
             f(result);
         }
@@ -117,7 +120,12 @@ impl Batcher {
             .send(Pending { command, reply })
             .await
             .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        rx.await
+            .map_err(|_| stopped())??
+            .into_bytes()
+            .map_err(|e| Refusal::Failed {
+                reason: e.to_string(),
+            })
     }
 
     /// Queues one command without waiting; `reply` gets its outcome. A full queue answers
@@ -213,10 +221,23 @@ fn deliver(outcome: CommitOutcome, replies: Vec<ReplyTo>) {
             )
         }
     };
-    match codec::decode::<Vec<ByteBuf>>(&response.data.0) {
+    let results = match response.data.downcast::<BatchReplies>() {
+        // Applied on this node: the commands' replies as the applier answered them.
+        Ok(batch) => Ok(batch.0),
+        Err(reply) => reply
+            .into_bytes()
+            .map_err(|e| e.to_string())
+            .and_then(|raw| codec::decode::<Vec<ByteBuf>>(&raw).map_err(|e| e.to_string()))
+            .map(|raw| {
+                raw.into_iter()
+                    .map(|b| Reply::Bytes(b.into_vec()))
+                    .collect()
+            }),
+    };
+    match results {
         Ok(results) if results.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(results) {
-                reply.send(Ok(result.into_vec()));
+                reply.send(Ok(result));
             }
         }
         Ok(results) => fail_all(
@@ -225,12 +246,7 @@ fn deliver(outcome: CommitOutcome, replies: Vec<ReplyTo>) {
                 reason: format!("batch reply has {} results", results.len()),
             },
         ),
-        Err(e) => fail_all(
-            replies,
-            Refusal::Failed {
-                reason: e.to_string(),
-            },
-        ),
+        Err(reason) => fail_all(replies, Refusal::Failed { reason }),
     }
 }
 
@@ -255,6 +271,27 @@ fn codec_to_store(e: crate::ClusterError) -> StoreError {
     StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
 }
 
+/// The replies of one entry's commands, in order: encoded (as the byte strings of a
+/// `Vec<ByteBuf>`) only when the entry's reply leaves the node.
+struct BatchReplies(Vec<Reply>);
+
+impl ReplyValue for BatchReplies {
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let raw = self
+            .0
+            .iter()
+            .map(|r| r.encoded().map(ByteBuf::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        codec::encode(&raw).map_err(codec_to_store)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 impl Applier for BatchApplier {
     fn apply(
         &self,
@@ -262,11 +299,20 @@ impl Applier for BatchApplier {
         kv: &mut KvBatch<'_>,
         entry: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
+        self.apply_reply(ctx, kv, entry)?.into_bytes()
+    }
+
+    fn apply_reply(
+        &self,
+        ctx: &ApplyContext,
+        kv: &mut KvBatch<'_>,
+        entry: &[u8],
+    ) -> Result<Reply, StoreError> {
         // An entry this build cannot unpack is refused identically on every replica: no command
         // of it applies, and the proposers get a decode failure.
         let commands: Vec<ByteBuf> = match codec::decode(entry) {
             Ok(c) => c,
-            Err(_) => return codec::encode(&Vec::<ByteBuf>::new()).map_err(codec_to_store),
+            Err(_) => return Ok(Reply::Value(Box::new(BatchReplies(Vec::new())))),
         };
         let mut replies = Vec::with_capacity(commands.len());
         for (position, command) in commands.iter().enumerate() {
@@ -274,9 +320,9 @@ impl Applier for BatchApplier {
                 position: position as u32,
                 ..*ctx
             };
-            replies.push(ByteBuf::from(self.inner.apply(&sub, kv, command)?));
+            replies.push(self.inner.apply_reply(&sub, kv, command)?);
         }
-        codec::encode(&replies).map_err(codec_to_store)
+        Ok(Reply::Value(Box::new(BatchReplies(replies))))
     }
 
     fn applied(&self, group: GroupId, last_index: u64) {

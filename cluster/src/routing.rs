@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatsdk_storage::{GroupId, GroupReader, NodeId};
+use chatsdk_storage::{GroupId, GroupReader, NodeId, Reply};
 
 use crate::meta::META_GROUP;
 use crate::node::{ClusterNode, NodeInner};
@@ -273,12 +273,13 @@ impl ClusterNode {
     /// outcome, from the task that learns it. When this node leads the group the command goes
     /// straight into the group's batcher and `then` runs when its entry commits; otherwise, or
     /// when that attempt meets a leader change, the command takes `propose`'s route on a task,
-    /// within what is left of the propose timeout.
+    /// within what is left of the propose timeout. The reply is the applier's typed value when
+    /// the command was applied on this node, else its bytes (see [`Reply`]).
     pub fn propose_then(
         &self,
         group: GroupId,
         command: Vec<u8>,
-        then: impl FnOnce(Result<Vec<u8>, ClusterError>) + Send + 'static,
+        then: impl FnOnce(Result<Reply, ClusterError>) + Send + 'static,
     ) {
         let inner = &self.inner;
         let local = match inner.local_leader(group) {
@@ -290,7 +291,7 @@ impl ClusterNode {
             (local, slot, command.len() <= inner.config.max_command_bytes)
         else {
             let node = self.clone();
-            tokio::spawn(async move { then(node.propose(group, command).await) });
+            tokio::spawn(async move { then(node.propose(group, command).await.map(Reply::Bytes)) });
             return;
         };
         let node = self.clone();
@@ -314,9 +315,13 @@ impl ClusterNode {
                 // always: see the module's note).
                 Err(_) => {
                     let left = timeout.saturating_sub(started.elapsed());
-                    tokio::spawn(
-                        async move { then(node.propose_within(group, retry, left).await) },
-                    );
+                    tokio::spawn(async move {
+                        then(
+                            node.propose_within(group, retry, left)
+                                .await
+                                .map(Reply::Bytes),
+                        )
+                    });
                 }
             }
         });

@@ -37,4 +37,4 @@ pub use kv::{GroupReader, KeyValue, KvBatch};
 pub use log_store::LogStore;
 pub use state_machine::{Applier, ApplyContext, StateMachineStore, FLUSH_KEYS};
 pub use store::{Store, StoreConfig, DATA_FORMAT};
-pub use types::{Command, GroupId, NodeId, Reply, TypeConfig};
+pub use types::{Command, GroupId, NodeId, Reply, ReplyValue, TypeConfig};

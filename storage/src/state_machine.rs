@@ -93,6 +93,18 @@ pub trait Applier: Send + Sync + 'static {
         command: &[u8],
     ) -> Result<Vec<u8>, StoreError>;
 
+    /// [`Applier::apply`], answering with a typed value where the applier has one: it is
+    /// encoded only if the reply leaves the node (see [`crate::Reply`]). The default answers
+    /// `apply`'s bytes.
+    fn apply_reply(
+        &self,
+        ctx: &ApplyContext,
+        kv: &mut KvBatch<'_>,
+        command: &[u8],
+    ) -> Result<crate::Reply, StoreError> {
+        self.apply(ctx, kv, command).map(crate::Reply::Bytes)
+    }
+
     /// Called after an `apply` batch is written (not yet necessarily flushed), with the last
     /// applied index. Use it to publish events; it must not block.
     fn applied(&self, _group: GroupId, _last_index: u64) {}
@@ -397,10 +409,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         term: log_id.leader_id.term,
                         position: 0,
                     };
-                    let out = self.applier.apply(&ctx, &mut kv, &cmd.0).map_err(|e| {
-                        RaftStorageError::from(StorageIOError::apply(log_id, AnyError::new(&e)))
-                    })?;
-                    Reply(out)
+                    self.applier
+                        .apply_reply(&ctx, &mut kv, &cmd.0)
+                        .map_err(|e| {
+                            RaftStorageError::from(StorageIOError::apply(log_id, AnyError::new(&e)))
+                        })?
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m);

@@ -17,9 +17,84 @@ pub type GroupId = u32;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command(pub bytes::Bytes);
 
-/// The state machine's opaque reply to a command.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply(#[serde(with = "serde_bytes")] pub Vec<u8>);
+/// The state machine's reply to a command: its bytes, or the typed value an applier answered
+/// with ([`crate::Applier::apply_reply`]), encoded only if the reply has to leave the node. A
+/// proposer on the node that applied the command takes the value as it is, and a follower's
+/// replies, which nobody reads, are never encoded. Encodes as the byte string it stands for.
+pub enum Reply {
+    Bytes(Vec<u8>),
+    Value(Box<dyn ReplyValue>),
+}
+
+/// A typed reply (see [`Reply`]).
+pub trait ReplyValue: std::any::Any + Send + Sync {
+    /// The reply's bytes, as the applier's `apply` would have answered.
+    fn encode(&self) -> Result<Vec<u8>, crate::StoreError>;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply::Bytes(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Bytes(b) => write!(f, "Reply({} bytes)", b.len()),
+            Reply::Value(_) => f.write_str("Reply(value)"),
+        }
+    }
+}
+
+impl Reply {
+    /// The reply as bytes (a value is encoded).
+    pub fn into_bytes(self) -> Result<Vec<u8>, crate::StoreError> {
+        match self {
+            Reply::Bytes(b) => Ok(b),
+            Reply::Value(v) => v.encode(),
+        }
+    }
+
+    /// The reply's bytes, leaving it as it is.
+    pub fn encoded(&self) -> Result<Vec<u8>, crate::StoreError> {
+        match self {
+            Reply::Bytes(b) => Ok(b.clone()),
+            Reply::Value(v) => v.encode(),
+        }
+    }
+
+    /// The typed value if the reply is a `T`, else the reply unchanged.
+    pub fn downcast<T: ReplyValue>(self) -> Result<Box<T>, Reply> {
+        match self {
+            Reply::Value(v) if v.as_any().is::<T>() => v
+                .into_any()
+                .downcast::<T>()
+                .map_err(|_| Reply::Bytes(Vec::new())),
+            other => Err(other),
+        }
+    }
+}
+
+impl Serialize for Reply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reply::Bytes(b) => serializer.serialize_bytes(b),
+            Reply::Value(v) => {
+                let b = v.encode().map_err(serde::ser::Error::custom)?;
+                serializer.serialize_bytes(&b)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reply {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_bytes::ByteBuf::deserialize(deserializer).map(|b| Reply::Bytes(b.into_vec()))
+    }
+}
 
 openraft::declare_raft_types!(
     /// Type configuration of every ChatSDK Raft group.
@@ -47,6 +122,37 @@ mod tests {
     /// What builds that held a command as a `serde_bytes` `Vec<u8>` wrote.
     #[derive(Serialize, Deserialize)]
     struct Before(#[serde(with = "serde_bytes")] Vec<u8>);
+
+    struct Typed(u32);
+
+    impl ReplyValue for Typed {
+        fn encode(&self) -> Result<Vec<u8>, crate::StoreError> {
+            Ok(self.0.to_be_bytes().to_vec())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+            self
+        }
+    }
+
+    /// A typed reply is taken as it is, or encoded to the bytes it stands for (as the byte
+    /// string the replies of earlier builds were).
+    #[test]
+    fn a_typed_reply_is_taken_or_encoded() {
+        let value = || Reply::Value(Box::new(Typed(7)));
+        assert_eq!(value().downcast::<Typed>().map(|t| t.0).ok(), Some(7));
+        let bytes = Reply::Bytes(vec![1, 2]);
+        assert!(matches!(bytes.downcast::<Typed>(), Err(Reply::Bytes(b)) if b == [1, 2]));
+        let encoded = crate::record::encode(&value()).unwrap();
+        assert_eq!(
+            encoded,
+            crate::record::encode(&Before(vec![0, 0, 0, 7])).unwrap()
+        );
+        let read: Reply = crate::record::decode(&encoded).unwrap();
+        assert_eq!(read.into_bytes().unwrap(), vec![0, 0, 0, 7]);
+    }
 
     /// A shared command encodes to the same bytes as the `Vec<u8>` it replaced, so logs written
     /// before read the same.

@@ -75,8 +75,8 @@ async fn applied_commands_and_log_survive_reopen() {
         log.blocking_append(entries.clone()).await.unwrap();
         let replies = sm.apply(entries).await.unwrap();
         assert_eq!(replies.len(), 3);
-        let replies = sm.apply([normal(1, 4, "k1=again")]).await.unwrap();
-        assert_eq!(replies[0].0, b"v1");
+        let mut replies = sm.apply([normal(1, 4, "k1=again")]).await.unwrap();
+        assert_eq!(replies.remove(0).into_bytes().unwrap(), b"v1");
     }
     let (_store, mut log, mut sm) = open(dir.path(), 7);
     let (applied, _) = sm.applied_state().await.unwrap();
