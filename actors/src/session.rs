@@ -49,7 +49,7 @@ pub struct Principal {
 impl Principal {
     /// `app:user`, the principal's name in presence and fanout.
     pub fn name(&self) -> String {
-        format!("{}:{}", self.app, self.user)
+        crate::chat::colon_joined(&[&self.app, &self.user])
     }
 }
 

@@ -345,7 +345,7 @@ impl Chat {
     /// A round reads the members itself, so a send does not; it skips the sender of the
     /// message that started it (the latest sender, for a round covering several).
     pub(super) fn spawn_unread_notices(&self, app: &str, channel: &str, sender: &str) {
-        let key = format!("{app}:{channel}");
+        let key = super::colon_joined(&[app, channel]);
         {
             let mut rounds = self
                 .inner
@@ -353,7 +353,9 @@ impl Chat {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some(pending) = rounds.get_mut(&key) {
-                *pending = Some(sender.to_string());
+                if pending.as_deref() != Some(sender) {
+                    *pending = Some(sender.to_string());
+                }
                 return;
             }
             rounds.insert(key.clone(), None);

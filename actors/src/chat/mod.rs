@@ -427,12 +427,25 @@ fn position(answer: QueryAnswer) -> Result<Position, ChatError> {
 
 /// `chat:<app>:<channel>`.
 pub fn chat_stream(app: &str, channel: &str) -> String {
-    format!("chat:{app}:{channel}")
+    colon_joined(&["chat", app, channel])
 }
 
 /// `user:<app>:<user>`.
 pub fn user_stream(app: &str, user: &str) -> String {
-    format!("user:{app}:{user}")
+    colon_joined(&["user", app, user])
+}
+
+/// The parts joined by `:`, in one allocation (names built on every send: `format!`'s
+/// machinery cost ~1 % of a node at 7,000 sends/s for three of them).
+pub(crate) fn colon_joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(p);
+    }
+    out
 }
 
 /// Splits `ns:app:id`; the id may contain colons.
@@ -472,5 +485,22 @@ fn unexpected_stream(reply: StreamReply) -> ChatError {
         StreamReply::NotFound(w) => ChatError::NotFound(w),
         StreamReply::Refused(w) => ChatError::Conflict(w),
         other => ChatError::Internal(format!("unexpected stream reply {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_join_and_split_back() {
+        assert_eq!(chat_stream("app1", "general"), "chat:app1:general");
+        assert_eq!(user_stream("app1", "u:1"), "user:app1:u:1");
+        assert_eq!(
+            split_stream(&chat_stream("app1", "a:b")),
+            Some(("chat", "app1", "a:b"))
+        );
+        assert_eq!(colon_joined(&[]), "");
+        assert_eq!(colon_joined(&["x"]), "x");
     }
 }
