@@ -187,6 +187,9 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let mut write_deadline = connect_deadline;
     let mut reading = true;
     let mut draining = false;
+    // A deadline of the timer's own (connect, pong, expiry) closed the queue: from then on only
+    // the write in flight is timed, so a deadline already past does not fire on every turn.
+    let mut timed_out = false;
     let mut next_ping = Instant::now() + ping_every;
     // When the last ping went out, while its pong is awaited.
     let mut awaiting: Option<Instant> = None;
@@ -195,13 +198,23 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     tokio::pin!(timer);
 
     let ending = loop {
-        let mut deadline = awaiting.map_or(next_ping, |sent| sent + pong_timeout);
-        if !connected.load(Ordering::Relaxed) {
-            deadline = deadline.min(connect_deadline);
-        }
-        if writing.is_some() {
-            deadline = deadline.min(write_deadline);
-        }
+        let deadline = if timed_out {
+            // Nothing else is due: the queue's close ends the loop once no write is in flight.
+            if writing.is_some() {
+                write_deadline
+            } else {
+                Instant::now() + pong_timeout
+            }
+        } else {
+            let mut d = awaiting.map_or(next_ping, |sent| sent + pong_timeout);
+            if !connected.load(Ordering::Relaxed) {
+                d = d.min(connect_deadline);
+            }
+            if writing.is_some() {
+                d = d.min(write_deadline);
+            }
+            d
+        };
         if timer.deadline() != deadline.into() {
             timer.as_mut().reset(deadline.into());
         }
@@ -268,12 +281,14 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 if !connected.load(Ordering::Relaxed) && now >= connect_deadline {
                     out.close(STALE);
+                    timed_out = true;
                     continue;
                 }
                 match awaiting {
                     Some(sent) if now >= sent + pong_timeout => {
                         if last_pong.is_none_or(|p| p <= sent) {
                             out.close(CloseReason::NO_PONG);
+                            timed_out = true;
                             continue;
                         }
                         awaiting = None;
@@ -283,6 +298,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                         let exp = expires_at.load(Ordering::Relaxed);
                         if exp > 0 && chatsdk_actors::time::now_ms() / 1000 > exp {
                             out.close(CloseReason::EXPIRED);
+                            timed_out = true;
                             continue;
                         }
                         next_ping = now + ping_every;
