@@ -3,7 +3,7 @@
 use super::*;
 
 impl Chat {
-    pub fn channel(&self, app: &str, id: &str) -> Result<Option<Channel>, ChatError> {
+    pub fn channel(&self, app: &str, id: &str) -> Result<Option<Arc<Channel>>, ChatError> {
         Ok(self.inner.directory.channel(app, id)?)
     }
 
@@ -14,7 +14,7 @@ impl Chat {
         app: &str,
         channel: &str,
         user: &str,
-    ) -> Result<Option<Member>, ChatError> {
+    ) -> Result<Option<Arc<Member>>, ChatError> {
         if let Some(m) = self.inner.directory.member(app, channel, user)? {
             return Ok(Some(m));
         }
@@ -44,7 +44,7 @@ impl Chat {
         if me.is_none() && !caller.server && !ch.kind.is_open() {
             return Err(ChatError::forbidden("not a member of this channel"));
         }
-        Ok((ch, me))
+        Ok((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)))
     }
 
     /// Channels visible to `user`: their memberships and the app's open channels.
@@ -60,7 +60,7 @@ impl Chat {
             if let Some(ch) = self.inner.directory.channel(app, &id)? {
                 let me = self.inner.directory.member(app, &id, user)?;
                 seen.insert(id);
-                out.push((ch, me));
+                out.push((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)));
             }
         }
         for ch in self.inner.directory.channels(app)? {
@@ -255,7 +255,7 @@ impl Chat {
         caller: &Caller,
         channel: &str,
         needed: Role,
-    ) -> Result<Option<Member>, ChatError> {
+    ) -> Result<Option<Arc<Member>>, ChatError> {
         if self.channel(&caller.app, channel)?.is_none() {
             return Err(ChatError::not_found("channel"));
         }

@@ -61,7 +61,7 @@ impl Chat {
         // A server key writing on its users' behalf (imports, dual writes) is trusted with the
         // app's full authority and not limited.
         if !caller.server {
-            let key = format!("{}:{}", caller.app, caller.user()?);
+            let key = colon_joined(&[&caller.app, caller.user()?]);
             self.inner
                 .send_limiter
                 .take(&key)
@@ -133,7 +133,7 @@ impl Chat {
             deleted_at: None,
             reply_count: 0,
             mentions,
-            user: UserSummary::from(&user),
+            user: UserSummary::from(&*user),
         };
         match self
             .write_stream(
@@ -534,7 +534,7 @@ fn mentions_in(
                 .user(app, &m.user_id)
                 .ok()
                 .flatten()
-                .map(|u| u.name)
+                .map(|u| u.name.clone())
                 .unwrap_or_default();
             tokens.iter().any(|t| t.eq_ignore_ascii_case(&name))
         } {

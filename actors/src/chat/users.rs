@@ -47,7 +47,7 @@ impl Chat {
     }
 
     pub fn app(&self, id: &str) -> Result<Option<App>, ChatError> {
-        Ok(self.inner.directory.app(id)?)
+        Ok(self.inner.directory.app(id)?.map(Arc::unwrap_or_clone))
     }
 
     pub fn apps(&self) -> Result<Vec<App>, ChatError> {
@@ -116,17 +116,18 @@ impl Chat {
             .inner
             .directory
             .api_key(&hash_hex(plain.as_bytes()))?
-            .filter(|k| k.revoked_at.is_none()))
+            .filter(|k| k.revoked_at.is_none())
+            .map(Arc::unwrap_or_clone))
     }
 
     // ---- users
 
-    pub fn user(&self, app: &str, id: &str) -> Result<Option<User>, ChatError> {
+    pub fn user(&self, app: &str, id: &str) -> Result<Option<Arc<User>>, ChatError> {
         Ok(self.inner.directory.user(app, id)?.filter(|u| !u.deleted))
     }
 
     /// A user including anonymised ones (for token checks).
-    pub fn user_record(&self, app: &str, id: &str) -> Result<Option<User>, ChatError> {
+    pub fn user_record(&self, app: &str, id: &str) -> Result<Option<Arc<User>>, ChatError> {
         Ok(self.inner.directory.user(app, id)?)
     }
 

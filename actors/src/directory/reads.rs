@@ -3,7 +3,8 @@
 //!
 //! Every request reads the same few records (its user, login session, channel and membership)
 //! while group 0 changes rarely, so single records are kept decoded ([`RecordCache`]) until the
-//! replica applies anything at all ([`GroupReader::version`] moves), then read again.
+//! replica applies anything at all ([`GroupReader::version`] moves), then read again. A record is
+//! handed out shared (`Arc`): a hit costs a reference count, not a copy of its strings.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -52,10 +53,11 @@ impl Directory {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get<T: DeserializeOwned + Clone + Send + Sync + 'static>(
+    /// The record at `key`, shared with the cache.
+    fn get<T: DeserializeOwned + Send + Sync + 'static>(
         &self,
         key: &[u8],
-    ) -> ReadResult<Option<T>> {
+    ) -> ReadResult<Option<Arc<T>>> {
         let version = self.reader.version();
         {
             let mut cache = self.cache();
@@ -66,23 +68,21 @@ impl Directory {
                 match hit {
                     None => return Ok(None),
                     Some(any) => {
-                        if let Some(t) = any.downcast_ref::<T>() {
-                            return Ok(Some(t.clone()));
+                        if let Ok(t) = Arc::clone(any).downcast::<T>() {
+                            return Ok(Some(t));
                         }
                     }
                 }
             }
         }
-        let value: Option<T> = keys::read_record(&self.reader, key)?;
+        let value: Option<Arc<T>> = keys::read_record::<T>(&self.reader, key)?.map(Arc::new);
         let mut cache = self.cache();
         // Kept only when nothing was applied since the read started.
         if cache.version == version && self.reader.version() == version {
             if cache.records.len() >= CACHE_CAPACITY {
                 cache.records.clear();
             }
-            let kept: Cached = value
-                .clone()
-                .map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>);
+            let kept: Cached = value.clone().map(|t| t as Arc<dyn Any + Send + Sync>);
             cache.records.insert(key.to_vec(), kept);
         }
         Ok(value)
@@ -102,28 +102,28 @@ impl Directory {
             .get(&keys::secret())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
-    pub fn app(&self, id: &str) -> ReadResult<Option<App>> {
+    pub fn app(&self, id: &str) -> ReadResult<Option<Arc<App>>> {
         self.get(&keys::app(id))
     }
     pub fn apps(&self) -> ReadResult<Vec<App>> {
         self.list(&keys::apps())
     }
-    pub fn api_key(&self, hash: &str) -> ReadResult<Option<ApiKey>> {
+    pub fn api_key(&self, hash: &str) -> ReadResult<Option<Arc<ApiKey>>> {
         self.get(&keys::api_key(hash))
     }
-    pub fn user(&self, app: &str, id: &str) -> ReadResult<Option<User>> {
+    pub fn user(&self, app: &str, id: &str) -> ReadResult<Option<Arc<User>>> {
         self.get(&keys::user(app, id))
     }
     pub fn users(&self, app: &str) -> ReadResult<Vec<User>> {
         self.list(&keys::users(app))
     }
-    pub fn channel(&self, app: &str, id: &str) -> ReadResult<Option<Channel>> {
+    pub fn channel(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Channel>>> {
         self.get(&keys::channel(app, id))
     }
     pub fn channels(&self, app: &str) -> ReadResult<Vec<Channel>> {
         self.list(&keys::channels(app))
     }
-    pub fn channel_by_cid(&self, app: &str, cid: &str) -> ReadResult<Option<Channel>> {
+    pub fn channel_by_cid(&self, app: &str, cid: &str) -> ReadResult<Option<Arc<Channel>>> {
         match self.reader.get(&keys::cid(app, cid))? {
             Some(id) => self.channel(app, &String::from_utf8_lossy(&id)),
             None => Ok(None),
@@ -135,7 +135,7 @@ impl Directory {
             .get::<LoginSession>(&keys::session(app, user, sid))?
             .is_some_and(|s| s.revoked))
     }
-    pub fn member(&self, app: &str, channel: &str, user: &str) -> ReadResult<Option<Member>> {
+    pub fn member(&self, app: &str, channel: &str, user: &str) -> ReadResult<Option<Arc<Member>>> {
         self.get(&keys::member(app, channel, user))
     }
     pub fn members(&self, app: &str, channel: &str) -> ReadResult<Vec<Member>> {

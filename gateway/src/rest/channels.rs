@@ -190,7 +190,12 @@ fn with_users(
     members
         .into_iter()
         .map(|m| {
-            let u = state.chat.user(app, &m.user_id).ok().flatten();
+            let u = state
+                .chat
+                .user(app, &m.user_id)
+                .ok()
+                .flatten()
+                .map(std::sync::Arc::unwrap_or_clone);
             (m, u)
         })
         .collect()
@@ -242,24 +247,30 @@ pub async fn create(
             caller.user.as_deref().unwrap_or_default(),
         )
         .await?;
-    let mine = mine(&state, &caller, &ch, me.as_ref()).await;
+    let mine = mine(&state, &caller, &ch, me.as_deref()).await;
     if is_new {
         return Ok(channel_reply(
             &auth,
             StatusCode::CREATED,
             &ch,
-            me.as_ref(),
+            me.as_deref(),
             mine,
         ));
     }
     if ch.dm && !auth.server && ch.idempotency_key.is_none() {
-        let mut res = channel_reply(&auth, StatusCode::SEE_OTHER, &ch, me.as_ref(), mine);
+        let mut res = channel_reply(&auth, StatusCode::SEE_OTHER, &ch, me.as_deref(), mine);
         if let Ok(location) = HeaderValue::from_str(&format!("/api/channels/{}", ch.id)) {
             res.headers_mut().insert(header::LOCATION, location);
         }
         return Ok(res);
     }
-    Ok(channel_reply(&auth, StatusCode::OK, &ch, me.as_ref(), mine))
+    Ok(channel_reply(
+        &auth,
+        StatusCode::OK,
+        &ch,
+        me.as_deref(),
+        mine,
+    ))
 }
 
 async fn ensure(state: &GatewayState, auth: &Auth, spec: NewChannel) -> ApiResult<Response> {
@@ -461,8 +472,14 @@ pub async fn update(
         Some(u) => state.chat.membership(&caller.app, &id, u).await?,
         None => None,
     };
-    let mine = mine(&state, &caller, &ch, me.as_ref()).await;
-    Ok(channel_reply(&auth, StatusCode::OK, &ch, me.as_ref(), mine))
+    let mine = mine(&state, &caller, &ch, me.as_deref()).await;
+    Ok(channel_reply(
+        &auth,
+        StatusCode::OK,
+        &ch,
+        me.as_deref(),
+        mine,
+    ))
 }
 
 /// `DELETE /api/channels/:id`.

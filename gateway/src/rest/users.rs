@@ -183,7 +183,7 @@ pub async fn me(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiR
         .chat
         .user(&c.app, c.user.as_deref().unwrap_or_default())?
         .ok_or_else(|| AppError::not_found("user not found"))?;
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ProfileView::from(&u)))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ProfileView::from(&*u)))
 }
 
 /// `PATCH /api/users/me`: name, image and custom (replaced); never the role.
