@@ -210,12 +210,6 @@ impl chatsdk_storage::ReplyValue for StreamReply {
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
         encode_reply(self)
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 fn encode_reply<T: Serialize>(reply: &T) -> Result<Vec<u8>, StoreError> {

@@ -284,12 +284,6 @@ impl ReplyValue for BatchReplies {
             .collect::<Result<Vec<_>, _>>()?;
         codec::encode(&raw).map_err(codec_to_store)
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 impl Applier for BatchApplier {

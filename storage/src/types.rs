@@ -30,8 +30,6 @@ pub enum Reply {
 pub trait ReplyValue: std::any::Any + Send + Sync {
     /// The reply's bytes, as the applier's `apply` would have answered.
     fn encode(&self) -> Result<Vec<u8>, crate::StoreError>;
-    fn as_any(&self) -> &dyn std::any::Any;
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 impl Default for Reply {
@@ -69,10 +67,11 @@ impl Reply {
     /// The typed value if the reply is a `T`, else the reply unchanged.
     pub fn downcast<T: ReplyValue>(self) -> Result<Box<T>, Reply> {
         match self {
-            Reply::Value(v) if v.as_any().is::<T>() => v
-                .into_any()
-                .downcast::<T>()
-                .map_err(|_| Reply::Bytes(Vec::new())),
+            Reply::Value(v) if (&*v as &dyn std::any::Any).is::<T>() => {
+                let any: Box<dyn std::any::Any + Send + Sync> = v;
+                // Checked just above: this cannot fail.
+                any.downcast::<T>().map_err(|_| Reply::Bytes(Vec::new()))
+            }
             other => Err(other),
         }
     }
@@ -128,12 +127,6 @@ mod tests {
     impl ReplyValue for Typed {
         fn encode(&self) -> Result<Vec<u8>, crate::StoreError> {
             Ok(self.0.to_be_bytes().to_vec())
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-            self
         }
     }
 
