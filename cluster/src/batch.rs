@@ -147,14 +147,13 @@ async fn next_unpaused(
     rx: &mut mpsc::Receiver<Pending>,
     paused: &mut watch::Receiver<bool>,
     slots: &Arc<Semaphore>,
-    token: &CancellationToken,
 ) -> Option<(OwnedSemaphorePermit, Vec<Pending>)> {
     paused.wait_for(|p| !*p).await.ok()?;
     let limits = Limits {
         max_items: MAX_BATCH_COMMANDS,
         max_bytes: MAX_BATCH_BYTES,
     };
-    next_batch(rx, slots, token, &limits, |p: &Pending| p.command.len()).await
+    next_batch(rx, slots, &limits, |p: &Pending| p.command.len()).await
 }
 
 /// Proposes batches and hands each command its reply. The entries being committed are awaited
@@ -169,13 +168,15 @@ async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut in_flight = FuturesUnordered::new();
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            () = &mut cancelled => return,
             Some((outcome, replies)) = in_flight.next(), if !in_flight.is_empty() => {
                 deliver(outcome, replies);
             }
-            next = next_unpaused(&mut rx, &mut paused, &slots, &token) => {
+            next = next_unpaused(&mut rx, &mut paused, &slots) => {
                 let Some((permit, batch)) = next else { return };
                 let (commands, replies): (Vec<ByteBuf>, Vec<ReplyTo>) = batch
                     .into_iter()

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 /// Limits of one batch.
 pub(crate) struct Limits {
@@ -14,23 +13,17 @@ pub(crate) struct Limits {
     pub(crate) max_bytes: usize,
 }
 
-/// The next batch and the in-flight slot it holds, or `None` once the queue is closed or the
-/// token cancelled.
+/// The next batch and the in-flight slot it holds, or `None` once the queue is closed. Callers
+/// stop waiting on shutdown by racing it against their cancellation (one registration with the
+/// token for the caller's whole loop, not two per batch).
 pub(crate) async fn next_batch<T>(
     rx: &mut mpsc::Receiver<T>,
     slots: &Arc<Semaphore>,
-    token: &CancellationToken,
     limits: &Limits,
     size: impl Fn(&T) -> usize,
 ) -> Option<(OwnedSemaphorePermit, Vec<T>)> {
-    let permit = tokio::select! {
-        _ = token.cancelled() => return None,
-        permit = slots.clone().acquire_owned() => permit.ok()?,
-    };
-    let first = tokio::select! {
-        _ = token.cancelled() => return None,
-        next = rx.recv() => next?,
-    };
+    let permit = slots.clone().acquire_owned().await.ok()?;
+    let first = rx.recv().await?;
     let mut bytes = size(&first);
     let mut batch = vec![first];
     while batch.len() < limits.max_items && bytes < limits.max_bytes {

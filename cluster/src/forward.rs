@@ -79,14 +79,18 @@ async fn run(
     token: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
+    let limits = Limits {
+        max_items: MAX_FORWARD_COMMANDS,
+        max_bytes: MAX_FORWARD_BYTES,
+    };
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
-        let limits = Limits {
-            max_items: MAX_FORWARD_COMMANDS,
-            max_bytes: MAX_FORWARD_BYTES,
+        let next = tokio::select! {
+            () = &mut cancelled => return,
+            next = next_batch(&mut rx, &slots, &limits, |i: &Item| i.command.len()) => next,
         };
-        let Some((permit, batch)) =
-            next_batch(&mut rx, &slots, &token, &limits, |i: &Item| i.command.len()).await
-        else {
+        let Some((permit, batch)) = next else {
             return;
         };
         let mut items = Vec::with_capacity(batch.len());

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chatsdk_storage::{
     Applier, GroupId, GroupReader, LogStore, NodeId, StateMachineStore, TypeConfig,
 };
+use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -118,7 +119,7 @@ impl NodeInner {
         self.tasks.spawn(watch_group(
             id,
             self.id,
-            raft.metrics(),
+            raft.server_metrics(),
             self.leading.clone(),
             self.shutdown.clone(),
         ));
@@ -149,14 +150,18 @@ impl NodeInner {
     }
 }
 
-/// Publishes whether this node leads `group` and remembers who does.
+/// Publishes whether this node leads `group`. It watches the server metrics (role, leader,
+/// membership), which change only on elections and membership changes: the full metrics change
+/// with every append, commit and apply and would wake this task several times per entry.
 async fn watch_group(
     group: GroupId,
     me: NodeId,
-    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    mut metrics: watch::Receiver<RaftServerMetrics<NodeId, BasicNode>>,
     leading: watch::Sender<BTreeSet<GroupId>>,
     token: CancellationToken,
 ) {
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let is_leader = {
             let m = metrics.borrow_and_update();
@@ -172,7 +177,7 @@ async fn watch_group(
             });
         }
         tokio::select! {
-            _ = token.cancelled() => break,
+            () = &mut cancelled => break,
             changed = metrics.changed() => if changed.is_err() { break },
         }
     }

@@ -30,7 +30,7 @@ impl NodeInner {
     /// The leader of `group` as this node's replica of it knows it.
     fn local_leader(&self, group: GroupId) -> Option<NodeId> {
         self.group(group)
-            .and_then(|g| g.raft.metrics().borrow().current_leader)
+            .and_then(|g| g.raft.server_metrics().borrow().current_leader)
     }
 
     /// Nodes worth trying for `group`, best first, without duplicates.
@@ -45,10 +45,12 @@ impl NodeInner {
         };
         // A local replica's own view is the freshest; the hint (last node that answered as
         // leader) comes next, and may point at a node that has since died.
-        // (Read through the watch borrow: this runs on every proposal, and the metrics are large.)
+        // (Read through the watch borrow: this runs on every proposal. The server metrics hold
+        // the leader and the membership, and change only with them; the full metrics are
+        // rewritten with every entry.)
         let (local_leader, local_voters) = match self.group(group) {
             Some(g) => {
-                let m = g.raft.metrics();
+                let m = g.raft.server_metrics();
                 let m = m.borrow();
                 let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
                 (m.current_leader, voters)

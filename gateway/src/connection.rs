@@ -196,6 +196,10 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let mut last_pong: Option<Instant> = None;
     let timer = tokio::time::sleep_until(next_ping.into());
     tokio::pin!(timer);
+    // Registered with the token once: a `cancelled()` made afresh on every turn of the loop
+    // locks the token and its waiter list three times per turn, several turns per command.
+    let drain = state.draining.cancelled();
+    tokio::pin!(drain);
 
     let ending = loop {
         let deadline = if timed_out {
@@ -220,7 +224,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
         }
         tokio::select! {
             biased;
-            _ = state.draining.cancelled(), if !draining => {
+            () = &mut drain, if !draining => {
                 draining = true;
                 out.close(CloseReason::SHUTDOWN);
             }

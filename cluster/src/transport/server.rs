@@ -197,8 +197,11 @@ async fn serve_request(
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
+    // One registration with the token for the whole request, whichever step it interrupts.
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
     let response = tokio::select! {
-        _ = shared.cancel.cancelled() => {
+        () = &mut cancelled => {
             send.reset(frame::RESET_SHUTDOWN).ok();
             return;
         }
@@ -211,7 +214,7 @@ async fn serve_request(
     // Faults act on what this node sends to `from`: delay the response, or lose it.
     if let Some(delay) = shared.faults.delay_of(from) {
         tokio::select! {
-            _ = shared.cancel.cancelled() => {
+            () = &mut cancelled => {
                 send.reset(frame::RESET_SHUTDOWN).ok();
                 return;
             }
@@ -223,7 +226,7 @@ async fn serve_request(
         return;
     }
     let written = tokio::select! {
-        _ = shared.cancel.cancelled() => return,
+        () = &mut cancelled => return,
         written = frame::write_response(&mut send, &response) => written,
     };
     match written {
