@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::codec::Json;
 
 use crate::model::{Channel, ChannelFlags, Event, Member, Message, User, UserSummary};
-use crate::time::iso;
+use crate::time::with_iso;
 
 /// A time as the API shows it (ISO-8601).
 #[derive(Clone, Copy)]
@@ -21,7 +21,7 @@ pub struct Iso(pub u64);
 
 impl Serialize for Iso {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&iso(self.0))
+        with_iso(self.0, |t| s.serialize_str(t))
     }
 }
 

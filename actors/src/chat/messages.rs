@@ -118,8 +118,13 @@ impl Chat {
         let stream = chat_stream(&caller.app, channel);
         let message = Message {
             // A message with a client message id gets its id from the stream, derived from the
-            // client id (`stream::client_message_id`), so that a retry finds the first send.
-            id: new_id(),
+            // client id (`stream::client_message_id`), so that a retry finds the first send:
+            // making one here would be thrown away.
+            id: if new.client_msg_id.is_some() {
+                String::new()
+            } else {
+                new_id()
+            },
             channel_id: channel.to_string(),
             user_id: user_id.to_string(),
             seq: 0,
@@ -155,7 +160,7 @@ impl Chat {
                 };
                 let message = reply.into_message().ok_or_else(message_missing)?;
                 if !duplicate && message.parent_id.is_none() {
-                    self.spawn_unread_notices(&caller.app, channel, user_id);
+                    self.spawn_unread_notices(&stream, &caller.app, channel, user_id);
                 }
                 Ok(Sent {
                     message: *message,
@@ -344,22 +349,29 @@ impl Chat {
     ///
     /// A round reads the members itself, so a send does not; it skips the sender of the
     /// message that started it (the latest sender, for a round covering several).
-    pub(super) fn spawn_unread_notices(&self, app: &str, channel: &str, sender: &str) {
-        let key = super::colon_joined(&[app, channel]);
+    pub(super) fn spawn_unread_notices(
+        &self,
+        stream: &str,
+        app: &str,
+        channel: &str,
+        sender: &str,
+    ) {
         {
             let mut rounds = self
                 .inner
                 .unread_rounds
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some(pending) = rounds.get_mut(&key) {
+            // A round is pending for a busy channel on most sends: found without allocating.
+            if let Some(pending) = rounds.get_mut(stream) {
                 if pending.as_deref() != Some(sender) {
                     *pending = Some(sender.to_string());
                 }
                 return;
             }
-            rounds.insert(key.clone(), None);
+            rounds.insert(stream.to_string(), None);
         }
+        let key = stream.to_string();
         let chat = self.clone();
         let (app, channel) = (app.to_string(), channel.to_string());
         let mut sender = sender.to_string();

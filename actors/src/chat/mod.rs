@@ -165,7 +165,7 @@ struct Inner {
     env: Arc<ActorEnv>,
     /// Shards from this node's configuration, until the meta state (authoritative) is known.
     config_shards: u32,
-    /// Channels (`app:channel`) with a round of unread notices in progress, and the sender
+    /// Channels (by stream name) with a round of unread notices in progress, and the sender
     /// of the latest message when a further round is due (see `spawn_unread_notices`).
     unread_rounds: std::sync::Mutex<HashMap<String, Option<String>>>,
     /// Per-user message sends, whatever the surface (REST or realtime RPC).
