@@ -47,8 +47,25 @@ pub fn unframe(record: &[u8]) -> Result<&[u8], StoreError> {
 
 /// Encodes a typed value with bincode 2 and frames it.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let payload = bincode::serde::encode_to_vec(value, config())?;
-    Ok(frame(&payload))
+    let mut out = Vec::new();
+    encode_into(&mut out, value)?;
+    Ok(out)
+}
+
+/// Appends `value`, encoded and framed as [`encode`] does, to `out`; returns the record's
+/// length. The payload is written in place (its CRC filled in after), so a log append encodes
+/// each entry straight into the buffer it writes, without a copy per layer.
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<usize, StoreError> {
+    let start = out.len();
+    out.push(VERSION);
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = bincode::serde::encode_into_std_write(value, out, config()) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    let crc = crc32fast::hash(&out[start + HEADER_LEN..]).to_le_bytes();
+    out[start + 1..start + HEADER_LEN].copy_from_slice(&crc);
+    Ok(out.len() - start)
 }
 
 /// Checks a framed record and decodes its bincode payload. Trailing bytes are refused.

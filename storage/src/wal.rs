@@ -917,11 +917,18 @@ fn forget_truncated<'a>(
 const HEADER: usize = 8;
 
 fn push_record(buf: &mut Vec<u8>, record: &WalRecord) -> Result<(), StoreError> {
-    let framed = record::encode(record)?;
-    let len = (framed.len() as u32).to_le_bytes();
-    buf.extend_from_slice(&len);
-    buf.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
-    buf.extend_from_slice(&framed);
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    let framed = match record::encode_into(buf, record) {
+        Ok(n) => n,
+        Err(e) => {
+            buf.truncate(start);
+            return Err(e);
+        }
+    };
+    let len = (framed as u32).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + HEADER].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
     Ok(())
 }
 
