@@ -200,6 +200,10 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     // locks the token and its waiter list three times per turn, several turns per command.
     let drain = state.draining.cancelled();
     tokio::pin!(drain);
+    // The queue's next batch, likewise kept across turns (made again only once it is taken):
+    // made afresh each turn it registered with the queue's `Notify` and left it again.
+    let next_frames = out.next(MAX_BATCH_BYTES);
+    tokio::pin!(next_frames);
 
     let ending = loop {
         let deadline = if timed_out {
@@ -239,8 +243,9 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 idle_sink = Some(sink);
             }
-            next = out.next(MAX_BATCH_BYTES), if idle_sink.is_some() => match next {
+            next = &mut next_frames, if idle_sink.is_some() => match next {
                 Next::Frames(frames) => {
+                    next_frames.set(out.next(MAX_BATCH_BYTES));
                     let Some(mut sink) = idle_sink.take() else { break Ending::Abandon };
                     write_deadline = Instant::now() + pong_timeout;
                     writing = Some(Box::pin(async move {
