@@ -16,7 +16,7 @@ use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{BatchApplier, Batcher};
+use crate::batch::{BatchApplier, Batcher, Waiting};
 use crate::meta::{MetaState, META_GROUP};
 use crate::network::GroupNetwork;
 use crate::node::{raft_err, NodeInner};
@@ -87,10 +87,11 @@ impl NodeInner {
         if let Some(existing) = self.group(id) {
             return Ok(existing);
         }
+        let waiting = Arc::new(Waiting::default());
         let applier: Arc<dyn Applier> = if id == META_GROUP {
-            BatchApplier::wrap(self.meta.clone())
+            BatchApplier::wrap(self.meta.clone(), waiting.clone())
         } else {
-            BatchApplier::wrap(self.data_applier.clone())
+            BatchApplier::wrap(self.data_applier.clone(), waiting.clone())
         };
         let log = LogStore::open(&self.store, id)?;
         let sm = StateMachineStore::open(&self.store, id, applier)?;
@@ -109,7 +110,12 @@ impl NodeInner {
         let group = Arc::new(Group {
             raft: raft.clone(),
             reader,
-            batcher: Batcher::start(raft.clone(), stop.clone(), self.config.propose_timeout),
+            batcher: Batcher::start(
+                raft.clone(),
+                waiting,
+                stop.clone(),
+                self.config.propose_timeout,
+            ),
             handover: tokio::sync::Mutex::new(()),
             stop,
         });
