@@ -252,10 +252,15 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 /// format byte) with the Raft logs in sled; format 3 moves the logs to `raft-log/`; format 4
 /// gives stream appends an id (so an append applied twice appends once); format 5 stores a new
 /// message's event as a reference to the message record instead of a second copy; format 6
-/// stores a stream's events and messages sixteen to a value (chunks). Raft logs carry
-/// commands of their format, so a directory is never upgraded in place: an older one is
-/// refused with a message that says so.
-pub const DATA_FORMAT: u32 = 6;
+/// stores a stream's events and messages sixteen to a value (chunks); format 7 names each Raft
+/// entry's batch (`chatsdk_cluster`'s batch ids, so the replica that applies an entry answers
+/// its proposers). Raft logs carry commands of their format, so a directory is not upgraded in
+/// place (an older one is refused with a message that says so), except format 6: its entries
+/// are this build's without a batch id, which this build still reads, so it is marked 7 when
+/// opened (and builds of format 6, which cannot read the new entries, refuse it from then on).
+pub const DATA_FORMAT: u32 = 7;
+/// The older format [`check_data_format`] upgrades in place (see [`DATA_FORMAT`]).
+const UPGRADED_IN_PLACE: u32 = 6;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -275,6 +280,17 @@ fn check_data_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
         None => 1,
     };
     if found == DATA_FORMAT {
+        return Ok(());
+    }
+    if found == UPGRADED_IN_PLACE {
+        db.insert(FORMAT_KEY, &DATA_FORMAT.to_be_bytes())?;
+        db.flush()?;
+        tracing::info!(
+            path = %path.display(),
+            from = found,
+            to = DATA_FORMAT,
+            "data directory marked with the new format (its log is read as it is)"
+        );
         return Ok(());
     }
     Err(StoreError::DataFormat {
@@ -390,7 +406,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 6"),
+            text.contains("format 1") && text.contains("format 7"),
             "{text}"
         );
 
@@ -404,6 +420,25 @@ mod tests {
                 "{err}"
             );
         }
+
+        // Format 6 (entries without batch ids) is marked 7 in place, its log kept.
+        let six = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&StoreConfig::new(six.path())).unwrap();
+            store
+                .inner
+                .db
+                .insert(FORMAT_KEY, &6u32.to_be_bytes())
+                .unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        drop(Store::open(&StoreConfig::new(six.path())).unwrap());
+        let store = Store::open(&StoreConfig::new(six.path())).unwrap();
+        assert_eq!(
+            store.inner.db.get(FORMAT_KEY).unwrap().as_deref(),
+            Some(&7u32.to_be_bytes()[..])
+        );
+        drop(store);
 
         // A directory marked by a newer build.
         let newer = marked(9);
