@@ -117,8 +117,12 @@ impl Waiting {
 
 /// Encodes an entry: its batch id and its commands.
 fn encode_entry(id: BatchId, commands: &[ByteBuf]) -> Result<Vec<u8>, crate::ClusterError> {
-    let mut entry = vec![ENTRY_WITH_ID];
-    entry.extend_from_slice(&codec::encode(&(id, commands))?);
+    // Room for the marker, the id and the count (varints: up to 9 bytes each) and each
+    // command's length (5 bytes covers it below 4 GiB), so the buffer is allocated once.
+    let size = 1 + 3 * 9 + commands.iter().map(|c| c.len() + 5).sum::<usize>();
+    let mut entry = Vec::with_capacity(size);
+    entry.push(ENTRY_WITH_ID);
+    codec::encode_onto(&(id, commands), &mut entry)?;
     Ok(entry)
 }
 

@@ -19,6 +19,15 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ClusterError> {
     })
 }
 
+/// Encodes a message at the end of `buf` (after a header the caller wrote, say).
+pub(crate) fn encode_onto<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), ClusterError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+        .map(|_| ())
+        .map_err(|e| ClusterError::Codec {
+            reason: e.to_string(),
+        })
+}
+
 /// Decodes a message, refusing trailing bytes.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClusterError> {
     let (value, used) =
