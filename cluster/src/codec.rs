@@ -14,9 +14,9 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes a message.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ClusterError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| ClusterError::Codec {
-        reason: e.to_string(),
-    })
+    let mut buf = Vec::new();
+    encode_onto(value, &mut buf)?;
+    Ok(buf)
 }
 
 /// Encodes a message at the end of `buf` (after a header the caller wrote, say).
