@@ -182,12 +182,16 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     c.limits.bench_profile = true;
     // A process here may hold ~20,000 files; leave room for storage and cluster sockets.
     c.limits.max_connections = 19_000;
-    // Experiments: the shard count and the log's group-commit linger of the node under test.
+    // Experiments: the shard count, the log's group-commit linger and the background threads'
+    // nice value of the node under test.
     if let Some(shards) = env_number("CHATSDK_BENCH_SHARDS")? {
         c.cluster.shards = u32::try_from(shards)?;
     }
     if let Some(linger) = env_number("CHATSDK_BENCH_FLUSH_LINGER_US")? {
         c.cluster.flush_linger_us = linger;
+    }
+    if let Some(nice) = env_number("CHATSDK_BENCH_BACKGROUND_NICE")? {
+        c.cluster.background_nice = i32::try_from(nice)?;
     }
     if let Some((addr, token)) = &join {
         c.cluster.join = Some(*addr);

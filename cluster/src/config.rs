@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     pub cache_capacity: u64,
     /// How long the storage flusher lingers under load so one flush covers more writes.
     pub flush_linger: Duration,
+    /// Nice value of the storage's background threads (see `chatsdk_storage::StoreConfig`).
+    pub background_nice: i32,
     /// Largest command `propose` accepts. Raft entries must fit the transport's frames with
     /// room to spare, so one command may never wedge a group.
     pub max_command_bytes: usize,
@@ -58,6 +60,8 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// The default of [`ClusterConfig::flush_linger`] (the storage's).
     pub const DEFAULT_FLUSH_LINGER: Duration = chatsdk_storage::store::DEFAULT_FLUSH_LINGER;
+    /// The default of [`ClusterConfig::background_nice`] (the storage's).
+    pub const DEFAULT_BACKGROUND_NICE: i32 = chatsdk_storage::store::DEFAULT_BACKGROUND_NICE;
 
     /// Production defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
@@ -75,6 +79,7 @@ impl ClusterConfig {
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
             flush_linger: Self::DEFAULT_FLUSH_LINGER,
+            background_nice: Self::DEFAULT_BACKGROUND_NICE,
             max_command_bytes: 1024 * 1024,
         }
     }

@@ -102,6 +102,7 @@ impl ClusterNode {
         let mut store_config = StoreConfig::new(&config.data_dir);
         store_config.cache_capacity = config.cache_capacity;
         store_config.flush_linger = config.flush_linger;
+        store_config.background_nice = config.background_nice;
         // Opening may wait for a directory lock and replays sled's log: keep it off the runtime.
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await

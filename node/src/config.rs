@@ -199,6 +199,10 @@ pub struct ClusterSection {
     /// Microseconds the storage flusher waits, when writes keep coming, so that one flush
     /// (write + sync of sled's log) covers more of them; 0 flushes at once.
     pub flush_linger_us: u64,
+    /// Nice value (0..=19) of the threads that move applied writes into the store in the
+    /// background; 19 (the default) runs them in the request path's idle time, 0 at the
+    /// process's priority.
+    pub background_nice: i32,
 }
 
 impl Default for ClusterSection {
@@ -211,6 +215,7 @@ impl Default for ClusterSection {
             replication: 3,
             flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()
                 as u64,
+            background_nice: chatsdk_cluster::ClusterConfig::DEFAULT_BACKGROUND_NICE,
         }
     }
 }

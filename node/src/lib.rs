@@ -87,6 +87,7 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     cc.shards = c.cluster.shards;
     cc.replication = c.cluster.replication;
     cc.flush_linger = Duration::from_micros(c.cluster.flush_linger_us);
+    cc.background_nice = c.cluster.background_nice;
     cc
 }
 

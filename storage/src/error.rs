@@ -37,6 +37,9 @@ pub enum StoreError {
         supported: u32,
         hint: &'static str,
     },
+    /// A thread of the store could not be started.
+    #[error("starting storage thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The Raft log's files failed (I/O, corruption, or the log stopped after a failure).
     #[error("raft log: {0}")]
     Wal(String),

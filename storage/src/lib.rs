@@ -19,9 +19,12 @@
 //!   reads skip sled.
 //! - [`kv`]: the key-value view an [`Applier`] writes through ([`KvBatch`]) and readers read
 //!   through ([`GroupReader`]).
+//! - `background`: low-priority threads for the work no reply waits for (moving applied writes
+//!   into sled).
 //! - [`types`]: the openraft type configuration shared by every group.
 
 pub mod absent;
+mod background;
 pub mod kv;
 pub mod log_store;
 pub mod record;

@@ -7,9 +7,10 @@
 //! long enough (see [`FLUSH_KEYS`], [`FLUSH_AFTER`]), before a snapshot is taken, and when the
 //! group closes. sled therefore never holds part of an apply, a key written by many applies in a
 //! row (a stream's head) reaches sled once, and applying costs no sled write of its own. The
-//! flushes that `apply` starts run on the blocking pool while the group goes on applying (the
-//! pending writes are frozen for them and stay readable until sled has them; one flush per group
-//! at a time), so a flush of many keys does not hold up the group's writers. After a
+//! flushes that `apply` starts run on the store's low-priority background threads (`background`)
+//! while the group goes on applying (the pending writes are frozen for them and stay readable
+//! until sled has them; one flush per group at a time), so a flush of many keys does not hold up
+//! the group's writers nor, on a busy core, the requests queued behind it. After a
 //! crash the applied position is the last batch's and openraft applies the entries after it
 //! again from the log, which the node fsyncs before anything is acknowledged (it purges entries
 //! only behind a snapshot, and a snapshot is taken after a flush). Snapshots are a copy of the
@@ -283,8 +284,8 @@ impl StateMachineStore {
         }))
     }
 
-    /// Starts moving the pending writes into sled on the blocking pool (in place on a
-    /// current-thread runtime or outside one). At most one flush per group is in flight.
+    /// Starts moving the pending writes into sled on the store's background threads (in place
+    /// on a current-thread runtime or outside one). At most one flush per group is in flight.
     fn start_flush(&mut self) -> Result<(), StoreError> {
         if self.in_flight.is_some() {
             return Ok(());
@@ -293,12 +294,17 @@ impl StateMachineStore {
             return Ok(());
         };
         let (done, outcome) = mpsc::sync_channel(1);
-        let job = move || {
+        let job: crate::background::Job = Box::new(move || {
             let _receiver_may_wait_or_be_gone = done.send(work());
-        };
-        match multi_threaded_runtime() {
-            Some(h) => drop(h.spawn_blocking(job)),
-            None => job(),
+        });
+        // Off the runtime, at low priority (see `background`); in place on a current-thread
+        // runtime (tests) or when the background queue is full.
+        if multi_threaded_runtime().is_some() {
+            if let Err(job) = self.store.spawn_background(job) {
+                job();
+            }
+        } else {
+            job();
         }
         self.in_flight = Some(Mutex::new(outcome));
         Ok(())

@@ -257,6 +257,12 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.flush_linger_us", |c| {
             c.cluster.flush_linger_us = 10_001
         }),
+        ("cluster.background_nice", |c| {
+            c.cluster.background_nice = -1
+        }),
+        ("cluster.background_nice", |c| {
+            c.cluster.background_nice = 20
+        }),
         ("limits.body_bytes", |c| c.limits.body_bytes = 0),
         ("limits.ws_message_bytes", |c| c.limits.ws_message_bytes = 0),
         ("limits.ws_frame_bytes", |c| c.limits.ws_frame_bytes = 0),

@@ -55,6 +55,11 @@ impl Config {
             "cluster.flush_linger_us",
             "must be at most 10000 (10 ms)",
         )?;
+        ensure(
+            (0..=19).contains(&c.background_nice),
+            "cluster.background_nice",
+            "must be between 0 and 19",
+        )?;
 
         for (value, key) in [
             (l.body_bytes, "limits.body_bytes"),
