@@ -40,8 +40,8 @@ pub struct StoreConfig {
 }
 
 /// The default of [`StoreConfig::background_nice`]: the lowest priority. Measured on one core
-/// at 10,000 WebSocket sends/s: p99 17–27 ms against 34–73 ms at the process's priority, at the
-/// same CPU per send (`docs/benchmarks.md`).
+/// at 10,000 WebSocket sends/s: p99 17–70 ms against 34–187 ms at the process's priority in
+/// eight interleaved pairs, for 0–6 % more CPU per send (more preemptions; `docs/benchmarks.md`).
 pub const DEFAULT_BACKGROUND_NICE: i32 = 19;
 
 impl StoreConfig {
