@@ -111,8 +111,32 @@ impl StreamKeys<'_> {
     pub(crate) fn message_chunk(&self, n: u64) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"msc", &n.to_be_bytes()])
     }
+    /// One message's entry in the message-id index of format 7 and before (value: its seq);
+    /// still read, no longer written (see [`crate::id_index`]).
     pub(crate) fn message_id(&self, id: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mid", id.as_bytes()])
+    }
+    /// The message-id index's newest entries, unsorted ([`crate::id_index`]).
+    pub(crate) fn id_tail(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), ID_TAIL])
+    }
+    /// The message-id index's runs and their pages' first hashes.
+    pub(crate) fn id_runs(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"xr"])
+    }
+    /// Page `page` of run `run` of the message-id index.
+    pub(crate) fn id_page(&self, run: u64, page: u32) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            ID_PAGE,
+            &run.to_be_bytes(),
+            &page.to_be_bytes(),
+        ])
+    }
+    /// The name the group's absent-key filter knows an index entry by (never stored).
+    pub(crate) fn id_probe(&self, hash: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"xh", &hash.to_be_bytes()])
     }
     /// The thread index: reply `reply` of the message with seq `parent` (empty value).
     pub(crate) fn thread_reply(&self, parent: u64, reply: u64) -> Vec<u8> {
@@ -154,6 +178,25 @@ impl StreamKeys<'_> {
     }
     pub(crate) fn all(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes()])
+    }
+}
+
+/// The last component of [`StreamKeys::id_tail`].
+const ID_TAIL: &[u8] = b"xt";
+/// The component of [`StreamKeys::id_page`] after the stream.
+const ID_PAGE: &[u8] = b"xp";
+
+/// The stream of a key that holds message-id index entries ([`StreamKeys::id_tail`] or
+/// [`StreamKeys::id_page`]).
+pub(crate) fn id_entries_stream(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(b"s\0")?;
+    let end = memchr::memchr(0, rest)?;
+    let tag = &rest[end + 1..];
+    let holds = tag == ID_TAIL || (tag.starts_with(ID_PAGE) && tag.get(ID_PAGE.len()) == Some(&0));
+    if holds {
+        std::str::from_utf8(&rest[..end]).ok()
+    } else {
+        None
     }
 }
 
@@ -239,6 +282,25 @@ pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_index_keys_name_their_stream() {
+        let sk = StreamKeys("chat:a:c");
+        assert_eq!(id_entries_stream(&sk.id_tail()), Some("chat:a:c"));
+        assert_eq!(id_entries_stream(&sk.id_page(0, 0)), Some("chat:a:c"));
+        assert_eq!(id_entries_stream(&sk.id_page(7, 3)), Some("chat:a:c"));
+        for other in [
+            sk.id_runs(),
+            sk.id_probe(1),
+            sk.head(),
+            sk.message_id("xt"),
+            sk.message_chunk(0),
+            b"s\0chat:a:c\0xtra".to_vec(),
+            b"d\0chat:a:c\0xt".to_vec(),
+        ] {
+            assert_eq!(id_entries_stream(&other), None, "{}", other.escape_ascii());
+        }
+    }
 
     #[test]
     fn message_id_index_keys_are_told_apart() {

@@ -19,6 +19,13 @@ pub(crate) trait Kv {
     fn delete(&mut self, key: &[u8]);
     /// Every key with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+    /// Adds a logical key to the group's absent-key filter ([`KvBatch::track`]).
+    fn track(&mut self, _logical: &[u8]) {}
+    /// Whether a logical key was certainly never tracked ([`KvBatch::surely_absent`]); without
+    /// a filter, never.
+    fn surely_absent(&self, _logical: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Reads of a replica's state outside an apply (a [`GroupReader`]; an in-memory map in tests).
@@ -67,6 +74,12 @@ impl Kv for KvBatch<'_> {
     }
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         KvBatch::scan_prefix(self, prefix)
+    }
+    fn track(&mut self, logical: &[u8]) {
+        KvBatch::track(self, logical)
+    }
+    fn surely_absent(&self, logical: &[u8]) -> bool {
+        KvBatch::surely_absent(self, logical)
     }
 }
 

@@ -33,6 +33,7 @@ pub mod time;
 pub mod validate;
 
 mod chunk;
+mod id_index;
 mod keys;
 mod kv;
 

@@ -3,8 +3,8 @@
 //! Every realtime channel (`chat:<app>:<channel>`, `user:<app>:<user>`) has one durable stream in
 //! the shard `shard_for(app, channel)`: each durable event gets the next offset (no gaps), and the
 //! newest `retain` events are kept for recovery. A chat stream also holds the channel's messages
-//! (by seq), the message-id index (which a client message id also goes through, see
-//! [`client_message_id`]) and members' read positions, so a message and its
+//! (by seq), the message-id index ([`crate::id_index`]; a client message id also goes through
+//! it, see [`client_message_id`]) and members' read positions, so a message and its
 //! `message.new` event commit atomically. Events and messages are stored sixteen to a value
 //! (`actors/src/chunk.rs`): the store's cost is per key. [`StreamApplier`] is deterministic: offsets, seqs and
 //! the epoch derive from the log, times from the proposer.
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{self, chunk_of, CHUNK};
 use crate::codec::{self, Json};
+use crate::id_index;
 use crate::keys::{self, decode_at, encode_at, get_record as get, put_record as put, StreamKeys};
 use crate::kv::{Kv, KvRead};
 use crate::model::{ChannelFlags, Event, Message, StoredEvent, StreamHead};
@@ -198,9 +199,13 @@ impl Applier for StreamApplier {
     }
 
     /// A send looks its message's id up before storing it (a retry of a client message id finds
-    /// the first send); nearly every such lookup misses.
+    /// the first send); nearly every such lookup misses. The index's entries are logical keys
+    /// ([`crate::id_index`]); the per-message keys of format 7 and before are stored ones.
     fn absent_keys(&self) -> Option<chatsdk_storage::absent::Tracked> {
-        Some(keys::is_message_id)
+        Some(chatsdk_storage::absent::Tracked {
+            keys: keys::is_message_id,
+            logical: Some(id_index::logical_keys),
+        })
     }
 }
 
@@ -398,6 +403,20 @@ impl<K: Kv> Tx<'_, K> {
     }
 
     fn find_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let h = id_index::hash(id);
+        // Nearly every send's lookup ends here: its id was never indexed.
+        if !self.kv.surely_absent(&self.sk.id_probe(h)) {
+            let kv = &*self.kv;
+            for seq in id_index::candidates(|k| kv.get(k), &self.sk, h)? {
+                let found: Option<Message> =
+                    get_item(self.kv, &self.sk.message_chunk(chunk_of(seq)), seq)?;
+                if let Some(m) = found.filter(|m| m.id == id) {
+                    return Ok(Some(m));
+                }
+            }
+        }
+        // A message stored by format 7 or before has a key of its own (its reads, too, are
+        // mostly answered by the group's filter).
         let key = self.sk.message_id(id);
         let Some(raw) = self.kv.get(&key)? else {
             return Ok(None);
@@ -457,8 +476,7 @@ impl<K: Kv> Tx<'_, K> {
             }
         }
         self.put_message(&message)?;
-        self.kv
-            .put(&self.sk.message_id(&message.id), &message.seq.to_be_bytes());
+        id_index::insert(self.kv, &self.sk, id_index::hash(&message.id), message.seq)?;
         // A thread reply is also announced as such.
         let thread_reply = message.parent_id.is_some().then(|| message.clone());
         self.append(Event::MessageNew(message))?;
@@ -505,6 +523,8 @@ impl<K: Kv> Tx<'_, K> {
         Ok(match self.find_message(id)? {
             Some(m) => {
                 delete_item(self.kv, &self.sk.message_chunk(chunk_of(m.seq)), m.seq)?;
+                // The index keeps its entry (lookups check the message it points to); a
+                // message of format 7 or before loses its own key.
                 self.kv.delete(&self.sk.message_id(&m.id));
                 if let Some(parent) = &m.parent_id {
                     if let Some(p) = self.find_message(parent)? {
@@ -842,22 +862,24 @@ impl<R: KvRead> StreamReader<R> {
         }
     }
 
-    /// The seq of the message with this id, through the id index.
-    fn seq_of_id(&self, sk: &StreamKeys<'_>, id: &str) -> Result<Option<u64>, StoreError> {
+    /// The message with this id, through the id index (and the per-message keys of format 7
+    /// and before).
+    fn find(&self, sk: &StreamKeys<'_>, id: &str) -> Result<Option<Message>, StoreError> {
+        for seq in id_index::candidates(|k| self.reader.get(k), sk, id_index::hash(id))? {
+            if let Some(m) = self.message_at(sk, seq)?.filter(|m| m.id == id) {
+                return Ok(Some(m));
+            }
+        }
         let key = sk.message_id(id);
         match self.reader.get(&key)? {
-            Some(raw) => index_seq(&key, &raw).map(Some),
+            Some(raw) => self.message_at(sk, index_seq(&key, &raw)?),
             None => Ok(None),
         }
     }
 
     /// A message by id.
     pub fn message(&self, stream: &str, id: &str) -> Result<Option<Message>, StoreError> {
-        let sk = StreamKeys(stream);
-        match self.seq_of_id(&sk, id)? {
-            Some(seq) => self.message_at(&sk, seq),
-            None => Ok(None),
-        }
+        self.find(&StreamKeys(stream), id)
     }
 
     /// Top-level messages (thread replies excluded), oldest first, and whether more exist
@@ -918,7 +940,7 @@ impl<R: KvRead> StreamReader<R> {
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let sk = StreamKeys(stream);
-        let Some(parent_seq) = self.seq_of_id(&sk, parent)? else {
+        let Some(parent_seq) = self.find(&sk, parent)?.map(|m| m.seq) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();

@@ -655,3 +655,155 @@ fn a_client_message_id_names_its_message() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A send with client message id `cm{n}` by `u1`, proposed at `at`.
+fn send_cmid(n: u64, at: u64) -> Vec<u8> {
+    let mut m = message(
+        &format!("proposer-{n}-{at}"),
+        "u1",
+        Some(format!("cm{n}")),
+        None,
+    );
+    m.created_at = at;
+    command(
+        100,
+        StreamOp::Send {
+            message: Box::new(m),
+        },
+    )
+}
+
+/// The seq and duplicate flag of a send's reply.
+fn sent(reply: StreamReply) -> (u64, bool) {
+    let duplicate = matches!(
+        reply,
+        StreamReply::Message {
+            duplicate: true,
+            ..
+        }
+    );
+    let message = reply.into_message().expect("a message reply");
+    (message.seq, duplicate)
+}
+
+/// Client message ids stay deduplicated however many runs of the id index the stream has
+/// merged since (`crate::id_index`), edits and purges find old messages, a purged id sends
+/// anew, and a replica's reader finds what the applies stored.
+#[test]
+fn client_message_ids_stay_deduplicated_across_index_merges() {
+    use crate::id_index::{FANOUT, TAIL};
+    let mut kv = Mem::new();
+    let n = (TAIL * FANOUT * 2 + TAIL / 2) as u64;
+    for i in 1..=n {
+        assert_eq!(
+            sent(apply_encoded(&ctx(i), &mut kv, &send_cmid(i, i)).unwrap()),
+            (i, false)
+        );
+    }
+    let mut index = n;
+    let mut run = |kv: &mut Mem, raw: Vec<u8>| {
+        index += 1;
+        apply_encoded(&ctx(index), kv, &raw).unwrap()
+    };
+    // Retries later (another proposal time) of ids in merged runs, a level-0 run and the tail.
+    for i in [
+        1,
+        2,
+        TAIL as u64,
+        (TAIL * FANOUT) as u64 + 1,
+        n - TAIL as u64,
+        n - 1,
+        n,
+    ] {
+        assert_eq!(
+            sent(run(&mut kv, send_cmid(i, 10 * n + i))),
+            (i, true),
+            "cm{i}"
+        );
+    }
+    assert_eq!(head(&kv).seq, n);
+    let old = client_message_id(STREAM, "u1", "cm3");
+    let edit = command(
+        100,
+        StreamOp::Edit {
+            message_id: old.clone(),
+            text: "edited".into(),
+            now: 5,
+        },
+    );
+    assert!(matches!(
+        run(&mut kv, edit),
+        StreamReply::Message {
+            duplicate: false,
+            ..
+        }
+    ));
+    assert_eq!(message_at(&kv, 3).unwrap().text.as_deref(), Some("edited"));
+    let purge = command(
+        100,
+        StreamOp::Purge {
+            message_id: old.clone(),
+        },
+    );
+    assert!(matches!(run(&mut kv, purge), StreamReply::Message { .. }));
+    // Purged, the client id makes a new message; a retry of that one is a duplicate of it.
+    assert_eq!(sent(run(&mut kv, send_cmid(3, 20 * n))), (n + 1, false));
+    assert_eq!(sent(run(&mut kv, send_cmid(3, 21 * n))), (n + 1, true));
+
+    let reader = StreamReader { reader: kv.clone() };
+    assert_eq!(
+        reader.message(STREAM, &old).unwrap().map(|m| m.seq),
+        Some(n + 1)
+    );
+    for i in [1, 500, n] {
+        let id = client_message_id(STREAM, "u1", &format!("cm{i}"));
+        assert_eq!(reader.message(STREAM, &id).unwrap().map(|m| m.seq), Some(i));
+    }
+    assert!(reader.message(STREAM, "no-such-id").unwrap().is_none());
+}
+
+/// A stream written by format 7 (one index key per message) keeps working: its messages are
+/// found, deduplicated, edited and purged, and new ones go to the packed index.
+#[test]
+fn messages_indexed_by_format_7_are_still_found() {
+    let mut kv = Mem::new();
+    for i in 1..=3u64 {
+        apply_encoded(&ctx(i), &mut kv, &send_cmid(i, i)).unwrap();
+    }
+    // What format 7 stored instead of the packed index.
+    let sk = StreamKeys(STREAM);
+    kv.remove(&sk.id_tail());
+    for i in 1..=3u64 {
+        let id = client_message_id(STREAM, "u1", &format!("cm{i}"));
+        kv.insert(sk.message_id(&id), i.to_be_bytes().to_vec());
+    }
+    assert_eq!(
+        sent(apply_encoded(&ctx(10), &mut kv, &send_cmid(2, 99)).unwrap()),
+        (2, true)
+    );
+    assert_eq!(
+        sent(apply_encoded(&ctx(11), &mut kv, &send_cmid(4, 99)).unwrap()),
+        (4, false)
+    );
+    let reader = StreamReader { reader: kv.clone() };
+    let id1 = client_message_id(STREAM, "u1", "cm1");
+    assert_eq!(
+        reader.message(STREAM, &id1).unwrap().map(|m| m.seq),
+        Some(1)
+    );
+    let purge = command(
+        100,
+        StreamOp::Purge {
+            message_id: id1.clone(),
+        },
+    );
+    apply_encoded(&ctx(12), &mut kv, &purge).unwrap();
+    assert!(
+        !kv.contains_key(&sk.message_id(&id1)),
+        "its own key goes with it"
+    );
+    assert_eq!(
+        sent(apply_encoded(&ctx(13), &mut kv, &send_cmid(1, 100)).unwrap()),
+        (5, false)
+    );
+}

@@ -133,11 +133,12 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     let sent = http()
         .post(format!("{base}/api/channels/{demo}/messages"))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"text": "hello from the readme"}))
+        .json(&serde_json::json!({"text": "hello from the readme", "clientMsgId": "readme-1"}))
         .send()
         .await
         .unwrap();
     assert_eq!(sent.status(), 201);
+    let sent: serde_json::Value = sent.json().await.unwrap();
     let users = http()
         .get(format!("{base}/api/users/user-2"))
         .header("X-API-Key", &key)
@@ -171,6 +172,19 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
         listed["messages"][0]["text"], "hello from the readme",
         "{listed}"
     );
+    // A client's retry after the restart still finds the first send (through the stream's
+    // stored id index, not a cache of the previous process).
+    let retry = http()
+        .post(format!("{base}/api/channels/{demo}/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"text": "hello from the readme", "clientMsgId": "readme-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    let retry: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], sent["id"], "{retry}");
+    assert_eq!(retry["duplicate"], true, "{retry}");
     again.terminate();
 }
 
@@ -244,7 +258,7 @@ fn a_data_directory_of_an_older_format_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("format 1") && err.contains("format 7") && err.contains("older chatsdk"),
+        err.contains("format 1") && err.contains("format 8") && err.contains("older chatsdk"),
         "{err}"
     );
 }

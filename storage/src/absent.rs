@@ -13,6 +13,12 @@
 //! that scan has ended the filter answers "maybe" for every key. Deletes are not removed (a
 //! deleted key costs a false "maybe", nothing else).
 //!
+//! An applier may also track *logical* keys: names of entries it packs many to a stored value
+//! (a stream's message-id index, see `chatsdk_actors`' `id_index`). It adds them itself during
+//! an apply ([`crate::KvBatch::track`]) and asks about them ([`crate::KvBatch::surely_absent`]);
+//! the opening scan finds them in the stored values through [`Tracked::logical`]. Logical keys
+//! share the stages with stored keys, so they must not collide with them as byte strings.
+//!
 //! A Bloom filter in stages: each holds [`BITS_PER_KEY`] bits for its capacity of keys (a false
 //! "maybe" for ~0.1 % of absent keys), and a full stage gets a successor twice its size, so
 //! memory follows the number of tracked keys (16 bits each, 2 MB per million) and a lookup
@@ -25,9 +31,19 @@ use std::sync::{Arc, RwLock, Weak};
 
 use crate::kv::DATA_PREFIX;
 
-/// Which application keys a filter tracks (a pure function of the key: the same answer on
-/// every call).
-pub type Tracked = fn(&[u8]) -> bool;
+/// Which keys a group's filter tracks.
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    /// The stored application keys whose reads the filter answers (a pure function of the key:
+    /// the same answer on every call).
+    pub keys: fn(&[u8]) -> bool,
+    /// The logical keys held in a stored value: called by the opening scan with every stored
+    /// key and its value, it passes each logical key the value holds to `add`.
+    pub logical: Option<Logical>,
+}
+
+/// See [`Tracked::logical`]: `(key, value, add)`.
+pub type Logical = fn(&[u8], &[u8], &mut dyn FnMut(&[u8]));
 
 /// Bits per key of a stage's capacity (stages and capacities are powers of two).
 const BITS_PER_KEY: usize = 16;
@@ -124,14 +140,27 @@ impl AbsentFilter {
     }
 
     fn tracked(&self, key: &[u8]) -> bool {
-        self.tracks.is_some_and(|t| t(key))
+        self.tracks.is_some_and(|t| (t.keys)(key))
     }
 
     /// Whether `key` is certainly not stored (`false`: it may be).
     pub(crate) fn absent(&self, key: &[u8]) -> bool {
-        if !self.tracked(key) {
-            return false;
+        self.tracked(key) && self.unseen(key)
+    }
+
+    /// Whether the logical key `key` was certainly never added (`false`: it may have been).
+    pub(crate) fn absent_logical(&self, key: &[u8]) -> bool {
+        self.tracks.is_some_and(|t| t.logical.is_some()) && self.unseen(key)
+    }
+
+    /// Adds the logical key `key`. Call before anything that holds it becomes readable.
+    pub(crate) fn insert_logical(&self, key: &[u8]) {
+        if self.tracks.is_some_and(|t| t.logical.is_some()) {
+            self.insert_hash(hash(key));
         }
+    }
+
+    fn unseen(&self, key: &[u8]) -> bool {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         if !state.complete || state.stages.is_empty() {
             return false;
@@ -215,16 +244,26 @@ fn scan(filter: Weak<AbsentFilter>, tree: sled::Tree, tracks: Tracked, generatio
         None => return,
     };
     for item in tree.scan_prefix([DATA_PREFIX]) {
-        let key = match item {
-            Ok((k, _)) => k,
+        let (key, value) = match item {
+            Ok(kv) => kv,
             Err(e) => {
                 tracing::warn!(error = %e, "the scan of a group's absent-key filter failed; it answers \"maybe\"");
                 return;
             }
         };
         let app_key = &key[1..];
-        if tracks(app_key) {
+        if (tracks.keys)(app_key) {
             strong.insert_hash(hash(app_key));
+        }
+        if let Some(logical) = tracks.logical {
+            match crate::record::unframe(&value) {
+                Ok(value) => logical(app_key, value, &mut |k| strong.insert_hash(hash(k))),
+                Err(e) => {
+                    // Its logical keys are unknown: the filter must not answer "absent".
+                    tracing::warn!(error = %e, "the scan of a group's absent-key filter met an unreadable record; it answers \"maybe\"");
+                    return;
+                }
+            }
         }
         since_check += 1;
         if since_check == SCAN_CHECK_EVERY {
@@ -253,6 +292,18 @@ mod tests {
         key.starts_with(b"id/")
     }
 
+    const IDS: Tracked = Tracked {
+        keys: ids,
+        logical: None,
+    };
+
+    /// A value under `pack/` holds logical keys separated by commas.
+    fn packed(key: &[u8], value: &[u8], add: &mut dyn FnMut(&[u8])) {
+        if key.starts_with(b"pack/") {
+            value.split(|b| *b == b',').for_each(add);
+        }
+    }
+
     fn complete(f: &AbsentFilter) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -275,7 +326,7 @@ mod tests {
             tree.insert(data_key(format!("id/{i}").as_bytes()), b"x".to_vec())
                 .unwrap();
         }
-        let f = AbsentFilter::new(Some(ids));
+        let f = AbsentFilter::new(Some(IDS));
         assert!(!f.absent(b"id/new"), "maybe until the scan ends");
         f.rebuild(tree.clone());
         for i in 50_000..120_000u32 {
@@ -301,7 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("sm").unwrap();
-        let f = AbsentFilter::new(Some(ids));
+        let f = AbsentFilter::new(Some(IDS));
         f.rebuild(tree.clone());
         assert!(complete(&f));
         f.insert(b"id/gone");
@@ -317,7 +368,7 @@ mod tests {
 
     #[test]
     fn past_its_bound_it_gives_up_and_says_maybe() {
-        let f = AbsentFilter::new(Some(ids));
+        let f = AbsentFilter::new(Some(IDS));
         f.state.write().unwrap().complete = true;
         let overflowed = || f.state.read().unwrap().stages.is_empty();
         let mut inserted = 0usize;
@@ -333,6 +384,46 @@ mod tests {
         assert!(!f.absent(b"id/x"));
         f.insert(b"id/one-more");
         assert!(!f.absent(b"id/one-more"));
+    }
+
+    #[test]
+    fn logical_keys_are_found_in_stored_values_and_added_by_appliers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("sm").unwrap();
+        for i in 0..2_000u32 {
+            let value = format!("L{i}a,L{i}b");
+            tree.insert(
+                data_key(format!("pack/{i}").as_bytes()),
+                crate::record::frame(value.as_bytes()),
+            )
+            .unwrap();
+        }
+        let f = AbsentFilter::new(Some(Tracked {
+            keys: ids,
+            logical: Some(packed),
+        }));
+        f.rebuild(tree.clone());
+        f.insert_logical(b"added");
+        assert!(complete(&f));
+        for i in 0..2_000u32 {
+            assert!(!f.absent_logical(format!("L{i}a").as_bytes()));
+            assert!(!f.absent_logical(format!("L{i}b").as_bytes()));
+        }
+        assert!(!f.absent_logical(b"added"));
+        let misses = (0..10_000u32)
+            .filter(|i| !f.absent_logical(format!("other-{i}").as_bytes()))
+            .count();
+        assert!(misses < 300, "{misses} false maybes of 10,000");
+        // The stored keys themselves are not tracked.
+        assert!(!f.absent(b"pack/1"));
+        assert!(!f.absent(b"pack/new"));
+        // A filter without a logical extractor never answers for logical keys.
+        let plain = AbsentFilter::new(Some(IDS));
+        plain.rebuild(tree);
+        assert!(complete(&plain));
+        plain.insert_logical(b"x");
+        assert!(!plain.absent_logical(b"y"));
     }
 
     #[test]

@@ -333,6 +333,20 @@ impl<'a> KvBatch<'a> {
         self.overlay.insert(key.to_vec(), None);
     }
 
+    /// Adds a logical key to the group's absent-key filter (see [`crate::absent`]): call it for
+    /// every entry the applier packs into a value and later asks about with
+    /// [`KvBatch::surely_absent`]. It takes effect at once (a filter only ever gains keys, so a
+    /// batch that is not committed costs a false "maybe", nothing else).
+    pub fn track(&mut self, logical: &[u8]) {
+        self.view.absent.insert_logical(logical);
+    }
+
+    /// Whether the logical key was certainly never [`KvBatch::track`]ed nor found by the
+    /// filter's scan of the stored values (`false`: it may have been, look it up).
+    pub fn surely_absent(&self, logical: &[u8]) -> bool {
+        self.view.absent.absent_logical(logical)
+    }
+
     /// Every live key with `prefix`, in key order, merged with this batch's writes.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let upper = prefix_upper_bound(prefix);

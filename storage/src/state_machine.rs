@@ -114,8 +114,8 @@ pub trait Applier: Send + Sync + 'static {
     fn snapshot_installed(&self, _group: GroupId) {}
 
     /// The keys this applier mostly reads when they do not exist (an index probed before a
-    /// write). The group keeps a filter of them so that such reads skip sled (see
-    /// [`crate::absent`]); `None` (the default) keeps none.
+    /// write), stored keys or logical ones packed in values. The group keeps a filter of them
+    /// so that such reads skip sled (see [`crate::absent`]); `None` (the default) keeps none.
     fn absent_keys(&self) -> Option<crate::absent::Tracked> {
         None
     }
@@ -779,7 +779,10 @@ mod tests {
         }
 
         fn absent_keys(&self) -> Option<crate::absent::Tracked> {
-            Some(|_| true)
+            Some(crate::absent::Tracked {
+                keys: |_| true,
+                logical: None,
+            })
         }
     }
 

@@ -277,13 +277,16 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 /// message's event as a reference to the message record instead of a second copy; format 6
 /// stores a stream's events and messages sixteen to a value (chunks); format 7 names each Raft
 /// entry's batch (`chatsdk_cluster`'s batch ids, so the replica that applies an entry answers
-/// its proposers). Raft logs carry commands of their format, so a directory is not upgraded in
-/// place (an older one is refused with a message that says so), except format 6: its entries
-/// are this build's without a batch id, which this build still reads, so it is marked 7 when
-/// opened (and builds of format 6, which cannot read the new entries, refuse it from then on).
-pub const DATA_FORMAT: u32 = 7;
-/// The older format [`check_data_format`] upgrades in place (see [`DATA_FORMAT`]).
-const UPGRADED_IN_PLACE: u32 = 6;
+/// its proposers); format 8 packs a stream's message-id index many entries to a value
+/// (`chatsdk_actors`' `id_index`) instead of one key per message. Raft logs carry commands of
+/// their format, so a directory is not upgraded in place (an older one is refused with a
+/// message that says so), except formats 6 and 7: their entries are this build's (format 6's
+/// without a batch id, which this build still reads) and their per-message index keys are
+/// still read, so they are marked 8 when opened (and the older builds, which cannot read what
+/// this one writes, refuse them from then on).
+pub const DATA_FORMAT: u32 = 8;
+/// The older formats [`check_data_format`] upgrades in place (see [`DATA_FORMAT`]).
+const UPGRADED_IN_PLACE: std::ops::RangeInclusive<u32> = 6..=7;
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -305,7 +308,7 @@ fn check_data_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     if found == DATA_FORMAT {
         return Ok(());
     }
-    if found == UPGRADED_IN_PLACE {
+    if UPGRADED_IN_PLACE.contains(&found) {
         db.insert(FORMAT_KEY, &DATA_FORMAT.to_be_bytes())?;
         db.flush()?;
         tracing::info!(
@@ -429,7 +432,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 7"),
+            text.contains("format 1") && text.contains("format 8"),
             "{text}"
         );
 
@@ -444,24 +447,28 @@ mod tests {
             );
         }
 
-        // Format 6 (entries without batch ids) is marked 7 in place, its log kept.
-        let six = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(&StoreConfig::new(six.path())).unwrap();
-            store
-                .inner
-                .db
-                .insert(FORMAT_KEY, &6u32.to_be_bytes())
-                .unwrap();
-            store.inner.db.flush().unwrap();
+        // Formats 6 (entries without batch ids) and 7 (an index key per message) are marked 8
+        // in place, their logs kept.
+        for format in [6u32, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+                store
+                    .inner
+                    .db
+                    .insert(FORMAT_KEY, &format.to_be_bytes())
+                    .unwrap();
+                store.inner.db.flush().unwrap();
+            }
+            drop(Store::open(&StoreConfig::new(dir.path())).unwrap());
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            assert_eq!(
+                store.inner.db.get(FORMAT_KEY).unwrap().as_deref(),
+                Some(&8u32.to_be_bytes()[..]),
+                "format {format}"
+            );
+            drop(store);
         }
-        drop(Store::open(&StoreConfig::new(six.path())).unwrap());
-        let store = Store::open(&StoreConfig::new(six.path())).unwrap();
-        assert_eq!(
-            store.inner.db.get(FORMAT_KEY).unwrap().as_deref(),
-            Some(&7u32.to_be_bytes()[..])
-        );
-        drop(store);
 
         // A directory marked by a newer build.
         let newer = marked(9);

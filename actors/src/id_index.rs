@@ -1,0 +1,393 @@
+//! A chat stream's message-id index: which seqs may hold the message with a given id.
+//!
+//! Why: every send looks its id up (a retry of a client message id must find the first send,
+//! for as long as the message exists) and then adds it; edits, deletes, purges, thread replies
+//! and reads by id find a message through it. Until data format 7 the index was one stored key
+//! per message, which sled inserts in hash order, one leaf update each: a sixth of a busy
+//! node's CPU (`docs/benchmarks.md`, "what the message-id index costs"). Here entries are
+//! packed many to a value, log-structured, so that sled sees one write per stream per flush:
+//!
+//! - the **tail** holds the newest entries, unsorted, at most [`TAIL`]; every send rewrites it
+//!   in the apply's pending writes, and sled stores its latest value once per flush;
+//! - a full tail becomes a **run**: entries sorted, stored as pages of [`PAGE`] entries; once
+//!   [`FANOUT`] runs share a level they merge into one run of the next level, up to
+//!   [`TOP_LEVEL`], whose runs stay as they are (so a merge never rewrites more than
+//!   `TAIL × FANOUT^TOP_LEVEL` entries: 2 MiB, once per 131,072 messages of a stream);
+//! - the **directory** lists the runs with their pages' first hashes, so a lookup reads the
+//!   tail, the directory and one page per run (two when equal hashes straddle pages).
+//!
+//! An entry is `(hash, seq)`: the first eight bytes of the id's SHA-256 and the message's seq,
+//! both big-endian (16 bytes). The index answers *candidates*; the caller keeps the one whose
+//! stored message has the id, so two ids with one hash, and the entries of purged messages
+//! (left in place: seqs are never reused), cost a read and nothing else. A send's lookup
+//! usually ends before reading anything: every entry is also a logical key of the group's
+//! absent-key filter ([`crate::keys::StreamKeys::id_probe`]), added by [`insert`] and found in
+//! the stored values by [`logical_keys`] when the group opens.
+//!
+//! Merges happen inside the apply that fills a tail, in the same order on every replica: the
+//! index is part of the replicated state and snapshots carry it like any other key.
+
+use chatsdk_cluster::StoreError;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{self, get_record, put_record, StreamKeys};
+use crate::kv::Kv;
+
+/// Entries the tail holds before it becomes a run (4 KiB).
+pub(crate) const TAIL: usize = 256;
+/// Entries per stored page of a run (8 KiB).
+pub(crate) const PAGE: usize = 512;
+/// Runs of one level that merge into one run of the next.
+pub(crate) const FANOUT: usize = 8;
+/// The level whose runs are never merged.
+pub(crate) const TOP_LEVEL: u8 = 3;
+
+/// The framing of tail and page values.
+const VERSION: u8 = 1;
+/// Bytes of one entry.
+const ENTRY: usize = 16;
+
+/// `(hash, seq)`.
+type Entry = (u64, u64);
+
+/// The index's hash of a message id.
+pub(crate) fn hash(id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The runs of a stream's index (stored at [`StreamKeys::id_runs`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Directory {
+    /// The id the next run gets (ids are never reused, so page keys never are either).
+    next_run: u64,
+    /// Oldest first.
+    runs: Vec<Run>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Run {
+    id: u64,
+    level: u8,
+    /// The hash of each page's first entry, in page order.
+    firsts: Vec<u64>,
+}
+
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+    let key = key.escape_ascii().to_string();
+    let reason = reason.into();
+    tracing::error!(key = %key, reason = %reason, "unreadable message-id index value");
+    StoreError::Corrupt { key, reason }
+}
+
+/// The entries of a tail or page value (checked: a value that does not parse is an error
+/// naming its key).
+fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    match value.split_first() {
+        Some((&VERSION, rest)) if rest.len() % ENTRY == 0 => Ok(rest),
+        Some((&VERSION, rest)) => Err(corrupt(key, format!("{} bytes of entries", rest.len()))),
+        Some((v, _)) => Err(corrupt(key, format!("framing version {v}"))),
+        None => Err(corrupt(key, "empty value")),
+    }
+}
+
+fn entry_at(raw: &[u8], i: usize) -> Entry {
+    let at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw[o..o + 8]);
+        u64::from_be_bytes(b)
+    };
+    (at(i * ENTRY), at(i * ENTRY + 8))
+}
+
+fn all_entries(raw: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+    (0..raw.len() / ENTRY).map(|i| entry_at(raw, i))
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + entries.len() * ENTRY);
+    out.push(VERSION);
+    for (h, seq) in entries {
+        out.extend_from_slice(&h.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    out
+}
+
+/// Adds the message `seq` with id hash `h`, in an apply.
+pub(crate) fn insert(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    h: u64,
+    seq: u64,
+) -> Result<(), StoreError> {
+    kv.track(&sk.id_probe(h));
+    let key = sk.id_tail();
+    let mut tail = match kv.get(&key)? {
+        Some(value) => {
+            entries(&key, &value)?;
+            value
+        }
+        None => vec![VERSION],
+    };
+    tail.extend_from_slice(&h.to_be_bytes());
+    tail.extend_from_slice(&seq.to_be_bytes());
+    if (tail.len() - 1) / ENTRY < TAIL {
+        kv.put(&key, &tail);
+        return Ok(());
+    }
+    kv.delete(&key);
+    let mut run: Vec<Entry> = all_entries(&tail[1..]).collect();
+    run.sort_unstable();
+    let dir_key = sk.id_runs();
+    let mut dir = get_record::<Directory>(kv, &dir_key)?.unwrap_or_default();
+    add_run(kv, sk, &mut dir, 0, &run);
+    compact(kv, sk, &mut dir)?;
+    put_record(kv, &dir_key, &dir)
+}
+
+/// Stores sorted `entries` as a new run of `level`.
+fn add_run(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory, level: u8, run: &[Entry]) {
+    let id = dir.next_run;
+    dir.next_run += 1;
+    let mut firsts = Vec::with_capacity(run.len().div_ceil(PAGE));
+    for (n, page) in run.chunks(PAGE).enumerate() {
+        kv.put(&sk.id_page(id, n as u32), &encode(page));
+        firsts.push(page[0].0);
+    }
+    dir.runs.push(Run { id, level, firsts });
+}
+
+/// Merges the runs of every level below the top that holds [`FANOUT`] of them, lowest first
+/// (a merge can fill the next level).
+fn compact(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory) -> Result<(), StoreError> {
+    for level in 0..TOP_LEVEL {
+        if dir.runs.iter().filter(|r| r.level == level).count() < FANOUT {
+            continue;
+        }
+        let (merging, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut dir.runs)
+            .into_iter()
+            .partition(|r| r.level == level);
+        dir.runs = kept;
+        let mut merged = Vec::new();
+        for run in &merging {
+            for n in 0..run.firsts.len() {
+                let key = sk.id_page(run.id, n as u32);
+                let Some(value) = kv.get(&key)? else {
+                    return Err(corrupt(&key, "a page of a listed run is missing"));
+                };
+                merged.extend(all_entries(entries(&key, &value)?));
+                kv.delete(&key);
+            }
+        }
+        merged.sort_unstable();
+        add_run(kv, sk, dir, level + 1, &merged);
+    }
+    Ok(())
+}
+
+/// The seqs the index holds for id hash `h`, through `get` (an apply's view or a replica's
+/// reader). Some may not hold a message with the id: the caller checks each.
+pub(crate) fn candidates(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    sk: &StreamKeys<'_>,
+    h: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    let tail_key = sk.id_tail();
+    if let Some(value) = get(&tail_key)? {
+        out.extend(
+            all_entries(entries(&tail_key, &value)?)
+                .filter(|e| e.0 == h)
+                .map(|e| e.1),
+        );
+    }
+    let dir_key = sk.id_runs();
+    let Some(raw) = get(&dir_key)? else {
+        return Ok(out);
+    };
+    let dir: Directory = keys::decode_at(&dir_key, &raw)?;
+    // Newest first: a message sent again after a purge is in a newer run than its first send.
+    for run in dir.runs.iter().rev() {
+        let start = run.firsts.partition_point(|f| *f < h).saturating_sub(1);
+        for n in start..run.firsts.len() {
+            if run.firsts[n] > h {
+                break;
+            }
+            let key = sk.id_page(run.id, n as u32);
+            let Some(value) = get(&key)? else {
+                return Err(corrupt(&key, "a page of a listed run is missing"));
+            };
+            let page = entries(&key, &value)?;
+            let count = page.len() / ENTRY;
+            let mut lo = 0;
+            let mut hi = count;
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if entry_at(page, mid).0 < h {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            out.extend(
+                (lo..count)
+                    .map(|i| entry_at(page, i))
+                    .take_while(|e| e.0 == h)
+                    .map(|e| e.1),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The logical keys of the index entries a stored value holds, for the absent-key filter's
+/// scan of a group ([`chatsdk_storage::absent::Tracked::logical`]). A value that does not parse
+/// adds nothing here; reading it in an apply reports it.
+pub(crate) fn logical_keys(key: &[u8], value: &[u8], add: &mut dyn FnMut(&[u8])) {
+    let Some(stream) = keys::id_entries_stream(key) else {
+        return;
+    };
+    let Ok(raw) = entries(key, value) else {
+        return;
+    };
+    let sk = StreamKeys(stream);
+    for (h, _) in all_entries(raw) {
+        add(&sk.id_probe(h));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    const SK: StreamKeys<'static> = StreamKeys("chat:app:c1");
+
+    fn lookup(kv: &Map, h: u64) -> Vec<u64> {
+        let mut found = candidates(|k| Ok(kv.get(k).cloned()), &SK, h).unwrap();
+        found.sort_unstable();
+        found
+    }
+
+    fn dir(kv: &Map) -> Directory {
+        get_record(kv, &SK.id_runs()).unwrap().unwrap_or_default()
+    }
+
+    #[test]
+    fn every_entry_is_found_through_tail_runs_and_merges() {
+        let mut kv = Map::new();
+        // Enough for merges into level 2, so runs of three levels and a tail coexist.
+        let n = (TAIL * FANOUT * FANOUT + TAIL * FANOUT + TAIL + 17) as u64;
+        for seq in 1..=n {
+            insert(&mut kv, &SK, hash(&format!("m{seq}")), seq).unwrap();
+        }
+        for seq in 1..=n {
+            assert_eq!(lookup(&kv, hash(&format!("m{seq}"))), vec![seq], "m{seq}");
+        }
+        assert!(lookup(&kv, hash("never")).is_empty());
+        let d = dir(&kv);
+        let levels: Vec<u8> = d.runs.iter().map(|r| r.level).collect();
+        assert_eq!(levels, vec![2, 1, 0], "one run per level");
+        // Merged runs' pages are gone: only listed runs' pages (and the tail, the directory).
+        let pages: usize = d.runs.iter().map(|r| r.firsts.len()).sum();
+        assert_eq!(kv.len(), pages + 2);
+    }
+
+    #[test]
+    fn equal_hashes_are_all_found_even_across_pages() {
+        let mut kv = Map::new();
+        // One hash repeated past a page boundary, between others.
+        let mut seq = 0;
+        for i in 0..(TAIL * FANOUT) as u64 {
+            seq += 1;
+            let h = if i % 3 == 0 { 77 } else { i * 1000 };
+            insert(&mut kv, &SK, h, seq).unwrap();
+        }
+        let found = lookup(&kv, 77);
+        let expected: Vec<u64> = (0..(TAIL * FANOUT) as u64)
+            .filter(|i| i % 3 == 0)
+            .map(|i| i + 1)
+            .collect();
+        assert!(expected.len() > PAGE, "straddles pages");
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn top_level_runs_are_never_merged() {
+        let mut kv = Map::new();
+        let top = TAIL * FANOUT.pow(TOP_LEVEL as u32);
+        // A small run and a half-full tail beyond the second top-level run.
+        let n = (2 * top + TAIL + 5) as u64;
+        for seq in 1..=n {
+            insert(&mut kv, &SK, seq.wrapping_mul(0x9e37_79b9_7f4a_7c15), seq).unwrap();
+        }
+        let levels: Vec<u8> = dir(&kv).runs.iter().map(|r| r.level).collect();
+        assert_eq!(levels, vec![TOP_LEVEL, TOP_LEVEL, 0]);
+        for seq in [1, top as u64, top as u64 + 1, n - 3, n] {
+            assert_eq!(
+                lookup(&kv, seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                vec![seq]
+            );
+        }
+    }
+
+    #[test]
+    fn stored_values_name_their_logical_keys() {
+        let mut kv = Map::new();
+        for seq in 1..=(TAIL + 3) as u64 {
+            insert(&mut kv, &SK, seq, seq).unwrap();
+        }
+        let mut named = Vec::new();
+        for (k, v) in &kv {
+            logical_keys(k, v, &mut |l| named.push(l.to_vec()));
+        }
+        named.sort();
+        let mut expected: Vec<Vec<u8>> = (1..=(TAIL + 3) as u64).map(|h| SK.id_probe(h)).collect();
+        expected.sort();
+        assert_eq!(named, expected);
+    }
+
+    #[test]
+    fn a_damaged_value_is_an_error_naming_its_key() {
+        let mut kv = Map::new();
+        insert(&mut kv, &SK, 1, 1).unwrap();
+        kv.insert(SK.id_tail(), vec![VERSION, 1, 2, 3]);
+        let err = candidates(|k| Ok(kv.get(k).cloned()), &SK, 1).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref key, .. } if key.contains("xt")),
+            "{err:?}"
+        );
+        assert!(insert(&mut kv, &SK, 2, 2).is_err());
+    }
+
+    proptest! {
+        /// Whatever the hashes (few distinct ones, so collisions are common), a lookup returns
+        /// exactly the seqs inserted with the hash, and inserting the same sequence into two
+        /// stores leaves the same keys and values (replicas agree).
+        #[test]
+        fn lookups_match_a_model(hashes in proptest::collection::vec(0u64..64, 0..3000)) {
+            let mut kv = Map::new();
+            let mut model: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (i, h) in hashes.iter().enumerate() {
+                let seq = i as u64 + 1;
+                insert(&mut kv, &SK, *h, seq).unwrap();
+                model.entry(*h).or_default().push(seq);
+            }
+            for h in 0..64 {
+                prop_assert_eq!(lookup(&kv, h), model.get(&h).cloned().unwrap_or_default());
+            }
+            let mut again = Map::new();
+            for (i, h) in hashes.iter().enumerate() {
+                insert(&mut again, &SK, *h, i as u64 + 1).unwrap();
+            }
+            prop_assert_eq!(kv, again);
+        }
+    }
+}
