@@ -130,13 +130,7 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     let demo = "00000000-0000-0000-0000-000000000002";
     let health = http().get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let sent = http()
-        .post(format!("{base}/api/channels/{demo}/messages"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"text": "hello from the readme", "clientMsgId": "readme-1"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = send_readme_message(&base, demo, &token).await;
     assert_eq!(sent.status(), 201);
     let sent: serde_json::Value = sent.json().await.unwrap();
     let users = http()
@@ -174,18 +168,23 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     );
     // A client's retry after the restart still finds the first send (through the stream's
     // stored id index, not a cache of the previous process).
-    let retry = http()
-        .post(format!("{base}/api/channels/{demo}/messages"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"text": "hello from the readme", "clientMsgId": "readme-1"}))
-        .send()
-        .await
-        .unwrap();
+    let retry = send_readme_message(&base, demo, &token).await;
     assert_eq!(retry.status(), 200);
     let retry: serde_json::Value = retry.json().await.unwrap();
     assert_eq!(retry["id"], sent["id"], "{retry}");
     assert_eq!(retry["duplicate"], true, "{retry}");
     again.terminate();
+}
+
+/// The README's example message, with a client message id (so a second send is a retry).
+async fn send_readme_message(base: &str, channel: &str, token: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/api/channels/{channel}/messages"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"text": "hello from the readme", "clientMsgId": "readme-1"}))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[test]
