@@ -403,7 +403,11 @@ impl<K: Kv> Tx<'_, K> {
     }
 
     fn find_message(&self, id: &str) -> Result<Option<Message>, StoreError> {
-        let h = id_index::hash(id);
+        self.find_hashed(id, id_index::hash(id))
+    }
+
+    /// [`Tx::find_message`], the id's index hash computed already.
+    fn find_hashed(&self, id: &str, h: u64) -> Result<Option<Message>, StoreError> {
         // Nearly every send's lookup ends here: its id was never indexed.
         if !self.kv.surely_absent(&self.sk.id_probe(h)) {
             let kv = &*self.kv;
@@ -460,7 +464,8 @@ impl<K: Kv> Tx<'_, K> {
         // once; the proposal time is the same) or a client's retry of a client message id
         // (sent again later): either way, answer with what the first send stored, without a
         // second message or event.
-        if let Some(existing) = self.find_message(&message.id)? {
+        let h = id_index::hash(&message.id);
+        if let Some(existing) = self.find_hashed(&message.id, h)? {
             let retry =
                 message.client_msg_id.is_some() && existing.created_at != message.created_at;
             return Ok(self.message_reply(existing, retry));
@@ -476,7 +481,7 @@ impl<K: Kv> Tx<'_, K> {
             }
         }
         self.put_message(&message)?;
-        id_index::insert(self.kv, &self.sk, id_index::hash(&message.id), message.seq)?;
+        id_index::insert(self.kv, &self.sk, h, message.seq)?;
         // A thread reply is also announced as such.
         let thread_reply = message.parent_id.is_some().then(|| message.clone());
         self.append(Event::MessageNew(message))?;
