@@ -30,10 +30,7 @@ pub(crate) fn chunk_of(n: u64) -> u64 {
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
-    let key = key.escape_ascii().to_string();
-    let reason = reason.into();
-    tracing::error!(key = %key, reason = %reason, "unreadable chunk");
-    StoreError::Corrupt { key, reason }
+    crate::keys::unreadable(key, "chunk", reason)
 }
 
 /// The items of the chunk stored at `key`, in ascending number.

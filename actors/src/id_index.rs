@@ -77,10 +77,7 @@ struct Run {
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
-    let key = key.escape_ascii().to_string();
-    let reason = reason.into();
-    tracing::error!(key = %key, reason = %reason, "unreadable message-id index value");
-    StoreError::Corrupt { key, reason }
+    keys::unreadable(key, "message-id index value", reason)
 }
 
 /// The entries of a tail or page value (checked: a value that does not parse is an error

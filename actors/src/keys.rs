@@ -208,6 +208,15 @@ pub(crate) fn is_message_id(key: &[u8]) -> bool {
     memchr::memchr(0, rest).is_some_and(|end| rest[end + 1..].starts_with(b"mid\0"))
 }
 
+/// The error for a stored value at `key` that does not parse (`what` it should have been),
+/// logged where it is found: never read as absent.
+pub(crate) fn unreadable(key: &[u8], what: &str, reason: impl Into<String>) -> StoreError {
+    let key = key.escape_ascii().to_string();
+    let reason = reason.into();
+    tracing::error!(key = %key, reason = %reason, "unreadable {what}");
+    StoreError::Corrupt { key, reason }
+}
+
 /// Reads the big-endian u64 at the end of a key.
 pub(crate) fn trailing_u64(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;

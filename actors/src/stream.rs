@@ -408,25 +408,10 @@ impl<K: Kv> Tx<'_, K> {
 
     /// [`Tx::find_message`], the id's index hash computed already.
     fn find_hashed(&self, id: &str, h: u64) -> Result<Option<Message>, StoreError> {
-        // Nearly every send's lookup ends here: its id was never indexed.
-        if !self.kv.surely_absent(&self.sk.id_probe(h)) {
-            let kv = &*self.kv;
-            for seq in id_index::candidates(|k| kv.get(k), &self.sk, h)? {
-                let found: Option<Message> =
-                    get_item(self.kv, &self.sk.message_chunk(chunk_of(seq)), seq)?;
-                if let Some(m) = found.filter(|m| m.id == id) {
-                    return Ok(Some(m));
-                }
-            }
-        }
-        // A message stored by format 7 or before has a key of its own (its reads, too, are
-        // mostly answered by the group's filter).
-        let key = self.sk.message_id(id);
-        let Some(raw) = self.kv.get(&key)? else {
-            return Ok(None);
-        };
-        let seq = index_seq(&key, &raw)?;
-        get_item(self.kv, &self.sk.message_chunk(chunk_of(seq)), seq)
+        // Nearly every send's lookup skips the index: its id was never indexed.
+        let indexed = !self.kv.surely_absent(&self.sk.id_probe(h));
+        let kv = &*self.kv;
+        find_by_id(|k| kv.get(k), &self.sk, id, h, indexed)
     }
 
     fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
@@ -610,18 +595,6 @@ fn put_item<T: Serialize>(
     Ok(())
 }
 
-/// Item `n` of the chunk at `key`, in an apply.
-fn get_item<T: serde::de::DeserializeOwned>(
-    kv: &impl Kv,
-    key: &[u8],
-    n: u64,
-) -> Result<Option<T>, StoreError> {
-    match kv.get(key)? {
-        Some(value) => item_of(key, &value, n),
-        None => Ok(None),
-    }
-}
-
 /// Item `n` of a chunk's stored value.
 fn item_of<T: serde::de::DeserializeOwned>(
     key: &[u8],
@@ -644,6 +617,38 @@ fn delete_item(kv: &mut impl Kv, key: &[u8], n: u64) -> Result<(), StoreError> {
         None => kv.delete(key),
     }
     Ok(())
+}
+
+/// The message with id `id` (index hash `h`), read through `get` (an apply's view or a
+/// replica's reader): the packed index's candidates (unless `indexed` is false: the group's
+/// filter knows the hash was never indexed), the one whose stored message has the id, else the
+/// message's own index key of format 7 and before (whose reads the filter mostly answers too).
+fn find_by_id(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    sk: &StreamKeys<'_>,
+    id: &str,
+    h: u64,
+    indexed: bool,
+) -> Result<Option<Message>, StoreError> {
+    let message_at = |seq: u64| -> Result<Option<Message>, StoreError> {
+        let key = sk.message_chunk(chunk_of(seq));
+        match get(&key)? {
+            Some(value) => item_of(&key, &value, seq),
+            None => Ok(None),
+        }
+    };
+    if indexed {
+        for seq in id_index::candidates(&get, sk, h)? {
+            if let Some(m) = message_at(seq)?.filter(|m| m.id == id) {
+                return Ok(Some(m));
+            }
+        }
+    }
+    let key = sk.message_id(id);
+    match get(&key)? {
+        Some(raw) => message_at(index_seq(&key, &raw)?),
+        None => Ok(None),
+    }
 }
 
 /// The sequence number a message-id index entry points to.
@@ -867,19 +872,9 @@ impl<R: KvRead> StreamReader<R> {
         }
     }
 
-    /// The message with this id, through the id index (and the per-message keys of format 7
-    /// and before).
+    /// The message with this id.
     fn find(&self, sk: &StreamKeys<'_>, id: &str) -> Result<Option<Message>, StoreError> {
-        for seq in id_index::candidates(|k| self.reader.get(k), sk, id_index::hash(id))? {
-            if let Some(m) = self.message_at(sk, seq)?.filter(|m| m.id == id) {
-                return Ok(Some(m));
-            }
-        }
-        let key = sk.message_id(id);
-        match self.reader.get(&key)? {
-            Some(raw) => self.message_at(sk, index_seq(&key, &raw)?),
-            None => Ok(None),
-        }
+        find_by_id(|k| self.reader.get(k), sk, id, id_index::hash(id), true)
     }
 
     /// A message by id.

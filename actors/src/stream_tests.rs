@@ -79,7 +79,9 @@ fn stored_events(kv: &Mem) -> Vec<StoredEventRecord> {
 
 /// The stored message with this seq.
 fn message_at(kv: &Mem, seq: u64) -> Option<Message> {
-    get_item(kv, &StreamKeys(STREAM).message_chunk(chunk_of(seq)), seq).unwrap()
+    let key = StreamKeys(STREAM).message_chunk(chunk_of(seq));
+    let value = Kv::get(kv, &key).unwrap()?;
+    item_of(&key, &value, seq).unwrap()
 }
 
 fn head(kv: &Mem) -> StreamHead {
