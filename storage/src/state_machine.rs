@@ -13,11 +13,19 @@
 //! the group's writers nor, on a busy core, the requests queued behind it. After a
 //! crash the applied position is the last batch's and openraft applies the entries after it
 //! again from the log, which the node fsyncs before anything is acknowledged (it purges entries
-//! only behind a snapshot, and a snapshot is taken after a flush). Snapshots are a copy of the
-//! group's application keys taken on the state machine task (so it is consistent with the
-//! applied log id) and encoded off that task, so the group keeps applying while a snapshot is
-//! built. Installing a snapshot replaces the keys in one batch and is flushed before openraft is
-//! told it is done.
+//! only behind a snapshot, and a snapshot is taken after a flush).
+//!
+//! sled already holds the state machine, so building a snapshot copies nothing: it moves the
+//! pending writes into sled, makes sled durable and records the snapshot's metadata (its
+//! *mark*), which is all openraft keeps of a snapshot it built and all it needs to purge the
+//! log behind it. The keys are copied only when a snapshot is read
+//! (`get_current_snapshot`: a follower that needs one, a node that starts), on the state
+//! machine task so that the copy is consistent with the applied log id, and at the applied log
+//! id of that moment. A copy at every build (as this module once made) held the node's
+//! core for as long as the group's data took to copy, encode and write (60–150 ms at a few
+//! hundred thousand messages, every 20,000 entries per group, growing with the data). Installing
+//! a snapshot replaces the keys in one batch and is flushed before openraft is told it is
+//! done.
 
 use std::io::Cursor;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -35,7 +43,11 @@ use crate::{GroupId, NodeId, Reply, StoreError, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"s/applied";
 const KEY_MEMBERSHIP: &[u8] = b"s/membership";
-const KEY_SNAPSHOT: &[u8] = b"current";
+/// The current snapshot's metadata (see the module docs), in the group's `snap` tree.
+const KEY_MARK: &[u8] = b"mark";
+/// Where earlier builds kept the current snapshot whole (a [`StoredSnapshot`]); opening
+/// keeps its metadata as the mark and removes it.
+const KEY_LEGACY_SNAPSHOT: &[u8] = b"current";
 /// Where builds before pending writes kept their last apply (see [`LegacyRedo`]).
 const KEY_REDO: &[u8] = b"s/redo";
 
@@ -121,7 +133,8 @@ pub trait Applier: Send + Sync + 'static {
     }
 }
 
-/// The persisted form of a snapshot.
+/// The persisted form of a snapshot in earlier builds (read once, see
+/// [`KEY_LEGACY_SNAPSHOT`]).
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
@@ -217,6 +230,13 @@ impl StateMachineStore {
             batch.insert(KEY_MEMBERSHIP, record::encode(&membership)?);
             batch.remove(KEY_REDO);
             tree.apply_batch(batch)?;
+        }
+        if let Some(raw) = snap.get(KEY_LEGACY_SNAPSHOT)? {
+            let legacy: StoredSnapshot = record::decode(&raw)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(KEY_MARK, record::encode(&legacy.meta)?);
+            batch.remove(KEY_LEGACY_SNAPSHOT);
+            snap.apply_batch(batch)?;
         }
         Ok(StateMachineStore {
             group,
@@ -350,8 +370,8 @@ impl StateMachineStore {
             .collect()
     }
 
-    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
-        match self.snap.get(KEY_SNAPSHOT)? {
+    fn read_mark(&self) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>, StoreError> {
+        match self.snap.get(KEY_MARK)? {
             Some(raw) => Ok(Some(record::decode(&raw)?)),
             None => Ok(None),
         }
@@ -450,16 +470,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Copying here, on the state machine task, makes the copy consistent with `applied`;
-        // the pending writes go to sled first, so the copy has them and the applied position
-        // in sled is the snapshot's when openraft purges the log behind it.
-        let data = self.flush_pending().and_then(|()| self.copy_data());
+        // The pending writes go to sled here, on the state machine task, so that sled holds
+        // the state at `applied` (or later) when the builder makes it durable.
+        let flushed = self.flush_pending();
         SnapshotBuilder {
             store: self.store.clone(),
             snap: self.snap.clone(),
-            applied: self.applied,
-            membership: self.membership.clone(),
-            data,
+            meta: SnapshotMeta {
+                last_log_id: self.applied,
+                last_membership: self.membership.clone(),
+                snapshot_id: snapshot_id(self.applied),
+            },
+            flushed,
         }
     }
 
@@ -505,14 +527,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snapshot_err(Some(meta), e.into()))?;
         self.view.pending.changed();
         self.view.absent.rebuild(self.view.tree.clone());
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let raw = record::encode(&stored).map_err(|e| snapshot_err(Some(meta), e))?;
-        self.snap
-            .insert(KEY_SNAPSHOT, raw)
-            .map_err(|e| snapshot_err(Some(meta), e.into()))?;
+        write_mark(&self.snap, meta).map_err(|e| snapshot_err(Some(meta), e))?;
         self.store
             .flush()
             .await
@@ -528,49 +543,75 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let stored = self.read_snapshot().map_err(sm_read_err)?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        // No snapshot was ever built or installed: none to hand out (openraft builds one when
+        // it has purged the log and finds none).
+        let Some(mark) = self.read_mark().map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        self.flush_pending().map_err(sm_read_err)?;
+        // The copy is of the keys as they are now: the snapshot is at the applied log id of
+        // this moment, the mark's if nothing was applied since.
+        let meta = if mark.last_log_id == self.applied {
+            mark
+        } else {
+            let meta = SnapshotMeta {
+                last_log_id: self.applied,
+                last_membership: self.membership.clone(),
+                snapshot_id: snapshot_id(self.applied),
+            };
+            // Whoever gets it may act on it as on a built snapshot: it must be durable here.
+            write_mark(&self.snap, &meta).map_err(|e| snapshot_err(Some(&meta), e))?;
+            self.store
+                .flush()
+                .await
+                .map_err(|e| snapshot_err(Some(&meta), e))?;
+            meta
+        };
+        let entries = off_the_workers(|| self.copy_data()).map_err(sm_read_err)?;
+        let data =
+            record::encode(&SnapshotBody { entries }).map_err(|e| snapshot_err(Some(&meta), e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
 
-/// Encodes and persists a snapshot from a copy taken on the state machine task.
+/// A snapshot id unique to the node: the log id it covers and the time.
+fn snapshot_id(applied: Option<LogId>) -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    match applied {
+        Some(id) => format!("{}-{}-{millis}", id.leader_id.term, id.index),
+        None => format!("0-0-{millis}"),
+    }
+}
+
+fn write_mark(snap: &sled::Tree, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StoreError> {
+    snap.insert(KEY_MARK, record::encode(meta)?)?;
+    Ok(())
+}
+
+/// Makes the state at a snapshot's log id durable and records the snapshot's metadata (see
+/// the module docs: the keys are copied when the snapshot is read).
 pub struct SnapshotBuilder {
     store: Store,
     snap: sled::Tree,
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    data: Result<Vec<KeyValue>, StoreError>,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    /// Whether the pending writes reached sled when the builder was made.
+    flushed: Result<(), StoreError>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// The snapshot returned carries no data: openraft keeps the metadata of a snapshot it
+    /// built and drops the rest, and [`RaftStateMachine::get_current_snapshot`] copies the
+    /// keys when a snapshot is read. (Installing the empty data fails to decode.)
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let entries = std::mem::replace(&mut self.data, Ok(Vec::new())).map_err(sm_read_err)?;
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let snapshot_id = match self.applied {
-            Some(id) => format!("{}-{}-{millis}", id.leader_id.term, id.index),
-            None => format!("0-0-{millis}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
-        let data =
-            record::encode(&SnapshotBody { entries }).map_err(|e| snapshot_err(Some(&meta), e))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let raw = record::encode(&stored).map_err(|e| snapshot_err(Some(&meta), e))?;
-        self.snap
-            .insert(KEY_SNAPSHOT, raw)
-            .map_err(|e| snapshot_err(Some(&meta), e.into()))?;
+        let meta = self.meta.clone();
+        std::mem::replace(&mut self.flushed, Ok(())).map_err(|e| snapshot_err(Some(&meta), e))?;
+        write_mark(&self.snap, &meta).map_err(|e| snapshot_err(Some(&meta), e))?;
         // openraft purges the log up to the snapshot once this returns: the state machine writes
         // it covers must be durable first.
         self.store
@@ -579,7 +620,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| snapshot_err(Some(&meta), e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -760,9 +801,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
-        let body: SnapshotBody = record::decode(snapshot.snapshot.get_ref()).unwrap();
-        assert_eq!(body.entries.len(), 1);
         assert!(sm.view.tree.get(data_key(b"k")).unwrap().is_some());
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snapshot.meta);
+        let body: SnapshotBody = record::decode(current.snapshot.get_ref()).unwrap();
+        assert_eq!(body.entries.len(), 1);
+    }
+
+    /// A snapshot stored whole by an earlier build becomes the mark when the group opens: its
+    /// metadata is kept and its copy of the keys removed.
+    #[tokio::test]
+    async fn legacy_snapshot_becomes_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        sm.apply([entry(1, b"k")]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut meta = sm.read_mark().unwrap().unwrap();
+        meta.snapshot_id = "legacy".into();
+        let legacy = StoredSnapshot {
+            meta: meta.clone(),
+            data: record::encode(&SnapshotBody {
+                entries: Vec::new(),
+            })
+            .unwrap(),
+        };
+        sm.snap.remove(KEY_MARK).unwrap();
+        sm.snap
+            .insert(KEY_LEGACY_SNAPSHOT, record::encode(&legacy).unwrap())
+            .unwrap();
+        drop(sm);
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        assert_eq!(sm.snap.get(KEY_LEGACY_SNAPSHOT).unwrap(), None);
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        let body: SnapshotBody = record::decode(current.snapshot.get_ref()).unwrap();
+        assert_eq!(body.entries.len(), 1);
     }
 
     /// Echo, with every key tracked by the group's absent-key filter.
@@ -842,12 +920,12 @@ mod tests {
         reads_exactly(&sm, &written, &never);
         filter_complete(&sm);
         reads_exactly(&sm, &written, &never);
-        let snapshot = sm
-            .get_snapshot_builder()
+        sm.get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .unwrap();
+        let snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
 
         // Another replica, with keys of its own, installs the snapshot: it reads the snapshot's
         // keys, and its own are gone.

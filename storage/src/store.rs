@@ -1,9 +1,9 @@
 //! A node's data directory: the sled database that holds every group's state machine and
-//! snapshot, and the write-ahead log ([`crate::wal`]) that holds every group's Raft log.
+//! snapshot metadata, and the write-ahead log ([`crate::wal`]) that holds every group's Raft log.
 //!
 //! Layout: sled trees `g{g}.sm` (applied state, membership and the application's keys) and
-//! `g{g}.snap` (the current snapshot) per group `g`, other trees (node identity, ...) named by
-//! the cluster layer through [`Store::tree`], and the log's segments under `raft-log/`.
+//! `g{g}.snap` (the current snapshot's metadata) per group `g`, other trees (node identity,
+//! ...) named by the cluster layer through [`Store::tree`], and the log's segments under `raft-log/`.
 //!
 //! Durability: a log append, vote or truncation is acknowledged only after the log's syncer has
 //! `fdatasync`ed it; one sync covers every group's appends that queued while the previous one

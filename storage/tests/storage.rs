@@ -156,22 +156,57 @@ async fn snapshot_moves_state_to_another_node() {
     dst.apply([normal(1, 1, "stale=yes")]).await.unwrap();
 
     let mut builder = src.get_snapshot_builder().await;
-    // The source keeps applying while the snapshot is encoded; the snapshot stays at index 50.
+    // The source keeps applying while the snapshot is built; the built snapshot is at index 50.
     src.apply([normal(2, 51, "late=1")]).await.unwrap();
-    let snapshot = builder.build_snapshot().await.unwrap();
-    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(50));
+    let built = builder.build_snapshot().await.unwrap();
+    assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(50));
 
+    // Read now, the snapshot is of the state now: index 51, with the late key.
+    let snapshot = src.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(51));
     dst.install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
     let (applied, _) = dst.applied_state().await.unwrap();
-    assert_eq!(applied.map(|l| l.index), Some(50));
+    assert_eq!(applied.map(|l| l.index), Some(51));
     let reader = dst.reader();
     assert_eq!(reader.scan_prefix(b"key").unwrap().len(), 50);
     assert_eq!(reader.get(b"stale").unwrap(), None);
-    assert_eq!(reader.get(b"late").unwrap(), None);
+    assert_eq!(reader.get(b"late").unwrap(), Some(b"1".to_vec()));
     let current = dst.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(50));
+    assert_eq!(current.meta, snapshot.meta);
+
+    // Nothing applied since: the same snapshot again, and after a restart of the source.
+    let again = src.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(again.meta, snapshot.meta);
+    drop((builder, _s1, _l1, src));
+    let (_s1, _l1, mut src) = open(src_dir.path(), 3);
+    let reopened = src.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(reopened.meta, snapshot.meta);
+    assert_eq!(reopened.snapshot.get_ref(), again.snapshot.get_ref());
+}
+
+/// A built snapshot carries no data (the keys are copied when it is read): installing it fails
+/// instead of emptying the receiver.
+#[tokio::test]
+async fn built_snapshot_data_is_not_installable() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let (_s1, _l1, mut src) = open(src_dir.path(), 3);
+    let (_s2, _l2, mut dst) = open(dst_dir.path(), 3);
+    src.apply([normal(1, 1, "a=1")]).await.unwrap();
+    dst.apply([normal(1, 1, "b=2")]).await.unwrap();
+    let built = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert!(dst
+        .install_snapshot(&built.meta, built.snapshot)
+        .await
+        .is_err());
+    assert_eq!(dst.reader().get(b"b").unwrap(), Some(b"2".to_vec()));
 }
 
 #[tokio::test]
@@ -181,12 +216,12 @@ async fn corrupted_snapshot_is_refused() {
     let (_s1, _l1, mut src) = open(src_dir.path(), 3);
     let (_s2, _l2, mut dst) = open(dst_dir.path(), 3);
     src.apply([normal(1, 1, "a=1")]).await.unwrap();
-    let snapshot = src
-        .get_snapshot_builder()
+    src.get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
+    let snapshot = src.get_current_snapshot().await.unwrap().unwrap();
     let mut bytes = snapshot.snapshot.into_inner();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
