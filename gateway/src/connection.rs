@@ -130,6 +130,17 @@ type InFlight = Pin<Box<dyn Future<Output = Session> + Send>>;
 /// A write in flight: it owns the sink and hands it back with the outcome.
 type Writing<W> = Pin<Box<dyn Future<Output = (W, Result<(), ()>)> + Send>>;
 
+/// Hands one frame's commands to the session, which comes back when they are done.
+fn in_flight(
+    mut session: Session,
+    commands: Vec<Result<realtime::Command, realtime::CommandError>>,
+) -> InFlight {
+    Box::pin(async move {
+        session.frame(commands).await;
+        session
+    })
+}
+
 /// How the connection's loop ended.
 enum Ending {
     /// Tell the client why, then close.
@@ -143,7 +154,12 @@ enum Ending {
 /// One task does everything: it reads the client's frames and hands them to the session (one
 /// frame's commands at a time, in order), writes what the connection's [`Outbound`] queue holds
 /// while a command is in flight, and keeps one timer for pings, pongs, token expiry, the connect
-/// deadline and the write deadline. A write that does not finish within the pong timeout (a
+/// deadline and the write deadline. Reading goes on while a command runs: pongs are taken at
+/// once (a command slower than the pong timeout does not close a client that answered), and the
+/// next frame with commands waits, parked, for the one in flight (reading pauses while a frame
+/// is parked, and no pong is missed for it: its deadline waits for reading to resume). The
+/// end of the client's input, or a breach of the transport's rules, likewise waits for the
+/// command in flight, which is never cut off halfway. A write that does not finish within the pong timeout (a
 /// client that stopped reading) ends the connection without a close frame, which could not be
 /// written either.
 pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut source: S, sink: W) {
@@ -182,6 +198,10 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
 
     let mut idle_session = Some(Session::new(args));
     let mut command: Option<InFlight> = None;
+    // A frame's commands read while another frame's were in flight, and a close the client
+    // asked for (or earned) meanwhile: both wait for the command in flight.
+    let mut parked: Option<Vec<Result<realtime::Command, realtime::CommandError>>> = None;
+    let mut close_after: Option<CloseReason> = None;
     let mut idle_sink = Some(sink);
     let mut writing: Option<Writing<W>> = None;
     let mut write_deadline = connect_deadline;
@@ -234,7 +254,15 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
             }
             done = async { command.as_mut().expect("guarded").await }, if command.is_some() => {
                 command = None;
-                idle_session = Some(done);
+                match parked.take() {
+                    Some(commands) => command = Some(in_flight(done, commands)),
+                    None => idle_session = Some(done),
+                }
+                if command.is_none() {
+                    if let Some(reason) = close_after.take() {
+                        out.close(reason);
+                    }
+                }
             }
             (sink, sent) = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
                 writing = None;
@@ -255,7 +283,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 Next::Close(reason) => break Ending::Close(reason),
             },
-            inbound = source.next(), if reading && command.is_none() => match inbound {
+            inbound = source.next(), if reading && parked.is_none() => match inbound {
                 Inbound::Text(text) => {
                     let commands = realtime::parse_frame(&text);
                     let pongs = commands
@@ -266,21 +294,30 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                         last_pong = Some(Instant::now());
                     }
                     if pongs < commands.len() {
-                        let Some(mut session) = idle_session.take() else { break Ending::Abandon };
-                        command = Some(Box::pin(async move {
-                            session.frame(commands).await;
-                            session
-                        }));
+                        if command.is_some() {
+                            parked = Some(commands);
+                        } else {
+                            let Some(session) = idle_session.take() else { break Ending::Abandon };
+                            command = Some(in_flight(session, commands));
+                        }
                     }
                 }
                 Inbound::Skip => {}
                 Inbound::Violation(reason) => {
                     reading = false;
-                    out.close(reason);
+                    if command.is_some() {
+                        close_after = Some(reason);
+                    } else {
+                        out.close(reason);
+                    }
                 }
                 Inbound::End => {
                     reading = false;
-                    out.close(NORMAL);
+                    if command.is_some() {
+                        close_after = Some(NORMAL);
+                    } else {
+                        out.close(NORMAL);
+                    }
                 }
             },
             () = &mut timer => {
@@ -295,7 +332,14 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 match awaiting {
                     Some(sent) if now >= sent + pong_timeout => {
-                        if last_pong.is_none_or(|p| p <= sent) {
+                        let answered = last_pong.is_some_and(|p| p > sent);
+                        if !answered && parked.is_some() {
+                            // Reading is paused behind a parked frame: the pong may be in what
+                            // is not read yet. Its deadline runs again from now.
+                            awaiting = Some(now);
+                            continue;
+                        }
+                        if !answered {
                             out.close(CloseReason::NO_PONG);
                             timed_out = true;
                             continue;

@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 use support::{Cred, Rest, TestNode, WsClient, WAIT};
 
 async fn cluster() -> Vec<TestNode> {
-    let first = TestNode::start(GatewayConfig::default()).await;
+    cluster_with(GatewayConfig::default()).await
+}
+
+async fn cluster_with(config: GatewayConfig) -> Vec<TestNode> {
+    let first = TestNode::start(config.clone()).await;
     let token = first.chat.cluster().join_token().unwrap();
     let addr = first.chat.cluster().addr();
     let mut nodes = vec![first];
@@ -22,7 +26,7 @@ async fn cluster() -> Vec<TestNode> {
             addr,
             token: token.clone(),
         };
-        nodes.push(TestNode::start_mode(GatewayConfig::default(), mode, None).await);
+        nodes.push(TestNode::start_mode(config.clone(), mode, None).await);
     }
     support::eventually("three active nodes with settled, balanced shards", || {
         let state = nodes[0].chat.cluster().meta_state();
@@ -280,5 +284,70 @@ async fn three_nodes_deliver_in_order_and_survive_the_shard_leader() {
     assert_eq!(seqs.len(), acked.len(), "one message per acknowledged send");
     for n in nodes {
         n.stop().await;
+    }
+}
+
+/// A command that waits longer than the pong timeout (a send while its shard has lost its
+/// quorum: it waits for a commit that cannot come) does not close the connection: the client's
+/// pongs are read while it runs, and the command is answered when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pongs_are_read_while_a_slow_command_runs() {
+    let config = GatewayConfig {
+        ping_interval: Duration::from_millis(200),
+        pong_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    };
+    let mut nodes = cluster_with(config).await;
+    let rest = Rest::new(&nodes[0]);
+    let (app, key) = nodes[0].app("slow").await;
+    rest.call(
+        "POST",
+        "/api/users",
+        Cred::Key(&key),
+        Some(json!({"user_id": "alice"})),
+    )
+    .await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "quiet", "member_ids": []})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let ws_token = rest.login(&key, "alice").await.1;
+    let mut ws = WsClient::open(&nodes[0].ws_url()).await;
+    ws.connect(&ws_token).await;
+    let sent = ws.call("rpc", json!({"method": "message.send", "data": {"channelId": channel, "text": "before", "clientMsgId": "slow-1"}})).await;
+    assert_eq!(sent["rpc"]["data"]["text"], "before", "{sent:?}");
+
+    // The two other nodes go: no shard of node 0 can commit any more.
+    for _ in 0..2 {
+        let node = nodes.pop().unwrap();
+        node.stop().await;
+    }
+    let started = Instant::now();
+    let id = ws
+        .send("rpc", json!({"method": "message.send", "data": {"channelId": channel, "text": "stuck", "clientMsgId": "slow-2"}}))
+        .await;
+    let reply = ws.reply(id).await;
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the send was not slow ({:?}): {reply:?}",
+        started.elapsed()
+    );
+    assert!(reply["error"].is_object(), "{reply:?}");
+    assert_eq!(ws.closed, None, "closed while the command ran");
+    // Still served: the next command is answered on the same connection.
+    let presence = ws
+        .call(
+            "presence_stats",
+            json!({"channel": format!("chat:{app}:{channel}")}),
+        )
+        .await;
+    assert_eq!(ws.closed, None, "{presence:?}");
+    for node in nodes {
+        node.stop().await;
     }
 }
