@@ -21,6 +21,7 @@ use chatsdk_actors::session::{
 use chatsdk_proto::realtime::{self, Method};
 
 use crate::auth::jwt::JwtError;
+use crate::pipeline::Pipeline;
 use crate::state::GatewayState;
 
 /// Most bytes written at once when several frames are queued.
@@ -125,21 +126,8 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// A session's command in flight: it owns the session and hands it back when done.
-type InFlight = Pin<Box<dyn Future<Output = Session> + Send>>;
 /// A write in flight: it owns the sink and hands it back with the outcome.
 type Writing<W> = Pin<Box<dyn Future<Output = (W, Result<(), ()>)> + Send>>;
-
-/// Hands one frame's commands to the session, which comes back when they are done.
-fn in_flight(
-    mut session: Session,
-    commands: Vec<Result<realtime::Command, realtime::CommandError>>,
-) -> InFlight {
-    Box::pin(async move {
-        session.frame(commands).await;
-        session
-    })
-}
 
 /// How the connection's loop ended.
 enum Ending {
@@ -151,15 +139,15 @@ enum Ending {
 
 /// Serves one realtime connection until either side ends it.
 ///
-/// One task does everything: it reads the client's frames and hands them to the session (one
-/// frame's commands at a time, in order), writes what the connection's [`Outbound`] queue holds
-/// while a command is in flight, and keeps one timer for pings, pongs, token expiry, the connect
-/// deadline and the write deadline. Reading goes on while a command runs: pongs are taken at
-/// once (a command slower than the pong timeout does not close a client that answered), and the
-/// next frame with commands waits, parked, for the one in flight (reading pauses while a frame
-/// is parked, and no pong is missed for it: its deadline waits for reading to resume). The
-/// end of the client's input, or a breach of the transport's rules, likewise waits for the
-/// command in flight, which is never cut off halfway. A write that does not finish within the pong timeout (a
+/// One task does everything: it reads the client's frames and hands their commands to the
+/// session's [`Pipeline`] (several in flight, see there), writes what the connection's
+/// [`Outbound`] queue holds meanwhile, and keeps one timer for pings, pongs, token expiry, the
+/// connect deadline and the write deadline. Reading goes on while commands run: pongs are
+/// taken at once (a command slower than the pong timeout does not close a client that
+/// answered); when the pipeline is full, reading pauses, and a pong deadline that falls then
+/// runs again from that moment (the pong may be in what is not read yet). The end of the
+/// client's input, or a breach of the transport's rules, waits for the commands in flight,
+/// which are never cut off halfway. A write that does not finish within the pong timeout (a
 /// client that stopped reading) ends the connection without a close frame, which could not be
 /// written either.
 pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut source: S, sink: W) {
@@ -196,11 +184,8 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let pong_timeout = state.config.pong_timeout;
     let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
 
-    let mut idle_session = Some(Session::new(args));
-    let mut command: Option<InFlight> = None;
-    // A frame's commands read while another frame's were in flight, and a close the client
-    // asked for (or earned) meanwhile: both wait for the command in flight.
-    let mut parked: Option<Vec<Result<realtime::Command, realtime::CommandError>>> = None;
+    let mut pipeline = Pipeline::new(Session::new(args), state.config.commands_in_flight);
+    // A close the client asked for (or earned) while commands were in flight: it waits for them.
     let mut close_after: Option<CloseReason> = None;
     let mut idle_sink = Some(sink);
     let mut writing: Option<Writing<W>> = None;
@@ -252,13 +237,8 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 draining = true;
                 out.close(CloseReason::SHUTDOWN);
             }
-            done = async { command.as_mut().expect("guarded").await }, if command.is_some() => {
-                command = None;
-                match parked.take() {
-                    Some(commands) => command = Some(in_flight(done, commands)),
-                    None => idle_session = Some(done),
-                }
-                if command.is_none() {
+            () = pipeline.progress(), if pipeline.busy() => {
+                if pipeline.idle() {
                     if let Some(reason) = close_after.take() {
                         out.close(reason);
                     }
@@ -283,7 +263,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 Next::Close(reason) => break Ending::Close(reason),
             },
-            inbound = source.next(), if reading && parked.is_none() => match inbound {
+            inbound = source.next(), if reading && pipeline.ready_for_more() => match inbound {
                 Inbound::Text(text) => {
                     let commands = realtime::parse_frame(&text);
                     let pongs = commands
@@ -294,18 +274,13 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                         last_pong = Some(Instant::now());
                     }
                     if pongs < commands.len() {
-                        if command.is_some() {
-                            parked = Some(commands);
-                        } else {
-                            let Some(session) = idle_session.take() else { break Ending::Abandon };
-                            command = Some(in_flight(session, commands));
-                        }
+                        pipeline.push(commands);
                     }
                 }
                 Inbound::Skip => {}
                 Inbound::Violation(reason) => {
                     reading = false;
-                    if command.is_some() {
+                    if !pipeline.idle() {
                         close_after = Some(reason);
                     } else {
                         out.close(reason);
@@ -313,7 +288,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 }
                 Inbound::End => {
                     reading = false;
-                    if command.is_some() {
+                    if !pipeline.idle() {
                         close_after = Some(NORMAL);
                     } else {
                         out.close(NORMAL);
@@ -333,8 +308,8 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 match awaiting {
                     Some(sent) if now >= sent + pong_timeout => {
                         let answered = last_pong.is_some_and(|p| p > sent);
-                        if !answered && parked.is_some() {
-                            // Reading is paused behind a parked frame: the pong may be in what
+                        if !answered && !pipeline.ready_for_more() {
+                            // Reading is paused behind a full pipeline: the pong may be in what
                             // is not read yet. Its deadline runs again from now.
                             awaiting = Some(now);
                             continue;
@@ -364,8 +339,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
         }
     };
     // The session (in flight or idle) ends its subscriptions and presence before the close.
-    drop(command);
-    drop(idle_session);
+    drop(pipeline);
     if let Ending::Close(reason) = ending {
         if let Some(sink) = idle_sink {
             // A client that stopped reading cannot take the close frame either.

@@ -16,6 +16,7 @@ pub mod body;
 pub mod connection;
 pub mod error;
 pub mod layers;
+mod pipeline;
 pub mod quic;
 pub mod rest;
 pub mod serve;

@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
+    /// Commands of one realtime connection in flight at once (see `pipeline`).
+    pub commands_in_flight: usize,
     /// Unwritten bytes per connection before it is closed as slow (3008).
     pub outbound_queue_bytes: usize,
     pub ping_interval: Duration,
@@ -52,6 +54,7 @@ impl Default for GatewayConfig {
             // A process here may hold at most ~20,000 open files.
             max_connections: 16_000,
             max_subscriptions: 512,
+            commands_in_flight: 16,
             outbound_queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),

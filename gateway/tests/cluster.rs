@@ -289,9 +289,10 @@ async fn three_nodes_deliver_in_order_and_survive_the_shard_leader() {
 
 /// A command that waits longer than the pong timeout (a send while its shard has lost its
 /// quorum: it waits for a commit that cannot come) does not close the connection: the client's
-/// pongs are read while it runs, and the command is answered when it ends.
+/// pongs are read while it runs, a read sent after it is answered first (pipelining; replies
+/// matched by id), and the command is answered when it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pongs_are_read_while_a_slow_command_runs() {
+async fn pongs_and_reads_are_served_while_a_slow_command_runs() {
     let config = GatewayConfig {
         ping_interval: Duration::from_millis(200),
         pong_timeout: Duration::from_millis(300),
@@ -331,6 +332,19 @@ async fn pongs_are_read_while_a_slow_command_runs() {
     let id = ws
         .send("rpc", json!({"method": "message.send", "data": {"channelId": channel, "text": "stuck", "clientMsgId": "slow-2"}}))
         .await;
+    let stats = ws
+        .send(
+            "presence_stats",
+            json!({"channel": format!("chat:{app}:{channel}")}),
+        )
+        .await;
+    let read = ws.reply(stats).await;
+    assert!(read["presence_stats"].is_object(), "{read:?}");
+    assert!(
+        !ws.inbox.iter().any(|v| v["id"] == id),
+        "the read was answered after the slow send: {:?}",
+        ws.inbox
+    );
     let reply = ws.reply(id).await;
     assert!(
         started.elapsed() > Duration::from_millis(1500),

@@ -900,3 +900,52 @@ async fn a_client_that_stops_reading_is_let_go_body() -> tempfile::TempDir {
     alice.close().await;
     w.node.stop().await
 }
+
+/// Pipelined writes: a client that sends many `message.send` rpcs without waiting (in one
+/// frame and in frames of their own), on a connection that runs at most two commands at once,
+/// gets every one answered, by id, and stored in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_answered_by_id_and_kept_in_order() {
+    let config = GatewayConfig {
+        commands_in_flight: 2,
+        ..GatewayConfig::default()
+    };
+    let w = World::new(config).await;
+    let mut alice = w.client("alice").await;
+    let send = |id: u32| {
+        json!({"id": id, "rpc": {"method": "message.send", "data": {"channelId": w.channel, "text": format!("p{id}"), "clientMsgId": format!("pipe-{id}")}}})
+        .to_string()
+    };
+    let one_frame: Vec<String> = (100..110).map(send).collect();
+    alice.send_raw(&one_frame.join("\n")).await;
+    for id in 110..120 {
+        alice.send_raw(&send(id)).await;
+    }
+    let mut seqs = Vec::new();
+    for id in 100..120u32 {
+        let reply = alice.reply(id).await;
+        assert_eq!(reply["rpc"]["data"]["text"], format!("p{id}"), "{reply:?}");
+        seqs.push(reply["rpc"]["data"]["seq"].as_u64().unwrap());
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "stored out of the order sent");
+    assert_eq!(seqs.len(), 20);
+    assert_eq!(alice.closed, None);
+}
+
+/// The command budget holds with pipelining: a client that sends more commands than a burst
+/// allows, without waiting for replies, is closed with 3013.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_command_budget_closes_with_3013() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut alice = w.client("alice").await;
+    let chan = w.chan();
+    // 520 commands: past the burst of 500, in one frame under the 64 KiB message limit.
+    let frame: Vec<String> = (1000..1520)
+        .map(|id| json!({"id": id, "presence_stats": {"channel": chan}}).to_string())
+        .collect();
+    alice.send_raw(&frame.join("\n")).await;
+    assert_eq!(alice.wait_close().await, 3013);
+}

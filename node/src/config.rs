@@ -238,6 +238,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Channel subscriptions per connection.
     pub max_subscriptions: usize,
+    /// Commands of one realtime connection in flight at once; past it the connection stops
+    /// reading until one ends.
+    pub commands_in_flight: usize,
     /// Bytes queued for one session before it is disconnected as a slow consumer (3008).
     pub outbound_queue_bytes: usize,
     /// Sends per user per minute (token bucket refill rate).
@@ -258,6 +261,7 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             max_connections: 50_000,
             max_subscriptions: 512,
+            commands_in_flight: 16,
             outbound_queue_bytes: 1024 * 1024,
             message_rate_per_minute: 600,
             message_burst: 100,

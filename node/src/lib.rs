@@ -71,6 +71,7 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         header_read_timeout: Duration::from_millis(c.limits.header_read_timeout_ms),
         max_connections: c.limits.max_connections,
         max_subscriptions: c.limits.max_subscriptions,
+        commands_in_flight: c.limits.commands_in_flight,
         outbound_queue_bytes: c.limits.outbound_queue_bytes,
         ping_interval: Duration::from_secs(c.realtime.ping_interval_s),
         pong_timeout: Duration::from_secs(c.realtime.pong_timeout_s),

@@ -282,6 +282,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("limits.max_subscriptions", |c| {
             c.limits.max_subscriptions = 0
         }),
+        ("limits.commands_in_flight", |c| {
+            c.limits.commands_in_flight = 0
+        }),
         ("limits.outbound_queue_bytes", |c| {
             c.limits.outbound_queue_bytes = 0
         }),

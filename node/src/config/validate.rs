@@ -67,6 +67,7 @@ impl Config {
             (l.ws_frame_bytes, "limits.ws_frame_bytes"),
             (l.max_connections, "limits.max_connections"),
             (l.max_subscriptions, "limits.max_subscriptions"),
+            (l.commands_in_flight, "limits.commands_in_flight"),
             (l.outbound_queue_bytes, "limits.outbound_queue_bytes"),
         ] {
             positive(value as u64, key)?;

@@ -1,0 +1,480 @@
+//! The realtime session: one per connection, on the node that terminates it.
+//!
+//! It holds the connection's authentication and subscriptions and answers the client's commands
+//! (already parsed by the gateway) in order, writing every reply into the connection's bounded
+//! [`Outbound`] queue. Publications do not pass through it: the node's [`Fanout`] puts them in
+//! the same queue directly, so a busy channel never waits on a session.
+//!
+//! A session is an actor in the actor-model sense (one owner, private state, one message at a
+//! time) without a task of its own: the connection's task owns it and hands it one frame at a
+//! time (`../shared/design.md`). A ractor actor per connection cost a task, a mailbox and a
+//! message, a wake-up and a reply per command, which every command paid and idle connections
+//! could not afford.
+//!
+//! [`Fanout`]: crate::fanout::Fanout
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatsdk_proto::realtime::{self, Command, CommandError, Method};
+use chatsdk_proto::ErrorCode;
+use serde_json::{json, Value};
+
+use crate::chat::{split_stream, Chat};
+use crate::error::ChatError;
+use crate::fanout::{ClientInfo, Subscription};
+use crate::outbound::{CloseReason, Outbound};
+
+mod calls;
+
+/// Commands a connection may send per second on average, and in a burst; beyond that it is
+/// closed with 3013.
+const COMMANDS_PER_SEC: f64 = 100.0;
+const COMMAND_BURST: f64 = 500.0;
+
+/// Who a connection is, once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub app: String,
+    pub user: String,
+    /// Token expiry, seconds since the epoch (0: never).
+    pub expires_at: u64,
+    /// When the token was issued (ms), compared with the user's revocation instant.
+    pub issued_at_ms: u64,
+}
+
+impl Principal {
+    /// `app:user`, the principal's name in presence and fanout.
+    pub fn name(&self) -> String {
+        crate::chat::colon_joined(&[&self.app, &self.user])
+    }
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Invalid,
+    Expired,
+}
+
+/// Token checks the session needs; the gateway implements them.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Verifies a connection token.
+    fn connect(&self, token: &str) -> Result<Principal, TokenRefusal>;
+    /// Verifies a subscription token for `channel`.
+    fn subscription(
+        &self,
+        token: &str,
+        principal: &Principal,
+        channel: &str,
+    ) -> Result<(), TokenRefusal>;
+}
+
+/// Settings of realtime sessions.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Server ping interval announced to clients.
+    pub ping_interval: Duration,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Most publications one recovery returns.
+    pub recover_limit: usize,
+    /// This node's name, shown in connect replies.
+    pub node: String,
+    pub version: String,
+}
+
+/// What a session is made with.
+pub struct SessionArgs {
+    pub chat: Chat,
+    pub auth: Arc<dyn Authenticator>,
+    pub out: Arc<Outbound>,
+    pub config: Arc<SessionConfig>,
+    pub client_id: String,
+    /// Token expiry shared with the connection's writer, which closes with 3005 after it.
+    pub expires_at: Arc<AtomicU64>,
+    /// Set once `connect` succeeded (the gateway closes connections that never connect).
+    pub connected: Arc<AtomicBool>,
+}
+
+/// One realtime session: the connection's authentication, subscriptions and command budget.
+///
+/// Owned and driven by its connection's task (no task or mailbox of its own): the connection
+/// hands it one frame's commands at a time and waits for them, so its state needs no lock and
+/// its "mailbox" is the socket, bounded by the transport. Dropping it ends the session: its
+/// subscriptions and presence go with it.
+pub struct Session {
+    args: SessionArgs,
+    principal: Option<Principal>,
+    subs: HashMap<String, Arc<Subscription>>,
+    /// The connection's command budget (token bucket).
+    budget: f64,
+    budget_at: std::time::Instant,
+}
+
+impl Session {
+    pub fn new(args: SessionArgs) -> Session {
+        Session {
+            args,
+            principal: None,
+            subs: HashMap::new(),
+            budget: COMMAND_BURST,
+            budget_at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes one of the client's commands: answers it at once when it can, or says how it
+    /// runs (see [`Step`]). Every command spends one from the connection's budget; past it the
+    /// connection closes with 3013.
+    pub fn dispatch(&mut self, command: Result<Command, CommandError>) -> Step {
+        if self.args.out.closed().is_some() {
+            return Step::Stop;
+        }
+        if !self.spend() {
+            self.args.out.close(CloseReason::TOO_MANY_REQUESTS);
+            return Step::Stop;
+        }
+        let c = match command {
+            Ok(c) => c,
+            Err(e) => match e.reply_id() {
+                Some(id) => {
+                    self.reply_error(id, e.code(), &e.to_string());
+                    return Step::Done;
+                }
+                None => {
+                    self.args.out.close(CloseReason::BAD_REQUEST);
+                    return Step::Stop;
+                }
+            },
+        };
+        let id = c.id;
+        if let Method::Connect(req) = &c.method {
+            self.connect(id, &req.token);
+            return Step::Done;
+        }
+        let Some(principal) = self.principal.clone() else {
+            // Everything but connect needs a connected client.
+            if matches!(c.method, Method::Pong) {
+                return Step::Done;
+            }
+            self.args.out.close(CloseReason::BAD_REQUEST);
+            return Step::Stop;
+        };
+        if !matches!(
+            c.method,
+            Method::Pong | Method::Send(_) | Method::Unsubscribe(_)
+        ) && !self.still_valid()
+        {
+            return Step::Stop;
+        }
+        let ctx = calls::Ctx {
+            chat: self.args.chat.clone(),
+            out: self.args.out.clone(),
+            config: self.args.config.clone(),
+            principal,
+        };
+        match c.method {
+            Method::Connect(_) | Method::Pong | Method::Send(_) => Step::Done,
+            Method::Subscribe(_) => Step::Exclusive(c),
+            Method::Unsubscribe(req) => {
+                if let Some(sub) = self.subs.remove(&req.channel) {
+                    self.args.chat.fanout().unsubscribe(&sub);
+                }
+                self.push(realtime::reply(id, "unsubscribe", &json!({})));
+                Step::Done
+            }
+            Method::Refresh(req) => {
+                self.refresh(id, &req.token);
+                Step::Done
+            }
+            Method::SubRefresh(_) => {
+                self.push(realtime::reply(id, "sub_refresh", &json!({})));
+                Step::Done
+            }
+            Method::Publish(req) => Step::Call {
+                ordered: true,
+                call: Box::pin(async move { ctx.publish(id, &req.channel, &req.data).await }),
+            },
+            Method::Rpc(req) => Step::Call {
+                ordered: true,
+                call: Box::pin(async move { ctx.rpc(id, &req.method, req.data_json()).await }),
+            },
+            Method::History(req) => Step::Call {
+                ordered: false,
+                call: Box::pin(async move { ctx.history(id, req).await }),
+            },
+            Method::Presence(req) => Step::Call {
+                ordered: false,
+                call: Box::pin(async move { ctx.presence(id, &req.channel, false).await }),
+            },
+            Method::PresenceStats(req) => Step::Call {
+                ordered: false,
+                call: Box::pin(async move { ctx.presence(id, &req.channel, true).await }),
+            },
+        }
+    }
+
+    /// Runs a command that [`Session::dispatch`] returned as [`Step::Exclusive`]: nothing else
+    /// of this session's may be dispatched until it is done.
+    pub async fn exclusive(&mut self, c: Command) {
+        if let Method::Subscribe(req) = c.method {
+            // Boxed: the subscribe future nests every chat call; inline, it would size the
+            // connection's (long-lived) task for every connection, busy or idle.
+            Box::pin(self.subscribe(c.id, req)).await;
+        }
+    }
+
+    /// Handles one client frame's commands one after the other, writing every reply into the
+    /// connection's queue (what a connection without pipelining does).
+    pub async fn frame(&mut self, commands: Vec<Result<Command, CommandError>>) {
+        for command in commands {
+            match self.dispatch(command) {
+                Step::Done => {}
+                Step::Stop => break,
+                Step::Exclusive(c) => self.exclusive(c).await,
+                Step::Call { call, .. } => call.await,
+            }
+        }
+    }
+}
+
+/// How a command [`Session::dispatch`] took runs.
+pub enum Step {
+    /// Answered (or refused) already.
+    Done,
+    /// The connection is closing: take no more commands.
+    Stop,
+    /// It changes the session: run it with [`Session::exclusive`], dispatching nothing else of
+    /// this session's until it is done.
+    Exclusive(Command),
+    /// It runs alongside the session's other commands without touching the session
+    /// ([`calls`]). `ordered` calls (writes) run one at a time in the order dispatched; the
+    /// others as they come.
+    Call { ordered: bool, call: Call },
+}
+
+/// A command running alongside its session's others; it answers into the connection's queue.
+pub type Call = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn reply_error(out: &Outbound, id: u32, code: ErrorCode, message: &str) {
+    out.push(frame(realtime::error_reply(
+        id,
+        code.protocol_code(),
+        message,
+        code.temporary(),
+    )));
+}
+
+fn reply_chat_error(out: &Outbound, id: u32, e: &ChatError) {
+    reply_error(out, id, e.code(), &e.to_string());
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for sub in self.subs.values() {
+            self.args.chat.fanout().unsubscribe(sub);
+        }
+        self.subs.clear();
+        if let Some(p) = &self.principal {
+            self.args
+                .chat
+                .fanout()
+                .session_ended(&p.name(), &self.args.out);
+        }
+    }
+}
+
+fn frame(s: String) -> Bytes {
+    Bytes::from(s)
+}
+
+fn epoch_secs() -> u64 {
+    crate::time::now_ms() / 1000
+}
+
+impl Session {
+    /// Takes one command from the connection's budget.
+    fn spend(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.budget = (self.budget
+            + now.duration_since(self.budget_at).as_secs_f64() * COMMANDS_PER_SEC)
+            .min(COMMAND_BURST);
+        self.budget_at = now;
+        if self.budget >= 1.0 {
+            self.budget -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// False (and the connection closed) when the user was revoked or deleted after the
+    /// connection's token was issued.
+    fn still_valid(&self) -> bool {
+        let Some(p) = &self.principal else {
+            return false;
+        };
+        match self.args.chat.user_record(&p.app, &p.user) {
+            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.issued_at_ms => true,
+            _ => {
+                self.args.out.close(CloseReason::FORCE_DISCONNECT);
+                false
+            }
+        }
+    }
+
+    fn push(&self, s: String) {
+        self.args.out.push(frame(s));
+    }
+
+    fn reply_error(&self, id: u32, code: ErrorCode, message: &str) {
+        reply_error(&self.args.out, id, code, message);
+    }
+
+    fn refresh(&mut self, id: u32, token: &str) {
+        match self.args.auth.connect(token) {
+            Ok(p)
+                if Some(&p.user) == self.principal.as_ref().map(|x| &x.user)
+                    && Some(&p.app) == self.principal.as_ref().map(|x| &x.app) =>
+            {
+                self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
+                let ttl = p.expires_at.saturating_sub(epoch_secs());
+                self.push(realtime::reply(id, "refresh", &json!({"client": self.args.client_id, "version": self.args.config.version, "expires": p.expires_at > 0, "ttl": ttl})));
+            }
+            Err(TokenRefusal::Expired) => {
+                self.reply_error(id, ErrorCode::TokenExpired, "token expired")
+            }
+            _ => self.args.out.close(CloseReason::INVALID_TOKEN),
+        }
+    }
+
+    fn connect(&mut self, id: u32, token: &str) {
+        if self.principal.is_some() {
+            return self.reply_error(id, ErrorCode::BadRequest, "already connected");
+        }
+        match self.args.auth.connect(token) {
+            Ok(p) => {
+                self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
+                let ttl = p.expires_at.saturating_sub(epoch_secs());
+                let result = json!({
+                    "client": self.args.client_id,
+                    "version": self.args.config.version,
+                    "expires": p.expires_at > 0,
+                    "ttl": ttl,
+                    "ping": self.args.config.ping_interval.as_secs(),
+                    "pong": true,
+                    "node": self.args.config.node,
+                });
+                self.args
+                    .chat
+                    .fanout()
+                    .session_connected(&p.name(), &self.args.out);
+                self.principal = Some(p);
+                self.args.connected.store(true, Ordering::Relaxed);
+                self.push(realtime::reply(id, "connect", &result));
+            }
+            Err(TokenRefusal::Expired) => {
+                self.reply_error(id, ErrorCode::TokenExpired, "token expired")
+            }
+            Err(TokenRefusal::Invalid) => self.args.out.close(CloseReason::INVALID_TOKEN),
+        }
+    }
+
+    async fn subscribe(&mut self, id: u32, req: chatsdk_proto::realtime::SubscribeRequest) {
+        let Some(p) = self.principal.clone() else {
+            return;
+        };
+        if self.subs.get(&req.channel).is_some_and(|s| s.is_closed()) {
+            // Ended by the server (membership removed): the client may subscribe again.
+            self.subs.remove(&req.channel);
+        }
+        if self.subs.contains_key(&req.channel) {
+            return self.reply_error(id, ErrorCode::AlreadySubscribed, "already subscribed");
+        }
+        if self.subs.len() >= self.args.config.max_subscriptions {
+            return self.reply_error(id, ErrorCode::LimitExceeded, "too many subscriptions");
+        }
+        if split_stream(&req.channel).is_none() {
+            return self.reply_error(id, ErrorCode::UnknownChannel, "unknown channel");
+        }
+        if !req.token.is_empty() {
+            match self.args.auth.subscription(&req.token, &p, &req.channel) {
+                Ok(()) => {}
+                Err(TokenRefusal::Expired) => {
+                    return self.reply_error(
+                        id,
+                        ErrorCode::TokenExpired,
+                        "subscription token expired",
+                    )
+                }
+                Err(TokenRefusal::Invalid) => {
+                    return self.reply_error(id, ErrorCode::Forbidden, "invalid subscription token")
+                }
+            }
+        }
+        if let Err(e) = self
+            .args
+            .chat
+            .may_subscribe(&p.app, &p.user, &req.channel)
+            .await
+        {
+            let code = match e.code() {
+                ErrorCode::NotFound => ErrorCode::UnknownChannel,
+                other => other,
+            };
+            return self.reply_error(id, code, &e.to_string());
+        }
+        let info = ClientInfo {
+            client: self.args.client_id.clone(),
+            user: format!("{}:{}", p.app, p.user),
+        };
+        // Registered before asking for the position, so nothing emitted meanwhile is missed.
+        let sub = self
+            .args
+            .chat
+            .fanout()
+            .subscribe(&req.channel, info, self.args.out.clone());
+        let since = req.recover.then(|| (req.epoch.clone(), req.offset));
+        match self
+            .args
+            .chat
+            .recover(&req.channel, since, self.args.config.recover_limit)
+            .await
+        {
+            Ok(pos) => {
+                let publications: Vec<Value> = pos
+                    .publications
+                    .iter()
+                    .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
+                    .collect();
+                let result = |publications: Vec<Value>, recovered: bool| {
+                    json!({
+                        "recoverable": true,
+                        "epoch": pos.epoch,
+                        "offset": pos.offset,
+                        "publications": publications,
+                        "recovered": recovered,
+                        "was_recovering": req.recover,
+                        "positioned": true,
+                    })
+                };
+                let mut reply =
+                    realtime::reply(id, "subscribe", &result(publications, pos.recovered));
+                if reply.len() > self.args.out.limit() / 2 {
+                    // Too much to send in one reply: the client refetches through REST instead
+                    // of being closed as slow (and retrying the same recovery) forever.
+                    reply = realtime::reply(id, "subscribe", &result(Vec::new(), false));
+                }
+                sub.activate(frame(reply), pos.offset);
+                self.subs.insert(req.channel, sub);
+            }
+            Err(e) => {
+                self.args.chat.fanout().unsubscribe(&sub);
+                reply_chat_error(&self.args.out, id, &e);
+            }
+        }
+    }
+}
