@@ -47,6 +47,9 @@ async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow
     let base = procstat::sum(&scenarios::sample(&server));
     points.push((0usize, base.rss, procstat::kernel_slab()));
     let mut connect_ms = 0u64;
+    // The server's CPU while connections are being made (accept, upgrade or handshake, token
+    // check, subscribe), not while they sit idle between steps.
+    let mut connect_cpu_us = 0u64;
     let mut connect_hist = crate::hist::new();
     for &n in steps {
         let batch = conns[done..n].to_vec();
@@ -57,9 +60,13 @@ async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow
         } else {
             512
         };
+        let before = procstat::sum(&scenarios::sample(&server));
         let mut g =
             scenarios::spawn_gens(ctx, &sut.target, Role::Subscriber, batch, concurrency).await?;
         let c = scenarios::connected(&mut g, Duration::from_secs(300)).await?;
+        connect_cpu_us += before
+            .delta(&procstat::sum(&scenarios::sample(&server)))
+            .cpu_us;
         if c.failed > 0 {
             run.invalid(format!(
                 "{} of {} connections failed: {}",
@@ -97,6 +104,10 @@ async fn one(ctx: &Ctx, system: System, steps: &[usize], round: usize) -> anyhow
             done as f64 / (connect_ms.max(1) as f64 / 1000.0),
         )
         .metric("connect_p99_ms", lat.p99_ms)
+        .metric(
+            "server_cpu_us_per_connect",
+            connect_cpu_us as f64 / done.max(1) as f64,
+        )
         .metric("sessions", done as f64)
         .metric(
             "server_rss_mib",
