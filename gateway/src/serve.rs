@@ -18,6 +18,23 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::GatewayState;
 
+/// Binds the public port with an accept queue of `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). A burst of connects larger than the queue loses SYNs, and each lost
+/// one costs its client a retransmission a second later: the default 1,024 of
+/// `TcpListener::bind` overflowed in the bench's connect bursts (`TcpExtListenOverflows`).
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart need not wait out the old sockets' TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then drains.
 pub async fn serve(
     listener: TcpListener,

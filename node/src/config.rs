@@ -236,6 +236,9 @@ pub struct LimitsConfig {
     pub header_read_timeout_ms: u64,
     /// Client connections per node.
     pub max_connections: usize,
+    /// Connections the HTTP port's accept queue holds before new ones are dropped (capped by
+    /// the kernel's `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Channel subscriptions per connection.
     pub max_subscriptions: usize,
     /// Commands of one realtime connection in flight at once; past it the connection stops
@@ -260,6 +263,7 @@ impl Default for LimitsConfig {
             ws_read_buffer_bytes: 4096,
             header_read_timeout_ms: 10_000,
             max_connections: 50_000,
+            listen_backlog: 4096,
             max_subscriptions: 512,
             commands_in_flight: 16,
             outbound_queue_bytes: 1024 * 1024,

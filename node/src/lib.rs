@@ -15,7 +15,6 @@ use chatsdk_actors::{Chat, ChatConfig, ChatError};
 use chatsdk_cluster::{ClusterConfig, StartMode};
 use chatsdk_gateway::quic::{CertSource, Identity, QuicError, QuicServer};
 use chatsdk_gateway::{GatewayConfig, GatewayState};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -120,7 +119,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     if c.server.dev {
         credentials.dev = Some(seed::dev(&chat, &state).await?);
     }
-    let bound = match TcpListener::bind(c.server.http).await {
+    let bound = match chatsdk_gateway::serve::bind(c.server.http, c.limits.listen_backlog) {
         Ok(l) => l.local_addr().map(|a| (l, a)),
         Err(e) => Err(e),
     };

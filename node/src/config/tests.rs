@@ -285,6 +285,7 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("limits.commands_in_flight", |c| {
             c.limits.commands_in_flight = 0
         }),
+        ("limits.listen_backlog", |c| c.limits.listen_backlog = 0),
         ("limits.outbound_queue_bytes", |c| {
             c.limits.outbound_queue_bytes = 0
         }),

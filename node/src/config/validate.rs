@@ -73,6 +73,7 @@ impl Config {
             positive(value as u64, key)?;
         }
         positive(l.header_read_timeout_ms, "limits.header_read_timeout_ms")?;
+        positive(u64::from(l.listen_backlog), "limits.listen_backlog")?;
         positive(
             l.message_rate_per_minute.into(),
             "limits.message_rate_per_minute",
