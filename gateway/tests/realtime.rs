@@ -949,3 +949,47 @@ async fn a_burst_past_the_command_budget_closes_with_3013() {
     alice.send_raw(&frame.join("\n")).await;
     assert_eq!(alice.wait_close().await, 3013);
 }
+
+/// Idle connections cost one task each and nothing more: a few hundred connected sessions
+/// subscribed to one channel add at most one task per connection to the node's runtime (no
+/// writer task, no session actor, no timer task), and all of them are gone once the clients
+/// leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cost_one_task_each() {
+    const N: usize = 300;
+    let w = World::new(GatewayConfig::default()).await;
+    let tokens = [w.ws_token("alice").await, w.ws_token("bob").await];
+    // The channel's actor (shared by every subscriber) is started before counting.
+    let mut first = WsClient::open(&w.node.ws_url()).await;
+    first.connect(&tokens[0]).await;
+    assert!(first.call("subscribe", json!({"channel": w.chan()})).await["subscribe"].is_object());
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let base = metrics.num_alive_tasks();
+    let mut clients = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut c = WsClient::open(&w.node.ws_url()).await;
+        c.connect(&tokens[i % 2]).await;
+        let sub = c.call("subscribe", json!({"channel": w.chan()})).await;
+        assert!(sub["subscribe"].is_object(), "{sub:?}");
+        clients.push(c);
+    }
+    let alive = metrics.num_alive_tasks();
+    // A little slack for the node's own periodic work that may be running at the moment.
+    assert!(
+        alive <= base + N + 8,
+        "{N} idle connections added {} tasks",
+        alive.saturating_sub(base)
+    );
+    for c in clients {
+        c.close().await;
+    }
+    let state = w.node.state.clone();
+    support::eventually("the idle connections are gone", || {
+        let left = state
+            .realtime_connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let tasks = metrics.num_alive_tasks();
+        async move { left == 1 && tasks <= base + 8 }
+    })
+    .await;
+}
