@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatsdk_actors::outbound::{CloseReason, Next, Outbound};
-use chatsdk_actors::session::{
-    Authenticator, Principal, Session, SessionArgs, SessionConfig, TokenRefusal,
-};
+use chatsdk_actors::session::{Authenticator, Principal, Session, SessionArgs, TokenRefusal};
 use chatsdk_proto::realtime::{self, Method};
 
 use crate::auth::jwt::JwtError;
@@ -164,13 +162,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let out = Arc::new(Outbound::new(state.config.outbound_queue_bytes));
     let expires_at = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicBool::new(false));
-    let config = Arc::new(SessionConfig {
-        ping_interval: state.config.ping_interval,
-        max_subscriptions: state.config.max_subscriptions,
-        recover_limit: state.config.recover_limit,
-        node: state.chat.cluster().id().to_string(),
-        version: concat!("chatsdk ", env!("CARGO_PKG_VERSION")).to_string(),
-    });
+    let config = state.session.clone();
     let args = SessionArgs {
         chat: state.chat.clone(),
         auth: Arc::new(TokenAuth(state.clone())),

@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     pub max_subscriptions: usize,
     /// Commands of one realtime connection in flight at once (see `pipeline`).
     pub commands_in_flight: usize,
+    /// Commands one realtime connection may send per second on average, and in a burst;
+    /// beyond that it is closed with 3013.
+    pub commands_per_sec: u32,
+    pub command_burst: u32,
     /// Unwritten bytes per connection before it is closed as slow (3008).
     pub outbound_queue_bytes: usize,
     pub ping_interval: Duration,
@@ -55,6 +59,8 @@ impl Default for GatewayConfig {
             max_connections: 16_000,
             max_subscriptions: 512,
             commands_in_flight: 16,
+            commands_per_sec: 100,
+            command_burst: 500,
             outbound_queue_bytes: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
@@ -75,6 +81,9 @@ pub struct Inner {
     /// Live realtime connections, WebSocket and QUIC together (capped by `max_connections`).
     pub realtime_connections: AtomicUsize,
     pub started: Instant,
+    /// What every realtime session of this node is made with (one copy per node, not per
+    /// connection).
+    pub session: Arc<chatsdk_actors::session::SessionConfig>,
 }
 
 /// The gateway's shared state. Cheap to clone.
@@ -96,6 +105,15 @@ impl GatewayState {
     ) -> Result<GatewayState, chatsdk_actors::ChatError> {
         let secret = chat.token_secret().await?;
         let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
+        let session = Arc::new(chatsdk_actors::session::SessionConfig {
+            ping_interval: config.ping_interval,
+            max_subscriptions: config.max_subscriptions,
+            recover_limit: config.recover_limit,
+            node: chat.cluster().id().to_string(),
+            version: concat!("chatsdk ", env!("CARGO_PKG_VERSION")).to_string(),
+            commands_per_sec: f64::from(config.commands_per_sec),
+            command_burst: f64::from(config.command_burst),
+        });
         Ok(GatewayState(Arc::new(Inner {
             chat,
             tokens,
@@ -103,6 +121,7 @@ impl GatewayState {
             draining: CancellationToken::new(),
             realtime_connections: AtomicUsize::new(0),
             started: Instant::now(),
+            session,
         })))
     }
 }

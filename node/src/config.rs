@@ -244,6 +244,10 @@ pub struct LimitsConfig {
     /// Commands of one realtime connection in flight at once; past it the connection stops
     /// reading until one ends.
     pub commands_in_flight: usize,
+    /// Commands one realtime connection may send per second on average ...
+    pub commands_per_sec: u32,
+    /// ... and in a burst; beyond that it is closed with 3013.
+    pub command_burst: u32,
     /// Bytes queued for one session before it is disconnected as a slow consumer (3008).
     pub outbound_queue_bytes: usize,
     /// Sends per user per minute (token bucket refill rate).
@@ -266,6 +270,8 @@ impl Default for LimitsConfig {
             listen_backlog: 4096,
             max_subscriptions: 512,
             commands_in_flight: 16,
+            commands_per_sec: 100,
+            command_burst: 500,
             outbound_queue_bytes: 1024 * 1024,
             message_rate_per_minute: 600,
             message_burst: 100,

@@ -71,6 +71,8 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         max_connections: c.limits.max_connections,
         max_subscriptions: c.limits.max_subscriptions,
         commands_in_flight: c.limits.commands_in_flight,
+        commands_per_sec: c.limits.commands_per_sec,
+        command_burst: c.limits.command_burst,
         outbound_queue_bytes: c.limits.outbound_queue_bytes,
         ping_interval: Duration::from_secs(c.realtime.ping_interval_s),
         pong_timeout: Duration::from_secs(c.realtime.pong_timeout_s),

@@ -30,11 +30,6 @@ use crate::outbound::{CloseReason, Outbound};
 
 mod calls;
 
-/// Commands a connection may send per second on average, and in a burst; beyond that it is
-/// closed with 3013.
-const COMMANDS_PER_SEC: f64 = 100.0;
-const COMMAND_BURST: f64 = 500.0;
-
 /// Who a connection is, once authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -85,6 +80,10 @@ pub struct SessionConfig {
     /// This node's name, shown in connect replies.
     pub node: String,
     pub version: String,
+    /// Commands a connection may send per second on average ...
+    pub commands_per_sec: f64,
+    /// ... and in a burst; beyond that it is closed with 3013.
+    pub command_burst: f64,
 }
 
 /// What a session is made with.
@@ -117,11 +116,12 @@ pub struct Session {
 
 impl Session {
     pub fn new(args: SessionArgs) -> Session {
+        let budget = args.config.command_burst;
         Session {
             args,
             principal: None,
             subs: HashMap::new(),
-            budget: COMMAND_BURST,
+            budget,
             budget_at: std::time::Instant::now(),
         }
     }
@@ -300,8 +300,8 @@ impl Session {
     fn spend(&mut self) -> bool {
         let now = std::time::Instant::now();
         self.budget = (self.budget
-            + now.duration_since(self.budget_at).as_secs_f64() * COMMANDS_PER_SEC)
-            .min(COMMAND_BURST);
+            + now.duration_since(self.budget_at).as_secs_f64() * self.args.config.commands_per_sec)
+            .min(self.args.config.command_burst);
         self.budget_at = now;
         if self.budget >= 1.0 {
             self.budget -= 1.0;

@@ -286,6 +286,8 @@ fn each_validation_rule_rejects_a_bad_value() {
             c.limits.commands_in_flight = 0
         }),
         ("limits.listen_backlog", |c| c.limits.listen_backlog = 0),
+        ("limits.commands_per_sec", |c| c.limits.commands_per_sec = 0),
+        ("limits.command_burst", |c| c.limits.command_burst = 0),
         ("limits.outbound_queue_bytes", |c| {
             c.limits.outbound_queue_bytes = 0
         }),

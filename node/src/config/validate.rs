@@ -74,6 +74,8 @@ impl Config {
         }
         positive(l.header_read_timeout_ms, "limits.header_read_timeout_ms")?;
         positive(u64::from(l.listen_backlog), "limits.listen_backlog")?;
+        positive(u64::from(l.commands_per_sec), "limits.commands_per_sec")?;
+        positive(u64::from(l.command_burst), "limits.command_burst")?;
         positive(
             l.message_rate_per_minute.into(),
             "limits.message_rate_per_minute",
