@@ -177,7 +177,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
 
     let mut pipeline = Pipeline::new(Session::new(args), state.config.commands_in_flight);
-    // A close the client asked for (or earned) while commands were in flight: it waits for them.
+    // A close the client asked for (or earned): made once no command is in flight.
     let mut close_after: Option<CloseReason> = None;
     let mut idle_sink = Some(sink);
     let mut writing: Option<Writing<W>> = None;
@@ -203,6 +203,12 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     tokio::pin!(next_frames);
 
     let ending = loop {
+        // A close asked for while commands ran is made once they have all ended.
+        if pipeline.idle() {
+            if let Some(reason) = close_after.take() {
+                out.close(reason);
+            }
+        }
         let deadline = if timed_out {
             // Nothing else is due: the queue's close ends the loop once no write is in flight.
             if writing.is_some() {
@@ -229,13 +235,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 draining = true;
                 out.close(CloseReason::SHUTDOWN);
             }
-            () = pipeline.progress(), if pipeline.busy() => {
-                if pipeline.idle() {
-                    if let Some(reason) = close_after.take() {
-                        out.close(reason);
-                    }
-                }
-            }
+            () = pipeline.progress(), if pipeline.busy() => {}
             (sink, sent) = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
                 writing = None;
                 if sent.is_err() {
@@ -272,19 +272,11 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
                 Inbound::Skip => {}
                 Inbound::Violation(reason) => {
                     reading = false;
-                    if !pipeline.idle() {
-                        close_after = Some(reason);
-                    } else {
-                        out.close(reason);
-                    }
+                    close_after = Some(reason);
                 }
                 Inbound::End => {
                     reading = false;
-                    if !pipeline.idle() {
-                        close_after = Some(NORMAL);
-                    } else {
-                        out.close(NORMAL);
-                    }
+                    close_after = Some(NORMAL);
                 }
             },
             () = &mut timer => {

@@ -370,6 +370,24 @@ impl StateMachineStore {
             .collect()
     }
 
+    /// The metadata of a snapshot of the state as applied now, with an id unique to the node
+    /// (the log id it covers and the time).
+    fn snapshot_meta(&self) -> SnapshotMeta<NodeId, BasicNode> {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let snapshot_id = match self.applied {
+            Some(id) => format!("{}-{}-{millis}", id.leader_id.term, id.index),
+            None => format!("0-0-{millis}"),
+        };
+        SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        }
+    }
+
     fn read_mark(&self) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>, StoreError> {
         match self.snap.get(KEY_MARK)? {
             Some(raw) => Ok(Some(record::decode(&raw)?)),
@@ -476,11 +494,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             store: self.store.clone(),
             snap: self.snap.clone(),
-            meta: SnapshotMeta {
-                last_log_id: self.applied,
-                last_membership: self.membership.clone(),
-                snapshot_id: snapshot_id(self.applied),
-            },
+            meta: self.snapshot_meta(),
             flushed,
         }
     }
@@ -554,11 +568,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = if mark.last_log_id == self.applied {
             mark
         } else {
-            let meta = SnapshotMeta {
-                last_log_id: self.applied,
-                last_membership: self.membership.clone(),
-                snapshot_id: snapshot_id(self.applied),
-            };
+            let meta = self.snapshot_meta();
             // Whoever gets it may act on it as on a built snapshot: it must be durable here.
             write_mark(&self.snap, &meta).map_err(|e| snapshot_err(Some(&meta), e))?;
             self.store
@@ -574,18 +584,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
-    }
-}
-
-/// A snapshot id unique to the node: the log id it covers and the time.
-fn snapshot_id(applied: Option<LogId>) -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    match applied {
-        Some(id) => format!("{}-{}-{millis}", id.leader_id.term, id.index),
-        None => format!("0-0-{millis}"),
     }
 }
 

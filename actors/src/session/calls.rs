@@ -8,18 +8,17 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chatsdk_proto::realtime;
+use chatsdk_proto::realtime::{self, Method};
 use chatsdk_proto::ErrorCode;
 use serde_json::{json, Value};
 
-use super::{reply_chat_error, reply_error, Principal, SessionConfig};
+use super::{reply_chat_error, reply_error, Principal, SessionConfig, Step};
 use crate::chat::{split_stream, Caller, Chat, NewMessage};
 use crate::error::ChatError;
 use crate::model::Message;
 use crate::outbound::Outbound;
 
 /// What a command running alongside the session needs, cloned from it.
-#[derive(Clone)]
 pub(super) struct Ctx {
     pub(super) chat: Chat,
     pub(super) out: Arc<Outbound>,
@@ -28,6 +27,39 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
+    /// The command as a call: writes ordered, reads not (see the module docs). The session
+    /// answers every other method itself and never hands one here.
+    pub(super) fn step(self, id: u32, method: Method) -> Step {
+        let (ordered, call): (bool, super::Call) = match method {
+            Method::Publish(req) => (
+                true,
+                Box::pin(async move { self.publish(id, &req.channel, &req.data).await }),
+            ),
+            Method::Rpc(req) => (
+                true,
+                Box::pin(async move { self.rpc(id, &req.method, req.data_json()).await }),
+            ),
+            Method::History(req) => (false, Box::pin(async move { self.history(id, req).await })),
+            Method::Presence(req) => (
+                false,
+                Box::pin(async move { self.presence(id, &req.channel, false).await }),
+            ),
+            Method::PresenceStats(req) => (
+                false,
+                Box::pin(async move { self.presence(id, &req.channel, true).await }),
+            ),
+            // Answered by the session itself (listed, so that a new method must be placed).
+            Method::Connect(_)
+            | Method::Pong
+            | Method::Send(_)
+            | Method::Subscribe(_)
+            | Method::Unsubscribe(_)
+            | Method::Refresh(_)
+            | Method::SubRefresh(_) => return Step::Done,
+        };
+        Step::Call { ordered, call }
+    }
+
     fn caller(&self) -> Caller {
         Caller {
             app: self.principal.app.clone(),

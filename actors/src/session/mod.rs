@@ -155,7 +155,7 @@ impl Session {
             self.connect(id, &req.token);
             return Step::Done;
         }
-        let Some(principal) = self.principal.clone() else {
+        let Some(principal) = &self.principal else {
             // Everything but connect needs a connected client.
             if matches!(c.method, Method::Pong) {
                 return Step::Done;
@@ -170,12 +170,6 @@ impl Session {
         {
             return Step::Stop;
         }
-        let ctx = calls::Ctx {
-            chat: self.args.chat.clone(),
-            out: self.args.out.clone(),
-            config: self.args.config.clone(),
-            principal,
-        };
         match c.method {
             Method::Connect(_) | Method::Pong | Method::Send(_) => Step::Done,
             Method::Subscribe(_) => Step::Exclusive(c),
@@ -194,26 +188,15 @@ impl Session {
                 self.push(realtime::reply(id, "sub_refresh", &json!({})));
                 Step::Done
             }
-            Method::Publish(req) => Step::Call {
-                ordered: true,
-                call: Box::pin(async move { ctx.publish(id, &req.channel, &req.data).await }),
-            },
-            Method::Rpc(req) => Step::Call {
-                ordered: true,
-                call: Box::pin(async move { ctx.rpc(id, &req.method, req.data_json()).await }),
-            },
-            Method::History(req) => Step::Call {
-                ordered: false,
-                call: Box::pin(async move { ctx.history(id, req).await }),
-            },
-            Method::Presence(req) => Step::Call {
-                ordered: false,
-                call: Box::pin(async move { ctx.presence(id, &req.channel, false).await }),
-            },
-            Method::PresenceStats(req) => Step::Call {
-                ordered: false,
-                call: Box::pin(async move { ctx.presence(id, &req.channel, true).await }),
-            },
+            // The rest run beside the session's other commands, with a copy of what they need
+            // (made only for them).
+            method => calls::Ctx {
+                chat: self.args.chat.clone(),
+                out: self.args.out.clone(),
+                config: self.args.config.clone(),
+                principal: principal.clone(),
+            }
+            .step(id, method),
         }
     }
 
