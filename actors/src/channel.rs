@@ -7,8 +7,10 @@
 //! replica (which, on the leader, has applied every acknowledged write), and keeps a window of
 //! recent client message ids so retried sends are answered without another proposal.
 //!
-//! Actors start on demand ([`Registry::call`]), stop when their shard's leadership moves away,
-//! and passivate after a quiet period; their state is rebuilt from storage when they start.
+//! Actors start on a stream's first write ([`Registry::call`]; reads of a stream without one are
+//! answered from the local replica, see [`detached_query`]), stop when their shard's leadership
+//! moves away, and passivate after a quiet period; their state is rebuilt from storage when
+//! they start.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -301,7 +303,7 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::Request(ChannelRequest::Query(q), reply) => {
                 state.last_active = Instant::now();
-                let _ = reply.send(state.query(q).map(ChannelAnswer::Answer));
+                let _ = reply.send(state.view().query(q).map(ChannelAnswer::Answer));
             }
             ChannelMsg::Tick => {
                 let leading = state
@@ -499,6 +501,29 @@ impl ChannelState {
         self.recent.push_back(event);
     }
 
+    /// What this actor knows of its stream, for answering reads.
+    fn view(&self) -> View<'_> {
+        View {
+            stream: &self.stream,
+            reader: &self.reader,
+            epoch: &self.epoch,
+            emitted: self.emitted,
+            recent: &self.recent,
+        }
+    }
+}
+
+/// A stream as a read sees it: its durable events up to `emitted` (the last one delivered to
+/// subscribers, or when no actor runs, the last one committed), the newest of them in memory.
+pub(crate) struct View<'a> {
+    stream: &'a str,
+    reader: &'a StreamReader,
+    epoch: &'a str,
+    emitted: u64,
+    recent: &'a VecDeque<Publication>,
+}
+
+impl View<'_> {
     /// Events with offsets in `from..=self.emitted`, at most `limit`, from memory when possible.
     fn events_from(&self, from: u64, limit: usize) -> Result<Vec<Publication>, ChatError> {
         if let Some(first) = self.recent.front() {
@@ -514,7 +539,7 @@ impl ChannelState {
         }
         Ok(self
             .reader
-            .events(&self.stream, from, self.emitted, limit)?
+            .events(self.stream, from, self.emitted, limit)?
             .iter()
             .map(publication)
             .collect())
@@ -523,7 +548,7 @@ impl ChannelState {
     fn first_retained(&self) -> Result<u64, ChatError> {
         Ok(self
             .reader
-            .head(&self.stream)?
+            .head(self.stream)?
             .map(|h| h.first_retained)
             .unwrap_or(1))
     }
@@ -534,7 +559,7 @@ impl ChannelState {
                 let mut publications = Vec::new();
                 let mut recovered = false;
                 if let Some((epoch, offset)) = since {
-                    let same_stream = offset == 0 || epoch == self.epoch;
+                    let same_stream = offset == 0 || epoch == *self.epoch;
                     if same_stream
                         && offset <= self.emitted
                         && offset.saturating_add(1) >= self.first_retained()?
@@ -550,7 +575,7 @@ impl ChannelState {
                     }
                 }
                 QueryAnswer::Position {
-                    epoch: self.epoch.clone(),
+                    epoch: self.epoch.to_string(),
                     offset: self.emitted,
                     publications,
                     recovered,
@@ -564,14 +589,14 @@ impl ChannelState {
                 let first = self.first_retained()?;
                 let mut events = match since {
                     // Backwards from a position: the events before it, newest first.
-                    Some((epoch, offset)) if reverse && (epoch == self.epoch || offset == 0) => {
+                    Some((epoch, offset)) if reverse && (epoch == *self.epoch || offset == 0) => {
                         let to = offset.saturating_sub(1).min(self.emitted);
                         let from = (to + 1).saturating_sub(limit as u64).max(first).max(1);
                         let mut e = self.events_from(from, limit)?;
                         e.retain(|e| e.offset <= to);
                         e
                     }
-                    Some((epoch, offset)) if epoch == self.epoch || offset == 0 => {
+                    Some((epoch, offset)) if epoch == *self.epoch || offset == 0 => {
                         if offset.saturating_add(1) < first {
                             return Err(ChatError::Conflict("unrecoverable position".into()));
                         }
@@ -591,15 +616,15 @@ impl ChannelState {
                     events.reverse();
                 }
                 QueryAnswer::Position {
-                    epoch: self.epoch.clone(),
+                    epoch: self.epoch.to_string(),
                     offset: self.emitted,
                     publications: events,
                     recovered: true,
                 }
             }
             StreamQuery::Messages { page, limit } => {
-                let (messages, more) = self.reader.messages(&self.stream, page, limit)?;
-                let max_seq = self.reader.head(&self.stream)?.map(|h| h.seq).unwrap_or(0);
+                let (messages, more) = self.reader.messages(self.stream, page, limit)?;
+                let max_seq = self.reader.head(self.stream)?.map(|h| h.seq).unwrap_or(0);
                 QueryAnswer::Messages {
                     messages,
                     more,
@@ -607,10 +632,10 @@ impl ChannelState {
                 }
             }
             StreamQuery::Message { id } => {
-                QueryAnswer::Message(self.reader.message(&self.stream, &id)?.map(Box::new))
+                QueryAnswer::Message(self.reader.message(self.stream, &id)?.map(Box::new))
             }
             StreamQuery::Replies { parent, limit } => {
-                let messages = self.reader.replies(&self.stream, &parent, limit)?;
+                let messages = self.reader.replies(self.stream, &parent, limit)?;
                 QueryAnswer::Messages {
                     messages,
                     more: false,
@@ -618,11 +643,11 @@ impl ChannelState {
                 }
             }
             StreamQuery::ReadState { user } => {
-                let state = self.reader.read_state(&self.stream, &user)?;
+                let state = self.reader.read_state(self.stream, &user)?;
                 let positions = [(user, state.last_read_seq)];
                 let unread = self
                     .reader
-                    .unreads(&self.stream, &positions, UNREAD_CAP)?
+                    .unreads(self.stream, &positions, UNREAD_CAP)?
                     .first()
                     .copied()
                     .unwrap_or(0);
@@ -634,13 +659,38 @@ impl ChannelState {
             StreamQuery::Unreads { users } => {
                 let mut positions = Vec::with_capacity(users.len());
                 for user in users {
-                    let state = self.reader.read_state(&self.stream, &user)?;
+                    let state = self.reader.read_state(self.stream, &user)?;
                     positions.push((user, state.last_read_seq));
                 }
-                let counts = self.reader.unreads(&self.stream, &positions, UNREAD_CAP)?;
+                let counts = self.reader.unreads(self.stream, &positions, UNREAD_CAP)?;
                 QueryAnswer::Unreads(positions.into_iter().map(|(u, _)| u).zip(counts).collect())
             }
-            StreamQuery::Flags => QueryAnswer::Flags(self.reader.flags(&self.stream)?),
+            StreamQuery::Flags => QueryAnswer::Flags(self.reader.flags(self.stream)?),
         })
     }
+}
+
+/// Answers a read of `stream` without an actor: from the local replica once it has applied
+/// everything committed before the read began (a linearizable read), as of the stream's head.
+/// Subscribing and reading do not start an actor; only a write does (a subscriber registered
+/// before the read misses nothing: a later event is emitted by whichever actor commits it, and
+/// one committed without being emitted is emitted again when the next actor starts).
+pub(crate) async fn detached_query(
+    env: &ActorEnv,
+    stream: &str,
+    group: GroupId,
+    q: StreamQuery,
+) -> Result<QueryAnswer, ChatError> {
+    let reader = StreamReader::new(env.cluster.linearizable_reader(group).await?);
+    let head = reader
+        .head(stream)?
+        .unwrap_or_else(|| crate::stream::empty_head(stream));
+    View {
+        stream,
+        reader: &reader,
+        epoch: &head.epoch,
+        emitted: head.offset,
+        recent: &VecDeque::new(),
+    }
+    .query(q)
 }

@@ -35,10 +35,11 @@ enum SubState {
     Closed,
 }
 
-/// One session's subscription to one channel.
+/// One session's subscription to one channel: no strings of its own (the channel's name is
+/// shared with the index, the client's with the session's other subscriptions).
 pub struct Subscription {
-    pub channel: String,
-    pub info: ClientInfo,
+    pub channel: Arc<str>,
+    pub info: Arc<ClientInfo>,
     out: Arc<Outbound>,
     state: Mutex<SubState>,
 }
@@ -119,7 +120,7 @@ impl Subscription {
 /// This node's subscriptions, by channel, and its connected sessions, by principal.
 #[derive(Default)]
 pub struct Fanout {
-    channels: RwLock<HashMap<String, Vec<Arc<Subscription>>>>,
+    channels: RwLock<HashMap<Arc<str>, Vec<Arc<Subscription>>>>,
     /// Outbound queues of connected sessions by `app:user`, so a revoked user is closed even
     /// without subscriptions.
     sessions: Mutex<HashMap<String, Vec<std::sync::Weak<Outbound>>>>,
@@ -131,20 +132,29 @@ impl Fanout {
     pub fn subscribe(
         &self,
         channel: &str,
-        info: ClientInfo,
+        info: Arc<ClientInfo>,
         out: Arc<Outbound>,
     ) -> Arc<Subscription> {
+        let Ok(mut map) = self.channels.write() else {
+            // A poisoned index delivers nothing: the subscription is born closed.
+            return Arc::new(Subscription {
+                channel: Arc::from(channel),
+                info,
+                out,
+                state: Mutex::new(SubState::Closed),
+            });
+        };
+        let name = match map.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(channel),
+        };
         let sub = Arc::new(Subscription {
-            channel: channel.to_string(),
+            channel: name.clone(),
             info,
             out,
             state: Mutex::new(SubState::Pending(Vec::new())),
         });
-        if let Ok(mut map) = self.channels.write() {
-            map.entry(channel.to_string())
-                .or_default()
-                .push(sub.clone());
-        }
+        map.entry(name).or_default().push(sub.clone());
         sub
     }
 
@@ -165,15 +175,18 @@ impl Fanout {
 
     /// Hands one event to every local subscriber of `channel`. `offset` is None for ephemeral
     /// events (typing), which only live subscriptions receive.
+    ///
+    /// Delivered under the index's read lock, without copying the subscriber list: a delivery
+    /// only queues shared bytes (or closes a queue), never waits, and never takes the index's
+    /// write lock, so subscribes wait at most one delivery's length.
     pub fn deliver(&self, channel: &str, offset: Option<u64>, frame: &Bytes) -> usize {
-        let subs = match self.channels.read() {
-            Ok(map) => match map.get(channel) {
-                Some(list) => list.clone(),
-                None => return 0,
-            },
-            Err(_) => return 0,
+        let Ok(map) = self.channels.read() else {
+            return 0;
         };
-        for sub in &subs {
+        let Some(subs) = map.get(channel) else {
+            return 0;
+        };
+        for sub in subs {
             sub.deliver(offset, frame);
         }
         subs.len()
@@ -186,7 +199,7 @@ impl Fanout {
             .ok()
             .and_then(|map| {
                 map.get(channel)
-                    .map(|l| l.iter().map(|s| s.info.clone()).collect())
+                    .map(|l| l.iter().map(|s| ClientInfo::clone(&s.info)).collect())
             })
             .unwrap_or_default()
     }
@@ -271,11 +284,11 @@ mod tests {
     use super::*;
     use crate::outbound::Next;
 
-    fn info() -> ClientInfo {
-        ClientInfo {
+    fn info() -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
             client: "c".into(),
             user: "u".into(),
-        }
+        })
     }
 
     async fn frames(out: &Outbound) -> Vec<Bytes> {

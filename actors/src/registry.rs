@@ -2,7 +2,9 @@
 //! time), found by stream name, stopped when their shard's leadership moves away.
 //!
 //! Requests reach an actor through [`Registry::call`], which bounds each actor's queue before
-//! ractor's unbounded mailbox and replaces an actor that stopped before taking a request.
+//! ractor's unbounded mailbox and replaces an actor that stopped before taking a request. Reads
+//! of a stream whose actor is not running are answered from the local replica instead: only
+//! writes start actors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -145,6 +147,17 @@ impl Registry {
         group: GroupId,
         request: ChannelRequest,
     ) -> Result<ChannelAnswer, ChatError> {
+        let request = match request {
+            // A read of a stream with no actor running is answered without starting one: a
+            // subscriber (thousands of idle ones, each on its own `user:` stream) costs no
+            // actor until someone writes.
+            ChannelRequest::Query(q) if !self.running(stream) => {
+                return crate::channel::detached_query(env, stream, group, q)
+                    .await
+                    .map(ChannelAnswer::Answer);
+            }
+            other => other,
+        };
         let mut request = Some(request);
         for _ in 0..2 {
             let Some(r) = request.take() else { break };
@@ -160,6 +173,14 @@ impl Registry {
         Err(ChatError::Unavailable(
             "channel actor keeps stopping".into(),
         ))
+    }
+
+    /// Whether `stream`'s actor runs (or is starting) here.
+    pub fn running(&self, stream: &str) -> bool {
+        self.actors
+            .lock()
+            .map(|m| m.contains_key(stream))
+            .unwrap_or(false)
     }
 
     fn entries(&self) -> Vec<(String, Entry)> {

@@ -997,3 +997,61 @@ async fn idle_connections_cost_one_task_each() {
     })
     .await;
 }
+
+/// Subscribing reads a stream without starting its actor (an idle session on its own `user:`
+/// stream costs no actor); the stream's first write starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_starts_no_channel_actor_and_a_write_starts_one() {
+    let w = World::new(GatewayConfig::default()).await;
+    let chat = w.node.state.chat.clone();
+    let mut clients = Vec::new();
+    for user in ["carol", "mallory"] {
+        let stream = format!("user:{}:{user}", w.app);
+        assert!(!chat.actor_running(&stream), "{stream} was written before");
+        let mut c = w.client(user).await;
+        let sub = c
+            .call("subscribe", json!({"channel": stream, "recoverable": true}))
+            .await;
+        assert!(sub["subscribe"].is_object(), "{sub:?}");
+        assert!(
+            !chat.actor_running(&stream),
+            "subscribing to {stream} started its actor"
+        );
+        clients.push(c);
+    }
+    // Carol creates a channel with mallory and writes in it: the write starts its actor.
+    let (carol, _) = w.rest.login(&w.key, "carol").await;
+    let r = w
+        .rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&carol),
+            Some(json!({"type": "group", "name": "new", "member_ids": ["mallory"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+    let stream = format!("chat:{}:{id}", w.app);
+    assert!(
+        !chat.actor_running(&stream),
+        "creating a channel started its actor"
+    );
+    let r = w
+        .rest
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&w.key),
+            Some(json!({"channel_id": id, "user_id": "carol", "text": "hi"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        chat.actor_running(&stream),
+        "a write did not start the actor"
+    );
+    for c in clients {
+        c.close().await;
+    }
+}

@@ -286,6 +286,11 @@ impl Chat {
         self.inner.env.registry.len()
     }
 
+    /// Whether `stream`'s channel actor runs (or is starting) here.
+    pub fn actor_running(&self, stream: &str) -> bool {
+        self.inner.env.registry.running(stream)
+    }
+
     /// Stops the channel actors and the node.
     pub async fn shutdown(&self) {
         self.inner.env.registry.stop_all();

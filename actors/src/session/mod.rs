@@ -108,7 +108,9 @@ pub struct SessionArgs {
 pub struct Session {
     args: SessionArgs,
     principal: Option<Principal>,
-    subs: HashMap<String, Arc<Subscription>>,
+    subs: HashMap<Arc<str>, Arc<Subscription>>,
+    /// Who this session is in presence: made on its first subscribe, shared by all of them.
+    info: Option<Arc<ClientInfo>>,
     /// The connection's command budget (token bucket).
     budget: f64,
     budget_at: std::time::Instant,
@@ -121,6 +123,7 @@ impl Session {
             args,
             principal: None,
             subs: HashMap::new(),
+            info: None,
             budget,
             budget_at: std::time::Instant::now(),
         }
@@ -174,7 +177,7 @@ impl Session {
             Method::Connect(_) | Method::Pong | Method::Send(_) => Step::Done,
             Method::Subscribe(_) => Step::Exclusive(c),
             Method::Unsubscribe(req) => {
-                if let Some(sub) = self.subs.remove(&req.channel) {
+                if let Some(sub) = self.subs.remove(req.channel.as_str()) {
                     self.args.chat.fanout().unsubscribe(&sub);
                 }
                 self.push(realtime::reply(id, "unsubscribe", &json!({})));
@@ -370,11 +373,15 @@ impl Session {
         let Some(p) = self.principal.clone() else {
             return;
         };
-        if self.subs.get(&req.channel).is_some_and(|s| s.is_closed()) {
+        if self
+            .subs
+            .get(req.channel.as_str())
+            .is_some_and(|s| s.is_closed())
+        {
             // Ended by the server (membership removed): the client may subscribe again.
-            self.subs.remove(&req.channel);
+            self.subs.remove(req.channel.as_str());
         }
-        if self.subs.contains_key(&req.channel) {
+        if self.subs.contains_key(req.channel.as_str()) {
             return self.reply_error(id, ErrorCode::AlreadySubscribed, "already subscribed");
         }
         if self.subs.len() >= self.args.config.max_subscriptions {
@@ -410,10 +417,15 @@ impl Session {
             };
             return self.reply_error(id, code, &e.to_string());
         }
-        let info = ClientInfo {
-            client: self.args.client_id.clone(),
-            user: format!("{}:{}", p.app, p.user),
-        };
+        let info = self
+            .info
+            .get_or_insert_with(|| {
+                Arc::new(ClientInfo {
+                    client: self.args.client_id.clone(),
+                    user: p.name(),
+                })
+            })
+            .clone();
         // Registered before asking for the position, so nothing emitted meanwhile is missed.
         let sub = self
             .args
@@ -452,7 +464,7 @@ impl Session {
                     reply = realtime::reply(id, "subscribe", &result(Vec::new(), false));
                 }
                 sub.activate(frame(reply), pos.offset);
-                self.subs.insert(req.channel, sub);
+                self.subs.insert(sub.channel.clone(), sub);
             }
             Err(e) => {
                 self.args.chat.fanout().unsubscribe(&sub);
