@@ -399,6 +399,106 @@ async fn server_shutdown_asks_to_reconnect(transport: Transport) {
     ));
 }
 
+/// A QUIC client that subscribes to a busy channel and stops reading is closed with 3008
+/// (slow): its stream stalls behind flow control, the write waits past the pong timeout, and
+/// the server closes the connection, which needs no room in the stream. Its connection,
+/// session and subscription are gone from the node.
+#[test]
+fn a_quic_client_that_stops_reading_is_closed_as_slow() {
+    // The runtime goes before the data directory (see `Server::stop_keeping_dir`): this test's
+    // large values put sled's blob files there.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = runtime.block_on(a_quic_client_that_stops_reading_is_closed_as_slow_body());
+    drop(runtime);
+    drop(dir);
+}
+
+async fn a_quic_client_that_stops_reading_is_closed_as_slow_body() -> tempfile::TempDir {
+    use std::time::{Duration, Instant};
+    let server = Server::start_with(|c| {
+        c.realtime.pong_timeout_s = 1;
+        c.limits.outbound_queue_bytes = 64 * 1024;
+        c.limits.message_rate_per_minute = 1_000_000;
+        c.limits.message_burst = 100_000;
+    })
+    .await;
+    let (alice, tokens) = server.user("alice").await;
+    server.user("bob").await;
+    let (channel_id, channel) = server.channel(&alice, &["bob"]).await;
+    let mut conn = wire::connect(&server.endpoint(Transport::Quic), &WireOptions::default())
+        .await
+        .unwrap();
+    let frames = [
+        json!({"id": 1, "connect": {"token": tokens.ws_token}}),
+        json!({"id": 2, "subscribe": {"channel": channel}}),
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        conn.send(frame.to_string().as_bytes()).await.unwrap();
+        loop {
+            match conn.recv().await.unwrap() {
+                Frame::Data(bytes) => {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    if v["id"] == json!(i + 1) {
+                        assert!(v.get("error").is_none(), "{v}");
+                        break;
+                    }
+                }
+                other => panic!("no reply to {frame}: {other:?}"),
+            }
+        }
+    }
+    let live = || {
+        server
+            .node
+            .state
+            .realtime_connections
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(live(), 1);
+    // The client reads nothing more while the channel gets 10 KB messages (its receive
+    // windows hold about 1.25 MB of them).
+    let text = "x".repeat(10_000);
+    let started = Instant::now();
+    for _ in 0..2_000 {
+        if live() == 0 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        alice.send_message(&channel_id, &text, None).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fanout = server.node.chat.fanout();
+    assert_eq!(
+        fanout.session_count(),
+        0,
+        "the session outlived its connection"
+    );
+    assert!(
+        fanout.presence(&channel).is_empty(),
+        "the subscription outlived its connection"
+    );
+    // What the client had buffered may still be read; then comes the close, with 3008.
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
+            Ok(Ok(Frame::Data(_))) => continue,
+            Ok(Ok(Frame::Close { code, .. })) => break code,
+            other => panic!("expected a close: {other:?}"),
+        }
+    };
+    assert_eq!(code, 3008);
+    server.stop_keeping_dir().await
+}
+
 macro_rules! over_both_transports {
     ($($scenario:ident),* $(,)?) => {
         mod websocket {

@@ -127,6 +127,17 @@ impl Drop for ConnectionSlot {
 /// A write in flight: it owns the sink and hands it back with the outcome.
 type Writing<W> = Pin<Box<dyn Future<Output = (W, Result<(), ()>)> + Send>>;
 
+/// How a connection ended, for what the transport can still do about it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The close (if any) was written through the sink.
+    Closed,
+    /// The client stopped reading and a write stalled past its deadline: the sink is gone with
+    /// the write. A transport that can close without its write half (QUIC's CONNECTION_CLOSE)
+    /// tells the client 3008 (slow); a WebSocket can only drop the socket.
+    Stalled,
+}
+
 /// How the connection's loop ended.
 enum Ending {
     /// Tell the client why, then close.
@@ -146,18 +157,22 @@ enum Ending {
 /// runs again from that moment (the pong may be in what is not read yet). The end of the
 /// client's input, or a breach of the transport's rules, waits for the commands in flight,
 /// which are never cut off halfway. A write that does not finish within the pong timeout (a
-/// client that stopped reading) ends the connection without a close frame, which could not be
-/// written either.
-pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut source: S, sink: W) {
+/// client that stopped reading) ends the connection at once, its session and subscriptions
+/// with it, and [`Ended::Stalled`] lets the transport say so if it still can.
+pub(crate) async fn run<S: FrameSource, W: FrameSink>(
+    state: GatewayState,
+    mut source: S,
+    sink: W,
+) -> Ended {
     let n = state.realtime_connections.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ConnectionSlot(state.clone());
     if state.draining.is_cancelled() {
         sink.close(CloseReason::SHUTDOWN).await;
-        return;
+        return Ended::Closed;
     }
     if n > state.config.max_connections {
         sink.close(CloseReason::CONNECTION_LIMIT).await;
-        return;
+        return Ended::Closed;
     }
     let out = Arc::new(Outbound::new(state.config.outbound_queue_bytes));
     let expires_at = Arc::new(AtomicU64::new(0));
@@ -324,10 +339,14 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(state: GatewayState, mut s
     };
     // The session (in flight or idle) ends its subscriptions and presence before the close.
     drop(pipeline);
-    if let Ending::Close(reason) = ending {
-        if let Some(sink) = idle_sink {
-            // A client that stopped reading cannot take the close frame either.
-            let _ = tokio::time::timeout(pong_timeout, sink.close(reason)).await;
+    match ending {
+        Ending::Close(reason) => {
+            if let Some(sink) = idle_sink {
+                // A client that stopped reading cannot take the close frame either.
+                let _ = tokio::time::timeout(pong_timeout, sink.close(reason)).await;
+            }
+            Ended::Closed
         }
+        Ending::Abandon => Ended::Stalled,
     }
 }

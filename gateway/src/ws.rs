@@ -26,7 +26,10 @@ pub async fn upgrade(State(state): State<GatewayState>, ws: WebSocketUpgrade) ->
         .max_frame_size(c.ws_frame_bytes)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            connection::run(state, WsSource(stream), WsSink(sink))
+            async move {
+                // A stalled socket cannot take a close frame: dropping it is all that is left.
+                let _ = connection::run(state, WsSource(stream), WsSink(sink)).await;
+            }
         })
 }
 

@@ -34,8 +34,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose settings `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
+        adjust(&mut config);
         config.server.http = "127.0.0.1:0".parse().unwrap();
         config.server.data_dir = dir.path().to_path_buf();
         // Dev mode: the QUIC endpoint uses a self-signed certificate kept in the data dir.
@@ -139,6 +145,15 @@ impl Server {
 
     pub async fn stop(self) {
         self.node.shutdown().await;
+    }
+
+    /// Stops the node and hands back its data directory, for a test that must drop its runtime
+    /// before the directory: tasks that outlive the stop (the shards' state machine workers)
+    /// close sled when the runtime drops them, and sled's flush then waits forever for blob
+    /// files it cannot write in a directory already deleted.
+    pub async fn stop_keeping_dir(self) -> tempfile::TempDir {
+        self.node.shutdown().await;
+        self._dir
     }
 }
 

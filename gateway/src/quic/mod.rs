@@ -132,7 +132,14 @@ async fn serve(incoming: quinn::Incoming, state: GatewayState) {
         buf: BytesMut::new(),
         max: state.config.ws_message_bytes,
     };
-    connection::run(state, source, QuicSink { conn, send }).await;
+    let closer = conn.clone();
+    if connection::run(state, source, QuicSink { conn, send }).await == connection::Ended::Stalled {
+        // The stream is stuck behind the client's flow control, the connection is not.
+        closer.close(
+            VarInt::from_u32(u32::from(CloseReason::SLOW.code)),
+            CloseReason::SLOW.reason.as_bytes(),
+        );
+    }
 }
 
 struct QuicSource {
