@@ -174,6 +174,10 @@ impl Outbound {
                         }
                     }
                     s.bytes -= taken;
+                    if s.frames.is_empty() {
+                        // An idle connection keeps no room for frames.
+                        s.frames = VecDeque::new();
+                    }
                     return Next::Frames(out);
                 }
             }

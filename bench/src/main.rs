@@ -17,7 +17,9 @@ use chatsdk_bench::{floor, gen, ournode, procstat};
 
 /// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
 /// buffers across threads, where glibc's arenas spent ~18 % of a durable send's CPU in
-/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`).
+/// malloc/free and chunk consolidation (perf, `chatsdk-bench durable`). The `system-alloc`
+/// feature keeps glibc's, for heap profilers (heaptrack) that cannot see mimalloc's heap.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

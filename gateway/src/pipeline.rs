@@ -32,8 +32,8 @@ pub(crate) struct Pipeline {
     waiting: VecDeque<Result<Command, CommandError>>,
     /// Writes in flight, run one at a time from the front.
     ordered: VecDeque<Call>,
-    /// Reads in flight.
-    unordered: FuturesUnordered<Call>,
+    /// Reads in flight (made on the first: an empty one still holds an allocation).
+    unordered: Option<FuturesUnordered<Call>>,
     /// Most commands in flight (exclusive, ordered and unordered together).
     limit: usize,
     /// The session refused to take more (the connection is closing).
@@ -47,7 +47,7 @@ impl Pipeline {
             exclusive: None,
             waiting: VecDeque::new(),
             ordered: VecDeque::new(),
-            unordered: FuturesUnordered::new(),
+            unordered: None,
             limit: limit.max(1),
             stopped: false,
         }
@@ -77,7 +77,9 @@ impl Pipeline {
     }
 
     fn in_flight(&self) -> usize {
-        usize::from(self.exclusive.is_some()) + self.ordered.len() + self.unordered.len()
+        usize::from(self.exclusive.is_some())
+            + self.ordered.len()
+            + self.unordered.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     fn dispatch(&mut self) {
@@ -86,6 +88,8 @@ impl Pipeline {
                 return;
             };
             let Some(command) = self.waiting.pop_front() else {
+                // Read commands come in bursts: an idle connection keeps no room for them.
+                self.waiting = VecDeque::new();
                 return;
             };
             match session.dispatch(command) {
@@ -111,7 +115,10 @@ impl Pipeline {
                 Step::Call {
                     ordered: false,
                     call,
-                } => self.unordered.push(call),
+                } => self
+                    .unordered
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(call),
             }
         }
     }
@@ -140,8 +147,16 @@ impl Pipeline {
                 Poll::Pending => break,
             }
         }
-        while let Poll::Ready(Some(())) = self.unordered.poll_next_unpin(cx) {
-            ended = true;
+        if self.ordered.is_empty() && self.ordered.capacity() > 0 {
+            self.ordered = VecDeque::new();
+        }
+        if let Some(unordered) = self.unordered.as_mut() {
+            while let Poll::Ready(Some(())) = unordered.poll_next_unpin(cx) {
+                ended = true;
+            }
+            if unordered.is_empty() {
+                self.unordered = None;
+            }
         }
         if ended {
             self.dispatch();

@@ -53,7 +53,7 @@ impl Default for GatewayConfig {
             body_limit: 1 << 20,
             ws_message_bytes: 64 * 1024,
             ws_frame_bytes: 64 * 1024,
-            ws_read_buffer: 4096,
+            ws_read_buffer: 1024,
             header_read_timeout: Duration::from_secs(10),
             // A process here may hold at most ~20,000 open files.
             max_connections: 16_000,

@@ -3,8 +3,9 @@
 //!
 //! This module only adapts a WebSocket to [`crate::connection`]: text messages in (one or more
 //! newline-separated frames each), batches of frames out as one newline-separated text message,
-//! close frames carrying the protocol's close codes. Buffers are small: a 4 KiB read buffer and
-//! no preallocated write buffer.
+//! close frames carrying the protocol's close codes. Buffers are small: a 1 KiB read buffer
+//! (`limits.ws_read_buffer_bytes`: every idle connection holds it; commands are mostly smaller,
+//! and a larger frame is read in several reads) and no preallocated write buffer.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;

@@ -230,7 +230,8 @@ pub struct LimitsConfig {
     pub ws_message_bytes: usize,
     /// Largest WebSocket frame, in bytes.
     pub ws_frame_bytes: usize,
-    /// WebSocket read buffer per connection, in bytes.
+    /// WebSocket read buffer per connection, in bytes: held by every idle connection, and the
+    /// most one read takes (a larger frame is read in several).
     pub ws_read_buffer_bytes: usize,
     /// Time a client may take to send request headers, in milliseconds (slowloris guard).
     pub header_read_timeout_ms: u64,
@@ -264,7 +265,7 @@ impl Default for LimitsConfig {
             body_bytes: 1024 * 1024,
             ws_message_bytes: 64 * 1024,
             ws_frame_bytes: 64 * 1024,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 1024,
             header_read_timeout_ms: 10_000,
             max_connections: 50_000,
             listen_backlog: 4096,

@@ -6,11 +6,13 @@
 //! no longer exists or was revoked after the token was issued (`iat_ms` before the user's
 //! `tokens_valid_after`).
 //!
-//! A client sends the same access token with every request until it expires, so tokens that
-//! verified are remembered ([`VERIFIED_CAPACITY`] of them, keyed by the whole token and the key
-//! that signed it): a repeated token costs a lookup instead of a MAC and two JSON parses. Its
-//! lifetime is still checked on every use, and revocation is not cached (the callers check the
-//! user and the session each time).
+//! A client sends the same access token with every request until it expires, so API tokens
+//! that verified are remembered ([`VERIFIED_CAPACITY`] of them, keyed by the whole token): a
+//! repeated token costs a lookup instead of a MAC and two JSON parses. Its lifetime is still
+//! checked on every use, and revocation is not cached (the callers check the user and the
+//! session each time). Realtime tokens are not remembered: each is used once per connection, so
+//! the memory would hold ~1.3 KB per connected user (a tenth of an idle session) to save ~3 µs
+//! of a ~60 µs connect.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,20 +74,19 @@ enum Signer {
     Realtime,
 }
 
-/// Tokens that verified, with their claims, by the key that signed them.
+/// API tokens that verified, with their claims.
 #[derive(Default)]
 struct Verified {
     api: Mutex<HashMap<String, Claims>>,
-    realtime: Mutex<HashMap<String, Claims>>,
 }
 
 impl Verified {
-    fn of(&self, signer: Signer) -> std::sync::MutexGuard<'_, HashMap<String, Claims>> {
-        let map = match signer {
-            Signer::Api => &self.api,
-            Signer::Realtime => &self.realtime,
-        };
-        map.lock().unwrap_or_else(|p| p.into_inner())
+    /// The remembered tokens of `signer`'s key (none for realtime tokens).
+    fn of(&self, signer: Signer) -> Option<std::sync::MutexGuard<'_, HashMap<String, Claims>>> {
+        match signer {
+            Signer::Api => Some(self.api.lock().unwrap_or_else(|p| p.into_inner())),
+            Signer::Realtime => None,
+        }
     }
 }
 
@@ -184,7 +185,7 @@ impl Tokens {
 
     fn check(&self, token: &str, signer: Signer) -> Result<Claims, JwtError> {
         let now = now_ms() / 1000;
-        let remembered = self.verified.of(signer).get(token).cloned();
+        let remembered = self.verified.of(signer).and_then(|m| m.get(token).cloned());
         if let Some(claims) = remembered {
             jwt::in_time(Some(claims.exp), Some(claims.nbf), now)?;
             return Ok(claims);
@@ -200,11 +201,12 @@ impl Tokens {
         {
             return Err(JwtError::Malformed);
         }
-        let mut verified = self.verified.of(signer);
-        if verified.len() >= VERIFIED_CAPACITY {
-            verified.clear();
+        if let Some(mut verified) = self.verified.of(signer) {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(token.to_string(), claims.clone());
         }
-        verified.insert(token.to_string(), claims.clone());
         Ok(claims)
     }
 
@@ -276,7 +278,10 @@ mod tests {
             exp: now_ms() / 1000 - 3600,
             ..claims
         };
-        t.verified.of(Signer::Api).insert(b.token.clone(), expired);
+        t.verified
+            .of(Signer::Api)
+            .expect("API tokens are remembered")
+            .insert(b.token.clone(), expired);
         assert_eq!(t.access(&b.token), Err(JwtError::Expired));
     }
 }
