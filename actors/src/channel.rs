@@ -48,6 +48,9 @@ pub enum StreamQuery {
     Recover {
         since: Option<(String, u64)>,
         limit: usize,
+        /// The asking node's interest generation for the stream: the leader registers the
+        /// node's interest (see [`crate::interest`]) before it answers.
+        interest: Option<u64>,
     },
     /// Retained events after `since` (or the newest), oldest first unless `reverse`.
     History {
@@ -491,9 +494,12 @@ impl ChannelState {
             &event.data,
             None,
         );
-        self.env
-            .emitter
-            .emit(&self.stream, Some(event.offset), Bytes::from(frame));
+        self.env.emitter.emit(
+            &self.stream,
+            self.group,
+            Some(event.offset),
+            Bytes::from(frame),
+        );
         self.emitted = event.offset;
         if self.recent.len() == RECENT_WINDOW {
             self.recent.pop_front();
@@ -555,7 +561,7 @@ impl View<'_> {
 
     fn query(&self, q: StreamQuery) -> Result<QueryAnswer, ChatError> {
         Ok(match q {
-            StreamQuery::Recover { since, limit } => {
+            StreamQuery::Recover { since, limit, .. } => {
                 let mut publications = Vec::new();
                 let mut recovered = false;
                 if let Some((epoch, offset)) = since {

@@ -1,7 +1,9 @@
-//! Carries a channel's events to every node that may have subscribers.
+//! Carries a channel's events to every node that has subscribers.
 //!
 //! The channel actor encodes each event once; the emitter hands those bytes to this node's
-//! [`Fanout`] and queues them once per other node. Each peer has a bounded queue drained by one
+//! [`Fanout`] and queues them once per other node that wants them: on the shard's leader, those
+//! its [`Interest`] names; elsewhere (typing, unread notices sent where a request arrived), every
+//! other node. Each peer has a bounded queue drained by one
 //! task that sends deliveries in batches (one cluster message for many events). When a peer's
 //! queue is full the event is dropped for that peer: its subscribers see the gap and recover, so
 //! a slow or dead node never slows a channel down.
@@ -14,6 +16,8 @@ use chatsdk_cluster::{ClusterNode, NodeId};
 use tokio::sync::mpsc;
 
 use crate::fanout::Fanout;
+use crate::interest::Interest;
+use chatsdk_cluster::GroupId;
 
 /// Topic of delivery messages between nodes.
 pub const TOPIC_DELIVER: u16 = 0x4301;
@@ -82,24 +86,42 @@ pub fn decode_batch(raw: &[u8]) -> Option<Vec<Delivery>> {
 pub struct Emitter {
     cluster: ClusterNode,
     fanout: Arc<Fanout>,
+    interest: Arc<Interest>,
     peers: Mutex<HashMap<NodeId, mpsc::Sender<Delivery>>>,
 }
 
 impl Emitter {
-    pub fn new(cluster: ClusterNode, fanout: Arc<Fanout>) -> Self {
+    pub fn new(cluster: ClusterNode, fanout: Arc<Fanout>, interest: Arc<Interest>) -> Self {
         Emitter {
             cluster,
             fanout,
+            interest,
             peers: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Delivers one event here and on every other active node.
-    pub fn emit(&self, channel: &str, offset: Option<u64>, frame: Bytes) {
+    /// Delivers one event of `channel` (in shard `group`) here and on every other active node
+    /// that wants it.
+    pub fn emit(&self, channel: &str, group: GroupId, offset: Option<u64>, frame: Bytes) {
         self.fanout.deliver(channel, offset, &frame);
         let me = self.cluster.id();
-        let nodes = self.cluster.meta_state().active_nodes();
-        for node in nodes.into_iter().filter(|n| *n != me) {
+        let others: Vec<NodeId> = self
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let leading = self.cluster.watch_leadership().borrow().contains(&group);
+        let targets = if leading {
+            self.interest.targets(channel, group, &others)
+        } else {
+            others
+        };
+        for node in targets {
             let tx = self.peer(node);
             let d = Delivery {
                 channel: channel.to_string(),

@@ -117,10 +117,21 @@ impl Subscription {
     }
 }
 
+/// A channel's local subscriptions, and when this node began to have any.
+struct Local {
+    subs: Vec<Arc<Subscription>>,
+    /// This node's interest generation for the channel (see [`Fanout::interest_gen`]).
+    gen: u64,
+}
+
 /// This node's subscriptions, by channel, and its connected sessions, by principal.
 #[derive(Default)]
 pub struct Fanout {
-    channels: RwLock<HashMap<Arc<str>, Vec<Arc<Subscription>>>>,
+    channels: RwLock<HashMap<Arc<str>, Local>>,
+    /// The last interest generation handed out.
+    last_gen: std::sync::atomic::AtomicU64,
+    /// Events other nodes sent here.
+    from_peers: std::sync::atomic::AtomicU64,
     /// Outbound queues of connected sessions by `app:user`, so a revoked user is closed even
     /// without subscriptions.
     sessions: Mutex<HashMap<String, Vec<std::sync::Weak<Outbound>>>>,
@@ -154,16 +165,62 @@ impl Fanout {
             out,
             state: Mutex::new(SubState::Pending(Vec::new())),
         });
-        map.entry(name).or_default().push(sub.clone());
+        let gen = self.next_gen();
+        map.entry(name)
+            .or_insert_with(|| Local {
+                subs: Vec::new(),
+                gen,
+            })
+            .subs
+            .push(sub.clone());
         sub
+    }
+
+    /// A new interest generation: increasing for the life of the process and, being taken
+    /// from the clock, across restarts too (as long as the clock does not go back).
+    pub fn next_gen(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let prev = self
+            .last_gen
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        if now > prev {
+            now
+        } else {
+            self.last_gen
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1
+        }
+    }
+
+    /// When this node began to have subscribers for `channel` (None: it has none). The
+    /// channel's leader keeps it with this node's interest: a later "no longer interested"
+    /// from this node only cancels an interest at least as old.
+    pub fn interest_gen(&self, channel: &str) -> Option<u64> {
+        self.channels.read().ok()?.get(channel).map(|l| l.gen)
+    }
+
+    /// The channels that `pick` selects among those with local subscribers, with their
+    /// interest generations.
+    pub fn interests(&self, pick: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+        self.channels
+            .read()
+            .map(|map| {
+                map.iter()
+                    .filter(|(name, _)| pick(name))
+                    .map(|(name, l)| (name.to_string(), l.gen))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Removes a subscription.
     pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
         if let Ok(mut map) = self.channels.write() {
-            if let Some(list) = map.get_mut(&sub.channel) {
-                list.retain(|s| !Arc::ptr_eq(s, sub));
-                if list.is_empty() {
+            if let Some(local) = map.get_mut(&sub.channel) {
+                local.subs.retain(|s| !Arc::ptr_eq(s, sub));
+                if local.subs.is_empty() {
                     map.remove(&sub.channel);
                 }
             }
@@ -183,7 +240,7 @@ impl Fanout {
         let Ok(map) = self.channels.read() else {
             return 0;
         };
-        let Some(subs) = map.get(channel) else {
+        let Some(Local { subs, .. }) = map.get(channel) else {
             return 0;
         };
         for sub in subs {
@@ -199,7 +256,7 @@ impl Fanout {
             .ok()
             .and_then(|map| {
                 map.get(channel)
-                    .map(|l| l.iter().map(|s| ClientInfo::clone(&s.info)).collect())
+                    .map(|l| l.subs.iter().map(|s| ClientInfo::clone(&s.info)).collect())
             })
             .unwrap_or_default()
     }
@@ -251,7 +308,8 @@ impl Fanout {
             Ok(map) => map
                 .get(channel)
                 .map(|l| {
-                    l.iter()
+                    l.subs
+                        .iter()
                         .filter(|s| s.info.user == principal)
                         .cloned()
                         .collect()
@@ -271,6 +329,17 @@ impl Fanout {
             .lock()
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
+    }
+
+    /// Counts events another node sent here.
+    pub fn received_from_peers(&self, n: usize) {
+        self.from_peers
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Events other nodes have sent here (each crossed the network once for this node).
+    pub fn deliveries_from_peers(&self) -> u64 {
+        self.from_peers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of channels with local subscribers.

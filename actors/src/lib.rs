@@ -9,8 +9,8 @@
 //! - [`channel`]: the channel actor (ractor), one per stream on its shard's leader;
 //!   [`registry`]: the ones running on this node.
 //! - [`session`]: the realtime session, one per connection, driven by its connection's task.
-//! - [`fanout`], [`emitter`], [`outbound`]: getting one event to every subscriber, in order, with
-//!   bounded queues.
+//! - [`fanout`], [`emitter`], [`interest`], [`outbound`]: getting one event to every subscriber,
+//!   in order, with bounded queues, crossing only to nodes that have subscribers.
 //! - [`model`], [`codec`], [`render`], [`keys`](crate::keys), [`time`], [`validate`]: records,
 //!   their binary form, their client JSON, their key layout.
 
@@ -22,6 +22,7 @@ pub mod directory;
 pub mod emitter;
 pub mod error;
 pub mod fanout;
+pub mod interest;
 pub mod limits;
 pub mod model;
 pub mod outbound;

@@ -365,3 +365,78 @@ async fn pongs_and_reads_are_served_while_a_slow_command_runs() {
         node.stop().await;
     }
 }
+
+/// Events cross the network only to nodes with subscribers: with a subscriber on one node that
+/// does not lead the channel's shard, that node receives every message, the third node none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_cross_only_to_nodes_with_subscribers() {
+    let nodes = cluster().await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (app, key) = nodes[0].app("interest").await;
+    rests[0]
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    // Alice alone: her sends notify no other member's `user:` stream.
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "solo", "member_ids": []})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let stream = format!("chat:{app}:{channel}");
+    let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
+    let leader = nodes
+        .iter()
+        .position(|n| {
+            n.chat
+                .cluster()
+                .watch_leadership()
+                .borrow()
+                .contains(&group)
+        })
+        .expect("a leader");
+    let (sub, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    for n in &nodes {
+        let chat = n.chat.clone();
+        let (app, channel) = (app.clone(), channel.clone());
+        support::eventually("directory replicated, interests gathered", move || {
+            let ok = chat.channel(&app, &channel).ok().flatten().is_some()
+                && chat.user(&app, "alice").ok().flatten().is_some()
+                && chat.interests_settled();
+            async move { ok }
+        })
+        .await;
+    }
+    let mut follower = Follower::start(&nodes[sub], &rests[sub], &key, "alice", &stream).await;
+    let before = nodes[other].chat.fanout().deliveries_from_peers();
+    let received = nodes[sub].chat.fanout().deliveries_from_peers();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let text = format!("i{i}");
+        send(&rests[leader], &key, &channel, "alice", &text).await;
+        acked.push(text);
+    }
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    follower
+        .follow(acked.len(), &all, &rests[0], &key, &stream)
+        .await;
+    assert_eq!(follower.texts, acked);
+    assert_eq!(follower.reconnects, 0);
+    assert!(nodes[sub].chat.fanout().deliveries_from_peers() >= received + 10);
+    assert_eq!(
+        nodes[other].chat.fanout().deliveries_from_peers(),
+        before,
+        "a node without subscribers received the channel's events"
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -2,18 +2,113 @@
 
 use super::*;
 
-pub(super) struct DeliverHandler(pub(super) Arc<Fanout>);
+/// How long a node waits before telling a sender again that it has no subscribers for a
+/// channel (a shard being taken over sends every event until this node reports).
+const UNINTERESTED_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most (sender, channel) pairs remembered for that.
+const UNINTERESTED_MEMORY: usize = 4096;
+
+pub(super) struct DeliverHandler {
+    pub(super) fanout: Arc<Fanout>,
+    pub(super) cluster: ClusterNode,
+    /// When this node last told a sender it has no subscribers for a channel.
+    pub(super) told: std::sync::Mutex<HashMap<(NodeId, String), std::time::Instant>>,
+}
 
 impl UpperHandler for DeliverHandler {
-    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let result = match decode_batch(&body) {
-            Some(batch) => {
-                for d in batch {
-                    self.0.deliver(&d.channel, d.offset, &d.frame);
-                }
-                Ok(Vec::new())
+    fn handle(&self, from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let Some(batch) = decode_batch(&body) else {
+            return Box::pin(async { Err("malformed delivery batch".to_string()) });
+        };
+        self.fanout.received_from_peers(batch.len());
+        let mut unwanted: Vec<(String, u64)> = Vec::new();
+        for d in batch {
+            if self.fanout.deliver(&d.channel, d.offset, &d.frame) == 0
+                && !unwanted.iter().any(|(c, _)| *c == d.channel)
+            {
+                unwanted.push((d.channel, 0));
             }
-            None => Err("malformed delivery batch".to_string()),
+        }
+        if !unwanted.is_empty() {
+            self.tell_uninterested(from, unwanted);
+        }
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+impl DeliverHandler {
+    /// Tells `from` (the leader that sent them) that no one here follows these channels, so it
+    /// stops sending their events; once a second per channel at most.
+    fn tell_uninterested(&self, from: NodeId, mut channels: Vec<(String, u64)>) {
+        let now = std::time::Instant::now();
+        {
+            let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+            if told.len() >= UNINTERESTED_MEMORY {
+                told.retain(|_, at| now.duration_since(*at) < UNINTERESTED_AGAIN);
+            }
+            channels.retain(|(c, _)| {
+                let recent = told
+                    .get(&(from, c.clone()))
+                    .is_some_and(|at| now.duration_since(*at) < UNINTERESTED_AGAIN);
+                if !recent && told.len() < UNINTERESTED_MEMORY {
+                    told.insert((from, c.clone()), now);
+                }
+                !recent
+            });
+        }
+        if channels.is_empty() {
+            return;
+        }
+        // Stamped after the deliveries found no subscriber: a subscriber that comes later has
+        // a newer generation, which this cannot cancel.
+        let gen = self.fanout.next_gen();
+        for c in &mut channels {
+            c.1 = gen;
+        }
+        let Ok(body) = codec::encode(&channels) else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster.send_upper(from, TOPIC_UNINTERESTED, body).await {
+                tracing::debug!(node = from, error = %e, "could not tell a node to stop sending");
+            }
+        });
+    }
+}
+
+/// A node that leads a channel's shard learns that another has no subscribers for it.
+pub(super) struct UninterestedHandler(pub(super) Arc<Interest>);
+
+impl UpperHandler for UninterestedHandler {
+    fn handle(&self, from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let result = codec::decode::<Vec<(String, u64)>>(&body)
+            .map(|channels| {
+                for (channel, gen) in channels {
+                    self.0.forget(&channel, from, gen);
+                }
+                Vec::new()
+            })
+            .map_err(|e| format!("malformed uninterest: {e}"));
+        Box::pin(async move { result })
+    }
+}
+
+/// A node that now leads a shard asks which of its channels this node has subscribers for.
+pub(super) struct InterestsHandler(pub(super) std::sync::Weak<Inner>);
+
+impl UpperHandler for InterestsHandler {
+    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let result = match (self.0.upgrade(), codec::decode::<GroupId>(&body)) {
+            (Some(inner), Ok(group)) => {
+                let shards = inner.shards();
+                let list = inner
+                    .fanout
+                    .interests(|channel| group_of(channel, shards) == group);
+                codec::encode(&list).map_err(|e| e.to_string())
+            }
+            (None, _) => Err("chat layer stopped".to_string()),
+            (_, Err(e)) => Err(format!("malformed interests request: {e}")),
         };
         Box::pin(async move { result })
     }
@@ -22,13 +117,32 @@ impl UpperHandler for DeliverHandler {
 pub(super) struct ChannelHandler(pub(super) std::sync::Weak<Inner>);
 
 impl UpperHandler for ChannelHandler {
-    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    fn handle(&self, from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         let inner = self.0.upgrade();
         Box::pin(async move {
             let inner = inner.ok_or("chat layer stopped")?;
             let (stream, request): (String, ChannelRequest) =
                 codec::decode(&body).map_err(|e| format!("malformed channel request: {e}"))?;
             let group = group_of(&stream, inner.shards());
+            if let ChannelRequest::Query(StreamQuery::Recover {
+                interest: Some(gen),
+                ..
+            }) = &request
+            {
+                // Before the answer: every event after the position answered reaches `from`.
+                inner.interest.register(&stream, from, *gen);
+                // It counts only if this node still leads the shard after registering it (a
+                // leader elected later asks `from` for its interests itself, and `from` has
+                // this subscriber by then): a read barrier confirms the leadership.
+                let confirmed = inner.cluster.linearizable_reader(group).await.is_ok()
+                    && inner.cluster.watch_leadership().borrow().contains(&group);
+                if !confirmed {
+                    let moved: Result<ChannelAnswer, ChatError> = Err(ChatError::Unavailable(
+                        "the shard's leadership moved".into(),
+                    ));
+                    return codec::encode(&moved).map_err(|e| e.to_string());
+                }
+            }
             let answer = inner
                 .env
                 .registry

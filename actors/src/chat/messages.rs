@@ -432,10 +432,12 @@ impl Chat {
             },
         );
         let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-        self.inner
-            .env
-            .emitter
-            .emit(&stream, None, bytes::Bytes::from(frame));
+        self.inner.env.emitter.emit(
+            &stream,
+            group_of(&stream, self.inner.shards()),
+            None,
+            bytes::Bytes::from(frame),
+        );
     }
 
     /// `(last_read_seq, unread)` of a member.
@@ -494,10 +496,12 @@ impl Chat {
         );
         let stream = chat_stream(&caller.app, channel);
         let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-        self.inner
-            .env
-            .emitter
-            .emit(&stream, None, bytes::Bytes::from(frame));
+        self.inner.env.emitter.emit(
+            &stream,
+            group_of(&stream, self.inner.shards()),
+            None,
+            bytes::Bytes::from(frame),
+        );
         Ok(())
     }
 

@@ -30,6 +30,7 @@ use crate::directory::{
 use crate::emitter::{decode_batch, Emitter, TOPIC_DELIVER};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Fanout};
+use crate::interest::{Interest, TOPIC_INTERESTS, TOPIC_UNINTERESTED};
 use crate::limits::RateLimiter;
 use crate::model::{
     ApiKey, App, Channel, ChannelFlags, ChannelType, Event, Member, Message, Role, User,
@@ -46,7 +47,8 @@ mod realtime;
 mod users;
 
 use handlers::{
-    ChannelHandler, DeliverHandler, DisconnectHandler, PresenceHandler, UnsubscribeHandler,
+    ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler, PresenceHandler,
+    UninterestedHandler, UnsubscribeHandler,
 };
 
 /// Topic of channel-actor requests forwarded to a shard's leader.
@@ -162,6 +164,8 @@ struct Inner {
     cluster: ClusterNode,
     directory: Directory,
     fanout: Arc<Fanout>,
+    /// Other nodes' interest in the channels of the shards this node leads.
+    interest: Arc<Interest>,
     env: Arc<ActorEnv>,
     /// Shards from this node's configuration, until the meta state (authoritative) is known.
     config_shards: u32,
@@ -206,7 +210,8 @@ impl Chat {
             .local_reader(META_GROUP)
             .ok_or_else(|| ChatError::Internal("no directory replica".into()))?;
         let fanout = Arc::new(Fanout::default());
-        let emitter = Arc::new(Emitter::new(node.clone(), fanout.clone()));
+        let interest = Arc::new(Interest::default());
+        let emitter = Arc::new(Emitter::new(node.clone(), fanout.clone(), interest.clone()));
         let registry = Arc::new(Registry::default());
         let env = Arc::new(ActorEnv {
             cluster: node.clone(),
@@ -220,6 +225,7 @@ impl Chat {
                 cluster: node.clone(),
                 directory: Directory::new(reader),
                 fanout,
+                interest,
                 env,
                 config_shards: shards,
                 unread_rounds: std::sync::Mutex::new(HashMap::new()),
@@ -228,7 +234,19 @@ impl Chat {
         };
         node.register_handler(
             TOPIC_DELIVER,
-            Arc::new(DeliverHandler(chat.inner.fanout.clone())),
+            Arc::new(DeliverHandler {
+                fanout: chat.inner.fanout.clone(),
+                cluster: node.clone(),
+                told: std::sync::Mutex::new(HashMap::new()),
+            }),
+        );
+        node.register_handler(
+            TOPIC_UNINTERESTED,
+            Arc::new(UninterestedHandler(chat.inner.interest.clone())),
+        );
+        node.register_handler(
+            TOPIC_INTERESTS,
+            Arc::new(InterestsHandler(Arc::downgrade(&chat.inner))),
         );
         node.register_handler(
             TOPIC_CHANNEL,
@@ -250,18 +268,43 @@ impl Chat {
         Ok(chat)
     }
 
+    /// Follows this node's shard leaderships: actors of shards it no longer leads stop, and
+    /// the interests of the shards it now leads are gathered from the other nodes.
     pub(super) fn spawn_leadership_watch(&self) {
         let weak = Arc::downgrade(&self.inner);
         let mut watch = self.inner.cluster.watch_leadership();
         tokio::spawn(async move {
-            while watch.changed().await.is_ok() {
-                let leading: BTreeSet<GroupId> = watch.borrow().clone();
+            let mut led = BTreeSet::new();
+            loop {
+                let leading: BTreeSet<GroupId> = watch.borrow_and_update().clone();
                 let Some(inner) = weak.upgrade() else { return };
                 let shards = inner.shards();
                 inner
                     .env
                     .registry
                     .retain_leading(&leading, |s| group_of(s, shards));
+                for &group in led.difference(&leading) {
+                    inner
+                        .interest
+                        .drop_group(group, |c| group_of(c, shards) == group);
+                }
+                for &group in leading.difference(&led) {
+                    let me = inner.cluster.id();
+                    let others: BTreeSet<NodeId> = inner
+                        .cluster
+                        .meta_state()
+                        .active_nodes()
+                        .into_iter()
+                        .filter(|n| *n != me)
+                        .collect();
+                    inner.interest.begin_gathering(group, others);
+                    tokio::spawn(gather_interests(Arc::downgrade(&inner), group));
+                }
+                led = leading;
+                drop(inner);
+                if watch.changed().await.is_err() {
+                    return;
+                }
             }
         });
     }
@@ -284,6 +327,13 @@ impl Chat {
     /// Number of channel actors running here.
     pub fn running_actors(&self) -> usize {
         self.inner.env.registry.len()
+    }
+
+    /// Whether this node knows which nodes want the events of every shard it leads (after a
+    /// leadership change, until every node has reported, events go to every node).
+    pub fn interests_settled(&self) -> bool {
+        let led = self.inner.cluster.watch_leadership().borrow().clone();
+        self.inner.interest.settled(&led)
     }
 
     /// Whether `stream`'s channel actor runs (or is starting) here.
@@ -469,7 +519,59 @@ pub fn split_stream(stream: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// The shard of a stream: a chat stream lives with its channel's messages.
-fn group_of(stream: &str, shards: u32) -> GroupId {
+/// Asks the nodes that have not reported their interests in `group` (which this node now
+/// leads) until each has, or left the cluster, or this node no longer leads the group. Until a
+/// node reports, it gets every event of the group.
+async fn gather_interests(inner: std::sync::Weak<Inner>, group: GroupId) {
+    const AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.cluster.watch_leadership().borrow().contains(&group) {
+            return;
+        }
+        let waiting = inner.interest.waiting(group);
+        if waiting.is_empty() {
+            return;
+        }
+        let active: BTreeSet<NodeId> = inner
+            .cluster
+            .meta_state()
+            .active_nodes()
+            .into_iter()
+            .collect();
+        let Ok(body) = codec::encode(&group) else {
+            return;
+        };
+        let asks = waiting.into_iter().map(|node| {
+            let (inner, body, gone) = (inner.clone(), body.clone(), !active.contains(&node));
+            async move {
+                if gone {
+                    return (node, Some(Vec::new()));
+                }
+                let answer = inner
+                    .cluster
+                    .request_upper(node, TOPIC_INTERESTS, body)
+                    .await
+                    .ok()
+                    .and_then(|raw| codec::decode::<Vec<(String, u64)>>(&raw).ok());
+                (node, answer)
+            }
+        });
+        let shards = inner.shards();
+        for (node, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Some(channels) => inner
+                    .interest
+                    .reported(group, node, channels, |c| group_of(c, shards) == group),
+                None => tracing::debug!(group, node, "interests not gathered yet; asking again"),
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(AGAIN).await;
+    }
+}
+
+pub(crate) fn group_of(stream: &str, shards: u32) -> GroupId {
     match split_stream(stream) {
         Some(("chat", app, id)) => shard_for(app, id, shards),
         Some((ns, app, id)) => shard_for(app, &format!("{ns}:{id}"), shards),

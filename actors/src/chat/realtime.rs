@@ -10,9 +10,17 @@ impl Chat {
         since: Option<(String, u64)>,
         limit: usize,
     ) -> Result<Position, ChatError> {
+        let interest = self.inner.fanout.interest_gen(stream);
         position(
-            self.query(stream, StreamQuery::Recover { since, limit })
-                .await?,
+            self.query(
+                stream,
+                StreamQuery::Recover {
+                    since,
+                    limit,
+                    interest,
+                },
+            )
+            .await?,
         )
     }
 
