@@ -34,14 +34,25 @@ pub struct Delivery {
     pub frame: Bytes,
 }
 
-/// Encodes deliveries as `[u32 len][channel][u8 has][u64 offset][u32 len][frame]`*.
-pub fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
+/// A batch's place in its sender's order (see [`crate::resequence`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSeq {
+    /// Changes when the sender's task for this peer is replaced (its numbering starts over).
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+/// Encodes a batch as `[u64 incarnation][u64 seq]` then
+/// `[u32 len][channel][u8 has][u64 offset][u32 len][frame]`*.
+pub fn encode_batch(at: BatchSeq, batch: &[Delivery]) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(
-        batch
+        16 + batch
             .iter()
             .map(|d| d.channel.len() + d.frame.len() + 17)
-            .sum(),
+            .sum::<usize>(),
     );
+    out.put_u64(at.incarnation);
+    out.put_u64(at.seq);
     for d in batch {
         out.put_u32(d.channel.len() as u32);
         out.put_slice(d.channel.as_bytes());
@@ -54,8 +65,15 @@ pub fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_batch`]'s output; None if it is malformed.
-pub fn decode_batch(raw: &[u8]) -> Option<Vec<Delivery>> {
+pub fn decode_batch(raw: &[u8]) -> Option<(BatchSeq, Vec<Delivery>)> {
     let mut buf = Bytes::copy_from_slice(raw);
+    if buf.remaining() < 16 {
+        return None;
+    }
+    let at = BatchSeq {
+        incarnation: buf.get_u64(),
+        seq: buf.get_u64(),
+    };
     let mut out = Vec::new();
     while buf.has_remaining() {
         if buf.remaining() < 4 {
@@ -79,7 +97,7 @@ pub fn decode_batch(raw: &[u8]) -> Option<Vec<Delivery>> {
             frame,
         });
     }
-    Some(out)
+    Some((at, out))
 }
 
 /// Sends events to local subscribers and to the other nodes.
@@ -152,8 +170,13 @@ impl Emitter {
         let cluster = self.cluster.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut at = BatchSeq {
+                incarnation: rand::random::<u64>() | 1,
+                seq: 0,
+            };
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let body = encode_batch(&batch);
+                at.seq += 1;
+                let body = encode_batch(at, &batch);
                 batch.clear();
                 if let Err(e) = cluster.send_upper(node, TOPIC_DELIVER, body).await {
                     tracing::debug!(node, error = %e, "delivery to peer failed");
@@ -183,10 +206,23 @@ mod tests {
                 frame: Bytes::from_static(b"{}"),
             },
         ];
-        let raw = encode_batch(&batch);
-        assert_eq!(decode_batch(&raw), Some(batch));
+        let at = BatchSeq {
+            incarnation: 5,
+            seq: 2,
+        };
+        let raw = encode_batch(at, &batch);
+        assert_eq!(decode_batch(&raw), Some((at, batch)));
         assert_eq!(decode_batch(&raw[..raw.len() - 1]), None);
         assert_eq!(decode_batch(&[0, 0, 0, 9, 1]), None);
-        assert_eq!(decode_batch(&[]), Some(vec![]));
+        assert_eq!(
+            decode_batch(&[0; 16]),
+            Some((
+                BatchSeq {
+                    incarnation: 0,
+                    seq: 0
+                },
+                vec![]
+            ))
+        );
     }
 }

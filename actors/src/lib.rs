@@ -28,6 +28,7 @@ pub mod model;
 pub mod outbound;
 pub mod registry;
 pub mod render;
+pub mod resequence;
 pub mod session;
 pub mod stream;
 pub mod time;

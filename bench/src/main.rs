@@ -64,6 +64,8 @@ enum ShapeArg {
     F1,
     F2,
     F3,
+    /// S1: F1's rooms, each room's subscribers on one node of a cluster (sparse interest).
+    S1,
     All,
 }
 
@@ -233,6 +235,7 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
                 ShapeArg::F1 => vec![fanout::F1],
                 ShapeArg::F2 => vec![fanout::F2],
                 ShapeArg::F3 => vec![fanout::F3],
+                ShapeArg::S1 => vec![fanout::S1],
                 ShapeArg::All => vec![fanout::F1, fanout::F2, fanout::F3],
             };
             let seconds = if ctx.smoke { 2 } else { seconds };

@@ -8,21 +8,71 @@ const UNINTERESTED_AGAIN: std::time::Duration = std::time::Duration::from_secs(1
 /// Most (sender, channel) pairs remembered for that.
 const UNINTERESTED_MEMORY: usize = 4096;
 
-pub(super) struct DeliverHandler {
-    pub(super) fanout: Arc<Fanout>,
-    pub(super) cluster: ClusterNode,
+/// One sender's batches, put back in its order.
+type Senders = std::sync::Mutex<HashMap<NodeId, Arc<std::sync::Mutex<Resequencer<Vec<Delivery>>>>>>;
+
+#[derive(Clone)]
+pub(super) struct DeliverHandler(Arc<Deliveries>);
+
+pub(super) struct Deliveries {
+    fanout: Arc<Fanout>,
+    cluster: ClusterNode,
+    senders: Senders,
     /// When this node last told a sender it has no subscribers for a channel.
-    pub(super) told: std::sync::Mutex<HashMap<(NodeId, String), std::time::Instant>>,
+    told: std::sync::Mutex<HashMap<(NodeId, String), std::time::Instant>>,
+}
+
+impl DeliverHandler {
+    pub(super) fn new(fanout: Arc<Fanout>, cluster: ClusterNode) -> Self {
+        DeliverHandler(Arc::new(Deliveries {
+            fanout,
+            cluster,
+            senders: std::sync::Mutex::new(HashMap::new()),
+            told: std::sync::Mutex::new(HashMap::new()),
+        }))
+    }
 }
 
 impl UpperHandler for DeliverHandler {
     fn handle(&self, from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let Some(batch) = decode_batch(&body) else {
+        let Some((at, batch)) = decode_batch(&body) else {
             return Box::pin(async { Err("malformed delivery batch".to_string()) });
         };
-        self.fanout.received_from_peers(batch.len());
+        self.0.fanout.received_from_peers(batch.len());
+        let sender = {
+            let mut senders = self.0.senders.lock().unwrap_or_else(|p| p.into_inner());
+            senders.entry(from).or_default().clone()
+        };
+        // Delivered under the sender's lock, so that batches handled at once by several tasks
+        // still reach subscribers in the order sent.
+        let mut order = sender.lock().unwrap_or_else(|p| p.into_inner());
+        let was_holding = order.holding();
+        let due = order.accept(at.incarnation, at.seq, batch, std::time::Instant::now());
+        self.0.deliver(from, due);
+        if order.holding() && !was_holding {
+            // Give up on the missing batch if it has not come within the hold.
+            let (this, sender) = (self.0.clone(), sender.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::resequence::HOLD).await;
+                    let mut order = sender.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = order.expire(std::time::Instant::now());
+                    this.deliver(from, due);
+                    if !order.holding() {
+                        return;
+                    }
+                }
+            });
+        }
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+impl Deliveries {
+    /// Hands batches from `from` to local subscribers; channels with none are reported back.
+    fn deliver(&self, from: NodeId, batches: Vec<Vec<Delivery>>) {
         let mut unwanted: Vec<(String, u64)> = Vec::new();
-        for d in batch {
+        for d in batches.into_iter().flatten() {
             if self.fanout.deliver(&d.channel, d.offset, &d.frame) == 0
                 && !unwanted.iter().any(|(c, _)| *c == d.channel)
             {
@@ -32,11 +82,8 @@ impl UpperHandler for DeliverHandler {
         if !unwanted.is_empty() {
             self.tell_uninterested(from, unwanted);
         }
-        Box::pin(async { Ok(Vec::new()) })
     }
-}
 
-impl DeliverHandler {
     /// Tells `from` (the leader that sent them) that no one here follows these channels, so it
     /// stops sending their events; once a second per channel at most.
     fn tell_uninterested(&self, from: NodeId, mut channels: Vec<(String, u64)>) {

@@ -27,7 +27,7 @@ use crate::codec::Json;
 use crate::directory::{
     DirCommand, DirReply, Directory, DirectoryApplier, UpsertAction, UpsertMode, UserPatch,
 };
-use crate::emitter::{decode_batch, Emitter, TOPIC_DELIVER};
+use crate::emitter::{decode_batch, Delivery, Emitter, TOPIC_DELIVER};
 use crate::error::ChatError;
 use crate::fanout::{ClientInfo, Fanout};
 use crate::interest::{Interest, TOPIC_INTERESTS, TOPIC_UNINTERESTED};
@@ -37,6 +37,7 @@ use crate::model::{
     UserSummary,
 };
 use crate::outbound::CloseReason;
+use crate::resequence::Resequencer;
 use crate::stream::{MessagePage, RefreshOutcome, StreamApplier, StreamOp, StreamReply};
 use crate::{codec, hash_hex, new_id, render, time, validate};
 
@@ -234,11 +235,7 @@ impl Chat {
         };
         node.register_handler(
             TOPIC_DELIVER,
-            Arc::new(DeliverHandler {
-                fanout: chat.inner.fanout.clone(),
-                cluster: node.clone(),
-                told: std::sync::Mutex::new(HashMap::new()),
-            }),
+            Arc::new(DeliverHandler::new(chat.inner.fanout.clone(), node.clone())),
         );
         node.register_handler(
             TOPIC_UNINTERESTED,

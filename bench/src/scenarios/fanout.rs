@@ -1,7 +1,9 @@
 //! `fanout`: C channels × M members at P publishes/s, 100-byte payloads. Reports deliveries/s,
 //! server CPU µs per delivery (and that over the kernel's loopback-write floor), read/write
 //! syscalls and context switches per delivery, and end-to-end latency from the intended send
-//! time. Shapes F1 = 10×100 at 500/s, F2 = 1×100 at 2000/s, F3 = 1×5000 at 10/s.
+//! time. Shapes F1 = 10×100 at 500/s, F2 = 1×100 at 2000/s, F3 = 1×5000 at 10/s; S1 is F1 with
+//! each room's subscribers on one node of a cluster (on one node, it is F1), so an event needs
+//! to cross to at most one other node.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,9 @@ pub struct Shape {
     pub channels: usize,
     pub members: usize,
     pub rate: f64,
+    /// On a cluster, each room's subscribers connect to one node (room k to node k mod n)
+    /// instead of being spread over all of them.
+    pub sparse: bool,
 }
 
 pub const F1: Shape = Shape {
@@ -26,18 +31,28 @@ pub const F1: Shape = Shape {
     channels: 10,
     members: 100,
     rate: 500.0,
+    sparse: false,
 };
 pub const F2: Shape = Shape {
     name: "F2",
     channels: 1,
     members: 100,
     rate: 2000.0,
+    sparse: false,
 };
 pub const F3: Shape = Shape {
     name: "F3",
     channels: 1,
     members: 5000,
     rate: 10.0,
+    sparse: false,
+};
+pub const S1: Shape = Shape {
+    name: "S1",
+    channels: 10,
+    members: 100,
+    rate: 500.0,
+    sparse: true,
 };
 
 /// Publishes per second one of our publisher connections is asked for: a session handles
@@ -102,7 +117,8 @@ async fn one(
     let subs: Vec<_> = rooms.iter().flat_map(|r| r.subscribers.clone()).collect();
     let pubs: Vec<_> = rooms.iter().flat_map(|r| r.publishers.clone()).collect();
     let n_pubs = pubs.len();
-    // On a cluster, clients are spread over the nodes (subscribers and publishers alike).
+    // On a cluster, clients are spread over the nodes (subscribers and publishers alike), or
+    // for a sparse shape each room's subscribers go to one node.
     let spread = sut.nodes.len().max(1);
     let (mut sub_gens, mut pub_gens) = (Vec::new(), Vec::new());
     for k in 0..spread {
@@ -110,7 +126,17 @@ async fn one(
             v.iter().skip(k).step_by(spread).cloned().collect()
         };
         let target = sut.target_for(k);
-        let (s, p) = (part(&subs), part(&pubs));
+        let s = if shape.sparse {
+            rooms
+                .iter()
+                .skip(k)
+                .step_by(spread)
+                .flat_map(|r| r.subscribers.clone())
+                .collect()
+        } else {
+            part(&subs)
+        };
+        let p = part(&pubs);
         if !s.is_empty() {
             sub_gens.extend(scenarios::spawn_gens(ctx, &target, Role::Subscriber, s, 256).await?);
         }
