@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Longest a batch waits for an earlier one.
-pub const HOLD: Duration = Duration::from_millis(100);
+pub const HOLD: Duration = Duration::from_secs(1);
 /// Most batches held for an earlier one; beyond, the missing one is given up at once.
 const MAX_HELD: usize = 1024;
 
