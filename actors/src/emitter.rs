@@ -122,14 +122,7 @@ impl Emitter {
     /// that wants it.
     pub fn emit(&self, channel: &str, group: GroupId, offset: Option<u64>, frame: Bytes) {
         self.fanout.deliver(channel, offset, &frame);
-        let me = self.cluster.id();
-        let others: Vec<NodeId> = self
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-            .collect();
+        let others = self.cluster.other_active_nodes();
         if others.is_empty() {
             return;
         }

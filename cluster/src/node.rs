@@ -292,6 +292,16 @@ impl ClusterNode {
         self.inner.meta.current()
     }
 
+    /// The active nodes other than this one.
+    pub fn other_active_nodes(&self) -> Vec<NodeId> {
+        let me = self.id();
+        self.meta_state()
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != me)
+            .collect()
+    }
+
     /// Follows the meta state.
     pub fn watch_meta(&self) -> watch::Receiver<Arc<MetaState>> {
         self.inner.meta.subscribe()

@@ -143,6 +143,20 @@ impl Follower {
     }
 }
 
+/// The node that leads `group`.
+fn leader_of(nodes: &[TestNode], group: chatsdk_cluster::GroupId) -> usize {
+    nodes
+        .iter()
+        .position(|n| {
+            n.chat
+                .cluster()
+                .watch_leadership()
+                .borrow()
+                .contains(&group)
+        })
+        .expect("a leader")
+}
+
 /// Sends with a client message id, retrying (the same id) through leader changes.
 async fn send(rest: &Rest, key: &str, channel: &str, user: &str, text: &str) -> u64 {
     let deadline = Instant::now() + WAIT;
@@ -211,16 +225,7 @@ async fn three_nodes_deliver_in_order_and_survive_the_shard_leader() {
 
     // Stop the node leading the channel's shard.
     let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
-    let leader = nodes
-        .iter()
-        .position(|n| {
-            n.chat
-                .cluster()
-                .watch_leadership()
-                .borrow()
-                .contains(&group)
-        })
-        .expect("a leader");
+    let leader = leader_of(&nodes, group);
     let stopped = nodes.remove(leader);
     let survivors_rest: Vec<Rest> = nodes.iter().map(Rest::new).collect();
     let sends = {
@@ -393,16 +398,7 @@ async fn events_cross_only_to_nodes_with_subscribers() {
     let channel = ch.body["id"].as_str().unwrap().to_string();
     let stream = format!("chat:{app}:{channel}");
     let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
-    let leader = nodes
-        .iter()
-        .position(|n| {
-            n.chat
-                .cluster()
-                .watch_leadership()
-                .borrow()
-                .contains(&group)
-        })
-        .expect("a leader");
+    let leader = leader_of(&nodes, group);
     let (sub, other) = ((leader + 1) % 3, (leader + 2) % 3);
     for n in &nodes {
         let chat = n.chat.clone();

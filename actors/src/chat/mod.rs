@@ -286,14 +286,7 @@ impl Chat {
                         .drop_group(group, |c| group_of(c, shards) == group);
                 }
                 for &group in leading.difference(&led) {
-                    let me = inner.cluster.id();
-                    let others: BTreeSet<NodeId> = inner
-                        .cluster
-                        .meta_state()
-                        .active_nodes()
-                        .into_iter()
-                        .filter(|n| *n != me)
-                        .collect();
+                    let others = inner.cluster.other_active_nodes().into_iter().collect();
                     inner.interest.begin_gathering(group, others);
                     tokio::spawn(gather_interests(Arc::downgrade(&inner), group));
                 }
@@ -348,14 +341,7 @@ impl Chat {
 
     /// The other active nodes of the cluster.
     pub(super) fn other_nodes(&self) -> Vec<NodeId> {
-        let me = self.inner.cluster.id();
-        self.inner
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .filter(|n| *n != me)
-            .collect()
+        self.inner.cluster.other_active_nodes()
     }
 
     /// Sends a one-way message to every other active node (best effort: a node that misses it
