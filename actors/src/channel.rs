@@ -7,10 +7,10 @@
 //! replica (which, on the leader, has applied every acknowledged write), and keeps a window of
 //! recent client message ids so retried sends are answered without another proposal.
 //!
-//! Actors start on a stream's first write ([`Registry::call`]; reads of a stream without one are
-//! answered from the local replica, see [`detached_query`]), stop when their shard's leadership
-//! moves away, and passivate after a quiet period; their state is rebuilt from storage when
-//! they start.
+//! Actors start on a stream's first write or read ([`Registry::call`]; a subscribe's recovery
+//! of a stream without one is answered from the local replica, see [`detached_query`]), stop
+//! when their shard's leadership moves away, and passivate after a quiet period; their state is
+//! rebuilt from storage when they start.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -678,9 +678,9 @@ impl View<'_> {
 
 /// Answers a read of `stream` without an actor: from the local replica once it has applied
 /// everything committed before the read began (a linearizable read), as of the stream's head.
-/// Subscribing and reading do not start an actor; only a write does (a subscriber registered
-/// before the read misses nothing: a later event is emitted by whichever actor commits it, and
-/// one committed without being emitted is emitted again when the next actor starts).
+/// Subscribing does not start an actor (a subscriber registered before the read misses
+/// nothing: a later event is emitted by whichever actor commits it, and one committed without
+/// being emitted is emitted again when the next actor starts).
 pub(crate) async fn detached_query(
     env: &ActorEnv,
     stream: &str,

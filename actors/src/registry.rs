@@ -2,9 +2,9 @@
 //! time), found by stream name, stopped when their shard's leadership moves away.
 //!
 //! Requests reach an actor through [`Registry::call`], which bounds each actor's queue before
-//! ractor's unbounded mailbox and replaces an actor that stopped before taking a request. Reads
-//! of a stream whose actor is not running are answered from the local replica instead: only
-//! writes start actors.
+//! ractor's unbounded mailbox and replaces an actor that stopped before taking a request. A
+//! subscribe's recovery of a stream whose actor is not running is answered from the local
+//! replica instead: subscribing starts no actor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::Semaphore;
 
 use crate::channel::{
-    ActorEnv, ChannelActor, ChannelAnswer, ChannelArgs, ChannelMsg, ChannelRequest,
+    ActorEnv, ChannelActor, ChannelAnswer, ChannelArgs, ChannelMsg, ChannelRequest, StreamQuery,
 };
 use crate::error::ChatError;
 
@@ -148,10 +148,11 @@ impl Registry {
         request: ChannelRequest,
     ) -> Result<ChannelAnswer, ChatError> {
         let request = match request {
-            // A read of a stream with no actor running is answered without starting one: a
-            // subscriber (thousands of idle ones, each on its own `user:` stream) costs no
-            // actor until someone writes.
-            ChannelRequest::Query(q) if !self.running(stream) => {
+            // A subscribe's recovery of a stream with no actor running is answered without
+            // starting one: a subscriber (thousands of idle ones, each on its own `user:`
+            // stream) costs no actor until someone writes. Other reads start the actor, whose
+            // state then answers repeated reads without a read barrier each.
+            ChannelRequest::Query(q @ StreamQuery::Recover { .. }) if !self.running(stream) => {
                 return crate::channel::detached_query(env, stream, group, q)
                     .await
                     .map(ChannelAnswer::Answer);

@@ -1005,6 +1005,7 @@ async fn subscribing_starts_no_channel_actor_and_a_write_starts_one() {
     let w = World::new(GatewayConfig::default()).await;
     let chat = w.node.state.chat.clone();
     let mut clients = Vec::new();
+    let mut offsets_at = Vec::new();
     for user in ["carol", "mallory"] {
         let stream = format!("user:{}:{user}", w.app);
         assert!(!chat.actor_running(&stream), "{stream} was written before");
@@ -1017,9 +1018,12 @@ async fn subscribing_starts_no_channel_actor_and_a_write_starts_one() {
             !chat.actor_running(&stream),
             "subscribing to {stream} started its actor"
         );
+        offsets_at.push(sub["subscribe"]["offset"].as_u64().unwrap_or(0));
         clients.push(c);
     }
-    // Carol creates a channel with mallory and writes in it: the write starts its actor.
+    // Carol creates a channel with mallory: its `channel.created` event is the first write to
+    // mallory's `user:` stream, which starts the stream's actor, and reaches her subscription
+    // live, right after the position her subscribe was answered with.
     let (carol, _) = w.rest.login(&w.key, "carol").await;
     let r = w
         .rest
@@ -1031,26 +1035,15 @@ async fn subscribing_starts_no_channel_actor_and_a_write_starts_one() {
         )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
-    let id = r.body["id"].as_str().unwrap_or_default().to_string();
-    let stream = format!("chat:{}:{id}", w.app);
-    assert!(
-        !chat.actor_running(&stream),
-        "creating a channel started its actor"
-    );
-    let r = w
-        .rest
-        .call(
-            "POST",
-            "/api/messages",
-            Cred::Key(&w.key),
-            Some(json!({"channel_id": id, "user_id": "carol", "text": "hi"})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
+    let stream = format!("user:{}:mallory", w.app);
     assert!(
         chat.actor_running(&stream),
         "a write did not start the actor"
     );
+    let mut pubs = Vec::new();
+    clients[1].collect_pubs(&stream, &mut pubs, 1).await;
+    assert_eq!(kinds(&pubs), vec!["channel.created"]);
+    assert_eq!(offsets(&pubs), vec![offsets_at[1] + 1]);
     for c in clients {
         c.close().await;
     }
