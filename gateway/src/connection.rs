@@ -9,13 +9,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatsdk_actors::outbound::{CloseReason, Next, Outbound};
-use chatsdk_actors::session::{Authenticator, Principal, Session, SessionArgs, TokenRefusal};
+use chatsdk_actors::session::{
+    Authenticator, Principal, Session, SessionArgs, Standing, TokenRefusal,
+};
 use chatsdk_proto::realtime::{self, Method};
 
 use crate::auth::jwt::JwtError;
@@ -62,15 +64,13 @@ pub(crate) trait FrameSink: Send + 'static {
     fn close(self, reason: CloseReason) -> impl Future<Output = ()> + Send;
 }
 
-/// Verifies realtime tokens for sessions.
-struct TokenAuth(GatewayState);
-
-impl Authenticator for TokenAuth {
+/// Verifies realtime tokens for sessions: the node's gateway state itself, so a connection
+/// holds a reference to it, not an allocation of its own.
+impl Authenticator for crate::state::Inner {
     fn connect(&self, token: &str) -> Result<Principal, TokenRefusal> {
-        let claims = self.0.tokens.connection(token).map_err(refusal)?;
+        let claims = self.tokens.connection(token).map_err(refusal)?;
         if let Some(sid) = &claims.sid {
             if self
-                .0
                 .chat
                 .session_revoked(&claims.app_id, &claims.user_id, sid)
                 .unwrap_or(true)
@@ -78,7 +78,7 @@ impl Authenticator for TokenAuth {
                 return Err(TokenRefusal::Invalid);
             }
         }
-        match self.0.chat.user_record(&claims.app_id, &claims.user_id) {
+        match self.chat.user_record(&claims.app_id, &claims.user_id) {
             Ok(Some(u)) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(Principal {
                 app: claims.app_id,
                 user: claims.user_id,
@@ -96,7 +96,6 @@ impl Authenticator for TokenAuth {
         channel: &str,
     ) -> Result<(), TokenRefusal> {
         let claims = self
-            .0
             .tokens
             .subscription_claims(token, channel)
             .map_err(refusal)?;
@@ -175,17 +174,15 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
         return Ended::Closed;
     }
     let out = Arc::new(Outbound::new(state.config.outbound_queue_bytes));
-    let expires_at = Arc::new(AtomicU64::new(0));
-    let connected = Arc::new(AtomicBool::new(false));
+    let standing = Arc::new(Standing::new());
     let config = state.session.clone();
     let args = SessionArgs {
         chat: state.chat.clone(),
-        auth: Arc::new(TokenAuth(state.clone())),
+        auth: state.0.clone(),
         out: out.clone(),
         config,
         client_id: chatsdk_actors::new_id(),
-        expires_at: expires_at.clone(),
-        connected: connected.clone(),
+        standing: standing.clone(),
     };
     let ping_every = state.config.ping_interval;
     let pong_timeout = state.config.pong_timeout;
@@ -233,7 +230,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
             }
         } else {
             let mut d = awaiting.map_or(next_ping, |sent| sent + pong_timeout);
-            if !connected.load(Ordering::Relaxed) {
+            if !standing.is_connected() {
                 d = d.min(connect_deadline);
             }
             if writing.is_some() {
@@ -299,7 +296,7 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
                 if writing.is_some() && now >= write_deadline {
                     break Ending::Abandon;
                 }
-                if !connected.load(Ordering::Relaxed) && now >= connect_deadline {
+                if !standing.is_connected() && now >= connect_deadline {
                     out.close(STALE);
                     timed_out = true;
                     continue;
@@ -322,8 +319,10 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
                     }
                     Some(_) => {}
                     None if now >= next_ping => {
-                        let exp = expires_at.load(Ordering::Relaxed);
-                        if exp > 0 && chatsdk_actors::time::now_ms() / 1000 > exp {
+                        let expired = standing
+                            .expires_at()
+                            .is_some_and(|exp| chatsdk_actors::time::now_ms() / 1000 > exp);
+                        if expired {
                             out.close(CloseReason::EXPIRED);
                             timed_out = true;
                             continue;

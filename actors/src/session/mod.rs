@@ -14,7 +14,7 @@
 //! [`Fanout`]: crate::fanout::Fanout
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,10 +93,50 @@ pub struct SessionArgs {
     pub out: Arc<Outbound>,
     pub config: Arc<SessionConfig>,
     pub client_id: String,
-    /// Token expiry shared with the connection's writer, which closes with 3005 after it.
-    pub expires_at: Arc<AtomicU64>,
-    /// Set once `connect` succeeded (the gateway closes connections that never connect).
-    pub connected: Arc<AtomicBool>,
+    /// Whether the client connected and until when its token holds, shared with the
+    /// connection's task (which closes connections that never connect, and with 3005 after
+    /// the expiry).
+    pub standing: Arc<Standing>,
+}
+
+/// A session's standing as its connection's task sees it: one word, so a connection pays one
+/// small allocation for it.
+#[derive(Debug)]
+pub struct Standing(AtomicU64);
+
+impl Standing {
+    /// Not connected yet.
+    const NOT_CONNECTED: u64 = u64::MAX;
+
+    pub fn new() -> Standing {
+        Standing(AtomicU64::new(Self::NOT_CONNECTED))
+    }
+
+    /// Connected (or refreshed) with a token that expires at `expires_at` (seconds since the
+    /// epoch; 0: never).
+    pub fn connected(&self, expires_at: u64) {
+        self.0
+            .store(expires_at.min(Self::NOT_CONNECTED - 1), Ordering::Relaxed);
+    }
+
+    /// Whether `connect` succeeded.
+    pub fn is_connected(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != Self::NOT_CONNECTED
+    }
+
+    /// When the token expires (seconds since the epoch), if connected with one that does.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 | Self::NOT_CONNECTED => None,
+            at => Some(at),
+        }
+    }
+}
+
+impl Default for Standing {
+    fn default() -> Self {
+        Standing::new()
+    }
 }
 
 /// One realtime session: the connection's authentication, subscriptions and command budget.
@@ -326,7 +366,7 @@ impl Session {
                 if Some(&p.user) == self.principal.as_ref().map(|x| &x.user)
                     && Some(&p.app) == self.principal.as_ref().map(|x| &x.app) =>
             {
-                self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
+                self.args.standing.connected(p.expires_at);
                 let ttl = p.expires_at.saturating_sub(epoch_secs());
                 self.push(realtime::reply(id, "refresh", &json!({"client": self.args.client_id, "version": self.args.config.version, "expires": p.expires_at > 0, "ttl": ttl})));
             }
@@ -343,7 +383,6 @@ impl Session {
         }
         match self.args.auth.connect(token) {
             Ok(p) => {
-                self.args.expires_at.store(p.expires_at, Ordering::Relaxed);
                 let ttl = p.expires_at.saturating_sub(epoch_secs());
                 let result = json!({
                     "client": self.args.client_id,
@@ -358,8 +397,8 @@ impl Session {
                     .chat
                     .fanout()
                     .session_connected(&p.name(), &self.args.out);
+                self.args.standing.connected(p.expires_at);
                 self.principal = Some(p);
-                self.args.connected.store(true, Ordering::Relaxed);
                 self.push(realtime::reply(id, "connect", &result));
             }
             Err(TokenRefusal::Expired) => {
@@ -471,5 +510,24 @@ impl Session {
                 reply_chat_error(&self.args.out, id, &e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Standing;
+
+    #[test]
+    fn standing_tells_connected_and_expiry_apart() {
+        let s = Standing::new();
+        assert!(!s.is_connected());
+        assert_eq!(s.expires_at(), None);
+        s.connected(0);
+        assert!(s.is_connected());
+        assert_eq!(s.expires_at(), None, "0 is a token that never expires");
+        s.connected(1_800_000_000);
+        assert_eq!(s.expires_at(), Some(1_800_000_000));
+        s.connected(u64::MAX);
+        assert!(s.is_connected(), "no expiry can read as not connected");
     }
 }
