@@ -332,7 +332,7 @@ impl Fanout {
     }
 
     /// Counts events another node sent here.
-    pub fn received_from_peers(&self, n: usize) {
+    pub fn count_from_peers(&self, n: usize) {
         self.from_peers
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }

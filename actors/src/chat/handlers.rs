@@ -38,7 +38,7 @@ impl UpperHandler for DeliverHandler {
         let Some((at, batch)) = decode_batch(&body) else {
             return Box::pin(async { Err("malformed delivery batch".to_string()) });
         };
-        self.0.fanout.received_from_peers(batch.len());
+        self.0.fanout.count_from_peers(batch.len());
         let sender = {
             let mut senders = self.0.senders.lock().unwrap_or_else(|p| p.into_inner());
             senders.entry(from).or_default().clone()
