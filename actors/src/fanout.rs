@@ -165,11 +165,10 @@ impl Fanout {
             out,
             state: Mutex::new(SubState::Pending(Vec::new())),
         });
-        let gen = self.next_gen();
         map.entry(name)
             .or_insert_with(|| Local {
                 subs: Vec::new(),
-                gen,
+                gen: self.next_gen(),
             })
             .subs
             .push(sub.clone());

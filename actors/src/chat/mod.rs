@@ -516,17 +516,12 @@ async fn gather_interests(inner: std::sync::Weak<Inner>, group: GroupId) {
         if waiting.is_empty() {
             return;
         }
-        let active: BTreeSet<NodeId> = inner
-            .cluster
-            .meta_state()
-            .active_nodes()
-            .into_iter()
-            .collect();
+        let others = inner.cluster.other_active_nodes();
         let Ok(body) = codec::encode(&group) else {
             return;
         };
         let asks = waiting.into_iter().map(|node| {
-            let (inner, body, gone) = (inner.clone(), body.clone(), !active.contains(&node));
+            let (inner, body, gone) = (inner.clone(), body.clone(), !others.contains(&node));
             async move {
                 if gone {
                     return (node, Some(Vec::new()));
