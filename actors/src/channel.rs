@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
-use crate::model::{ChannelFlags, Message, Publication, StoredEvent};
+use crate::model::{ChannelFlags, Message, Notes, PollResults, Publication, StoredEvent};
 pub use crate::registry::Registry;
+use crate::stream::reads::{ReactionEntry, SavedEntry};
 use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
 
 /// Events kept in memory for fast recovery and history.
@@ -58,16 +59,41 @@ pub enum StreamQuery {
         limit: usize,
         reverse: bool,
     },
+    /// A page of messages with their annotations as `viewer` sees them.
     Messages {
         page: MessagePage,
         limit: usize,
+        viewer: Option<String>,
     },
     Message {
         id: String,
     },
+    /// A message with its annotations as `viewer` sees them.
+    Annotated {
+        id: String,
+        viewer: Option<String>,
+    },
     Replies {
         parent: String,
         limit: usize,
+        viewer: Option<String>,
+    },
+    /// Every reaction to a message.
+    Reactions {
+        id: String,
+    },
+    /// The pinned messages, with their annotations as `viewer` sees them.
+    Pinned {
+        viewer: Option<String>,
+    },
+    /// A poll of the stream and its votes.
+    Poll {
+        id: String,
+    },
+    /// A user's saved messages (asked of the user's stream).
+    Saved {
+        limit: usize,
+        offset: usize,
     },
     /// A member's read position and unread count.
     ReadState {
@@ -92,10 +118,17 @@ pub enum QueryAnswer {
     },
     Messages {
         messages: Vec<Message>,
+        /// The annotations of the messages that have any.
+        notes: Vec<Notes>,
         more: bool,
         max_seq: u64,
     },
     Message(Option<Box<Message>>),
+    Annotated(Option<Box<(Message, Notes)>>),
+    /// `(emoji, reactor, when)`, oldest first; `None` when the message does not exist.
+    Reactions(Option<Vec<ReactionEntry>>),
+    Poll(Option<Box<PollResults>>),
+    Saved(Vec<SavedEntry>),
     Read {
         last_read_seq: u64,
         unread: u64,
@@ -628,11 +661,19 @@ impl View<'_> {
                     recovered: true,
                 }
             }
-            StreamQuery::Messages { page, limit } => {
+            StreamQuery::Messages {
+                page,
+                limit,
+                viewer,
+            } => {
                 let (messages, more) = self.reader.messages(self.stream, page, limit)?;
                 let max_seq = self.reader.head(self.stream)?.map(|h| h.seq).unwrap_or(0);
+                let notes = self
+                    .reader
+                    .notes(self.stream, &messages, viewer.as_deref())?;
                 QueryAnswer::Messages {
                     messages,
+                    notes,
                     more,
                     max_seq,
                 }
@@ -640,13 +681,53 @@ impl View<'_> {
             StreamQuery::Message { id } => {
                 QueryAnswer::Message(self.reader.message(self.stream, &id)?.map(Box::new))
             }
-            StreamQuery::Replies { parent, limit } => {
+            StreamQuery::Annotated { id, viewer } => {
+                QueryAnswer::Annotated(match self.reader.message(self.stream, &id)? {
+                    Some(m) => {
+                        let notes =
+                            self.reader
+                                .message_notes(self.stream, &m, viewer.as_deref())?;
+                        Some(Box::new((m, notes)))
+                    }
+                    None => None,
+                })
+            }
+            StreamQuery::Replies {
+                parent,
+                limit,
+                viewer,
+            } => {
                 let messages = self.reader.replies(self.stream, &parent, limit)?;
+                let notes = self
+                    .reader
+                    .notes(self.stream, &messages, viewer.as_deref())?;
                 QueryAnswer::Messages {
                     messages,
+                    notes,
                     more: false,
                     max_seq: 0,
                 }
+            }
+            StreamQuery::Reactions { id } => {
+                QueryAnswer::Reactions(self.reader.reactions(self.stream, &id)?)
+            }
+            StreamQuery::Pinned { viewer } => {
+                let messages = self.reader.pinned(self.stream)?;
+                let notes = self
+                    .reader
+                    .notes(self.stream, &messages, viewer.as_deref())?;
+                QueryAnswer::Messages {
+                    messages,
+                    notes,
+                    more: false,
+                    max_seq: 0,
+                }
+            }
+            StreamQuery::Poll { id } => {
+                QueryAnswer::Poll(self.reader.poll(self.stream, &id)?.map(Box::new))
+            }
+            StreamQuery::Saved { limit, offset } => {
+                QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
             }
             StreamQuery::ReadState { user } => {
                 let state = self.reader.read_state(self.stream, &user)?;

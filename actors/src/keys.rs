@@ -59,6 +59,10 @@ pub(crate) fn channels(app: &str) -> Vec<u8> {
 pub(crate) fn cid(app: &str, cid: &str) -> Vec<u8> {
     key(&[b"d", b"cid", app.as_bytes(), cid.as_bytes()])
 }
+/// The channel of a poll (value: the channel id).
+pub(crate) fn poll(app: &str, poll: &str) -> Vec<u8> {
+    key(&[b"d", b"poll", app.as_bytes(), poll.as_bytes()])
+}
 pub(crate) fn channel_idem(app: &str, idem: &str) -> Vec<u8> {
     key(&[b"d", b"cidem", app.as_bytes(), idem.as_bytes()])
 }
@@ -178,6 +182,83 @@ impl StreamKeys<'_> {
     }
     pub(crate) fn all(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes()])
+    }
+    /// The annotations (reactions, pin, poll) of the message with seq `seq`.
+    pub(crate) fn annotations(&self, seq: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"ann", &seq.to_be_bytes()])
+    }
+    /// A reaction of `user` with `emoji` to the message with seq `seq` (value: when, and who).
+    pub(crate) fn reaction(&self, seq: u64, user: &str, emoji: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"rx",
+            &seq.to_be_bytes(),
+            user.as_bytes(),
+            emoji.as_bytes(),
+        ])
+    }
+    /// Every reaction of `user` to the message with seq `seq`.
+    pub(crate) fn user_reactions(&self, seq: u64, user: &str) -> Vec<u8> {
+        prefix(&[
+            b"s",
+            self.0.as_bytes(),
+            b"rx",
+            &seq.to_be_bytes(),
+            user.as_bytes(),
+        ])
+    }
+    /// Every reaction to the message with seq `seq`.
+    pub(crate) fn reactions(&self, seq: u64) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"rx", &seq.to_be_bytes()])
+    }
+    /// The pinned messages' index: the message with seq `seq` is pinned (empty value).
+    pub(crate) fn pinned(&self, seq: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"pin", &seq.to_be_bytes()])
+    }
+    pub(crate) fn all_pinned(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"pin"])
+    }
+    /// The seq of the message that carries poll `poll`.
+    pub(crate) fn poll(&self, poll: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"poll", poll.as_bytes()])
+    }
+    /// `user`'s vote in the poll of the message with seq `seq` (value: options and when).
+    pub(crate) fn vote(&self, seq: u64, user: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"vote",
+            &seq.to_be_bytes(),
+            user.as_bytes(),
+        ])
+    }
+    pub(crate) fn votes(&self, seq: u64) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"vote", &seq.to_be_bytes()])
+    }
+    /// A saved message of the user (user streams; value: when it was saved).
+    pub(crate) fn saved(&self, channel: &str, message: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"saved",
+            channel.as_bytes(),
+            message.as_bytes(),
+        ])
+    }
+    /// The user's saved messages by the time they were saved (user streams; empty value).
+    pub(crate) fn saved_at(&self, at: u64, channel: &str, message: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"savedt",
+            &at.to_be_bytes(),
+            channel.as_bytes(),
+            message.as_bytes(),
+        ])
+    }
+    pub(crate) fn all_saved_at(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"savedt"])
     }
 }
 

@@ -40,8 +40,8 @@ mod keys;
 mod kv;
 
 pub use chat::{
-    chat_stream, split_stream, user_stream, Caller, Chat, ChatConfig, NewChannel, NewMessage,
-    Position,
+    chat_stream, split_stream, user_stream, Caller, Chat, ChatConfig, MessagePageOut, NewChannel,
+    NewMessage, NewPoll, NewPollOption, Position, SavedMessage,
 };
 pub use error::ChatError;
 

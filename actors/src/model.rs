@@ -254,6 +254,106 @@ pub struct Message {
     pub user: UserSummary,
 }
 
+/// Someone who reacted or voted, as events and reaction summaries show them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reactor {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: u64,
+    /// The first reactors still reacting, at most [`REACTORS_SHOWN`].
+    pub users: Vec<Reactor>,
+}
+
+/// Reactors a message's reaction summary names per emoji (the rest are counted).
+pub const REACTORS_SHOWN: usize = 5;
+
+/// A pinned message's pin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub by: String,
+    pub at: u64,
+}
+
+/// One choice of a poll.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PollOption {
+    pub id: String,
+    pub text: String,
+    pub votes: u64,
+}
+
+/// A poll attached to a message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Poll {
+    pub id: String,
+    pub message_id: String,
+    pub question: String,
+    pub options: Vec<PollOption>,
+    pub anonymous: bool,
+    pub multi: bool,
+    /// Distinct voters.
+    pub total_votes: u64,
+    pub ends_at: Option<u64>,
+    pub created_by: String,
+    pub created_at: u64,
+}
+
+impl Poll {
+    /// Whether votes are refused at `now` (the end date has passed).
+    pub fn closed(&self, now: u64) -> bool {
+        self.ends_at.is_some_and(|end| now >= end)
+    }
+}
+
+/// What members added to a message after it was sent: its reactions, its pin and its poll.
+/// Kept beside the message (its own key in the channel's stream), so a reaction rewrites a few
+/// bytes instead of the message's chunk, and a send writes nothing more than before.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Annotations {
+    /// In order of each emoji's first reaction.
+    pub reactions: Vec<ReactionCount>,
+    pub pin: Option<Pin>,
+    pub poll: Option<Box<Poll>>,
+}
+
+impl Annotations {
+    pub fn is_empty(&self) -> bool {
+        self.reactions.is_empty() && self.pin.is_none() && self.poll.is_none()
+    }
+
+    /// Reactions of every emoji together.
+    pub fn reaction_count(&self) -> u64 {
+        self.reactions.iter().map(|r| r.count).sum()
+    }
+}
+
+/// A message's annotations as one reader sees them: with the reader's own reactions and votes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notes {
+    pub seq: u64,
+    pub annotations: Annotations,
+    /// The emoji the reader reacted with.
+    pub own_reactions: Vec<String>,
+    /// The poll options the reader voted for.
+    pub own_votes: Vec<String>,
+}
+
+/// A poll's outcome: the poll and who voted for what (`(user, options)`, oldest vote first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PollResults {
+    pub poll: Poll,
+    pub channel_id: String,
+    pub votes: Vec<(String, Vec<String>)>,
+}
+
 /// A durable event of a realtime stream, as stored: typed, rendered to client JSON only when it
 /// is emitted or read back ([`crate::render::event`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -286,6 +386,35 @@ pub enum Event {
     MemberJoined { channel_id: String, user_id: String },
     /// `channel.member_left`.
     MemberLeft { channel_id: String, user_id: String },
+    /// `reaction.added` / `reaction.removed`; `count` is the emoji's count after it.
+    Reaction {
+        channel_id: String,
+        message_id: String,
+        emoji: String,
+        user: Reactor,
+        added: bool,
+        count: u64,
+    },
+    /// `message.updated` for a pin or an unpin (the original's partial form, `{id, channelId,
+    /// pinned}`, with `pinnedAt` and `pinnedBy`).
+    Pinned {
+        channel_id: String,
+        message_id: String,
+        pin: Option<Pin>,
+    },
+    /// `poll.created`.
+    PollCreated { channel_id: String, poll: Box<Poll> },
+    /// `poll.voted` (`options` set) or `poll.vote_removed`; `user` and `options` are left out of
+    /// the payload for an anonymous poll. `counts` are every option's votes after it.
+    PollVote {
+        channel_id: String,
+        poll_id: String,
+        user: String,
+        options: Option<Vec<String>>,
+        anonymous: bool,
+        total_votes: u64,
+        counts: Vec<(String, u64)>,
+    },
 }
 
 impl Event {

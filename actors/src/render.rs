@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::codec::Json;
 
-use crate::model::{Channel, ChannelFlags, Event, Member, Message, User, UserSummary};
+use crate::model::{
+    Channel, ChannelFlags, Event, Member, Message, Notes, Poll, Reactor, User, UserSummary,
+};
 use crate::time::with_iso;
 
 /// A time as the API shows it (ISO-8601).
@@ -101,16 +103,16 @@ crate::dialect_views! {
             parent_id: Option<&'a str>,
             reply_to_id: Option<&'a str>,
             reaction_count: u64,
-            reactions: Empty,
+            reactions: Vec<ReactionView<'a>>,
             reply_count: u64,
             thread_count: u64,
             status: &'static str,
             pinned: bool,
-            pinned_at: Option<()>,
-            pinned_by: Option<()>,
+            pinned_at: Option<Iso>,
+            pinned_by: Option<&'a str>,
             link_previews: Empty,
-            poll_id: Option<()>,
-            poll: Option<()>,
+            poll_id: Option<&'a str>,
+            poll: Option<PollView<'a>>,
             mentions: &'a [String],
             created_at: Iso,
             updated_at: Iso,
@@ -119,6 +121,44 @@ crate::dialect_views! {
             /// Only in the answer to a send (see [`SentView`]).
             #[serde(skip_serializing_if = "is_false")]
             duplicate: bool,
+        }
+
+        /// One emoji's reactions to a message, as one reader sees them.
+        pub struct ReactionView<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            count: u64,
+            own: bool,
+            users: Vec<ReactorView<'a>>,
+        }
+
+        /// A reactor or voter.
+        pub struct ReactorView<'a> {
+            id: &'a str,
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            image: Option<&'a str>,
+        }
+
+        /// One option of a poll with its votes.
+        pub struct PollOptionView<'a> {
+            id: &'a str,
+            text: &'a str,
+            vote_count: u64,
+        }
+
+        /// A poll as a message embeds it and its events carry it (`user_votes`: the reader's).
+        pub struct PollView<'a> {
+            id: &'a str,
+            message_id: &'a str,
+            question: &'a str,
+            options: Vec<PollOptionView<'a>>,
+            is_anonymous: bool,
+            is_multi_choice: bool,
+            total_votes: u64,
+            user_votes: &'a [String],
+            ends_at: Option<Iso>,
+            created_at: Iso,
         }
 
         /// A user as the user and server keys see them (`GET /api/users/me`, the Server API).
@@ -216,7 +256,7 @@ crate::dialect_views! {
                     parent_id: m.parent_id.as_deref(),
                     reply_to_id: m.reply_to_id.as_deref(),
                     reaction_count: 0,
-                    reactions: Empty,
+                    reactions: Vec::new(),
                     reply_count: m.reply_count,
                     thread_count: m.reply_count,
                     status: "sent",
@@ -247,6 +287,77 @@ crate::dialect_views! {
                 MessageView {
                     duplicate,
                     ..MessageView::from(m)
+                }
+            }
+
+            /// A message with its reactions, pin and poll as one reader sees them.
+            pub fn annotated(m: &'a Message, notes: Option<&'a Notes>) -> Self {
+                let view = MessageView::from(m);
+                let Some(n) = notes else {
+                    return view;
+                };
+                let a = &n.annotations;
+                MessageView {
+                    reaction_count: a.reaction_count(),
+                    reactions: a
+                        .reactions
+                        .iter()
+                        .map(|r| ReactionView {
+                            kind: &r.emoji,
+                            count: r.count,
+                            own: n.own_reactions.contains(&r.emoji),
+                            users: r.users.iter().map(ReactorView::from).collect(),
+                        })
+                        .collect(),
+                    pinned: a.pin.is_some(),
+                    pinned_at: a.pin.as_ref().map(|p| Iso(p.at)),
+                    pinned_by: a.pin.as_ref().map(|p| p.by.as_str()),
+                    poll_id: a.poll.as_ref().map(|p| p.id.as_str()),
+                    poll: a.poll.as_deref().map(|p| PollView::new(p, &n.own_votes)),
+                    ..view
+                }
+            }
+        }
+
+        /// Each message of a page with its notes (matched by seq).
+        pub fn annotated_page<'a>(messages: &'a [Message], notes: &'a [Notes]) -> Vec<MessageView<'a>> {
+            messages
+                .iter()
+                .map(|m| MessageView::annotated(m, notes.iter().find(|n| n.seq == m.seq)))
+                .collect()
+        }
+
+        impl<'a> From<&'a Reactor> for ReactorView<'a> {
+            fn from(r: &'a Reactor) -> Self {
+                ReactorView {
+                    id: &r.id,
+                    name: &r.name,
+                    image: r.image.as_deref(),
+                }
+            }
+        }
+
+        impl<'a> PollView<'a> {
+            pub fn new(p: &'a Poll, user_votes: &'a [String]) -> Self {
+                PollView {
+                    id: &p.id,
+                    message_id: &p.message_id,
+                    question: &p.question,
+                    options: p
+                        .options
+                        .iter()
+                        .map(|o| PollOptionView {
+                            id: &o.id,
+                            text: &o.text,
+                            vote_count: o.votes,
+                        })
+                        .collect(),
+                    is_anonymous: p.anonymous,
+                    is_multi_choice: p.multi,
+                    total_votes: p.total_votes,
+                    user_votes,
+                    ends_at: p.ends_at.map(Iso),
+                    created_at: Iso(p.created_at),
                 }
             }
         }
@@ -400,6 +511,66 @@ struct MemberPayload<'a> {
     user_id: &'a str,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReactionPayload<'a> {
+    channel_id: &'a str,
+    message_id: &'a str,
+    reaction: ReactionEventView<'a>,
+    /// The emoji's reactions after this one.
+    count: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReactionEventView<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    user_id: &'a str,
+    user: camel::ReactorView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PinPayload<'a> {
+    id: &'a str,
+    channel_id: &'a str,
+    message_id: &'a str,
+    pinned: bool,
+    pinned_at: Option<Iso>,
+    pinned_by: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PollCreatedPayload<'a> {
+    channel_id: &'a str,
+    message_id: &'a str,
+    poll: camel::PollView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VotePayload<'a> {
+    channel_id: &'a str,
+    poll_id: &'a str,
+    /// Null for an anonymous poll.
+    user_id: Option<&'a str>,
+    /// The options voted for (left out for an anonymous poll and for a removed vote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    option_ids: Option<&'a [String]>,
+    total_votes: u64,
+    /// Every option's votes after this one, so clients show live results without a read.
+    options: Vec<OptionCount<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OptionCount<'a> {
+    id: &'a str,
+    vote_count: u64,
+}
+
 /// A payload's envelope, serialized (a typed value cannot fail to serialize; an empty string
 /// would only hide a bug, so it is logged).
 pub fn envelope<P: Serialize>(kind: &'static str, payload: P) -> String {
@@ -524,6 +695,79 @@ pub fn event(e: &Event) -> String {
             MemberPayload {
                 channel_id,
                 user_id,
+            },
+        ),
+        Event::Reaction {
+            channel_id,
+            message_id,
+            emoji,
+            user,
+            added,
+            count,
+        } => envelope(
+            if *added {
+                "reaction.added"
+            } else {
+                "reaction.removed"
+            },
+            ReactionPayload {
+                channel_id,
+                message_id,
+                reaction: ReactionEventView {
+                    kind: emoji,
+                    user_id: &user.id,
+                    user: camel::ReactorView::from(user),
+                },
+                count: *count,
+            },
+        ),
+        Event::Pinned {
+            channel_id,
+            message_id,
+            pin,
+        } => envelope(
+            "message.updated",
+            PinPayload {
+                id: message_id,
+                channel_id,
+                message_id,
+                pinned: pin.is_some(),
+                pinned_at: pin.as_ref().map(|p| Iso(p.at)),
+                pinned_by: pin.as_ref().map(|p| p.by.as_str()),
+            },
+        ),
+        Event::PollCreated { channel_id, poll } => envelope(
+            "poll.created",
+            PollCreatedPayload {
+                channel_id,
+                message_id: &poll.message_id,
+                poll: camel::PollView::new(poll, &[]),
+            },
+        ),
+        Event::PollVote {
+            channel_id,
+            poll_id,
+            user,
+            options,
+            anonymous,
+            total_votes,
+            counts,
+        } => envelope(
+            if options.is_some() {
+                "poll.voted"
+            } else {
+                "poll.vote_removed"
+            },
+            VotePayload {
+                channel_id,
+                poll_id,
+                user_id: (!anonymous).then_some(user.as_str()),
+                option_ids: options.as_deref().filter(|_| !anonymous),
+                total_votes: *total_votes,
+                options: counts
+                    .iter()
+                    .map(|(id, n)| OptionCount { id, vote_count: *n })
+                    .collect(),
             },
         ),
     }

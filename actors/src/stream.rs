@@ -17,7 +17,12 @@ use crate::codec::{self, Json};
 use crate::id_index;
 use crate::keys::{self, decode_at, encode_at, get_record as get, put_record as put, StreamKeys};
 use crate::kv::{Kv, KvRead};
-use crate::model::{ChannelFlags, Event, Message, StoredEvent, StreamHead};
+use crate::model::{ChannelFlags, Event, Message, Poll, Reactor, StoredEvent, StreamHead};
+
+mod annotations;
+pub mod reads;
+
+pub use annotations::MAX_EMOJI_PER_MESSAGE;
 
 /// A change to one stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,6 +68,38 @@ pub enum StreamOp {
         muted: Option<bool>,
         starred: Option<bool>,
     },
+    /// Adds (`add`) or removes `user`'s reaction `emoji` to a message; a user has at most
+    /// `max_per_user` reactions on one message.
+    React {
+        message_id: String,
+        emoji: String,
+        user: Reactor,
+        add: bool,
+        now: u64,
+        max_per_user: u32,
+    },
+    /// Pins (`by` set) or unpins a message; a channel has at most `max` pinned messages.
+    Pin {
+        message_id: String,
+        by: Option<String>,
+        now: u64,
+        max: u32,
+    },
+    /// Attaches a poll to its message (replacing the message's earlier poll and its votes).
+    CreatePoll { poll: Box<Poll> },
+    /// Sets (`options`) or removes (`None`) `user`'s vote in a poll.
+    Vote {
+        poll_id: String,
+        user: String,
+        options: Option<Vec<String>>,
+        now: u64,
+    },
+    /// Saves (`at` set) or forgets a message for the user (on the user's stream).
+    Save {
+        channel: String,
+        message_id: String,
+        at: Option<u64>,
+    },
     /// Removes the stream and everything in it.
     Drop,
 }
@@ -90,6 +127,12 @@ pub enum StreamReply {
         epoch: String,
     },
     Appended {
+        events: Vec<StoredEvent>,
+        epoch: String,
+    },
+    /// A poll vote was set, changed or removed (or already was): the poll's voters after it.
+    Voted {
+        total_votes: u64,
         events: Vec<StoredEvent>,
         epoch: String,
     },
@@ -162,7 +205,8 @@ impl StreamReply {
         match self {
             StreamReply::Message { events, epoch, .. }
             | StreamReply::Read { events, epoch, .. }
-            | StreamReply::Appended { events, epoch } => Some((events, epoch)),
+            | StreamReply::Appended { events, epoch }
+            | StreamReply::Voted { events, epoch, .. } => Some((events, epoch)),
             _ => None,
         }
     }
@@ -521,6 +565,7 @@ impl<K: Kv> Tx<'_, K> {
                         self.kv.delete(&self.sk.thread_reply(p.seq, m.seq));
                     }
                 }
+                self.drop_annotations(m.seq)?;
                 self.append(Event::deleted(&m, true))?;
                 self.message_reply(m, false)
             }
@@ -705,6 +750,32 @@ fn apply(
             }
             StreamReply::Flags(flags)
         }
+        StreamOp::React {
+            message_id,
+            emoji,
+            user,
+            add,
+            now,
+            max_per_user,
+        } => tx.react(&message_id, emoji, user, add, now, max_per_user)?,
+        StreamOp::Pin {
+            message_id,
+            by,
+            now,
+            max,
+        } => tx.pin(&message_id, by, now, max)?,
+        StreamOp::CreatePoll { poll } => tx.create_poll(poll)?,
+        StreamOp::Vote {
+            poll_id,
+            user,
+            options,
+            now,
+        } => tx.vote(&poll_id, user, options, now)?,
+        StreamOp::Save {
+            channel,
+            message_id,
+            at,
+        } => tx.save(&channel, &message_id, at)?,
         StreamOp::Append { id, event } => {
             tx.append_once(&id, event)?;
             StreamReply::Appended {

@@ -32,7 +32,7 @@ pub use state::{GatewayConfig, GatewayState};
 
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
-    use rest::{admin, channels, health, messages, tokens, users};
+    use rest::{admin, annotations, channels, health, messages, tokens, users};
     let body_limit = state.config.body_limit;
     Router::new()
         .route("/health", get(health::health))
@@ -107,6 +107,37 @@ pub fn app(state: GatewayState) -> Router {
         .route(
             "/api/channels/{id}/messages/{mid}/thread",
             get(messages::thread).post(messages::reply),
+        )
+        .route("/api/channels/{id}/messages/pins", get(annotations::pins))
+        .route(
+            "/api/channels/{id}/messages/me/saved",
+            get(annotations::saved),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/reactions",
+            get(annotations::reactions).post(annotations::react),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/reactions/{emoji}",
+            delete(annotations::unreact),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/pin",
+            post(annotations::pin).delete(annotations::unpin),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/save",
+            post(annotations::save).delete(annotations::unsave),
+        )
+        .route(
+            "/api/channels/{id}/messages/{mid}/polls",
+            post(annotations::create_poll),
+        )
+        .route("/api/polls/{id}", get(annotations::results))
+        .route("/api/polls/{id}/results", get(annotations::results))
+        .route(
+            "/api/polls/{id}/vote",
+            post(annotations::vote).delete(annotations::unvote),
         )
         .route("/api/messages", post(messages::create_server))
         .route("/connection/websocket", get(ws::upgrade))

@@ -522,6 +522,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         )
         .await;
     let mid = m.body["id"].as_str().unwrap().to_string();
+    let poll = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/messages/{mid}/polls"),
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "bob", "question": "b?", "options": [{"id": "y", "text": "yes"}, {"id": "n", "text": "no"}]})),
+        )
+        .await;
+    assert_eq!(poll.status, 201, "{poll:?}");
+    let pid = poll.body["id"].as_str().unwrap().to_string();
     let (eve, _) = rest.login(&key_a, "eve").await;
     let (bob, _) = rest.login(&key_b, "bob").await;
     let routes: Vec<(&str, String, Option<Value>)> = vec![
@@ -601,6 +611,52 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             "/api/messages".to_string(),
             Some(json!({"channel_id": cid, "user_id": "eve", "text": "x"})),
         ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages/{mid}/reactions"),
+            Some(json!({"emoji": "x", "user_id": "eve"})),
+        ),
+        (
+            "GET",
+            format!("/api/channels/{cid}/messages/{mid}/reactions"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/api/channels/{cid}/messages/{mid}/reactions/x?user_id=eve"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages/{mid}/pin"),
+            Some(json!({"user_id": "eve"})),
+        ),
+        (
+            "DELETE",
+            format!("/api/channels/{cid}/messages/{mid}/pin?user_id=eve"),
+            None,
+        ),
+        ("GET", format!("/api/channels/{cid}/messages/pins"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages/{mid}/save"),
+            Some(json!({"user_id": "eve"})),
+        ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/messages/{mid}/polls"),
+            Some(
+                json!({"user_id": "eve", "question": "q", "options": [{"id": "a", "text": "a"}, {"id": "b", "text": "b"}]}),
+            ),
+        ),
+        (
+            "POST",
+            format!("/api/polls/{pid}/vote"),
+            Some(json!({"user_id": "eve", "optionIds": ["y"]})),
+        ),
+        ("DELETE", format!("/api/polls/{pid}/vote?user_id=eve"), None),
+        ("GET", format!("/api/polls/{pid}/results"), None),
+        ("GET", format!("/api/polls/{pid}"), None),
         ("GET", "/api/users/bob".to_string(), None),
         ("DELETE", "/api/users/bob".to_string(), None),
         ("POST", "/api/users/bob/revoke-tokens".to_string(), None),
@@ -646,6 +702,10 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         "{msgs:?}"
     );
     assert_eq!(msgs.body["messages"][0]["text"], "b only");
+    assert_eq!(msgs.body["messages"][0]["reactionCount"], 0);
+    assert_eq!(msgs.body["messages"][0]["pinned"], false);
+    assert_eq!(msgs.body["messages"][0]["poll"]["totalVotes"], 0);
+    assert_eq!(msgs.body["messages"][0]["poll"]["question"], "b?");
     let chan = rest
         .call(
             "GET",
@@ -1528,4 +1588,435 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
         missing.body["error"]["requestId"].is_string(),
         "{missing:?}"
     );
+}
+
+/// Reactions, pins, saved messages and polls, in both dialects: success and refusal paths,
+/// role rules, limits, and how messages render them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_pins_saves_and_polls() {
+    let node = TestNode::start_chat(
+        GatewayConfig::default(),
+        ChatConfig {
+            max_reactions_per_user: 2,
+            max_pins_per_channel: 1,
+            ..test_chat_config()
+        },
+    )
+    .await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("collab").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["bob"]})),
+        )
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let send = |token: String, text: &'static str| {
+        let (rest, cid) = (&rest, cid.clone());
+        async move {
+            let m = rest
+                .call(
+                    "POST",
+                    &format!("/api/channels/{cid}/messages"),
+                    Cred::Bearer(&token),
+                    Some(json!({"text": text})),
+                )
+                .await;
+            assert_eq!(m.status, 201, "{m:?}");
+            m.body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let m1 = send(alice.clone(), "first").await;
+    let m2 = send(alice.clone(), "second").await;
+    let base = format!("/api/channels/{cid}/messages");
+
+    // Reactions: idempotent adds, counts by emoji, own, the first reactors.
+    for (token, emoji) in [(&bob, "👍"), (&bob, "👍"), (&alice, "👍"), (&alice, "🎉")] {
+        let r = rest
+            .call(
+                "POST",
+                &format!("{base}/{m1}/reactions"),
+                Cred::Bearer(token),
+                Some(json!({"emoji": emoji})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.body["success"], true);
+    }
+    let list = rest.call("GET", &base, Cred::Bearer(&bob), None).await;
+    let first = &list.body["messages"][0];
+    assert_eq!(first["id"], m1.as_str());
+    assert_eq!(first["reactionCount"], 3, "{first}");
+    assert_eq!(first["reactions"][0]["type"], "👍");
+    assert_eq!(first["reactions"][0]["count"], 2);
+    assert_eq!(first["reactions"][0]["own"], true);
+    assert_eq!(first["reactions"][0]["users"][0]["id"], "bob");
+    assert_eq!(first["reactions"][1]["type"], "🎉");
+    assert_eq!(first["reactions"][1]["own"], false);
+    assert_eq!(list.body["messages"][1]["reactionCount"], 0);
+    // The Server API lists every reaction, snake_case.
+    let all = rest
+        .call(
+            "GET",
+            &format!("{base}/{m1}/reactions"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        all.body["reactions"].as_array().unwrap().len(),
+        3,
+        "{all:?}"
+    );
+    assert_eq!(all.body["reactions"][0]["user_id"], "bob");
+    // A user's reactions per message are limited (2 here).
+    let third = rest
+        .call(
+            "POST",
+            &format!("{base}/{m1}/reactions"),
+            Cred::Bearer(&alice),
+            Some(json!({"emoji": "🔥"})),
+        )
+        .await;
+    assert_error(&third, 400, "BAD_REQUEST");
+    // Removing (the emoji URL-encoded), then the count follows.
+    let del = rest
+        .call(
+            "DELETE",
+            &format!("{base}/{m1}/reactions/%F0%9F%91%8D"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 200, "{del:?}");
+    let one = rest
+        .call("GET", &format!("{base}/{m1}"), Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(one.body["reactions"][0]["count"], 1, "{one:?}");
+    assert_eq!(one.body["reactions"][0]["own"], false);
+    assert_eq!(one.body["reactions"][0]["users"][0]["id"], "alice");
+    // Refusals: too long, not a member, no such message.
+    let long = rest
+        .call(
+            "POST",
+            &format!("{base}/{m1}/reactions"),
+            Cred::Bearer(&bob),
+            Some(json!({"emoji": "x".repeat(65)})),
+        )
+        .await;
+    assert_error(&long, 400, "BAD_REQUEST");
+    let outsider = rest
+        .call(
+            "POST",
+            &format!("{base}/{m1}/reactions"),
+            Cred::Bearer(&carol),
+            Some(json!({"emoji": "👀"})),
+        )
+        .await;
+    assert_error(&outsider, 403, "FORBIDDEN");
+    let missing = rest
+        .call(
+            "POST",
+            &format!("{base}/00000000-0000-7000-8000-000000000000/reactions"),
+            Cred::Bearer(&bob),
+            Some(json!({"emoji": "👀"})),
+        )
+        .await;
+    assert_error(&missing, 404, "NOT_FOUND");
+
+    // Pins: owners, admins and moderators in a group; at most one here.
+    let by_member = rest
+        .call(
+            "POST",
+            &format!("{base}/{m1}/pin"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_error(&by_member, 403, "FORBIDDEN");
+    let pinned = rest
+        .call(
+            "POST",
+            &format!("{base}/{m1}/pin"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(pinned.status, 200, "{pinned:?}");
+    let over = rest
+        .call(
+            "POST",
+            &format!("{base}/{m2}/pin"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_error(&over, 400, "BAD_REQUEST");
+    let pins = rest
+        .call("GET", &format!("{base}/pins"), Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(pins.status, 200, "{pins:?}");
+    assert_eq!(pins.body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(pins.body["messages"][0]["pinnedBy"], "alice");
+    assert!(pins.body["messages"][0]["pinnedAt"].is_string());
+    let unpin = rest
+        .call(
+            "DELETE",
+            &format!("{base}/{m1}/pin"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(unpin.status, 200);
+    let pins = rest
+        .call("GET", &format!("{base}/pins"), Cred::Key(&key), None)
+        .await;
+    assert_eq!(pins.body["messages"], json!([]), "{pins:?}");
+
+    // Saved messages are the saver's own.
+    let saved = rest
+        .call(
+            "POST",
+            &format!("{base}/{m2}/save"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{saved:?}");
+    let not_readable = rest
+        .call(
+            "POST",
+            &format!("{base}/{m2}/save"),
+            Cred::Bearer(&carol),
+            None,
+        )
+        .await;
+    assert_error(&not_readable, 403, "FORBIDDEN");
+    let mine = rest
+        .call(
+            "GET",
+            "/api/channels/any/messages/me/saved",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["messages"][0]["id"], m2.as_str(), "{mine:?}");
+    assert_eq!(mine.body["messages"][0]["channel"]["id"], cid.as_str());
+    assert!(mine.body["messages"][0]["savedAt"].is_string());
+    let theirs = rest
+        .call(
+            "GET",
+            "/api/channels/any/messages/me/saved",
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(theirs.body["messages"], json!([]));
+    rest.call(
+        "DELETE",
+        &format!("{base}/{m2}/save"),
+        Cred::Bearer(&bob),
+        None,
+    )
+    .await;
+    let mine = rest
+        .call(
+            "GET",
+            "/api/channels/any/messages/me/saved?user_id=bob",
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["messages"], json!([]), "{mine:?}");
+
+    // Polls: on one's own message, 2 to 10 distinct options, a future end.
+    let poll_path = format!("{base}/{m1}/polls");
+    let opts = |n: usize| {
+        (0..n)
+            .map(|i| json!({"id": format!("o{i}"), "text": format!("option {i}")}))
+            .collect::<Vec<_>>()
+    };
+    for (token, body, status) in [
+        (&bob, json!({"question": "q", "options": opts(2)}), 404),
+        (&alice, json!({"question": "q", "options": opts(1)}), 400),
+        (&alice, json!({"question": "q", "options": opts(11)}), 400),
+        (
+            &alice,
+            json!({"question": "q", "options": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}),
+            400,
+        ),
+        (
+            &alice,
+            json!({"question": "q", "options": opts(2), "endsAt": "2001-01-01T00:00:00Z"}),
+            400,
+        ),
+        (
+            &alice,
+            json!({"question": "q", "options": opts(2), "endsAt": "soon"}),
+            400,
+        ),
+        (&alice, json!({"question": "", "options": opts(2)}), 400),
+    ] {
+        let r = rest
+            .call("POST", &poll_path, Cred::Bearer(token), Some(body))
+            .await;
+        assert_eq!(r.status, status, "{r:?}");
+    }
+    let poll = rest
+        .call("POST", &poll_path, Cred::Bearer(&alice), Some(json!({"question": "Lunch?", "options": [{"id": "a", "text": "Pizza"}, {"id": "b", "text": "Sushi"}]})))
+        .await;
+    assert_eq!(poll.status, 201, "{poll:?}");
+    assert_eq!(poll.body["totalVotes"], 0);
+    assert_eq!(poll.body["isMultiChoice"], false);
+    let pid = poll.body["id"].as_str().unwrap().to_string();
+    let vote_path = format!("/api/polls/{pid}/vote");
+    let vote = |token: String, options: Value| {
+        let (rest, path) = (&rest, vote_path.clone());
+        async move {
+            rest.call(
+                "POST",
+                &path,
+                Cred::Bearer(&token),
+                Some(json!({"optionIds": options})),
+            )
+            .await
+        }
+    };
+    let v = vote(bob.clone(), json!(["a"])).await;
+    assert_eq!(v.status, 201, "{v:?}");
+    assert_eq!(v.body["totalVotes"], 1);
+    assert_error(
+        &vote(bob.clone(), json!(["a", "b"])).await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(&vote(bob.clone(), json!(["zz"])).await, 400, "BAD_REQUEST");
+    assert_error(&vote(bob.clone(), json!([])).await, 400, "BAD_REQUEST");
+    assert_error(&vote(carol.clone(), json!(["a"])).await, 403, "FORBIDDEN");
+    assert_eq!(
+        vote(alice.clone(), json!(["b"])).await.body["totalVotes"],
+        2
+    );
+    // A changed vote replaces the earlier one.
+    assert_eq!(vote(bob.clone(), json!(["b"])).await.body["totalVotes"], 2);
+    let results = rest
+        .call(
+            "GET",
+            &format!("/api/polls/{pid}/results"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(results.status, 200, "{results:?}");
+    assert_eq!(results.body["options"][0]["voteCount"], 0);
+    assert_eq!(results.body["options"][1]["voteCount"], 2);
+    assert_eq!(
+        results.body["options"][1]["voters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(results.body["userVotes"], json!(["b"]));
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/polls/{pid}/results"),
+                Cred::Bearer(&carol),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // The Server API votes for a user it names, snake_case.
+    let srv = rest
+        .call(
+            "DELETE",
+            &format!("/api/polls/{pid}/vote?user_id=bob"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(srv.status, 200, "{srv:?}");
+    assert_eq!(srv.body["total_votes"], 1);
+    let msg = rest
+        .call("GET", &format!("{base}/{m1}"), Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(msg.body["pollId"], pid.as_str(), "{msg:?}");
+    assert_eq!(msg.body["poll"]["totalVotes"], 1);
+    assert_eq!(msg.body["poll"]["userVotes"], json!(["b"]));
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/polls/nope/vote",
+                Cred::Bearer(&bob),
+                Some(json!({"optionIds": ["a"]})),
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    // Anonymous multiple choice: nobody is named; an ended poll refuses votes.
+    let anon = rest
+        .call("POST", &format!("{base}/{m2}/polls"), Cred::Key(&key), Some(json!({"user_id": "alice", "question": "Which?", "options": opts(3), "is_anonymous": true, "is_multi_choice": true, "ends_at": chatsdk_actors::time::iso(chatsdk_actors::time::now_ms() + 1500)})))
+        .await;
+    assert_eq!(anon.status, 201, "{anon:?}");
+    assert_eq!(anon.body["is_anonymous"], true);
+    let aid = anon.body["id"].as_str().unwrap().to_string();
+    let av = rest
+        .call(
+            "POST",
+            &format!("/api/polls/{aid}/vote"),
+            Cred::Bearer(&bob),
+            Some(json!({"optionIds": ["o0", "o2"]})),
+        )
+        .await;
+    assert_eq!(av.status, 201, "{av:?}");
+    let ar = rest
+        .call(
+            "GET",
+            &format!("/api/polls/{aid}/results"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(ar.body["options"][0]["voters"], Value::Null, "{ar:?}");
+    assert_eq!(ar.body["options"][2]["voteCount"], 1);
+    assert_eq!(ar.body["userVotes"], json!(["o0", "o2"]));
+    support::eventually("the poll to end", || async {
+        rest.call(
+            "POST",
+            &format!("/api/polls/{aid}/vote"),
+            Cred::Bearer(&bob),
+            Some(json!({"optionIds": ["o1"]})),
+        )
+        .await
+        .status
+            == 400
+    })
+    .await;
+    let ended = rest
+        .call(
+            "GET",
+            &format!("/api/polls/{aid}"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(ended.body["closed"], true, "{ended:?}");
+    assert_eq!(ended.body["totalVotes"], 1);
+    node.stop().await;
 }

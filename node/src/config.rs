@@ -255,6 +255,14 @@ pub struct LimitsConfig {
     pub message_rate_per_minute: u32,
     /// Token bucket capacity for sends.
     pub message_burst: u32,
+    /// Reaction changes per user per minute (token bucket refill rate).
+    pub reaction_rate_per_minute: u32,
+    /// Token bucket capacity for reaction changes.
+    pub reaction_burst: u32,
+    /// Reactions one user may have on one message.
+    pub reactions_per_user_per_message: u32,
+    /// Pinned messages per channel.
+    pub pins_per_channel: u32,
     /// Multiply the rate limits by [`BENCH_RATE_MULTIPLIER`]; for load tests only.
     pub bench_profile: bool,
 }
@@ -276,6 +284,10 @@ impl Default for LimitsConfig {
             outbound_queue_bytes: 1024 * 1024,
             message_rate_per_minute: 600,
             message_burst: 100,
+            reaction_rate_per_minute: 300,
+            reaction_burst: 60,
+            reactions_per_user_per_message: 20,
+            pins_per_channel: 25,
             bench_profile: false,
         }
     }
@@ -292,7 +304,8 @@ impl LimitsConfig {
         self.bench_scaled(self.message_burst)
     }
 
-    fn bench_scaled(&self, value: u32) -> u32 {
+    /// `value` with `bench_profile` applied.
+    pub fn bench_scaled(&self, value: u32) -> u32 {
         if self.bench_profile {
             value.saturating_mul(BENCH_RATE_MULTIPLIER)
         } else {

@@ -106,6 +106,10 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         history_size: c.realtime.history_size as u64,
         send_rate_per_minute: c.limits.effective_message_rate_per_minute(),
         send_burst: c.limits.effective_message_burst(),
+        reaction_rate_per_minute: c.limits.bench_scaled(c.limits.reaction_rate_per_minute),
+        reaction_burst: c.limits.bench_scaled(c.limits.reaction_burst),
+        max_reactions_per_user: c.limits.reactions_per_user_per_message,
+        max_pins_per_channel: c.limits.pins_per_channel,
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;

@@ -266,27 +266,51 @@ impl Chat {
         }
     }
 
-    /// A page of top-level messages: `(messages, max_seq, has_more)`.
+    /// One message with its reactions, pin and poll as the caller sees them.
+    pub async fn annotated_message(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        id: &str,
+    ) -> Result<(Message, Notes), ChatError> {
+        self.readable_channel(caller, channel).await?;
+        let q = StreamQuery::Annotated {
+            id: id.to_string(),
+            viewer: caller.user.clone(),
+        };
+        match self.query(&chat_stream(&caller.app, channel), q).await? {
+            QueryAnswer::Annotated(Some(found)) => Ok(*found),
+            QueryAnswer::Annotated(None) => Err(ChatError::not_found("message")),
+            _ => Err(ChatError::Internal("unexpected answer".into())),
+        }
+    }
+
+    /// A page of top-level messages with their annotations as the caller sees them.
     pub async fn messages(
         &self,
         caller: &Caller,
         channel: &str,
         page: MessagePage,
         limit: usize,
-    ) -> Result<(Vec<Message>, u64, bool), ChatError> {
+    ) -> Result<MessagePageOut, ChatError> {
         self.readable_channel(caller, channel).await?;
-        match self
-            .query(
-                &chat_stream(&caller.app, channel),
-                StreamQuery::Messages { page, limit },
-            )
-            .await?
-        {
+        let q = StreamQuery::Messages {
+            page,
+            limit,
+            viewer: caller.user.clone(),
+        };
+        match self.query(&chat_stream(&caller.app, channel), q).await? {
             QueryAnswer::Messages {
                 messages,
+                notes,
                 more,
                 max_seq,
-            } => Ok((messages, max_seq, more)),
+            } => Ok(MessagePageOut {
+                messages,
+                notes,
+                max_seq,
+                more,
+            }),
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }
@@ -298,7 +322,7 @@ impl Chat {
         channel: &str,
         parent: &str,
         limit: usize,
-    ) -> Result<Vec<Message>, ChatError> {
+    ) -> Result<(Vec<Message>, Vec<Notes>), ChatError> {
         self.message(caller, channel, parent).await?;
         match self
             .query(
@@ -306,11 +330,14 @@ impl Chat {
                 StreamQuery::Replies {
                     parent: parent.to_string(),
                     limit,
+                    viewer: caller.user.clone(),
                 },
             )
             .await?
         {
-            QueryAnswer::Messages { messages, .. } => Ok(messages),
+            QueryAnswer::Messages {
+                messages, notes, ..
+            } => Ok((messages, notes)),
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }

@@ -33,7 +33,7 @@ use crate::fanout::{ClientInfo, Fanout};
 use crate::interest::{Interest, TOPIC_INTERESTS, TOPIC_UNINTERESTED};
 use crate::limits::RateLimiter;
 use crate::model::{
-    ApiKey, App, Channel, ChannelFlags, ChannelType, Event, Member, Message, Role, User,
+    ApiKey, App, Channel, ChannelFlags, ChannelType, Event, Member, Message, Notes, Role, User,
     UserSummary,
 };
 use crate::outbound::CloseReason;
@@ -41,7 +41,10 @@ use crate::resequence::Resequencer;
 use crate::stream::{MessagePage, RefreshOutcome, StreamApplier, StreamOp, StreamReply};
 use crate::{codec, hash_hex, new_id, render, time, validate};
 
+mod annotations;
 mod channels;
+
+pub use annotations::{NewPoll, NewPollOption, SavedMessage};
 mod handlers;
 mod messages;
 mod realtime;
@@ -79,6 +82,14 @@ pub struct ChatConfig {
     pub send_rate_per_minute: u32,
     /// Token bucket capacity of message sends.
     pub send_burst: u32,
+    /// Reaction changes per user per minute (token bucket refill).
+    pub reaction_rate_per_minute: u32,
+    /// Token bucket capacity of reaction changes.
+    pub reaction_burst: u32,
+    /// Reactions one user may have on one message.
+    pub max_reactions_per_user: u32,
+    /// Pinned messages per channel.
+    pub max_pins_per_channel: u32,
 }
 
 impl Default for ChatConfig {
@@ -88,6 +99,10 @@ impl Default for ChatConfig {
             actor_idle: Duration::from_secs(300),
             send_rate_per_minute: 600,
             send_burst: 100,
+            reaction_rate_per_minute: 300,
+            reaction_burst: 60,
+            max_reactions_per_user: 20,
+            max_pins_per_channel: 25,
         }
     }
 }
@@ -152,6 +167,16 @@ pub struct NewMessage {
     pub reply_to_id: Option<String>,
 }
 
+/// A page of messages with their annotations (see [`Chat::messages`]).
+#[derive(Clone, Debug)]
+pub struct MessagePageOut {
+    pub messages: Vec<Message>,
+    /// The annotations of the messages that have any, as the caller sees them.
+    pub notes: Vec<Notes>,
+    pub max_seq: u64,
+    pub more: bool,
+}
+
 /// A subscribe/recovery answer.
 #[derive(Clone, Debug)]
 pub struct Position {
@@ -175,6 +200,10 @@ struct Inner {
     unread_rounds: std::sync::Mutex<HashMap<String, Option<String>>>,
     /// Per-user message sends, whatever the surface (REST or realtime RPC).
     send_limiter: RateLimiter,
+    /// Per-user reaction changes.
+    reaction_limiter: RateLimiter,
+    max_reactions_per_user: u32,
+    max_pins_per_channel: u32,
 }
 
 impl Inner {
@@ -231,6 +260,12 @@ impl Chat {
                 config_shards: shards,
                 unread_rounds: std::sync::Mutex::new(HashMap::new()),
                 send_limiter: RateLimiter::new(config.send_rate_per_minute, config.send_burst),
+                reaction_limiter: RateLimiter::new(
+                    config.reaction_rate_per_minute,
+                    config.reaction_burst,
+                ),
+                max_reactions_per_user: config.max_reactions_per_user,
+                max_pins_per_channel: config.max_pins_per_channel,
             }),
         };
         node.register_handler(

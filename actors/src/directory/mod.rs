@@ -110,6 +110,13 @@ pub enum DirCommand {
         channel_id: String,
         user_id: String,
     },
+    /// Records which channel holds poll `poll_id` (the poll itself lives in the channel's
+    /// stream): `/api/polls/:id` names only the poll. A few bytes per poll, written once.
+    LocatePoll {
+        app_id: String,
+        poll_id: String,
+        channel_id: String,
+    },
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -253,7 +260,15 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                     }
                 }
             }
-            for tag in [&b"user"[..], b"chan", b"cid", b"cidem", b"mem", b"umem"] {
+            for tag in [
+                &b"user"[..],
+                b"chan",
+                b"cid",
+                b"cidem",
+                b"mem",
+                b"umem",
+                b"poll",
+            ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
                         users += 1;
@@ -420,6 +435,17 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             }
             None => DirReply::NotFound("channel".into()),
         },
+        DirCommand::LocatePoll {
+            app_id,
+            poll_id,
+            channel_id,
+        } => {
+            if get::<Channel>(kv, &keys::channel(&app_id, &channel_id))?.is_none() {
+                return Ok(DirReply::NotFound("channel".into()));
+            }
+            kv.put(&keys::poll(&app_id, &poll_id), channel_id.as_bytes());
+            DirReply::Done
+        }
         DirCommand::DeleteChannel { app_id, channel_id } => {
             match get::<Channel>(kv, &keys::channel(&app_id, &channel_id))? {
                 Some(ch) => {

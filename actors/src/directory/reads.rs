@@ -123,6 +123,13 @@ impl Directory {
     pub fn channels(&self, app: &str) -> ReadResult<Vec<Channel>> {
         self.list(&keys::channels(app))
     }
+    /// The channel that holds poll `poll`.
+    pub fn poll_channel(&self, app: &str, poll: &str) -> ReadResult<Option<String>> {
+        Ok(self
+            .reader
+            .get(&keys::poll(app, poll))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
     pub fn channel_by_cid(&self, app: &str, cid: &str) -> ReadResult<Option<Arc<Channel>>> {
         match self.reader.get(&keys::cid(app, cid))? {
             Some(id) => self.channel(app, &String::from_utf8_lossy(&id)),

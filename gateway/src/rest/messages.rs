@@ -146,11 +146,11 @@ pub async fn list(
     } else {
         MessagePage::Latest
     };
-    let (messages, max_seq, more) = state.chat.messages(&caller, &id, page, limit).await?;
+    let page = state.chat.messages(&caller, &id, page, limit).await?;
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageList {
-        messages: messages.iter().map(v::MessageView::from).collect(),
-        max_seq,
-        has_more: more,
+        messages: v::annotated_page(&page.messages, &page.notes),
+        max_seq: page.max_seq,
+        has_more: page.more,
     }))
 }
 
@@ -162,11 +162,11 @@ pub async fn get(
     q: Query,
 ) -> ApiResult<Response> {
     auth.require_scope("chat:read")?;
-    let m = state
+    let (m, notes) = state
         .chat
-        .message(&auth.caller(q.str("userId")), &id, &mid)
+        .annotated_message(&auth.caller(q.str("userId")), &id, &mid)
         .await?;
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::from(&m)))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::annotated(&m, Some(&notes))))
 }
 
 /// `PATCH /api/channels/:id/messages/:mid`.
@@ -228,12 +228,13 @@ pub async fn thread(
     auth.require_scope("chat:read")?;
     let caller = auth.caller(q.str("userId"));
     let limit = q.num("limit", 50, 200)? as usize;
-    let parent = state.chat.message(&caller, &id, &mid).await?;
-    let replies = state.chat.replies(&caller, &id, &mid, limit + 1).await?;
+    let (parent, parent_notes) = state.chat.annotated_message(&caller, &id, &mid).await?;
+    let (mut replies, notes) = state.chat.replies(&caller, &id, &mid, limit + 1).await?;
     let more = replies.len() > limit;
+    replies.truncate(limit);
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::Thread {
-        parent: v::MessageView::from(&parent),
-        replies: replies.iter().take(limit).map(v::MessageView::from).collect(),
+        parent: v::MessageView::annotated(&parent, Some(&parent_notes)),
+        replies: v::annotated_page(&replies, &notes),
         has_more: more,
     }))
 }

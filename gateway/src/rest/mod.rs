@@ -27,6 +27,7 @@ macro_rules! reply {
 }
 
 pub mod admin;
+pub mod annotations;
 pub mod channels;
 pub mod health;
 pub mod messages;

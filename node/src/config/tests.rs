@@ -298,6 +298,11 @@ fn each_validation_rule_rejects_a_bad_value() {
             c.limits.message_rate_per_minute = 0
         }),
         ("limits.message_burst", |c| c.limits.message_burst = 0),
+        ("limits.reaction_burst", |c| c.limits.reaction_burst = 0),
+        ("limits.reactions_per_user_per_message", |c| {
+            c.limits.reactions_per_user_per_message = 0
+        }),
+        ("limits.pins_per_channel", |c| c.limits.pins_per_channel = 0),
         ("realtime.ping_interval_s", |c| {
             c.realtime.ping_interval_s = 0
         }),

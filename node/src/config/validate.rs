@@ -81,6 +81,16 @@ impl Config {
             "limits.message_rate_per_minute",
         )?;
         positive(l.message_burst.into(), "limits.message_burst")?;
+        positive(
+            l.reaction_rate_per_minute.into(),
+            "limits.reaction_rate_per_minute",
+        )?;
+        positive(l.reaction_burst.into(), "limits.reaction_burst")?;
+        positive(
+            l.reactions_per_user_per_message.into(),
+            "limits.reactions_per_user_per_message",
+        )?;
+        positive(l.pins_per_channel.into(), "limits.pins_per_channel")?;
         ensure(
             l.ws_frame_bytes <= l.ws_message_bytes,
             "limits.ws_frame_bytes",
