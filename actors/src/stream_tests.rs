@@ -809,3 +809,181 @@ fn messages_indexed_by_format_7_are_still_found() {
         (5, false)
     );
 }
+
+/// Reactions, pins, polls and votes: each applied twice (the cluster delivers at least once)
+/// changes the stream once, the counts follow the per-user facts, readers see their own
+/// reactions and votes, and a purge leaves nothing of them behind.
+#[test]
+fn annotations_apply_once_and_go_with_their_message() {
+    use crate::model::{Poll, PollOption, Reactor};
+    let mut kv = Mem::new();
+    apply_encoded(&ctx(1), &mut kv, &send("m1", None)).unwrap();
+    apply_encoded(&ctx(2), &mut kv, &send("m2", None)).unwrap();
+    let react = |user: &str, emoji: &str, add: bool| {
+        command(
+            100,
+            StreamOp::React {
+                message_id: "m1".into(),
+                emoji: emoji.into(),
+                user: Reactor {
+                    id: user.into(),
+                    name: user.to_uppercase(),
+                    image: None,
+                },
+                add,
+                now: 10,
+                max_per_user: 2,
+            },
+        )
+    };
+    let mut index = 2;
+    let mut twice = |kv: &mut Mem, raw: &[u8]| {
+        index += 1;
+        let first = apply_encoded(&ctx(index), kv, raw).unwrap();
+        let after = kv.clone();
+        index += 1;
+        let second = apply_encoded(&ctx(index), kv, raw).unwrap();
+        assert_eq!(*kv, after, "applied again, nothing changes");
+        assert!(
+            second.events().is_none_or(|(e, _)| e.is_empty()),
+            "{second:?}"
+        );
+        first
+    };
+    for (user, emoji) in [("u2", "+1"), ("u3", "+1"), ("u2", "tada")] {
+        let r = twice(&mut kv, &react(user, emoji, true));
+        assert_eq!(r.events().unwrap().0.len(), 1);
+    }
+    assert!(matches!(
+        apply_encoded(&ctx(50), &mut kv, &react("u2", "fire", true)).unwrap(),
+        StreamReply::Refused(_)
+    ));
+    twice(&mut kv, &react("u2", "+1", false));
+    let pin = command(
+        100,
+        StreamOp::Pin {
+            message_id: "m1".into(),
+            by: Some("u1".into()),
+            now: 11,
+            max: 1,
+        },
+    );
+    twice(&mut kv, &pin);
+    let pin_other = command(
+        100,
+        StreamOp::Pin {
+            message_id: "m2".into(),
+            by: Some("u1".into()),
+            now: 11,
+            max: 1,
+        },
+    );
+    assert!(matches!(
+        apply_encoded(&ctx(51), &mut kv, &pin_other).unwrap(),
+        StreamReply::Refused(_)
+    ));
+    let poll = Poll {
+        id: "p1".into(),
+        message_id: "m1".into(),
+        question: "q".into(),
+        options: ["a", "b"]
+            .iter()
+            .map(|o| PollOption {
+                id: o.to_string(),
+                text: o.to_string(),
+                votes: 0,
+            })
+            .collect(),
+        anonymous: false,
+        multi: false,
+        total_votes: 0,
+        ends_at: Some(1_000),
+        created_by: "u1".into(),
+        created_at: 5,
+    };
+    twice(
+        &mut kv,
+        &command(
+            100,
+            StreamOp::CreatePoll {
+                poll: Box::new(poll),
+            },
+        ),
+    );
+    let vote = |user: &str, options: Option<Vec<&str>>, now: u64| {
+        command(
+            100,
+            StreamOp::Vote {
+                poll_id: "p1".into(),
+                user: user.into(),
+                options: options.map(|o| o.into_iter().map(str::to_string).collect()),
+                now,
+            },
+        )
+    };
+    let voted = |r: StreamReply| match r {
+        StreamReply::Voted { total_votes, .. } => total_votes,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(voted(twice(&mut kv, &vote("u2", Some(vec!["a"]), 20))), 1);
+    assert_eq!(voted(twice(&mut kv, &vote("u3", Some(vec!["a"]), 21))), 2);
+    assert_eq!(voted(twice(&mut kv, &vote("u3", Some(vec!["b"]), 22))), 2);
+    assert!(matches!(
+        apply_encoded(&ctx(52), &mut kv, &vote("u2", Some(vec!["a", "b"]), 23)).unwrap(),
+        StreamReply::Refused(_)
+    ));
+    assert!(matches!(
+        apply_encoded(&ctx(53), &mut kv, &vote("u4", Some(vec!["a"]), 1_000)).unwrap(),
+        StreamReply::Refused(_)
+    ));
+    // A vote is still removed after the end.
+    assert_eq!(voted(twice(&mut kv, &vote("u2", None, 2_000))), 1);
+
+    let reader = StreamReader { reader: kv.clone() };
+    let m1 = reader.message(STREAM, "m1").unwrap().unwrap();
+    let notes = reader.message_notes(STREAM, &m1, Some("u3")).unwrap();
+    let a = &notes.annotations;
+    assert_eq!(a.reaction_count(), 2);
+    assert_eq!(
+        a.reactions
+            .iter()
+            .map(|r| (r.emoji.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        vec![("+1", 1), ("tada", 1)]
+    );
+    assert_eq!(a.reactions[0].users[0].id, "u3");
+    assert_eq!(notes.own_reactions, vec!["+1".to_string()]);
+    assert_eq!(notes.own_votes, vec!["b".to_string()]);
+    assert_eq!(a.pin.as_ref().map(|p| p.by.as_str()), Some("u1"));
+    let poll = a.poll.as_ref().unwrap();
+    assert_eq!(
+        (
+            poll.total_votes,
+            poll.options[0].votes,
+            poll.options[1].votes
+        ),
+        (1, 0, 1)
+    );
+    assert_eq!(reader.pinned(STREAM).unwrap().len(), 1);
+    assert_eq!(reader.poll(STREAM, "p1").unwrap().unwrap().votes.len(), 1);
+    // The page read finds m1's notes and none for m2.
+    let (page, _) = reader.messages(STREAM, MessagePage::Latest, 10).unwrap();
+    let page_notes = reader.notes(STREAM, &page, Some("u2")).unwrap();
+    assert_eq!(page_notes.len(), 1);
+    assert_eq!(page_notes[0].seq, m1.seq);
+    assert_eq!(page_notes[0].own_reactions, vec!["tada".to_string()]);
+
+    let purge = command(
+        100,
+        StreamOp::Purge {
+            message_id: "m1".into(),
+        },
+    );
+    apply_encoded(&ctx(60), &mut kv, &purge).unwrap();
+    let sk = StreamKeys(STREAM);
+    for prefix in [sk.reactions(1), sk.votes(1), sk.all_pinned()] {
+        assert!(Kv::scan_prefix(&kv, &prefix).unwrap().is_empty());
+    }
+    assert!(Kv::get(&kv, &sk.annotations(1)).unwrap().is_none());
+    assert!(Kv::get(&kv, &sk.poll("p1")).unwrap().is_none());
+}

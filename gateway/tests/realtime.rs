@@ -1048,3 +1048,180 @@ async fn subscribing_starts_no_channel_actor_and_a_write_starts_one() {
         c.close().await;
     }
 }
+
+/// Reactions, pins and poll votes are events of the channel's stream: delivered live, and
+/// recovered after a reconnect like messages (anonymous votes name nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_pins_and_polls_are_live_and_recovered() {
+    let w = World::new(GatewayConfig::default()).await;
+    let m = w.send("alice", "vote here").await;
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (alice, _) = w.rest.login(&w.key, "alice").await;
+    let (bob_token, _) = w.rest.login(&w.key, "bob").await;
+    let base = format!("/api/channels/{}/messages/{mid}", w.channel);
+    let mut bob = w.client("bob").await;
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recoverable": true}),
+        )
+        .await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let start = sub["subscribe"]["offset"].as_u64().unwrap_or(0);
+
+    let r = w
+        .rest
+        .call(
+            "POST",
+            &format!("{base}/reactions"),
+            Cred::Bearer(&alice),
+            Some(json!({"emoji": "🎉"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let poll = w
+        .rest
+        .call("POST", &format!("{base}/polls"), Cred::Bearer(&alice), Some(json!({"question": "When?", "options": [{"id": "mon", "text": "Monday"}, {"id": "tue", "text": "Tuesday"}]})))
+        .await;
+    assert_eq!(poll.status, 201, "{poll:?}");
+    let pid = poll.body["id"].as_str().unwrap().to_string();
+    let mut live = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut live, 2).await;
+    assert_eq!(kinds(&live), vec!["reaction.added", "poll.created"]);
+    let added = &live[0]["data"]["payload"];
+    assert_eq!(added["messageId"], mid.as_str());
+    assert_eq!(added["reaction"]["type"], "🎉");
+    assert_eq!(added["reaction"]["userId"], "alice");
+    assert_eq!(added["reaction"]["user"]["name"], "alice");
+    assert_eq!(added["count"], 1);
+    assert_eq!(live[1]["data"]["payload"]["poll"]["question"], "When?");
+    assert_eq!(
+        live[1]["data"]["payload"]["poll"]["options"][1]["voteCount"],
+        0
+    );
+    assert_eq!(offsets(&live), vec![start + 1, start + 2]);
+    let last = start + 2;
+    bob.close().await;
+
+    // While bob is away: a vote, a changed vote, a pin, a removed reaction, a removed vote.
+    let vote = |token: String, options: Value| {
+        let path = format!("/api/polls/{pid}/vote");
+        let rest = &w.rest;
+        async move {
+            let r = rest
+                .call(
+                    "POST",
+                    &path,
+                    Cred::Bearer(&token),
+                    Some(json!({"optionIds": options})),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+    };
+    vote(alice.clone(), json!(["mon"])).await;
+    vote(alice.clone(), json!(["tue"])).await;
+    let pin = w
+        .rest
+        .call("POST", &format!("{base}/pin"), Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(pin.status, 200, "{pin:?}");
+    let unreact = w
+        .rest
+        .call(
+            "DELETE",
+            &format!("{base}/reactions/%F0%9F%8E%89"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(unreact.status, 200, "{unreact:?}");
+    let unvote = w
+        .rest
+        .call(
+            "DELETE",
+            &format!("/api/polls/{pid}/vote"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(unvote.status, 200, "{unvote:?}");
+    // Repeats change nothing and add no event.
+    let again = w
+        .rest
+        .call(
+            "DELETE",
+            &format!("/api/polls/{pid}/vote"),
+            Cred::Bearer(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+
+    let mut bob = w.client("bob").await;
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": epoch, "offset": last}),
+        )
+        .await;
+    let res = &sub["subscribe"];
+    assert_eq!(res["recovered"], true, "{sub:?}");
+    let missed = res["publications"].as_array().unwrap().clone();
+    assert_eq!(
+        kinds(&missed),
+        vec![
+            "poll.voted",
+            "poll.voted",
+            "message.updated",
+            "reaction.removed",
+            "poll.vote_removed"
+        ]
+    );
+    assert_eq!(offsets(&missed), (last + 1..=last + 5).collect::<Vec<_>>());
+    let first_vote = &missed[0]["data"]["payload"];
+    assert_eq!(first_vote["pollId"], pid.as_str());
+    assert_eq!(first_vote["userId"], "alice");
+    assert_eq!(first_vote["optionIds"], json!(["mon"]));
+    assert_eq!(first_vote["totalVotes"], 1);
+    let changed = &missed[1]["data"]["payload"];
+    assert_eq!(changed["totalVotes"], 1);
+    assert_eq!(
+        changed["options"],
+        json!([{"id": "mon", "voteCount": 0}, {"id": "tue", "voteCount": 1}])
+    );
+    let pinned = &missed[2]["data"]["payload"];
+    assert_eq!(pinned["id"], mid.as_str());
+    assert_eq!(pinned["pinned"], true);
+    assert_eq!(pinned["pinnedBy"], "alice");
+    assert_eq!(missed[3]["data"]["payload"]["count"], 0);
+    assert_eq!(missed[4]["data"]["payload"]["totalVotes"], 0);
+
+    // An anonymous poll's votes name nobody, live.
+    let anon = w
+        .rest
+        .call("POST", &format!("{base}/polls"), Cred::Bearer(&alice), Some(json!({"question": "Secret?", "isAnonymous": true, "options": [{"id": "y", "text": "yes"}, {"id": "n", "text": "no"}]})))
+        .await;
+    let aid = anon.body["id"].as_str().unwrap().to_string();
+    let v = w
+        .rest
+        .call(
+            "POST",
+            &format!("/api/polls/{aid}/vote"),
+            Cred::Bearer(&bob_token),
+            Some(json!({"optionIds": ["y"]})),
+        )
+        .await;
+    assert_eq!(v.status, 201, "{v:?}");
+    let mut after = Vec::new();
+    bob.collect_pubs(&w.chan(), &mut after, 2).await;
+    assert_eq!(kinds(&after), vec!["poll.created", "poll.voted"]);
+    let secret = &after[1]["data"]["payload"];
+    assert_eq!(secret["userId"], Value::Null, "{secret}");
+    assert!(secret.get("optionIds").is_none(), "{secret}");
+    assert_eq!(secret["totalVotes"], 1);
+    w.node.stop().await;
+}
