@@ -59,6 +59,65 @@ pub(crate) fn channels(app: &str) -> Vec<u8> {
 pub(crate) fn cid(app: &str, cid: &str) -> Vec<u8> {
     key(&[b"d", b"cid", app.as_bytes(), cid.as_bytes()])
 }
+pub(crate) fn workspace(app: &str, ws: &str) -> Vec<u8> {
+    key(&[b"d", b"ws", app.as_bytes(), ws.as_bytes()])
+}
+pub(crate) fn workspaces(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"ws", app.as_bytes()])
+}
+/// A workspace by its name, lower-cased (names are unique per app; value: the id).
+pub(crate) fn workspace_name(app: &str, name: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"wsname",
+        app.as_bytes(),
+        name.to_lowercase().as_bytes(),
+    ])
+}
+pub(crate) fn workspace_member(app: &str, ws: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"wsm", app.as_bytes(), ws.as_bytes(), user.as_bytes()])
+}
+pub(crate) fn workspace_members(app: &str, ws: &str) -> Vec<u8> {
+    prefix(&[b"d", b"wsm", app.as_bytes(), ws.as_bytes()])
+}
+/// The user's workspaces index (empty value).
+pub(crate) fn user_workspace(app: &str, user: &str, ws: &str) -> Vec<u8> {
+    key(&[b"d", b"uws", app.as_bytes(), user.as_bytes(), ws.as_bytes()])
+}
+pub(crate) fn user_workspaces(app: &str, user: &str) -> Vec<u8> {
+    prefix(&[b"d", b"uws", app.as_bytes(), user.as_bytes()])
+}
+/// The workspace's channels index (empty value).
+pub(crate) fn workspace_channel(app: &str, ws: &str, channel: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"wsch",
+        app.as_bytes(),
+        ws.as_bytes(),
+        channel.as_bytes(),
+    ])
+}
+pub(crate) fn workspace_channels(app: &str, ws: &str) -> Vec<u8> {
+    prefix(&[b"d", b"wsch", app.as_bytes(), ws.as_bytes()])
+}
+/// An invitation by the SHA-256 of its token.
+pub(crate) fn invite(app: &str, token_hash: &str) -> Vec<u8> {
+    key(&[b"d", b"inv", app.as_bytes(), token_hash.as_bytes()])
+}
+/// The pending invitation of an email to a workspace (value: its token hash).
+pub(crate) fn invite_of(app: &str, ws: &str, email: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"invto",
+        app.as_bytes(),
+        ws.as_bytes(),
+        email.as_bytes(),
+    ])
+}
+pub(crate) fn invites_of(app: &str, ws: &str) -> Vec<u8> {
+    prefix(&[b"d", b"invto", app.as_bytes(), ws.as_bytes()])
+}
+
 /// The channel of a poll (value: the channel id).
 pub(crate) fn poll(app: &str, poll: &str) -> Vec<u8> {
     key(&[b"d", b"poll", app.as_bytes(), poll.as_bytes()])

@@ -40,8 +40,9 @@ mod keys;
 mod kv;
 
 pub use chat::{
-    chat_stream, split_stream, user_stream, Caller, Chat, ChatConfig, MessagePageOut, NewChannel,
-    NewMessage, NewPoll, NewPollOption, Position, SavedMessage,
+    chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
+    IssuedInvite, MessagePageOut, NewChannel, NewMessage, NewPoll, NewPollOption, Position,
+    SavedMessage, WorkspaceSpec, WorkspaceStats,
 };
 pub use error::ChatError;
 

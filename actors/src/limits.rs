@@ -34,6 +34,15 @@ impl RateLimiter {
         }
     }
 
+    /// `per_hour` refill, with the whole hour's budget as capacity.
+    pub fn per_hour(per_hour: u32) -> Self {
+        RateLimiter {
+            per_sec: f64::from(per_hour) / 3600.0,
+            burst: f64::from(per_hour.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one token for `key`; on refusal returns the seconds until one is available.
     pub fn take(&self, key: &str) -> Result<(), u64> {
         let now = Instant::now();

@@ -254,6 +254,109 @@ pub struct Message {
     pub user: UserSummary,
 }
 
+/// Workspace types of the ChatSDK contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkspaceType {
+    Team,
+    Project,
+    Conference,
+    Chapter,
+}
+
+impl WorkspaceType {
+    /// Parses the API's type name.
+    pub fn parse(s: &str) -> Option<WorkspaceType> {
+        Some(match s {
+            "team" => WorkspaceType::Team,
+            "project" => WorkspaceType::Project,
+            "conference" => WorkspaceType::Conference,
+            "chapter" => WorkspaceType::Chapter,
+            _ => return None,
+        })
+    }
+
+    /// The API's type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceType::Team => "team",
+            WorkspaceType::Project => "project",
+            WorkspaceType::Conference => "conference",
+            WorkspaceType::Chapter => "chapter",
+        }
+    }
+}
+
+/// A workspace: a group of users and the channels they share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    pub kind: WorkspaceType,
+    pub image: Option<String>,
+    pub config: Json,
+    pub expires_at: Option<u64>,
+    pub created_by: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub member_count: u64,
+    pub channel_count: u64,
+}
+
+/// Workspace roles, ordered by authority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WorkspaceRole {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl WorkspaceRole {
+    /// Parses the API's role name.
+    pub fn parse(s: &str) -> Option<WorkspaceRole> {
+        Some(match s {
+            "member" => WorkspaceRole::Member,
+            "admin" => WorkspaceRole::Admin,
+            "owner" => WorkspaceRole::Owner,
+            _ => return None,
+        })
+    }
+
+    /// The API's role name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceRole::Member => "member",
+            WorkspaceRole::Admin => "admin",
+            WorkspaceRole::Owner => "owner",
+        }
+    }
+}
+
+/// A user's membership of a workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceMember {
+    pub user_id: String,
+    pub role: WorkspaceRole,
+    /// The workspace the user created (their default).
+    pub is_default: bool,
+    pub joined_at: u64,
+}
+
+/// An invitation to a workspace. Only the SHA-256 of its token is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Invite {
+    pub token_hash: String,
+    pub workspace_id: String,
+    pub email: String,
+    pub role: WorkspaceRole,
+    pub message: Option<String>,
+    pub invited_by: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub accepted_by: Option<String>,
+    pub accepted_at: Option<u64>,
+}
+
 /// Someone who reacted or voted, as events and reaction summaries show them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reactor {
@@ -386,6 +489,19 @@ pub enum Event {
     MemberJoined { channel_id: String, user_id: String },
     /// `channel.member_left`.
     MemberLeft { channel_id: String, user_id: String },
+    /// `workspace.created` (on the creator's user stream).
+    WorkspaceCreated(Box<Workspace>),
+    /// `workspace.updated` (on the workspace's stream).
+    WorkspaceUpdated(Box<Workspace>),
+    /// `workspace.deleted` (on the workspace's stream and the members' user streams).
+    WorkspaceDeleted { workspace_id: String },
+    /// `workspace.member_joined` / `workspace.member_left` (on the workspace's stream and the
+    /// member's user stream).
+    WorkspaceMember {
+        workspace_id: String,
+        user_id: String,
+        joined: bool,
+    },
     /// `reaction.added` / `reaction.removed`; `count` is the emoji's count after it.
     Reaction {
         channel_id: String,

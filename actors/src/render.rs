@@ -14,6 +14,7 @@ use crate::codec::Json;
 
 use crate::model::{
     Channel, ChannelFlags, Event, Member, Message, Notes, Poll, Reactor, User, UserSummary,
+    Workspace, WorkspaceMember,
 };
 use crate::time::with_iso;
 
@@ -207,6 +208,26 @@ crate::dialect_views! {
             muted: Option<bool>,
             starred: Option<bool>,
             role: Option<&'static str>,
+        }
+
+        /// A workspace, with the caller's membership when known.
+        pub struct WorkspaceView<'a> {
+            id: &'a str,
+            name: &'a str,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            image: Option<&'a str>,
+            member_count: u64,
+            channel_count: u64,
+            expires_at: Option<Iso>,
+            created_at: Iso,
+            updated_at: Iso,
+            created_by: Option<&'a str>,
+            config: Object<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            is_default: Option<bool>,
         }
 
         /// A member with their user record.
@@ -434,6 +455,26 @@ crate::dialect_views! {
             }
         }
 
+        impl<'a> WorkspaceView<'a> {
+            pub fn new(w: &'a Workspace, me: Option<&WorkspaceMember>) -> Self {
+                WorkspaceView {
+                    id: &w.id,
+                    name: &w.name,
+                    kind: w.kind.as_str(),
+                    image: w.image.as_deref(),
+                    member_count: w.member_count,
+                    channel_count: w.channel_count,
+                    expires_at: w.expires_at.map(Iso),
+                    created_at: Iso(w.created_at),
+                    updated_at: Iso(w.updated_at),
+                    created_by: w.created_by.as_deref(),
+                    config: Object(&w.config),
+                    role: me.map(|m| m.role.as_str()),
+                    is_default: me.map(|m| m.is_default),
+                }
+            }
+        }
+
         impl<'a> MemberView<'a> {
             pub fn new(m: &'a Member, u: Option<&'a User>) -> Self {
                 MemberView {
@@ -508,6 +549,24 @@ struct ChannelIdPayload<'a> {
 #[serde(rename_all = "camelCase")]
 struct MemberPayload<'a> {
     channel_id: &'a str,
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct WorkspacePayload<'a> {
+    workspace: camel::WorkspaceView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceIdPayload<'a> {
+    workspace_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceMemberPayload<'a> {
+    workspace_id: &'a str,
     user_id: &'a str,
 }
 
@@ -694,6 +753,36 @@ pub fn event(e: &Event) -> String {
             "channel.member_left",
             MemberPayload {
                 channel_id,
+                user_id,
+            },
+        ),
+        Event::WorkspaceCreated(w) => envelope(
+            "workspace.created",
+            WorkspacePayload {
+                workspace: camel::WorkspaceView::new(w, None),
+            },
+        ),
+        Event::WorkspaceUpdated(w) => envelope(
+            "workspace.updated",
+            WorkspacePayload {
+                workspace: camel::WorkspaceView::new(w, None),
+            },
+        ),
+        Event::WorkspaceDeleted { workspace_id } => {
+            envelope("workspace.deleted", WorkspaceIdPayload { workspace_id })
+        }
+        Event::WorkspaceMember {
+            workspace_id,
+            user_id,
+            joined,
+        } => envelope(
+            if *joined {
+                "workspace.member_joined"
+            } else {
+                "workspace.member_left"
+            },
+            WorkspaceMemberPayload {
+                workspace_id,
                 user_id,
             },
         ),

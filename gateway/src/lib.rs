@@ -32,7 +32,7 @@ pub use state::{GatewayConfig, GatewayState};
 
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
-    use rest::{admin, annotations, channels, health, messages, tokens, users};
+    use rest::{admin, annotations, channels, health, messages, tokens, users, workspaces};
     let body_limit = state.config.body_limit;
     Router::new()
         .route("/health", get(health::health))
@@ -140,6 +140,32 @@ pub fn app(state: GatewayState) -> Router {
             post(annotations::vote).delete(annotations::unvote),
         )
         .route("/api/messages", post(messages::create_server))
+        .route(
+            "/api/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route(
+            "/api/workspaces/invites/{token}",
+            get(workspaces::accept).post(workspaces::accept),
+        )
+        .route(
+            "/api/workspaces/{id}",
+            get(workspaces::get)
+                .put(workspaces::update)
+                .patch(workspaces::update)
+                .delete(workspaces::delete),
+        )
+        .route(
+            "/api/workspaces/{id}/members",
+            post(workspaces::add_members),
+        )
+        .route(
+            "/api/workspaces/{id}/members/{user}",
+            patch(workspaces::set_role).delete(workspaces::remove_member),
+        )
+        .route("/api/workspaces/{id}/channels", get(workspaces::channels))
+        .route("/api/workspaces/{id}/stats", get(workspaces::stats))
+        .route("/api/workspaces/{id}/invite", post(workspaces::invite))
         .route("/connection/websocket", get(ws::upgrade))
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)

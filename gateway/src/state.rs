@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub refresh_ttl: u64,
     /// Grace period for in-flight work on shutdown.
     pub drain_timeout: Duration,
+    /// Where invitation links point: `<this>/invite/<token>`.
+    pub invite_url_base: String,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +70,7 @@ impl Default for GatewayConfig {
             access_ttl: 900,
             refresh_ttl: 86_400,
             drain_timeout: Duration::from_secs(10),
+            invite_url_base: "http://localhost:3000".into(),
         }
     }
 }

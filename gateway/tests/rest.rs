@@ -532,6 +532,28 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .await;
     assert_eq!(poll.status, 201, "{poll:?}");
     let pid = poll.body["id"].as_str().unwrap().to_string();
+    let ws = rest
+        .call(
+            "POST",
+            "/api/workspaces",
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "bob", "name": "b-space"})),
+        )
+        .await;
+    assert_eq!(ws.status, 201, "{ws:?}");
+    let wid = ws.body["id"].as_str().unwrap().to_string();
+    let invite = rest
+        .call(
+            "POST",
+            &format!("/api/workspaces/{wid}/invite"),
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "bob", "emails": ["eve@example.com"]})),
+        )
+        .await;
+    let token = invite.body["invites"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (eve, _) = rest.login(&key_a, "eve").await;
     let (bob, _) = rest.login(&key_b, "bob").await;
     let routes: Vec<(&str, String, Option<Value>)> = vec![
@@ -657,6 +679,55 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ("DELETE", format!("/api/polls/{pid}/vote?user_id=eve"), None),
         ("GET", format!("/api/polls/{pid}/results"), None),
         ("GET", format!("/api/polls/{pid}"), None),
+        ("GET", format!("/api/workspaces/{wid}"), None),
+        (
+            "PATCH",
+            format!("/api/workspaces/{wid}"),
+            Some(json!({"name": "pwned", "user_id": "eve"})),
+        ),
+        (
+            "PUT",
+            format!("/api/workspaces/{wid}"),
+            Some(json!({"name": "pwned", "user_id": "eve"})),
+        ),
+        ("DELETE", format!("/api/workspaces/{wid}?user_id=eve"), None),
+        (
+            "POST",
+            format!("/api/workspaces/{wid}/members"),
+            Some(json!({"userIds": ["eve"], "user_id": "eve"})),
+        ),
+        (
+            "PATCH",
+            format!("/api/workspaces/{wid}/members/bob"),
+            Some(json!({"role": "member", "user_id": "eve"})),
+        ),
+        (
+            "DELETE",
+            format!("/api/workspaces/{wid}/members/bob?user_id=eve"),
+            None,
+        ),
+        ("GET", format!("/api/workspaces/{wid}/channels"), None),
+        ("GET", format!("/api/workspaces/{wid}/stats"), None),
+        (
+            "POST",
+            format!("/api/workspaces/{wid}/invite"),
+            Some(json!({"emails": ["eve@example.com"], "user_id": "eve"})),
+        ),
+        (
+            "GET",
+            format!("/api/workspaces/invites/{token}?user_id=eve"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/workspaces/invites/{token}?user_id=eve"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/channels?workspaceId={wid}&user_id=eve"),
+            None,
+        ),
         ("GET", "/api/users/bob".to_string(), None),
         ("DELETE", "/api/users/bob".to_string(), None),
         ("POST", "/api/users/bob/revoke-tokens".to_string(), None),
@@ -706,6 +777,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
     assert_eq!(msgs.body["messages"][0]["pinned"], false);
     assert_eq!(msgs.body["messages"][0]["poll"]["totalVotes"], 0);
     assert_eq!(msgs.body["messages"][0]["poll"]["question"], "b?");
+    let bws = rest
+        .call(
+            "GET",
+            &format!("/api/workspaces/{wid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(bws.body["name"], "b-space", "{bws:?}");
+    assert_eq!(bws.body["memberCount"], 1);
     let chan = rest
         .call(
             "GET",
@@ -1516,7 +1597,61 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
         .await;
     assert_eq!(reply.status, 201, "{reply:?}");
     let (alice, _) = rest.login(&key, "alice").await;
+    let base = format!("/api/channels/{cid}/messages/{pid}");
+    for (path, body) in [
+        (
+            format!("{base}/reactions"),
+            json!({"user_id": "bob", "emoji": "+1"}),
+        ),
+        (format!("{base}/pin"), json!({"user_id": "alice"})),
+        (format!("{base}/save"), json!({"user_id": "alice"})),
+        (
+            format!("{base}/polls"),
+            json!({"user_id": "alice", "question": "q", "options": [{"id": "a", "text": "A"}, {"id": "b", "text": "B"}]}),
+        ),
+        (
+            "/api/workspaces".to_string(),
+            json!({"user_id": "alice", "name": "w"}),
+        ),
+    ] {
+        let r = rest.call("POST", &path, Cred::Key(&key), Some(body)).await;
+        assert!(r.status == 200 || r.status == 201, "{path}: {r:?}");
+    }
+    let poll = rest
+        .call(
+            "GET",
+            &format!("{base}?user_id=alice"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    let poll_id = poll.body["poll_id"].as_str().unwrap().to_string();
+    let vote = rest
+        .call(
+            "POST",
+            &format!("/api/polls/{poll_id}/vote"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "option_ids": ["a"]})),
+        )
+        .await;
+    assert_eq!(vote.status, 201, "{vote:?}");
+    let ws = rest
+        .call(
+            "GET",
+            "/api/workspaces?user_id=alice",
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    let wid = ws.body["workspaces"][0]["id"].as_str().unwrap().to_string();
     let gets = [
+        format!("{base}/reactions"),
+        format!("/api/channels/{cid}/messages/pins"),
+        "/api/channels/x/messages/me/saved".to_string(),
+        format!("/api/polls/{poll_id}/results"),
+        "/api/workspaces".to_string(),
+        format!("/api/workspaces/{wid}"),
+        format!("/api/workspaces/{wid}/stats"),
         format!("/api/channels/{cid}"),
         format!("/api/channels/{cid}/members"),
         format!("/api/channels/{cid}/messages"),
@@ -1542,7 +1677,7 @@ async fn every_key_of_a_response_is_in_the_callers_dialect() {
         let (mut s, mut c) = (Vec::new(), Vec::new());
         api_keys(&snake.body, "", &mut s);
         api_keys(&camel.body, "", &mut c);
-        assert!(s.len() > 3, "{path}: {s:?}");
+        assert!(s.len() >= 3, "{path}: {s:?}");
         for k in &s {
             let last = k.rsplit('.').next().unwrap_or_default();
             assert!(
@@ -2018,5 +2153,577 @@ async fn reactions_pins_saves_and_polls() {
         .await;
     assert_eq!(ended.body["closed"], true, "{ended:?}");
     assert_eq!(ended.body["totalVotes"], 1);
+    node.stop().await;
+}
+
+async fn user_with_email(rest: &Rest, key: &str, id: &str, email: Option<&str>) {
+    let r = rest
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(key),
+            Some(json!({"user_id": id, "name": id, "email": email})),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+}
+
+/// Workspaces in both dialects: roles (the last owner kept), members, workspace channels and
+/// their visibility, statistics, invitations bound to their email, deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspaces_members_channels_and_invites() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("ws").await;
+    let (_other, other_key) = node.app("other").await;
+    for (u, email) in [
+        ("alice", Some("alice@example.com")),
+        ("bob", Some("bob@example.com")),
+        ("carol", None),
+        ("dave", Some("Dave@Example.com")),
+    ] {
+        user_with_email(&rest, &key, u, email).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let (dave, _) = rest.login(&key, "dave").await;
+    let call = |method: &'static str, path: String, token: String, body: Option<Value>| {
+        let rest = &rest;
+        async move { rest.call(method, &path, Cred::Bearer(&token), body).await }
+    };
+
+    let ws = call(
+        "POST",
+        "/api/workspaces".into(),
+        alice.clone(),
+        Some(json!({"name": "Team A", "type": "project", "config": {"color": "red"}})),
+    )
+    .await;
+    assert_eq!(ws.status, 201, "{ws:?}");
+    assert_eq!(ws.body["role"], "owner");
+    assert_eq!(ws.body["isDefault"], true);
+    assert_eq!(ws.body["memberCount"], 1);
+    assert_eq!(ws.body["type"], "project");
+    assert_eq!(ws.body["config"]["color"], "red");
+    let wid = ws.body["id"].as_str().unwrap().to_string();
+    let wpath = format!("/api/workspaces/{wid}");
+    assert_error(
+        &call(
+            "POST",
+            "/api/workspaces".into(),
+            bob.clone(),
+            Some(json!({"name": "team a"})),
+        )
+        .await,
+        409,
+        "CONFLICT",
+    );
+    assert_error(
+        &call(
+            "POST",
+            "/api/workspaces".into(),
+            bob.clone(),
+            Some(json!({"name": "x", "type": "club"})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &call(
+            "POST",
+            "/api/workspaces".into(),
+            bob.clone(),
+            Some(json!({"name": " "})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let mine = call("GET", "/api/workspaces".into(), alice.clone(), None).await;
+    assert_eq!(
+        mine.body["workspaces"].as_array().unwrap().len(),
+        1,
+        "{mine:?}"
+    );
+    let theirs = call("GET", "/api/workspaces".into(), bob.clone(), None).await;
+    assert_eq!(theirs.body["workspaces"], json!([]));
+    assert_error(
+        &call("GET", wpath.clone(), bob.clone(), None).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest.call("GET", &wpath, Cred::Key(&other_key), None).await,
+        404,
+        "NOT_FOUND",
+    );
+
+    // Members and roles.
+    let add = call(
+        "POST",
+        format!("{wpath}/members"),
+        alice.clone(),
+        Some(json!({"userIds": ["bob"]})),
+    )
+    .await;
+    assert_eq!(add.body, json!({"added": ["bob"], "count": 1}), "{add:?}");
+    let again = call(
+        "POST",
+        format!("{wpath}/members"),
+        alice.clone(),
+        Some(json!({"userIds": ["bob"]})),
+    )
+    .await;
+    assert_eq!(again.body["count"], 0);
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/members"),
+            alice.clone(),
+            Some(json!({"userIds": ["nobody"]})),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/members"),
+            bob.clone(),
+            Some(json!({"userIds": ["carol"]})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/members"),
+            alice.clone(),
+            Some(json!({"userIds": ["carol"], "role": "boss"})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let promote = call(
+        "PATCH",
+        format!("{wpath}/members/bob"),
+        alice.clone(),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        promote.body,
+        json!({"success": true, "role": "admin"}),
+        "{promote:?}"
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/members"),
+            bob.clone(),
+            Some(json!({"userIds": ["carol"], "role": "owner"})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    let by_admin = rest
+        .call(
+            "POST",
+            &format!("{wpath}/members"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "bob", "user_ids": ["carol"], "role": "member"})),
+        )
+        .await;
+    assert_eq!(by_admin.body["count"], 1, "{by_admin:?}");
+    assert_error(
+        &call(
+            "PATCH",
+            format!("{wpath}/members/alice"),
+            alice.clone(),
+            Some(json!({"role": "member"})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &call(
+            "DELETE",
+            format!("{wpath}/members/alice"),
+            alice.clone(),
+            None,
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &call(
+            "DELETE",
+            format!("{wpath}/members/alice"),
+            bob.clone(),
+            None,
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // Workspace channels: members only, visible to the workspace.
+    let team = call(
+        "POST",
+        "/api/channels".into(),
+        alice.clone(),
+        Some(json!({"type": "team", "name": "ws-team", "workspaceId": wid})),
+    )
+    .await;
+    assert_eq!(team.status, 201, "{team:?}");
+    assert_eq!(team.body["workspaceId"], wid.as_str());
+    let team_id = team.body["id"].as_str().unwrap().to_string();
+    assert_error(
+        &call(
+            "POST",
+            "/api/channels".into(),
+            alice.clone(),
+            Some(json!({"type": "group", "name": "x", "workspaceId": wid, "memberIds": ["dave"]})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &call(
+            "POST",
+            "/api/channels".into(),
+            dave.clone(),
+            Some(json!({"type": "team", "name": "x", "workspaceId": wid})),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(&call("POST", "/api/channels".into(), alice.clone(), Some(json!({"type": "team", "name": "x", "workspaceId": "00000000-0000-7000-8000-000000000000"}))).await, 404, "NOT_FOUND");
+    let group = call(
+        "POST",
+        "/api/channels".into(),
+        carol.clone(),
+        Some(json!({"type": "group", "name": "side", "workspaceId": wid, "memberIds": ["bob"]})),
+    )
+    .await;
+    assert_eq!(group.status, 201, "{group:?}");
+    let group_id = group.body["id"].as_str().unwrap().to_string();
+    let seen_by = |token: String| {
+        let call = &call;
+        let team_id = team_id.clone();
+        async move {
+            let list = call("GET", "/api/channels".into(), token, None).await;
+            list.body["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == team_id.as_str())
+        }
+    };
+    assert!(
+        seen_by(bob.clone()).await,
+        "a member sees the workspace's open channel"
+    );
+    assert!(!seen_by(dave.clone()).await, "an outsider does not");
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/channels/{team_id}"),
+            dave.clone(),
+            None,
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("/api/channels/{team_id}/messages"),
+            dave.clone(),
+            Some(json!({"text": "hi"})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        call(
+            "POST",
+            format!("/api/channels/{team_id}/messages"),
+            bob.clone(),
+            Some(json!({"text": "hi"}))
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        call(
+            "POST",
+            format!("/api/channels/{team_id}/messages"),
+            alice.clone(),
+            Some(json!({"text": "hello"}))
+        )
+        .await
+        .status,
+        201
+    );
+    let wchannels = call("GET", format!("{wpath}/channels"), bob.clone(), None).await;
+    assert_eq!(
+        wchannels.body["channels"].as_array().unwrap().len(),
+        2,
+        "{wchannels:?}"
+    );
+    let filtered = call(
+        "GET",
+        format!("/api/channels?workspaceId={wid}"),
+        bob.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        filtered.body["channels"].as_array().unwrap().len(),
+        2,
+        "{filtered:?}"
+    );
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/channels?workspaceId={wid}"),
+            dave.clone(),
+            None,
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    let stats = rest
+        .call("GET", &format!("{wpath}/stats"), Cred::Key(&key), None)
+        .await;
+    assert_eq!(
+        stats.body,
+        json!({"member_count": 3, "channel_count": 2, "message_count": 2}),
+        "{stats:?}"
+    );
+
+    // Leaving a workspace leaves its channels.
+    assert_eq!(
+        call(
+            "GET",
+            format!("/api/channels/{group_id}"),
+            carol.clone(),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let out = call(
+        "DELETE",
+        format!("{wpath}/members/carol"),
+        bob.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/channels/{group_id}"),
+            carol.clone(),
+            None,
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // Invitations: admins invite; a token is bound to its email and used once.
+    let inv = call(
+        "POST",
+        format!("{wpath}/invite"),
+        bob.clone(),
+        Some(json!({"emails": ["dave@example.com", "eve@example.com"], "message": "join us"})),
+    )
+    .await;
+    assert_eq!(inv.status, 200, "{inv:?}");
+    let invites = inv.body["invites"].as_array().unwrap().clone();
+    assert_eq!(invites.len(), 2);
+    let token = invites[0]["token"].as_str().unwrap().to_string();
+    assert!(invites[0]["inviteUrl"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/invite/{token}")));
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/invite"),
+            carol.clone(),
+            Some(json!({"emails": ["x@example.com"]})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/invite"),
+            bob.clone(),
+            Some(json!({"emails": ["not-an-email"]})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &call(
+            "POST",
+            format!("{wpath}/invite"),
+            bob.clone(),
+            Some(json!({"emails": []})),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/workspaces/invites/{token}"),
+            bob.clone(),
+            None,
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let joined = call(
+        "GET",
+        format!("/api/workspaces/invites/{token}"),
+        dave.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(joined.status, 200, "{joined:?}");
+    assert_eq!(joined.body["alreadyMember"], false);
+    assert_eq!(joined.body["workspace"]["memberCount"], 3);
+    assert_eq!(joined.body["workspace"]["role"], "member");
+    assert!(
+        seen_by(dave.clone()).await,
+        "an invited member sees the workspace's channels"
+    );
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/workspaces/invites/{token}"),
+            dave.clone(),
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &call(
+            "POST",
+            "/api/workspaces/invites/nope".into(),
+            carol.clone(),
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+
+    // Updates by admins; deletion by owners only, with the workspace's channels.
+    let renamed = call(
+        "PUT",
+        wpath.clone(),
+        bob.clone(),
+        Some(json!({"name": "Team B", "expiresAt": "2030-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(renamed.status, 200, "{renamed:?}");
+    assert_eq!(renamed.body["name"], "Team B");
+    assert_eq!(renamed.body["expiresAt"], "2030-01-01T00:00:00.000Z");
+    assert_error(
+        &call(
+            "PATCH",
+            wpath.clone(),
+            dave.clone(),
+            Some(json!({"name": "mine"})),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &call("PATCH", wpath.clone(), bob.clone(), Some(json!({}))).await,
+        400,
+        "BAD_REQUEST",
+    );
+    let snake = rest
+        .call(
+            "GET",
+            &format!("{wpath}?user_id=bob"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(snake.body["member_count"], 3, "{snake:?}");
+    assert_eq!(snake.body["role"], "admin");
+    assert_error(
+        &call("DELETE", wpath.clone(), bob.clone(), None).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        call("DELETE", wpath.clone(), alice.clone(), None)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &call(
+            "GET",
+            format!("/api/channels/{team_id}"),
+            alice.clone(),
+            None,
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &call("GET", wpath.clone(), alice.clone(), None).await,
+        404,
+        "NOT_FOUND",
+    );
+    let none = call("GET", "/api/workspaces".into(), bob.clone(), None).await;
+    assert_eq!(none.body["workspaces"], json!([]));
+    // The name is free again.
+    assert_eq!(
+        call(
+            "POST",
+            "/api/workspaces".into(),
+            bob.clone(),
+            Some(json!({"name": "Team B"}))
+        )
+        .await
+        .status,
+        201
+    );
     node.stop().await;
 }

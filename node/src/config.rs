@@ -166,6 +166,8 @@ pub struct ServerConfig {
     pub admin_api_key: Option<String>,
     /// Grace period for draining connections on shutdown, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// The front end's address: workspace invitation links are `<this>/invite/<token>`.
+    pub frontend_url: String,
 }
 
 impl Default for ServerConfig {
@@ -176,6 +178,7 @@ impl Default for ServerConfig {
             dev: false,
             admin_api_key: None,
             drain_timeout_ms: 10_000,
+            frontend_url: "http://localhost:3000".into(),
         }
     }
 }
@@ -263,6 +266,8 @@ pub struct LimitsConfig {
     pub reactions_per_user_per_message: u32,
     /// Pinned messages per channel.
     pub pins_per_channel: u32,
+    /// Workspace invitations one user may send per hour.
+    pub invites_per_hour: u32,
     /// Multiply the rate limits by [`BENCH_RATE_MULTIPLIER`]; for load tests only.
     pub bench_profile: bool,
 }
@@ -288,6 +293,7 @@ impl Default for LimitsConfig {
             reaction_burst: 60,
             reactions_per_user_per_message: 20,
             pins_per_channel: 25,
+            invites_per_hour: 100,
             bench_profile: false,
         }
     }

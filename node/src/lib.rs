@@ -80,6 +80,7 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         access_ttl: c.auth.access_ttl_s,
         refresh_ttl: c.auth.refresh_ttl_s,
         drain_timeout: Duration::from_millis(c.server.drain_timeout_ms),
+        invite_url_base: c.server.frontend_url.clone(),
     }
 }
 
@@ -110,6 +111,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         reaction_burst: c.limits.bench_scaled(c.limits.reaction_burst),
         max_reactions_per_user: c.limits.reactions_per_user_per_message,
         max_pins_per_channel: c.limits.pins_per_channel,
+        invites_per_hour: c.limits.invites_per_hour,
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;

@@ -41,7 +41,12 @@ impl Chat {
             Some(u) => self.membership(&caller.app, id, u).await?,
             None => None,
         };
-        if me.is_none() && !caller.server && !ch.kind.is_open() {
+        if me.is_none()
+            && !caller.server
+            && !self
+                .open_to(&caller.app, &ch, caller.user.as_deref())
+                .await?
+        {
             return Err(ChatError::forbidden("not a member of this channel"));
         }
         Ok((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)))
@@ -63,8 +68,18 @@ impl Chat {
                 out.push((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)));
             }
         }
+        let workspaces: BTreeSet<String> = self
+            .inner
+            .directory
+            .user_workspace_ids(app, user)?
+            .into_iter()
+            .collect();
         for ch in self.inner.directory.channels(app)? {
-            if ch.kind.is_open() && !seen.contains(&ch.id) {
+            let in_reach = ch
+                .workspace_id
+                .as_ref()
+                .is_none_or(|ws| workspaces.contains(ws));
+            if ch.kind.is_open() && in_reach && !seen.contains(&ch.id) {
                 out.push((ch, None));
             }
         }
@@ -113,6 +128,10 @@ impl Chat {
             .collect();
         if !missing.is_empty() {
             return Err(ChatError::NotFound(format!("users {}", missing.join(", "))));
+        }
+        if let Some(ws) = &spec.workspace_id {
+            self.require_workspace_members(caller, ws, &member_ids)
+                .await?;
         }
         let dm = kind == ChannelType::Messaging && spec.cid.is_none() && creator.is_some();
         let cid = match (&spec.cid, dm) {
@@ -305,6 +324,9 @@ impl Chat {
             if self.user(&caller.app, u)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {u}")));
             }
+        }
+        if let Some(ws) = &ch.workspace_id {
+            self.require_workspace_members(caller, ws, &users).await?;
         }
         let added = match self
             .dir(DirCommand::AddMembers {

@@ -25,7 +25,7 @@ impl Chat {
         ch: &Channel,
         user: &str,
     ) -> Result<(), ChatError> {
-        if ch.kind.is_open() || caller.server {
+        if caller.server || self.open_to(&caller.app, ch, Some(user)).await? {
             if self.user(&caller.app, user)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {user}")));
             }

@@ -43,8 +43,10 @@ use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod annotations;
 mod channels;
+mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
+pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
 mod messages;
 mod realtime;
@@ -90,6 +92,8 @@ pub struct ChatConfig {
     pub max_reactions_per_user: u32,
     /// Pinned messages per channel.
     pub max_pins_per_channel: u32,
+    /// Workspace invitations one user may send per hour.
+    pub invites_per_hour: u32,
 }
 
 impl Default for ChatConfig {
@@ -103,6 +107,7 @@ impl Default for ChatConfig {
             reaction_burst: 60,
             max_reactions_per_user: 20,
             max_pins_per_channel: 25,
+            invites_per_hour: 100,
         }
     }
 }
@@ -204,6 +209,8 @@ struct Inner {
     reaction_limiter: RateLimiter,
     max_reactions_per_user: u32,
     max_pins_per_channel: u32,
+    /// Per-user workspace invitations (an hourly budget).
+    invite_limiter: RateLimiter,
 }
 
 impl Inner {
@@ -266,6 +273,7 @@ impl Chat {
                 ),
                 max_reactions_per_user: config.max_reactions_per_user,
                 max_pins_per_channel: config.max_pins_per_channel,
+                invite_limiter: RateLimiter::per_hour(config.invites_per_hour),
             }),
         };
         node.register_handler(

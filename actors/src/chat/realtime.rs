@@ -90,10 +90,19 @@ impl Chat {
                 let ch = self
                     .channel(app, id)?
                     .ok_or_else(|| ChatError::not_found("channel"))?;
-                if ch.kind.is_open() || self.membership(app, id, user).await?.is_some() {
+                if self.membership(app, id, user).await?.is_some()
+                    || self.open_to(app, &ch, Some(user)).await?
+                {
                     Ok(())
                 } else {
                     Err(ChatError::forbidden("not a member of this channel"))
+                }
+            }
+            "workspace" => {
+                self.workspace_record(app, id)?;
+                match self.workspace_membership(app, id, user).await? {
+                    Some(_) => Ok(()),
+                    None => Err(ChatError::forbidden("not a member of this workspace")),
                 }
             }
             "user" if id == user => Ok(()),

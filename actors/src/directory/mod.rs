@@ -15,7 +15,7 @@ use crate::codec::{self, Json};
 
 use crate::keys;
 use crate::kv::Kv;
-use crate::model::{ApiKey, App, Channel, Member, Role, User};
+use crate::model::{ApiKey, App, Channel, Member, Role, User, Workspace};
 
 /// A change to the directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +110,8 @@ pub enum DirCommand {
         channel_id: String,
         user_id: String,
     },
+    /// A workspace change (see [`workspaces::WsCommand`]).
+    Workspace(workspaces::WsCommand),
     /// Records which channel holds poll `poll_id` (the poll itself lives in the channel's
     /// stream): `/api/polls/:id` names only the poll. A few bytes per poll, written once.
     LocatePoll {
@@ -173,6 +175,19 @@ pub enum DirReply {
     },
     NotFound(String),
     Conflict(String),
+    /// A workspace as a workspace command left it.
+    Workspace(Box<Workspace>),
+    /// A member left a workspace: the workspace's channels they were a member of.
+    LeftWorkspace {
+        channels: Vec<String>,
+    },
+    /// An accepted invitation: the workspace, and whether the user was a member already.
+    Accepted {
+        workspace: Box<Workspace>,
+        already_member: bool,
+    },
+    /// A refusal the caller can fix (a bad request: the last owner, an expired invitation).
+    Refused(String),
 }
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
@@ -188,6 +203,7 @@ pub struct DirectoryApplier;
 use crate::keys::{get_record as get, put_record as put};
 
 mod reads;
+pub mod workspaces;
 pub use reads::{Directory, ReadResult};
 
 impl Applier for DirectoryApplier {
@@ -268,6 +284,13 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"mem",
                 b"umem",
                 b"poll",
+                b"ws",
+                b"wsname",
+                b"wsm",
+                b"uws",
+                b"wsch",
+                b"inv",
+                b"invto",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -381,6 +404,11 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                     });
                 }
             }
+            if let Some(ws) = &channel.workspace_id {
+                if get::<Workspace>(kv, &keys::workspace(&app, ws))?.is_none() {
+                    return Ok(DirReply::NotFound("workspace".into()));
+                }
+            }
             let mut count = 0;
             for (user, role) in &members {
                 if kv.get(&keys::member(&app, &channel.id, user))?.is_none() {
@@ -398,6 +426,11 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 )?;
             }
             channel.member_count = count;
+            if let Some(ws) = &channel.workspace_id {
+                if !workspaces::add_channel(kv, &app, ws, &channel.id)? {
+                    return Ok(DirReply::NotFound("workspace".into()));
+                }
+            }
             kv.put(&keys::cid(&app, &channel.cid), channel.id.as_bytes());
             if let Some(idem) = &channel.idempotency_key {
                 kv.put(&keys::channel_idem(&app, idem), channel.id.as_bytes());
@@ -435,6 +468,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             }
             None => DirReply::NotFound("channel".into()),
         },
+        DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
         DirCommand::LocatePoll {
             app_id,
             poll_id,
@@ -455,6 +489,9 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                         kv.delete(&k);
                     }
                     kv.delete(&keys::cid(&app_id, &ch.cid));
+                    if let Some(ws) = &ch.workspace_id {
+                        workspaces::remove_channel(kv, &app_id, ws, &channel_id)?;
+                    }
                     if let Some(idem) = &ch.idempotency_key {
                         kv.delete(&keys::channel_idem(&app_id, idem));
                     }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::LoginSession;
 use crate::keys;
-use crate::model::{ApiKey, App, Channel, Member, User};
+use crate::model::{ApiKey, App, Channel, Invite, Member, User, Workspace, WorkspaceMember};
 
 /// Decoded records kept at most; when full, the cache starts over.
 const CACHE_CAPACITY: usize = 16_384;
@@ -122,6 +122,43 @@ impl Directory {
     }
     pub fn channels(&self, app: &str) -> ReadResult<Vec<Channel>> {
         self.list(&keys::channels(app))
+    }
+    pub fn workspace(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Workspace>>> {
+        self.get(&keys::workspace(app, id))
+    }
+    pub fn workspaces(&self, app: &str) -> ReadResult<Vec<Workspace>> {
+        self.list(&keys::workspaces(app))
+    }
+    pub fn workspace_member(
+        &self,
+        app: &str,
+        ws: &str,
+        user: &str,
+    ) -> ReadResult<Option<Arc<WorkspaceMember>>> {
+        self.get(&keys::workspace_member(app, ws, user))
+    }
+    pub fn workspace_members(&self, app: &str, ws: &str) -> ReadResult<Vec<WorkspaceMember>> {
+        self.list(&keys::workspace_members(app, ws))
+    }
+    /// Ids of the workspaces `user` is a member of.
+    pub fn user_workspace_ids(&self, app: &str, user: &str) -> ReadResult<Vec<String>> {
+        self.last_components(&keys::user_workspaces(app, user))
+    }
+    /// Ids of the workspace's channels.
+    pub fn workspace_channel_ids(&self, app: &str, ws: &str) -> ReadResult<Vec<String>> {
+        self.last_components(&keys::workspace_channels(app, ws))
+    }
+    /// An invitation by the SHA-256 of its token.
+    pub fn invite(&self, app: &str, token_hash: &str) -> ReadResult<Option<Arc<Invite>>> {
+        self.get(&keys::invite(app, token_hash))
+    }
+    fn last_components(&self, prefix: &[u8]) -> ReadResult<Vec<String>> {
+        Ok(self
+            .reader
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(keys::last_component(&k)).into_owned())
+            .collect())
     }
     /// The channel that holds poll `poll`.
     pub fn poll_channel(&self, app: &str, poll: &str) -> ReadResult<Option<String>> {

@@ -372,17 +372,36 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let limit = q.num("limit", 50, 100)? as usize;
     let offset = q.num("offset", 0, u64::MAX)? as usize;
     let user = caller.user.clone().unwrap_or_default();
-    let all = state
+    let mut all = state
         .chat
         .channels_for(&caller.app, &user, q.str("type").as_deref())?;
-    let mut flags = my_flags(&state, &caller.app, &user).await;
+    if let Some(ws) = q.str("workspaceId") {
+        // Refused (403) unless the caller is in the workspace; another app's is not found.
+        state.chat.workspace(&caller, &ws).await?;
+        all.retain(|(c, _)| c.workspace_id.as_deref() == Some(ws.as_str()));
+    }
+    channel_page(&state, &auth, &caller, &all, offset, limit).await
+}
+
+/// A page of channels as the caller sees them: read state and flags, and the members of
+/// direct and group conversations.
+pub(super) async fn channel_page(
+    state: &GatewayState,
+    auth: &Auth,
+    caller: &Caller,
+    all: &[(Channel, Option<Member>)],
+    offset: usize,
+    limit: usize,
+) -> ApiResult<Response> {
+    let user = caller.user.clone().unwrap_or_default();
+    let mut flags = my_flags(state, &caller.app, &user).await;
     let mut page = Vec::new();
     for (ch, me) in all.iter().skip(offset).take(limit) {
         let own = flags.remove(&ch.id).unwrap_or_default();
-        let mine = mine_with(&state, &caller, ch, me.as_ref(), own).await;
+        let mine = mine_with(state, caller, ch, me.as_ref(), own).await;
         let members = if matches!(ch.kind.as_str(), "messaging" | "group") {
             Some(with_users(
-                &state,
+                state,
                 &caller.app,
                 state.chat.members(&caller.app, &ch.id)?,
             ))

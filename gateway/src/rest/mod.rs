@@ -34,6 +34,7 @@ pub mod messages;
 pub mod requests;
 pub mod tokens;
 pub mod users;
+pub mod workspaces;
 
 /// A JSON response with `status`.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {

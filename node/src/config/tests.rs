@@ -303,6 +303,10 @@ fn each_validation_rule_rejects_a_bad_value() {
             c.limits.reactions_per_user_per_message = 0
         }),
         ("limits.pins_per_channel", |c| c.limits.pins_per_channel = 0),
+        ("limits.invites_per_hour", |c| c.limits.invites_per_hour = 0),
+        ("server.frontend_url", |c| {
+            c.server.frontend_url = "localhost".into()
+        }),
         ("realtime.ping_interval_s", |c| {
             c.realtime.ping_interval_s = 0
         }),

@@ -26,6 +26,11 @@ impl Config {
         }
         positive(s.drain_timeout_ms, "server.drain_timeout_ms")?;
         ensure(
+            s.frontend_url.starts_with("http://") || s.frontend_url.starts_with("https://"),
+            "server.frontend_url",
+            "must be an http:// or https:// URL",
+        )?;
+        ensure(
             self.quic.cert_file.is_some() == self.quic.key_file.is_some(),
             "quic.cert_file",
             "and quic.key_file must be set together",
@@ -91,6 +96,7 @@ impl Config {
             "limits.reactions_per_user_per_message",
         )?;
         positive(l.pins_per_channel.into(), "limits.pins_per_channel")?;
+        positive(l.invites_per_hour.into(), "limits.invites_per_hour")?;
         ensure(
             l.ws_frame_bytes <= l.ws_message_bytes,
             "limits.ws_frame_bytes",
