@@ -68,6 +68,9 @@ pub enum StreamOp {
         muted: Option<bool>,
         starred: Option<bool>,
     },
+    /// Removes the stream and everything in it.
+    Drop,
+    // New variants go last: a command's variant index is stored in the Raft logs.
     /// Adds (`add`) or removes `user`'s reaction `emoji` to a message; a user has at most
     /// `max_per_user` reactions on one message.
     React {
@@ -100,8 +103,6 @@ pub enum StreamOp {
         message_id: String,
         at: Option<u64>,
     },
-    /// Removes the stream and everything in it.
-    Drop,
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -130,12 +131,6 @@ pub enum StreamReply {
         events: Vec<StoredEvent>,
         epoch: String,
     },
-    /// A poll vote was set, changed or removed (or already was): the poll's voters after it.
-    Voted {
-        total_votes: u64,
-        events: Vec<StoredEvent>,
-        epoch: String,
-    },
     Done,
     /// The outcome of a [`StreamOp::SpendRefresh`].
     Refresh(RefreshOutcome),
@@ -143,6 +138,12 @@ pub enum StreamReply {
     Flags(ChannelFlags),
     NotFound(String),
     Refused(String),
+    /// A poll vote was set, changed or removed (or already was): the poll's voters after it.
+    Voted {
+        total_votes: u64,
+        events: Vec<StoredEvent>,
+        epoch: String,
+    },
 }
 
 /// What spending a refresh token found.

@@ -987,3 +987,22 @@ fn annotations_apply_once_and_go_with_their_message() {
     assert!(Kv::get(&kv, &sk.annotations(1)).unwrap().is_none());
     assert!(Kv::get(&kv, &sk.poll("p1")).unwrap().is_none());
 }
+
+/// Commands are kept in the Raft logs and events in the streams by their variant's index:
+/// a variant added anywhere but last would make older entries decode as another one.
+#[test]
+fn stored_variant_indexes_never_move() {
+    let index = |raw: Vec<u8>| raw[1];
+    assert_eq!(index(codec::encode(&StreamOp::Drop).unwrap()), 8);
+    let left = Event::MemberLeft {
+        channel_id: String::new(),
+        user_id: String::new(),
+    };
+    assert_eq!(index(codec::encode(&left).unwrap()), 9);
+    let dir = crate::directory::DirCommand::RemoveMember {
+        app_id: String::new(),
+        channel_id: String::new(),
+        user_id: String::new(),
+    };
+    assert_eq!(index(codec::encode(&dir).unwrap()), 15);
+}
