@@ -28,6 +28,7 @@ use crate::error::ChatError;
 use crate::model::{ChannelFlags, Message, Notes, PollResults, Publication, StoredEvent};
 pub use crate::registry::Registry;
 use crate::stream::reads::{ReactionEntry, SavedEntry};
+use crate::stream::receipts::ReaderState;
 use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
 
 /// Events kept in memory for fast recovery and history.
@@ -95,6 +96,11 @@ pub enum StreamQuery {
         limit: usize,
         offset: usize,
     },
+    /// The seqs and authors of messages, and the read positions of `users`.
+    Receipts {
+        message_ids: Vec<String>,
+        users: Vec<String>,
+    },
     /// A member's read position and unread count.
     ReadState {
         user: String,
@@ -129,6 +135,11 @@ pub enum QueryAnswer {
     Reactions(Option<Vec<ReactionEntry>>),
     Poll(Option<Box<PollResults>>),
     Saved(Vec<SavedEntry>),
+    Receipts {
+        /// `(seq, author)` of each message asked (`None`: no such message).
+        messages: Vec<Option<(u64, String)>>,
+        readers: Vec<ReaderState>,
+    },
     Read {
         last_read_seq: u64,
         unread: u64,
@@ -728,6 +739,20 @@ impl View<'_> {
             }
             StreamQuery::Saved { limit, offset } => {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
+            }
+            StreamQuery::Receipts { message_ids, users } => {
+                let mut messages = Vec::with_capacity(message_ids.len());
+                for id in &message_ids {
+                    messages.push(
+                        self.reader
+                            .message(self.stream, id)?
+                            .map(|m| (m.seq, m.user_id)),
+                    );
+                }
+                QueryAnswer::Receipts {
+                    messages,
+                    readers: self.reader.readers(self.stream, &users)?,
+                }
             }
             StreamQuery::ReadState { user } => {
                 let state = self.reader.read_state(self.stream, &user)?;

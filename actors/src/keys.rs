@@ -228,6 +228,11 @@ impl StreamKeys<'_> {
     pub(crate) fn login_session(&self, sid: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"login", sid.as_bytes()])
     }
+    /// A member's read receipts: the message they last marked read and when their position
+    /// moved (see `stream::receipts`).
+    pub(crate) fn receipts(&self, user: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"rcpt", user.as_bytes()])
+    }
     pub(crate) fn read_state(&self, user: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"read", user.as_bytes()])
     }

@@ -502,6 +502,15 @@ pub enum Event {
         user_id: String,
         joined: bool,
     },
+    /// `read_receipt`: a member read up to a message.
+    ReadReceipt {
+        channel_id: String,
+        user_id: String,
+        user_name: String,
+        message_id: String,
+        read_at: u64,
+        last_read_seq: u64,
+    },
     /// `reaction.added` / `reaction.removed`; `count` is the emoji's count after it.
     Reaction {
         channel_id: String,

@@ -553,6 +553,17 @@ struct MemberPayload<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptPayload<'a> {
+    channel_id: &'a str,
+    user_id: &'a str,
+    user_name: &'a str,
+    message_id: &'a str,
+    read_at: Iso,
+    last_read_seq: u64,
+}
+
+#[derive(Serialize)]
 struct WorkspacePayload<'a> {
     workspace: camel::WorkspaceView<'a>,
 }
@@ -754,6 +765,24 @@ pub fn event(e: &Event) -> String {
             MemberPayload {
                 channel_id,
                 user_id,
+            },
+        ),
+        Event::ReadReceipt {
+            channel_id,
+            user_id,
+            user_name,
+            message_id,
+            read_at,
+            last_read_seq,
+        } => envelope(
+            "read_receipt",
+            ReceiptPayload {
+                channel_id,
+                user_id,
+                user_name,
+                message_id,
+                read_at: Iso(*read_at),
+                last_read_seq: *last_read_seq,
             },
         ),
         Event::WorkspaceCreated(w) => envelope(

@@ -21,6 +21,7 @@ use crate::model::{ChannelFlags, Event, Message, Poll, Reactor, StoredEvent, Str
 
 mod annotations;
 pub mod reads;
+pub mod receipts;
 
 pub use annotations::MAX_EMOJI_PER_MESSAGE;
 
@@ -97,6 +98,18 @@ pub enum StreamOp {
         options: Option<Vec<String>>,
         now: u64,
     },
+    /// A read receipt: `user_id` read up to `message_id` (forward only).
+    Receipt {
+        user_id: String,
+        user_name: String,
+        message_id: String,
+        now: u64,
+    },
+    /// Marks everything up to the channel's newest message read for `user_id` (as [`Read`],
+    /// with the time, for receipts).
+    ///
+    /// [`Read`]: StreamOp::Read
+    ReadAll { user_id: String, now: u64 },
     /// Saves (`at` set) or forgets a message for the user (on the user's stream).
     Save {
         channel: String,
@@ -777,6 +790,13 @@ fn apply(
             message_id,
             at,
         } => tx.save(&channel, &message_id, at)?,
+        StreamOp::Receipt {
+            user_id,
+            user_name,
+            message_id,
+            now,
+        } => tx.receipt(user_id, user_name, &message_id, now)?,
+        StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
         StreamOp::Append { id, event } => {
             tx.append_once(&id, event)?;
             StreamReply::Appended {

@@ -32,7 +32,9 @@ pub use state::{GatewayConfig, GatewayState};
 
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
-    use rest::{admin, annotations, channels, health, messages, tokens, users, workspaces};
+    use rest::{
+        admin, annotations, channels, health, messages, receipts, tokens, users, workspaces,
+    };
     let body_limit = state.config.body_limit;
     Router::new()
         .route("/health", get(health::health))
@@ -88,6 +90,22 @@ pub fn app(state: GatewayState) -> Router {
         )
         .route("/api/channels/{id}/typing", post(channels::typing))
         .route("/api/channels/{id}/read", post(channels::read))
+        .route("/api/channels/{id}/receipts", post(receipts::create))
+        .route(
+            "/api/channels/{id}/receipts/messages/{mid}/receipts",
+            get(receipts::message),
+        )
+        .route(
+            "/api/channels/{id}/read/messages/{mid}/receipts",
+            get(receipts::message),
+        )
+        .route("/api/channels/{id}/receipts/query", post(receipts::query))
+        .route("/api/channels/{id}/read/query", post(receipts::query))
+        .route(
+            "/api/channels/{id}/receipts/read-status",
+            get(receipts::status),
+        )
+        .route("/api/channels/{id}/read/read-status", get(receipts::status))
         .route("/api/channels/{id}/star", patch(channels::star))
         .route("/api/channels/{id}/mute", patch(channels::mute))
         .route(

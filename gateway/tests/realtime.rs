@@ -1225,3 +1225,140 @@ async fn reactions_pins_and_polls_are_live_and_recovered() {
     assert_eq!(secret["totalVotes"], 1);
     w.node.stop().await;
 }
+
+/// A publication on `channel` of event `kind` whose payload matches `pred`.
+fn is_pub(v: &Value, channel: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> bool {
+    v["push"]["channel"] == channel
+        && v["push"]["pub"]["data"]["type"] == kind
+        && pred(&v["push"]["pub"]["data"]["payload"])
+}
+
+/// Read receipts and unread counts reach the reader's channels; workspace events reach the
+/// workspace's channel (members only) and are recovered after a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_unread_totals_and_workspace_events() {
+    let w = World::new(GatewayConfig::default()).await;
+    let mut bob = w.client("bob").await;
+    let own = format!("user:{}:bob", w.app);
+    for ch in [w.chan(), own.clone()] {
+        let sub = bob.call("subscribe", json!({"channel": ch})).await;
+        assert!(sub["subscribe"].is_object(), "{sub:?}");
+    }
+    let m = w.send("alice", "read me").await;
+    let mid = m["id"].as_str().unwrap().to_string();
+    bob.wait_for("the unread count", |v| {
+        is_pub(v, &own, "channel.unread_changed", |p| p["count"] == 1)
+    })
+    .await;
+    bob.wait_for("the unread total", |v| {
+        is_pub(v, &own, "channel.total_unread_changed", |p| p["count"] == 1)
+    })
+    .await;
+    let (bob_token, _) = w.rest.login(&w.key, "bob").await;
+    let r = w
+        .rest
+        .call(
+            "POST",
+            &format!("/api/channels/{}/receipts", w.channel),
+            Cred::Bearer(&bob_token),
+            Some(json!({"messageId": mid})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let receipt = bob
+        .wait_for("the receipt", |v| {
+            is_pub(v, &w.chan(), "read_receipt", |_| true)
+        })
+        .await;
+    let p = &receipt["push"]["pub"]["data"]["payload"];
+    assert_eq!(p["userId"], "bob");
+    assert_eq!(p["messageId"], mid.as_str());
+    assert_eq!(p["lastReadSeq"], 1);
+    assert!(p["readAt"].is_string());
+    bob.wait_for("the unread count back to zero", |v| {
+        is_pub(v, &own, "channel.unread_changed", |p| p["count"] == 0)
+    })
+    .await;
+    bob.wait_for("the unread total back to zero", |v| {
+        is_pub(v, &own, "channel.total_unread_changed", |p| p["count"] == 0)
+    })
+    .await;
+
+    // Workspaces: members subscribe to the workspace's channel.
+    let (alice, _) = w.rest.login(&w.key, "alice").await;
+    let ws = w
+        .rest
+        .call(
+            "POST",
+            "/api/workspaces",
+            Cred::Bearer(&alice),
+            Some(json!({"name": "hq"})),
+        )
+        .await;
+    let wid = ws.body["id"].as_str().unwrap().to_string();
+    let wchan = format!("workspace:{}:{wid}", w.app);
+    let denied = bob.call("subscribe", json!({"channel": wchan})).await;
+    assert_eq!(denied["error"]["code"], 103, "{denied:?}");
+    let add = |users: Value| {
+        let (rest, path, alice) = (
+            &w.rest,
+            format!("/api/workspaces/{wid}/members"),
+            alice.clone(),
+        );
+        async move {
+            let r = rest
+                .call(
+                    "POST",
+                    &path,
+                    Cred::Bearer(&alice),
+                    Some(json!({"userIds": users})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+    };
+    add(json!(["bob"])).await;
+    bob.wait_for("bob's own joining, on his user channel", |v| {
+        is_pub(v, &own, "workspace.member_joined", |p| {
+            p["workspaceId"] == wid.as_str()
+        })
+    })
+    .await;
+    let sub = bob
+        .call("subscribe", json!({"channel": wchan, "recoverable": true}))
+        .await;
+    assert!(sub["subscribe"].is_object(), "{sub:?}");
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let offset = sub["subscribe"]["offset"].as_u64().unwrap();
+    add(json!(["carol"])).await;
+    let mut live = Vec::new();
+    bob.collect_pubs(&wchan, &mut live, 1).await;
+    assert_eq!(kinds(&live), vec!["workspace.member_joined"]);
+    assert_eq!(live[0]["data"]["payload"]["userId"], "carol");
+    bob.close().await;
+    let renamed = w
+        .rest
+        .call(
+            "PATCH",
+            &format!("/api/workspaces/{wid}"),
+            Cred::Bearer(&alice),
+            Some(json!({"name": "HQ"})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{renamed:?}");
+    let mut bob = w.client("bob").await;
+    let sub = bob
+        .call(
+            "subscribe",
+            json!({"channel": wchan, "recover": true, "epoch": epoch, "offset": offset + 1}),
+        )
+        .await;
+    assert_eq!(sub["subscribe"]["recovered"], true, "{sub:?}");
+    let missed = sub["subscribe"]["publications"].as_array().unwrap().clone();
+    assert_eq!(kinds(&missed), vec!["workspace.updated"]);
+    assert_eq!(missed[0]["data"]["payload"]["workspace"]["name"], "HQ");
+    w.node.stop().await;
+}

@@ -679,6 +679,26 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ("DELETE", format!("/api/polls/{pid}/vote?user_id=eve"), None),
         ("GET", format!("/api/polls/{pid}/results"), None),
         ("GET", format!("/api/polls/{pid}"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/receipts"),
+            Some(json!({"messageId": mid, "user_id": "eve"})),
+        ),
+        (
+            "GET",
+            format!("/api/channels/{cid}/receipts/messages/{mid}/receipts"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/channels/{cid}/receipts/query"),
+            Some(json!({"messageIds": [mid]})),
+        ),
+        (
+            "GET",
+            format!("/api/channels/{cid}/receipts/read-status"),
+            None,
+        ),
         ("GET", format!("/api/workspaces/{wid}"), None),
         (
             "PATCH",
@@ -2724,6 +2744,207 @@ async fn workspaces_members_channels_and_invites() {
         .await
         .status,
         201
+    );
+    node.stop().await;
+}
+
+/// Read receipts: forward-only positions, who read which message and when, member read
+/// status, unread counts, in both mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_and_unread_counts() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("receipts").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let (dave, _) = rest.login(&key, "dave").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "r", "memberIds": ["bob", "carol"]})),
+        )
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let m = rest
+            .call(
+                "POST",
+                &format!("/api/channels/{cid}/messages"),
+                Cred::Bearer(&alice),
+                Some(json!({"text": text})),
+            )
+            .await;
+        ids.push(m.body["id"].as_str().unwrap().to_string());
+    }
+    let base = format!("/api/channels/{cid}");
+    let r = rest
+        .call(
+            "POST",
+            &format!("{base}/receipts"),
+            Cred::Bearer(&bob),
+            Some(json!({"messageId": ids[1]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["lastReadSeq"], 2);
+    assert_eq!(r.body["lastReadMessageId"], ids[1].as_str());
+    let unread = rest
+        .call(
+            "GET",
+            "/api/channels/unread-count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(unread.body["count"], 1, "{unread:?}");
+    // Receipts only move forward.
+    let back = rest
+        .call(
+            "POST",
+            &format!("{base}/receipts"),
+            Cred::Bearer(&bob),
+            Some(json!({"messageId": ids[0]})),
+        )
+        .await;
+    assert_eq!(back.body["lastReadSeq"], 2, "{back:?}");
+    let who = rest
+        .call(
+            "GET",
+            &format!("{base}/receipts/messages/{}/receipts", ids[0]),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(who.status, 200, "{who:?}");
+    assert_eq!(who.body["readCount"], 1);
+    assert_eq!(who.body["totalMembers"], 3);
+    assert_eq!(who.body["readBy"][0]["userId"], "bob");
+    assert!(who.body["readBy"][0]["readAt"].is_string(), "{who:?}");
+    let none = rest
+        .call(
+            "GET",
+            &format!("{base}/read/messages/{}/receipts", ids[2]),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(none.body["readCount"], 0, "{none:?}");
+    // `POST /read` naming a message is a receipt; without one, everything is read.
+    let carol_read = rest
+        .call(
+            "POST",
+            &format!("{base}/read"),
+            Cred::Bearer(&carol),
+            Some(json!({"messageId": ids[2]})),
+        )
+        .await;
+    assert_eq!(carol_read.body["lastReadSeq"], 3, "{carol_read:?}");
+    let q = rest
+        .call(
+            "POST",
+            &format!("{base}/receipts/query"),
+            Cred::Bearer(&alice),
+            Some(json!({"messageIds": [ids[0], ids[2], "00000000-0000-7000-8000-000000000000"]})),
+        )
+        .await;
+    assert_eq!(q.status, 200, "{q:?}");
+    assert_eq!(q.body["receipts"][&ids[0]]["readCount"], 2);
+    assert_eq!(q.body["receipts"][&ids[2]]["readCount"], 1);
+    assert_eq!(q.body["receipts"][&ids[2]]["readers"][0]["userId"], "carol");
+    assert_eq!(q.body["receipts"].as_object().unwrap().len(), 2);
+    let status = rest
+        .call(
+            "GET",
+            &format!("{base}/receipts/read-status?user_id=alice"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    let members = status.body["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status:?}");
+    let bob_row = members.iter().find(|m| m["user_id"] == "bob").unwrap();
+    assert_eq!(bob_row["last_read_seq"], 2);
+    assert_eq!(bob_row["last_read_message_id"], ids[1].as_str());
+    let all = rest
+        .call("POST", &format!("{base}/read"), Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(all.body["lastReadSeq"], 3, "{all:?}");
+    let unread = rest
+        .call(
+            "GET",
+            "/api/channels/unread-count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(unread.body["count"], 0);
+    // Refusals.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("{base}/receipts"),
+                Cred::Bearer(&bob),
+                Some(json!({})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("{base}/receipts"),
+                Cred::Bearer(&bob),
+                Some(json!({"messageId": "nope"})),
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("{base}/receipts"),
+                Cred::Bearer(&dave),
+                Some(json!({"messageId": ids[0]})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("{base}/receipts/read-status"),
+                Cred::Bearer(&dave),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let too_many: Vec<String> = (0..101).map(|i| format!("m{i}")).collect();
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("{base}/receipts/query"),
+                Cred::Bearer(&alice),
+                Some(json!({"messageIds": too_many})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
     );
     node.stop().await;
 }

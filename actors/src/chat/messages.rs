@@ -348,15 +348,17 @@ impl Chat {
         self.membership(&caller.app, channel, &user)
             .await?
             .ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
+        let op = StreamOp::ReadAll {
+            user_id: user.clone(),
+            now: time::now_ms(),
+        };
         match self
-            .write_stream(
-                &chat_stream(&caller.app, channel),
-                StreamOp::Read { user_id: user },
-            )
+            .write_stream(&chat_stream(&caller.app, channel), op)
             .await?
         {
             StreamReply::Read { last_read_seq, .. } => {
-                self.unread_notice(&caller.app, channel, caller.user()?, 0);
+                self.unread_notice(&caller.app, channel, &user, 0);
+                self.spawn_total_notice(&caller.app, &user);
                 Ok(last_read_seq)
             }
             other => Err(unexpected_stream(other)),
@@ -440,9 +442,11 @@ impl Chat {
         let q = StreamQuery::Unreads { users };
         match self.query(&chat_stream(app, channel), q).await {
             Ok(QueryAnswer::Unreads(counts)) => {
-                for (user, count) in counts {
-                    self.unread_notice(app, channel, &user, count);
+                for (user, count) in &counts {
+                    self.unread_notice(app, channel, user, *count);
                 }
+                let users: Vec<String> = counts.into_iter().map(|(u, _)| u).collect();
+                self.total_notices_after(app, &users);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(app, channel, error = %e, "unread notices skipped"),

@@ -43,9 +43,11 @@ use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod annotations;
 mod channels;
+mod receipts;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
+pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
 mod messages;
@@ -203,6 +205,8 @@ struct Inner {
     /// Channels (by stream name) with a round of unread notices in progress, and the sender
     /// of the latest message when a further round is due (see `spawn_unread_notices`).
     unread_rounds: std::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Users with a total-unread notice in progress (`app:user`), and whether another is due.
+    total_rounds: std::sync::Mutex<HashMap<String, bool>>,
     /// Per-user message sends, whatever the surface (REST or realtime RPC).
     send_limiter: RateLimiter,
     /// Per-user reaction changes.
@@ -266,6 +270,7 @@ impl Chat {
                 env,
                 config_shards: shards,
                 unread_rounds: std::sync::Mutex::new(HashMap::new()),
+                total_rounds: std::sync::Mutex::new(HashMap::new()),
                 send_limiter: RateLimiter::new(config.send_rate_per_minute, config.send_burst),
                 reaction_limiter: RateLimiter::new(
                     config.reaction_rate_per_minute,

@@ -432,19 +432,7 @@ pub async fn unread_count(
     auth.require_scope("chat:read")?;
     let caller = auth.user_caller(q.str("userId"))?;
     let user = caller.user.clone().unwrap_or_default();
-    let mut count = 0;
-    for id in state
-        .chat
-        .directory()
-        .user_channel_ids(&caller.app, &user)?
-    {
-        count += state
-            .chat
-            .read_state(&caller.app, &id, &user)
-            .await
-            .map(|(_, n)| n)
-            .unwrap_or(0);
-    }
+    let count = state.chat.total_unread(&caller.app, &user).await?;
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::Count { count }))
 }
 
@@ -637,13 +625,27 @@ pub async fn typing(
     Ok(success())
 }
 
-/// `POST /api/channels/:id/read`.
+/// The body of `POST /api/channels/:id/read` and `…/receipts`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadBody {
+    #[serde(default, alias = "user_id")]
+    pub user_id: Option<String>,
+    #[serde(default, alias = "message_id")]
+    pub message_id: Option<String>,
+}
+
+/// `POST /api/channels/:id/read`: everything read, or up to `messageId` when it names one (a
+/// read receipt, as `POST …/receipts`).
 pub async fn read(
     State(state): State<GatewayState>,
     auth: Auth,
     Path(id): Path<String>,
-    Typed(body): Typed<req::ActingUser>,
+    Typed(body): Typed<ReadBody>,
 ) -> ApiResult<Response> {
+    if body.message_id.is_some() {
+        return super::receipts::receipt(&state, &auth, &id, body).await;
+    }
     auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.user_id)?;
     let seq = state.chat.mark_read(&caller, &id).await?;

@@ -31,6 +31,7 @@ pub mod annotations;
 pub mod channels;
 pub mod health;
 pub mod messages;
+pub mod receipts;
 pub mod requests;
 pub mod tokens;
 pub mod users;
