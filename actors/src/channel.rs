@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
-use crate::model::{ChannelFlags, Message, Notes, PollResults, Publication, StoredEvent};
+use crate::model::{ChannelFlags, Mention, Message, Notes, PollResults, Publication, StoredEvent};
 pub use crate::registry::Registry;
 use crate::stream::reads::{ReactionEntry, SavedEntry};
 use crate::stream::receipts::ReaderState;
@@ -96,6 +96,12 @@ pub enum StreamQuery {
         limit: usize,
         offset: usize,
     },
+    /// A user's mentions (asked of the user's stream): sent before `before`, newest first.
+    Mentions {
+        before: Option<u64>,
+        limit: usize,
+        unmarked: bool,
+    },
     /// The seqs and authors of messages, and the read positions of `users`.
     Receipts {
         message_ids: Vec<String>,
@@ -135,6 +141,7 @@ pub enum QueryAnswer {
     Reactions(Option<Vec<ReactionEntry>>),
     Poll(Option<Box<PollResults>>),
     Saved(Vec<SavedEntry>),
+    Mentions(Vec<Mention>),
     Receipts {
         /// `(seq, author)` of each message asked (`None`: no such message).
         messages: Vec<Option<(u64, String)>>,
@@ -739,6 +746,13 @@ impl View<'_> {
             }
             StreamQuery::Saved { limit, offset } => {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
+            }
+            StreamQuery::Mentions {
+                before,
+                limit,
+                unmarked,
+            } => {
+                QueryAnswer::Mentions(self.reader.mentions(self.stream, before, limit, unmarked)?)
             }
             StreamQuery::Receipts { message_ids, users } => {
                 let mut messages = Vec::with_capacity(message_ids.len());

@@ -324,6 +324,27 @@ impl StreamKeys<'_> {
     pub(crate) fn all_saved_at(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes(), b"savedt"])
     }
+    /// A mention of the user (user streams), by when the message was sent.
+    pub(crate) fn mention(&self, at: u64, message: &str) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"mn",
+            &at.to_be_bytes(),
+            message.as_bytes(),
+        ])
+    }
+    pub(crate) fn all_mentions(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"mn"])
+    }
+    /// Where the mention of the user in `message` is kept (value: its time).
+    pub(crate) fn mention_of(&self, message: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"mnof", message.as_bytes()])
+    }
+    /// How many mentions the user's stream keeps.
+    pub(crate) fn mention_count(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"mncount"])
+    }
 }
 
 /// The last component of [`StreamKeys::id_tail`].

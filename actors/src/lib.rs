@@ -41,8 +41,8 @@ mod kv;
 
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
-    IssuedInvite, MessagePageOut, MessageReceipts, NewChannel, NewMessage, NewPoll, NewPollOption,
-    Position, SavedMessage, WorkspaceSpec, WorkspaceStats,
+    IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, NewChannel, NewMessage, NewPoll,
+    NewPollOption, Position, SavedMessage, WorkspaceSpec, WorkspaceStats,
 };
 pub use error::ChatError;
 

@@ -286,6 +286,21 @@ impl WorkspaceType {
     }
 }
 
+/// A mention of a user, kept in the user's stream (their inbox).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mention {
+    pub message_id: String,
+    pub channel_id: String,
+    pub seq: u64,
+    /// The message's text when it was sent.
+    pub text: Option<String>,
+    pub mentioner: Reactor,
+    /// When the message was sent.
+    pub at: u64,
+    /// Marked read explicitly (reading the channel past the message reads it too).
+    pub read: bool,
+}
+
 /// A workspace: a group of users and the channels they share.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Workspace {
@@ -502,6 +517,8 @@ pub enum Event {
         user_id: String,
         joined: bool,
     },
+    /// `mention`, on the mentioned user's stream.
+    Mention(Box<Mention>),
     /// `read_receipt`: a member read up to a message.
     ReadReceipt {
         channel_id: String,

@@ -554,6 +554,27 @@ struct MemberPayload<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct MentionPayload<'a> {
+    id: &'a str,
+    channel_id: &'a str,
+    message_id: &'a str,
+    message: MentionedMessage<'a>,
+    mentioner: camel::ReactorView<'a>,
+    mentioned_at: Iso,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MentionedMessage<'a> {
+    id: &'a str,
+    channel_id: &'a str,
+    seq: u64,
+    text: Option<&'a str>,
+    created_at: Iso,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ReceiptPayload<'a> {
     channel_id: &'a str,
     user_id: &'a str,
@@ -765,6 +786,23 @@ pub fn event(e: &Event) -> String {
             MemberPayload {
                 channel_id,
                 user_id,
+            },
+        ),
+        Event::Mention(m) => envelope(
+            "mention",
+            MentionPayload {
+                id: &m.message_id,
+                channel_id: &m.channel_id,
+                message_id: &m.message_id,
+                message: MentionedMessage {
+                    id: &m.message_id,
+                    channel_id: &m.channel_id,
+                    seq: m.seq,
+                    text: m.text.as_deref(),
+                    created_at: Iso(m.at),
+                },
+                mentioner: camel::ReactorView::from(&m.mentioner),
+                mentioned_at: Iso(m.at),
             },
         ),
         Event::ReadReceipt {

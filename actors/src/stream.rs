@@ -20,6 +20,7 @@ use crate::kv::{Kv, KvRead};
 use crate::model::{ChannelFlags, Event, Message, Poll, Reactor, StoredEvent, StreamHead};
 
 mod annotations;
+pub mod mentions;
 pub mod reads;
 pub mod receipts;
 
@@ -110,6 +111,10 @@ pub enum StreamOp {
     ///
     /// [`Read`]: StreamOp::Read
     ReadAll { user_id: String, now: u64 },
+    /// Records a mention of the stream's user (user streams).
+    Mention { mention: Box<crate::model::Mention> },
+    /// Marks the user's mentions of `messages` read, or all of them (user streams).
+    MarkMentions { messages: Option<Vec<String>> },
     /// Saves (`at` set) or forgets a message for the user (on the user's stream).
     Save {
         channel: String,
@@ -151,6 +156,8 @@ pub enum StreamReply {
     Flags(ChannelFlags),
     NotFound(String),
     Refused(String),
+    /// Mentions marked read.
+    Marked(u64),
     /// A poll vote was set, changed or removed (or already was): the poll's voters after it.
     Voted {
         total_votes: u64,
@@ -797,6 +804,8 @@ fn apply(
             now,
         } => tx.receipt(user_id, user_name, &message_id, now)?,
         StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
+        StreamOp::Mention { mention } => tx.mention(mention)?,
+        StreamOp::MarkMentions { messages } => tx.mark_mentions(messages)?,
         StreamOp::Append { id, event } => {
             tx.append_once(&id, event)?;
             StreamReply::Appended {

@@ -33,7 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, channels, health, messages, receipts, tokens, users, workspaces,
+        admin, annotations, channels, health, mentions, messages, receipts, tokens, users,
+        workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -158,6 +159,10 @@ pub fn app(state: GatewayState) -> Router {
             post(annotations::vote).delete(annotations::unvote),
         )
         .route("/api/messages", post(messages::create_server))
+        .route("/api/mentions", get(mentions::list))
+        .route("/api/mentions/unread-count", get(mentions::unread_count))
+        .route("/api/mentions/read", post(mentions::mark_read))
+        .route("/api/mentions/search", get(mentions::search))
         .route(
             "/api/workspaces",
             get(workspaces::list).post(workspaces::create),

@@ -699,6 +699,11 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             format!("/api/channels/{cid}/receipts/read-status"),
             None,
         ),
+        (
+            "GET",
+            format!("/api/mentions/search?q=b&channelId={cid}&user_id=eve"),
+            None,
+        ),
         ("GET", format!("/api/workspaces/{wid}"), None),
         (
             "PATCH",
@@ -2946,5 +2951,221 @@ async fn read_receipts_and_unread_counts() {
         400,
         "BAD_REQUEST",
     );
+    node.stop().await;
+}
+
+/// The mentions inbox: a mention is recorded for the mentioned member (with its realtime
+/// event), reads as read once the channel is read past it or it is marked, pages by time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_inbox_and_search() {
+    let (node, rest) = node().await;
+    let (app, key) = node.app("mentions").await;
+    for u in ["alice", "bob", "bobby", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, bob_ws) = rest.login(&key, "bob").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "m", "memberIds": ["bob", "carol"]})),
+        )
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let mut ws = support::WsClient::open(&node.ws_url()).await;
+    ws.connect(&bob_ws).await;
+    let own = format!("user:{app}:bob");
+    ws.call("subscribe", json!({"channel": own})).await;
+    let send = |text: &'static str| {
+        let (rest, cid, alice) = (&rest, cid.clone(), alice.clone());
+        async move {
+            let m = rest
+                .call(
+                    "POST",
+                    &format!("/api/channels/{cid}/messages"),
+                    Cred::Bearer(&alice),
+                    Some(json!({"text": text})),
+                )
+                .await;
+            assert_eq!(m.status, 201, "{m:?}");
+            m.body
+        }
+    };
+    let first = send("hi @bob").await;
+    assert_eq!(first["mentions"], json!(["bob"]));
+    send("ping @carol").await;
+    let event = ws
+        .wait_for("the mention event", |v| {
+            v["push"]["channel"] == own.as_str() && v["push"]["pub"]["data"]["type"] == "mention"
+        })
+        .await;
+    let p = &event["push"]["pub"]["data"]["payload"];
+    assert_eq!(p["messageId"], first["id"]);
+    assert_eq!(p["mentioner"]["id"], "alice");
+    assert_eq!(p["message"]["text"], "hi @bob");
+    let list = rest
+        .call("GET", "/api/mentions", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(list.status, 200, "{list:?}");
+    let items = list.body["mentions"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list:?}");
+    assert_eq!(items[0]["read"], false);
+    assert_eq!(items[0]["channel"]["id"], cid.as_str());
+    assert_eq!(items[0]["mentioner"]["id"], "alice");
+    let count = rest
+        .call(
+            "GET",
+            "/api/mentions/unread-count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(count.body["count"], 1);
+    // Reading the channel reads its mentions.
+    rest.call(
+        "POST",
+        &format!("/api/channels/{cid}/read"),
+        Cred::Bearer(&bob),
+        None,
+    )
+    .await;
+    let count = rest
+        .call(
+            "GET",
+            "/api/mentions/unread-count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(count.body["count"], 0, "{count:?}");
+    let list = rest
+        .call("GET", "/api/mentions", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(list.body["mentions"][0]["read"], true);
+    // Or marking them.
+    let second = send("again @bob").await;
+    let third = send("and @bob").await;
+    let unread = rest
+        .call("GET", "/api/mentions?unread=true", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(
+        unread.body["mentions"].as_array().unwrap().len(),
+        2,
+        "{unread:?}"
+    );
+    assert_eq!(unread.body["mentions"][0]["id"], third["id"]);
+    let marked = rest
+        .call(
+            "POST",
+            "/api/mentions/read",
+            Cred::Bearer(&bob),
+            Some(json!({"messageIds": [second["id"]]})),
+        )
+        .await;
+    assert_eq!(marked.body["count"], 1, "{marked:?}");
+    let unread = rest
+        .call("GET", "/api/mentions?unread=true", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(unread.body["mentions"].as_array().unwrap().len(), 1);
+    let all = rest
+        .call(
+            "POST",
+            "/api/mentions/read?user_id=bob",
+            Cred::Key(&key),
+            Some(json!({"user_id": "bob"})),
+        )
+        .await;
+    assert_eq!(all.body["count"], 2, "{all:?}");
+    // Paging: newest first, `before` a time, `hasMore`.
+    let page = rest
+        .call("GET", "/api/mentions?limit=2", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(page.body["mentions"].as_array().unwrap().len(), 2);
+    assert_eq!(page.body["hasMore"], true);
+    let oldest_shown = page.body["mentions"][1]["mentionedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest_page = rest
+        .call(
+            "GET",
+            &format!("/api/mentions?before={oldest_shown}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        rest_page.body["mentions"].as_array().unwrap().len(),
+        1,
+        "{rest_page:?}"
+    );
+    assert_eq!(rest_page.body["hasMore"], false);
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/api/mentions?before=yesterday",
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/api/mentions?unread=maybe",
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    // The picker's search: prefix matches first, the caller left out, a channel's members.
+    let found = rest
+        .call(
+            "GET",
+            "/api/mentions/search?q=bo",
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = found.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["bob", "bobby"], "{found:?}");
+    let in_channel = rest
+        .call(
+            "GET",
+            &format!("/api/mentions/search?q=b&channelId={cid}"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = in_channel.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["bob"], "{in_channel:?}");
+    let me = rest
+        .call(
+            "GET",
+            "/api/mentions/search?q=ali",
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(me.body["users"], json!([]));
+    ws.close().await;
     node.stop().await;
 }

@@ -162,6 +162,10 @@ impl Chat {
                 if !duplicate && message.parent_id.is_none() {
                     self.spawn_unread_notices(&stream, &caller.app, channel, user_id);
                 }
+                if !duplicate && !message.mentions.is_empty() {
+                    // Boxed: most sends mention nobody, and this future would size them all.
+                    Box::pin(self.record_mentions(&caller.app, &message)).await;
+                }
                 Ok(Sent {
                     message: *message,
                     duplicate,

@@ -43,10 +43,12 @@ use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod annotations;
 mod channels;
+mod mentions;
 mod receipts;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
+pub use mentions::MentionItem;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;

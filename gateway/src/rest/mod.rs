@@ -30,6 +30,7 @@ pub mod admin;
 pub mod annotations;
 pub mod channels;
 pub mod health;
+pub mod mentions;
 pub mod messages;
 pub mod receipts;
 pub mod requests;
