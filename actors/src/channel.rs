@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::emitter::Emitter;
 use crate::error::ChatError;
-use crate::model::{ChannelFlags, Mention, Message, Notes, PollResults, Publication, StoredEvent};
+use crate::model::{
+    ChannelFlags, Mention, Message, Notes, PollResults, PresenceRecord, Publication, StoredEvent,
+};
 pub use crate::registry::Registry;
 use crate::stream::reads::{ReactionEntry, SavedEntry};
 use crate::stream::receipts::ReaderState;
@@ -96,6 +98,8 @@ pub enum StreamQuery {
         limit: usize,
         offset: usize,
     },
+    /// A user's presence record (asked of the user's stream).
+    Presence,
     /// A user's mentions (asked of the user's stream): sent before `before`, newest first.
     Mentions {
         before: Option<u64>,
@@ -142,6 +146,7 @@ pub enum QueryAnswer {
     Poll(Option<Box<PollResults>>),
     Saved(Vec<SavedEntry>),
     Mentions(Vec<Mention>),
+    Presence(PresenceRecord),
     Receipts {
         /// `(seq, author)` of each message asked (`None`: no such message).
         messages: Vec<Option<(u64, String)>>,
@@ -747,6 +752,7 @@ impl View<'_> {
             StreamQuery::Saved { limit, offset } => {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
             }
+            StreamQuery::Presence => QueryAnswer::Presence(self.reader.presence(self.stream)?),
             StreamQuery::Mentions {
                 before,
                 limit,

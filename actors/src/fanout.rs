@@ -260,17 +260,20 @@ impl Fanout {
             .unwrap_or_default()
     }
 
-    /// Records a connected session of `principal` (`app:user`).
-    pub fn session_connected(&self, principal: &str, out: &Arc<Outbound>) {
+    /// Records a connected session of `principal` (`app:user`); true when it is the
+    /// principal's only session on this node (it came online here).
+    pub fn session_connected(&self, principal: &str, out: &Arc<Outbound>) -> bool {
         if let Ok(mut map) = self.sessions.lock() {
             let list = map.entry(principal.to_string()).or_default();
             list.retain(|w| w.strong_count() > 0);
             list.push(Arc::downgrade(out));
+            return list.len() == 1;
         }
+        false
     }
 
-    /// Forgets a session that ended.
-    pub fn session_ended(&self, principal: &str, out: &Arc<Outbound>) {
+    /// Forgets a session that ended; true when it was the principal's last on this node.
+    pub fn session_ended(&self, principal: &str, out: &Arc<Outbound>) -> bool {
         if let Ok(mut map) = self.sessions.lock() {
             if let Some(list) = map.get_mut(principal) {
                 list.retain(|w| {
@@ -278,9 +281,19 @@ impl Fanout {
                 });
                 if list.is_empty() {
                     map.remove(principal);
+                    return true;
                 }
             }
         }
+        false
+    }
+
+    /// Whether `principal` (`app:user`) has a connected session on this node.
+    pub fn is_connected(&self, principal: &str) -> bool {
+        self.sessions.lock().is_ok_and(|map| {
+            map.get(principal)
+                .is_some_and(|l| l.iter().any(|w| w.strong_count() > 0))
+        })
     }
 
     /// Closes every local connection of `principal` (`app:user`): revocation, deletion.

@@ -341,6 +341,10 @@ impl StreamKeys<'_> {
     pub(crate) fn mention_of(&self, message: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mnof", message.as_bytes()])
     }
+    /// The user's presence record (user streams).
+    pub(crate) fn presence(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"presence"])
+    }
     /// How many mentions the user's stream keeps.
     pub(crate) fn mention_count(&self) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mncount"])

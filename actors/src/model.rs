@@ -286,6 +286,15 @@ impl WorkspaceType {
     }
 }
 
+/// A user's presence as stored in their stream: when they were last seen (a session ended, a
+/// heartbeat), their last heartbeat, and whether they asked to appear offline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    pub last_seen: Option<u64>,
+    pub heartbeat: Option<u64>,
+    pub hidden: bool,
+}
+
 /// A mention of a user, kept in the user's stream (their inbox).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mention {

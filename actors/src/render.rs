@@ -17,6 +17,7 @@ use crate::model::{
     Workspace, WorkspaceMember,
 };
 use crate::time::with_iso;
+use crate::UserPresence;
 
 /// A time as the API shows it (ISO-8601).
 #[derive(Clone, Copy)]
@@ -68,12 +69,6 @@ impl Serialize for Object<'_> {
 
 fn is_false(b: &bool) -> bool {
     !*b
-}
-
-/// Whether a user counts as online (active in the last five minutes).
-fn online(u: &User, now_ms: u64) -> bool {
-    u.last_active_at
-        .is_some_and(|t| now_ms.saturating_sub(t) < 5 * 60 * 1000)
 }
 
 crate::dialect_views! {
@@ -399,18 +394,30 @@ crate::dialect_views! {
             }
         }
 
+        impl<'a> ProfileView<'a> {
+            /// A profile with the user's presence (their last-seen time).
+            pub fn seen(u: &'a User, presence: UserPresence) -> Self {
+                ProfileView {
+                    last_active_at: presence.last_seen.map(Iso),
+                    ..ProfileView::from(u)
+                }
+            }
+        }
+
         impl<'a> PublicUserView<'a> {
-            pub fn new(u: &'a User, now_ms: u64) -> Self {
+            /// `u` as another user sees them, with the presence they may see (see
+            /// `Chat::visible_presence`).
+            pub fn new(u: &'a User, presence: UserPresence) -> Self {
                 PublicUserView {
                     id: &u.id,
                     name: &u.name,
                     image: u.image.as_deref(),
                     custom: &u.custom,
                     role: u.role.as_deref(),
-                    last_active_at: u.last_active_at.map(Iso),
+                    last_active_at: presence.last_seen.map(Iso),
                     created_at: Iso(u.created_at),
                     updated_at: Iso(u.updated_at),
-                    online: online(u, now_ms),
+                    online: presence.online,
                 }
             }
         }

@@ -115,6 +115,13 @@ pub enum StreamOp {
     Mention { mention: Box<crate::model::Mention> },
     /// Marks the user's mentions of `messages` read, or all of them (user streams).
     MarkMentions { messages: Option<Vec<String>> },
+    /// Updates the user's presence record (user streams): `seen` and `heartbeat` move those
+    /// times forward, `hidden` sets or clears appearing offline.
+    Presence {
+        seen: Option<u64>,
+        heartbeat: Option<u64>,
+        hidden: Option<bool>,
+    },
     /// Saves (`at` set) or forgets a message for the user (on the user's stream).
     Save {
         channel: String,
@@ -158,6 +165,8 @@ pub enum StreamReply {
     Refused(String),
     /// Mentions marked read.
     Marked(u64),
+    /// The user's presence record after a [`StreamOp::Presence`].
+    Presence(crate::model::PresenceRecord),
     /// A poll vote was set, changed or removed (or already was): the poll's voters after it.
     Voted {
         total_votes: u64,
@@ -805,6 +814,26 @@ fn apply(
         } => tx.receipt(user_id, user_name, &message_id, now)?,
         StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
         StreamOp::Mention { mention } => tx.mention(mention)?,
+        StreamOp::Presence {
+            seen,
+            heartbeat,
+            hidden,
+        } => {
+            let key = tx.sk.presence();
+            let mut p = get::<crate::model::PresenceRecord>(tx.kv, &key)?.unwrap_or_default();
+            let later = |was: Option<u64>, at: u64| Some(was.map_or(at, |w| w.max(at)));
+            if let Some(at) = seen {
+                p.last_seen = later(p.last_seen, at);
+            }
+            if let Some(at) = heartbeat {
+                p.heartbeat = later(p.heartbeat, at);
+            }
+            if let Some(h) = hidden {
+                p.hidden = h;
+            }
+            put(tx.kv, &key, &p)?;
+            StreamReply::Presence(p)
+        }
         StreamOp::MarkMentions { messages } => tx.mark_mentions(messages)?,
         StreamOp::Append { id, event } => {
             tx.append_once(&id, event)?;
@@ -1059,6 +1088,13 @@ impl<R: KvRead> StreamReader<R> {
             }
         }
         Ok(out)
+    }
+
+    /// A user's presence record (read on the user's stream).
+    pub fn presence(&self, stream: &str) -> Result<crate::model::PresenceRecord, StoreError> {
+        Ok(self
+            .get(&StreamKeys(stream).presence())?
+            .unwrap_or_default())
     }
 
     /// A user's flags on every channel where any is set (read on the user's stream).

@@ -33,8 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, channels, health, mentions, messages, receipts, tokens, users,
-        workspaces,
+        admin, annotations, channels, health, mentions, messages, presence, receipts, tokens,
+        users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -159,6 +159,12 @@ pub fn app(state: GatewayState) -> Router {
             post(annotations::vote).delete(annotations::unvote),
         )
         .route("/api/messages", post(messages::create_server))
+        .route("/api/presence/heartbeat", post(presence::heartbeat))
+        .route("/api/presence/online", post(presence::online))
+        .route("/api/presence/offline", post(presence::offline))
+        .route("/api/presence/query", post(presence::query))
+        .route("/api/channels/{id}/presence", get(presence::channel))
+        .route("/api/channels/{id}/presence/live", get(presence::live))
         .route("/api/mentions", get(mentions::list))
         .route("/api/mentions/unread-count", get(mentions::unread_count))
         .route("/api/mentions/read", post(mentions::mark_read))

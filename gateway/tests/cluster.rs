@@ -73,7 +73,10 @@ impl Follower {
 
     fn absorb(&mut self, pubs: Vec<Value>) {
         for p in pubs {
-            let offset = p["offset"].as_u64().expect("durable events carry offsets");
+            // Ephemeral publications (presence, typing) carry no offset.
+            let Some(offset) = p["offset"].as_u64() else {
+                continue;
+            };
             assert_eq!(
                 offset,
                 self.offset + 1,
@@ -432,6 +435,84 @@ async fn events_cross_only_to_nodes_with_subscribers() {
         before,
         "a node without subscribers received the channel's events"
     );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A user connected to one node is online for a client asking another node, and offline
+/// everywhere once their last session (on whichever node) ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_the_cluster() {
+    let nodes = cluster().await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (app, key) = nodes[0].app("presence").await;
+    for u in ["alice", "bob"] {
+        rests[0]
+            .call(
+                "POST",
+                "/api/users",
+                Cred::Key(&key),
+                Some(json!({"user_id": u})),
+            )
+            .await;
+    }
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "p", "member_ids": ["bob"]})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    for n in &nodes {
+        let chat = n.chat.clone();
+        let (app, channel) = (app.clone(), channel.clone());
+        support::eventually("the channel on every node", move || {
+            let ok = chat
+                .members(&app, &channel)
+                .map(|m| m.len() == 2)
+                .unwrap_or(false);
+            async move { ok }
+        })
+        .await;
+    }
+    let (bob, _) = rests[0].login(&key, "bob").await;
+    let online_seen_from = |i: usize| {
+        let (rest, bob) = (&rests[i], bob.clone());
+        async move {
+            let r = rest
+                .call(
+                    "POST",
+                    "/api/presence/query",
+                    Cred::Bearer(&bob),
+                    Some(json!({"userIds": ["alice"]})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body["presence"]["alice"]["online"] == true
+        }
+    };
+    assert!(!online_seen_from(0).await);
+    let (_, alice_ws) = rests[1].login(&key, "alice").await;
+    let mut alice = WsClient::open(&nodes[1].ws_url()).await;
+    alice.connect(&alice_ws).await;
+    for i in [0, 2] {
+        assert!(
+            online_seen_from(i).await,
+            "node {i} sees alice, connected to node 1"
+        );
+    }
+    alice.close().await;
+    support::eventually("alice offline on every node", || async {
+        !online_seen_from(0).await && !online_seen_from(2).await
+    })
+    .await;
+    let seen = rests[2]
+        .call("GET", "/api/users/alice", Cred::Bearer(&bob), None)
+        .await;
+    assert!(seen.body["lastActiveAt"].is_string(), "{seen:?}");
     for n in nodes {
         n.stop().await;
     }

@@ -6,7 +6,7 @@ mod support;
 use chatsdk_actors::ChatConfig;
 use chatsdk_gateway::GatewayConfig;
 use serde_json::{json, Value};
-use support::{test_chat_config, Cred, Rest, TestNode, WsClient};
+use support::{assert_error, test_chat_config, Cred, Rest, TestNode, WsClient};
 
 struct World {
     node: TestNode,
@@ -1360,5 +1360,171 @@ async fn receipts_unread_totals_and_workspace_events() {
     let missed = sub["subscribe"]["publications"].as_array().unwrap().clone();
     assert_eq!(kinds(&missed), vec!["workspace.updated"]);
     assert_eq!(missed[0]["data"]["payload"]["workspace"]["name"], "HQ");
+    w.node.stop().await;
+}
+
+/// Presence: online while connected (or after a heartbeat), appearing offline on request,
+/// `presence.*` events on the channels the user shares, visible only to those who share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_sessions_heartbeats_and_choice() {
+    let w = World::new(GatewayConfig::default()).await;
+    let (bob_token, _) = w.rest.login(&w.key, "bob").await;
+    let (alice_token, _) = w.rest.login(&w.key, "alice").await;
+    let (mallory_token, _) = w.rest.login(&w.key, "mallory").await;
+    let presence_of = |token: String, user: &'static str| {
+        let rest = &w.rest;
+        async move {
+            let r = rest
+                .call(
+                    "GET",
+                    &format!("/api/users/{user}"),
+                    Cred::Bearer(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            (r.body["online"].clone(), r.body["lastActiveAt"].clone())
+        }
+    };
+    assert_eq!(
+        presence_of(bob_token.clone(), "alice").await,
+        (json!(false), Value::Null)
+    );
+    let mut bob = w.client("bob").await;
+    bob.call("subscribe", json!({"channel": w.chan()})).await;
+    let alice = w.client("alice").await;
+    bob.wait_for("alice online", |v| {
+        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+    })
+    .await;
+    let (online, seen) = presence_of(bob_token.clone(), "alice").await;
+    assert_eq!(online, json!(true));
+    assert!(seen.is_string());
+    // Someone who shares no channel with alice sees nothing.
+    assert_eq!(
+        presence_of(mallory_token.clone(), "alice").await,
+        (json!(false), Value::Null)
+    );
+    let q = w
+        .rest
+        .call(
+            "POST",
+            "/api/presence/query",
+            Cred::Bearer(&bob_token),
+            Some(json!({"userIds": ["alice", "mallory", "alice"]})),
+        )
+        .await;
+    assert_eq!(q.status, 200, "{q:?}");
+    assert_eq!(q.body["presence"]["alice"]["online"], true);
+    assert_eq!(q.body["presence"]["alice"]["user"]["id"], "alice");
+    assert!(q.body["presence"].get("mallory").is_none(), "{q:?}");
+    assert_error(
+        &w.rest
+            .call(
+                "POST",
+                "/api/presence/query",
+                Cred::Bearer(&bob_token),
+                Some(json!({"userIds": []})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let ch = w
+        .rest
+        .call(
+            "GET",
+            &format!("/api/channels/{}/presence", w.channel),
+            Cred::Bearer(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(ch.body["totalOnline"], 2, "{ch:?}");
+    assert_eq!(ch.body["totalMembers"], 2);
+    let live = w
+        .rest
+        .call(
+            "GET",
+            &format!("/api/channels/{}/presence/live", w.channel),
+            Cred::Bearer(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(live.body["count"], 1, "only bob subscribed: {live:?}");
+    assert_eq!(live.body["clients"][0]["userId"], "bob");
+    assert_error(
+        &w.rest
+            .call(
+                "GET",
+                &format!("/api/channels/{}/presence", w.channel),
+                Cred::Bearer(&mallory_token),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+
+    // The end of her last session is announced, and she was last seen then.
+    alice.close().await;
+    bob.wait_for("alice's session ending", |v| {
+        is_pub(v, &w.chan(), "presence.offline", |p| p["userId"] == "alice")
+    })
+    .await;
+    support::eventually("alice offline, last seen", || {
+        let f = presence_of(bob_token.clone(), "alice");
+        async move {
+            let (online, seen) = f.await;
+            online == json!(false) && seen.is_string()
+        }
+    })
+    .await;
+    // Appearing offline hides a connected user; appearing online shows them again.
+    let _alice = w.client("alice").await;
+    bob.wait_for("alice back", |v| {
+        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+    })
+    .await;
+    let off = w
+        .rest
+        .call(
+            "POST",
+            "/api/presence/offline",
+            Cred::Bearer(&alice_token),
+            None,
+        )
+        .await;
+    assert_eq!(off.status, 200, "{off:?}");
+    bob.wait_for("alice appearing offline", |v| {
+        is_pub(v, &w.chan(), "presence.offline", |p| p["userId"] == "alice")
+    })
+    .await;
+    assert_eq!(
+        presence_of(bob_token.clone(), "alice").await.0,
+        json!(false)
+    );
+    w.rest
+        .call(
+            "POST",
+            "/api/presence/online",
+            Cred::Bearer(&alice_token),
+            None,
+        )
+        .await;
+    bob.wait_for("alice appearing online", |v| {
+        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+    })
+    .await;
+    assert_eq!(presence_of(bob_token.clone(), "alice").await.0, json!(true));
+    let beat = w
+        .rest
+        .call(
+            "POST",
+            "/api/presence/heartbeat",
+            Cred::Bearer(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(beat.status, 200, "{beat:?}");
     w.node.stop().await;
 }

@@ -704,6 +704,8 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             format!("/api/mentions/search?q=b&channelId={cid}&user_id=eve"),
             None,
         ),
+        ("GET", format!("/api/channels/{cid}/presence"), None),
+        ("GET", format!("/api/channels/{cid}/presence/live"), None),
         ("GET", format!("/api/workspaces/{wid}"), None),
         (
             "PATCH",

@@ -216,6 +216,21 @@ impl UpperHandler for PresenceHandler {
     }
 }
 
+/// Answers which of the asked principals (`app:user`) have a session on this node.
+pub(super) struct OnlineHandler(pub(super) Arc<Fanout>);
+
+impl UpperHandler for OnlineHandler {
+    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let out = codec::decode::<Vec<String>>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|asked| {
+                let found: Vec<bool> = asked.iter().map(|p| self.0.is_connected(p)).collect();
+                codec::encode(&found).map_err(|e| e.to_string())
+            });
+        Box::pin(async move { out })
+    }
+}
+
 pub(super) struct DisconnectHandler(pub(super) Arc<Fanout>);
 
 impl UpperHandler for DisconnectHandler {

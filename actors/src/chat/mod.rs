@@ -44,11 +44,13 @@ use crate::{codec, hash_hex, new_id, render, time, validate};
 mod annotations;
 mod channels;
 mod mentions;
+mod presence;
 mod receipts;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
 pub use mentions::MentionItem;
+pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
@@ -57,8 +59,8 @@ mod realtime;
 mod users;
 
 use handlers::{
-    ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler, PresenceHandler,
-    UninterestedHandler, UnsubscribeHandler,
+    ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler, OnlineHandler,
+    PresenceHandler, UninterestedHandler, UnsubscribeHandler,
 };
 
 /// Topic of channel-actor requests forwarded to a shard's leader.
@@ -76,6 +78,9 @@ const MAX_UNREAD_NOTICES: usize = 1000;
 const UNREAD_NOTICE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Topic of "end these subscriptions" broadcasts.
 const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
+/// Topic of "which of these users are connected to you" questions (0x4306 and 0x4307 are
+/// the interest topics).
+const TOPIC_ONLINE: u16 = 0x4308;
 
 /// Settings of the chat layer.
 #[derive(Clone, Debug)]
@@ -306,6 +311,10 @@ impl Chat {
         node.register_handler(
             TOPIC_DISCONNECT,
             Arc::new(DisconnectHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_ONLINE,
+            Arc::new(OnlineHandler(chat.inner.fanout.clone())),
         );
         node.register_handler(
             TOPIC_UNSUBSCRIBE,

@@ -305,10 +305,10 @@ impl Drop for Session {
         }
         self.subs.clear();
         if let Some(p) = &self.principal {
-            self.args
-                .chat
-                .fanout()
-                .session_ended(&p.name(), &self.args.out);
+            let name = p.name();
+            if self.args.chat.fanout().session_ended(&name, &self.args.out) {
+                self.args.chat.presence_changed(&name, false);
+            }
         }
     }
 }
@@ -393,10 +393,15 @@ impl Session {
                     "pong": true,
                     "node": self.args.config.node,
                 });
-                self.args
+                let name = p.name();
+                if self
+                    .args
                     .chat
                     .fanout()
-                    .session_connected(&p.name(), &self.args.out);
+                    .session_connected(&name, &self.args.out)
+                {
+                    self.args.chat.presence_changed(&name, true);
+                }
                 self.args.standing.connected(p.expires_at);
                 self.principal = Some(p);
                 self.push(realtime::reply(id, "connect", &result));

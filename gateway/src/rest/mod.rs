@@ -32,6 +32,7 @@ pub mod channels;
 pub mod health;
 pub mod mentions;
 pub mod messages;
+pub mod presence;
 pub mod receipts;
 pub mod requests;
 pub mod tokens;

@@ -6,7 +6,7 @@ use axum::response::Response;
 use chatsdk_actors::codec::Json as JsonField;
 use chatsdk_actors::directory::{UpsertAction, UpsertMode, UserPatch};
 use chatsdk_actors::model::User;
-use chatsdk_actors::time::now_ms;
+use chatsdk_actors::UserPresence;
 use serde_json::Value;
 
 use super::requests as req;
@@ -106,12 +106,13 @@ chatsdk_actors::dialect_views! {
     }
     impls {
         impl<'a> UserView<'a> {
-            /// `u` as a server key (`full`) or another user sees them.
-            pub fn new(u: &'a User, full: bool) -> Self {
+            /// `u` as a server key (`full`) or another user sees them, with the presence the
+            /// caller may see.
+            pub fn new(u: &'a User, full: bool, presence: UserPresence) -> Self {
                 if full {
-                    UserView::Profile(ProfileView::from(u))
+                    UserView::Profile(ProfileView::seen(u, presence))
                 } else {
-                    UserView::Public(PublicUserView::new(u, now_ms()))
+                    UserView::Public(PublicUserView::new(u, presence))
                 }
             }
         }
@@ -216,7 +217,11 @@ pub async fn get(
         .chat
         .user(&auth.app, &id)?
         .ok_or_else(|| AppError::not_found("user not found"))?;
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::UserView::new(&u, auth.server)))
+    let presence = state
+        .chat
+        .visible_presence(&auth.caller(None), std::slice::from_ref(&u.id))
+        .await?;
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::UserView::new(&u, auth.server, presence[0])))
 }
 
 /// `GET /api/users`.
@@ -226,8 +231,17 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let users = state
         .chat
         .users(&auth.app, q.str("q").as_deref(), limit, offset)?;
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let presence = state
+        .chat
+        .visible_presence(&auth.caller(None), &ids)
+        .await?;
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::UserList {
-        users: users.iter().map(|u| v::UserView::new(u, auth.server)).collect(),
+        users: users
+            .iter()
+            .zip(&presence)
+            .map(|(u, p)| v::UserView::new(u, auth.server, *p))
+            .collect(),
     }))
 }
 
