@@ -118,6 +118,13 @@ pub(crate) fn invites_of(app: &str, ws: &str) -> Vec<u8> {
     prefix(&[b"d", b"invto", app.as_bytes(), ws.as_bytes()])
 }
 
+pub(crate) fn template(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"tpl", app.as_bytes(), id.as_bytes()])
+}
+pub(crate) fn templates(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"tpl", app.as_bytes()])
+}
+
 /// The channel of a poll (value: the channel id).
 pub(crate) fn poll(app: &str, poll: &str) -> Vec<u8> {
     key(&[b"d", b"poll", app.as_bytes(), poll.as_bytes()])

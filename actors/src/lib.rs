@@ -42,7 +42,8 @@ mod kv;
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, NewChannel, NewMessage, NewPoll,
-    NewPollOption, Position, SavedMessage, UserPresence, WorkspaceSpec, WorkspaceStats,
+    NewPollOption, Position, SavedMessage, TemplateSpec, UserPresence, WorkspaceSpec,
+    WorkspaceStats,
 };
 pub use error::ChatError;
 

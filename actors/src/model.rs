@@ -366,6 +366,36 @@ pub struct WorkspaceMember {
     pub joined_at: u64,
 }
 
+/// A channel a workspace template creates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateChannel {
+    pub name: String,
+    /// `team`, `group` or `messaging` (made as a group: a workspace channel is never a DM).
+    pub kind: String,
+    pub read_only: bool,
+}
+
+/// A workspace template: the channels (and settings) a new workspace starts with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    /// `None` for the built-in templates every app sees.
+    pub app_id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub icon: Option<String>,
+    pub config: Json,
+    pub channels: Vec<TemplateChannel>,
+    pub roles: Json,
+    pub settings: Json,
+    pub is_public: bool,
+    pub usage_count: u64,
+    pub created_by: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
 /// An invitation to a workspace. Only the SHA-256 of its token is stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Invite {

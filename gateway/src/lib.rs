@@ -33,8 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, channels, health, mentions, messages, presence, receipts, tokens,
-        users, workspaces,
+        admin, annotations, channels, health, mentions, messages, presence, receipts, templates,
+        tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -165,6 +165,21 @@ pub fn app(state: GatewayState) -> Router {
         .route("/api/presence/query", post(presence::query))
         .route("/api/channels/{id}/presence", get(presence::channel))
         .route("/api/channels/{id}/presence/live", get(presence::live))
+        .route(
+            "/api/templates",
+            get(templates::list).post(templates::create),
+        )
+        .route("/api/templates/built-in/list", get(templates::built_in))
+        .route(
+            "/api/templates/from-template",
+            post(templates::from_template),
+        )
+        .route(
+            "/api/templates/{id}",
+            get(templates::get)
+                .patch(templates::update)
+                .delete(templates::delete),
+        )
         .route("/api/mentions", get(mentions::list))
         .route("/api/mentions/unread-count", get(mentions::unread_count))
         .route("/api/mentions/read", post(mentions::mark_read))

@@ -554,6 +554,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .as_str()
         .unwrap()
         .to_string();
+    let template = rest
+        .call(
+            "POST",
+            "/api/templates",
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "bob", "name": "b-tpl", "channels": [{"name": "c"}]})),
+        )
+        .await;
+    assert_eq!(template.status, 201, "{template:?}");
+    let tid = template.body["id"].as_str().unwrap().to_string();
     let (eve, _) = rest.login(&key_a, "eve").await;
     let (bob, _) = rest.login(&key_b, "bob").await;
     let routes: Vec<(&str, String, Option<Value>)> = vec![
@@ -706,6 +716,18 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ),
         ("GET", format!("/api/channels/{cid}/presence"), None),
         ("GET", format!("/api/channels/{cid}/presence/live"), None),
+        ("GET", format!("/api/templates/{tid}"), None),
+        (
+            "PATCH",
+            format!("/api/templates/{tid}"),
+            Some(json!({"name": "pwned", "user_id": "eve"})),
+        ),
+        ("DELETE", format!("/api/templates/{tid}?user_id=eve"), None),
+        (
+            "POST",
+            "/api/templates/from-template".to_string(),
+            Some(json!({"templateId": tid, "name": "stolen", "user_id": "eve"})),
+        ),
         ("GET", format!("/api/workspaces/{wid}"), None),
         (
             "PATCH",
@@ -3169,5 +3191,271 @@ async fn mentions_inbox_and_search() {
         .await;
     assert_eq!(me.body["users"], json!([]));
     ws.close().await;
+    node.stop().await;
+}
+
+/// Templates: built-in and the app's own (private ones only for their creator), changed only by
+/// their creator or an app admin; a workspace made from one gets its channels, read-only ones
+/// refusing members' posts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_make_workspaces_with_their_channels() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("tpl").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let built = rest
+        .call(
+            "GET",
+            "/api/templates/built-in/list",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        built.body["templates"].as_array().unwrap().len(),
+        5,
+        "{built:?}"
+    );
+    assert_eq!(built.body["templates"][0]["isBuiltIn"], true);
+    let t = rest
+        .call("POST", "/api/templates", Cred::Bearer(&alice), Some(json!({"name": "Sprint", "category": "project", "isPublic": false, "channels": [{"name": "planning", "type": "team"}, {"name": "news", "type": "team", "readOnly": true}]})))
+        .await;
+    assert_eq!(t.status, 201, "{t:?}");
+    assert_eq!(t.body["channels"][1]["readOnly"], true);
+    let tid = t.body["id"].as_str().unwrap().to_string();
+    let count = |token: String| {
+        let rest = &rest;
+        async move {
+            rest.call("GET", "/api/templates", Cred::Bearer(&token), None)
+                .await
+                .body["templates"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count(alice.clone()).await, 6);
+    assert_eq!(
+        count(bob.clone()).await,
+        5,
+        "a private template is its creator's"
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/templates/{tid}"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    let public = rest
+        .call(
+            "PATCH",
+            &format!("/api/templates/{tid}"),
+            Cred::Bearer(&alice),
+            Some(json!({"isPublic": true})),
+        )
+        .await;
+    assert_eq!(public.body["isPublic"], true, "{public:?}");
+    assert_error(
+        &rest
+            .call(
+                "PATCH",
+                &format!("/api/templates/{tid}"),
+                Cred::Bearer(&bob),
+                Some(json!({"name": "mine"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let by_category = rest
+        .call(
+            "GET",
+            "/api/templates?category=project",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        by_category.body["templates"].as_array().unwrap().len(),
+        2,
+        "{by_category:?}"
+    );
+    for bad in [
+        json!({"name": "x", "category": "party", "channels": []}),
+        json!({"name": "x", "channels": [{"name": "c", "type": "dm"}]}),
+        json!({"name": "x"}),
+        json!({"channels": []}),
+    ] {
+        let r = rest
+            .call("POST", "/api/templates", Cred::Bearer(&bob), Some(bad))
+            .await;
+        assert_error(&r, 400, "BAD_REQUEST");
+    }
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/api/templates?sortBy=name",
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+
+    // A workspace from a template.
+    let made = rest
+        .call(
+            "POST",
+            "/api/templates/from-template",
+            Cred::Bearer(&bob),
+            Some(json!({"templateId": tid, "name": "Sprint 1", "customConfig": {"sprint": 1}})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(made.body["workspace"]["role"], "owner");
+    assert_eq!(made.body["workspace"]["type"], "project");
+    assert_eq!(made.body["workspace"]["config"]["sprint"], 1);
+    assert_eq!(made.body["workspace"]["channelCount"], 2);
+    assert_eq!(made.body["templateName"], "Sprint");
+    let names: Vec<&str> = made.body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["planning", "news"]);
+    let wid = made.body["workspace"]["id"].as_str().unwrap().to_string();
+    let news = made.body["channels"][1]["id"].as_str().unwrap().to_string();
+    let used = rest
+        .call(
+            "GET",
+            &format!("/api/templates/{tid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(used.body["usageCount"], 1);
+    let by_use = rest
+        .call(
+            "GET",
+            "/api/templates?sortBy=usage_count",
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(by_use.body["templates"][0]["id"], tid.as_str());
+    // Read-only channels: owners and admins post, members do not.
+    assert_eq!(
+        rest.call(
+            "POST",
+            &format!("/api/channels/{news}/messages"),
+            Cred::Bearer(&bob),
+            Some(json!({"text": "welcome"}))
+        )
+        .await
+        .status,
+        201
+    );
+    rest.call(
+        "POST",
+        &format!("/api/workspaces/{wid}/members"),
+        Cred::Bearer(&bob),
+        Some(json!({"userIds": ["carol"]})),
+    )
+    .await;
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{news}/messages"),
+                Cred::Bearer(&carol),
+                Some(json!({"text": "hi"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let conf = rest
+        .call(
+            "POST",
+            "/api/templates/from-template",
+            Cred::Bearer(&carol),
+            Some(json!({"templateId": "builtin-conference", "name": "DevConf"})),
+        )
+        .await;
+    assert_eq!(conf.status, 201, "{conf:?}");
+    assert_eq!(conf.body["workspace"]["type"], "conference");
+    assert_eq!(conf.body["channels"].as_array().unwrap().len(), 4);
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/templates/from-template",
+                Cred::Bearer(&carol),
+                Some(json!({"templateId": "nope", "name": "x"})),
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                "/api/templates/builtin-team",
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/templates/{tid}"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("/api/templates/{tid}"),
+            Cred::Bearer(&alice),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/templates/{tid}"),
+                Cred::Key(&key),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
     node.stop().await;
 }

@@ -84,6 +84,17 @@ impl Chat {
             .channel(&caller.app, channel)?
             .ok_or_else(|| ChatError::not_found("channel"))?;
         self.writer_membership(caller, &ch).await?;
+        if ch.config.0.get("readOnly") == Some(&Value::Bool(true)) && !caller.server {
+            let role = self
+                .membership(&caller.app, channel, caller.user()?)
+                .await?
+                .map(|m| m.role);
+            if role.is_none_or(|r| r < Role::Admin) {
+                return Err(ChatError::forbidden(
+                    "this channel is read-only: only owners and admins post",
+                ));
+            }
+        }
         if let Some(parent) = &new.parent_id {
             let stream = chat_stream(&caller.app, channel);
             match self

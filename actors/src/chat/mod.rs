@@ -46,12 +46,14 @@ mod channels;
 mod mentions;
 mod presence;
 mod receipts;
+mod templates;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
 pub use mentions::MentionItem;
 pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
+pub use templates::{built_in_templates, TemplateSpec};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
 mod messages;

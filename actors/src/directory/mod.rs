@@ -291,6 +291,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"wsch",
                 b"inv",
                 b"invto",
+                b"tpl",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {

@@ -148,6 +148,12 @@ impl Directory {
     pub fn workspace_channel_ids(&self, app: &str, ws: &str) -> ReadResult<Vec<String>> {
         self.last_components(&keys::workspace_channels(app, ws))
     }
+    pub fn template(&self, app: &str, id: &str) -> ReadResult<Option<Arc<crate::model::Template>>> {
+        self.get(&keys::template(app, id))
+    }
+    pub fn templates(&self, app: &str) -> ReadResult<Vec<crate::model::Template>> {
+        self.list(&keys::templates(app))
+    }
     /// An invitation by the SHA-256 of its token.
     pub fn invite(&self, app: &str, token_hash: &str) -> ReadResult<Option<Arc<Invite>>> {
         self.get(&keys::invite(app, token_hash))

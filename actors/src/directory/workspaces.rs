@@ -1,5 +1,5 @@
 //! Workspaces in the directory: the workspace records, their members (with the last-owner
-//! rule), their channels index and their invitations.
+//! rule), their channels index, their invitations, and the app's workspace templates.
 //!
 //! Workspaces sit with channels and memberships in group 0: every node checks workspace
 //! membership locally (channel visibility depends on it), and they change at the rate people
@@ -12,7 +12,7 @@ use super::DirReply;
 use crate::codec::Json;
 use crate::keys::{self, get_record as get, put_record as put};
 use crate::kv::Kv;
-use crate::model::{Invite, Workspace, WorkspaceMember, WorkspaceRole};
+use crate::model::{Invite, Template, Workspace, WorkspaceMember, WorkspaceRole};
 
 /// A change to workspaces.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,7 +34,10 @@ pub enum WsCommand {
     },
     /// Removes the workspace, its members and invitations (its channels are deleted by the
     /// command layer first, each with its events).
-    Delete { app_id: String, id: String },
+    Delete {
+        app_id: String,
+        id: String,
+    },
     /// Adds users with `role`; members keep their role. Replies with the ids added.
     AddMembers {
         app_id: String,
@@ -59,7 +62,23 @@ pub enum WsCommand {
         user_id: String,
     },
     /// Stores an invitation, replacing the pending one of the same email.
-    Invite { app_id: String, invite: Invite },
+    Invite {
+        app_id: String,
+        invite: Invite,
+    },
+    /// Creates or replaces an app's template.
+    PutTemplate {
+        template: Template,
+    },
+    DeleteTemplate {
+        app_id: String,
+        id: String,
+    },
+    /// A workspace was made from a template of the app.
+    TemplateUsed {
+        app_id: String,
+        id: String,
+    },
     /// Accepts an invitation for `user` (whose email, if known, must be the invited one).
     Accept {
         app_id: String,
@@ -337,6 +356,29 @@ pub(super) fn transition(kv: &mut impl Kv, command: WsCommand) -> Result<DirRepl
             }
             kv.put(&by_email, invite.token_hash.as_bytes());
             put(kv, &keys::invite(&app_id, &invite.token_hash), &invite)?;
+            DirReply::Done
+        }
+        WsCommand::PutTemplate { template } => {
+            let Some(app) = template.app_id.clone() else {
+                return Ok(DirReply::Refused("built-in templates cannot change".into()));
+            };
+            put(kv, &keys::template(&app, &template.id), &template)?;
+            DirReply::Done
+        }
+        WsCommand::DeleteTemplate { app_id, id } => {
+            let key = keys::template(&app_id, &id);
+            if kv.get(&key)?.is_none() {
+                return Ok(DirReply::NotFound("template".into()));
+            }
+            kv.delete(&key);
+            DirReply::Done
+        }
+        WsCommand::TemplateUsed { app_id, id } => {
+            let key = keys::template(&app_id, &id);
+            if let Some(mut t) = get::<Template>(kv, &key)? {
+                t.usage_count += 1;
+                put(kv, &key, &t)?;
+            }
             DirReply::Done
         }
         WsCommand::Accept {

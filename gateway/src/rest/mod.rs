@@ -35,6 +35,7 @@ pub mod messages;
 pub mod presence;
 pub mod receipts;
 pub mod requests;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 pub mod workspaces;
