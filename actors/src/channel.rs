@@ -29,6 +29,7 @@ use crate::model::{
     ChannelFlags, Mention, Message, Notes, PollResults, PresenceRecord, Publication, StoredEvent,
 };
 pub use crate::registry::Registry;
+use crate::stream::blobs::EmojiUsage;
 use crate::stream::reads::{ReactionEntry, SavedEntry};
 use crate::stream::receipts::ReaderState;
 use crate::stream::{MessagePage, StreamCommand, StreamOp, StreamReader, StreamReply};
@@ -100,6 +101,20 @@ pub enum StreamQuery {
     },
     /// A user's presence record (asked of the user's stream).
     Presence,
+    /// Chunk `index` of a blob (workspace streams).
+    BlobChunk {
+        hash: String,
+        index: u32,
+    },
+    /// Total uses of emoji (workspace streams).
+    EmojiTotals {
+        ids: Vec<String>,
+    },
+    /// One emoji's usage since `since_day` (workspace streams).
+    EmojiUsage {
+        id: String,
+        since_day: u64,
+    },
     /// A user's mentions (asked of the user's stream): sent before `before`, newest first.
     Mentions {
         before: Option<u64>,
@@ -147,6 +162,9 @@ pub enum QueryAnswer {
     Saved(Vec<SavedEntry>),
     Mentions(Vec<Mention>),
     Presence(PresenceRecord),
+    Blob(Option<Vec<u8>>),
+    Counts(Vec<u64>),
+    EmojiUsage(EmojiUsage),
     Receipts {
         /// `(seq, author)` of each message asked (`None`: no such message).
         messages: Vec<Option<(u64, String)>>,
@@ -753,6 +771,15 @@ impl View<'_> {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
             }
             StreamQuery::Presence => QueryAnswer::Presence(self.reader.presence(self.stream)?),
+            StreamQuery::BlobChunk { hash, index } => {
+                QueryAnswer::Blob(self.reader.blob_chunk(self.stream, &hash, index)?)
+            }
+            StreamQuery::EmojiTotals { ids } => {
+                QueryAnswer::Counts(self.reader.emoji_totals(self.stream, &ids)?)
+            }
+            StreamQuery::EmojiUsage { id, since_day } => {
+                QueryAnswer::EmojiUsage(self.reader.emoji_usage(self.stream, &id, since_day, 10)?)
+            }
             StreamQuery::Mentions {
                 before,
                 limit,

@@ -118,6 +118,22 @@ pub(crate) fn invites_of(app: &str, ws: &str) -> Vec<u8> {
     prefix(&[b"d", b"invto", app.as_bytes(), ws.as_bytes()])
 }
 
+pub(crate) fn emoji(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"emoji", app.as_bytes(), id.as_bytes()])
+}
+/// A workspace's emoji by name (value: the emoji's id).
+pub(crate) fn emoji_name(app: &str, ws: &str, name: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"emojin",
+        app.as_bytes(),
+        ws.as_bytes(),
+        name.as_bytes(),
+    ])
+}
+pub(crate) fn emoji_names(app: &str, ws: &str) -> Vec<u8> {
+    prefix(&[b"d", b"emojin", app.as_bytes(), ws.as_bytes()])
+}
 pub(crate) fn template(app: &str, id: &str) -> Vec<u8> {
     key(&[b"d", b"tpl", app.as_bytes(), id.as_bytes()])
 }
@@ -347,6 +363,28 @@ impl StreamKeys<'_> {
     /// Where the mention of the user in `message` is kept (value: its time).
     pub(crate) fn mention_of(&self, message: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"mnof", message.as_bytes()])
+    }
+    /// Chunk `index` of the blob with SHA-256 `hash` (workspace streams).
+    pub(crate) fn blob_chunk(&self, hash: &str, index: u32) -> Vec<u8> {
+        key(&[
+            b"s",
+            self.0.as_bytes(),
+            b"blob",
+            hash.as_bytes(),
+            &index.to_be_bytes(),
+        ])
+    }
+    pub(crate) fn blob(&self, hash: &str) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"blob", hash.as_bytes()])
+    }
+    /// An emoji's uses: `t` (total), `d\0<day>` (per day), `u\0<user>` (per user).
+    pub(crate) fn emoji_uses(&self, emoji: &str, part: &[&[u8]]) -> Vec<u8> {
+        let mut parts: Vec<&[u8]> = vec![b"s", self.0.as_bytes(), b"eu", emoji.as_bytes()];
+        parts.extend_from_slice(part);
+        key(&parts)
+    }
+    pub(crate) fn all_emoji_uses(&self, emoji: &str) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"eu", emoji.as_bytes()])
     }
     /// The user's presence record (user streams).
     pub(crate) fn presence(&self) -> Vec<u8> {

@@ -41,8 +41,8 @@ mod kv;
 
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
-    IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, NewChannel, NewMessage, NewPoll,
-    NewPollOption, Position, SavedMessage, TemplateSpec, UserPresence, WorkspaceSpec,
+    IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, NewChannel, NewEmoji, NewMessage,
+    NewPoll, NewPollOption, Position, SavedMessage, TemplateSpec, UserPresence, WorkspaceSpec,
     WorkspaceStats,
 };
 pub use error::ChatError;

@@ -366,6 +366,22 @@ pub struct WorkspaceMember {
     pub joined_at: u64,
 }
 
+/// A workspace's custom emoji. Its image is kept in the workspace's stream, content-addressed
+/// (`image_hash`, SHA-256 hex) in chunks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Emoji {
+    pub id: String,
+    pub app_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub category: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub image_hash: String,
+    pub created_by: Option<String>,
+    pub created_at: u64,
+}
+
 /// A channel a workspace template creates.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TemplateChannel {

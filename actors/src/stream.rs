@@ -20,6 +20,7 @@ use crate::kv::{Kv, KvRead};
 use crate::model::{ChannelFlags, Event, Message, Poll, Reactor, StoredEvent, StreamHead};
 
 mod annotations;
+pub mod blobs;
 pub mod mentions;
 pub mod reads;
 pub mod receipts;
@@ -122,6 +123,22 @@ pub enum StreamOp {
         heartbeat: Option<u64>,
         hidden: Option<bool>,
     },
+    /// Writes chunk `index` of the blob with SHA-256 `hash` (workspace streams).
+    PutBlobChunk {
+        hash: String,
+        index: u32,
+        bytes: Vec<u8>,
+    },
+    /// Removes a blob (workspace streams).
+    DropBlob { hash: String },
+    /// Counts a use of an emoji (workspace streams); `day` is days since the epoch.
+    EmojiUsed {
+        emoji_id: String,
+        user: String,
+        day: u64,
+    },
+    /// Forgets an emoji's usage counts (workspace streams).
+    DropEmojiUses { emoji_id: String },
     /// Saves (`at` set) or forgets a message for the user (on the user's stream).
     Save {
         channel: String,
@@ -814,6 +831,14 @@ fn apply(
         } => tx.receipt(user_id, user_name, &message_id, now)?,
         StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
         StreamOp::Mention { mention } => tx.mention(mention)?,
+        StreamOp::PutBlobChunk { hash, index, bytes } => tx.put_blob_chunk(&hash, index, &bytes)?,
+        StreamOp::DropBlob { hash } => tx.drop_blob(&hash)?,
+        StreamOp::EmojiUsed {
+            emoji_id,
+            user,
+            day,
+        } => tx.emoji_used(&emoji_id, &user, day)?,
+        StreamOp::DropEmojiUses { emoji_id } => tx.drop_emoji_uses(&emoji_id)?,
         StreamOp::Presence {
             seen,
             heartbeat,

@@ -33,8 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, channels, health, mentions, messages, presence, receipts, templates,
-        tokens, users, workspaces,
+        admin, annotations, channels, emoji, health, mentions, messages, presence, receipts,
+        templates, tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -180,6 +180,19 @@ pub fn app(state: GatewayState) -> Router {
                 .patch(templates::update)
                 .delete(templates::delete),
         )
+        .route(
+            "/api/emoji",
+            get(emoji::list)
+                .post(emoji::create)
+                .layer(DefaultBodyLimit::max(
+                    chatsdk_actors::chat::MAX_EMOJI_BYTES + emoji::FORM_OVERHEAD_BYTES,
+                )),
+        )
+        .route("/api/emoji/search/query", get(emoji::search))
+        .route("/api/emoji/{id}", get(emoji::get).delete(emoji::delete))
+        .route("/api/emoji/{id}/use", post(emoji::use_emoji))
+        .route("/api/emoji/{id}/analytics", get(emoji::analytics))
+        .route("/api/emoji/{id}/image", get(emoji::image))
         .route("/api/mentions", get(mentions::list))
         .route("/api/mentions/unread-count", get(mentions::unread_count))
         .route("/api/mentions/read", post(mentions::mark_read))

@@ -564,6 +564,22 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .await;
     assert_eq!(template.status, 201, "{template:?}");
     let tid = template.body["id"].as_str().unwrap().to_string();
+    let (ct, form) = multipart(&[
+        ("workspaceId", None, wid.as_bytes()),
+        ("name", None, b"b_emoji"),
+        ("user_id", None, b"bob"),
+        ("file", Some("e.gif"), b"GIF89a-b"),
+    ]);
+    let emoji = rest
+        .raw(
+            "POST",
+            "/api/emoji",
+            &[("content-type", &ct), ("x-api-key", &key_b)],
+            form,
+        )
+        .await;
+    assert_eq!(emoji.status, 201, "{emoji:?}");
+    let eid = emoji.body["id"].as_str().unwrap().to_string();
     let (eve, _) = rest.login(&key_a, "eve").await;
     let (bob, _) = rest.login(&key_b, "bob").await;
     let routes: Vec<(&str, String, Option<Value>)> = vec![
@@ -716,6 +732,20 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ),
         ("GET", format!("/api/channels/{cid}/presence"), None),
         ("GET", format!("/api/channels/{cid}/presence/live"), None),
+        ("GET", format!("/api/emoji?workspaceId={wid}"), None),
+        (
+            "GET",
+            format!("/api/emoji/search/query?q=b&workspaceId={wid}"),
+            None,
+        ),
+        ("GET", format!("/api/emoji/{eid}"), None),
+        ("DELETE", format!("/api/emoji/{eid}?user_id=eve"), None),
+        (
+            "POST",
+            format!("/api/emoji/{eid}/use"),
+            Some(json!({"messageId": "m", "user_id": "eve"})),
+        ),
+        ("GET", format!("/api/emoji/{eid}/analytics"), None),
         ("GET", format!("/api/templates/{tid}"), None),
         (
             "PATCH",
@@ -3457,5 +3487,302 @@ async fn templates_make_workspaces_with_their_channels() {
         404,
         "NOT_FOUND",
     );
+    node.stop().await;
+}
+
+/// A multipart/form-data body: `(content type, body)`; a part with a file name is a file.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "chatsdk-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, file, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Custom emoji: uploaded by workspace admins (type read from the bytes, at most 1 MiB),
+/// replaced by name, listed and searched by members, served as an image, counted when used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_emoji_upload_serve_use_and_analytics() {
+    let (node, rest) = node().await;
+    let (app, key) = node.app("emoji").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let ws = rest
+        .call(
+            "POST",
+            "/api/workspaces",
+            Cred::Bearer(&alice),
+            Some(json!({"name": "e"})),
+        )
+        .await;
+    let wid = ws.body["id"].as_str().unwrap().to_string();
+    rest.call(
+        "POST",
+        &format!("/api/workspaces/{wid}/members"),
+        Cred::Bearer(&alice),
+        Some(json!({"userIds": ["bob"]})),
+    )
+    .await;
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..300_000u32).map(|i| (i % 251) as u8));
+    let upload = |token: String, name: &'static str, file: Vec<u8>| {
+        let (rest, wid) = (&rest, wid.clone());
+        async move {
+            let (ct, body) = multipart(&[
+                ("workspaceId", None, wid.as_bytes()),
+                ("name", None, name.as_bytes()),
+                ("category", None, b"animals"),
+                ("file", Some("e.png"), &file),
+            ]);
+            let auth = format!("Bearer {token}");
+            rest.raw(
+                "POST",
+                "/api/emoji",
+                &[("content-type", &ct), ("authorization", &auth)],
+                body,
+            )
+            .await
+        }
+    };
+    let made = upload(alice.clone(), "party_parrot", png.clone()).await;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(made.body["contentType"], "image/png");
+    assert_eq!(made.body["size"], png.len());
+    let eid = made.body["id"].as_str().unwrap().to_string();
+    let url = made.body["imageUrl"].as_str().unwrap().to_string();
+    let img = rest
+        .http
+        .get(format!("{}{url}", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.status(), 200);
+    assert_eq!(img.headers()["content-type"], "image/png");
+    assert!(img.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert_eq!(
+        img.bytes().await.unwrap().to_vec(),
+        png,
+        "the image comes back whole"
+    );
+    // Refusals: members do not upload, names are plain, images only, 1 MiB at most.
+    assert_error(
+        &upload(bob.clone(), "mine", png.clone()).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &upload(alice.clone(), "Party!", png.clone()).await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &upload(alice.clone(), "text", b"just some text".to_vec()).await,
+        400,
+        "BAD_REQUEST",
+    );
+    let mut huge = b"GIF89a".to_vec();
+    huge.resize(1024 * 1024 + 1, 0);
+    assert_error(
+        &upload(alice.clone(), "huge", huge).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    );
+    // The same name replaces the image and keeps the id.
+    let gif = b"GIF89a-tiny-animation".to_vec();
+    let again = upload(alice.clone(), "party_parrot", gif.clone()).await;
+    assert_eq!(again.body["id"], eid.as_str(), "{again:?}");
+    assert_eq!(again.body["contentType"], "image/gif");
+    let img = rest
+        .http
+        .get(format!("{}{url}", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.bytes().await.unwrap().to_vec(), gif);
+    // Members list and search; outsiders do not.
+    let list = rest
+        .call(
+            "GET",
+            &format!("/api/emoji?workspaceId={wid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(list.body["emoji"].as_array().unwrap().len(), 1, "{list:?}");
+    let none = rest
+        .call(
+            "GET",
+            &format!("/api/emoji?workspaceId={wid}&category=food"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(none.body["emoji"], json!([]));
+    let found = rest
+        .call(
+            "GET",
+            &format!("/api/emoji/search/query?q=par&workspaceId={wid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(found.body["emoji"][0]["name"], "party_parrot", "{found:?}");
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/emoji?workspaceId={wid}"),
+                Cred::Bearer(&carol),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/emoji/{eid}"),
+                Cred::Bearer(&carol),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // An image of exactly the limit passes (four chunks of the workspace's stream).
+    let mut max = b"\x89PNG\r\n\x1a\n".to_vec();
+    max.resize(1024 * 1024, 7);
+    let big = upload(alice.clone(), "big", max.clone()).await;
+    assert_eq!(big.status, 201, "{big:?}");
+    let big_url = big.body["imageUrl"].as_str().unwrap().to_string();
+    let img = rest
+        .http
+        .get(format!("{}{big_url}", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.bytes().await.unwrap().len(), max.len());
+    // Uses are counted per user and per day.
+    for token in [&bob, &bob, &alice] {
+        let r = rest
+            .call(
+                "POST",
+                &format!("/api/emoji/{eid}/use"),
+                Cred::Bearer(token),
+                Some(json!({"messageId": "m1"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let one = rest
+        .call(
+            "GET",
+            &format!("/api/emoji/{eid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(one.body["usageCount"], 3);
+    let stats = rest
+        .call(
+            "GET",
+            &format!("/api/emoji/{eid}/analytics"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(stats.status, 200, "{stats:?}");
+    assert_eq!(stats.body["totalUses"], 3);
+    assert_eq!(
+        stats.body["topUsers"][0],
+        json!({"userId": "bob", "count": 2})
+    );
+    assert_eq!(stats.body["usageOverTime"][0]["count"], 3);
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/emoji/{eid}/analytics"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/emoji/{eid}"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("/api/emoji/{eid}"),
+            Cred::Bearer(&alice),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/emoji/{eid}"),
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    let gone = rest
+        .http
+        .get(format!("{}{url}", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let other_app = rest
+        .http
+        .get(format!(
+            "{}/api/emoji/{eid}/image?app=someone-else",
+            rest.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_app.status(), 404);
+    let _ = app;
     node.stop().await;
 }

@@ -43,6 +43,7 @@ use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod annotations;
 mod channels;
+mod emoji;
 mod mentions;
 mod presence;
 mod receipts;
@@ -50,6 +51,7 @@ mod templates;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
+pub use emoji::{sniff_image, NewEmoji, MAX_EMOJI_BYTES};
 pub use mentions::MentionItem;
 pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};

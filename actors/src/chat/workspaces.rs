@@ -134,7 +134,7 @@ impl Chat {
     /// The workspace and the caller's membership, which must be at least `needed` (server
     /// keys pass). A user of the app who is not a member is refused (403); another app's
     /// workspace is not found.
-    async fn require_ws_role(
+    pub(super) async fn require_ws_role(
         &self,
         caller: &Caller,
         id: &str,

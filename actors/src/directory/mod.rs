@@ -188,6 +188,8 @@ pub enum DirReply {
     },
     /// A refusal the caller can fix (a bad request: the last owner, an expired invitation).
     Refused(String),
+    /// An emoji as stored (or as it was, when deleted).
+    Emoji(Box<crate::model::Emoji>),
 }
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
@@ -292,6 +294,8 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"inv",
                 b"invto",
                 b"tpl",
+                b"emoji",
+                b"emojin",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {

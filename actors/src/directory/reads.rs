@@ -148,6 +148,19 @@ impl Directory {
     pub fn workspace_channel_ids(&self, app: &str, ws: &str) -> ReadResult<Vec<String>> {
         self.last_components(&keys::workspace_channels(app, ws))
     }
+    pub fn emoji(&self, app: &str, id: &str) -> ReadResult<Option<Arc<crate::model::Emoji>>> {
+        self.get(&keys::emoji(app, id))
+    }
+    /// A workspace's emoji, by name.
+    pub fn workspace_emoji(&self, app: &str, ws: &str) -> ReadResult<Vec<crate::model::Emoji>> {
+        let mut out = Vec::new();
+        for (_, id) in self.reader.scan_prefix(&keys::emoji_names(app, ws))? {
+            if let Some(e) = self.emoji(app, &String::from_utf8_lossy(&id))? {
+                out.push(Arc::unwrap_or_clone(e));
+            }
+        }
+        Ok(out)
+    }
     pub fn template(&self, app: &str, id: &str) -> ReadResult<Option<Arc<crate::model::Template>>> {
         self.get(&keys::template(app, id))
     }

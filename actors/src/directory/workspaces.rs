@@ -12,7 +12,7 @@ use super::DirReply;
 use crate::codec::Json;
 use crate::keys::{self, get_record as get, put_record as put};
 use crate::kv::Kv;
-use crate::model::{Invite, Template, Workspace, WorkspaceMember, WorkspaceRole};
+use crate::model::{Emoji, Invite, Template, Workspace, WorkspaceMember, WorkspaceRole};
 
 /// A change to workspaces.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +65,14 @@ pub enum WsCommand {
     Invite {
         app_id: String,
         invite: Invite,
+    },
+    /// Stores a workspace's emoji; one of the same name is replaced (its id is kept).
+    PutEmoji {
+        emoji: Emoji,
+    },
+    DeleteEmoji {
+        app_id: String,
+        id: String,
     },
     /// Creates or replaces an app's template.
     PutTemplate {
@@ -247,6 +255,10 @@ pub(super) fn transition(kv: &mut impl Kv, command: WsCommand) -> Result<DirRepl
             for (k, _) in kv.scan_prefix(&keys::workspace_channels(&app_id, &id))? {
                 kv.delete(&k);
             }
+            for (k, v) in kv.scan_prefix(&keys::emoji_names(&app_id, &id))? {
+                kv.delete(&keys::emoji(&app_id, &String::from_utf8_lossy(&v)));
+                kv.delete(&k);
+            }
             kv.delete(&keys::workspace_name(&app_id, &w.name));
             kv.delete(&key);
             stored(w)
@@ -357,6 +369,32 @@ pub(super) fn transition(kv: &mut impl Kv, command: WsCommand) -> Result<DirRepl
             kv.put(&by_email, invite.token_hash.as_bytes());
             put(kv, &keys::invite(&app_id, &invite.token_hash), &invite)?;
             DirReply::Done
+        }
+        WsCommand::PutEmoji { mut emoji } => {
+            let app = emoji.app_id.clone();
+            if get::<Workspace>(kv, &keys::workspace(&app, &emoji.workspace_id))?.is_none() {
+                return Ok(DirReply::NotFound("workspace".into()));
+            }
+            let name_key = keys::emoji_name(&app, &emoji.workspace_id, &emoji.name);
+            if let Some(existing) = kv.get(&name_key)? {
+                let id = String::from_utf8_lossy(&existing).into_owned();
+                if let Some(old) = get::<Emoji>(kv, &keys::emoji(&app, &id))? {
+                    emoji.id = old.id;
+                    emoji.created_at = old.created_at;
+                }
+            }
+            kv.put(&name_key, emoji.id.as_bytes());
+            put(kv, &keys::emoji(&app, &emoji.id), &emoji)?;
+            DirReply::Emoji(Box::new(emoji))
+        }
+        WsCommand::DeleteEmoji { app_id, id } => {
+            let key = keys::emoji(&app_id, &id);
+            let Some(e) = get::<Emoji>(kv, &key)? else {
+                return Ok(DirReply::NotFound("emoji".into()));
+            };
+            kv.delete(&keys::emoji_name(&app_id, &e.workspace_id, &e.name));
+            kv.delete(&key);
+            DirReply::Emoji(Box::new(e))
         }
         WsCommand::PutTemplate { template } => {
             let Some(app) = template.app_id.clone() else {

@@ -29,6 +29,7 @@ macro_rules! reply {
 pub mod admin;
 pub mod annotations;
 pub mod channels;
+pub mod emoji;
 pub mod health;
 pub mod mentions;
 pub mod messages;
