@@ -101,6 +101,8 @@ pub enum StreamQuery {
     },
     /// A user's presence record (asked of the user's stream).
     Presence,
+    /// How busy a channel is.
+    Activity,
     /// Chunk `index` of a blob (workspace streams).
     BlobChunk {
         hash: String,
@@ -162,6 +164,7 @@ pub enum QueryAnswer {
     Saved(Vec<SavedEntry>),
     Mentions(Vec<Mention>),
     Presence(PresenceRecord),
+    Activity(crate::model::Activity),
     Blob(Option<Vec<u8>>),
     Counts(Vec<u64>),
     EmojiUsage(EmojiUsage),
@@ -771,6 +774,7 @@ impl View<'_> {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
             }
             StreamQuery::Presence => QueryAnswer::Presence(self.reader.presence(self.stream)?),
+            StreamQuery::Activity => QueryAnswer::Activity(self.reader.activity(self.stream)?),
             StreamQuery::BlobChunk { hash, index } => {
                 QueryAnswer::Blob(self.reader.blob_chunk(self.stream, &hash, index)?)
             }

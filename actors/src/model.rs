@@ -286,6 +286,13 @@ impl WorkspaceType {
     }
 }
 
+/// How busy a channel is: its messages (thread replies included) and when the last was sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub message_count: u64,
+    pub last_message_at: Option<u64>,
+}
+
 /// A user's presence as stored in their stream: when they were last seen (a session ended, a
 /// heartbeat), their last heartbeat, and whether they asked to appear offline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

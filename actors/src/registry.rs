@@ -150,12 +150,13 @@ impl Registry {
         let request = match request {
             // A subscribe's recovery of a stream with no actor running is answered without
             // starting one: a subscriber (thousands of idle ones, each on its own `user:`
-            // stream) costs no actor until someone writes. So is the presence read made when
-            // a session starts or ends. Other reads start the actor, whose state then answers
-            // repeated reads without a read barrier each.
-            ChannelRequest::Query(q @ (StreamQuery::Recover { .. } | StreamQuery::Presence))
-                if !self.running(stream) =>
-            {
+            // stream) costs no actor until someone writes. So are the presence read made when
+            // a session starts or ends and the activity read of channel lists (a list would
+            // otherwise start an actor per channel). Other reads start the actor, whose state
+            // then answers repeated reads without a read barrier each.
+            ChannelRequest::Query(
+                q @ (StreamQuery::Recover { .. } | StreamQuery::Presence | StreamQuery::Activity),
+            ) if !self.running(stream) => {
                 return crate::channel::detached_query(env, stream, group, q)
                     .await
                     .map(ChannelAnswer::Answer);

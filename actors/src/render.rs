@@ -192,6 +192,8 @@ crate::dialect_views! {
             name: Option<&'a str>,
             image: Option<&'a str>,
             member_count: u64,
+            message_count: u64,
+            last_message_at: Option<Iso>,
             created_by: Option<&'a str>,
             created_at: Iso,
             updated_at: Iso,
@@ -442,6 +444,8 @@ crate::dialect_views! {
                     name: c.name.as_deref(),
                     image: c.image.as_deref(),
                     member_count: c.member_count,
+                    message_count: 0,
+                    last_message_at: None,
                     created_by: c.created_by.as_deref(),
                     created_at: Iso(c.created_at),
                     updated_at: Iso(c.updated_at),
@@ -453,6 +457,15 @@ crate::dialect_views! {
                     muted: me.map(|_| flags.muted),
                     starred: me.map(|_| flags.starred),
                     role: me.map(|m| m.role.as_str()),
+                }
+            }
+
+            /// The channel with its activity.
+            pub fn with_activity(self, a: crate::model::Activity) -> Self {
+                ChannelView {
+                    message_count: a.message_count,
+                    last_message_at: a.last_message_at.map(Iso),
+                    ..self
                 }
             }
 

@@ -1115,6 +1115,18 @@ impl<R: KvRead> StreamReader<R> {
         Ok(out)
     }
 
+    /// How busy the stream's channel is.
+    pub fn activity(&self, stream: &str) -> Result<crate::model::Activity, StoreError> {
+        let Some(head) = self.head(stream)? else {
+            return Ok(crate::model::Activity::default());
+        };
+        let last = self.message_at(&StreamKeys(stream), head.seq)?;
+        Ok(crate::model::Activity {
+            message_count: head.seq,
+            last_message_at: last.map(|m| m.created_at),
+        })
+    }
+
     /// A user's presence record (read on the user's stream).
     pub fn presence(&self, stream: &str) -> Result<crate::model::PresenceRecord, StoreError> {
         Ok(self

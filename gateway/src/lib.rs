@@ -129,6 +129,10 @@ pub fn app(state: GatewayState) -> Router {
         )
         .route("/api/channels/{id}/messages/pins", get(annotations::pins))
         .route(
+            "/api/channels/{id}/messages/{mid}/thread/participants",
+            get(messages::participants),
+        )
+        .route(
             "/api/channels/{id}/messages/me/saved",
             get(annotations::saved),
         )

@@ -3786,3 +3786,122 @@ async fn custom_emoji_upload_serve_use_and_analytics() {
     let _ = app;
     node.stop().await;
 }
+
+/// Channels list busiest first with their message counts; quotes stay within their channel;
+/// a thread names its participants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_activity_quotes_and_thread_participants() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("activity").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        let ch = rest
+            .call(
+                "POST",
+                "/api/channels",
+                Cred::Bearer(&alice),
+                Some(json!({"type": "group", "name": name, "memberIds": ["bob", "carol"]})),
+            )
+            .await;
+        ids.push(ch.body["id"].as_str().unwrap().to_string());
+    }
+    let send = |token: String, channel: String, body: Value| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "POST",
+                &format!("/api/channels/{channel}/messages"),
+                Cred::Bearer(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let root = send(alice.clone(), ids[0].clone(), json!({"text": "root"})).await;
+    let root_id = root.body["id"].as_str().unwrap().to_string();
+    send(bob.clone(), ids[1].clone(), json!({"text": "hello"})).await;
+    let list = rest
+        .call("GET", "/api/channels", Cred::Bearer(&bob), None)
+        .await;
+    let order: Vec<&str> = list.body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, vec!["second", "first", "third"], "{list:?}");
+    assert_eq!(list.body["channels"][0]["messageCount"], 1);
+    assert!(list.body["channels"][0]["lastMessageAt"].is_string());
+    assert_eq!(list.body["channels"][2]["lastMessageAt"], Value::Null);
+    // Quotes: a message of the same channel only.
+    let quote = send(
+        carol.clone(),
+        ids[0].clone(),
+        json!({"text": "quoting", "replyToId": root_id}),
+    )
+    .await;
+    assert_eq!(quote.status, 201, "{quote:?}");
+    assert_eq!(quote.body["replyToId"], root_id.as_str());
+    let elsewhere = send(
+        carol.clone(),
+        ids[1].clone(),
+        json!({"text": "quoting", "replyToId": root_id}),
+    )
+    .await;
+    assert_error(&elsewhere, 400, "BAD_REQUEST");
+    let detail = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{}", ids[0]),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(detail.body["messageCount"], 2, "{detail:?}");
+    // Thread participants: the root's author first, then repliers by replies.
+    for (token, text) in [(&carol, "c1"), (&bob, "b1"), (&carol, "c2")] {
+        let r = rest
+            .call(
+                "POST",
+                &format!("/api/channels/{}/messages/{root_id}/thread", ids[0]),
+                Cred::Bearer(token),
+                Some(json!({"text": text})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let p = rest
+        .call(
+            "GET",
+            &format!(
+                "/api/channels/{}/messages/{root_id}/thread/participants",
+                ids[0]
+            ),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(p.status, 200, "{p:?}");
+    let got: Vec<(String, u64)> = p.body["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().unwrap().to_string(),
+                x["replyCount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("alice".into(), 0), ("carol".into(), 2), ("bob".into(), 1)]
+    );
+    node.stop().await;
+}

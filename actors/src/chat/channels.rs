@@ -24,6 +24,21 @@ impl Chat {
         Ok(self.inner.directory.member(app, channel, user)?)
     }
 
+    /// How busy a channel is (a channel that cannot be read now shows as quiet, logged).
+    pub async fn activity(&self, app: &str, channel: &str) -> crate::model::Activity {
+        match self
+            .query(&chat_stream(app, channel), StreamQuery::Activity)
+            .await
+        {
+            Ok(QueryAnswer::Activity(a)) => a,
+            Ok(_) => crate::model::Activity::default(),
+            Err(e) => {
+                tracing::debug!(app, channel, error = %e, "channel activity unavailable");
+                crate::model::Activity::default()
+            }
+        }
+    }
+
     pub fn members(&self, app: &str, channel: &str) -> Result<Vec<Member>, ChatError> {
         Ok(self.inner.directory.members(app, channel)?)
     }

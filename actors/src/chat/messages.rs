@@ -108,6 +108,15 @@ impl Chat {
                 _ => return Err(ChatError::not_found("parent message")),
             }
         }
+        if let Some(quoted) = &new.reply_to_id {
+            let stream = chat_stream(&caller.app, channel);
+            let q = StreamQuery::Message { id: quoted.clone() };
+            if !matches!(self.query(&stream, q).await?, QueryAnswer::Message(Some(_))) {
+                return Err(ChatError::bad(
+                    "replyToId must name a message of this channel",
+                ));
+            }
+        }
         let user_id = caller.user()?;
         let user = self
             .user(&caller.app, user_id)?
@@ -357,6 +366,29 @@ impl Chat {
         }
     }
 
+    /// Who took part in a thread: its parent's author and every replier, with their replies
+    /// (the parent's author first, then by replies).
+    pub async fn thread_participants(
+        &self,
+        caller: &Caller,
+        channel: &str,
+        parent: &str,
+    ) -> Result<Vec<(UserSummary, u64)>, ChatError> {
+        let root = self.message(caller, channel, parent).await?;
+        let (replies, _) = self
+            .replies(caller, channel, parent, MAX_THREAD_SCAN)
+            .await?;
+        let mut out: Vec<(UserSummary, u64)> = vec![(root.user.clone(), 0)];
+        for r in replies {
+            match out.iter_mut().find(|(u, _)| u.id == r.user_id) {
+                Some((_, n)) => *n += 1,
+                None => out.push((r.user.clone(), 1)),
+            }
+        }
+        out[1..].sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
+        Ok(out)
+    }
+
     /// Marks the channel read for the caller; returns the new last read seq.
     pub async fn mark_read(&self, caller: &Caller, channel: &str) -> Result<u64, ChatError> {
         let user = caller.user()?.to_string();
@@ -553,6 +585,9 @@ impl Chat {
 
     // ---- realtime
 }
+
+/// Replies a thread's participants are counted over at most.
+const MAX_THREAD_SCAN: usize = 10_000;
 
 /// Users mentioned as `@[Name or id]` or `@word` among the channel's members (sender excluded).
 fn mentions_in(

@@ -395,8 +395,22 @@ pub(super) async fn channel_page(
 ) -> ApiResult<Response> {
     let user = caller.user.clone().unwrap_or_default();
     let mut flags = my_flags(state, &caller.app, &user).await;
+    // Busiest first: the last message's time (channels without one last), then the newest.
+    let activity = futures::future::join_all(
+        all.iter()
+            .map(|(ch, _)| state.chat.activity(&caller.app, &ch.id)),
+    )
+    .await;
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(activity[i].last_message_at),
+            std::cmp::Reverse(all[i].0.created_at),
+        )
+    });
     let mut page = Vec::new();
-    for (ch, me) in all.iter().skip(offset).take(limit) {
+    for i in order.into_iter().skip(offset).take(limit) {
+        let (ch, me) = &all[i];
         let own = flags.remove(&ch.id).unwrap_or_default();
         let mine = mine_with(state, caller, ch, me.as_ref(), own).await;
         let members = if matches!(ch.kind.as_str(), "messaging" | "group") {
@@ -408,13 +422,14 @@ pub(super) async fn channel_page(
         } else {
             None
         };
-        page.push((ch, me, mine, members));
+        page.push((ch, me, mine, members, activity[i]));
     }
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::ChannelList {
         channels: page
             .iter()
-            .map(|(ch, me, mine, members)| v::ChannelItem {
-                channel: v::ChannelView::new(ch, me.as_ref(), mine.read, mine.flags),
+            .map(|(ch, me, mine, members, activity)| v::ChannelItem {
+                channel: v::ChannelView::new(ch, me.as_ref(), mine.read, mine.flags)
+                    .with_activity(*activity),
                 members: members.as_ref().map(|ms| {
                     ms.iter().map(|(m, u)| v::MemberView::new(m, u.as_ref())).collect()
                 }),
@@ -450,8 +465,10 @@ pub async fn get(
     let mut members = state.chat.members(&caller.app, &id)?;
     members.truncate(100);
     let members = with_users(&state, &caller.app, members);
+    let activity = state.chat.activity(&caller.app, &id).await;
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::ChannelDetail {
-        channel: v::ChannelView::new(&ch, me.as_ref(), mine.read, mine.flags),
+        channel: v::ChannelView::new(&ch, me.as_ref(), mine.read, mine.flags)
+            .with_activity(activity),
         members: members.iter().map(|(m, u)| v::ChannelMember::new(m, u.as_ref())).collect(),
     }))
 }

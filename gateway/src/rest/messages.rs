@@ -58,6 +58,19 @@ chatsdk_actors::dialect_views! {
             pub has_more: bool,
         }
 
+        /// A thread's participant.
+        pub struct Participant<'a> {
+            pub id: &'a str,
+            pub name: &'a str,
+            pub image: Option<&'a str>,
+            pub reply_count: u64,
+        }
+
+        /// `GET …/thread/participants`.
+        pub struct Participants<'a> {
+            pub participants: Vec<Participant<'a>>,
+        }
+
         /// The answer to a purge.
         pub struct Purged {
             pub success: bool,
@@ -251,4 +264,29 @@ pub async fn reply(
     let mut new = body.message;
     new.parent_id = Some(mid);
     send(&state, &auth, &caller, &id, new).await
+}
+
+/// `GET /api/channels/:id/messages/:mid/thread/participants`.
+pub async fn participants(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    Path((id, mid)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
+    auth.require_scope("chat:read")?;
+    let list = state
+        .chat
+        .thread_participants(&auth.caller(q.str("userId")), &id, &mid)
+        .await?;
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Participants {
+        participants: list
+            .iter()
+            .map(|(u, n)| v::Participant {
+                id: &u.id,
+                name: &u.name,
+                image: u.image.as_deref(),
+                reply_count: *n,
+            })
+            .collect(),
+    }))
 }
