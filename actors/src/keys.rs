@@ -118,6 +118,19 @@ pub(crate) fn invites_of(app: &str, ws: &str) -> Vec<u8> {
     prefix(&[b"d", b"invto", app.as_bytes(), ws.as_bytes()])
 }
 
+/// A channel by its tag (see `chat::locate`; empty value).
+pub(crate) fn channel_tag(app: &str, tag: &str, channel: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"chtag",
+        app.as_bytes(),
+        tag.as_bytes(),
+        channel.as_bytes(),
+    ])
+}
+pub(crate) fn channels_tagged(app: &str, tag: &str) -> Vec<u8> {
+    prefix(&[b"d", b"chtag", app.as_bytes(), tag.as_bytes()])
+}
 pub(crate) fn emoji(app: &str, id: &str) -> Vec<u8> {
     key(&[b"d", b"emoji", app.as_bytes(), id.as_bytes()])
 }

@@ -38,6 +38,7 @@ mod chunk;
 mod id_index;
 mod keys;
 mod kv;
+pub mod locate;
 
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,

@@ -33,8 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, channels, emoji, health, mentions, messages, presence, receipts,
-        templates, tokens, users, workspaces,
+        admin, annotations, by_message, channels, emoji, health, mentions, messages, presence,
+        receipts, templates, tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -163,6 +163,21 @@ pub fn app(state: GatewayState) -> Router {
             post(annotations::vote).delete(annotations::unvote),
         )
         .route("/api/messages", post(messages::create_server))
+        .route(
+            "/api/messages/{mid}",
+            get(by_message::get)
+                .patch(by_message::edit)
+                .delete(by_message::delete),
+        )
+        .route(
+            "/api/messages/{mid}/reactions",
+            get(by_message::reactions).post(by_message::react),
+        )
+        .route(
+            "/api/messages/{mid}/reactions/{emoji}",
+            delete(by_message::unreact),
+        )
+        .route("/api/messages/{mid}/polls", post(by_message::create_poll))
         .route("/api/presence/heartbeat", post(presence::heartbeat))
         .route("/api/presence/online", post(presence::online))
         .route("/api/presence/offline", post(presence::offline))

@@ -732,6 +732,29 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ),
         ("GET", format!("/api/channels/{cid}/presence"), None),
         ("GET", format!("/api/channels/{cid}/presence/live"), None),
+        ("GET", format!("/api/messages/{mid}"), None),
+        (
+            "PATCH",
+            format!("/api/messages/{mid}"),
+            Some(json!({"text": "x", "user_id": "eve"})),
+        ),
+        ("DELETE", format!("/api/messages/{mid}?user_id=eve"), None),
+        (
+            "POST",
+            format!("/api/messages/{mid}/reactions"),
+            Some(json!({"emoji": "x", "user_id": "eve"})),
+        ),
+        ("GET", format!("/api/messages/{mid}/reactions"), None),
+        (
+            "POST",
+            format!("/api/messages/{mid}/polls"),
+            Some(json!({"user_id": "eve", "question": "q", "options": [{"id": "a", "text": "a"}, {"id": "b", "text": "b"}]})),
+        ),
+        (
+            "POST",
+            format!("/api/messages/{mid}/reactions?channel_id={cid}"),
+            Some(json!({"emoji": "x", "user_id": "eve"})),
+        ),
         ("GET", format!("/api/emoji?workspaceId={wid}"), None),
         (
             "GET",
@@ -3902,6 +3925,156 @@ async fn channel_activity_quotes_and_thread_participants() {
     assert_eq!(
         got,
         vec![("alice".into(), 0), ("carol".into(), 2), ("bob".into(), 1)]
+    );
+    node.stop().await;
+}
+
+/// The routes that name only a message (`/api/messages/:id/...`): the Server API's reactions
+/// and polls, and the SDKs' message paths; a message sent with a client message id is found
+/// with the channel named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_routes_without_the_channel() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("bymsg").await;
+    let (_other, other_key) = node.app("other").await;
+    for u in ["alice", "bob"] {
+        user(&rest, &key, u).await;
+    }
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "m", "member_ids": ["bob"]})),
+        )
+        .await;
+    let cid = ch.body["id"].as_str().unwrap().to_string();
+    let m = rest
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&key),
+            Some(json!({"channel_id": cid, "user_id": "bob", "text": "vote"})),
+        )
+        .await;
+    let mid = m.body["id"].as_str().unwrap().to_string();
+    let r = rest
+        .call(
+            "POST",
+            &format!("/api/messages/{mid}/reactions"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "emoji": "heart"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body["message_id"], mid.as_str());
+    assert_eq!(r.body["user_id"], "alice");
+    assert_eq!(r.body["emoji"], "heart");
+    let list = rest
+        .call(
+            "GET",
+            &format!("/api/messages/{mid}/reactions"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(list.body["reactions"][0]["emoji"], "heart", "{list:?}");
+    let poll = rest
+        .call("POST", &format!("/api/messages/{mid}/polls"), Cred::Key(&key), Some(json!({"user_id": "bob", "question": "Which?", "options": [{"id": "a", "text": "A"}, {"id": "b", "text": "B"}], "is_anonymous": false, "is_multi_choice": true})))
+        .await;
+    assert_eq!(poll.status, 201, "{poll:?}");
+    assert_eq!(poll.body["is_multi_choice"], true);
+    assert_eq!(poll.body["message_id"], mid.as_str());
+    let (bob, _) = rest.login(&key, "bob").await;
+    let got = rest
+        .call(
+            "GET",
+            &format!("/api/messages/{mid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body["reactionCount"], 1);
+    assert_eq!(got.body["poll"]["question"], "Which?");
+    let edited = rest
+        .call(
+            "PATCH",
+            &format!("/api/messages/{mid}"),
+            Cred::Bearer(&bob),
+            Some(json!({"text": "vote!"})),
+        )
+        .await;
+    assert_eq!(edited.body["text"], "vote!", "{edited:?}");
+    let removed = rest
+        .call(
+            "DELETE",
+            &format!("/api/messages/{mid}/reactions/heart?user_id=alice"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{removed:?}");
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/messages/{mid}"),
+                Cred::Key(&other_key),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    // A client message id makes the id: found with the channel named.
+    let k = rest
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&key),
+            Some(
+                json!({"channel_id": cid, "user_id": "bob", "text": "k", "client_msg_id": "srv-9"}),
+            ),
+        )
+        .await;
+    let kid = k.body["id"].as_str().unwrap().to_string();
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/messages/{kid}/reactions"),
+                Cred::Key(&key),
+                Some(json!({"user_id": "alice", "emoji": "x"})),
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    let hinted = rest
+        .call(
+            "POST",
+            &format!("/api/messages/{kid}/reactions"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "emoji": "x", "channel_id": cid})),
+        )
+        .await;
+    assert_eq!(hinted.status, 201, "{hinted:?}");
+    let deleted = rest
+        .call(
+            "DELETE",
+            &format!("/api/messages/{kid}?channel_id={cid}"),
+            Cred::Bearer(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_error(
+        &rest
+            .call("GET", "/api/messages/not-an-id", Cred::Bearer(&bob), None)
+            .await,
+        404,
+        "NOT_FOUND",
     );
     node.stop().await;
 }

@@ -143,7 +143,7 @@ impl Chat {
             id: if new.client_msg_id.is_some() {
                 String::new()
             } else {
-                new_id()
+                crate::locate::message_id(&caller.app, channel)
             },
             channel_id: channel.to_string(),
             user_id: user_id.to_string(),
@@ -267,6 +267,45 @@ impl Chat {
             StreamReply::NotFound(w) => Err(ChatError::NotFound(w)),
             other => Err(unexpected_stream(other)),
         }
+    }
+
+    /// The channel of message `id` (see [`crate::locate`]): the one `hint` names, else the
+    /// one the id's tag points to, among those the caller may read.
+    pub async fn locate_message(
+        &self,
+        caller: &Caller,
+        id: &str,
+        hint: Option<&str>,
+    ) -> Result<String, ChatError> {
+        let candidates: Vec<String> = match (hint, crate::locate::tag_of(id)) {
+            (Some(h), _) => vec![h.to_string()],
+            (None, Some(tag)) => {
+                let indexed = self.inner.directory.channels_tagged(&caller.app, &tag)?;
+                if indexed.is_empty() {
+                    // Channels made before the tag index: compute their tags.
+                    self.inner
+                        .directory
+                        .channels(&caller.app)?
+                        .into_iter()
+                        .filter(|c| crate::locate::channel_tag(&caller.app, &c.id) == tag)
+                        .map(|c| c.id)
+                        .collect()
+                } else {
+                    indexed
+                }
+            }
+            (None, None) => Vec::new(),
+        };
+        for channel in candidates {
+            match self.message(caller, &channel, id).await {
+                Ok(_) => return Ok(channel),
+                Err(ChatError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ChatError::NotFound(
+            "message (a message sent with a client message id is found with channel_id)".into(),
+        ))
     }
 
     /// One message of a channel the caller may read.

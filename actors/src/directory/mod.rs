@@ -296,6 +296,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"tpl",
                 b"emoji",
                 b"emojin",
+                b"chtag",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -437,6 +438,14 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 }
             }
             kv.put(&keys::cid(&app, &channel.cid), channel.id.as_bytes());
+            kv.put(
+                &keys::channel_tag(
+                    &app,
+                    &crate::locate::channel_tag(&app, &channel.id),
+                    &channel.id,
+                ),
+                b"",
+            );
             if let Some(idem) = &channel.idempotency_key {
                 kv.put(&keys::channel_idem(&app, idem), channel.id.as_bytes());
             }
@@ -494,6 +503,11 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                         kv.delete(&k);
                     }
                     kv.delete(&keys::cid(&app_id, &ch.cid));
+                    kv.delete(&keys::channel_tag(
+                        &app_id,
+                        &crate::locate::channel_tag(&app_id, &channel_id),
+                        &channel_id,
+                    ));
                     if let Some(ws) = &ch.workspace_id {
                         workspaces::remove_channel(kv, &app_id, ws, &channel_id)?;
                     }

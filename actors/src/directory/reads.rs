@@ -179,6 +179,10 @@ impl Directory {
             .map(|(k, _)| String::from_utf8_lossy(keys::last_component(&k)).into_owned())
             .collect())
     }
+    /// Channels whose tag is `tag` (see `crate::locate`).
+    pub fn channels_tagged(&self, app: &str, tag: &str) -> ReadResult<Vec<String>> {
+        self.last_components(&keys::channels_tagged(app, tag))
+    }
     /// The channel that holds poll `poll`.
     pub fn poll_channel(&self, app: &str, poll: &str) -> ReadResult<Option<String>> {
         Ok(self
