@@ -499,6 +499,93 @@ async fn a_quic_client_that_stops_reading_is_closed_as_slow_body() -> tempfile::
     server.stop_keeping_dir().await
 }
 
+/// Reactions, polls and pins are events of the channel's stream: live, and recovered after a
+/// dropped transport in order with their offsets.
+async fn collaboration_events_are_live_and_recovered(transport: Transport) {
+    use reqwest::Method;
+    let server = Server::start().await;
+    let (alice, tokens) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let (channel_id, channel) = server.channel(&alice, &["bob"]).await;
+    let mut client = Client::connect(server.config(transport, &tokens.ws_token)).await;
+    client.subscribe(&channel).await;
+    let sent = alice
+        .send_message(&channel_id, "lunch?", None)
+        .await
+        .unwrap();
+    let (seen, _) = client.publication(&channel).await;
+    let base = format!("/api/channels/{channel_id}/messages/{}", sent.id);
+    bob.call(
+        Method::POST,
+        &format!("{base}/reactions"),
+        Some(&json!({"emoji": "yum"})),
+    )
+    .await
+    .unwrap();
+    let live = client
+        .expect("the reaction", |e| matches!(e, Event::Publication { .. }))
+        .await;
+    let Event::Publication { offset, data, .. } = live else {
+        unreachable!()
+    };
+    assert_eq!(
+        (offset, data["type"].as_str()),
+        (seen + 1, Some("reaction.added"))
+    );
+    let poll = alice
+        .call(
+            Method::POST,
+            &format!("{base}/polls"),
+            Some(&json!({"question": "Where?", "options": [{"id": "a", "text": "Here"}, {"id": "b", "text": "There"}]})),
+        )
+        .await
+        .unwrap();
+    let poll_id = poll["id"].as_str().unwrap().to_string();
+    let created = client
+        .expect("the poll", |e| matches!(e, Event::Publication { .. }))
+        .await;
+    let Event::Publication { offset, data, .. } = created else {
+        unreachable!()
+    };
+    assert_eq!(
+        (offset, data["type"].as_str()),
+        (seen + 2, Some("poll.created"))
+    );
+
+    let gate = client.rt.reconnect_now().await.unwrap();
+    client
+        .expect("the drop", |e| matches!(e, Event::Disconnected { .. }))
+        .await;
+    bob.call(
+        Method::POST,
+        &format!("/api/polls/{poll_id}/vote"),
+        Some(&json!({"optionIds": ["b"]})),
+    )
+    .await
+    .unwrap();
+    alice
+        .call(Method::POST, &format!("{base}/pin"), None)
+        .await
+        .unwrap();
+    drop(gate);
+    let mut kinds = Vec::new();
+    let mut offsets = Vec::new();
+    while kinds.len() < 2 {
+        if let Event::Publication { offset, data, .. } = client
+            .expect("the missed events", |e| {
+                matches!(e, Event::Publication { .. })
+            })
+            .await
+        {
+            offsets.push(offset);
+            kinds.push(data["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(kinds, vec!["poll.voted", "message.updated"]);
+    assert_eq!(offsets, vec![seen + 3, seen + 4]);
+    server.stop().await;
+}
+
 macro_rules! over_both_transports {
     ($($scenario:ident),* $(,)?) => {
         mod websocket {
@@ -529,4 +616,5 @@ over_both_transports!(
     oversized_frames_close_the_connection,
     token_refusals,
     server_shutdown_asks_to_reconnect,
+    collaboration_events_are_live_and_recovered,
 );

@@ -748,7 +748,9 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         (
             "POST",
             format!("/api/messages/{mid}/polls"),
-            Some(json!({"user_id": "eve", "question": "q", "options": [{"id": "a", "text": "a"}, {"id": "b", "text": "b"}]})),
+            Some(
+                json!({"user_id": "eve", "question": "q", "options": [{"id": "a", "text": "a"}, {"id": "b", "text": "b"}]}),
+            ),
         ),
         (
             "POST",
