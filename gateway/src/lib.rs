@@ -249,3 +249,6 @@ pub fn app(state: GatewayState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod docs_tests;
