@@ -1364,7 +1364,8 @@ async fn receipts_unread_totals_and_workspace_events() {
 }
 
 /// Presence: online while connected (or after a heartbeat), appearing offline on request,
-/// `presence.*` events on the channels the user shares, visible only to those who share one.
+/// `presence.*` events on the `user:` channels of those who share a channel with the user,
+/// visible only to them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_follows_sessions_heartbeats_and_choice() {
     let w = World::new(GatewayConfig::default()).await;
@@ -1391,10 +1392,12 @@ async fn presence_follows_sessions_heartbeats_and_choice() {
         (json!(false), Value::Null)
     );
     let mut bob = w.client("bob").await;
+    let own = format!("user:{}:bob", w.app);
+    bob.call("subscribe", json!({"channel": own})).await;
     bob.call("subscribe", json!({"channel": w.chan()})).await;
     let alice = w.client("alice").await;
     bob.wait_for("alice online", |v| {
-        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+        is_pub(v, &own, "presence.online", |p| p["userId"] == "alice")
     })
     .await;
     let (online, seen) = presence_of(bob_token.clone(), "alice").await;
@@ -1468,7 +1471,7 @@ async fn presence_follows_sessions_heartbeats_and_choice() {
     // The end of her last session is announced, and she was last seen then.
     alice.close().await;
     bob.wait_for("alice's session ending", |v| {
-        is_pub(v, &w.chan(), "presence.offline", |p| p["userId"] == "alice")
+        is_pub(v, &own, "presence.offline", |p| p["userId"] == "alice")
     })
     .await;
     support::eventually("alice offline, last seen", || {
@@ -1482,7 +1485,7 @@ async fn presence_follows_sessions_heartbeats_and_choice() {
     // Appearing offline hides a connected user; appearing online shows them again.
     let _alice = w.client("alice").await;
     bob.wait_for("alice back", |v| {
-        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+        is_pub(v, &own, "presence.online", |p| p["userId"] == "alice")
     })
     .await;
     let off = w
@@ -1496,7 +1499,7 @@ async fn presence_follows_sessions_heartbeats_and_choice() {
         .await;
     assert_eq!(off.status, 200, "{off:?}");
     bob.wait_for("alice appearing offline", |v| {
-        is_pub(v, &w.chan(), "presence.offline", |p| p["userId"] == "alice")
+        is_pub(v, &own, "presence.offline", |p| p["userId"] == "alice")
     })
     .await;
     assert_eq!(
@@ -1512,7 +1515,7 @@ async fn presence_follows_sessions_heartbeats_and_choice() {
         )
         .await;
     bob.wait_for("alice appearing online", |v| {
-        is_pub(v, &w.chan(), "presence.online", |p| p["userId"] == "alice")
+        is_pub(v, &own, "presence.online", |p| p["userId"] == "alice")
     })
     .await;
     assert_eq!(presence_of(bob_token.clone(), "alice").await.0, json!(true));

@@ -15,8 +15,10 @@ use crate::model::PresenceRecord;
 
 /// A heartbeat keeps a user without a session online this long.
 const ACTIVE_WINDOW_MS: u64 = 5 * 60 * 1000;
-/// Channels larger than this get no presence events (they would be noise, and costly).
+/// Channels larger than this tell their members nothing of presence (noise, and costly).
 const MAX_PRESENCE_CHANNEL_MEMBERS: u64 = 1000;
+/// Users one presence change is told to at most.
+const MAX_PRESENCE_RECIPIENTS: usize = 1000;
 
 /// A user's presence as others see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,7 +162,8 @@ impl Chat {
         });
     }
 
-    /// Publishes `presence.online` / `presence.offline` on the user's channels.
+    /// Publishes `presence.online` / `presence.offline` to the `user:` channels of those who
+    /// share a channel with the user (each once, at most [`MAX_PRESENCE_RECIPIENTS`]).
     fn emit_presence(&self, app: &str, user: &str, online: bool, last_seen: Option<u64>) {
         let channels = match self.inner.directory.user_channel_ids(app, user) {
             Ok(c) => c,
@@ -169,6 +172,22 @@ impl Chat {
                 return;
             }
         };
+        let mut recipients = BTreeSet::new();
+        for id in channels {
+            let small = self
+                .channel(app, &id)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.member_count <= MAX_PRESENCE_CHANNEL_MEMBERS);
+            if !small {
+                continue;
+            }
+            for m in self.members(app, &id).unwrap_or_default() {
+                if m.user_id != user && recipients.len() < MAX_PRESENCE_RECIPIENTS {
+                    recipients.insert(m.user_id);
+                }
+            }
+        }
         let data = render::envelope(
             if online {
                 "presence.online"
@@ -181,16 +200,8 @@ impl Chat {
                 last_seen: last_seen.map(render::Iso),
             },
         );
-        for id in channels {
-            let small = self
-                .channel(app, &id)
-                .ok()
-                .flatten()
-                .is_some_and(|c| c.member_count <= MAX_PRESENCE_CHANNEL_MEMBERS);
-            if !small {
-                continue;
-            }
-            let stream = chat_stream(app, &id);
+        for to in recipients {
+            let stream = user_stream(app, &to);
             let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
             self.inner.env.emitter.emit(
                 &stream,
