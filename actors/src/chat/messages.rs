@@ -531,8 +531,7 @@ impl Chat {
                 for (user, count) in &counts {
                     self.unread_notice(app, channel, user, *count);
                 }
-                let users: Vec<String> = counts.into_iter().map(|(u, _)| u).collect();
-                self.total_notices_after(app, &users);
+                self.total_notices_after(app, &counts);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(app, channel, error = %e, "unread notices skipped"),

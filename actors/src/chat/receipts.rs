@@ -157,21 +157,7 @@ impl Chat {
         tokio::spawn(async move {
             loop {
                 match chat.total_unread(&app, &user).await {
-                    Ok(count) => {
-                        let stream = user_stream(&app, &user);
-                        let data = render::envelope(
-                            "channel.total_unread_changed",
-                            serde_json::json!({ "count": count }),
-                        );
-                        let frame =
-                            chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-                        chat.inner.env.emitter.emit(
-                            &stream,
-                            group_of(&stream, chat.inner.shards()),
-                            None,
-                            bytes::Bytes::from(frame),
-                        );
-                    }
+                    Ok(count) => chat.total_notice(&app, &user, count),
                     Err(e) => tracing::debug!(app, user, error = %e, "unread total skipped"),
                 }
                 tokio::time::sleep(TOTAL_NOTICE_INTERVAL).await;
@@ -191,12 +177,40 @@ impl Chat {
         });
     }
 
-    /// After a message, the members of small channels are told their new totals too.
-    pub(super) fn total_notices_after(&self, app: &str, users: &[String]) {
-        if users.len() <= MAX_TOTAL_NOTICES {
-            for u in users {
-                self.spawn_total_notice(app, u);
+    /// After a message, the members of small channels are told their new totals too: one in
+    /// no other channel has the channel's count as total (told at once, nothing read); others
+    /// get a computed total, at most once a second.
+    pub(super) fn total_notices_after(&self, app: &str, counts: &[(String, u64)]) {
+        if counts.len() > MAX_TOTAL_NOTICES {
+            return;
+        }
+        for (user, count) in counts {
+            let only = self
+                .inner
+                .directory
+                .user_channel_ids(app, user)
+                .is_ok_and(|c| c.len() == 1);
+            if only {
+                self.total_notice(app, user, *count);
+            } else {
+                self.spawn_total_notice(app, user);
             }
         }
+    }
+
+    /// `channel.total_unread_changed` with `count`, on the user's `user:` channel.
+    fn total_notice(&self, app: &str, user: &str, count: u64) {
+        let stream = user_stream(app, user);
+        let data = render::envelope(
+            "channel.total_unread_changed",
+            serde_json::json!({ "count": count }),
+        );
+        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
+        self.inner.env.emitter.emit(
+            &stream,
+            group_of(&stream, self.inner.shards()),
+            None,
+            bytes::Bytes::from(frame),
+        );
     }
 }
