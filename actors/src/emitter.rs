@@ -118,6 +118,21 @@ impl Emitter {
         }
     }
 
+    /// Whether an event of `channel` (in shard `group`) would reach anyone: a subscriber here,
+    /// or another node that wants it (unknown unless this node leads the shard: then yes).
+    /// Ephemeral notices are rendered only when someone would get them.
+    pub fn has_audience(&self, channel: &str, group: GroupId) -> bool {
+        if self.fanout.has_subscribers(channel) {
+            return true;
+        }
+        let others = self.cluster.other_active_nodes();
+        if others.is_empty() {
+            return false;
+        }
+        let leading = self.cluster.watch_leadership().borrow().contains(&group);
+        !leading || !self.interest.targets(channel, group, &others).is_empty()
+    }
+
     /// Delivers one event of `channel` (in shard `group`) here and on every other active node
     /// that wants it.
     pub fn emit(&self, channel: &str, group: GroupId, offset: Option<u64>, frame: Bytes) {

@@ -354,6 +354,13 @@ impl Fanout {
         self.from_peers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether `channel` has a subscriber on this node.
+    pub fn has_subscribers(&self, channel: &str) -> bool {
+        self.channels
+            .read()
+            .is_ok_and(|map| map.contains_key(channel))
+    }
+
     /// Number of channels with local subscribers.
     pub fn channel_count(&self) -> usize {
         self.channels.read().map(|m| m.len()).unwrap_or(0)

@@ -539,21 +539,15 @@ impl Chat {
     }
 
     pub(super) fn unread_notice(&self, app: &str, channel: &str, user: &str, count: u64) {
-        let stream = user_stream(app, user);
-        let data = render::envelope(
-            "channel.unread_changed",
-            UnreadPayload {
-                channel_id: channel,
-                count,
-            },
-        );
-        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-        self.inner.env.emitter.emit(
-            &stream,
-            group_of(&stream, self.inner.shards()),
-            None,
-            bytes::Bytes::from(frame),
-        );
+        self.emit_ephemeral(&user_stream(app, user), || {
+            render::envelope(
+                "channel.unread_changed",
+                UnreadPayload {
+                    channel_id: channel,
+                    count,
+                },
+            )
+        });
     }
 
     /// `(last_read_seq, unread)` of a member.
@@ -599,25 +593,19 @@ impl Chat {
         } else {
             "typing.stop"
         };
-        let data = render::envelope(
-            kind,
-            TypingPayload {
-                channel_id: channel,
-                user: TypingUser {
-                    id: &u.id,
-                    name: &u.name,
-                    image: u.image.as_deref(),
+        self.emit_ephemeral(&chat_stream(&caller.app, channel), || {
+            render::envelope(
+                kind,
+                TypingPayload {
+                    channel_id: channel,
+                    user: TypingUser {
+                        id: &u.id,
+                        name: &u.name,
+                        image: u.image.as_deref(),
+                    },
                 },
-            },
-        );
-        let stream = chat_stream(&caller.app, channel);
-        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-        self.inner.env.emitter.emit(
-            &stream,
-            group_of(&stream, self.inner.shards()),
-            None,
-            bytes::Bytes::from(frame),
-        );
+            )
+        });
         Ok(())
     }
 

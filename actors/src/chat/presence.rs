@@ -201,14 +201,7 @@ impl Chat {
             },
         );
         for to in recipients {
-            let stream = user_stream(app, &to);
-            let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-            self.inner.env.emitter.emit(
-                &stream,
-                group_of(&stream, self.inner.shards()),
-                None,
-                bytes::Bytes::from(frame),
-            );
+            self.emit_ephemeral(&user_stream(app, &to), || data.clone());
         }
     }
 

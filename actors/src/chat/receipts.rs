@@ -12,6 +12,12 @@ const TOTAL_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// members (a total costs one read per channel of the member).
 const MAX_TOTAL_NOTICES: usize = 100;
 
+/// `channel.total_unread_changed`.
+#[derive(serde::Serialize)]
+struct TotalPayload {
+    count: u64,
+}
+
 /// Who read one message: `(reader, when)` (no time when the read is older than the moves
 /// remembered), its author left out.
 #[derive(Clone, Debug, Default)]
@@ -185,6 +191,15 @@ impl Chat {
             return;
         }
         for (user, count) in counts {
+            let stream = user_stream(app, user);
+            if !self
+                .inner
+                .env
+                .emitter
+                .has_audience(&stream, group_of(&stream, self.inner.shards()))
+            {
+                continue;
+            }
             let only = self
                 .inner
                 .directory
@@ -200,17 +215,8 @@ impl Chat {
 
     /// `channel.total_unread_changed` with `count`, on the user's `user:` channel.
     fn total_notice(&self, app: &str, user: &str, count: u64) {
-        let stream = user_stream(app, user);
-        let data = render::envelope(
-            "channel.total_unread_changed",
-            serde_json::json!({ "count": count }),
-        );
-        let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
-        self.inner.env.emitter.emit(
-            &stream,
-            group_of(&stream, self.inner.shards()),
-            None,
-            bytes::Bytes::from(frame),
-        );
+        self.emit_ephemeral(&user_stream(app, user), || {
+            render::envelope("channel.total_unread_changed", TotalPayload { count })
+        });
     }
 }
