@@ -121,7 +121,7 @@ impl Emitter {
     /// Whether an event of `channel` (in shard `group`) would reach anyone: a subscriber here,
     /// or another node that wants it (unknown unless this node leads the shard: then yes).
     /// Ephemeral notices are rendered only when someone would get them.
-    pub fn has_audience(&self, channel: &str, group: GroupId) -> bool {
+    pub fn has_audience(&self, channel: &str, group: impl FnOnce() -> GroupId) -> bool {
         if self.fanout.has_subscribers(channel) {
             return true;
         }
@@ -129,6 +129,7 @@ impl Emitter {
         if others.is_empty() {
             return false;
         }
+        let group = group();
         let leading = self.cluster.watch_leadership().borrow().contains(&group);
         !leading || !self.interest.targets(channel, group, &others).is_empty()
     }

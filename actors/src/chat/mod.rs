@@ -513,11 +513,11 @@ impl Chat {
     /// Publishes an ephemeral event (no offset, not stored) on `stream`, rendered by `data`
     /// only when someone would receive it.
     pub(super) fn emit_ephemeral(&self, stream: &str, data: impl FnOnce() -> String) {
-        let group = group_of(stream, self.inner.shards());
         let emitter = &self.inner.env.emitter;
-        if !emitter.has_audience(stream, group) {
+        if !emitter.has_audience(stream, || group_of(stream, self.inner.shards())) {
             return;
         }
+        let group = group_of(stream, self.inner.shards());
         let frame = chatsdk_proto::realtime::push_publication_raw(stream, 0, &data(), None);
         emitter.emit(stream, group, None, bytes::Bytes::from(frame));
     }

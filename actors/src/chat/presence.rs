@@ -136,6 +136,10 @@ impl Chat {
         let principal = principal.to_string();
         tokio::spawn(async move {
             let now = time::now_ms();
+            // Coming online tells only those listening now; with nobody, nothing is read.
+            if online && chat.presence_recipients(&app, &user).is_empty() {
+                return;
+            }
             if !online {
                 // Still connected through another node: nothing changed for the others.
                 if chat.connected_anywhere(&[principal]).await[0] {
@@ -162,14 +166,14 @@ impl Chat {
         });
     }
 
-    /// Publishes `presence.online` / `presence.offline` to the `user:` channels of those who
-    /// share a channel with the user (each once, at most [`MAX_PRESENCE_RECIPIENTS`]).
-    fn emit_presence(&self, app: &str, user: &str, online: bool, last_seen: Option<u64>) {
+    /// Those who share a channel with the user (each once, at most
+    /// [`MAX_PRESENCE_RECIPIENTS`]) and would receive an event on their `user:` channel now.
+    fn presence_recipients(&self, app: &str, user: &str) -> Vec<String> {
         let channels = match self.inner.directory.user_channel_ids(app, user) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(app, user, error = %e, "presence not published");
-                return;
+                return Vec::new();
             }
         };
         let mut recipients = BTreeSet::new();
@@ -182,11 +186,33 @@ impl Chat {
             if !small {
                 continue;
             }
-            for m in self.members(app, &id).unwrap_or_default() {
-                if m.user_id != user && recipients.len() < MAX_PRESENCE_RECIPIENTS {
-                    recipients.insert(m.user_id);
+            for m in self
+                .inner
+                .directory
+                .member_ids(app, &id)
+                .unwrap_or_default()
+            {
+                if m != user && recipients.len() < MAX_PRESENCE_RECIPIENTS {
+                    recipients.insert(m);
                 }
             }
+        }
+        let emitter = &self.inner.env.emitter;
+        recipients
+            .into_iter()
+            .filter(|to| {
+                let stream = user_stream(app, to);
+                emitter.has_audience(&stream, || group_of(&stream, self.inner.shards()))
+            })
+            .collect()
+    }
+
+    /// Publishes `presence.online` / `presence.offline` to the `user:` channels of those who
+    /// share a channel with the user.
+    fn emit_presence(&self, app: &str, user: &str, online: bool, last_seen: Option<u64>) {
+        let recipients = self.presence_recipients(app, user);
+        if recipients.is_empty() {
+            return;
         }
         let data = render::envelope(
             if online {
@@ -201,7 +227,14 @@ impl Chat {
             },
         );
         for to in recipients {
-            self.emit_ephemeral(&user_stream(app, &to), || data.clone());
+            let stream = user_stream(app, &to);
+            let frame = chatsdk_proto::realtime::push_publication_raw(&stream, 0, &data, None);
+            self.inner.env.emitter.emit(
+                &stream,
+                group_of(&stream, self.inner.shards()),
+                None,
+                bytes::Bytes::from(frame),
+            );
         }
     }
 

@@ -196,7 +196,7 @@ impl Chat {
                 .inner
                 .env
                 .emitter
-                .has_audience(&stream, group_of(&stream, self.inner.shards()))
+                .has_audience(&stream, || group_of(&stream, self.inner.shards()))
             {
                 continue;
             }

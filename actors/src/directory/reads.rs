@@ -208,6 +208,10 @@ impl Directory {
     pub fn members(&self, app: &str, channel: &str) -> ReadResult<Vec<Member>> {
         self.list(&keys::members(app, channel))
     }
+    /// Ids of a channel's members (keys only: nothing decoded).
+    pub fn member_ids(&self, app: &str, channel: &str) -> ReadResult<Vec<String>> {
+        self.last_components(&keys::members(app, channel))
+    }
     /// Ids of the channels `user` is a member of.
     pub fn user_channel_ids(&self, app: &str, user: &str) -> ReadResult<Vec<String>> {
         Ok(self
