@@ -95,6 +95,17 @@ impl Query {
     }
 }
 
+/// An optional ISO-8601 time field (`None` or empty: absent); anything else is a 400 naming
+/// `field`.
+pub fn iso_time(field: &str, value: Option<&str>) -> Result<Option<u64>, AppError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(s) => chatsdk_actors::time::parse_iso(s)
+            .map(Some)
+            .ok_or_else(|| AppError::bad(format!("{field} must be an ISO-8601 date and time"))),
+    }
+}
+
 /// Decodes `%XX` and `+`; None on invalid escapes or UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();

@@ -15,7 +15,7 @@ use super::requests::ActingUser;
 use super::success;
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
-use crate::error::{ApiResult, AppError};
+use crate::error::ApiResult;
 use crate::state::GatewayState;
 
 /// `POST …/reactions`.
@@ -386,13 +386,7 @@ pub async fn create_poll(
     auth.require_scope("chat:write")?;
     let caller = auth.user_caller(body.user_id)?;
     let mut new = body.poll;
-    new.ends_at = match body.ends_at.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            chatsdk_actors::time::parse_iso(s)
-                .ok_or_else(|| AppError::bad("endsAt must be an ISO-8601 date and time"))?,
-        ),
-    };
+    new.ends_at = crate::body::iso_time("endsAt", body.ends_at.as_deref())?;
     let poll = state.chat.create_poll(&caller, &id, &mid, new).await?;
     Ok(reply!(auth.dialect, StatusCode::CREATED, v => v::PollView::new(&poll, &[])))
 }

@@ -115,13 +115,7 @@ chatsdk_actors::dialect_views! {
 pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiResult<Response> {
     let caller = auth.user_caller(q.str("userId"))?;
     let limit = q.num("limit", 50, 100)?.max(1) as usize;
-    let before = match q.str("before") {
-        None => None,
-        Some(s) => Some(
-            chatsdk_actors::time::parse_iso(&s)
-                .ok_or_else(|| AppError::bad("before must be an ISO-8601 time"))?,
-        ),
-    };
+    let before = crate::body::iso_time("before", q.str("before").as_deref())?;
     let unread = match q.str("unread").as_deref() {
         None | Some("false") => false,
         Some("true") => true,

@@ -267,13 +267,7 @@ pub async fn from_template(
     Typed(body): Typed<FromTemplateBody>,
 ) -> ApiResult<Response> {
     let caller = auth.user_caller(body.user_id)?;
-    let expires_at = match body.expires_at.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            chatsdk_actors::time::parse_iso(s)
-                .ok_or_else(|| AppError::bad("expiresAt must be an ISO-8601 time"))?,
-        ),
-    };
+    let expires_at = crate::body::iso_time("expiresAt", body.expires_at.as_deref())?;
     if body.custom_config.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(AppError::bad("customConfig must be an object"));
     }

@@ -134,10 +134,7 @@ fn spec(body: WorkspaceBody) -> Result<WorkspaceSpec, AppError> {
     let expires_at = match body.expires_at {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(
-            chatsdk_actors::time::parse_iso(&s)
-                .ok_or_else(|| AppError::bad("expiresAt must be an ISO-8601 date and time"))?,
-        )),
+        Some(Value::String(s)) => Some(crate::body::iso_time("expiresAt", Some(&s))?),
         Some(_) => {
             return Err(AppError::bad(
                 "expiresAt must be an ISO-8601 string or null",
