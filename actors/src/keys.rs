@@ -118,6 +118,19 @@ pub(crate) fn invites_of(app: &str, ws: &str) -> Vec<u8> {
     prefix(&[b"d", b"invto", app.as_bytes(), ws.as_bytes()])
 }
 
+/// `blocked` is blocked by `blocker` (value: when).
+pub(crate) fn block(app: &str, blocker: &str, blocked: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"block",
+        app.as_bytes(),
+        blocker.as_bytes(),
+        blocked.as_bytes(),
+    ])
+}
+pub(crate) fn blocks(app: &str, blocker: &str) -> Vec<u8> {
+    prefix(&[b"d", b"block", app.as_bytes(), blocker.as_bytes()])
+}
 /// A channel by its tag (see `chat::locate`; empty value).
 pub(crate) fn channel_tag(app: &str, tag: &str, channel: &str) -> Vec<u8> {
     key(&[

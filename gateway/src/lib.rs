@@ -33,8 +33,8 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, by_message, channels, emoji, health, mentions, messages, presence,
-        receipts, templates, tokens, users, workspaces,
+        admin, annotations, blocks, by_message, channels, emoji, health, mentions, messages,
+        presence, receipts, templates, tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -71,6 +71,16 @@ pub fn app(state: GatewayState) -> Router {
             get(users::get).put(users::put).delete(users::delete),
         )
         .route("/api/users/{id}/revoke-tokens", post(users::revoke))
+        .route("/api/users/me/blocked", get(blocks::mine))
+        .route(
+            "/api/users/{id}/block",
+            post(blocks::block).delete(blocks::unblock),
+        )
+        .route(
+            "/api/users/{id}/blocks",
+            get(blocks::list).post(blocks::create),
+        )
+        .route("/api/users/{id}/blocks/{blocked}", delete(blocks::delete))
         .route("/api/channels", get(channels::list).post(channels::create))
         .route("/api/channels/dm/ensure", post(channels::dm_ensure))
         .route("/api/channels/group/ensure", post(channels::group_ensure))

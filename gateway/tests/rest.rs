@@ -732,6 +732,23 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ),
         ("GET", format!("/api/channels/{cid}/presence"), None),
         ("GET", format!("/api/channels/{cid}/presence/live"), None),
+        (
+            "POST",
+            "/api/users/bob/block".to_string(),
+            Some(json!({"user_id": "eve"})),
+        ),
+        (
+            "DELETE",
+            "/api/users/bob/block?user_id=eve".to_string(),
+            None,
+        ),
+        ("GET", "/api/users/bob/blocks".to_string(), None),
+        (
+            "POST",
+            "/api/users/bob/blocks".to_string(),
+            Some(json!({"blocked_user_id": "carol"})),
+        ),
+        ("DELETE", "/api/users/bob/blocks/carol".to_string(), None),
         ("GET", format!("/api/messages/{mid}"), None),
         (
             "PATCH",
@@ -4078,5 +4095,227 @@ async fn message_routes_without_the_channel() {
         404,
         "NOT_FOUND",
     );
+    node.stop().await;
+}
+
+/// Blocking: a blocked user cannot open or write to a DM with the blocker; the blocker's
+/// history, mention inbox and presence leave them out; both API forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_close_dms_and_hide_what_the_blocker_reads() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("blocks").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let dm = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&bob),
+            Some(json!({"type": "messaging", "memberIds": ["alice"]})),
+        )
+        .await;
+    assert_eq!(dm.status, 201, "{dm:?}");
+    let dm_id = dm.body["id"].as_str().unwrap().to_string();
+    let group = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["bob", "carol"]})),
+        )
+        .await;
+    let gid = group.body["id"].as_str().unwrap().to_string();
+    let send = |token: String, channel: String, text: &'static str| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "POST",
+                &format!("/api/channels/{channel}/messages"),
+                Cred::Bearer(&token),
+                Some(json!({"text": text})),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        send(bob.clone(), gid.clone(), "hi @alice").await.status,
+        201
+    );
+    // Alice blocks Bob.
+    let b = rest
+        .call("POST", "/api/users/bob/block", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(b.status, 200, "{b:?}");
+    assert_error(
+        &rest
+            .call("POST", "/api/users/alice/block", Cred::Bearer(&alice), None)
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/users/nobody/block",
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    let mine = rest
+        .call("GET", "/api/users/me/blocked", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(mine.body["blockedUsers"][0]["id"], "bob", "{mine:?}");
+    assert!(mine.body["blockedUsers"][0]["blockedAt"].is_string());
+    // Bob can no longer write to their DM, nor open one (REST or the Server API's ensure).
+    assert_error(
+        &send(bob.clone(), dm_id.clone(), "please").await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        send(alice.clone(), dm_id.clone(), "bye").await.status,
+        201,
+        "the blocker still can"
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/channels/dm/ensure",
+                Cred::Key(&key),
+                Some(json!({"requesterUserId": "bob", "peerUserId": "alice"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        rest.call(
+            "POST",
+            "/api/channels/dm/ensure",
+            Cred::Key(&key),
+            Some(json!({"requesterUserId": "alice", "peerUserId": "carol"}))
+        )
+        .await
+        .status,
+        201
+    );
+    // Alice's history and mention inbox leave Bob out; Carol's do not.
+    assert_eq!(
+        send(bob.clone(), gid.clone(), "still here").await.status,
+        201
+    );
+    let texts = |token: String| {
+        let (rest, gid) = (&rest, gid.clone());
+        async move {
+            let r = rest
+                .call(
+                    "GET",
+                    &format!("/api/channels/{gid}/messages"),
+                    Cred::Bearer(&token),
+                    None,
+                )
+                .await;
+            r.body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(texts(alice.clone()).await, Vec::<String>::new());
+    let (carol, _) = rest.login(&key, "carol").await;
+    assert_eq!(texts(carol.clone()).await, vec!["hi @alice", "still here"]);
+    let inbox = rest
+        .call("GET", "/api/mentions", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(inbox.body["mentions"], json!([]), "{inbox:?}");
+    // Bob no longer sees Alice's presence; Carol does.
+    rest.call(
+        "POST",
+        "/api/presence/heartbeat",
+        Cred::Bearer(&alice),
+        None,
+    )
+    .await;
+    let seen = |token: String| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "POST",
+                "/api/presence/query",
+                Cred::Bearer(&token),
+                Some(json!({"userIds": ["alice"]})),
+            )
+            .await
+            .body["presence"]
+                .get("alice")
+                .is_some()
+        }
+    };
+    assert!(!seen(bob.clone()).await);
+    assert!(seen(carol.clone()).await);
+    let shown = rest
+        .call("GET", "/api/users/alice", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(shown.body["online"], false, "{shown:?}");
+    // The Server API's form: list, then unblock; everything comes back.
+    let listed = rest
+        .call("GET", "/api/users/alice/blocks", Cred::Key(&key), None)
+        .await;
+    assert_eq!(
+        listed.body["blocks"][0]["blocked_user_id"], "bob",
+        "{listed:?}"
+    );
+    assert_error(
+        &rest
+            .call("GET", "/api/users/alice/blocks", Cred::Bearer(&bob), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let made = rest
+        .call(
+            "POST",
+            "/api/users/carol/blocks",
+            Cred::Key(&key),
+            Some(json!({"blocked_user_id": "bob"})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(made.body["user_id"], "carol");
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            "/api/users/carol/blocks/bob",
+            Cred::Key(&key),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        rest.call("DELETE", "/api/users/bob/block", Cred::Bearer(&alice), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(bob.clone(), dm_id.clone(), "friends again")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(texts(alice.clone()).await, vec!["hi @alice", "still here"]);
+    assert!(seen(bob.clone()).await);
     node.stop().await;
 }

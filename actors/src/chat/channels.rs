@@ -148,6 +148,16 @@ impl Chat {
             self.require_workspace_members(caller, ws, &member_ids)
                 .await?;
         }
+        // A blocked user cannot open a direct conversation with the one who blocked them.
+        if let (ChannelType::Messaging, Some(me)) = (kind, &creator) {
+            for other in member_ids.iter().filter(|m| *m != me) {
+                if self.blocks(app, other, me)? {
+                    return Err(ChatError::forbidden(
+                        "this user blocked you: no conversation can be opened",
+                    ));
+                }
+            }
+        }
         let dm = kind == ChannelType::Messaging && spec.cid.is_none() && creator.is_some();
         let cid = match (&spec.cid, dm) {
             (Some(cid), _) => cid.clone(),

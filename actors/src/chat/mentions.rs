@@ -79,8 +79,12 @@ impl Chat {
             _ => return Err(ChatError::Internal("unexpected answer".into())),
         };
         let mut positions: HashMap<String, u64> = HashMap::new();
+        let blocked = self.block_filter(caller);
         let mut out = Vec::new();
         for m in found {
+            if blocked.contains(&m.mentioner.id) {
+                continue;
+            }
             let channel = self.channel(&caller.app, &m.channel_id)?;
             // A mention in a channel the user has left or that is gone is not listed.
             if channel.is_none()

@@ -84,6 +84,9 @@ impl Chat {
             .channel(&caller.app, channel)?
             .ok_or_else(|| ChatError::not_found("channel"))?;
         self.writer_membership(caller, &ch).await?;
+        if ch.kind == ChannelType::Messaging {
+            self.check_dm_block(&caller.app, &ch, caller.user()?)?;
+        }
         if ch.config.0.get("readOnly") == Some(&Value::Bool(true)) && !caller.server {
             let role = self
                 .membership(&caller.app, channel, caller.user()?)
@@ -364,16 +367,23 @@ impl Chat {
         };
         match self.query(&chat_stream(&caller.app, channel), q).await? {
             QueryAnswer::Messages {
-                messages,
+                mut messages,
                 notes,
                 more,
                 max_seq,
-            } => Ok(MessagePageOut {
-                messages,
-                notes,
-                max_seq,
-                more,
-            }),
+            } => {
+                // The blocker's history leaves out the users they block.
+                let blocked = self.block_filter(caller);
+                if !blocked.is_empty() {
+                    messages.retain(|m| !blocked.contains(&m.user_id));
+                }
+                Ok(MessagePageOut {
+                    messages,
+                    notes,
+                    max_seq,
+                    more,
+                })
+            }
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }

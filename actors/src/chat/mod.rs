@@ -42,6 +42,7 @@ use crate::stream::{MessagePage, RefreshOutcome, StreamApplier, StreamOp, Stream
 use crate::{codec, hash_hex, new_id, render, time, validate};
 
 mod annotations;
+mod blocks;
 mod channels;
 mod emoji;
 mod mentions;

@@ -307,13 +307,18 @@ impl Chat {
             .collect())
     }
 
-    /// Whether the caller shares a channel with `other` (or is them; server keys: always).
+    /// Whether the caller may see `other`'s presence: they share a channel and `other` does not
+    /// block the caller (the caller themselves and server keys: always).
     pub fn shares_channel(&self, caller: &Caller, other: &str) -> Result<bool, ChatError> {
         let Some(me) = caller.user.as_deref() else {
             return Ok(caller.server);
         };
         if me == other || caller.server {
             return Ok(true);
+        }
+        // Someone who blocked the caller is not shown to them.
+        if self.blocks(&caller.app, other, me)? {
+            return Ok(false);
         }
         let mine: BTreeSet<String> = self
             .inner

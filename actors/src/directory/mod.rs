@@ -112,6 +112,13 @@ pub enum DirCommand {
     },
     /// A workspace change (see [`workspaces::WsCommand`]).
     Workspace(workspaces::WsCommand),
+    /// `blocker` blocks (`at` set) or unblocks `blocked`.
+    Block {
+        app_id: String,
+        blocker: String,
+        blocked: String,
+        at: Option<u64>,
+    },
     /// Records which channel holds poll `poll_id` (the poll itself lives in the channel's
     /// stream): `/api/polls/:id` names only the poll. A few bytes per poll, written once.
     LocatePoll {
@@ -297,6 +304,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"emoji",
                 b"emojin",
                 b"chtag",
+                b"block",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -483,6 +491,21 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             None => DirReply::NotFound("channel".into()),
         },
         DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
+        DirCommand::Block {
+            app_id,
+            blocker,
+            blocked,
+            at,
+        } => {
+            let key = keys::block(&app_id, &blocker, &blocked);
+            match at {
+                // A block applied again keeps its first time.
+                Some(at) if kv.get(&key)?.is_none() => put(kv, &key, &at)?,
+                Some(_) => {}
+                None => kv.delete(&key),
+            }
+            DirReply::Done
+        }
         DirCommand::LocatePoll {
             app_id,
             poll_id,

@@ -208,6 +208,24 @@ impl Directory {
     pub fn members(&self, app: &str, channel: &str) -> ReadResult<Vec<Member>> {
         self.list(&keys::members(app, channel))
     }
+    /// Whether `blocker` blocks `blocked`.
+    pub fn blocks(&self, app: &str, blocker: &str, blocked: &str) -> ReadResult<bool> {
+        Ok(self
+            .reader
+            .get(&keys::block(app, blocker, blocked))?
+            .is_some())
+    }
+    /// The users `blocker` blocks, with when: `(user, at)`.
+    pub fn blocked_by(&self, app: &str, blocker: &str) -> ReadResult<Vec<(String, u64)>> {
+        self.reader
+            .scan_prefix(&keys::blocks(app, blocker))?
+            .into_iter()
+            .map(|(k, v)| {
+                let user = String::from_utf8_lossy(keys::last_component(&k)).into_owned();
+                Ok((user, keys::decode_at::<u64>(&k, &v)?))
+            })
+            .collect()
+    }
     /// Ids of a channel's members (keys only: nothing decoded).
     pub fn member_ids(&self, app: &str, channel: &str) -> ReadResult<Vec<String>> {
         self.last_components(&keys::members(app, channel))

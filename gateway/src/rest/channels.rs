@@ -304,6 +304,11 @@ pub async fn dm_ensure(
     if a == b {
         return Err(AppError::bad("a direct message needs two different users"));
     }
+    if state.chat.blocks(&auth.app, &b, &a)? {
+        return Err(AppError::forbidden(
+            "the peer blocked the requester: no conversation can be opened",
+        ));
+    }
     let mut pair = vec![a.clone(), b.clone()];
     pair.sort();
     let cid = format!(
