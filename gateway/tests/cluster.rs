@@ -509,10 +509,15 @@ async fn presence_spans_the_cluster() {
         !online_seen_from(0).await && !online_seen_from(2).await
     })
     .await;
-    let seen = rests[2]
-        .call("GET", "/api/users/alice", Cred::Bearer(&bob), None)
-        .await;
-    assert!(seen.body["lastActiveAt"].is_string(), "{seen:?}");
+    // Her last-seen time is written once her last session is known to be gone.
+    support::eventually("alice's last-seen time", || async {
+        rests[2]
+            .call("GET", "/api/users/alice", Cred::Bearer(&bob), None)
+            .await
+            .body["lastActiveAt"]
+            .is_string()
+    })
+    .await;
     for n in nodes {
         n.stop().await;
     }

@@ -127,8 +127,8 @@ impl Chat {
         let has_channels = self
             .inner
             .directory
-            .user_channel_ids(app, user)
-            .is_ok_and(|c| !c.is_empty());
+            .in_any_channel(app, user)
+            .unwrap_or(false);
         if !has_channels {
             return;
         }

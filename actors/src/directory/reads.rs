@@ -230,6 +230,16 @@ impl Directory {
     pub fn member_ids(&self, app: &str, channel: &str) -> ReadResult<Vec<String>> {
         self.last_components(&keys::members(app, channel))
     }
+    /// Whether `user` is a member of any channel (one key read, nothing decoded).
+    pub fn in_any_channel(&self, app: &str, user: &str) -> ReadResult<bool> {
+        let from = keys::user_channels(app, user);
+        // The prefix ends with its separator (0): every key under it sorts below separator + 1.
+        let mut to = from.clone();
+        if let Some(last) = to.last_mut() {
+            *last += 1;
+        }
+        Ok(!self.reader.range(&from, &to, false, 1)?.is_empty())
+    }
     /// Ids of the channels `user` is a member of.
     pub fn user_channel_ids(&self, app: &str, user: &str) -> ReadResult<Vec<String>> {
         Ok(self
