@@ -4212,6 +4212,33 @@ async fn blocks_close_dms_and_hide_what_the_blocker_reads() {
         send(bob.clone(), gid.clone(), "still here").await.status,
         201
     );
+    let root = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/messages"),
+            Cred::Bearer(&alice),
+            Some(json!({"text": "thread"})),
+        )
+        .await;
+    let root_id = root.body["id"].as_str().unwrap().to_string();
+    let reply = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/messages/{root_id}/thread"),
+            Cred::Bearer(&bob),
+            Some(json!({"text": "bob's reply"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let thread = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{gid}/messages/{root_id}/thread"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(thread.body["replies"], json!([]), "{thread:?}");
     let texts = |token: String| {
         let (rest, gid) = (&rest, gid.clone());
         async move {
@@ -4231,9 +4258,12 @@ async fn blocks_close_dms_and_hide_what_the_blocker_reads() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(texts(alice.clone()).await, Vec::<String>::new());
+    assert_eq!(texts(alice.clone()).await, vec!["thread"]);
     let (carol, _) = rest.login(&key, "carol").await;
-    assert_eq!(texts(carol.clone()).await, vec!["hi @alice", "still here"]);
+    assert_eq!(
+        texts(carol.clone()).await,
+        vec!["hi @alice", "still here", "thread"]
+    );
     let inbox = rest
         .call("GET", "/api/mentions", Cred::Bearer(&alice), None)
         .await;
@@ -4315,7 +4345,10 @@ async fn blocks_close_dms_and_hide_what_the_blocker_reads() {
             .status,
         201
     );
-    assert_eq!(texts(alice.clone()).await, vec!["hi @alice", "still here"]);
+    assert_eq!(
+        texts(alice.clone()).await,
+        vec!["hi @alice", "still here", "thread"]
+    );
     assert!(seen(bob.clone()).await);
     node.stop().await;
 }

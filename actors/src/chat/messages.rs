@@ -409,8 +409,17 @@ impl Chat {
             .await?
         {
             QueryAnswer::Messages {
-                messages, notes, ..
-            } => Ok((messages, notes)),
+                mut messages,
+                notes,
+                ..
+            } => {
+                // The blocker's threads leave out the users they block too.
+                let blocked = self.block_filter(caller);
+                if !blocked.is_empty() {
+                    messages.retain(|m| !blocked.contains(&m.user_id));
+                }
+                Ok((messages, notes))
+            }
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }
