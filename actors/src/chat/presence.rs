@@ -136,8 +136,10 @@ impl Chat {
         let principal = principal.to_string();
         tokio::spawn(async move {
             let now = time::now_ms();
-            // Coming online tells only those listening now; with nobody, nothing is read.
-            if online && chat.presence_recipients(&app, &user).is_empty() {
+            // Only those listening now are told; coming online with nobody listening reads
+            // nothing more.
+            let recipients = chat.presence_recipients(&app, &user);
+            if online && recipients.is_empty() {
                 return;
             }
             if !online {
@@ -162,7 +164,7 @@ impl Chat {
             if record.hidden || (!online && beating) {
                 return;
             }
-            chat.emit_presence(&app, &user, online, Some(now));
+            chat.publish_presence(&app, &user, recipients, online, Some(now));
         });
     }
 
@@ -207,10 +209,16 @@ impl Chat {
             .collect()
     }
 
-    /// Publishes `presence.online` / `presence.offline` to the `user:` channels of those who
-    /// share a channel with the user.
-    fn emit_presence(&self, app: &str, user: &str, online: bool, last_seen: Option<u64>) {
-        let recipients = self.presence_recipients(app, user);
+    /// Publishes `presence.online` / `presence.offline` to `recipients`' `user:` channels (see
+    /// [`Chat::presence_recipients`]).
+    fn publish_presence(
+        &self,
+        app: &str,
+        user: &str,
+        recipients: Vec<String>,
+        online: bool,
+        last_seen: Option<u64>,
+    ) {
         if recipients.is_empty() {
             return;
         }
@@ -270,7 +278,13 @@ impl Chat {
             .await?
         {
             StreamReply::Presence(_) => {
-                self.emit_presence(&caller.app, &user, online, Some(now));
+                self.publish_presence(
+                    &caller.app,
+                    &user,
+                    self.presence_recipients(&caller.app, &user),
+                    online,
+                    Some(now),
+                );
                 Ok(())
             }
             other => Err(unexpected_stream(other)),
