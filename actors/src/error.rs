@@ -23,6 +23,12 @@ pub enum ChatError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The acting user is banned from the app (see `chat::moderation`).
+    #[error("{0}")]
+    Banned(String),
+    /// The acting user is banned from the channel or muted in it.
+    #[error("{0}")]
+    Restricted(String),
 }
 
 impl ChatError {
@@ -37,6 +43,8 @@ impl ChatError {
             ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::Unavailable(_) => ErrorCode::Unavailable,
             ChatError::Internal(_) => ErrorCode::Internal,
+            ChatError::Banned(_) => ErrorCode::Banned,
+            ChatError::Restricted(_) => ErrorCode::Restricted,
         }
     }
 

@@ -131,6 +131,44 @@ pub(crate) fn block(app: &str, blocker: &str, blocked: &str) -> Vec<u8> {
 pub(crate) fn blocks(app: &str, blocker: &str) -> Vec<u8> {
     prefix(&[b"d", b"block", app.as_bytes(), blocker.as_bytes()])
 }
+/// A report of a message (see `directory::moderation`); ids are UUIDv7, so a scan is in
+/// filing order.
+pub(crate) fn report(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"report", app.as_bytes(), id.as_bytes()])
+}
+pub(crate) fn reports(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"report", app.as_bytes()])
+}
+/// `reporter` reported `message` (value: the report's id): a message is reported once per user.
+pub(crate) fn reported(app: &str, message: &str, reporter: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"reported",
+        app.as_bytes(),
+        message.as_bytes(),
+        reporter.as_bytes(),
+    ])
+}
+/// A user's standing in an app: warnings and ban.
+pub(crate) fn standing(app: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"standing", app.as_bytes(), user.as_bytes()])
+}
+pub(crate) fn standings(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"standing", app.as_bytes()])
+}
+/// A user's standing in a channel: ban and mute.
+pub(crate) fn channel_standing(app: &str, channel: &str, user: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"cstanding",
+        app.as_bytes(),
+        channel.as_bytes(),
+        user.as_bytes(),
+    ])
+}
+pub(crate) fn channel_standings(app: &str, channel: &str) -> Vec<u8> {
+    prefix(&[b"d", b"cstanding", app.as_bytes(), channel.as_bytes()])
+}
 /// A channel by its tag (see `chat::locate`; empty value).
 pub(crate) fn channel_tag(app: &str, tag: &str, channel: &str) -> Vec<u8> {
     key(&[

@@ -42,9 +42,9 @@ pub mod locate;
 
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
-    IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, NewChannel, NewEmoji, NewMessage,
-    NewPoll, NewPollOption, Position, SavedMessage, TemplateSpec, UserPresence, WorkspaceSpec,
-    WorkspaceStats,
+    IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
+    NewEmoji, NewMessage, NewPoll, NewPollOption, Position, Review, SavedMessage, TemplateSpec,
+    UserPresence, WorkspaceSpec, WorkspaceStats,
 };
 pub use error::ChatError;
 

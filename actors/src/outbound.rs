@@ -60,6 +60,11 @@ impl CloseReason {
         code: 3503,
         reason: "force disconnect",
     };
+    /// The user is banned from the app (terminal, like every force disconnect).
+    pub const BANNED: CloseReason = CloseReason {
+        code: 3503,
+        reason: "banned",
+    };
     pub const CONNECTION_LIMIT: CloseReason = CloseReason {
         code: 3504,
         reason: "connection limit",

@@ -78,6 +78,13 @@ impl Authenticator for crate::state::Inner {
                 return Err(TokenRefusal::Invalid);
             }
         }
+        if self
+            .chat
+            .check_not_banned(&claims.app_id, &claims.user_id)
+            .is_err()
+        {
+            return Err(TokenRefusal::Banned);
+        }
         match self.chat.user_record(&claims.app_id, &claims.user_id) {
             Ok(Some(u)) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(Principal {
                 app: claims.app_id,

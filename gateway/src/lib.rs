@@ -24,7 +24,7 @@ pub mod state;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 pub use serve::serve;
@@ -34,7 +34,7 @@ pub use state::{GatewayConfig, GatewayState};
 pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, emoji, health, mentions, messages,
-        presence, receipts, templates, tokens, users, workspaces,
+        moderation, presence, receipts, templates, tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -188,6 +188,42 @@ pub fn app(state: GatewayState) -> Router {
             delete(by_message::unreact),
         )
         .route("/api/messages/{mid}/polls", post(by_message::create_poll))
+        .route(
+            "/api/messages/{mid}/report",
+            post(moderation::report_message),
+        )
+        .route("/api/moderation/{mid}/report", post(moderation::report))
+        .route("/api/moderation/reports", get(moderation::list))
+        .route(
+            "/api/moderation/reports/{id}",
+            get(moderation::get).patch(moderation::resolve),
+        )
+        .route(
+            "/api/moderation/reports/{id}/review",
+            put(moderation::review),
+        )
+        .route("/api/moderation/stats", get(moderation::stats))
+        .route(
+            "/api/moderation/bans",
+            get(moderation::bans).post(moderation::ban),
+        )
+        .route("/api/moderation/bans/{user}", delete(moderation::unban))
+        .route(
+            "/api/channels/{id}/bans",
+            get(moderation::channel_bans).post(moderation::channel_ban),
+        )
+        .route(
+            "/api/channels/{id}/bans/{user}",
+            delete(moderation::channel_unban),
+        )
+        .route(
+            "/api/channels/{id}/mutes",
+            get(moderation::channel_mutes).post(moderation::channel_mute),
+        )
+        .route(
+            "/api/channels/{id}/mutes/{user}",
+            delete(moderation::channel_unmute),
+        )
         .route("/api/presence/heartbeat", post(presence::heartbeat))
         .route("/api/presence/online", post(presence::online))
         .route("/api/presence/offline", post(presence::offline))

@@ -522,6 +522,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         )
         .await;
     let mid = m.body["id"].as_str().unwrap().to_string();
+    let report = rest
+        .call(
+            "POST",
+            &format!("/api/messages/{mid}/report"),
+            Cred::Key(&key_b),
+            Some(json!({"user_id": "carol", "reason": "spam"})),
+        )
+        .await;
+    assert_eq!(report.status, 201, "{report:?}");
+    let rid = report.body["id"].as_str().unwrap().to_string();
     let poll = rest
         .call(
             "POST",
@@ -749,6 +759,47 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             Some(json!({"blocked_user_id": "carol"})),
         ),
         ("DELETE", "/api/users/bob/blocks/carol".to_string(), None),
+        (
+            "POST",
+            format!("/api/messages/{mid}/report"),
+            Some(json!({"user_id": "eve", "reason": "spam"})),
+        ),
+        (
+            "POST",
+            format!("/api/moderation/{mid}/report"),
+            Some(json!({"user_id": "eve", "reason": "spam"})),
+        ),
+        ("GET", format!("/api/moderation/reports/{rid}"), None),
+        (
+            "PATCH",
+            format!("/api/moderation/reports/{rid}"),
+            Some(json!({"status": "dismissed"})),
+        ),
+        (
+            "PUT",
+            format!("/api/moderation/reports/{rid}/review"),
+            Some(json!({"action": "ban_user"})),
+        ),
+        (
+            "POST",
+            "/api/moderation/bans".to_string(),
+            Some(json!({"user_id": "bob"})),
+        ),
+        ("DELETE", "/api/moderation/bans/bob".to_string(), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/bans"),
+            Some(json!({"user_id": "carol"})),
+        ),
+        ("GET", format!("/api/channels/{cid}/bans"), None),
+        ("DELETE", format!("/api/channels/{cid}/bans/carol"), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/mutes"),
+            Some(json!({"user_id": "carol"})),
+        ),
+        ("GET", format!("/api/channels/{cid}/mutes"), None),
+        ("DELETE", format!("/api/channels/{cid}/mutes/carol"), None),
         ("GET", format!("/api/messages/{mid}"), None),
         (
             "PATCH",

@@ -41,11 +41,15 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an unexpected failure on our side.
     Internal,
+    /// The user is banned from the app by its moderators (until the ban ends or is lifted).
+    Banned,
+    /// The user is banned from this channel or muted in it by its moderators.
+    Restricted,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
@@ -61,6 +65,8 @@ impl ErrorCode {
         ErrorCode::UnrecoverablePosition,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Banned,
+        ErrorCode::Restricted,
     ];
 
     /// The stable code in JSON error bodies.
@@ -81,6 +87,8 @@ impl ErrorCode {
             ErrorCode::UnrecoverablePosition => "UNRECOVERABLE_POSITION",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL_ERROR",
+            ErrorCode::Banned => "USER_BANNED",
+            ErrorCode::Restricted => "CHANNEL_RESTRICTED",
         }
     }
 
@@ -89,7 +97,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::UnknownChannel => 400,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Restricted => 403,
             ErrorCode::NotFound | ErrorCode::MethodNotFound => 404,
             ErrorCode::Conflict | ErrorCode::AlreadySubscribed => 409,
             ErrorCode::UnrecoverablePosition => 410,
@@ -106,7 +114,7 @@ impl ErrorCode {
             ErrorCode::Internal => 100,
             ErrorCode::Unauthorized => 101,
             ErrorCode::UnknownChannel | ErrorCode::NotFound => 102,
-            ErrorCode::Forbidden => 103,
+            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Restricted => 103,
             ErrorCode::MethodNotFound => 104,
             ErrorCode::AlreadySubscribed => 105,
             ErrorCode::LimitExceeded | ErrorCode::PayloadTooLarge => 106,
@@ -138,6 +146,7 @@ impl ErrorCode {
                 Some(3501)
             }
             ErrorCode::LimitExceeded => Some(3504),
+            ErrorCode::Banned => Some(3503),
             _ => None,
         }
     }

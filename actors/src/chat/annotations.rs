@@ -59,6 +59,7 @@ impl Chat {
         channel: &str,
     ) -> Result<(Channel, Option<Member>), ChatError> {
         let user = caller.user()?;
+        self.check_may_write(&caller.app, channel, user)?;
         let (ch, me) = self.readable_channel(caller, channel).await?;
         if me.is_none() && !caller.server {
             return Err(ChatError::forbidden("not a member of this channel"));

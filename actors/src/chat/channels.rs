@@ -123,6 +123,9 @@ impl Chat {
             validate::text_len("idempotencyKey", k, 1, 255)?;
         }
         let creator = caller.user.clone();
+        if let Some(c) = &creator {
+            self.check_not_banned(app, c)?;
+        }
         if spec.member_ids.len() > MAX_INITIAL_MEMBERS {
             return Err(ChatError::bad(format!(
                 "at most {MAX_INITIAL_MEMBERS} members at creation; add more afterwards"
@@ -346,6 +349,11 @@ impl Chat {
         }
         for u in &users {
             validate::user_id(u)?;
+            if self.channel_banned(&caller.app, id, u)? {
+                return Err(ChatError::Restricted(format!(
+                    "user {u} is banned from this channel"
+                )));
+            }
             if self.user(&caller.app, u)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {u}")));
             }

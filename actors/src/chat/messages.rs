@@ -10,6 +10,7 @@ impl Chat {
         ch: &Channel,
     ) -> Result<(), ChatError> {
         let user = caller.user()?;
+        self.check_may_write(&caller.app, &ch.id, user)?;
         if self.membership(&caller.app, &ch.id, user).await?.is_some() {
             return Ok(());
         }
@@ -209,6 +210,7 @@ impl Chat {
         text: String,
     ) -> Result<Message, ChatError> {
         validate::text_len("text", &text, 1, 10_000)?;
+        self.check_may_write(&caller.app, channel, caller.user()?)?;
         let (_, me) = self.readable_channel(caller, channel).await?;
         let m = self.message(caller, channel, id).await?;
         if !caller.server && (me.is_none() || caller.user.as_deref() != Some(m.user_id.as_str())) {

@@ -92,6 +92,12 @@ impl Chat {
         if !ch.kind.is_open() {
             return Ok(false);
         }
+        // Banned from the channel: not open to them (no reading, joining or subscribing).
+        if let Some(user) = user {
+            if self.channel_banned(app, &ch.id, user)? {
+                return Ok(false);
+            }
+        }
         match (&ch.workspace_id, user) {
             (None, _) => Ok(true),
             (Some(ws), Some(user)) => Ok(self.workspace_membership(app, ws, user).await?.is_some()),

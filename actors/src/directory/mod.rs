@@ -126,6 +126,8 @@ pub enum DirCommand {
         poll_id: String,
         channel_id: String,
     },
+    /// A moderation change (see [`moderation::ModCommand`]).
+    Moderate(moderation::ModCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -197,6 +199,8 @@ pub enum DirReply {
     Refused(String),
     /// An emoji as stored (or as it was, when deleted).
     Emoji(Box<crate::model::Emoji>),
+    /// A report as a moderation command left it.
+    Report(Box<moderation::Report>),
 }
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
@@ -211,6 +215,7 @@ pub struct DirectoryApplier;
 
 use crate::keys::{get_record as get, put_record as put};
 
+pub mod moderation;
 mod reads;
 pub mod workspaces;
 pub use reads::{Directory, ReadResult};
@@ -305,6 +310,10 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"emojin",
                 b"chtag",
                 b"block",
+                b"report",
+                b"reported",
+                b"standing",
+                b"cstanding",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -491,6 +500,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             None => DirReply::NotFound("channel".into()),
         },
         DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
+        DirCommand::Moderate(command) => moderation::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,
@@ -537,6 +547,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                     if let Some(idem) = &ch.idempotency_key {
                         kv.delete(&keys::channel_idem(&app_id, idem));
                     }
+                    moderation::forget_channel(kv, &app_id, &channel_id)?;
                     kv.delete(&keys::channel(&app_id, &channel_id));
                     DirReply::Channel {
                         created: false,

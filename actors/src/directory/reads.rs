@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use chatsdk_cluster::{GroupReader, StoreError};
 use serde::de::DeserializeOwned;
 
+use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
 use crate::model::{ApiKey, App, Channel, Invite, Member, User, Workspace, WorkspaceMember};
@@ -223,6 +224,49 @@ impl Directory {
             .map(|(k, v)| {
                 let user = String::from_utf8_lossy(keys::last_component(&k)).into_owned();
                 Ok((user, keys::decode_at::<u64>(&k, &v)?))
+            })
+            .collect()
+    }
+    /// A user's standing in an app (warnings, ban), if they ever had one.
+    pub fn standing(&self, app: &str, user: &str) -> ReadResult<Option<Arc<Standing>>> {
+        self.get(&keys::standing(app, user))
+    }
+    /// Every user of an app with a standing: `(user, standing)`.
+    pub fn standings(&self, app: &str) -> ReadResult<Vec<(String, Standing)>> {
+        self.keyed(&keys::standings(app))
+    }
+    /// A user's standing in a channel (ban, mute), if any.
+    pub fn channel_standing(
+        &self,
+        app: &str,
+        channel: &str,
+        user: &str,
+    ) -> ReadResult<Option<Arc<ChannelStanding>>> {
+        self.get(&keys::channel_standing(app, channel, user))
+    }
+    /// The users restricted in a channel: `(user, standing)`.
+    pub fn channel_standings(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> ReadResult<Vec<(String, ChannelStanding)>> {
+        self.keyed(&keys::channel_standings(app, channel))
+    }
+    pub fn report(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Report>>> {
+        self.get(&keys::report(app, id))
+    }
+    /// An app's reports, oldest first.
+    pub fn reports(&self, app: &str) -> ReadResult<Vec<Report>> {
+        self.list(&keys::reports(app))
+    }
+    /// Records under `prefix` with the last component of their keys.
+    fn keyed<T: DeserializeOwned>(&self, prefix: &[u8]) -> ReadResult<Vec<(String, T)>> {
+        self.reader
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id = String::from_utf8_lossy(keys::last_component(&k)).into_owned();
+                Ok((id, keys::decode_at::<T>(&k, &v)?))
             })
             .collect()
     }

@@ -53,6 +53,8 @@ impl Principal {
 pub enum TokenRefusal {
     Invalid,
     Expired,
+    /// The token's user is banned from the app.
+    Banned,
 }
 
 /// Token checks the session needs; the gateway implements them.
@@ -344,7 +346,13 @@ impl Session {
             return false;
         };
         match self.args.chat.user_record(&p.app, &p.user) {
-            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.issued_at_ms => true,
+            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.issued_at_ms => {
+                if self.args.chat.check_not_banned(&p.app, &p.user).is_ok() {
+                    return true;
+                }
+                self.args.out.close(CloseReason::BANNED);
+                false
+            }
             _ => {
                 self.args.out.close(CloseReason::FORCE_DISCONNECT);
                 false
@@ -410,6 +418,7 @@ impl Session {
                 self.reply_error(id, ErrorCode::TokenExpired, "token expired")
             }
             Err(TokenRefusal::Invalid) => self.args.out.close(CloseReason::INVALID_TOKEN),
+            Err(TokenRefusal::Banned) => self.args.out.close(CloseReason::BANNED),
         }
     }
 
@@ -444,7 +453,7 @@ impl Session {
                         "subscription token expired",
                     )
                 }
-                Err(TokenRefusal::Invalid) => {
+                Err(TokenRefusal::Invalid | TokenRefusal::Banned) => {
                     return self.reply_error(id, ErrorCode::Forbidden, "invalid subscription token")
                 }
             }

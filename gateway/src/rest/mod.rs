@@ -35,6 +35,7 @@ pub mod emoji;
 pub mod health;
 pub mod mentions;
 pub mod messages;
+pub mod moderation;
 pub mod presence;
 pub mod receipts;
 pub mod requests;

@@ -189,6 +189,8 @@ async fn mint(
             body.metadata.or(body.custom),
         ),
     };
+    // A banned user gets no tokens (and their profile is left as it is).
+    state.chat.check_not_banned(app, &body.user_id)?;
     let patch = UserPatch {
         id: body.user_id,
         name,

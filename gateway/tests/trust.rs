@@ -1,0 +1,519 @@
+//! Trust and safety over real sockets: reports and their review, app bans enforced on REST,
+//! token minting and realtime, channel bans and mutes.
+
+mod support;
+
+use chatsdk_gateway::GatewayConfig;
+use serde_json::{json, Value};
+use support::{assert_error, Cred, Rest, TestNode, WsClient};
+
+async fn node() -> (TestNode, Rest) {
+    let node = TestNode::start(GatewayConfig::default()).await;
+    let rest = Rest::new(&node);
+    (node, rest)
+}
+
+async fn user(rest: &Rest, key: &str, id: &str, admin: bool) {
+    let mut body = json!({"user_id": id, "name": id.to_uppercase()});
+    if admin {
+        body["role"] = json!("admin");
+    }
+    let r = rest
+        .call("POST", "/api/users", Cred::Key(key), Some(body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+}
+
+async fn send(rest: &Rest, token: &str, channel: &str, text: &str) -> support::Res {
+    rest.call(
+        "POST",
+        &format!("/api/channels/{channel}/messages"),
+        Cred::Bearer(token),
+        Some(json!({"text": text})),
+    )
+    .await
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_reviewed_and_bans_are_enforced_everywhere() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("moderation").await;
+    user(&rest, &key, "mod", true).await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (admin, _) = rest.login(&key, "mod").await;
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, bob_ws) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["bob", "mod"]})),
+        )
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    let gid = id(&ch.body);
+    let m = send(&rest, &bob, &gid, "something rude").await;
+    assert_eq!(m.status, 201, "{m:?}");
+    let mid = id(&m.body);
+    let m2 = send(&rest, &bob, &gid, "more of it").await;
+    let mid2 = id(&m2.body);
+
+    // Reports: members report others' messages once, with a known reason.
+    let report = |token: String, mid: String, reason: &'static str| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "POST",
+                &format!("/api/moderation/{mid}/report"),
+                Cred::Bearer(&token),
+                Some(json!({"reason": reason, "details": "not ok"})),
+            )
+            .await
+        }
+    };
+    let r = report(alice.clone(), mid.clone(), "harassment").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["messageId"], mid.as_str());
+    let report_id = id(&r.body);
+    assert_error(
+        &report(alice.clone(), mid.clone(), "harassment").await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &report(alice.clone(), mid2.clone(), "rude").await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &report(bob.clone(), mid.clone(), "spam").await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &report(carol.clone(), mid.clone(), "spam").await,
+        403,
+        "FORBIDDEN",
+    );
+    // The Server API's form, for a user named in the body.
+    let s = rest
+        .call(
+            "POST",
+            &format!("/api/messages/{mid2}/report"),
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "reason": "spam"})),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{s:?}");
+    assert_eq!(s.body["reporter_id"], "alice");
+    let report2 = id(&s.body);
+
+    // The queue is for app admins.
+    assert_error(
+        &rest
+            .call("GET", "/api/moderation/reports", Cred::Bearer(&alice), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let q = rest
+        .call(
+            "GET",
+            "/api/moderation/reports?status=pending",
+            Cred::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(q.status, 200, "{q:?}");
+    let reports = q.body["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{q:?}");
+    assert_eq!(reports[0]["id"], report2.as_str(), "newest first");
+    assert_eq!(reports[1]["message"]["text"], "something rude");
+    assert_eq!(reports[1]["message"]["author"]["id"], "bob");
+    assert_eq!(reports[1]["message"]["channelName"], "g");
+    assert_eq!(
+        reports[1]["reporter"]["name"], "alice",
+        "as the last login named her"
+    );
+
+    // Review: delete the message (with its realtime event) ...
+    let mut watcher = WsClient::open(&node.ws_url()).await;
+    let (_, alice_ws) = rest.login(&key, "alice").await;
+    watcher.connect(&alice_ws).await;
+    let stream = format!("chat:{_app}:{gid}");
+    watcher.call("subscribe", json!({"channel": stream})).await;
+    assert_error(
+        &rest
+            .call(
+                "PUT",
+                &format!("/api/moderation/reports/{report_id}/review"),
+                Cred::Bearer(&admin),
+                Some(json!({"action": "shout"})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let rv = rest
+        .call(
+            "PUT",
+            &format!("/api/moderation/reports/{report_id}/review"),
+            Cred::Bearer(&admin),
+            Some(json!({"action": "delete_message", "adminNotes": "removed"})),
+        )
+        .await;
+    assert_eq!(rv.status, 200, "{rv:?}");
+    assert_eq!(rv.body["status"], "actioned");
+    assert_eq!(rv.body["actionTaken"], "delete_message");
+    assert_eq!(rv.body["reviewedBy"], "mod");
+    let deleted = watcher
+        .wait_for("message.deleted", |v| {
+            v["push"]["pub"]["data"]["type"] == "message.deleted"
+        })
+        .await;
+    assert_eq!(
+        deleted["push"]["pub"]["data"]["payload"]["messageId"],
+        mid.as_str(),
+        "{deleted:?}"
+    );
+
+    // ... then ban the author through the Server API's review form.
+    let mut bob_conn = WsClient::open(&node.ws_url()).await;
+    bob_conn.connect(&bob_ws).await;
+    let rs = rest
+        .call(
+            "PATCH",
+            &format!("/api/moderation/reports/{report2}"),
+            Cred::Key(&key),
+            Some(json!({"status": "resolved", "action_taken": "ban_user", "moderator_notes": "repeat"})),
+        )
+        .await;
+    assert_eq!(rs.status, 200, "{rs:?}");
+    assert_eq!(rs.body["status"], "resolved");
+    assert_eq!(rs.body["action_taken"], "ban_user");
+    // Bob's open connection is closed, and everything he does is refused.
+    assert_eq!(bob_conn.wait_close().await, 3503);
+    assert_error(&send(&rest, &bob, &gid, "hello?").await, 403, "USER_BANNED");
+    assert_error(
+        &rest
+            .call("GET", "/api/channels", Cred::Bearer(&bob), None)
+            .await,
+        403,
+        "USER_BANNED",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/tokens",
+                Cred::Key(&key),
+                Some(json!({"userId": "bob"})),
+            )
+            .await,
+        403,
+        "USER_BANNED",
+    );
+    // Even a server key cannot write in his name.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/messages",
+                Cred::Key(&key),
+                Some(json!({"channel_id": gid, "user_id": "bob", "text": "x"})),
+            )
+            .await,
+        403,
+        "USER_BANNED",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/channels",
+                Cred::Key(&key),
+                Some(json!({"user_id": "bob", "type": "group", "name": "x"})),
+            )
+            .await,
+        403,
+        "USER_BANNED",
+    );
+    let mut again = WsClient::open(&node.ws_url()).await;
+    again
+        .send("connect", json!({"token": bob_ws, "name": "t"}))
+        .await;
+    assert_eq!(again.wait_close().await, 3503);
+    let bans = rest
+        .call("GET", "/api/moderation/bans", Cred::Bearer(&admin), None)
+        .await;
+    assert_eq!(bans.body["bans"][0]["userId"], "bob", "{bans:?}");
+
+    let stats = rest
+        .call("GET", "/api/moderation/stats", Cred::Key(&key), None)
+        .await;
+    assert_eq!(stats.body["total_reports"], 2, "{stats:?}");
+    assert_eq!(stats.body["resolved_reports"], 2);
+    assert_eq!(stats.body["pending_reports"], 0);
+
+    // An unban restores him, with the same token.
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                "/api/moderation/bans/bob",
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let ub = rest
+        .call(
+            "DELETE",
+            "/api/moderation/bans/bob",
+            Cred::Bearer(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(ub.status, 200, "{ub:?}");
+    assert_eq!(send(&rest, &bob, &gid, "sorry").await.status, 201);
+    let mut back = WsClient::open(&node.ws_url()).await;
+    back.connect(&bob_ws).await;
+    rest.login(&key, "bob").await;
+
+    // A timed ban, and a warning (the user hears of it on their user channel).
+    let tb = rest
+        .call(
+            "POST",
+            "/api/moderation/bans",
+            Cred::Key(&key),
+            Some(json!({"user_id": "carol", "reason": "cool off", "duration_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(tb.status, 201, "{tb:?}");
+    assert!(tb.body["expires_at"].is_string(), "{tb:?}");
+    assert_error(
+        &rest
+            .call("GET", "/api/users/me", Cred::Bearer(&carol), None)
+            .await,
+        403,
+        "USER_BANNED",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/moderation/bans",
+                Cred::Key(&key),
+                Some(json!({"user_id": "carol", "duration_seconds": 0})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/moderation/bans",
+                Cred::Bearer(&admin),
+                Some(json!({"userId": "nobody"})),
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_bans_and_mutes_keep_users_out_and_quiet() {
+    let (node, rest) = node().await;
+    let (app, key) = node.app("channel-moderation").await;
+    for u in ["owner", "bob", "carol"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (owner, _) = rest.login(&key, "owner").await;
+    let (bob, bob_ws) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&owner),
+            Some(json!({"type": "public", "name": "town", "memberIds": ["bob", "carol"]})),
+        )
+        .await;
+    assert_eq!(ch.status, 201, "{ch:?}");
+    let cid = id(&ch.body);
+    let other = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&owner),
+            Some(json!({"type": "group", "name": "elsewhere", "memberIds": ["carol"]})),
+        )
+        .await;
+    let other_id = id(&other.body);
+
+    // A member cannot restrict others; the owner can.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{cid}/mutes"),
+                Cred::Bearer(&bob),
+                Some(json!({"userId": "carol"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let mute = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/mutes"),
+            Cred::Bearer(&owner),
+            Some(json!({"userId": "carol", "durationSeconds": 600})),
+        )
+        .await;
+    assert_eq!(mute.status, 201, "{mute:?}");
+    assert_error(
+        &send(&rest, &carol, &cid, "can I talk").await,
+        403,
+        "CHANNEL_RESTRICTED",
+    );
+    assert_eq!(
+        send(&rest, &carol, &other_id, "elsewhere I can")
+            .await
+            .status,
+        201
+    );
+    let mutes = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}/mutes"),
+            Cred::Bearer(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(mutes.body["mutes"][0]["userId"], "carol", "{mutes:?}");
+    assert!(mutes.body["mutes"][0]["expiresAt"].is_string());
+    let unmute = rest
+        .call(
+            "DELETE",
+            &format!("/api/channels/{cid}/mutes/carol"),
+            Cred::Bearer(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(unmute.status, 200, "{unmute:?}");
+    assert_eq!(send(&rest, &carol, &cid, "thanks").await.status, 201);
+
+    // A channel ban removes Bob, ends his subscription and keeps him out of an open channel.
+    let mut conn = WsClient::open(&node.ws_url()).await;
+    conn.connect(&bob_ws).await;
+    let stream = format!("chat:{app}:{cid}");
+    conn.call("subscribe", json!({"channel": stream})).await;
+    let ban = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{cid}/bans"),
+            Cred::Bearer(&owner),
+            Some(json!({"userId": "bob", "reason": "spam"})),
+        )
+        .await;
+    assert_eq!(ban.status, 201, "{ban:?}");
+    conn.wait_for("unsubscribe push", |v| {
+        v["push"]["channel"] == stream.as_str() && v["push"]["unsubscribe"].is_object()
+    })
+    .await;
+    let members = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}/members"),
+            Cred::Bearer(&owner),
+            None,
+        )
+        .await;
+    assert!(
+        !members.body.to_string().contains("\"bob\""),
+        "bob removed: {members:?}"
+    );
+    assert_error(
+        &send(&rest, &bob, &cid, "let me in").await,
+        403,
+        "CHANNEL_RESTRICTED",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/api/channels/{cid}/messages"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let sub = conn.call("subscribe", json!({"channel": stream})).await;
+    assert_eq!(sub["error"]["code"], 103, "{sub:?}");
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{cid}/members"),
+                Cred::Bearer(&owner),
+                Some(json!({"userId": "bob"})),
+            )
+            .await,
+        403,
+        "CHANNEL_RESTRICTED",
+    );
+    let bans = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{cid}/bans"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(bans.body["bans"][0]["user_id"], "bob", "{bans:?}");
+    assert_eq!(bans.body["bans"][0]["reason"], "spam");
+    // Lifted: he may join again (it is an open channel).
+    let lift = rest
+        .call(
+            "DELETE",
+            &format!("/api/channels/{cid}/bans/bob"),
+            Cred::Bearer(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(lift.status, 200, "{lift:?}");
+    assert_eq!(send(&rest, &bob, &cid, "back").await.status, 201);
+    // Nobody restricts the owner, and nobody restricts themselves.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{cid}/bans"),
+                Cred::Bearer(&owner),
+                Some(json!({"userId": "owner"})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    node.stop().await;
+}
