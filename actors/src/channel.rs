@@ -410,6 +410,7 @@ fn publication(e: &StoredEvent) -> Publication {
     Publication {
         offset: e.offset,
         data: crate::render::event(&e.event),
+        author: e.event.author().map(str::to_string),
     }
 }
 
@@ -486,6 +487,7 @@ impl ChannelState {
             self.emit_in_order(Publication {
                 offset: e.offset,
                 data,
+                author: e.event.author().map(str::to_string),
             });
         }
         first_message
@@ -575,6 +577,7 @@ impl ChannelState {
             &self.stream,
             self.group,
             Some(event.offset),
+            event.author.as_deref(),
             Bytes::from(frame),
         );
         self.emitted = event.offset;

@@ -31,6 +31,8 @@ const BATCH: usize = 256;
 pub struct Delivery {
     pub channel: String,
     pub offset: Option<u64>,
+    /// Whose act the event is (see `Event::author`): not delivered to those who block them.
+    pub author: Option<Arc<str>>,
     pub frame: Bytes,
 }
 
@@ -43,12 +45,15 @@ pub struct BatchSeq {
 }
 
 /// Encodes a batch as `[u64 incarnation][u64 seq]` then
-/// `[u32 len][channel][u8 has][u64 offset][u32 len][frame]`*.
+/// `[u32 len][channel][u8 has][u64 offset][u16 len][author][u32 len][frame]`* (an absent
+/// author has length 0: user ids are never empty).
 pub fn encode_batch(at: BatchSeq, batch: &[Delivery]) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(
         16 + batch
             .iter()
-            .map(|d| d.channel.len() + d.frame.len() + 17)
+            .map(|d| {
+                d.channel.len() + d.frame.len() + 19 + d.author.as_ref().map_or(0, |a| a.len())
+            })
             .sum::<usize>(),
     );
     out.put_u64(at.incarnation);
@@ -58,6 +63,11 @@ pub fn encode_batch(at: BatchSeq, batch: &[Delivery]) -> Vec<u8> {
         out.put_slice(d.channel.as_bytes());
         out.put_u8(u8::from(d.offset.is_some()));
         out.put_u64(d.offset.unwrap_or(0));
+        let author = d.author.as_deref().unwrap_or_default().as_bytes();
+        // User ids are at most 255 characters (`validate::user_id`): they always fit.
+        let author = &author[..author.len().min(usize::from(u16::MAX))];
+        out.put_u16(author.len() as u16);
+        out.put_slice(author);
         out.put_u32(d.frame.len() as u32);
         out.put_slice(&d.frame);
     }
@@ -80,12 +90,20 @@ pub fn decode_batch(raw: &[u8]) -> Option<(BatchSeq, Vec<Delivery>)> {
             return None;
         }
         let n = buf.get_u32() as usize;
-        if buf.remaining() < n + 13 {
+        if buf.remaining() < n + 11 {
             return None;
         }
         let channel = String::from_utf8(buf.split_to(n).to_vec()).ok()?;
         let has = buf.get_u8() == 1;
         let offset = buf.get_u64();
+        let a = usize::from(buf.get_u16());
+        if buf.remaining() < a + 4 {
+            return None;
+        }
+        let author = match a {
+            0 => None,
+            _ => Some(Arc::from(std::str::from_utf8(&buf.split_to(a)).ok()?)),
+        };
         let m = buf.get_u32() as usize;
         if buf.remaining() < m {
             return None;
@@ -94,6 +112,7 @@ pub fn decode_batch(raw: &[u8]) -> Option<(BatchSeq, Vec<Delivery>)> {
         out.push(Delivery {
             channel,
             offset: has.then_some(offset),
+            author,
             frame,
         });
     }
@@ -136,8 +155,15 @@ impl Emitter {
 
     /// Delivers one event of `channel` (in shard `group`) here and on every other active node
     /// that wants it.
-    pub fn emit(&self, channel: &str, group: GroupId, offset: Option<u64>, frame: Bytes) {
-        self.fanout.deliver(channel, offset, &frame);
+    pub fn emit(
+        &self,
+        channel: &str,
+        group: GroupId,
+        offset: Option<u64>,
+        author: Option<&str>,
+        frame: Bytes,
+    ) {
+        self.fanout.deliver(channel, offset, author, &frame);
         let others = self.cluster.other_active_nodes();
         if others.is_empty() {
             return;
@@ -148,11 +174,13 @@ impl Emitter {
         } else {
             others
         };
+        let author: Option<Arc<str>> = author.map(Arc::from);
         for node in targets {
             let tx = self.peer(node);
             let d = Delivery {
                 channel: channel.to_string(),
                 offset,
+                author: author.clone(),
                 frame: frame.clone(),
             };
             if tx.try_send(d).is_err() {
@@ -207,11 +235,13 @@ mod tests {
             Delivery {
                 channel: "chat:a:b".into(),
                 offset: Some(7),
+                author: Some(Arc::from("bob")),
                 frame: Bytes::from_static(b"{\"x\":1}"),
             },
             Delivery {
                 channel: "chat:a:c".into(),
                 offset: None,
+                author: None,
                 frame: Bytes::from_static(b"{}"),
             },
         ];

@@ -6,8 +6,14 @@
 //! arrive while its subscribe reply is being prepared are held back and released after it;
 //! duplicates are dropped; a gap (an event lost between nodes, or a leader change) closes the
 //! connection with 3010 so the client reconnects and recovers exactly what it missed.
+//!
+//! A subscription may name users its client blocks: events those users authored (messages,
+//! reactions, typing) are not sent to it. A durable one still moves the subscription's position
+//! (the client sees the next offset after a hole, as after a recovery that left it out), so
+//! blocking never looks like a gap.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -25,9 +31,13 @@ pub struct ClientInfo {
     pub user: String,
 }
 
+/// Users whose events a subscriber does not receive (user ids, without the app).
+pub type BlockSet = Arc<BTreeSet<String>>;
+
 enum SubState {
-    /// Subscribe reply not sent yet: durable events wait here.
-    Pending(Vec<(u64, Bytes)>),
+    /// Subscribe reply not sent yet: durable events wait here (None: one the subscriber does
+    /// not receive, kept for its offset).
+    Pending(Vec<(u64, Option<Bytes>)>),
     /// Reply sent; `last` is the last offset the client has.
     Live {
         last: u64,
@@ -42,9 +52,44 @@ pub struct Subscription {
     pub info: Arc<ClientInfo>,
     out: Arc<Outbound>,
     state: Mutex<SubState>,
+    /// Whether `blocked` names anyone: most subscribers block no one, and their deliveries
+    /// never take its lock.
+    has_blocks: AtomicBool,
+    blocked: RwLock<Option<BlockSet>>,
 }
 
 impl Subscription {
+    fn new(channel: Arc<str>, info: Arc<ClientInfo>, out: Arc<Outbound>, state: SubState) -> Self {
+        Subscription {
+            channel,
+            info,
+            out,
+            state: Mutex::new(state),
+            has_blocks: AtomicBool::new(false),
+            blocked: RwLock::new(None),
+        }
+    }
+
+    /// Sets the users whose events this subscriber does not receive.
+    pub fn set_blocked(&self, blocked: Option<BlockSet>) {
+        let any = blocked.as_ref().is_some_and(|b| !b.is_empty());
+        if let Ok(mut b) = self.blocked.write() {
+            *b = blocked.filter(|b| !b.is_empty());
+        }
+        self.has_blocks.store(any, Ordering::Release);
+    }
+
+    /// Whether the subscriber blocks `author`.
+    fn hides(&self, author: Option<&str>) -> bool {
+        match author {
+            Some(a) if self.has_blocks.load(Ordering::Acquire) => self
+                .blocked
+                .read()
+                .is_ok_and(|b| b.as_ref().is_some_and(|b| b.contains(a))),
+            _ => false,
+        }
+    }
+
     /// Whether the subscription was ended (unsubscribed, or closed by a gap or overflow).
     pub fn is_closed(&self) -> bool {
         self.state
@@ -53,7 +98,8 @@ impl Subscription {
             .unwrap_or(true)
     }
 
-    fn deliver(&self, offset: Option<u64>, frame: &Bytes) {
+    fn deliver(&self, offset: Option<u64>, author: Option<&str>, frame: &Bytes) {
+        let hidden = self.hides(author);
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -63,7 +109,7 @@ impl Subscription {
                     *state = SubState::Closed;
                     self.out.close(CloseReason::SLOW);
                 } else {
-                    held.push((o, frame.clone()));
+                    held.push((o, (!hidden).then(|| frame.clone())));
                 }
             }
             (SubState::Live { last }, Some(o)) => {
@@ -71,14 +117,18 @@ impl Subscription {
                     // Already delivered (recovery and live overlap, or a re-sent event).
                 } else if o == *last + 1 {
                     *last = o;
-                    self.out.push(frame.clone());
+                    if !hidden {
+                        self.out.push(frame.clone());
+                    }
                 } else {
                     *state = SubState::Closed;
                     self.out.close(CloseReason::INSUFFICIENT_STATE);
                 }
             }
             (SubState::Live { .. }, None) => {
-                self.out.push(frame.clone());
+                if !hidden {
+                    self.out.push(frame.clone());
+                }
             }
             (SubState::Pending(_), None) | (SubState::Closed, _) => {}
         }
@@ -111,7 +161,9 @@ impl Subscription {
                 return;
             }
             last = o;
-            self.out.push(frame);
+            if let Some(frame) = frame {
+                self.out.push(frame);
+            }
         }
         *state = SubState::Live { last };
     }
@@ -140,31 +192,34 @@ pub struct Fanout {
 impl Fanout {
     /// Registers a subscription in the pending state; call [`Subscription::activate`] once the
     /// subscribe reply is ready.
+    /// `blocked` names users whose events the subscriber does not receive.
     pub fn subscribe(
         &self,
         channel: &str,
         info: Arc<ClientInfo>,
         out: Arc<Outbound>,
+        blocked: Option<BlockSet>,
     ) -> Arc<Subscription> {
         let Ok(mut map) = self.channels.write() else {
             // A poisoned index delivers nothing: the subscription is born closed.
-            return Arc::new(Subscription {
-                channel: Arc::from(channel),
+            return Arc::new(Subscription::new(
+                Arc::from(channel),
                 info,
                 out,
-                state: Mutex::new(SubState::Closed),
-            });
+                SubState::Closed,
+            ));
         };
         let name = match map.get_key_value(channel) {
             Some((name, _)) => name.clone(),
             None => Arc::from(channel),
         };
-        let sub = Arc::new(Subscription {
-            channel: name.clone(),
+        let sub = Arc::new(Subscription::new(
+            name.clone(),
             info,
             out,
-            state: Mutex::new(SubState::Pending(Vec::new())),
-        });
+            SubState::Pending(Vec::new()),
+        ));
+        sub.set_blocked(blocked);
         map.entry(name)
             .or_insert_with(|| Local {
                 subs: Vec::new(),
@@ -235,7 +290,13 @@ impl Fanout {
     /// Delivered under the index's read lock, without copying the subscriber list: a delivery
     /// only queues shared bytes (or closes a queue), never waits, and never takes the index's
     /// write lock, so subscribes wait at most one delivery's length.
-    pub fn deliver(&self, channel: &str, offset: Option<u64>, frame: &Bytes) -> usize {
+    pub fn deliver(
+        &self,
+        channel: &str,
+        offset: Option<u64>,
+        author: Option<&str>,
+        frame: &Bytes,
+    ) -> usize {
         let Ok(map) = self.channels.read() else {
             return 0;
         };
@@ -243,9 +304,22 @@ impl Fanout {
             return 0;
         };
         for sub in subs {
-            sub.deliver(offset, frame);
+            sub.deliver(offset, author, frame);
         }
         subs.len()
+    }
+
+    /// Sets whom `principal`'s subscriptions on this node block (a block or unblock).
+    pub fn set_blocked(&self, principal: &str, blocked: Option<BlockSet>) {
+        if let Ok(map) = self.channels.read() {
+            for sub in map
+                .values()
+                .flat_map(|l| l.subs.iter())
+                .filter(|s| s.info.user == principal)
+            {
+                sub.set_blocked(blocked.clone());
+            }
+        }
     }
 
     /// Who is subscribed to `channel` on this node.
@@ -390,13 +464,13 @@ mod tests {
     async fn events_held_during_subscribe_are_released_after_the_reply_without_duplicates() {
         let fanout = Fanout::default();
         let out = Arc::new(Outbound::new(1 << 20));
-        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
-        fanout.deliver("chat:a:b", Some(5), &Bytes::from_static(b"e5"));
-        fanout.deliver("chat:a:b", Some(6), &Bytes::from_static(b"e6"));
-        fanout.deliver("chat:a:b", None, &Bytes::from_static(b"typing"));
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone(), None);
+        fanout.deliver("chat:a:b", Some(5), None, &Bytes::from_static(b"e5"));
+        fanout.deliver("chat:a:b", Some(6), None, &Bytes::from_static(b"e6"));
+        fanout.deliver("chat:a:b", None, None, &Bytes::from_static(b"typing"));
         sub.activate(Bytes::from_static(b"reply"), 5);
-        fanout.deliver("chat:a:b", Some(6), &Bytes::from_static(b"e6"));
-        fanout.deliver("chat:a:b", Some(7), &Bytes::from_static(b"e7"));
+        fanout.deliver("chat:a:b", Some(6), None, &Bytes::from_static(b"e6"));
+        fanout.deliver("chat:a:b", Some(7), None, &Bytes::from_static(b"e7"));
         let got = frames(&out).await;
         assert_eq!(
             got,
@@ -412,9 +486,9 @@ mod tests {
     async fn a_gap_closes_with_insufficient_state() {
         let fanout = Fanout::default();
         let out = Arc::new(Outbound::new(1 << 20));
-        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone(), None);
         sub.activate(Bytes::from_static(b"reply"), 1);
-        fanout.deliver("chat:a:b", Some(3), &Bytes::from_static(b"e3"));
+        fanout.deliver("chat:a:b", Some(3), None, &Bytes::from_static(b"e3"));
         assert_eq!(out.closed(), Some(CloseReason::INSUFFICIENT_STATE));
     }
 
@@ -422,13 +496,50 @@ mod tests {
     async fn unsubscribed_sessions_get_nothing() {
         let fanout = Fanout::default();
         let out = Arc::new(Outbound::new(1 << 20));
-        let sub = fanout.subscribe("chat:a:b", info(), out.clone());
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone(), None);
         sub.activate(Bytes::from_static(b"r"), 0);
         fanout.unsubscribe(&sub);
         assert_eq!(
-            fanout.deliver("chat:a:b", Some(1), &Bytes::from_static(b"e1")),
+            fanout.deliver("chat:a:b", Some(1), None, &Bytes::from_static(b"e1")),
             0
         );
         assert_eq!(fanout.channel_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn blocked_authors_are_skipped_without_a_gap() {
+        let fanout = Fanout::default();
+        let out = Arc::new(Outbound::new(1 << 20));
+        let blocked: BlockSet = Arc::new(["bob".to_string()].into_iter().collect());
+        let sub = fanout.subscribe("chat:a:b", info(), out.clone(), Some(blocked));
+        fanout.deliver("chat:a:b", Some(2), Some("bob"), &Bytes::from_static(b"b2"));
+        sub.activate(Bytes::from_static(b"reply"), 1);
+        fanout.deliver(
+            "chat:a:b",
+            Some(3),
+            Some("carol"),
+            &Bytes::from_static(b"c3"),
+        );
+        fanout.deliver("chat:a:b", Some(4), Some("bob"), &Bytes::from_static(b"b4"));
+        fanout.deliver(
+            "chat:a:b",
+            None,
+            Some("bob"),
+            &Bytes::from_static(b"typing"),
+        );
+        fanout.deliver("chat:a:b", Some(5), None, &Bytes::from_static(b"e5"));
+        // Unblocked: Bob's events arrive again.
+        fanout.set_blocked("u", None);
+        fanout.deliver("chat:a:b", Some(6), Some("bob"), &Bytes::from_static(b"b6"));
+        assert_eq!(out.closed(), None);
+        assert_eq!(
+            frames(&out).await,
+            vec![
+                Bytes::from_static(b"reply"),
+                Bytes::from_static(b"c3"),
+                Bytes::from_static(b"e5"),
+                Bytes::from_static(b"b6")
+            ]
+        );
     }
 }

@@ -622,6 +622,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// The user whose act the event reports, for those a user who blocks them does not
+    /// receive in realtime: their messages (new, replies, edits), reactions and mentions.
+    pub fn author(&self) -> Option<&str> {
+        match self {
+            Event::MessageNew(m) | Event::ThreadReply(m) | Event::MessageUpdated(m) => {
+                Some(&m.user_id)
+            }
+            Event::Reaction { user, .. } => Some(&user.id),
+            Event::Mention(m) => Some(&m.mentioner.id),
+            _ => None,
+        }
+    }
+
     /// The message a message event carries whole.
     pub fn message(&self) -> Option<&Message> {
         match self {
@@ -660,6 +673,8 @@ pub struct StoredEvent {
 pub struct Publication {
     pub offset: u64,
     pub data: String,
+    /// [`Event::author`]: subscribers who block this user are not sent the publication.
+    pub author: Option<String>,
 }
 
 /// Where a stream stands.

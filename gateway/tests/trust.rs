@@ -517,3 +517,107 @@ async fn channel_bans_and_mutes_keep_users_out_and_quiet() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_users_events_do_not_reach_the_blocker_in_realtime_or_recovery() {
+    let (node, rest) = node().await;
+    let (app, key) = node.app("block-realtime").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (alice, alice_ws) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&carol),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["alice", "bob"]})),
+        )
+        .await;
+    let gid = id(&ch.body);
+    let stream = format!("chat:{app}:{gid}");
+    let mut conn = WsClient::open(&node.ws_url()).await;
+    conn.connect(&alice_ws).await;
+    let sub = conn.call("subscribe", json!({"channel": stream})).await;
+    let start = sub["subscribe"]["offset"].as_u64().unwrap_or(0);
+    let epoch = sub["subscribe"]["epoch"].clone();
+    let b = rest
+        .call("POST", "/api/users/bob/block", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(b.status, 200, "{b:?}");
+    // Bob's message, reaction and typing are not sent to Alice; Carol's message is, at the
+    // offset after Bob's (no gap close).
+    let bm = send(&rest, &bob, &gid, "from bob").await;
+    assert_eq!(bm.status, 201);
+    let react = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/messages/{}/reactions", id(&bm.body)),
+            Cred::Bearer(&bob),
+            Some(json!({"emoji": "x"})),
+        )
+        .await;
+    assert_eq!(react.status, 201, "{react:?}");
+    rest.call(
+        "POST",
+        &format!("/api/channels/{gid}/typing"),
+        Cred::Bearer(&bob),
+        Some(json!({"typing": true})),
+    )
+    .await;
+    let cm = send(&rest, &carol, &gid, "from carol").await;
+    assert_eq!(cm.status, 201);
+    let mut pubs = Vec::new();
+    conn.collect_pubs(&stream, &mut pubs, 1).await;
+    assert_eq!(
+        pubs[0]["data"]["payload"]["message"]["text"], "from carol",
+        "{pubs:?}"
+    );
+    assert_eq!(pubs[0]["offset"].as_u64(), Some(start + 3), "{pubs:?}");
+    // Recovery and history leave Bob out too.
+    let mut again = WsClient::open(&node.ws_url()).await;
+    again.connect(&alice_ws).await;
+    let rec = again
+        .call(
+            "subscribe",
+            json!({"channel": stream, "recover": true, "epoch": epoch, "offset": start}),
+        )
+        .await;
+    let recovered = rec["subscribe"]["publications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recovered.len(), 1, "{rec:?}");
+    assert_eq!(
+        recovered[0]["data"]["payload"]["message"]["text"],
+        "from carol"
+    );
+    let hist = again
+        .call("history", json!({"channel": stream, "limit": 10}))
+        .await;
+    let texts: Vec<&Value> = hist["history"]["publications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| &p["data"]["payload"]["message"]["text"])
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!texts.iter().any(|t| *t == "from bob"), "{hist:?}");
+    assert!(texts.iter().any(|t| *t == "from carol"), "{hist:?}");
+    // Unblocked: Bob's messages arrive again on the open subscription.
+    let ub = rest
+        .call("DELETE", "/api/users/bob/block", Cred::Bearer(&alice), None)
+        .await;
+    assert_eq!(ub.status, 200, "{ub:?}");
+    assert_eq!(send(&rest, &bob, &gid, "bob again").await.status, 201);
+    let mut more = Vec::new();
+    conn.collect_pubs(&stream, &mut more, 1).await;
+    assert_eq!(
+        more[0]["data"]["payload"]["message"]["text"], "bob again",
+        "{more:?}"
+    );
+    node.stop().await;
+}

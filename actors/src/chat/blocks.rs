@@ -6,6 +6,12 @@
 //! messages and on reads, locally on every node, and change at the rate people fall out.
 
 use super::*;
+use crate::fanout::BlockSet;
+
+/// A block set of `ids` (None when empty).
+pub(super) fn block_set_of(ids: Vec<String>) -> Option<BlockSet> {
+    (!ids.is_empty()).then(|| Arc::new(ids.into_iter().collect()))
+}
 
 impl Chat {
     /// `caller` blocks (`block`) or unblocks `target`.
@@ -28,15 +34,39 @@ impl Chat {
         match self
             .dir(DirCommand::Block {
                 app_id: caller.app.clone(),
-                blocker: me,
+                blocker: me.clone(),
                 blocked: target.to_string(),
                 at: block.then(time::now_ms),
             })
             .await?
         {
-            DirReply::Done => Ok(()),
-            other => Err(unexpected(other)),
+            DirReply::Done => {}
+            other => return Err(unexpected(other)),
         }
+        // The blocker's live subscriptions, on every node, stop (or start again) receiving
+        // the blocked user's events.
+        let principal = format!("{}:{me}", caller.app);
+        let now_blocked = self.blocked_users(caller)?;
+        let ids: Vec<String> = now_blocked.into_iter().map(|(u, _)| u).collect();
+        self.inner
+            .fanout
+            .set_blocked(&principal, block_set_of(ids.clone()));
+        match codec::encode(&(&principal, &ids)) {
+            Ok(body) => self.tell_other_nodes(TOPIC_BLOCKS, body).await,
+            Err(e) => tracing::error!(error = %e, "block change not sent to other nodes"),
+        }
+        Ok(())
+    }
+
+    /// The users `user` blocks, as subscriptions filter them (None: nobody).
+    pub fn block_set(&self, app: &str, user: &str) -> Option<BlockSet> {
+        let ids = self
+            .inner
+            .directory
+            .blocked_by(app, user)
+            .map(|b| b.into_iter().map(|(u, _)| u).collect())
+            .unwrap_or_default();
+        block_set_of(ids)
     }
 
     /// The users the caller blocks, with when.

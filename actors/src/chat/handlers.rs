@@ -73,7 +73,10 @@ impl Deliveries {
     fn deliver(&self, from: NodeId, batches: Vec<Vec<Delivery>>) {
         let mut unwanted: Vec<(String, u64)> = Vec::new();
         for d in batches.into_iter().flatten() {
-            if self.fanout.deliver(&d.channel, d.offset, &d.frame) == 0
+            if self
+                .fanout
+                .deliver(&d.channel, d.offset, d.author.as_deref(), &d.frame)
+                == 0
                 && !unwanted.iter().any(|(c, _)| *c == d.channel)
             {
                 unwanted.push((d.channel, 0));
@@ -240,6 +243,22 @@ impl UpperHandler for DisconnectHandler {
             CloseReason::FORCE_DISCONNECT,
         );
         Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+pub(super) struct BlocksHandler(pub(super) Arc<Fanout>);
+
+impl UpperHandler for BlocksHandler {
+    fn handle(&self, _from: NodeId, body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let result = match codec::decode::<(String, Vec<String>)>(&body) {
+            Ok((principal, ids)) => {
+                self.0
+                    .set_blocked(&principal, super::blocks::block_set_of(ids));
+                Ok(Vec::new())
+            }
+            Err(e) => Err(format!("malformed block change: {e}")),
+        };
+        Box::pin(async move { result })
     }
 }
 

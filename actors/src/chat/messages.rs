@@ -560,7 +560,7 @@ impl Chat {
     }
 
     pub(super) fn unread_notice(&self, app: &str, channel: &str, user: &str, count: u64) {
-        self.emit_ephemeral(&user_stream(app, user), || {
+        self.emit_ephemeral(&user_stream(app, user), None, || {
             render::envelope(
                 "channel.unread_changed",
                 UnreadPayload {
@@ -614,7 +614,7 @@ impl Chat {
         } else {
             "typing.stop"
         };
-        self.emit_ephemeral(&chat_stream(&caller.app, channel), || {
+        self.emit_ephemeral(&chat_stream(&caller.app, channel), Some(user), || {
             render::envelope(
                 kind,
                 TypingPayload {

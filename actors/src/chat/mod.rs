@@ -66,8 +66,8 @@ mod realtime;
 mod users;
 
 use handlers::{
-    ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler, OnlineHandler,
-    PresenceHandler, UninterestedHandler, UnsubscribeHandler,
+    BlocksHandler, ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler,
+    OnlineHandler, PresenceHandler, UninterestedHandler, UnsubscribeHandler,
 };
 
 /// Topic of channel-actor requests forwarded to a shard's leader.
@@ -88,6 +88,8 @@ const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
 /// Topic of "which of these users are connected to you" questions (0x4306 and 0x4307 are
 /// the interest topics).
 const TOPIC_ONLINE: u16 = 0x4308;
+/// Topic of "this user now blocks these users" broadcasts (subscriptions filter them).
+const TOPIC_BLOCKS: u16 = 0x4309;
 
 /// Settings of the chat layer.
 #[derive(Clone, Debug)]
@@ -324,6 +326,10 @@ impl Chat {
             Arc::new(OnlineHandler(chat.inner.fanout.clone())),
         );
         node.register_handler(
+            TOPIC_BLOCKS,
+            Arc::new(BlocksHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
             TOPIC_UNSUBSCRIBE,
             Arc::new(UnsubscribeHandler(chat.inner.fanout.clone())),
         );
@@ -514,15 +520,20 @@ impl Chat {
 
 impl Chat {
     /// Publishes an ephemeral event (no offset, not stored) on `stream`, rendered by `data`
-    /// only when someone would receive it.
-    pub(super) fn emit_ephemeral(&self, stream: &str, data: impl FnOnce() -> String) {
+    /// only when someone would receive it; subscribers who block `author` do not receive it.
+    pub(super) fn emit_ephemeral(
+        &self,
+        stream: &str,
+        author: Option<&str>,
+        data: impl FnOnce() -> String,
+    ) {
         let emitter = &self.inner.env.emitter;
         if !emitter.has_audience(stream, || group_of(stream, self.inner.shards())) {
             return;
         }
         let group = group_of(stream, self.inner.shards());
         let frame = chatsdk_proto::realtime::push_publication_raw(stream, 0, &data(), None);
-        emitter.emit(stream, group, None, bytes::Bytes::from(frame));
+        emitter.emit(stream, group, None, author, bytes::Bytes::from(frame));
     }
 }
 

@@ -403,7 +403,7 @@ impl Chat {
             other => return Err(unexpected(other)),
         }
         let warnings = self.standing(&caller.app, user)?.warnings;
-        self.emit_ephemeral(&user_stream(&caller.app, user), || {
+        self.emit_ephemeral(&user_stream(&caller.app, user), None, || {
             json!({
                 "type": "user.warned",
                 "userId": user,

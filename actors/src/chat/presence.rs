@@ -241,6 +241,7 @@ impl Chat {
                 &stream,
                 group_of(&stream, self.inner.shards()),
                 None,
+                None,
                 bytes::Bytes::from(frame),
             );
         }

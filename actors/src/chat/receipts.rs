@@ -215,7 +215,7 @@ impl Chat {
 
     /// `channel.total_unread_changed` with `count`, on the user's `user:` channel.
     fn total_notice(&self, app: &str, user: &str, count: u64) {
-        self.emit_ephemeral(&user_stream(app, user), || {
+        self.emit_ephemeral(&user_stream(app, user), None, || {
             render::envelope("channel.total_unread_changed", TotalPayload { count })
         });
     }

@@ -129,9 +129,14 @@ impl Ctx {
             .await
         {
             Ok(pos) => {
+                let blocked = (req.channel.starts_with("chat:")
+                    || req.channel.starts_with("user:"))
+                .then(|| self.chat.block_set(&p.app, &p.user))
+                .flatten();
                 let mut publications: Vec<Value> = pos
                     .publications
                     .iter()
+                    .filter(|e| !super::blocks_author(&blocked, e))
                     .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
                     .collect();
                 let mut reply = realtime::reply(

@@ -479,12 +479,17 @@ impl Session {
                 })
             })
             .clone();
+        // The authors this user blocks: their events are left out of what the channel sends.
+        let blocked = (req.channel.starts_with("chat:") || req.channel.starts_with("user:"))
+            .then(|| self.args.chat.block_set(&p.app, &p.user))
+            .flatten();
         // Registered before asking for the position, so nothing emitted meanwhile is missed.
-        let sub = self
-            .args
-            .chat
-            .fanout()
-            .subscribe(&req.channel, info, self.args.out.clone());
+        let sub = self.args.chat.fanout().subscribe(
+            &req.channel,
+            info,
+            self.args.out.clone(),
+            blocked.clone(),
+        );
         let since = req.recover.then(|| (req.epoch.clone(), req.offset));
         match self
             .args
@@ -496,6 +501,7 @@ impl Session {
                 let publications: Vec<Value> = pos
                     .publications
                     .iter()
+                    .filter(|e| !blocks_author(&blocked, e))
                     .map(|e| json!({"data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null), "offset": e.offset}))
                     .collect();
                 let result = |publications: Vec<Value>, recovered: bool| {
@@ -524,6 +530,17 @@ impl Session {
                 reply_chat_error(&self.args.out, id, &e);
             }
         }
+    }
+}
+
+/// Whether a subscriber blocking `blocked` leaves out publication `e`.
+pub(super) fn blocks_author(
+    blocked: &Option<crate::fanout::BlockSet>,
+    e: &crate::model::Publication,
+) -> bool {
+    match (blocked, &e.author) {
+        (Some(b), Some(a)) => b.contains(a),
+        _ => false,
     }
 }
 
