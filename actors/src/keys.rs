@@ -44,6 +44,9 @@ pub(crate) fn apps() -> Vec<u8> {
 pub(crate) fn api_key(hash: &str) -> Vec<u8> {
     key(&[b"d", b"key", hash.as_bytes()])
 }
+pub(crate) fn api_keys() -> Vec<u8> {
+    prefix(&[b"d", b"key"])
+}
 pub(crate) fn user(app: &str, user: &str) -> Vec<u8> {
     key(&[b"d", b"user", app.as_bytes(), user.as_bytes()])
 }

@@ -36,6 +36,28 @@ pub struct ApiKey {
     pub revoked_at: Option<u64>,
 }
 
+/// What a server key may do. `admin` includes the others and manages the app's keys; `read`
+/// is every GET, `write` every other request, `tokens` minting user tokens.
+pub const KEY_SCOPES: [&str; 4] = ["admin", "read", "write", "tokens"];
+
+/// The scopes of a key made by the super-admin, dev mode or at first start: all of them.
+pub fn full_key_scopes() -> Vec<String> {
+    KEY_SCOPES.iter().map(|s| s.to_string()).collect()
+}
+
+/// The scopes of a key created without naming any: everything but key management.
+pub fn default_key_scopes() -> Vec<String> {
+    vec!["read".into(), "write".into(), "tokens".into()]
+}
+
+impl ApiKey {
+    /// Whether the key may act with `scope`. Keys stored before scopes were enforced carry
+    /// none and keep the full authority they were made with.
+    pub fn allows(&self, scope: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+}
+
 /// A user of an app.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct User {

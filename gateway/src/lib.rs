@@ -33,7 +33,7 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, blocks, by_message, channels, emoji, health, mentions, messages,
+        admin, annotations, blocks, by_message, channels, emoji, health, keys, mentions, messages,
         moderation, presence, receipts, templates, tokens, users, workspaces,
     };
     let body_limit = state.config.body_limit;
@@ -47,7 +47,8 @@ pub fn app(state: GatewayState) -> Router {
         .route("/tokens/validate-ws", get(tokens::validate_ws))
         .route("/api/auth/connect", post(tokens::connect))
         .route("/api/auth/refresh", post(tokens::auth_refresh))
-        .route("/api/auth/api-keys", post(tokens::create_api_key))
+        .route("/api/auth/api-keys", get(keys::list).post(keys::create))
+        .route("/api/auth/api-keys/{id}", delete(keys::revoke))
         .route(
             "/api/realtime/subscription-token",
             post(tokens::subscription_token),

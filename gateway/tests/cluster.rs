@@ -522,3 +522,77 @@ async fn presence_spans_the_cluster() {
         n.stop().await;
     }
 }
+
+/// A revoked server key and a ban hold on every node as soon as the request that made them
+/// is answered: the very next request to another node is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_keys_and_bans_hold_on_every_node_at_once() {
+    let nodes = cluster().await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (_app, key) = nodes[0].app("revocation").await;
+    rests[0]
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "mallory"})),
+        )
+        .await;
+    let made = rests[0]
+        .call(
+            "POST",
+            "/api/auth/api-keys",
+            Cred::Key(&key),
+            Some(json!({"name": "leaked"})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    let leaked = made.body["api_key"].as_str().unwrap().to_string();
+    let leaked_id = made.body["id"].as_str().unwrap().to_string();
+    let (token, _) = rests[0].login(&key, "mallory").await;
+    for rest in &rests {
+        support::eventually("the new key and token work on every node", || async {
+            rest.call("GET", "/api/users/mallory", Cred::Key(&leaked), None)
+                .await
+                .status
+                == 200
+                && rest
+                    .call("GET", "/api/users/me", Cred::Bearer(&token), None)
+                    .await
+                    .status
+                    == 200
+        })
+        .await;
+    }
+    let revoke = rests[0]
+        .call(
+            "DELETE",
+            &format!("/api/auth/api-keys/{leaked_id}"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 200, "{revoke:?}");
+    let ban = rests[1]
+        .call(
+            "POST",
+            "/api/moderation/bans",
+            Cred::Key(&key),
+            Some(json!({"user_id": "mallory"})),
+        )
+        .await;
+    assert_eq!(ban.status, 201, "{ban:?}");
+    for rest in &rests {
+        let r = rest
+            .call("GET", "/api/users/mallory", Cred::Key(&leaked), None)
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+        let r = rest
+            .call("GET", "/api/users/me", Cred::Bearer(&token), None)
+            .await;
+        assert_eq!(r.body["error"]["code"], "USER_BANNED", "{r:?}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}

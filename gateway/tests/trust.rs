@@ -621,3 +621,161 @@ async fn blocked_users_events_do_not_reach_the_blocker_in_realtime_or_recovery()
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keys_are_scoped_listed_capped_and_revoked() {
+    let node = TestNode::start_chat(
+        GatewayConfig::default(),
+        chatsdk_actors::ChatConfig {
+            max_api_keys_per_app: 4,
+            ..support::test_chat_config()
+        },
+    )
+    .await;
+    let rest = Rest::new(&node);
+    let (app, admin_key) = node.app("keys").await;
+    user(&rest, &admin_key, "u", false).await;
+    let create = |key: String, body: Value| {
+        let rest = &rest;
+        async move {
+            rest.call("POST", "/api/auth/api-keys", Cred::Key(&key), Some(body))
+                .await
+        }
+    };
+    // Without scopes: everything but key management.
+    let plain = create(admin_key.clone(), json!({"name": "backend"})).await;
+    assert_eq!(plain.status, 201, "{plain:?}");
+    assert_eq!(plain.body["scopes"], json!(["read", "write", "tokens"]));
+    let backend = plain.body["api_key"].as_str().unwrap().to_string();
+    assert_error(
+        &create(backend.clone(), json!({"name": "more"})).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call("GET", "/api/auth/api-keys", Cred::Key(&backend), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &create(
+            admin_key.clone(),
+            json!({"name": "x", "scopes": ["everything"]}),
+        )
+        .await,
+        400,
+        "BAD_REQUEST",
+    );
+    // A read-only key reads and nothing else.
+    let ro = create(admin_key.clone(), json!({"name": "ro", "scopes": ["read"]})).await;
+    assert_eq!(ro.status, 201, "{ro:?}");
+    let ro_key = ro.body["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        rest.call("GET", "/api/users/u", Cred::Key(&ro_key), None)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/users",
+                Cred::Key(&ro_key),
+                Some(json!({"user_id": "v"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/tokens",
+                Cred::Key(&ro_key),
+                Some(json!({"userId": "u"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    rest.login(&backend, "u").await;
+    // The cap counts keys not revoked (the test app's own key, backend, ro: 3 of 4).
+    assert_eq!(
+        create(admin_key.clone(), json!({"name": "fourth"}))
+            .await
+            .status,
+        201
+    );
+    assert_error(
+        &create(admin_key.clone(), json!({"name": "fifth"})).await,
+        429,
+        "LIMIT_EXCEEDED",
+    );
+    let list = rest
+        .call("GET", "/api/auth/api-keys", Cred::Key(&admin_key), None)
+        .await;
+    assert_eq!(list.status, 200, "{list:?}");
+    let keys = list.body["api_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "{list:?}");
+    assert!(
+        !list.body.to_string().contains(&backend),
+        "no plaintext listed"
+    );
+    assert!(keys.iter().all(|k| k["app_id"] == app.as_str()));
+    // Revoked: refused at once, and a slot is free again.
+    let backend_id = plain.body["id"].as_str().unwrap();
+    let r = rest
+        .call(
+            "DELETE",
+            &format!("/api/auth/api-keys/{backend_id}"),
+            Cred::Key(&admin_key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_error(
+        &rest
+            .call("GET", "/api/users/u", Cred::Key(&backend), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/auth/api-keys/{backend_id}"),
+                Cred::Key(&admin_key),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        create(admin_key.clone(), json!({"name": "fifth"}))
+            .await
+            .status,
+        201
+    );
+    // Another app's key cannot see or revoke these.
+    let (_other, other_key) = node.app("other").await;
+    let ro_id = ro.body["id"].as_str().unwrap();
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/auth/api-keys/{ro_id}"),
+                Cred::Key(&other_key),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    node.stop().await;
+}

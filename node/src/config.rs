@@ -268,6 +268,8 @@ pub struct LimitsConfig {
     pub pins_per_channel: u32,
     /// Workspace invitations one user may send per hour.
     pub invites_per_hour: u32,
+    /// Server API keys an app may have that are not revoked.
+    pub api_keys_per_app: u32,
     /// Multiply the rate limits by [`BENCH_RATE_MULTIPLIER`]; for load tests only.
     pub bench_profile: bool,
 }
@@ -294,6 +296,7 @@ impl Default for LimitsConfig {
             reactions_per_user_per_message: 20,
             pins_per_channel: 25,
             invites_per_hour: 100,
+            api_keys_per_app: 50,
             bench_profile: false,
         }
     }

@@ -112,6 +112,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         max_reactions_per_user: c.limits.reactions_per_user_per_message,
         max_pins_per_channel: c.limits.pins_per_channel,
         invites_per_hour: c.limits.invites_per_hour,
+        max_api_keys_per_app: c.limits.api_keys_per_app,
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;
@@ -121,7 +122,9 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         let app = chat
             .create_app(None, "Default App", serde_json::json!({}))
             .await?;
-        let (_, key) = chat.create_api_key(&app.id, "default", Vec::new()).await?;
+        let (_, key) = chat
+            .create_api_key(&app.id, "default", chatsdk_actors::model::full_key_scopes())
+            .await?;
         credentials.default_app = Some((app.id, key));
     }
     if c.server.dev {

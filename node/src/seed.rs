@@ -55,7 +55,9 @@ pub async fn dev(chat: &Chat, state: &GatewayState) -> Result<DevSeed, ChatError
         };
         chat.create_channel(&server, spec).await?;
     }
-    let (_, api_key) = chat.create_api_key(DEMO_APP, "dev", Vec::new()).await?;
+    let (_, api_key) = chat
+        .create_api_key(DEMO_APP, "dev", chatsdk_actors::model::full_key_scopes())
+        .await?;
     let bundle = state.tokens.bundle(DEMO_APP, "user-1", None);
     Ok(DevSeed {
         app_id: DEMO_APP.into(),

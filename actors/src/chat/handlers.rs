@@ -246,6 +246,23 @@ impl UpperHandler for DisconnectHandler {
     }
 }
 
+pub(super) struct MetaSyncHandler(pub(super) std::sync::Weak<Inner>);
+
+impl UpperHandler for MetaSyncHandler {
+    fn handle(&self, _from: NodeId, _body: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            let inner = inner.ok_or("chat layer stopped")?;
+            inner
+                .cluster
+                .linearizable_reader(META_GROUP)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Vec::new())
+        })
+    }
+}
+
 pub(super) struct BlocksHandler(pub(super) Arc<Fanout>);
 
 impl UpperHandler for BlocksHandler {

@@ -67,7 +67,7 @@ mod users;
 
 use handlers::{
     BlocksHandler, ChannelHandler, DeliverHandler, DisconnectHandler, InterestsHandler,
-    OnlineHandler, PresenceHandler, UninterestedHandler, UnsubscribeHandler,
+    MetaSyncHandler, OnlineHandler, PresenceHandler, UninterestedHandler, UnsubscribeHandler,
 };
 
 /// Topic of channel-actor requests forwarded to a shard's leader.
@@ -90,6 +90,11 @@ const TOPIC_UNSUBSCRIBE: u16 = 0x4305;
 const TOPIC_ONLINE: u16 = 0x4308;
 /// Topic of "this user now blocks these users" broadcasts (subscriptions filter them).
 const TOPIC_BLOCKS: u16 = 0x4309;
+/// Topic of "apply the directory up to the leader's commit, then answer" requests, for changes
+/// that must hold on every node when they are acknowledged (revoked keys, bans).
+const TOPIC_META_SYNC: u16 = 0x430a;
+/// How long a change that must hold everywhere waits for each other node.
+const META_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Settings of the chat layer.
 #[derive(Clone, Debug)]
@@ -112,6 +117,8 @@ pub struct ChatConfig {
     pub max_pins_per_channel: u32,
     /// Workspace invitations one user may send per hour.
     pub invites_per_hour: u32,
+    /// Server API keys an app may have that are not revoked.
+    pub max_api_keys_per_app: u32,
 }
 
 impl Default for ChatConfig {
@@ -126,6 +133,7 @@ impl Default for ChatConfig {
             max_reactions_per_user: 20,
             max_pins_per_channel: 25,
             invites_per_hour: 100,
+            max_api_keys_per_app: 50,
         }
     }
 }
@@ -231,6 +239,7 @@ struct Inner {
     max_pins_per_channel: u32,
     /// Per-user workspace invitations (an hourly budget).
     invite_limiter: RateLimiter,
+    max_api_keys_per_app: u32,
 }
 
 impl Inner {
@@ -295,6 +304,7 @@ impl Chat {
                 max_reactions_per_user: config.max_reactions_per_user,
                 max_pins_per_channel: config.max_pins_per_channel,
                 invite_limiter: RateLimiter::per_hour(config.invites_per_hour),
+                max_api_keys_per_app: config.max_api_keys_per_app,
             }),
         };
         node.register_handler(
@@ -324,6 +334,10 @@ impl Chat {
         node.register_handler(
             TOPIC_ONLINE,
             Arc::new(OnlineHandler(chat.inner.fanout.clone())),
+        );
+        node.register_handler(
+            TOPIC_META_SYNC,
+            Arc::new(MetaSyncHandler(Arc::downgrade(&chat.inner))),
         );
         node.register_handler(
             TOPIC_BLOCKS,
@@ -445,6 +459,26 @@ impl Chat {
                 "unexpected directory reply {other:?}"
             ))),
         }
+    }
+
+    /// [`Chat::dir`], then waits (at most [`META_SYNC_TIMEOUT`]) until every other active
+    /// node has applied it, so the change holds wherever the next request lands. A node that
+    /// does not answer in time is logged: it applies the change when it catches up.
+    pub(super) async fn dir_everywhere(&self, command: DirCommand) -> Result<DirReply, ChatError> {
+        let reply = self.dir(command).await?;
+        let asks = self.other_nodes().into_iter().map(|node| {
+            let cluster = self.inner.cluster.clone();
+            async move {
+                let ask = cluster.request_upper(node, TOPIC_META_SYNC, Vec::new());
+                match tokio::time::timeout(META_SYNC_TIMEOUT, ask).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(node, error = %e, "directory sync not confirmed"),
+                    Err(_) => tracing::warn!(node, "directory sync not confirmed in time"),
+                }
+            }
+        });
+        futures::future::join_all(asks).await;
+        Ok(reply)
     }
 
     pub(super) async fn route(

@@ -327,12 +327,13 @@ impl Chat {
             at: now,
             until: restriction_until(duration_secs, now)?,
         };
+        // Held on every node before the answer: the user's next request fails wherever it lands.
         match self
-            .moderate(ModCommand::SetBan {
+            .dir_everywhere(DirCommand::Moderate(ModCommand::SetBan {
                 app_id: caller.app.clone(),
                 user_id: user.to_string(),
                 ban: Some(ban.clone()),
-            })
+            }))
             .await?
         {
             DirReply::Done => {}

@@ -86,7 +86,9 @@ impl Chat {
         }
     }
 
-    /// Creates a server key for `app`; the plaintext is returned once and only its hash kept.
+    /// Creates a server key for `app` with `scopes` (of [`crate::model::KEY_SCOPES`]); the
+    /// plaintext is returned once and only its hash kept. At most `max_api_keys_per_app`
+    /// unrevoked keys per app.
     pub async fn create_api_key(
         &self,
         app: &str,
@@ -95,6 +97,25 @@ impl Chat {
     ) -> Result<(ApiKey, String), ChatError> {
         if self.inner.directory.app(app)?.is_none() {
             return Err(ChatError::not_found("app"));
+        }
+        validate::text_len("name", name, 1, 100)?;
+        if scopes.is_empty() {
+            return Err(ChatError::bad("a key needs at least one scope"));
+        }
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| !crate::model::KEY_SCOPES.contains(&s.as_str()))
+        {
+            return Err(ChatError::bad(format!(
+                "unknown scope {bad}; scopes are {}",
+                crate::model::KEY_SCOPES.join(", ")
+            )));
+        }
+        let max = self.inner.max_api_keys_per_app as usize;
+        if self.api_keys(app)?.len() >= max {
+            return Err(ChatError::LimitExceeded(format!(
+                "an app has at most {max} active keys (limits.api_keys_per_app): revoke one first"
+            )));
         }
         let plain = format!("chatsdk_{}", hex::encode(rand::random::<[u8; 20]>()));
         let key = ApiKey {
@@ -108,6 +129,34 @@ impl Chat {
         };
         self.dir(DirCommand::PutApiKey { key: key.clone() }).await?;
         Ok((key, plain))
+    }
+
+    /// The app's keys that are not revoked, oldest first.
+    pub fn api_keys(&self, app: &str) -> Result<Vec<ApiKey>, ChatError> {
+        let mut keys: Vec<ApiKey> = self
+            .inner
+            .directory
+            .api_keys()?
+            .into_iter()
+            .filter(|k| k.app_id == app && k.revoked_at.is_none())
+            .collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    /// Revokes key `id` of `app`: refused on every node once this returns.
+    pub async fn revoke_api_key(&self, app: &str, id: &str) -> Result<ApiKey, ChatError> {
+        let mut key = self
+            .inner
+            .directory
+            .api_keys()?
+            .into_iter()
+            .find(|k| k.app_id == app && k.id == id && k.revoked_at.is_none())
+            .ok_or_else(|| ChatError::not_found("key"))?;
+        key.revoked_at = Some(time::now_ms());
+        self.dir_everywhere(DirCommand::PutApiKey { key: key.clone() })
+            .await?;
+        Ok(key)
     }
 
     /// The active key whose plaintext is `plain`.

@@ -112,6 +112,10 @@ impl Directory {
     pub fn api_key(&self, hash: &str) -> ReadResult<Option<Arc<ApiKey>>> {
         self.get(&keys::api_key(hash))
     }
+    /// Every server key of every app (keys are few: capped per app).
+    pub fn api_keys(&self) -> ReadResult<Vec<ApiKey>> {
+        self.list(&keys::api_keys())
+    }
     pub fn user(&self, app: &str, id: &str) -> ReadResult<Option<Arc<User>>> {
         self.get(&keys::user(app, id))
     }

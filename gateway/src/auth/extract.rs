@@ -123,9 +123,27 @@ pub(crate) fn server_key(
         .ok_or_else(|| AppError::unauthorized("Invalid API key"))
 }
 
-/// Resolves a server key to its app.
-pub(crate) fn key_app(state: &GatewayState, key: &str) -> Result<String, AppError> {
-    Ok(server_key(state, key)?.app_id)
+/// Resolves a server key that must carry `scope` (see `chatsdk_actors::model::KEY_SCOPES`).
+pub(crate) fn scoped_key(
+    state: &GatewayState,
+    key: &str,
+    scope: &str,
+) -> Result<chatsdk_actors::model::ApiKey, AppError> {
+    let k = server_key(state, key)?;
+    if !k.allows(scope) {
+        return Err(AppError::forbidden(format!(
+            "this API key lacks the {scope} scope"
+        )));
+    }
+    Ok(k)
+}
+
+/// The scope a request needs of its server key: `read` for GET and HEAD, `write` otherwise.
+fn method_scope(parts: &Parts) -> &'static str {
+    match parts.method {
+        axum::http::Method::GET | axum::http::Method::HEAD => "read",
+        _ => "write",
+    }
 }
 
 impl FromRequestParts<GatewayState> for Auth {
@@ -138,7 +156,7 @@ impl FromRequestParts<GatewayState> for Auth {
             live_user(state, &claims)?;
             let server = match key {
                 Some(k) => {
-                    if key_app(state, k)? != claims.app_id {
+                    if scoped_key(state, k, method_scope(parts))?.app_id != claims.app_id {
                         return Err(AppError::forbidden("the API key belongs to another app"));
                     }
                     true
@@ -154,7 +172,7 @@ impl FromRequestParts<GatewayState> for Auth {
             });
         }
         if let Some(k) = key {
-            let app = key_app(state, k)?;
+            let app = scoped_key(state, k, method_scope(parts))?.app_id;
             return Ok(Auth {
                 app,
                 user: None,

@@ -152,7 +152,7 @@ pub async fn create(
     let app = state.chat.create_app(None, &name, settings).await?;
     let (key, plain) = state
         .chat
-        .create_api_key(&app.id, "default", Vec::new())
+        .create_api_key(&app.id, "default", chatsdk_actors::model::full_key_scopes())
         .await?;
     Ok(json(
         StatusCode::CREATED,

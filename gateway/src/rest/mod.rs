@@ -33,6 +33,7 @@ pub mod by_message;
 pub mod channels;
 pub mod emoji;
 pub mod health;
+pub mod keys;
 pub mod mentions;
 pub mod messages;
 pub mod moderation;

@@ -7,13 +7,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chatsdk_actors::codec::Json;
 use chatsdk_actors::directory::{UpsertMode, UserPatch};
-use chatsdk_actors::render::Iso;
 use serde::Serialize;
-use serde_json::json;
 
 use super::json;
 use super::requests as req;
-use crate::auth::extract::{api_key, bearer, constant_eq, key_app, live_user, token_error, Auth};
+use crate::auth::extract::{api_key, bearer, live_user, scoped_key, token_error, Auth};
 use crate::auth::tokens::Bundle;
 use crate::body::Typed;
 use crate::error::{ApiResult, AppError};
@@ -108,17 +106,6 @@ struct ValidatedUser<'a> {
     image: Option<&'a str>,
 }
 
-/// `POST /api/auth/api-keys` (snake_case in both dialects, as the original).
-#[derive(Serialize)]
-struct CreatedKey<'a> {
-    id: &'a str,
-    api_key: &'a str,
-    name: &'a str,
-    app_id: &'a str,
-    scopes: &'a [String],
-    created_at: Iso,
-}
-
 chatsdk_actors::dialect_views! {
     types {
         /// A realtime subscription token.
@@ -153,13 +140,10 @@ impl<'a> From<&'a Bundle> for AuthRefreshed<'a> {
     }
 }
 
-/// The dev seed's app, which dev mode lets anyone create keys for.
-const DEMO_APP: &str = "00000000-0000-0000-0000-000000000001";
-
 /// The app of the `X-API-Key` on a minting request.
 fn minting_app(state: &GatewayState, parts: &Parts) -> Result<String, AppError> {
     let key = api_key(parts).ok_or_else(|| AppError::unauthorized("Missing API key"))?;
-    key_app(state, key)
+    Ok(scoped_key(state, key, "tokens")?.app_id)
 }
 
 /// Which spelling of the profile fields a minting route prefers.
@@ -327,64 +311,6 @@ pub async fn validate_ws(State(state): State<GatewayState>, parts: Parts) -> Api
                 expires_at: c.exp,
             },
             user: None,
-        },
-    ))
-}
-
-/// `POST /api/auth/api-keys`: a new server key (admin key, a key of the same app, or dev mode).
-pub async fn create_api_key(
-    State(state): State<GatewayState>,
-    parts: Parts,
-    Typed(body): Typed<req::CreateApiKey>,
-) -> ApiResult<Response> {
-    let name = body.name.unwrap_or_else(|| "default".into());
-    let scopes = body.scopes.unwrap_or_default();
-    let requested = body.app_id;
-    let admin = match (bearer(&parts), state.config.admin_api_key.as_deref()) {
-        (Some(t), Some(k)) => constant_eq(t.as_bytes(), k.as_bytes()),
-        _ => false,
-    };
-    let app = if let Some(key) = api_key(&parts) {
-        let app = key_app(&state, key)?;
-        if requested.as_ref().is_some_and(|r| r != &app) {
-            return Err(AppError::forbidden("the API key belongs to another app"));
-        }
-        app
-    } else if admin || state.config.dev {
-        let id = requested.ok_or_else(|| AppError::bad("app_id is required"))?;
-        chatsdk_actors::validate::app_id(&id)?;
-        match state.chat.app(&id)? {
-            // Without the admin key, dev mode only opens the demo app and brand-new apps.
-            Some(_) if !admin && id != DEMO_APP => {
-                return Err(AppError::unauthorized(
-                    "an admin key or a server key of the app is required",
-                ))
-            }
-            Some(_) => {}
-            None if !state.config.dev => return Err(AppError::not_found("app not found")),
-            None => {
-                state
-                    .chat
-                    .create_app(Some(id.clone()), &id, json!({}))
-                    .await?;
-            }
-        }
-        id
-    } else {
-        return Err(AppError::unauthorized(
-            "an admin key or a server key of the app is required",
-        ));
-    };
-    let (key, plain) = state.chat.create_api_key(&app, &name, scopes).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        &CreatedKey {
-            id: &key.id,
-            api_key: &plain,
-            name: &key.name,
-            app_id: &key.app_id,
-            scopes: &key.scopes,
-            created_at: Iso(key.created_at),
         },
     ))
 }

@@ -107,7 +107,7 @@ impl TestNode {
         let app = self.chat.create_app(None, name, json!({})).await.unwrap();
         let (_, key) = self
             .chat
-            .create_api_key(&app.id, "test", vec![])
+            .create_api_key(&app.id, "test", chatsdk_actors::model::full_key_scopes())
             .await
             .unwrap();
         (app.id, key)

@@ -304,6 +304,7 @@ fn each_validation_rule_rejects_a_bad_value() {
         }),
         ("limits.pins_per_channel", |c| c.limits.pins_per_channel = 0),
         ("limits.invites_per_hour", |c| c.limits.invites_per_hour = 0),
+        ("limits.api_keys_per_app", |c| c.limits.api_keys_per_app = 0),
         ("server.frontend_url", |c| {
             c.server.frontend_url = "localhost".into()
         }),

@@ -97,6 +97,7 @@ impl Config {
         )?;
         positive(l.pins_per_channel.into(), "limits.pins_per_channel")?;
         positive(l.invites_per_hour.into(), "limits.invites_per_hour")?;
+        positive(l.api_keys_per_app.into(), "limits.api_keys_per_app")?;
         ensure(
             l.ws_frame_bytes <= l.ws_message_bytes,
             "limits.ws_frame_bytes",
