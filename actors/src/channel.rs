@@ -138,6 +138,11 @@ pub enum StreamQuery {
     },
     /// A user's channel flags (asked of the user's stream).
     Flags,
+    /// A page of a webhook's delivery log, newest first (its `webhook:` stream).
+    Deliveries {
+        limit: usize,
+        offset: usize,
+    },
 }
 
 /// The answer to a [`StreamQuery`].
@@ -179,6 +184,7 @@ pub enum QueryAnswer {
     },
     Unreads(Vec<(String, u64)>),
     Flags(Vec<(String, ChannelFlags)>),
+    Deliveries(Vec<crate::model::HookDelivery>),
 }
 
 /// A request for a channel actor.
@@ -775,6 +781,9 @@ impl View<'_> {
             }
             StreamQuery::Saved { limit, offset } => {
                 QueryAnswer::Saved(self.reader.saved(self.stream, limit, offset)?)
+            }
+            StreamQuery::Deliveries { limit, offset } => {
+                QueryAnswer::Deliveries(self.reader.deliveries(self.stream, limit, offset)?)
             }
             StreamQuery::Presence => QueryAnswer::Presence(self.reader.presence(self.stream)?),
             StreamQuery::Activity => QueryAnswer::Activity(self.reader.activity(self.stream)?),

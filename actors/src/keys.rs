@@ -152,6 +152,41 @@ pub(crate) fn reported(app: &str, message: &str, reporter: &str) -> Vec<u8> {
         reporter.as_bytes(),
     ])
 }
+/// An app's webhook.
+pub(crate) fn webhook(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"hook", app.as_bytes(), id.as_bytes()])
+}
+pub(crate) fn webhooks(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"hook", app.as_bytes()])
+}
+/// A data shard's pending webhook delivery: event `offset` of `stream` (value: the event).
+pub(crate) fn outbox(stream: &str, offset: u64) -> Vec<u8> {
+    let mut k = key(&[b"o", stream.as_bytes()]);
+    k.push(0);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+/// Every pending webhook delivery of a data shard.
+pub(crate) fn outboxes() -> Vec<u8> {
+    prefix(&[b"o"])
+}
+/// A stream's pending webhook deliveries.
+pub(crate) fn stream_outbox(stream: &str) -> Vec<u8> {
+    prefix(&[b"o", stream.as_bytes()])
+}
+/// The `(stream, offset)` of an outbox key.
+pub(crate) fn outbox_parts(k: &[u8]) -> Option<(String, u64)> {
+    let rest = k.strip_prefix(b"o\0")?;
+    if rest.len() < 9 {
+        return None;
+    }
+    let (stream, offset) = rest.split_at(rest.len() - 9);
+    if offset[0] != 0 {
+        return None;
+    }
+    let offset = u64::from_be_bytes(offset[1..].try_into().ok()?);
+    Some((String::from_utf8(stream.to_vec()).ok()?, offset))
+}
 /// A user's standing in an app: warnings and ban.
 pub(crate) fn standing(app: &str, user: &str) -> Vec<u8> {
     key(&[b"d", b"standing", app.as_bytes(), user.as_bytes()])
@@ -336,6 +371,17 @@ impl StreamKeys<'_> {
     }
     pub(crate) fn all(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes()])
+    }
+    /// Record `n` of a webhook's delivery log (its stream is `webhook:<app>:<id>`).
+    pub(crate) fn delivery(&self, n: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"dlog", &n.to_be_bytes()])
+    }
+    pub(crate) fn deliveries(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"dlog"])
+    }
+    /// The number of the log's last record.
+    pub(crate) fn delivery_count(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"dlogn"])
     }
     /// The annotations (reactions, pin, poll) of the message with seq `seq`.
     pub(crate) fn annotations(&self, seq: u64) -> Vec<u8> {

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod emitter;
 pub mod error;
 pub mod fanout;
+pub mod hooks;
 pub mod interest;
 pub mod limits;
 pub mod model;
@@ -43,8 +44,8 @@ pub mod locate;
 pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
-    NewEmoji, NewMessage, NewPoll, NewPollOption, Position, Review, SavedMessage, TemplateSpec,
-    UserPresence, WorkspaceSpec, WorkspaceStats,
+    NewEmoji, NewMessage, NewPoll, NewPollOption, NewWebhook, Position, Review, SavedMessage,
+    TemplateSpec, UserPresence, WebhookPatch, WorkspaceSpec, WorkspaceStats,
 };
 pub use error::ChatError;
 

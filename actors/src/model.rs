@@ -711,3 +711,40 @@ pub struct StreamHead {
     /// Oldest offset still retained (offset + 1 when nothing is).
     pub first_retained: u64,
 }
+
+/// An app's webhook: events are POSTed to `url`, signed with `secret`
+/// (see `crate::hooks::sign`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub app_id: String,
+    pub url: String,
+    /// Event names of the catalogue (`crate::hooks::catalogue`).
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub secret: String,
+    pub enabled: bool,
+    /// Consecutive failed deliveries (reset by a success).
+    pub failure_count: u32,
+    pub last_failure_at: Option<u64>,
+    /// Why the server turned it off (too many failures), if it did.
+    pub disabled_reason: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// One delivery of an event to a webhook, as its log keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookDelivery {
+    /// The delivery id the receiver saw (`X-ChatSDK-Delivery-Id`): one per event and webhook.
+    pub id: String,
+    pub webhook_id: String,
+    pub event: String,
+    pub success: bool,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// Attempts after the first.
+    pub retry_count: u32,
+    pub attempted_at: u64,
+}

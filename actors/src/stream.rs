@@ -17,10 +17,13 @@ use crate::codec::{self, Json};
 use crate::id_index;
 use crate::keys::{self, decode_at, encode_at, get_record as get, put_record as put, StreamKeys};
 use crate::kv::{Kv, KvRead};
-use crate::model::{ChannelFlags, Event, Message, Poll, Reactor, StoredEvent, StreamHead};
+use crate::model::{
+    ChannelFlags, Event, HookDelivery, Message, Poll, Reactor, StoredEvent, StreamHead,
+};
 
 mod annotations;
 pub mod blobs;
+pub mod hooks;
 pub mod mentions;
 pub mod reads;
 pub mod receipts;
@@ -144,6 +147,19 @@ pub enum StreamOp {
         channel: String,
         message_id: String,
         at: Option<u64>,
+    },
+    /// Applies `op`, and records its events whose webhook names are in `events` as pending
+    /// webhook deliveries (see [`hooks`]); proposed only when the app has webhooks for them.
+    Hooked {
+        op: Box<StreamOp>,
+        events: Vec<String>,
+    },
+    /// Removes delivered events (by offset) from the stream's pending webhook deliveries.
+    HooksDone { offsets: Vec<u64> },
+    /// Appends a record to a webhook's delivery log (its `webhook:` stream), keeping `keep`.
+    LogDelivery {
+        record: Box<HookDelivery>,
+        keep: u32,
     },
 }
 
@@ -758,6 +774,24 @@ fn apply(
     kv: &mut impl Kv,
     command: StreamCommand,
 ) -> Result<StreamReply, StoreError> {
+    let command = match command.op {
+        StreamOp::Hooked { op, events } => {
+            let inner = StreamCommand {
+                stream: command.stream,
+                retain: command.retain,
+                op: *op,
+            };
+            let stream = inner.stream.clone();
+            let reply = apply(ctx, kv, inner)?;
+            hooks::hold(kv, &stream, &reply, &events)?;
+            return Ok(reply);
+        }
+        op => StreamCommand {
+            stream: command.stream,
+            retain: command.retain,
+            op,
+        },
+    };
     let sk = StreamKeys(&command.stream);
     let head = get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| empty_head(sk.0));
     let before = head.clone();
@@ -867,10 +901,15 @@ fn apply(
                 epoch: tx.head.epoch.clone(),
             }
         }
+        // Unwrapped above (nesting included).
+        StreamOp::Hooked { .. } => StreamReply::Refused("malformed hooked command".into()),
+        StreamOp::HooksDone { offsets } => tx.hooks_done(&offsets)?,
+        StreamOp::LogDelivery { record, keep } => tx.log_delivery(&record, keep)?,
         StreamOp::Drop => {
             for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
                 tx.kv.delete(&k);
             }
+            tx.drop_outbox()?;
             // The head stays, with a new epoch: offsets never go back, and a client holding a
             // position of the dropped history is told it cannot recover.
             tx.head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);

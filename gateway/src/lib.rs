@@ -34,7 +34,7 @@ pub use state::{GatewayConfig, GatewayState};
 pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, emoji, health, keys, mentions, messages,
-        moderation, presence, receipts, templates, tokens, users, workspaces,
+        moderation, presence, receipts, templates, tokens, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -204,6 +204,19 @@ pub fn app(state: GatewayState) -> Router {
             put(moderation::review),
         )
         .route("/api/moderation/stats", get(moderation::stats))
+        .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/api/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/api/webhooks/{id}/regenerate-secret",
+            post(webhooks::regenerate),
+        )
+        .route("/api/webhooks/{id}/test", post(webhooks::test))
+        .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route(
             "/api/moderation/bans",
             get(moderation::bans).post(moderation::ban),

@@ -17,7 +17,11 @@ async fn cluster() -> Vec<TestNode> {
 }
 
 async fn cluster_with(config: GatewayConfig) -> Vec<TestNode> {
-    let first = TestNode::start(config.clone()).await;
+    cluster_chat(config, support::test_chat_config()).await
+}
+
+async fn cluster_chat(config: GatewayConfig, chat: chatsdk_actors::ChatConfig) -> Vec<TestNode> {
+    let first = TestNode::start_chat(config.clone(), chat.clone()).await;
     let token = first.chat.cluster().join_token().unwrap();
     let addr = first.chat.cluster().addr();
     let mut nodes = vec![first];
@@ -26,7 +30,7 @@ async fn cluster_with(config: GatewayConfig) -> Vec<TestNode> {
             addr,
             token: token.clone(),
         };
-        nodes.push(TestNode::start_mode(config.clone(), mode, None).await);
+        nodes.push(TestNode::start_mode_chat(config.clone(), chat.clone(), mode).await);
     }
     support::eventually("three active nodes with settled, balanced shards", || {
         let state = nodes[0].chat.cluster().meta_state();
@@ -592,6 +596,109 @@ async fn revoked_keys_and_bans_hold_on_every_node_at_once() {
             .await;
         assert_eq!(r.body["error"]["code"], "USER_BANNED", "{r:?}");
     }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A pending webhook delivery survives the node that was delivering it: the shard's next
+/// leader delivers it, with the same delivery id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_delivery_continues_after_the_delivering_node_stops() {
+    let chat = chatsdk_actors::ChatConfig {
+        webhooks: chatsdk_actors::hooks::HookConfig {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            timeout: Duration::from_secs(5),
+            // The first leader keeps retrying (failing) until it is stopped.
+            retries: 10,
+            backoff: Duration::from_millis(200),
+            disable_after: 100,
+            log_keep: 50,
+            poll_every: Duration::from_millis(100),
+        },
+        ..support::test_chat_config()
+    };
+    let mut nodes = cluster_chat(GatewayConfig::default(), chat).await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (app, key) = nodes[0].app("hooks-failover").await;
+    for u in ["alice", "bob"] {
+        rests[0]
+            .call(
+                "POST",
+                "/api/users",
+                Cred::Key(&key),
+                Some(json!({"user_id": u})),
+            )
+            .await;
+    }
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "h", "member_ids": ["bob"]})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let rx = support::Receiver::start().await;
+    rx.answer(&[500; 10_000]);
+    let made = rests[0]
+        .call(
+            "POST",
+            "/api/webhooks",
+            Cred::Key(&key),
+            Some(json!({"url": rx.url(), "events": ["message.new"]})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    let shards = nodes[0].chat.cluster().meta_state().shards;
+    let group = shard_for(&app, &channel, shards);
+    let leader = nodes
+        .iter()
+        .position(|n| {
+            n.chat
+                .cluster()
+                .watch_leadership()
+                .borrow()
+                .contains(&group)
+        })
+        .expect("a leader of the channel's shard");
+    let other = (leader + 1) % nodes.len();
+    // Every node must know the webhook before the send (the proposer decides to record it).
+    for n in &nodes {
+        let chat = n.chat.clone();
+        let app = app.clone();
+        support::eventually("the webhook known everywhere", || {
+            let chat = chat.clone();
+            let app = app.clone();
+            async move { chat.has_webhooks(&app) }
+        })
+        .await;
+    }
+    let sent = rests[other]
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&key),
+            Some(json!({"channel_id": channel, "user_id": "alice", "text": "survive"})),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    let first = rx
+        .wait_for("a first (failing) attempt", |h| {
+            h.body["data"]["message"]["text"] == "survive"
+        })
+        .await;
+    let delivery = first.headers["x-chatsdk-delivery-id"].clone();
+    let node = nodes.remove(leader);
+    node.stop().await;
+    rx.answers.lock().unwrap().clear();
+    let done = rx
+        .wait_for("the delivery, by the next leader", |h| {
+            h.status == 200 && h.body["data"]["message"]["text"] == "survive"
+        })
+        .await;
+    assert_eq!(done.headers["x-chatsdk-delivery-id"], delivery);
     for n in nodes {
         n.stop().await;
     }

@@ -532,6 +532,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .await;
     assert_eq!(report.status, 201, "{report:?}");
     let rid = report.body["id"].as_str().unwrap().to_string();
+    let hook = rest
+        .call(
+            "POST",
+            "/api/webhooks",
+            Cred::Key(&key_b),
+            Some(json!({"url": "https://example.com/b-hook", "events": ["message.new"]})),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{hook:?}");
+    let hid = hook.body["id"].as_str().unwrap().to_string();
     let poll = rest
         .call(
             "POST",
@@ -769,6 +779,20 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             format!("/api/moderation/{mid}/report"),
             Some(json!({"user_id": "eve", "reason": "spam"})),
         ),
+        ("GET", format!("/api/webhooks/{hid}"), None),
+        (
+            "PATCH",
+            format!("/api/webhooks/{hid}"),
+            Some(json!({"url": "https://evil.example/"})),
+        ),
+        ("DELETE", format!("/api/webhooks/{hid}"), None),
+        (
+            "POST",
+            format!("/api/webhooks/{hid}/regenerate-secret"),
+            None,
+        ),
+        ("POST", format!("/api/webhooks/{hid}/test"), None),
+        ("GET", format!("/api/webhooks/{hid}/deliveries"), None),
         ("GET", format!("/api/moderation/reports/{rid}"), None),
         (
             "PATCH",

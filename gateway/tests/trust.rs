@@ -779,3 +779,335 @@ async fn server_keys_are_scoped_listed_capped_and_revoked() {
     );
     node.stop().await;
 }
+
+/// Webhook settings for tests: the local receiver allowed, quick retries and polls.
+fn hook_chat_config() -> chatsdk_actors::ChatConfig {
+    chatsdk_actors::ChatConfig {
+        webhooks: chatsdk_actors::hooks::HookConfig {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            timeout: std::time::Duration::from_secs(5),
+            retries: 2,
+            backoff: std::time::Duration::from_millis(20),
+            disable_after: 3,
+            log_keep: 50,
+            poll_every: std::time::Duration::from_millis(100),
+        },
+        ..support::test_chat_config()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_logged_and_turned_off() {
+    use chatsdk_actors::hooks::sign;
+    let node = TestNode::start_chat(GatewayConfig::default(), hook_chat_config()).await;
+    let rest = Rest::new(&node);
+    let (app, key) = node.app("hooks").await;
+    user(&rest, &key, "alice", false).await;
+    user(&rest, &key, "bob", false).await;
+    let (alice, _) = rest.login(&key, "alice").await;
+    let rx = support::Receiver::start().await;
+    // Only app admins and server keys manage webhooks; the URL and events are checked.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/webhooks",
+                Cred::Bearer(&alice),
+                Some(json!({"url": rx.url(), "events": ["message.new"]})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    for (body, why) in [
+        (
+            json!({"url": "ftp://x/", "events": ["message.new"]}),
+            "scheme",
+        ),
+        (
+            json!({"url": rx.url(), "events": ["message.sent"]}),
+            "event",
+        ),
+        (json!({"url": rx.url(), "events": []}), "no events"),
+        (
+            json!({"url": rx.url(), "events": ["message.new"], "secret": "short"}),
+            "secret",
+        ),
+    ] {
+        let r = rest
+            .call("POST", "/api/webhooks", Cred::Key(&key), Some(body))
+            .await;
+        assert_eq!(r.status, 400, "{why}: {r:?}");
+    }
+    let made = rest
+        .call(
+            "POST",
+            "/api/webhooks",
+            Cred::Key(&key),
+            Some(json!({"url": rx.url(), "events": ["message.created", "reaction.added"], "secret": "0123456789abcdef-secret"})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(
+        made.body["events"],
+        json!(["message.new", "reaction.added"])
+    );
+    assert_eq!(made.body["is_active"], true);
+    let hid = id(&made.body);
+    let secret = "0123456789abcdef-secret";
+    let listed = rest
+        .call("GET", "/api/webhooks", Cred::Key(&key), None)
+        .await;
+    assert!(listed.body["webhooks"][0]["secret"].is_null(), "{listed:?}");
+
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["bob"]})),
+        )
+        .await;
+    let gid = id(&ch.body);
+    let text_of = |h: &support::Hit| {
+        h.body["data"]["message"]["text"]
+            .as_str()
+            .map(str::to_string)
+    };
+
+    // A delivery, signed both ways.
+    assert_eq!(send(&rest, &alice, &gid, "first").await.status, 201);
+    let hit = rx
+        .wait_for("first", |h| text_of(h).as_deref() == Some("first"))
+        .await;
+    assert_eq!(hit.headers["x-chatsdk-event"], "message.new");
+    assert_eq!(hit.body["event"], "message.new");
+    assert_eq!(hit.body["app_id"], app.as_str());
+    assert!(hit.body["created_at"].is_string());
+    assert!(sign::verify_v1(
+        secret,
+        &hit.headers["x-chatsdk-signature-256"],
+        &hit.raw,
+        now_secs(),
+        300
+    ));
+    let t: u64 = hit.headers["x-chatsdk-timestamp"].parse().unwrap();
+    assert!(hit.headers["x-chatsdk-signature-256"].starts_with(&format!("t={t},v1=")));
+    assert_eq!(
+        hit.headers["x-chatsdk-signature"],
+        sign::signature_legacy(secret, &hit.raw)
+    );
+    assert!(!hit.headers["x-chatsdk-delivery-id"].is_empty());
+
+    // 5xx is retried with the same delivery id; 4xx is not.
+    rx.answer(&[503]);
+    assert_eq!(send(&rest, &alice, &gid, "second").await.status, 201);
+    let ok = rx
+        .wait_for("second, retried", |h| {
+            text_of(h).as_deref() == Some("second") && h.status == 200
+        })
+        .await;
+    let tries: Vec<support::Hit> = rx
+        .hits()
+        .into_iter()
+        .filter(|h| text_of(h).as_deref() == Some("second"))
+        .collect();
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(
+        tries[0].headers["x-chatsdk-delivery-id"],
+        ok.headers["x-chatsdk-delivery-id"]
+    );
+    rx.answer(&[400]);
+    assert_eq!(send(&rest, &alice, &gid, "third").await.status, 201);
+    rx.wait_for("third", |h| text_of(h).as_deref() == Some("third"))
+        .await;
+    let log_has = |want: &'static str| {
+        let rest = &rest;
+        let (key, hid) = (key.clone(), hid.clone());
+        async move {
+            let log = rest
+                .call(
+                    "GET",
+                    &format!("/api/webhooks/{hid}/deliveries"),
+                    Cred::Key(&key),
+                    None,
+                )
+                .await;
+            log.body["deliveries"]
+                .as_array()
+                .map(|d| d.iter().any(|x| x["status_code"] == 400 && want == "400"))
+                .unwrap_or(false)
+        }
+    };
+    support::eventually("the 4xx delivery logged", || log_has("400")).await;
+    let log = rest
+        .call(
+            "GET",
+            &format!("/api/webhooks/{hid}/deliveries"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    let entries = log.body["deliveries"].as_array().unwrap().clone();
+    assert_eq!(entries[0]["success"], false, "newest first: {log:?}");
+    assert_eq!(entries[0]["retry_count"], 0, "4xx not retried");
+    assert!(entries
+        .iter()
+        .any(|d| d["success"] == true && d["retry_count"] == 1));
+    assert_eq!(
+        rx.hits()
+            .iter()
+            .filter(|h| text_of(h).as_deref() == Some("third"))
+            .count(),
+        1
+    );
+
+    // Failing again and again turns it off (3 in a row: the 400, then two more).
+    rx.answer(&[500; 6]);
+    assert_eq!(send(&rest, &alice, &gid, "fourth").await.status, 201);
+    assert_eq!(send(&rest, &alice, &gid, "fifth").await.status, 201);
+    support::eventually("the webhook turned off", || async {
+        rest.call(
+            "GET",
+            &format!("/api/webhooks/{hid}"),
+            Cred::Key(&key),
+            None,
+        )
+        .await
+        .body["is_active"]
+            == false
+    })
+    .await;
+    let off = rest
+        .call(
+            "GET",
+            &format!("/api/webhooks/{hid}"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(off.body["failure_count"], 3, "{off:?}");
+    assert!(off.body["disabled_reason"].is_string());
+    // Off: nothing is recorded for it; on again: deliveries resume, with a new secret.
+    assert_eq!(send(&rest, &alice, &gid, "while off").await.status, 201);
+    let on = rest
+        .call(
+            "PATCH",
+            &format!("/api/webhooks/{hid}"),
+            Cred::Key(&key),
+            Some(json!({"is_active": true})),
+        )
+        .await;
+    assert_eq!(on.body["failure_count"], 0, "{on:?}");
+    let regen = rest
+        .call(
+            "POST",
+            &format!("/api/webhooks/{hid}/regenerate-secret"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    let new_secret = regen.body["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    assert_eq!(send(&rest, &alice, &gid, "back on").await.status, 201);
+    let back = rx
+        .wait_for("back on", |h| text_of(h).as_deref() == Some("back on"))
+        .await;
+    assert!(sign::verify_v1(
+        &new_secret,
+        &back.headers["x-chatsdk-signature-256"],
+        &back.raw,
+        now_secs(),
+        300
+    ));
+    assert!(!rx
+        .hits()
+        .iter()
+        .any(|h| text_of(h).as_deref() == Some("while off")));
+    // Reactions are delivered too; /test sends a webhook.test now.
+    let m = send(&rest, &alice, &gid, "react to me").await;
+    rest.call(
+        "POST",
+        &format!("/api/channels/{gid}/messages/{}/reactions", id(&m.body)),
+        Cred::Bearer(&alice),
+        Some(json!({"emoji": "tada"})),
+    )
+    .await;
+    rx.wait_for("reaction.added", |h| h.body["event"] == "reaction.added")
+        .await;
+    let t = rest
+        .call(
+            "POST",
+            &format!("/api/webhooks/{hid}/test"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(t.body["success"], true, "{t:?}");
+    assert_eq!(t.body["status_code"], 200);
+    rx.wait_for("webhook.test", |h| h.body["event"] == "webhook.test")
+        .await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_never_reach_internal_addresses_unless_allowed() {
+    // No allow list: the local receiver is an internal address.
+    let node = TestNode::start_chat(
+        GatewayConfig::default(),
+        chatsdk_actors::ChatConfig {
+            webhooks: chatsdk_actors::hooks::HookConfig {
+                retries: 0,
+                ..hook_chat_config().webhooks
+            }
+            .without_allow_list(),
+            ..support::test_chat_config()
+        },
+    )
+    .await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("ssrf").await;
+    let rx = support::Receiver::start().await;
+    for url in [
+        rx.url(),
+        format!("http://localhost:{}/hook", rx.addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::1]:9/".to_string(),
+        "http://10.0.0.1/".to_string(),
+    ] {
+        let made = rest
+            .call(
+                "POST",
+                "/api/webhooks",
+                Cred::Key(&key),
+                Some(json!({"url": url, "events": ["message.new"]})),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{made:?}");
+        let t = rest
+            .call(
+                "POST",
+                &format!("/api/webhooks/{}/test", id(&made.body)),
+                Cred::Key(&key),
+                None,
+            )
+            .await;
+        assert_eq!(t.body["success"], false, "{url}: {t:?}");
+        assert!(
+            t.body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("internal"),
+            "{url}: {t:?}"
+        );
+    }
+    assert!(rx.hits().is_empty());
+    node.stop().await;
+}

@@ -121,6 +121,64 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The realtime endpoint over QUIC.
     pub quic: QuicSection,
+    /// Outbound webhook delivery.
+    pub webhooks: WebhooksSection,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// Comma-separated hosts, addresses or CIDR ranges that webhooks may reach although they
+    /// are internal (loopback, private, link-local...). Empty: public addresses only.
+    pub allowed_hosts: String,
+    /// Time for one delivery attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts after the first, on network errors and 5xx answers.
+    pub retries: u32,
+    /// Wait before the first retry, in milliseconds (doubled for each next one).
+    pub backoff_ms: u64,
+    /// Consecutive failed deliveries that turn a webhook off.
+    pub disable_after: u32,
+    /// Records kept in each webhook's delivery log.
+    pub log_keep: u32,
+    /// How often a shard leader looks for pending deliveries, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: String::new(),
+            timeout_ms: 10_000,
+            retries: 3,
+            backoff_ms: 1000,
+            disable_after: 10,
+            log_keep: 100,
+            poll_ms: 1000,
+        }
+    }
+}
+
+impl WebhooksSection {
+    /// The chat layer's webhook settings.
+    pub fn hook_config(&self) -> chatsdk_actors::hooks::HookConfig {
+        chatsdk_actors::hooks::HookConfig {
+            allowed_hosts: self
+                .allowed_hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            retries: self.retries,
+            backoff: std::time::Duration::from_millis(self.backoff_ms),
+            disable_after: self.disable_after,
+            log_keep: self.log_keep,
+            poll_every: std::time::Duration::from_millis(self.poll_ms),
+        }
+    }
 }
 
 /// `[quic]`

@@ -113,6 +113,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         max_pins_per_channel: c.limits.pins_per_channel,
         invites_per_hour: c.limits.invites_per_hour,
         max_api_keys_per_app: c.limits.api_keys_per_app,
+        webhooks: c.webhooks.hook_config(),
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;

@@ -221,9 +221,10 @@ impl Chat {
             other => return Err(unexpected(other)),
         };
         if created {
-            for m in &member_ids {
+            for (i, m) in member_ids.iter().enumerate() {
                 let event = Event::ChannelCreated(Box::new(channel.clone()));
-                self.append_user_event(app, m, event).await;
+                // The first member's copy is the one webhooks receive.
+                self.append_user_event_hooked(app, m, event, i == 0).await;
             }
         }
         Ok((created, channel))
@@ -284,11 +285,12 @@ impl Chat {
         self.write_stream(&chat_stream(&caller.app, id), StreamOp::Drop)
             .await?;
         let stream = chat_stream(&caller.app, id);
-        for m in members {
+        for (i, m) in members.iter().enumerate() {
             let event = Event::ChannelDeleted {
                 channel_id: id.to_string(),
             };
-            self.append_user_event(&caller.app, &m.user_id, event).await;
+            self.append_user_event_hooked(&caller.app, &m.user_id, event, i == 0)
+                .await;
             self.clear_flags(&caller.app, &m.user_id, id).await;
             self.unsubscribe_everywhere(&caller.app, &m.user_id, &stream)
                 .await;
@@ -563,16 +565,29 @@ impl Chat {
     // ---- messages
 
     pub(super) async fn append_user_event(&self, app: &str, user: &str, event: Event) {
-        if let Err(e) = self
-            .write_stream(
-                &user_stream(app, user),
-                StreamOp::Append {
-                    id: new_id(),
-                    event,
-                },
-            )
-            .await
-        {
+        self.append_user_event_hooked(app, user, event, false).await
+    }
+
+    /// [`Chat::append_user_event`]; `hooked`: this copy of the event is the one webhooks
+    /// receive.
+    pub(super) async fn append_user_event_hooked(
+        &self,
+        app: &str,
+        user: &str,
+        event: Event,
+        hooked: bool,
+    ) {
+        let stream = user_stream(app, user);
+        let op = StreamOp::Append {
+            id: new_id(),
+            event,
+        };
+        let written = if hooked {
+            self.write_stream_hooked(&stream, op).await
+        } else {
+            self.write_stream(&stream, op).await
+        };
+        if let Err(e) = written {
             tracing::warn!(app, user, error = %e, "user event not recorded");
         }
     }

@@ -614,6 +614,12 @@ impl Chat {
         } else {
             "typing.stop"
         };
+        self.hook_now(&caller.app, kind, || {
+            json!({
+                "channelId": channel,
+                "user": {"id": u.id, "name": u.name, "image": u.image},
+            })
+        });
         self.emit_ephemeral(&chat_stream(&caller.app, channel), Some(user), || {
             render::envelope(
                 kind,

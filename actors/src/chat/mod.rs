@@ -50,6 +50,7 @@ mod moderation;
 mod presence;
 mod receipts;
 mod templates;
+mod webhooks;
 mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
@@ -59,6 +60,7 @@ pub use moderation::{ModerationStats, Review, MAX_NOTE_CHARS};
 pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use templates::{built_in_templates, TemplateSpec};
+pub use webhooks::{NewWebhook, WebhookPatch, MAX_WEBHOOKS_PER_APP};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
 mod messages;
@@ -119,6 +121,8 @@ pub struct ChatConfig {
     pub invites_per_hour: u32,
     /// Server API keys an app may have that are not revoked.
     pub max_api_keys_per_app: u32,
+    /// Webhook delivery.
+    pub webhooks: crate::hooks::HookConfig,
 }
 
 impl Default for ChatConfig {
@@ -134,6 +138,7 @@ impl Default for ChatConfig {
             max_pins_per_channel: 25,
             invites_per_hour: 100,
             max_api_keys_per_app: 50,
+            webhooks: crate::hooks::HookConfig::default(),
         }
     }
 }
@@ -240,6 +245,7 @@ struct Inner {
     /// Per-user workspace invitations (an hourly budget).
     invite_limiter: RateLimiter,
     max_api_keys_per_app: u32,
+    hooks: webhooks::HookRuntime,
 }
 
 impl Inner {
@@ -265,6 +271,8 @@ impl Chat {
         config: ChatConfig,
     ) -> Result<Chat, ChatError> {
         let shards = cluster.shards;
+        let hooks =
+            webhooks::HookRuntime::new(config.webhooks.clone()).map_err(ChatError::Internal)?;
         let node = ClusterNode::start(
             cluster,
             mode,
@@ -305,6 +313,7 @@ impl Chat {
                 max_pins_per_channel: config.max_pins_per_channel,
                 invite_limiter: RateLimiter::per_hour(config.invites_per_hour),
                 max_api_keys_per_app: config.max_api_keys_per_app,
+                hooks,
             }),
         };
         node.register_handler(
@@ -348,6 +357,7 @@ impl Chat {
             Arc::new(UnsubscribeHandler(chat.inner.fanout.clone())),
         );
         chat.spawn_leadership_watch();
+        chat.spawn_hook_dispatcher();
         Ok(chat)
     }
 
@@ -419,6 +429,7 @@ impl Chat {
 
     /// Stops the channel actors and the node.
     pub async fn shutdown(&self) {
+        self.inner.hooks.stop.cancel();
         self.inner.env.registry.stop_all();
         self.inner.cluster.shutdown().await;
     }
@@ -529,15 +540,48 @@ impl Chat {
             .map_err(|e| ChatError::Internal(format!("channel answer: {e}")))?
     }
 
+    /// Writes to a stream; on chat streams, the events a webhook of the app wants are
+    /// recorded for delivery in the same command.
     pub(super) async fn write_stream(
         &self,
         stream: &str,
         op: StreamOp,
     ) -> Result<StreamReply, ChatError> {
-        match self.route(stream, ChannelRequest::Write(op)).await? {
+        let op = if stream.starts_with("chat:") {
+            self.with_hooks(stream, op)
+        } else {
+            op
+        };
+        self.write_stream_as_is(stream, op).await
+    }
+
+    /// Writes to a stream, recording the events webhooks want whatever the stream (for the
+    /// one copy of an event that several streams carry, such as `channel.created`).
+    pub(super) async fn write_stream_hooked(
+        &self,
+        stream: &str,
+        op: StreamOp,
+    ) -> Result<StreamReply, ChatError> {
+        let op = self.with_hooks(stream, op);
+        self.write_stream_as_is(stream, op).await
+    }
+
+    async fn write_stream_as_is(
+        &self,
+        stream: &str,
+        op: StreamOp,
+    ) -> Result<StreamReply, ChatError> {
+        let hooked = matches!(op, StreamOp::Hooked { .. });
+        let result = match self.route(stream, ChannelRequest::Write(op)).await? {
             ChannelAnswer::Written(r) => Ok(r),
             ChannelAnswer::Answer(_) => Err(ChatError::Internal("unexpected answer".into())),
+        };
+        if hooked {
+            // This node's dispatcher looks now (it delivers if it leads the shard; another
+            // leader finds the events at its next look).
+            self.inner.hooks.wake.notify_one();
         }
+        result
     }
 
     pub(super) async fn query(

@@ -188,7 +188,20 @@ impl Chat {
             })
             .await?
         {
-            DirReply::Report(r) => Ok(*r),
+            DirReply::Report(r) => {
+                self.hook_now(&caller.app, "message.reported", || {
+                    json!({
+                        "reportId": r.id,
+                        "messageId": r.message_id,
+                        "channelId": r.channel_id,
+                        "reporterId": r.reporter,
+                        "authorId": r.author,
+                        "reason": r.reason.as_str(),
+                        "details": r.details,
+                    })
+                });
+                Ok(*r)
+            }
             DirReply::Conflict(why) => Err(ChatError::bad(why)),
             DirReply::NotFound(w) => Err(ChatError::NotFound(w)),
             other => Err(unexpected(other)),

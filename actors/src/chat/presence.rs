@@ -219,6 +219,13 @@ impl Chat {
         online: bool,
         last_seen: Option<u64>,
     ) {
+        self.hook_now(app, "presence.changed", || {
+            json!({
+                "userId": user,
+                "online": online,
+                "lastSeen": last_seen.map(time::iso),
+            })
+        });
         if recipients.is_empty() {
             return;
         }

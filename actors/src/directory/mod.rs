@@ -128,6 +128,8 @@ pub enum DirCommand {
     },
     /// A moderation change (see [`moderation::ModCommand`]).
     Moderate(moderation::ModCommand),
+    /// A webhook change (see [`webhooks::HookCommand`]).
+    Webhook(webhooks::HookCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -201,6 +203,8 @@ pub enum DirReply {
     Emoji(Box<crate::model::Emoji>),
     /// A report as a moderation command left it.
     Report(Box<moderation::Report>),
+    /// A webhook as a webhook command left it.
+    Webhook(Box<crate::model::Webhook>),
 }
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
@@ -217,6 +221,7 @@ use crate::keys::{get_record as get, put_record as put};
 
 pub mod moderation;
 mod reads;
+pub mod webhooks;
 pub mod workspaces;
 pub use reads::{Directory, ReadResult};
 
@@ -314,6 +319,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"reported",
                 b"standing",
                 b"cstanding",
+                b"hook",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -501,6 +507,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         },
         DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
         DirCommand::Moderate(command) => moderation::transition(kv, command)?,
+        DirCommand::Webhook(command) => webhooks::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,

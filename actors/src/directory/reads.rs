@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
-use crate::model::{ApiKey, App, Channel, Invite, Member, User, Workspace, WorkspaceMember};
+use crate::model::{
+    ApiKey, App, Channel, Invite, Member, User, Webhook, Workspace, WorkspaceMember,
+};
 
 /// Decoded records kept at most; when full, the cache starts over.
 const CACHE_CAPACITY: usize = 16_384;
@@ -87,6 +89,34 @@ impl Directory {
             cache.records.insert(key.to_vec(), kept);
         }
         Ok(value)
+    }
+
+    /// A value cached at `key` at the current version of group 0, if any.
+    fn get_cached<T: Send + Sync + 'static>(&self, key: &[u8]) -> Option<Arc<T>> {
+        let version = self.reader.version();
+        let cache = self.cache();
+        if cache.version != version {
+            return None;
+        }
+        match cache.records.get(key) {
+            Some(Some(any)) => Arc::clone(any).downcast::<T>().ok(),
+            _ => None,
+        }
+    }
+
+    /// Caches `value` at `key` if group 0 is still at `version` (read before the value).
+    fn keep<T: Send + Sync + 'static>(&self, version: u64, key: &[u8], value: Arc<T>) {
+        let mut cache = self.cache();
+        if cache.version != version {
+            cache.records.clear();
+            cache.version = version;
+        }
+        if self.reader.version() == version {
+            if cache.records.len() >= CACHE_CAPACITY {
+                cache.records.clear();
+            }
+            cache.records.insert(key.to_vec(), Some(value));
+        }
     }
 
     fn list<T: DeserializeOwned>(&self, prefix: &[u8]) -> ReadResult<Vec<T>> {
@@ -255,6 +285,20 @@ impl Directory {
         channel: &str,
     ) -> ReadResult<Vec<(String, ChannelStanding)>> {
         self.keyed(&keys::channel_standings(app, channel))
+    }
+    pub fn webhook(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Webhook>>> {
+        self.get(&keys::webhook(app, id))
+    }
+    /// An app's webhooks (kept decoded while group 0 does not change: every write reads them).
+    pub fn webhooks(&self, app: &str) -> ReadResult<Arc<Vec<Webhook>>> {
+        let key = keys::webhooks(app);
+        if let Some(hit) = self.get_cached::<Vec<Webhook>>(&key) {
+            return Ok(hit);
+        }
+        let version = self.reader.version();
+        let list = Arc::new(self.list::<Webhook>(&key)?);
+        self.keep(version, &key, list.clone());
+        Ok(list)
     }
     pub fn report(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Report>>> {
         self.get(&keys::report(app, id))

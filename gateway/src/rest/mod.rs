@@ -43,6 +43,7 @@ pub mod requests;
 pub mod templates;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 /// A JSON response with `status`.

@@ -58,6 +58,15 @@ impl TestNode {
         Self::start_full(config, test_chat_config(), mode, dir).await
     }
 
+    /// A node joining or bootstrapping with its own chat settings.
+    pub async fn start_mode_chat(
+        config: GatewayConfig,
+        chat: ChatConfig,
+        mode: StartMode,
+    ) -> TestNode {
+        Self::start_full(config, chat, mode, None).await
+    }
+
     /// A node with its own chat settings (rate limits, history).
     pub async fn start_chat(config: GatewayConfig, chat: ChatConfig) -> TestNode {
         Self::start_full(config, chat, StartMode::Bootstrap, None).await
@@ -442,5 +451,92 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// Header names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    pub raw: Vec<u8>,
+    pub body: Value,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+/// A local HTTP receiver for webhooks (on 127.0.0.1): records every POST and answers with the
+/// statuses queued in `answers` (200 once they run out).
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
+    pub answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        let rx = Receiver {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            hits: Default::default(),
+            answers: Default::default(),
+        };
+        async fn hook(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+            let status = rx.answers.lock().unwrap().pop_front().unwrap_or(200);
+            rx.hits.lock().unwrap().push(Hit {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect(),
+                raw: body.to_vec(),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                status,
+            });
+            StatusCode::from_u16(status).unwrap()
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rx = Receiver { addr, ..rx };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(rx.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        rx
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    pub fn answer(&self, statuses: &[u16]) {
+        self.answers
+            .lock()
+            .unwrap()
+            .extend(statuses.iter().copied());
+    }
+
+    /// Waits until a hit satisfies `pred`; returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Hit) -> bool) -> Hit {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(h) = self.hits().into_iter().find(|h| pred(h)) {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no webhook delivery: {what}; got {:?}",
+                self.hits()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -123,6 +123,17 @@ impl Config {
         )?;
         positive(r.history_size as u64, "realtime.history_size")?;
 
+        let w = &self.webhooks;
+        positive(w.timeout_ms, "webhooks.timeout_ms")?;
+        positive(w.backoff_ms, "webhooks.backoff_ms")?;
+        positive(w.disable_after.into(), "webhooks.disable_after")?;
+        positive(w.log_keep.into(), "webhooks.log_keep")?;
+        positive(w.poll_ms, "webhooks.poll_ms")?;
+        ensure(w.retries <= 10, "webhooks.retries", "must be at most 10")?;
+        if let Err(why) = chatsdk_actors::hooks::Guard::new(&w.hook_config().allowed_hosts) {
+            ensure(false, "webhooks.allowed_hosts", why)?;
+        }
+
         positive(a.access_ttl_s, "auth.access_ttl_s")?;
         ensure(
             a.access_ttl_s < a.refresh_ttl_s,
