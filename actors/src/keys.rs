@@ -152,6 +152,30 @@ pub(crate) fn reported(app: &str, message: &str, reporter: &str) -> Vec<u8> {
         reporter.as_bytes(),
     ])
 }
+/// An app's auto-enrollment rule.
+pub(crate) fn enrollment_rule(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"enrule", app.as_bytes(), id.as_bytes()])
+}
+pub(crate) fn enrollment_rules(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"enrule", app.as_bytes()])
+}
+/// A rule ran for a user (value: the run's id).
+pub(crate) fn enrollment_ran(app: &str, rule: &str, user: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"enran",
+        app.as_bytes(),
+        rule.as_bytes(),
+        user.as_bytes(),
+    ])
+}
+/// A run of a rule, by its id.
+pub(crate) fn enrollment_run(app: &str, run: &str) -> Vec<u8> {
+    key(&[b"d", b"enrun", app.as_bytes(), run.as_bytes()])
+}
+pub(crate) fn enrollment_runs(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"enrun", app.as_bytes()])
+}
 /// An app's webhook.
 pub(crate) fn webhook(app: &str, id: &str) -> Vec<u8> {
     key(&[b"d", b"hook", app.as_bytes(), id.as_bytes()])

@@ -748,3 +748,40 @@ pub struct HookDelivery {
     pub retry_count: u32,
     pub attempted_at: u64,
 }
+
+/// An auto-enrollment rule: when a trigger fires for a user who meets the conditions, the
+/// actions run (see `chat::enrollment`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentRule {
+    pub id: String,
+    pub app_id: String,
+    pub name: Option<String>,
+    pub workspace_id: Option<String>,
+    pub channel_id: Option<String>,
+    /// `all_users`, `role_based`, `tag_based`, `event_trigger` or `attribute_match`.
+    pub rule_type: String,
+    /// Validated when the rule is saved (see `chat::enrollment::Conditions`).
+    pub conditions: Json,
+    /// Validated when the rule is saved (see `chat::enrollment::Actions`).
+    pub actions: Json,
+    pub priority: i64,
+    pub enabled: bool,
+    pub created_by: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A rule's run for one user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentRun {
+    pub id: String,
+    pub rule_id: String,
+    pub rule_type: String,
+    pub user_id: String,
+    /// `None` while the run is under way (claimed, actions not finished).
+    pub success: Option<bool>,
+    pub error: Option<String>,
+    /// What fired it: `user_created`, `workspace_joined`, `attributes_changed`, `manual`.
+    pub trigger: String,
+    pub executed_at: u64,
+}

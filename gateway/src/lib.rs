@@ -33,8 +33,9 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, blocks, by_message, channels, emoji, health, keys, mentions, messages,
-        moderation, presence, receipts, templates, tokens, users, webhooks, workspaces,
+        admin, annotations, blocks, by_message, channels, emoji, enrollment, health, keys,
+        mentions, messages, moderation, presence, receipts, templates, tokens, users, webhooks,
+        workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -204,6 +205,29 @@ pub fn app(state: GatewayState) -> Router {
             put(moderation::review),
         )
         .route("/api/moderation/stats", get(moderation::stats))
+        .route(
+            "/api/enrollment/rules",
+            get(enrollment::list).post(enrollment::create),
+        )
+        .route(
+            "/api/enrollment/rules/{id}",
+            get(enrollment::get)
+                .patch(enrollment::update)
+                .delete(enrollment::delete),
+        )
+        .route("/api/enrollment/execute", post(enrollment::execute))
+        .route("/api/enrollment/history", get(enrollment::history))
+        .route("/api/auto-enrollment/rules", post(enrollment::create))
+        .route(
+            "/api/auto-enrollment/rules/{id}",
+            get(enrollment::get)
+                .patch(enrollment::update)
+                .delete(enrollment::delete),
+        )
+        .route(
+            "/api/workspaces/{id}/auto-enrollment/rules",
+            get(enrollment::list_of_workspace),
+        )
         .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/api/webhooks/{id}",

@@ -542,6 +542,16 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .await;
     assert_eq!(hook.status, 201, "{hook:?}");
     let hid = hook.body["id"].as_str().unwrap().to_string();
+    let rule = rest
+        .call(
+            "POST",
+            "/api/auto-enrollment/rules",
+            Cred::Key(&key_b),
+            Some(json!({"rule_type": "all_users", "actions": {"join_channels": [cid]}})),
+        )
+        .await;
+    assert_eq!(rule.status, 201, "{rule:?}");
+    let rule_id = rule.body["id"].as_str().unwrap().to_string();
     let poll = rest
         .call(
             "POST",
@@ -778,6 +788,32 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             "POST",
             format!("/api/moderation/{mid}/report"),
             Some(json!({"user_id": "eve", "reason": "spam"})),
+        ),
+        ("GET", format!("/api/enrollment/rules/{rule_id}"), None),
+        (
+            "PATCH",
+            format!("/api/enrollment/rules/{rule_id}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            "DELETE",
+            format!("/api/auto-enrollment/rules/{rule_id}"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/enrollment/execute".to_string(),
+            Some(json!({"userId": "bob"})),
+        ),
+        (
+            "GET",
+            format!("/api/workspaces/{wid}/auto-enrollment/rules"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/auto-enrollment/rules".to_string(),
+            Some(json!({"rule_type": "all_users", "actions": {"join_channels": [cid]}})),
         ),
         ("GET", format!("/api/webhooks/{hid}"), None),
         (

@@ -1111,3 +1111,250 @@ async fn webhooks_never_reach_internal_addresses_unless_allowed() {
     assert!(rx.hits().is_empty());
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_rules_fire_on_their_triggers_once_per_user() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("enrollment").await;
+    user(&rest, &key, "admin", true).await;
+    user(&rest, &key, "owner", false).await;
+    let (admin, _) = rest.login(&key, "admin").await;
+    let mk = |body: Value| {
+        let rest = &rest;
+        let key = key.clone();
+        async move {
+            rest.call("POST", "/api/channels", Cred::Key(&key), Some(body))
+                .await
+        }
+    };
+    let general = id(
+        &mk(json!({"user_id": "owner", "type": "group", "name": "general"}))
+            .await
+            .body,
+    );
+    let staff = id(
+        &mk(json!({"user_id": "owner", "type": "group", "name": "staff"}))
+            .await
+            .body,
+    );
+    let sales = id(
+        &mk(json!({"user_id": "owner", "type": "group", "name": "sales"}))
+            .await
+            .body,
+    );
+    let ws = rest
+        .call(
+            "POST",
+            "/api/workspaces",
+            Cred::Key(&key),
+            Some(json!({"user_id": "owner", "name": "acme"})),
+        )
+        .await;
+    let wid = id(&ws.body);
+    let ws_room = id(&mk(
+        json!({"user_id": "owner", "type": "group", "name": "ws-room", "workspace_id": wid}),
+    )
+    .await
+    .body);
+    let rule = |body: Value| {
+        let rest = &rest;
+        let admin = admin.clone();
+        async move {
+            rest.call(
+                "POST",
+                "/api/enrollment/rules",
+                Cred::Bearer(&admin),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Rules are checked when they are saved.
+    for (body, why) in [
+        (
+            json!({"ruleType": "nonsense", "actions": {"joinChannels": [general]}}),
+            "type",
+        ),
+        (
+            json!({"ruleType": "role_based", "actions": {"joinChannels": [general]}}),
+            "no roles",
+        ),
+        (json!({"ruleType": "all_users", "actions": {}}), "no action"),
+        (
+            json!({"ruleType": "all_users", "conditions": {"colour": "red"}, "actions": {"joinChannels": [general]}}),
+            "unknown condition",
+        ),
+        (
+            json!({"ruleType": "event_trigger", "conditions": {"trigger": "birthday"}, "actions": {"joinChannels": [general]}}),
+            "trigger",
+        ),
+        (
+            json!({"ruleType": "all_users", "actions": {"joinChannels": ["nope"]}}),
+            "unknown channel",
+        ),
+    ] {
+        let r = rule(body).await;
+        assert!(r.status == 400 || r.status == 404, "{why}: {r:?}");
+    }
+    let everyone = rule(json!({"ruleType": "event_trigger", "conditions": {"trigger": "user_created"}, "actions": {"joinChannels": [general]}, "priority": 1})).await;
+    assert_eq!(everyone.status, 201, "{everyone:?}");
+    let tagged = rule(json!({"ruleType": "tag_based", "conditions": {"tags": ["staff"]}, "actions": {"joinChannels": [staff], "channelRole": "moderator"}, "priority": 5})).await;
+    assert_eq!(tagged.status, 201, "{tagged:?}");
+    let attr = rule(json!({"ruleType": "attribute_match", "conditions": {"attributes": {"team": ["sales", "bizdev"]}, "trigger": "attributes_changed"}, "actions": {"joinChannels": [sales]}})).await;
+    assert_eq!(attr.status, 201, "{attr:?}");
+    let joined = rule(json!({"ruleType": "event_trigger", "conditions": {"trigger": "workspace_joined", "workspaceId": wid}, "actions": {"joinChannels": [ws_room]}})).await;
+    assert_eq!(joined.status, 201, "{joined:?}");
+    // The Server API's form, listed by workspace.
+    let server_rule = rest
+        .call(
+            "POST",
+            "/api/auto-enrollment/rules",
+            Cred::Key(&key),
+            Some(json!({"workspace_id": wid, "name": "into acme", "conditions": {"tags": ["acme"]}, "actions": {}, "is_active": true, "rule_type": "tag_based"})),
+        )
+        .await;
+    assert_eq!(server_rule.status, 201, "{server_rule:?}");
+    assert_eq!(server_rule.body["is_active"], true);
+    let listed = rest
+        .call(
+            "GET",
+            &format!("/api/workspaces/{wid}/auto-enrollment/rules"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["rules"].as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
+
+    let member_of = |user: &'static str, channel: String| {
+        let rest = &rest;
+        let key = key.clone();
+        async move {
+            let m = rest
+                .call(
+                    "GET",
+                    &format!("/api/channels/{channel}/members"),
+                    Cred::Key(&key),
+                    None,
+                )
+                .await;
+            m.body.to_string().contains(&format!("\"{user}\""))
+        }
+    };
+    // User created (through token minting): the user_created rule, and the tag rule (with its
+    // role); creating again is not a new trigger.
+    let minted = rest
+        .call(
+            "POST",
+            "/tokens",
+            Cred::Key(&key),
+            Some(json!({"userId": "dana", "custom": {"tags": ["staff"]}})),
+        )
+        .await;
+    assert_eq!(minted.status, 200, "{minted:?}");
+    assert!(member_of("dana", general.clone()).await);
+    assert!(member_of("dana", staff.clone()).await);
+    assert!(!member_of("dana", sales.clone()).await);
+    let role = rest
+        .call(
+            "GET",
+            &format!("/api/channels/{staff}/members"),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert!(role.body.to_string().contains("moderator"), "{role:?}");
+    // Attributes changed: the attribute rule.
+    let put = rest
+        .call(
+            "PUT",
+            "/api/users/dana",
+            Cred::Key(&key),
+            Some(json!({"custom": {"tags": ["staff"], "team": "bizdev"}})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    assert!(member_of("dana", sales.clone()).await);
+    // Leaving and changing again does not run it a second time (once per rule and user).
+    let (dana, _) = rest.login(&key, "dana").await;
+    rest.call(
+        "DELETE",
+        &format!("/api/channels/{sales}/members/dana"),
+        Cred::Bearer(&dana),
+        None,
+    )
+    .await;
+    rest.call(
+        "PUT",
+        "/api/users/dana",
+        Cred::Key(&key),
+        Some(json!({"custom": {"tags": ["staff"], "team": "sales"}})),
+    )
+    .await;
+    assert!(!member_of("dana", sales.clone()).await);
+    // Joining the workspace: its rule.
+    let add = rest
+        .call(
+            "POST",
+            &format!("/api/workspaces/{wid}/members"),
+            Cred::Key(&key),
+            Some(json!({"user_ids": ["dana"], "user_id": "owner"})),
+        )
+        .await;
+    assert_eq!(add.status, 200, "{add:?}");
+    assert!(member_of("dana", ws_room.clone()).await);
+    // A manual run applies matching rules again.
+    let ex = rest
+        .call(
+            "POST",
+            "/api/enrollment/execute",
+            Cred::Bearer(&admin),
+            Some(json!({"userId": "dana"})),
+        )
+        .await;
+    assert_eq!(ex.status, 200, "{ex:?}");
+    assert!(
+        ex.body["rulesExecuted"].as_u64().unwrap_or(0) >= 2,
+        "{ex:?}"
+    );
+    assert!(member_of("dana", sales.clone()).await);
+    let hist = rest
+        .call(
+            "GET",
+            "/api/enrollment/history?userId=dana",
+            Cred::Bearer(&admin),
+            None,
+        )
+        .await;
+    let runs = hist.body["executions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(runs.len() >= 4, "{hist:?}");
+    assert!(runs.iter().all(|r| r["success"] == true), "{hist:?}");
+    assert!(runs.iter().any(|r| r["trigger"] == "user_created"));
+    assert!(runs.iter().any(|r| r["trigger"] == "workspace_joined"));
+    // Only app admins manage rules.
+    assert_error(
+        &rest
+            .call("GET", "/api/enrollment/rules", Cred::Bearer(&dana), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let off = rest
+        .call(
+            "PATCH",
+            &format!("/api/enrollment/rules/{}", id(&everyone.body)),
+            Cred::Bearer(&admin),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(off.body["enabled"], false, "{off:?}");
+    rest.login(&key, "erin").await;
+    assert!(!member_of("erin", general.clone()).await, "disabled rule");
+    node.stop().await;
+}

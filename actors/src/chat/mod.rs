@@ -45,6 +45,7 @@ mod annotations;
 mod blocks;
 mod channels;
 mod emoji;
+mod enrollment;
 mod mentions;
 mod moderation;
 mod presence;
@@ -55,6 +56,7 @@ mod workspaces;
 
 pub use annotations::{NewPoll, NewPollOption, SavedMessage};
 pub use emoji::{sniff_image, NewEmoji, MAX_EMOJI_BYTES};
+pub use enrollment::{RuleOutcome, RuleSpec, MAX_RULES_PER_APP, RULE_TYPES, TRIGGERS};
 pub use mentions::MentionItem;
 pub use moderation::{ModerationStats, Review, MAX_NOTE_CHARS};
 pub use presence::UserPresence;

@@ -215,7 +215,8 @@ impl Chat {
         if let Some(name) = &patch.name {
             validate::text_len("name", name, 1, 255)?;
         }
-        match self
+        let attributes = patch.custom.is_some() || patch.role.is_some();
+        let (action, user) = match self
             .dir(DirCommand::UpsertUser {
                 app_id: app.to_string(),
                 patch,
@@ -224,9 +225,28 @@ impl Chat {
             })
             .await?
         {
-            DirReply::User { action, user } => Ok((action, user)),
-            other => Err(unexpected(other)),
-        }
+            DirReply::User { action, user } => (action, user),
+            other => return Err(unexpected(other)),
+        };
+        self.enroll_after_upsert(app, action, &user.id, attributes)
+            .await;
+        Ok((action, user))
+    }
+
+    /// Fires the enrollment triggers of a user write.
+    async fn enroll_after_upsert(
+        &self,
+        app: &str,
+        action: UpsertAction,
+        user: &str,
+        attributes: bool,
+    ) {
+        let trigger = match action {
+            UpsertAction::Created => super::enrollment::Trigger::UserCreated,
+            UpsertAction::Updated if attributes => super::enrollment::Trigger::AttributesChanged,
+            _ => return,
+        };
+        self.enroll(app, user, trigger).await;
     }
 
     /// Creates or updates several users with one directory write (one Raft round for the
@@ -271,7 +291,8 @@ impl Chat {
             }
         }
         .into_iter();
-        Ok(out
+        let mut enrolled = Vec::new();
+        let out: Vec<_> = out
             .into_iter()
             .map(|slot| match slot {
                 Some(refused) => refused,
@@ -279,7 +300,18 @@ impl Chat {
                     .next()
                     .ok_or_else(|| ChatError::Internal("bulk upsert answered short".into())),
             })
-            .collect())
+            .inspect(|r| {
+                if let Ok((action, u)) = r {
+                    enrolled.push((*action, u.id.clone()));
+                }
+            })
+            .collect();
+        for (action, id) in enrolled {
+            // A bulk write carries profile fields; only a creation is a trigger here unless
+            // custom data came with it (every patch of a bulk write may carry it).
+            self.enroll_after_upsert(app, action, &id, false).await;
+        }
+        Ok(out)
     }
 
     /// Anonymises a user, revokes their tokens and closes their connections.

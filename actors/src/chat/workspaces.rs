@@ -434,6 +434,14 @@ impl Chat {
     }
 
     async fn workspace_member_event(&self, app: &str, ws: &str, user: &str, joined: bool) {
+        if joined {
+            self.enroll(
+                app,
+                user,
+                super::enrollment::Trigger::WorkspaceJoined(ws.to_string()),
+            )
+            .await;
+        }
         let event = Event::WorkspaceMember {
             workspace_id: ws.to_string(),
             user_id: user.to_string(),

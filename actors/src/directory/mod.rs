@@ -130,6 +130,8 @@ pub enum DirCommand {
     Moderate(moderation::ModCommand),
     /// A webhook change (see [`webhooks::HookCommand`]).
     Webhook(webhooks::HookCommand),
+    /// An auto-enrollment change (see [`enrollment::EnrollCommand`]).
+    Enroll(enrollment::EnrollCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -219,6 +221,7 @@ pub struct DirectoryApplier;
 
 use crate::keys::{get_record as get, put_record as put};
 
+pub mod enrollment;
 pub mod moderation;
 mod reads;
 pub mod webhooks;
@@ -320,6 +323,9 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"standing",
                 b"cstanding",
                 b"hook",
+                b"enrule",
+                b"enrun",
+                b"enran",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -508,6 +514,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
         DirCommand::Moderate(command) => moderation::transition(kv, command)?,
         DirCommand::Webhook(command) => webhooks::transition(kv, command)?,
+        DirCommand::Enroll(command) => enrollment::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,

@@ -17,7 +17,8 @@ use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
 use crate::model::{
-    ApiKey, App, Channel, Invite, Member, User, Webhook, Workspace, WorkspaceMember,
+    ApiKey, App, Channel, EnrollmentRule, EnrollmentRun, Invite, Member, User, Webhook, Workspace,
+    WorkspaceMember,
 };
 
 /// Decoded records kept at most; when full, the cache starts over.
@@ -299,6 +300,29 @@ impl Directory {
         let list = Arc::new(self.list::<Webhook>(&key)?);
         self.keep(version, &key, list.clone());
         Ok(list)
+    }
+    /// An app's enrollment rules (kept decoded while group 0 does not change: every trigger
+    /// reads them).
+    pub fn enrollment_rules(&self, app: &str) -> ReadResult<Arc<Vec<EnrollmentRule>>> {
+        let key = keys::enrollment_rules(app);
+        if let Some(hit) = self.get_cached::<Vec<EnrollmentRule>>(&key) {
+            return Ok(hit);
+        }
+        let version = self.reader.version();
+        let list = Arc::new(self.list::<EnrollmentRule>(&key)?);
+        self.keep(version, &key, list.clone());
+        Ok(list)
+    }
+    /// Whether `rule` ran for `user`.
+    pub fn enrollment_ran(&self, app: &str, rule: &str, user: &str) -> ReadResult<bool> {
+        Ok(self
+            .reader
+            .get(&keys::enrollment_ran(app, rule, user))?
+            .is_some())
+    }
+    /// Every run of an app's rules, in id (time) order.
+    pub fn enrollment_runs(&self, app: &str) -> ReadResult<Vec<EnrollmentRun>> {
+        self.list(&keys::enrollment_runs(app))
     }
     pub fn report(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Report>>> {
         self.get(&keys::report(app, id))

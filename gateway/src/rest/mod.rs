@@ -32,6 +32,7 @@ pub mod blocks;
 pub mod by_message;
 pub mod channels;
 pub mod emoji;
+pub mod enrollment;
 pub mod health;
 pub mod keys;
 pub mod mentions;
