@@ -176,6 +176,32 @@ pub(crate) fn enrollment_run(app: &str, run: &str) -> Vec<u8> {
 pub(crate) fn enrollment_runs(app: &str) -> Vec<u8> {
     prefix(&[b"d", b"enrun", app.as_bytes()])
 }
+/// `supervisor` supervises `supervised`.
+pub(crate) fn supervision(app: &str, supervisor: &str, supervised: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"sup",
+        app.as_bytes(),
+        supervisor.as_bytes(),
+        supervised.as_bytes(),
+    ])
+}
+pub(crate) fn supervisions(app: &str, supervisor: &str) -> Vec<u8> {
+    prefix(&[b"d", b"sup", app.as_bytes(), supervisor.as_bytes()])
+}
+/// The index from a supervised user to a supervisor (empty value).
+pub(crate) fn supervisor_of(app: &str, supervised: &str, supervisor: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"supby",
+        app.as_bytes(),
+        supervised.as_bytes(),
+        supervisor.as_bytes(),
+    ])
+}
+pub(crate) fn supervisors_of(app: &str, supervised: &str) -> Vec<u8> {
+    prefix(&[b"d", b"supby", app.as_bytes(), supervised.as_bytes()])
+}
 /// An app's webhook.
 pub(crate) fn webhook(app: &str, id: &str) -> Vec<u8> {
     key(&[b"d", b"hook", app.as_bytes(), id.as_bytes()])

@@ -45,8 +45,8 @@ pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
     NewEmoji, NewMessage, NewPoll, NewPollOption, NewWebhook, Position, Review, RuleOutcome,
-    RuleSpec, SavedMessage, TemplateSpec, UserPresence, WebhookPatch, WorkspaceSpec,
-    WorkspaceStats,
+    RuleSpec, SavedMessage, SupervisionSpec, TemplateSpec, UserPresence, WebhookPatch,
+    WorkspaceSpec, WorkspaceStats,
 };
 pub use error::ChatError;
 

@@ -785,3 +785,18 @@ pub struct EnrollmentRun {
     pub trigger: String,
     pub executed_at: u64,
 }
+
+/// A user supervised by another (a guardian, a school, an organisation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Supervision {
+    pub supervisor: String,
+    pub supervised: String,
+    /// `guardian`, `school` or `organization`.
+    pub kind: String,
+    /// The highest channel age rating (`config.minAge`) the supervised user may join.
+    pub age_restriction: Option<u8>,
+    /// Whether the supervisor may see the user's activity.
+    pub monitoring: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+}

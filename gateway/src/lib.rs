@@ -34,8 +34,8 @@ pub use state::{GatewayConfig, GatewayState};
 pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, emoji, enrollment, health, keys,
-        mentions, messages, moderation, presence, receipts, templates, tokens, users, webhooks,
-        workspaces,
+        mentions, messages, moderation, presence, receipts, supervision, templates, tokens, users,
+        webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -74,6 +74,15 @@ pub fn app(state: GatewayState) -> Router {
         )
         .route("/api/users/{id}/revoke-tokens", post(users::revoke))
         .route("/api/users/me/blocked", get(blocks::mine))
+        .route("/api/users/me/supervised", get(supervision::mine))
+        .route("/api/users/me/supervisors", get(supervision::supervisors))
+        .route(
+            "/api/users/{id}/supervise",
+            post(supervision::supervise)
+                .patch(supervision::update)
+                .delete(supervision::unsupervise),
+        )
+        .route("/api/users/{id}/activity", get(supervision::activity))
         .route(
             "/api/users/{id}/block",
             post(blocks::block).delete(blocks::unblock),

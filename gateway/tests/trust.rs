@@ -1358,3 +1358,191 @@ async fn enrollment_rules_fire_on_their_triggers_once_per_user() {
     assert!(!member_of("erin", general.clone()).await, "disabled rule");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_see_activity_and_age_restrictions_hold() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("supervision").await;
+    user(&rest, &key, "teacher", true).await;
+    for u in ["kid", "friend", "stranger"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (teacher, _) = rest.login(&key, "teacher").await;
+    let (kid, _) = rest.login(&key, "kid").await;
+    let (stranger, _) = rest.login(&key, "stranger").await;
+    // Only app admins supervise; the type and age are checked.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/users/x/supervise",
+                Cred::Bearer(&stranger),
+                Some(json!({"supervisedUserId": "kid", "supervisionType": "guardian"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    for body in [
+        json!({"supervisedUserId": "kid", "supervisionType": "uncle"}),
+        json!({"supervisedUserId": "kid", "supervisionType": "school", "ageRestriction": 0}),
+        json!({"supervisedUserId": "nobody", "supervisionType": "school"}),
+    ] {
+        let r = rest
+            .call(
+                "POST",
+                "/api/users/x/supervise",
+                Cred::Bearer(&teacher),
+                Some(body),
+            )
+            .await;
+        assert!(r.status == 400 || r.status == 404, "{r:?}");
+    }
+    let s = rest
+        .call(
+            "POST",
+            "/api/users/ignored/supervise",
+            Cred::Bearer(&teacher),
+            Some(json!({"supervisedUserId": "kid", "supervisionType": "school", "ageRestriction": 12})),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{s:?}");
+    assert_eq!(s.body["supervisorUserId"], "teacher");
+    assert_eq!(s.body["monitoringEnabled"], true);
+    let mine = rest
+        .call(
+            "GET",
+            "/api/users/me/supervised",
+            Cred::Bearer(&teacher),
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["supervised"][0]["userId"], "kid", "{mine:?}");
+    let theirs = rest
+        .call("GET", "/api/users/me/supervisors", Cred::Bearer(&kid), None)
+        .await;
+    assert_eq!(
+        theirs.body["supervisors"][0]["userId"], "teacher",
+        "{theirs:?}"
+    );
+    assert_eq!(theirs.body["supervisors"][0]["ageRestriction"], 12);
+
+    // Activity: the kid's messages everywhere, DMs included, and the flags on them.
+    let dm = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&kid),
+            Some(json!({"type": "messaging", "memberIds": ["friend"]})),
+        )
+        .await;
+    let dm_id = id(&dm.body);
+    assert_eq!(send(&rest, &kid, &dm_id, "secret plan").await.status, 201);
+    let (friend, _) = rest.login(&key, "friend").await;
+    assert_eq!(send(&rest, &friend, &dm_id, "ok").await.status, 201);
+    let m = send(&rest, &kid, &dm_id, "rude words").await;
+    rest.call(
+        "POST",
+        &format!("/api/moderation/{}/report", id(&m.body)),
+        Cred::Bearer(&friend),
+        Some(json!({"reason": "harassment"})),
+    )
+    .await;
+    let act = rest
+        .call(
+            "GET",
+            "/api/users/kid/activity",
+            Cred::Bearer(&teacher),
+            None,
+        )
+        .await;
+    assert_eq!(act.status, 200, "{act:?}");
+    let recent = act.body["activity"]["recentMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let texts: Vec<&str> = recent.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, vec!["rude words", "secret plan"], "{act:?}");
+    assert_eq!(
+        act.body["activity"]["moderationFlags"][0]["reason"],
+        "harassment"
+    );
+    assert_eq!(act.body["activity"]["channels"][0]["id"], dm_id.as_str());
+    // Without monitoring, or for someone else's supervisee: refused.
+    let off = rest
+        .call(
+            "PATCH",
+            "/api/users/kid/supervise",
+            Cred::Bearer(&teacher),
+            Some(json!({"monitoringEnabled": false, "ageRestriction": null})),
+        )
+        .await;
+    assert_eq!(off.body["monitoringEnabled"], false, "{off:?}");
+    assert!(off.body["ageRestriction"].is_null());
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/api/users/kid/activity",
+                Cred::Bearer(&teacher),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/api/users/friend/activity",
+                Cred::Bearer(&teacher),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    // Age restriction: a channel rated 16 is closed to a user restricted to 12.
+    rest.call(
+        "PATCH",
+        "/api/users/kid/supervise",
+        Cred::Bearer(&teacher),
+        Some(json!({"ageRestriction": 12})),
+    )
+    .await;
+    let rated = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&stranger),
+            Some(json!({"type": "public", "name": "late night", "config": {"minAge": 16}})),
+        )
+        .await;
+    let rated_id = id(&rated.body);
+    assert_error(&send(&rest, &kid, &rated_id, "hi").await, 403, "FORBIDDEN");
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{rated_id}/members"),
+                Cred::Bearer(&stranger),
+                Some(json!({"userId": "kid"})),
+            )
+            .await,
+        403,
+        "CHANNEL_RESTRICTED",
+    );
+    assert_eq!(send(&rest, &friend, &rated_id, "hi").await.status, 201);
+    let gone = rest
+        .call(
+            "DELETE",
+            "/api/users/kid/supervise",
+            Cred::Bearer(&teacher),
+            None,
+        )
+        .await;
+    assert_eq!(gone.body["success"], true, "{gone:?}");
+    assert_eq!(send(&rest, &kid, &rated_id, "hi").await.status, 201);
+    node.stop().await;
+}

@@ -356,6 +356,11 @@ impl Chat {
                     "user {u} is banned from this channel"
                 )));
             }
+            if !self.age_allows(&caller.app, &ch, u)? {
+                return Err(ChatError::Restricted(format!(
+                    "user {u} is not allowed in this channel by their supervisor's age restriction"
+                )));
+            }
             if self.user(&caller.app, u)?.is_none() {
                 return Err(ChatError::NotFound(format!("user {u}")));
             }

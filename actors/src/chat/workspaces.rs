@@ -92,9 +92,10 @@ impl Chat {
         if !ch.kind.is_open() {
             return Ok(false);
         }
-        // Banned from the channel: not open to them (no reading, joining or subscribing).
+        // Banned from the channel, or rated above their age restriction: not open to them
+        // (no reading, joining or subscribing).
         if let Some(user) = user {
-            if self.channel_banned(app, &ch.id, user)? {
+            if self.channel_banned(app, &ch.id, user)? || !self.age_allows(app, ch, user)? {
                 return Ok(false);
             }
         }

@@ -132,6 +132,8 @@ pub enum DirCommand {
     Webhook(webhooks::HookCommand),
     /// An auto-enrollment change (see [`enrollment::EnrollCommand`]).
     Enroll(enrollment::EnrollCommand),
+    /// A supervision change (see [`supervision::SupCommand`]).
+    Supervise(supervision::SupCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -224,6 +226,7 @@ use crate::keys::{get_record as get, put_record as put};
 pub mod enrollment;
 pub mod moderation;
 mod reads;
+pub mod supervision;
 pub mod webhooks;
 pub mod workspaces;
 pub use reads::{Directory, ReadResult};
@@ -326,6 +329,8 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"enrule",
                 b"enrun",
                 b"enran",
+                b"sup",
+                b"supby",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -515,6 +520,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         DirCommand::Moderate(command) => moderation::transition(kv, command)?,
         DirCommand::Webhook(command) => webhooks::transition(kv, command)?,
         DirCommand::Enroll(command) => enrollment::transition(kv, command)?,
+        DirCommand::Supervise(command) => supervision::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,

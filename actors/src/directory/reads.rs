@@ -17,8 +17,8 @@ use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
 use crate::model::{
-    ApiKey, App, Channel, EnrollmentRule, EnrollmentRun, Invite, Member, User, Webhook, Workspace,
-    WorkspaceMember,
+    ApiKey, App, Channel, EnrollmentRule, EnrollmentRun, Invite, Member, Supervision, User,
+    Webhook, Workspace, WorkspaceMember,
 };
 
 /// Decoded records kept at most; when full, the cache starts over.
@@ -312,6 +312,28 @@ impl Directory {
         let list = Arc::new(self.list::<EnrollmentRule>(&key)?);
         self.keep(version, &key, list.clone());
         Ok(list)
+    }
+    pub fn supervision(
+        &self,
+        app: &str,
+        supervisor: &str,
+        supervised: &str,
+    ) -> ReadResult<Option<Arc<Supervision>>> {
+        self.get(&keys::supervision(app, supervisor, supervised))
+    }
+    /// The users `supervisor` supervises.
+    pub fn supervised_by(&self, app: &str, supervisor: &str) -> ReadResult<Vec<Supervision>> {
+        self.list(&keys::supervisions(app, supervisor))
+    }
+    /// The supervisions of `supervised` (an index read, then one record per supervisor).
+    pub fn supervisors_of(&self, app: &str, supervised: &str) -> ReadResult<Vec<Supervision>> {
+        let mut out = Vec::new();
+        for supervisor in self.last_components(&keys::supervisors_of(app, supervised))? {
+            if let Some(s) = self.supervision(app, &supervisor, supervised)? {
+                out.push(Arc::unwrap_or_clone(s));
+            }
+        }
+        Ok(out)
     }
     /// Whether `rule` ran for `user`.
     pub fn enrollment_ran(&self, app: &str, rule: &str, user: &str) -> ReadResult<bool> {

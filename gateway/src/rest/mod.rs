@@ -41,6 +41,7 @@ pub mod moderation;
 pub mod presence;
 pub mod receipts;
 pub mod requests;
+pub mod supervision;
 pub mod templates;
 pub mod tokens;
 pub mod users;
