@@ -202,6 +202,25 @@ pub(crate) fn supervisor_of(app: &str, supervised: &str, supervisor: &str) -> Ve
 pub(crate) fn supervisors_of(app: &str, supervised: &str) -> Vec<u8> {
     prefix(&[b"d", b"supby", app.as_bytes(), supervised.as_bytes()])
 }
+/// The cluster's VAPID key (PKCS#8, hex).
+pub(crate) fn vapid() -> Vec<u8> {
+    key(&[b"d", b"vapid"])
+}
+/// A user's devices.
+pub(crate) fn devices(app: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"devices", app.as_bytes(), user.as_bytes()])
+}
+/// A user's Web Push subscriptions (only users with some have the key).
+pub(crate) fn web_push(app: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"wpush", app.as_bytes(), user.as_bytes()])
+}
+pub(crate) fn web_push_users(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"wpush", app.as_bytes()])
+}
+/// A user's notification preferences.
+pub(crate) fn notify_prefs(app: &str, user: &str) -> Vec<u8> {
+    key(&[b"d", b"nprefs", app.as_bytes(), user.as_bytes()])
+}
 /// An app's webhook.
 pub(crate) fn webhook(app: &str, id: &str) -> Vec<u8> {
     key(&[b"d", b"hook", app.as_bytes(), id.as_bytes()])

@@ -27,6 +27,7 @@ pub mod interest;
 pub mod limits;
 pub mod model;
 pub mod outbound;
+pub mod push;
 pub mod registry;
 pub mod render;
 pub mod resequence;

@@ -800,3 +800,28 @@ pub struct Supervision {
     pub created_at: u64,
     pub updated_at: u64,
 }
+
+/// A registered device (a native push token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub token: String,
+    /// `ios`, `android`, `web` or `expo`.
+    pub platform: String,
+    pub device_id: Option<String>,
+    pub device_name: Option<String>,
+    pub created_at: u64,
+    pub last_active_at: u64,
+}
+
+/// A browser's Web Push subscription.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    pub endpoint: String,
+    /// base64url of the browser's P-256 public key.
+    pub p256dh: String,
+    /// base64url of the browser's 16-byte auth secret.
+    pub auth: String,
+    pub expires_at: Option<u64>,
+    pub created_at: u64,
+}

@@ -33,7 +33,7 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, blocks, by_message, channels, emoji, enrollment, health, keys,
+        admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
         mentions, messages, moderation, presence, receipts, supervision, templates, tokens, users,
         webhooks, workspaces,
     };
@@ -214,6 +214,16 @@ pub fn app(state: GatewayState) -> Router {
             put(moderation::review),
         )
         .route("/api/moderation/stats", get(moderation::stats))
+        .route("/api/devices", get(devices::list).post(devices::register))
+        .route(
+            "/api/devices/preferences",
+            get(devices::preferences).patch(devices::set_preferences),
+        )
+        .route("/api/devices/{token}", delete(devices::remove))
+        .route("/api/webpush/vapid-key", get(devices::vapid_key))
+        .route("/api/webpush/subscribe", post(devices::subscribe))
+        .route("/api/webpush/unsubscribe", post(devices::unsubscribe))
+        .route("/api/webpush/test", post(devices::test))
         .route(
             "/api/enrollment/rules",
             get(enrollment::list).post(enrollment::create),

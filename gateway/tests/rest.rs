@@ -815,6 +815,12 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             "/api/auto-enrollment/rules".to_string(),
             Some(json!({"rule_type": "all_users", "actions": {"join_channels": [cid]}})),
         ),
+        (
+            "POST",
+            "/api/webpush/unsubscribe".to_string(),
+            Some(json!({"endpoint": "https://push.example/x", "user_id": "bob"})),
+        ),
+        ("DELETE", "/api/devices/t?user_id=bob".to_string(), None),
         ("GET", format!("/api/webhooks/{hid}"), None),
         (
             "PATCH",

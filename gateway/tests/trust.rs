@@ -1546,3 +1546,257 @@ async fn supervisors_see_activity_and_age_restrictions_hold() {
     assert_eq!(send(&rest, &kid, &rated_id, "hi").await.status, 201);
     node.stop().await;
 }
+
+/// A browser's subscription keys: the private key decrypts one push (ring's keys agree once).
+fn browser_keys() -> (ring::agreement::EphemeralPrivateKey, Vec<u8>, [u8; 16]) {
+    let rng = ring::rand::SystemRandom::new();
+    let private =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
+    let public = private.compute_public_key().unwrap().as_ref().to_vec();
+    (private, public, rand_auth())
+}
+
+fn rand_auth() -> [u8; 16] {
+    let mut a = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut a).unwrap();
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_is_encrypted_signed_and_respects_online_mute_and_blocks() {
+    use chatsdk_actors::chat::b64url;
+    let node = TestNode::start_chat(GatewayConfig::default(), hook_chat_config()).await;
+    let rest = Rest::new(&node);
+    let (app, key) = node.app("push").await;
+    for u in ["alice", "bob", "carol"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, bob_ws) = rest.login(&key, "bob").await;
+    let (carol, _) = rest.login(&key, "carol").await;
+    let rx = support::Receiver::start().await;
+    // The VAPID key is the cluster's; devices are a registry.
+    let vapid = rest
+        .call("GET", "/api/webpush/vapid-key", Cred::Bearer(&bob), None)
+        .await;
+    let vapid_key = vapid.body["publicKey"].as_str().unwrap().to_string();
+    assert_eq!(vapid_key.len(), 87, "{vapid:?}");
+    let dev = rest
+        .call(
+            "POST",
+            "/api/devices",
+            Cred::Bearer(&bob),
+            Some(json!({"token": "fcm-token-1", "platform": "android", "deviceName": "Pixel"})),
+        )
+        .await;
+    assert_eq!(dev.status, 200, "{dev:?}");
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/devices",
+                Cred::Bearer(&bob),
+                Some(json!({"token": "t", "platform": "nokia"})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    let listed = rest
+        .call("GET", "/api/devices", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(
+        listed.body["devices"][0]["platform"], "android",
+        "{listed:?}"
+    );
+    assert!(
+        !listed.body.to_string().contains("fcm-token-1"),
+        "tokens not listed"
+    );
+    let prefs = rest
+        .call(
+            "PATCH",
+            "/api/devices/preferences",
+            Cred::Bearer(&bob),
+            Some(json!({"reactions": false, "quietHoursStart": "23:00"})),
+        )
+        .await;
+    assert_eq!(prefs.body["preferences"]["reactions"], false, "{prefs:?}");
+    assert_eq!(prefs.body["preferences"]["newMessages"], true);
+    assert_error(
+        &rest
+            .call(
+                "PATCH",
+                "/api/devices/preferences",
+                Cred::Bearer(&bob),
+                Some(json!({"quietHoursStart": "25:99"})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    // Subscriptions: keys are checked.
+    let (bob_private, bob_public, bob_auth) = browser_keys();
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                "/api/webpush/subscribe",
+                Cred::Bearer(&bob),
+                Some(json!({"endpoint": format!("{}?who=bob", rx.url()), "keys": {"p256dh": "AAAA", "auth": b64url(&bob_auth)}})),
+            )
+            .await,
+        400,
+        "BAD_REQUEST",
+    );
+    for (token, who, public, auth) in [
+        (&bob, "bob", bob_public.clone(), bob_auth),
+        (&carol, "carol", browser_keys().1, rand_auth()),
+    ] {
+        let s = rest
+            .call(
+                "POST",
+                "/api/webpush/subscribe",
+                Cred::Bearer(token),
+                Some(json!({"endpoint": format!("{}?who={who}", rx.url()), "keys": {"p256dh": b64url(&public), "auth": b64url(&auth)}})),
+            )
+            .await;
+        assert_eq!(s.status, 200, "{s:?}");
+    }
+    let to = |who: &'static str| {
+        let rx = rx.clone();
+        move || {
+            rx.hits()
+                .into_iter()
+                .filter(|h| h.uri.ends_with(&format!("who={who}")))
+                .count()
+        }
+    };
+    let (bob_pushes, carol_pushes) = (to("bob"), to("carol"));
+
+    // A DM to Bob, who is offline: one push, encrypted for his browser and signed with VAPID.
+    let dm = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "messaging", "memberIds": ["bob"]})),
+        )
+        .await;
+    assert_eq!(send(&rest, &alice, &id(&dm.body), "psst").await.status, 201);
+    let hit = rx
+        .wait_for("bob's push", |h| h.uri.ends_with("who=bob"))
+        .await;
+    assert_eq!(hit.headers["content-encoding"], "aes128gcm");
+    assert!(hit.headers["ttl"].parse::<u64>().is_ok());
+    let auth_header = &hit.headers["authorization"];
+    let (jwt, k) = auth_header
+        .trim_start_matches("vapid t=")
+        .split_once(", k=")
+        .unwrap();
+    assert_eq!(k, vapid_key);
+    let (input, sig) = jwt.rsplit_once('.').unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        b64.decode(k).unwrap(),
+    )
+    .verify(input.as_bytes(), &b64.decode(sig).unwrap())
+    .expect("VAPID signature");
+    let claims: Value =
+        serde_json::from_slice(&b64.decode(input.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["aud"], format!("http://{}", rx.addr));
+    let plain =
+        chatsdk_actors::push::decrypt(&hit.raw, bob_private, &bob_public, &bob_auth).unwrap();
+    let payload: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(payload["body"], "psst", "{payload:?}");
+    assert_eq!(payload["type"], "message.new");
+    assert_eq!(bob_pushes(), 1);
+
+    // In a group (members are notified in id order: bob before carol), Bob is skipped while
+    // online, while he mutes the group and while he blocks the sender.
+    let group = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "g", "memberIds": ["bob", "carol"]})),
+        )
+        .await;
+    let gid = id(&group.body);
+    let carol_after = |n: usize| {
+        let carol_pushes = to("carol");
+        async move {
+            support::eventually("carol's push", || {
+                let c = carol_pushes.clone();
+                async move { c() >= n }
+            })
+            .await
+        }
+    };
+    let mut conn = WsClient::open(&node.ws_url()).await;
+    conn.connect(&bob_ws).await;
+    let n = carol_pushes();
+    assert_eq!(send(&rest, &alice, &gid, "while online").await.status, 201);
+    carol_after(n + 1).await;
+    assert_eq!(bob_pushes(), 1, "online: no push");
+    conn.close().await;
+    support::eventually("bob offline", || async {
+        !node.chat.fanout().is_connected(&format!("{app}:bob"))
+    })
+    .await;
+    let muted = rest
+        .call(
+            "PATCH",
+            &format!("/api/channels/{gid}/mute"),
+            Cred::Bearer(&bob),
+            Some(json!({"muted": true})),
+        )
+        .await;
+    assert_eq!(muted.status, 200, "{muted:?}");
+    let n = carol_pushes();
+    assert_eq!(send(&rest, &alice, &gid, "while muted").await.status, 201);
+    carol_after(n + 1).await;
+    assert_eq!(bob_pushes(), 1, "muted: no push");
+    rest.call(
+        "PATCH",
+        &format!("/api/channels/{gid}/mute"),
+        Cred::Bearer(&bob),
+        Some(json!({"muted": false})),
+    )
+    .await;
+    rest.call("POST", "/api/users/alice/block", Cred::Bearer(&bob), None)
+        .await;
+    let n = carol_pushes();
+    assert_eq!(send(&rest, &alice, &gid, "while blocked").await.status, 201);
+    carol_after(n + 1).await;
+    assert_eq!(bob_pushes(), 1, "blocked: no push");
+    rest.call("DELETE", "/api/users/alice/block", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(send(&rest, &alice, &gid, "all clear").await.status, 201);
+    support::eventually("bob's second push", || {
+        let b = to("bob");
+        async move { b() == 2 }
+    })
+    .await;
+    // The test route, and unsubscribing.
+    let t = rest
+        .call("POST", "/api/webpush/test", Cred::Bearer(&carol), None)
+        .await;
+    assert_eq!(t.body["sent"], 1, "{t:?}");
+    let un = rest
+        .call(
+            "POST",
+            "/api/webpush/unsubscribe",
+            Cred::Bearer(&carol),
+            Some(json!({"endpoint": format!("{}?who=carol", rx.url())})),
+        )
+        .await;
+    assert_eq!(un.status, 200, "{un:?}");
+    let t = rest
+        .call("POST", "/api/webpush/test", Cred::Bearer(&carol), None)
+        .await;
+    assert_eq!(t.body["sent"], 0, "{t:?}");
+    node.stop().await;
+}

@@ -128,6 +128,10 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
             .await?;
         credentials.default_app = Some((app.id, key));
     }
+    if c.cluster.join.is_none() {
+        // The cluster's VAPID keys exist from the first start (made once, kept in group 0).
+        chat.vapid().await?;
+    }
     if c.server.dev {
         credentials.dev = Some(seed::dev(&chat, &state).await?);
     }

@@ -190,6 +190,9 @@ impl Chat {
                     // Boxed: most sends mention nobody, and this future would size them all.
                     Box::pin(self.record_mentions(&caller.app, &message)).await;
                 }
+                if !duplicate {
+                    self.spawn_message_pushes(&caller.app, &message);
+                }
                 Ok(Sent {
                     message: *message,
                     duplicate,

@@ -38,7 +38,7 @@ struct PresencePayload<'a> {
 
 impl Chat {
     /// Which of `principals` (`app:user`) have a session on some node of the cluster.
-    async fn connected_anywhere(&self, principals: &[String]) -> Vec<bool> {
+    pub(super) async fn connected_anywhere(&self, principals: &[String]) -> Vec<bool> {
         let mut found: Vec<bool> = principals
             .iter()
             .map(|p| self.inner.fanout.is_connected(p))

@@ -518,6 +518,8 @@ pub(super) struct HookRuntime {
     pub(super) direct: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the node stops: deliveries in flight are abandoned.
     pub(super) stop: tokio_util::sync::CancellationToken,
+    /// The cluster's VAPID keys, once read or made (Web Push shares this runtime's client).
+    pub(super) vapid: tokio::sync::OnceCell<Arc<crate::push::Vapid>>,
 }
 
 impl HookRuntime {
@@ -528,6 +530,7 @@ impl HookRuntime {
             wake: Arc::new(tokio::sync::Notify::new()),
             direct: Arc::new(tokio::sync::Semaphore::new(MAX_DIRECT_DELIVERIES)),
             stop: tokio_util::sync::CancellationToken::new(),
+            vapid: tokio::sync::OnceCell::new(),
         })
     }
 }

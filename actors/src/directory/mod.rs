@@ -134,6 +134,8 @@ pub enum DirCommand {
     Enroll(enrollment::EnrollCommand),
     /// A supervision change (see [`supervision::SupCommand`]).
     Supervise(supervision::SupCommand),
+    /// A notification settings change (see [`notify::NotifyCommand`]).
+    Notify(notify::NotifyCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -225,6 +227,7 @@ use crate::keys::{get_record as get, put_record as put};
 
 pub mod enrollment;
 pub mod moderation;
+pub mod notify;
 mod reads;
 pub mod supervision;
 pub mod webhooks;
@@ -331,6 +334,9 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"enran",
                 b"sup",
                 b"supby",
+                b"devices",
+                b"wpush",
+                b"nprefs",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -521,6 +527,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         DirCommand::Webhook(command) => webhooks::transition(kv, command)?,
         DirCommand::Enroll(command) => enrollment::transition(kv, command)?,
         DirCommand::Supervise(command) => supervision::transition(kv, command)?,
+        DirCommand::Notify(command) => notify::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,

@@ -17,8 +17,8 @@ use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
 use crate::model::{
-    ApiKey, App, Channel, EnrollmentRule, EnrollmentRun, Invite, Member, Supervision, User,
-    Webhook, Workspace, WorkspaceMember,
+    ApiKey, App, Channel, Device, EnrollmentRule, EnrollmentRun, Invite, Member, PushSubscription,
+    Supervision, User, Webhook, Workspace, WorkspaceMember,
 };
 
 /// Decoded records kept at most; when full, the cache starts over.
@@ -334,6 +334,40 @@ impl Directory {
             }
         }
         Ok(out)
+    }
+    pub fn vapid(&self) -> ReadResult<Option<String>> {
+        Ok(self
+            .reader
+            .get(&keys::vapid())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+    pub fn devices(&self, app: &str, user: &str) -> ReadResult<Vec<Device>> {
+        Ok(self
+            .get::<Vec<Device>>(&keys::devices(app, user))?
+            .map(Arc::unwrap_or_clone)
+            .unwrap_or_default())
+    }
+    pub fn web_push(&self, app: &str, user: &str) -> ReadResult<Vec<PushSubscription>> {
+        Ok(self
+            .get::<Vec<PushSubscription>>(&keys::web_push(app, user))?
+            .map(Arc::unwrap_or_clone)
+            .unwrap_or_default())
+    }
+    /// Whether any user of `app` has a Web Push subscription (one key read).
+    pub fn app_uses_web_push(&self, app: &str) -> ReadResult<bool> {
+        let from = keys::web_push_users(app);
+        let mut to = from.clone();
+        if let Some(last) = to.last_mut() {
+            *last += 1;
+        }
+        Ok(!self.reader.range(&from, &to, false, 1)?.is_empty())
+    }
+    pub fn notify_prefs(
+        &self,
+        app: &str,
+        user: &str,
+    ) -> ReadResult<Option<Arc<crate::codec::Json>>> {
+        self.get(&keys::notify_prefs(app, user))
     }
     /// Whether `rule` ran for `user`.
     pub fn enrollment_ran(&self, app: &str, rule: &str, user: &str) -> ReadResult<bool> {

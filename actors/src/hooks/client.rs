@@ -212,11 +212,22 @@ impl HookClient {
         Ok(HookClient { client, guard })
     }
 
-    /// POSTs `body` with `headers`; a status code for any answer, an error for none (refused
-    /// address, connection failure, timeout).
+    /// POSTs a JSON `body` with `headers`; a status code for any answer, an error for none
+    /// (refused address, connection failure, timeout).
     pub async fn post(
         &self,
         url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> AttemptResult {
+        self.post_as(url, "application/json", headers, body).await
+    }
+
+    /// [`HookClient::post`] with another content type.
+    pub async fn post_as(
+        &self,
+        url: &str,
+        content_type: &str,
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> AttemptResult {
@@ -234,7 +245,7 @@ impl HookClient {
         let mut request = self
             .client
             .post(parsed)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
+            .header(reqwest::header::CONTENT_TYPE, content_type);
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }

@@ -457,6 +457,8 @@ where
 /// One request a [`Receiver`] got.
 #[derive(Clone, Debug)]
 pub struct Hit {
+    /// The request's path and query.
+    pub uri: String,
     /// Header names in lower case.
     pub headers: std::collections::HashMap<String, String>,
     pub raw: Vec<u8>,
@@ -484,9 +486,15 @@ impl Receiver {
             hits: Default::default(),
             answers: Default::default(),
         };
-        async fn hook(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        async fn hook(
+            State(rx): State<Receiver>,
+            uri: axum::http::Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
             let status = rx.answers.lock().unwrap().pop_front().unwrap_or(200);
             rx.hits.lock().unwrap().push(Hit {
+                uri: uri.to_string(),
                 headers: headers
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
