@@ -29,6 +29,9 @@ pub enum ChatError {
     /// The acting user is banned from the channel or muted in it.
     #[error("{0}")]
     Restricted(String),
+    /// A legal hold keeps the data from being deleted.
+    #[error("{0}")]
+    LegalHold(String),
 }
 
 impl ChatError {
@@ -45,6 +48,7 @@ impl ChatError {
             ChatError::Internal(_) => ErrorCode::Internal,
             ChatError::Banned(_) => ErrorCode::Banned,
             ChatError::Restricted(_) => ErrorCode::Restricted,
+            ChatError::LegalHold(_) => ErrorCode::LegalHold,
         }
     }
 

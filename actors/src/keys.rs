@@ -202,6 +202,23 @@ pub(crate) fn supervisor_of(app: &str, supervised: &str, supervisor: &str) -> Ve
 pub(crate) fn supervisors_of(app: &str, supervised: &str) -> Vec<u8> {
     prefix(&[b"d", b"supby", app.as_bytes(), supervised.as_bytes()])
 }
+/// A legal hold on a channel or a user (`kind`).
+pub(crate) fn legal_hold(app: &str, kind: &str, target: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"hold",
+        app.as_bytes(),
+        kind.as_bytes(),
+        target.as_bytes(),
+    ])
+}
+pub(crate) fn legal_holds(app: &str) -> Vec<u8> {
+    prefix(&[b"d", b"hold", app.as_bytes()])
+}
+/// A data export's record.
+pub(crate) fn export(app: &str, id: &str) -> Vec<u8> {
+    key(&[b"d", b"export", app.as_bytes(), id.as_bytes()])
+}
 /// The cluster's VAPID key (PKCS#8, hex).
 pub(crate) fn vapid() -> Vec<u8> {
     key(&[b"d", b"vapid"])

@@ -825,3 +825,40 @@ pub struct PushSubscription {
     pub expires_at: Option<u64>,
     pub created_at: u64,
 }
+
+/// A legal hold on a channel or on a user's messages: nothing it covers may be deleted,
+/// purged or expired while it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LegalHold {
+    /// `channel` or `user`.
+    pub kind: String,
+    pub target: String,
+    pub reason: String,
+    pub until: Option<u64>,
+    pub by: Option<String>,
+    pub created_at: u64,
+}
+
+impl LegalHold {
+    /// Whether it holds at `now` (ms).
+    pub fn active(&self, now: u64) -> bool {
+        self.until.is_none_or(|u| now < u)
+    }
+}
+
+/// A data export: an archive kept in its own stream until it expires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    pub id: String,
+    /// `user` or `channel`.
+    pub scope: String,
+    pub subject: String,
+    /// Who may download it (None: server keys only).
+    pub owner: Option<String>,
+    pub size: u64,
+    /// SHA-256 of the archive, hex.
+    pub sha256: String,
+    pub counts: Json,
+    pub created_at: u64,
+    pub expires_at: u64,
+}

@@ -34,8 +34,8 @@ pub use state::{GatewayConfig, GatewayState};
 pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
-        mentions, messages, moderation, presence, receipts, supervision, templates, tokens, users,
-        webhooks, workspaces,
+        lifecycle, mentions, messages, moderation, presence, receipts, supervision, templates,
+        tokens, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -214,6 +214,19 @@ pub fn app(state: GatewayState) -> Router {
             put(moderation::review),
         )
         .route("/api/moderation/stats", get(moderation::stats))
+        .route("/api/legal-holds", get(lifecycle::holds))
+        .route(
+            "/api/channels/{id}/legal-hold",
+            post(lifecycle::hold_channel).delete(lifecycle::release_channel),
+        )
+        .route(
+            "/api/users/{id}/legal-hold",
+            post(lifecycle::hold_user).delete(lifecycle::release_user),
+        )
+        .route("/api/users/me/export", post(lifecycle::export_me))
+        .route("/api/users/{id}/export", post(lifecycle::export_user))
+        .route("/api/channels/{id}/export", post(lifecycle::export_channel))
+        .route("/api/exports/{id}", get(lifecycle::download))
         .route("/api/devices", get(devices::list).post(devices::register))
         .route(
             "/api/devices/preferences",

@@ -821,6 +821,19 @@ async fn no_key_or_token_of_one_app_reaches_another() {
             Some(json!({"endpoint": "https://push.example/x", "user_id": "bob"})),
         ),
         ("DELETE", "/api/devices/t?user_id=bob".to_string(), None),
+        (
+            "POST",
+            format!("/api/channels/{cid}/legal-hold"),
+            Some(json!({"reason": "x"})),
+        ),
+        ("DELETE", format!("/api/channels/{cid}/legal-hold"), None),
+        (
+            "POST",
+            "/api/users/bob/legal-hold".to_string(),
+            Some(json!({"reason": "x"})),
+        ),
+        ("POST", format!("/api/channels/{cid}/export"), None),
+        ("POST", "/api/users/bob/export".to_string(), None),
         ("GET", format!("/api/webhooks/{hid}"), None),
         (
             "PATCH",

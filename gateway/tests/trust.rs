@@ -1800,3 +1800,200 @@ async fn web_push_is_encrypted_signed_and_respects_online_mute_and_blocks() {
     assert_eq!(t.body["sent"], 0, "{t:?}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legal_holds_refuse_deletion_and_exports_round_trip() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("lifecycle").await;
+    user(&rest, &key, "admin", true).await;
+    for u in ["alice", "bob"] {
+        user(&rest, &key, u, false).await;
+    }
+    let (admin, _) = rest.login(&key, "admin").await;
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let ch = rest
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Bearer(&alice),
+            Some(json!({"type": "group", "name": "case", "memberIds": ["bob"]})),
+        )
+        .await;
+    let gid = id(&ch.body);
+    let m1 = id(&send(&rest, &alice, &gid, "evidence one").await.body);
+    let m2 = id(&send(&rest, &bob, &gid, "evidence two").await.body);
+    let reply = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/messages/{m1}/thread"),
+            Cred::Bearer(&bob),
+            Some(json!({"text": "in a thread"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    // Only app admins and keys place holds.
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{gid}/legal-hold"),
+                Cred::Bearer(&alice),
+                Some(json!({"reason": "litigation"})),
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let h = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/legal-hold"),
+            Cred::Bearer(&admin),
+            Some(json!({"reason": "litigation 2026-17"})),
+        )
+        .await;
+    assert_eq!(h.status, 201, "{h:?}");
+    for (method, path, token) in [
+        (
+            "DELETE",
+            format!("/api/channels/{gid}/messages/{m1}"),
+            alice.clone(),
+        ),
+        (
+            "DELETE",
+            format!("/api/channels/{gid}/messages/{m2}/purge"),
+            alice.clone(),
+        ),
+        ("DELETE", format!("/api/channels/{gid}"), alice.clone()),
+    ] {
+        assert_error(
+            &rest.call(method, &path, Cred::Bearer(&token), None).await,
+            423,
+            "LEGAL_HOLD_ACTIVE",
+        );
+    }
+    let holds = rest
+        .call("GET", "/api/legal-holds", Cred::Key(&key), None)
+        .await;
+    assert_eq!(holds.body["holds"][0]["target"], gid.as_str(), "{holds:?}");
+    // A hold on a user covers their messages anywhere, and their deletion.
+    rest.call(
+        "DELETE",
+        &format!("/api/channels/{gid}/legal-hold"),
+        Cred::Bearer(&admin),
+        None,
+    )
+    .await;
+    let uh = rest
+        .call(
+            "POST",
+            "/api/users/bob/legal-hold",
+            Cred::Key(&key),
+            Some(json!({"reason": "custodian"})),
+        )
+        .await;
+    assert_eq!(uh.status, 201, "{uh:?}");
+    assert_error(
+        &rest
+            .call(
+                "DELETE",
+                &format!("/api/channels/{gid}/messages/{m2}"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        423,
+        "LEGAL_HOLD_ACTIVE",
+    );
+    assert_error(
+        &rest
+            .call("DELETE", "/api/users/bob", Cred::Key(&key), None)
+            .await,
+        423,
+        "LEGAL_HOLD_ACTIVE",
+    );
+    // Alice's own message is not held.
+    assert_eq!(
+        rest.call(
+            "DELETE",
+            &format!("/api/channels/{gid}/messages/{m1}"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await
+        .status,
+        200
+    );
+
+    // Exports: Bob's own data, and the channel's, downloaded and read back.
+    let ex = rest
+        .call("POST", "/api/users/me/export", Cred::Bearer(&bob), None)
+        .await;
+    assert_eq!(ex.status, 201, "{ex:?}");
+    assert_eq!(ex.body["manifest"]["scope"], "user");
+    assert!(ex.body["expiresAt"].is_string());
+    let url = ex.body["downloadUrl"].as_str().unwrap().to_string();
+    let got = rest.call("GET", &url, Cred::Bearer(&bob), None).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    let texts: Vec<&str> = got.body["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["evidence two", "in a thread"], "{got:?}");
+    assert_eq!(got.body["data"]["user"]["id"], "bob");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            got.headers["x-checksum-sha256"].to_str().unwrap()
+        ),
+        ex.body["checksum"].as_str().unwrap()
+    );
+    // Someone else's export is not theirs to read.
+    assert_error(
+        &rest.call("GET", &url, Cred::Bearer(&alice), None).await,
+        404,
+        "NOT_FOUND",
+    );
+    let cx = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{gid}/export"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(cx.status, 201, "{cx:?}");
+    assert_error(
+        &rest
+            .call(
+                "POST",
+                &format!("/api/channels/{gid}/export"),
+                Cred::Bearer(&bob),
+                None,
+            )
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let got = rest
+        .call(
+            "GET",
+            cx.body["downloadUrl"].as_str().unwrap(),
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(got.body["data"]["channel"]["name"], "case", "{got:?}");
+    assert_eq!(
+        got.body["data"]["members"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        got.body["data"]["messages"].as_array().map(Vec::len),
+        Some(3)
+    );
+    node.stop().await;
+}

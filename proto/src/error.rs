@@ -45,11 +45,13 @@ pub enum ErrorCode {
     Banned,
     /// The user is banned from this channel or muted in it by its moderators.
     Restricted,
+    /// A legal hold keeps the data from being deleted.
+    LegalHold,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
@@ -67,6 +69,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Banned,
         ErrorCode::Restricted,
+        ErrorCode::LegalHold,
     ];
 
     /// The stable code in JSON error bodies.
@@ -89,6 +92,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL_ERROR",
             ErrorCode::Banned => "USER_BANNED",
             ErrorCode::Restricted => "CHANNEL_RESTRICTED",
+            ErrorCode::LegalHold => "LEGAL_HOLD_ACTIVE",
         }
     }
 
@@ -101,6 +105,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::MethodNotFound => 404,
             ErrorCode::Conflict | ErrorCode::AlreadySubscribed => 409,
             ErrorCode::UnrecoverablePosition => 410,
+            ErrorCode::LegalHold => 423,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::LimitExceeded | ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
@@ -114,7 +119,10 @@ impl ErrorCode {
             ErrorCode::Internal => 100,
             ErrorCode::Unauthorized => 101,
             ErrorCode::UnknownChannel | ErrorCode::NotFound => 102,
-            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Restricted => 103,
+            ErrorCode::Forbidden
+            | ErrorCode::Banned
+            | ErrorCode::Restricted
+            | ErrorCode::LegalHold => 103,
             ErrorCode::MethodNotFound => 104,
             ErrorCode::AlreadySubscribed => 105,
             ErrorCode::LimitExceeded | ErrorCode::PayloadTooLarge => 106,

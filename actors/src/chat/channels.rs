@@ -269,6 +269,7 @@ impl Chat {
 
     /// Deletes a channel and its history (owner only).
     pub async fn delete_channel(&self, caller: &Caller, id: &str) -> Result<(), ChatError> {
+        self.check_no_hold(&caller.app, Some(id), None)?;
         self.require_role(caller, id, Role::Owner).await?;
         let members = self.members(&caller.app, id)?;
         match self

@@ -250,6 +250,7 @@ impl Chat {
     ) -> Result<(), ChatError> {
         let (_, me) = self.readable_channel(caller, channel).await?;
         let m = self.message(caller, channel, id).await?;
+        self.check_no_hold(&caller.app, Some(channel), Some(&m.user_id))?;
         if !caller.server {
             let me = me.ok_or_else(|| ChatError::forbidden("not a member of this channel"))?;
             let own = caller.user.as_deref() == Some(m.user_id.as_str());
@@ -643,7 +644,7 @@ impl Chat {
 }
 
 /// Replies a thread's participants are counted over at most.
-const MAX_THREAD_SCAN: usize = 10_000;
+pub(super) const MAX_THREAD_SCAN: usize = 10_000;
 
 /// Users mentioned as `@[Name or id]` or `@word` among the channel's members (sender excluded).
 fn mentions_in(

@@ -316,6 +316,7 @@ impl Chat {
 
     /// Anonymises a user, revokes their tokens and closes their connections.
     pub async fn delete_user(&self, app: &str, id: &str) -> Result<User, ChatError> {
+        self.check_no_hold(app, None, Some(id))?;
         let user = match self
             .dir(DirCommand::DeleteUser {
                 app_id: app.to_string(),

@@ -136,6 +136,8 @@ pub enum DirCommand {
     Supervise(supervision::SupCommand),
     /// A notification settings change (see [`notify::NotifyCommand`]).
     Notify(notify::NotifyCommand),
+    /// A data lifecycle change (see [`lifecycle::LifeCommand`]).
+    Lifecycle(lifecycle::LifeCommand),
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -226,6 +228,7 @@ pub struct DirectoryApplier;
 use crate::keys::{get_record as get, put_record as put};
 
 pub mod enrollment;
+pub mod lifecycle;
 pub mod moderation;
 pub mod notify;
 mod reads;
@@ -337,6 +340,8 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"devices",
                 b"wpush",
                 b"nprefs",
+                b"hold",
+                b"export",
             ] {
                 for (k, _) in kv.scan_prefix(&keys::prefix(&[b"d", tag, id.as_bytes()]))? {
                     if tag == b"user" {
@@ -528,6 +533,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         DirCommand::Enroll(command) => enrollment::transition(kv, command)?,
         DirCommand::Supervise(command) => supervision::transition(kv, command)?,
         DirCommand::Notify(command) => notify::transition(kv, command)?,
+        DirCommand::Lifecycle(command) => lifecycle::transition(kv, command)?,
         DirCommand::Block {
             app_id,
             blocker,

@@ -17,8 +17,8 @@ use super::moderation::{ChannelStanding, Report, Standing};
 use super::LoginSession;
 use crate::keys;
 use crate::model::{
-    ApiKey, App, Channel, Device, EnrollmentRule, EnrollmentRun, Invite, Member, PushSubscription,
-    Supervision, User, Webhook, Workspace, WorkspaceMember,
+    ApiKey, App, Channel, Device, EnrollmentRule, EnrollmentRun, Export, Invite, LegalHold, Member,
+    PushSubscription, Supervision, User, Webhook, Workspace, WorkspaceMember,
 };
 
 /// Decoded records kept at most; when full, the cache starts over.
@@ -334,6 +334,20 @@ impl Directory {
             }
         }
         Ok(out)
+    }
+    pub fn legal_hold(
+        &self,
+        app: &str,
+        kind: &str,
+        target: &str,
+    ) -> ReadResult<Option<Arc<LegalHold>>> {
+        self.get(&keys::legal_hold(app, kind, target))
+    }
+    pub fn legal_holds(&self, app: &str) -> ReadResult<Vec<LegalHold>> {
+        self.list(&keys::legal_holds(app))
+    }
+    pub fn export(&self, app: &str, id: &str) -> ReadResult<Option<Arc<Export>>> {
+        self.get(&keys::export(app, id))
     }
     pub fn vapid(&self) -> ReadResult<Option<String>> {
         Ok(self

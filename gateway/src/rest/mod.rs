@@ -36,6 +36,7 @@ pub mod emoji;
 pub mod enrollment;
 pub mod health;
 pub mod keys;
+pub mod lifecycle;
 pub mod mentions;
 pub mod messages;
 pub mod moderation;
