@@ -1997,3 +1997,82 @@ async fn legal_holds_refuse_deletion_and_exports_round_trip() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_messages_except_under_legal_hold() {
+    let node = TestNode::start_chat(
+        GatewayConfig::default(),
+        chatsdk_actors::ChatConfig {
+            retention_every: std::time::Duration::from_millis(100),
+            ..support::test_chat_config()
+        },
+    )
+    .await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("retention").await;
+    user(&rest, &key, "alice", false).await;
+    let (alice, _) = rest.login(&key, "alice").await;
+    let mk = |name: &'static str, config: Value| {
+        let rest = &rest;
+        let alice = alice.clone();
+        async move {
+            rest.call(
+                "POST",
+                "/api/channels",
+                Cred::Bearer(&alice),
+                Some(json!({"type": "group", "name": name, "config": config})),
+            )
+            .await
+        }
+    };
+    assert_error(
+        &mk("bad", json!({"retentionDays": -3})).await,
+        400,
+        "BAD_REQUEST",
+    );
+    let short = id(&mk("short", json!({"retentionSeconds": 1})).await.body);
+    let held = id(&mk("held", json!({"retentionSeconds": 1})).await.body);
+    let keep = id(&mk("keep", json!({})).await.body);
+    for ch in [&short, &held, &keep] {
+        assert_eq!(send(&rest, &alice, ch, "old news").await.status, 201);
+    }
+    let h = rest
+        .call(
+            "POST",
+            &format!("/api/channels/{held}/legal-hold"),
+            Cred::Key(&key),
+            Some(json!({"reason": "audit"})),
+        )
+        .await;
+    assert_eq!(h.status, 201, "{h:?}");
+    let count = |ch: String| {
+        let rest = &rest;
+        let alice = alice.clone();
+        async move {
+            rest.call(
+                "GET",
+                &format!("/api/channels/{ch}/messages"),
+                Cred::Bearer(&alice),
+                None,
+            )
+            .await
+            .body["messages"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(usize::MAX)
+        }
+    };
+    support::eventually("the short channel's message expired", || async {
+        count(short.clone()).await == 0
+    })
+    .await;
+    // A later pass has run over the held channel too (it runs over all of them each time).
+    assert_eq!(send(&rest, &alice, &short, "again").await.status, 201);
+    support::eventually("the second message expired", || async {
+        count(short.clone()).await == 0
+    })
+    .await;
+    assert_eq!(count(held.clone()).await, 1, "held");
+    assert_eq!(count(keep.clone()).await, 1, "no retention");
+    node.stop().await;
+}

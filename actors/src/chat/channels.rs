@@ -122,6 +122,9 @@ impl Chat {
         if let Some(k) = &spec.idempotency_key {
             validate::text_len("idempotencyKey", k, 1, 255)?;
         }
+        if let Some(c) = &spec.config {
+            super::retention::retention_of(c)?;
+        }
         let creator = caller.user.clone();
         if let Some(c) = &creator {
             self.check_not_banned(app, c)?;
@@ -240,6 +243,9 @@ impl Chat {
         config: Option<Value>,
     ) -> Result<Channel, ChatError> {
         self.require_role(caller, id, Role::Admin).await?;
+        if let Some(c) = &config {
+            super::retention::retention_of(c)?;
+        }
         let ch = match self
             .dir(DirCommand::UpdateChannel {
                 app_id: caller.app.clone(),

@@ -52,6 +52,7 @@ mod moderation;
 mod notify;
 mod presence;
 mod receipts;
+mod retention;
 mod supervision;
 mod templates;
 mod webhooks;
@@ -66,6 +67,7 @@ pub use moderation::{ModerationStats, Review, MAX_NOTE_CHARS};
 pub use notify::{b64url, default_prefs, MAX_NOTIFIED_MEMBERS, PLATFORMS};
 pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
+pub use retention::PURGE_PER_PASS;
 pub use supervision::{Activity, SupervisionSpec, SUPERVISION_KINDS};
 pub use templates::{built_in_templates, TemplateSpec};
 pub use webhooks::{NewWebhook, WebhookPatch, MAX_WEBHOOKS_PER_APP};
@@ -131,6 +133,8 @@ pub struct ChatConfig {
     pub max_api_keys_per_app: u32,
     /// Webhook delivery.
     pub webhooks: crate::hooks::HookConfig,
+    /// How often the retention pass runs (see `chat::retention`).
+    pub retention_every: Duration,
 }
 
 impl Default for ChatConfig {
@@ -147,6 +151,7 @@ impl Default for ChatConfig {
             invites_per_hour: 100,
             max_api_keys_per_app: 50,
             webhooks: crate::hooks::HookConfig::default(),
+            retention_every: Duration::from_secs(60),
         }
     }
 }
@@ -281,6 +286,7 @@ impl Chat {
         let shards = cluster.shards;
         let hooks =
             webhooks::HookRuntime::new(config.webhooks.clone()).map_err(ChatError::Internal)?;
+        let retention_every = config.retention_every;
         let node = ClusterNode::start(
             cluster,
             mode,
@@ -366,6 +372,7 @@ impl Chat {
         );
         chat.spawn_leadership_watch();
         chat.spawn_hook_dispatcher();
+        chat.spawn_retention(retention_every);
         Ok(chat)
     }
 

@@ -60,6 +60,9 @@ impl Chat {
         name: Option<String>,
         settings: Option<Value>,
     ) -> Result<App, ChatError> {
+        if let Some(s) = &settings {
+            super::retention::retention_of(s)?;
+        }
         match self
             .dir(DirCommand::UpdateApp {
                 id: id.to_string(),
