@@ -552,6 +552,11 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         .await;
     assert_eq!(rule.status, 201, "{rule:?}");
     let rule_id = rule.body["id"].as_str().unwrap().to_string();
+    let export = rest
+        .call("POST", "/api/users/bob/export", Cred::Key(&key_b), None)
+        .await;
+    assert_eq!(export.status, 201, "{export:?}");
+    let export_id = export.body["id"].as_str().unwrap().to_string();
     let poll = rest
         .call(
             "POST",
@@ -834,6 +839,22 @@ async fn no_key_or_token_of_one_app_reaches_another() {
         ),
         ("POST", format!("/api/channels/{cid}/export"), None),
         ("POST", "/api/users/bob/export".to_string(), None),
+        ("GET", format!("/api/exports/{export_id}"), None),
+        (
+            "POST",
+            "/api/users/x/supervise".to_string(),
+            Some(json!({"supervisedUserId": "bob", "user_id": "eve"})),
+        ),
+        (
+            "PATCH",
+            "/api/users/bob/supervise".to_string(),
+            Some(json!({"monitoringEnabled": true, "user_id": "eve"})),
+        ),
+        (
+            "GET",
+            "/api/users/bob/activity?user_id=eve".to_string(),
+            None,
+        ),
         ("GET", format!("/api/webhooks/{hid}"), None),
         (
             "PATCH",
