@@ -101,6 +101,26 @@ chatsdk_actors::dialect_views! {
         }
     }
     impls {
+        impl<'a> Listed<'a> {
+            /// `s` as listed beside `other` (the supervised user or the supervisor).
+            pub fn new(
+                s: &'a Supervision,
+                other: &'a str,
+                u: &'a Option<std::sync::Arc<chatsdk_actors::model::User>>,
+            ) -> Self {
+                Listed {
+                    user_id: other,
+                    name: u.as_deref().map(|u| u.name.as_str()),
+                    image: u.as_deref().and_then(|u| u.image.as_deref()),
+                    supervision_type: &s.kind,
+                    monitoring_enabled: s.monitoring,
+                    age_restriction: s.age_restriction,
+                    created_at: Iso(s.created_at),
+                    updated_at: Iso(s.updated_at),
+                }
+            }
+        }
+
         impl<'a> SupervisionView<'a> {
             pub fn new(s: &'a Supervision) -> Self {
                 SupervisionView {
@@ -199,16 +219,7 @@ pub async fn mine(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
             supervised: list
                 .iter()
                 .zip(&users)
-                .map(|(s, u)| v::Listed {
-                    user_id: &s.supervised,
-                    name: u.as_deref().map(|u| u.name.as_str()),
-                    image: u.as_deref().and_then(|u| u.image.as_deref()),
-                    supervision_type: &s.kind,
-                    monitoring_enabled: s.monitoring,
-                    age_restriction: s.age_restriction,
-                    created_at: Iso(s.created_at),
-                    updated_at: Iso(s.updated_at),
-                })
+                .map(|(s, u)| v::Listed::new(s, &s.supervised, u))
                 .collect(),
         }),
     )
@@ -228,16 +239,7 @@ pub async fn supervisors(
             supervisors: list
                 .iter()
                 .zip(&users)
-                .map(|(s, u)| v::Listed {
-                    user_id: &s.supervisor,
-                    name: u.as_deref().map(|u| u.name.as_str()),
-                    image: u.as_deref().and_then(|u| u.image.as_deref()),
-                    supervision_type: &s.kind,
-                    monitoring_enabled: s.monitoring,
-                    age_restriction: s.age_restriction,
-                    created_at: Iso(s.created_at),
-                    updated_at: Iso(s.updated_at),
-                })
+                .map(|(s, u)| v::Listed::new(s, &s.supervisor, u))
                 .collect(),
         }),
     )
