@@ -1005,4 +1005,14 @@ fn stored_variant_indexes_never_move() {
         user_id: String::new(),
     };
     assert_eq!(index(codec::encode(&dir).unwrap()), 15);
+    // Issue 11's commands came last, in this order.
+    let release = crate::directory::DirCommand::Lifecycle(
+        crate::directory::lifecycle::LifeCommand::DropExport {
+            app_id: String::new(),
+            id: String::new(),
+        },
+    );
+    assert_eq!(index(codec::encode(&release).unwrap()), 24);
+    let logged = StreamOp::HooksDone { offsets: vec![] };
+    assert_eq!(index(codec::encode(&logged).unwrap()), 24);
 }

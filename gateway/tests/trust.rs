@@ -560,6 +560,21 @@ async fn blocked_users_events_do_not_reach_the_blocker_in_realtime_or_recovery()
         )
         .await;
     assert_eq!(react.status, 201, "{react:?}");
+    // Reaction lists leave Bob out for Alice, not for Carol.
+    let reactions = |token: String| {
+        let rest = &rest;
+        let url = format!("/api/channels/{gid}/messages/{}/reactions", id(&bm.body));
+        async move {
+            rest.call("GET", &url, Cred::Bearer(&token), None)
+                .await
+                .body["reactions"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(reactions(alice.clone()).await, 0);
+    assert_eq!(reactions(carol.clone()).await, 1);
     rest.call(
         "POST",
         &format!("/api/channels/{gid}/typing"),

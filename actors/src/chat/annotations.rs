@@ -134,7 +134,12 @@ impl Chat {
             id: message_id.to_string(),
         };
         match self.query(&chat_stream(&caller.app, channel), q).await? {
-            QueryAnswer::Reactions(Some(r)) => Ok(r),
+            QueryAnswer::Reactions(Some(mut r)) => {
+                // The users the caller blocks are left out (the counts are not changed).
+                let blocked = self.block_filter(caller);
+                r.retain(|(_, who, _)| !blocked.contains(&who.id));
+                Ok(r)
+            }
             QueryAnswer::Reactions(None) => Err(ChatError::not_found("message")),
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
@@ -186,8 +191,14 @@ impl Chat {
         };
         match self.query(&chat_stream(&caller.app, channel), q).await? {
             QueryAnswer::Messages {
-                messages, notes, ..
-            } => Ok((messages, notes)),
+                mut messages,
+                notes,
+                ..
+            } => {
+                let blocked = self.block_filter(caller);
+                messages.retain(|m| !blocked.contains(&m.user_id));
+                Ok((messages, notes))
+            }
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
     }
@@ -236,9 +247,11 @@ impl Chat {
             QueryAnswer::Saved(e) => e,
             _ => return Err(ChatError::Internal("unexpected answer".into())),
         };
+        let blocked = self.block_filter(caller);
         let mut out = Vec::with_capacity(entries.len());
         for (channel, message_id, saved_at) in entries {
             match self.message(caller, &channel, &message_id).await {
+                Ok(message) if blocked.contains(&message.user_id) => {}
                 Ok(message) => {
                     if let Some(ch) = self.channel(&caller.app, &channel)? {
                         out.push(SavedMessage {
@@ -386,7 +399,12 @@ impl Chat {
             id: poll_id.to_string(),
         };
         match self.query(&chat_stream(&caller.app, &channel), q).await? {
-            QueryAnswer::Poll(Some(p)) => Ok(*p),
+            QueryAnswer::Poll(Some(mut p)) => {
+                // Voters the caller blocks are not named (the counts are not changed).
+                let blocked = self.block_filter(caller);
+                p.votes.retain(|(u, _)| !blocked.contains(u));
+                Ok(*p)
+            }
             QueryAnswer::Poll(None) => Err(ChatError::not_found("poll")),
             _ => Err(ChatError::Internal("unexpected answer".into())),
         }
