@@ -123,6 +123,25 @@ pub struct Config {
     pub quic: QuicSection,
     /// Outbound webhook delivery.
     pub webhooks: WebhooksSection,
+    /// Data lifecycle.
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[lifecycle]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSection {
+    /// Seconds between two retention passes (purging messages older than a channel's or an
+    /// app's retention).
+    pub retention_interval_s: u64,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        Self {
+            retention_interval_s: 60,
+        }
+    }
 }
 
 /// `[webhooks]`

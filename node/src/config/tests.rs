@@ -306,6 +306,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("limits.invites_per_hour", |c| c.limits.invites_per_hour = 0),
         ("limits.api_keys_per_app", |c| c.limits.api_keys_per_app = 0),
         ("webhooks.timeout_ms", |c| c.webhooks.timeout_ms = 0),
+        ("lifecycle.retention_interval_s", |c| {
+            c.lifecycle.retention_interval_s = 0
+        }),
         ("webhooks.retries", |c| c.webhooks.retries = 11),
         ("webhooks.allowed_hosts", |c| {
             c.webhooks.allowed_hosts = "10.0.0.0/99".into()

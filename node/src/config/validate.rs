@@ -129,6 +129,10 @@ impl Config {
         positive(w.disable_after.into(), "webhooks.disable_after")?;
         positive(w.log_keep.into(), "webhooks.log_keep")?;
         positive(w.poll_ms, "webhooks.poll_ms")?;
+        positive(
+            self.lifecycle.retention_interval_s,
+            "lifecycle.retention_interval_s",
+        )?;
         ensure(w.retries <= 10, "webhooks.retries", "must be at most 10")?;
         if let Err(why) = chatsdk_actors::hooks::Guard::new(&w.hook_config().allowed_hosts) {
             ensure(false, "webhooks.allowed_hosts", why)?;
