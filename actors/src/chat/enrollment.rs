@@ -298,9 +298,10 @@ impl Chat {
         Ok(())
     }
 
+    /// Saves a rule; every node knows it when this returns (triggers fire on any node).
     async fn put_rule(&self, rule: EnrollmentRule) -> Result<EnrollmentRule, ChatError> {
         match self
-            .dir(DirCommand::Enroll(EnrollCommand::Put {
+            .dir_everywhere(DirCommand::Enroll(EnrollCommand::Put {
                 rule: Box::new(rule.clone()),
             }))
             .await?

@@ -91,9 +91,11 @@ impl Chat {
             .ok_or_else(|| ChatError::not_found("webhook"))
     }
 
+    /// Saves a webhook; every node knows it when this returns, so no event written afterwards
+    /// on another node misses being recorded for it.
     async fn put_webhook(&self, hook: Webhook) -> Result<Webhook, ChatError> {
         match self
-            .dir(DirCommand::Webhook(HookCommand::Put {
+            .dir_everywhere(DirCommand::Webhook(HookCommand::Put {
                 hook: Box::new(hook),
             }))
             .await?
