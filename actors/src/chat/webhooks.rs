@@ -72,6 +72,22 @@ fn body(event: &str, app: &str, data: Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A delivery of `body` (event `event`) to `hook`.
+fn outgoing(
+    hook: &Webhook,
+    delivery_id: String,
+    event: impl Into<String>,
+    body: Vec<u8>,
+) -> Outgoing {
+    Outgoing {
+        url: hook.url.clone(),
+        secret: hook.secret.clone(),
+        delivery_id,
+        event: event.into(),
+        body,
+    }
+}
+
 /// The payload of a stored event's envelope.
 fn payload_of(e: &Event) -> Value {
     let mut envelope: Value = serde_json::from_str(&render::event(e)).unwrap_or(Value::Null);
@@ -227,17 +243,16 @@ impl Chat {
     /// Sends a `webhook.test` event once, now (no retries), and logs it.
     pub async fn test_webhook(&self, caller: &Caller, id: &str) -> Result<Attempt, ChatError> {
         let hook = self.hook_owner(caller, id)?;
-        let out = Outgoing {
-            url: hook.url.clone(),
-            secret: hook.secret.clone(),
-            delivery_id: new_id(),
-            event: "webhook.test".into(),
-            body: body(
+        let out = outgoing(
+            &hook,
+            new_id(),
+            "webhook.test",
+            body(
                 "webhook.test",
                 &caller.app,
                 json!({"webhookId": hook.id, "message": "a test delivery"}),
             ),
-        };
+        );
         let config = hooks::HookConfig {
             retries: 0,
             ..self.inner.hooks.config.clone()
@@ -291,6 +306,20 @@ impl Chat {
         out
     }
 
+    /// `app`'s enabled webhooks that want `event` (one cached read).
+    fn hooks_for(&self, app: &str, event: &str) -> Vec<Webhook> {
+        self.inner
+            .directory
+            .webhooks(app)
+            .map(|list| {
+                list.iter()
+                    .filter(|h| h.enabled && h.events.iter().any(|e| e == event))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `op` on `stream`, wrapped so that its events a webhook of the stream's app wants are
     /// recorded for delivery in the same command (when any is).
     pub(super) fn with_hooks(&self, stream: &str, op: StreamOp) -> StreamOp {
@@ -311,14 +340,7 @@ impl Chat {
     /// app's webhooks that want it, once, from here: retried, not durable. At most
     /// [`MAX_DIRECT_DELIVERIES`] run at once; beyond that the event is dropped (and logged).
     pub(super) fn hook_now(&self, app: &str, event: &'static str, data: impl FnOnce() -> Value) {
-        let Ok(list) = self.inner.directory.webhooks(app) else {
-            return;
-        };
-        let targets: Vec<Webhook> = list
-            .iter()
-            .filter(|h| h.enabled && h.events.iter().any(|e| e == event))
-            .cloned()
-            .collect();
+        let targets = self.hooks_for(app, event);
         if targets.is_empty() {
             return;
         }
@@ -332,13 +354,7 @@ impl Chat {
                 );
                 return;
             };
-            let out = Outgoing {
-                url: hook.url.clone(),
-                secret: hook.secret.clone(),
-                delivery_id: new_id(),
-                event: event.to_string(),
-                body: payload.clone(),
-            };
+            let out = outgoing(&hook, new_id(), event, payload.clone());
             let chat = self.clone();
             tokio::spawn(async move {
                 let stop = chat.inner.hooks.stop.clone();
@@ -409,26 +425,18 @@ impl Chat {
             let Some(name) = hooks::event_name(&p.event.event) else {
                 continue;
             };
-            let Ok(list) = self.inner.directory.webhooks(app) else {
-                continue;
-            };
-            let targets: Vec<Webhook> = list
-                .iter()
-                .filter(|h| h.enabled && h.events.iter().any(|e| e == name))
-                .cloned()
-                .collect();
+            let targets = self.hooks_for(app, name);
             if targets.is_empty() {
                 continue;
             }
             let payload = body(name, app, payload_of(&p.event.event));
             for hook in targets {
-                let out = Outgoing {
-                    url: hook.url.clone(),
-                    secret: hook.secret.clone(),
-                    delivery_id: hooks::sign::delivery_id(&hook.id, &p.stream, p.event.offset),
-                    event: name.to_string(),
-                    body: payload.clone(),
-                };
+                let out = outgoing(
+                    &hook,
+                    hooks::sign::delivery_id(&hook.id, &p.stream, p.event.offset),
+                    name.to_string(),
+                    payload.clone(),
+                );
                 jobs.push((hook, out));
             }
         }
