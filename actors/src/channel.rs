@@ -143,6 +143,16 @@ pub enum StreamQuery {
         limit: usize,
         offset: usize,
     },
+    /// An upload (chat streams).
+    Upload {
+        id: String,
+    },
+    /// Completed uploads, newest first, of a kind (`image`, `video`, `file`) when given.
+    Uploads {
+        kind: Option<String>,
+        offset: usize,
+        limit: usize,
+    },
 }
 
 /// The answer to a [`StreamQuery`].
@@ -185,6 +195,8 @@ pub enum QueryAnswer {
     Unreads(Vec<(String, u64)>),
     Flags(Vec<(String, ChannelFlags)>),
     Deliveries(Vec<crate::model::HookDelivery>),
+    Upload(Option<Box<crate::media::Upload>>),
+    Uploads(Vec<crate::media::Upload>),
 }
 
 /// A request for a channel actor.
@@ -841,6 +853,19 @@ impl View<'_> {
                 QueryAnswer::Unreads(positions.into_iter().map(|(u, _)| u).zip(counts).collect())
             }
             StreamQuery::Flags => QueryAnswer::Flags(self.reader.flags(self.stream)?),
+            StreamQuery::Upload { id } => {
+                QueryAnswer::Upload(self.reader.upload(self.stream, &id)?.map(Box::new))
+            }
+            StreamQuery::Uploads {
+                kind,
+                offset,
+                limit,
+            } => QueryAnswer::Uploads(self.reader.uploads(
+                self.stream,
+                kind.as_deref(),
+                offset,
+                limit,
+            )?),
         })
     }
 }

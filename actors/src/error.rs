@@ -32,6 +32,37 @@ pub enum ChatError {
     /// A legal hold keeps the data from being deleted.
     #[error("{0}")]
     LegalHold(String),
+    /// An upload or attachment refused for a reason with its own code.
+    #[error("{1}")]
+    Media(MediaRefusal, String),
+}
+
+/// Why an upload or an attachment was refused (each has its own stable code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MediaRefusal {
+    FileTooLarge,
+    UnsupportedType,
+    InvalidImage,
+    NotReceived,
+    Mismatch,
+    ForeignAttachment,
+    /// The bytes arrived past the limit (413).
+    BodyTooLarge,
+}
+
+impl MediaRefusal {
+    /// The code every surface reports it with.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            MediaRefusal::FileTooLarge => ErrorCode::FileTooLarge,
+            MediaRefusal::UnsupportedType => ErrorCode::UnsupportedMediaType,
+            MediaRefusal::InvalidImage => ErrorCode::InvalidImage,
+            MediaRefusal::NotReceived => ErrorCode::UploadNotFound,
+            MediaRefusal::Mismatch => ErrorCode::UploadMetadataMismatch,
+            MediaRefusal::ForeignAttachment => ErrorCode::AttachmentForbidden,
+            MediaRefusal::BodyTooLarge => ErrorCode::PayloadTooLarge,
+        }
+    }
 }
 
 impl ChatError {
@@ -49,6 +80,7 @@ impl ChatError {
             ChatError::Banned(_) => ErrorCode::Banned,
             ChatError::Restricted(_) => ErrorCode::Restricted,
             ChatError::LegalHold(_) => ErrorCode::LegalHold,
+            ChatError::Media(r, _) => r.code(),
         }
     }
 

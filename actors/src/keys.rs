@@ -458,6 +458,14 @@ impl StreamKeys<'_> {
     pub(crate) fn all(&self) -> Vec<u8> {
         prefix(&[b"s", self.0.as_bytes()])
     }
+    /// An upload's metadata (chat streams).
+    pub(crate) fn upload(&self, id: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"up", id.as_bytes()])
+    }
+    /// Every upload of the stream.
+    pub(crate) fn uploads(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"up"])
+    }
     /// Record `n` of a webhook's delivery log (its stream is `webhook:<app>:<id>`).
     pub(crate) fn delivery(&self, n: u64) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"dlog", &n.to_be_bytes()])
@@ -735,4 +743,22 @@ mod tests {
         assert!(!is_message_id(&StreamKeys("mid").head()));
         assert!(!is_message_id(b"u\0mid\0x"));
     }
+}
+
+/// A data shard's media index entry: file `hash` is used by upload `id` of `stream` (empty
+/// value; see `media::replicate`).
+pub(crate) fn media_ref(hash: &str, stream: &str, id: &str) -> Vec<u8> {
+    key(&[b"m", hash.as_bytes(), stream.as_bytes(), id.as_bytes()])
+}
+
+/// The whole media index of a data shard.
+pub(crate) fn media_refs() -> Vec<u8> {
+    prefix(&[b"m"])
+}
+
+/// The file hash of a media index key.
+pub(crate) fn media_ref_hash(k: &[u8]) -> Option<String> {
+    let rest = k.strip_prefix(b"m\0")?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
 }

@@ -25,6 +25,7 @@ pub mod fanout;
 pub mod hooks;
 pub mod interest;
 pub mod limits;
+pub mod media;
 pub mod model;
 pub mod outbound;
 pub mod push;

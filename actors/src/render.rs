@@ -42,6 +42,8 @@ impl Serialize for Empty {
 enum Attachments<'a> {
     None,
     Some(&'a Json),
+    /// With a media token on the URLs of uploads (reads; events carry canonical URLs).
+    Signed(&'a Json, &'a crate::media::MediaSigner, u64),
 }
 
 impl Serialize for Attachments<'_> {
@@ -49,8 +51,42 @@ impl Serialize for Attachments<'_> {
         match self {
             Attachments::None => Empty.serialize(s),
             Attachments::Some(j) => j.serialize(s),
+            Attachments::Signed(j, signer, now_s) => {
+                signed_attachments(&j.0, signer, *now_s).serialize(s)
+            }
         }
     }
+}
+
+/// Attachments with fresh media tokens on the URLs of our uploads.
+fn signed_attachments(
+    attachments: &serde_json::Value,
+    signer: &crate::media::MediaSigner,
+    now_s: u64,
+) -> serde_json::Value {
+    let mut out = attachments.clone();
+    for a in out.as_array_mut().into_iter().flatten() {
+        let Some(obj) = a.as_object_mut() else {
+            continue;
+        };
+        if !obj.contains_key("uploadId") {
+            continue;
+        }
+        for field in ["url", "thumbnailUrl"] {
+            let Some(key) = obj
+                .get(field)
+                .and_then(serde_json::Value::as_str)
+                .and_then(crate::media::key_in_url)
+            else {
+                continue;
+            };
+            if let Some(r) = crate::media::parse_key(&key) {
+                let url = signer.url(&r.app, &key, now_s);
+                obj.insert(field.into(), serde_json::Value::String(url));
+            }
+        }
+    }
+    out
 }
 
 /// A user-owned object that reads as `{}` when it was never set.
@@ -301,6 +337,15 @@ crate::dialect_views! {
         pub type SentView<'a> = MessageView<'a>;
 
         impl<'a> MessageView<'a> {
+            /// The message with media tokens on its uploads' URLs, valid from `now_s`.
+            pub fn with_media(self, signer: &'a crate::media::MediaSigner, now_s: u64) -> Self {
+                let attachments = match self.attachments {
+                    Attachments::Some(j) => Attachments::Signed(j, signer, now_s),
+                    other => other,
+                };
+                MessageView { attachments, ..self }
+            }
+
             pub fn new(m: &'a Message, duplicate: bool) -> Self {
                 MessageView {
                     duplicate,

@@ -26,6 +26,7 @@ pub mod blobs;
 pub mod hooks;
 pub mod mentions;
 pub mod reads;
+pub mod uploads;
 pub mod receipts;
 
 pub use annotations::MAX_EMOJI_PER_MESSAGE;
@@ -161,6 +162,10 @@ pub enum StreamOp {
         record: Box<HookDelivery>,
         keep: u32,
     },
+    /// Stores an upload's metadata (chat streams; see [`uploads`]).
+    PutUpload { upload: Box<crate::media::Upload> },
+    /// Removes an upload's metadata.
+    DropUpload { id: String },
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -573,6 +578,7 @@ impl<K: Kv> Tx<'_, K> {
             }
         }
         self.put_message(&message)?;
+        self.attach_uploads(&message)?;
         id_index::insert(self.kv, &self.sk, h, message.seq)?;
         // A thread reply is also announced as such.
         let thread_reply = message.parent_id.is_some().then(|| message.clone());
@@ -605,6 +611,7 @@ impl<K: Kv> Tx<'_, K> {
         Ok(match self.find_message(id)? {
             Some(m) if m.deleted_at.is_some() => self.message_reply(m, true),
             Some(mut m) => {
+                self.detach_uploads(&m)?;
                 m.deleted_at = Some(now);
                 m.text = None;
                 m.attachments = Json::array();
@@ -619,6 +626,7 @@ impl<K: Kv> Tx<'_, K> {
     fn purge(&mut self, id: &str) -> Result<StreamReply, StoreError> {
         Ok(match self.find_message(id)? {
             Some(m) => {
+                self.detach_uploads(&m)?;
                 delete_item(self.kv, &self.sk.message_chunk(chunk_of(m.seq)), m.seq)?;
                 // The index keeps its entry (lookups check the message it points to); a
                 // message of format 7 or before loses its own key.
@@ -905,7 +913,10 @@ fn apply(
         StreamOp::Hooked { .. } => StreamReply::Refused("malformed hooked command".into()),
         StreamOp::HooksDone { offsets } => tx.hooks_done(&offsets)?,
         StreamOp::LogDelivery { record, keep } => tx.log_delivery(&record, keep)?,
+        StreamOp::PutUpload { upload } => tx.put_upload(*upload)?,
+        StreamOp::DropUpload { id } => tx.drop_upload(&id)?,
         StreamOp::Drop => {
+            tx.unindex_uploads()?;
             for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
                 tx.kv.delete(&k);
             }

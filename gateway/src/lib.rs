@@ -35,7 +35,7 @@ pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
         lifecycle, mentions, messages, moderation, presence, receipts, supervision, templates,
-        tokens, users, webhooks, workspaces,
+        tokens, uploads, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -323,6 +323,24 @@ pub fn app(state: GatewayState) -> Router {
                     chatsdk_actors::chat::MAX_EMOJI_BYTES + emoji::FORM_OVERHEAD_BYTES,
                 )),
         )
+        .route("/api/uploads/presigned", post(uploads::presign))
+        .route(
+            "/api/uploads/put",
+            put(uploads::put).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/uploads/direct",
+            post(uploads::direct).layer(DefaultBodyLimit::max(
+                (chatsdk_actors::media::sniff::MAX_VIDEO_BYTES + uploads::FORM_OVERHEAD_BYTES)
+                    as usize,
+            )),
+        )
+        .route("/api/uploads/content", get(uploads::content_query))
+        .route("/api/uploads/{key}", delete(uploads::delete))
+        .route("/api/uploads/{key}/content", get(uploads::content_path))
+        .route("/api/uploads/{key}/download", get(uploads::download))
+        .route("/api/uploads/{key}/confirm", post(uploads::confirm))
+        .route("/api/channels/{id}/uploads", get(uploads::list))
         .route("/api/emoji/search/query", get(emoji::search))
         .route("/api/emoji/{id}", get(emoji::get).delete(emoji::delete))
         .route("/api/emoji/{id}/use", post(emoji::use_emoji))

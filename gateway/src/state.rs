@@ -87,6 +87,8 @@ pub struct Inner {
     /// What every realtime session of this node is made with (one copy per node, not per
     /// connection).
     pub session: Arc<chatsdk_actors::session::SessionConfig>,
+    /// Signs and checks media tokens (content URLs, presigned uploads).
+    pub media_signer: chatsdk_actors::media::MediaSigner,
 }
 
 /// The gateway's shared state. Cheap to clone.
@@ -108,6 +110,7 @@ impl GatewayState {
     ) -> Result<GatewayState, chatsdk_actors::ChatError> {
         let secret = chat.token_secret().await?;
         let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
+        let media_signer = chatsdk_actors::media::MediaSigner::new(&secret);
         let session = Arc::new(chatsdk_actors::session::SessionConfig {
             ping_interval: config.ping_interval,
             max_subscriptions: config.max_subscriptions,
@@ -125,6 +128,7 @@ impl GatewayState {
             realtime_connections: AtomicUsize::new(0),
             started: Instant::now(),
             session,
+            media_signer,
         })))
     }
 }

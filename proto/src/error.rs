@@ -47,11 +47,23 @@ pub enum ErrorCode {
     Restricted,
     /// A legal hold keeps the data from being deleted.
     LegalHold,
+    /// An upload's declared size is past the limit of its content type.
+    FileTooLarge,
+    /// A file's bytes are not of a type uploads accept (or not of the type it claims).
+    UnsupportedMediaType,
+    /// An image that cannot be decoded safely: corrupt, truncated, or too many pixels.
+    InvalidImage,
+    /// A presigned upload was confirmed before its bytes arrived.
+    UploadNotFound,
+    /// A presigned upload's bytes or metadata differ from what was declared.
+    UploadMetadataMismatch,
+    /// A message attachment names an upload of another channel (or one not completed).
+    AttachmentForbidden,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
@@ -70,6 +82,12 @@ impl ErrorCode {
         ErrorCode::Banned,
         ErrorCode::Restricted,
         ErrorCode::LegalHold,
+        ErrorCode::FileTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidImage,
+        ErrorCode::UploadNotFound,
+        ErrorCode::UploadMetadataMismatch,
+        ErrorCode::AttachmentForbidden,
     ];
 
     /// The stable code in JSON error bodies.
@@ -93,15 +111,30 @@ impl ErrorCode {
             ErrorCode::Banned => "USER_BANNED",
             ErrorCode::Restricted => "CHANNEL_RESTRICTED",
             ErrorCode::LegalHold => "LEGAL_HOLD_ACTIVE",
+            ErrorCode::FileTooLarge => "FILE_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::InvalidImage => "INVALID_IMAGE",
+            ErrorCode::UploadNotFound => "UPLOAD_NOT_FOUND",
+            ErrorCode::UploadMetadataMismatch => "UPLOAD_METADATA_MISMATCH",
+            ErrorCode::AttachmentForbidden => "ATTACHMENT_FORBIDDEN",
         }
     }
 
     /// The HTTP status a REST response carries.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::BadRequest | ErrorCode::UnknownChannel => 400,
+            ErrorCode::BadRequest
+            | ErrorCode::UnknownChannel
+            | ErrorCode::FileTooLarge
+            | ErrorCode::InvalidImage
+            | ErrorCode::UploadNotFound
+            | ErrorCode::UploadMetadataMismatch => 400,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
-            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Restricted => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::Banned
+            | ErrorCode::Restricted
+            | ErrorCode::AttachmentForbidden => 403,
             ErrorCode::NotFound | ErrorCode::MethodNotFound => 404,
             ErrorCode::Conflict | ErrorCode::AlreadySubscribed => 409,
             ErrorCode::UnrecoverablePosition => 410,
@@ -122,11 +155,18 @@ impl ErrorCode {
             ErrorCode::Forbidden
             | ErrorCode::Banned
             | ErrorCode::Restricted
-            | ErrorCode::LegalHold => 103,
+            | ErrorCode::LegalHold
+            | ErrorCode::AttachmentForbidden => 103,
             ErrorCode::MethodNotFound => 104,
             ErrorCode::AlreadySubscribed => 105,
             ErrorCode::LimitExceeded | ErrorCode::PayloadTooLarge => 106,
-            ErrorCode::BadRequest | ErrorCode::Conflict => 107,
+            ErrorCode::BadRequest
+            | ErrorCode::Conflict
+            | ErrorCode::FileTooLarge
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::InvalidImage
+            | ErrorCode::UploadNotFound
+            | ErrorCode::UploadMetadataMismatch => 107,
             ErrorCode::Unavailable => 108,
             ErrorCode::TokenExpired => 109,
             ErrorCode::RateLimited => 111,

@@ -21,12 +21,14 @@
 //!   through ([`GroupReader`]).
 //! - `background`: low-priority threads for the work no reply waits for (moving applied writes
 //!   into sled).
+//! - [`media`]: uploaded files on local disk, content-addressed, outside the Raft log.
 //! - [`types`]: the openraft type configuration shared by every group.
 
 pub mod absent;
 mod background;
 pub mod kv;
 pub mod log_store;
+pub mod media;
 pub mod record;
 pub mod state_machine;
 pub mod store;

@@ -85,6 +85,14 @@ impl Chat {
             .channel(&caller.app, channel)?
             .ok_or_else(|| ChatError::not_found("channel"))?;
         self.writer_membership(caller, &ch).await?;
+        let attachments = if attachments.0.as_array().is_some_and(|a| !a.is_empty()) {
+            Json(
+                self.resolve_attachments(&caller.app, channel, attachments.0)
+                    .await?,
+            )
+        } else {
+            attachments
+        };
         if ch.kind == ChannelType::Messaging {
             self.check_dm_block(&caller.app, &ch, caller.user()?)?;
         }

@@ -55,6 +55,7 @@ mod receipts;
 mod retention;
 mod supervision;
 mod templates;
+mod uploads;
 mod webhooks;
 mod workspaces;
 
@@ -70,6 +71,7 @@ pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use retention::PURGE_PER_PASS;
 pub use supervision::{Activity, SupervisionSpec, SUPERVISION_KINDS};
 pub use templates::{built_in_templates, TemplateSpec};
+pub use uploads::{Arrived, PutHeaders, Served, IMAGE_SLOTS, PRESIGN_TTL_MS};
 pub use webhooks::{NewWebhook, WebhookPatch, MAX_WEBHOOKS_PER_APP};
 pub use workspaces::{workspace_stream, IssuedInvite, WorkspaceSpec, WorkspaceStats};
 mod handlers;
@@ -135,6 +137,8 @@ pub struct ChatConfig {
     pub webhooks: crate::hooks::HookConfig,
     /// How often the retention pass runs (see `chat::retention`).
     pub retention_every: Duration,
+    /// How often the media sweep runs (see `media::replicate`).
+    pub media_sweep_every: Duration,
 }
 
 impl Default for ChatConfig {
@@ -152,6 +156,7 @@ impl Default for ChatConfig {
             max_api_keys_per_app: 50,
             webhooks: crate::hooks::HookConfig::default(),
             retention_every: Duration::from_secs(60),
+            media_sweep_every: Duration::from_secs(600),
         }
     }
 }
@@ -259,6 +264,9 @@ struct Inner {
     invite_limiter: RateLimiter,
     max_api_keys_per_app: u32,
     hooks: webhooks::HookRuntime,
+    media: crate::media::Media,
+    /// Images being processed at once (see `chat::uploads`).
+    image_slots: tokio::sync::Semaphore,
 }
 
 impl Inner {
@@ -287,6 +295,9 @@ impl Chat {
         let hooks =
             webhooks::HookRuntime::new(config.webhooks.clone()).map_err(ChatError::Internal)?;
         let retention_every = config.retention_every;
+        let media_dir = cluster.data_dir.join("media");
+        let media_store = chatsdk_storage::media::MediaStore::open(&media_dir)
+            .map_err(|e| ChatError::Internal(format!("{}: {e}", media_dir.display())))?;
         let node = ClusterNode::start(
             cluster,
             mode,
@@ -328,6 +339,8 @@ impl Chat {
                 invite_limiter: RateLimiter::per_hour(config.invites_per_hour),
                 max_api_keys_per_app: config.max_api_keys_per_app,
                 hooks,
+                media: crate::media::Media::new(media_store, node.clone()),
+                image_slots: tokio::sync::Semaphore::new(IMAGE_SLOTS),
             }),
         };
         node.register_handler(
@@ -373,6 +386,7 @@ impl Chat {
         chat.spawn_leadership_watch();
         chat.spawn_hook_dispatcher();
         chat.spawn_retention(retention_every);
+        chat.spawn_media_sweep(config.media_sweep_every);
         Ok(chat)
     }
 

@@ -324,8 +324,12 @@ pub async fn pins(
         .chat
         .pinned(&auth.caller(q.str("userId")), &id)
         .await?;
+    let (signer, now) = super::media_signing(&state);
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::Messages {
-        messages: v::annotated_page(&messages, &notes),
+        messages: v::annotated_page(&messages, &notes)
+            .into_iter()
+            .map(|m| m.with_media(signer, now))
+            .collect(),
     }))
 }
 

@@ -100,12 +100,15 @@ async fn send(
     };
     // A new message's event rendered it in the Client API's spelling already: a bearer-token
     // caller gets those bytes.
-    if let (Some(json), false, chatsdk_actors::dialect::Dialect::Camel) =
-        (rendered, duplicate, auth.dialect)
+    // (Its uploads' URLs carry no media token: a message with uploads is rendered again.)
+    let uploads = !chatsdk_actors::media::attached_upload_ids(&m.attachments.0).is_empty();
+    if let (Some(json), false, false, chatsdk_actors::dialect::Dialect::Camel) =
+        (rendered, duplicate, uploads, auth.dialect)
     {
         return Ok(super::json_text(status, json));
     }
-    Ok(reply!(auth.dialect, status, v => v::SentView::new(&m, duplicate)))
+    let (signer, now) = super::media_signing(&state);
+    Ok(reply!(auth.dialect, status, v => v::SentView::new(&m, duplicate).with_media(signer, now)))
 }
 
 /// `POST /api/channels/:id/messages`.
@@ -160,8 +163,12 @@ pub async fn list(
         MessagePage::Latest
     };
     let page = state.chat.messages(&caller, &id, page, limit).await?;
+    let (signer, now) = super::media_signing(&state);
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageList {
-        messages: v::annotated_page(&page.messages, &page.notes),
+        messages: v::annotated_page(&page.messages, &page.notes)
+            .into_iter()
+            .map(|m| m.with_media(signer, now))
+            .collect(),
         max_seq: page.max_seq,
         has_more: page.more,
     }))
@@ -179,7 +186,9 @@ pub async fn get(
         .chat
         .annotated_message(&auth.caller(q.str("userId")), &id, &mid)
         .await?;
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::annotated(&m, Some(&notes))))
+    let (signer, now) = super::media_signing(&state);
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::annotated(&m, Some(&notes))
+        .with_media(signer, now)))
 }
 
 /// `PATCH /api/channels/:id/messages/:mid`.
@@ -195,7 +204,8 @@ pub async fn edit(
         .chat
         .edit_message(&caller, &id, &mid, body.text)
         .await?;
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::from(&m)))
+    let (signer, now) = super::media_signing(&state);
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::from(&m).with_media(signer, now)))
 }
 
 /// `DELETE /api/channels/:id/messages/:mid`.
@@ -245,9 +255,13 @@ pub async fn thread(
     let (mut replies, notes) = state.chat.replies(&caller, &id, &mid, limit + 1).await?;
     let more = replies.len() > limit;
     replies.truncate(limit);
+    let (signer, now) = super::media_signing(&state);
     Ok(reply!(auth.dialect, StatusCode::OK, v => v::Thread {
-        parent: v::MessageView::annotated(&parent, Some(&parent_notes)),
-        replies: v::annotated_page(&replies, &notes),
+        parent: v::MessageView::annotated(&parent, Some(&parent_notes)).with_media(signer, now),
+        replies: v::annotated_page(&replies, &notes)
+            .into_iter()
+            .map(|m| m.with_media(signer, now))
+            .collect(),
         has_more: more,
     }))
 }
