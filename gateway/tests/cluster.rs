@@ -703,3 +703,80 @@ async fn webhook_delivery_continues_after_the_delivering_node_stops() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() {
+    let mut nodes = cluster().await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (app, key) = nodes[0].app("media-failover").await;
+    for u in ["alice", "bob"] {
+        rests[0]
+            .call("POST", "/api/users", Cred::Key(&key), Some(json!({"user_id": u})))
+            .await;
+    }
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "m", "member_ids": ["bob"]})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let shards = nodes[0].chat.cluster().meta_state().shards;
+    let group = shard_for(&app, &channel, shards);
+    // The node that takes the upload also leads the channel's shard: stopping it loses both
+    // the first copy of the file and the leader of its metadata.
+    let taker = nodes
+        .iter()
+        .position(|n| n.chat.cluster().watch_leadership().borrow().contains(&group))
+        .expect("a leader of the channel's shard");
+    let (alice, _) = rests[taker].login(&key, "alice").await;
+    // Three and a half chunks of text, so the copy to the other replicas takes several
+    // requests.
+    let file: Vec<u8> = (0..(3 << 20) + 4321).map(|i| b'a' + (i % 26) as u8).collect();
+    let boundary = "media-failover-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"channelId\"\r\n\r\n{channel}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = format!("Bearer {alice}");
+    let ctype = format!("multipart/form-data; boundary={boundary}");
+    let up = rests[taker]
+        .raw(
+            "POST",
+            "/api/uploads/direct",
+            &[("Authorization", auth.as_str()), ("Content-Type", ctype.as_str())],
+            body,
+        )
+        .await;
+    assert_eq!(up.status, 201, "{up:?}");
+    let url = up.body["url"].as_str().unwrap().to_string();
+    let node = nodes.remove(taker);
+    node.stop().await;
+    for n in &nodes {
+        let rest = Rest::new(n);
+        let res = rest
+            .http
+            .get(format!("{}{}", rest.base, url))
+            .timeout(WAIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let bytes = res.bytes().await.unwrap();
+        assert!(bytes.as_ref() == file.as_slice(), "the file differs on a survivor");
+    }
+    // The survivors' sweep finds every file the shard refers to on each of them.
+    for n in &nodes {
+        let report = n.chat.media().sweep().await.unwrap();
+        assert_eq!(report.missing, 0, "{report:?}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
