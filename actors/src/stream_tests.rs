@@ -1015,4 +1015,6 @@ fn stored_variant_indexes_never_move() {
     assert_eq!(index(codec::encode(&release).unwrap()), 24);
     let logged = StreamOp::HooksDone { offsets: vec![] };
     assert_eq!(index(codec::encode(&logged).unwrap()), 24);
+    let dropped = StreamOp::DropUpload { id: String::new() };
+    assert_eq!(index(codec::encode(&dropped).unwrap()), 27);
 }

@@ -331,8 +331,7 @@ pub fn app(state: GatewayState) -> Router {
         .route(
             "/api/uploads/direct",
             post(uploads::direct).layer(DefaultBodyLimit::max(
-                (chatsdk_actors::media::sniff::MAX_VIDEO_BYTES + uploads::FORM_OVERHEAD_BYTES)
-                    as usize,
+                (state.chat.media_limits().largest() + uploads::FORM_OVERHEAD_BYTES) as usize,
             )),
         )
         .route("/api/uploads/content", get(uploads::content_query))

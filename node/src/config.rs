@@ -125,6 +125,35 @@ pub struct Config {
     pub webhooks: WebhooksSection,
     /// Data lifecycle.
     pub lifecycle: LifecycleSection,
+    /// Uploads.
+    pub media: MediaSection,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Largest image upload, in bytes.
+    pub max_image_bytes: u64,
+    /// Largest video upload, in bytes.
+    pub max_video_bytes: u64,
+    /// Largest upload of any other type (audio, documents), in bytes.
+    pub max_file_bytes: u64,
+    /// Seconds between two media sweeps (removing files no upload refers to, fetching the
+    /// ones this node should hold and lacks).
+    pub sweep_interval_s: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let limits = chatsdk_actors::media::sniff::MediaLimits::default();
+        Self {
+            max_image_bytes: limits.image,
+            max_video_bytes: limits.video,
+            max_file_bytes: limits.other,
+            sweep_interval_s: 600,
+        }
+    }
 }
 
 /// `[lifecycle]`

@@ -115,6 +115,12 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         max_api_keys_per_app: c.limits.api_keys_per_app,
         webhooks: c.webhooks.hook_config(),
         retention_every: Duration::from_secs(c.lifecycle.retention_interval_s),
+        media_sweep_every: Duration::from_secs(c.media.sweep_interval_s),
+        media_limits: chatsdk_actors::media::sniff::MediaLimits {
+            image: c.media.max_image_bytes,
+            video: c.media.max_video_bytes,
+            other: c.media.max_file_bytes,
+        },
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;

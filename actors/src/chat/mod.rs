@@ -139,6 +139,8 @@ pub struct ChatConfig {
     pub retention_every: Duration,
     /// How often the media sweep runs (see `media::replicate`).
     pub media_sweep_every: Duration,
+    /// Largest uploads by kind.
+    pub media_limits: crate::media::sniff::MediaLimits,
 }
 
 impl Default for ChatConfig {
@@ -157,6 +159,7 @@ impl Default for ChatConfig {
             webhooks: crate::hooks::HookConfig::default(),
             retention_every: Duration::from_secs(60),
             media_sweep_every: Duration::from_secs(600),
+            media_limits: Default::default(),
         }
     }
 }
@@ -267,6 +270,7 @@ struct Inner {
     media: crate::media::Media,
     /// Images being processed at once (see `chat::uploads`).
     image_slots: tokio::sync::Semaphore,
+    media_limits: crate::media::sniff::MediaLimits,
 }
 
 impl Inner {
@@ -341,6 +345,7 @@ impl Chat {
                 hooks,
                 media: crate::media::Media::new(media_store, node.clone()),
                 image_slots: tokio::sync::Semaphore::new(IMAGE_SLOTS),
+                media_limits: config.media_limits,
             }),
         };
         node.register_handler(

@@ -90,6 +90,11 @@ impl Chat {
         &self.inner.media
     }
 
+    /// The size limits of uploads.
+    pub fn media_limits(&self) -> crate::media::sniff::MediaLimits {
+        self.inner.media_limits
+    }
+
     /// Refuses a caller who may not upload to `channel` (uploading is writing).
     pub async fn check_upload(
         &self,
@@ -117,11 +122,11 @@ impl Chat {
         if size == 0 {
             return Err(ChatError::bad("size must be positive"));
         }
-        let kind = Kind::of(content_type);
-        if size > kind.limit() {
+        let limit = self.inner.media_limits.of(Kind::of(content_type));
+        if size > limit {
             return Err(refuse(
                 MediaRefusal::FileTooLarge,
-                format!("a file of this type is at most {} bytes", kind.limit()),
+                format!("a file of this type is at most {limit} bytes"),
             ));
         }
         self.check_upload(caller, channel).await?;

@@ -4,12 +4,41 @@
 /// Bytes [`sniff`] looks at.
 pub const SNIFF_BYTES: usize = 512;
 
-/// Largest image upload (the original's limits, §5.8).
-pub const MAX_IMAGE_BYTES: u64 = 10 << 20;
-/// Largest video upload.
-pub const MAX_VIDEO_BYTES: u64 = 100 << 20;
-/// Largest upload of any other type.
-pub const MAX_OTHER_BYTES: u64 = 50 << 20;
+/// Largest upload of each kind (configurable: `[media]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaLimits {
+    pub image: u64,
+    pub video: u64,
+    /// Audio and documents.
+    pub other: u64,
+}
+
+impl Default for MediaLimits {
+    /// The original's limits (Part B §5.8).
+    fn default() -> Self {
+        MediaLimits {
+            image: 10 << 20,
+            video: 100 << 20,
+            other: 50 << 20,
+        }
+    }
+}
+
+impl MediaLimits {
+    /// The limit of a kind.
+    pub fn of(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Image => self.image,
+            Kind::Video => self.video,
+            Kind::Audio | Kind::Document => self.other,
+        }
+    }
+
+    /// The largest limit: what a body may hold before its type is known.
+    pub fn largest(&self) -> u64 {
+        self.image.max(self.video).max(self.other)
+    }
+}
 
 /// The families uploads are limited and listed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,15 +61,6 @@ impl Kind {
             Kind::Audio
         } else {
             Kind::Document
-        }
-    }
-
-    /// The size limit of the kind.
-    pub fn limit(self) -> u64 {
-        match self {
-            Kind::Image => MAX_IMAGE_BYTES,
-            Kind::Video => MAX_VIDEO_BYTES,
-            Kind::Audio | Kind::Document => MAX_OTHER_BYTES,
         }
     }
 }

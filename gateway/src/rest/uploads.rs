@@ -114,7 +114,7 @@ where
                     "the file is not of a type uploads accept".into(),
                 ))
             })?;
-            limit = limit.min(s.kind.limit());
+            limit = limit.min(state.chat.media_limits().of(s.kind));
             if total > limit {
                 return Err(too_large(limit));
             }
@@ -376,7 +376,7 @@ pub async fn direct(
     mut form: Multipart,
 ) -> ApiResult<Response> {
     auth.require_scope("upload:write")?;
-    let max = sniff::MAX_VIDEO_BYTES;
+    let max = state.chat.media_limits().largest();
     if content_length(&headers).is_some_and(|n| n > max + FORM_OVERHEAD_BYTES) {
         return Err(too_large(max));
     }

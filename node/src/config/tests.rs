@@ -309,6 +309,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("lifecycle.retention_interval_s", |c| {
             c.lifecycle.retention_interval_s = 0
         }),
+        ("media.max_image_bytes", |c| c.media.max_image_bytes = 0),
+        ("media.max_video_bytes", |c| c.media.max_video_bytes = 5 << 30),
+        ("media.sweep_interval_s", |c| c.media.sweep_interval_s = 0),
         ("webhooks.retries", |c| c.webhooks.retries = 11),
         ("webhooks.allowed_hosts", |c| {
             c.webhooks.allowed_hosts = "10.0.0.0/99".into()

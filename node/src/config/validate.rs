@@ -133,6 +133,18 @@ impl Config {
             self.lifecycle.retention_interval_s,
             "lifecycle.retention_interval_s",
         )?;
+        let m = &self.media;
+        positive(m.max_image_bytes, "media.max_image_bytes")?;
+        positive(m.max_video_bytes, "media.max_video_bytes")?;
+        positive(m.max_file_bytes, "media.max_file_bytes")?;
+        positive(m.sweep_interval_s, "media.sweep_interval_s")?;
+        for (v, k) in [
+            (m.max_image_bytes, "media.max_image_bytes"),
+            (m.max_video_bytes, "media.max_video_bytes"),
+            (m.max_file_bytes, "media.max_file_bytes"),
+        ] {
+            ensure(v <= 4 << 30, k, "must be at most 4 GiB")?;
+        }
         ensure(w.retries <= 10, "webhooks.retries", "must be at most 10")?;
         if let Err(why) = chatsdk_actors::hooks::Guard::new(&w.hook_config().allowed_hosts) {
             ensure(false, "webhooks.allowed_hosts", why)?;
