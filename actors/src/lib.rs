@@ -32,6 +32,7 @@ pub mod push;
 pub mod registry;
 pub mod render;
 pub mod resequence;
+pub mod search;
 pub mod session;
 pub mod stream;
 pub mod time;

@@ -800,6 +800,23 @@ fn apply(
             op,
         },
     };
+    // The search feed follows chat messages' sends, edits, deletes and purges, and dropped
+    // channels (see `crate::search::feed`).
+    let searched = if command.stream.starts_with("chat:") {
+        match &command.op {
+            StreamOp::Send { message } => Some(message.id.clone()),
+            StreamOp::Edit { message_id, .. }
+            | StreamOp::Delete { message_id, .. }
+            | StreamOp::Purge { message_id } => Some(message_id.clone()),
+            StreamOp::Drop => Some(String::new()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some(id) = &searched {
+        crate::search::feed::record(kv, &command.stream, id)?;
+    }
     let sk = StreamKeys(&command.stream);
     let head = get::<StreamHead>(kv, &sk.head())?.unwrap_or_else(|| empty_head(sk.0));
     let before = head.clone();

@@ -35,7 +35,7 @@ pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
         lifecycle, mentions, messages, moderation, presence, receipts, supervision, templates,
-        tokens, uploads, users, webhooks, workspaces,
+        search, tokens, uploads, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()
@@ -323,6 +323,9 @@ pub fn app(state: GatewayState) -> Router {
                     chatsdk_actors::chat::MAX_EMOJI_BYTES + emoji::FORM_OVERHEAD_BYTES,
                 )),
         )
+        .route("/api/search", get(search::search))
+        .route("/api/search/suggestions", get(search::suggestions))
+        .route("/api/channels/{id}/search", get(search::channel))
         .route("/api/uploads/presigned", post(uploads::presign))
         .route(
             "/api/uploads/put",

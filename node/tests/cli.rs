@@ -261,3 +261,68 @@ fn a_data_directory_of_an_older_format_is_refused() {
         "{err}"
     );
 }
+
+/// Searches the demo channel as user-1 until `q` counts `want` hits.
+async fn search_until(base: &str, token: &str, q: &str, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = http()
+            .get(format!("{base}/api/search?q={q}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if body["totalHits"].as_u64() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{q}: wanted {want} hits, last answer {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_node_keeps_its_search_index_and_rebuilds_a_lost_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--dev"]);
+    let base = server.base();
+    server.until("join token");
+    let token = server.value_after("token for user-1:");
+    let demo = "00000000-0000-0000-0000-000000000002";
+    let post = |base: String, text: String| {
+        let token = token.clone();
+        async move {
+            let r = http()
+                .post(format!("{base}/api/channels/{demo}/messages"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"text": text}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    for i in 0..20 {
+        post(base.clone(), format!("note {i} about zebras")).await;
+    }
+    search_until(&base, &token, "zebras", 20).await;
+    server.terminate();
+
+    // Restarted with its index: it goes on from the position its last commit recorded.
+    let mut again = Server::start(dir.path(), &[]);
+    let base = again.base();
+    again.until("join token");
+    search_until(&base, &token, "zebras", 20).await;
+    post(base.clone(), "one more note about zebras".into()).await;
+    search_until(&base, &token, "zebras", 21).await;
+    again.terminate();
+
+    // Restarted without it: rebuilt from the shards' messages.
+    std::fs::remove_dir_all(dir.path().join("search")).unwrap();
+    let mut third = Server::start(dir.path(), &[]);
+    let base = third.base();
+    third.until("join token");
+    search_until(&base, &token, "zebras", 21).await;
+    search_until(&base, &token, "note%2017", 1).await;
+    third.terminate();
+}

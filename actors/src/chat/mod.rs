@@ -53,6 +53,7 @@ mod notify;
 mod presence;
 mod receipts;
 mod retention;
+mod search;
 mod supervision;
 mod templates;
 mod uploads;
@@ -69,6 +70,7 @@ pub use notify::{b64url, default_prefs, MAX_NOTIFIED_MEMBERS, PLATFORMS};
 pub use presence::UserPresence;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use retention::PURGE_PER_PASS;
+pub use search::{SearchPage, SearchQuery, MAX_QUERY_BYTES, MAX_SEARCH_DEPTH};
 pub use supervision::{Activity, SupervisionSpec, SUPERVISION_KINDS};
 pub use templates::{built_in_templates, TemplateSpec};
 pub use uploads::{Arrived, PutHeaders, Served, IMAGE_SLOTS, PRESIGN_TTL_MS};
@@ -141,6 +143,8 @@ pub struct ChatConfig {
     pub media_sweep_every: Duration,
     /// Largest uploads by kind.
     pub media_limits: crate::media::sniff::MediaLimits,
+    /// How often the search indexer looks for changes (see `search::indexer`).
+    pub search_every: Duration,
 }
 
 impl Default for ChatConfig {
@@ -160,6 +164,7 @@ impl Default for ChatConfig {
             retention_every: Duration::from_secs(60),
             media_sweep_every: Duration::from_secs(600),
             media_limits: Default::default(),
+            search_every: Duration::from_millis(250),
         }
     }
 }
@@ -271,6 +276,7 @@ struct Inner {
     /// Images being processed at once (see `chat::uploads`).
     image_slots: tokio::sync::Semaphore,
     media_limits: crate::media::sniff::MediaLimits,
+    search: Arc<crate::search::SearchIndex>,
 }
 
 impl Inner {
@@ -302,6 +308,11 @@ impl Chat {
         let media_dir = cluster.data_dir.join("media");
         let media_store = chatsdk_storage::media::MediaStore::open(&media_dir)
             .map_err(|e| ChatError::Internal(format!("{}: {e}", media_dir.display())))?;
+        let search_dir = cluster.data_dir.join("search");
+        let search = Arc::new(
+            crate::search::SearchIndex::open(&search_dir)
+                .map_err(|e| ChatError::Internal(format!("{}: {e}", search_dir.display())))?,
+        );
         let node = ClusterNode::start(
             cluster,
             mode,
@@ -346,6 +357,7 @@ impl Chat {
                 media: crate::media::Media::new(media_store, node.clone()),
                 image_slots: tokio::sync::Semaphore::new(IMAGE_SLOTS),
                 media_limits: config.media_limits,
+                search: search.clone(),
             }),
         };
         node.register_handler(
@@ -392,6 +404,16 @@ impl Chat {
         chat.spawn_hook_dispatcher();
         chat.spawn_retention(retention_every);
         chat.spawn_media_sweep(config.media_sweep_every);
+        node.register_handler(
+            search::TOPIC_SEARCH,
+            Arc::new(search::SearchHandler(search.clone())),
+        );
+        crate::search::indexer::spawn(
+            search,
+            node.clone(),
+            config.search_every,
+            chat.inner.hooks.stop.clone(),
+        );
         Ok(chat)
     }
 
@@ -464,6 +486,8 @@ impl Chat {
     /// Stops the channel actors and the node.
     pub async fn shutdown(&self) {
         self.inner.hooks.stop.cancel();
+        let search = self.inner.search.clone();
+        let _ = tokio::task::spawn_blocking(move || search.close()).await;
         self.inner.env.registry.stop_all();
         self.inner.cluster.shutdown().await;
     }

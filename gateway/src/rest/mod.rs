@@ -44,6 +44,7 @@ pub mod presence;
 pub mod receipts;
 pub mod requests;
 pub mod supervision;
+pub mod search;
 pub mod templates;
 pub mod uploads;
 pub mod tokens;
