@@ -814,7 +814,7 @@ fn apply(
     } else {
         None
     };
-    if let Some(id) = &searched {
+    if let (Some(id), StreamOp::Drop) = (&searched, &command.op) {
         crate::search::feed::record(kv, &command.stream, id)?;
     }
     let sk = StreamKeys(&command.stream);
@@ -948,6 +948,12 @@ fn apply(
     };
     if tx.head != before {
         put(tx.kv, &tx.sk.head(), &tx.head)?;
+    }
+    // Only a change the stream recorded (a command applied again changes nothing).
+    if let Some(id) = &searched {
+        if reply.events().is_some_and(|(events, _)| !events.is_empty()) {
+            crate::search::feed::record(tx.kv, &command.stream, id)?;
+        }
     }
     Ok(reply)
 }
