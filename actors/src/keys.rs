@@ -481,6 +481,10 @@ impl StreamKeys<'_> {
     pub(crate) fn annotations(&self, seq: u64) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"ann", &seq.to_be_bytes()])
     }
+    /// The link previews of the message with seq `seq`.
+    pub(crate) fn link_previews(&self, seq: u64) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"lp", &seq.to_be_bytes()])
+    }
     /// A reaction of `user` with `emoji` to the message with seq `seq` (value: when, and who).
     pub(crate) fn reaction(&self, seq: u64, user: &str, emoji: &str) -> Vec<u8> {
         key(&[
@@ -761,4 +765,26 @@ pub(crate) fn media_ref_hash(k: &[u8]) -> Option<String> {
     let rest = k.strip_prefix(b"m\0")?;
     let end = rest.iter().position(|&b| b == 0)?;
     std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
+}
+
+/// A data shard's pending link previews: the message with seq `seq` of `stream` (value: its
+/// id; see `chat::previews`).
+pub(crate) fn preview_pending(stream: &str, seq: u64) -> Vec<u8> {
+    key(&[b"p", stream.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// Every pending link preview of a data shard.
+pub(crate) fn previews_pending() -> Vec<u8> {
+    prefix(&[b"p"])
+}
+
+/// The stream and seq of a pending preview key.
+pub(crate) fn preview_pending_parts(k: &[u8]) -> Option<(String, u64)> {
+    let rest = k.strip_prefix(b"p\0")?;
+    if rest.len() < 9 || rest[rest.len() - 9] != 0 {
+        return None;
+    }
+    let (stream, seq) = rest.split_at(rest.len() - 9);
+    let seq = u64::from_be_bytes(seq[1..].try_into().ok()?);
+    Some((std::str::from_utf8(stream).ok()?.to_string(), seq))
 }

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod media;
 pub mod model;
 pub mod outbound;
+pub mod previews;
 pub mod push;
 pub mod registry;
 pub mod render;

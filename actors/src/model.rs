@@ -546,6 +546,8 @@ pub struct Notes {
     pub own_reactions: Vec<String>,
     /// The poll options the reader voted for.
     pub own_votes: Vec<String>,
+    /// The message's link previews.
+    pub link_previews: Vec<crate::previews::LinkPreview>,
 }
 
 /// A poll's outcome: the poll and who voted for what (`(user, options)`, oldest vote first).
@@ -640,6 +642,13 @@ pub enum Event {
         anonymous: bool,
         total_votes: u64,
         counts: Vec<(String, u64)>,
+    },
+    /// `message.updated` with a message's link previews (the original's partial form,
+    /// `{id, channelId, linkPreviews}`); the message is not marked edited.
+    LinkPreviews {
+        channel_id: String,
+        message_id: String,
+        previews: Vec<crate::previews::LinkPreview>,
     },
 }
 

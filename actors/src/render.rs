@@ -109,6 +109,26 @@ fn is_false(b: &bool) -> bool {
 
 crate::dialect_views! {
     types {
+        /// A video a link preview shows.
+        pub struct LinkVideoView<'a> {
+            url: &'a str,
+            #[serde(rename = "type")]
+            kind: Option<&'a str>,
+            width: Option<u32>,
+            height: Option<u32>,
+            embed_url: Option<&'a str>,
+        }
+
+        /// A link preview.
+        pub struct LinkPreviewView<'a> {
+            url: &'a str,
+            title: Option<&'a str>,
+            description: Option<&'a str>,
+            image: Option<&'a str>,
+            site_name: Option<&'a str>,
+            video: Option<LinkVideoView<'a>>,
+        }
+
         /// The embedded author of a message.
         pub struct UserSummaryView<'a> {
             id: &'a str,
@@ -142,7 +162,7 @@ crate::dialect_views! {
             pinned: bool,
             pinned_at: Option<Iso>,
             pinned_by: Option<&'a str>,
-            link_previews: Empty,
+            link_previews: Vec<LinkPreviewView<'a>>,
             poll_id: Option<&'a str>,
             poll: Option<PollView<'a>>,
             mentions: &'a [String],
@@ -317,7 +337,7 @@ crate::dialect_views! {
                     pinned: false,
                     pinned_at: None,
                     pinned_by: None,
-                    link_previews: Empty,
+                    link_previews: Vec::new(),
                     poll_id: None,
                     poll: None,
                     mentions: &m.mentions,
@@ -335,6 +355,25 @@ crate::dialect_views! {
         /// struct as [`MessageView`], not a wrapper with a flattened field (serde writes a
         /// flattened struct field by field through its map path).
         pub type SentView<'a> = MessageView<'a>;
+
+        impl<'a> From<&'a crate::previews::LinkPreview> for LinkPreviewView<'a> {
+            fn from(p: &'a crate::previews::LinkPreview) -> Self {
+                LinkPreviewView {
+                    url: &p.url,
+                    title: p.title.as_deref(),
+                    description: p.description.as_deref(),
+                    image: p.image.as_deref(),
+                    site_name: p.site_name.as_deref(),
+                    video: p.video.as_ref().map(|v| LinkVideoView {
+                        url: &v.url,
+                        kind: v.kind.as_deref(),
+                        width: v.width,
+                        height: v.height,
+                        embed_url: v.embed_url.as_deref(),
+                    }),
+                }
+            }
+        }
 
         impl<'a> MessageView<'a> {
             /// The message with media tokens on its uploads' URLs, valid from `now_s`.
@@ -372,6 +411,7 @@ crate::dialect_views! {
                             users: r.users.iter().map(ReactorView::from).collect(),
                         })
                         .collect(),
+                    link_previews: n.link_previews.iter().map(LinkPreviewView::from).collect(),
                     pinned: a.pin.is_some(),
                     pinned_at: a.pin.as_ref().map(|p| Iso(p.at)),
                     pinned_by: a.pin.as_ref().map(|p| p.by.as_str()),
@@ -688,6 +728,15 @@ struct ReactionEventView<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct PreviewsPayload<'a> {
+    id: &'a str,
+    channel_id: &'a str,
+    message_id: &'a str,
+    link_previews: Vec<camel::LinkPreviewView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct PinPayload<'a> {
     id: &'a str,
     channel_id: &'a str,
@@ -955,6 +1004,19 @@ pub fn event(e: &Event) -> String {
                 pinned: pin.is_some(),
                 pinned_at: pin.as_ref().map(|p| Iso(p.at)),
                 pinned_by: pin.as_ref().map(|p| p.by.as_str()),
+            },
+        ),
+        Event::LinkPreviews {
+            channel_id,
+            message_id,
+            previews,
+        } => envelope(
+            "message.updated",
+            PreviewsPayload {
+                id: message_id,
+                channel_id,
+                message_id,
+                link_previews: previews.iter().map(camel::LinkPreviewView::from).collect(),
             },
         ),
         Event::PollCreated { channel_id, poll } => envelope(

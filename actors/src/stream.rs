@@ -27,6 +27,7 @@ pub mod hooks;
 pub mod mentions;
 pub mod reads;
 pub mod uploads;
+pub mod previews;
 pub mod receipts;
 
 pub use annotations::MAX_EMOJI_PER_MESSAGE;
@@ -166,6 +167,13 @@ pub enum StreamOp {
     PutUpload { upload: Box<crate::media::Upload> },
     /// Removes an upload's metadata.
     DropUpload { id: String },
+    /// Stores a message's link previews (none: the fetch gave nothing) and clears its pending
+    /// mark (chat streams; see `chat::previews`).
+    SetPreviews {
+        message_id: String,
+        seq: u64,
+        previews: Vec<crate::previews::LinkPreview>,
+    },
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -637,6 +645,8 @@ impl<K: Kv> Tx<'_, K> {
                     }
                 }
                 self.drop_annotations(m.seq)?;
+                self.kv.delete(&self.sk.link_previews(m.seq));
+                self.kv.delete(&keys::preview_pending(self.sk.0, m.seq));
                 self.append(Event::deleted(&m, true))?;
                 self.message_reply(m, false)
             }
@@ -814,6 +824,7 @@ fn apply(
     } else {
         None
     };
+    let sending = matches!(command.op, StreamOp::Send { .. });
     if let (Some(id), StreamOp::Drop) = (&searched, &command.op) {
         crate::search::feed::record(kv, &command.stream, id)?;
     }
@@ -932,6 +943,11 @@ fn apply(
         StreamOp::LogDelivery { record, keep } => tx.log_delivery(&record, keep)?,
         StreamOp::PutUpload { upload } => tx.put_upload(*upload)?,
         StreamOp::DropUpload { id } => tx.drop_upload(&id)?,
+        StreamOp::SetPreviews {
+            message_id,
+            seq,
+            previews,
+        } => tx.set_previews(&message_id, seq, previews)?,
         StreamOp::Drop => {
             tx.unindex_uploads()?;
             for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
@@ -953,6 +969,13 @@ fn apply(
     if let Some(id) = &searched {
         if reply.events().is_some_and(|(events, _)| !events.is_empty()) {
             crate::search::feed::record(tx.kv, &command.stream, id)?;
+            // A new message with links is marked for previews, in the same batch.
+            if let (true, Some(m)) = (sending, reply.message()) {
+                if m.text.as_deref().is_some_and(crate::previews::has_urls) {
+                    tx.kv
+                        .put(&keys::preview_pending(&command.stream, m.seq), m.id.as_bytes());
+                }
+            }
         }
     }
     Ok(reply)

@@ -196,12 +196,3 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
     until(&rest, &alice, "q=brown", &["the slow brown fox"]).await;
     node.stop().await;
 }
-
-/// Waits until `query` counts `want` hits.
-async fn total_until(rest: &Rest, token: &str, query: &str, want: u64) {
-    support::eventually(&format!("{query} finds {want}"), || async {
-        let r = search(rest, token, query).await;
-        r.body["totalHits"].as_u64() == Some(want)
-    })
-    .await;
-}

@@ -127,6 +127,60 @@ pub struct Config {
     pub lifecycle: LifecycleSection,
     /// Uploads.
     pub media: MediaSection,
+    /// Link previews.
+    pub previews: PreviewsSection,
+}
+
+/// `[previews]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreviewsSection {
+    /// Fetch link previews of new messages.
+    pub enabled: bool,
+    /// Comma-separated hosts, addresses or CIDR ranges that may be fetched although they are
+    /// internal (loopback, private, link-local...). Empty: public addresses only.
+    pub allowed_hosts: String,
+    /// Time for one page (connect, redirects, body), in milliseconds.
+    pub timeout_ms: u64,
+    /// Most bytes of a page read.
+    pub max_bytes: u64,
+    /// Redirects followed (each target checked again).
+    pub max_redirects: u32,
+    /// How often shard leaders look for pending previews, in milliseconds.
+    pub poll_ms: u64,
+}
+
+impl Default for PreviewsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_hosts: String::new(),
+            timeout_ms: 5_000,
+            max_bytes: 1 << 20,
+            max_redirects: 3,
+            poll_ms: 500,
+        }
+    }
+}
+
+impl PreviewsSection {
+    /// The chat layer's preview settings.
+    pub fn preview_config(&self) -> chatsdk_actors::chat::PreviewConfig {
+        chatsdk_actors::chat::PreviewConfig {
+            enabled: self.enabled,
+            allowed_hosts: self
+                .allowed_hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            max_bytes: self.max_bytes as usize,
+            max_redirects: self.max_redirects as usize,
+            poll_every: std::time::Duration::from_millis(self.poll_ms),
+        }
+    }
 }
 
 /// `[media]`

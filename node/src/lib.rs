@@ -114,6 +114,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         invites_per_hour: c.limits.invites_per_hour,
         max_api_keys_per_app: c.limits.api_keys_per_app,
         webhooks: c.webhooks.hook_config(),
+        previews: c.previews.preview_config(),
         retention_every: Duration::from_secs(c.lifecycle.retention_interval_s),
         media_sweep_every: Duration::from_secs(c.media.sweep_interval_s),
         media_limits: chatsdk_actors::media::sniff::MediaLimits {

@@ -51,6 +51,7 @@ mod mentions;
 mod moderation;
 mod notify;
 mod presence;
+mod previews;
 mod receipts;
 mod retention;
 mod search;
@@ -68,6 +69,7 @@ pub use mentions::MentionItem;
 pub use moderation::{ModerationStats, Review, MAX_NOTE_CHARS};
 pub use notify::{b64url, default_prefs, MAX_NOTIFIED_MEMBERS, PLATFORMS};
 pub use presence::UserPresence;
+pub use previews::PreviewConfig;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use retention::PURGE_PER_PASS;
 pub use search::{SearchPage, SearchQuery, MAX_QUERY_BYTES, MAX_SEARCH_DEPTH};
@@ -145,6 +147,8 @@ pub struct ChatConfig {
     pub media_limits: crate::media::sniff::MediaLimits,
     /// How often the search indexer looks for changes (see `search::indexer`).
     pub search_every: Duration,
+    /// Link previews.
+    pub previews: PreviewConfig,
 }
 
 impl Default for ChatConfig {
@@ -165,6 +169,7 @@ impl Default for ChatConfig {
             media_sweep_every: Duration::from_secs(600),
             media_limits: Default::default(),
             search_every: Duration::from_millis(250),
+            previews: PreviewConfig::default(),
         }
     }
 }
@@ -404,6 +409,7 @@ impl Chat {
         chat.spawn_hook_dispatcher();
         chat.spawn_retention(retention_every);
         chat.spawn_media_sweep(config.media_sweep_every);
+        chat.spawn_preview_worker(config.previews.clone())?;
         node.register_handler(
             search::TOPIC_SEARCH,
             Arc::new(search::SearchHandler(search.clone())),

@@ -200,16 +200,112 @@ pub type AttemptResult = Result<u16, String>;
 
 impl HookClient {
     pub fn new(config: &HookConfig) -> Result<HookClient, String> {
-        let guard = Arc::new(Guard::new(&config.allowed_hosts)?);
+        Self::build(
+            &config.allowed_hosts,
+            config.timeout,
+            concat!("ChatSDK-Webhooks/", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    /// A guarded client with its own allow list, time limit and user agent (link previews).
+    pub fn build(
+        allowed_hosts: &[String],
+        timeout: Duration,
+        user_agent: &str,
+    ) -> Result<HookClient, String> {
+        let guard = Arc::new(Guard::new(allowed_hosts)?);
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("ChatSDK-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(user_agent)
             .build()
-            .map_err(|e| format!("webhook client: {e}"))?;
+            .map_err(|e| format!("outbound client: {e}"))?;
         Ok(HookClient { client, guard })
+    }
+
+    /// Refuses a URL of the wrong form or naming an internal address (a name is checked
+    /// when the resolver resolves it).
+    fn check_target(&self, url: &str) -> Result<reqwest::Url, String> {
+        let parsed = check_url(url).map_err(|e| e.to_string())?;
+        let host = parsed.host_str().unwrap_or_default();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            if !self.guard.ip_allowed(ip) {
+                return Err(format!(
+                    "{ip} is an internal address (not on the allow list)"
+                ));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// GETs an HTML page: redirects followed by hand (at most `max_redirects`, each target
+    /// checked like the first), only `text/html` (or XHTML) accepted, at most `max_bytes` of
+    /// it read (the rest is not). No cookies or credentials are ever sent. Returns the final
+    /// URL and the page.
+    pub async fn get_html(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        max_redirects: usize,
+    ) -> Result<(String, String), String> {
+        let mut current = self.check_target(url)?;
+        for _ in 0..=max_redirects {
+            let response = self
+                .client
+                .get(current.clone())
+                .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml")
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        error_chain(&e)
+                    }
+                })?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("{status} without a Location"))?;
+                let next = current
+                    .join(location)
+                    .map_err(|_| "a redirect to a malformed URL".to_string())?;
+                current = self.check_target(next.as_str())?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("answered {status}"));
+            }
+            let html = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.to_ascii_lowercase())
+                .is_some_and(|v| v.starts_with("text/html") || v.starts_with("application/xhtml"));
+            if !html {
+                return Err("not an HTML page".into());
+            }
+            let mut body = Vec::new();
+            let mut response = response;
+            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+                let room = max_bytes.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= max_bytes {
+                    break;
+                }
+            }
+            return Ok((
+                current.to_string(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        Err(format!("more than {max_redirects} redirects"))
     }
 
     /// POSTs a JSON `body` with `headers`; a status code for any answer, an error for none
@@ -231,17 +327,8 @@ impl HookClient {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> AttemptResult {
-        let parsed = check_url(url).map_err(|e| e.to_string())?;
         // An address in the URL is not resolved, so it is checked here.
-        let host = parsed.host_str().unwrap_or_default();
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            if !self.guard.ip_allowed(ip) {
-                return Err(format!(
-                    "{ip} is an internal address (not on the allow list)"
-                ));
-            }
-        }
+        let parsed = self.check_target(url)?;
         let mut request = self
             .client
             .post(parsed)

@@ -77,6 +77,7 @@ pub fn event_name(e: &Event) -> Option<&'static str> {
         } => "poll.voted",
         Event::PollVote { options: None, .. } => "poll.vote_removed",
         Event::Pinned { .. }
+        | Event::LinkPreviews { .. }
         | Event::Mention(_)
         | Event::WorkspaceCreated(_)
         | Event::WorkspaceUpdated(_)

@@ -55,6 +55,28 @@ impl<R: KvRead> StreamReader<R> {
             let annotations: Annotations = decode_at(&k, &v)?;
             out.push(self.viewed(&sk, seq, annotations, viewer)?);
         }
+        let previews = self.reader.range(
+            &sk.link_previews(lo),
+            &sk.link_previews(hi + 1),
+            false,
+            (hi - lo + 1) as usize,
+        )?;
+        for (k, v) in previews {
+            let Some(seq) = keys::trailing_u64(&k).filter(|s| wanted(*s)) else {
+                continue;
+            };
+            let list: Vec<crate::previews::LinkPreview> = decode_at(&k, &v)?;
+            match out.iter_mut().find(|n| n.seq == seq) {
+                Some(n) => n.link_previews = list,
+                None => out.push(Notes {
+                    seq,
+                    annotations: Annotations::default(),
+                    own_reactions: Vec::new(),
+                    own_votes: Vec::new(),
+                    link_previews: list,
+                }),
+            }
+        }
         Ok(out)
     }
 
@@ -68,6 +90,7 @@ impl<R: KvRead> StreamReader<R> {
     ) -> Result<Notes, StoreError> {
         let mut notes = Notes {
             seq,
+            link_previews: Vec::new(),
             own_reactions: Vec::new(),
             own_votes: Vec::new(),
             annotations,

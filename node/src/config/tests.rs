@@ -310,6 +310,11 @@ fn each_validation_rule_rejects_a_bad_value() {
             c.lifecycle.retention_interval_s = 0
         }),
         ("media.max_image_bytes", |c| c.media.max_image_bytes = 0),
+        ("previews.timeout_ms", |c| c.previews.timeout_ms = 0),
+        ("previews.max_redirects", |c| c.previews.max_redirects = 11),
+        ("previews.allowed_hosts", |c| {
+            c.previews.allowed_hosts = "10.0.0.0/99".into()
+        }),
         ("media.max_video_bytes", |c| c.media.max_video_bytes = 5 << 30),
         ("media.sweep_interval_s", |c| c.media.sweep_interval_s = 0),
         ("webhooks.retries", |c| c.webhooks.retries = 11),
