@@ -122,6 +122,11 @@ enum Scenario {
         #[arg(long, default_value_t = 15.0)]
         seconds: f64,
     },
+    /// Upload throughput (files and photos) and search latency on N messages, one node.
+    Media {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
     /// Floors: a small loopback write (a delivery), a send's writes done directly on sled, and
     /// a REST request or WebSocket frame answered by a server that does nothing else.
     Floor,
@@ -251,6 +256,7 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
         Scenario::Failover { rate, seconds } => {
             scenarios::failover::run(&ctx, rate, seconds).await?
         }
+        Scenario::Media { messages } => scenarios::media::run(&ctx, messages).await?,
         Scenario::Floor => {
             let us = floor::loopback_write_us(160)?;
             let sled = floor::sled::send_floor()?;

@@ -6,6 +6,7 @@ pub mod durable;
 pub mod failover;
 pub mod fanout;
 pub mod idle;
+pub mod media;
 pub mod storm;
 
 use std::net::Ipv4Addr;
