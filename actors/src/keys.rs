@@ -714,41 +714,6 @@ pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_index_keys_name_their_stream() {
-        let sk = StreamKeys("chat:a:c");
-        assert_eq!(id_entries_stream(&sk.id_tail()), Some("chat:a:c"));
-        assert_eq!(id_entries_stream(&sk.id_page(0, 0)), Some("chat:a:c"));
-        assert_eq!(id_entries_stream(&sk.id_page(7, 3)), Some("chat:a:c"));
-        for other in [
-            sk.id_runs(),
-            sk.id_probe(1),
-            sk.head(),
-            sk.message_id("xt"),
-            sk.message_chunk(0),
-            b"s\0chat:a:c\0xtra".to_vec(),
-            b"d\0chat:a:c\0xt".to_vec(),
-        ] {
-            assert_eq!(id_entries_stream(&other), None, "{}", other.escape_ascii());
-        }
-    }
-
-    #[test]
-    fn message_id_index_keys_are_told_apart() {
-        let sk = StreamKeys("chat:app:general");
-        assert!(is_message_id(&sk.message_id("0193-ab")));
-        assert!(!is_message_id(&sk.head()));
-        assert!(!is_message_id(&sk.message_chunk(3)));
-        assert!(!is_message_id(&sk.event_chunk(3)));
-        assert!(!is_message_id(&StreamKeys("mid").head()));
-        assert!(!is_message_id(b"u\0mid\0x"));
-    }
-}
-
 /// A data shard's media index entry: file `hash` is used by upload `id` of `stream` (empty
 /// value; see `media::replicate`).
 pub(crate) fn media_ref(hash: &str, stream: &str, id: &str) -> Vec<u8> {
@@ -787,4 +752,39 @@ pub(crate) fn preview_pending_parts(k: &[u8]) -> Option<(String, u64)> {
     let (stream, seq) = rest.split_at(rest.len() - 9);
     let seq = u64::from_be_bytes(seq[1..].try_into().ok()?);
     Some((std::str::from_utf8(stream).ok()?.to_string(), seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_index_keys_name_their_stream() {
+        let sk = StreamKeys("chat:a:c");
+        assert_eq!(id_entries_stream(&sk.id_tail()), Some("chat:a:c"));
+        assert_eq!(id_entries_stream(&sk.id_page(0, 0)), Some("chat:a:c"));
+        assert_eq!(id_entries_stream(&sk.id_page(7, 3)), Some("chat:a:c"));
+        for other in [
+            sk.id_runs(),
+            sk.id_probe(1),
+            sk.head(),
+            sk.message_id("xt"),
+            sk.message_chunk(0),
+            b"s\0chat:a:c\0xtra".to_vec(),
+            b"d\0chat:a:c\0xt".to_vec(),
+        ] {
+            assert_eq!(id_entries_stream(&other), None, "{}", other.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn message_id_index_keys_are_told_apart() {
+        let sk = StreamKeys("chat:app:general");
+        assert!(is_message_id(&sk.message_id("0193-ab")));
+        assert!(!is_message_id(&sk.head()));
+        assert!(!is_message_id(&sk.message_chunk(3)));
+        assert!(!is_message_id(&sk.event_chunk(3)));
+        assert!(!is_message_id(&StreamKeys("mid").head()));
+        assert!(!is_message_id(b"u\0mid\0x"));
+    }
 }

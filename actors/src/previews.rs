@@ -174,7 +174,9 @@ fn decode_entities(s: &str) -> String {
                 "apos" => Some('\''),
                 "nbsp" => Some(' '),
                 _ if name.starts_with("#x") || name.starts_with("#X") => {
-                    u32::from_str_radix(&name[2..], 16).ok().and_then(char::from_u32)
+                    u32::from_str_radix(&name[2..], 16)
+                        .ok()
+                        .and_then(char::from_u32)
                 }
                 _ if name.starts_with('#') => name[1..].parse().ok().and_then(char::from_u32),
                 _ => None,
@@ -339,7 +341,8 @@ mod tests {
 
     #[test]
     fn urls_are_found_as_the_original_found_them() {
-        let t = "see https://example.com/a?b=1, and (http://x.org/p). also github.io and me@mail.com \
+        let t =
+            "see https://example.com/a?b=1, and (http://x.org/p). also github.io and me@mail.com \
                  and www.rust-lang.org/learn! plus https://a.com https://b.com";
         assert_eq!(
             find_urls(t),
@@ -388,7 +391,10 @@ mod tests {
         assert_eq!(p.image.as_deref(), Some("https://example.com/img/card.png"));
         assert_eq!(p.site_name.as_deref(), Some("Example"));
         let v = p.video.unwrap();
-        assert_eq!((v.url.as_str(), v.width), ("https://example.com/v.mp4", Some(640)));
+        assert_eq!(
+            (v.url.as_str(), v.width),
+            ("https://example.com/v.mp4", Some(640))
+        );
         let bare = from_html("https://e.com", "<title>Only a title</title>", None);
         assert_eq!(bare.title.as_deref(), Some("Only a title"));
         assert!(from_html("https://e.com", "<p>nothing</p>", None).is_empty());

@@ -25,10 +25,10 @@ mod annotations;
 pub mod blobs;
 pub mod hooks;
 pub mod mentions;
-pub mod reads;
-pub mod uploads;
 pub mod previews;
+pub mod reads;
 pub mod receipts;
+pub mod uploads;
 
 pub use annotations::MAX_EMOJI_PER_MESSAGE;
 
@@ -972,8 +972,10 @@ fn apply(
             // A new message with links is marked for previews, in the same batch.
             if let (true, Some(m)) = (sending, reply.message()) {
                 if m.text.as_deref().is_some_and(crate::previews::has_urls) {
-                    tx.kv
-                        .put(&keys::preview_pending(&command.stream, m.seq), m.id.as_bytes());
+                    tx.kv.put(
+                        &keys::preview_pending(&command.stream, m.seq),
+                        m.id.as_bytes(),
+                    );
                 }
             }
         }

@@ -51,7 +51,11 @@ fn idle() {
 fn media_uploads_and_search() {
     let runs = smoke(&["media"]);
     let m = &runs[0]["metrics"];
-    for k in ["file_uploads_per_s", "photo_uploads_per_s", "search_common_word_p99_ms"] {
+    for k in [
+        "file_uploads_per_s",
+        "photo_uploads_per_s",
+        "search_common_word_p99_ms",
+    ] {
         assert!(m[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {m}");
     }
 }

@@ -34,8 +34,8 @@ pub use state::{GatewayConfig, GatewayState};
 pub fn app(state: GatewayState) -> Router {
     use rest::{
         admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
-        lifecycle, mentions, messages, moderation, presence, receipts, supervision, templates,
-        search, tokens, uploads, users, webhooks, workspaces,
+        lifecycle, mentions, messages, moderation, presence, receipts, search, supervision,
+        templates, tokens, uploads, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     Router::new()

@@ -711,7 +711,12 @@ async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() 
     let (app, key) = nodes[0].app("media-failover").await;
     for u in ["alice", "bob"] {
         rests[0]
-            .call("POST", "/api/users", Cred::Key(&key), Some(json!({"user_id": u})))
+            .call(
+                "POST",
+                "/api/users",
+                Cred::Key(&key),
+                Some(json!({"user_id": u})),
+            )
             .await;
     }
     let ch = rests[0]
@@ -729,12 +734,20 @@ async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() 
     // the first copy of the file and the leader of its metadata.
     let taker = nodes
         .iter()
-        .position(|n| n.chat.cluster().watch_leadership().borrow().contains(&group))
+        .position(|n| {
+            n.chat
+                .cluster()
+                .watch_leadership()
+                .borrow()
+                .contains(&group)
+        })
         .expect("a leader of the channel's shard");
     let (alice, _) = rests[taker].login(&key, "alice").await;
     // Three and a half chunks of text, so the copy to the other replicas takes several
     // requests.
-    let file: Vec<u8> = (0..(3 << 20) + 4321).map(|i| b'a' + (i % 26) as u8).collect();
+    let file: Vec<u8> = (0..(3 << 20) + 4321)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
     let boundary = "media-failover-boundary";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"channelId\"\r\n\r\n{channel}\r\n\
@@ -750,7 +763,10 @@ async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() 
         .raw(
             "POST",
             "/api/uploads/direct",
-            &[("Authorization", auth.as_str()), ("Content-Type", ctype.as_str())],
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", ctype.as_str()),
+            ],
             body,
         )
         .await;
@@ -769,7 +785,10 @@ async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() 
             .unwrap();
         assert_eq!(res.status().as_u16(), 200);
         let bytes = res.bytes().await.unwrap();
-        assert!(bytes.as_ref() == file.as_slice(), "the file differs on a survivor");
+        assert!(
+            bytes.as_ref() == file.as_slice(),
+            "the file differs on a survivor"
+        );
     }
     // The survivors' sweep finds every file the shard refers to on each of them.
     for n in &nodes {

@@ -8,11 +8,16 @@ use std::io::Cursor;
 use chatsdk_gateway::GatewayConfig;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use serde_json::{json, Value};
-use support::{assert_error, Cred, Rest, Res, TestNode};
+use support::{assert_error, Cred, Res, Rest, TestNode};
 
 async fn user(rest: &Rest, key: &str, id: &str) {
     let r = rest
-        .call("POST", "/api/users", Cred::Key(key), Some(json!({"user_id": id})))
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(key),
+            Some(json!({"user_id": id})),
+        )
         .await;
     assert!(r.status == 201 || r.status == 200, "{r:?}");
 }
@@ -71,7 +76,10 @@ async fn direct(rest: &Rest, token: &str, channel: &str, file: &[u8], name: &str
     rest.raw(
         "POST",
         "/api/uploads/direct",
-        &[("Authorization", auth.as_str()), ("Content-Type", ctype.as_str())],
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", ctype.as_str()),
+        ],
         body,
     )
     .await
@@ -123,10 +131,21 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
     let (carol, _) = rest.login(&key, "carol").await;
     let ch = channel(&rest, &alice, &["bob"]).await;
 
-    let r = direct(&rest, &alice, &ch, &photo(2400, 1200), "trip.jpg", "image/jpeg").await;
+    let r = direct(
+        &rest,
+        &alice,
+        &ch,
+        &photo(2400, 1200),
+        "trip.jpg",
+        "image/jpeg",
+    )
+    .await;
     assert_eq!(r.status, 201, "{r:?}");
     let up = r.body.clone();
-    assert_eq!((up["width"].as_u64(), up["height"].as_u64()), (Some(1200), Some(600)));
+    assert_eq!(
+        (up["width"].as_u64(), up["height"].as_u64()),
+        (Some(1200), Some(600))
+    );
     assert_eq!(text(&up, "contentType"), "image/jpeg");
     assert_eq!(text(&up, "filename"), "trip.jpg");
     let blurhash = text(&up, "blurhash");
@@ -140,12 +159,18 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
     assert_eq!(h["content-type"], "image/jpeg");
     assert_eq!(h["cache-control"], "private, max-age=300");
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(h["content-disposition"].to_str().unwrap().starts_with("inline"));
+    assert!(h["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("inline"));
     assert_eq!(bytes.len() as u64, up["size"].as_u64().unwrap());
     let img = image::load_from_memory(&bytes).unwrap();
     assert_eq!((img.width(), img.height()), (1200, 600));
     assert!(!bytes.windows(4).any(|w| w == b"Exif"), "EXIF survived");
-    assert!(!bytes.windows(11).any(|w| w == b"GPSLatitude"), "GPS survived");
+    assert!(
+        !bytes.windows(11).any(|w| w == b"GPSLatitude"),
+        "GPS survived"
+    );
     let etag = h["etag"].to_str().unwrap().to_string();
 
     // Ranges and conditional requests.
@@ -159,7 +184,10 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
     assert_eq!((s, tail.as_slice()), (206, &bytes[bytes.len() - 10..]));
     let (s, h, _) = fetch(&rest, &url, &[("Range", "bytes=99999999-")]).await;
     assert_eq!(s, 416);
-    assert_eq!(h["content-range"].to_str().unwrap(), format!("bytes */{}", bytes.len()));
+    assert_eq!(
+        h["content-range"].to_str().unwrap(),
+        format!("bytes */{}", bytes.len())
+    );
     let (s, _, empty) = fetch(&rest, &url, &[("If-None-Match", etag.as_str())]).await;
     assert_eq!((s, empty.len()), (304, 0));
 
@@ -230,13 +258,24 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
         .await;
     assert_eq!(r.status, 201, "{r:?}");
     let a = &r.body["attachments"][0];
-    assert_eq!((text(a, "type"), text(a, "title")), ("image".into(), "Trip".into()));
-    assert_eq!((a["width"].as_u64(), a["height"].as_u64()), (Some(1200), Some(600)));
+    assert_eq!(
+        (text(a, "type"), text(a, "title")),
+        ("image".into(), "Trip".into())
+    );
+    assert_eq!(
+        (a["width"].as_u64(), a["height"].as_u64()),
+        (Some(1200), Some(600))
+    );
     assert_eq!(text(a, "blurhash"), blurhash);
     assert_eq!(text(a, "mimeType"), "image/jpeg");
     let mid = text(&r.body, "id");
     let list = rest
-        .call("GET", &format!("/api/channels/{ch}/messages"), Cred::Bearer(&bob), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ch}/messages"),
+            Cred::Bearer(&bob),
+            None,
+        )
         .await;
     let a = &list.body["messages"][0]["attachments"][0];
     assert_eq!(fetch(&rest, &text(a, "url"), &[]).await.0, 200);
@@ -256,24 +295,44 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
 
     // The channel's uploads.
     let r = rest
-        .call("GET", &format!("/api/channels/{ch}/uploads?type=image"), Cred::Bearer(&bob), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ch}/uploads?type=image"),
+            Cred::Bearer(&bob),
+            None,
+        )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["uploads"].as_array().unwrap().len(), 1);
     assert!(r.body["uploads"][0]["size"].is_u64());
     let r = rest
-        .call("GET", &format!("/api/channels/{ch}/uploads?type=video"), Cred::Bearer(&bob), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ch}/uploads?type=video"),
+            Cred::Bearer(&bob),
+            None,
+        )
         .await;
     assert_eq!(r.body["uploads"].as_array().unwrap().len(), 0);
 
     // Deleting the message takes the upload with it.
     let r = rest
-        .call("DELETE", &format!("/api/channels/{ch}/messages/{mid}"), Cred::Bearer(&alice), None)
+        .call(
+            "DELETE",
+            &format!("/api/channels/{ch}/messages/{mid}"),
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(fetch(&rest, &url, &[]).await.0, 404);
     let r = rest
-        .call("GET", &format!("/api/channels/{ch}/uploads"), Cred::Bearer(&bob), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ch}/uploads"),
+            Cred::Bearer(&bob),
+            None,
+        )
         .await;
     assert_eq!(r.body["uploads"].as_array().unwrap().len(), 0);
     node.stop().await;
@@ -304,7 +363,11 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
             .await
         }
     };
-    assert_error(&presign(200 << 20, "application/pdf").await, 400, "FILE_TOO_LARGE");
+    assert_error(
+        &presign(200 << 20, "application/pdf").await,
+        400,
+        "FILE_TOO_LARGE",
+    );
     assert_error(&presign(11 << 20, "image/png").await, 400, "FILE_TOO_LARGE");
 
     let p = presign(pdf.len() as u64, "application/pdf").await;
@@ -316,8 +379,13 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
     let confirm = |who: String| {
         let (rest, enc) = (rest.clone(), enc.clone());
         async move {
-            rest.call("POST", &format!("/api/uploads/{enc}/confirm"), Cred::Bearer(&who), None)
-                .await
+            rest.call(
+                "POST",
+                &format!("/api/uploads/{enc}/confirm"),
+                Cred::Bearer(&who),
+                None,
+            )
+            .await
         }
     };
     // Confirmed before the bytes came: refused.
@@ -332,15 +400,25 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
         let headers = headers.clone();
         let path = path.to_string();
         async move {
-            let by = if by.is_empty() { text(&headers, "x-amz-meta-uploaded-by") } else { by.to_string() };
+            let by = if by.is_empty() {
+                text(&headers, "x-amz-meta-uploaded-by")
+            } else {
+                by.to_string()
+            };
             rest.raw(
                 "PUT",
                 &path,
                 &[
                     ("Content-Type", text(&headers, "Content-Type").as_str()),
-                    ("x-amz-meta-app-id", text(&headers, "x-amz-meta-app-id").as_str()),
+                    (
+                        "x-amz-meta-app-id",
+                        text(&headers, "x-amz-meta-app-id").as_str(),
+                    ),
                     ("x-amz-meta-uploaded-by", by.as_str()),
-                    ("x-amz-meta-channel-id", text(&headers, "x-amz-meta-channel-id").as_str()),
+                    (
+                        "x-amz-meta-channel-id",
+                        text(&headers, "x-amz-meta-channel-id").as_str(),
+                    ),
                 ],
                 body,
             )
@@ -353,28 +431,57 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
     assert_eq!(put(big, "").await.status, 413);
     // A forged upload URL is refused.
     let forged = rest
-        .raw("PUT", &format!("{path}x"), &[("Content-Type", "application/pdf")], pdf.clone())
+        .raw(
+            "PUT",
+            &format!("{path}x"),
+            &[("Content-Type", "application/pdf")],
+            pdf.clone(),
+        )
         .await;
     assert_eq!(forged.status, 401);
     // Metadata that does not match: the confirmation says so.
     assert_eq!(put(pdf.clone(), "mallory").await.status, 200);
-    assert_error(&confirm(alice.clone()).await, 400, "UPLOAD_METADATA_MISMATCH");
+    assert_error(
+        &confirm(alice.clone()).await,
+        400,
+        "UPLOAD_METADATA_MISMATCH",
+    );
     // The right bytes and metadata: confirmed and readable.
     assert_eq!(put(pdf.clone(), "").await.status, 200);
     let c = confirm(alice.clone()).await;
     assert_eq!(c.status, 200, "{c:?}");
-    assert_eq!((text(&c.body, "status"), text(&c.body, "contentType")), ("completed".into(), "application/pdf".into()));
+    assert_eq!(
+        (text(&c.body, "status"), text(&c.body, "contentType")),
+        ("completed".into(), "application/pdf".into())
+    );
     let (s, h, bytes) = fetch(&rest, &text(&c.body, "url"), &[]).await;
     assert_eq!((s, bytes), (200, pdf.clone()));
-    assert!(h["content-disposition"].to_str().unwrap().contains("doc.pdf"));
+    assert!(h["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("doc.pdf"));
     // Confirmed once; a second confirmation finds nothing pending.
     assert_eq!(confirm(alice.clone()).await.status, 404);
     // Deleting one's own upload.
     assert_eq!(
-        rest.call("DELETE", &format!("/api/uploads/{enc}"), Cred::Bearer(&bob), None).await.status,
+        rest.call(
+            "DELETE",
+            &format!("/api/uploads/{enc}"),
+            Cred::Bearer(&bob),
+            None
+        )
+        .await
+        .status,
         404
     );
-    let r = rest.call("DELETE", &format!("/api/uploads/{enc}"), Cred::Bearer(&alice), None).await;
+    let r = rest
+        .call(
+            "DELETE",
+            &format!("/api/uploads/{enc}"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(fetch(&rest, &text(&c.body, "url"), &[]).await.0, 404);
     node.stop().await;
@@ -395,7 +502,15 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
     let r = direct(&rest, &eve, &ch, &png(4, 4), "a.png", "image/png").await;
     assert_eq!(r.status, 403, "{r:?}");
     // An executable: no type we take.
-    let r = direct(&rest, &alice, &ch, b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff", "a.exe", "application/octet-stream").await;
+    let r = direct(
+        &rest,
+        &alice,
+        &ch,
+        b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff",
+        "a.exe",
+        "application/octet-stream",
+    )
+    .await;
     assert_error(&r, 415, "UNSUPPORTED_MEDIA_TYPE");
     // Text that says it is a PNG.
     let r = direct(&rest, &alice, &ch, b"just some text", "a.png", "image/png").await;
@@ -410,7 +525,15 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
     assert_error(&r, 400, "INVALID_IMAGE");
     // A truncated image.
     let whole = png(200, 200);
-    let r = direct(&rest, &alice, &ch, &whole[..whole.len() / 3], "cut.png", "image/png").await;
+    let r = direct(
+        &rest,
+        &alice,
+        &ch,
+        &whole[..whole.len() / 3],
+        "cut.png",
+        "image/png",
+    )
+    .await;
     assert_error(&r, 400, "INVALID_IMAGE");
     // An image past the image limit (10 MiB): refused while it arrives.
     let mut huge = png(1, 1);
@@ -425,21 +548,42 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
          Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n",
         200u64 << 20
     );
-    tokio::io::AsyncWriteExt::write_all(&mut sock, head.as_bytes()).await.unwrap();
-    let mut answer = vec![0u8; 12];
-    tokio::time::timeout(support::WAIT, tokio::io::AsyncReadExt::read_exact(&mut sock, &mut answer))
+    tokio::io::AsyncWriteExt::write_all(&mut sock, head.as_bytes())
         .await
-        .unwrap()
         .unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(
+        support::WAIT,
+        tokio::io::AsyncReadExt::read_exact(&mut sock, &mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(&answer, b"HTTP/1.1 413");
     // Nothing was kept.
     let r = rest
-        .call("GET", &format!("/api/channels/{ch}/uploads"), Cred::Bearer(&alice), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ch}/uploads"),
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
     assert_eq!(r.body["uploads"].as_array().unwrap().len(), 0);
     // A text file is fine, and served as an attachment-safe type.
-    let r = direct(&rest, &alice, &ch, b"hello, world\n", "notes.txt", "text/plain").await;
-    assert_eq!((r.status, text(&r.body, "contentType")), (201, "text/plain".into()));
+    let r = direct(
+        &rest,
+        &alice,
+        &ch,
+        b"hello, world\n",
+        "notes.txt",
+        "text/plain",
+    )
+    .await;
+    assert_eq!(
+        (r.status, text(&r.body, "contentType")),
+        (201, "text/plain".into())
+    );
     node.stop().await;
 }
 
@@ -448,7 +592,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

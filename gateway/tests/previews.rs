@@ -112,8 +112,13 @@ async fn a_new_message_gets_its_previews_without_being_marked_edited() {
     let node = TestNode::start_chat(GatewayConfig::default(), chat).await;
     let rest = Rest::new(&node);
     let (_app, key) = node.app("previews").await;
-    rest.call("POST", "/api/users", Cred::Key(&key), Some(json!({"user_id": "alice"})))
-        .await;
+    rest.call(
+        "POST",
+        "/api/users",
+        Cred::Key(&key),
+        Some(json!({"user_id": "alice"})),
+    )
+    .await;
     let (alice, _) = rest.login(&key, "alice").await;
     let ch = rest
         .call(
@@ -161,7 +166,6 @@ async fn a_new_message_gets_its_previews_without_being_marked_edited() {
         }
     };
     support::eventually("the previews of the good message", || {
-        let get = get.clone();
         let good = good.clone();
         async move {
             get(good).await.body["linkPreviews"]

@@ -6,11 +6,16 @@ mod support;
 
 use chatsdk_gateway::GatewayConfig;
 use serde_json::{json, Value};
-use support::{assert_error, Cred, Rest, Res, TestNode};
+use support::{assert_error, Cred, Res, Rest, TestNode};
 
 async fn user(rest: &Rest, key: &str, id: &str) {
     let r = rest
-        .call("POST", "/api/users", Cred::Key(key), Some(json!({"user_id": id, "name": id.to_uppercase()})))
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(key),
+            Some(json!({"user_id": id, "name": id.to_uppercase()})),
+        )
         .await;
     assert!(r.status == 201 || r.status == 200, "{r:?}");
 }
@@ -42,14 +47,23 @@ async fn send(rest: &Rest, token: &str, ch: &str, text: &str) -> String {
 }
 
 async fn search(rest: &Rest, token: &str, query: &str) -> Res {
-    rest.call("GET", &format!("/api/search?{query}"), Cred::Bearer(token), None)
-        .await
+    rest.call(
+        "GET",
+        &format!("/api/search?{query}"),
+        Cred::Bearer(token),
+        None,
+    )
+    .await
 }
 
 fn texts(r: &Res) -> Vec<String> {
     let mut out: Vec<String> = r.body["results"]
         .as_array()
-        .map(|a| a.iter().map(|h| h["text"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|h| h["text"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -91,7 +105,13 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
     let ab = channel(&rest, &alice, "ab", &["bob"]).await;
     let ac = channel(&rest, &alice, "ac", &["carol"]).await;
     let c = channel(&rest, &carol, "c", &[]).await;
-    let fox = send(&rest, &alice, &ab, "the quick brown fox <b>jumps</b> & runs").await;
+    let fox = send(
+        &rest,
+        &alice,
+        &ab,
+        "the quick brown fox <b>jumps</b> & runs",
+    )
+    .await;
     let dog = send(&rest, &bob, &ab, "a lazy dog sleeps").await;
     send(&rest, &carol, &ac, "quick question about foxes").await;
     send(&rest, &carol, &c, "quick secret").await;
@@ -101,7 +121,10 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
         &rest,
         &alice,
         "q=quick",
-        &["the quick brown fox <b>jumps</b> & runs", "quick question about foxes"],
+        &[
+            "the quick brown fox <b>jumps</b> & runs",
+            "quick question about foxes",
+        ],
     )
     .await;
     assert_eq!(r.body["totalHits"], 2);
@@ -116,55 +139,151 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
         hit["highlightedText"],
         "the <mark>quick</mark> brown fox &lt;b&gt;jumps&lt;/b&gt; &amp; runs"
     );
-    assert_eq!((hit["channelId"].as_str(), hit["channelName"].as_str()), (Some(ab.as_str()), Some("ab")));
-    assert_eq!((hit["userId"].as_str(), hit["userName"].as_str()), (Some("alice"), Some("alice")));
-    until(&rest, &bob, "q=quick", &["the quick brown fox <b>jumps</b> & runs"]).await;
+    assert_eq!(
+        (hit["channelId"].as_str(), hit["channelName"].as_str()),
+        (Some(ab.as_str()), Some("ab"))
+    );
+    assert_eq!(
+        (hit["userId"].as_str(), hit["userName"].as_str()),
+        (Some("alice"), Some("alice"))
+    );
+    until(
+        &rest,
+        &bob,
+        "q=quick",
+        &["the quick brown fox <b>jumps</b> & runs"],
+    )
+    .await;
     until(&rest, &carol, "q=secret", &["quick secret"]).await;
     until(&rest, &alice, "q=secret", &[]).await;
     // Every word must match; the last is also a prefix (search as you type).
-    until(&rest, &alice, "q=quick%20fox", &["the quick brown fox <b>jumps</b> & runs", "quick question about foxes"]).await;
-    until(&rest, &alice, "q=brown%20qu", &["the quick brown fox <b>jumps</b> & runs"]).await;
+    until(
+        &rest,
+        &alice,
+        "q=quick%20fox",
+        &[
+            "the quick brown fox <b>jumps</b> & runs",
+            "quick question about foxes",
+        ],
+    )
+    .await;
+    until(
+        &rest,
+        &alice,
+        "q=brown%20qu",
+        &["the quick brown fox <b>jumps</b> & runs"],
+    )
+    .await;
 
     // Filters: channel, author, dates; filters alone list messages newest first.
-    until(&rest, &alice, &format!("q=quick&channelId={ac}"), &["quick question about foxes"]).await;
+    until(
+        &rest,
+        &alice,
+        &format!("q=quick&channelId={ac}"),
+        &["quick question about foxes"],
+    )
+    .await;
     until(&rest, &alice, "authorId=bob", &["a lazy dog sleeps"]).await;
     let r = rest
-        .call("GET", &format!("/api/channels/{ab}/search?q=&user_id=bob"), Cred::Key(&key), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ab}/search?q=&user_id=bob"),
+            Cred::Key(&key),
+            None,
+        )
         .await;
     assert_eq!(texts(&r), vec!["a lazy dog sleeps".to_string()], "{r:?}");
     until(&rest, &alice, "q=quick&from=2999-01-01", &[]).await;
     until(&rest, &alice, "q=quick&toDate=2001-01-01T00:00:00Z", &[]).await;
-    until(&rest, &alice, "q=quick&fromDate=2001-01-01", &["the quick brown fox <b>jumps</b> & runs", "quick question about foxes"]).await;
+    until(
+        &rest,
+        &alice,
+        "q=quick&fromDate=2001-01-01",
+        &[
+            "the quick brown fox <b>jumps</b> & runs",
+            "quick question about foxes",
+        ],
+    )
+    .await;
     // Pages.
     let first = search(&rest, &alice, "q=quick&limit=1").await;
     let second = search(&rest, &alice, "q=quick&limit=1&offset=1").await;
-    assert_eq!((first.body["results"].as_array().unwrap().len(), first.body["hasMore"].as_bool()), (1, Some(true)));
-    assert_ne!(first.body["results"][0]["messageId"], second.body["results"][0]["messageId"]);
+    assert_eq!(
+        (
+            first.body["results"].as_array().unwrap().len(),
+            first.body["hasMore"].as_bool()
+        ),
+        (1, Some(true))
+    );
+    assert_ne!(
+        first.body["results"][0]["messageId"],
+        second.body["results"][0]["messageId"]
+    );
     // A channel one may not read, by name.
     let r = rest
-        .call("GET", &format!("/api/channels/{c}/search?q=quick"), Cred::Bearer(&alice), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{c}/search?q=quick"),
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
     assert_eq!(r.status, 403, "{r:?}");
     // An empty query without filters finds nothing, without error.
     let r = rest
-        .call("GET", &format!("/api/channels/{ab}/search?q="), Cred::Bearer(&alice), None)
+        .call(
+            "GET",
+            &format!("/api/channels/{ab}/search?q="),
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
     assert_eq!((r.status, r.body["totalHits"].as_u64()), (200, Some(0)));
 
     // Bad queries: too long, or not parsing in query syntax; user text is never syntax.
     let long = "q".repeat(300);
-    assert_error(&search(&rest, &alice, &format!("q={long}")).await, 400, "BAD_REQUEST");
-    assert_error(&search(&rest, &alice, &format!("q={}&syntax=true", enc("(quick"))).await, 400, "BAD_REQUEST");
-    let r = search(&rest, &alice, &format!("q={}", enc("quick AND (fox OR \"dog"))).await;
+    assert_error(
+        &search(&rest, &alice, &format!("q={long}")).await,
+        400,
+        "BAD_REQUEST",
+    );
+    assert_error(
+        &search(&rest, &alice, &format!("q={}&syntax=true", enc("(quick"))).await,
+        400,
+        "BAD_REQUEST",
+    );
+    let r = search(
+        &rest,
+        &alice,
+        &format!("q={}", enc("quick AND (fox OR \"dog")),
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
-    until(&rest, &alice, &format!("q={}&syntax=true", enc("quick -question")), &["the quick brown fox <b>jumps</b> & runs"]).await;
+    until(
+        &rest,
+        &alice,
+        &format!("q={}&syntax=true", enc("quick -question")),
+        &["the quick brown fox <b>jumps</b> & runs"],
+    )
+    .await;
 
     // Suggestions.
     let r = rest
-        .call("GET", "/api/search/suggestions?q=qu", Cred::Bearer(&alice), None)
+        .call(
+            "GET",
+            "/api/search/suggestions?q=qu",
+            Cred::Bearer(&alice),
+            None,
+        )
         .await;
-    let s: Vec<Value> = r.body["suggestions"].as_array().cloned().unwrap_or_default();
-    assert!(s.contains(&json!("quick")) && s.contains(&json!("question")), "{r:?}");
+    let s: Vec<Value> = r.body["suggestions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        s.contains(&json!("quick")) && s.contains(&json!("question")),
+        "{r:?}"
+    );
 
     // An edit, a delete and a block are reflected.
     let r = rest
@@ -179,7 +298,12 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
     until(&rest, &alice, "q=slow", &["the slow brown fox"]).await;
     until(&rest, &bob, "q=quick", &[]).await;
     let r = rest
-        .call("DELETE", &format!("/api/channels/{ab}/messages/{dog}"), Cred::Bearer(&bob), None)
+        .call(
+            "DELETE",
+            &format!("/api/channels/{ab}/messages/{dog}"),
+            Cred::Bearer(&bob),
+            None,
+        )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     until(&rest, &alice, "q=lazy", &[]).await;

@@ -168,13 +168,7 @@ impl PreviewsSection {
     pub fn preview_config(&self) -> chatsdk_actors::chat::PreviewConfig {
         chatsdk_actors::chat::PreviewConfig {
             enabled: self.enabled,
-            allowed_hosts: self
-                .allowed_hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            allowed_hosts: host_list(&self.allowed_hosts),
             timeout: std::time::Duration::from_millis(self.timeout_ms),
             max_bytes: self.max_bytes as usize,
             max_redirects: self.max_redirects as usize,
@@ -266,13 +260,7 @@ impl WebhooksSection {
     /// The chat layer's webhook settings.
     pub fn hook_config(&self) -> chatsdk_actors::hooks::HookConfig {
         chatsdk_actors::hooks::HookConfig {
-            allowed_hosts: self
-                .allowed_hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            allowed_hosts: host_list(&self.allowed_hosts),
             timeout: std::time::Duration::from_millis(self.timeout_ms),
             retries: self.retries,
             backoff: std::time::Duration::from_millis(self.backoff_ms),
@@ -281,6 +269,15 @@ impl WebhooksSection {
             poll_every: std::time::Duration::from_millis(self.poll_ms),
         }
     }
+}
+
+/// A comma-separated list, trimmed, without empty entries.
+fn host_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `[quic]`

@@ -276,7 +276,10 @@ async fn search_until(base: &str, token: &str, q: &str, want: u64) {
         if body["totalHits"].as_u64() == Some(want) {
             return;
         }
-        assert!(Instant::now() < deadline, "{q}: wanted {want} hits, last answer {body}");
+        assert!(
+            Instant::now() < deadline,
+            "{q}: wanted {want} hits, last answer {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

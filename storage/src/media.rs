@@ -50,7 +50,9 @@ pub struct Stored {
 
 /// Whether `s` is a media hash (64 lower-case hex digits), so it can name a file.
 pub fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn checked(hash: &str) -> Result<&str, MediaError> {
@@ -107,10 +109,7 @@ impl MediaStore {
 
     /// Starts a new file of at most `limit` bytes.
     pub fn writer(&self, limit: u64) -> Result<MediaWriter, MediaError> {
-        let path = self
-            .inner
-            .tmp
-            .join(format!("new-{}", temp_name()));
+        let path = self.inner.tmp.join(format!("new-{}", temp_name()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -410,7 +409,10 @@ mod tests {
         let mut w = store.writer(10).unwrap();
         w.write(b"hello").unwrap();
         w.write(b"world").unwrap();
-        assert!(matches!(w.write(b"!"), Err(MediaError::TooLarge { limit: 10 })));
+        assert!(matches!(
+            w.write(b"!"),
+            Err(MediaError::TooLarge { limit: 10 })
+        ));
         let s = w.finish().unwrap();
         assert_eq!(s.hash, sha(b"helloworld"));
         assert_eq!(store.size(&s.hash).unwrap(), Some(10));

@@ -58,18 +58,11 @@ impl Chat {
     pub(super) fn spawn_preview_worker(&self, config: PreviewConfig) -> Result<(), ChatError> {
         let client = HookClient::build(&config.allowed_hosts, config.timeout, USER_AGENT)
             .map_err(ChatError::Internal)?;
-        let weak = Arc::downgrade(&self.inner);
-        let stop = self.inner.hooks.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(config.poll_every) => {}
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let chat = Chat { inner };
-                chat.preview_round(&client, &config).await;
-            }
+        let every = config.poll_every;
+        let shared = Arc::new((client, config));
+        self.spawn_every(every, move |chat| {
+            let shared = shared.clone();
+            async move { chat.preview_round(&shared.0, &shared.1).await }
         });
         Ok(())
     }

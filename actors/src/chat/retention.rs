@@ -40,8 +40,13 @@ pub(super) fn retention_of(v: &Value) -> Result<Option<u64>, ChatError> {
 }
 
 impl Chat {
-    /// Starts the retention loop (every `every`).
-    pub(super) fn spawn_retention(&self, every: Duration) {
+    /// Runs `pass` every `every` until the node stops (a pass under way when it stops is
+    /// dropped). The loop holds the service weakly: a dropped service ends it.
+    pub(super) fn spawn_every<F, Fut>(&self, every: Duration, pass: F)
+    where
+        F: Fn(Chat) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let weak = Arc::downgrade(&self.inner);
         let stop = self.inner.hooks.stop.clone();
         tokio::spawn(async move {
@@ -51,13 +56,17 @@ impl Chat {
                     _ = tokio::time::sleep(every) => {}
                 }
                 let Some(inner) = weak.upgrade() else { return };
-                let chat = Chat { inner };
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = chat.retention_pass() => {}
+                    _ = pass(Chat { inner }) => {}
                 }
             }
         });
+    }
+
+    /// Starts the retention loop (every `every`).
+    pub(super) fn spawn_retention(&self, every: Duration) {
+        self.spawn_every(every, |chat| async move { chat.retention_pass().await });
     }
 
     /// One pass over the channels with a retention whose shards this node leads.

@@ -85,7 +85,10 @@ impl Chat {
             )));
         }
         if q.syntax {
-            self.inner.search.check_syntax(&q.text).map_err(search_error)?;
+            self.inner
+                .search
+                .check_syntax(&q.text)
+                .map_err(search_error)?;
         }
         let channels: Vec<String> = match &q.channel {
             Some(c) => {
@@ -129,7 +132,7 @@ impl Chat {
             hits.extend(found.hits);
         }
         if q.text.trim().is_empty() {
-            hits.sort_by(|a, b| b.at.cmp(&a.at));
+            hits.sort_by_key(|h| std::cmp::Reverse(h.at));
         } else {
             hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.at.cmp(&a.at)));
         }

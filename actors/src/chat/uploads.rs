@@ -16,8 +16,7 @@ use crate::media::process::{self, ImageError, Processed};
 use crate::media::replicate::blocking;
 use crate::media::sniff::{self, Kind, Sniffed};
 use crate::media::{
-    self, attachment_key, AttachmentRef, KeyRef, Media, Received, StoredFile, Upload,
-    UploadStatus,
+    self, attachment_key, AttachmentRef, KeyRef, Media, Received, StoredFile, Upload, UploadStatus,
 };
 
 /// How long a presigned upload may take to arrive and be confirmed.
@@ -65,22 +64,13 @@ struct Files {
 impl Chat {
     /// Runs the media sweep (see `media::replicate`) every `every`, until the node stops.
     pub(super) fn spawn_media_sweep(&self, every: Duration) {
-        let weak = Arc::downgrade(&self.inner);
-        let stop = self.inner.hooks.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let media = inner.media.clone();
-                drop(inner);
-                match media.sweep().await {
-                    Ok(r) if r != Default::default() => tracing::info!(?r, "media sweep"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "media sweep failed"),
-                }
+        self.spawn_every(every, |chat| async move {
+            let media = chat.inner.media.clone();
+            drop(chat);
+            match media.sweep().await {
+                Ok(r) if r != Default::default() => tracing::info!(?r, "media sweep"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "media sweep failed"),
             }
         });
     }
@@ -167,7 +157,7 @@ impl Chat {
     ) -> Result<Upload, ChatError> {
         validate::text_len("filename", filename, 1, 255)?;
         self.check_upload(caller, channel).await?;
-        let group = group_of(&chat_stream(&caller.app, channel), self.inner.shards());
+        let group = self.channel_group(&caller.app, channel);
         let files = self.store_files(arrived).await?;
         self.replicate_files(group, &files).await?;
         let now = time::now_ms();
@@ -216,10 +206,7 @@ impl Chat {
         arrived: Arrived,
     ) -> Result<(), ChatError> {
         let sniffed = arrived.sniffed.content_type.clone();
-        let group = group_of(
-            &chat_stream(&upload.app_id, &upload.channel_id),
-            self.inner.shards(),
-        );
+        let group = self.channel_group(&upload.app_id, &upload.channel_id);
         let files = self.store_files(arrived).await?;
         self.replicate_files(group, &files).await?;
         upload.width = files.width;
@@ -256,11 +243,17 @@ impl Chat {
             kind: Kind::of(&r.sniffed_type),
         };
         let mismatch = if r.raw_size != upload.size {
-            Some(format!("size {} differs from the declared {}", r.raw_size, upload.size))
+            Some(format!(
+                "size {} differs from the declared {}",
+                r.raw_size, upload.size
+            ))
         } else if !same_type(&r.declared_type, &upload.content_type) {
             Some("Content-Type differs from the declared type".to_string())
         } else if !sniff::agrees(&upload.content_type, &declared) {
-            Some(format!("the bytes are {}, not {}", r.sniffed_type, upload.content_type))
+            Some(format!(
+                "the bytes are {}, not {}",
+                r.sniffed_type, upload.content_type
+            ))
         } else if r.meta_app.as_deref() != Some(upload.app_id.as_str())
             || r.meta_by.as_deref() != Some(upload.user_id.as_str())
             || r.meta_channel.as_deref() != Some(upload.channel_id.as_str())
@@ -309,10 +302,7 @@ impl Chat {
             upload.file.as_ref()
         }
         .ok_or_else(|| ChatError::not_found("upload"))?;
-        let group = group_of(
-            &chat_stream(&upload.app_id, &upload.channel_id),
-            self.inner.shards(),
-        );
+        let group = self.channel_group(&upload.app_id, &upload.channel_id);
         self.inner.media.ensure_local(group, &file.hash).await?;
         Ok(Served {
             hash: file.hash.clone(),
@@ -446,6 +436,11 @@ impl Chat {
         }
     }
 
+    /// The shard of a channel.
+    fn channel_group(&self, app: &str, channel: &str) -> GroupId {
+        group_of(&chat_stream(app, channel), self.inner.shards())
+    }
+
     async fn put_upload(&self, upload: &Upload) -> Result<(), ChatError> {
         let stream = chat_stream(&upload.app_id, &upload.channel_id);
         let op = StreamOp::PutUpload {
@@ -524,8 +519,7 @@ fn stored_file(s: Stored, content_type: &str) -> StoredFile {
 
 /// Whether two content types are the same (case and parameters aside).
 fn same_type(a: &str, b: &str) -> bool {
-    let base = |s: &str| s.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    base(a) == base(b)
+    sniff::base_type(a) == sniff::base_type(b)
 }
 
 /// The extension of a new upload's key: the file name's when it has a short one, else the

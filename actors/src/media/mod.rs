@@ -103,7 +103,9 @@ impl Upload {
 
     /// The thumbnail's key, when there is one.
     pub fn thumb_key(&self) -> Option<String> {
-        self.thumb.as_ref().map(|t| thumb_key(&self.key, &self.id, t))
+        self.thumb
+            .as_ref()
+            .map(|t| thumb_key(&self.key, &self.id, t))
     }
 
     /// Every media file hash the upload refers to.
@@ -117,7 +119,10 @@ impl Upload {
 
 fn thumb_key(key: &str, id: &str, thumb: &StoredFile) -> String {
     let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or_default();
-    format!("{dir}/thumb_{id}.{}", sniff::extension_of(&thumb.content_type))
+    format!(
+        "{dir}/thumb_{id}.{}",
+        sniff::extension_of(&thumb.content_type)
+    )
 }
 
 /// A parsed media key: whose it is and which variant it names.
@@ -268,7 +273,10 @@ mod tests {
     #[test]
     fn keys_parse_back_and_refuse_tricks() {
         let (id, key) = new_key("app-1", "chan-9", 1_733_356_800_000, "png");
-        assert_eq!(key, format!("apps/app-1/channels/chan-9/2024/12/05/{id}.png"));
+        assert_eq!(
+            key,
+            format!("apps/app-1/channels/chan-9/2024/12/05/{id}.png")
+        );
         let r = parse_key(&key).unwrap();
         assert_eq!((r.app.as_str(), r.channel.as_str()), ("app-1", "chan-9"));
         assert_eq!((r.upload_id.as_str(), r.thumbnail), (id.as_str(), false));
@@ -276,7 +284,10 @@ mod tests {
         assert!(parse_key(&thumb).unwrap().thumbnail);
         assert_eq!(parse_key("apps/a/channels/../x/2024/12/05/ab.png"), None);
         assert_eq!(parse_key("apps/a/channels/c/2024/12/05/nothex.png"), None);
-        assert_eq!(parse_key("x/a/channels/c/2024/12/05/0123456789abcdef0123456789abcdef"), None);
+        assert_eq!(
+            parse_key("x/a/channels/c/2024/12/05/0123456789abcdef0123456789abcdef"),
+            None
+        );
     }
 
     #[test]

@@ -140,9 +140,7 @@ pub fn process(bytes: &[u8], content_type: &str) -> Result<Processed, ImageError
         stored.clone()
     };
     let thumb = encode(&thumb_img, alpha, 80)?;
-    let small = thumb_img
-        .thumbnail(BLURHASH_SIDE, BLURHASH_SIDE)
-        .to_rgba8();
+    let small = thumb_img.thumbnail(BLURHASH_SIDE, BLURHASH_SIDE).to_rgba8();
     let blurhash = blurhash::encode(
         BLURHASH_COMPONENTS,
         BLURHASH_COMPONENTS,
@@ -166,7 +164,9 @@ mod tests {
     use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = RgbaImage::from_fn(w, h, |x, y| Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255]));
+        let img = RgbaImage::from_fn(w, h, |x, y| {
+            Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255])
+        });
         let mut out = Vec::new();
         DynamicImage::ImageRgba8(img)
             .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
@@ -206,7 +206,11 @@ mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

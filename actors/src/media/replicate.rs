@@ -77,7 +77,11 @@ impl UpperHandler for MediaHandler {
     }
 }
 
-fn serve(store: &MediaStore, from: NodeId, request: MediaRequest) -> Result<MediaAnswer, MediaError> {
+fn serve(
+    store: &MediaStore,
+    from: NodeId,
+    request: MediaRequest,
+) -> Result<MediaAnswer, MediaError> {
     Ok(match request {
         MediaRequest::Put {
             hash,
@@ -150,7 +154,10 @@ impl Media {
 
     /// Copies local file `hash` (`size` bytes) to `node`, unless it has it already.
     async fn push(&self, node: NodeId, hash: String, size: u64) -> Result<(), ChatError> {
-        if let MediaAnswer::Size(Some(s)) = self.ask(node, &MediaRequest::Size { hash: hash.clone() }).await? {
+        if let MediaAnswer::Size(Some(s)) = self
+            .ask(node, &MediaRequest::Size { hash: hash.clone() })
+            .await?
+        {
             if s == size {
                 return Ok(());
             }
@@ -180,7 +187,11 @@ impl Media {
     /// Copies the local files `files` (`(hash, size)`) to the replicas of `group` and returns
     /// once each is on a majority of them (this node counts when it is one); the other
     /// replicas keep receiving in the background.
-    pub async fn replicate(&self, group: GroupId, files: &[(String, u64)]) -> Result<(), ChatError> {
+    pub async fn replicate(
+        &self,
+        group: GroupId,
+        files: &[(String, u64)],
+    ) -> Result<(), ChatError> {
         let replicas = self.replicas(group);
         let me = self.cluster.id();
         let need = replicas.len() / 2 + 1;
@@ -232,7 +243,10 @@ impl Media {
     }
 
     async fn fetch_from(&self, node: NodeId, hash: &str) -> Result<(), ChatError> {
-        let total = match self.ask(node, &MediaRequest::Size { hash: hash.into() }).await? {
+        let total = match self
+            .ask(node, &MediaRequest::Size { hash: hash.into() })
+            .await?
+        {
             MediaAnswer::Size(Some(t)) => t,
             _ => return Err(ChatError::not_found("file")),
         };

@@ -90,15 +90,20 @@ const TEXT_TYPES: [&str; 6] = [
     "text/x-log",
 ];
 
-/// The type of a file whose first bytes are `head` (at most [`SNIFF_BYTES`] matter), or None
-/// when it is not a type uploads accept. `declared` is the client's content type.
-pub fn sniff(head: &[u8], declared: &str) -> Option<Sniffed> {
-    let declared = declared
+/// A content type without parameters, lower-cased (`Image/PNG; x=y` → `image/png`).
+pub fn base_type(declared: &str) -> String {
+    declared
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// The type of a file whose first bytes are `head` (at most [`SNIFF_BYTES`] matter), or None
+/// when it is not a type uploads accept. `declared` is the client's content type.
+pub fn sniff(head: &[u8], declared: &str) -> Option<Sniffed> {
+    let declared = base_type(declared);
     let (ct, kind): (String, Kind) = if let Some(t) = crate::chat::sniff_image(head) {
         (t.into(), Kind::Image)
     } else if head.len() >= 12 && &head[4..8] == b"ftyp" {
@@ -107,8 +112,7 @@ pub fn sniff(head: &[u8], declared: &str) -> Option<Sniffed> {
             ("audio/mp4".into(), Kind::Audio)
         } else if brand == b"qt  " {
             ("video/quicktime".into(), Kind::Video)
-        } else if declared == "audio/mp4" || declared == "audio/m4a" || declared == "audio/x-m4a"
-        {
+        } else if declared == "audio/mp4" || declared == "audio/m4a" || declared == "audio/x-m4a" {
             ("audio/mp4".into(), Kind::Audio)
         } else {
             ("video/mp4".into(), Kind::Video)
@@ -167,12 +171,7 @@ fn is_text(head: &[u8]) -> bool {
 /// Whether a declared type and the sniffed one agree: same kind, and for images the same
 /// format. An empty or generic declaration agrees with anything.
 pub fn agrees(declared: &str, sniffed: &Sniffed) -> bool {
-    let declared = declared
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let declared = base_type(declared);
     if declared.is_empty() || declared == "application/octet-stream" {
         return true;
     }
@@ -245,10 +244,22 @@ mod tests {
         assert!(agrees("image/png", &sniff(png, "").unwrap()));
         let mp4 = b"\0\0\0\x18ftypisom\0\0\0\0";
         assert_eq!(sniff(mp4, "").unwrap().kind, Kind::Video);
-        assert_eq!(sniff(b"%PDF-1.7", "").unwrap().content_type, "application/pdf");
-        assert_eq!(sniff(b"PK\x03\x04..", ZIP_TYPES[0]).unwrap().content_type, ZIP_TYPES[0]);
-        assert_eq!(sniff(b"a,b\n1,2\n", "text/csv").unwrap().content_type, "text/csv");
-        assert_eq!(sniff(b"hello", "image/png").unwrap().content_type, "text/plain");
+        assert_eq!(
+            sniff(b"%PDF-1.7", "").unwrap().content_type,
+            "application/pdf"
+        );
+        assert_eq!(
+            sniff(b"PK\x03\x04..", ZIP_TYPES[0]).unwrap().content_type,
+            ZIP_TYPES[0]
+        );
+        assert_eq!(
+            sniff(b"a,b\n1,2\n", "text/csv").unwrap().content_type,
+            "text/csv"
+        );
+        assert_eq!(
+            sniff(b"hello", "image/png").unwrap().content_type,
+            "text/plain"
+        );
         assert!(!agrees("image/png", &sniff(b"hello", "image/png").unwrap()));
         // A Windows executable, random binary: refused.
         assert_eq!(sniff(b"MZ\x90\0\x03\0\0\0", ""), None);

@@ -162,21 +162,36 @@ mod tests {
         let t = s.sign("app1", "apps/app1/k", 1_000);
         assert_eq!(s.verify(&t, "apps/app1/k", 999).as_deref(), Ok("app1"));
         assert_eq!(s.verify(&t, "apps/app1/k", 1_000), Err(TokenError::Expired));
-        assert_eq!(s.verify(&t, "apps/app1/other", 10), Err(TokenError::OtherFile));
+        assert_eq!(
+            s.verify(&t, "apps/app1/other", 10),
+            Err(TokenError::OtherFile)
+        );
         assert_eq!(
             MediaSigner::new("other").verify(&t, "apps/app1/k", 10),
             Err(TokenError::Signature)
         );
         let (p, _) = t.split_once('.').unwrap();
-        assert_eq!(s.verify(&format!("{p}.AAAA"), "apps/app1/k", 10), Err(TokenError::Signature));
+        assert_eq!(
+            s.verify(&format!("{p}.AAAA"), "apps/app1/k", 10),
+            Err(TokenError::Signature)
+        );
         assert_eq!(s.verify("nonsense", "k", 10), Err(TokenError::Malformed));
         // An upload token does not read, and a read token does not upload.
         let up = s.sign_as(UPLOAD, "app1", "apps/app1/k", 1_000);
         assert_eq!(s.verify(&up, "apps/app1/k", 10), Err(TokenError::Malformed));
-        assert_eq!(s.verify_as(UPLOAD, &t, "apps/app1/k", 10), Err(TokenError::Malformed));
+        assert_eq!(
+            s.verify_as(UPLOAD, &t, "apps/app1/k", 10),
+            Err(TokenError::Malformed)
+        );
         assert!(s.verify_as(UPLOAD, &up, "apps/app1/k", 10).is_ok());
         // One URL per window.
-        assert_eq!(s.sign_for_read("a", "k", 600), s.sign_for_read("a", "k", 899));
-        assert_ne!(s.sign_for_read("a", "k", 600), s.sign_for_read("a", "k", 900));
+        assert_eq!(
+            s.sign_for_read("a", "k", 600),
+            s.sign_for_read("a", "k", 899)
+        );
+        assert_ne!(
+            s.sign_for_read("a", "k", 600),
+            s.sign_for_read("a", "k", 900)
+        );
     }
 }

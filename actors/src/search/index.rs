@@ -339,7 +339,10 @@ impl SearchIndex {
                 asked.insert(t);
                 musts.push((
                     Occur::Must,
-                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqsAndPositions)),
+                    Box::new(TermQuery::new(
+                        term,
+                        IndexRecordOption::WithFreqsAndPositions,
+                    )),
                 ));
             }
             if let Some(p) = &prefix {
@@ -388,7 +391,10 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let limit = req.limit.min(10_000);
         let (addresses, total): (Vec<(f32, tantivy::DocAddress)>, usize) = if words.is_some() {
-            searcher.search(&query, &(TopDocs::with_limit(limit).order_by_score(), Count))?
+            searcher.search(
+                &query,
+                &(TopDocs::with_limit(limit).order_by_score(), Count),
+            )?
         } else {
             let (by_time, total) = searcher.search(
                 &query,

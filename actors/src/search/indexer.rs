@@ -149,7 +149,11 @@ fn rebuild(
         }
     }
     index.advance(g, head);
-    tracing::info!(group = g, indexed, "shard's part of the search index rebuilt");
+    tracing::info!(
+        group = g,
+        indexed,
+        "shard's part of the search index rebuilt"
+    );
     Ok(())
 }
 

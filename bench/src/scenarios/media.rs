@@ -25,6 +25,9 @@ const VOCABULARY: usize = 2_000;
 const SENDERS: usize = 48;
 const QUERIES_PER_KIND: usize = 300;
 
+/// The `i`-th query of a kind (the `q` parameter and any filters).
+type QueryOf = Box<dyn Fn(usize) -> String>;
+
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -32,7 +35,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
@@ -66,14 +74,21 @@ fn word(i: usize) -> String {
 /// A word index with frequencies falling like 1/rank.
 fn zipf(rng: &mut impl rand::Rng) -> usize {
     let u: f64 = rng.random();
-    ((VOCABULARY as f64).powf(u) as usize).saturating_sub(1).min(VOCABULARY - 1)
+    ((VOCABULARY as f64).powf(u) as usize)
+        .saturating_sub(1)
+        .min(VOCABULARY - 1)
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 9) as u8]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 9) as u8])
+    });
     let mut out = Vec::new();
     image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
         .map(|_| out)
         .unwrap_or_default()
 }
@@ -128,7 +143,10 @@ async fn uploads(
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok((count as f64 / secs, (count * body.len()) as f64 / secs / (1 << 20) as f64))
+    Ok((
+        count as f64 / secs,
+        (count * body.len()) as f64 / secs / (1 << 20) as f64,
+    ))
 }
 
 pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
@@ -146,18 +164,29 @@ pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
         base: format!("http://{}", node.info.http),
         key: node.info.api_key.clone(),
     });
-    api.call(reqwest::Method::POST, "/api/users", Some(json!({"user_id": "bench-user"})))
-        .await?;
+    api.call(
+        reqwest::Method::POST,
+        "/api/users",
+        Some(json!({"user_id": "bench-user"})),
+    )
+    .await?;
     let mut channels = Vec::new();
     for i in 0..CHANNELS {
         let c = api
             .call(
                 reqwest::Method::POST,
                 "/api/channels",
-                Some(json!({"user_id": "bench-user", "type": "group", "name": format!("media-{i}")})),
+                Some(
+                    json!({"user_id": "bench-user", "type": "group", "name": format!("media-{i}")}),
+                ),
             )
             .await?;
-        channels.push(c["id"].as_str().ok_or_else(|| anyhow!("no channel id"))?.to_string());
+        channels.push(
+            c["id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no channel id"))?
+                .to_string(),
+        );
     }
     let mut run = Run::new("media", "chatsdk-1node", 0);
     run.param("messages", messages as f64)
@@ -166,12 +195,32 @@ pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
 
     eprintln!("media: {files} file uploads");
     let text: Vec<u8> = (0..1usize << 20).map(|i| b'a' + (i % 26) as u8).collect();
-    let (per_s, mib_s) = uploads(&api, &channels[0], text, "notes.txt", "text/plain", files, 8).await?;
-    run.metric("file_uploads_per_s", per_s).metric("file_mib_per_s", mib_s);
+    let (per_s, mib_s) = uploads(
+        &api,
+        &channels[0],
+        text,
+        "notes.txt",
+        "text/plain",
+        files,
+        8,
+    )
+    .await?;
+    run.metric("file_uploads_per_s", per_s)
+        .metric("file_mib_per_s", mib_s);
     eprintln!("media: {photos} photo uploads");
     let photo = jpeg(1600, 1200);
-    let (per_s, mib_s) = uploads(&api, &channels[0], photo, "photo.jpg", "image/jpeg", photos, 4).await?;
-    run.metric("photo_uploads_per_s", per_s).metric("photo_mib_per_s", mib_s);
+    let (per_s, mib_s) = uploads(
+        &api,
+        &channels[0],
+        photo,
+        "photo.jpg",
+        "image/jpeg",
+        photos,
+        4,
+    )
+    .await?;
+    run.metric("photo_uploads_per_s", per_s)
+        .metric("photo_mib_per_s", mib_s);
 
     eprintln!("media: {messages} messages");
     let next = Arc::new(AtomicUsize::new(0));
@@ -194,20 +243,28 @@ pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
                     "user_id": "bench-user",
                     "text": format!("{} m{i}", words.join(" ")),
                 });
-                api.call(reqwest::Method::POST, "/api/messages", Some(body)).await?;
+                api.call(reqwest::Method::POST, "/api/messages", Some(body))
+                    .await?;
             }
         }));
     }
     for t in tasks {
         t.await??;
     }
-    run.metric("sends_per_s", messages as f64 / started.elapsed().as_secs_f64());
+    run.metric(
+        "sends_per_s",
+        messages as f64 / started.elapsed().as_secs_f64(),
+    );
     eprintln!("media: waiting for the index");
     let caught = Instant::now();
     let last = format!("m{}", messages - 1);
     loop {
         let r = api
-            .call(reqwest::Method::GET, &format!("/api/search?user_id=bench-user&q={last}"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/search?user_id=bench-user&q={last}"),
+                None,
+            )
             .await?;
         if r["total_hits"].as_u64() == Some(1) {
             break;
@@ -220,14 +277,22 @@ pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
     }
     run.metric("index_catch_up_s", caught.elapsed().as_secs_f64());
 
-    let kinds: [(&str, Box<dyn Fn(usize) -> String>); 5] = [
+    let kinds: [(&str, QueryOf); 5] = [
         ("common_word", Box::new(|i| word(i % 5))),
         ("rare_word", Box::new(|i| word(VOCABULARY - 1 - i % 100))),
-        ("two_words", Box::new(|i| format!("{}%20{}", word(i % 7), word(10 + i % 40)))),
+        (
+            "two_words",
+            Box::new(|i| format!("{}%20{}", word(i % 7), word(10 + i % 40))),
+        ),
         ("prefix", Box::new(|i| word(20 + i % 50)[..4].to_string())),
         (
             "word_author_dates",
-            Box::new(|i| format!("{}&authorId=bench-user&fromDate=2001-01-01&toDate=2999-01-01", word(3 + i % 30))),
+            Box::new(|i| {
+                format!(
+                    "{}&authorId=bench-user&fromDate=2001-01-01&toDate=2999-01-01",
+                    word(3 + i % 30)
+                )
+            }),
         ),
     ];
     for (name, q) in kinds {

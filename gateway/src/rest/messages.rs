@@ -107,7 +107,7 @@ async fn send(
     {
         return Ok(super::json_text(status, json));
     }
-    let (signer, now) = super::media_signing(&state);
+    let (signer, now) = super::media_signing(state);
     Ok(reply!(auth.dialect, status, v => v::SentView::new(&m, duplicate).with_media(signer, now)))
 }
 
@@ -187,8 +187,10 @@ pub async fn get(
         .annotated_message(&auth.caller(q.str("userId")), &id, &mid)
         .await?;
     let (signer, now) = super::media_signing(&state);
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::MessageView::annotated(&m, Some(&notes))
-        .with_media(signer, now)))
+    Ok(
+        reply!(auth.dialect, StatusCode::OK, v => v::MessageView::annotated(&m, Some(&notes))
+        .with_media(signer, now)),
+    )
 }
 
 /// `PATCH /api/channels/:id/messages/:mid`.

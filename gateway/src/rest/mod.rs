@@ -43,11 +43,11 @@ pub mod moderation;
 pub mod presence;
 pub mod receipts;
 pub mod requests;
-pub mod supervision;
 pub mod search;
+pub mod supervision;
 pub mod templates;
-pub mod uploads;
 pub mod tokens;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 pub mod workspaces;
@@ -92,10 +92,7 @@ pub struct Success {
 /// `200 {"success": true}`.
 /// The signer and the time (seconds) that media URLs in a response are signed with.
 pub fn media_signing(state: &crate::GatewayState) -> (&chatsdk_actors::media::MediaSigner, u64) {
-    (
-        &state.media_signer,
-        chatsdk_actors::time::now_ms() / 1000,
-    )
+    (&state.media_signer, chatsdk_actors::time::now_ms() / 1000)
 }
 
 pub fn success() -> Response {

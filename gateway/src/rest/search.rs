@@ -149,7 +149,11 @@ async fn answer(
 }
 
 /// `GET /api/search`.
-pub async fn search(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiResult<Response> {
+pub async fn search(
+    State(state): State<GatewayState>,
+    auth: Auth,
+    q: Query,
+) -> ApiResult<Response> {
     auth.require_scope("search:read")?;
     // A bearer caller's `userId` names an author; a server key names its acting user with it.
     let (acting, authors): (Option<String>, &[&str]) = if auth.user.is_some() {
@@ -160,7 +164,9 @@ pub async fn search(State(state): State<GatewayState>, auth: Auth, q: Query) -> 
     let caller = auth.caller(acting);
     let s = query(&q, authors)?;
     if s.channel.is_none() && caller.user.is_none() {
-        return Err(AppError::bad("user_id (whose channels to search) or channel_id is required"));
+        return Err(AppError::bad(
+            "user_id (whose channels to search) or channel_id is required",
+        ));
     }
     answer(&state, &auth, &caller, s, true).await
 }
@@ -188,9 +194,15 @@ pub async fn suggestions(
 ) -> ApiResult<Response> {
     auth.require_scope("search:read")?;
     let text = q.str("q").unwrap_or_default();
-    let caller = auth.caller(if auth.user.is_some() { None } else { q.str("userId") });
+    let caller = auth.caller(if auth.user.is_some() {
+        None
+    } else {
+        q.str("userId")
+    });
     if text.chars().count() < 2 {
-        return Ok(reply!(auth.dialect, StatusCode::OK, v => v::Suggestions { suggestions: vec![] }));
+        return Ok(
+            reply!(auth.dialect, StatusCode::OK, v => v::Suggestions { suggestions: vec![] }),
+        );
     }
     if caller.user.is_none() && q.str("channelId").is_none() {
         return Err(AppError::bad("user_id or channel_id is required"));

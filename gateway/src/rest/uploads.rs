@@ -13,12 +13,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chatsdk_actors::chat::{Arrived, PutHeaders, Served};
 use chatsdk_actors::error::MediaRefusal;
 use chatsdk_actors::media::sniff::{self, SNIFF_BYTES};
 use chatsdk_actors::media::token::{TokenError, UPLOAD};
 use chatsdk_actors::media::{self, Upload};
 use chatsdk_actors::render::Iso;
-use chatsdk_actors::chat::{Arrived, PutHeaders, Served};
 use chatsdk_actors::ChatError;
 use chatsdk_proto::ErrorCode;
 use futures::{Stream, StreamExt};
@@ -423,18 +423,20 @@ pub async fn direct(
         .direct_upload(&caller, &channel, &name, arrived)
         .await?;
     let (url, thumbnail_url) = urls(&state, &u);
-    Ok(reply!(auth.dialect, StatusCode::CREATED, v => v::DirectView {
-        id: &u.id,
-        key: &u.key,
-        url,
-        filename: &u.filename,
-        content_type: &u.content_type,
-        size: u.size,
-        width: u.width,
-        height: u.height,
-        blurhash: u.blurhash.as_deref(),
-        thumbnail_url,
-    }))
+    Ok(
+        reply!(auth.dialect, StatusCode::CREATED, v => v::DirectView {
+            id: &u.id,
+            key: &u.key,
+            url,
+            filename: &u.filename,
+            content_type: &u.content_type,
+            size: u.size,
+            width: u.width,
+            height: u.height,
+            blurhash: u.blurhash.as_deref(),
+            thumbnail_url,
+        }),
+    )
 }
 
 /// The key a content request names: `?key=` (or the path's), `?variant=thumbnail` for the
@@ -491,7 +493,9 @@ pub async fn content_query(
     q: Query,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let key = q.str("key").ok_or_else(|| AppError::bad("key is required"))?;
+    let key = q
+        .str("key")
+        .ok_or_else(|| AppError::bad("key is required"))?;
     content(state, auth, key, q, headers).await
 }
 
@@ -532,7 +536,9 @@ fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
         };
         (start, end)
     };
@@ -565,10 +571,7 @@ async fn serve_file(state: &GatewayState, f: &Served, headers: &HeaderMap) -> Ap
     let (status, start, len) = match range(headers, f.size) {
         Ok(None) => (StatusCode::OK, 0, f.size),
         Ok(Some((s, e))) => {
-            res = res.header(
-                header::CONTENT_RANGE,
-                format!("bytes {s}-{e}/{}", f.size),
-            );
+            res = res.header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{}", f.size));
             (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
         }
         Err(()) => {

@@ -315,7 +315,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("previews.allowed_hosts", |c| {
             c.previews.allowed_hosts = "10.0.0.0/99".into()
         }),
-        ("media.max_video_bytes", |c| c.media.max_video_bytes = 5 << 30),
+        ("media.max_video_bytes", |c| {
+            c.media.max_video_bytes = 5 << 30
+        }),
         ("media.sweep_interval_s", |c| c.media.sweep_interval_s = 0),
         ("webhooks.retries", |c| c.webhooks.retries = 11),
         ("webhooks.allowed_hosts", |c| {

@@ -137,8 +137,16 @@ impl Config {
         positive(p.timeout_ms, "previews.timeout_ms")?;
         positive(p.max_bytes, "previews.max_bytes")?;
         positive(p.poll_ms, "previews.poll_ms")?;
-        ensure(p.max_bytes <= 16 << 20, "previews.max_bytes", "must be at most 16 MiB")?;
-        ensure(p.max_redirects <= 10, "previews.max_redirects", "must be at most 10")?;
+        ensure(
+            p.max_bytes <= 16 << 20,
+            "previews.max_bytes",
+            "must be at most 16 MiB",
+        )?;
+        ensure(
+            p.max_redirects <= 10,
+            "previews.max_redirects",
+            "must be at most 10",
+        )?;
         if let Err(why) = chatsdk_actors::hooks::Guard::new(&p.preview_config().allowed_hosts) {
             ensure(false, "previews.allowed_hosts", why)?;
         }
