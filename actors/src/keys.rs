@@ -725,6 +725,15 @@ pub(crate) fn media_refs() -> Vec<u8> {
     prefix(&[b"m"])
 }
 
+/// The stream and upload id of a media index key.
+pub(crate) fn media_ref_upload(k: &[u8]) -> Option<(String, String)> {
+    let mut parts = k.strip_prefix(b"m\0")?.splitn(3, |&b| b == 0);
+    let _hash = parts.next()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let id = std::str::from_utf8(parts.next()?).ok()?;
+    Some((stream.to_string(), id.to_string()))
+}
+
 /// The file hash of a media index key.
 pub(crate) fn media_ref_hash(k: &[u8]) -> Option<String> {
     let rest = k.strip_prefix(b"m\0")?;

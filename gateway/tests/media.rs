@@ -340,7 +340,11 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presigned_upload_is_put_checked_and_confirmed() {
-    let node = TestNode::start(GatewayConfig::default()).await;
+    let chat = chatsdk_actors::ChatConfig {
+        presign_ttl: std::time::Duration::from_secs(3),
+        ..support::test_chat_config()
+    };
+    let node = TestNode::start_chat(GatewayConfig::default(), chat).await;
     let rest = Rest::new(&node);
     let (app, key) = node.app("presign").await;
     for u in ["alice", "bob"] {
@@ -484,6 +488,38 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(fetch(&rest, &text(&c.body, "url"), &[]).await.0, 404);
+
+    // Bytes that arrive but are never confirmed: dropped once the presign expires.
+    let p = presign(pdf.len() as u64, "application/pdf").await;
+    let stale_key = text(&p.body, "key");
+    let upload_url = text(&p.body, "uploadUrl");
+    let path = upload_url[upload_url.find("/api/").unwrap()..].to_string();
+    let r = rest
+        .raw(
+            "PUT",
+            &path,
+            &[("Content-Type", "application/pdf")],
+            pdf.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(node.chat.expire_pending_uploads().await.unwrap(), 0);
+    let chat = node.chat.clone();
+    support::eventually("the unconfirmed upload expires and is dropped", || {
+        let chat = chat.clone();
+        async move { chat.expire_pending_uploads().await.unwrap() == 1 }
+    })
+    .await;
+    let stale = chatsdk_actors::media::encode_component(&stale_key);
+    let r = rest
+        .call(
+            "POST",
+            &format!("/api/uploads/{stale}/confirm"),
+            Cred::Bearer(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{r:?}");
     node.stop().await;
 }
 

@@ -320,3 +320,46 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
     until(&rest, &alice, "q=brown", &["the slow brown fox"]).await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_and_uploads_are_rate_limited_per_user() {
+    let chat = chatsdk_actors::ChatConfig {
+        search_rate_per_minute: 3,
+        upload_rate_per_minute: 2,
+        ..support::test_chat_config()
+    };
+    let node = TestNode::start_chat(GatewayConfig::default(), chat).await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("limits").await;
+    user(&rest, &key, "alice").await;
+    let (alice, _) = rest.login(&key, "alice").await;
+    let ch = channel(&rest, &alice, "l", &[]).await;
+    for _ in 0..3 {
+        assert_eq!(search(&rest, &alice, "q=x").await.status, 200);
+    }
+    let r = search(&rest, &alice, "q=x").await;
+    assert_error(&r, 429, "RATE_LIMITED");
+    assert!(r.headers.contains_key("retry-after"));
+    // A server key is not limited.
+    let r = rest
+        .call(
+            "GET",
+            "/api/search?q=x&user_id=alice",
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let presign = || {
+        rest.call(
+            "POST",
+            "/api/uploads/presigned",
+            Cred::Bearer(&alice),
+            Some(json!({"channelId": ch, "filename": "a.txt", "contentType": "text/plain", "size": 5})),
+        )
+    };
+    assert_eq!(presign().await.status, 200);
+    assert_eq!(presign().await.status, 200);
+    assert_error(&presign().await, 429, "RATE_LIMITED");
+    node.stop().await;
+}

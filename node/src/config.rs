@@ -419,6 +419,10 @@ pub struct LimitsConfig {
     pub reaction_rate_per_minute: u32,
     /// Token bucket capacity for reaction changes.
     pub reaction_burst: u32,
+    /// Uploads (presigned and direct) per user per minute; burst the same.
+    pub upload_rate_per_minute: u32,
+    /// Searches (and suggestions) per user per minute; burst the same.
+    pub search_rate_per_minute: u32,
     /// Reactions one user may have on one message.
     pub reactions_per_user_per_message: u32,
     /// Pinned messages per channel.
@@ -450,6 +454,8 @@ impl Default for LimitsConfig {
             message_burst: 100,
             reaction_rate_per_minute: 300,
             reaction_burst: 60,
+            upload_rate_per_minute: 30,
+            search_rate_per_minute: 90,
             reactions_per_user_per_message: 20,
             pins_per_channel: 25,
             invites_per_hour: 100,

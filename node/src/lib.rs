@@ -109,6 +109,8 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         send_burst: c.limits.effective_message_burst(),
         reaction_rate_per_minute: c.limits.bench_scaled(c.limits.reaction_rate_per_minute),
         reaction_burst: c.limits.bench_scaled(c.limits.reaction_burst),
+        upload_rate_per_minute: c.limits.bench_scaled(c.limits.upload_rate_per_minute),
+        search_rate_per_minute: c.limits.bench_scaled(c.limits.search_rate_per_minute),
         max_reactions_per_user: c.limits.reactions_per_user_per_message,
         max_pins_per_channel: c.limits.pins_per_channel,
         invites_per_hour: c.limits.invites_per_hour,

@@ -280,7 +280,8 @@ async fn search_until(base: &str, token: &str, q: &str, want: u64) {
             Instant::now() < deadline,
             "{q}: wanted {want} hits, last answer {body}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Slowly enough to stay inside the default search rate (90 per minute, burst 90).
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -131,6 +131,10 @@ pub struct ChatConfig {
     pub reaction_burst: u32,
     /// Reactions one user may have on one message.
     pub max_reactions_per_user: u32,
+    /// Uploads per user per minute (presigned and direct; burst the same).
+    pub upload_rate_per_minute: u32,
+    /// Searches per user per minute (burst the same).
+    pub search_rate_per_minute: u32,
     /// Pinned messages per channel.
     pub max_pins_per_channel: u32,
     /// Workspace invitations one user may send per hour.
@@ -145,6 +149,8 @@ pub struct ChatConfig {
     pub media_sweep_every: Duration,
     /// Largest uploads by kind.
     pub media_limits: crate::media::sniff::MediaLimits,
+    /// How long a presigned upload may take to arrive and be confirmed.
+    pub presign_ttl: Duration,
     /// How often the search indexer looks for changes (see `search::indexer`).
     pub search_every: Duration,
     /// Link previews.
@@ -161,6 +167,8 @@ impl Default for ChatConfig {
             reaction_rate_per_minute: 300,
             reaction_burst: 60,
             max_reactions_per_user: 20,
+            upload_rate_per_minute: 30,
+            search_rate_per_minute: 90,
             max_pins_per_channel: 25,
             invites_per_hour: 100,
             max_api_keys_per_app: 50,
@@ -168,6 +176,7 @@ impl Default for ChatConfig {
             retention_every: Duration::from_secs(60),
             media_sweep_every: Duration::from_secs(600),
             media_limits: Default::default(),
+            presign_ttl: Duration::from_millis(PRESIGN_TTL_MS),
             search_every: Duration::from_millis(250),
             previews: PreviewConfig::default(),
         }
@@ -271,6 +280,9 @@ struct Inner {
     send_limiter: RateLimiter,
     /// Per-user reaction changes.
     reaction_limiter: RateLimiter,
+    /// Per-user uploads and searches.
+    upload_limiter: RateLimiter,
+    search_limiter: RateLimiter,
     max_reactions_per_user: u32,
     max_pins_per_channel: u32,
     /// Per-user workspace invitations (an hourly budget).
@@ -281,6 +293,7 @@ struct Inner {
     /// Images being processed at once (see `chat::uploads`).
     image_slots: tokio::sync::Semaphore,
     media_limits: crate::media::sniff::MediaLimits,
+    presign_ttl: Duration,
     search: Arc<crate::search::SearchIndex>,
 }
 
@@ -355,6 +368,14 @@ impl Chat {
                     config.reaction_burst,
                 ),
                 max_reactions_per_user: config.max_reactions_per_user,
+                upload_limiter: RateLimiter::new(
+                    config.upload_rate_per_minute,
+                    config.upload_rate_per_minute,
+                ),
+                search_limiter: RateLimiter::new(
+                    config.search_rate_per_minute,
+                    config.search_rate_per_minute,
+                ),
                 max_pins_per_channel: config.max_pins_per_channel,
                 invite_limiter: RateLimiter::per_hour(config.invites_per_hour),
                 max_api_keys_per_app: config.max_api_keys_per_app,
@@ -362,6 +383,7 @@ impl Chat {
                 media: crate::media::Media::new(media_store, node.clone()),
                 image_slots: tokio::sync::Semaphore::new(IMAGE_SLOTS),
                 media_limits: config.media_limits,
+                presign_ttl: config.presign_ttl,
                 search: search.clone(),
             }),
         };

@@ -79,6 +79,13 @@ impl Chat {
                 "q must be at most {MAX_QUERY_BYTES} bytes"
             )));
         }
+        if !caller.server {
+            let key = colon_joined(&[&caller.app, caller.user()?]);
+            self.inner
+                .search_limiter
+                .take(&key)
+                .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
+        }
         if q.offset + q.limit > MAX_SEARCH_DEPTH {
             return Err(ChatError::bad(format!(
                 "offset + limit must be at most {MAX_SEARCH_DEPTH}"

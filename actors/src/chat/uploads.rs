@@ -19,7 +19,7 @@ use crate::media::{
     self, attachment_key, AttachmentRef, KeyRef, Media, Received, StoredFile, Upload, UploadStatus,
 };
 
-/// How long a presigned upload may take to arrive and be confirmed.
+/// How long a presigned upload may take to arrive and be confirmed, by default.
 pub const PRESIGN_TTL_MS: u64 = 3_600_000;
 /// Images processed at once on a node (each may take ~200 MiB while decoded).
 pub const IMAGE_SLOTS: usize = 2;
@@ -65,6 +65,9 @@ impl Chat {
     /// Runs the media sweep (see `media::replicate`) every `every`, until the node stops.
     pub(super) fn spawn_media_sweep(&self, every: Duration) {
         self.spawn_every(every, |chat| async move {
+            if let Err(e) = chat.expire_pending_uploads().await {
+                tracing::warn!(error = %e, "expiring pending uploads failed");
+            }
             let media = chat.inner.media.clone();
             drop(chat);
             match media.sweep().await {
@@ -75,6 +78,36 @@ impl Chat {
         });
     }
 
+    /// Drops the presigned uploads of the shards this node leads whose bytes arrived but that
+    /// were not confirmed in time, so the sweeps delete their files. Returns how many.
+    pub async fn expire_pending_uploads(&self) -> Result<usize, ChatError> {
+        let led = self.inner.cluster.watch_leadership().borrow().clone();
+        let now = time::now_ms();
+        let mut dropped = 0;
+        for group in led.into_iter().filter(|&g| g != META_GROUP) {
+            let Some(reader) = self.inner.cluster.local_reader(group) else {
+                continue;
+            };
+            let mut seen = BTreeSet::new();
+            for (k, _) in reader.scan_prefix(&crate::keys::media_refs())? {
+                let Some(at) = crate::keys::media_ref_upload(&k).filter(|a| seen.insert(a.clone()))
+                else {
+                    continue;
+                };
+                let streams = crate::stream::StreamReader::new(reader.clone());
+                let expired = streams
+                    .upload(&at.0, &at.1)?
+                    .is_some_and(|u| u.status == UploadStatus::Pending && u.expires_at <= now);
+                if expired {
+                    self.write_stream(&at.0, StreamOp::DropUpload { id: at.1 })
+                        .await?;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
     /// This node's media files.
     pub fn media(&self) -> &Media {
         &self.inner.media
@@ -83,6 +116,18 @@ impl Chat {
     /// The size limits of uploads.
     pub fn media_limits(&self) -> crate::media::sniff::MediaLimits {
         self.inner.media_limits
+    }
+
+    /// Takes one of the caller's uploads for this minute (server keys are not limited).
+    fn take_upload(&self, caller: &Caller) -> Result<(), ChatError> {
+        if caller.server {
+            return Ok(());
+        }
+        let key = colon_joined(&[&caller.app, caller.user()?]);
+        self.inner
+            .upload_limiter
+            .take(&key)
+            .map_err(|retry_after| ChatError::RateLimited { retry_after })
     }
 
     /// Refuses a caller who may not upload to `channel` (uploading is writing).
@@ -120,6 +165,7 @@ impl Chat {
             ));
         }
         self.check_upload(caller, channel).await?;
+        self.take_upload(caller)?;
         let now = time::now_ms();
         let ext = extension(filename, content_type);
         let (id, key) = media::new_key(&caller.app, channel, now, &ext);
@@ -141,7 +187,7 @@ impl Chat {
             received: None,
             attached_to: Vec::new(),
             created_at: now,
-            expires_at: now + PRESIGN_TTL_MS,
+            expires_at: now + self.inner.presign_ttl.as_millis() as u64,
         };
         self.put_upload(&upload).await?;
         Ok(upload)
@@ -157,6 +203,7 @@ impl Chat {
     ) -> Result<Upload, ChatError> {
         validate::text_len("filename", filename, 1, 255)?;
         self.check_upload(caller, channel).await?;
+        self.take_upload(caller)?;
         let group = self.channel_group(&caller.app, channel);
         let files = self.store_files(arrived).await?;
         self.replicate_files(group, &files).await?;

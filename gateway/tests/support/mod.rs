@@ -41,6 +41,8 @@ pub struct TestNode {
 pub fn test_chat_config() -> ChatConfig {
     ChatConfig {
         history_size: 100,
+        // Tests poll search until the index has caught up.
+        search_rate_per_minute: 100_000,
         ..ChatConfig::default()
     }
 }

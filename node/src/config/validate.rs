@@ -92,6 +92,14 @@ impl Config {
         )?;
         positive(l.reaction_burst.into(), "limits.reaction_burst")?;
         positive(
+            l.upload_rate_per_minute.into(),
+            "limits.upload_rate_per_minute",
+        )?;
+        positive(
+            l.search_rate_per_minute.into(),
+            "limits.search_rate_per_minute",
+        )?;
+        positive(
             l.reactions_per_user_per_message.into(),
             "limits.reactions_per_user_per_message",
         )?;
