@@ -4,7 +4,7 @@
 //! (`chatsdk_actors::dialect_views!`), and error bodies take the request id from
 //! [`request_id`] when they are built.
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,17 @@ pub fn request_id() -> Option<String> {
 
 /// Assigns a request id (or echoes `X-Request-ID`), makes it available to error bodies, and
 /// adds the `X-Request-ID` and default `Retry-After` headers.
-pub async fn respond(req: Request, next: Next) -> Response {
+pub async fn respond(
+    State(state): State<crate::GatewayState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -49,6 +59,12 @@ pub async fn respond(req: Request, next: Next) -> Response {
         );
     }
     tracing::debug!(request_id = %request_id, %method, %path, status = res.status().as_u16(), "request");
+    state.metrics.http(
+        method.as_str(),
+        &route,
+        res.status(),
+        started.elapsed().as_secs_f64(),
+    );
     res
 }
 

@@ -16,6 +16,7 @@ pub mod body;
 pub mod connection;
 pub mod error;
 pub mod layers;
+pub mod metrics;
 mod pipeline;
 pub mod quic;
 pub mod rest;
@@ -40,6 +41,7 @@ pub fn app(state: GatewayState) -> Router {
     let body_limit = state.config.body_limit;
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::scrape))
         .route("/ready", get(health::ready))
         .route("/live", get(health::live))
         .route("/tokens", post(tokens::tokens))
@@ -381,7 +383,10 @@ pub fn app(state: GatewayState) -> Router {
         .route("/connection/websocket", get(ws::upgrade))
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)
-        .layer(axum::middleware::from_fn(layers::respond))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::respond,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -89,6 +89,8 @@ pub struct Inner {
     pub session: Arc<chatsdk_actors::session::SessionConfig>,
     /// Signs and checks media tokens (content URLs, presigned uploads).
     pub media_signer: chatsdk_actors::media::MediaSigner,
+    /// What `/metrics` serves.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The gateway's shared state. Cheap to clone.
@@ -129,6 +131,7 @@ impl GatewayState {
             started: Instant::now(),
             session,
             media_signer,
+            metrics: crate::metrics::Metrics::new(),
         })))
     }
 }

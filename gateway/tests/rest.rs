@@ -4503,3 +4503,57 @@ async fn blocks_close_dms_and_hide_what_the_blocker_reads() {
     assert!(seen(bob.clone()).await);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_with_their_names_types_and_route_templates() {
+    let node = TestNode::start(GatewayConfig::default()).await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("metrics").await;
+    for u in ["metric-a", "metric-b"] {
+        rest.call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": u})),
+        )
+        .await;
+        let r = rest
+            .call("GET", &format!("/api/users/{u}"), Cred::Key(&key), None)
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    rest.call("GET", "/nowhere", Cred::None, None).await;
+    let res = rest
+        .http
+        .get(format!("{}/metrics", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "# TYPE chatsdk_http_requests counter",
+        "# TYPE chatsdk_http_request_duration_seconds histogram",
+        "# TYPE chatsdk_realtime_connections gauge",
+        "# TYPE chatsdk_raft_groups gauge",
+        "# TYPE process_resident_memory_bytes gauge",
+        "chatsdk_http_requests_total{method=\"GET\",route=\"/api/users/{id}\",status=\"2xx\"} 2",
+        "chatsdk_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"4xx\"} 1",
+        "chatsdk_cluster_nodes 1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    // No label carries a user id.
+    assert!(!text.contains("metric-a"), "{text}");
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(rss > 1e6, "{rss}");
+    node.stop().await;
+}

@@ -138,10 +138,16 @@ impl Chat {
             total += found.total;
             hits.extend(found.hits);
         }
+        // A total order, so pages asked one after another do not overlap.
+        let tie = |a: &Hit, b: &Hit| {
+            b.at.cmp(&a.at)
+                .then_with(|| a.stream.cmp(&b.stream))
+                .then_with(|| a.id.cmp(&b.id))
+        };
         if q.text.trim().is_empty() {
-            hits.sort_by_key(|h| std::cmp::Reverse(h.at));
+            hits.sort_by(tie);
         } else {
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.at.cmp(&a.at)));
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| tie(a, b)));
         }
         let hits = hits
             .into_iter()

@@ -391,10 +391,17 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let limit = req.limit.min(10_000);
         let (addresses, total): (Vec<(f32, tantivy::DocAddress)>, usize) = if words.is_some() {
-            searcher.search(
-                &query,
-                &(TopDocs::with_limit(limit).order_by_score(), Count),
-            )?
+            // By score, then newest first: the order the chat layer merges shards by, so that
+            // a page cut inside a run of equal scores is cut the same way every time.
+            let by_score_then_time =
+                TopDocs::with_limit(limit).tweak_score(|segment: &tantivy::SegmentReader| {
+                    let at = segment.fast_fields().u64("at").ok();
+                    move |doc: tantivy::DocId, score: tantivy::Score| {
+                        (score, at.as_ref().and_then(|c| c.first(doc)).unwrap_or(0))
+                    }
+                });
+            let (hits, total) = searcher.search(&query, &(by_score_then_time, Count))?;
+            (hits.into_iter().map(|((s, _), a)| (s, a)).collect(), total)
         } else {
             let (by_time, total) = searcher.search(
                 &query,

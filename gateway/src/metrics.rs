@@ -1,0 +1,230 @@
+//! Prometheus metrics of a node, served at `/metrics` (OpenMetrics text).
+//!
+//! Names start with `chatsdk_`; labels never carry a user, channel or app (their number would
+//! grow with the data); durations are histograms in seconds. Request counters are kept as
+//! requests are answered; gauges (connections, actors, groups) are read from the node when
+//! the endpoint is scraped; `process_*` come from `/proc/self`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::state::GatewayState;
+
+/// Labels of an HTTP request: its method, route template (`/api/channels/{id}`, never the
+/// path itself) and status class (`2xx`...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+/// Labels of a duration: method and route template.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
+    realtime_connections: Gauge,
+    channel_actors: Gauge,
+    raft_groups: Gauge,
+    raft_groups_led: Gauge,
+    cluster_nodes: Gauge,
+    search_shards_indexed: Gauge,
+    resident_bytes: Gauge,
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    open_fds: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "chatsdk_http_requests",
+            "HTTP requests answered, by method, route template and status class",
+            http_requests.clone(),
+        );
+        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "chatsdk_http_request_duration_seconds",
+            "Time to answer HTTP requests, by method and route template",
+            http_seconds.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let realtime_connections = gauge(
+            &mut registry,
+            "chatsdk_realtime_connections",
+            "Open realtime connections (WebSocket and QUIC)",
+        );
+        let channel_actors = gauge(
+            &mut registry,
+            "chatsdk_channel_actors",
+            "Channel actors running on this node",
+        );
+        let raft_groups = gauge(
+            &mut registry,
+            "chatsdk_raft_groups",
+            "Raft groups this node replicates (the directory and data shards)",
+        );
+        let raft_groups_led = gauge(
+            &mut registry,
+            "chatsdk_raft_groups_led",
+            "Data shards this node leads",
+        );
+        let cluster_nodes = gauge(
+            &mut registry,
+            "chatsdk_cluster_nodes",
+            "Active nodes of the cluster, as this node knows them",
+        );
+        let search_shards_indexed = gauge(
+            &mut registry,
+            "chatsdk_search_shards_indexed",
+            "Data shards this node's search index has a part of",
+        );
+        let resident_bytes = gauge(
+            &mut registry,
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+        );
+        let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time of the process (user and system)",
+            cpu_seconds.clone(),
+        );
+        let open_fds = gauge(
+            &mut registry,
+            "process_open_fds",
+            "Open file descriptors of the process",
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_seconds,
+            realtime_connections,
+            channel_actors,
+            raft_groups,
+            raft_groups_led,
+            cluster_nodes,
+            search_shards_indexed,
+            resident_bytes,
+            cpu_seconds,
+            open_fds,
+        }
+    }
+
+    /// Counts an answered request.
+    pub fn http(&self, method: &str, route: &str, status: StatusCode, seconds: f64) {
+        let class = format!("{}xx", status.as_u16() / 100);
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status: class,
+            })
+            .inc();
+        self.http_seconds
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The exposition, with the gauges read now.
+    pub fn render(&self, state: &GatewayState) -> Result<String, std::fmt::Error> {
+        let chat = &state.chat;
+        let cluster = chat.cluster();
+        self.realtime_connections
+            .set(state.realtime_connections.load(Ordering::Relaxed) as i64);
+        self.channel_actors.set(chat.running_actors() as i64);
+        self.raft_groups.set(cluster.local_groups().len() as i64);
+        let led = cluster.watch_leadership().borrow().len();
+        self.raft_groups_led.set(led as i64);
+        self.cluster_nodes
+            .set(cluster.meta_state().active_nodes().len() as i64);
+        self.search_shards_indexed
+            .set(chat.search_index().groups().len() as i64);
+        if let Some(p) = process() {
+            self.resident_bytes.set(p.resident_bytes as i64);
+            self.cpu_seconds.set(p.cpu_seconds);
+            self.open_fds.set(p.open_fds as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// What `/proc/self` says about the process.
+struct Process {
+    resident_bytes: u64,
+    cpu_seconds: f64,
+    open_fds: usize,
+}
+
+fn process() -> Option<Process> {
+    // Fields 14 and 15 of /proc/self/stat (after the command, which may hold spaces) are user
+    // and system time in clock ticks; the kernel's USER_HZ is 100 on every Linux we run on.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(Process {
+        resident_bytes: pages * 4096,
+        cpu_seconds: ticks as f64 / 100.0,
+        open_fds,
+    })
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<GatewayState>) -> Response {
+    match state.metrics.render(&state) {
+        Ok(text) => {
+            let mut res = (StatusCode::OK, text).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
