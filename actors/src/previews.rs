@@ -62,8 +62,7 @@ pub fn find_urls(text: &str) -> Vec<String> {
             break;
         }
         let word = word.trim_start_matches(['(', '[', '<', '"', '\'']);
-        let lower = word.to_ascii_lowercase();
-        let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+        let url = if has_scheme(word) {
             let u = trim_url_end(word);
             (u.len() > 8 && u.len() <= MAX_URL).then(|| u.to_string())
         } else {
@@ -89,12 +88,32 @@ fn bare_domain(word: &str) -> Option<&str> {
         && name
             .split('.')
             .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    (labels_ok && BARE_TLDS.contains(&tld.to_ascii_lowercase().as_str())).then_some(word)
+    (labels_ok && BARE_TLDS.iter().any(|t| t.eq_ignore_ascii_case(tld))).then_some(word)
+}
+
+/// Whether `word` starts with `http://` or `https://`, in any case.
+fn has_scheme(word: &str) -> bool {
+    let starts = |p: &str| {
+        word.get(..p.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(p))
+    };
+    starts("http://") || starts("https://")
 }
 
 /// Whether a message's text has anything to preview (the applier asks, on every send).
+/// The same words as [`find_urls`], without building them: every replica asks this of every
+/// new message.
 pub fn has_urls(text: &str) -> bool {
-    text.contains('.') && !find_urls(text).is_empty()
+    text.contains('.')
+        && text.split_whitespace().any(|word| {
+            let word = word.trim_start_matches(['(', '[', '<', '"', '\'']);
+            let url = trim_url_end(word);
+            if has_scheme(word) {
+                url.len() > 8 && url.len() <= MAX_URL
+            } else {
+                bare_domain(url).is_some()
+            }
+        })
 }
 
 /// A YouTube video id (`watch?v=`, `youtu.be/`, `/embed/`; 11 characters).
@@ -354,6 +373,16 @@ mod tests {
         );
         assert_eq!(find_urls("version 1.2 and file.txt"), Vec::<String>::new());
         assert!(!has_urls("no links here"));
+        for t in [
+            t,
+            "a.b c.d",
+            "HTTPS://X.ORG",
+            "http://",
+            "end. (see example.com).",
+            "x@y.com",
+        ] {
+            assert_eq!(has_urls(t), !find_urls(t).is_empty(), "{t}");
+        }
         assert!(has_urls("go to example.dev"));
     }
 

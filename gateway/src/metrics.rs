@@ -196,7 +196,7 @@ fn process() -> Option<Process> {
     // Fields 14 and 15 of /proc/self/stat (after the command, which may hold spaces) are user
     // and system time in clock ticks; the kernel's USER_HZ is 100 on every Linux we run on.
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -10,18 +10,6 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use serde_json::{json, Value};
 use support::{assert_error, Cred, Res, Rest, TestNode};
 
-async fn user(rest: &Rest, key: &str, id: &str) {
-    let r = rest
-        .call(
-            "POST",
-            "/api/users",
-            Cred::Key(key),
-            Some(json!({"user_id": id})),
-        )
-        .await;
-    assert!(r.status == 201 || r.status == 200, "{r:?}");
-}
-
 /// A JPEG photo `w`×`h` with an EXIF block carrying a GPS tag name.
 fn photo(w: u32, h: u32) -> Vec<u8> {
     let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x / 10) as u8, (y / 10) as u8, 120]));
@@ -105,31 +93,18 @@ fn text(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
-async fn channel(rest: &Rest, token: &str, members: &[&str]) -> String {
-    let r = rest
-        .call(
-            "POST",
-            "/api/channels",
-            Cred::Bearer(token),
-            Some(json!({"type": "group", "name": "photos", "memberIds": members})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    text(&r.body, "id")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_with_its_message() {
     let node = TestNode::start(GatewayConfig::default()).await;
     let rest = Rest::new(&node);
     let (_app, key) = node.app("media").await;
     for u in ["alice", "bob", "carol"] {
-        user(&rest, &key, u).await;
+        rest.ensure_user(&key, u).await;
     }
     let (alice, _) = rest.login(&key, "alice").await;
     let (bob, _) = rest.login(&key, "bob").await;
     let (carol, _) = rest.login(&key, "carol").await;
-    let ch = channel(&rest, &alice, &["bob"]).await;
+    let ch = rest.group(&alice, "photos", &["bob"]).await;
 
     let r = direct(
         &rest,
@@ -282,7 +257,7 @@ async fn an_uploaded_photo_is_processed_attached_served_in_ranges_and_deleted_wi
     assert_eq!(fetch(&rest, &text(a, "thumbnailUrl"), &[]).await.0, 200);
 
     // An upload of another channel cannot be attached here.
-    let other = channel(&rest, &alice, &[]).await;
+    let other = rest.group(&alice, "photos", &[]).await;
     let r = rest
         .call(
             "POST",
@@ -348,11 +323,11 @@ async fn a_presigned_upload_is_put_checked_and_confirmed() {
     let rest = Rest::new(&node);
     let (app, key) = node.app("presign").await;
     for u in ["alice", "bob"] {
-        user(&rest, &key, u).await;
+        rest.ensure_user(&key, u).await;
     }
     let (alice, _) = rest.login(&key, "alice").await;
     let (bob, _) = rest.login(&key, "bob").await;
-    let ch = channel(&rest, &alice, &["bob"]).await;
+    let ch = rest.group(&alice, "photos", &["bob"]).await;
     let pdf = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n".to_vec();
     let presign = |size: u64, ct: &'static str| {
         let rest = rest.clone();
@@ -528,11 +503,11 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
     let node = TestNode::start(GatewayConfig::default()).await;
     let rest = Rest::new(&node);
     let (_app, key) = node.app("hostile").await;
-    user(&rest, &key, "alice").await;
-    user(&rest, &key, "eve").await;
+    rest.ensure_user(&key, "alice").await;
+    rest.ensure_user(&key, "eve").await;
     let (alice, _) = rest.login(&key, "alice").await;
     let (eve, _) = rest.login(&key, "eve").await;
-    let ch = channel(&rest, &alice, &[]).await;
+    let ch = rest.group(&alice, "photos", &[]).await;
 
     // Not a member: refused.
     let r = direct(&rest, &eve, &ch, &png(4, 4), "a.png", "image/png").await;

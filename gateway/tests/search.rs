@@ -8,31 +8,6 @@ use chatsdk_gateway::GatewayConfig;
 use serde_json::{json, Value};
 use support::{assert_error, Cred, Res, Rest, TestNode};
 
-async fn user(rest: &Rest, key: &str, id: &str) {
-    let r = rest
-        .call(
-            "POST",
-            "/api/users",
-            Cred::Key(key),
-            Some(json!({"user_id": id, "name": id.to_uppercase()})),
-        )
-        .await;
-    assert!(r.status == 201 || r.status == 200, "{r:?}");
-}
-
-async fn channel(rest: &Rest, token: &str, name: &str, members: &[&str]) -> String {
-    let r = rest
-        .call(
-            "POST",
-            "/api/channels",
-            Cred::Bearer(token),
-            Some(json!({"type": "group", "name": name, "memberIds": members})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    r.body["id"].as_str().unwrap().to_string()
-}
-
 async fn send(rest: &Rest, token: &str, ch: &str, text: &str) -> String {
     let r = rest
         .call(
@@ -97,14 +72,14 @@ async fn search_sees_only_readable_channels_and_follows_edits_deletes_and_blocks
     let rest = Rest::new(&node);
     let (_app, key) = node.app("search").await;
     for u in ["alice", "bob", "carol"] {
-        user(&rest, &key, u).await;
+        rest.ensure_user(&key, u).await;
     }
     let (alice, _) = rest.login(&key, "alice").await;
     let (bob, _) = rest.login(&key, "bob").await;
     let (carol, _) = rest.login(&key, "carol").await;
-    let ab = channel(&rest, &alice, "ab", &["bob"]).await;
-    let ac = channel(&rest, &alice, "ac", &["carol"]).await;
-    let c = channel(&rest, &carol, "c", &[]).await;
+    let ab = rest.group(&alice, "ab", &["bob"]).await;
+    let ac = rest.group(&alice, "ac", &["carol"]).await;
+    let c = rest.group(&carol, "c", &[]).await;
     let fox = send(
         &rest,
         &alice,
@@ -331,9 +306,9 @@ async fn searches_and_uploads_are_rate_limited_per_user() {
     let node = TestNode::start_chat(GatewayConfig::default(), chat).await;
     let rest = Rest::new(&node);
     let (_app, key) = node.app("limits").await;
-    user(&rest, &key, "alice").await;
+    rest.ensure_user(&key, "alice").await;
     let (alice, _) = rest.login(&key, "alice").await;
-    let ch = channel(&rest, &alice, "l", &[]).await;
+    let ch = rest.group(&alice, "l", &[]).await;
     for _ in 0..3 {
         assert_eq!(search(&rest, &alice, "q=x").await.status, 200);
     }

@@ -215,6 +215,33 @@ impl Rest {
         }
     }
 
+    /// Creates (or finds) user `id` with a server key.
+    pub async fn ensure_user(&self, key: &str, id: &str) {
+        let r = self
+            .call(
+                "POST",
+                "/api/users",
+                Cred::Key(key),
+                Some(json!({"user_id": id})),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 200, "{r:?}");
+    }
+
+    /// Creates a group channel named `name` as the token's user, with `members`; its id.
+    pub async fn group(&self, token: &str, name: &str, members: &[&str]) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/api/channels",
+                Cred::Bearer(token),
+                Some(json!({"type": "group", "name": name, "memberIds": members})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body["id"].as_str().unwrap_or_default().to_string()
+    }
+
     /// Mints tokens for `user` with a server key: `(access token, ws token)`.
     pub async fn login(&self, key: &str, user: &str) -> (String, String) {
         let r = self
