@@ -184,6 +184,8 @@ pub struct Fanout {
     last_gen: std::sync::atomic::AtomicU64,
     /// Events other nodes sent here.
     from_peers: std::sync::atomic::AtomicU64,
+    /// Events handed to local subscribers (one per subscriber).
+    delivered: std::sync::atomic::AtomicU64,
     /// Outbound queues of connected sessions by `app:user`, so a revoked user is closed even
     /// without subscriptions.
     sessions: Mutex<HashMap<String, Vec<std::sync::Weak<Outbound>>>>,
@@ -306,7 +308,22 @@ impl Fanout {
         for sub in subs {
             sub.deliver(offset, author, frame);
         }
+        self.delivered
+            .fetch_add(subs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         subs.len()
+    }
+
+    /// Events handed to local subscribers since start (one per subscriber).
+    pub fn deliveries(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Subscriptions on this node.
+    pub fn subscription_count(&self) -> usize {
+        self.channels
+            .read()
+            .map(|m| m.values().map(|l| l.subs.len()).sum())
+            .unwrap_or(0)
     }
 
     /// Sets whom `principal`'s subscriptions on this node block (a block or unblock).

@@ -35,6 +35,7 @@ pub mod render;
 pub mod resequence;
 pub mod search;
 pub mod session;
+pub mod stats;
 pub mod stream;
 pub mod time;
 pub mod validate;

@@ -127,9 +127,10 @@ impl NodeInner {
             self.id,
             raft.server_metrics(),
             self.leading.clone(),
+            self.stats.clone(),
             self.shutdown.clone(),
         ));
-        tracing::info!(group = id, "replica opened");
+        tracing::debug!(group = id, "replica opened");
         Ok(group)
     }
     async fn remove_group(&self, id: GroupId) -> Result<(), ClusterError> {
@@ -150,7 +151,7 @@ impl NodeInner {
                 .map_err(|e| ClusterError::Raft {
                     reason: format!("drop task failed: {e}"),
                 })??;
-            tracing::info!(group = id, "replica dropped");
+            tracing::debug!(group = id, "replica dropped");
         }
         Ok(())
     }
@@ -164,15 +165,24 @@ async fn watch_group(
     me: NodeId,
     mut metrics: watch::Receiver<RaftServerMetrics<NodeId, BasicNode>>,
     leading: watch::Sender<BTreeSet<GroupId>>,
+    stats: crate::stats::ClusterStats,
     token: CancellationToken,
 ) {
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
+    let mut last_leader = None;
     loop {
-        let is_leader = {
+        let (is_leader, leader) = {
             let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(me)
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(me),
+                m.current_leader,
+            )
         };
+        if leader.is_some() && leader != last_leader {
+            stats.leader_changed(group);
+            last_leader = leader;
+        }
         if group != META_GROUP {
             leading.send_if_modified(|set| {
                 if is_leader {

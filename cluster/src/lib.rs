@@ -30,6 +30,7 @@ pub mod placement;
 pub mod reconcile;
 pub mod routing;
 pub mod shard;
+pub mod stats;
 pub mod testkit;
 pub mod tls;
 pub mod transport;

@@ -58,6 +58,7 @@ pub(crate) struct NodeInner {
     /// Serialises creating and removing groups.
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
     pub(crate) leading: watch::Sender<BTreeSet<GroupId>>,
+    pub(crate) stats: crate::stats::ClusterStats,
     pub(crate) leader_hints: Mutex<HashMap<GroupId, NodeId>>,
     pub(crate) upper: RwLock<HashMap<u16, Arc<dyn UpperHandler>>>,
     /// Campaigns scheduled by leaders handing a group over to this node (one per group).
@@ -149,6 +150,7 @@ impl ClusterNode {
             groups: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             leading,
+            stats: crate::stats::ClusterStats::default(),
             leader_hints: Mutex::new(HashMap::new()),
             upper: RwLock::new(HashMap::new()),
             campaigns: Mutex::new(HashMap::new()),
@@ -331,6 +333,48 @@ impl ClusterNode {
     /// Reads a local replica's state without any consistency guarantee (what this node applied).
     pub fn local_reader(&self, group: GroupId) -> Option<GroupReader> {
         self.inner.group(group).map(|g| g.reader.clone())
+    }
+
+    /// Peers this node currently cannot reach.
+    pub fn unreachable_peers(&self) -> usize {
+        self.inner.transport.unreachable_peers()
+    }
+
+    /// Requests to peers that failed because the peer could not be reached, since start.
+    pub fn peer_failures(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.transport.peer_failures()
+    }
+
+    /// Group-commit counters and fsync times of this node's Raft log.
+    pub fn flush_stats(&self) -> &chatsdk_storage::FlushStats {
+        self.inner.store.flush_stats()
+    }
+
+    /// Leader changes this node saw, by group kind.
+    pub fn stats(&self) -> &crate::stats::ClusterStats {
+        &self.inner.stats
+    }
+
+    /// Where the local replicas stand, summed by group kind (the directory, data shards).
+    pub fn raft_summary(&self) -> Vec<crate::stats::KindSummary> {
+        crate::stats::summarize(&self.group_reports())
+    }
+
+    /// Where each local replica stands (role, leader, log and apply positions; on a leader,
+    /// how far each follower has replicated), by group id.
+    pub fn group_reports(&self) -> Vec<crate::stats::GroupReport> {
+        let metrics: Vec<_> = self
+            .inner
+            .read_groups()
+            .iter()
+            .map(|(id, g)| (*id, g.raft.metrics()))
+            .collect();
+        let mut reports: Vec<_> = metrics
+            .into_iter()
+            .map(|(id, m)| crate::stats::GroupReport::of(id, &m.borrow()))
+            .collect();
+        reports.sort_by_key(|r| r.group);
+        reports
     }
 
     /// The fault-injection hook of this node's transport (tests).

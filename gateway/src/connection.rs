@@ -52,6 +52,8 @@ pub(crate) enum Inbound<T> {
 
 /// The read half of a realtime transport.
 pub(crate) trait FrameSource: Send + 'static {
+    /// The transport's name in metrics (`websocket`, `quic`).
+    const TRANSPORT: &'static str;
     type Text: std::ops::Deref<Target = str> + Send;
     fn next(&mut self) -> impl Future<Output = Inbound<Self::Text>> + Send;
 }
@@ -121,12 +123,13 @@ fn refusal(e: JwtError) -> TokenRefusal {
     }
 }
 
-/// Counts a live connection; released on drop.
-struct ConnectionSlot(GatewayState);
+/// Counts a live connection (in the cap and in its transport's gauge); released on drop.
+struct ConnectionSlot(GatewayState, prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.realtime_connections.fetch_sub(1, Ordering::Relaxed);
+        self.1.dec();
     }
 }
 
@@ -171,12 +174,16 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
     sink: W,
 ) -> Ended {
     let n = state.realtime_connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = ConnectionSlot(state.clone());
+    let gauge = state.metrics.connections(S::TRANSPORT);
+    gauge.inc();
+    let _slot = ConnectionSlot(state.clone(), gauge);
     if state.draining.is_cancelled() {
+        state.metrics.closed(CloseReason::SHUTDOWN.code);
         sink.close(CloseReason::SHUTDOWN).await;
         return Ended::Closed;
     }
     if n > state.config.max_connections {
+        state.metrics.closed(CloseReason::CONNECTION_LIMIT.code);
         sink.close(CloseReason::CONNECTION_LIMIT).await;
         return Ended::Closed;
     }
@@ -347,12 +354,16 @@ pub(crate) async fn run<S: FrameSource, W: FrameSink>(
     drop(pipeline);
     match ending {
         Ending::Close(reason) => {
+            state.metrics.closed(reason.code);
             if let Some(sink) = idle_sink {
                 // A client that stopped reading cannot take the close frame either.
                 let _ = tokio::time::timeout(pong_timeout, sink.close(reason)).await;
             }
             Ended::Closed
         }
-        Ending::Abandon => Ended::Stalled,
+        Ending::Abandon => {
+            state.metrics.closed(CloseReason::SLOW.code);
+            Ended::Stalled
+        }
     }
 }

@@ -7,12 +7,13 @@
 //! becomes a call on [`chatsdk_actors::Chat`].
 //!
 //! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
-//! [`error`] (the JSON error body), [`layers`] (request ids), [`rest`] (handlers, whose
+//! [`error`] (the JSON error body), [`layers`] (the tower-http stack, request ids), [`rest`] (handlers, whose
 //! responses are typed views in the caller's dialect), [`connection`] (one realtime
 //! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`].
 
 pub mod auth;
 pub mod body;
+pub mod cluster_view;
 pub mod connection;
 pub mod error;
 pub mod layers;
@@ -34,12 +35,13 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, blocks, by_message, channels, devices, emoji, enrollment, health, keys,
-        lifecycle, mentions, messages, moderation, presence, receipts, search, supervision,
-        templates, tokens, uploads, users, webhooks, workspaces,
+        admin, annotations, blocks, by_message, channels, cluster, devices, emoji, enrollment,
+        health, keys, lifecycle, mentions, messages, moderation, presence, receipts, search,
+        supervision, templates, tokens, uploads, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
-    Router::new()
+    let cors_origins = state.config.cors_origins.clone();
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))
         .route("/ready", get(health::ready))
@@ -56,6 +58,9 @@ pub fn app(state: GatewayState) -> Router {
             "/api/realtime/subscription-token",
             post(tokens::subscription_token),
         )
+        .route("/admin/cluster", get(cluster::view))
+        .route("/admin/cluster/nodes/{id}", delete(cluster::remove))
+        .route("/admin/cluster/nodes/{id}/drain", post(cluster::drain))
         .route("/admin/apps", get(admin::list).post(admin::create))
         .route(
             "/admin/apps/{id}",
@@ -387,8 +392,8 @@ pub fn app(state: GatewayState) -> Router {
             state.clone(),
             layers::respond,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit));
+    layers::stack(router, &cors_origins).with_state(state)
 }
 
 #[cfg(test)]

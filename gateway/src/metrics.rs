@@ -5,17 +5,21 @@
 //! requests are answered; gauges (connections, actors, groups) are read from the node when
 //! the endpoint is scraped; `process_*` come from `/proc/self`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use chatsdk_actors::Chat;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::state::GatewayState;
@@ -36,12 +40,25 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// The transport of a realtime connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+/// The close code a realtime connection ended with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram>,
-    realtime_connections: Gauge,
+    connections: Family<TransportLabel, Gauge>,
+    closes: Family<CodeLabel, Counter>,
     channel_actors: Gauge,
     raft_groups: Gauge,
     raft_groups_led: Gauge,
@@ -52,14 +69,9 @@ pub struct Metrics {
     open_fds: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The registry, with the metrics of the layers below (chat, cluster, storage) in it.
+    pub fn new(chat: &Chat) -> Metrics {
         let mut registry = Registry::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
@@ -75,16 +87,27 @@ impl Metrics {
             "Time to answer HTTP requests, by method and route template",
             http_seconds.clone(),
         );
+        let connections = Family::<TransportLabel, Gauge>::default();
+        // Both transports show from the start, at zero.
+        for transport in ["websocket", "quic"] {
+            let _ = connections.get_or_create(&TransportLabel { transport });
+        }
+        registry.register(
+            "chatsdk_realtime_connections",
+            "Open realtime connections, by transport (websocket, quic)",
+            connections.clone(),
+        );
+        let closes = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "chatsdk_realtime_closes",
+            "Realtime connections closed by the server, by close code (3008: slow consumer)",
+            closes.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
             g
         };
-        let realtime_connections = gauge(
-            &mut registry,
-            "chatsdk_realtime_connections",
-            "Open realtime connections (WebSocket and QUIC)",
-        );
         let channel_actors = gauge(
             &mut registry,
             "chatsdk_channel_actors",
@@ -126,11 +149,26 @@ impl Metrics {
             "process_open_fds",
             "Open file descriptors of the process",
         );
+        let cluster = chat.cluster();
+        chat.stats().register(&mut registry);
+        cluster.stats().register(&mut registry);
+        registry.register(
+            "chatsdk_cluster_peer_failures",
+            "Requests to other nodes that failed because the node could not be reached",
+            cluster.peer_failures(),
+        );
+        registry.register(
+            "chatsdk_storage_fsync_duration_seconds",
+            "Time of each fdatasync of the Raft log (one covers every write queued meanwhile)",
+            cluster.flush_stats().sync_seconds.clone(),
+        );
+        registry.register_collector(Box::new(Scraped { chat: chat.clone() }));
         Metrics {
             registry,
             http_requests,
             http_seconds,
-            realtime_connections,
+            connections,
+            closes,
             channel_actors,
             raft_groups,
             raft_groups_led,
@@ -160,12 +198,22 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The gauge of open connections over `transport` (`websocket`, `quic`).
+    pub fn connections(&self, transport: &'static str) -> Gauge {
+        self.connections
+            .get_or_create(&TransportLabel { transport })
+            .clone()
+    }
+
+    /// Counts a connection the server closed with `code`.
+    pub fn closed(&self, code: u16) {
+        self.closes.get_or_create(&CodeLabel { code }).inc();
+    }
+
     /// The exposition, with the gauges read now.
     pub fn render(&self, state: &GatewayState) -> Result<String, std::fmt::Error> {
         let chat = &state.chat;
         let cluster = chat.cluster();
-        self.realtime_connections
-            .set(state.realtime_connections.load(Ordering::Relaxed) as i64);
         self.channel_actors.set(chat.running_actors() as i64);
         self.raft_groups.set(cluster.local_groups().len() as i64);
         let led = cluster.watch_leadership().borrow().len();
@@ -182,6 +230,103 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Values read from the chat and cluster layers when the endpoint is scraped: sessions,
+/// subscriptions and deliveries (counted by the fanout), and the Raft replicas by kind.
+struct Scraped {
+    chat: Chat,
+}
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraped").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let fanout = self.chat.fanout();
+        let gauges = [
+            (
+                "chatsdk_realtime_sessions",
+                "Realtime sessions connected (authenticated) on this node",
+                fanout.session_count(),
+            ),
+            (
+                "chatsdk_realtime_subscriptions",
+                "Channel subscriptions of this node's sessions",
+                fanout.subscription_count(),
+            ),
+            (
+                "chatsdk_realtime_channels",
+                "Channels with a subscriber on this node",
+                fanout.channel_count(),
+            ),
+            (
+                "chatsdk_cluster_unreachable_peers",
+                "Other nodes this node currently cannot reach",
+                self.chat.cluster().unreachable_peers(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "chatsdk_deliveries",
+                "Events handed to subscribers on this node (one per subscriber)",
+                fanout.deliveries(),
+            ),
+            (
+                "chatsdk_deliveries_from_peers",
+                "Events other nodes sent to this one for its subscribers (once per event and node)",
+                fanout.deliveries_from_peers(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let kinds = self.chat.cluster().raft_summary();
+        type Pick = fn(&chatsdk_cluster::stats::KindSummary) -> u64;
+        let per_kind: [(&str, &str, Pick); 4] = [
+            (
+                "chatsdk_raft_replicas",
+                "Raft replicas on this node, by group kind (directory, shard)",
+                |k| k.replicas,
+            ),
+            (
+                "chatsdk_raft_replicas_led",
+                "Raft replicas this node leads, by group kind",
+                |k| k.led,
+            ),
+            (
+                "chatsdk_raft_apply_lag_entries",
+                "Largest number of log entries written but not yet applied, by group kind",
+                |k| k.max_apply_lag,
+            ),
+            (
+                "chatsdk_raft_log_entries",
+                "Log entries held (not yet compacted behind a snapshot), by group kind",
+                |k| k.log_entries,
+            ),
+        ];
+        for (name, help, pick) in per_kind {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for k in &kinds {
+                let labels = [("kind", k.kind)];
+                ConstGauge::new(pick(k) as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

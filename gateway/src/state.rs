@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub refresh_ttl: u64,
     /// Grace period for in-flight work on shutdown.
     pub drain_timeout: Duration,
+    /// Origins allowed to call the API from a browser (`*`: any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
     /// Where invitation links point: `<this>/invite/<token>`.
     pub invite_url_base: String,
 }
@@ -70,6 +72,7 @@ impl Default for GatewayConfig {
             access_ttl: 900,
             refresh_ttl: 86_400,
             drain_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
             invite_url_base: "http://localhost:3000".into(),
         }
     }
@@ -84,6 +87,8 @@ pub struct Inner {
     /// Live realtime connections, WebSocket and QUIC together (capped by `max_connections`).
     pub realtime_connections: AtomicUsize,
     pub started: Instant,
+    /// The bound REST/WebSocket address, once the listener is bound (for the cluster view).
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What every realtime session of this node is made with (one copy per node, not per
     /// connection).
     pub session: Arc<chatsdk_actors::session::SessionConfig>,
@@ -122,16 +127,20 @@ impl GatewayState {
             commands_per_sec: f64::from(config.commands_per_sec),
             command_burst: f64::from(config.command_burst),
         });
-        Ok(GatewayState(Arc::new(Inner {
+        let metrics = crate::metrics::Metrics::new(&chat);
+        let state = GatewayState(Arc::new(Inner {
             chat,
             tokens,
             config,
             draining: CancellationToken::new(),
             realtime_connections: AtomicUsize::new(0),
             started: Instant::now(),
+            http_addr: std::sync::OnceLock::new(),
             session,
             media_signer,
-            metrics: crate::metrics::Metrics::new(),
-        })))
+            metrics,
+        }));
+        crate::cluster_view::register(&state);
+        Ok(state)
     }
 }

@@ -37,6 +37,7 @@ pub async fn upgrade(State(state): State<GatewayState>, ws: WebSocketUpgrade) ->
 struct WsSource(SplitStream<WebSocket>);
 
 impl FrameSource for WsSource {
+    const TRANSPORT: &'static str = "websocket";
     type Text = Utf8Bytes;
 
     async fn next(&mut self) -> Inbound<Utf8Bytes> {

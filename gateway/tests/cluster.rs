@@ -799,3 +799,77 @@ async fn an_acknowledged_upload_is_readable_after_the_node_that_took_it_stops() 
         n.stop().await;
     }
 }
+
+/// The admin view of three nodes: every node reachable with its own report, every group's
+/// leader known; a stopped node shows as unreachable, and removing it moves its replicas to
+/// the others until it is marked removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_view_shows_three_nodes_and_a_dead_one_can_be_removed() {
+    const ADMIN: &str = "admin-key-for-cluster-tests";
+    let mut nodes = cluster_with(GatewayConfig {
+        admin_api_key: Some(ADMIN.into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&nodes[0]);
+    let view = rest
+        .call("GET", "/admin/cluster", Cred::Bearer(ADMIN), None)
+        .await;
+    assert_eq!(view.status, 200, "{view:?}");
+    let listed = view.body["nodes"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{:?}", view.body);
+    for (n, node) in listed.iter().zip(&nodes) {
+        assert_eq!(n["id"], node.chat.cluster().id());
+        assert_eq!(n["reachable"], true, "{n}");
+        assert_eq!(n["httpAddr"], node.http.to_string(), "{n}");
+        let shards = view.body["shards"].as_u64().unwrap();
+        assert_eq!(n["replicas"].as_u64(), Some(shards + 1), "{n}");
+    }
+    for g in view.body["groups"].as_array().unwrap() {
+        assert!(g["leader"].is_u64(), "{g}");
+        assert_eq!(g["replicas"].as_array().unwrap().len(), 3, "{g}");
+        assert_eq!(g["matched"].as_object().unwrap().len(), 3, "{g}");
+    }
+
+    let gone = nodes.pop().unwrap();
+    let gone_id = gone.chat.cluster().id();
+    gone.stop().await;
+    let view = rest
+        .call("GET", "/admin/cluster", Cred::Bearer(ADMIN), None)
+        .await;
+    let dead = view.body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == gone_id)
+        .unwrap()
+        .clone();
+    assert_eq!(dead["reachable"], false, "{dead}");
+    assert!(dead["version"].is_null(), "{dead}");
+
+    let r = rest
+        .call(
+            "DELETE",
+            &format!("/admin/cluster/nodes/{gone_id}"),
+            Cred::Bearer(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.body["status"], "leaving");
+    support::eventually("the dead node removed, its replicas moved", || {
+        let state = nodes[0].chat.cluster().meta_state();
+        let done = state.nodes.get(&gone_id).map(|n| n.state)
+            == Some(chatsdk_cluster::NodeState::Removed)
+            && state.shard_map.values().all(|r| {
+                r.settled
+                    && r.placement.replicas.len() == 2
+                    && !r.placement.replicas.contains(&gone_id)
+            });
+        async move { done }
+    })
+    .await;
+    for node in nodes {
+        node.stop().await;
+    }
+}

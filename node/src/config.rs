@@ -129,6 +129,40 @@ pub struct Config {
     pub media: MediaSection,
     /// Link previews.
     pub previews: PreviewsSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines when stderr is a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `auto` (text on a terminal, JSON otherwise), `json` or `text`.
+    pub format: LogFormat,
+    /// Which lines are written, as `tracing` filter directives (`info`,
+    /// `info,chatsdk_cluster=debug`); the `CHATSDK_LOG` variable, when set, wins.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info,openraft=warn".into(),
+        }
+    }
 }
 
 /// `[previews]`
@@ -272,7 +306,7 @@ impl WebhooksSection {
 }
 
 /// A comma-separated list, trimmed, without empty entries.
-fn host_list(s: &str) -> Vec<String> {
+pub(crate) fn host_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -325,6 +359,9 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// The front end's address: workspace invitation links are `<this>/invite/<token>`.
     pub frontend_url: String,
+    /// Comma-separated origins that browsers may call the API from (`https://app.example.com`),
+    /// or `*` for any; empty sends no CORS headers.
+    pub cors_origins: String,
 }
 
 impl Default for ServerConfig {
@@ -336,6 +373,7 @@ impl Default for ServerConfig {
             admin_api_key: None,
             drain_timeout_ms: 10_000,
             frontend_url: "http://localhost:3000".into(),
+            cors_origins: String::new(),
         }
     }
 }
@@ -534,8 +572,9 @@ impl Default for AuthConfig {
 /// A variable `CHATSDK_<SECTION>__<KEY>` sets `<key>` in `[<section>]` (case-insensitive).
 /// Its value is taken as an integer, boolean or float when it parses as one, else as a
 /// string; keys whose value is a string (addresses, paths, secrets) always take it verbatim.
-/// Any other variable with the prefix (in any case), except [`RESERVED_ENV_VARS`], is an
-/// error; variables without the prefix are ignored.
+/// Any other variable with the prefix (in any case) that has the `__` separator or starts
+/// with a section's name (`CHATSDK_SERVER_HTTP`) is an error; the rest (`CHATSDK_TOKEN`, tools'
+/// own variables), [`RESERVED_ENV_VARS`] and variables without the prefix are ignored.
 pub fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,

@@ -5,7 +5,9 @@
 //! the dev seed, the HTTP server and the QUIC realtime endpoint. [`Node::shutdown`] drains it. The binary (`main.rs`) only
 //! parses the command line, sets up logging and waits for a signal.
 
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod seed;
 
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use crate::config::Config;
 pub enum StartError {
     #[error("chat layer: {0}")]
     Chat(#[from] ChatError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on tcp {addr} (change server.http or --http): {source}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -80,6 +82,7 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         access_ttl: c.auth.access_ttl_s,
         refresh_ttl: c.auth.refresh_ttl_s,
         drain_timeout: Duration::from_millis(c.server.drain_timeout_ms),
+        cors_origins: config::host_list(&c.server.cors_origins),
         invite_url_base: c.server.frontend_url.clone(),
     }
 }
@@ -129,7 +132,8 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     let chat = Chat::start(cluster, mode, chat_config).await?;
     let state = GatewayState::new(chat.clone(), gateway_config(c)).await?;
     let mut credentials = Credentials::default();
-    if c.cluster.join.is_none() && chat.apps()?.is_empty() {
+    // In dev mode the demo app is the first app: one server key is printed, not two.
+    if c.cluster.join.is_none() && !c.server.dev && chat.apps()?.is_empty() {
         let app = chat
             .create_app(None, "Default App", serde_json::json!({}))
             .await?;
@@ -160,6 +164,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
             });
         }
     };
+    let _ = state.http_addr.set(http);
     let quic_server = match start_quic(c, &state) {
         Ok(q) => q,
         Err(e) => {

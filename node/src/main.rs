@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chatsdk_node::cli;
 use chatsdk_node::config::{self, Config};
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,27 @@ struct Cli {
 enum Command {
     /// Runs a node (a one-node cluster unless --join is given).
     Serve(ServeArgs),
+    /// Shows the cluster as the admin API sees it: nodes, shards, leaders.
+    Status(AdminArgs),
+    /// Node operations: drain, remove.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Mints tokens for a user with a server API key (creates the user if needed).
+    Token {
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+        /// The user's display name (set when the user is created or updated).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: UrlArg,
+        /// A server API key of the app (also CHATSDK_API_KEY).
+        #[arg(long, env = "CHATSDK_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -36,6 +58,49 @@ enum Command {
     },
     /// Prints the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct UrlArg {
+    /// Base URL of a node of the cluster (also CHATSDK_URL).
+    #[arg(long, env = "CHATSDK_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    #[command(flatten)]
+    remote: UrlArg,
+    /// The admin key, `server.admin_api_key` of the node (also CHATSDK_ADMIN_KEY).
+    #[arg(long, env = "CHATSDK_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+}
+
+impl AdminArgs {
+    fn remote(&self) -> cli::Remote {
+        cli::Remote {
+            url: self.remote.url.clone(),
+            key: self.admin_key.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Drains a node: readiness off, its realtime clients asked to reconnect elsewhere.
+    Drain {
+        /// The node's id (see `chatsdk status`).
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Removes a node: its replicas move to the others, then it leaves the cluster.
+    Remove {
+        /// The node's id (see `chatsdk status`).
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,11 +133,18 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Prints the effective configuration (file, environment and defaults).
+    /// Prints the effective configuration (file, environment, flags and defaults), with
+    /// secrets redacted unless --show-secrets is given.
     Print {
-        #[arg(long, env = "CHATSDK_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Print secrets (admin key, join token) as they are.
+        #[arg(long)]
+        show_secrets: bool,
     },
+    /// Checks a configuration (file, `CHATSDK_` variables and `serve` flags) without starting
+    /// anything; exits non-zero with the reason when `serve` would refuse it.
+    Check(ServeArgs),
 }
 
 fn effective(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -100,6 +172,19 @@ fn effective(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(c)
 }
 
+/// Runs a client command on a small runtime and prints what it returns.
+fn remote<F>(work: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = Result<String, cli::CliError>>,
+{
+    let out = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)?;
+    print!("{out}");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -108,23 +193,59 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config {
-            command: ConfigCommand::Print { config: file },
+            command: ConfigCommand::Print { args, show_secrets },
         } => {
-            let c = config::load_from_process(file.as_deref())?;
-            print!("{}", c.to_toml()?);
+            let c = effective(&args)?;
+            let shown = if show_secrets { c } else { c.redacted() };
+            print!("{}", shown.to_toml()?);
             Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => {
+            let c = effective(&args)?;
+            println!(
+                "configuration ok: http {}, cluster {}, data in {}{}",
+                c.server.http,
+                c.cluster.addr,
+                c.server.data_dir.display(),
+                match c.cluster.join {
+                    Some(j) => format!(", joins {j}"),
+                    None => String::new(),
+                }
+            );
+            Ok(())
+        }
+        Command::Status(admin) => {
+            let r = admin.remote();
+            remote(async move { cli::status(&r).await })
+        }
+        Command::Node { command } => match command {
+            NodeCommand::Drain { id, admin } => {
+                let r = admin.remote();
+                remote(async move { cli::drain_node(&r, id).await })
+            }
+            NodeCommand::Remove { id, admin } => {
+                let r = admin.remote();
+                remote(async move { cli::remove_node(&r, id).await })
+            }
+        },
+        Command::Token {
+            user,
+            name,
+            remote: url,
+            api_key,
+        } => {
+            let r = cli::Remote {
+                url: url.url,
+                key: api_key,
+            };
+            remote(async move { cli::token(&r, &user, name.as_deref()).await })
         }
         Command::Serve(args) => {
             // Validated before any port is bound.
             let c = effective(&args)?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("CHATSDK_LOG")
-                        .unwrap_or_else(|_| "info,openraft=warn".into()),
-                )
-                .json()
-                .with_writer(std::io::stderr)
-                .init();
+            chatsdk_node::logging::init(&c.log);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
@@ -149,7 +270,7 @@ async fn serve(c: Config) -> anyhow::Result<()> {
             "dev mode: demo app {} with users user-1 (Alice), user-2 (Bob), user-3 (Carol)",
             dev.app_id
         );
-        println!("  server API key: {}", dev.api_key);
+        println!("  server API key (shown once): {}", dev.api_key);
         println!("  token for user-1: {}", dev.token);
         println!("  realtime token for user-1: {}", dev.ws_token);
         println!(
@@ -170,6 +291,10 @@ async fn serve(c: Config) -> anyhow::Result<()> {
     }
     if let Some(q) = node.quic {
         println!("realtime over QUIC on udp {q} (ALPN chatsdk)");
+    }
+    println!("metrics: {base}/metrics");
+    if c.server.admin_api_key.is_some() {
+        println!("admin API: {base}/admin (see `chatsdk status`)");
     }
     if let Some(token) = node.join_token() {
         println!("join token for more nodes: {token}");

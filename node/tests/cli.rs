@@ -18,6 +18,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
+        Server::start_env(dir, extra, &[])
+    }
+
+    fn start_env(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(dir)
@@ -25,6 +29,9 @@ impl Server {
             .args(["--quic-port", "0"])
             .args(extra)
             .env("CHATSDK_LOG", "warn")
+            // Tools' own variables share the prefix and must not stop the node.
+            .env("CHATSDK_TOKEN", "not-a-config-key")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -118,13 +125,15 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     let base = server.base();
     server.until("join token");
     let token = server.value_after("token for user-1:");
-    let key = server.value_after("server API key:");
-    assert!(
+    let key = server.value_after("server API key (shown once):");
+    assert_eq!(
         server
             .seen
             .iter()
-            .any(|l| l.starts_with("server API key (shown once):")),
-        "{:#?}",
+            .filter(|l| l.contains("server API key"))
+            .count(),
+        1,
+        "dev mode prints one key: {:#?}",
         server.seen
     );
     let demo = "00000000-0000-0000-0000-000000000002";
@@ -329,4 +338,146 @@ async fn a_restarted_node_keeps_its_search_index_and_rebuilds_a_lost_one() {
     search_until(&base, &token, "zebras", 21).await;
     search_until(&base, &token, "note%2017", 1).await;
     third.terminate();
+}
+
+/// Runs the binary with `args` (and `env`), returning its exit success and stdout + stderr.
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The operator's commands against a running node: `status` shows the node and its groups,
+/// `token` mints a token that works, `node drain` turns readiness off; `config print` hides
+/// secrets and `config check` refuses what `serve` would refuse.
+#[tokio::test]
+async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "admin-key-for-the-cli-test";
+    let mut server = Server::start_env(
+        dir.path(),
+        &["--dev"],
+        &[("CHATSDK_SERVER__ADMIN_API_KEY", admin)],
+    );
+    let base = server.base();
+    server.until("join token");
+    let key = server.value_after("server API key (shown once):");
+    assert!(
+        server
+            .seen
+            .iter()
+            .any(|l| l.contains(&format!("{base}/metrics"))),
+        "{:#?}",
+        server.seen
+    );
+
+    let status = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            run_cli(&["status", "--url", &base], &[("CHATSDK_ADMIN_KEY", admin)])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(status.0, "{}", status.1);
+    let table = status.1;
+    assert!(table.starts_with("cluster "), "{table}");
+    let node_row = table
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        node_row.contains("active") && node_row.contains("yes"),
+        "{table}"
+    );
+    assert!(
+        node_row.contains(base.trim_start_matches("http://")),
+        "{table}"
+    );
+    assert!(
+        table.contains("directory") && table.contains("shard"),
+        "{table}"
+    );
+    let refused = run_cli(
+        &["status", "--url", &base, "--admin-key", "wrong-key-0000000"],
+        &[],
+    );
+    assert!(!refused.0 && refused.1.contains("401"), "{}", refused.1);
+
+    let minted = {
+        let (base, key) = (base.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            run_cli(
+                &[
+                    "token", "--user", "cli-user", "--name", "Cli", "--url", &base,
+                ],
+                &[("CHATSDK_API_KEY", &key)],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(minted.0, "{}", minted.1);
+    let token = minted.1.lines().next().unwrap().trim().to_string();
+    let me = http()
+        .get(format!("{base}/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["name"], "Cli", "{me}");
+
+    let ready = http().get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let drained = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            run_cli(
+                &["node", "drain", "1", "--url", &base, "--admin-key", admin],
+                &[],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(drained.0, "{}", drained.1);
+    let ready = http().get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let unknown = run_cli(
+        &["node", "remove", "42", "--url", &base, "--admin-key", admin],
+        &[],
+    );
+    assert!(!unknown.0 && unknown.1.contains("404"), "{}", unknown.1);
+    server.terminate();
+
+    let printed = run_cli(
+        &["config", "print", "--dev"],
+        &[("CHATSDK_SERVER__ADMIN_API_KEY", admin)],
+    );
+    assert!(printed.0, "{}", printed.1);
+    assert!(!printed.1.contains(admin), "{}", printed.1);
+    assert!(
+        printed.1.contains("<redacted>") && printed.1.contains("dev = true"),
+        "{}",
+        printed.1
+    );
+    let shown = run_cli(
+        &["config", "print", "--show-secrets"],
+        &[("CHATSDK_SERVER__ADMIN_API_KEY", admin)],
+    );
+    assert!(shown.1.contains(admin), "{}", shown.1);
+    let ok = run_cli(&["config", "check", "--http", "0.0.0.0:9000"], &[]);
+    assert!(ok.0 && ok.1.contains("configuration ok"), "{}", ok.1);
+    let bad = run_cli(
+        &["config", "check"],
+        &[("CHATSDK_SERVER_HTTP", "0.0.0.0:9000")],
+    );
+    assert!(!bad.0 && bad.1.contains("CHATSDK_SERVER_HTTP"), "{}", bad.1);
 }

@@ -57,12 +57,27 @@ impl StoreConfig {
 }
 
 /// Counters of the log's group commit, for benchmarks and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlushStats {
     /// `fdatasync` calls made.
     pub flushes: AtomicU64,
     /// Sync requests served (appends, votes, truncations).
     pub requests: AtomicU64,
+    /// Time of each `fdatasync` of the log, in seconds.
+    pub sync_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for FlushStats {
+    fn default() -> Self {
+        FlushStats {
+            flushes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            // 50 µs .. ~1.6 s.
+            sync_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 16),
+            ),
+        }
+    }
 }
 
 /// A node's open sled database. Cheap to clone; the directory is released (and its lock freed)

@@ -1128,8 +1128,13 @@ fn run_syncer(shared: Arc<Shared>, mut rx: mpsc::Receiver<FlushCallback>, linger
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
+        let started = Instant::now();
         let result = sync_active(&shared);
         last_sync = Some(Instant::now());
+        shared
+            .stats
+            .sync_seconds
+            .observe(started.elapsed().as_secs_f64());
         shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
         shared
             .stats

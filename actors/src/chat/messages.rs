@@ -172,15 +172,17 @@ impl Chat {
             mentions,
             user: UserSummary::from(&*user),
         };
-        match self
+        let proposed = std::time::Instant::now();
+        let written = self
             .write_stream(
                 &stream,
                 StreamOp::Send {
                     message: Box::new(message),
                 },
             )
-            .await?
-        {
+            .await
+            .inspect_err(|_| self.inner.stats.send_failed())?;
+        match written {
             mut reply @ StreamReply::Message { .. } => {
                 let (duplicate, rendered) = match &mut reply {
                     StreamReply::Message {
@@ -190,6 +192,9 @@ impl Chat {
                     } => (*duplicate, rendered.take()),
                     _ => (false, None),
                 };
+                self.inner
+                    .stats
+                    .sent(duplicate, proposed.elapsed().as_secs_f64());
                 let message = reply.into_message().ok_or_else(message_missing)?;
                 if !duplicate && message.parent_id.is_none() {
                     self.spawn_unread_notices(&stream, &caller.app, channel, user_id);

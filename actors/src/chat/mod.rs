@@ -295,6 +295,7 @@ struct Inner {
     media_limits: crate::media::sniff::MediaLimits,
     presign_ttl: Duration,
     search: Arc<crate::search::SearchIndex>,
+    stats: crate::stats::ChatStats,
 }
 
 impl Inner {
@@ -328,8 +329,17 @@ impl Chat {
             .map_err(|e| ChatError::Internal(format!("{}: {e}", media_dir.display())))?;
         let search_dir = cluster.data_dir.join("search");
         let search = Arc::new(
-            crate::search::SearchIndex::open(&search_dir)
-                .map_err(|e| ChatError::Internal(format!("{}: {e}", search_dir.display())))?,
+            crate::search::SearchIndex::open(&search_dir).map_err(|e| {
+                let e = e.to_string();
+                if e.contains("LockBusy") {
+                    ChatError::Internal(format!(
+                        "the data directory {} is in use by another chatsdk process (change server.data_dir or --data-dir)",
+                        cluster.data_dir.display()
+                    ))
+                } else {
+                    ChatError::Internal(format!("{}: {e}", search_dir.display()))
+                }
+            })?,
         );
         let node = ClusterNode::start(
             cluster,
@@ -385,6 +395,7 @@ impl Chat {
                 media_limits: config.media_limits,
                 presign_ttl: config.presign_ttl,
                 search: search.clone(),
+                stats: crate::stats::ChatStats::default(),
             }),
         };
         node.register_handler(
@@ -492,6 +503,11 @@ impl Chat {
     /// Local directory reads.
     pub fn directory(&self) -> &Directory {
         &self.inner.directory
+    }
+
+    /// The chat layer's metrics.
+    pub fn stats(&self) -> &crate::stats::ChatStats {
+        &self.inner.stats
     }
 
     /// Number of channel actors running here.

@@ -339,10 +339,14 @@ impl Chat {
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             };
             match result {
-                Ok(code) if (200..300).contains(&code) => sent += 1,
+                Ok(code) if (200..300).contains(&code) => {
+                    sent += 1;
+                    self.inner.stats.push("ok");
+                }
                 Ok(404 | 410) => {
                     // The browser unsubscribed: forget it.
                     failed += 1;
+                    self.inner.stats.push("gone");
                     let gone = NotifyChange::Unsubscribe {
                         endpoint: sub.endpoint.clone(),
                     };
@@ -352,10 +356,12 @@ impl Chat {
                 }
                 Ok(code) => {
                     failed += 1;
+                    self.inner.stats.push("refused");
                     tracing::debug!(app, user, code, "push refused");
                 }
                 Err(e) => {
                     failed += 1;
+                    self.inner.stats.push("failed");
                     tracing::debug!(app, user, error = %e, "push not sent");
                 }
             }

@@ -103,7 +103,7 @@ impl Chat {
             for batch in jobs.chunks(AT_ONCE) {
                 let work = batch.iter().map(|(stream, seq, id, text)| async move {
                     let previews = match (config.enabled, text) {
-                        (true, Some(t)) => fetch_all(client, config, t).await,
+                        (true, Some(t)) => fetch_all(client, config, &self.inner.stats, t).await,
                         _ => Vec::new(),
                     };
                     let op = StreamOp::SetPreviews {
@@ -122,7 +122,12 @@ impl Chat {
 }
 
 /// The previews of a message's links (those that gave something).
-async fn fetch_all(client: &HookClient, config: &PreviewConfig, text: &str) -> Vec<LinkPreview> {
+async fn fetch_all(
+    client: &HookClient,
+    config: &PreviewConfig,
+    stats: &crate::stats::ChatStats,
+    text: &str,
+) -> Vec<LinkPreview> {
     let fetches = previews::find_urls(text).into_iter().map(|url| async move {
         let known = previews::known(&url);
         let fetched = tokio::time::timeout(
@@ -134,10 +139,14 @@ async fn fetch_all(client: &HookClient, config: &PreviewConfig, text: &str) -> V
         match fetched {
             Ok((final_url, html)) => {
                 let p = previews::from_html(&final_url, &html, known);
-                Some(LinkPreview { url, ..p }).filter(|p| !p.is_empty())
+                let found = Some(LinkPreview { url, ..p }).filter(|p| !p.is_empty());
+                stats.preview(if found.is_some() { "fetched" } else { "empty" });
+                found
             }
             Err(why) => {
-                if why.contains("internal address") {
+                let refused = why.contains("internal address");
+                stats.preview(if refused { "refused" } else { "failed" });
+                if refused {
                     tracing::warn!(url, why, "link preview refused");
                 } else {
                     tracing::debug!(url, why, "link preview not fetched");

@@ -393,6 +393,7 @@ impl Chat {
     }
 
     async fn log_delivery(&self, hook: &Webhook, out: &Outgoing, attempt: &Attempt) {
+        self.inner.stats.webhook(attempt.success);
         let record = HookDelivery {
             id: out.delivery_id.clone(),
             webhook_id: hook.id.clone(),

@@ -121,7 +121,7 @@ fn rebuild(
     reader: &GroupReader,
     head: u64,
 ) -> Result<(), SearchError> {
-    tracing::info!(group = g, "rebuilding the shard's part of the search index");
+    tracing::debug!(group = g, "rebuilding the shard's part of the search index");
     index.remove_group(g)?;
     let mut from = keys::key(&[b"s", b"chat:"]);
     let to = keys::key(&[b"s", b"chat;"]);
@@ -149,11 +149,19 @@ fn rebuild(
         }
     }
     index.advance(g, head);
-    tracing::info!(
-        group = g,
-        indexed,
-        "shard's part of the search index rebuilt"
-    );
+    // A new node rebuilds every (empty) shard once: only real work is worth a line.
+    if indexed > 0 {
+        tracing::info!(
+            group = g,
+            indexed,
+            "shard's part of the search index rebuilt"
+        );
+    } else {
+        tracing::debug!(
+            group = g,
+            "shard's part of the search index rebuilt (empty)"
+        );
+    }
     Ok(())
 }
 

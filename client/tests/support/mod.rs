@@ -57,11 +57,13 @@ impl Server {
         let node = chatsdk_node::start_with(&config, cluster)
             .await
             .expect("node starts");
+        // In dev mode the demo app is the node's first app, with the key printed at start.
         let (app_id, key) = node
             .credentials
-            .default_app
-            .clone()
-            .expect("a first start creates the default app");
+            .dev
+            .as_ref()
+            .map(|d| (d.app_id.clone(), d.api_key.clone()))
+            .expect("a dev start seeds the demo app");
         let admin = RestClient::new(format!("http://{}", node.http))
             .unwrap()
             .with_api_key(key);

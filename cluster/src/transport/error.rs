@@ -48,6 +48,13 @@ pub enum TransportError {
     InvalidConfig { reason: String },
     #[error("tls configuration failed: {0}")]
     Tls(#[from] TlsError),
+    /// The node-to-node UDP address could not be bound (in use, not local, no permission).
+    #[error("cannot bind the node-to-node address udp {addr} (change cluster.addr or --cluster-addr): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -71,6 +78,7 @@ impl TransportError {
             | TransportError::Protocol { .. }
             | TransportError::InvalidConfig { .. }
             | TransportError::Tls(_)
+            | TransportError::Bind { .. }
             | TransportError::Io(_) => false,
         }
     }

@@ -25,6 +25,7 @@ mod client;
 mod error;
 mod faults;
 mod frame;
+mod health;
 mod join;
 mod peers;
 mod server;
@@ -180,6 +181,7 @@ struct Inner {
     connect_timeout: Duration,
     backoff: BackoffPolicy,
     accept_task: Mutex<Option<JoinHandle<()>>>,
+    health: health::PeerHealth,
 }
 
 impl Drop for Inner {
@@ -216,7 +218,12 @@ impl Transport {
         cfg.validate()?;
         let server_config = tls::server_config(&cfg.identity)?;
         let client_config = tls::cluster_client_config(&cfg.identity)?;
-        let endpoint = quinn::Endpoint::server(server_config, cfg.listen)?;
+        let endpoint = quinn::Endpoint::server(server_config, cfg.listen).map_err(|source| {
+            TransportError::Bind {
+                addr: cfg.listen,
+                source,
+            }
+        })?;
         let local_addr = endpoint.local_addr()?;
         let shared = Arc::new(Shared {
             node_id: cfg.node_id,
@@ -242,6 +249,7 @@ impl Transport {
                     max: cfg.backoff_max,
                 },
                 accept_task: Mutex::new(Some(accept_task)),
+                health: health::PeerHealth::default(),
             }),
         })
     }
@@ -280,13 +288,25 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Bytes, TransportError> {
         let inner = &self.inner;
-        inner.admit(to, body.len())?;
         let work = async {
+            inner.admit(to, body.len())?;
             let _slot = inner.in_flight_slot(to).await?;
             inner.injected_delay(to).await?;
             inner.round_trip(to, Bytes::from(body)).await
         };
-        inner.bounded(to, timeout, work).await
+        let outcome = inner.bounded(to, timeout, work).await;
+        inner.health.record(to, &outcome);
+        outcome
+    }
+
+    /// Peers whose last request failed because they could not be reached.
+    pub fn unreachable_peers(&self) -> usize {
+        self.inner.health.unreachable_peers()
+    }
+
+    /// Requests that failed because their peer could not be reached, since start.
+    pub fn peer_failures(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.health.failures()
     }
 
     /// Sends a one-way message to `to` on its own stream. Success means the message was handed

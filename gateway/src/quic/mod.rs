@@ -149,6 +149,7 @@ struct QuicSource {
 }
 
 impl FrameSource for QuicSource {
+    const TRANSPORT: &'static str = "quic";
     type Text = Utf8Bytes;
 
     async fn next(&mut self) -> Inbound<Utf8Bytes> {

@@ -49,7 +49,7 @@ pub enum QuicError {
     Generate(#[from] rcgen::Error),
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
-    #[error("cannot bind the QUIC endpoint on {addr}: {source}")]
+    #[error("cannot bind the realtime QUIC endpoint on udp {addr} (change quic.port or --quic-port, or set quic.enabled = false): {source}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]

@@ -31,6 +31,7 @@ pub mod annotations;
 pub mod blocks;
 pub mod by_message;
 pub mod channels;
+pub mod cluster;
 pub mod devices;
 pub mod emoji;
 pub mod enrollment;

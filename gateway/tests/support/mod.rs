@@ -89,6 +89,7 @@ impl TestNode {
             .expect("gateway state");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
+        let _ = state.http_addr.set(http);
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(chatsdk_gateway::serve(
             listener,

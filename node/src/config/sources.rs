@@ -40,14 +40,18 @@ pub(super) fn apply_env(
     config: Config,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
+    let mut table = to_table(&config)?;
     let vars: BTreeMap<String, String> = env
         .into_iter()
-        .filter(|(name, _)| has_env_prefix(name) && !RESERVED_ENV_VARS.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            has_env_prefix(name)
+                && !RESERVED_ENV_VARS.contains(&name.as_str())
+                && names_config_key(&table, name)
+        })
         .collect();
     if vars.is_empty() {
         return Ok(config);
     }
-    let mut table = to_table(&config)?;
     let mut config = config;
     for (var, raw) in &vars {
         let slot = env_slot(&mut table, var)
@@ -71,6 +75,26 @@ fn env_slot<'t>(table: &'t mut Table, var: &str) -> Option<&'t mut Value> {
         Value::Table(keys) => keys.get_mut(&key.to_ascii_lowercase()),
         _ => None,
     }
+}
+
+/// Whether the prefixed variable `name` is meant as a config key: it has the `__` separator,
+/// or it starts with a section's name (`CHATSDK_SERVER_HTTP`, a typo to report). Other
+/// prefixed names (`CHATSDK_TOKEN`, `CHATSDK_URL`: tools' and scripts' own variables) are left
+/// alone, so they do not stop a node from starting.
+fn names_config_key(table: &Table, name: &str) -> bool {
+    let Some(rest) = name.get(ENV_PREFIX.len()..) else {
+        return false;
+    };
+    if rest.contains("__") {
+        return true;
+    }
+    let rest = rest.to_ascii_lowercase();
+    table.keys().any(|section| {
+        rest == *section
+            || rest
+                .strip_prefix(section.as_str())
+                .is_some_and(|tail| tail.starts_with('_'))
+    })
 }
 
 /// Whether `name` starts with [`ENV_PREFIX`], in any case: `chatsdk_...` is a typo to report,

@@ -150,6 +150,10 @@ fn other_env_vars_and_reserved_names_are_ignored() {
         ("SERVER__HTTP", "nonsense"),
         ("CHATSDK_CONFIG", "/etc/chatsdk.toml"),
         ("CHATSDK_LOG", "debug"),
+        // Tools' own variables, not config keys.
+        ("CHATSDK_TOKEN", "abc"),
+        ("CHATSDK_URL", "http://127.0.0.1:8080"),
+        ("CHATSDK_API_KEY", "sk_x"),
     ])
     .unwrap();
     assert_eq!(config, Config::default());

@@ -25,6 +25,12 @@ impl Config {
             )?;
         }
         positive(s.drain_timeout_ms, "server.drain_timeout_ms")?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: format!("is not a valid filter ({e})"),
+            });
+        }
         ensure(
             s.frontend_url.starts_with("http://") || s.frontend_url.starts_with("https://"),
             "server.frontend_url",
