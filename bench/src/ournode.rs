@@ -194,7 +194,7 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
         c.cluster.background_nice = i32::try_from(nice)?;
     }
     if let Some((addr, token)) = &join {
-        c.cluster.join = Some(*addr);
+        c.cluster.join = Some((*addr).into());
         c.cluster.join_token = Some(token.clone());
     }
     c.validate()?;

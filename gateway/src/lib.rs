@@ -59,6 +59,7 @@ pub fn app(state: GatewayState) -> Router {
             post(tokens::subscription_token),
         )
         .route("/admin/cluster", get(cluster::view))
+        .route("/admin/cluster/join-token", get(cluster::join_token))
         .route("/admin/cluster/nodes/{id}", delete(cluster::remove))
         .route("/admin/cluster/nodes/{id}/drain", post(cluster::drain))
         .route("/admin/apps", get(admin::list).post(admin::create))

@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod peer;
 mod sources;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use peer::PeerAddr;
 use sources::{apply_env, has_env_prefix, parse_file};
 
 /// Prefix of the environment variables that override config keys.
@@ -384,12 +386,23 @@ impl Default for ServerConfig {
 pub struct ClusterSection {
     /// UDP address of the node-to-node QUIC endpoint.
     pub addr: SocketAddr,
-    /// A node of the cluster to join; `None` bootstraps (or restarts) a cluster.
+    /// The address other nodes reach this one at, when `addr` is a wildcard (`0.0.0.0:7400`
+    /// in a container: the pod's IP here). Empty: `addr` itself.
     #[serde(with = "empty_is_none")]
-    pub join: Option<SocketAddr>,
-    /// Token from the cluster being joined; required exactly when `join` is set.
+    pub advertise: Option<SocketAddr>,
+    /// A node of the cluster to join, `host:port` (an IP or a name); `None` bootstraps (or
+    /// restarts) a cluster. Ignored once this node's data directory belongs to a cluster.
+    #[serde(with = "empty_is_none")]
+    pub join: Option<PeerAddr>,
+    /// Token from the cluster being joined; with `join`, this or `join_token_url` is required.
     #[serde(with = "empty_is_none")]
     pub join_token: Option<String>,
+    /// Base URL of the HTTP API of the node that created the cluster
+    /// (`http://chatsdk-0.chatsdk:8080`): a joining node asks it for a join token with the admin
+    /// key (`server.admin_api_key`), waiting for it to come up. For deployments that start
+    /// every node with the same settings.
+    #[serde(with = "empty_is_none")]
+    pub join_token_url: Option<String>,
     /// Number of data shards, fixed when the cluster is created.
     pub shards: u32,
     /// Replicas per shard.
@@ -407,8 +420,10 @@ impl Default for ClusterSection {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            advertise: None,
             join: None,
             join_token: None,
+            join_token_url: None,
             shards: 16,
             replication: 3,
             flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()

@@ -33,6 +33,13 @@ pub enum StartError {
     },
     #[error("quic endpoint: {0}")]
     Quic(#[from] QuicError),
+    #[error("cannot resolve cluster.join {addr}: {source}")]
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("no join token from {url} (cluster.join_token_url): {reason}")]
+    JoinToken { url: String, reason: String },
 }
 
 /// What a first start printed: credentials shown once.
@@ -94,18 +101,93 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     cc.replication = c.cluster.replication;
     cc.flush_linger = Duration::from_micros(c.cluster.flush_linger_us);
     cc.background_nice = c.cluster.background_nice;
+    cc.advertise = c.cluster.advertise;
     cc
+}
+
+/// How long a joining node waits for `cluster.join_token_url` to answer.
+const JOIN_TOKEN_WAIT: Duration = Duration::from_secs(120);
+
+/// Bootstrap, or join the cluster of `cluster.join` with the configured token or one asked of
+/// `cluster.join_token_url`. A data directory that already belongs to a cluster ignores the
+/// join settings (the node restarts as the member it is), so nothing is asked then. A node
+/// whose own address is the join target creates the cluster: every node of a StatefulSet or a
+/// compose file can then carry the same settings.
+async fn start_mode(c: &Config) -> Result<StartMode, StartError> {
+    let Some(join) = &c.cluster.join else {
+        return Ok(StartMode::Bootstrap);
+    };
+    let addr = join.resolve().await.map_err(|source| StartError::Resolve {
+        addr: join.to_string(),
+        source,
+    })?;
+    if addr == c.cluster.advertise.unwrap_or(c.cluster.addr) {
+        return Ok(StartMode::Bootstrap);
+    }
+    let token = match (&c.cluster.join_token, &c.cluster.join_token_url) {
+        (Some(token), _) => token.clone(),
+        (None, Some(_)) if c.server.data_dir.join("db").exists() => {
+            return Ok(StartMode::Existing);
+        }
+        (None, Some(url)) => {
+            fetch_join_token(url, c.server.admin_api_key.as_deref().unwrap_or("")).await?
+        }
+        (None, None) => return Ok(StartMode::Bootstrap),
+    };
+    Ok(StartMode::Join { addr, token })
+}
+
+/// Asks `url`'s `/admin/cluster/join-token` for a token, retrying while the node there starts.
+async fn fetch_join_token(url: &str, admin_key: &str) -> Result<String, StartError> {
+    let endpoint = format!("{}/admin/cluster/join-token", url.trim_end_matches('/'));
+    let fail = |reason: String| StartError::JoinToken {
+        url: url.to_string(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + JOIN_TOKEN_WAIT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match client.get(&endpoint).bearer_auth(admin_key).send().await {
+            Ok(res) if res.status().is_success() => {
+                let body: serde_json::Value = res.json().await.map_err(|e| fail(e.to_string()))?;
+                return body
+                    .get("token")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| fail(format!("no token in {body}")));
+            }
+            Ok(res) if matches!(res.status().as_u16(), 401 | 403) => {
+                return Err(fail(format!(
+                    "refused with {}: server.admin_api_key differs from that node's",
+                    res.status()
+                )));
+            }
+            Ok(res) => last = format!("answered {}", res.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tracing::info!(
+            url,
+            last,
+            "waiting for the cluster's first node to hand out a join token"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(fail(format!(
+        "gave up after {} s: {last}",
+        JOIN_TOKEN_WAIT.as_secs()
+    )))
 }
 
 /// Starts a node from a validated configuration, with `cluster` tuning applied on top.
 pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, StartError> {
-    let mode = match (&c.cluster.join, &c.cluster.join_token) {
-        (Some(addr), Some(token)) => StartMode::Join {
-            addr: *addr,
-            token: token.clone(),
-        },
-        _ => StartMode::Bootstrap,
-    };
+    let mode = start_mode(c).await?;
+    // The node that creates the cluster (or restarts as one that did not join) makes its
+    // first app and VAPID keys; a joining node finds them in the cluster.
+    let creates = matches!(mode, StartMode::Bootstrap);
     let chat_config = ChatConfig {
         history_size: c.realtime.history_size as u64,
         send_rate_per_minute: c.limits.effective_message_rate_per_minute(),
@@ -133,7 +215,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     let state = GatewayState::new(chat.clone(), gateway_config(c)).await?;
     let mut credentials = Credentials::default();
     // In dev mode the demo app is the first app: one server key is printed, not two.
-    if c.cluster.join.is_none() && !c.server.dev && chat.apps()?.is_empty() {
+    if creates && !c.server.dev && chat.apps()?.is_empty() {
         let app = chat
             .create_app(None, "Default App", serde_json::json!({}))
             .await?;
@@ -142,7 +224,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
             .await?;
         credentials.default_app = Some((app.id, key));
     }
-    if c.cluster.join.is_none() {
+    if creates {
         // The cluster's VAPID keys exist from the first start (made once, kept in group 0).
         chat.vapid().await?;
     }

@@ -120,9 +120,10 @@ struct ServeArgs {
     /// Node-to-node QUIC address (overrides cluster.addr).
     #[arg(long)]
     cluster_addr: Option<SocketAddr>,
-    /// Address of a cluster node to join.
-    #[arg(long, requires = "join_token")]
-    join: Option<SocketAddr>,
+    /// A node of the cluster to join, host:port (overrides cluster.join; with --join-token,
+    /// or cluster.join_token_url in the config).
+    #[arg(long)]
+    join: Option<config::PeerAddr>,
     /// Join token printed by a node of the cluster.
     #[arg(long, requires = "join")]
     join_token: Option<String>,
@@ -161,9 +162,11 @@ fn effective(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(a) = args.cluster_addr {
         c.cluster.addr = a;
     }
-    if args.join.is_some() {
-        c.cluster.join = args.join;
-        c.cluster.join_token = args.join_token.clone();
+    if let Some(join) = &args.join {
+        c.cluster.join = Some(join.clone());
+        if args.join_token.is_some() {
+            c.cluster.join_token = args.join_token.clone();
+        }
     }
     if args.dev {
         c.server.dev = true;
@@ -209,7 +212,7 @@ fn main() -> anyhow::Result<()> {
                 c.server.http,
                 c.cluster.addr,
                 c.server.data_dir.display(),
-                match c.cluster.join {
+                match &c.cluster.join {
                     Some(j) => format!(", joins {j}"),
                     None => String::new(),
                 }
@@ -292,6 +295,13 @@ async fn serve(c: Config) -> anyhow::Result<()> {
     if let Some(q) = node.quic {
         println!("realtime over QUIC on udp {q} (ALPN chatsdk)");
     }
+    let cluster = node.chat.cluster();
+    println!(
+        "node {} of cluster {}, node-to-node on udp {}",
+        cluster.id(),
+        cluster.cluster_id(),
+        cluster.addr()
+    );
     println!("metrics: {base}/metrics");
     if c.server.admin_api_key.is_some() {
         println!("admin API: {base}/admin (see `chatsdk status`)");

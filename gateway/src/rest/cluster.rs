@@ -35,6 +35,22 @@ fn node_id(raw: &str) -> Result<NodeId, AppError> {
         .map_err(|_| AppError::new(ErrorCode::BadRequest, "node id must be a number"))
 }
 
+#[derive(Serialize)]
+struct JoinToken {
+    token: String,
+}
+
+/// `GET /admin/cluster/join-token`: a token for a new node (only the node that created the
+/// cluster holds the join secret).
+pub async fn join_token(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Response> {
+    let token = state
+        .chat
+        .cluster()
+        .join_token()
+        .map_err(|e| AppError::new(ErrorCode::Conflict, e.to_string()))?;
+    Ok(json(StatusCode::OK, &JoinToken { token }))
+}
+
 /// `POST /admin/cluster/nodes/{id}/drain`.
 pub async fn drain(
     State(state): State<GatewayState>,

@@ -42,14 +42,49 @@ impl Config {
             "and quic.key_file must be set together",
         )?;
 
-        match (&c.join, &c.join_token) {
-            (Some(_), None) => {
-                return invalid("cluster.join_token", "must be set when cluster.join is set")
+        match (&c.join, &c.join_token, &c.join_token_url) {
+            (Some(_), None, None) => {
+                return invalid(
+                    "cluster.join_token",
+                    "(or cluster.join_token_url) must be set when cluster.join is set",
+                )
             }
-            (None, Some(_)) => {
+            (None, Some(_), _) => {
                 return invalid("cluster.join", "must be set when cluster.join_token is set")
             }
+            (None, _, Some(_)) => {
+                return invalid(
+                    "cluster.join",
+                    "must be set when cluster.join_token_url is set",
+                )
+            }
             _ => {}
+        }
+        if let Some(url) = &c.join_token_url {
+            ensure(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "cluster.join_token_url",
+                "must be an http:// or https:// URL",
+            )?;
+            ensure(
+                s.admin_api_key.is_some(),
+                "cluster.join_token_url",
+                "needs server.admin_api_key (the token is asked for with it)",
+            )?;
+        }
+        if c.addr.ip().is_unspecified() {
+            ensure(
+                c.advertise.is_some(),
+                "cluster.advertise",
+                "must be set when cluster.addr is a wildcard address (other nodes need one to reach)",
+            )?;
+        }
+        if let Some(a) = &c.advertise {
+            ensure(
+                !a.ip().is_unspecified() && a.port() != 0,
+                "cluster.advertise",
+                "must be a reachable address with a port",
+            )?;
         }
         ensure(
             (1..=1024).contains(&c.shards),
