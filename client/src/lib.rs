@@ -52,4 +52,4 @@ pub mod wire;
 
 pub use realtime::{ClientError, Event, Realtime, RealtimeConfig};
 pub use rest::{NewChannel, RestClient, RestError};
-pub use wire::{Endpoint, QuicTrust};
+pub use wire::{Endpoint, QuicTrust, Trust};

@@ -102,6 +102,7 @@ fn connector(trust: QuicTrust, max_frame_bytes: usize) -> QuicConnector {
     let options = WireOptions {
         max_frame_bytes,
         connect_timeout: WAIT,
+        ..WireOptions::default()
     };
     QuicConnector::new("127.0.0.1:0".parse().unwrap(), &trust, &options).unwrap()
 }

@@ -23,13 +23,14 @@ pub mod quic;
 pub mod rest;
 pub mod serve;
 pub mod state;
+pub mod tls;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
-pub use serve::serve;
+pub use serve::{serve, serve_tls};
 pub use state::{GatewayConfig, GatewayState};
 
 /// The router of every HTTP surface.

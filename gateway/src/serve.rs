@@ -4,7 +4,8 @@
 //! here through hyper directly: a slow client gets `header_read_timeout` to send its headers.
 //! Accepted connections are capped (a permit is taken before a connection is served). On
 //! shutdown the listener stops, readiness turns 503 and realtime sessions close with 3001;
-//! requests in flight get the drain timeout to finish.
+//! requests in flight get the drain timeout to finish. With a TLS config ([`serve_tls`]) each
+//! connection is a TLS one (HTTPS and WSS), its handshake bounded by the header-read timeout.
 
 use std::sync::Arc;
 
@@ -41,6 +42,17 @@ pub async fn serve(
     state: GatewayState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_tls(listener, state, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: GatewayState,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let router = crate::app(state.clone());
     // Room above the realtime cap for REST calls; beyond it, connections are refused at once.
     let permits = Arc::new(Semaphore::new(state.config.max_connections + 1024));
@@ -66,23 +78,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let stop = shutdown.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match acceptor {
+                None => connection(stream, service, header_timeout, stop, peer).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls)) => connection(tls, service, header_timeout, stop, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
@@ -96,4 +104,33 @@ pub async fn serve(
         tracing::warn!("drain timeout passed with connections still open");
     }
     Ok(())
+}
+
+/// Serves one HTTP/1.1 connection (with upgrades) until it ends or `stop` asks it to finish.
+async fn connection<I>(
+    io: I,
+    service: TowerToHyperService<axum::Router>,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

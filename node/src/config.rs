@@ -361,6 +361,16 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// The front end's address: workspace invitation links are `<this>/invite/<token>`.
     pub frontend_url: String,
+    /// PEM certificate chain (leaf first) of the HTTP listener: set with `tls_key_file`, REST
+    /// and WebSocket are served over TLS (https://, wss://). The QUIC endpoint uses the same
+    /// files unless `quic.cert_file` names others. Reloaded when the files change.
+    #[serde(with = "empty_is_none")]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(with = "empty_is_none")]
+    pub tls_key_file: Option<String>,
+    /// Seconds between two looks at the certificate files for a renewal.
+    pub tls_reload_interval_s: u64,
     /// Comma-separated origins that browsers may call the API from (`https://app.example.com`),
     /// or `*` for any; empty sends no CORS headers.
     pub cors_origins: String,
@@ -375,6 +385,9 @@ impl Default for ServerConfig {
             admin_api_key: None,
             drain_timeout_ms: 10_000,
             frontend_url: "http://localhost:3000".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_reload_interval_s: 10,
             cors_origins: String::new(),
         }
     }

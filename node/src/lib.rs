@@ -11,11 +11,13 @@ pub mod logging;
 pub mod seed;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatsdk_actors::{Chat, ChatConfig, ChatError};
 use chatsdk_cluster::{ClusterConfig, StartMode};
-use chatsdk_gateway::quic::{CertSource, Identity, QuicError, QuicServer};
+use chatsdk_gateway::quic::{CertSource, QuicError, QuicServer};
+use chatsdk_gateway::tls::CertStore;
 use chatsdk_gateway::{GatewayConfig, GatewayState};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +59,8 @@ pub struct Node {
     pub state: GatewayState,
     /// The bound HTTP address.
     pub http: SocketAddr,
+    /// Whether it serves HTTPS (and WSS).
+    pub https: bool,
     pub credentials: Credentials,
     /// The bound UDP address of the QUIC realtime endpoint, when it runs.
     pub quic: Option<SocketAddr>,
@@ -247,7 +251,28 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         }
     };
     let _ = state.http_addr.set(http);
-    let quic_server = match start_quic(c, &state) {
+    let shutdown = CancellationToken::new();
+    let https = match https_certs(c) {
+        Ok(certs) => certs,
+        Err(e) => {
+            chat.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let tls = match &https {
+        Some(certs) => {
+            certs.watch(reload_every(c), shutdown.clone());
+            match chatsdk_gateway::tls::https_config(certs.clone()) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    chat.shutdown().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    let quic_server = match start_quic(c, &state, https.as_ref(), &shutdown) {
         Ok(q) => q,
         Err(e) => {
             chat.shutdown().await;
@@ -258,16 +283,17 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         Some(q) => (q.local_addr().ok(), q.certificate.clone()),
         None => (None, None),
     };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(chatsdk_gateway::serve(
+    let server = tokio::spawn(chatsdk_gateway::serve_tls(
         listener,
         state.clone(),
         shutdown.clone(),
+        tls,
     ));
     Ok(Node {
         chat,
         state,
         http,
+        https: https.is_some(),
         credentials,
         quic,
         quic_cert,
@@ -277,32 +303,59 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     })
 }
 
+/// How often certificate files are looked at for a renewal.
+fn reload_every(c: &Config) -> Duration {
+    Duration::from_secs(c.server.tls_reload_interval_s)
+}
+
+/// The HTTPS listener's certificate, when `server.tls_cert_file` and `tls_key_file` are set.
+fn https_certs(c: &Config) -> Result<Option<Arc<CertStore>>, QuicError> {
+    match (&c.server.tls_cert_file, &c.server.tls_key_file) {
+        (Some(cert), Some(key)) => CertStore::load(&CertSource::Files {
+            cert: cert.into(),
+            key: key.into(),
+        })
+        .map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Binds the QUIC realtime endpoint when the configuration asks for it: with the configured
-/// certificate files, or in dev mode with a self-signed certificate kept in the data dir.
-fn start_quic(c: &Config, state: &GatewayState) -> Result<Option<QuicServer>, StartError> {
+/// certificate files (its own, or the HTTPS listener's), or in dev mode with a self-signed
+/// certificate kept in the data dir.
+fn start_quic(
+    c: &Config,
+    state: &GatewayState,
+    https: Option<&Arc<CertStore>>,
+    shutdown: &CancellationToken,
+) -> Result<Option<QuicServer>, StartError> {
     let q = &c.quic;
     if !q.enabled {
         return Ok(None);
     }
-    let source = match (&q.cert_file, &q.key_file) {
-        (Some(cert), Some(key)) => CertSource::Files {
+    let addr = SocketAddr::new(c.server.http.ip(), q.port);
+    let source = match (&q.cert_file, &q.key_file, https) {
+        (Some(cert), Some(key), _) => CertSource::Files {
             cert: cert.into(),
             key: key.into(),
         },
+        (_, _, Some(certs)) => {
+            return Ok(Some(QuicServer::bind(addr, certs, state.clone())?));
+        }
         _ if c.server.dev => CertSource::SelfSigned {
             dir: c.server.data_dir.join("tls"),
             names: vec!["localhost".into(), c.server.http.ip().to_string()],
         },
         _ => {
             tracing::warn!(
-                "quic endpoint off: set quic.cert_file and quic.key_file (or run with --dev)"
+                "quic endpoint off: set server.tls_cert_file and tls_key_file, or quic.cert_file and quic.key_file (or run with --dev)"
             );
             return Ok(None);
         }
     };
-    let identity = Identity::load(&source)?;
-    let addr = SocketAddr::new(c.server.http.ip(), q.port);
-    Ok(Some(QuicServer::bind(addr, &identity, state.clone())?))
+    let certs = CertStore::load(&source)?;
+    certs.watch(reload_every(c), shutdown.clone());
+    Ok(Some(QuicServer::bind(addr, &certs, state.clone())?))
 }
 
 /// Starts a node with the cluster settings of its configuration.

@@ -259,7 +259,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(c: Config) -> anyhow::Result<()> {
     let node = chatsdk_node::start(&c).await.context("starting the node")?;
-    let base = format!("http://{}", node.http);
+    let (scheme, ws) = if node.https {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    let base = format!("{scheme}://{}", node.http);
     println!(
         "chatsdk {} listening on {base} (data in {})",
         env!("CARGO_PKG_VERSION"),
@@ -280,7 +285,7 @@ async fn serve(c: Config) -> anyhow::Result<()> {
             "  try: curl -H 'Authorization: Bearer {}' {base}/api/channels/{}/messages",
             dev.token, dev.channel_id
         );
-        println!("  realtime: ws://{}/connection/websocket", node.http);
+        println!("  realtime: {ws}://{}/connection/websocket", node.http);
         if node.quic.is_some() {
             println!(
                 "  the QUIC endpoint's self-signed certificate: {}",

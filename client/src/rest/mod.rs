@@ -39,6 +39,9 @@ pub enum RestError {
     /// The request did not complete (connect, timeout, body read).
     #[error("http transport: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The TLS settings for an `https://` server could not be made.
+    #[error("tls configuration: {0}")]
+    Tls(String),
     /// A success answer whose body is not what the route returns.
     #[error("unexpected response body from {path} ({status}): {reason}")]
     Decode {
@@ -62,10 +65,23 @@ impl RestClient {
     /// Redirects are not followed: `POST /api/channels` answers an existing DM with 303 and
     /// the channel in the body.
     pub fn new(base_url: impl Into<String>) -> Result<RestClient, RestError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(RestClient::with_http(base_url, http))
+        RestClient::with_trust(base_url, &crate::Trust::System)
+    }
+
+    /// A client of the server at `base_url`; an `https://` server's certificate is trusted per
+    /// `trust` (the system's roots, given roots, or one pinned certificate).
+    pub fn with_trust(
+        base_url: impl Into<String>,
+        trust: &crate::Trust,
+    ) -> Result<RestClient, RestError> {
+        let base_url = base_url.into();
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if base_url.starts_with("https://") {
+            let tls = crate::wire::http_client_config(trust)
+                .map_err(|e| RestError::Tls(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        Ok(RestClient::with_http(base_url, builder.build()?))
     }
 
     /// A client sharing `http`'s connection pool (for many users against one server).

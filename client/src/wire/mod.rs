@@ -14,7 +14,9 @@
 
 mod quic;
 mod tls;
+
 pub use chatsdk_proto::framing as varint;
+pub use tls::http_client_config;
 mod ws;
 
 use std::net::SocketAddr;
@@ -57,9 +59,16 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// How a QUIC client decides to trust the server's certificate.
-#[derive(Clone, Debug)]
-pub enum QuicTrust {
+/// The name [`Trust`] had when only QUIC used it.
+pub type QuicTrust = Trust;
+
+/// How a TLS client (QUIC, `wss://`, `https://`) decides to trust the server's certificate.
+#[derive(Clone, Debug, Default)]
+pub enum Trust {
+    /// WebPKI verification against the system's roots (the platform's certificate store),
+    /// including the server name.
+    #[default]
+    System,
     /// Normal WebPKI verification against these roots, including the server name.
     Roots(Vec<CertificateDer<'static>>),
     /// Development: accept exactly this end-entity certificate (the server's self-signed one),
@@ -76,6 +85,8 @@ pub struct WireOptions {
     pub max_frame_bytes: usize,
     /// Time allowed for the transport to open.
     pub connect_timeout: Duration,
+    /// How a `wss://` endpoint's certificate is trusted.
+    pub tls: Trust,
 }
 
 impl Default for WireOptions {
@@ -83,6 +94,7 @@ impl Default for WireOptions {
         WireOptions {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: Trust::System,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! TLS for the QUIC transport: a rustls client config on the ring provider (never the process
-//! default), TLS 1.3 only, ALPN `chatsdk`, trusting the server by roots or by a pinned
-//! certificate ([`QuicTrust`]).
+//! TLS of the client: rustls configs on the ring provider (never the process default),
+//! trusting the server by the system's roots, given roots or a pinned certificate ([`Trust`]).
+//! QUIC gets TLS 1.3 only with ALPN `chatsdk`; `wss://` and `https://` get TLS 1.2 and 1.3
+//! with ALPN `http/1.1`.
 
 use std::sync::Arc;
 
@@ -9,26 +10,54 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::{QuicTrust, WireError, ALPN};
+use super::{Trust, WireError, ALPN};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls client config for `trust`.
-pub(super) fn client_config(trust: &QuicTrust) -> Result<rustls::ClientConfig, WireError> {
+/// The rustls client config of the QUIC transport for `trust`.
+pub(super) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, WireError> {
+    let mut config = config_for(trust, &[&rustls::version::TLS13])?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The rustls client config of `wss://` and `https://` for `trust`.
+pub fn http_client_config(trust: &Trust) -> Result<rustls::ClientConfig, WireError> {
+    let mut config = config_for(trust, &[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn config_for(
+    trust: &Trust,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, WireError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let mut config = match trust {
-        QuicTrust::Roots(certs) => {
+        .with_protocol_versions(versions)?;
+    let config = match trust {
+        Trust::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(WireError::Tls(rustls::Error::General(format!(
+                    "no usable root certificate in the system's store ({} errors)",
+                    found.errors.len()
+                ))));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Roots(certs) => {
             let mut roots = RootCertStore::empty();
             for cert in certs {
                 roots.add(cert.clone())?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        QuicTrust::Pinned(cert) => builder
+        Trust::Pinned(cert) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertVerifier {
                 cert: cert.clone(),
@@ -36,7 +65,6 @@ pub(super) fn client_config(trust: &QuicTrust) -> Result<rustls::ClientConfig, W
             }))
             .with_no_client_auth(),
     };
-    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }
 
@@ -69,14 +97,17 @@ impl ServerCertVerifier for PinnedCertVerifier {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The config offers TLS 1.3 only (QUIC requires it), so this is never reached.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        // QUIC offers TLS 1.3 only; `wss://` and `https://` may end up on 1.2.
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(

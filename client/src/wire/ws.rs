@@ -34,7 +34,15 @@ pub(super) async fn connect(url: &str, options: &WireOptions) -> Result<Conn, Wi
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let open = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    // `wss://` goes through our rustls config (the ring provider, the options' trust).
+    let connector = if url.starts_with("wss://") {
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            super::tls::http_client_config(&options.tls)?,
+        )))
+    } else {
+        None
+    };
+    let open = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, connector);
     let (stream, _response) = tokio::time::timeout(options.connect_timeout, open)
         .await
         .map_err(|_| WireError::ConnectTimeout {

@@ -43,10 +43,10 @@ impl QuicServer {
     /// Binds `addr` and starts accepting connections for `state`'s sessions.
     pub fn bind(
         addr: SocketAddr,
-        identity: &Identity,
+        certs: &Arc<crate::tls::CertStore>,
         state: GatewayState,
     ) -> Result<QuicServer, QuicError> {
-        let crypto = identity.server_crypto()?;
+        let crypto = tls::server_crypto(certs.clone())?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(&state)));
         let endpoint =
@@ -57,7 +57,7 @@ impl QuicServer {
             endpoint,
             tracker,
             accept,
-            certificate: identity.leaf().map(|c| c.as_ref().to_vec()),
+            certificate: certs.leaf(),
         })
     }
 

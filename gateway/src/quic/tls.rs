@@ -82,20 +82,22 @@ impl Identity {
     pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.chain.first()
     }
+}
 
-    /// The rustls server config: TLS 1.3 only, ring provider, ALPN [`ALPN`].
-    pub fn server_crypto(&self) -> Result<quinn::crypto::rustls::QuicServerConfig, QuicError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| QuicError::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| QuicError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| QuicError::Tls(e.to_string()))
-    }
+/// The rustls server config of the endpoint: TLS 1.3 only, ring provider, ALPN [`ALPN`], the
+/// certificate `resolver` serves at each handshake (a reloading [`crate::tls::CertStore`]).
+pub fn server_crypto(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, QuicError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| QuicError::Tls(e.to_string()))
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<Identity, QuicError> {

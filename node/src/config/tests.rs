@@ -254,6 +254,25 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.join", |c| {
             c.cluster.join_token = Some("tok".into())
         }),
+        ("server.tls_cert_file", |c| {
+            c.server.tls_cert_file = Some("/etc/cert.pem".into())
+        }),
+        ("server.tls_reload_interval_s", |c| {
+            c.server.tls_reload_interval_s = 0
+        }),
+        ("log.level", |c| c.log.level = "info,[".into()),
+        ("cluster.join_token_url", |c| {
+            c.cluster.join = Some("chatsdk-0.peers:7400".parse().unwrap());
+            c.cluster.join_token_url = Some("http://chatsdk-0.peers:8080".into());
+        }),
+        ("cluster.join_token_url", |c| {
+            c.server.admin_api_key = Some("a-long-enough-admin-key".into());
+            c.cluster.join = Some("chatsdk-0.peers:7400".parse().unwrap());
+            c.cluster.join_token_url = Some("ftp://x".into());
+        }),
+        ("cluster.advertise", |c| {
+            c.cluster.addr = "0.0.0.0:7400".parse().unwrap()
+        }),
         ("cluster.shards", |c| c.cluster.shards = 0),
         ("cluster.shards", |c| c.cluster.shards = 1025),
         ("cluster.replication", |c| c.cluster.replication = 0),

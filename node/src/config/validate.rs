@@ -37,6 +37,12 @@ impl Config {
             "must be an http:// or https:// URL",
         )?;
         ensure(
+            s.tls_cert_file.is_some() == s.tls_key_file.is_some(),
+            "server.tls_cert_file",
+            "and server.tls_key_file must be set together",
+        )?;
+        positive(s.tls_reload_interval_s, "server.tls_reload_interval_s")?;
+        ensure(
             self.quic.cert_file.is_some() == self.quic.key_file.is_some(),
             "quic.cert_file",
             "and quic.key_file must be set together",
