@@ -47,7 +47,7 @@ mod kv;
 pub mod locate;
 
 pub use chat::{
-    chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
+    chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig, MEDIA_DIR,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
     NewEmoji, NewMessage, NewPoll, NewPollOption, NewWebhook, Position, Review, RuleOutcome,
     RuleSpec, SavedMessage, SupervisionSpec, TemplateSpec, UserPresence, WebhookPatch,

@@ -22,6 +22,7 @@
 //! - [`shard`]: the stable `shard_for(app, channel)` mapping.
 //! - [`testkit`]: a key-value state machine for tests, the benchmark and the node tool.
 
+pub mod backup;
 pub mod config;
 pub mod join;
 pub mod meta;

@@ -9,7 +9,7 @@
 //! Module map: [`auth`] (keys, tokens, extractors), [`body`] (JSON bodies and queries),
 //! [`error`] (the JSON error body), [`layers`] (the tower-http stack, request ids), [`rest`] (handlers, whose
 //! responses are typed views in the caller's dialect), [`connection`] (one realtime
-//! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`].
+//! connection, any transport), [`ws`] and [`quic`] (the realtime transports), [`serve`], [`state`], [`web`] (the console and demo pages).
 
 pub mod auth;
 pub mod body;
@@ -24,6 +24,7 @@ pub mod rest;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod web;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -36,7 +37,7 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, blocks, by_message, channels, cluster, devices, emoji, enrollment,
+        admin, annotations, backup, blocks, by_message, channels, cluster, devices, emoji, enrollment,
         health, keys, lifecycle, mentions, messages, moderation, presence, receipts, search,
         supervision, templates, tokens, uploads, users, webhooks, workspaces,
     };
@@ -59,6 +60,7 @@ pub fn app(state: GatewayState) -> Router {
             "/api/realtime/subscription-token",
             post(tokens::subscription_token),
         )
+        .route("/admin/backup", get(backup::backup))
         .route("/admin/cluster", get(cluster::view))
         .route("/admin/cluster/join-token", get(cluster::join_token))
         .route("/admin/cluster/nodes/{id}", delete(cluster::remove))
@@ -387,6 +389,10 @@ pub fn app(state: GatewayState) -> Router {
         .route("/api/workspaces/{id}/channels", get(workspaces::channels))
         .route("/api/workspaces/{id}/stats", get(workspaces::stats))
         .route("/api/workspaces/{id}/invite", post(workspaces::invite))
+        .route("/console", get(web::console))
+        .route("/demo", get(web::demo))
+        .route("/demo/session", post(web::demo_session))
+        .route("/web/{file}", get(web::asset))
         .route("/connection/websocket", get(ws::upgrade))
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)

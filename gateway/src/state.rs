@@ -47,6 +47,8 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// Where invitation links point: `<this>/invite/<token>`.
     pub invite_url_base: String,
+    /// The seeded demo app in dev mode: `/demo` and `/demo/session` are served for it.
+    pub demo_app: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +76,7 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
             invite_url_base: "http://localhost:3000".into(),
+            demo_app: None,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The commands that talk to a running node over its HTTP API: `status`, `node drain`,
-//! `node remove` (the admin API, with the admin key) and `token` (a user token minted with a
-//! server key). Each returns what it prints, so tests check the same text a terminal shows.
+//! `node remove`, `backup` (the admin API, with the admin key) and `token` (a user token minted
+//! with a server key); `restore` works on a data directory, offline. Each returns what it prints, so tests check the same text a terminal shows.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
 
 use serde_json::Value;
 
@@ -34,6 +37,32 @@ pub enum CliError {
     },
     #[error("unexpected answer from the node: {0}")]
     Answer(String),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Backup {
+        path: String,
+        #[source]
+        source: chatsdk_cluster::backup::BackupError,
+    },
+}
+
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |source| CliError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn backup_error(path: &Path) -> impl Fn(chatsdk_cluster::backup::BackupError) -> CliError + '_ {
+    move |source| CliError::Backup {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl Remote {
@@ -93,6 +122,105 @@ impl Remote {
         )
         .await
     }
+}
+
+/// `chatsdk backup <file>`: downloads an online backup of the node at `remote` into `file`. The
+/// bytes go to `<file>.partial` first and become `file` only once the whole backup has been
+/// read back and checked, so `file` is never a backup cut short.
+pub async fn backup(remote: &Remote, file: &Path) -> Result<String, CliError> {
+    let key = remote.key("the admin key (--admin-key, CHATSDK_ADMIN_KEY)")?;
+    let url = format!("{}/admin/backup", remote.url.trim_end_matches('/'));
+    let http_error = |source| CliError::Http {
+        url: url.clone(),
+        source,
+    };
+    // No overall timeout: a large node takes as long as it takes; a stalled one is cut by the
+    // read timeout.
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(http_error)?;
+    let mut res = client
+        .get(&url)
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .map_err(http_error)?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let text = res.text().await.map_err(http_error)?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let field = |k: &str| {
+            value
+                .pointer(&format!("/error/{k}"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        return Err(CliError::Refused {
+            status,
+            code: field("code"),
+            message: field("message"),
+        });
+    }
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut out = tokio::fs::File::create(&partial)
+        .await
+        .map_err(file_error(&partial))?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = res.chunk().await.map_err(http_error)? {
+        out.write_all(&chunk).await.map_err(file_error(&partial))?;
+        bytes += chunk.len() as u64;
+    }
+    out.sync_all().await.map_err(file_error(&partial))?;
+    drop(out);
+    let check = partial.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&check).map_err(file_error(&check))?;
+        chatsdk_cluster::backup::inspect(f).map_err(backup_error(&check))
+    })
+    .await
+    .map_err(|e| CliError::Answer(e.to_string()))??;
+    tokio::fs::rename(&partial, file)
+        .await
+        .map_err(file_error(file))?;
+    Ok(format!(
+        "backup of node {} (cluster {}) in {}: {} bytes, {} raft groups, {} uploaded files\n",
+        summary.node_id,
+        summary.cluster_id,
+        file.display(),
+        bytes,
+        summary.totals.groups,
+        summary.totals.files
+    ))
+}
+
+/// `chatsdk restore <file> --data-dir <dir>`: checks the whole backup, then writes it into
+/// `data_dir` (new or empty); `chatsdk serve` on that directory starts the node that was backed up.
+pub async fn restore(file: &Path, data_dir: &Path) -> Result<String, CliError> {
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path).map_err(file_error(&path))?;
+        chatsdk_cluster::backup::inspect(f).map_err(backup_error(&path))
+    })
+    .await
+    .map_err(|e| CliError::Answer(e.to_string()))??;
+    let f = std::fs::File::open(file).map_err(file_error(file))?;
+    let restored = chatsdk_cluster::backup::restore(f, data_dir)
+        .await
+        .map_err(backup_error(file))?;
+    Ok(format!(
+        "restored node {} of cluster {} into {}: {} raft groups, {} uploaded files; start it with `chatsdk serve --data-dir {}`\n",
+        restored.node_id,
+        restored.cluster_id,
+        data_dir.display(),
+        restored.totals.groups,
+        restored.totals.files,
+        data_dir.display()
+    ))
 }
 
 /// `chatsdk status`: the cluster as the admin API sees it, as tables.

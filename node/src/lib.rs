@@ -95,6 +95,7 @@ pub fn gateway_config(c: &Config) -> GatewayConfig {
         drain_timeout: Duration::from_millis(c.server.drain_timeout_ms),
         cors_origins: config::host_list(&c.server.cors_origins),
         invite_url_base: c.server.frontend_url.clone(),
+        demo_app: c.server.dev.then(|| seed::DEMO_APP.to_string()),
     }
 }
 

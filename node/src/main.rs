@@ -51,6 +51,21 @@ enum Command {
         #[arg(long, env = "CHATSDK_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
     },
+    /// Saves an online, consistent backup of a running node into a file (admin key).
+    Backup {
+        /// Where to write it (written as <file>.partial, renamed once complete and checked).
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Restores a backup into a new data directory; `serve --data-dir` then starts the node.
+    Restore {
+        /// A file written by `chatsdk backup`.
+        file: PathBuf,
+        /// The data directory to create (must not exist, or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -219,6 +234,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup { file, admin } => {
+            let r = admin.remote();
+            remote(async move { cli::backup(&r, &file).await })
+        }
+        Command::Restore { file, data_dir } => {
+            remote(async move { cli::restore(&file, &data_dir).await })
+        }
         Command::Status(admin) => {
             let r = admin.remote();
             remote(async move { cli::status(&r).await })
@@ -286,6 +308,7 @@ async fn serve(c: Config) -> anyhow::Result<()> {
             dev.token, dev.channel_id
         );
         println!("  realtime: {ws}://{}/connection/websocket", node.http);
+        println!("  demo chat page (Alice, Bob and Carol): {base}/demo");
         if node.quic.is_some() {
             println!(
                 "  the QUIC endpoint's self-signed certificate: {}",
@@ -309,7 +332,7 @@ async fn serve(c: Config) -> anyhow::Result<()> {
     );
     println!("metrics: {base}/metrics");
     if c.server.admin_api_key.is_some() {
-        println!("admin API: {base}/admin (see `chatsdk status`)");
+        println!("admin API: {base}/admin (see `chatsdk status`), console: {base}/console");
     }
     if let Some(token) = node.join_token() {
         println!("join token for more nodes: {token}");

@@ -481,3 +481,177 @@ async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
     );
     assert!(!bad.0 && bad.1.contains("CHATSDK_SERVER_HTTP"), "{}", bad.1);
 }
+
+/// Uploads `bytes` as a text file into `channel` (presigned flow) and returns its download URL.
+async fn upload_text(base: &str, token: &str, channel: &str, bytes: &'static [u8]) -> String {
+    let declared: serde_json::Value = http()
+        .post(format!("{base}/api/uploads/presigned"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "channelId": channel, "filename": "notes.txt",
+            "contentType": "text/plain", "size": bytes.len()
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut put = http().put(declared["uploadUrl"].as_str().unwrap().to_string());
+    for (name, value) in declared["headers"].as_object().unwrap() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let put = put.body(bytes).send().await.unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    let key = declared["key"].as_str().unwrap();
+    let confirmed: serde_json::Value = http()
+        .post(format!(
+            "{base}/api/uploads/{}/confirm",
+            key.replace('/', "%2F")
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    confirmed["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{confirmed}"))
+        .to_string()
+}
+
+async fn message_texts(base: &str, channel: &str, token: &str) -> Vec<String> {
+    let listed: serde_json::Value = http()
+        .get(format!("{base}/api/channels/{channel}/messages?limit=50"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut texts: Vec<String> = listed["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_string))
+        .collect();
+    texts.sort();
+    texts
+}
+
+/// `chatsdk backup` takes a backup of a serving node; `chatsdk restore` writes it into a new
+/// data directory, where the node starts with what it held at the backup (messages, users,
+/// tokens, uploaded files) and nothing written after it. A cut-short file, a file that is not a
+/// backup and a non-empty target directory are refused with the reason.
+#[tokio::test]
+async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "admin-key-for-the-backup-test";
+    let env = [("CHATSDK_SERVER__ADMIN_API_KEY", admin)];
+    let mut server = Server::start_env(dir.path(), &["--dev"], &env);
+    let base = server.base();
+    server.until("join token");
+    let token = server.value_after("token for user-1:");
+    let demo = "00000000-0000-0000-0000-000000000002";
+    for text in ["before-1", "before-2", "before-3"] {
+        let sent = http()
+            .post(format!("{base}/api/channels/{demo}/messages"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 201);
+    }
+    let file_url = upload_text(&base, &token, demo, b"kept across a restore\n").await;
+
+    let work = tempfile::tempdir().unwrap();
+    let backup = work.path().join("node.backup");
+    let taken = {
+        let (base, backup) = (base.clone(), backup.clone());
+        tokio::task::spawn_blocking(move || {
+            run_cli(
+                &["backup", backup.to_str().unwrap(), "--url", &base],
+                &[("CHATSDK_ADMIN_KEY", admin)],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(taken.0, "{}", taken.1);
+    assert!(
+        taken.1.contains("backup of node 1") && taken.1.contains("1 uploaded files"),
+        "{}",
+        taken.1
+    );
+    assert!(!work.path().join("node.backup.partial").exists());
+    let after = http()
+        .post(format!("{base}/api/channels/{demo}/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "text": "after-backup" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 201);
+    let refused = run_cli(
+        &["backup", "x", "--url", &base, "--admin-key", "wrong-key-0000000"],
+        &[],
+    );
+    assert!(!refused.0 && refused.1.contains("401"), "{}", refused.1);
+    server.terminate();
+
+    // Damaged inputs and a used directory are refused, and leave nothing behind.
+    let whole = std::fs::read(&backup).unwrap();
+    let cut = work.path().join("cut.backup");
+    std::fs::write(&cut, &whole[..whole.len() - 10]).unwrap();
+    let target = work.path().join("restored");
+    let t = target.to_str().unwrap();
+    let (ok, out) = run_cli(&["restore", cut.to_str().unwrap(), "--data-dir", t], &[]);
+    assert!(!ok && out.contains("ends"), "{out}");
+    assert!(!target.exists(), "a refused backup writes nothing");
+    let (ok, out) = run_cli(&["restore", "Cargo.toml", "--data-dir", t], &[]);
+    assert!(!ok && out.contains("does not start like a chatsdk backup"), "{out}");
+    let used = dir.path().to_str().unwrap();
+    let (ok, out) = run_cli(&["restore", backup.to_str().unwrap(), "--data-dir", used], &[]);
+    assert!(!ok && out.contains("not empty"), "{out}");
+
+    let (ok, out) = run_cli(&["restore", backup.to_str().unwrap(), "--data-dir", t], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("restored node 1"), "{out}");
+
+    // The restored node is the node that was backed up: the same cluster secret (the old token
+    // works), the messages up to the backup, the uploaded file.
+    let mut restored = Server::start_env(&target, &[], &env);
+    let base = restored.base();
+    restored.until("join token");
+    let deadline = Instant::now() + WAIT;
+    let texts = loop {
+        let texts = message_texts(&base, demo, &token).await;
+        if texts.len() >= 3 || Instant::now() > deadline {
+            break texts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(texts, ["before-1", "before-2", "before-3"]);
+    let file_url = file_url.replacen(
+        &file_url[..file_url.find("/api/").unwrap_or(0)],
+        &base,
+        1,
+    );
+    let file = http().get(&file_url).send().await.unwrap();
+    assert_eq!(file.status(), 200, "{file_url}");
+    assert_eq!(&file.bytes().await.unwrap()[..], b"kept across a restore\n");
+    // It goes on taking writes.
+    let sent = http()
+        .post(format!("{base}/api/channels/{demo}/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "text": "after-restore" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    restored.terminate();
+}

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A thread of the store could not be started.
     #[error("starting storage thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A restore was asked to write into a group that already holds state, or was handed data
+    /// that is not a snapshot of ours.
+    #[error("restore of group {group}: {reason}")]
+    Restore { group: u32, reason: String },
     /// The Raft log's files failed (I/O, corruption, or the log stopped after a failure).
     #[error("raft log: {0}")]
     Wal(String),

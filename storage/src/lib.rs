@@ -40,6 +40,6 @@ mod error;
 pub use error::StoreError;
 pub use kv::{GroupReader, KeyValue, KvBatch};
 pub use log_store::LogStore;
-pub use state_machine::{Applier, ApplyContext, StateMachineStore, FLUSH_KEYS};
+pub use state_machine::{restore_snapshot, Applier, ApplyContext, StateMachineStore, FLUSH_KEYS};
 pub use store::{FlushStats, Store, StoreConfig, DATA_FORMAT};
 pub use types::{Command, GroupId, NodeId, Reply, ReplyValue, TypeConfig};

@@ -587,6 +587,50 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// Writes the state a snapshot carries (its data as [`RaftStateMachine::get_current_snapshot`]
+/// hands it out) into a store where `group` holds nothing yet, with `vote` as the group's vote:
+/// the restore of a backup. When the group starts, openraft finds the state applied up to the
+/// snapshot, an empty log behind it, and a current snapshot to send to followers.
+///
+/// Refuses a group that already has state, and values whose framing is damaged.
+pub async fn restore_snapshot(
+    store: &Store,
+    group: GroupId,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    vote: Option<openraft::Vote<NodeId>>,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let tree = store.group_tree(group, "sm")?;
+    let snap = store.group_tree(group, "snap")?;
+    if !tree.is_empty() || !snap.is_empty() {
+        return Err(StoreError::Restore {
+            group,
+            reason: "it already has state here: restore into an empty data directory".into(),
+        });
+    }
+    let body: SnapshotBody = record::decode(data)?;
+    let mut batch = sled::Batch::default();
+    for (k, v) in body.entries {
+        if k.first() != Some(&DATA_PREFIX) {
+            return Err(StoreError::Restore {
+                group,
+                reason: "a snapshot key outside the data range".into(),
+            });
+        }
+        record::unframe(&v)?;
+        batch.insert(k, v);
+    }
+    batch.insert(KEY_APPLIED, record::encode(&meta.last_log_id)?);
+    batch.insert(KEY_MEMBERSHIP, record::encode(&meta.last_membership)?);
+    tree.apply_batch(batch)?;
+    write_mark(&snap, meta)?;
+    if let Some(vote) = vote {
+        store.wal().save_vote(group, vote)?;
+        store.wal().sync().await?;
+    }
+    store.flush().await
+}
+
 fn write_mark(snap: &sled::Tree, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StoreError> {
     snap.insert(KEY_MARK, record::encode(meta)?)?;
     Ok(())

@@ -307,6 +307,9 @@ impl Inner {
     }
 }
 
+/// Where uploaded files live under the data directory (a backup carries them).
+pub const MEDIA_DIR: &str = "media";
+
 /// A node's chat service. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
@@ -324,7 +327,7 @@ impl Chat {
         let hooks =
             webhooks::HookRuntime::new(config.webhooks.clone()).map_err(ChatError::Internal)?;
         let retention_every = config.retention_every;
-        let media_dir = cluster.data_dir.join("media");
+        let media_dir = cluster.data_dir.join(MEDIA_DIR);
         let media_store = chatsdk_storage::media::MediaStore::open(&media_dir)
             .map_err(|e| ChatError::Internal(format!("{}: {e}", media_dir.display())))?;
         let search_dir = cluster.data_dir.join("search");

@@ -28,6 +28,7 @@ macro_rules! reply {
 
 pub mod admin;
 pub mod annotations;
+pub mod backup;
 pub mod blocks;
 pub mod by_message;
 pub mod channels;

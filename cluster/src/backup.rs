@@ -1,0 +1,492 @@
+//! Online backup of a node and its restore into a new data directory.
+//!
+//! A backup is taken while the node serves. Each Raft group on the node contributes its current
+//! snapshot, which openraft reads from the state machine's own task between two applies: every
+//! group is consistent at one applied log position, with the membership and vote it had then.
+//! Groups are read one after another, so two groups may be a few writes apart, exactly as two
+//! replicas on different nodes can be; each shard is whole. The node's identity (its id, cluster
+//! certificate and key) and the files the caller names (uploaded media) travel with it.
+//!
+//! Restoring writes each group's state into an empty data directory with its log behind the
+//! snapshot; the node started on that directory is the node that was backed up, at the backup's
+//! positions. A restored member of a multi-node cluster catches up from the others as after a long
+//! outage; a single node simply resumes.
+//!
+//! The file is `MAGIC`, then frames: a little-endian `u32` length followed by one framed record
+//! (version byte, CRC32, bincode 2) of an [`Item`]. A `Header` comes first and an `End` with the
+//! counts last, so a truncated file is refused rather than restored in part.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chatsdk_storage::{record, GroupId, KeyValue, NodeId, Store, StoreConfig, DATA_FORMAT};
+use openraft::storage::SnapshotMeta;
+use openraft::{BasicNode, Vote};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::node::ClusterNode;
+
+/// The first bytes of every backup file.
+pub const MAGIC: &[u8; 15] = b"chatsdk-backup\n";
+/// The layout of the items below; a later build reads older ones or says why not.
+const BACKUP_FORMAT: u32 = 1;
+/// Files are sent in pieces of this size.
+const CHUNK: usize = 1 << 20;
+/// How long a group may take to build its first snapshot for a backup.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+/// Non-group trees a node keeps (identity, join state).
+const TREES: &[&str] = &["identity"];
+
+/// Why a backup or a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("storage: {0}")]
+    Store(#[from] chatsdk_storage::StoreError),
+    #[error("not a usable backup: {0}")]
+    Format(String),
+    #[error("group {group}: {reason}")]
+    Group { group: GroupId, reason: String },
+    #[error("{0} is not empty: restore into a new data directory")]
+    NotEmpty(PathBuf),
+    #[error("the receiver of the backup went away")]
+    Closed,
+}
+
+/// What a backup is made of.
+#[derive(Serialize, Deserialize)]
+enum Item {
+    Header(Header),
+    /// A node-level sled tree, whole.
+    Tree { name: String, entries: Vec<KeyValue> },
+    /// One Raft group: its snapshot's metadata and data, and its vote.
+    Group {
+        group: GroupId,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        vote: Option<Vote<NodeId>>,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A file under the data directory; its bytes follow as `Chunk`s.
+    File { path: String, len: u64 },
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    End(Totals),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Header {
+    backup_format: u32,
+    data_format: u32,
+    node_id: NodeId,
+    cluster_id: String,
+    created_ms: u64,
+    version: String,
+}
+
+/// What a backup holds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub groups: u32,
+    pub files: u32,
+    pub file_bytes: u64,
+}
+
+/// What a restore wrote.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub created_ms: u64,
+    pub totals: Totals,
+}
+
+fn frame(item: &Item) -> Result<Vec<u8>, BackupError> {
+    let body = record::encode(item)?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| BackupError::Format(format!("an item of {} bytes", body.len())))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Sends the backup's bytes, one frame at a time, into a bounded queue.
+struct Sink {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Sink {
+    async fn send(&self, item: &Item) -> Result<(), BackupError> {
+        let bytes = frame(item)?;
+        self.tx.send(bytes).await.map_err(|_| BackupError::Closed)
+    }
+}
+
+impl ClusterNode {
+    /// Streams a backup of this node into `tx` (see the module docs), with the files under
+    /// each of `dirs` (paths relative to the data directory; directories named `tmp` are
+    /// skipped: they hold files still being written).
+    pub async fn backup(
+        &self,
+        dirs: &[&str],
+        tx: mpsc::Sender<Vec<u8>>,
+    ) -> Result<Totals, BackupError> {
+        let sink = Sink { tx };
+        sink.tx
+            .send(MAGIC.to_vec())
+            .await
+            .map_err(|_| BackupError::Closed)?;
+        let header = Header {
+            backup_format: BACKUP_FORMAT,
+            data_format: DATA_FORMAT,
+            node_id: self.id(),
+            cluster_id: self.cluster_id().to_string(),
+            created_ms: now_ms(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        sink.send(&Item::Header(header)).await?;
+        let store = &self.inner.store;
+        for name in TREES {
+            let entries = store
+                .tree(name)?
+                .iter()
+                .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(chatsdk_storage::StoreError::from)?;
+            sink.send(&Item::Tree {
+                name: (*name).to_string(),
+                entries,
+            })
+            .await?;
+        }
+        let mut totals = Totals::default();
+        for group in self.local_groups() {
+            let Some(handle) = self.inner.group(group) else {
+                continue; // moved away meanwhile
+            };
+            let (meta, data) = group_snapshot(group, &handle.raft).await?;
+            let vote = Some(handle.raft.metrics().borrow().vote);
+            sink.send(&Item::Group {
+                group,
+                meta,
+                vote,
+                data,
+            })
+            .await?;
+            totals.groups += 1;
+        }
+        let root = self.inner.config.data_dir.clone();
+        for dir in dirs {
+            for path in files_under(&root.join(dir))? {
+                let Ok(rel) = path.strip_prefix(&root) else {
+                    continue;
+                };
+                let rel = rel.to_string_lossy().into_owned();
+                let Some(sent) = send_file(&sink, &path, rel).await? else {
+                    continue; // deleted meanwhile
+                };
+                totals.files += 1;
+                totals.file_bytes += sent;
+            }
+        }
+        sink.send(&Item::End(totals.clone())).await?;
+        Ok(totals)
+    }
+}
+
+/// The group's current snapshot, building its first one when it never had one.
+async fn group_snapshot(
+    group: GroupId,
+    raft: &openraft::Raft<chatsdk_storage::TypeConfig>,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>), BackupError> {
+    let fail = |reason: String| BackupError::Group { group, reason };
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    let mut triggered = false;
+    loop {
+        match raft.get_snapshot().await {
+            Ok(Some(s)) => return Ok((s.meta, s.snapshot.into_inner())),
+            Ok(None) if Instant::now() < deadline => {
+                if !triggered {
+                    raft.trigger()
+                        .snapshot()
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                    triggered = true;
+                }
+                let mut metrics = raft.metrics();
+                let wait = deadline.saturating_duration_since(Instant::now());
+                // The snapshot is built off openraft's task; its metrics say when it exists.
+                let _ = tokio::time::timeout(
+                    wait,
+                    metrics.wait_for(|m| m.snapshot.is_some()),
+                )
+                .await;
+            }
+            Ok(None) => return Err(fail("no snapshot could be built in time".into())),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+}
+
+async fn send_file(sink: &Sink, path: &Path, rel: String) -> Result<Option<u64>, BackupError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    sink.send(&Item::File { path: rel, len }).await?;
+    // Media files are immutable once in place: `len` bytes is the whole file.
+    let mut left = len;
+    while left > 0 {
+        let mut buf = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+        let (read, buf) = tokio::task::spawn_blocking(move || {
+            let read = file.read_exact(&mut buf);
+            (read.map(|()| file), buf)
+        })
+        .await
+        .map_err(|e| BackupError::Io(io::Error::other(e)))?;
+        file = read?;
+        left -= buf.len() as u64;
+        sink.send(&Item::Chunk(buf)).await?;
+    }
+    Ok(Some(len))
+}
+
+/// Regular files under `dir` (recursively), skipping directories named `tmp`.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if entry.file_name() != "tmp" {
+                    todo.push(entry.path());
+                }
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads frames of a backup.
+struct Frames<R> {
+    input: R,
+}
+
+impl<R: Read> Frames<R> {
+    fn next(&mut self) -> Result<Item, BackupError> {
+        let mut len = [0u8; 4];
+        self.input
+            .read_exact(&mut len)
+            .map_err(|e| truncated(e, "an item's length"))?;
+        let len = u64::from(u32::from_le_bytes(len));
+        // Grows with what arrives: a damaged length cannot make us allocate gigabytes.
+        let mut body = Vec::new();
+        (&mut self.input).take(len).read_to_end(&mut body)?;
+        if body.len() as u64 != len {
+            return Err(BackupError::Format("the file ends inside an item".into()));
+        }
+        Ok(record::decode(&body)?)
+    }
+}
+
+fn truncated(e: io::Error, what: &str) -> BackupError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        BackupError::Format(format!("the file ends before {what}: is it complete?"))
+    } else {
+        BackupError::Io(e)
+    }
+}
+
+/// What [`inspect`] read off a backup.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub created_ms: u64,
+    pub version: String,
+    pub totals: Totals,
+}
+
+/// Reads a whole backup without writing anything: every item's checksum, the file sizes and the
+/// closing counts. `chatsdk backup` runs it on what it received before keeping the file.
+pub fn inspect(input: impl Read) -> Result<Summary, BackupError> {
+    let (header, mut frames) = open(input)?;
+    let mut totals = Totals::default();
+    let mut left = 0u64;
+    loop {
+        let item = frames.next()?;
+        if !matches!(item, Item::Chunk(_)) && left != 0 {
+            return Err(BackupError::Format("a file is missing its end".into()));
+        }
+        match item {
+            Item::Header(_) => return Err(BackupError::Format("a second header".into())),
+            Item::Tree { .. } => {}
+            Item::Group { .. } => totals.groups += 1,
+            Item::File { len, .. } => {
+                totals.files += 1;
+                totals.file_bytes += len;
+                left = len;
+            }
+            Item::Chunk(bytes) => {
+                left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
+                    BackupError::Format("a file holds more bytes than announced".into())
+                })?;
+            }
+            Item::End(expected) if expected == totals => break,
+            Item::End(expected) => {
+                return Err(BackupError::Format(format!(
+                    "it announces {expected:?} but holds {totals:?}"
+                )))
+            }
+        }
+    }
+    Ok(Summary {
+        node_id: header.node_id,
+        cluster_id: header.cluster_id,
+        created_ms: header.created_ms,
+        version: header.version,
+        totals,
+    })
+}
+
+/// Checks the magic and the header of a backup and returns its frames after the header.
+fn open<R: Read>(input: R) -> Result<(Header, Frames<io::BufReader<R>>), BackupError> {
+    let mut input = io::BufReader::new(input);
+    let mut magic = [0u8; MAGIC.len()];
+    input
+        .read_exact(&mut magic)
+        .map_err(|e| truncated(e, "its header"))?;
+    if &magic != MAGIC {
+        return Err(BackupError::Format(
+            "it does not start like a chatsdk backup".into(),
+        ));
+    }
+    let mut frames = Frames { input };
+    let Item::Header(header) = frames.next()? else {
+        return Err(BackupError::Format("the header is missing".into()));
+    };
+    if header.backup_format != BACKUP_FORMAT || header.data_format != DATA_FORMAT {
+        return Err(BackupError::Format(format!(
+            "written by chatsdk {} (backup format {}, data format {}); this build reads backup format {BACKUP_FORMAT}, data format {DATA_FORMAT}",
+            header.version, header.backup_format, header.data_format
+        )));
+    }
+    Ok((header, frames))
+}
+
+/// Restores a backup into `data_dir`, which must not exist or be empty. Nothing is left behind
+/// on failure except what was written into `data_dir` (remove it and try again).
+pub async fn restore(input: impl Read, data_dir: &Path) -> Result<Restored, BackupError> {
+    if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
+    }
+    let (header, mut frames) = open(input)?;
+    std::fs::create_dir_all(data_dir)?;
+    let store = Store::open(&StoreConfig::new(data_dir))?;
+    let mut totals = Totals::default();
+    let mut file: Option<(std::fs::File, u64)> = None;
+    loop {
+        let item = frames.next()?;
+        if !matches!(item, Item::Chunk(_)) {
+            if let Some((f, left)) = file.take() {
+                if left != 0 {
+                    return Err(BackupError::Format("a file is missing its end".into()));
+                }
+                f.sync_all()?;
+            }
+        }
+        match item {
+            Item::Header(_) => return Err(BackupError::Format("a second header".into())),
+            Item::Tree { name, entries } => {
+                if !TREES.contains(&name.as_str()) {
+                    return Err(BackupError::Format(format!("an unknown tree {name}")));
+                }
+                let tree = store.tree(&name)?;
+                let mut batch = sled::Batch::default();
+                for (k, v) in entries {
+                    batch.insert(k, v);
+                }
+                tree.apply_batch(batch)
+                    .map_err(chatsdk_storage::StoreError::from)?;
+            }
+            Item::Group {
+                group,
+                meta,
+                vote,
+                data,
+            } => {
+                chatsdk_storage::restore_snapshot(&store, group, &meta, vote, &data).await?;
+                totals.groups += 1;
+            }
+            Item::File { path, len } => {
+                let target = safe_join(data_dir, &path)?;
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                file = Some((std::fs::File::create(&target)?, len));
+                totals.files += 1;
+                totals.file_bytes += len;
+            }
+            Item::Chunk(bytes) => {
+                let Some((f, left)) = file.as_mut() else {
+                    return Err(BackupError::Format("file data outside a file".into()));
+                };
+                *left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
+                    BackupError::Format("a file holds more bytes than announced".into())
+                })?;
+                f.write_all(&bytes)?;
+            }
+            Item::End(expected) => {
+                if expected != totals {
+                    return Err(BackupError::Format(format!(
+                        "it announces {expected:?} but holds {totals:?}"
+                    )));
+                }
+                break;
+            }
+        }
+    }
+    store.flush().await?;
+    Ok(Restored {
+        node_id: header.node_id,
+        cluster_id: header.cluster_id,
+        created_ms: header.created_ms,
+        totals,
+    })
+}
+
+/// `root/rel` for a relative path of plain names (no `..`, no absolute path).
+fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, BackupError> {
+    let rel = Path::new(rel);
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || rel.as_os_str().is_empty() {
+        return Err(BackupError::Format(format!(
+            "a file path outside the data directory: {}",
+            rel.display()
+        )));
+    }
+    Ok(root.join(rel))
+}

@@ -1,0 +1,160 @@
+//! The pages a person opens in a browser: the operator console (`/console`, driven by the admin
+//! API with the admin key the operator types in) and, in `--dev`, the demo chat page (`/demo`).
+//!
+//! The pages and their scripts are compiled into the binary from `gateway/web/` and load nothing
+//! from elsewhere (the machines that run us are often offline), so what a browser shows is what
+//! this build serves. The demo page logs in through `POST /demo/session`, which mints tokens for a
+//! user of the seeded demo app; it exists only in dev mode, as the page does.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::body::Typed;
+use crate::error::{ApiResult, AppError};
+use crate::rest::json;
+use crate::state::GatewayState;
+
+/// A file of `gateway/web/`.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../web/style.css"),
+    },
+    Asset {
+        name: "realtime.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/realtime.js"),
+    },
+    Asset {
+        name: "demo.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/demo.js"),
+    },
+    Asset {
+        name: "console.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/console.js"),
+    },
+];
+
+const DEMO_HTML: &str = include_str!("../web/demo.html");
+const CONSOLE_HTML: &str = include_str!("../web/console.html");
+
+/// Pages and scripts change with the binary; a browser revalidates them after a minute.
+const CACHE: &str = "public, max-age=60";
+
+/// Nothing on these pages comes from another origin, and nothing may frame them.
+const POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; \
+     style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn page(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, CACHE),
+            (header::CONTENT_SECURITY_POLICY, POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The demo app's id when the demo page is served (dev mode), else a 404.
+fn demo_app(state: &GatewayState) -> Result<&str, AppError> {
+    state
+        .config
+        .demo_app
+        .as_deref()
+        .ok_or_else(|| AppError::not_found("The demo page is served in dev mode only (--dev)"))
+}
+
+/// `GET /console`.
+pub async fn console() -> Response {
+    page(CONSOLE_HTML)
+}
+
+/// `GET /demo`.
+pub async fn demo(State(state): State<GatewayState>) -> ApiResult<Response> {
+    demo_app(&state)?;
+    Ok(page(DEMO_HTML))
+}
+
+/// `GET /web/{file}`.
+pub async fn asset(Path(file): Path<String>) -> ApiResult<Response> {
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == file)
+        .ok_or_else(|| AppError::not_found(format!("No such file: {file}")))?;
+    let mut response = asset.body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoLogin {
+    #[serde(alias = "user_id")]
+    user_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DemoSession<'a> {
+    app_id: &'a str,
+    user: DemoUser<'a>,
+    token: &'a str,
+    ws_token: &'a str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct DemoUser<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+/// `POST /demo/session`: tokens for an existing user of the demo app (dev mode only).
+pub async fn demo_session(
+    State(state): State<GatewayState>,
+    Typed(body): Typed<DemoLogin>,
+) -> ApiResult<Response> {
+    let app = demo_app(&state)?;
+    let user = state
+        .chat
+        .user(app, &body.user_id)?
+        .ok_or_else(|| AppError::not_found(format!("No demo user {}", body.user_id)))?;
+    state.chat.check_not_banned(app, &user.id)?;
+    let bundle = state.tokens.bundle(app, &user.id, None);
+    Ok(json(
+        StatusCode::OK,
+        &DemoSession {
+            app_id: app,
+            user: DemoUser {
+                id: &user.id,
+                name: &user.name,
+            },
+            token: &bundle.token,
+            ws_token: &bundle.ws_token,
+            expires_in: bundle.expires_in,
+        },
+    ))
+}

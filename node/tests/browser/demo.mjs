@@ -1,0 +1,111 @@
+// The demo chat page in two browser pages, Alice and Bob, on one dev node: each sees what the
+// other sends in realtime; Bob goes offline while Alice sends two messages and reconnects: his
+// page recovers exactly those, once each; Bob reconnects again while Alice sends: every message
+// is shown once. No page logs an error or loads anything from another origin.
+// Usage: node demo.mjs <base url>. Prints one JSON line with what the pages showed.
+import { launch, openPage, visit, until, check, fail } from './common.mjs';
+
+const [base] = process.argv.slice(2);
+const browser = await launch();
+
+// What a page shows: every message with its text, how it arrived and how often realtime
+// delivered it.
+const shown = (page) =>
+  page.$$eval('[data-testid="message"]', (items) =>
+    items.map((li) => ({
+      text: li.querySelector('.text').textContent,
+      author: li.querySelector('.author').textContent,
+      via: li.dataset.via,
+      deliveries: Number(li.dataset.deliveries),
+    })),
+  );
+
+async function signIn(name, n) {
+  const page = await openPage(browser, base, name);
+  await visit(page, base, '/demo');
+  await page.click(`[data-testid="login-user-${n}"]`);
+  await until(page, `${name} signed in with the demo channel open and subscribed`, () => {
+    const state = document.querySelector('[data-testid="conn-state"]').dataset.state;
+    const list = document.querySelector('[data-testid="messages"]');
+    return (
+      state === 'connected' &&
+      list.dataset.subscribed === 'yes' &&
+      document.querySelector('[data-testid="channel-name"]').textContent === 'Demo' &&
+      !document.querySelector('[data-testid="message-input"]').disabled
+    );
+  });
+  const me = await page.textContent('[data-testid="me"]');
+  return { page, me };
+}
+
+async function send(page, text) {
+  await page.fill('[data-testid="message-input"]', text);
+  await page.click('[data-testid="send"]');
+  await until(page, `the sender shows ${JSON.stringify(text)}`, (t) =>
+    [...document.querySelectorAll('[data-testid="message"] .text')].some((e) => e.textContent === t), text);
+}
+
+const hasMessage = (page, text, what, via) =>
+  until(page, what, ([t, v]) =>
+    [...document.querySelectorAll('[data-testid="message"]')].some(
+      (li) => li.querySelector('.text').textContent === t && (!v || li.dataset.via === v),
+    ), [text, via]);
+
+try {
+  const alice = await signIn('alice', '1');
+  const bob = await signIn('bob', '2');
+
+  // Live, both ways.
+  await send(alice.page, 'Hello Bob <b>not bold</b>');
+  await hasMessage(bob.page, 'Hello Bob <b>not bold</b>', 'Bob sees Alice\'s message live', 'live');
+  await send(bob.page, 'Hi Alice');
+  await hasMessage(alice.page, 'Hi Alice', 'Alice sees Bob\'s message live', 'live');
+
+  // Bob goes offline; Alice sends two; Bob reconnects and recovers them.
+  await bob.page.click('[data-testid="disconnect"]');
+  await until(bob.page, 'Bob is offline', () =>
+    document.querySelector('[data-testid="conn-state"]').dataset.state === 'disconnected');
+  await send(alice.page, 'missed 1');
+  await send(alice.page, 'missed 2');
+  await bob.page.click('[data-testid="reconnect"]');
+  await until(bob.page, 'Bob\'s page reports recovering the two missed messages', () => {
+    const box = document.querySelector('[data-testid="recovery"]');
+    return !box.classList.contains('hidden') && box.dataset.recovered !== undefined;
+  });
+  const recovery = {
+    text: await bob.page.textContent('[data-testid="recovery"]'),
+    count: await bob.page.getAttribute('[data-testid="recovery"]', 'data-recovered'),
+  };
+  await hasMessage(bob.page, 'missed 2', 'Bob shows the second missed message', 'recovered');
+  const afterRecovery = await shown(bob.page);
+
+  // Bob reconnects while Alice sends: whether they come live or recovered, each shows once.
+  await bob.page.click('[data-testid="reconnect"]');
+  await send(alice.page, 'during reconnect 1');
+  await send(alice.page, 'during reconnect 2');
+  await until(bob.page, 'Bob is subscribed again', () =>
+    document.querySelector('[data-testid="messages"]').dataset.subscribed === 'yes');
+  await hasMessage(bob.page, 'during reconnect 2', 'Bob shows the messages sent while he reconnected');
+  await hasMessage(bob.page, 'during reconnect 1', 'Bob shows the messages sent while he reconnected');
+  // A message Alice sends now still reaches Bob live.
+  await send(alice.page, 'after reconnect');
+  await hasMessage(bob.page, 'after reconnect', 'Bob sees live messages after reconnecting', 'live');
+  await hasMessage(alice.page, 'after reconnect', 'Alice shows her own message');
+
+  const result = {
+    alice: alice.me,
+    bob: bob.me,
+    recovery,
+    afterRecovery,
+    bobFinal: await shown(bob.page),
+    aliceFinal: await shown(alice.page),
+    bobConnState: await bob.page.getAttribute('[data-testid="conn-state"]', 'data-state'),
+  };
+  check(browser.problems);
+  console.log(JSON.stringify(result));
+} catch (e) {
+  fail(e.stack || String(e));
+} finally {
+  await browser.close();
+}
+process.exit(0);
