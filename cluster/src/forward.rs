@@ -56,6 +56,11 @@ impl Forwarder {
         Forwarder { tx }
     }
 
+    /// Proposals waiting in the queue (not yet sent to the peer).
+    pub(crate) fn queued(&self) -> usize {
+        FORWARD_QUEUE - self.tx.capacity()
+    }
+
     /// Forwards one proposal and waits for its result.
     pub(crate) async fn propose(&self, group: GroupId, command: Vec<u8>) -> Forwarded {
         let (reply, rx) = oneshot::channel();

@@ -355,6 +355,27 @@ impl ClusterNode {
         &self.inner.stats
     }
 
+    /// How full the node's bounded queues are now (see [`crate::stats::QueueDepths`]).
+    pub fn queue_depths(&self) -> crate::stats::QueueDepths {
+        let forwards_queued = self
+            .inner
+            .forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(crate::forward::Forwarder::queued)
+            .sum();
+        crate::stats::QueueDepths {
+            proposals_in_flight: MAX_PROPOSALS_IN_FLIGHT
+                - self.inner.proposal_slots.available_permits(),
+            proposals_limit: MAX_PROPOSALS_IN_FLIGHT,
+            peer_messages_in_progress: MAX_ONE_WAY_IN_PROGRESS
+                - self.inner.message_slots.available_permits(),
+            peer_messages_limit: MAX_ONE_WAY_IN_PROGRESS,
+            forwards_queued,
+        }
+    }
+
     /// Where the local replicas stand, summed by group kind (the directory, data shards).
     pub fn raft_summary(&self) -> Vec<crate::stats::KindSummary> {
         crate::stats::summarize(&self.group_reports())

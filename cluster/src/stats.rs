@@ -158,3 +158,17 @@ pub fn summarize(reports: &[GroupReport]) -> Vec<KindSummary> {
         })
         .collect()
 }
+
+/// How full the node's bounded queues are at one moment: a queue that stays near its limit is
+/// where the node is saturated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Proposals this node originated that wait for their commit.
+    pub proposals_in_flight: usize,
+    pub proposals_limit: usize,
+    /// One-way messages from peers (deliveries, hand-offs) being handled.
+    pub peer_messages_in_progress: usize,
+    pub peer_messages_limit: usize,
+    /// Proposals waiting to be forwarded to the leaders on other nodes, over every peer.
+    pub forwards_queued: usize,
+}
