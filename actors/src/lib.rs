@@ -47,11 +47,11 @@ mod kv;
 pub mod locate;
 
 pub use chat::{
-    chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig, MEDIA_DIR,
+    chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
     NewEmoji, NewMessage, NewPoll, NewPollOption, NewWebhook, Position, Review, RuleOutcome,
     RuleSpec, SavedMessage, SupervisionSpec, TemplateSpec, UserPresence, WebhookPatch,
-    WorkspaceSpec, WorkspaceStats,
+    WorkspaceSpec, WorkspaceStats, MEDIA_DIR,
 };
 pub use error::ChatError;
 

@@ -61,7 +61,10 @@ pub enum BackupError {
 enum Item {
     Header(Header),
     /// A node-level sled tree, whole.
-    Tree { name: String, entries: Vec<KeyValue> },
+    Tree {
+        name: String,
+        entries: Vec<KeyValue>,
+    },
     /// One Raft group: its snapshot's metadata and data, and its vote.
     Group {
         group: GroupId,
@@ -71,7 +74,10 @@ enum Item {
         data: Vec<u8>,
     },
     /// A file under the data directory; its bytes follow as `Chunk`s.
-    File { path: String, len: u64 },
+    File {
+        path: String,
+        len: u64,
+    },
     Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
     End(Totals),
 }
@@ -219,11 +225,8 @@ async fn group_snapshot(
                 let mut metrics = raft.metrics();
                 let wait = deadline.saturating_duration_since(Instant::now());
                 // The snapshot is built off openraft's task; its metrics say when it exists.
-                let _ = tokio::time::timeout(
-                    wait,
-                    metrics.wait_for(|m| m.snapshot.is_some()),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(wait, metrics.wait_for(|m| m.snapshot.is_some())).await;
             }
             Ok(None) => return Err(fail("no snapshot could be built in time".into())),
             Err(e) => return Err(fail(e.to_string())),

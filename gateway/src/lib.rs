@@ -18,6 +18,7 @@ pub mod connection;
 pub mod error;
 pub mod layers;
 pub mod metrics;
+pub mod openapi;
 mod pipeline;
 pub mod quic;
 pub mod rest;
@@ -37,9 +38,9 @@ pub use state::{GatewayConfig, GatewayState};
 /// The router of every HTTP surface.
 pub fn app(state: GatewayState) -> Router {
     use rest::{
-        admin, annotations, backup, blocks, by_message, channels, cluster, devices, emoji, enrollment,
-        health, keys, lifecycle, mentions, messages, moderation, presence, receipts, search,
-        supervision, templates, tokens, uploads, users, webhooks, workspaces,
+        admin, annotations, backup, blocks, by_message, channels, cluster, devices, emoji,
+        enrollment, health, keys, lifecycle, mentions, messages, moderation, presence, receipts,
+        search, supervision, templates, tokens, uploads, users, webhooks, workspaces,
     };
     let body_limit = state.config.body_limit;
     let cors_origins = state.config.cors_origins.clone();
@@ -389,6 +390,8 @@ pub fn app(state: GatewayState) -> Router {
         .route("/api/workspaces/{id}/channels", get(workspaces::channels))
         .route("/api/workspaces/{id}/stats", get(workspaces::stats))
         .route("/api/workspaces/{id}/invite", post(workspaces::invite))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route("/api/docs", get(web::api_docs))
         .route("/console", get(web::console))
         .route("/demo", get(web::demo))
         .route("/demo/session", post(web::demo_session))

@@ -296,33 +296,35 @@ impl Collector for Scraped {
             )?)?;
         }
         let q = self.chat.cluster().queue_depths();
-        let mut family = encoder.encode_descriptor(
+        {
+            let mut family = encoder.encode_descriptor(
             "chatsdk_queue_depth",
             "Items in the node's bounded queues now, by queue (proposals: own writes awaiting commit; peer_messages: messages from peers being handled; forwards: writes waiting to be forwarded to a leader elsewhere)",
             None,
             MetricType::Gauge,
         )?;
-        for (queue, depth) in [
-            ("proposals", q.proposals_in_flight),
-            ("peer_messages", q.peer_messages_in_progress),
-            ("forwards", q.forwards_queued),
-        ] {
-            ConstGauge::new(depth as i64).encode(family.encode_family(&[("queue", queue)])?)?;
+            for (queue, depth) in [
+                ("proposals", q.proposals_in_flight),
+                ("peer_messages", q.peer_messages_in_progress),
+                ("forwards", q.forwards_queued),
+            ] {
+                ConstGauge::new(depth as i64).encode(family.encode_family(&[("queue", queue)])?)?;
+            }
         }
-        drop(family);
-        let mut family = encoder.encode_descriptor(
-            "chatsdk_queue_limit",
-            "Capacity of each bounded queue (writes wait for a slot beyond it)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (queue, limit) in [
-            ("proposals", q.proposals_limit),
-            ("peer_messages", q.peer_messages_limit),
-        ] {
-            ConstGauge::new(limit as i64).encode(family.encode_family(&[("queue", queue)])?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "chatsdk_queue_limit",
+                "Capacity of each bounded queue (writes wait for a slot beyond it)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (queue, limit) in [
+                ("proposals", q.proposals_limit),
+                ("peer_messages", q.peer_messages_limit),
+            ] {
+                ConstGauge::new(limit as i64).encode(family.encode_family(&[("queue", queue)])?)?;
+            }
         }
-        drop(family);
         let kinds = self.chat.cluster().raft_summary();
         type Pick = fn(&chatsdk_cluster::stats::KindSummary) -> u64;
         let per_kind: [(&str, &str, Pick); 4] = [

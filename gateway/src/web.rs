@@ -1,5 +1,6 @@
 //! The pages a person opens in a browser: the operator console (`/console`, driven by the admin
-//! API with the admin key the operator types in) and, in `--dev`, the demo chat page (`/demo`).
+//! API with the admin key the operator types in), the API reference (`/api/docs`, rendered from
+//! `/api/openapi.json`) and, in `--dev`, the demo chat page (`/demo`).
 //!
 //! The pages and their scripts are compiled into the binary from `gateway/web/` and load nothing
 //! from elsewhere (the machines that run us are often offline), so what a browser shows is what
@@ -40,6 +41,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../web/demo.js"),
     },
     Asset {
+        name: "apidocs.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../web/apidocs.css"),
+    },
+    Asset {
+        name: "apidocs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/apidocs.js"),
+    },
+    Asset {
         name: "console.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/console.js"),
@@ -47,13 +58,15 @@ const ASSETS: &[Asset] = &[
 ];
 
 const DEMO_HTML: &str = include_str!("../web/demo.html");
+const API_DOCS_HTML: &str = include_str!("../web/apidocs.html");
 const CONSOLE_HTML: &str = include_str!("../web/console.html");
 
 /// Pages and scripts change with the binary; a browser revalidates them after a minute.
 const CACHE: &str = "public, max-age=60";
 
 /// Nothing on these pages comes from another origin, and nothing may frame them.
-const POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; \
+const POLICY: &str =
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; \
      style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn page(body: &'static str) -> Response {
@@ -83,6 +96,11 @@ pub async fn console() -> Response {
     page(CONSOLE_HTML)
 }
 
+/// `GET /api/docs`: the OpenAPI document (`/api/openapi.json`) as a page.
+pub async fn api_docs() -> Response {
+    page(API_DOCS_HTML)
+}
+
 /// `GET /demo`.
 pub async fn demo(State(state): State<GatewayState>) -> ApiResult<Response> {
     demo_app(&state)?;
@@ -109,7 +127,7 @@ pub async fn asset(Path(file): Path<String>) -> ApiResult<Response> {
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemoLogin {
     #[serde(alias = "user_id")]

@@ -597,7 +597,14 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
         .unwrap();
     assert_eq!(after.status(), 201);
     let refused = run_cli(
-        &["backup", "x", "--url", &base, "--admin-key", "wrong-key-0000000"],
+        &[
+            "backup",
+            "x",
+            "--url",
+            &base,
+            "--admin-key",
+            "wrong-key-0000000",
+        ],
         &[],
     );
     assert!(!refused.0 && refused.1.contains("401"), "{}", refused.1);
@@ -613,9 +620,15 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
     assert!(!ok && out.contains("ends"), "{out}");
     assert!(!target.exists(), "a refused backup writes nothing");
     let (ok, out) = run_cli(&["restore", "Cargo.toml", "--data-dir", t], &[]);
-    assert!(!ok && out.contains("does not start like a chatsdk backup"), "{out}");
+    assert!(
+        !ok && out.contains("does not start like a chatsdk backup"),
+        "{out}"
+    );
     let used = dir.path().to_str().unwrap();
-    let (ok, out) = run_cli(&["restore", backup.to_str().unwrap(), "--data-dir", used], &[]);
+    let (ok, out) = run_cli(
+        &["restore", backup.to_str().unwrap(), "--data-dir", used],
+        &[],
+    );
     assert!(!ok && out.contains("not empty"), "{out}");
 
     let (ok, out) = run_cli(&["restore", backup.to_str().unwrap(), "--data-dir", t], &[]);
@@ -636,11 +649,7 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(texts, ["before-1", "before-2", "before-3"]);
-    let file_url = file_url.replacen(
-        &file_url[..file_url.find("/api/").unwrap_or(0)],
-        &base,
-        1,
-    );
+    let file_url = file_url.replacen(&file_url[..file_url.find("/api/").unwrap_or(0)], &base, 1);
     let file = http().get(&file_url).send().await.unwrap();
     assert_eq!(file.status(), 200, "{file_url}");
     assert_eq!(&file.bytes().await.unwrap()[..], b"kept across a restore\n");

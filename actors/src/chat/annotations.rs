@@ -12,7 +12,7 @@ const POLL_OPTIONS: std::ops::RangeInclusive<usize> = 2..=10;
 const MAX_SAVED_PAGE: usize = 100;
 
 /// A new poll, as the Client API spells it (the Server API's snake_case names are accepted).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewPoll {
     pub question: String,
@@ -27,7 +27,7 @@ pub struct NewPoll {
 }
 
 /// One option of a new poll: its id is the client's (unique within the poll).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewPollOption {
     pub id: String,
     pub text: String,

@@ -229,7 +229,7 @@ pub struct Sent {
 
 /// A new message, as the Client API and the `message.send` RPC spell it (the Server API's
 /// snake_case names are accepted too).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewMessage {
     pub text: String,

@@ -19,7 +19,7 @@ use crate::error::ApiResult;
 use crate::state::GatewayState;
 
 /// `POST …/reactions`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactBody {
     #[serde(default, alias = "user_id")]
@@ -30,7 +30,7 @@ pub struct ReactBody {
 }
 
 /// `POST …/polls`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PollBody {
     #[serde(default, alias = "user_id")]
@@ -42,7 +42,7 @@ pub struct PollBody {
 }
 
 /// `POST /api/polls/:id/vote`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VoteBody {
     #[serde(default, alias = "user_id")]

@@ -15,7 +15,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// `POST /api/users/:id/blocks`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockBody {
     #[serde(alias = "blocked_user_id")]

@@ -648,7 +648,7 @@ pub async fn typing(
 }
 
 /// The body of `POST /api/channels/:id/read` and `…/receipts`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadBody {
     #[serde(default, alias = "user_id")]

@@ -16,7 +16,7 @@ use crate::error::ApiResult;
 use crate::state::GatewayState;
 
 /// `POST /api/devices`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceBody {
     token: String,
@@ -30,7 +30,7 @@ pub struct DeviceBody {
 }
 
 /// `POST /api/webpush/subscribe`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeBody {
     endpoint: String,
@@ -41,14 +41,14 @@ pub struct SubscribeBody {
     user_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PushKeys {
     p256dh: String,
     auth: String,
 }
 
 /// `POST /api/webpush/unsubscribe`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UnsubscribeBody {
     endpoint: String,

@@ -36,7 +36,7 @@ fn form_error(e: axum::extract::multipart::MultipartError) -> AppError {
 }
 
 /// `POST /api/emoji/:id/use`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UseBody {
     #[serde(default, alias = "user_id")]

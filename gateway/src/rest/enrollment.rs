@@ -17,7 +17,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// A rule's fields, in either API's spelling.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleBody {
     #[serde(default)]
@@ -59,7 +59,7 @@ impl RuleBody {
 }
 
 /// `POST /api/enrollment/execute`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteBody {
     #[serde(alias = "user_id")]

@@ -15,7 +15,7 @@ use crate::error::ApiResult;
 use crate::state::GatewayState;
 
 /// `POST /api/channels/:id/legal-hold` and `/api/users/:id/legal-hold`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HoldBody {
     reason: String,

@@ -13,7 +13,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// `POST /api/mentions/read`: the mentions of these messages, or every mention.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkBody {
     #[serde(default, alias = "user_id")]

@@ -13,7 +13,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// The body of a send: the message, and for a server key the user it is sent as.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendBody {
     #[serde(default, alias = "user_id")]
@@ -23,7 +23,7 @@ pub struct SendBody {
 }
 
 /// `POST /api/messages` (Server API): a send that names its channel.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSendBody {
     #[serde(alias = "channel_id")]
@@ -33,7 +33,7 @@ pub struct ServerSendBody {
 }
 
 /// The body of an edit.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EditBody {
     #[serde(default, alias = "user_id")]

@@ -25,7 +25,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// `POST /api/moderation/:messageId/report` and `POST /api/messages/:id/report`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportBody {
     #[serde(default, alias = "user_id")]
@@ -39,7 +39,7 @@ pub struct ReportBody {
 }
 
 /// `PUT /api/moderation/reports/:id/review`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReviewBody {
     action: String,
@@ -50,7 +50,7 @@ pub struct ReviewBody {
 }
 
 /// `PATCH /api/moderation/reports/:id` (the Server API's review).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolveBody {
     status: String,
@@ -63,7 +63,7 @@ pub struct ResolveBody {
 }
 
 /// A ban or a mute: `POST /api/moderation/bans`, `/api/channels/:id/bans`, `/mutes`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestrictBody {
     #[serde(alias = "user_id", alias = "targetUserId", alias = "target_user_id")]

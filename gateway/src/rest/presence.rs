@@ -19,7 +19,7 @@ use crate::state::GatewayState;
 const MAX_QUERY: usize = 100;
 
 /// `POST /api/presence/query`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryBody {
     #[serde(default, alias = "user_id")]

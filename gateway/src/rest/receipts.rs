@@ -18,7 +18,7 @@ use crate::state::GatewayState;
 const READERS_PER_MESSAGE: usize = 10;
 
 /// `POST /api/channels/:id/receipts/query`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryBody {
     #[serde(default, alias = "user_id")]

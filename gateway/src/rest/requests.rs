@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// A body that only names the acting user (server keys act as a user this way).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActingUser {
     #[serde(default, alias = "user_id")]
@@ -18,7 +18,7 @@ pub struct ActingUser {
 }
 
 /// `POST /api/channels`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateChannel {
     #[serde(default, alias = "user_id")]
@@ -42,7 +42,7 @@ pub struct CreateChannel {
 }
 
 /// `POST /api/channels/dm/ensure`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DmEnsure {
     #[serde(alias = "requester_user_id")]
@@ -54,7 +54,7 @@ pub struct DmEnsure {
 }
 
 /// `POST /api/channels/group/ensure`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupEnsure {
     #[serde(default, alias = "external_id")]
@@ -72,7 +72,7 @@ pub struct GroupEnsure {
 }
 
 /// `PATCH /api/channels/:id`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateChannel {
     #[serde(default, alias = "user_id")]
@@ -86,7 +86,7 @@ pub struct UpdateChannel {
 }
 
 /// `POST /api/channels/:id/members`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddMembers {
     #[serde(default, alias = "acting_user_id")]
@@ -100,13 +100,13 @@ pub struct AddMembers {
 }
 
 /// `PATCH /api/channels/:id/members/:user`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetRole {
     pub role: String,
 }
 
 /// `POST /api/channels/:id/typing`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Typing {
     #[serde(default, alias = "user_id")]
@@ -117,7 +117,7 @@ pub struct Typing {
 }
 
 /// `PATCH /api/channels/:id/star`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Star {
     #[serde(default, alias = "user_id")]
@@ -126,7 +126,7 @@ pub struct Star {
 }
 
 /// `PATCH /api/channels/:id/mute`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Mute {
     #[serde(default, alias = "user_id")]
@@ -136,7 +136,7 @@ pub struct Mute {
 
 /// The fields of a user that user writes take (`POST /api/users`, `/ensure`, `PUT`,
 /// `PATCH /api/users/me`, and each item of `bulk-ensure` and `sync`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserFields {
     #[serde(default, alias = "user_id")]
@@ -158,7 +158,7 @@ pub struct UserFields {
 
 /// `POST /api/users/bulk-ensure` and `/sync`: items are decoded one by one, so one bad item
 /// is reported on its own instead of refusing the whole list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UserList {
     pub users: Vec<Value>,
 }
@@ -166,7 +166,7 @@ pub struct UserList {
 /// `POST /tokens` and `POST /api/auth/connect`: the user a token bundle is minted for. Both
 /// routes take either spelling of the profile fields (`name`/`displayName`,
 /// `image`/`avatar`, `custom`/`metadata`) and prefer their own (see `MintUser::pick`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MintUser {
     #[serde(alias = "user_id")]
@@ -188,7 +188,7 @@ pub struct MintUser {
 }
 
 /// `POST /api/auth/api-keys`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
     #[serde(default)]
@@ -200,7 +200,7 @@ pub struct CreateApiKey {
 }
 
 /// `POST /api/realtime/subscription-token`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionToken {
     pub channel: String,
@@ -209,7 +209,7 @@ pub struct SubscriptionToken {
 }
 
 /// `POST /admin/apps` and `PATCH /admin/apps/:id`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AppFields {
     #[serde(default)]
     pub name: Option<String>,

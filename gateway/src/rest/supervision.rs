@@ -16,7 +16,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// `POST /api/users/:id/supervise` and `PATCH` (where only the last two fields count).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SuperviseBody {
     #[serde(default, alias = "supervised_user_id")]

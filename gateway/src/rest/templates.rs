@@ -18,7 +18,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// A channel of a template, as requests spell it.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelBody {
     name: String,
@@ -33,7 +33,7 @@ fn team() -> String {
 }
 
 /// `POST /api/templates` and `PATCH /api/templates/:id`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateBody {
     #[serde(default, alias = "user_id")]
@@ -59,7 +59,7 @@ pub struct TemplateBody {
 }
 
 /// `POST /api/templates/from-template`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FromTemplateBody {
     #[serde(default, alias = "user_id")]

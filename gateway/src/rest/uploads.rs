@@ -217,7 +217,7 @@ fn urls(state: &GatewayState, u: &Upload) -> (String, Option<String>) {
 }
 
 /// `POST /api/uploads/presigned`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PresignBody {
     #[serde(alias = "channel_id")]

@@ -16,7 +16,7 @@ use crate::error::ApiResult;
 use crate::state::GatewayState;
 
 /// `POST /api/webhooks`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateBody {
     url: String,
@@ -33,7 +33,7 @@ pub struct CreateBody {
 }
 
 /// `PATCH /api/webhooks/:id`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateBody {
     #[serde(default)]

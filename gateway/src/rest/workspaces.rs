@@ -19,7 +19,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 /// `POST /api/workspaces` and `PUT`/`PATCH /api/workspaces/:id`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceBody {
     #[serde(default, alias = "user_id")]
@@ -38,7 +38,7 @@ pub struct WorkspaceBody {
 }
 
 /// `POST /api/workspaces/:id/members`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MembersBody {
     #[serde(default, alias = "user_id")]
@@ -50,7 +50,7 @@ pub struct MembersBody {
 }
 
 /// `PATCH /api/workspaces/:id/members/:user`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleBody {
     #[serde(default, alias = "user_id")]
@@ -59,7 +59,7 @@ pub struct RoleBody {
 }
 
 /// `POST /api/workspaces/:id/invite`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteBody {
     #[serde(default, alias = "user_id")]

@@ -7,15 +7,26 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const WAIT_MS = 30000;
+// The whole script's deadline: a hang fails instead of blocking the test.
+const SCRIPT_MS = 240000;
+
+// Every problem the pages reported, and what to remove on exit.
+const problems = [];
+const profiles = [];
 
 export function fail(message) {
   console.error(`FAILED: ${message}`);
+  if (problems.length) console.error(`the pages also reported:\n${problems.join('\n')}`);
+  for (const dir of profiles) rmSync(dir, { recursive: true, force: true });
   process.exit(1);
 }
+
+setTimeout(() => fail(`the script did not finish within ${SCRIPT_MS} ms`), SCRIPT_MS).unref();
 
 /** Chromium from Debian's package, headless, with a profile of its own. */
 export async function launch() {
   const profile = mkdtempSync(join(tmpdir(), 'chatsdk-chromium-'));
+  profiles.push(profile);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -32,7 +43,6 @@ export async function launch() {
     timeout: WAIT_MS,
   });
   context.setDefaultTimeout(WAIT_MS);
-  const problems = [];
   const close = async () => {
     await context.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });
@@ -85,6 +95,7 @@ export async function until(page, what, fn, arg) {
   }
 }
 
-export function check(problems) {
-  if (problems.length) fail(`the pages reported problems:\n${problems.join('\n')}`);
+/** Fails when any page reported a problem (`fail` lists them). */
+export function check(reported) {
+  if (reported.length) fail(`the pages reported ${reported.length} problem(s)`);
 }

@@ -38,7 +38,10 @@ async function signIn(name, n) {
   return { page, me };
 }
 
+// A page acts in front: the tab in the background has its animation frames paused, which
+// slows Playwright's actions down to a second or more.
 async function send(page, text) {
+  await page.bringToFront();
   await page.fill('[data-testid="message-input"]', text);
   await page.click('[data-testid="send"]');
   await until(page, `the sender shows ${JSON.stringify(text)}`, (t) =>
@@ -62,11 +65,13 @@ try {
   await hasMessage(alice.page, 'Hi Alice', 'Alice sees Bob\'s message live', 'live');
 
   // Bob goes offline; Alice sends two; Bob reconnects and recovers them.
+  await bob.page.bringToFront();
   await bob.page.click('[data-testid="disconnect"]');
   await until(bob.page, 'Bob is offline', () =>
     document.querySelector('[data-testid="conn-state"]').dataset.state === 'disconnected');
   await send(alice.page, 'missed 1');
   await send(alice.page, 'missed 2');
+  await bob.page.bringToFront();
   await bob.page.click('[data-testid="reconnect"]');
   await until(bob.page, 'Bob\'s page reports recovering the two missed messages', () => {
     const box = document.querySelector('[data-testid="recovery"]');
@@ -80,6 +85,7 @@ try {
   const afterRecovery = await shown(bob.page);
 
   // Bob reconnects while Alice sends: whether they come live or recovered, each shows once.
+  await bob.page.bringToFront();
   await bob.page.click('[data-testid="reconnect"]');
   await send(alice.page, 'during reconnect 1');
   await send(alice.page, 'during reconnect 2');
@@ -92,6 +98,11 @@ try {
   await hasMessage(bob.page, 'after reconnect', 'Bob sees live messages after reconnecting', 'live');
   await hasMessage(alice.page, 'after reconnect', 'Alice shows her own message');
 
+  // The pages show their own errors (never as uncaught ones): none may show any.
+  for (const [name, page] of [['alice', alice.page], ['bob', bob.page]]) {
+    const shownError = await page.textContent('[data-testid="error"]');
+    if (shownError) fail(`${name}'s page shows an error: ${shownError}`);
+  }
   const result = {
     alice: alice.me,
     bob: bob.me,

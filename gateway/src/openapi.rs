@@ -1,0 +1,885 @@
+//! The REST API described as OpenAPI 3.1, served at `/api/openapi.json` (and browsable at
+//! `/api/docs`), so clients can be generated and requests checked against it.
+//!
+//! Two sources, each the authority for its part: `docs/api.md`, whose tables list every route
+//! with who may call it and what it answers (sections become tags; rows become operations, their
+//! text the descriptions), and the typed request bodies the handlers deserialize (`Typed<T>`),
+//! whose schemas `utoipa` derives from the structs themselves, serde names and aliases included.
+//! [`BODIES`] ties each body type to its route; `tests/openapi.rs` checks that the document and
+//! the router agree both ways, route by route and method by method.
+//!
+//! Responses are described by status and text, with the error body typed; the response views
+//! are not derived yet.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, ObjectBuilder, OpenApi,
+    OpenApiBuilder, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Schema, Type,
+};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::rest;
+
+/// The document's source text: every route, who may call it, what it answers.
+const API_MD: &str = include_str!("../../docs/api.md");
+
+type Schemas = Vec<(String, RefOr<Schema>)>;
+type BodyFn = fn(&mut Schemas) -> (RefOr<Schema>, &'static str);
+
+/// The JSON body of `T`, registering the schemas it refers to.
+fn body<T: ToSchema>(schemas: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+    T::schemas(schemas);
+    (T::schema(), "application/json")
+}
+
+/// A JSON object of any keys.
+fn free_object(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+    (ObjectBuilder::new().build().into(), "application/json")
+}
+
+/// A multipart form of text fields and one `file` part.
+fn form(fields: &[&str]) -> RefOr<Schema> {
+    let mut object = ObjectBuilder::new().property(
+        "file",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/octet-stream"),
+    );
+    for f in fields {
+        object = object.property(*f, ObjectBuilder::new().schema_type(Type::String));
+    }
+    object.required("file").into()
+}
+
+fn upload_form(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+    (form(&["channelId", "user_id"]), "multipart/form-data")
+}
+
+fn emoji_form(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+    (
+        form(&["name", "category", "workspaceId", "user_id"]),
+        "multipart/form-data",
+    )
+}
+
+fn raw_bytes(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+    (
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/octet-stream")
+            .into(),
+        "application/octet-stream",
+    )
+}
+
+/// The request body of each route that reads one, by method and router path.
+pub const BODIES: &[(&str, &str, BodyFn)] = &[
+    ("POST", "/tokens", body::<rest::requests::MintUser>),
+    (
+        "POST",
+        "/api/auth/connect",
+        body::<rest::requests::MintUser>,
+    ),
+    (
+        "POST",
+        "/api/auth/api-keys",
+        body::<rest::requests::CreateApiKey>,
+    ),
+    (
+        "POST",
+        "/api/realtime/subscription-token",
+        body::<rest::requests::SubscriptionToken>,
+    ),
+    ("POST", "/admin/apps", body::<rest::requests::AppFields>),
+    (
+        "PATCH",
+        "/admin/apps/{id}",
+        body::<rest::requests::AppFields>,
+    ),
+    ("POST", "/api/users", body::<rest::requests::UserFields>),
+    ("PATCH", "/api/users/me", body::<rest::requests::UserFields>),
+    (
+        "POST",
+        "/api/users/ensure",
+        body::<rest::requests::UserFields>,
+    ),
+    (
+        "POST",
+        "/api/users/bulk-ensure",
+        body::<rest::requests::UserList>,
+    ),
+    ("POST", "/api/users/sync", body::<rest::requests::UserList>),
+    ("PUT", "/api/users/{id}", body::<rest::requests::UserFields>),
+    (
+        "POST",
+        "/api/users/{id}/supervise",
+        body::<rest::supervision::SuperviseBody>,
+    ),
+    (
+        "PATCH",
+        "/api/users/{id}/supervise",
+        body::<rest::supervision::SuperviseBody>,
+    ),
+    (
+        "POST",
+        "/api/users/{id}/block",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "DELETE",
+        "/api/users/{id}/block",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/users/{id}/blocks",
+        body::<rest::blocks::BlockBody>,
+    ),
+    (
+        "POST",
+        "/api/channels",
+        body::<rest::requests::CreateChannel>,
+    ),
+    (
+        "POST",
+        "/api/channels/dm/ensure",
+        body::<rest::requests::DmEnsure>,
+    ),
+    (
+        "POST",
+        "/api/channels/group/ensure",
+        body::<rest::requests::GroupEnsure>,
+    ),
+    (
+        "PATCH",
+        "/api/channels/{id}",
+        body::<rest::requests::UpdateChannel>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/members",
+        body::<rest::requests::AddMembers>,
+    ),
+    (
+        "PATCH",
+        "/api/channels/{id}/members/{user}",
+        body::<rest::requests::SetRole>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/typing",
+        body::<rest::requests::Typing>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/read",
+        body::<rest::channels::ReadBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/receipts",
+        body::<rest::channels::ReadBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/receipts/query",
+        body::<rest::receipts::QueryBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/read/query",
+        body::<rest::receipts::QueryBody>,
+    ),
+    (
+        "PATCH",
+        "/api/channels/{id}/star",
+        body::<rest::requests::Star>,
+    ),
+    (
+        "PATCH",
+        "/api/channels/{id}/mute",
+        body::<rest::requests::Mute>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages",
+        body::<rest::messages::SendBody>,
+    ),
+    (
+        "PATCH",
+        "/api/channels/{id}/messages/{mid}",
+        body::<rest::messages::EditBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages/{mid}/thread",
+        body::<rest::messages::SendBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages/{mid}/reactions",
+        body::<rest::annotations::ReactBody>,
+    ),
+    (
+        "DELETE",
+        "/api/channels/{id}/messages/{mid}/reactions/{emoji}",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages/{mid}/pin",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "DELETE",
+        "/api/channels/{id}/messages/{mid}/pin",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages/{mid}/save",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "DELETE",
+        "/api/channels/{id}/messages/{mid}/save",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/messages/{mid}/polls",
+        body::<rest::annotations::PollBody>,
+    ),
+    (
+        "POST",
+        "/api/polls/{id}/vote",
+        body::<rest::annotations::VoteBody>,
+    ),
+    (
+        "DELETE",
+        "/api/polls/{id}/vote",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/messages",
+        body::<rest::messages::ServerSendBody>,
+    ),
+    (
+        "PATCH",
+        "/api/messages/{mid}",
+        body::<rest::messages::EditBody>,
+    ),
+    (
+        "POST",
+        "/api/messages/{mid}/reactions",
+        body::<rest::annotations::ReactBody>,
+    ),
+    (
+        "DELETE",
+        "/api/messages/{mid}/reactions/{emoji}",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/messages/{mid}/polls",
+        body::<rest::annotations::PollBody>,
+    ),
+    (
+        "POST",
+        "/api/messages/{mid}/report",
+        body::<rest::moderation::ReportBody>,
+    ),
+    (
+        "POST",
+        "/api/moderation/{mid}/report",
+        body::<rest::moderation::ReportBody>,
+    ),
+    (
+        "PATCH",
+        "/api/moderation/reports/{id}",
+        body::<rest::moderation::ResolveBody>,
+    ),
+    (
+        "PUT",
+        "/api/moderation/reports/{id}/review",
+        body::<rest::moderation::ReviewBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/legal-hold",
+        body::<rest::lifecycle::HoldBody>,
+    ),
+    (
+        "POST",
+        "/api/users/{id}/legal-hold",
+        body::<rest::lifecycle::HoldBody>,
+    ),
+    ("POST", "/api/devices", body::<rest::devices::DeviceBody>),
+    ("PATCH", "/api/devices/preferences", free_object),
+    (
+        "POST",
+        "/api/webpush/subscribe",
+        body::<rest::devices::SubscribeBody>,
+    ),
+    (
+        "POST",
+        "/api/webpush/unsubscribe",
+        body::<rest::devices::UnsubscribeBody>,
+    ),
+    (
+        "POST",
+        "/api/enrollment/rules",
+        body::<rest::enrollment::RuleBody>,
+    ),
+    (
+        "PATCH",
+        "/api/enrollment/rules/{id}",
+        body::<rest::enrollment::RuleBody>,
+    ),
+    (
+        "POST",
+        "/api/enrollment/execute",
+        body::<rest::enrollment::ExecuteBody>,
+    ),
+    (
+        "POST",
+        "/api/auto-enrollment/rules",
+        body::<rest::enrollment::RuleBody>,
+    ),
+    (
+        "PATCH",
+        "/api/auto-enrollment/rules/{id}",
+        body::<rest::enrollment::RuleBody>,
+    ),
+    ("POST", "/api/webhooks", body::<rest::webhooks::CreateBody>),
+    (
+        "PATCH",
+        "/api/webhooks/{id}",
+        body::<rest::webhooks::UpdateBody>,
+    ),
+    (
+        "POST",
+        "/api/moderation/bans",
+        body::<rest::moderation::RestrictBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/bans",
+        body::<rest::moderation::RestrictBody>,
+    ),
+    (
+        "POST",
+        "/api/channels/{id}/mutes",
+        body::<rest::moderation::RestrictBody>,
+    ),
+    (
+        "POST",
+        "/api/presence/heartbeat",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/presence/online",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/presence/offline",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/presence/query",
+        body::<rest::presence::QueryBody>,
+    ),
+    (
+        "POST",
+        "/api/templates",
+        body::<rest::templates::TemplateBody>,
+    ),
+    (
+        "POST",
+        "/api/templates/from-template",
+        body::<rest::templates::FromTemplateBody>,
+    ),
+    (
+        "PATCH",
+        "/api/templates/{id}",
+        body::<rest::templates::TemplateBody>,
+    ),
+    (
+        "DELETE",
+        "/api/templates/{id}",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/uploads/presigned",
+        body::<rest::uploads::PresignBody>,
+    ),
+    (
+        "DELETE",
+        "/api/emoji/{id}",
+        body::<rest::requests::ActingUser>,
+    ),
+    ("POST", "/api/emoji/{id}/use", body::<rest::emoji::UseBody>),
+    (
+        "POST",
+        "/api/mentions/read",
+        body::<rest::mentions::MarkBody>,
+    ),
+    (
+        "POST",
+        "/api/workspaces",
+        body::<rest::workspaces::WorkspaceBody>,
+    ),
+    (
+        "PUT",
+        "/api/workspaces/{id}",
+        body::<rest::workspaces::WorkspaceBody>,
+    ),
+    (
+        "PATCH",
+        "/api/workspaces/{id}",
+        body::<rest::workspaces::WorkspaceBody>,
+    ),
+    (
+        "DELETE",
+        "/api/workspaces/{id}",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/workspaces/{id}/members",
+        body::<rest::workspaces::MembersBody>,
+    ),
+    (
+        "PATCH",
+        "/api/workspaces/{id}/members/{user}",
+        body::<rest::workspaces::RoleBody>,
+    ),
+    (
+        "DELETE",
+        "/api/workspaces/{id}/members/{user}",
+        body::<rest::requests::ActingUser>,
+    ),
+    (
+        "POST",
+        "/api/workspaces/{id}/invite",
+        body::<rest::workspaces::InviteBody>,
+    ),
+    ("POST", "/demo/session", body::<crate::web::DemoLogin>),
+    ("POST", "/api/uploads/direct", upload_form),
+    ("POST", "/api/emoji", emoji_form),
+    ("PUT", "/api/uploads/put", raw_bytes),
+];
+
+/// The error body every failure carries.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: errors are rendered by `chatsdk_proto::ApiError`
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// A stable code, such as `NOT_FOUND` or `VALIDATION_ERROR`.
+    code: String,
+    message: String,
+    /// The request's id (also the `x-request-id` header), for the logs.
+    request_id: Option<String>,
+}
+
+/// One row of a route table in `docs/api.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub section: String,
+    pub method: String,
+    /// With `{name}` parameters, without a query string.
+    pub path: String,
+    /// The row's cells after the route, as `(column, text)`.
+    pub cells: Vec<(String, String)>,
+}
+
+/// `/a/:id/b?x=` → `/a/{id}/b`.
+pub fn openapi_path(doc_path: &str) -> String {
+    let path = doc_path.split('?').next().unwrap_or_default();
+    path.split('/')
+        .map(|seg| match seg.strip_prefix(':') {
+            Some(name) => format!("{{{name}}}"),
+            None => seg.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `/a/{id}/b` and `/a/{x}/b` are the same route.
+pub fn route_shape(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                "{}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every route row of `docs/api.md`.
+pub fn rows(doc: &str) -> Vec<Row> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    let mut columns: Vec<String> = Vec::new();
+    for line in doc.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            section = title.split(" (").next().unwrap_or(title).trim().to_string();
+            continue;
+        }
+        if !line.starts_with("| ") {
+            continue;
+        }
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split(" | ")
+            .map(str::trim)
+            .collect();
+        let first = cells.first().copied().unwrap_or_default();
+        if first == "route" {
+            columns = cells.iter().skip(1).map(|c| c.to_string()).collect();
+            continue;
+        }
+        let Some((method, rest)) = first.split_once(' ') else {
+            continue;
+        };
+        let Some(path) = rest
+            .trim()
+            .strip_prefix('`')
+            .and_then(|p| p.strip_suffix('`'))
+        else {
+            continue;
+        };
+        if !method.chars().all(|c| c.is_ascii_uppercase()) {
+            continue;
+        }
+        out.push(Row {
+            section: section.clone(),
+            method: method.to_string(),
+            path: openapi_path(path),
+            cells: columns
+                .iter()
+                .cloned()
+                .zip(cells.iter().skip(1).map(|c| c.to_string()))
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The routes the tables do not list, documented here.
+fn extra_rows() -> Vec<Row> {
+    vec![Row {
+        section: "Realtime".into(),
+        method: "GET".into(),
+        path: "/connection/websocket".into(),
+        cells: vec![(
+            "answer".into(),
+            "101: a WebSocket speaking the Centrifugo client protocol v2 (JSON), see `docs/protocol.md`".into(),
+        )],
+    }]
+}
+
+fn method(m: &str) -> Option<HttpMethod> {
+    Some(match m {
+        "GET" => HttpMethod::Get,
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "PATCH" => HttpMethod::Patch,
+        "DELETE" => HttpMethod::Delete,
+        _ => return None,
+    })
+}
+
+/// The success statuses an answer names (`201 {...}`, `→ 204`, `... → 200 with ...`), 200 when
+/// it names none.
+fn success_statuses(answer: &str) -> Vec<&'static str> {
+    let named: Vec<&'static str> = ["101", "200", "201", "202", "204", "206", "302", "304"]
+        .into_iter()
+        .filter(|code| {
+            answer.match_indices(code).any(|(at, _)| {
+                let before = answer[..at].chars().next_back();
+                let after = answer[at + 3..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '.')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '.')
+            })
+        })
+        .collect();
+    if named.is_empty() {
+        vec!["200"]
+    } else {
+        named
+    }
+}
+
+/// Failure statuses the row's text names.
+fn error_statuses(text: &str) -> Vec<&'static str> {
+    [
+        "400", "401", "403", "404", "409", "410", "413", "415", "422", "429", "503",
+    ]
+    .into_iter()
+    .filter(|code| {
+        text.match_indices(code).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + 3..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    })
+    .collect()
+}
+
+/// Who may call a section's routes.
+fn security(section: &str, path: &str) -> Vec<SecurityRequirement> {
+    let public =
+        matches!(section, "Health" | "Pages" | "Realtime") || path.starts_with("/tokens/validate");
+    if public {
+        vec![SecurityRequirement::default()]
+    } else if path.starts_with("/admin/") {
+        vec![SecurityRequirement::new("admin", Vec::<String>::new())]
+    } else {
+        vec![
+            SecurityRequirement::new("user", Vec::<String>::new()),
+            SecurityRequirement::new("apiKey", Vec::<String>::new()),
+        ]
+    }
+}
+
+/// Builds the document.
+pub fn document() -> OpenApi {
+    let mut schemas: Schemas = Vec::new();
+    let error_ref = {
+        ErrorBody::schemas(&mut schemas);
+        schemas.push(("ErrorBody".into(), ErrorBody::schema()));
+        RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))
+    };
+    let bodies: BTreeMap<(String, String), BodyFn> = BODIES
+        .iter()
+        .map(|(m, p, f)| ((m.to_string(), route_shape(p)), *f))
+        .collect();
+    let mut paths = PathsBuilder::new();
+    let mut tags: Vec<String> = Vec::new();
+    for row in rows(API_MD).into_iter().chain(extra_rows()) {
+        let Some(http_method) = method(&row.method) else {
+            continue;
+        };
+        if !tags.contains(&row.section) {
+            tags.push(row.section.clone());
+        }
+        let answer = row
+            .cells
+            .iter()
+            .find(|(c, _)| c == "answer")
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        let description = row
+            .cells
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(c, t)| format!("**{c}**: {t}"))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let mut op = OperationBuilder::new()
+            .tag(row.section.clone())
+            .summary(Some(format!("{} {}", row.method, row.path)))
+            .description(Some(description))
+            .operation_id(Some(operation_id(&row.method, &row.path)))
+            .securities(Some(security(&row.section, &row.path)));
+        for name in row
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
+        if let Some(f) = bodies.get(&(row.method.clone(), route_shape(&row.path))) {
+            let (schema, media) = f(&mut schemas);
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(media, ContentBuilder::new().schema(Some(schema)).build())
+                    .required(Some(Required::True))
+                    .build(),
+            ));
+        }
+        for status in success_statuses(&answer) {
+            op = op.response(
+                status,
+                ResponseBuilder::new().description(if answer.is_empty() {
+                    "done".to_string()
+                } else {
+                    answer.clone()
+                }),
+            );
+        }
+        for code in error_statuses(&answer) {
+            op = op.response(
+                code,
+                ResponseBuilder::new()
+                    .description("see the description")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(error_ref.clone()))
+                            .build(),
+                    ),
+            );
+        }
+        op = op.response(
+            "default",
+            ResponseBuilder::new()
+                .description("an error: `{error: {code, message, requestId}}`")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(error_ref.clone()))
+                        .build(),
+                ),
+        );
+        paths = paths.path(row.path.clone(), PathItem::new(http_method, op.build()));
+    }
+    let mut components = ComponentsBuilder::new()
+        .security_scheme(
+            "user",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A user's access token (`POST /api/auth/connect`)"))
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "A server API key of an app (acts for the app; `user_id` names a user where one is needed)",
+            ))),
+        )
+        .security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`server.admin_api_key`"))
+                    .build(),
+            ),
+        );
+    schemas.sort_by(|a, b| a.0.cmp(&b.0));
+    schemas.dedup_by(|a, b| a.0 == b.0);
+    for (name, schema) in schemas {
+        components = components.schema(name, schema);
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("ChatSDK")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The REST API of a ChatSDK node. Client API routes take a user's token and answer in camelCase; the same routes with a server API key answer in snake_case where the original API did. Realtime: the Centrifugo client protocol at `/connection/websocket`.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .tags(Some(
+            tags.into_iter()
+                .map(|t| TagBuilder::new().name(t).build())
+                .collect::<Vec<_>>(),
+        ))
+        .build()
+}
+
+/// `GET /channels/{id}/messages` → `get_channels_id_messages`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.extend(seg.trim_matches(['{', '}']).chars().map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    id
+}
+
+/// The document as JSON, built once.
+static JSON: LazyLock<String> = LazyLock::new(|| {
+    document()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+});
+
+/// `GET /api/openapi.json`.
+pub async fn serve() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        JSON.as_str(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_read_off_the_answer_text() {
+        assert_eq!(
+            success_statuses("`{id}` → 201; a repeat → 200 with it"),
+            ["200", "201"]
+        );
+        assert_eq!(success_statuses("204"), ["204"]);
+        assert_eq!(success_statuses("`{ready}`; 503 while draining"), ["200"]);
+        assert_eq!(success_statuses("up to 2000 items"), ["200"]);
+        assert_eq!(
+            error_statuses("404 unknown, 409 the last; 4040 no"),
+            ["404", "409"]
+        );
+    }
+
+    #[test]
+    fn rows_carry_section_method_path_and_cells() {
+        let doc = "## Things (`X`)\n| route | who | answer |\n|---|---|---|\n| GET `/a/:id/b?x=1` | member | `{ok}` |\n";
+        let rows = rows(doc);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].section, "Things");
+        assert_eq!(rows[0].method, "GET");
+        assert_eq!(rows[0].path, "/a/{id}/b");
+        assert_eq!(rows[0].cells[0], ("who".to_string(), "member".to_string()));
+        assert_eq!(operation_id("GET", "/a/{id}/b-c"), "get_a_id_b_c");
+    }
+}

@@ -1,0 +1,302 @@
+//! The browser pages in a real headless Chromium, driven by `playwright-core` (installed from the
+//! npm registry into a temp dir, as `gateway/tests/centrifuge_js.rs` does) against `chatsdk`
+//! processes on ephemeral ports:
+//! - the demo chat page: Alice and Bob chat in realtime both ways; Bob goes offline while Alice
+//!   sends two messages, reconnects and his page recovers exactly those, once each; a reconnect
+//!   while Alice sends still shows every message once;
+//! - the operator console against a three-node cluster: the admin key, the three nodes and the
+//!   Raft groups, metrics, an app's keys, users and channels, draining a node;
+//! - on every page: no console error, no uncaught error, no request to another origin (the
+//!   pages' content security policy would log one as a console error).
+//!
+//! Needs node, npm and Chromium at /usr/bin/chromium (or `CHROMIUM`); `scripts/test` installs
+//! Debian's packages when they are missing. The scripts are in `tests/browser/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
+const WAIT: Duration = Duration::from_secs(60);
+const ADMIN_KEY: &str = "admin-key-of-the-browser-tests-0123456789";
+
+/// A `chatsdk serve` process on ephemeral ports, killed when dropped.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+            .args(["--quic-port", "0"])
+            .args(extra);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CHATSDK_") {
+                cmd.env_remove(name);
+            }
+        }
+        let mut child = cmd
+            .env("CHATSDK_LOG", "warn")
+            .env("CHATSDK_SERVER__ADMIN_API_KEY", ADMIN_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chatsdk starts");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Node {
+            child,
+            lines,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Reads output until a line containing `needle`.
+    fn until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The rest of the first line seen that starts with `prefix`.
+    fn value_after(&self, prefix: &str) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
+    }
+
+    /// The HTTP base URL, once the node is up (it prints its metrics URL last but one).
+    fn base(&mut self) -> String {
+        self.until("metrics: ");
+        let line = self
+            .seen
+            .iter()
+            .find(|l| l.contains("listening on "))
+            .unwrap_or_else(|| panic!("no address in {:#?}", self.seen));
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{what} could not start ({e}); install node and npm (scripts/test does)")
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A temp dir with the scripts and `playwright-core` installed from npm.
+fn browser_project() -> tempfile::TempDir {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: install Debian's chromium package (scripts/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    for file in ["common.mjs", "demo.mjs", "console.mjs"] {
+        std::fs::copy(Path::new(scripts).join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name": "chatsdk-browser-test", "private": true, "type": "module"}"#,
+    )
+    .unwrap();
+    run(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "playwright-core@1",
+            ])
+            .current_dir(dir.path()),
+        "npm install playwright-core",
+    );
+    dir
+}
+
+/// Runs a script of the project with node; its last line of output is what it saw, as JSON.
+fn script(project: &Path, name: &str, args: &[String]) -> Value {
+    let out = run(
+        Command::new("node")
+            .arg(name)
+            .args(args)
+            .current_dir(project),
+        &format!("node {name}"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("unexpected output {stdout:?}: {e}"))
+}
+
+fn texts(messages: &Value) -> Vec<String> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_demo_page_chats_in_realtime_and_recovers_missed_messages() {
+    let started = Instant::now();
+    let project = browser_project();
+    let mut node = Node::start(&["--dev"]);
+    let base = node.base();
+    let seen = script(project.path(), "demo.mjs", &[base]);
+
+    assert_eq!(seen["alice"], "Signed in as Alice", "{seen}");
+    assert_eq!(seen["bob"], "Signed in as Bob", "{seen}");
+    assert_eq!(seen["recovery"]["count"], "2", "{seen}");
+    assert_eq!(
+        seen["recovery"]["text"], "Recovered 2 missed messages",
+        "{seen}"
+    );
+    let hello = "Hello Bob <b>not bold</b>";
+    // Bob's page after the reconnect: the two missed messages came by recovery, once each.
+    assert_eq!(
+        texts(&seen["afterRecovery"]),
+        [hello, "Hi Alice", "missed 1", "missed 2"],
+        "{seen}"
+    );
+    for m in &seen["afterRecovery"].as_array().unwrap()[2..] {
+        assert_eq!(m["via"], "recovered", "{seen}");
+        assert_eq!(m["deliveries"], 1, "{seen}");
+    }
+    assert_eq!(seen["afterRecovery"][0]["via"], "live", "{seen}");
+    let all = [
+        hello,
+        "Hi Alice",
+        "missed 1",
+        "missed 2",
+        "during reconnect 1",
+        "during reconnect 2",
+        "after reconnect",
+    ];
+    // Both pages show every message once, in order; each reached each page by realtime once
+    // (the sender's own included); user text is shown as text, never as markup.
+    for page in ["bobFinal", "aliceFinal"] {
+        assert_eq!(texts(&seen[page]), all, "{page}: {seen}");
+        for m in seen[page].as_array().unwrap() {
+            assert_eq!(m["deliveries"], 1, "{page}: {m}");
+        }
+    }
+    assert_eq!(seen["bobFinal"][1]["author"], "Bob", "{seen}");
+    assert_eq!(seen["bobConnState"], "connected", "{seen}");
+    eprintln!("demo page test took {:?}", started.elapsed());
+}
+
+#[test]
+fn the_console_shows_a_three_node_cluster() {
+    let started = Instant::now();
+    let project = browser_project();
+    let mut first = Node::start(&[]);
+    let base = first.base();
+    first.until("join token");
+    let app = first.value_after("default app");
+    let key = first.value_after("server API key (shown once):");
+    let token = first.value_after("join token for more nodes:");
+    let peer = first
+        .seen
+        .iter()
+        .find(|l| l.contains("node-to-node on udp"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no cluster address in {:#?}", first.seen))
+        .to_string();
+    let mut others: Vec<Node> = (0..2)
+        .map(|_| Node::start(&["--join", &peer, "--join-token", &token]))
+        .collect();
+    let mut addrs = vec![base.trim_start_matches("http://").to_string()];
+    for node in &mut others {
+        addrs.push(node.base().trim_start_matches("http://").to_string());
+    }
+
+    let seen = script(
+        project.path(),
+        "console.mjs",
+        &[base, ADMIN_KEY.into(), app, key, addrs.join(",")],
+    );
+    let nodes = seen["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{seen}");
+    for addr in &addrs {
+        assert!(
+            nodes.iter().any(|n| n["http"] == addr.as_str()),
+            "{addr}: {seen}"
+        );
+    }
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["id"] == "3" && n["state"] == "draining"),
+        "{seen}"
+    );
+    assert!(seen["groups"].as_u64().unwrap() >= 2, "{seen}");
+    assert_eq!(seen["metrics"]["metric-cluster-nodes"], "3", "{seen}");
+    assert!(
+        seen["keysWithConsole"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k[1] == "console (read-only)" && k[2] == "read"),
+        "{seen}"
+    );
+    assert!(
+        seen["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c[3] == "ops room"),
+        "{seen}"
+    );
+    assert_eq!(seen["error"], "", "{seen}");
+    assert!(seen["apiOps"].as_u64().unwrap() > 200, "{seen}");
+    eprintln!("console test took {:?}", started.elapsed());
+}
