@@ -9,8 +9,12 @@
 //!
 //! Restoring writes each group's state into an empty data directory with its log behind the
 //! snapshot; the node started on that directory is the node that was backed up, at the backup's
-//! positions. A restored member of a multi-node cluster catches up from the others as after a long
-//! outage; a single node simply resumes.
+//! positions. A single node simply resumes. A cluster is restored whole (every node from its own
+//! backup): each group elects among the restored replicas. A restored member must not rejoin a
+//! cluster that went on without it: it would have forgotten entries it had acknowledged, which
+//! Raft counts on; a lost member is replaced by an empty node joining instead (see
+//! `docs/operations.md`). Until a restore has finished, a marker file makes the data directory
+//! refuse to start, so a restore cut short by a failing disk is never served.
 //!
 //! The file is `MAGIC`, then frames: a little-endian `u32` length followed by one framed record
 //! (version byte, CRC32, bincode 2) of an [`Item`]. A `Header` comes first and an `End` with the
@@ -20,7 +24,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chatsdk_storage::{record, GroupId, KeyValue, NodeId, Store, StoreConfig, DATA_FORMAT};
+use chatsdk_storage::{
+    record, GroupId, KeyValue, NodeId, Store, StoreConfig, DATA_FORMAT, RESTORE_MARKER,
+};
 use openraft::storage::SnapshotMeta;
 use openraft::{BasicNode, Vote};
 use serde::{Deserialize, Serialize};
@@ -173,7 +179,9 @@ impl ClusterNode {
             let Some(handle) = self.inner.group(group) else {
                 continue; // moved away meanwhile
             };
-            let (meta, data) = group_snapshot(group, &handle.raft).await?;
+            let Some((meta, data)) = group_snapshot(group, &handle.raft).await? else {
+                continue;
+            };
             let vote = Some(handle.raft.metrics().borrow().vote);
             sink.send(&Item::Group {
                 group,
@@ -207,13 +215,13 @@ impl ClusterNode {
 async fn group_snapshot(
     group: GroupId,
     raft: &openraft::Raft<chatsdk_storage::TypeConfig>,
-) -> Result<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>), BackupError> {
+) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>, BackupError> {
     let fail = |reason: String| BackupError::Group { group, reason };
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     let mut triggered = false;
     loop {
         match raft.get_snapshot().await {
-            Ok(Some(s)) => return Ok((s.meta, s.snapshot.into_inner())),
+            Ok(Some(s)) => return Ok(Some((s.meta, s.snapshot.into_inner()))),
             Ok(None) if Instant::now() < deadline => {
                 if !triggered {
                     raft.trigger()
@@ -225,8 +233,14 @@ async fn group_snapshot(
                 let mut metrics = raft.metrics();
                 let wait = deadline.saturating_duration_since(Instant::now());
                 // The snapshot is built off openraft's task; its metrics say when it exists.
-                let _ =
-                    tokio::time::timeout(wait, metrics.wait_for(|m| m.snapshot.is_some())).await;
+                let _ = tokio::time::timeout(
+                    wait,
+                    metrics.wait_for(|m| m.snapshot.is_some() || m.last_applied.is_none()),
+                )
+                .await;
+                if raft.metrics().borrow().last_applied.is_none() {
+                    return Ok(None); // nothing applied yet: nothing to keep
+                }
             }
             Ok(None) => return Err(fail("no snapshot could be built in time".into())),
             Err(e) => return Err(fail(e.to_string())),
@@ -348,7 +362,7 @@ pub fn inspect(input: impl Read) -> Result<Summary, BackupError> {
             Item::Group { .. } => totals.groups += 1,
             Item::File { len, .. } => {
                 totals.files += 1;
-                totals.file_bytes += len;
+                totals.file_bytes = totals.file_bytes.saturating_add(len);
                 left = len;
             }
             Item::Chunk(bytes) => {
@@ -398,15 +412,23 @@ fn open<R: Read>(input: R) -> Result<(Header, Frames<io::BufReader<R>>), BackupE
     Ok((header, frames))
 }
 
-/// Restores a backup into `data_dir`, which must not exist or be empty. Nothing is left behind
-/// on failure except what was written into `data_dir` (remove it and try again).
-pub async fn restore(input: impl Read, data_dir: &Path) -> Result<Restored, BackupError> {
+/// Restores a backup into `data_dir`, which must not exist or be empty, accepting files only
+/// under `dirs` (those [`ClusterNode::backup`] was given). On failure `data_dir` keeps a marker
+/// that makes it refuse to start: delete it and try again.
+pub async fn restore(
+    input: impl Read,
+    data_dir: &Path,
+    dirs: &[&str],
+) -> Result<Restored, BackupError> {
     if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
         return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
     }
     let (header, mut frames) = open(input)?;
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&StoreConfig::new(data_dir))?;
+    let marker = data_dir.join(RESTORE_MARKER);
+    std::fs::File::create(&marker)?.sync_all()?;
+    sync_dir(data_dir)?;
     let mut totals = Totals::default();
     let mut file: Option<(std::fs::File, u64)> = None;
     loop {
@@ -439,17 +461,25 @@ pub async fn restore(input: impl Read, data_dir: &Path) -> Result<Restored, Back
                 vote,
                 data,
             } => {
+                // Uncommitted: a node that starts with a committed vote for itself resumes as
+                // leader in the same term without an election, and could hand out log ids that
+                // its peers already hold with other entries. An uncommitted vote makes it elect
+                // (in a later term) like any node after a restart.
+                let vote = vote.map(|v| Vote {
+                    committed: false,
+                    ..v
+                });
                 chatsdk_storage::restore_snapshot(&store, group, &meta, vote, &data).await?;
                 totals.groups += 1;
             }
             Item::File { path, len } => {
-                let target = safe_join(data_dir, &path)?;
+                let target = safe_join(data_dir, &path, dirs)?;
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
                 file = Some((std::fs::File::create(&target)?, len));
                 totals.files += 1;
-                totals.file_bytes += len;
+                totals.file_bytes = totals.file_bytes.saturating_add(len);
             }
             Item::Chunk(bytes) => {
                 let Some((f, left)) = file.as_mut() else {
@@ -471,6 +501,9 @@ pub async fn restore(input: impl Read, data_dir: &Path) -> Result<Restored, Back
         }
     }
     store.flush().await?;
+    drop(store);
+    std::fs::remove_file(&marker)?;
+    sync_dir(data_dir)?;
     Ok(Restored {
         node_id: header.node_id,
         cluster_id: header.cluster_id,
@@ -479,13 +512,22 @@ pub async fn restore(input: impl Read, data_dir: &Path) -> Result<Restored, Back
     })
 }
 
-/// `root/rel` for a relative path of plain names (no `..`, no absolute path).
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, BackupError> {
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `root/rel` for a relative path of plain names (no `..`, no absolute path) inside one of the
+/// directories backups carry files of.
+fn safe_join(root: &Path, rel: &str, dirs: &[&str]) -> Result<PathBuf, BackupError> {
     let rel = Path::new(rel);
     let plain = rel
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain || rel.as_os_str().is_empty() {
+    let inside = rel
+        .components()
+        .next()
+        .is_some_and(|first| dirs.iter().any(|d| first.as_os_str() == *d));
+    if !plain || !inside || rel.components().count() < 2 {
         return Err(BackupError::Format(format!(
             "a file path outside the data directory: {}",
             rel.display()

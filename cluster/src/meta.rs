@@ -35,6 +35,10 @@ pub enum NodeState {
     Leaving,
     /// Gone from every group.
     Removed,
+    /// An active member that an operator is taking down for a while (an upgrade, a restart):
+    /// it keeps its replicas, but leads no shard, so its restart interrupts no writes. It
+    /// turns active again when it restarts. (Last, so that stored states keep their encoding.)
+    Draining,
 }
 
 /// One node of the cluster.
@@ -82,9 +86,14 @@ pub struct MetaState {
 }
 
 impl MetaState {
-    /// Ids of the nodes in state [`NodeState::Active`].
+    /// Ids of the full members: nodes in state [`NodeState::Active`] or
+    /// [`NodeState::Draining`] (a draining node keeps its replicas).
     pub fn active_nodes(&self) -> Vec<NodeId> {
-        self.nodes_in(NodeState::Active)
+        self.nodes
+            .values()
+            .filter(|n| matches!(n.state, NodeState::Active | NodeState::Draining))
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Ids of the nodes in `state`.
@@ -337,6 +346,10 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
         MetaCommand::SetNodeState { id, state: new } => match state.nodes.get_mut(&id) {
             Some(node) if node.state == NodeState::Removed && new != NodeState::Removed => {
                 MetaReply::Refused(format!("node {id} was removed"))
+            }
+            // Only a full member drains, and only a draining one comes back by restarting.
+            Some(node) if new == NodeState::Draining && node.state != NodeState::Active => {
+                MetaReply::Refused(format!("node {id} is not active"))
             }
             Some(node) => {
                 node.state = new;

@@ -218,6 +218,7 @@ fn state_name(s: NodeState) -> &'static str {
         NodeState::Active => "active",
         NodeState::Leaving => "leaving",
         NodeState::Removed => "removed",
+        NodeState::Draining => "draining",
     }
 }
 

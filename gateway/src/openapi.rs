@@ -617,17 +617,19 @@ fn method(m: &str) -> Option<HttpMethod> {
 /// The success statuses an answer names (`201 {...}`, `→ 204`, `... → 200 with ...`), 200 when
 /// it names none.
 fn success_statuses(answer: &str) -> Vec<&'static str> {
-    let named: Vec<&'static str> = ["101", "200", "201", "202", "204", "206", "302", "304"]
-        .into_iter()
-        .filter(|code| {
-            answer.match_indices(code).any(|(at, _)| {
-                let before = answer[..at].chars().next_back();
-                let after = answer[at + 3..].chars().next();
-                !before.is_some_and(|c| c.is_alphanumeric() || c == '.')
-                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '.')
-            })
+    let named: Vec<&'static str> = [
+        "101", "200", "201", "202", "204", "206", "207", "302", "303", "304",
+    ]
+    .into_iter()
+    .filter(|code| {
+        answer.match_indices(code).any(|(at, _)| {
+            let before = answer[..at].chars().next_back();
+            let after = answer[at + 3..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '.')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '.')
         })
-        .collect();
+    })
+    .collect();
     if named.is_empty() {
         vec!["200"]
     } else {
@@ -651,19 +653,28 @@ fn error_statuses(text: &str) -> Vec<&'static str> {
     .collect()
 }
 
-/// Who may call a section's routes.
-fn security(section: &str, path: &str) -> Vec<SecurityRequirement> {
-    let public =
-        matches!(section, "Health" | "Pages" | "Realtime") || path.starts_with("/tokens/validate");
+/// Who may call a route: by its section, path, and the row's `who` cell (credentials in the
+/// URL, a public file, anyone: no scheme; otherwise a user's token or a server key).
+fn security(section: &str, path: &str, who: &str) -> Vec<SecurityRequirement> {
+    let public = matches!(section, "Health" | "Pages" | "Realtime")
+        || path.starts_with("/tokens/validate")
+        || who.starts_with("public")
+        || who.starts_with("any")
+        || who.starts_with("whoever holds");
+    let optional = who.starts_with("a media token");
     if public {
         vec![SecurityRequirement::default()]
     } else if path.starts_with("/admin/") {
         vec![SecurityRequirement::new("admin", Vec::<String>::new())]
     } else {
-        vec![
+        let mut schemes = vec![
             SecurityRequirement::new("user", Vec::<String>::new()),
             SecurityRequirement::new("apiKey", Vec::<String>::new()),
-        ]
+        ];
+        if optional {
+            schemes.push(SecurityRequirement::default());
+        }
+        schemes
     }
 }
 
@@ -694,6 +705,12 @@ pub fn document() -> OpenApi {
             .find(|(c, _)| c == "answer")
             .map(|(_, t)| t.clone())
             .unwrap_or_default();
+        let who = row
+            .cells
+            .iter()
+            .find(|(c, _)| c == "who" || c == "auth")
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
         let description = row
             .cells
             .iter()
@@ -706,7 +723,7 @@ pub fn document() -> OpenApi {
             .summary(Some(format!("{} {}", row.method, row.path)))
             .description(Some(description))
             .operation_id(Some(operation_id(&row.method, &row.path)))
-            .securities(Some(security(&row.section, &row.path)));
+            .securities(Some(security(&row.section, &row.path, &who)));
         for name in row
             .path
             .split('/')
@@ -725,7 +742,12 @@ pub fn document() -> OpenApi {
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
                     .content(media, ContentBuilder::new().schema(Some(schema)).build())
-                    .required(Some(Required::True))
+                    .required(Some(if row.method == "DELETE" {
+                        // A delete reads an optional body (the acting user of a server key).
+                        Required::False
+                    } else {
+                        Required::True
+                    }))
                     .build(),
             ));
         }

@@ -185,6 +185,11 @@ async fn the_openapi_document_and_the_router_agree_route_by_route() {
         doc["paths"]["/health"]["get"]["security"][0],
         serde_json::json!({})
     );
+    assert_eq!(
+        doc["paths"]["/api/emoji/{id}/image"]["get"]["security"][0],
+        serde_json::json!({}),
+        "an emoji image is public"
+    );
     for (name, _) in doc["components"]["securitySchemes"].as_object().unwrap() {
         assert!(
             ["user", "apiKey", "admin"].contains(&name.as_str()),

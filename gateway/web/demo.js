@@ -142,7 +142,7 @@ async function openChannel(ch) {
 }
 
 async function loadHistory(opened) {
-  const { messages } = await api('GET', `/api/channels/${opened.id}/messages?limit=50`);
+  const { messages } = await api('GET', `/api/channels/${encodeURIComponent(opened.id)}/messages?limit=50`);
   if (open !== opened) return;
   for (const m of messages) showMessage(m, 'rest');
 }
@@ -231,7 +231,7 @@ async function send(ev) {
   if (!text || !open) return;
   input.value = '';
   try {
-    const m = await api('POST', `/api/channels/${open.id}/messages`, { text });
+    const m = await api('POST', `/api/channels/${encodeURIComponent(open.id)}/messages`, { text });
     showMessage(m, 'sent');
     showError('');
   } catch (e) {

@@ -77,7 +77,7 @@ export class Realtime {
   }
 
   subscribe(channel, handlers) {
-    const sub = { handlers, epoch: null, offset: 0, active: false };
+    const sub = { handlers, epoch: null, offset: 0, active: false, held: [] };
     this.subs.set(channel, sub);
     if (this.state === 'connected') this.sendSubscribe(channel, sub);
   }
@@ -129,9 +129,17 @@ export class Realtime {
   async sendSubscribe(channel, sub) {
     const params = { channel };
     if (sub.epoch !== null) Object.assign(params, { recover: true, epoch: sub.epoch, offset: sub.offset });
+    // Publications that arrive before the reply (the server may send both in one frame) wait
+    // until the recovered ones are handed out, so that none of those is taken as seen.
+    sub.active = false;
+    sub.held = [];
     try {
       const res = await this.call({ subscribe: params });
-      if (this.subs.get(channel) !== sub) return; // unsubscribed meanwhile
+      if (this.subs.get(channel) !== sub) {
+        // Unsubscribed while the reply was on its way: the server holds the subscription.
+        if (!this.subs.has(channel)) this.call({ unsubscribe: { channel } }).catch(() => {});
+        return;
+      }
       sub.active = true;
       const publications = [];
       for (const p of res.publications || []) {
@@ -141,6 +149,9 @@ export class Realtime {
       // top (the page refetches what it missed through REST).
       sub.offset = res.recovered ? Math.max(sub.offset, res.offset || 0) : res.offset || 0;
       sub.epoch = res.epoch || '';
+      const held = sub.held;
+      sub.held = [];
+      for (const p of held) this.deliver(sub, p);
       sub.handlers.onSubscribed?.({
         recovered: !!res.recovered,
         wasRecovering: !!res.was_recovering,
@@ -148,7 +159,7 @@ export class Realtime {
       });
     } catch (e) {
       if (e.closed) return; // the connection went: its next one subscribes again
-      if (e.temporary && this.state === 'connected') {
+      if ((e.temporary || e.timeout) && this.state === 'connected') {
         setTimeout(() => this.subs.get(channel) === sub && this.sendSubscribe(channel, sub), this.minDelay);
       } else {
         sub.handlers.onError?.(e);
@@ -176,7 +187,7 @@ export class Realtime {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error('no reply in time'));
+        reject(Object.assign(new Error('no reply in time'), { timeout: true }));
       }, REPLY_TIMEOUT_MS);
       this.pending.set(id, { resolve, reject, timer });
       ws.send(JSON.stringify({ id, ...command }));
@@ -219,7 +230,8 @@ export class Realtime {
   onPush(push) {
     const sub = this.subs.get(push.channel);
     if (push.pub && sub) {
-      this.deliver(sub, push.pub);
+      if (sub.active) this.deliver(sub, push.pub);
+      else sub.held.push(push.pub);
     } else if (push.unsubscribe && sub) {
       sub.active = false;
       if ((push.unsubscribe.code || 0) >= 2500) {

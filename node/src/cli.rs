@@ -167,26 +167,42 @@ pub async fn backup(remote: &Remote, file: &Path) -> Result<String, CliError> {
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let mut out = tokio::fs::File::create(&partial)
+    let download = async {
+        // Readable by its owner only: it holds the node's keys and every message.
+        let mut out = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .await
+            .map_err(file_error(&partial))?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = res.chunk().await.map_err(http_error)? {
+            out.write_all(&chunk).await.map_err(file_error(&partial))?;
+            bytes += chunk.len() as u64;
+        }
+        out.sync_all().await.map_err(file_error(&partial))?;
+        drop(out);
+        let check = partial.clone();
+        let summary = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&check).map_err(file_error(&check))?;
+            chatsdk_cluster::backup::inspect(f).map_err(backup_error(&check))
+        })
         .await
-        .map_err(file_error(&partial))?;
-    let mut bytes = 0u64;
-    while let Some(chunk) = res.chunk().await.map_err(http_error)? {
-        out.write_all(&chunk).await.map_err(file_error(&partial))?;
-        bytes += chunk.len() as u64;
-    }
-    out.sync_all().await.map_err(file_error(&partial))?;
-    drop(out);
-    let check = partial.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&check).map_err(file_error(&check))?;
-        chatsdk_cluster::backup::inspect(f).map_err(backup_error(&check))
-    })
-    .await
-    .map_err(|e| CliError::Answer(e.to_string()))??;
-    tokio::fs::rename(&partial, file)
-        .await
-        .map_err(file_error(file))?;
+        .map_err(|e| CliError::Answer(e.to_string()))??;
+        tokio::fs::rename(&partial, file)
+            .await
+            .map_err(file_error(file))?;
+        Ok::<_, CliError>((bytes, summary))
+    };
+    let (bytes, summary) = match download.await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+    };
     Ok(format!(
         "backup of node {} (cluster {}) in {}: {} bytes, {} raft groups, {} uploaded files\n",
         summary.node_id,
@@ -209,7 +225,7 @@ pub async fn restore(file: &Path, data_dir: &Path) -> Result<String, CliError> {
     .await
     .map_err(|e| CliError::Answer(e.to_string()))??;
     let f = std::fs::File::open(file).map_err(file_error(file))?;
-    let restored = chatsdk_cluster::backup::restore(f, data_dir)
+    let restored = chatsdk_cluster::backup::restore(f, data_dir, &[chatsdk_actors::MEDIA_DIR])
         .await
         .map_err(backup_error(file))?;
     Ok(format!(

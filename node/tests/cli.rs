@@ -588,6 +588,13 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
         taken.1
     );
     assert!(!work.path().join("node.backup.partial").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "a backup is readable by its owner only: {mode:o}"
+    );
     let after = http()
         .post(format!("{base}/api/channels/{demo}/messages"))
         .bearer_auth(&token)
@@ -634,6 +641,27 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
     let (ok, out) = run_cli(&["restore", backup.to_str().unwrap(), "--data-dir", t], &[]);
     assert!(ok, "{out}");
     assert!(out.contains("restored node 1"), "{out}");
+    assert!(!target.join("RESTORE-INCOMPLETE").exists());
+
+    // A restore that did not finish leaves its marker, and the directory is refused.
+    let cut_short = work.path().join("cut-short");
+    std::fs::create_dir(&cut_short).unwrap();
+    std::fs::write(cut_short.join("RESTORE-INCOMPLETE"), b"").unwrap();
+    let (ok, out) = run_cli(
+        &[
+            "serve",
+            "--data-dir",
+            cut_short.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--cluster-addr",
+            "127.0.0.1:0",
+            "--quic-port",
+            "0",
+        ],
+        &[],
+    );
+    assert!(!ok && out.contains("did not finish"), "{out}");
 
     // The restored node is the node that was backed up: the same cluster secret (the old token
     // works), the messages up to the backup, the uploaded file.

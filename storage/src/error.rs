@@ -44,6 +44,11 @@ pub enum StoreError {
     /// that is not a snapshot of ours.
     #[error("restore of group {group}: {reason}")]
     Restore { group: u32, reason: String },
+    /// A restore into this directory did not finish (its marker file is still there).
+    #[error(
+        "data directory {path} holds a restore that did not finish: delete it and restore again"
+    )]
+    RestoreIncomplete { path: String },
     /// The Raft log's files failed (I/O, corruption, or the log stopped after a failure).
     #[error("raft log: {0}")]
     Wal(String),

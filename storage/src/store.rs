@@ -80,6 +80,10 @@ impl Default for FlushStats {
     }
 }
 
+/// A file a restore writes into the data directory before anything else and removes once all
+/// is written and durable: while it exists the directory is refused (see [`Store::open`]).
+pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";
+
 /// A node's open sled database. Cheap to clone; the directory is released (and its lock freed)
 /// when the last clone is dropped.
 #[derive(Clone)]
@@ -108,6 +112,11 @@ impl Store {
     /// stop) may still be releasing it from one of sled's background threads, so a held lock
     /// is retried for up to ten seconds before giving up.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        if config.path.join(RESTORE_MARKER).exists() {
+            return Err(StoreError::RestoreIncomplete {
+                path: config.path.display().to_string(),
+            });
+        }
         let started = std::time::Instant::now();
         let db = loop {
             let attempt = sled::Config::new()

@@ -14,10 +14,19 @@ use crate::state::GatewayState;
 
 /// Frames buffered between the backup and the client (each up to a file chunk, 1 MiB, or one
 /// group's snapshot): a slow client slows the backup rather than filling memory.
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
+
+/// One backup at a time per node: each holds a group's snapshot in memory while it is sent.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// `GET /admin/backup`.
 pub async fn backup(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Response> {
+    let permit = RUNNING.try_acquire().map_err(|_| {
+        AppError::new(
+            chatsdk_proto::ErrorCode::Conflict,
+            "a backup of this node is already being taken",
+        )
+    })?;
     let cluster = state.chat.cluster().clone();
     let name = format!(
         "chatsdk-node-{}-{}.backup",
@@ -26,6 +35,7 @@ pub async fn backup(State(state): State<GatewayState>, _a: Admin) -> ApiResult<R
     );
     let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE);
     let task = tokio::spawn(async move {
+        let _permit = permit;
         let media = [chatsdk_actors::MEDIA_DIR];
         cluster.backup(&media, tx).await
     });
