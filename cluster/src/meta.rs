@@ -348,7 +348,10 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
                 MetaReply::Refused(format!("node {id} was removed"))
             }
             // Only a full member drains, and only a draining one comes back by restarting.
-            Some(node) if new == NodeState::Draining && node.state != NodeState::Active => {
+            Some(node)
+                if new == NodeState::Draining
+                    && !matches!(node.state, NodeState::Active | NodeState::Draining) =>
+            {
                 MetaReply::Refused(format!("node {id} is not active"))
             }
             Some(node) => {

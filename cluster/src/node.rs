@@ -22,7 +22,7 @@ use crate::groups::Group;
 use crate::join::{
     self, join_cluster, new_cluster_identity, probe_udp_port, JoinToken, StoredIdentity,
 };
-use crate::meta::{MetaApplier, MetaCommand, MetaReply, MetaState, META_GROUP};
+use crate::meta::{MetaApplier, MetaCommand, MetaReply, MetaState, NodeState, META_GROUP};
 use crate::tls::ClusterCa;
 use crate::transport::{self, Faults, Transport, TransportConfig};
 use crate::{codec, handler, reconcile, ClusterError};
@@ -243,6 +243,9 @@ impl ClusterNode {
         self.inner
             .tasks
             .spawn(announce_address(Arc::downgrade(&self.inner)));
+        self.inner
+            .tasks
+            .spawn(resume_after_drain(Arc::downgrade(&self.inner)));
         self.inner
             .tasks
             .spawn(crate::compaction::run(Arc::downgrade(&self.inner)));
@@ -523,6 +526,43 @@ impl NodeInner {
 }
 
 /// After a restart on a new address, tells the cluster where this node now is.
+/// A node drained before it stopped is active again once it runs: it takes its share of shard
+/// leaders back (the drain lasts until the restart it was for).
+async fn resume_after_drain(weak: Weak<NodeInner>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let draining = inner
+            .meta
+            .current()
+            .nodes
+            .get(&inner.id)
+            .is_some_and(|n| n.state == NodeState::Draining);
+        if !draining {
+            return;
+        }
+        let node = ClusterNode {
+            inner: inner.clone(),
+        };
+        let token = inner.shutdown.clone();
+        drop(inner);
+        let command = MetaCommand::SetNodeState {
+            id: node.id(),
+            state: NodeState::Active,
+        };
+        if node.propose_meta(command).await.is_ok() {
+            tracing::info!("active again after a drain");
+            return;
+        }
+        drop(node);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 async fn announce_address(weak: Weak<NodeInner>) {
     let mut delay = Duration::from_millis(100);
     loop {

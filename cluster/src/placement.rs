@@ -421,9 +421,57 @@ fn assemble(replicas: Replicas, leaders: &BTreeMap<ShardId, NodeId>) -> ShardMap
     ShardMap { shards }
 }
 
+/// Moves the leadership of every shard led by a node of `avoid` (draining nodes) to another of
+/// its replicas, the one leading fewest shards so far (lowest id on ties), so that taking those
+/// nodes down interrupts no shard. A shard whose replicas are all in `avoid` keeps its leader.
+/// Replicas are untouched: a draining node keeps its data and comes back.
+pub fn keep_leaders_off(map: &mut ShardMap, avoid: &BTreeSet<NodeId>) {
+    if avoid.is_empty() {
+        return;
+    }
+    let mut led = map.leader_counts();
+    for placement in map.shards.values_mut() {
+        let Some(leader) = placement.leader.filter(|l| avoid.contains(l)) else {
+            continue;
+        };
+        let Some(&next) = placement
+            .replicas
+            .iter()
+            .filter(|r| !avoid.contains(r))
+            .min_by_key(|r| (led.get(r).copied().unwrap_or(0), **r))
+        else {
+            continue;
+        };
+        placement.leader = Some(next);
+        *led.entry(next).or_insert(0) += 1;
+        if let Some(n) = led.get_mut(&leader) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draining_nodes_lead_nothing_while_another_replica_can() {
+        let mut map = place(&[1, 2, 3], &ShardMap::new_single(6, 1), 3);
+        keep_leaders_off(&mut map, &BTreeSet::from([2]));
+        assert!(map
+            .shards
+            .values()
+            .all(|p| p.leader.is_some() && p.leader != Some(2)));
+        let counts = map.leader_counts();
+        assert_eq!(counts.get(&1), Some(&3), "{counts:?}");
+        assert_eq!(counts.get(&3), Some(&3), "{counts:?}");
+        // Replicas stay where they were.
+        assert!(map.shards.values().all(|p| p.replicas == vec![1, 2, 3]));
+        // Alone, a draining node keeps leading its shards.
+        let mut single = ShardMap::new_single(2, 7);
+        keep_leaders_off(&mut single, &BTreeSet::from([7]));
+        assert!(single.shards.values().all(|p| p.leader == Some(7)));
+    }
     use proptest::prelude::*;
     use proptest::sample::Index;
     use proptest::test_runner::RngSeed;

@@ -3,7 +3,8 @@
 //! Every node runs the loop; only the meta group's leader acts. A pass performs at most one
 //! step, in this order: admit a joining node to the meta group (learner, then voter), fix the meta
 //! voter set, finish a shard change left half-way (after a meta leader change), move one shard
-//! towards the target of [`crate::placement::place`] (record the new placement, add the new
+//! towards the target of [`crate::placement::place`], with no shard led by a draining node
+//! ([`crate::placement::keep_leaders_off`]) (record the new placement, add the new
 //! replicas as learners, switch the voters, mark it settled, hand leadership to the preferred
 //! leader), remove a leaving node that holds nothing any more, or check one shard's leader
 //! against its preferred leader (round robin). Each step changes the meta state, which wakes the
@@ -18,7 +19,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 
 use crate::meta::{MetaCommand, MetaReply, MetaState, NodeState, ShardRecord, META_GROUP};
 use crate::node::{raft_err, ClusterNode, NodeInner};
-use crate::placement::{place, ShardPlacement};
+use crate::placement::{keep_leaders_off, place, ShardPlacement};
 use crate::routing::{call_leader, unexpected};
 use crate::wire::{PeerRequest, PeerResponse};
 use crate::ClusterError;
@@ -151,11 +152,15 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
         return move_shard(node, &state, shard, rec.placement.clone()).await;
     }
 
-    // 4. Placement.
-    let target = place(
+    // 4. Placement; draining nodes keep their replicas but lead nothing.
+    let mut target = place(
         &state.active_nodes(),
         &state.placement_map(),
         state.replication,
+    );
+    keep_leaders_off(
+        &mut target,
+        &state.nodes_in(NodeState::Draining).into_iter().collect(),
     );
     for (&shard, want) in &target.shards {
         let Some(have) = state.shard_map.get(&shard) else {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chatsdk_actors::codec;
-use chatsdk_cluster::meta::NodeState;
+use chatsdk_cluster::meta::{MetaCommand, MetaReply, NodeState};
 use chatsdk_cluster::node::UpperHandler;
 use chatsdk_cluster::stats::{kind_of, GroupReport};
 use chatsdk_cluster::transport::NodeId;
@@ -119,7 +119,9 @@ pub enum ViewError {
     Unreachable { node: NodeId, reason: String },
 }
 
-/// Asks node `id` to drain (this node included).
+/// Asks node `id` to drain (this node included), then records it as draining in the cluster's
+/// metadata, so that its shards' leadership moves to other replicas (the reconciler keeps
+/// leaders off draining nodes) until it restarts.
 pub async fn drain(state: &GatewayState, id: NodeId) -> Result<(), ViewError> {
     let cluster = state.chat.cluster();
     if !cluster.meta_state().nodes.contains_key(&id) {
@@ -127,8 +129,29 @@ pub async fn drain(state: &GatewayState, id: NodeId) -> Result<(), ViewError> {
     }
     if id == cluster.id() {
         drain_here(&state.0, id);
-        return Ok(());
+    } else {
+        ask_to_drain(state, id).await?;
     }
+    let marked = cluster
+        .propose_meta(MetaCommand::SetNodeState {
+            id,
+            state: NodeState::Draining,
+        })
+        .await;
+    match marked {
+        Ok(MetaReply::Refused(reason)) => {
+            tracing::warn!(node = id, %reason, "drained, but its shards keep their leaders");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(node = id, error = %e, "drained, but its shards keep their leaders");
+        }
+    }
+    Ok(())
+}
+
+async fn ask_to_drain(state: &GatewayState, id: NodeId) -> Result<(), ViewError> {
+    let cluster = state.chat.cluster();
     let asked = tokio::time::timeout(
         REPORT_DEADLINE,
         cluster.request_upper(id, TOPIC_NODE_DRAIN, Vec::new()),

@@ -873,3 +873,76 @@ async fn the_admin_view_shows_three_nodes_and_a_dead_one_can_be_removed() {
         node.stop().await;
     }
 }
+
+/// The shards `node` leads now (the meta group aside).
+fn shards_led(node: &TestNode) -> BTreeSet<chatsdk_cluster::GroupId> {
+    let led = node.chat.cluster().watch_leadership().borrow().clone();
+    led.into_iter().filter(|g| *g != 0).collect()
+}
+
+/// Draining a node moves its shards' leadership to the other replicas, so writes go on while it
+/// drains and after it stops (its restart, which makes it active again, is in
+/// `node/tests/drain.rs`: it needs a process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_node_hands_its_shard_leaders_over() {
+    const ADMIN: &str = "admin-key-for-the-drain-test";
+    let config = GatewayConfig {
+        admin_api_key: Some(ADMIN.into()),
+        ..GatewayConfig::default()
+    };
+    let mut nodes = cluster_with(config.clone()).await;
+    let rest = Rest::new(&nodes[0]);
+    let drained = nodes[1].chat.cluster().id();
+    support::eventually("the drained-to-be node leads a shard", || {
+        let leads = !shards_led(&nodes[1]).is_empty();
+        async move { leads }
+    })
+    .await;
+
+    let r = rest
+        .call(
+            "POST",
+            &format!("/admin/cluster/nodes/{drained}/drain"),
+            Cred::Bearer(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    support::eventually(
+        "the drained node leads no shard, and is marked draining",
+        || {
+            let state = nodes[0].chat.cluster().meta_state();
+            let done = state.nodes.get(&drained).map(|n| n.state)
+                == Some(chatsdk_cluster::NodeState::Draining)
+                && state.shard_map.values().all(|r| {
+                    r.placement.leader != Some(drained) && r.placement.replicas.len() == 3
+                })
+                && shards_led(&nodes[1]).is_empty();
+            async move { done }
+        },
+    )
+    .await;
+    let view = rest
+        .call("GET", "/admin/cluster", Cred::Bearer(ADMIN), None)
+        .await;
+    let row = view.body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == drained)
+        .unwrap()
+        .clone();
+    assert_eq!(row["state"], "draining", "{row}");
+
+    // Writes go on while it drains, and after it stops.
+    let (_app, key) = nodes[0].app("drain").await;
+    rest.ensure_user(&key, "drain-user").await;
+    let (token, _) = rest.login(&key, "drain-user").await;
+    let channel = rest.group(&token, "drain room", &["drain-user"]).await;
+    send(&rest, &key, &channel, "drain-user", "while draining").await;
+    nodes.remove(1).stop().await;
+    send(&rest, &key, &channel, "drain-user", "while stopped").await;
+    for node in nodes {
+        node.stop().await;
+    }
+}

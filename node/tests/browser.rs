@@ -12,110 +12,16 @@
 //! Needs node, npm and Chromium at /usr/bin/chromium (or `CHROMIUM`); `scripts/test` installs
 //! Debian's packages when they are missing. The scripts are in `tests/browser/`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use std::time::Instant;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
-const WAIT: Duration = Duration::from_secs(60);
-const ADMIN_KEY: &str = "admin-key-of-the-browser-tests-0123456789";
+mod support;
 
-/// A `chatsdk serve` process on ephemeral ports, killed when dropped.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
-            .args(["--quic-port", "0"])
-            .args(extra);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("CHATSDK_") {
-                cmd.env_remove(name);
-            }
-        }
-        let mut child = cmd
-            .env("CHATSDK_LOG", "warn")
-            .env("CHATSDK_SERVER__ADMIN_API_KEY", ADMIN_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chatsdk starts");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Node {
-            child,
-            lines,
-            seen: Vec::new(),
-            _dir: dir,
-        }
-    }
-
-    /// Reads output until a line containing `needle`.
-    fn until(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// The rest of the first line seen that starts with `prefix`.
-    fn value_after(&self, prefix: &str) -> String {
-        self.seen
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
-    }
-
-    /// The HTTP base URL, once the node is up (it prints its metrics URL last but one).
-    fn base(&mut self) -> String {
-        self.until("metrics: ");
-        let line = self
-            .seen
-            .iter()
-            .find(|l| l.contains("listening on "))
-            .unwrap_or_else(|| panic!("no address in {:#?}", self.seen));
-        line.split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .to_string()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Node, ADMIN_KEY};
 
 fn run(cmd: &mut Command, what: &str) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| {

@@ -1,0 +1,130 @@
+//! `chatsdk serve` processes for the tests that run the binary as a user does.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const ADMIN_KEY: &str = "admin-key-of-the-browser-tests-0123456789";
+
+/// A `chatsdk serve` process on ephemeral ports, killed when dropped.
+pub(crate) struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub(crate) seen: Vec<String>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    pub(crate) fn start(extra: &[&str]) -> Node {
+        Node::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts a node on `dir` (a new one, or one a stopped node left).
+    pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+            .args(["--quic-port", "0"])
+            .args(extra);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CHATSDK_") {
+                cmd.env_remove(name);
+            }
+        }
+        let mut child = cmd
+            .env("CHATSDK_LOG", "warn")
+            .env("CHATSDK_SERVER__ADMIN_API_KEY", ADMIN_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chatsdk starts");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Node {
+            child,
+            lines,
+            seen: Vec::new(),
+            dir: Some(dir),
+        }
+    }
+
+    /// Reads output until a line containing `needle`.
+    pub(crate) fn until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The rest of the first line seen that starts with `prefix`.
+    pub(crate) fn value_after(&self, prefix: &str) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
+    }
+
+    /// The HTTP base URL, once the node is up (it prints its metrics URL last but one).
+    pub(crate) fn base(&mut self) -> String {
+        self.until("metrics: ");
+        let line = self
+            .seen
+            .iter()
+            .find(|l| l.contains("listening on "))
+            .unwrap_or_else(|| panic!("no address in {:#?}", self.seen));
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Node {
+    /// Sends SIGTERM, waits for a clean exit and hands back the data directory.
+    pub(crate) fn terminate(mut self) -> tempfile::TempDir {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dir.take().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
