@@ -99,6 +99,25 @@ pub(crate) fn clear_pending_authority(store: &Store) -> Result<(), ClusterError>
     Ok(())
 }
 
+const DRAINED_KEY: &[u8] = b"drained";
+
+/// Remembers, on this node, that it was drained: the restart that follows makes it active.
+pub(crate) fn save_drained(store: &Store, drained: bool) -> Result<(), ClusterError> {
+    if drained {
+        put_record(store, DRAINED_KEY, &true)
+    } else {
+        store
+            .tree(IDENTITY_TREE)?
+            .remove(DRAINED_KEY)
+            .map_err(chatsdk_storage::StoreError::from)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn load_drained(store: &Store) -> Result<bool, ClusterError> {
+    Ok(get_record::<bool>(store, DRAINED_KEY)?.unwrap_or(false))
+}
+
 /// The join secret itself stays on the node that created it; the cluster holds its digest.
 pub(crate) fn save_join_secret(store: &Store, secret: &str) -> Result<(), ClusterError> {
     put_record(store, SECRET_KEY, &secret.to_string())

@@ -251,6 +251,11 @@ impl ClusterNode {
             .spawn(crate::compaction::run(Arc::downgrade(&self.inner)));
     }
 
+    /// Remembers that this node was drained, so that it turns active again when it restarts.
+    pub fn note_drained(&self) -> Result<(), ClusterError> {
+        join::save_drained(&self.inner.store, true)
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
@@ -527,20 +532,23 @@ impl NodeInner {
 
 /// After a restart on a new address, tells the cluster where this node now is.
 /// A node drained before it stopped is active again once it runs: it takes its share of shard
-/// leaders back (the drain lasts until the restart it was for).
+/// leaders back (the drain lasts until the restart it was for). The node itself remembers the
+/// drain ([`ClusterNode::note_drained`]): the cluster's mark may reach its replica of the meta
+/// state only after the start, and a drain asked just after the start must stand.
 async fn resume_after_drain(weak: Weak<NodeInner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    match join::load_drained(&inner.store) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the drain mark");
+            return;
+        }
+    }
+    drop(inner);
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let draining = inner
-            .meta
-            .current()
-            .nodes
-            .get(&inner.id)
-            .is_some_and(|n| n.state == NodeState::Draining);
-        if !draining {
-            return;
-        }
         let node = ClusterNode {
             inner: inner.clone(),
         };
@@ -552,6 +560,9 @@ async fn resume_after_drain(weak: Weak<NodeInner>) {
         };
         if node.propose_meta(command).await.is_ok() {
             tracing::info!("active again after a drain");
+            if let Err(e) = join::save_drained(&node.inner.store, false) {
+                tracing::warn!(error = %e, "clearing the drain mark");
+            }
             return;
         }
         drop(node);

@@ -108,6 +108,9 @@ fn drain_here(state: &Inner, asked_by: NodeId) {
         );
         state.draining.cancel();
     }
+    if let Err(e) = state.chat.cluster().note_drained() {
+        tracing::warn!(error = %e, "could not remember the drain: a restart keeps it draining");
+    }
 }
 
 /// Why a cluster request failed.
