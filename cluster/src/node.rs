@@ -530,14 +530,43 @@ impl NodeInner {
     }
 }
 
-/// After a restart on a new address, tells the cluster where this node now is.
+/// Proposes what `next` asks for (`None`: nothing left to do) until the meta group accepts it,
+/// backing off between attempts; false when the node stops first.
+async fn propose_until_done(
+    weak: Weak<NodeInner>,
+    next: impl Fn(&NodeInner) -> Option<MetaCommand>,
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(inner) = weak.upgrade() else {
+            return false;
+        };
+        let Some(command) = next(&inner) else {
+            return true;
+        };
+        let token = inner.shutdown.clone();
+        let node = ClusterNode { inner };
+        if node.propose_meta(command).await.is_ok() {
+            return true;
+        }
+        drop(node);
+        tokio::select! {
+            _ = token.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// A node drained before it stopped is active again once it runs: it takes its share of shard
 /// leaders back (the drain lasts until the restart it was for). The node itself remembers the
 /// drain ([`ClusterNode::note_drained`]): the cluster's mark may reach its replica of the meta
 /// state only after the start, and a drain asked just after the start must stand.
 async fn resume_after_drain(weak: Weak<NodeInner>) {
-    let Some(inner) = weak.upgrade() else { return };
-    match join::load_drained(&inner.store) {
+    let Some(store) = weak.upgrade().map(|inner| inner.store.clone()) else {
+        return;
+    };
+    match join::load_drained(&store) {
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => {
@@ -545,68 +574,37 @@ async fn resume_after_drain(weak: Weak<NodeInner>) {
             return;
         }
     }
-    drop(inner);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let node = ClusterNode {
-            inner: inner.clone(),
-        };
-        let token = inner.shutdown.clone();
-        drop(inner);
-        let command = MetaCommand::SetNodeState {
-            id: node.id(),
+    let active = |inner: &NodeInner| {
+        Some(MetaCommand::SetNodeState {
+            id: inner.id,
             state: NodeState::Active,
-        };
-        if node.propose_meta(command).await.is_ok() {
-            tracing::info!("active again after a drain");
-            if let Err(e) = join::save_drained(&node.inner.store, false) {
-                tracing::warn!(error = %e, "clearing the drain mark");
-            }
-            return;
+        })
+    };
+    if propose_until_done(weak, active).await {
+        tracing::info!("active again after a drain");
+        if let Err(e) = join::save_drained(&store, false) {
+            tracing::warn!(error = %e, "clearing the drain mark");
         }
-        drop(node);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
+/// A node whose address changed since the meta state recorded it (a restart on another port or
+/// host) announces the new one.
 async fn announce_address(weak: Weak<NodeInner>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
+    propose_until_done(weak, |inner| {
         let advertised = inner.advertised().to_string();
         let known = inner
             .meta
             .current()
             .nodes
             .get(&inner.id)
-            .map(|n| n.addr.clone());
-        if known.is_none() || known.as_deref() == Some(advertised.as_str()) {
-            return;
-        }
-        let node = ClusterNode {
-            inner: inner.clone(),
-        };
-        let token = inner.shutdown.clone();
-        drop(inner);
-        let command = MetaCommand::SetNodeAddr {
-            id: node.id(),
+            .map(|n| n.addr.clone())?;
+        (known != advertised).then_some(MetaCommand::SetNodeAddr {
+            id: inner.id,
             addr: advertised,
-        };
-        if node.propose_meta(command).await.is_ok() {
-            return;
-        }
-        drop(node);
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        })
+    })
+    .await;
 }
 
 pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> ClusterError {

@@ -60,6 +60,7 @@ async function login(userId, { quiet = false } = {}) {
   $('login').classList.add('hidden');
   $('chat').classList.remove('hidden');
   let first = session.wsToken;
+  if (rt) rt.disconnect(); // a second sign-in replaces the first one's connection
   rt = new Realtime({
     // Every reconnect takes a fresh realtime token, so an expired one never stops us.
     getToken: async () => {

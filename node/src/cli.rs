@@ -394,7 +394,7 @@ pub async fn drain_node(remote: &Remote, id: u64) -> Result<String, CliError> {
         )
         .await?;
     Ok(format!(
-        "node {id} is draining: readiness is off and its realtime clients were asked to reconnect elsewhere\n"
+        "node {id} is draining: readiness is off, its realtime clients were asked to reconnect elsewhere, and its shard leaders move to other replicas (watch `chatsdk status` until it leads none)\n"
     ))
 }
 
