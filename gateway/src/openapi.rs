@@ -509,6 +509,9 @@ pub struct Row {
     pub method: String,
     /// With `{name}` parameters, without a query string.
     pub path: String,
+    /// The query parameters the route cell names (`?limit(50, ≤100)&offset`), each with what
+    /// the cell says of it (`50, ≤100`).
+    pub query: Vec<(String, String)>,
     /// The row's cells after the route, as `(column, text)`.
     pub cells: Vec<(String, String)>,
 }
@@ -523,6 +526,27 @@ pub fn openapi_path(doc_path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// `?limit(50, ≤100)&sortBy=usage_count&…` → `[("limit", "50, ≤100"), ("sortBy", "usage_count")]`.
+fn query_params(doc_path: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = doc_path.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|part| {
+            let end = part.find(['(', '=']).unwrap_or(part.len());
+            let name = part[..end].trim();
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let note = part[end..]
+                .trim_start_matches(['(', '='])
+                .trim_end_matches(')')
+                .trim();
+            valid.then(|| (name.to_string(), note.to_string()))
+        })
+        .collect()
 }
 
 /// `/a/{id}/b` and `/a/{x}/b` are the same route.
@@ -580,6 +604,7 @@ pub fn rows(doc: &str) -> Vec<Row> {
             section: section.clone(),
             method: method.to_string(),
             path: openapi_path(path),
+            query: query_params(path),
             cells: columns
                 .iter()
                 .cloned()
@@ -596,6 +621,7 @@ fn extra_rows() -> Vec<Row> {
         section: "Realtime".into(),
         method: "GET".into(),
         path: "/connection/websocket".into(),
+        query: Vec::new(),
         cells: vec![(
             "answer".into(),
             "101: a WebSocket speaking the Centrifugo client protocol v2 (JSON), see `docs/protocol.md`".into(),
@@ -734,6 +760,16 @@ pub fn document() -> OpenApi {
                     .name(name)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
+        for (name, note) in &row.query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .description((!note.is_empty()).then(|| note.clone()))
                     .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
             );
         }
@@ -901,6 +937,15 @@ mod tests {
         assert_eq!(rows[0].section, "Things");
         assert_eq!(rows[0].method, "GET");
         assert_eq!(rows[0].path, "/a/{id}/b");
+        assert_eq!(rows[0].query, [("x".to_string(), "1".to_string())]);
+        assert_eq!(
+            query_params("/s?q&limit(50, ≤100)&sortBy=usage_count&…"),
+            [
+                ("q".to_string(), String::new()),
+                ("limit".to_string(), "50, ≤100".to_string()),
+                ("sortBy".to_string(), "usage_count".to_string()),
+            ]
+        );
         assert_eq!(rows[0].cells[0], ("who".to_string(), "member".to_string()));
         assert_eq!(operation_id("GET", "/a/{id}/b-c"), "get_a_id_b_c");
     }

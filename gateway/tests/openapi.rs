@@ -185,6 +185,14 @@ async fn the_openapi_document_and_the_router_agree_route_by_route() {
         doc["paths"]["/health"]["get"]["security"][0],
         serde_json::json!({})
     );
+    let query: Vec<&str> = doc["paths"]["/api/channels"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(query, ["type", "workspaceId", "limit", "offset"]);
     assert_eq!(
         doc["paths"]["/api/emoji/{id}/image"]["get"]["security"][0],
         serde_json::json!({}),
