@@ -71,6 +71,8 @@ pub fn app(state: GatewayState) -> Router {
             "/admin/apps/{id}",
             get(admin::get).patch(admin::update).delete(admin::delete),
         )
+        .route("/admin/apps/{id}/users", get(admin::users))
+        .route("/admin/apps/{id}/channels", get(admin::channels))
         .route(
             "/admin/apps/{id}/regenerate-key",
             post(admin::regenerate_key),

@@ -1459,6 +1459,58 @@ async fn tokens_refresh_validate_revoke_and_keys() {
         401,
         "UNAUTHORIZED",
     );
+    // The operator reads an app's users and channels with the admin key alone.
+    let new_app = created.body["id"].as_str().unwrap();
+    let (token_z, _) = rest.login(new_key, "z").await;
+    let room = rest.group(&token_z, "admin-visible room", &["z"]).await;
+    let users = rest
+        .call(
+            "GET",
+            &format!("/admin/apps/{new_app}/users?q=Z"),
+            Cred::Bearer(admin),
+            None,
+        )
+        .await;
+    assert_eq!(users.status, 200, "{users:?}");
+    assert_eq!(users.body["users"][0]["id"], "z", "{users:?}");
+    assert!(users.body["users"][0]["createdAt"].is_string(), "{users:?}");
+    let channels = rest
+        .call(
+            "GET",
+            &format!("/admin/apps/{new_app}/channels"),
+            Cred::Bearer(admin),
+            None,
+        )
+        .await;
+    assert_eq!(channels.status, 200, "{channels:?}");
+    assert_eq!(channels.body["total"], 1, "{channels:?}");
+    assert_eq!(channels.body["channels"][0]["id"], room.as_str());
+    assert_eq!(channels.body["channels"][0]["name"], "admin-visible room");
+    assert_eq!(channels.body["channels"][0]["memberCount"], 1);
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/admin/apps/nope/channels",
+                Cred::Bearer(admin),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                &format!("/admin/apps/{new_app}/users"),
+                Cred::Key(new_key),
+                None,
+            )
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
     let k = rest
         .call(
             "POST",

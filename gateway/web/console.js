@@ -314,6 +314,8 @@ async function openApp(a) {
   $('app-data').classList.add('hidden');
   $('drop-key').classList.toggle('hidden', !current.keyId);
   await loadKeys();
+  await loadUsers();
+  await loadChannels();
   if (current.key) await loadAppData();
 }
 
@@ -353,52 +355,42 @@ async function dropKey() {
 
 async function loadAppData() {
   $('app-data').classList.remove('hidden');
-  await loadUsers();
   await loadReports();
 }
 
 async function loadUsers() {
   const q = $('user-filter').value.trim();
-  const path = `/api/users?limit=100${q ? `&q=${encodeURIComponent(q)}` : ''}`;
-  const { users } = await request('GET', path, { appKey: current.key });
-  $('users').replaceChildren(
-    ...users.map((u) => {
-      const tr = el(
-        'tr',
-        { className: 'clickable' },
-        td(u.id, 'mono'),
-        td(u.name),
-        td(u.role),
-        el('td', {}, badge(u.online ? 'yes' : 'no')),
-        td(when(pick(u, 'lastActiveAt', 'last_active_at'))),
-      );
-      tr.dataset.testid = 'user-row';
-      tr.dataset.userId = u.id;
-      tr.addEventListener('click', () => {
-        for (const other of $('users').children) other.classList.toggle('selected', other === tr);
-        guarded('app', () => loadChannels(u));
-      });
-      return tr;
-    }),
-  );
+  const app = encodeURIComponent(current.id);
+  const path = `/admin/apps/${app}/users?limit=100${q ? `&q=${encodeURIComponent(q)}` : ''}`;
+  const { users } = await request('GET', path);
+  const rows = users.map((u) => {
+    const tr = el('tr', {}, td(u.id, 'mono'), td(u.name), td(u.role), td(u.email), td(when(u.lastActiveAt)));
+    tr.dataset.testid = 'user-row';
+    tr.dataset.userId = u.id;
+    return tr;
+  });
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 5, className: 'note', textContent: 'No users.' })));
+  $('users').replaceChildren(...rows);
 }
 
-async function loadChannels(user) {
-  const { channels } = await request('GET', `/api/channels?limit=100&user_id=${encodeURIComponent(user.id)}`, { appKey: current.key });
-  $('channels-title').textContent = `Channels of ${user.name || user.id}`;
-  const rows = channels.map((c) =>
-    el(
+async function loadChannels() {
+  const { channels, total } = await request('GET', `/admin/apps/${encodeURIComponent(current.id)}/channels?limit=100`);
+  $('channels-title').textContent = `Channels (${channels.length} of ${total})`;
+  const rows = channels.map((c) => {
+    const tr = el(
       'tr',
       {},
       td(c.id, 'mono'),
       td(c.cid, 'mono'),
       td(c.type),
       td(c.name),
-      td(pick(c, 'memberCount', 'member_count'), 'num'),
-      td(pick(c, 'messageCount', 'message_count'), 'num'),
-      td(when(pick(c, 'lastMessageAt', 'last_message_at'))),
-    ),
-  );
+      td(c.memberCount, 'num'),
+      td(c.createdBy, 'mono'),
+      td(when(c.createdAt)),
+    );
+    tr.dataset.testid = 'channel-row';
+    return tr;
+  });
   if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 7, className: 'note', textContent: 'No channels.' })));
   $('channels').replaceChildren(...rows);
 }
@@ -452,7 +444,7 @@ function init() {
   let filterTimer = null;
   $('user-filter').addEventListener('input', () => {
     clearTimeout(filterTimer);
-    filterTimer = setTimeout(() => current && current.key && guarded('app', loadUsers), 250);
+    filterTimer = setTimeout(() => current && guarded('app', loadUsers), 250);
   });
   if (adminKey) start(adminKey).catch((e) => forget(e.message));
 }

@@ -67,6 +67,19 @@ impl Chat {
         Ok((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)))
     }
 
+    /// Every channel of an app, newest first (the operator's view).
+    pub fn app_channels(
+        &self,
+        app: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<Channel>, usize), ChatError> {
+        let mut all = self.inner.directory.channels(app)?;
+        all.sort_by_key(|c| (std::cmp::Reverse(c.created_at), c.id.clone()));
+        let total = all.len();
+        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    }
+
     /// Channels visible to `user`: their memberships and the app's open channels.
     pub fn channels_for(
         &self,

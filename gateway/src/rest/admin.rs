@@ -212,3 +212,118 @@ pub async fn regenerate_key(_a: Admin) -> ApiResult<Response> {
         },
     ))
 }
+
+/// A user as the operator lists them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    email: Option<&'a str>,
+    image: Option<&'a str>,
+    role: Option<&'a str>,
+    created_at: Iso,
+    last_active_at: Option<Iso>,
+}
+
+#[derive(Serialize)]
+struct AdminUsers<'a> {
+    users: Vec<AdminUser<'a>>,
+    limit: usize,
+    offset: usize,
+}
+
+/// A channel as the operator lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminChannel<'a> {
+    id: &'a str,
+    cid: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    name: Option<&'a str>,
+    workspace_id: Option<&'a str>,
+    created_by: Option<&'a str>,
+    member_count: u64,
+    created_at: Iso,
+}
+
+#[derive(Serialize)]
+struct AdminChannels<'a> {
+    channels: Vec<AdminChannel<'a>>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+}
+
+fn existing_app(state: &GatewayState, id: &str) -> ApiResult<()> {
+    state
+        .chat
+        .app(id)?
+        .map(|_| ())
+        .ok_or_else(|| AppError::not_found("app not found"))
+}
+
+/// `GET /admin/apps/{id}/users`: the app's users (`q` filters by name or id).
+pub async fn users(
+    State(state): State<GatewayState>,
+    _a: Admin,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    existing_app(&state, &id)?;
+    let limit = q.num("limit", 50, 200)? as usize;
+    let offset = q.num("offset", 0, u64::MAX)? as usize;
+    let users = state
+        .chat
+        .users(&id, q.str("q").as_deref(), limit, offset)?;
+    let view = AdminUsers {
+        users: users
+            .iter()
+            .map(|u| AdminUser {
+                id: &u.id,
+                name: &u.name,
+                email: u.email.as_deref(),
+                image: u.image.as_deref(),
+                role: u.role.as_deref(),
+                created_at: Iso(u.created_at),
+                last_active_at: u.last_active_at.map(Iso),
+            })
+            .collect(),
+        limit,
+        offset,
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// `GET /admin/apps/{id}/channels`: every channel of the app, newest first.
+pub async fn channels(
+    State(state): State<GatewayState>,
+    _a: Admin,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    existing_app(&state, &id)?;
+    let limit = q.num("limit", 50, 200)? as usize;
+    let offset = q.num("offset", 0, u64::MAX)? as usize;
+    let (channels, total) = state.chat.app_channels(&id, limit, offset)?;
+    let view = AdminChannels {
+        channels: channels
+            .iter()
+            .map(|c| AdminChannel {
+                id: &c.id,
+                cid: &c.cid,
+                kind: c.kind.as_str(),
+                name: c.name.as_deref(),
+                workspace_id: c.workspace_id.as_deref(),
+                created_by: c.created_by.as_deref(),
+                member_count: c.member_count,
+                created_at: Iso(c.created_at),
+            })
+            .collect(),
+        total,
+        limit,
+        offset,
+    };
+    Ok(json(StatusCode::OK, &view))
+}
