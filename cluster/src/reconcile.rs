@@ -213,7 +213,28 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
         return expect_ok(reply);
     }
 
-    // 6. Round robin: is one shard led by its preferred leader?
+    // 6. A draining meta leader (this node) hands the directory to an active voter, so that its
+    //    stop interrupts no directory write either.
+    let draining = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.state == NodeState::Draining)
+    };
+    if draining(&inner.id) {
+        let active_voter = voters.iter().copied().find(|v| {
+            *v != inner.id
+                && state
+                    .nodes
+                    .get(v)
+                    .is_some_and(|n| n.state == NodeState::Active)
+        });
+        if let Some(to) = active_voter {
+            return hand_over(node, META_GROUP, Some(to)).await;
+        }
+    }
+
+    // 7. Round robin: is one shard led by its preferred leader?
     if state.shards > 0 {
         let shard = *cursor % state.shards + 1;
         *cursor = cursor.wrapping_add(1);

@@ -891,10 +891,23 @@ async fn a_drained_node_hands_its_shard_leaders_over() {
         ..GatewayConfig::default()
     };
     let mut nodes = cluster_with(config.clone()).await;
-    let rest = Rest::new(&nodes[0]);
-    let drained = nodes[1].chat.cluster().id();
+    // The directory's leader is drained: it hands the directory over too.
+    let meta_leader = |n: &TestNode| {
+        n.chat
+            .cluster()
+            .group_metrics(0)
+            .and_then(|m| m.borrow().current_leader)
+    };
+    let leader = meta_leader(&nodes[0]).expect("a directory leader");
+    let at = nodes
+        .iter()
+        .position(|n| n.chat.cluster().id() == leader)
+        .unwrap();
+    let other = (at + 1) % nodes.len();
+    let rest = Rest::new(&nodes[other]);
+    let drained = nodes[at].chat.cluster().id();
     support::eventually("the drained-to-be node leads a shard", || {
-        let leads = !shards_led(&nodes[1]).is_empty();
+        let leads = !shards_led(&nodes[at]).is_empty();
         async move { leads }
     })
     .await;
@@ -909,15 +922,16 @@ async fn a_drained_node_hands_its_shard_leaders_over() {
         .await;
     assert_eq!(r.status, 202, "{r:?}");
     support::eventually(
-        "the drained node leads no shard, and is marked draining",
+        "the drained node leads no group (shards, directory), and is marked draining",
         || {
-            let state = nodes[0].chat.cluster().meta_state();
+            let state = nodes[other].chat.cluster().meta_state();
             let done = state.nodes.get(&drained).map(|n| n.state)
                 == Some(chatsdk_cluster::NodeState::Draining)
                 && state.shard_map.values().all(|r| {
                     r.placement.leader != Some(drained) && r.placement.replicas.len() == 3
                 })
-                && shards_led(&nodes[1]).is_empty();
+                && shards_led(&nodes[at]).is_empty()
+                && meta_leader(&nodes[other]).is_some_and(|l| l != drained);
             async move { done }
         },
     )
@@ -935,12 +949,12 @@ async fn a_drained_node_hands_its_shard_leaders_over() {
     assert_eq!(row["state"], "draining", "{row}");
 
     // Writes go on while it drains, and after it stops.
-    let (_app, key) = nodes[0].app("drain").await;
+    let (_app, key) = nodes[other].app("drain").await;
     rest.ensure_user(&key, "drain-user").await;
     let (token, _) = rest.login(&key, "drain-user").await;
     let channel = rest.group(&token, "drain room", &["drain-user"]).await;
     send(&rest, &key, &channel, "drain-user", "while draining").await;
-    nodes.remove(1).stop().await;
+    nodes.remove(at).stop().await;
     send(&rest, &key, &channel, "drain-user", "while stopped").await;
     for node in nodes {
         node.stop().await;
