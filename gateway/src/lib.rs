@@ -73,6 +73,7 @@ pub fn app(state: GatewayState) -> Router {
         )
         .route("/admin/apps/{id}/users", get(admin::users))
         .route("/admin/apps/{id}/channels", get(admin::channels))
+        .route("/admin/apps/{id}/reports", get(moderation::admin_list))
         .route(
             "/admin/apps/{id}/regenerate-key",
             post(admin::regenerate_key),

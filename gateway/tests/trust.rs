@@ -40,8 +40,14 @@ fn id(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_are_reviewed_and_bans_are_enforced_everywhere() {
-    let (node, rest) = node().await;
-    let (_app, key) = node.app("moderation").await;
+    const OPERATOR: &str = "admin-key-of-the-moderation-test";
+    let node = TestNode::start(GatewayConfig {
+        admin_api_key: Some(OPERATOR.into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&node);
+    let (app, key) = node.app("moderation").await;
     user(&rest, &key, "mod", true).await;
     for u in ["alice", "bob", "carol"] {
         user(&rest, &key, u, false).await;
@@ -136,6 +142,37 @@ async fn reports_are_reviewed_and_bans_are_enforced_everywhere() {
     assert_eq!(q.status, 200, "{q:?}");
     let reports = q.body["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 2, "{q:?}");
+    // The operator sees the same queue with the admin key alone.
+    let operator = rest
+        .call(
+            "GET",
+            &format!("/admin/apps/{app}/reports?status=pending"),
+            Cred::Bearer(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(operator.status, 200, "{operator:?}");
+    let ids = |v: &Value| -> Vec<Value> {
+        v["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&operator.body), ids(&q.body));
+    assert_error(
+        &rest
+            .call(
+                "GET",
+                "/admin/apps/no-such-app/reports",
+                Cred::Bearer(OPERATOR),
+                None,
+            )
+            .await,
+        404,
+        "NOT_FOUND",
+    );
     assert_eq!(reports[0]["id"], report2.as_str(), "newest first");
     assert_eq!(reports[1]["message"]["text"], "something rude");
     assert_eq!(reports[1]["message"]["author"]["id"], "bob");
@@ -149,7 +186,7 @@ async fn reports_are_reviewed_and_bans_are_enforced_everywhere() {
     let mut watcher = WsClient::open(&node.ws_url()).await;
     let (_, alice_ws) = rest.login(&key, "alice").await;
     watcher.connect(&alice_ws).await;
-    let stream = format!("chat:{_app}:{gid}");
+    let stream = format!("chat:{app}:{gid}");
     watcher.call("subscribe", json!({"channel": stream})).await;
     assert_error(
         &rest

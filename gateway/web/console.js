@@ -4,12 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY = 'chatsdk.console.adminKey';
-const appKeyName = (app) => `chatsdk.console.appKey.${app}`;
 
 let adminKey = sessionStorage.getItem(KEY);
 let clusterTimer = null;
 let metricsTimer = null;
-let current = null; // the app shown: {id, name, key?, keyId? (a key this console made)}
+let current = null; // the app shown: {id, name}
 let previousCounters = null; // {at, requests, sends} for rates
 
 // ---------- helpers ----------
@@ -70,10 +69,8 @@ class HttpError extends Error {
 }
 
 /** A JSON request to this server, with the admin key or an app's server key. */
-async function request(method, path, { body, appKey } = {}) {
-  const headers = {};
-  if (appKey) headers['X-API-Key'] = appKey;
-  else headers.Authorization = `Bearer ${adminKey}`;
+async function request(method, path, { body } = {}) {
+  const headers = { Authorization: `Bearer ${adminKey}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await res.json().catch(() => ({}));
@@ -302,8 +299,7 @@ async function loadApps() {
 }
 
 async function openApp(a) {
-  const stored = JSON.parse(sessionStorage.getItem(appKeyName(a.id)) || 'null');
-  current = { id: a.id, name: a.name, key: stored ? stored.key : null, keyId: stored ? stored.keyId : null };
+  current = { id: a.id, name: a.name };
   for (const tr of $('apps').children) tr.classList.toggle('selected', tr.dataset.appId === a.id);
   $('app').classList.remove('hidden');
   $('app-name').textContent = a.name;
@@ -311,12 +307,10 @@ async function openApp(a) {
   $('users').replaceChildren();
   $('channels').replaceChildren();
   $('reports').replaceChildren();
-  $('app-data').classList.add('hidden');
-  $('drop-key').classList.toggle('hidden', !current.keyId);
   await loadKeys();
   await loadUsers();
   await loadChannels();
-  if (current.key) await loadAppData();
+  await loadAppData();
 }
 
 async function loadKeys() {
@@ -326,35 +320,7 @@ async function loadKeys() {
   );
 }
 
-function rememberAppKey(key, keyId = null) {
-  current.key = key;
-  current.keyId = keyId;
-  sessionStorage.setItem(appKeyName(current.id), JSON.stringify({ key, keyId }));
-  $('drop-key').classList.toggle('hidden', !keyId);
-}
-
-async function makeKey() {
-  const made = await request('POST', '/api/auth/api-keys', {
-    body: { name: 'console (read-only)', app_id: current.id, scopes: ['read'] },
-  });
-  rememberAppKey(made.api_key, made.id);
-  await loadKeys();
-  await loadAppData();
-}
-
-async function dropKey() {
-  if (!current.keyId) return;
-  if (!window.confirm('Revoke the read-only key this console created?')) return;
-  await request('DELETE', `/api/auth/api-keys/${encodeURIComponent(current.keyId)}?app_id=${encodeURIComponent(current.id)}`);
-  sessionStorage.removeItem(appKeyName(current.id));
-  current.key = current.keyId = null;
-  $('drop-key').classList.add('hidden');
-  $('app-data').classList.add('hidden');
-  await loadKeys();
-}
-
 async function loadAppData() {
-  $('app-data').classList.remove('hidden');
   await loadReports();
 }
 
@@ -396,10 +362,9 @@ async function loadChannels() {
 }
 
 async function loadReports() {
-  const stats = await request('GET', '/api/moderation/stats', { appKey: current.key });
-  $('mod-stats').textContent =
-    `${pick(stats, 'pendingReports', 'pending_reports') ?? 0} pending of ${pick(stats, 'totalReports', 'total_reports') ?? 0}`;
-  const { reports } = await request('GET', '/api/moderation/reports?status=pending&limit=100', { appKey: current.key });
+  const app = encodeURIComponent(current.id);
+  const { reports } = await request('GET', `/admin/apps/${app}/reports?status=pending&limit=100`);
+  $('mod-stats').textContent = `${reports.length} pending`;
   const rows = reports.map((r) => {
     const message = r.message || {};
     const author = message.author || {};
@@ -431,16 +396,6 @@ function init() {
     start(key).catch((e) => forget(e.status === 401 ? 'That admin key was refused (401).' : e.message));
   });
   $('logout').addEventListener('click', () => forget());
-  $('app-key-form').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const key = $('app-key').value.trim();
-    if (!key || !current) return;
-    $('app-key').value = '';
-    rememberAppKey(key);
-    guarded('app', loadAppData);
-  });
-  $('make-key').addEventListener('click', () => current && guarded('app', makeKey));
-  $('drop-key').addEventListener('click', () => current && guarded('app', dropKey));
   let filterTimer = null;
   $('user-filter').addEventListener('input', () => {
     clearTimeout(filterTimer);

@@ -19,7 +19,7 @@ use chatsdk_actors::{Caller, Review};
 use serde::Deserialize;
 
 use super::success;
-use crate::auth::extract::Auth;
+use crate::auth::extract::{Admin, Auth};
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
@@ -331,6 +331,35 @@ pub async fn report_message(
 /// `GET /api/moderation/reports?status&limit&offset` (app admins, server keys).
 pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> ApiResult<Response> {
     let caller = auth.caller(q.str("userId"));
+    report_page(&state, auth.dialect, &caller, &q)
+}
+
+/// `GET /admin/apps/{id}/reports?status&limit&offset`: the app's reports for the operator
+/// (the admin key acts with a server key's authority in the app; camelCase).
+pub async fn admin_list(
+    State(state): State<GatewayState>,
+    _a: Admin,
+    Path(app): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    state
+        .chat
+        .app(&app)?
+        .ok_or_else(|| AppError::not_found("app not found"))?;
+    let caller = Caller {
+        app,
+        user: None,
+        server: true,
+    };
+    report_page(&state, Dialect::Camel, &caller, &q)
+}
+
+fn report_page(
+    state: &GatewayState,
+    dialect: Dialect,
+    caller: &Caller,
+    q: &Query,
+) -> ApiResult<Response> {
     let status = match q.str("status") {
         None => None,
         Some(s) => Some(parse_status(&s).ok_or_else(|| {
@@ -339,12 +368,9 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     };
     let limit = q.num("limit", 50, 100)?.max(1) as usize;
     let offset = q.num("offset", 0, u64::from(u32::MAX))? as usize;
-    let reports = state.chat.reports(&caller, status, limit, offset)?;
-    let contexts: Vec<ReportContext> = reports
-        .iter()
-        .map(|r| context(&state, auth.dialect, r))
-        .collect();
-    Ok(reply!(auth.dialect, StatusCode::OK, v => v::ReportList {
+    let reports = state.chat.reports(caller, status, limit, offset)?;
+    let contexts: Vec<ReportContext> = reports.iter().map(|r| context(state, dialect, r)).collect();
+    Ok(reply!(dialect, StatusCode::OK, v => v::ReportList {
         total: reports.len(),
         reports: reports
             .iter()
