@@ -348,47 +348,65 @@ pub struct Summary {
 /// Reads a whole backup without writing anything: every item's checksum, the file sizes and the
 /// closing counts. `chatsdk backup` runs it on what it received before keeping the file.
 pub fn inspect(input: impl Read) -> Result<Summary, BackupError> {
-    let (header, mut frames) = open(input)?;
-    let mut totals = Totals::default();
-    let mut left = 0u64;
-    loop {
-        let item = frames.next()?;
-        if !matches!(item, Item::Chunk(_)) && left != 0 {
-            return Err(BackupError::Format("a file is missing its end".into()));
-        }
-        match item {
-            Item::Header(_) => return Err(BackupError::Format("a second header".into())),
-            Item::Tree { .. } => {}
-            Item::Group { .. } => totals.groups += 1,
-            Item::File { len, .. } => {
-                totals.files += 1;
-                totals.file_bytes = totals.file_bytes.saturating_add(len);
-                left = len;
-            }
-            Item::Chunk(bytes) => {
-                left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
-                    BackupError::Format("a file holds more bytes than announced".into())
-                })?;
-            }
-            Item::End(expected) if expected == totals => break,
-            Item::End(expected) => {
-                return Err(BackupError::Format(format!(
-                    "it announces {expected:?} but holds {totals:?}"
-                )))
-            }
-        }
-    }
+    let (header, mut items) = open(input)?;
+    while items.next()?.is_some() {}
     Ok(Summary {
         node_id: header.node_id,
         cluster_id: header.cluster_id,
         created_ms: header.created_ms,
         version: header.version,
-        totals,
+        totals: items.totals,
     })
 }
 
-/// Checks the magic and the header of a backup and returns its frames after the header.
-fn open<R: Read>(input: R) -> Result<(Header, Frames<io::BufReader<R>>), BackupError> {
+/// The items of a backup after its header, with its structure checked as they are read: one
+/// header, each file's chunks adding up to its length, and closing counts that match what came.
+struct Items<R> {
+    frames: Frames<R>,
+    totals: Totals,
+    /// Bytes the current file still expects (`None`: no file is open).
+    left: Option<u64>,
+}
+
+impl<R: Read> Items<R> {
+    /// The next item, or `None` once the closing item matched.
+    fn next(&mut self) -> Result<Option<Item>, BackupError> {
+        let item = self.frames.next()?;
+        // Any other item closes the current file, which must be whole by then.
+        if !matches!(item, Item::Chunk(_)) && self.left.take().is_some_and(|left| left != 0) {
+            return Err(BackupError::Format("a file is missing its end".into()));
+        }
+        match &item {
+            Item::Header(_) => return Err(BackupError::Format("a second header".into())),
+            Item::Tree { .. } => {}
+            Item::Group { .. } => self.totals.groups += 1,
+            Item::File { len, .. } => {
+                self.totals.files += 1;
+                self.totals.file_bytes = self.totals.file_bytes.saturating_add(*len);
+                self.left = Some(*len);
+            }
+            Item::Chunk(bytes) => {
+                let Some(left) = self.left.as_mut() else {
+                    return Err(BackupError::Format("file data outside a file".into()));
+                };
+                *left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
+                    BackupError::Format("a file holds more bytes than announced".into())
+                })?;
+            }
+            Item::End(expected) if *expected == self.totals => return Ok(None),
+            Item::End(expected) => {
+                return Err(BackupError::Format(format!(
+                    "it announces {expected:?} but holds {:?}",
+                    self.totals
+                )))
+            }
+        }
+        Ok(Some(item))
+    }
+}
+
+/// Checks the magic and the header of a backup and returns its items after the header.
+fn open<R: Read>(input: R) -> Result<(Header, Items<io::BufReader<R>>), BackupError> {
     let mut input = io::BufReader::new(input);
     let mut magic = [0u8; MAGIC.len()];
     input
@@ -409,7 +427,12 @@ fn open<R: Read>(input: R) -> Result<(Header, Frames<io::BufReader<R>>), BackupE
             header.version, header.backup_format, header.data_format
         )));
     }
-    Ok((header, frames))
+    let items = Items {
+        frames,
+        totals: Totals::default(),
+        left: None,
+    };
+    Ok((header, items))
 }
 
 /// Restores a backup into `data_dir`, which must not exist or be empty, accepting files only
@@ -423,26 +446,22 @@ pub async fn restore(
     if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
         return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
     }
-    let (header, mut frames) = open(input)?;
+    let (header, mut items) = open(input)?;
     std::fs::create_dir_all(data_dir)?;
     let store = Store::open(&StoreConfig::new(data_dir))?;
     let marker = data_dir.join(RESTORE_MARKER);
     std::fs::File::create(&marker)?.sync_all()?;
     sync_dir(data_dir)?;
-    let mut totals = Totals::default();
-    let mut file: Option<(std::fs::File, u64)> = None;
+    let mut file: Option<std::fs::File> = None;
     loop {
-        let item = frames.next()?;
-        if !matches!(item, Item::Chunk(_)) {
-            if let Some((f, left)) = file.take() {
-                if left != 0 {
-                    return Err(BackupError::Format("a file is missing its end".into()));
-                }
+        let item = items.next()?;
+        if !matches!(item, Some(Item::Chunk(_))) {
+            if let Some(f) = file.take() {
                 f.sync_all()?;
             }
         }
+        let Some(item) = item else { break };
         match item {
-            Item::Header(_) => return Err(BackupError::Format("a second header".into())),
             Item::Tree { name, entries } => {
                 if !TREES.contains(&name.as_str()) {
                     return Err(BackupError::Format(format!("an unknown tree {name}")));
@@ -470,34 +489,21 @@ pub async fn restore(
                     ..v
                 });
                 chatsdk_storage::restore_snapshot(&store, group, &meta, vote, &data).await?;
-                totals.groups += 1;
             }
-            Item::File { path, len } => {
+            Item::File { path, .. } => {
                 let target = safe_join(data_dir, &path, dirs)?;
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                file = Some((std::fs::File::create(&target)?, len));
-                totals.files += 1;
-                totals.file_bytes = totals.file_bytes.saturating_add(len);
+                file = Some(std::fs::File::create(&target)?);
             }
             Item::Chunk(bytes) => {
-                let Some((f, left)) = file.as_mut() else {
-                    return Err(BackupError::Format("file data outside a file".into()));
-                };
-                *left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
-                    BackupError::Format("a file holds more bytes than announced".into())
-                })?;
-                f.write_all(&bytes)?;
-            }
-            Item::End(expected) => {
-                if expected != totals {
-                    return Err(BackupError::Format(format!(
-                        "it announces {expected:?} but holds {totals:?}"
-                    )));
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&bytes)?;
                 }
-                break;
             }
+            // `Items` answers these itself.
+            Item::Header(_) | Item::End(_) => {}
         }
     }
     store.flush().await?;
@@ -508,7 +514,7 @@ pub async fn restore(
         node_id: header.node_id,
         cluster_id: header.cluster_id,
         created_ms: header.created_ms,
-        totals,
+        totals: items.totals,
     })
 }
 
@@ -534,4 +540,88 @@ fn safe_join(root: &Path, rel: &str, dirs: &[&str]) -> Result<PathBuf, BackupErr
         )));
     }
     Ok(root.join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup_of(items: &[Item]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        let header = Item::Header(Header {
+            backup_format: BACKUP_FORMAT,
+            data_format: DATA_FORMAT,
+            node_id: 1,
+            cluster_id: "c".into(),
+            created_ms: 0,
+            version: "test".into(),
+        });
+        for item in std::iter::once(&header).chain(items) {
+            out.extend(frame(item).unwrap());
+        }
+        out
+    }
+
+    fn file(len: u64) -> Item {
+        Item::File {
+            path: "media/ab/cd".into(),
+            len,
+        }
+    }
+
+    fn end(files: u32, file_bytes: u64) -> Item {
+        Item::End(Totals {
+            groups: 0,
+            files,
+            file_bytes,
+        })
+    }
+
+    fn refusal(items: &[Item]) -> String {
+        match inspect(&backup_of(items)[..]) {
+            Ok(s) => panic!("accepted: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_backup_is_read_whole_or_refused_with_the_reason() {
+        let whole = [
+            file(3),
+            Item::Chunk(vec![1, 2]),
+            Item::Chunk(vec![3]),
+            end(1, 3),
+        ];
+        let summary = inspect(&backup_of(&whole)[..]).unwrap();
+        assert_eq!(summary.totals.file_bytes, 3);
+        assert_eq!(summary.node_id, 1);
+
+        let short = [file(3), Item::Chunk(vec![1, 2]), end(1, 3)];
+        assert!(refusal(&short).contains("missing its end"));
+        let long = [file(1), Item::Chunk(vec![1, 2]), end(1, 1)];
+        assert!(refusal(&long).contains("more bytes than announced"));
+        let stray = [Item::Chunk(vec![1]), end(0, 0)];
+        assert!(refusal(&stray).contains("outside a file"));
+        let miscounted = [file(0), end(2, 0)];
+        assert!(refusal(&miscounted).contains("announces"));
+        let cut = backup_of(&whole);
+        let cut = &cut[..cut.len() - 3];
+        assert!(inspect(cut).unwrap_err().to_string().contains("ends"));
+    }
+
+    #[test]
+    fn restored_files_stay_inside_the_directories_backups_carry() {
+        let root = Path::new("/data");
+        assert!(safe_join(root, "media/ab/cd", &["media"]).is_ok());
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "db",
+            "raft-log/0",
+            "media",
+            "",
+        ] {
+            assert!(safe_join(root, bad, &["media"]).is_err(), "{bad}");
+        }
+    }
 }

@@ -17,44 +17,14 @@ use crate::error::{ApiResult, AppError};
 use crate::rest::json;
 use crate::state::GatewayState;
 
-/// A file of `gateway/web/`.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static str,
-}
-
-const ASSETS: &[Asset] = &[
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../web/style.css"),
-    },
-    Asset {
-        name: "realtime.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/realtime.js"),
-    },
-    Asset {
-        name: "demo.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/demo.js"),
-    },
-    Asset {
-        name: "apidocs.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../web/apidocs.css"),
-    },
-    Asset {
-        name: "apidocs.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/apidocs.js"),
-    },
-    Asset {
-        name: "console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/console.js"),
-    },
+/// The scripts and stylesheets of `gateway/web/`, by name.
+const ASSETS: &[(&str, &str)] = &[
+    ("style.css", include_str!("../web/style.css")),
+    ("realtime.js", include_str!("../web/realtime.js")),
+    ("demo.js", include_str!("../web/demo.js")),
+    ("apidocs.css", include_str!("../web/apidocs.css")),
+    ("apidocs.js", include_str!("../web/apidocs.js")),
+    ("console.js", include_str!("../web/console.js")),
 ];
 
 const DEMO_HTML: &str = include_str!("../web/demo.html");
@@ -109,16 +79,18 @@ pub async fn demo(State(state): State<GatewayState>) -> ApiResult<Response> {
 
 /// `GET /web/{file}`.
 pub async fn asset(Path(file): Path<String>) -> ApiResult<Response> {
-    let asset = ASSETS
+    let (name, body) = ASSETS
         .iter()
-        .find(|a| a.name == file)
+        .find(|(name, _)| *name == file)
         .ok_or_else(|| AppError::not_found(format!("No such file: {file}")))?;
-    let mut response = asset.body.into_response();
+    let content_type = if name.ends_with(".css") {
+        "text/css; charset=utf-8"
+    } else {
+        "text/javascript; charset=utf-8"
+    };
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(asset.content_type),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -226,8 +226,7 @@ impl StateMachineStore {
                     membership = m;
                 }
             }
-            batch.insert(KEY_APPLIED, record::encode(&applied)?);
-            batch.insert(KEY_MEMBERSHIP, record::encode(&membership)?);
+            system_entries(&mut batch, &applied, &membership)?;
             batch.remove(KEY_REDO);
             tree.apply_batch(batch)?;
         }
@@ -258,9 +257,7 @@ impl StateMachineStore {
     }
 
     fn system_batch(&self, batch: &mut sled::Batch) -> Result<(), StoreError> {
-        batch.insert(KEY_APPLIED, record::encode(&self.applied)?);
-        batch.insert(KEY_MEMBERSHIP, record::encode(&self.membership)?);
-        Ok(())
+        system_entries(batch, &self.applied, &self.membership)
     }
 
     /// Freezes the pending writes and returns the work that moves them into sled, with the
@@ -620,8 +617,7 @@ pub async fn restore_snapshot(
         record::unframe(&v)?;
         batch.insert(k, v);
     }
-    batch.insert(KEY_APPLIED, record::encode(&meta.last_log_id)?);
-    batch.insert(KEY_MEMBERSHIP, record::encode(&meta.last_membership)?);
+    system_entries(&mut batch, &meta.last_log_id, &meta.last_membership)?;
     tree.apply_batch(batch)?;
     write_mark(&snap, meta)?;
     if let Some(vote) = vote {
@@ -629,6 +625,17 @@ pub async fn restore_snapshot(
         store.wal().sync().await?;
     }
     store.flush().await
+}
+
+/// The applied position and membership, written with the keys they describe.
+fn system_entries(
+    batch: &mut sled::Batch,
+    applied: &Option<LogId>,
+    membership: &StoredMembership,
+) -> Result<(), StoreError> {
+    batch.insert(KEY_APPLIED, record::encode(applied)?);
+    batch.insert(KEY_MEMBERSHIP, record::encode(membership)?);
+    Ok(())
 }
 
 fn write_mark(snap: &sled::Tree, meta: &SnapshotMeta<NodeId, BasicNode>) -> Result<(), StoreError> {
