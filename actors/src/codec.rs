@@ -72,6 +72,19 @@ pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, CodecError> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Json(pub Value);
 
+/// Any JSON value (the schema says nothing of what users store).
+impl utoipa::PartialSchema for Json {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        Value::schema()
+    }
+}
+
+impl utoipa::ToSchema for Json {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Json".into()
+    }
+}
+
 impl Json {
     /// An empty JSON object.
     pub fn object() -> Json {

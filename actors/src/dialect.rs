@@ -3,8 +3,8 @@
 //! A response shape is declared once, as a Rust struct, inside [`dialect_views!`], which derives
 //! it twice: in a `camel` module with `#[serde(rename_all = "camelCase")]` and in a `snake`
 //! module with `#[serde(rename_all = "snake_case")]`. Both serialize straight from the records
-//! they borrow, so no response is ever re-parsed to change its keys, and a later OpenAPI
-//! document can be derived from the same structs. User-owned objects (`custom`, `config`,
+//! they borrow, so no response is ever re-parsed to change its keys, and the OpenAPI document's
+//! response schemas are derived from the same structs. User-owned objects (`custom`, `config`,
 //! `settings`, attachments) are carried as [`crate::codec::Json`] and keep their keys as the
 //! user wrote them in both dialects.
 
@@ -21,6 +21,7 @@ pub enum Dialect {
 ///
 /// ```text
 /// dialect_views! {
+///     scope: messages;                      // the schemas' names: `messages.camel.Page`
 ///     records: chatsdk_actors::render;      // optional: views these ones embed
 ///     types { pub struct Page<'a> { messages: Vec<MessageView<'a>>, has_more: bool } }
 ///     impls { impl<'a> Page<'a> { ... } }   // optional: written once, compiled per dialect
@@ -28,14 +29,19 @@ pub enum Dialect {
 /// ```
 ///
 /// expands to `pub mod camel { ... }` and `pub mod snake { ... }`, each with the types (derived
-/// `Serialize`, renamed for its dialect), the impls, `use super::*`, and, with `records`, the
+/// `Serialize`, renamed for its dialect, and `utoipa::ToSchema` named `scope.dialect.Type`, so
+/// the twins and equal names of other modules never collide in the OpenAPI document), the impls, `use super::*`, and, with `records`, the
 /// same dialect's views of that module (re-exported), so a nested view is always in its
 /// parent's spelling.
 #[macro_export]
 macro_rules! dialect_views {
     (
+        scope: $scope:ident;
         $(records: $($records:ident)::+;)?
-        types { $($ty:item)* }
+        types { $(
+            $(#[$meta:meta])*
+            $vis:vis $kind:ident $name:ident $(<$($lt:lifetime),+>)? { $($body:tt)* }
+        )* }
         $(impls { $($im:item)* })?
     ) => {
         /// These views in the Client API's camelCase.
@@ -44,9 +50,11 @@ macro_rules! dialect_views {
             use super::*;
             $(pub use $($records)::+::camel::*;)?
             $(
-                #[derive(::serde::Serialize)]
+                #[derive(::serde::Serialize, ::utoipa::ToSchema)]
                 #[serde(rename_all = "camelCase")]
-                $ty
+                #[schema(as = $scope::camel::$name)]
+                $(#[$meta])*
+                $vis $kind $name $(<$($lt),+>)? { $($body)* }
             )*
             $($($im)*)?
         }
@@ -56,9 +64,11 @@ macro_rules! dialect_views {
             use super::*;
             $(pub use $($records)::+::snake::*;)?
             $(
-                #[derive(::serde::Serialize)]
+                #[derive(::serde::Serialize, ::utoipa::ToSchema)]
                 #[serde(rename_all = "snake_case")]
-                $ty
+                #[schema(as = $scope::snake::$name)]
+                $(#[$meta])*
+                $vis $kind $name $(<$($lt),+>)? { $($body)* }
             )*
             $($($im)*)?
         }

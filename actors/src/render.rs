@@ -9,6 +9,10 @@
 
 use serde::ser::SerializeSeq;
 use serde::Serialize;
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 
 use crate::codec::Json;
 
@@ -29,8 +33,38 @@ impl Serialize for Iso {
     }
 }
 
+/// An ISO-8601 date-time string.
+impl utoipa::PartialSchema for Iso {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples(["2026-01-31T12:00:00.000Z"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Iso {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+}
+
 /// An empty JSON list (features this build does not have yet render as empty).
 pub struct Empty;
+
+/// An empty list.
+impl utoipa::PartialSchema for Empty {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new().max_items(Some(0)).into()
+    }
+}
+
+impl utoipa::ToSchema for Empty {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Empty".into()
+    }
+}
 
 impl Serialize for Empty {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -44,6 +78,22 @@ enum Attachments<'a> {
     Some(&'a Json),
     /// With a media token on the URLs of uploads (reads; events carry canonical URLs).
     Signed(&'a Json, &'a crate::media::MediaSigner, u64),
+}
+
+/// A message's attachments: the list the sender wrote (objects of their own keys), with media
+/// tokens on the URLs of uploads.
+impl utoipa::PartialSchema for Attachments<'_> {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(ObjectBuilder::new().schema_type(Type::Object))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Attachments<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Attachments".into()
+    }
 }
 
 impl Serialize for Attachments<'_> {
@@ -92,6 +142,19 @@ fn signed_attachments(
 /// A user-owned object that reads as `{}` when it was never set.
 struct Object<'a>(&'a Json);
 
+/// Any JSON object, `{}` when never set.
+impl utoipa::PartialSchema for Object<'_> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::Object).into()
+    }
+}
+
+impl utoipa::ToSchema for Object<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Object".into()
+    }
+}
+
 impl Serialize for Object<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.0.is_null() {
@@ -108,6 +171,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 crate::dialect_views! {
+    scope: render;
     types {
         /// A video a link preview shows.
         pub struct LinkVideoView<'a> {

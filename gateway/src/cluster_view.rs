@@ -174,7 +174,7 @@ async fn ask_to_drain(state: &GatewayState, id: NodeId) -> Result<(), ViewError>
 }
 
 /// The cluster, as the admin API renders it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterView {
     pub cluster_id: String,
@@ -186,7 +186,7 @@ pub struct ClusterView {
 }
 
 /// One node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeView {
     pub id: NodeId,
@@ -209,14 +209,14 @@ pub struct NodeView {
 }
 
 /// Realtime connections by transport.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Connections {
     pub websocket: u64,
     pub quic: u64,
 }
 
 /// One Raft group: the directory (group 0) or a data shard.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupView {
     pub id: u32,

@@ -106,9 +106,9 @@ pub struct DemoLogin {
     user_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DemoSession<'a> {
+pub(crate) struct DemoSession<'a> {
     app_id: &'a str,
     user: DemoUser<'a>,
     token: &'a str,
@@ -116,7 +116,7 @@ struct DemoSession<'a> {
     expires_in: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DemoUser<'a> {
     id: &'a str,
     name: &'a str,

@@ -1,7 +1,8 @@
 //! `/api/openapi.json` describes the router exactly: every route the router serves (read from
 //! its source, method by method) is in the document, and every operation of the document is
 //! answered by a handler of a live node (not by the router's fallbacks). The request bodies
-//! carry the schemas of the types the handlers read.
+//! carry the schemas of the types the handlers read, the answers those of the views they write;
+//! the answers of routes no other test calls with success are checked here.
 
 mod support;
 
@@ -152,8 +153,56 @@ async fn the_openapi_document_and_the_router_agree_route_by_route() {
         );
     }
 
-    // Bodies are the handlers' types: names, aliases' canonical spelling, what is required.
+    // Answers are the handlers' views, in both dialects where they spell keys apart.
     let send = &doc["paths"]["/api/channels/{id}/messages"]["post"];
+    let sent = &send["responses"]["201"]["content"]["application/json"]["schema"]["anyOf"];
+    assert_eq!(
+        sent,
+        &serde_json::json!([
+            {"$ref": "#/components/schemas/render.camel.MessageView"},
+            {"$ref": "#/components/schemas/render.snake.MessageView"},
+        ]),
+        "{sent}"
+    );
+    let (camel, required) = fields(
+        &doc,
+        &doc["components"]["schemas"]["render.camel.MessageView"],
+    );
+    assert!(
+        camel.contains("clientMsgId") && required.contains("channelId"),
+        "{camel:?}"
+    );
+    let (snake, _) = fields(
+        &doc,
+        &doc["components"]["schemas"]["render.snake.MessageView"],
+    );
+    assert!(
+        snake.contains("client_msg_id") && !snake.contains("clientMsgId"),
+        "{snake:?}"
+    );
+    let count = &doc["paths"]["/api/channels/unread-count"]["get"]["responses"]["200"];
+    assert_eq!(
+        count["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/channels.camel.Count",
+        "one schema for a view both dialects spell alike"
+    );
+    let mut without = Vec::new();
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('2') && status != "204" && response.get("content").is_none() {
+                without.push(format!("{method} {path} {status}"));
+            }
+        }
+    }
+    // Only an upload's PUT answers success without a body.
+    assert_eq!(
+        without,
+        ["PUT /api/uploads/put 200"],
+        "answers without a schema"
+    );
+
+    // Bodies are the handlers' types: names, aliases' canonical spelling, what is required.
     let schema = &send["requestBody"]["content"]["application/json"]["schema"];
     let (send_fields, required) = fields(&doc, schema);
     for f in ["text", "clientMsgId", "parentId", "attachments", "userId"] {
@@ -216,4 +265,245 @@ async fn the_openapi_document_and_the_router_agree_route_by_route() {
         .unwrap();
     assert_eq!(script.status(), 200);
     assert!(script.text().await.unwrap().contains("/api/openapi.json"));
+}
+
+/// The checker that every test's REST answers pass through refuses what the document does not
+/// allow: a missing required key, a key of the other dialect, a value of another type, an
+/// undocumented success status, an error without the error body.
+#[test]
+fn answers_are_held_to_the_document() {
+    use serde_json::json;
+    use support::schema::check;
+    let json = Some("application/json");
+    let count = |body: Value| check("GET", "/api/channels/unread-count", 200, json, &body);
+    assert!(count(json!({"count": 3})).is_ok());
+    assert!(count(json!({})).is_err(), "required key missing");
+    assert!(count(json!({"count": "3"})).is_err(), "wrong type");
+    assert!(
+        count(json!({"count": 3, "extra": 1})).is_err(),
+        "unknown key"
+    );
+    let read = |body: Value| check("POST", "/api/channels/c/read", 200, json, &body);
+    assert!(read(json!({"success": true, "lastReadSeq": 4})).is_ok());
+    assert!(read(json!({"success": true, "last_read_seq": 4})).is_ok());
+    assert!(
+        read(json!({"success": true, "lastReadSeq": 4, "last_read_seq": 4})).is_err(),
+        "two dialects at once"
+    );
+    assert!(
+        check(
+            "GET",
+            "/api/channels/unread-count",
+            201,
+            json,
+            &json!({"count": 1})
+        )
+        .is_err(),
+        "a success status the document does not list"
+    );
+    let error = json!({"error": {"code": "NOT_FOUND", "message": "no", "requestId": "r"}});
+    assert!(check("GET", "/api/channels/c", 404, json, &error).is_ok());
+    assert!(check(
+        "GET",
+        "/api/channels/c",
+        404,
+        json,
+        &json!({"message": "no"})
+    )
+    .is_err());
+    assert!(
+        check("GET", "/api/users/me", 200, json, &json!({"id": "a"})).is_err(),
+        "`/api/users/me` is matched before `/api/users/{{id}}`"
+    );
+}
+
+/// The routes other tests do not answer with success, called once each so that their answers
+/// meet the document's schemas too (the checks are in `support::Rest::call`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_less_travelled_routes_answer_their_documented_views() {
+    use serde_json::json;
+    const ADMIN: &str = "admin-key-for-openapi-0123";
+    let node = TestNode::start(GatewayConfig {
+        admin_api_key: Some(ADMIN.into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rest = Rest::new(&node);
+    let admin = Cred::Bearer(ADMIN);
+    let ok =
+        |r: &support::Res, what: &str| assert!((200..300).contains(&r.status), "{what}: {r:?}");
+
+    let app = rest
+        .call("POST", "/admin/apps", admin, Some(json!({"name": "spare"})))
+        .await;
+    ok(&app, "create an app");
+    let app_id = app.body["id"].as_str().unwrap().to_string();
+    for (method, body) in [("GET", None), ("PATCH", Some(json!({"name": "renamed"})))] {
+        let r = rest
+            .call(method, &format!("/admin/apps/{app_id}"), admin, body)
+            .await;
+        ok(&r, method);
+    }
+    let r = rest
+        .call(
+            "POST",
+            &format!("/admin/apps/{app_id}/regenerate-key"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 410, "{r:?}");
+    ok(
+        &rest
+            .call("GET", "/admin/cluster/join-token", admin, None)
+            .await,
+        "join token",
+    );
+    ok(
+        &rest
+            .call("DELETE", &format!("/admin/apps/{app_id}"), admin, None)
+            .await,
+        "delete an app",
+    );
+
+    let (_, key) = node.app("main").await;
+    let k = Cred::Key(&key);
+    let ensured = rest
+        .call(
+            "POST",
+            "/api/users/ensure",
+            k,
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    ok(&ensured, "ensure a user");
+    rest.ensure_user(&key, "bob").await;
+    let minted = rest
+        .call("POST", "/tokens", k, Some(json!({"userId": "alice"})))
+        .await;
+    ok(&minted, "mint");
+    let alice = minted.body["token"].as_str().unwrap().to_string();
+    let refresh = minted.body["refreshToken"].as_str().unwrap();
+    let ws = minted.body["wsToken"].as_str().unwrap();
+    ok(
+        &rest
+            .call("POST", "/tokens/refresh", Cred::Bearer(refresh), None)
+            .await,
+        "refresh",
+    );
+    ok(
+        &rest
+            .call("GET", "/tokens/validate-ws", Cred::Bearer(ws), None)
+            .await,
+        "validate a realtime token",
+    );
+
+    let group = rest
+        .call(
+            "POST",
+            "/api/channels/group/ensure",
+            k,
+            Some(json!({"external_id": "team-1", "member_ids": ["alice", "bob"], "name": "g"})),
+        )
+        .await;
+    ok(&group, "group ensure");
+    let cid = group.body["channel"]["id"].as_str().unwrap().to_string();
+    let sent = rest
+        .call(
+            "POST",
+            "/api/messages",
+            k,
+            Some(json!({"channel_id": cid, "user_id": "bob", "text": "hello"})),
+        )
+        .await;
+    ok(&sent, "send");
+    let mid = sent.body["id"].as_str().unwrap().to_string();
+    let a = Cred::Bearer(&alice);
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/api/channels/{cid}/read/query"),
+            Some(json!({"messageIds": [mid]})),
+        ),
+        ("GET", format!("/api/channels/{cid}/read/read-status"), None),
+        ("GET", "/api/devices/preferences".to_string(), None),
+    ] {
+        ok(&rest.call(method, &path, a, body).await, &path);
+    }
+    let report = rest
+        .call(
+            "POST",
+            &format!("/api/messages/{mid}/report"),
+            k,
+            Some(json!({"user_id": "alice", "reason": "spam"})),
+        )
+        .await;
+    ok(&report, "report");
+    let rid = report.body["id"].as_str().unwrap();
+    ok(
+        &rest
+            .call("GET", &format!("/api/moderation/reports/{rid}"), k, None)
+            .await,
+        "a report",
+    );
+    let rule = rest
+        .call(
+            "POST",
+            "/api/auto-enrollment/rules",
+            k,
+            Some(json!({"rule_type": "all_users", "actions": {"join_channels": [cid]}})),
+        )
+        .await;
+    ok(&rule, "a rule");
+    let rule_id = rule.body["id"].as_str().unwrap();
+    let hook = rest
+        .call(
+            "POST",
+            "/api/webhooks",
+            k,
+            Some(json!({"url": "https://example.com/hook", "events": ["message.new"]})),
+        )
+        .await;
+    ok(&hook, "a webhook");
+    let hook_id = hook.body["id"].as_str().unwrap();
+    let hold = rest
+        .call(
+            "POST",
+            "/api/users/bob/legal-hold",
+            k,
+            Some(json!({"reason": "litigation"})),
+        )
+        .await;
+    ok(&hold, "a hold");
+    for (method, path, body) in [
+        ("GET", "/api/enrollment/rules".to_string(), None),
+        ("GET", format!("/api/auto-enrollment/rules/{rule_id}"), None),
+        (
+            "PATCH",
+            format!("/api/auto-enrollment/rules/{rule_id}"),
+            Some(json!({"name": "r2"})),
+        ),
+        ("GET", format!("/api/enrollment/rules/{rule_id}"), None),
+        ("DELETE", format!("/api/enrollment/rules/{rule_id}"), None),
+        ("DELETE", format!("/api/webhooks/{hook_id}"), None),
+        ("DELETE", "/api/users/bob/legal-hold".to_string(), None),
+        (
+            "POST",
+            "/api/devices".to_string(),
+            Some(json!({"token": "device-token-1", "platform": "ios", "user_id": "alice"})),
+        ),
+        (
+            "DELETE",
+            "/api/devices/device-token-1?user_id=alice".to_string(),
+            None,
+        ),
+        (
+            "PATCH",
+            format!("/api/channels/{cid}"),
+            Some(json!({"name": "renamed"})),
+        ),
+        ("DELETE", format!("/api/channels/{cid}?user_id=alice"), None),
+    ] {
+        ok(&rest.call(method, &path, k, body).await, &path);
+    }
 }

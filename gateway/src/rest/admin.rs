@@ -19,9 +19,9 @@ use chatsdk_actors::render::{Empty, Iso};
 // The admin API is called with the admin key as a bearer token: it answers in camelCase only.
 
 /// An app with its counts.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AppView<'a> {
+pub(crate) struct AppView<'a> {
     id: &'a str,
     name: &'a str,
     settings: &'a Json,
@@ -30,16 +30,16 @@ struct AppView<'a> {
     stats: AppStats,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AppStats {
+pub(crate) struct AppStats {
     user_count: usize,
     channel_count: usize,
 }
 
 /// A page of apps.
-#[derive(Serialize)]
-struct AppList<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AppList<'a> {
     apps: Vec<AppView<'a>>,
     total: usize,
     limit: usize,
@@ -47,9 +47,9 @@ struct AppList<'a> {
 }
 
 /// A new app and its first server key (the only time the key is shown).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreatedApp<'a> {
+pub(crate) struct CreatedApp<'a> {
     id: &'a str,
     name: &'a str,
     api_key: &'a str,
@@ -61,27 +61,27 @@ struct CreatedApp<'a> {
 }
 
 /// What deleting an app removed.
-#[derive(Serialize)]
-struct DeletedApp {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DeletedApp {
     success: bool,
     deleted: DeletedCounts,
 }
 
-#[derive(Serialize)]
-struct DeletedCounts {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DeletedCounts {
     users: u64,
     channels: u64,
 }
 
 /// A route the contract retired, answered in the shape of an error with its own code.
-#[derive(Serialize)]
-struct Deprecated {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Deprecated {
     error: DeprecatedBody,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DeprecatedBody {
+pub(crate) struct DeprecatedBody {
     code: &'static str,
     message: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,9 +214,9 @@ pub async fn regenerate_key(_a: Admin) -> ApiResult<Response> {
 }
 
 /// A user as the operator lists them.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AdminUser<'a> {
+pub(crate) struct AdminUser<'a> {
     id: &'a str,
     name: &'a str,
     email: Option<&'a str>,
@@ -226,17 +226,17 @@ struct AdminUser<'a> {
     last_active_at: Option<Iso>,
 }
 
-#[derive(Serialize)]
-struct AdminUsers<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AdminUsers<'a> {
     users: Vec<AdminUser<'a>>,
     limit: usize,
     offset: usize,
 }
 
 /// A channel as the operator lists it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AdminChannel<'a> {
+pub(crate) struct AdminChannel<'a> {
     id: &'a str,
     cid: &'a str,
     #[serde(rename = "type")]
@@ -248,8 +248,8 @@ struct AdminChannel<'a> {
     created_at: Iso,
 }
 
-#[derive(Serialize)]
-struct AdminChannels<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AdminChannels<'a> {
     channels: Vec<AdminChannel<'a>>,
     total: usize,
     limit: usize,

@@ -52,6 +52,7 @@ pub struct VoteBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: annotations;
     records: chatsdk_actors::render;
     types {
         /// The answer to a reaction added.

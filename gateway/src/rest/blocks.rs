@@ -23,6 +23,7 @@ pub struct BlockBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: blocks;
     records: chatsdk_actors::render;
     types {
         /// A blocked user as their blocker lists them.

@@ -17,6 +17,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 chatsdk_actors::dialect_views! {
+    scope: channels;
     records: chatsdk_actors::render;
     types {
         /// A channel in a list: direct and group conversations show their members.

@@ -22,9 +22,9 @@ pub async fn view(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Res
     Ok(json(StatusCode::OK, &cluster_view::gather(&state).await))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NodeChange {
+pub(crate) struct NodeChange {
     id: NodeId,
     /// What happens now.
     status: &'static str,
@@ -35,8 +35,8 @@ fn node_id(raw: &str) -> Result<NodeId, AppError> {
         .map_err(|_| AppError::new(ErrorCode::BadRequest, "node id must be a number"))
 }
 
-#[derive(Serialize)]
-struct JoinToken {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JoinToken {
     token: String,
 }
 

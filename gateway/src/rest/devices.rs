@@ -4,12 +4,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use chatsdk_actors::codec::Json as JsonField;
 use chatsdk_actors::model::Device;
 use chatsdk_actors::render::Iso;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{json, success};
+use super::success;
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
 use crate::error::ApiResult;
@@ -57,6 +58,7 @@ pub struct UnsubscribeBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: devices;
     records: chatsdk_actors::render;
     types {
         /// A device as its owner lists it (never the token).
@@ -72,6 +74,25 @@ chatsdk_actors::dialect_views! {
         /// `GET /api/devices`.
         pub struct Devices<'a> {
             pub devices: Vec<DeviceView<'a>>,
+        }
+
+        /// `GET /api/devices/preferences`: each notification kind's settings (defaults for
+        /// those never set).
+        pub struct Preferences<'a> {
+            pub preferences: &'a JsonField,
+            /// Always null: there is no Novu here (kept for the original API's clients).
+            pub novu_preferences: Option<&'a JsonField>,
+        }
+
+        /// `PATCH /api/devices/preferences`: all the preferences after the change.
+        pub struct PreferencesSet<'a> {
+            pub success: bool,
+            pub preferences: &'a JsonField,
+        }
+
+        /// `GET /api/webpush/vapid-key`: the key browsers subscribe with.
+        pub struct VapidKey<'a> {
+            pub public_key: &'a str,
         }
 
         /// `POST /api/webpush/test`.
@@ -147,10 +168,10 @@ pub async fn preferences(
     let caller = auth.user_caller(q.str("userId"))?;
     let user = caller.user.clone().unwrap_or_default();
     let prefs = state.chat.notify_prefs(&caller.app, &user)?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"preferences": prefs, "novuPreferences": Value::Null}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Preferences {
+        preferences: &JsonField(prefs),
+        novu_preferences: None,
+    }))
 }
 
 /// `PATCH /api/devices/preferences`: the preferences given change, the others stay.
@@ -166,19 +187,20 @@ pub async fn set_preferences(
         .and_then(|v| v.as_str().map(str::to_string));
     let caller = auth.user_caller(acting.or(q.str("userId")))?;
     let prefs = state.chat.set_notify_prefs(&caller, body).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"success": true, "preferences": prefs}),
-    ))
+    Ok(
+        reply!(auth.dialect, StatusCode::OK, v => v::PreferencesSet {
+            success: true,
+            preferences: &JsonField(prefs),
+        }),
+    )
 }
 
 /// `GET /api/webpush/vapid-key`: the public key browsers subscribe with.
-pub async fn vapid_key(State(state): State<GatewayState>, _auth: Auth) -> ApiResult<Response> {
+pub async fn vapid_key(State(state): State<GatewayState>, auth: Auth) -> ApiResult<Response> {
     let vapid = state.chat.vapid().await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"publicKey": vapid.public_key()}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::VapidKey {
+        public_key: &vapid.public_key(),
+    }))
 }
 
 /// `POST /api/webpush/subscribe`.

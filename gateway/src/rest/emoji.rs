@@ -46,6 +46,7 @@ pub struct UseBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: emoji;
     records: chatsdk_actors::render;
     types {
         /// An emoji.

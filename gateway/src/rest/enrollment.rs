@@ -69,6 +69,7 @@ pub struct ExecuteBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: enrollment;
     records: chatsdk_actors::render;
     types {
         /// A rule.

@@ -12,33 +12,33 @@ use crate::state::GatewayState;
 
 // Every key here is one word: the same in both dialects.
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
     status: &'static str,
     timestamp: Iso,
     uptime: u64,
 }
 
-#[derive(Serialize)]
-struct Live {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Live {
     alive: bool,
     timestamp: Iso,
 }
 
-#[derive(Serialize)]
-struct Ready {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Ready {
     ready: bool,
     checks: Checks,
 }
 
-#[derive(Serialize)]
-struct Checks {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Checks {
     draining: Check,
     directory: Check,
 }
 
-#[derive(Serialize)]
-struct Check {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Check {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'static str>,

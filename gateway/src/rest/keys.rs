@@ -24,8 +24,8 @@ use crate::state::GatewayState;
 const DEMO_APP: &str = "00000000-0000-0000-0000-000000000001";
 
 /// A new key, with its plaintext (shown once).
-#[derive(Serialize)]
-struct CreatedKey<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedKey<'a> {
     id: &'a str,
     api_key: &'a str,
     name: &'a str,
@@ -35,8 +35,8 @@ struct CreatedKey<'a> {
 }
 
 /// A key as listed (never its plaintext or hash).
-#[derive(Serialize)]
-struct KeyView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyView<'a> {
     id: &'a str,
     name: &'a str,
     app_id: &'a str,
@@ -58,8 +58,8 @@ impl<'a> From<&'a ApiKey> for KeyView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct KeyList<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyList<'a> {
     api_keys: Vec<KeyView<'a>>,
 }
 

@@ -27,6 +27,7 @@ pub struct HoldBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: lifecycle;
     records: chatsdk_actors::render;
     types {
         /// A legal hold.

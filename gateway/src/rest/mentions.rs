@@ -28,6 +28,7 @@ pub struct MarkBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: mentions;
     records: chatsdk_actors::render;
     types {
         /// The mentioning message.

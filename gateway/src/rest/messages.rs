@@ -42,6 +42,7 @@ pub struct EditBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: messages;
     records: chatsdk_actors::render;
     types {
         /// A page of a channel's messages.

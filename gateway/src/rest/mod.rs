@@ -86,17 +86,17 @@ pub fn json_text(status: StatusCode, body: std::sync::Arc<str>) -> Response {
 
 /// `{"success": true}`, the answer of actions that return nothing else (one word: the same in
 /// both dialects).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Success {
     pub success: bool,
 }
 
-/// `200 {"success": true}`.
 /// The signer and the time (seconds) that media URLs in a response are signed with.
 pub fn media_signing(state: &crate::GatewayState) -> (&chatsdk_actors::media::MediaSigner, u64) {
     (&state.media_signer, chatsdk_actors::time::now_ms() / 1000)
 }
 
+/// `200 {"success": true}`.
 pub fn success() -> Response {
     json(StatusCode::OK, &Success { success: true })
 }

@@ -120,6 +120,7 @@ fn context(state: &GatewayState, dialect: Dialect, r: &Report) -> ReportContext 
 }
 
 chatsdk_actors::dialect_views! {
+    scope: moderation;
     records: chatsdk_actors::render;
     types {
         /// A user as a report names them.

@@ -29,6 +29,7 @@ pub struct QueryBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: presence;
     records: chatsdk_actors::render;
     types {
         /// A user in a presence answer.

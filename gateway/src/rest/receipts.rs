@@ -28,6 +28,7 @@ pub struct QueryBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: receipts;
     records: chatsdk_actors::render;
     types {
         /// The answer to a receipt.

@@ -22,6 +22,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 chatsdk_actors::dialect_views! {
+    scope: search;
     records: chatsdk_actors::render;
     types {
         /// One hit.

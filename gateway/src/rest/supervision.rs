@@ -7,9 +7,8 @@ use chatsdk_actors::model::Supervision;
 use chatsdk_actors::render::Iso;
 use chatsdk_actors::SupervisionSpec;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::json;
 use crate::auth::extract::Auth;
 use crate::body::{Query, Typed};
 use crate::error::{ApiResult, AppError};
@@ -57,6 +56,7 @@ fn age(v: Option<Value>) -> ApiResult<Option<Option<u8>>> {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: supervision;
     records: chatsdk_actors::render;
     types {
         /// A supervision.
@@ -98,6 +98,61 @@ chatsdk_actors::dialect_views! {
         /// `GET /api/users/me/supervisors`.
         pub struct SupervisorList<'a> {
             pub supervisors: Vec<Listed<'a>>,
+        }
+
+        /// `DELETE /api/users/:id/supervise`.
+        pub struct Unsupervised {
+            pub success: bool,
+            pub message: &'static str,
+        }
+
+        /// `GET /api/users/:id/activity`: what a supervisor with monitoring on sees.
+        pub struct ActivityReport<'a> {
+            pub supervised_user_id: &'a str,
+            pub activity: ActivityView<'a>,
+            pub limit: usize,
+            pub offset: usize,
+        }
+
+        /// The supervised user's recent messages, channels and reports against them.
+        pub struct ActivityView<'a> {
+            /// Newest first, across their channels.
+            pub recent_messages: Vec<ActivityMessage<'a>>,
+            pub channels: Vec<ActivityChannel<'a>>,
+            pub moderation_flags: Vec<ModerationFlag<'a>>,
+            pub warnings: u32,
+            pub banned: bool,
+        }
+
+        /// One of the supervised user's messages, with its channel.
+        pub struct ActivityMessage<'a> {
+            pub id: &'a str,
+            pub channel_id: &'a str,
+            pub channel_name: Option<&'a str>,
+            pub channel_type: &'a str,
+            pub text: Option<&'a str>,
+            pub parent_id: Option<&'a str>,
+            pub created_at: Iso,
+            pub edited_at: Option<Iso>,
+        }
+
+        /// A channel the supervised user is in.
+        pub struct ActivityChannel<'a> {
+            pub id: &'a str,
+            pub name: Option<&'a str>,
+            #[serde(rename = "type")]
+            pub kind: &'a str,
+        }
+
+        /// A report of one of the supervised user's messages.
+        pub struct ModerationFlag<'a> {
+            pub report_id: &'a str,
+            pub message_id: &'a str,
+            pub channel_id: &'a str,
+            pub reason: &'static str,
+            pub text: &'a str,
+            pub action_taken: Option<&'static str>,
+            pub created_at: Iso,
         }
     }
     impls {
@@ -192,10 +247,10 @@ pub async fn unsupervise(
 ) -> ApiResult<Response> {
     let caller = auth.user_caller(q.str("userId"))?;
     state.chat.unsupervise(&caller, &supervised).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"success": true, "message": "Supervision removed"}),
-    ))
+    Ok(reply!(auth.dialect, StatusCode::OK, v => v::Unsupervised {
+        success: true,
+        message: "Supervision removed",
+    }))
 }
 
 fn listed(
@@ -259,59 +314,51 @@ pub async fn activity(
         .chat
         .activity_of(&caller, &supervised, limit, offset)
         .await?;
-    let iso = |ms: u64| chatsdk_actors::time::iso(ms);
-    // Built once in the caller's dialect: a handful of fields, most of them ids.
-    let camel = auth.dialect == chatsdk_actors::dialect::Dialect::Camel;
-    let k = |c: &'static str, s: &'static str| if camel { c } else { s };
-    let messages: Vec<Value> = a
-        .messages
-        .iter()
-        .map(|(ch, m)| {
-            json!({
-                "id": m.id,
-                k("channelId", "channel_id"): ch.id,
-                k("channelName", "channel_name"): ch.name,
-                k("channelType", "channel_type"): ch.kind.as_str(),
-                "text": m.text,
-                k("parentId", "parent_id"): m.parent_id,
-                k("createdAt", "created_at"): iso(m.created_at),
-                k("editedAt", "edited_at"): m.edited_at.map(iso),
-            })
-        })
-        .collect();
-    let channels: Vec<Value> = a
-        .channels
-        .iter()
-        .map(|c| json!({"id": c.id, "name": c.name, "type": c.kind.as_str()}))
-        .collect();
-    let flags: Vec<Value> = a
-        .reports
-        .iter()
-        .map(|r| {
-            json!({
-                k("reportId", "report_id"): r.id,
-                k("messageId", "message_id"): r.message_id,
-                k("channelId", "channel_id"): r.channel_id,
-                "reason": r.reason.as_str(),
-                "text": r.text,
-                k("actionTaken", "action_taken"): r.action.map(|a| a.as_str()),
-                k("createdAt", "created_at"): iso(r.created_at),
-            })
-        })
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            k("supervisedUserId", "supervised_user_id"): supervised,
-            "activity": {
-                k("recentMessages", "recent_messages"): messages,
-                "channels": channels,
-                k("moderationFlags", "moderation_flags"): flags,
-                "warnings": a.warnings,
-                "banned": a.banned,
+    Ok(
+        reply!(auth.dialect, StatusCode::OK, v => v::ActivityReport {
+            supervised_user_id: &supervised,
+            activity: v::ActivityView {
+                recent_messages: a
+                    .messages
+                    .iter()
+                    .map(|(ch, m)| v::ActivityMessage {
+                        id: &m.id,
+                        channel_id: &ch.id,
+                        channel_name: ch.name.as_deref(),
+                        channel_type: ch.kind.as_str(),
+                        text: m.text.as_deref(),
+                        parent_id: m.parent_id.as_deref(),
+                        created_at: Iso(m.created_at),
+                        edited_at: m.edited_at.map(Iso),
+                    })
+                    .collect(),
+                channels: a
+                    .channels
+                    .iter()
+                    .map(|c| v::ActivityChannel {
+                        id: &c.id,
+                        name: c.name.as_deref(),
+                        kind: c.kind.as_str(),
+                    })
+                    .collect(),
+                moderation_flags: a
+                    .reports
+                    .iter()
+                    .map(|r| v::ModerationFlag {
+                        report_id: &r.id,
+                        message_id: &r.message_id,
+                        channel_id: &r.channel_id,
+                        reason: r.reason.as_str(),
+                        text: &r.text,
+                        action_taken: r.action.map(|a| a.as_str()),
+                        created_at: Iso(r.created_at),
+                    })
+                    .collect(),
+                warnings: a.warnings,
+                banned: a.banned,
             },
-            "limit": limit,
-            "offset": offset,
+            limit,
+            offset,
         }),
-    ))
+    )
 }

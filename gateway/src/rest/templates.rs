@@ -74,6 +74,7 @@ pub struct FromTemplateBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: templates;
     records: chatsdk_actors::render;
     types {
         /// A channel a template makes.

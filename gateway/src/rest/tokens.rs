@@ -21,15 +21,15 @@ use crate::state::GatewayState;
 // answers are single-dialect structs.
 
 /// `POST /tokens`: the bundle and its user.
-#[derive(Serialize)]
-struct Minted<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Minted<'a> {
     #[serde(flatten)]
     tokens: Refreshed<'a>,
     user: MintedUser<'a>,
 }
 
-#[derive(Serialize)]
-struct MintedUser<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MintedUser<'a> {
     id: &'a str,
     name: &'a str,
     email: Option<&'a str>,
@@ -37,16 +37,16 @@ struct MintedUser<'a> {
 }
 
 /// `POST /api/auth/connect`: its user and the bundle.
-#[derive(Serialize)]
-struct Connected<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Connected<'a> {
     user: ConnectedUser<'a>,
     #[serde(flatten)]
     tokens: AuthRefreshed<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ConnectedUser<'a> {
+pub(crate) struct ConnectedUser<'a> {
     id: &'a str,
     display_name: &'a str,
     avatar: Option<&'a str>,
@@ -54,16 +54,16 @@ struct ConnectedUser<'a> {
 }
 
 /// The realtime token of the `/api/auth` routes, which the original kept out of the main body.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Internal<'a> {
+pub(crate) struct Internal<'a> {
     ws_token: &'a str,
 }
 
 /// `POST /tokens/refresh` (and the tokens of `POST /tokens`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Refreshed<'a> {
+pub(crate) struct Refreshed<'a> {
     token: &'a str,
     refresh_token: &'a str,
     ws_token: &'a str,
@@ -71,9 +71,9 @@ struct Refreshed<'a> {
 }
 
 /// `POST /api/auth/refresh` (and the tokens of `POST /api/auth/connect`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AuthRefreshed<'a> {
+pub(crate) struct AuthRefreshed<'a> {
     token: &'a str,
     refresh_token: &'a str,
     expires_in: u64,
@@ -82,31 +82,32 @@ struct AuthRefreshed<'a> {
 }
 
 /// `GET /tokens/validate` and `/tokens/validate-ws`.
-#[derive(Serialize)]
-struct Validated<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Validated<'a> {
     valid: bool,
     payload: TokenPayload<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Option<ValidatedUser<'a>>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenPayload<'a> {
+pub(crate) struct TokenPayload<'a> {
     user_id: &'a str,
     app_id: &'a str,
     issued_at: u64,
     expires_at: u64,
 }
 
-#[derive(Serialize)]
-struct ValidatedUser<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ValidatedUser<'a> {
     id: &'a str,
     name: &'a str,
     image: Option<&'a str>,
 }
 
 chatsdk_actors::dialect_views! {
+    scope: tokens;
     types {
         /// A realtime subscription token.
         pub struct SubscriptionToken<'a> {

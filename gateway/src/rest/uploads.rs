@@ -136,6 +136,7 @@ where
 }
 
 chatsdk_actors::dialect_views! {
+    scope: uploads;
     records: chatsdk_actors::render;
     types {
         /// `POST /api/uploads/direct`.

@@ -16,6 +16,7 @@ use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
 chatsdk_actors::dialect_views! {
+    scope: users;
     records: chatsdk_actors::render;
     types {
         /// A user as the server key (or the user themself) sees them, or as another user of

@@ -49,6 +49,7 @@ pub struct UpdateBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: webhooks;
     records: chatsdk_actors::render;
     types {
         /// A webhook; `secret` only when it is created.

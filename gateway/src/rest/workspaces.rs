@@ -72,6 +72,7 @@ pub struct InviteBody {
 }
 
 chatsdk_actors::dialect_views! {
+    scope: workspaces;
     records: chatsdk_actors::render;
     types {
         /// `GET /api/workspaces`.

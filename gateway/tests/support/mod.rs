@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+pub mod schema;
+
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Cluster settings for tests: a few shards, quick elections.
@@ -142,6 +144,25 @@ pub struct Rest {
 }
 
 /// A response: status and JSON body (Null when empty or not JSON).
+/// An answer, checked against the OpenAPI document (see [`schema`]).
+async fn answer(method: &str, path: &str, res: reqwest::Response) -> Res {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = schema::check(method, path, status, content_type, &body) {
+        panic!("{e}");
+    }
+    Res {
+        status,
+        body,
+        headers,
+    }
+}
+
 #[derive(Debug)]
 pub struct Res {
     pub status: u16,
@@ -149,6 +170,7 @@ pub struct Res {
     pub headers: reqwest::header::HeaderMap,
 }
 
+#[derive(Clone, Copy)]
 pub enum Cred<'a> {
     None,
     Key(&'a str),
@@ -168,6 +190,7 @@ impl Rest {
     }
 
     pub async fn call(&self, method: &str, path: &str, cred: Cred<'_>, body: Option<Value>) -> Res {
+        let method_name = method;
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         req = match cred {
@@ -180,14 +203,7 @@ impl Rest {
             req = req.json(&b);
         }
         let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        Res {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        }
+        answer(method_name, path, res).await
     }
 
     pub async fn raw(
@@ -197,6 +213,7 @@ impl Rest {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Res {
+        let method_name = method;
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .http
@@ -206,14 +223,7 @@ impl Rest {
             req = req.header(*k, *v);
         }
         let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        Res {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        }
+        answer(method_name, path, res).await
     }
 
     /// Creates (or finds) user `id` with a server key.

@@ -3,13 +3,13 @@
 //!
 //! Two sources, each the authority for its part: `docs/api.md`, whose tables list every route
 //! with who may call it and what it answers (sections become tags; rows become operations, their
-//! text the descriptions), and the typed request bodies the handlers deserialize (`Typed<T>`),
-//! whose schemas `utoipa` derives from the structs themselves, serde names and aliases included.
-//! [`BODIES`] ties each body type to its route; `tests/openapi.rs` checks that the document and
-//! the router agree both ways, route by route and method by method.
-//!
-//! Responses are described by status and text, with the error body typed; the response views
-//! are not derived yet.
+//! text the descriptions and the statuses it names), and the types the handlers read and write,
+//! whose schemas `utoipa` derives from the structs themselves, serde names and aliases included:
+//! the request bodies (`Typed<T>`, tied to routes by [`BODIES`]) and the response views
+//! (declared with `chatsdk_actors::dialect_views!` in both dialects, tied to routes by
+//! [`RESPONSES`]). `tests/openapi.rs` checks that the document and the router agree both ways,
+//! route by route and method by method, and every REST answer the test suite receives is held to
+//! the document (`tests/support/schema.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -23,466 +23,20 @@ use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, ObjectBuilder, OpenApi,
-    OpenApiBuilder, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Schema, Type,
+    OpenApiBuilder, PathItem, PathsBuilder, RefOr, Required, ResponseBuilder, Type,
 };
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::rest;
+mod content;
+
+use content::{distinct, nullable_as_any_of, ContentFn, Schemas};
+pub use content::{BODIES, RESPONSES};
 
 /// The document's source text: every route, who may call it, what it answers.
-const API_MD: &str = include_str!("../../docs/api.md");
+const API_MD: &str = include_str!("../../../docs/api.md");
 
-type Schemas = Vec<(String, RefOr<Schema>)>;
-type BodyFn = fn(&mut Schemas) -> (RefOr<Schema>, &'static str);
-
-/// The JSON body of `T`, registering the schemas it refers to.
-fn body<T: ToSchema>(schemas: &mut Schemas) -> (RefOr<Schema>, &'static str) {
-    T::schemas(schemas);
-    (T::schema(), "application/json")
-}
-
-/// A JSON object of any keys.
-fn free_object(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
-    (ObjectBuilder::new().build().into(), "application/json")
-}
-
-/// A multipart form of text fields and one `file` part.
-fn form(fields: &[&str]) -> RefOr<Schema> {
-    let mut object = ObjectBuilder::new().property(
-        "file",
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .content_media_type("application/octet-stream"),
-    );
-    for f in fields {
-        object = object.property(*f, ObjectBuilder::new().schema_type(Type::String));
-    }
-    object.required("file").into()
-}
-
-fn upload_form(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
-    (form(&["channelId", "user_id"]), "multipart/form-data")
-}
-
-fn emoji_form(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
-    (
-        form(&["name", "category", "workspaceId", "user_id"]),
-        "multipart/form-data",
-    )
-}
-
-fn raw_bytes(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
-    (
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .content_media_type("application/octet-stream")
-            .into(),
-        "application/octet-stream",
-    )
-}
-
-/// The request body of each route that reads one, by method and router path.
-pub const BODIES: &[(&str, &str, BodyFn)] = &[
-    ("POST", "/tokens", body::<rest::requests::MintUser>),
-    (
-        "POST",
-        "/api/auth/connect",
-        body::<rest::requests::MintUser>,
-    ),
-    (
-        "POST",
-        "/api/auth/api-keys",
-        body::<rest::requests::CreateApiKey>,
-    ),
-    (
-        "POST",
-        "/api/realtime/subscription-token",
-        body::<rest::requests::SubscriptionToken>,
-    ),
-    ("POST", "/admin/apps", body::<rest::requests::AppFields>),
-    (
-        "PATCH",
-        "/admin/apps/{id}",
-        body::<rest::requests::AppFields>,
-    ),
-    ("POST", "/api/users", body::<rest::requests::UserFields>),
-    ("PATCH", "/api/users/me", body::<rest::requests::UserFields>),
-    (
-        "POST",
-        "/api/users/ensure",
-        body::<rest::requests::UserFields>,
-    ),
-    (
-        "POST",
-        "/api/users/bulk-ensure",
-        body::<rest::requests::UserList>,
-    ),
-    ("POST", "/api/users/sync", body::<rest::requests::UserList>),
-    ("PUT", "/api/users/{id}", body::<rest::requests::UserFields>),
-    (
-        "POST",
-        "/api/users/{id}/supervise",
-        body::<rest::supervision::SuperviseBody>,
-    ),
-    (
-        "PATCH",
-        "/api/users/{id}/supervise",
-        body::<rest::supervision::SuperviseBody>,
-    ),
-    (
-        "POST",
-        "/api/users/{id}/block",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "DELETE",
-        "/api/users/{id}/block",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/users/{id}/blocks",
-        body::<rest::blocks::BlockBody>,
-    ),
-    (
-        "POST",
-        "/api/channels",
-        body::<rest::requests::CreateChannel>,
-    ),
-    (
-        "POST",
-        "/api/channels/dm/ensure",
-        body::<rest::requests::DmEnsure>,
-    ),
-    (
-        "POST",
-        "/api/channels/group/ensure",
-        body::<rest::requests::GroupEnsure>,
-    ),
-    (
-        "PATCH",
-        "/api/channels/{id}",
-        body::<rest::requests::UpdateChannel>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/members",
-        body::<rest::requests::AddMembers>,
-    ),
-    (
-        "PATCH",
-        "/api/channels/{id}/members/{user}",
-        body::<rest::requests::SetRole>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/typing",
-        body::<rest::requests::Typing>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/read",
-        body::<rest::channels::ReadBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/receipts",
-        body::<rest::channels::ReadBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/receipts/query",
-        body::<rest::receipts::QueryBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/read/query",
-        body::<rest::receipts::QueryBody>,
-    ),
-    (
-        "PATCH",
-        "/api/channels/{id}/star",
-        body::<rest::requests::Star>,
-    ),
-    (
-        "PATCH",
-        "/api/channels/{id}/mute",
-        body::<rest::requests::Mute>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages",
-        body::<rest::messages::SendBody>,
-    ),
-    (
-        "PATCH",
-        "/api/channels/{id}/messages/{mid}",
-        body::<rest::messages::EditBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages/{mid}/thread",
-        body::<rest::messages::SendBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages/{mid}/reactions",
-        body::<rest::annotations::ReactBody>,
-    ),
-    (
-        "DELETE",
-        "/api/channels/{id}/messages/{mid}/reactions/{emoji}",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages/{mid}/pin",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "DELETE",
-        "/api/channels/{id}/messages/{mid}/pin",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages/{mid}/save",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "DELETE",
-        "/api/channels/{id}/messages/{mid}/save",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/messages/{mid}/polls",
-        body::<rest::annotations::PollBody>,
-    ),
-    (
-        "POST",
-        "/api/polls/{id}/vote",
-        body::<rest::annotations::VoteBody>,
-    ),
-    (
-        "DELETE",
-        "/api/polls/{id}/vote",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/messages",
-        body::<rest::messages::ServerSendBody>,
-    ),
-    (
-        "PATCH",
-        "/api/messages/{mid}",
-        body::<rest::messages::EditBody>,
-    ),
-    (
-        "POST",
-        "/api/messages/{mid}/reactions",
-        body::<rest::annotations::ReactBody>,
-    ),
-    (
-        "DELETE",
-        "/api/messages/{mid}/reactions/{emoji}",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/messages/{mid}/polls",
-        body::<rest::annotations::PollBody>,
-    ),
-    (
-        "POST",
-        "/api/messages/{mid}/report",
-        body::<rest::moderation::ReportBody>,
-    ),
-    (
-        "POST",
-        "/api/moderation/{mid}/report",
-        body::<rest::moderation::ReportBody>,
-    ),
-    (
-        "PATCH",
-        "/api/moderation/reports/{id}",
-        body::<rest::moderation::ResolveBody>,
-    ),
-    (
-        "PUT",
-        "/api/moderation/reports/{id}/review",
-        body::<rest::moderation::ReviewBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/legal-hold",
-        body::<rest::lifecycle::HoldBody>,
-    ),
-    (
-        "POST",
-        "/api/users/{id}/legal-hold",
-        body::<rest::lifecycle::HoldBody>,
-    ),
-    ("POST", "/api/devices", body::<rest::devices::DeviceBody>),
-    ("PATCH", "/api/devices/preferences", free_object),
-    (
-        "POST",
-        "/api/webpush/subscribe",
-        body::<rest::devices::SubscribeBody>,
-    ),
-    (
-        "POST",
-        "/api/webpush/unsubscribe",
-        body::<rest::devices::UnsubscribeBody>,
-    ),
-    (
-        "POST",
-        "/api/enrollment/rules",
-        body::<rest::enrollment::RuleBody>,
-    ),
-    (
-        "PATCH",
-        "/api/enrollment/rules/{id}",
-        body::<rest::enrollment::RuleBody>,
-    ),
-    (
-        "POST",
-        "/api/enrollment/execute",
-        body::<rest::enrollment::ExecuteBody>,
-    ),
-    (
-        "POST",
-        "/api/auto-enrollment/rules",
-        body::<rest::enrollment::RuleBody>,
-    ),
-    (
-        "PATCH",
-        "/api/auto-enrollment/rules/{id}",
-        body::<rest::enrollment::RuleBody>,
-    ),
-    ("POST", "/api/webhooks", body::<rest::webhooks::CreateBody>),
-    (
-        "PATCH",
-        "/api/webhooks/{id}",
-        body::<rest::webhooks::UpdateBody>,
-    ),
-    (
-        "POST",
-        "/api/moderation/bans",
-        body::<rest::moderation::RestrictBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/bans",
-        body::<rest::moderation::RestrictBody>,
-    ),
-    (
-        "POST",
-        "/api/channels/{id}/mutes",
-        body::<rest::moderation::RestrictBody>,
-    ),
-    (
-        "POST",
-        "/api/presence/heartbeat",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/presence/online",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/presence/offline",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/presence/query",
-        body::<rest::presence::QueryBody>,
-    ),
-    (
-        "POST",
-        "/api/templates",
-        body::<rest::templates::TemplateBody>,
-    ),
-    (
-        "POST",
-        "/api/templates/from-template",
-        body::<rest::templates::FromTemplateBody>,
-    ),
-    (
-        "PATCH",
-        "/api/templates/{id}",
-        body::<rest::templates::TemplateBody>,
-    ),
-    (
-        "DELETE",
-        "/api/templates/{id}",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/uploads/presigned",
-        body::<rest::uploads::PresignBody>,
-    ),
-    (
-        "DELETE",
-        "/api/emoji/{id}",
-        body::<rest::requests::ActingUser>,
-    ),
-    ("POST", "/api/emoji/{id}/use", body::<rest::emoji::UseBody>),
-    (
-        "POST",
-        "/api/mentions/read",
-        body::<rest::mentions::MarkBody>,
-    ),
-    (
-        "POST",
-        "/api/workspaces",
-        body::<rest::workspaces::WorkspaceBody>,
-    ),
-    (
-        "PUT",
-        "/api/workspaces/{id}",
-        body::<rest::workspaces::WorkspaceBody>,
-    ),
-    (
-        "PATCH",
-        "/api/workspaces/{id}",
-        body::<rest::workspaces::WorkspaceBody>,
-    ),
-    (
-        "DELETE",
-        "/api/workspaces/{id}",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/workspaces/{id}/members",
-        body::<rest::workspaces::MembersBody>,
-    ),
-    (
-        "PATCH",
-        "/api/workspaces/{id}/members/{user}",
-        body::<rest::workspaces::RoleBody>,
-    ),
-    (
-        "DELETE",
-        "/api/workspaces/{id}/members/{user}",
-        body::<rest::requests::ActingUser>,
-    ),
-    (
-        "POST",
-        "/api/workspaces/{id}/invite",
-        body::<rest::workspaces::InviteBody>,
-    ),
-    ("POST", "/demo/session", body::<crate::web::DemoLogin>),
-    ("POST", "/api/uploads/direct", upload_form),
-    ("POST", "/api/emoji", emoji_form),
-    ("PUT", "/api/uploads/put", raw_bytes),
-];
+/// Failure statuses whose answer is still the route's own view, not the error body.
+const FAILING_VIEWS: &[(&str, &str, &str)] = &[("GET", "/ready", "503")];
 
 /// The error body every failure carries.
 #[derive(ToSchema)]
@@ -712,7 +266,11 @@ pub fn document() -> OpenApi {
         schemas.push(("ErrorBody".into(), ErrorBody::schema()));
         RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))
     };
-    let bodies: BTreeMap<(String, String), BodyFn> = BODIES
+    let bodies: BTreeMap<(String, String), ContentFn> = BODIES
+        .iter()
+        .map(|(m, p, f)| ((m.to_string(), route_shape(p)), *f))
+        .collect();
+    let answers: BTreeMap<(String, String), ContentFn> = RESPONSES
         .iter()
         .map(|(m, p, f)| ((m.to_string(), route_shape(p)), *f))
         .collect();
@@ -774,7 +332,8 @@ pub fn document() -> OpenApi {
             );
         }
         if let Some(f) = bodies.get(&(row.method.clone(), route_shape(&row.path))) {
-            let (schema, media) = f(&mut schemas);
+            let (mut schema, media) = f(&mut schemas);
+            nullable_as_any_of(&mut schema);
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
                     .content(media, ContentBuilder::new().schema(Some(schema)).build())
@@ -787,17 +346,37 @@ pub fn document() -> OpenApi {
                     .build(),
             ));
         }
+        let content = answers
+            .get(&(row.method.clone(), route_shape(&row.path)))
+            .map(|f| f(&mut schemas));
         for status in success_statuses(&answer) {
-            op = op.response(
-                status,
-                ResponseBuilder::new().description(if answer.is_empty() {
-                    "done".to_string()
-                } else {
-                    answer.clone()
-                }),
-            );
+            let mut response = ResponseBuilder::new().description(if answer.is_empty() {
+                "done".to_string()
+            } else {
+                answer.clone()
+            });
+            if let Some((schema, media)) = content.as_ref().filter(|_| status != "204") {
+                response = response.content(
+                    *media,
+                    ContentBuilder::new().schema(Some(schema.clone())).build(),
+                );
+            }
+            op = op.response(status, response);
         }
         for code in error_statuses(&answer) {
+            let own = FAILING_VIEWS
+                .iter()
+                .any(|(m, p, c)| *m == row.method && *p == row.path && *c == code);
+            if let Some((schema, media)) = content.as_ref().filter(|_| own) {
+                op = op.response(
+                    code,
+                    ResponseBuilder::new().description(answer.clone()).content(
+                        *media,
+                        ContentBuilder::new().schema(Some(schema.clone())).build(),
+                    ),
+                );
+                continue;
+            }
             op = op.response(
                 code,
                 ResponseBuilder::new()
@@ -850,9 +429,8 @@ pub fn document() -> OpenApi {
                     .build(),
             ),
         );
-    schemas.sort_by(|a, b| a.0.cmp(&b.0));
-    schemas.dedup_by(|a, b| a.0 == b.0);
-    for (name, schema) in schemas {
+    for (name, mut schema) in distinct(schemas) {
+        nullable_as_any_of(&mut schema);
         components = components.schema(name, schema);
     }
     OpenApiBuilder::new()
@@ -913,6 +491,28 @@ pub async fn serve() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_body_and_answer_belongs_to_a_documented_route() {
+        let routes: std::collections::BTreeSet<(String, String)> = rows(API_MD)
+            .into_iter()
+            .map(|r| (r.method, route_shape(&r.path)))
+            .collect();
+        for (method, path, _) in BODIES.iter().chain(RESPONSES) {
+            assert!(
+                routes.contains(&(method.to_string(), route_shape(path))),
+                "{method} {path} is not in docs/api.md"
+            );
+        }
+        // Built in a debug build, the document stops on two schemas of one name.
+        let doc = document();
+        let schemas = doc.components.map(|c| c.schemas).unwrap_or_default();
+        assert!(schemas.contains_key("render.camel.MessageView"));
+        assert!(schemas.contains_key("render.snake.MessageView"));
+        // A view whose keys are single words has one schema for both dialects.
+        assert!(schemas.contains_key("channels.camel.Count"));
+        assert!(!schemas.contains_key("channels.snake.Count"));
+    }
 
     #[test]
     fn statuses_are_read_off_the_answer_text() {
