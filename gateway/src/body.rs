@@ -51,6 +51,26 @@ impl<T: serde::de::DeserializeOwned> FromRequest<GatewayState> for Typed<T> {
     }
 }
 
+/// A `multipart/form-data` body, read as the handler goes; a request that is not one (no
+/// boundary, another content type) is refused with our error shape, not axum's plain text.
+pub struct Form(pub axum::extract::Multipart);
+
+impl FromRequest<GatewayState> for Form {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &GatewayState) -> Result<Self, AppError> {
+        axum::extract::Multipart::from_request(req, state)
+            .await
+            .map(Form)
+            .map_err(|e| {
+                AppError::bad(format!(
+                    "expected a multipart/form-data body: {}",
+                    e.body_text()
+                ))
+            })
+    }
+}
+
 /// Query parameters, keys in camelCase.
 pub struct Query(pub Map<String, Value>);
 

@@ -551,6 +551,21 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
     huge.resize(11 << 20, 0);
     let r = direct(&rest, &alice, &ch, &huge, "huge.png", "image/png").await;
     assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    // A body that is not a form (no boundary, or JSON): our error, not the framework's text.
+    let auth = format!("Bearer {alice}");
+    for ctype in ["multipart/form-data", "application/json"] {
+        for route in ["/api/uploads/direct", "/api/emoji"] {
+            let r = rest
+                .raw(
+                    "POST",
+                    route,
+                    &[("Authorization", auth.as_str()), ("Content-Type", ctype)],
+                    b"{}".to_vec(),
+                )
+                .await;
+            assert_error(&r, 400, "BAD_REQUEST");
+        }
+    }
     // A body that declares more than any upload may be: refused before it is read (the
     // answer comes while the client has sent nothing but headers).
     let mut sock = tokio::net::TcpStream::connect(node.http).await.unwrap();

@@ -242,6 +242,15 @@ async fn the_openapi_document_and_the_router_agree_route_by_route() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(query, ["type", "workspaceId", "limit", "offset"]);
+    let params = &doc["paths"]["/api/users/{id}/activity"]["get"]["parameters"];
+    let limit = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["type"], "integer", "{limit}");
+    assert_eq!(limit["schema"]["default"], 50, "{limit}");
     assert_eq!(
         doc["paths"]["/api/emoji/{id}/image"]["get"]["security"][0],
         serde_json::json!({}),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use utoipa::openapi::schema::{AdditionalProperties, AnyOfBuilder, ArrayItems, SchemaType};
+use utoipa::openapi::schema::{AdditionalProperties, AnyOfBuilder, ArrayItems};
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use utoipa::ToSchema;
 
@@ -534,11 +534,11 @@ fn success(schemas: &mut Schemas) -> (RefOr<Schema>, &'static str) {
     (named::<rest::Success>(schemas), "application/json")
 }
 
-/// Prometheus' text format.
-fn prometheus_text(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
+/// The OpenMetrics text format (Prometheus scrapes it).
+fn openmetrics_text(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
     (
         ObjectBuilder::new().schema_type(Type::String).into(),
-        "text/plain; version=0.0.4",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
     )
 }
 
@@ -576,7 +576,7 @@ fn image(_: &mut Schemas) -> (RefOr<Schema>, &'static str) {
 /// its success statuses but 204). Views are the structs the handlers serialize.
 pub const RESPONSES: &[(&str, &str, ContentFn)] = &[
     ("GET", "/health", typed::<rest::health::Health>),
-    ("GET", "/metrics", prometheus_text),
+    ("GET", "/metrics", openmetrics_text),
     ("GET", "/ready", typed::<rest::health::Ready>),
     ("GET", "/live", typed::<rest::health::Live>),
     ("POST", "/tokens", typed::<rest::tokens::Minted>),
@@ -1192,41 +1192,38 @@ pub const RESPONSES: &[(&str, &str, ContentFn)] = &[
     ("GET", "/web/{file}", any_file),
 ];
 
-/// `Option<T>` is derived as `oneOf: [null, T]`, which no value fits when `T` takes null too
-/// (free JSON): "exactly one" becomes "any", which is what an option means.
-pub(super) fn nullable_as_any_of(schema: &mut RefOr<Schema>) {
+/// `utoipa` derives `Option<T>` as `oneOf: [null, T]` and an untagged enum as `oneOf` of its
+/// variants' structs, but "exactly one fits" is false whenever the choices overlap: free JSON
+/// takes null too, and objects that allow more keys than they name fit each other's instances
+/// (a profile is a public user with an email). Every `oneOf` becomes `anyOf`, which is what an
+/// option and an untagged enum mean.
+pub(super) fn one_of_as_any_of(schema: &mut RefOr<Schema>) {
     let RefOr::T(schema) = schema else {
         return;
     };
     match schema {
         Schema::Object(o) => {
-            o.properties.values_mut().for_each(nullable_as_any_of);
+            o.properties.values_mut().for_each(one_of_as_any_of);
             if let Some(AdditionalProperties::RefOr(extra)) = o.additional_properties.as_deref_mut()
             {
-                nullable_as_any_of(extra);
+                one_of_as_any_of(extra);
             }
         }
         Schema::Array(a) => {
             if let ArrayItems::RefOrSchema(items) = &mut a.items {
-                nullable_as_any_of(items);
+                one_of_as_any_of(items);
             }
         }
-        Schema::AllOf(all) => all.items.iter_mut().for_each(nullable_as_any_of),
-        Schema::AnyOf(any) => any.items.iter_mut().for_each(nullable_as_any_of),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(one_of_as_any_of),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(one_of_as_any_of),
         Schema::OneOf(one) => {
-            one.items.iter_mut().for_each(nullable_as_any_of);
-            let nullable = one.items.iter().any(|item| {
-                matches!(item, RefOr::T(Schema::Object(o))
-                    if o.schema_type == SchemaType::Type(Type::Null))
-            });
-            if nullable {
-                let mut any = AnyOfBuilder::new().build();
-                any.items = std::mem::take(&mut one.items);
-                any.description = one.description.take();
-                any.default = one.default.take();
-                any.examples = std::mem::take(&mut one.examples);
-                *schema = Schema::AnyOf(any);
-            }
+            one.items.iter_mut().for_each(one_of_as_any_of);
+            let mut any = AnyOfBuilder::new().build();
+            any.items = std::mem::take(&mut one.items);
+            any.description = one.description.take();
+            any.default = one.default.take();
+            any.examples = std::mem::take(&mut one.examples);
+            *schema = Schema::AnyOf(any);
         }
         _ => {}
     }

@@ -29,7 +29,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 mod content;
 
-use content::{distinct, nullable_as_any_of, ContentFn, Schemas};
+use content::{distinct, one_of_as_any_of, ContentFn, Schemas};
 pub use content::{BODIES, RESPONSES};
 
 /// The document's source text: every route, who may call it, what it answers.
@@ -101,6 +101,26 @@ fn query_params(doc_path: &str) -> Vec<(String, String)> {
             valid.then(|| (name.to_string(), note.to_string()))
         })
         .collect()
+}
+
+/// A query parameter's schema, as the handlers read it (`body::Query`): `limit` and `offset`
+/// are non-negative integers (a `limit` over its maximum is lowered to it), the flags `true` or
+/// `false`, the rest text.
+fn query_schema(name: &str, note: &str) -> ObjectBuilder {
+    match name {
+        "limit" | "offset" => {
+            let default = note
+                .split(',')
+                .next()
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .default(default.map(Into::into))
+        }
+        "enabled" | "unread" | "isPublic" => ObjectBuilder::new().schema_type(Type::Boolean),
+        _ => ObjectBuilder::new().schema_type(Type::String),
+    }
 }
 
 /// `/a/{id}/b` and `/a/{x}/b` are the same route.
@@ -328,12 +348,12 @@ pub fn document() -> OpenApi {
                     .parameter_in(ParameterIn::Query)
                     .required(Required::False)
                     .description((!note.is_empty()).then(|| note.clone()))
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                    .schema(Some(query_schema(name, note))),
             );
         }
         if let Some(f) = bodies.get(&(row.method.clone(), route_shape(&row.path))) {
             let (mut schema, media) = f(&mut schemas);
-            nullable_as_any_of(&mut schema);
+            one_of_as_any_of(&mut schema);
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
                     .content(media, ContentBuilder::new().schema(Some(schema)).build())
@@ -430,7 +450,7 @@ pub fn document() -> OpenApi {
             ),
         );
     for (name, mut schema) in distinct(schemas) {
-        nullable_as_any_of(&mut schema);
+        one_of_as_any_of(&mut schema);
         components = components.schema(name, schema);
     }
     OpenApiBuilder::new()

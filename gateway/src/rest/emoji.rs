@@ -2,7 +2,7 @@
 //! get, delete, use, analytics, and the image (public by id, cached for good: it is
 //! content-addressed).
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatsdk_actors::chat::MAX_EMOJI_BYTES;
@@ -14,7 +14,7 @@ use chatsdk_proto::ErrorCode;
 use super::requests::ActingUser;
 use super::success;
 use crate::auth::extract::Auth;
-use crate::body::{Query, Typed};
+use crate::body::{Form, Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
@@ -121,7 +121,7 @@ async fn text(field: axum::extract::multipart::Field<'_>, name: &str) -> ApiResu
 pub async fn create(
     State(state): State<GatewayState>,
     auth: Auth,
-    mut form: Multipart,
+    Form(mut form): Form,
 ) -> ApiResult<Response> {
     let (mut ws, mut name, mut category, mut user, mut file) = (None, None, None, None, None);
     while let Some(mut field) = form.next_field().await.map_err(form_error)? {

@@ -10,7 +10,7 @@
 use std::io::SeekFrom;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Multipart, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatsdk_actors::chat::{Arrived, PutHeaders, Served};
@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::success;
 use crate::auth::extract::Auth;
-use crate::body::{Query, Typed};
+use crate::body::{Form, Query, Typed};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
 
@@ -374,7 +374,7 @@ pub async fn direct(
     State(state): State<GatewayState>,
     auth: Auth,
     headers: HeaderMap,
-    mut form: Multipart,
+    Form(mut form): Form,
 ) -> ApiResult<Response> {
     auth.require_scope("upload:write")?;
     let max = state.chat.media_limits().largest();
