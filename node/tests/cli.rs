@@ -2,117 +2,12 @@
 //! drains on SIGTERM and restarts from its data directory; bad configuration is refused before
 //! any port is bound.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
-        Server::start_env(dir, extra, &[])
-    }
-
-    fn start_env(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(dir)
-            .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
-            .args(["--quic-port", "0"])
-            .args(extra)
-            .env("CHATSDK_LOG", "warn")
-            // Tools' own variables share the prefix and must not stop the node.
-            .env("CHATSDK_TOKEN", "not-a-config-key")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chatsdk starts");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Server {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads output until a line containing `needle`.
-    fn until(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; output so far: {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn base(&mut self) -> String {
-        let line = self.until("listening on ");
-        line.split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .to_string()
-    }
-
-    fn value_after(&self, prefix: &str) -> String {
-        self.seen
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
-            self.seen.push(l);
-        }
-        std::mem::take(&mut self.seen)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Node, BIN, WAIT};
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -121,7 +16,7 @@ fn http() -> reqwest::Client {
 #[tokio::test]
 async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--dev"]);
+    let mut server = Node::start_at(dir.path(), &["--dev"], &[]);
     let base = server.base();
     server.until("join token");
     let token = server.value_after("token for user-1:");
@@ -150,11 +45,11 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
         .unwrap();
     let users: serde_json::Value = users.json().await.unwrap();
     assert_eq!(users["name"], "Bob");
-    let out = server.terminate();
+    let out = server.terminate_output();
     assert!(out.iter().any(|l| l.contains("draining")), "{out:#?}");
 
     // A restart keeps everything and creates no second default app.
-    let mut again = Server::start(dir.path(), &[]);
+    let mut again = Node::start_at(dir.path(), &[], &[]);
     let base = again.base();
     again.until("join token");
     assert!(
@@ -182,7 +77,7 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     let retry: serde_json::Value = retry.json().await.unwrap();
     assert_eq!(retry["id"], sent["id"], "{retry}");
     assert_eq!(retry["duplicate"], true, "{retry}");
-    again.terminate();
+    again.terminate_output();
 }
 
 /// The README's example message, with a client message id (so a second send is a retry).
@@ -297,7 +192,7 @@ async fn search_until(base: &str, token: &str, q: &str, want: u64) {
 #[tokio::test]
 async fn a_restarted_node_keeps_its_search_index_and_rebuilds_a_lost_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--dev"]);
+    let mut server = Node::start_at(dir.path(), &["--dev"], &[]);
     let base = server.base();
     server.until("join token");
     let token = server.value_after("token for user-1:");
@@ -319,25 +214,25 @@ async fn a_restarted_node_keeps_its_search_index_and_rebuilds_a_lost_one() {
         post(base.clone(), format!("note {i} about zebras")).await;
     }
     search_until(&base, &token, "zebras", 20).await;
-    server.terminate();
+    server.terminate_output();
 
     // Restarted with its index: it goes on from the position its last commit recorded.
-    let mut again = Server::start(dir.path(), &[]);
+    let mut again = Node::start_at(dir.path(), &[], &[]);
     let base = again.base();
     again.until("join token");
     search_until(&base, &token, "zebras", 20).await;
     post(base.clone(), "one more note about zebras".into()).await;
     search_until(&base, &token, "zebras", 21).await;
-    again.terminate();
+    again.terminate_output();
 
     // Restarted without it: rebuilt from the shards' messages.
     std::fs::remove_dir_all(dir.path().join("search")).unwrap();
-    let mut third = Server::start(dir.path(), &[]);
+    let mut third = Node::start_at(dir.path(), &[], &[]);
     let base = third.base();
     third.until("join token");
     search_until(&base, &token, "zebras", 21).await;
     search_until(&base, &token, "note%2017", 1).await;
-    third.terminate();
+    third.terminate_output();
 }
 
 /// Runs the binary with `args` (and `env`), returning its exit success and stdout + stderr.
@@ -359,7 +254,7 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
     let dir = tempfile::tempdir().unwrap();
     let admin = "admin-key-for-the-cli-test";
-    let mut server = Server::start_env(
+    let mut server = Node::start_at(
         dir.path(),
         &["--dev"],
         &[("CHATSDK_SERVER__ADMIN_API_KEY", admin)],
@@ -455,7 +350,7 @@ async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
         &[],
     );
     assert!(!unknown.0 && unknown.1.contains("404"), "{}", unknown.1);
-    server.terminate();
+    server.terminate_output();
 
     let printed = run_cli(
         &["config", "print", "--dev"],
@@ -551,7 +446,7 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
     let dir = tempfile::tempdir().unwrap();
     let admin = "admin-key-for-the-backup-test";
     let env = [("CHATSDK_SERVER__ADMIN_API_KEY", admin)];
-    let mut server = Server::start_env(dir.path(), &["--dev"], &env);
+    let mut server = Node::start_at(dir.path(), &["--dev"], &env);
     let base = server.base();
     server.until("join token");
     let token = server.value_after("token for user-1:");
@@ -615,7 +510,7 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
         &[],
     );
     assert!(!refused.0 && refused.1.contains("401"), "{}", refused.1);
-    server.terminate();
+    server.terminate_output();
 
     // Damaged inputs and a used directory are refused, and leave nothing behind.
     let whole = std::fs::read(&backup).unwrap();
@@ -665,7 +560,7 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
 
     // The restored node is the node that was backed up: the same cluster secret (the old token
     // works), the messages up to the backup, the uploaded file.
-    let mut restored = Server::start_env(&target, &[], &env);
+    let mut restored = Node::start_at(&target, &[], &env);
     let base = restored.base();
     restored.until("join token");
     let deadline = Instant::now() + WAIT;
@@ -690,5 +585,5 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
         .await
         .unwrap();
     assert_eq!(sent.status(), 201);
-    restored.terminate();
+    restored.terminate_output();
 }

@@ -26,9 +26,16 @@ impl Node {
 
     /// Starts a node on `dir` (a new one, or one a stopped node left).
     pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
+        let mut node = Node::start_at(dir.path(), extra, &[]);
+        node.dir = Some(dir);
+        node
+    }
+
+    /// Starts a node on a directory the test owns, with `env` set over the defaults.
+    pub(crate) fn start_at(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
             .args(["--quic-port", "0"])
             .args(extra);
@@ -40,6 +47,9 @@ impl Node {
         let mut child = cmd
             .env("CHATSDK_LOG", "warn")
             .env("CHATSDK_SERVER__ADMIN_API_KEY", ADMIN_KEY)
+            // Tools' own variables share the prefix and must not stop the node.
+            .env("CHATSDK_TOKEN", "not-a-config-key")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -57,7 +67,7 @@ impl Node {
             child,
             lines,
             seen: Vec::new(),
-            dir: Some(dir),
+            dir: None,
         }
     }
 
@@ -102,8 +112,25 @@ impl Node {
 }
 
 impl Node {
-    /// Sends SIGTERM, waits for a clean exit and hands back the data directory.
+    /// Sends SIGTERM, waits for a clean exit and hands back the data directory (of a node
+    /// started with one).
     pub(crate) fn terminate(mut self) -> tempfile::TempDir {
+        self.stop();
+        self.dir
+            .take()
+            .expect("a node started on its own directory")
+    }
+
+    /// Sends SIGTERM, waits for a clean exit and hands back everything the node printed.
+    pub(crate) fn terminate_output(mut self) -> Vec<String> {
+        self.stop();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(l);
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    fn stop(&mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -118,7 +145,6 @@ impl Node {
             assert!(Instant::now() < deadline, "no exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.dir.take().unwrap()
     }
 }
 
