@@ -10,7 +10,7 @@ const el = (tag, props = {}, ...children) => {
   return node;
 };
 
-let session = null; // {appId, user: {id, name}, token, wsToken, expiresIn}
+let session = null; // {appId, user: {id, name}, token, wsToken, expiresIn, renewAt}
 let rt = null;
 let open = null; // {id, name, channel (realtime channel name)}
 const shown = new Map(); // message id -> <li>
@@ -22,6 +22,8 @@ function showError(text) {
 }
 
 async function api(method, path, body) {
+  // Tokens are renewed before they expire (a request refused with 401 would log an error).
+  if (Date.now() > session.renewAt) session = await newSession(session.user.id);
   const headers = { Authorization: `Bearer ${session.token}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -47,7 +49,8 @@ async function newSession(userId) {
   });
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(data.error ? data.error.message : `HTTP ${res.status}`);
-  return data;
+  // Renewed at four fifths of the access token's life.
+  return { ...data, renewAt: Date.now() + data.expiresIn * 800 };
 }
 
 async function login(userId, { quiet = false } = {}) {
@@ -73,6 +76,10 @@ async function login(userId, { quiet = false } = {}) {
       return session.wsToken;
     },
     onState: showState,
+    onRefresh: () => {
+      const badge = $('conn-state');
+      badge.dataset.refreshes = String(Number(badge.dataset.refreshes || 0) + 1);
+    },
   });
   rt.connect();
   await listChannels();
@@ -103,6 +110,7 @@ function showState(state, info) {
   badge.textContent = text;
   badge.className = `badge ${state}`;
   badge.dataset.state = state;
+  if (state === 'connected') badge.dataset.connects = String(Number(badge.dataset.connects || 0) + 1);
   if (state !== 'connected') $('messages').dataset.subscribed = 'no';
 }
 

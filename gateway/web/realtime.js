@@ -2,7 +2,8 @@
 // pages this server serves: connect with a token, answer pings, subscribe with recovery
 // (per-channel epoch and offset), dispatch publications, reconnect with backoff.
 //
-//   const rt = new Realtime({ getToken: async () => wsToken, onState: (s, info) => ... });
+//   const rt = new Realtime({ getToken: async () => wsToken, onState: (s, info) => ...,
+//                             onRefresh: () => ... /* the connection's token was renewed */ });
 //   rt.subscribe('chat:<app>:<channel>', {
 //     onPublication: (data, offset, { recovered }) => ..., // data = {type, payload}
 //     onSubscribed: ({ recovered, wasRecovering, publications }) => ...,
@@ -26,10 +27,18 @@ export function isTerminal(code) {
 }
 
 export class Realtime {
-  constructor({ url = socketUrl(), getToken, onState = () => {}, minDelay = 200, maxDelay = 10000 } = {}) {
+  constructor({
+    url = socketUrl(),
+    getToken,
+    onState = () => {},
+    onRefresh = () => {},
+    minDelay = 200,
+    maxDelay = 10000,
+  } = {}) {
     this.url = url;
     this.getToken = getToken;
     this.onState = onState;
+    this.onRefresh = onRefresh;
     this.minDelay = minDelay;
     this.maxDelay = maxDelay;
     this.state = 'disconnected';
@@ -283,7 +292,10 @@ export class Realtime {
     this.refreshTimer = setTimeout(async () => {
       try {
         const next = await this.call({ refresh: { token: await this.getToken() } });
-        if (ws === this.ws) this.scheduleRefresh(next);
+        if (ws === this.ws) {
+          this.scheduleRefresh(next);
+          this.onRefresh();
+        }
       } catch {
         if (ws === this.ws) this.reconnect();
       }

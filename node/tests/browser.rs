@@ -45,8 +45,11 @@ fn browser_project() -> tempfile::TempDir {
     );
     let dir = tempfile::tempdir().unwrap();
     let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
-    for file in ["common.mjs", "demo.mjs", "console.mjs"] {
-        std::fs::copy(Path::new(scripts).join(file), dir.path().join(file)).unwrap();
+    for entry in std::fs::read_dir(scripts).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "mjs") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
     }
     std::fs::write(
         dir.path().join("package.json"),
@@ -138,6 +141,49 @@ fn the_demo_page_chats_in_realtime_and_recovers_missed_messages() {
     assert_eq!(seen["bobFinal"][1]["author"], "Bob", "{seen}");
     assert_eq!(seen["bobConnState"], "connected", "{seen}");
     eprintln!("demo page test took {:?}", started.elapsed());
+}
+
+#[test]
+fn the_demo_page_renews_its_tokens_and_follows_the_servers_unsubscribe_and_disconnect() {
+    let started = Instant::now();
+    let project = browser_project();
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens that live four seconds: the page outlives several of them.
+    let mut node = Node::start_at(
+        dir.path(),
+        &["--dev"],
+        &[("CHATSDK_AUTH__ACCESS_TTL_S", "4")],
+    );
+    let base = node.base();
+    let key = node.value_after("server API key (shown once):");
+    let seen = script(project.path(), "session.mjs", &[base, key]);
+
+    // Renewed in place: each page connected once.
+    assert_eq!(seen["renewed"]["aliceConnects"], "1", "{seen}");
+    assert_eq!(seen["renewed"]["bobConnects"], "1", "{seen}");
+    assert_eq!(seen["renewed"]["bobState"], "connected", "{seen}");
+    assert!(
+        seen["unsubscribed"]
+            .as_str()
+            .unwrap()
+            .contains("unsubscribed by the server"),
+        "{seen}"
+    );
+    // Bob saw nothing of the channel once removed from it.
+    let bob: Vec<String> = texts(&seen["bobShows"]);
+    assert!(
+        bob.contains(&"after the tokens expired".to_string()),
+        "{seen}"
+    );
+    assert!(!bob.contains(&"after Bob left".to_string()), "{seen}");
+    // Revoked: disconnected with the server's code, and not reconnected.
+    assert!(
+        seen["disconnected"].as_str().unwrap().contains("3503"),
+        "{seen}"
+    );
+    assert_eq!(seen["bobConnects"], "1", "{seen}");
+    assert_eq!(seen["aliceState"], "connected", "{seen}");
+    eprintln!("session page test took {:?}", started.elapsed());
 }
 
 #[test]

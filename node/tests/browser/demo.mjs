@@ -3,60 +3,15 @@
 // page recovers exactly those, once each; Bob reconnects again while Alice sends: every message
 // is shown once. No page logs an error or loads anything from another origin.
 // Usage: node demo.mjs <base url>. Prints one JSON line with what the pages showed.
-import { launch, openPage, visit, until, check, fail } from './common.mjs';
+import { launch, until, check, fail } from './common.mjs';
+import { shown, signIn, send, hasMessage } from './demo-page.mjs';
 
 const [base] = process.argv.slice(2);
 const browser = await launch();
 
-// What a page shows: every message with its text, how it arrived and how often realtime
-// delivered it.
-const shown = (page) =>
-  page.$$eval('[data-testid="message"]', (items) =>
-    items.map((li) => ({
-      text: li.querySelector('.text').textContent,
-      author: li.querySelector('.author').textContent,
-      via: li.dataset.via,
-      deliveries: Number(li.dataset.deliveries),
-    })),
-  );
-
-async function signIn(name, n) {
-  const page = await openPage(browser, base, name);
-  await visit(page, base, '/demo');
-  await page.click(`[data-testid="login-user-${n}"]`);
-  await until(page, `${name} signed in with the demo channel open and subscribed`, () => {
-    const state = document.querySelector('[data-testid="conn-state"]').dataset.state;
-    const list = document.querySelector('[data-testid="messages"]');
-    return (
-      state === 'connected' &&
-      list.dataset.subscribed === 'yes' &&
-      document.querySelector('[data-testid="channel-name"]').textContent === 'Demo' &&
-      !document.querySelector('[data-testid="message-input"]').disabled
-    );
-  });
-  const me = await page.textContent('[data-testid="me"]');
-  return { page, me };
-}
-
-// A page acts in front: the tab in the background has its animation frames paused, which
-// slows Playwright's actions down to a second or more.
-async function send(page, text) {
-  await page.bringToFront();
-  await page.fill('[data-testid="message-input"]', text);
-  await page.click('[data-testid="send"]');
-  await until(page, `the sender shows ${JSON.stringify(text)}`, (t) =>
-    [...document.querySelectorAll('[data-testid="message"] .text')].some((e) => e.textContent === t), text);
-}
-
-const hasMessage = (page, text, what, via) =>
-  until(page, what, ([t, v]) =>
-    [...document.querySelectorAll('[data-testid="message"]')].some(
-      (li) => li.querySelector('.text').textContent === t && (!v || li.dataset.via === v),
-    ), [text, via]);
-
 try {
-  const alice = await signIn('alice', '1');
-  const bob = await signIn('bob', '2');
+  const alice = await signIn(browser, base, 'alice', '1');
+  const bob = await signIn(browser, base, 'bob', '2');
 
   // Live, both ways.
   await send(alice.page, 'Hello Bob <b>not bold</b>');
