@@ -99,3 +99,20 @@ export async function until(page, what, fn, arg) {
 export function check(reported) {
   if (reported.length) fail(`the pages reported ${reported.length} problem(s)`);
 }
+
+/**
+ * Runs a script's `work` with its browser and prints what it returns as one JSON line; an error,
+ * or anything a page reported (see `openPage`), fails the script instead.
+ */
+export async function report(browser, work) {
+  try {
+    const result = await work();
+    check(browser.problems);
+    console.log(JSON.stringify(result));
+  } catch (e) {
+    fail(e.stack || String(e));
+  } finally {
+    await browser.close();
+  }
+  process.exit(0);
+}

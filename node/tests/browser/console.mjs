@@ -4,7 +4,7 @@
 // the key across a reload; the API reference page lists and filters the operations. No page
 // logs an error or loads anything from another origin.
 // Usage: node console.mjs <base url> <admin key> <app id> <app server key> <http addresses, comma-separated>
-import { launch, openPage, visit, until, check, fail } from './common.mjs';
+import { launch, openPage, visit, until, fail, report } from './common.mjs';
 
 const [base, adminKey, appId, appKey, addrs] = process.argv.slice(2);
 const httpAddrs = addrs.split(',').sort();
@@ -36,7 +36,7 @@ const threeActive = (page, what) =>
     return JSON.stringify(http) === JSON.stringify(want);
   }, httpAddrs);
 
-try {
+await report(browser, async () => {
   const page = await openPage(browser, base, 'console');
   await visit(page, base, '/console');
   await page.fill('[data-testid="admin-key"]', adminKey);
@@ -100,11 +100,5 @@ try {
     channels,
     error: await page.textContent('[data-testid="error"]'),
   };
-  check(browser.problems);
-  console.log(JSON.stringify(result));
-} catch (e) {
-  fail(e.stack || String(e));
-} finally {
-  await browser.close();
-}
-process.exit(0);
+  return result;
+});

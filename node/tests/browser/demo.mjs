@@ -3,13 +3,13 @@
 // page recovers exactly those, once each; Bob reconnects again while Alice sends: every message
 // is shown once. No page logs an error or loads anything from another origin.
 // Usage: node demo.mjs <base url>. Prints one JSON line with what the pages showed.
-import { launch, until, check, fail } from './common.mjs';
+import { launch, until, fail, report } from './common.mjs';
 import { shown, signIn, send, hasMessage } from './demo-page.mjs';
 
 const [base] = process.argv.slice(2);
 const browser = await launch();
 
-try {
+await report(browser, async () => {
   const alice = await signIn(browser, base, 'alice', '1');
   const bob = await signIn(browser, base, 'bob', '2');
 
@@ -67,11 +67,5 @@ try {
     aliceFinal: await shown(alice.page),
     bobConnState: await bob.page.getAttribute('[data-testid="conn-state"]', 'data-state'),
   };
-  check(browser.problems);
-  console.log(JSON.stringify(result));
-} catch (e) {
-  fail(e.stack || String(e));
-} finally {
-  await browser.close();
-}
-process.exit(0);
+  return result;
+});

@@ -3,7 +3,7 @@
 // before they expire; when the server removes Bob from the channel his page says so and stops
 // receiving it; when his tokens are revoked the server disconnects him for good.
 // Usage: node session.mjs <base url> <server API key>. Prints one JSON line with what it saw.
-import { launch, until, check, fail } from './common.mjs';
+import { launch, until, fail, report } from './common.mjs';
 import { signIn, send, hasMessage, shown } from './demo-page.mjs';
 
 const [base, serverKey] = process.argv.slice(2);
@@ -16,7 +16,7 @@ async function serverCall(method, path) {
   if (!res.ok) fail(`${method} ${path}: HTTP ${res.status} ${await res.text()}`);
 }
 
-try {
+await report(browser, async () => {
   const alice = await signIn(browser, base, 'alice', '1');
   const bob = await signIn(browser, base, 'bob', '2');
 
@@ -53,11 +53,5 @@ try {
     bobConnects: await badge(bob.page, 'data-connects'),
     aliceState: await badge(alice.page, 'data-state'),
   };
-  check(browser.problems);
-  console.log(JSON.stringify(result));
-} catch (e) {
-  fail(e.stack || String(e));
-} finally {
-  await browser.close();
-}
-process.exit(0);
+  return result;
+});
