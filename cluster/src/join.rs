@@ -10,6 +10,7 @@ use chatsdk_storage::{record, NodeId, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use crate::config::ClusterConfig;
@@ -23,7 +24,7 @@ const IDENTITY_KEY: &[u8] = b"node";
 const TOKEN_PREFIX: &str = "chatsdk-join-v1";
 
 /// What a node remembers about itself across restarts.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct StoredIdentity {
     pub(crate) node_id: NodeId,
     pub(crate) cluster_id: String,
@@ -33,6 +34,53 @@ pub(crate) struct StoredIdentity {
     /// Whether this node created the cluster and has yet to finish bootstrapping it.
     pub(crate) bootstrap_pending: bool,
 }
+
+// Keys and secrets never reach a log line: the `Debug` forms below leave them out.
+
+impl fmt::Debug for StoredIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredIdentity")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("key_pem", &REDACTED)
+            .field("bootstrap_pending", &self.bootstrap_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("cluster_id", &self.cluster_id)
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("secret", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("cluster_id", &self.cluster_id)
+            .field("secret", &REDACTED)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("key_pem", &REDACTED)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `Debug` form shows in place of a key or secret.
+pub(crate) const REDACTED: &str = "<redacted>";
 
 impl StoredIdentity {
     pub(crate) fn tls(&self) -> NodeIdentity {
@@ -128,7 +176,7 @@ pub(crate) fn load_join_secret(store: &Store) -> Result<Option<String>, ClusterE
 }
 
 /// A parsed join token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
     pub cluster_id: String,
     pub ca_fingerprint: String,
@@ -198,7 +246,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 }
 
 /// Sent by a joining node on the join ALPN.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct JoinRequest {
     pub(crate) cluster_id: String,
     pub(crate) secret: String,
@@ -207,7 +255,7 @@ pub(crate) struct JoinRequest {
 }
 
 /// The answer to a successful join.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct JoinResponse {
     pub(crate) node_id: NodeId,
     pub(crate) cluster_id: String,
@@ -298,6 +346,67 @@ pub(crate) async fn join_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_forms_never_show_keys_or_secrets() {
+        let secret = "5ec2e7".repeat(8);
+        let key = "-----BEGIN PRIVATE KEY-----\nk3y\n-----END PRIVATE KEY-----";
+        let forms = [
+            format!(
+                "{:?}",
+                JoinToken {
+                    cluster_id: "ab12".into(),
+                    ca_fingerprint: "f".repeat(64),
+                    secret: secret.clone(),
+                }
+            ),
+            format!(
+                "{:?}",
+                JoinRequest {
+                    cluster_id: "ab12".into(),
+                    secret: secret.clone(),
+                    addr: "127.0.0.1:1".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                JoinResponse {
+                    node_id: 2,
+                    cluster_id: "ab12".into(),
+                    ca_cert_pem: "cert".into(),
+                    cert_pem: "cert".into(),
+                    key_pem: key.into(),
+                    peers: Vec::new(),
+                }
+            ),
+            format!(
+                "{:?}",
+                StoredIdentity {
+                    node_id: 2,
+                    cluster_id: "ab12".into(),
+                    ca_cert_pem: "cert".into(),
+                    cert_pem: "cert".into(),
+                    key_pem: key.into(),
+                    bootstrap_pending: false,
+                }
+            ),
+            format!(
+                "{:?}",
+                crate::meta::MetaState {
+                    authority: Some(crate::meta::JoinAuthority {
+                        ca_cert_pem: "cert".into(),
+                        ca_key_pem: key.into(),
+                        join_secret_sha256: secret_digest(&secret),
+                    }),
+                    ..Default::default()
+                }
+            ),
+        ];
+        for form in forms {
+            assert!(!form.contains("k3y") && !form.contains(&secret), "{form}");
+            assert!(form.contains(REDACTED), "{form}");
+        }
+    }
 
     #[test]
     fn tokens_roundtrip_and_garbage_is_refused() {

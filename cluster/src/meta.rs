@@ -60,12 +60,21 @@ pub struct ShardRecord {
 }
 
 /// Secrets that let any node admit new nodes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinAuthority {
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
     /// SHA-256 (hex) of the join secret.
     pub join_secret_sha256: String,
+}
+
+/// The CA key stays out of every log line (and so does the state that holds it).
+impl std::fmt::Debug for JoinAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinAuthority")
+            .field("ca_key_pem", &crate::join::REDACTED)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The state of group 0.
