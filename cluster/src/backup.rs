@@ -447,7 +447,7 @@ pub async fn restore(
         return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
     }
     let (header, mut items) = open(input)?;
-    std::fs::create_dir_all(data_dir)?;
+    chatsdk_storage::private::private_dir(data_dir)?;
     let store = Store::open(&StoreConfig::new(data_dir))?;
     let marker = data_dir.join(RESTORE_MARKER);
     std::fs::File::create(&marker)?.sync_all()?;

@@ -15,10 +15,20 @@ fn http() -> reqwest::Client {
 
 #[tokio::test]
 async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Node::start_at(dir.path(), &["--dev"], &[]);
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A data directory made under a permissive umask: the node makes it owner-only.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = &data;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut server = Node::start_at(dir, &["--dev"], &[]);
     let base = server.base();
     server.until("join token");
+    assert_eq!(mode(dir), 0o700, "the data directory");
+    assert_eq!(mode(&dir.join("tls")), 0o700, "the TLS directory");
+    assert_eq!(mode(&dir.join("tls/quic-key.pem")), 0o600, "the QUIC key");
     let token = server.value_after("token for user-1:");
     let key = server.value_after("server API key (shown once):");
     assert_eq!(
@@ -49,7 +59,7 @@ async fn serve_dev_works_as_the_readme_says_and_drains_on_sigterm() {
     assert!(out.iter().any(|l| l.contains("draining")), "{out:#?}");
 
     // A restart keeps everything and creates no second default app.
-    let mut again = Node::start_at(dir.path(), &[], &[]);
+    let mut again = Node::start_at(dir, &[], &[]);
     let base = again.base();
     again.until("join token");
     assert!(

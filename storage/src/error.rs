@@ -37,6 +37,13 @@ pub enum StoreError {
         supported: u32,
         hint: &'static str,
     },
+    /// The data directory could not be created or made owner-only.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A thread of the store could not be started.
     #[error("starting storage thread: {0}")]
     Thread(#[source] std::io::Error),

@@ -22,6 +22,7 @@
 //! - `background`: low-priority threads for the work no reply waits for (moving applied writes
 //!   into sled).
 //! - [`media`]: uploaded files on local disk, content-addressed, outside the Raft log.
+//! - [`private`]: the data directory and key files, readable by the node's user only.
 //! - [`types`]: the openraft type configuration shared by every group.
 
 pub mod absent;
@@ -29,6 +30,7 @@ mod background;
 pub mod kv;
 pub mod log_store;
 pub mod media;
+pub mod private;
 pub mod record;
 pub mod state_machine;
 pub mod store;

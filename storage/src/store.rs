@@ -117,6 +117,10 @@ impl Store {
                 path: config.path.display().to_string(),
             });
         }
+        crate::private::private_dir(&config.path).map_err(|source| StoreError::DataDir {
+            path: config.path.display().to_string(),
+            source,
+        })?;
         let started = std::time::Instant::now();
         let db = loop {
             let attempt = sled::Config::new()

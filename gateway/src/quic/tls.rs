@@ -138,32 +138,18 @@ fn read(path: &Path) -> Result<Vec<u8>, QuicError> {
 fn generate(cert: &Path, key: &Path, names: &[String]) -> Result<(), QuicError> {
     let certified = rcgen::generate_simple_self_signed(names.to_vec())?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| QuicError::Write {
+        chatsdk_storage::private::private_dir(dir).map_err(|source| QuicError::Write {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    write_private(key, certified.signing_key.serialize_pem().as_bytes())?;
+    chatsdk_storage::private::write_private(key, certified.signing_key.serialize_pem().as_bytes())
+        .map_err(|source| QuicError::Write {
+            path: key.to_path_buf(),
+            source,
+        })?;
     std::fs::write(cert, certified.cert.pem()).map_err(|source| QuicError::Write {
         path: cert.to_path_buf(),
         source,
     })
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), QuicError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| QuicError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)
 }
