@@ -55,6 +55,9 @@ pub struct ClusterConfig {
     /// Largest command `propose` accepts. Raft entries must fit the transport's frames with
     /// room to spare, so one command may never wedge a group.
     pub max_command_bytes: usize,
+    /// Whether this node admits other nodes. Off for a dev node: dev mode opens app and key
+    /// creation to anyone, which must never reach a cluster of several nodes.
+    pub admits_joins: bool,
 }
 
 impl ClusterConfig {
@@ -80,6 +83,7 @@ impl ClusterConfig {
             cache_capacity: 64 * 1024 * 1024,
             flush_linger: Self::DEFAULT_FLUSH_LINGER,
             background_nice: Self::DEFAULT_BACKGROUND_NICE,
+            admits_joins: true,
             max_command_bytes: 1024 * 1024,
         }
     }

@@ -441,9 +441,15 @@ fn cancel_campaign(node: &NodeInner, group: GroupId) {
     }
 }
 
+/// Why a dev node refuses a join.
+pub(crate) const DEV_REFUSES_JOINS: &str = "join refused: the node runs in dev mode, which is for one node (anyone may create apps and keys); restart it without --dev to let nodes join";
+
 /// Admits a joining node: checks its secret, allocates its id and issues its certificate.
 pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, String> {
     let request: JoinRequest = codec::decode(body).map_err(|e| e.to_string())?;
+    if !node.config.admits_joins {
+        return Err(DEV_REFUSES_JOINS.into());
+    }
     let state = node.meta.current();
     let authority = state
         .authority

@@ -412,3 +412,22 @@ async fn upper_layers_exchange_requests_by_topic() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_admits_no_joins_refuses_them() {
+    let cluster = TestCluster::start_with(1, 2, |c| c.admits_joins = false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let joined = chatsdk_cluster::ClusterNode::start(
+        support::config(dir.path(), 2),
+        chatsdk_cluster::StartMode::Join {
+            addr: cluster.any().addr(),
+            token: cluster.token.clone(),
+        },
+        std::sync::Arc::new(support::KvApplier),
+        None,
+    )
+    .await;
+    let err = joined.err().expect("the join is refused").to_string();
+    assert!(err.contains("dev mode"), "{err}");
+    assert_eq!(cluster.any().meta_state().nodes.len(), 1);
+}

@@ -42,6 +42,8 @@ pub enum StartError {
     },
     #[error("no join token from {url} (cluster.join_token_url): {reason}")]
     JoinToken { url: String, reason: String },
+    #[error("--dev (server.dev) is for one node, and this data directory belongs to a cluster of {nodes} nodes: start it without --dev")]
+    DevInCluster { nodes: usize },
 }
 
 /// What a first start printed: credentials shown once.
@@ -107,6 +109,8 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     cc.flush_linger = Duration::from_micros(c.cluster.flush_linger_us);
     cc.background_nice = c.cluster.background_nice;
     cc.advertise = c.cluster.advertise;
+    // Dev mode opens app and key creation to anyone: it never admits other nodes.
+    cc.admits_joins = !c.server.dev;
     cc
 }
 
@@ -217,6 +221,19 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         ..ChatConfig::default()
     };
     let chat = Chat::start(cluster, mode, chat_config).await?;
+    if c.server.dev {
+        let nodes = chat
+            .cluster()
+            .meta_state()
+            .nodes
+            .values()
+            .filter(|n| n.state != chatsdk_cluster::NodeState::Removed)
+            .count();
+        if nodes > 1 {
+            chat.shutdown().await;
+            return Err(StartError::DevInCluster { nodes });
+        }
+    }
     let state = GatewayState::new(chat.clone(), gateway_config(c)).await?;
     let mut credentials = Credentials::default();
     // In dev mode the demo app is the first app: one server key is printed, not two.

@@ -130,6 +130,25 @@ fn bad_configuration_is_refused_before_any_port_is_bound() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws_frame_bytes"));
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--join",
+            "127.0.0.1:7400",
+            "--join-token",
+            "t",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.dev"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !dir.path().join("db").exists() && std::fs::read_dir(dir.path()).unwrap().count() == 1,
         "nothing was started"

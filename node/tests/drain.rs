@@ -144,6 +144,32 @@ async fn a_drained_node_leads_nothing_until_it_restarts() {
     send(&base, &key, &channel, "while draining").await;
     let dir = third.terminate();
     send(&base, &key, &channel, "while it is stopped").await;
+    // Dev mode, which lets anyone create apps and keys, is refused on a member of a cluster.
+    let mut dev = Command::new(BIN)
+        .args(["serve", "--dev", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+        .args(["--quic-port", "0"])
+        .env("CHATSDK_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = dev.kill();
+            panic!("a cluster member started in dev mode");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut dev.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("cluster of 3 nodes"), "{err}");
 
     let mut back = Node::start_in(dir, &join);
     back.base();

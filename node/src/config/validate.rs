@@ -48,6 +48,11 @@ impl Config {
             "and quic.key_file must be set together",
         )?;
 
+        ensure(
+            !(s.dev && c.join.is_some()),
+            "server.dev",
+            "(--dev) is for one node and cannot be combined with cluster.join",
+        )?;
         match (&c.join, &c.join_token, &c.join_token_url) {
             (Some(_), None, None) => {
                 return invalid(
