@@ -52,6 +52,7 @@ start_node() {
     CHATSDK_CLUSTER__ADVERTISE="127.0.0.1:$cluster" \
     CHATSDK_CLUSTER__JOIN="127.0.0.1:${cluster_ports[0]}" \
     CHATSDK_CLUSTER__JOIN_TOKEN_URL="http://127.0.0.1:${http_ports[0]}" \
+    CHATSDK_CLUSTER__BOOTSTRAP=true \
     CHATSDK_QUIC__ENABLED=false \
     CHATSDK_LOG__FORMAT=json \
     "$bin" serve >"$dir/node-$i/out.log" 2>"$dir/node-$i/err.log" &

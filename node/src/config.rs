@@ -416,6 +416,11 @@ pub struct ClusterSection {
     /// every node with the same settings.
     #[serde(with = "empty_is_none")]
     pub join_token_url: Option<String>,
+    /// Whether a node whose data directory is empty and whose `join` names itself may create a
+    /// new cluster. Off, such a node refuses to start: a first node that lost its data would
+    /// otherwise quietly found a second cluster beside the one its peers still run. Set it for
+    /// the first start of a cluster (`--bootstrap`), then clear it.
+    pub bootstrap: bool,
     /// Number of data shards, fixed when the cluster is created.
     pub shards: u32,
     /// Replicas per shard.
@@ -437,6 +442,7 @@ impl Default for ClusterSection {
             join: None,
             join_token: None,
             join_token_url: None,
+            bootstrap: false,
             shards: 16,
             replication: 3,
             flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()

@@ -42,6 +42,8 @@ pub enum StartError {
     },
     #[error("no join token from {url} (cluster.join_token_url): {reason}")]
     JoinToken { url: String, reason: String },
+    #[error("the data directory {dir} is empty and cluster.join ({join}) names this node: start it with --bootstrap (cluster.bootstrap = true) to create a new cluster, or point cluster.join at a running member to join it")]
+    WouldBootstrap { dir: String, join: String },
     #[error("--dev (server.dev) is for one node, and this data directory belongs to a cluster of {nodes} nodes: start it without --dev")]
     DevInCluster { nodes: usize },
 }
@@ -120,8 +122,9 @@ const JOIN_TOKEN_WAIT: Duration = Duration::from_secs(120);
 /// Bootstrap, or join the cluster of `cluster.join` with the configured token or one asked of
 /// `cluster.join_token_url`. A data directory that already belongs to a cluster ignores the
 /// join settings (the node restarts as the member it is), so nothing is asked then. A node
-/// whose own address is the join target creates the cluster: every node of a StatefulSet or a
-/// compose file can then carry the same settings.
+/// whose own address is the join target creates the cluster when `cluster.bootstrap` allows it
+/// (every node of a StatefulSet or a compose file can then carry the same settings), and
+/// refuses to start on an empty directory otherwise.
 async fn start_mode(c: &Config) -> Result<StartMode, StartError> {
     let Some(join) = &c.cluster.join else {
         return Ok(StartMode::Bootstrap);
@@ -131,7 +134,15 @@ async fn start_mode(c: &Config) -> Result<StartMode, StartError> {
         source,
     })?;
     if addr == c.cluster.advertise.unwrap_or(c.cluster.addr) {
-        return Ok(StartMode::Bootstrap);
+        // A member restarting finds its identity on disk (the mode is then ignored); an empty
+        // directory creates a cluster only when told to.
+        if c.cluster.bootstrap || c.server.data_dir.join("db").exists() {
+            return Ok(StartMode::Bootstrap);
+        }
+        return Err(StartError::WouldBootstrap {
+            dir: c.server.data_dir.display().to_string(),
+            join: join.to_string(),
+        });
     }
     let token = match (&c.cluster.join_token, &c.cluster.join_token_url) {
         (Some(token), _) => token.clone(),

@@ -145,6 +145,10 @@ struct ServeArgs {
     /// Dev mode: seed the demo app and print ready-to-use credentials.
     #[arg(long)]
     dev: bool,
+    /// Let a node whose --join names itself create a new cluster when its data directory is
+    /// empty (sets cluster.bootstrap; for the first start of a cluster).
+    #[arg(long)]
+    bootstrap: bool,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +189,9 @@ fn effective(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.dev {
         c.server.dev = true;
+    }
+    if args.bootstrap {
+        c.cluster.bootstrap = true;
     }
     c.validate()?;
     Ok(c)

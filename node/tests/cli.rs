@@ -616,3 +616,39 @@ async fn backup_of_a_running_node_restores_into_a_node_that_starts_with_the_data
     assert_eq!(sent.status(), 201);
     restored.terminate_output();
 }
+
+/// A node whose `cluster.join` names itself creates the cluster only when told to: the first
+/// node of a cluster that lost its data would otherwise found a second one.
+#[test]
+fn a_join_target_with_an_empty_directory_bootstraps_only_when_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // Advertised as the join target; it listens on an ephemeral port all the same.
+    let me = "127.0.0.1:9";
+    let join = ["--join", me, "--join-token", "unused-when-bootstrapping"];
+    let env = [("CHATSDK_CLUSTER__ADVERTISE", me)];
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&dir)
+        .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+        .args(["--quic-port", "0"])
+        .args(join)
+        .envs(env)
+        .env("CHATSDK_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--bootstrap") && err.contains(me), "{err}");
+    assert!(!dir.join("db").exists(), "nothing was created");
+
+    let mut told = join.to_vec();
+    told.push("--bootstrap");
+    let mut first = Node::start_at(&dir, &told, &env);
+    first.base();
+    first.terminate_output();
+    // Its directory now belongs to the cluster: it restarts without being told again.
+    let mut again = Node::start_at(&dir, &join, &env);
+    again.base();
+    again.terminate_output();
+}
