@@ -333,7 +333,19 @@ pub(crate) fn templates(app: &str) -> Vec<u8> {
 pub(crate) fn poll(app: &str, poll: &str) -> Vec<u8> {
     key(&[b"d", b"poll", app.as_bytes(), poll.as_bytes()])
 }
-pub(crate) fn channel_idem(app: &str, idem: &str) -> Vec<u8> {
+/// A channel's idempotency key, scoped to its creator (`None`: made by a server key), so that
+/// another user replaying the key makes their own channel instead of reading this one.
+pub(crate) fn channel_idem(app: &str, creator: Option<&str>, idem: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"cidem2",
+        app.as_bytes(),
+        creator.unwrap_or_default().as_bytes(),
+        idem.as_bytes(),
+    ])
+}
+/// The app-wide form of [`channel_idem`] that channels made before it still carry.
+pub(crate) fn legacy_channel_idem(app: &str, idem: &str) -> Vec<u8> {
     key(&[b"d", b"cidem", app.as_bytes(), idem.as_bytes()])
 }
 pub(crate) fn member(app: &str, channel: &str, user: &str) -> Vec<u8> {

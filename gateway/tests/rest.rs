@@ -4609,3 +4609,39 @@ async fn metrics_are_scraped_with_their_names_types_and_route_templates() {
     assert!(rss > 1e6, "{rss}");
     node.stop().await;
 }
+
+/// An idempotency key answers its creator's retries with the first channel, and nobody
+/// else's: another user replaying it makes a channel of their own and learns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_idempotency_keys_belong_to_their_creator() {
+    let (node, rest) = node().await;
+    let (_app, key) = node.app("idem").await;
+    for u in ["alice", "bob"] {
+        user(&rest, &key, u).await;
+    }
+    let (alice, _) = rest.login(&key, "alice").await;
+    let (bob, _) = rest.login(&key, "bob").await;
+    let create = |token: String, name: &'static str| {
+        let rest = &rest;
+        async move {
+            rest.call(
+                "POST",
+                "/api/channels",
+                Cred::Bearer(&token),
+                Some(json!({"type": "private", "name": name, "idempotencyKey": "same-key"})),
+            )
+            .await
+        }
+    };
+    let first = create(alice.clone(), "alice's secret plans").await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let again = create(alice.clone(), "alice's secret plans").await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body["id"], first.body["id"]);
+    let other = create(bob.clone(), "bob's").await;
+    assert_eq!(other.status, 201, "{other:?}");
+    assert_ne!(other.body["id"], first.body["id"]);
+    assert_eq!(other.body["name"], "bob's");
+    let replay = create(bob, "bob's").await;
+    assert_eq!(replay.body["id"], other.body["id"], "{replay:?}");
+}

@@ -436,13 +436,23 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         } => {
             let app = channel.app_id.clone();
             if let Some(idem) = &channel.idempotency_key {
-                if let Some(id) = kv.get(&keys::channel_idem(&app, idem))? {
+                let creator = channel.created_by.as_deref();
+                for k in [
+                    keys::channel_idem(&app, creator, idem),
+                    keys::legacy_channel_idem(&app, idem),
+                ] {
+                    let Some(id) = kv.get(&k)? else {
+                        continue;
+                    };
                     let id = String::from_utf8_lossy(&id).into_owned();
                     if let Some(existing) = get::<Channel>(kv, &keys::channel(&app, &id))? {
-                        return Ok(DirReply::Channel {
-                            created: false,
-                            channel: existing,
-                        });
+                        // A legacy (app-wide) key answers its own creator only.
+                        if existing.created_by == channel.created_by {
+                            return Ok(DirReply::Channel {
+                                created: false,
+                                channel: existing,
+                            });
+                        }
                     }
                 }
             }
@@ -492,7 +502,11 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                 b"",
             );
             if let Some(idem) = &channel.idempotency_key {
-                kv.put(&keys::channel_idem(&app, idem), channel.id.as_bytes());
+                let creator = channel.created_by.as_deref();
+                kv.put(
+                    &keys::channel_idem(&app, creator, idem),
+                    channel.id.as_bytes(),
+                );
             }
             put(kv, &keys::channel(&app, &channel.id), &channel)?;
             DirReply::Channel {
@@ -578,7 +592,15 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                         workspaces::remove_channel(kv, &app_id, ws, &channel_id)?;
                     }
                     if let Some(idem) = &ch.idempotency_key {
-                        kv.delete(&keys::channel_idem(&app_id, idem));
+                        let creator = ch.created_by.as_deref();
+                        kv.delete(&keys::channel_idem(&app_id, creator, idem));
+                        if kv
+                            .get(&keys::legacy_channel_idem(&app_id, idem))?
+                            .as_deref()
+                            == Some(channel_id.as_bytes())
+                        {
+                            kv.delete(&keys::legacy_channel_idem(&app_id, idem));
+                        }
                     }
                     moderation::forget_channel(kv, &app_id, &channel_id)?;
                     kv.delete(&keys::channel(&app_id, &channel_id));
