@@ -67,21 +67,50 @@ impl Chat {
         Ok((Arc::unwrap_or_clone(ch), me.map(Arc::unwrap_or_clone)))
     }
 
-    /// Every channel of an app, newest first (the operator's view).
-    pub fn app_channels(
+    /// How many users (not deleted) and channels an app has (a scan, run off the async
+    /// workers).
+    pub async fn app_counts(&self, app: &str) -> Result<(usize, usize), ChatError> {
+        let app = app.to_string();
+        self.off_runtime(move |chat| {
+            let users = chat.inner.directory.users(&app)?;
+            let channels = chat.inner.directory.channels(&app)?.len();
+            Ok((users.iter().filter(|u| !u.deleted).count(), channels))
+        })
+        .await
+    }
+
+    /// Every channel of an app, newest first (the operator's view; a scan, run off the async
+    /// workers).
+    pub async fn app_channels(
         &self,
         app: &str,
         limit: usize,
         offset: usize,
     ) -> Result<(Vec<Channel>, usize), ChatError> {
-        let mut all = self.inner.directory.channels(app)?;
-        all.sort_by_key(|c| (std::cmp::Reverse(c.created_at), c.id.clone()));
-        let total = all.len();
-        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+        let app = app.to_string();
+        self.off_runtime(move |chat| {
+            let mut all = chat.inner.directory.channels(&app)?;
+            all.sort_by_key(|c| (std::cmp::Reverse(c.created_at), c.id.clone()));
+            let total = all.len();
+            Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+        })
+        .await
     }
 
-    /// Channels visible to `user`: their memberships and the app's open channels.
-    pub fn channels_for(
+    /// Channels visible to `user`: their memberships and the app's open channels (a scan of
+    /// the app's channels, run off the async workers).
+    pub async fn channels_for(
+        &self,
+        app: &str,
+        user: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<(Channel, Option<Member>)>, ChatError> {
+        let (app, user, kind) = (app.to_string(), user.to_string(), kind.map(str::to_string));
+        self.off_runtime(move |chat| chat.scan_channels_for(&app, &user, kind.as_deref()))
+            .await
+    }
+
+    fn scan_channels_for(
         &self,
         app: &str,
         user: &str,

@@ -178,7 +178,8 @@ impl Chat {
             server: true,
         };
         let memberships: Vec<(Channel, Option<Member>)> = self
-            .channels_for(&caller.app, user, None)?
+            .channels_for(&caller.app, user, None)
+            .await?
             .into_iter()
             .filter(|(_, m)| m.is_some())
             .collect();

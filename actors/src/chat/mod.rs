@@ -541,6 +541,19 @@ impl Chat {
 
     // ---- directory plumbing
 
+    /// Runs `f` (a read that scans many records) on the blocking pool, so that the async
+    /// workers go on serving sockets meanwhile.
+    pub(super) async fn off_runtime<T, F>(&self, f: F) -> Result<T, ChatError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Chat) -> Result<T, ChatError> + Send + 'static,
+    {
+        let chat = self.clone();
+        tokio::task::spawn_blocking(move || f(&chat))
+            .await
+            .map_err(|e| ChatError::Internal(format!("scan task: {e}")))?
+    }
+
     /// The other active nodes of the cluster.
     pub(super) fn other_nodes(&self) -> Vec<NodeId> {
         self.inner.cluster.other_active_nodes()
@@ -549,13 +562,14 @@ impl Chat {
     /// Sends a one-way message to every other active node (best effort: a node that misses it
     /// is down, and its connections are gone with it).
     pub(super) async fn tell_other_nodes(&self, topic: u16, body: Vec<u8>) {
-        for node in self.other_nodes() {
-            let _ = self
-                .inner
-                .cluster
-                .send_upper(node, topic, body.clone())
-                .await;
-        }
+        // All at once: one slow or unreachable node does not hold up the others.
+        let sends = self.other_nodes().into_iter().map(|node| {
+            let body = body.clone();
+            async move {
+                let _ = self.inner.cluster.send_upper(node, topic, body).await;
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 
     pub(super) async fn dir(&self, command: DirCommand) -> Result<DirReply, ChatError> {

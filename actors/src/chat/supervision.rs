@@ -192,7 +192,8 @@ impl Chat {
             server: true,
         };
         let mut channels: Vec<Channel> = self
-            .channels_for(&caller.app, supervised, None)?
+            .channels_for(&caller.app, supervised, None)
+            .await?
             .into_iter()
             .filter(|(_, m)| m.is_some())
             .map(|(c, _)| c)

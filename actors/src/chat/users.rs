@@ -183,29 +183,33 @@ impl Chat {
         Ok(self.inner.directory.user(app, id)?)
     }
 
-    /// Users of an app, filtered by a case-insensitive substring of name or id.
-    pub fn users(
+    /// Users of an app, filtered by a case-insensitive substring of name or id (a scan of
+    /// the app's users, run off the async workers).
+    pub async fn users(
         &self,
         app: &str,
         q: Option<&str>,
         limit: usize,
         offset: usize,
     ) -> Result<Vec<User>, ChatError> {
-        let q = q.map(str::to_lowercase);
-        Ok(self
-            .inner
-            .directory
-            .users(app)?
-            .into_iter()
-            .filter(|u| !u.deleted)
-            .filter(|u| {
-                q.as_ref().is_none_or(|q| {
-                    u.name.to_lowercase().contains(q) || u.id.to_lowercase().contains(q)
+        let (app, q) = (app.to_string(), q.map(str::to_lowercase));
+        self.off_runtime(move |chat| {
+            Ok(chat
+                .inner
+                .directory
+                .users(&app)?
+                .into_iter()
+                .filter(|u| !u.deleted)
+                .filter(|u| {
+                    q.as_ref().is_none_or(|q| {
+                        u.name.to_lowercase().contains(q) || u.id.to_lowercase().contains(q)
+                    })
                 })
-            })
-            .skip(offset)
-            .take(limit)
-            .collect())
+                .skip(offset)
+                .take(limit)
+                .collect())
+        })
+        .await
     }
 
     pub async fn upsert_user(

@@ -88,9 +88,8 @@ pub(crate) struct DeprecatedBody {
     request_id: Option<String>,
 }
 
-fn render<'a>(state: &GatewayState, app: &'a App) -> ApiResult<AppView<'a>> {
-    let users = state.chat.users(&app.id, None, usize::MAX, 0)?.len();
-    let channels = state.chat.directory().channels(&app.id)?.len();
+async fn render<'a>(state: &GatewayState, app: &'a App) -> ApiResult<AppView<'a>> {
+    let (users, channels) = state.chat.app_counts(&app.id).await?;
     Ok(AppView {
         id: &app.id,
         name: &app.name,
@@ -110,12 +109,10 @@ pub async fn list(State(state): State<GatewayState>, _a: Admin, q: Query) -> Api
     let offset = q.num("offset", 0, u64::MAX)? as usize;
     let apps = state.chat.apps()?;
     let total = apps.len();
-    let page = apps
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|a| render(&state, a))
-        .collect::<Result<_, _>>()?;
+    let mut page = Vec::new();
+    for a in apps.iter().skip(offset).take(limit) {
+        page.push(render(&state, a).await?);
+    }
     Ok(json(
         StatusCode::OK,
         &AppList {
@@ -137,7 +134,7 @@ pub async fn get(
         .chat
         .app(&id)?
         .ok_or_else(|| AppError::not_found("app not found"))?;
-    Ok(json(StatusCode::OK, &render(&state, &app)?))
+    Ok(json(StatusCode::OK, &render(&state, &app).await?))
 }
 
 /// `POST /admin/apps`: a new app and its first server key (shown once).
@@ -180,7 +177,7 @@ pub async fn update(
         .chat
         .update_app(&id, body.name, body.settings.map(Value::Object))
         .await?;
-    Ok(json(StatusCode::OK, &render(&state, &app)?))
+    Ok(json(StatusCode::OK, &render(&state, &app).await?))
 }
 
 /// `DELETE /admin/apps/:id`.
@@ -276,7 +273,8 @@ pub async fn users(
     let offset = q.num("offset", 0, u64::MAX)? as usize;
     let users = state
         .chat
-        .users(&id, q.str("q").as_deref(), limit, offset)?;
+        .users(&id, q.str("q").as_deref(), limit, offset)
+        .await?;
     let view = AdminUsers {
         users: users
             .iter()
@@ -306,7 +304,7 @@ pub async fn channels(
     existing_app(&state, &id)?;
     let limit = q.num("limit", 50, 200)? as usize;
     let offset = q.num("offset", 0, u64::MAX)? as usize;
-    let (channels, total) = state.chat.app_channels(&id, limit, offset)?;
+    let (channels, total) = state.chat.app_channels(&id, limit, offset).await?;
     let view = AdminChannels {
         channels: channels
             .iter()

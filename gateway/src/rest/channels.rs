@@ -380,7 +380,8 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let user = caller.user.clone().unwrap_or_default();
     let mut all = state
         .chat
-        .channels_for(&caller.app, &user, q.str("type").as_deref())?;
+        .channels_for(&caller.app, &user, q.str("type").as_deref())
+        .await?;
     if let Some(ws) = q.str("workspaceId") {
         // Refused (403) unless the caller is in the workspace; another app's is not found.
         state.chat.workspace(&caller, &ws).await?;

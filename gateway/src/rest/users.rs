@@ -231,7 +231,8 @@ pub async fn list(State(state): State<GatewayState>, auth: Auth, q: Query) -> Ap
     let offset = q.num("offset", 0, u64::MAX)? as usize;
     let users = state
         .chat
-        .users(&auth.app, q.str("q").as_deref(), limit, offset)?;
+        .users(&auth.app, q.str("q").as_deref(), limit, offset)
+        .await?;
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
     let presence = state
         .chat
