@@ -214,7 +214,13 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
         cluster_addr: node.chat.cluster().addr(),
         app_id,
         api_key,
-        join_token: node.join_token(),
+        join_token: node
+            .chat
+            .cluster()
+            .mint_join_token(std::time::Duration::from_secs(24 * 3600), false)
+            .await
+            .ok()
+            .map(|(token, _)| token),
     };
     println!("{}", serde_json::to_string(&info)?);
     std::io::stdout().flush()?;

@@ -130,7 +130,10 @@ impl Cluster {
                 .await
                 .with_context(|| format!("start node {}", i + 1))?;
             if join.is_none() {
-                join = Some((node.addr(), node.join_token()?));
+                let (token, _) = node
+                    .mint_join_token(std::time::Duration::from_secs(3600), false)
+                    .await?;
+                join = Some((node.addr(), token));
             }
             nodes.push(node);
             dirs.push(dir);

@@ -32,6 +32,7 @@ use openraft::{BasicNode, Vote};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::join::now_ms;
 use crate::node::ClusterNode;
 
 /// The first bytes of every backup file.
@@ -297,12 +298,6 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
     }
     out.sort();
     Ok(out)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads frames of a backup.

@@ -455,13 +455,8 @@ pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, 
         .authority
         .clone()
         .ok_or_else(|| "cluster not bootstrapped".to_string())?;
-    if request.cluster_id != state.cluster_id
-        || !join::digests_match(
-            &join::secret_digest(&request.secret),
-            &authority.join_secret_sha256,
-        )
-    {
-        return Err("join refused: wrong cluster or secret".into());
+    if request.cluster_id != state.cluster_id {
+        return Err("join refused: the token is of another cluster".into());
     }
     if request.addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(format!("join refused: bad address {:?}", request.addr));
@@ -469,14 +464,20 @@ pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, 
     let handle = ClusterNode {
         inner: node.clone(),
     };
+    // The state machine checks the token (live, unspent) and admits in one step, so a
+    // single-use token admits one node even when two present it at once.
     let reply = handle
-        .propose_meta(MetaCommand::AddNode {
+        .propose_meta(MetaCommand::JoinWithToken {
             addr: request.addr.clone(),
+            secret_sha256: join::secret_digest(&request.secret),
+            now_ms: join::now_ms(),
         })
         .await
         .map_err(|e| e.to_string())?;
-    let MetaReply::NodeId(node_id) = reply else {
-        return Err(format!("join refused: {reply:?}"));
+    let node_id = match reply {
+        MetaReply::NodeId(id) => id,
+        MetaReply::Refused(why) => return Err(why),
+        other => return Err(format!("join refused: {other:?}")),
     };
     let ca = ClusterCa {
         cert_pem: authority.ca_cert_pem,

@@ -21,7 +21,9 @@ use crate::{codec, transport};
 
 const IDENTITY_TREE: &str = "identity";
 const IDENTITY_KEY: &[u8] = b"node";
-const TOKEN_PREFIX: &str = "chatsdk-join-v1";
+const TOKEN_PREFIX: &str = "chatsdk-join-v2";
+/// The form of the permanent cluster secret older builds printed, refused now.
+const LEGACY_TOKEN_PREFIX: &str = "chatsdk-join-v1";
 
 /// What a node remembers about itself across restarts.
 #[derive(Clone, Serialize, Deserialize)]
@@ -104,7 +106,6 @@ pub(crate) async fn save_identity(store: &Store, id: &StoredIdentity) -> Result<
 }
 
 const AUTHORITY_KEY: &[u8] = b"pending-authority";
-const SECRET_KEY: &[u8] = b"join-secret";
 
 fn get_record<T: serde::de::DeserializeOwned>(
     store: &Store,
@@ -166,15 +167,6 @@ pub(crate) fn load_drained(store: &Store) -> Result<bool, ClusterError> {
     Ok(get_record::<bool>(store, DRAINED_KEY)?.unwrap_or(false))
 }
 
-/// The join secret itself stays on the node that created it; the cluster holds its digest.
-pub(crate) fn save_join_secret(store: &Store, secret: &str) -> Result<(), ClusterError> {
-    put_record(store, SECRET_KEY, &secret.to_string())
-}
-
-pub(crate) fn load_join_secret(store: &Store) -> Result<Option<String>, ClusterError> {
-    get_record(store, SECRET_KEY)
-}
-
 /// A parsed join token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
@@ -184,14 +176,20 @@ pub struct JoinToken {
 }
 
 impl JoinToken {
-    /// Parses `chatsdk-join-v1.<cluster id>.<ca sha256 hex>.<secret hex>`.
+    /// Parses `chatsdk-join-v2.<cluster id>.<ca sha256 hex>.<secret hex>`.
     pub fn parse(token: &str) -> Result<JoinToken, ClusterError> {
         let bad = |why: &str| ClusterError::Join {
             reason: format!("malformed join token: {why}"),
         };
         let mut parts = token.trim().split('.');
-        if parts.next() != Some(TOKEN_PREFIX) {
-            return Err(bad("unknown prefix"));
+        match parts.next() {
+            Some(TOKEN_PREFIX) => {}
+            Some(LEGACY_TOKEN_PREFIX) => {
+                return Err(ClusterError::Join {
+                    reason: "a chatsdk-join-v1 token was the cluster's permanent secret and is no longer accepted: mint one with `chatsdk cluster join-token` (it expires)".into(),
+                })
+            }
+            _ => return Err(bad("unknown prefix")),
         }
         let (Some(cluster_id), Some(fp), Some(secret), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -230,13 +228,11 @@ pub(crate) fn secret_digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Compares two digests without an early exit.
-pub(crate) fn digests_match(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// This node's clock, in milliseconds since the epoch (join tokens' expiry, backups' times).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Random lowercase hex of `bytes` random bytes.
@@ -271,14 +267,13 @@ pub(crate) async fn new_cluster_identity(store: &Store) -> Result<StoredIdentity
     let cluster_id = random_hex(8);
     let ca = ClusterCa::generate(&cluster_id)?;
     let node = ca.issue_node_cert(1)?;
-    let secret = random_hex(24);
     let authority = JoinAuthority {
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
-        join_secret_sha256: secret_digest(&secret),
+        // No permanent secret: nodes join with tokens an admin mints, which expire.
+        join_secret_sha256: String::new(),
     };
     save_pending_authority(store, &authority)?;
-    save_join_secret(store, &secret)?;
     let identity = StoredIdentity {
         node_id: 1,
         cluster_id,
@@ -418,11 +413,11 @@ mod tests {
         assert_eq!(JoinToken::parse(&t.render()).unwrap(), t);
         for bad in [
             "",
-            "chatsdk-join-v1",
+            "chatsdk-join-v2",
             "chatsdk-join-v0.ab.ff.00",
-            &format!("chatsdk-join-v1.ab.{}.{}", "f".repeat(63), "0".repeat(32)),
-            &format!("chatsdk-join-v1.ab.{}.{}", "f".repeat(64), "0".repeat(8)),
-            &format!("chatsdk-join-v1.zz.{}.{}", "f".repeat(64), "0".repeat(32)),
+            &format!("chatsdk-join-v2.ab.{}.{}", "f".repeat(63), "0".repeat(32)),
+            &format!("chatsdk-join-v2.ab.{}.{}", "f".repeat(64), "0".repeat(8)),
+            &format!("chatsdk-join-v2.zz.{}.{}", "f".repeat(64), "0".repeat(32)),
             &format!("{}.extra", t.render()),
         ] {
             assert!(JoinToken::parse(bad).is_err(), "accepted {bad:?}");
@@ -430,10 +425,9 @@ mod tests {
     }
 
     #[test]
-    fn digests_compare_exactly() {
-        let d = secret_digest("s3cret");
-        assert!(digests_match(&d, &secret_digest("s3cret")));
-        assert!(!digests_match(&d, &secret_digest("s3cres")));
-        assert!(!digests_match(&d, ""));
+    fn the_permanent_secret_of_older_builds_is_refused_by_name() {
+        let old = format!("chatsdk-join-v1.ab12.{}.{}", "f".repeat(64), "0".repeat(32));
+        let err = JoinToken::parse(&old).unwrap_err().to_string();
+        assert!(err.contains("chatsdk cluster join-token"), "{err}");
     }
 }

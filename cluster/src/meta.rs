@@ -20,9 +20,25 @@ use crate::placement::{ShardId, ShardMap, ShardPlacement};
 pub const META_GROUP: GroupId = 0;
 
 const STATE_KEY: &[u8] = b"cluster/state";
+/// The live join tokens ([`JoinTokens`]), kept beside the state so that its encoding stays.
+const JOIN_TOKENS_KEY: &[u8] = b"cluster/join-tokens";
+
+/// A join token as the cluster remembers it: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// Milliseconds since the epoch, by the clock of the node that minted it.
+    pub expires_at_ms: u64,
+    /// Spent by its first join.
+    pub single_use: bool,
+}
+
+/// The join tokens that have not expired (or been spent), by the SHA-256 of their secret.
+pub type JoinTokens = BTreeMap<String, JoinTokenRecord>;
 /// Nodes admitted but not yet active, at most: a leaked join token cannot grow the meta state
 /// (and the meta group's learners) without bound.
 pub const MAX_JOINING: usize = 8;
+/// Live join tokens at most (each minted by an admin; expired ones are forgotten).
+pub const MAX_JOIN_TOKENS: usize = 1000;
 
 /// Where a node is in its life in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +80,8 @@ pub struct ShardRecord {
 pub struct JoinAuthority {
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
-    /// SHA-256 (hex) of the join secret.
+    /// SHA-256 (hex) of the permanent join secret of clusters made by older builds; no longer
+    /// accepted (empty in new clusters): joins take expiring tokens ([`JoinTokens`]).
     pub join_secret_sha256: String,
 }
 
@@ -169,6 +186,21 @@ pub enum MetaCommand {
     },
     /// A command of the layer above, applied by its own applier.
     Upper(Vec<u8>),
+    /// Remembers a join token (its secret's SHA-256) until it expires; forgets the expired
+    /// ones. `now_ms`: the minting node's clock.
+    MintJoinToken {
+        secret_sha256: String,
+        expires_at_ms: u64,
+        single_use: bool,
+        now_ms: u64,
+    },
+    /// [`MetaCommand::AddNode`] for the holder of a live join token (spent if single-use);
+    /// `now_ms`: the admitting node's clock.
+    JoinWithToken {
+        addr: String,
+        secret_sha256: String,
+        now_ms: u64,
+    },
 }
 
 /// The result of a [`MetaCommand`].
@@ -247,6 +279,32 @@ impl Applier for MetaApplier {
             // A command this build cannot read is refused, identically on every replica.
             Err(e) => return encode_reply(&MetaReply::Refused(e.to_string())),
         };
+        if matches!(
+            command,
+            MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. }
+        ) {
+            let mut state = match kv.get(STATE_KEY)? {
+                Some(raw) => decode_state(&raw)?,
+                None => MetaState::default(),
+            };
+            let mut tokens: JoinTokens = match kv.get(JOIN_TOKENS_KEY)? {
+                Some(raw) => codec::decode(&raw).map_err(|e| {
+                    StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
+                })?,
+                None => JoinTokens::new(),
+            };
+            let reply = token_transition(&mut state, &mut tokens, command);
+            let raw_tokens = codec::encode(&tokens).map_err(|e| {
+                StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
+            })?;
+            let raw_state = codec::encode(&state).map_err(|e| {
+                StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
+            })?;
+            kv.put(JOIN_TOKENS_KEY, &raw_tokens);
+            kv.put(STATE_KEY, &raw_state);
+            self.state.send_replace(Arc::new(state));
+            return encode_reply(&reply);
+        }
         if let MetaCommand::Upper(body) = &command {
             let reply = match &self.upper {
                 Some(upper) => MetaReply::Upper(upper.apply(ctx, kv, body)?),
@@ -285,6 +343,61 @@ impl Applier for MetaApplier {
         if let Some(upper) = &self.upper {
             upper.snapshot_installed(group);
         }
+    }
+}
+
+/// The transition of the join-token commands: they read and write the tokens beside the state.
+pub fn token_transition(
+    state: &mut MetaState,
+    tokens: &mut JoinTokens,
+    command: MetaCommand,
+) -> MetaReply {
+    match command {
+        MetaCommand::MintJoinToken {
+            secret_sha256,
+            expires_at_ms,
+            single_use,
+            now_ms,
+        } => {
+            if state.bootstrapped_by == 0 {
+                return MetaReply::Refused("cluster not bootstrapped".into());
+            }
+            tokens.retain(|_, t| t.expires_at_ms > now_ms);
+            if tokens.len() >= MAX_JOIN_TOKENS {
+                return MetaReply::Refused(format!(
+                    "{MAX_JOIN_TOKENS} join tokens are live; let some expire first"
+                ));
+            }
+            tokens.insert(
+                secret_sha256,
+                JoinTokenRecord {
+                    expires_at_ms,
+                    single_use,
+                },
+            );
+            MetaReply::Ok
+        }
+        MetaCommand::JoinWithToken {
+            addr,
+            secret_sha256,
+            now_ms,
+        } => {
+            let Some(token) = tokens.get(&secret_sha256).cloned() else {
+                return MetaReply::Refused(
+                    "join refused: unknown, spent or expired join token".into(),
+                );
+            };
+            if token.expires_at_ms <= now_ms {
+                tokens.remove(&secret_sha256);
+                return MetaReply::Refused("join refused: the join token has expired".into());
+            }
+            let reply = transition(state, MetaCommand::AddNode { addr });
+            if token.single_use && matches!(reply, MetaReply::NodeId(_)) {
+                tokens.remove(&secret_sha256);
+            }
+            reply
+        }
+        other => transition(state, other),
     }
 }
 
@@ -388,6 +501,9 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
             MetaReply::Ok
         }
         MetaCommand::Upper(_) => MetaReply::Refused("upper commands are applied elsewhere".into()),
+        MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. } => {
+            MetaReply::Refused("join-token commands are applied with the tokens".into())
+        }
     }
 }
 

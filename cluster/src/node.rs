@@ -271,30 +271,42 @@ impl ClusterNode {
         self.inner.advertised()
     }
 
-    /// A token that lets a new node join this cluster.
-    pub fn join_token(&self) -> Result<String, ClusterError> {
+    /// Mints a join token that admits nodes for `ttl` (one node only when `single_use`): its
+    /// text and when it expires (ms since the epoch). The cluster keeps only the SHA-256 of its
+    /// secret; the text is shown once, to whoever asked.
+    pub async fn mint_join_token(
+        &self,
+        ttl: Duration,
+        single_use: bool,
+    ) -> Result<(String, u64), ClusterError> {
         let state = self.inner.meta.current();
         let authority = state.authority.as_ref().ok_or(ClusterError::Join {
             reason: "cluster not bootstrapped yet".into(),
         })?;
-        let secret = join::load_join_secret(&self.inner.store)?.ok_or(ClusterError::Join {
-            reason: "only the node that created the cluster holds the join secret".into(),
-        })?;
-        if !join::digests_match(&join::secret_digest(&secret), &authority.join_secret_sha256) {
-            return Err(ClusterError::Join {
-                reason: "stored join secret does not match the cluster's".into(),
-            });
-        }
         let ca = ClusterCa {
             cert_pem: authority.ca_cert_pem.clone(),
             key_pem: authority.ca_key_pem.clone(),
         };
-        Ok(JoinToken {
+        let secret = join::random_hex(24);
+        let now_ms = join::now_ms();
+        let expires_at_ms = now_ms.saturating_add(ttl.as_millis() as u64);
+        let reply = self
+            .propose_meta(MetaCommand::MintJoinToken {
+                secret_sha256: join::secret_digest(&secret),
+                expires_at_ms,
+                single_use,
+                now_ms,
+            })
+            .await?;
+        if let MetaReply::Refused(reason) = reply {
+            return Err(ClusterError::Join { reason });
+        }
+        let token = JoinToken {
             cluster_id: state.cluster_id.clone(),
             ca_fingerprint: ca.fingerprint()?,
             secret,
-        }
-        .render())
+        };
+        Ok((token.render(), expires_at_ms))
     }
 
     /// The latest meta state this node has applied.

@@ -431,3 +431,50 @@ async fn a_node_that_admits_no_joins_refuses_them() {
     assert!(err.contains("dev mode"), "{err}");
     assert_eq!(cluster.any().meta_state().nodes.len(), 1);
 }
+
+/// Join tokens are minted on request and expire; a single-use one admits one node; the
+/// cluster keeps only their digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_expire_and_a_single_use_one_admits_one_node() {
+    let mut cluster = TestCluster::start(1, 2).await;
+    let first = cluster.any().clone();
+    let try_join = |token: String, via: std::net::SocketAddr| async move {
+        let dir = tempfile::tempdir().unwrap();
+        chatsdk_cluster::ClusterNode::start(
+            support::config(dir.path(), 2),
+            chatsdk_cluster::StartMode::Join { addr: via, token },
+            std::sync::Arc::new(support::KvApplier),
+            None,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+
+    let (once, _) = first
+        .mint_join_token(Duration::from_secs(600), true)
+        .await
+        .unwrap();
+    cluster.token = once.clone();
+    cluster.join().await;
+    let again = try_join(once, first.addr()).await.unwrap_err();
+    assert!(again.contains("spent or expired"), "{again}");
+
+    let (short, expires_at_ms) = first
+        .mint_join_token(Duration::from_millis(1), false)
+        .await
+        .unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    while now_ms() <= expires_at_ms {
+        tokio::task::yield_now().await;
+    }
+    let late = try_join(short, first.addr()).await.unwrap_err();
+    assert!(late.contains("expired"), "{late}");
+    // Two nodes: the first and the one the single-use token admitted.
+    assert_eq!(first.meta_state().nodes.len(), 2);
+}

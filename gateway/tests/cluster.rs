@@ -22,7 +22,12 @@ async fn cluster_with(config: GatewayConfig) -> Vec<TestNode> {
 
 async fn cluster_chat(config: GatewayConfig, chat: chatsdk_actors::ChatConfig) -> Vec<TestNode> {
     let first = TestNode::start_chat(config.clone(), chat.clone()).await;
-    let token = first.chat.cluster().join_token().unwrap();
+    let (token, _) = first
+        .chat
+        .cluster()
+        .mint_join_token(Duration::from_secs(3600), false)
+        .await
+        .unwrap();
     let addr = first.chat.cluster().addr();
     let mut nodes = vec![first];
     for _ in 0..2 {

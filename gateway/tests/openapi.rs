@@ -364,7 +364,12 @@ async fn the_less_travelled_routes_answer_their_documented_views() {
     assert_eq!(r.status, 410, "{r:?}");
     ok(
         &rest
-            .call("GET", "/admin/cluster/join-token", admin, None)
+            .call(
+                "POST",
+                "/admin/cluster/join-tokens",
+                admin,
+                Some(json!({"ttlSeconds": 60, "singleUse": true})),
+            )
             .await,
         "join token",
     );

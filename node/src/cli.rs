@@ -398,6 +398,33 @@ pub async fn drain_node(remote: &Remote, id: u64) -> Result<String, CliError> {
     ))
 }
 
+/// `chatsdk cluster join-token`: mints a token for `serve --join-token` and prints it alone
+/// on stdout (when it expires goes to stderr), so scripts can capture it.
+pub async fn join_token(
+    remote: &Remote,
+    ttl_seconds: u64,
+    single_use: bool,
+) -> Result<(String, String), CliError> {
+    let key = remote.key("the admin key (--admin-key, CHATSDK_ADMIN_KEY)")?;
+    let minted = remote
+        .call(
+            reqwest::Method::POST,
+            "/admin/cluster/join-tokens",
+            ("authorization", format!("Bearer {key}")),
+            Some(serde_json::json!({"ttlSeconds": ttl_seconds, "singleUse": single_use})),
+        )
+        .await?;
+    let token = minted["token"]
+        .as_str()
+        .ok_or_else(|| CliError::Answer(minted.to_string()))?;
+    let note = format!(
+        "expires at {}{}\n",
+        minted["expiresAt"].as_str().unwrap_or("?"),
+        if single_use { "; admits one node" } else { "" }
+    );
+    Ok((format!("{token}\n"), note))
+}
+
 /// `chatsdk node remove <id>`.
 pub async fn remove_node(remote: &Remote, id: u64) -> Result<String, CliError> {
     remote

@@ -157,9 +157,10 @@ async fn start_mode(c: &Config) -> Result<StartMode, StartError> {
     Ok(StartMode::Join { addr, token })
 }
 
-/// Asks `url`'s `/admin/cluster/join-token` for a token, retrying while the node there starts.
+/// Mints a join token for this node at `url` (`POST /admin/cluster/join-tokens`: single-use,
+/// ten minutes), retrying while the node there starts.
 async fn fetch_join_token(url: &str, admin_key: &str) -> Result<String, StartError> {
-    let endpoint = format!("{}/admin/cluster/join-token", url.trim_end_matches('/'));
+    let endpoint = format!("{}/admin/cluster/join-tokens", url.trim_end_matches('/'));
     let fail = |reason: String| StartError::JoinToken {
         url: url.to_string(),
         reason,
@@ -171,7 +172,11 @@ async fn fetch_join_token(url: &str, admin_key: &str) -> Result<String, StartErr
     let deadline = tokio::time::Instant::now() + JOIN_TOKEN_WAIT;
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
-        match client.get(&endpoint).bearer_auth(admin_key).send().await {
+        let ask = client
+            .post(&endpoint)
+            .bearer_auth(admin_key)
+            .json(&serde_json::json!({"ttlSeconds": 600, "singleUse": true}));
+        match ask.send().await {
             Ok(res) if res.status().is_success() => {
                 let body: serde_json::Value = res.json().await.map_err(|e| fail(e.to_string()))?;
                 return body
@@ -411,10 +416,5 @@ impl Node {
             Ok(Ok(())) => {}
         }
         self.chat.shutdown().await;
-    }
-
-    /// The node's cluster join token (for `--join-token`).
-    pub fn join_token(&self) -> Option<String> {
-        self.chat.cluster().join_token().ok()
     }
 }

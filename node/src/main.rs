@@ -32,6 +32,11 @@ enum Command {
     Serve(ServeArgs),
     /// Shows the cluster as the admin API sees it: nodes, shards, leaders.
     Status(AdminArgs),
+    /// Cluster operations: join tokens.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Node operations: drain, remove.
     Node {
         #[command(subcommand)]
@@ -98,6 +103,21 @@ impl AdminArgs {
             key: self.admin_key.clone(),
         }
     }
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Mints a join token for `serve --join-token` (shown once; it expires).
+    JoinToken {
+        /// Seconds it admits nodes for (at most a week).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Spent by the first node that joins with it.
+        #[arg(long)]
+        single_use: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -252,6 +272,21 @@ fn main() -> anyhow::Result<()> {
             let r = admin.remote();
             remote(async move { cli::status(&r).await })
         }
+        Command::Cluster {
+            command:
+                ClusterCommand::JoinToken {
+                    ttl,
+                    single_use,
+                    admin,
+                },
+        } => {
+            let r = admin.remote();
+            remote(async move {
+                let (token, note) = cli::join_token(&r, ttl, single_use).await?;
+                eprint!("{note}");
+                Ok(token)
+            })
+        }
         Command::Node { command } => match command {
             NodeCommand::Drain { id, admin } => {
                 let r = admin.remote();
@@ -341,9 +376,7 @@ async fn serve(c: Config) -> anyhow::Result<()> {
     if c.server.admin_api_key.is_some() {
         println!("admin API: {base}/admin (see `chatsdk status`), console: {base}/console");
     }
-    if let Some(token) = node.join_token() {
-        println!("join token for more nodes: {token}");
-    }
+    println!("join tokens for more nodes: `chatsdk cluster join-token` (admin key; they expire)");
     wait_for_signal().await?;
     println!("draining");
     node.shutdown().await;

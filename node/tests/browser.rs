@@ -195,7 +195,7 @@ fn the_console_shows_a_three_node_cluster() {
     first.until("join token");
     let app = first.value_after("default app");
     let key = first.value_after("server API key (shown once):");
-    let token = first.value_after("join token for more nodes:");
+    let token = support::mint_join_token(&base);
     let peer = first
         .seen
         .iter()

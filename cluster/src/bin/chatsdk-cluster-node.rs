@@ -78,7 +78,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
         None => StartMode::Bootstrap,
     };
     let node = ClusterNode::start(config, mode, Arc::new(KvApplier), None).await?;
-    let token = node.join_token().unwrap_or_else(|_| "-".to_string());
+    // A token for the test's other nodes: a day, any number of joins.
+    let token = node
+        .mint_join_token(std::time::Duration::from_secs(24 * 3600), false)
+        .await
+        .map_or_else(|_| "-".to_string(), |(token, _)| token);
     println!("ready {} {} {token}", node.id(), node.addr());
     std::io::stdout().flush()?;
 

@@ -82,7 +82,10 @@ impl TestCluster {
         let first = ClusterNode::start(cfg, StartMode::Bootstrap, Arc::new(KvApplier), None)
             .await
             .expect("bootstrap");
-        let token = first.join_token().expect("join token");
+        let (token, _) = first
+            .mint_join_token(Duration::from_secs(3600), false)
+            .await
+            .expect("join token");
         let mut cluster = TestCluster {
             shards,
             nodes: BTreeMap::from([(first.id(), first.clone())]),

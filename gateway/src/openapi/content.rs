@@ -82,6 +82,11 @@ pub const BODIES: &[(&str, &str, ContentFn)] = &[
     ),
     ("POST", "/admin/apps", body::<rest::requests::AppFields>),
     (
+        "POST",
+        "/admin/cluster/join-tokens",
+        body::<rest::cluster::MintJoinToken>,
+    ),
+    (
         "PATCH",
         "/admin/apps/{id}",
         body::<rest::requests::AppFields>,
@@ -616,8 +621,8 @@ pub const RESPONSES: &[(&str, &str, ContentFn)] = &[
         typed::<crate::cluster_view::ClusterView>,
     ),
     (
-        "GET",
-        "/admin/cluster/join-token",
+        "POST",
+        "/admin/cluster/join-tokens",
         typed::<rest::cluster::JoinToken>,
     ),
     (

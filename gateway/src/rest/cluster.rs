@@ -1,6 +1,7 @@
 //! The super-admin's cluster routes: the cluster view, draining and removing nodes.
 //!
 //! `GET /admin/cluster` gathers every node's report (see [`crate::cluster_view`]);
+//! `POST /admin/cluster/join-tokens` mints a join token that expires;
 //! `POST /admin/cluster/nodes/{id}/drain` makes a node stop taking clients;
 //! `DELETE /admin/cluster/nodes/{id}` moves a node's replicas away and removes it.
 
@@ -13,9 +14,11 @@ use serde::Serialize;
 
 use super::json;
 use crate::auth::extract::Admin;
+use crate::body::Typed;
 use crate::cluster_view::{self, ViewError};
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
+use chatsdk_actors::render::Iso;
 
 /// `GET /admin/cluster`.
 pub async fn view(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Response> {
@@ -35,20 +38,57 @@ fn node_id(raw: &str) -> Result<NodeId, AppError> {
         .map_err(|_| AppError::new(ErrorCode::BadRequest, "node id must be a number"))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct JoinToken {
-    token: String,
+/// How long a join token lives unless asked otherwise, and at most.
+const JOIN_TOKEN_TTL_S: u64 = 3600;
+const JOIN_TOKEN_MAX_TTL_S: u64 = 7 * 24 * 3600;
+
+/// `POST /admin/cluster/join-tokens`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MintJoinToken {
+    /// Seconds it admits nodes for (1..=604800; 3600 when left out).
+    #[serde(default, alias = "ttl_seconds")]
+    ttl_seconds: Option<u64>,
+    /// Spent by the first node that joins with it.
+    #[serde(default, alias = "single_use")]
+    single_use: bool,
 }
 
-/// `GET /admin/cluster/join-token`: a token for a new node (only the node that created the
-/// cluster holds the join secret).
-pub async fn join_token(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Response> {
-    let token = state
+/// A new join token: shown once (the cluster keeps only its digest).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JoinToken {
+    token: String,
+    expires_at: Iso,
+    single_use: bool,
+}
+
+/// `POST /admin/cluster/join-tokens`: a token that lets new nodes join until it expires.
+pub async fn mint_join_token(
+    State(state): State<GatewayState>,
+    _a: Admin,
+    Typed(body): Typed<MintJoinToken>,
+) -> ApiResult<Response> {
+    let ttl = body.ttl_seconds.unwrap_or(JOIN_TOKEN_TTL_S);
+    if !(1..=JOIN_TOKEN_MAX_TTL_S).contains(&ttl) {
+        return Err(AppError::bad(format!(
+            "ttlSeconds must be between 1 and {JOIN_TOKEN_MAX_TTL_S}"
+        )));
+    }
+    let (token, expires_at_ms) = state
         .chat
         .cluster()
-        .join_token()
-        .map_err(|e| AppError::new(ErrorCode::Conflict, e.to_string()))?;
-    Ok(json(StatusCode::OK, &JoinToken { token }))
+        .mint_join_token(std::time::Duration::from_secs(ttl), body.single_use)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Unavailable, e.to_string()))?;
+    Ok(json(
+        StatusCode::CREATED,
+        &JoinToken {
+            token,
+            expires_at: Iso(expires_at_ms),
+            single_use: body.single_use,
+        },
+    ))
 }
 
 /// `POST /admin/cluster/nodes/{id}/drain`.

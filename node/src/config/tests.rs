@@ -30,6 +30,24 @@ fn assert_invalid_key(result: Result<impl std::fmt::Debug, ConfigError>, expecte
 }
 
 #[test]
+fn dev_mode_is_for_one_node() {
+    let err = load_env(&[
+        ("CHATSDK_SERVER__DEV", "true"),
+        ("CHATSDK_CLUSTER__JOIN", "10.0.0.1:7400"),
+        ("CHATSDK_CLUSTER__JOIN_TOKEN", "tok"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server.dev"), "{err}");
+    assert!(
+        load_env(&[("CHATSDK_SERVER__DEV", "true")])
+            .unwrap()
+            .server
+            .dev
+    );
+}
+
+#[test]
 fn defaults_validate_and_are_what_load_gives_without_input() {
     Config::default().validate().unwrap();
     assert_eq!(load_env(&[]).unwrap(), Config::default());
@@ -43,10 +61,10 @@ fn file_sets_keys_and_keeps_defaults_for_the_rest() {
         [server]
         http = "0.0.0.0:9000"
         data_dir = "/var/lib/chatsdk"
-        dev = true
         admin_api_key = ""
 
         [cluster]
+        bootstrap = true
         join = "10.0.0.1:7400"
         join_token = "secret-token"
         shards = 64
@@ -60,7 +78,7 @@ fn file_sets_keys_and_keeps_defaults_for_the_rest() {
     .unwrap();
     assert_eq!(config.server.http, "0.0.0.0:9000".parse().unwrap());
     assert_eq!(config.server.data_dir, PathBuf::from("/var/lib/chatsdk"));
-    assert!(config.server.dev);
+    assert!(config.cluster.bootstrap);
     assert_eq!(config.server.admin_api_key, None);
     assert_eq!(config.cluster.join, Some("10.0.0.1:7400".parse().unwrap()));
     assert_eq!(config.cluster.join_token.as_deref(), Some("secret-token"));
@@ -163,7 +181,7 @@ fn other_env_vars_and_reserved_names_are_ignored() {
 fn env_overrides_int_bool_addr_and_string() {
     let config = load_env(&[
         ("CHATSDK_LIMITS__BODY_BYTES", "2048"),
-        ("CHATSDK_SERVER__DEV", "true"),
+        ("CHATSDK_CLUSTER__BOOTSTRAP", "true"),
         ("CHATSDK_SERVER__HTTP", "0.0.0.0:9000"),
         ("CHATSDK_SERVER__DATA_DIR", "/data"),
         // Looks like an integer, but the key is a string: taken verbatim.
@@ -174,7 +192,7 @@ fn env_overrides_int_bool_addr_and_string() {
     ])
     .unwrap();
     assert_eq!(config.limits.body_bytes, 2048);
-    assert!(config.server.dev);
+    assert!(config.cluster.bootstrap);
     assert_eq!(config.server.http, "0.0.0.0:9000".parse().unwrap());
     assert_eq!(config.server.data_dir, PathBuf::from("/data"));
     assert_eq!(

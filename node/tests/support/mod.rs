@@ -11,6 +11,28 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 pub(crate) const ADMIN_KEY: &str = "admin-key-of-the-browser-tests-0123456789";
 
+/// A join token minted by `chatsdk cluster join-token` against the node at `base` (an hour,
+/// any number of joins); what it printed on stderr must say when it expires.
+pub(crate) fn mint_join_token(base: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "cluster",
+            "join-token",
+            "--url",
+            base,
+            "--admin-key",
+            ADMIN_KEY,
+        ])
+        .output()
+        .expect("chatsdk cluster join-token runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("expires at"), "{err}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("chatsdk-join-v2."), "{token}");
+    token
+}
+
 /// A `chatsdk serve` process on ephemeral ports, killed when dropped.
 pub(crate) struct Node {
     child: Child,
