@@ -626,6 +626,17 @@ pub(crate) fn raft_err<E: std::fmt::Display>(e: E) -> ClusterError {
 }
 
 impl transport::Handler for HandlerSlot {
+    fn admits(&self, peer: NodeId) -> bool {
+        // Node ids are never reused, so refusing a removed id revokes its certificate.
+        self.0.get().and_then(Weak::upgrade).is_none_or(|node| {
+            node.meta
+                .current()
+                .nodes
+                .get(&peer)
+                .is_none_or(|n| n.state != NodeState::Removed)
+        })
+    }
+
     fn request(
         &self,
         from: NodeId,

@@ -23,6 +23,8 @@ const EVENTS: usize = 1024;
 
 struct TestHandler {
     tag: &'static str,
+    /// Peers refused at their hello (as the cluster refuses removed nodes).
+    refused: std::sync::Mutex<Vec<NodeId>>,
     requests: AtomicUsize,
     /// When set, each request waits for one permit before answering.
     gate: Option<Arc<Semaphore>>,
@@ -50,6 +52,10 @@ impl Handler for TestHandler {
         self.messages
             .try_send((from, body))
             .expect("message channel full");
+    }
+
+    fn admits(&self, peer: NodeId) -> bool {
+        !self.refused.lock().unwrap().contains(&peer)
     }
 
     fn join(&self, body: Bytes) -> BoxFuture<'static, Result<Vec<u8>, String>> {
@@ -109,6 +115,7 @@ async fn start(
     let (joins_tx, joins) = mpsc::channel(EVENTS);
     let handler = Arc::new(TestHandler {
         tag,
+        refused: std::sync::Mutex::new(Vec::new()),
         requests: AtomicUsize::new(0),
         gate,
         entered: entered_tx,
@@ -378,6 +385,27 @@ async fn hello_claiming_another_node_is_rejected() {
     // Another id: refused and the connection is closed.
     let (response, conn) =
         within("lying hello", raw_hello(&endpoint, &identity, a.addr(), 4)).await;
+    if let Ok(response) = response {
+        assert_eq!(response[0], 2, "status refused");
+    }
+    let reason = within("close", conn.closed()).await;
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+        "{reason:?}"
+    );
+    assert_eq!(a.handler.requests.load(Ordering::SeqCst), 0);
+}
+
+/// A peer the handler no longer admits (a removed node) is refused at its hello, with a
+/// certificate the cluster's CA signed.
+#[tokio::test]
+async fn a_peer_the_handler_refuses_cannot_connect() {
+    let ca = ClusterCa::generate("revoked").unwrap();
+    let a = node(&ca, 1, "a").await;
+    a.handler.refused.lock().unwrap().push(3);
+    let identity = ca.issue_node_cert(3).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (response, conn) = within("hello", raw_hello(&endpoint, &identity, a.addr(), 3)).await;
     if let Ok(response) = response {
         assert_eq!(response[0], 2, "status refused");
     }
@@ -754,6 +782,7 @@ async fn bind_rejects_an_identity_of_another_node() {
     let (joins, _) = mpsc::channel(1);
     let handler = Arc::new(TestHandler {
         tag: "x",
+        refused: std::sync::Mutex::new(Vec::new()),
         requests: AtomicUsize::new(0),
         gate: None,
         entered,

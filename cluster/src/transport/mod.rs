@@ -148,6 +148,12 @@ pub trait Handler: Send + Sync + 'static {
     /// A join request on an unauthenticated ALPN_JOIN connection; `Err(text)` is sent back as
     /// an error ([`TransportError::Remote`] at the caller).
     fn join(&self, body: Bytes) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+    /// Whether `peer` may connect at all: a node removed from the cluster is refused at its
+    /// hello, although its certificate is still signed by the cluster's CA.
+    fn admits(&self, peer: NodeId) -> bool {
+        let _ = peer;
+        true
+    }
 }
 
 /// What the server side (accept loop and its tasks) shares with the transport handle.

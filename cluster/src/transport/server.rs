@@ -169,8 +169,14 @@ async fn accept_hello(
         .await
         .map_err(|e| format!("bad hello: {e}"))?;
     let from = frame::decode_hello(&payload).map_err(|e| e.to_string())?;
-    if let Err(e) = tls::verify_node_cert_name(leaf, from) {
-        let reason = format!("certificate is not issued to node {from}: {e}");
+    let refused = match tls::verify_node_cert_name(leaf, from) {
+        Err(e) => Some(format!("certificate is not issued to node {from}: {e}")),
+        Ok(()) if !shared.handler.admits(from) => {
+            Some(format!("node {from} was removed from the cluster"))
+        }
+        Ok(()) => None,
+    };
+    if let Some(reason) = refused {
         // Best effort: the connection is closed right after either way.
         if frame::write_response(&mut send, &Response::Refused(truncate(&reason)))
             .await
