@@ -321,7 +321,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The exit status of a node stopped by a storage failure (`EX_IOERR`).
+const EXIT_STORAGE_FAILED: i32 = 74;
+
 async fn serve(c: Config) -> anyhow::Result<()> {
+    chatsdk_storage::fatal::on_failure(|why| {
+        let line = format!(
+            "storage failed ({why}): the node stops now (after a failed write or fsync the disk and the page cache may disagree); restart it to recover from what is on disk and catch up from its peers"
+        );
+        tracing::error!("{line}");
+        eprintln!("chatsdk: {line}");
+        std::process::exit(EXIT_STORAGE_FAILED);
+    });
     let node = chatsdk_node::start(&c).await.context("starting the node")?;
     let (scheme, ws) = if node.https {
         ("https", "wss")

@@ -22,6 +22,7 @@
 //! - `background`: low-priority threads for the work no reply waits for (moving applied writes
 //!   into sled).
 //! - [`media`]: uploaded files on local disk, content-addressed, outside the Raft log.
+//! - [`fatal`]: what a failed write or fsync of the Raft log does to the process (fail-stop).
 //! - [`private`]: the data directory and key files, readable by the node's user only.
 //! - [`types`]: the openraft type configuration shared by every group.
 
@@ -38,6 +39,7 @@ pub mod types;
 mod wal;
 
 mod error;
+pub mod fatal;
 
 pub use error::StoreError;
 pub use kv::{GroupReader, KeyValue, KvBatch};

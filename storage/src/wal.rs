@@ -767,12 +767,13 @@ impl Wal {
         if end > state.allocated {
             // The syncer did not get ahead (a burst, or a new segment): fill here.
             let target = end.div_ceil(PREALLOC_CHUNK) * PREALLOC_CHUNK;
-            extend(state, &file, target)?;
+            extend(state, &file, target).inspect_err(|e| crate::fatal::failed(&e.to_string()))?;
         }
         if let Err(e) = file.write_all_at(buf, offset) {
             let why = format!("write segment {}: {e}", state.active);
             tracing::error!(error = %why, "raft log write failed; the log stops");
             state.failed = Some(why.clone());
+            crate::fatal::failed(&why);
             return Err(StoreError::Wal(why));
         }
         state.active_len += buf.len() as u64;
@@ -787,6 +788,7 @@ impl Wal {
         self.try_rotate(state).inspect_err(|e| {
             tracing::error!(error = %e, "raft log rotation failed; the log stops");
             state.failed = Some(e.to_string());
+            crate::fatal::failed(&e.to_string());
         })
     }
 
@@ -1185,6 +1187,7 @@ fn sync_active(shared: &Shared) -> Result<Vec<u64>, String> {
         if let Ok(mut state) = shared.state.lock() {
             state.failed = Some(why.clone());
         }
+        crate::fatal::failed(&why);
         return Err(why);
     }
     Ok(doomed)

@@ -55,7 +55,32 @@ impl Node {
 
     /// Starts a node on a directory the test owns, with `env` set over the defaults.
     pub(crate) fn start_at(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut cmd = Command::new(BIN);
+        Node::spawn(Command::new(BIN), dir, extra, env)
+    }
+
+    /// [`Node::start_at`] with no file allowed past `kib` KiB (`ulimit -f`, with SIGXFSZ
+    /// ignored so that a write past it fails with EFBIG): a disk that stops taking writes.
+    pub(crate) fn start_with_file_limit(
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        kib: u64,
+    ) -> Node {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""),
+            BIN,
+        ]);
+        Node::spawn(sh, dir, extra, env)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         cmd.args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
@@ -73,14 +98,24 @@ impl Node {
             .env("CHATSDK_TOKEN", "not-a-config-key")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("chatsdk starts");
-        let out = child.stdout.take().unwrap();
+        // Both streams, line by line, into one channel (logs go to stderr at CHATSDK_LOG=warn).
         let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stderr_tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if stderr_tx.send(line).is_err() {
                     return;
                 }
             }
@@ -141,6 +176,23 @@ impl Node {
         self.dir
             .take()
             .expect("a node started on its own directory")
+    }
+
+    /// Waits (at most [`WAIT`]) for the node to exit by itself; its status and everything it
+    /// printed.
+    pub(crate) fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the node did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(l);
+        }
+        (status, std::mem::take(&mut self.seen))
     }
 
     /// Sends SIGTERM, waits for a clean exit and hands back everything the node printed.
