@@ -59,7 +59,7 @@ pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, CodecError> {
     if format != FORMAT {
         return Err(CodecError::Format { found: format });
     }
-    let (value, used) = bincode::serde::decode_from_slice(payload, config())
+    let (value, used) = chatsdk_storage::record::decode_bounded(payload)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(CodecError::Trailing(payload.len() - used));
@@ -189,5 +189,37 @@ mod tests {
         assert_eq!(decode::<Rec>(&longer), Err(CodecError::Trailing(1)));
         // The JSON era's records are refused, not misread.
         assert!(decode::<Rec>(br#"{"id":"a","n":7}"#).is_err());
+    }
+}
+
+/// Stored records and replicated commands fed arbitrary bytes (`fuzz_` tests;
+/// `PROPTEST_CASES=...` for longer runs): decoded or refused, never a panic or an allocation of
+/// a claimed length.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fuzz_records_and_commands_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut raw = vec![super::FORMAT];
+            raw.extend_from_slice(&bytes);
+            for input in [&bytes[..], &raw[..]] {
+                let _ = super::decode::<crate::model::Message>(input);
+                let _ = super::decode::<crate::model::Channel>(input);
+                let _ = super::decode::<crate::model::User>(input);
+                let _ = super::decode::<crate::model::Event>(input);
+                let _ = super::decode::<crate::directory::DirCommand>(input);
+            }
+        }
+
+        #[test]
+        fn fuzz_length_prefixes_never_allocate_their_claim(claim in (1u64 << 40)..u64::MAX) {
+            let mut raw = vec![super::FORMAT, 0xfd];
+            raw.extend_from_slice(&claim.to_le_bytes());
+            raw.extend_from_slice(b"abc");
+            prop_assert!(super::decode::<String>(&raw).is_err());
+            prop_assert!(super::decode::<crate::model::Message>(&raw).is_err());
+        }
     }
 }

@@ -59,7 +59,10 @@ async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() 
         }
     }
     assert!(acknowledged.len() > 20, "{}", acknowledged.len());
-    eprintln!("acknowledged {} sends before the disk failed", acknowledged.len());
+    eprintln!(
+        "acknowledged {} sends before the disk failed",
+        acknowledged.len()
+    );
     let (status, output) = node.wait_exit();
     assert_eq!(status.code(), Some(74), "{output:#?}");
     let line = output

@@ -68,10 +68,35 @@ pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<usize, 
     Ok(out.len() - start)
 }
 
+/// How many times its own size a payload may claim through its length prefixes (a container
+/// of `n` elements claims `n` times their in-memory size, which exceeds their encoded size).
+const CLAIM_FACTOR: usize = 256;
+
+/// Decodes a bincode payload (standard configuration) with a bound on what its length prefixes
+/// may claim: [`CLAIM_FACTOR`] times its size, and at least 16 MiB. A corrupt or hostile payload
+/// of a few bytes that claims a petabyte is an error, not an allocation of that size (bincode
+/// allocates a claimed length before reading it).
+pub fn decode_bounded<T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    let need = payload.len().saturating_mul(CLAIM_FACTOR);
+    if need <= 1 << 24 {
+        decode_from_slice(payload, standard().with_limit::<{ 1 << 24 }>())
+    } else if need <= 1 << 32 {
+        decode_from_slice(payload, standard().with_limit::<{ 1 << 32 }>())
+    } else if need <= 1 << 40 {
+        decode_from_slice(payload, standard().with_limit::<{ 1 << 40 }>())
+    } else {
+        decode_from_slice(payload, standard().with_limit::<{ 1 << 48 }>())
+    }
+}
+
 /// Checks a framed record and decodes its bincode payload. Trailing bytes are refused.
 pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, StoreError> {
     let payload = unframe(record)?;
-    let (value, used) = bincode::serde::decode_from_slice(payload, config())?;
+    let (value, used) = decode_bounded(payload)?;
     if used != payload.len() {
         return Err(StoreError::Decode(
             bincode::error::DecodeError::OtherString(format!(
@@ -135,5 +160,46 @@ mod tests {
         padded.push(0);
         assert!(decode::<u8>(&frame(&payload)).is_ok());
         assert!(decode::<u8>(&frame(&padded)).is_err());
+    }
+}
+
+/// Decoders of bytes from outside the process, fed arbitrary input (`fuzz_` tests: 256 cases
+/// in CI, `PROPTEST_CASES=...` for longer runs): an error, never a panic or an allocation of
+/// what a length prefix claims.
+#[cfg(test)]
+mod fuzz {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    type Shape = (
+        String,
+        Vec<u64>,
+        BTreeMap<String, Vec<u8>>,
+        Option<Vec<String>>,
+    );
+
+    proptest! {
+        #[test]
+        fn fuzz_framed_records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = super::decode::<Shape>(&bytes);
+            let _ = super::decode::<Shape>(&super::frame(&bytes));
+        }
+
+        #[test]
+        fn fuzz_length_prefixes_never_allocate_their_claim(
+            claim in (1u64 << 40)..u64::MAX,
+            tail in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            // A varint length of `claim` in front of a few bytes.
+            let mut payload = vec![0xfd_u8];
+            payload.extend_from_slice(&claim.to_le_bytes());
+            payload.extend_from_slice(&tail);
+            let framed = super::frame(&payload);
+            prop_assert!(super::decode::<String>(&framed).is_err());
+            prop_assert!(super::decode::<Vec<u8>>(&framed).is_err());
+            prop_assert!(super::decode::<Vec<String>>(&framed).is_err());
+            prop_assert!(super::decode::<BTreeMap<String, u64>>(&framed).is_err());
+        }
     }
 }

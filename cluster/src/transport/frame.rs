@@ -278,3 +278,28 @@ mod tests {
         assert!(decode_hello(b"short").is_err());
     }
 }
+
+/// The cluster wire format fed arbitrary bytes (`fuzz_` tests; `PROPTEST_CASES=...` for longer
+/// runs): headers, responses, hellos and every message a peer or a joining node sends are
+/// decoded or refused, never a panic, and no length prefix is allocated beyond the decode limit.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fuzz_frames_and_messages_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            status in any::<u8>(),
+            header in any::<[u8; super::FRAME_HEADER_LEN]>(),
+        ) {
+            let _ = super::decode_header(header, 1 << 20);
+            let _ = super::decode_response(status, bytes::Bytes::from(bytes.clone()));
+            let _ = super::decode_hello(&bytes);
+            let _ = crate::codec::decode::<crate::wire::PeerRequest>(&bytes);
+            let _ = crate::codec::decode::<crate::wire::PeerResponse>(&bytes);
+            let _ = crate::codec::decode::<crate::join::JoinRequest>(&bytes);
+            let _ = crate::codec::decode::<crate::meta::MetaCommand>(&bytes);
+        }
+    }
+}

@@ -246,3 +246,46 @@ mod tests {
         assert!(serde_json::from_value::<DmEnsure>(json!({"peerUserId": "b"})).is_err());
     }
 }
+
+/// Request bodies fed arbitrary bytes and mutated valid bodies (`fuzz_` tests;
+/// `PROPTEST_CASES=...` for longer runs): each is decoded or refused, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rest::{annotations, messages};
+
+    fn all(bytes: &[u8]) {
+        let _ = serde_json::from_slice::<CreateChannel>(bytes);
+        let _ = serde_json::from_slice::<UserFields>(bytes);
+        let _ = serde_json::from_slice::<UserList>(bytes);
+        let _ = serde_json::from_slice::<AddMembers>(bytes);
+        let _ = serde_json::from_slice::<MintUser>(bytes);
+        let _ = serde_json::from_slice::<messages::SendBody>(bytes);
+        let _ = serde_json::from_slice::<messages::ServerSendBody>(bytes);
+        let _ = serde_json::from_slice::<annotations::PollBody>(bytes);
+        let _ = serde_json::from_slice::<annotations::ReactBody>(bytes);
+    }
+
+    const VALID: &str = r#"{"userId":"u","memberIds":["a","b"],"type":"group","name":"n","text":"hi","clientMsgId":"c","attachments":[{"url":"https://x/y"}],"question":"q?","options":[{"id":"a","text":"A"},{"id":"b","text":"B"}],"emoji":"+1","users":[{"id":"u"}],"custom":{"k":[1,2,{"x":null}]}}"#;
+
+    proptest! {
+        #[test]
+        fn fuzz_arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            all(&bytes);
+        }
+
+        #[test]
+        fn fuzz_mutated_bodies_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut bytes = VALID.as_bytes().to_vec();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            all(&bytes);
+        }
+    }
+}

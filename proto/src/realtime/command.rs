@@ -651,3 +651,49 @@ mod tests {
         }
     }
 }
+
+/// The client protocol's frame parser fed arbitrary text and mutated valid frames (`fuzz_`
+/// tests; `PROPTEST_CASES=...` for longer runs): every command is parsed or refused, never a
+/// panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    const VALID: &str = concat!(
+        r#"{"id":1,"connect":{"token":"t","name":"js"}}"#,
+        "\n",
+        r#"{"id":2,"subscribe":{"channel":"chat:a:b","recover":true,"epoch":"e","offset":7}}"#,
+        "\n",
+        r#"{"id":3,"publish":{"channel":"chat:a:b","data":{"text":"hi"}}}"#,
+        "\n{}\n",
+        r#"{"id":4,"history":{"channel":"chat:a:b","limit":10,"since":{"offset":1,"epoch":"e"}}}"#,
+    );
+
+    proptest! {
+        #[test]
+        fn fuzz_arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = super::parse_frame(&text);
+            let _ = super::parse_command(&text);
+        }
+
+        #[test]
+        fn fuzz_mutated_frames_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<char>(), 0u8..3), 1..12),
+        ) {
+            let mut text: Vec<char> = VALID.chars().collect();
+            for (at, c, op) in edits {
+                let i = at.index(text.len() + 1);
+                match op {
+                    0 => text.insert(i, c),
+                    1 if i < text.len() => {
+                        text.remove(i);
+                    }
+                    _ if i < text.len() => text[i] = c,
+                    _ => {}
+                }
+            }
+            let text: String = text.into_iter().collect();
+            let _ = super::parse_frame(&text);
+        }
+    }
+}
