@@ -77,7 +77,11 @@ pub struct User {
     pub updated_at: u64,
     #[serde(default)]
     pub last_active_at: Option<u64>,
-    /// Tokens issued before this instant (ms) are refused.
+    /// The user's token generation: every revocation (and the deletion) raises it by one, in
+    /// the directory's order, and a token is refused unless it was minted at this generation
+    /// or later (its `gen` claim). A counter rather than an instant, so that no comparison of
+    /// two nodes' clocks decides whether a token survives a revocation. (Directories written
+    /// before held an instant in ms here: raising it still refuses every older token.)
     #[serde(default)]
     pub tokens_valid_after: u64,
     #[serde(default)]

@@ -88,11 +88,11 @@ impl Authenticator for crate::state::Inner {
             return Err(TokenRefusal::Banned);
         }
         match self.chat.user_record(&claims.app_id, &claims.user_id) {
-            Ok(Some(u)) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(Principal {
+            Ok(Some(u)) if !u.deleted && claims.gen >= u.tokens_valid_after => Ok(Principal {
                 app: claims.app_id,
                 user: claims.user_id,
                 expires_at: claims.exp,
-                issued_at_ms: claims.iat_ms,
+                token_generation: claims.gen,
             }),
             _ => Err(TokenRefusal::Invalid),
         }

@@ -133,7 +133,9 @@ pub async fn demo_session(
         .user(app, &body.user_id)?
         .ok_or_else(|| AppError::not_found(format!("No demo user {}", body.user_id)))?;
     state.chat.check_not_banned(app, &user.id)?;
-    let bundle = state.tokens.bundle(app, &user.id, None);
+    let bundle = state
+        .tokens
+        .bundle(crate::auth::tokens::UserRef::of(app, &user), None);
     Ok(json(
         StatusCode::OK,
         &DemoSession {

@@ -58,7 +58,17 @@ pub async fn dev(chat: &Chat, state: &GatewayState) -> Result<DevSeed, ChatError
     let (_, api_key) = chat
         .create_api_key(DEMO_APP, "dev", chatsdk_actors::model::full_key_scopes())
         .await?;
-    let bundle = state.tokens.bundle(DEMO_APP, "user-1", None);
+    let gen = chat
+        .user_record(DEMO_APP, "user-1")?
+        .map_or(0, |u| u.tokens_valid_after);
+    let bundle = state.tokens.bundle(
+        chatsdk_gateway::auth::tokens::UserRef {
+            app: DEMO_APP,
+            id: "user-1",
+            gen,
+        },
+        None,
+    );
     Ok(DevSeed {
         app_id: DEMO_APP.into(),
         channel_id: DEMO_CHANNEL.into(),

@@ -395,7 +395,7 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
                     Json(serde_json::json!({"deleted": true, "deletedAt": crate::time::iso(now)}));
                 user.role = None;
                 user.deleted = true;
-                user.tokens_valid_after = now;
+                user.tokens_valid_after = user.tokens_valid_after.saturating_add(1);
                 user.updated_at = now;
                 put(kv, &keys::user(&app_id, &user_id), &user)?;
                 DirReply::User {
@@ -420,7 +420,8 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
             now,
         } => match get::<User>(kv, &keys::user(&app_id, &user_id))? {
             Some(mut user) => {
-                user.tokens_valid_after = now;
+                let _ = now;
+                user.tokens_valid_after = user.tokens_valid_after.saturating_add(1);
                 put(kv, &keys::user(&app_id, &user_id), &user)?;
                 DirReply::User {
                     action: UpsertAction::Updated,

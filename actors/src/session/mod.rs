@@ -38,7 +38,8 @@ pub struct Principal {
     /// Token expiry, seconds since the epoch (0: never).
     pub expires_at: u64,
     /// When the token was issued (ms), compared with the user's revocation instant.
-    pub issued_at_ms: u64,
+    /// The user's token generation the connection's token was minted at.
+    pub token_generation: u64,
 }
 
 impl Principal {
@@ -346,7 +347,7 @@ impl Session {
             return false;
         };
         match self.args.chat.user_record(&p.app, &p.user) {
-            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.issued_at_ms => {
+            Ok(Some(u)) if !u.deleted && u.tokens_valid_after <= p.token_generation => {
                 if self.args.chat.check_not_banned(&p.app, &p.user).is_ok() {
                     return true;
                 }

@@ -104,7 +104,7 @@ pub(crate) fn live_user(state: &GatewayState, claims: &Claims) -> Result<(), App
         }
     }
     match state.chat.user_record(&claims.app_id, &claims.user_id)? {
-        Some(u) if !u.deleted && claims.iat_ms >= u.tokens_valid_after => Ok(state
+        Some(u) if !u.deleted && claims.gen >= u.tokens_valid_after => Ok(state
             .chat
             .check_not_banned(&claims.app_id, &claims.user_id)?),
         Some(_) => Err(AppError::unauthorized("token revoked")),

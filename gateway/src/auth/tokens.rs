@@ -3,8 +3,8 @@
 //! All tokens are HS256 JWTs. Access and refresh tokens are signed with a key derived from the
 //! cluster's secret for the REST API; realtime connection and subscription tokens with a second
 //! derived key (the Centrifugo token secret of the original). A token is refused when the user
-//! no longer exists or was revoked after the token was issued (`iat_ms` before the user's
-//! `tokens_valid_after`).
+//! no longer exists or was revoked after the token was minted: its `gen` claim (the user's
+//! token generation when it was minted) is below the user's current one.
 //!
 //! A client sends the same access token with every request until it expires, so API tokens
 //! that verified are remembered ([`VERIFIED_CAPACITY`] of them, keyed by the whole token): a
@@ -25,6 +25,29 @@ use super::jwt::{self, JwtError};
 const ISSUER: &str = "chatsdk-api";
 const AUDIENCE: &str = "chatsdk-client";
 
+/// Whom a token is minted for: the app, the user's id, and the user's token generation.
+#[derive(Clone, Copy, Debug)]
+pub struct UserRef<'a> {
+    pub app: &'a str,
+    pub id: &'a str,
+    pub gen: u64,
+}
+
+impl<'a> UserRef<'a> {
+    /// The user of `record`, at its current token generation.
+    pub fn of(app: &'a str, record: &'a chatsdk_actors::model::User) -> UserRef<'a> {
+        UserRef {
+            app,
+            id: &record.id,
+            gen: record.tokens_valid_after,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The claims of every token we issue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -37,9 +60,12 @@ pub struct Claims {
     pub sid: Option<String>,
     #[serde(default)]
     pub iat: u64,
-    /// Issue time in milliseconds, compared with the user's revocation instant.
+    /// Issue time in milliseconds.
     #[serde(default)]
     pub iat_ms: u64,
+    /// The user's token generation when it was minted (`User::tokens_valid_after`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gen: u64,
     #[serde(default)]
     pub nbf: u64,
     pub exp: u64,
@@ -124,7 +150,8 @@ impl Tokens {
         }
     }
 
-    fn claims(&self, app: &str, user: &str, kind: Option<&str>, sid: &str, ttl: u64) -> Claims {
+    fn claims(&self, user: UserRef<'_>, kind: Option<&str>, sid: &str, ttl: u64) -> Claims {
+        let UserRef { app, id: user, gen } = user;
         let ms = now_ms();
         let now = ms / 1000;
         Claims {
@@ -135,6 +162,7 @@ impl Tokens {
             sid: Some(sid.to_string()),
             iat: now,
             iat_ms: ms,
+            gen,
             nbf: now,
             exp: now + ttl,
             jti: chatsdk_actors::new_id(),
@@ -146,21 +174,21 @@ impl Tokens {
     }
 
     /// Mints access, refresh and realtime tokens for a user (in session `sid`).
-    pub fn bundle(&self, app: &str, user: &str, sid: Option<&str>) -> Bundle {
+    pub fn bundle(&self, user: UserRef<'_>, sid: Option<&str>) -> Bundle {
         let sid = sid
             .map(str::to_string)
             .unwrap_or_else(chatsdk_actors::new_id);
         Bundle {
             token: jwt::sign(
-                &self.claims(app, user, Some("access"), &sid, self.access_ttl),
+                &self.claims(user, Some("access"), &sid, self.access_ttl),
                 &self.api_key,
             ),
             refresh_token: jwt::sign(
-                &self.claims(app, user, Some("refresh"), &sid, self.refresh_ttl),
+                &self.claims(user, Some("refresh"), &sid, self.refresh_ttl),
                 &self.api_key,
             ),
             ws_token: jwt::sign(
-                &self.claims(app, user, None, &sid, self.access_ttl),
+                &self.claims(user, None, &sid, self.access_ttl),
                 &self.realtime_key,
             ),
             expires_in: self.access_ttl,
@@ -176,8 +204,8 @@ impl Tokens {
     }
 
     /// A subscription token for `channel` (for clients that fetch one).
-    pub fn subscription(&self, app: &str, user: &str, channel: &str) -> String {
-        let mut c = self.claims(app, user, None, "", self.access_ttl);
+    pub fn subscription(&self, user: UserRef<'_>, channel: &str) -> String {
+        let mut c = self.claims(user, None, "", self.access_ttl);
         c.sid = None;
         c.channel = Some(channel.to_string());
         jwt::sign(&c, &self.realtime_key)
@@ -252,14 +280,28 @@ mod tests {
     #[test]
     fn kinds_are_not_interchangeable() {
         let t = Tokens::new("s", 60, 120);
-        let b = t.bundle("app", "u1", None);
+        let b = t.bundle(
+            UserRef {
+                app: "app",
+                id: "u1",
+                gen: 0,
+            },
+            None,
+        );
         assert_eq!(t.access(&b.token).unwrap().user_id, "u1");
         assert!(t.access(&b.refresh_token).is_err());
         assert!(t.refresh(&b.token).is_err());
         assert!(t.refresh(&b.refresh_token).is_ok());
         assert!(t.connection(&b.ws_token).is_ok());
         assert!(t.access(&b.ws_token).is_err());
-        let sub = t.subscription("app", "u1", "chat:app:c");
+        let sub = t.subscription(
+            UserRef {
+                app: "app",
+                id: "u1",
+                gen: 0,
+            },
+            "chat:app:c",
+        );
         assert!(t.subscription_claims(&sub, "chat:app:c").is_ok());
         assert!(t.subscription_claims(&sub, "chat:app:d").is_err());
         assert!(t.connection(&sub).is_err());
@@ -271,7 +313,14 @@ mod tests {
     #[test]
     fn remembered_tokens_still_expire() {
         let t = Tokens::new("s", 60, 120);
-        let b = t.bundle("app", "u1", None);
+        let b = t.bundle(
+            UserRef {
+                app: "app",
+                id: "u1",
+                gen: 0,
+            },
+            None,
+        );
         let claims = t.access(&b.token).unwrap();
         assert_eq!(t.access(&b.token), Ok(claims.clone()));
         let expired = Claims {

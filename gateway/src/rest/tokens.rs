@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::json;
 use super::requests as req;
 use crate::auth::extract::{api_key, bearer, live_user, scoped_key, token_error, Auth};
-use crate::auth::tokens::Bundle;
+use crate::auth::tokens::{Bundle, UserRef};
 use crate::body::Typed;
 use crate::error::{ApiResult, AppError};
 use crate::state::GatewayState;
@@ -188,7 +188,7 @@ async fn mint(
         .chat
         .upsert_user(app, patch, UpsertMode::Merge)
         .await?;
-    let bundle = state.tokens.bundle(app, &user.id, None);
+    let bundle = state.tokens.bundle(UserRef::of(app, &user), None);
     Ok((user, bundle))
 }
 
@@ -251,9 +251,13 @@ async fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth
         .spend_refresh(&claims.app_id, &claims.user_id, &sid, &claims.jti)
         .await
         .map_err(|e| AppError::unauthorized(e.to_string()))?;
-    Ok(state
-        .tokens
-        .bundle(&claims.app_id, &claims.user_id, Some(&sid)))
+    // The refresh token passed the revocation check: its generation is the user's.
+    let user = UserRef {
+        app: &claims.app_id,
+        id: &claims.user_id,
+        gen: claims.gen,
+    };
+    Ok(state.tokens.bundle(user, Some(&sid)))
 }
 
 /// `POST /tokens/refresh`.
@@ -333,7 +337,18 @@ pub async fn subscription_token(
         .chat
         .may_subscribe(&caller.app, &user, &channel)
         .await?;
-    let token = state.tokens.subscription(&caller.app, &user, &channel);
+    let gen = state
+        .chat
+        .user_record(&caller.app, &user)?
+        .map_or(0, |u| u.tokens_valid_after);
+    let token = state.tokens.subscription(
+        UserRef {
+            app: &caller.app,
+            id: &user,
+            gen,
+        },
+        &channel,
+    );
     Ok(
         reply!(auth.dialect, StatusCode::OK, v => v::SubscriptionToken {
             token: &token,
