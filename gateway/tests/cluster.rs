@@ -601,6 +601,55 @@ async fn revoked_keys_and_bans_hold_on_every_node_at_once() {
             .await;
         assert_eq!(r.body["error"]["code"], "USER_BANNED", "{r:?}");
     }
+    // A user's tokens revoked through one node are refused by every node at once, and a token
+    // minted after the revocation, on another node, works everywhere (the generation, not the
+    // nodes' clocks, decides).
+    rests[0]
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "trent"})),
+        )
+        .await;
+    let (old, _) = rests[0].login(&key, "trent").await;
+    for rest in &rests {
+        support::eventually("trent's token works on every node", || async {
+            rest.call("GET", "/api/users/me", Cred::Bearer(&old), None)
+                .await
+                .status
+                == 200
+        })
+        .await;
+    }
+    let r = rests[1]
+        .call(
+            "POST",
+            "/api/users/trent/revoke-tokens",
+            Cred::Key(&key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for rest in &rests {
+        let r = rest
+            .call("GET", "/api/users/me", Cred::Bearer(&old), None)
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let (new, _) = rests[1].login(&key, "trent").await;
+    for rest in &rests {
+        support::eventually(
+            "the token minted after the revocation works everywhere",
+            || async {
+                rest.call("GET", "/api/users/me", Cred::Bearer(&new), None)
+                    .await
+                    .status
+                    == 200
+            },
+        )
+        .await;
+    }
     for n in nodes {
         n.stop().await;
     }
