@@ -365,6 +365,18 @@ async fn raw_hello(
     (recv.read_to_end(1024).await, conn)
 }
 
+/// A hello the server refused: a refusal status (when one arrived) and the connection closed.
+async fn assert_refused(response: Result<Vec<u8>, quinn::ReadToEndError>, conn: quinn::Connection) {
+    if let Ok(response) = response {
+        assert_eq!(response[0], 2, "status refused");
+    }
+    let reason = within("close", conn.closed()).await;
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+        "{reason:?}"
+    );
+}
+
 /// The node id in the hello must be one the dialer's certificate was issued to.
 #[tokio::test]
 async fn hello_claiming_another_node_is_rejected() {
@@ -385,14 +397,7 @@ async fn hello_claiming_another_node_is_rejected() {
     // Another id: refused and the connection is closed.
     let (response, conn) =
         within("lying hello", raw_hello(&endpoint, &identity, a.addr(), 4)).await;
-    if let Ok(response) = response {
-        assert_eq!(response[0], 2, "status refused");
-    }
-    let reason = within("close", conn.closed()).await;
-    assert!(
-        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
-        "{reason:?}"
-    );
+    assert_refused(response, conn).await;
     assert_eq!(a.handler.requests.load(Ordering::SeqCst), 0);
 }
 
@@ -406,14 +411,7 @@ async fn a_peer_the_handler_refuses_cannot_connect() {
     let identity = ca.issue_node_cert(3).unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let (response, conn) = within("hello", raw_hello(&endpoint, &identity, a.addr(), 3)).await;
-    if let Ok(response) = response {
-        assert_eq!(response[0], 2, "status refused");
-    }
-    let reason = within("close", conn.closed()).await;
-    assert!(
-        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
-        "{reason:?}"
-    );
+    assert_refused(response, conn).await;
     assert_eq!(a.handler.requests.load(Ordering::SeqCst), 0);
 }
 

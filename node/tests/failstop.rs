@@ -13,6 +13,11 @@ use support::{Node, WAIT};
 /// two of messages.
 const FILE_LIMIT_KIB: u64 = 3 * 1024;
 
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let res = http.get(url).bearer_auth(token).send().await.unwrap();
+    res.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
@@ -23,15 +28,7 @@ async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() 
     let base = node.base();
     let token = node.value_after("token for user-1:");
     let http = reqwest::Client::new();
-    let channels: Value = http
-        .get(format!("{base}/api/channels"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = get(&http, &format!("{base}/api/channels"), &token).await;
     let channel = channels["channels"][0]["id"].as_str().unwrap().to_string();
 
     // Sends of ~9 KB each until the node stops answering (bounded in count and time).
@@ -81,15 +78,7 @@ async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() 
         if let Some(b) = &before {
             url.push_str(&format!("&before={b}"));
         }
-        let page: Value = http
-            .get(url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get(&http, &url, &token).await;
         let messages = page["messages"].as_array().unwrap();
         let mut batch: Vec<String> = messages
             .iter()

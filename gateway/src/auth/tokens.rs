@@ -277,31 +277,23 @@ impl Tokens {
 mod tests {
     use super::*;
 
+    const U1: UserRef<'static> = UserRef {
+        app: "app",
+        id: "u1",
+        gen: 0,
+    };
+
     #[test]
     fn kinds_are_not_interchangeable() {
         let t = Tokens::new("s", 60, 120);
-        let b = t.bundle(
-            UserRef {
-                app: "app",
-                id: "u1",
-                gen: 0,
-            },
-            None,
-        );
+        let b = t.bundle(U1, None);
         assert_eq!(t.access(&b.token).unwrap().user_id, "u1");
         assert!(t.access(&b.refresh_token).is_err());
         assert!(t.refresh(&b.token).is_err());
         assert!(t.refresh(&b.refresh_token).is_ok());
         assert!(t.connection(&b.ws_token).is_ok());
         assert!(t.access(&b.ws_token).is_err());
-        let sub = t.subscription(
-            UserRef {
-                app: "app",
-                id: "u1",
-                gen: 0,
-            },
-            "chat:app:c",
-        );
+        let sub = t.subscription(U1, "chat:app:c");
         assert!(t.subscription_claims(&sub, "chat:app:c").is_ok());
         assert!(t.subscription_claims(&sub, "chat:app:d").is_err());
         assert!(t.connection(&sub).is_err());
@@ -313,14 +305,7 @@ mod tests {
     #[test]
     fn remembered_tokens_still_expire() {
         let t = Tokens::new("s", 60, 120);
-        let b = t.bundle(
-            UserRef {
-                app: "app",
-                id: "u1",
-                gen: 0,
-            },
-            None,
-        );
+        let b = t.bundle(U1, None);
         let claims = t.access(&b.token).unwrap();
         assert_eq!(t.access(&b.token), Ok(claims.clone()));
         let expired = Claims {
