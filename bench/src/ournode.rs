@@ -175,7 +175,17 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     c.server.http = any;
     c.server.data_dir = PathBuf::from(data_dir);
-    c.server.dev = join.is_none();
+    // Not dev mode, which is for one node: the first node makes a default app and its key,
+    // and QUIC serves a self-signed certificate made here (the clients pin it).
+    let tls = data_dir.join("tls");
+    chatsdk_gateway::quic::tls::Identity::load(
+        &chatsdk_gateway::quic::tls::CertSource::SelfSigned {
+            dir: tls.clone(),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+        },
+    )?;
+    c.quic.cert_file = Some(tls.join("quic-cert.pem").display().to_string());
+    c.quic.key_file = Some(tls.join("quic-key.pem").display().to_string());
     c.server.drain_timeout_ms = 2_000;
     c.cluster.addr = any;
     c.quic.port = 0;
