@@ -451,6 +451,10 @@ impl StreamKeys<'_> {
     pub(crate) fn login_session(&self, sid: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"login", sid.as_bytes()])
     }
+    /// A login session's spent refresh tokens with their expiries (see `stream`).
+    pub(crate) fn login_session_until(&self, sid: &str) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"login2", sid.as_bytes()])
+    }
     /// A member's read receipts: the message they last marked read and when their position
     /// moved (see `stream::receipts`).
     pub(crate) fn receipts(&self, user: &str) -> Vec<u8> {

@@ -174,6 +174,16 @@ pub enum StreamOp {
         seq: u64,
         previews: Vec<crate::previews::LinkPreview>,
     },
+    /// [`StreamOp::SpendRefresh`] of a token that expires at `expires_at` (s): the spend is
+    /// remembered until then, so a replay is caught for the token's whole life. `now` (s, the
+    /// proposer's clock) decides which remembered spends have expired.
+    SpendRefreshUntil {
+        sid: String,
+        jti: String,
+        nonce: u64,
+        expires_at: u64,
+        now: u64,
+    },
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -240,12 +250,24 @@ pub const APPEND_IDS: u64 = 64;
 /// many times since cannot be replayed against older ones, but those have long expired with
 /// the default lifetimes.
 const MAX_SPENT_REFRESH: usize = 256;
+/// Spends a login session remembers at most, expired or not: a client refreshing more than
+/// this often within a refresh token's life loses replay detection for its oldest tokens.
+const MAX_LIVE_SPENT_REFRESH: usize = 4096;
 
-/// A login session's spent refresh tokens, kept with the user's stream.
+/// A login session's spent refresh tokens, kept with the user's stream (the first layout:
+/// without expiries, read when no [`SpentTokensUntil`] exists).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct SpentTokens {
     /// `(jti, nonce of the spend)`.
     spent: Vec<(String, u64)>,
+    revoked: bool,
+}
+
+/// A login session's spent refresh tokens with their expiries (s), each kept until it expires.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SpentTokensUntil {
+    /// `(jti, nonce of the spend, expiry)`.
+    spent: Vec<(String, u64, u64)>,
     revoked: bool,
 }
 
@@ -708,6 +730,54 @@ fn spend_refresh(
     Ok(RefreshOutcome::Spent)
 }
 
+/// [`spend_refresh`] remembering each spend until its token expires: the session's record
+/// moves to the layout with expiries (the first one's spends kept, as never expiring, until
+/// the cap pushes them out).
+fn spend_refresh_until(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    sid: &str,
+    (jti, nonce, expires_at): (String, u64, u64),
+    now: u64,
+) -> Result<RefreshOutcome, StoreError> {
+    let key = sk.login_session_until(sid);
+    let mut session = match get::<SpentTokensUntil>(kv, &key)? {
+        Some(s) => s,
+        None => {
+            let legacy = get::<SpentTokens>(kv, &sk.login_session(sid))?.unwrap_or_default();
+            SpentTokensUntil {
+                spent: legacy
+                    .spent
+                    .into_iter()
+                    .map(|(j, n)| (j, n, u64::MAX))
+                    .collect(),
+                revoked: legacy.revoked,
+            }
+        }
+    };
+    if let Some((_, first, _)) = session.spent.iter().find(|(j, _, _)| *j == jti) {
+        if *first == nonce && !session.revoked {
+            return Ok(RefreshOutcome::Spent);
+        }
+        if !session.revoked {
+            session.revoked = true;
+            put(kv, &key, &session)?;
+        }
+        return Ok(RefreshOutcome::Replayed);
+    }
+    if session.revoked {
+        return Ok(RefreshOutcome::Revoked);
+    }
+    // An expired token is refused by its signature check: its spend need not be remembered.
+    session.spent.retain(|(_, _, until)| *until > now);
+    if session.spent.len() >= MAX_LIVE_SPENT_REFRESH {
+        session.spent.remove(0);
+    }
+    session.spent.push((jti, nonce, expires_at));
+    put(kv, &key, &session)?;
+    Ok(RefreshOutcome::Spent)
+}
+
 /// Writes `value` as item `n` of the chunk at `key`.
 fn put_item<T: Serialize>(
     kv: &mut impl Kv,
@@ -851,6 +921,19 @@ fn apply(
         StreamOp::SpendRefresh { sid, jti, nonce } => {
             StreamReply::Refresh(spend_refresh(tx.kv, &tx.sk, &sid, jti, nonce)?)
         }
+        StreamOp::SpendRefreshUntil {
+            sid,
+            jti,
+            nonce,
+            expires_at,
+            now,
+        } => StreamReply::Refresh(spend_refresh_until(
+            tx.kv,
+            &tx.sk,
+            &sid,
+            (jti, nonce, expires_at),
+            now,
+        )?),
         StreamOp::SetFlags {
             channel,
             muted,

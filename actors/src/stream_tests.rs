@@ -366,6 +366,79 @@ fn refresh_spends_are_idempotent_and_replays_revoke() {
     assert_eq!(head(&kv).offset, 0);
 }
 
+/// A spend is remembered for its token's whole life, however many spends follow (the first
+/// layout forgot all but the last 256), and forgotten once the token has expired.
+#[test]
+fn spent_refresh_tokens_are_remembered_until_they_expire() {
+    let mut kv = Mem::new();
+    let spend = |jti: String, nonce: u64, expires_at: u64, now: u64| {
+        codec::encode(&StreamCommand {
+            stream: "user:app:u1".into(),
+            retain: 100,
+            op: StreamOp::SpendRefreshUntil {
+                sid: "s1".into(),
+                jti,
+                nonce,
+                expires_at,
+                now,
+            },
+        })
+        .unwrap()
+    };
+    let outcome = |reply: StreamReply| match reply {
+        StreamReply::Refresh(o) => o,
+        other => panic!("unexpected {other:?}"),
+    };
+    // 600 refreshes within a day, each token living a day.
+    for i in 0..600u64 {
+        let o = apply_encoded(
+            &ctx(i + 1),
+            &mut kv,
+            &spend(format!("j{i}"), i, 86_400 + i, i),
+        );
+        assert_eq!(outcome(o.unwrap()), RefreshOutcome::Spent, "spend {i}");
+    }
+    let sk = StreamKeys("user:app:u1");
+    let remembered = |kv: &Mem| {
+        get::<SpentTokensUntil>(kv, &sk.login_session_until("s1"))
+            .unwrap()
+            .unwrap()
+            .spent
+            .len()
+    };
+    assert_eq!(remembered(&kv), 600);
+    // Two days on, a spend forgets the expired ones.
+    let o = apply_encoded(
+        &ctx(700),
+        &mut kv,
+        &spend("late".into(), 9, 3 * 86_400, 2 * 86_400),
+    );
+    assert_eq!(outcome(o.unwrap()), RefreshOutcome::Spent);
+    assert_eq!(remembered(&kv), 1);
+    // Spends recorded in the first layout carry over: replaying one is caught.
+    let mut old = Mem::new();
+    let first = codec::encode(&StreamCommand {
+        stream: "user:app:u1".into(),
+        retain: 100,
+        op: StreamOp::SpendRefresh {
+            sid: "s1".into(),
+            jti: "before".into(),
+            nonce: 1,
+        },
+    })
+    .unwrap();
+    apply_encoded(&ctx(1), &mut old, &first).unwrap();
+    let o = apply_encoded(&ctx(2), &mut old, &spend("before".into(), 2, 86_400, 5));
+    assert_eq!(outcome(o.unwrap()), RefreshOutcome::Replayed);
+    // A replay of a live token, long after, is still caught and revokes the session.
+    let o = apply_encoded(
+        &ctx(701),
+        &mut kv,
+        &spend("late".into(), 10, 3 * 86_400, 2 * 86_400),
+    );
+    assert_eq!(outcome(o.unwrap()), RefreshOutcome::Replayed);
+}
+
 /// The thread index lists a parent's replies without the rest of the channel, and a purged
 /// reply leaves it.
 #[test]

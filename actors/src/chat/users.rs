@@ -341,18 +341,22 @@ impl Chat {
     }
 
     /// Spends a refresh token; a replayed one revokes its whole login session.
+    /// `expires_at`: the token's expiry (s); its spend is remembered until then.
     pub async fn spend_refresh(
         &self,
         app: &str,
         user: &str,
         sid: &str,
         jti: &str,
+        expires_at: u64,
     ) -> Result<(), ChatError> {
         // Spends are written at user rate: they go to the user's data shard, not to group 0.
-        let op = StreamOp::SpendRefresh {
+        let op = StreamOp::SpendRefreshUntil {
             sid: sid.to_string(),
             jti: jti.to_string(),
             nonce: rand::random(),
+            expires_at,
+            now: crate::time::now_ms() / 1000,
         };
         let outcome = match self.write_stream(&user_stream(app, user), op).await? {
             StreamReply::Refresh(outcome) => outcome,

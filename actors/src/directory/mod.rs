@@ -66,7 +66,7 @@ pub enum DirCommand {
         now: u64,
     },
     /// Marks login session `sid` revoked (a refresh token of it was replayed). Rare: the
-    /// spends themselves are recorded in the user's data shard (`StreamOp::SpendRefresh`);
+    /// spends themselves are recorded in the user's data shard (`StreamOp::SpendRefreshUntil`);
     /// only the revocation is here, so every node's token checks read it locally.
     RevokeSession {
         app_id: String,

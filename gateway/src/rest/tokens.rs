@@ -248,7 +248,13 @@ async fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth
         .ok_or_else(|| AppError::unauthorized("refresh token without a session"))?;
     state
         .chat
-        .spend_refresh(&claims.app_id, &claims.user_id, &sid, &claims.jti)
+        .spend_refresh(
+            &claims.app_id,
+            &claims.user_id,
+            &sid,
+            &claims.jti,
+            claims.exp,
+        )
         .await
         .map_err(|e| AppError::unauthorized(e.to_string()))?;
     // The refresh token passed the revocation check: its generation is the user's.
