@@ -249,7 +249,6 @@ pub const APPEND_IDS: u64 = 64;
 /// Refresh tokens remembered per login session, newest last. A session that refreshed this
 /// many times since cannot be replayed against older ones, but those have long expired with
 /// the default lifetimes.
-const MAX_SPENT_REFRESH: usize = 256;
 /// Spends a login session remembers at most, expired or not: a client refreshing more than
 /// this often within a refresh token's life loses replay detection for its oldest tokens.
 const MAX_LIVE_SPENT_REFRESH: usize = 4096;
@@ -700,39 +699,9 @@ impl<K: Kv> Tx<'_, K> {
     }
 }
 
-fn spend_refresh(
-    kv: &mut impl Kv,
-    sk: &StreamKeys<'_>,
-    sid: &str,
-    jti: String,
-    nonce: u64,
-) -> Result<RefreshOutcome, StoreError> {
-    let key = sk.login_session(sid);
-    let mut session = get::<SpentTokens>(kv, &key)?.unwrap_or_default();
-    if let Some((_, first)) = session.spent.iter().find(|(j, _)| *j == jti) {
-        if *first == nonce && !session.revoked {
-            return Ok(RefreshOutcome::Spent);
-        }
-        if !session.revoked {
-            session.revoked = true;
-            put(kv, &key, &session)?;
-        }
-        return Ok(RefreshOutcome::Replayed);
-    }
-    if session.revoked {
-        return Ok(RefreshOutcome::Revoked);
-    }
-    if session.spent.len() >= MAX_SPENT_REFRESH {
-        session.spent.remove(0);
-    }
-    session.spent.push((jti, nonce));
-    put(kv, &key, &session)?;
-    Ok(RefreshOutcome::Spent)
-}
-
-/// [`spend_refresh`] remembering each spend until its token expires: the session's record
-/// moves to the layout with expiries (the first one's spends kept, as never expiring, until
-/// the cap pushes them out).
+/// Spends refresh token `jti` (see [`StreamOp::SpendRefreshUntil`]) and remembers the spend
+/// until the token expires. The session's record moves to the layout with expiries (spends of
+/// the first layout kept, as never expiring, until the cap pushes them out).
 fn spend_refresh_until(
     kv: &mut impl Kv,
     sk: &StreamKeys<'_>,
@@ -908,143 +877,147 @@ fn apply(
         retain: command.retain,
         events: Vec::new(),
     };
-    let reply = match command.op {
-        StreamOp::Send { message } => tx.send(message)?,
-        StreamOp::Edit {
-            message_id,
-            text,
-            now,
-        } => tx.edit(&message_id, text, now)?,
-        StreamOp::Delete { message_id, now } => tx.delete(&message_id, now)?,
-        StreamOp::Purge { message_id } => tx.purge(&message_id)?,
-        StreamOp::Read { user_id } => tx.read(user_id)?,
-        StreamOp::SpendRefresh { sid, jti, nonce } => {
-            StreamReply::Refresh(spend_refresh(tx.kv, &tx.sk, &sid, jti, nonce)?)
-        }
-        StreamOp::SpendRefreshUntil {
-            sid,
-            jti,
-            nonce,
-            expires_at,
-            now,
-        } => StreamReply::Refresh(spend_refresh_until(
-            tx.kv,
-            &tx.sk,
-            &sid,
-            (jti, nonce, expires_at),
-            now,
-        )?),
-        StreamOp::SetFlags {
-            channel,
-            muted,
-            starred,
-        } => {
-            let key = tx.sk.flags(&channel);
-            let mut flags = get::<ChannelFlags>(tx.kv, &key)?.unwrap_or_default();
-            flags.muted = muted.unwrap_or(flags.muted);
-            flags.starred = starred.unwrap_or(flags.starred);
-            if flags == ChannelFlags::default() {
-                tx.kv.delete(&key);
-            } else {
-                put(tx.kv, &key, &flags)?;
+    let reply =
+        match command.op {
+            StreamOp::Send { message } => tx.send(message)?,
+            StreamOp::Edit {
+                message_id,
+                text,
+                now,
+            } => tx.edit(&message_id, text, now)?,
+            StreamOp::Delete { message_id, now } => tx.delete(&message_id, now)?,
+            StreamOp::Purge { message_id } => tx.purge(&message_id)?,
+            StreamOp::Read { user_id } => tx.read(user_id)?,
+            // Spends of older builds carry no expiry: remembered until the cap pushes them out.
+            StreamOp::SpendRefresh { sid, jti, nonce } => StreamReply::Refresh(
+                spend_refresh_until(tx.kv, &tx.sk, &sid, (jti, nonce, u64::MAX), 0)?,
+            ),
+            StreamOp::SpendRefreshUntil {
+                sid,
+                jti,
+                nonce,
+                expires_at,
+                now,
+            } => StreamReply::Refresh(spend_refresh_until(
+                tx.kv,
+                &tx.sk,
+                &sid,
+                (jti, nonce, expires_at),
+                now,
+            )?),
+            StreamOp::SetFlags {
+                channel,
+                muted,
+                starred,
+            } => {
+                let key = tx.sk.flags(&channel);
+                let mut flags = get::<ChannelFlags>(tx.kv, &key)?.unwrap_or_default();
+                flags.muted = muted.unwrap_or(flags.muted);
+                flags.starred = starred.unwrap_or(flags.starred);
+                if flags == ChannelFlags::default() {
+                    tx.kv.delete(&key);
+                } else {
+                    put(tx.kv, &key, &flags)?;
+                }
+                StreamReply::Flags(flags)
             }
-            StreamReply::Flags(flags)
-        }
-        StreamOp::React {
-            message_id,
-            emoji,
-            user,
-            add,
-            now,
-            max_per_user,
-        } => tx.react(&message_id, emoji, user, add, now, max_per_user)?,
-        StreamOp::Pin {
-            message_id,
-            by,
-            now,
-            max,
-        } => tx.pin(&message_id, by, now, max)?,
-        StreamOp::CreatePoll { poll } => tx.create_poll(poll)?,
-        StreamOp::Vote {
-            poll_id,
-            user,
-            options,
-            now,
-        } => tx.vote(&poll_id, user, options, now)?,
-        StreamOp::Save {
-            channel,
-            message_id,
-            at,
-        } => tx.save(&channel, &message_id, at)?,
-        StreamOp::Receipt {
-            user_id,
-            user_name,
-            message_id,
-            now,
-        } => tx.receipt(user_id, user_name, &message_id, now)?,
-        StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
-        StreamOp::Mention { mention } => tx.mention(mention)?,
-        StreamOp::PutBlobChunk { hash, index, bytes } => tx.put_blob_chunk(&hash, index, &bytes)?,
-        StreamOp::DropBlob { hash } => tx.drop_blob(&hash)?,
-        StreamOp::EmojiUsed {
-            emoji_id,
-            user,
-            day,
-        } => tx.emoji_used(&emoji_id, &user, day)?,
-        StreamOp::DropEmojiUses { emoji_id } => tx.drop_emoji_uses(&emoji_id)?,
-        StreamOp::Presence {
-            seen,
-            heartbeat,
-            hidden,
-        } => {
-            let key = tx.sk.presence();
-            let mut p = get::<crate::model::PresenceRecord>(tx.kv, &key)?.unwrap_or_default();
-            let later = |was: Option<u64>, at: u64| Some(was.map_or(at, |w| w.max(at)));
-            if let Some(at) = seen {
-                p.last_seen = later(p.last_seen, at);
+            StreamOp::React {
+                message_id,
+                emoji,
+                user,
+                add,
+                now,
+                max_per_user,
+            } => tx.react(&message_id, emoji, user, add, now, max_per_user)?,
+            StreamOp::Pin {
+                message_id,
+                by,
+                now,
+                max,
+            } => tx.pin(&message_id, by, now, max)?,
+            StreamOp::CreatePoll { poll } => tx.create_poll(poll)?,
+            StreamOp::Vote {
+                poll_id,
+                user,
+                options,
+                now,
+            } => tx.vote(&poll_id, user, options, now)?,
+            StreamOp::Save {
+                channel,
+                message_id,
+                at,
+            } => tx.save(&channel, &message_id, at)?,
+            StreamOp::Receipt {
+                user_id,
+                user_name,
+                message_id,
+                now,
+            } => tx.receipt(user_id, user_name, &message_id, now)?,
+            StreamOp::ReadAll { user_id, now } => tx.read_all(user_id, now)?,
+            StreamOp::Mention { mention } => tx.mention(mention)?,
+            StreamOp::PutBlobChunk { hash, index, bytes } => {
+                tx.put_blob_chunk(&hash, index, &bytes)?
             }
-            if let Some(at) = heartbeat {
-                p.heartbeat = later(p.heartbeat, at);
+            StreamOp::DropBlob { hash } => tx.drop_blob(&hash)?,
+            StreamOp::EmojiUsed {
+                emoji_id,
+                user,
+                day,
+            } => tx.emoji_used(&emoji_id, &user, day)?,
+            StreamOp::DropEmojiUses { emoji_id } => tx.drop_emoji_uses(&emoji_id)?,
+            StreamOp::Presence {
+                seen,
+                heartbeat,
+                hidden,
+            } => {
+                let key = tx.sk.presence();
+                let mut p = get::<crate::model::PresenceRecord>(tx.kv, &key)?.unwrap_or_default();
+                let later = |was: Option<u64>, at: u64| Some(was.map_or(at, |w| w.max(at)));
+                if let Some(at) = seen {
+                    p.last_seen = later(p.last_seen, at);
+                }
+                if let Some(at) = heartbeat {
+                    p.heartbeat = later(p.heartbeat, at);
+                }
+                if let Some(h) = hidden {
+                    p.hidden = h;
+                }
+                put(tx.kv, &key, &p)?;
+                StreamReply::Presence(p)
             }
-            if let Some(h) = hidden {
-                p.hidden = h;
+            StreamOp::MarkMentions { messages } => tx.mark_mentions(messages)?,
+            StreamOp::Append { id, event } => {
+                tx.append_once(&id, event)?;
+                StreamReply::Appended {
+                    events: std::mem::take(&mut tx.events),
+                    epoch: tx.head.epoch.clone(),
+                }
             }
-            put(tx.kv, &key, &p)?;
-            StreamReply::Presence(p)
-        }
-        StreamOp::MarkMentions { messages } => tx.mark_mentions(messages)?,
-        StreamOp::Append { id, event } => {
-            tx.append_once(&id, event)?;
-            StreamReply::Appended {
-                events: std::mem::take(&mut tx.events),
-                epoch: tx.head.epoch.clone(),
+            // Unwrapped above (nesting included).
+            StreamOp::Hooked { .. } => StreamReply::Refused("malformed hooked command".into()),
+            StreamOp::HooksDone { offsets } => tx.hooks_done(&offsets)?,
+            StreamOp::LogDelivery { record, keep } => tx.log_delivery(&record, keep)?,
+            StreamOp::PutUpload { upload } => tx.put_upload(*upload)?,
+            StreamOp::DropUpload { id } => tx.drop_upload(&id)?,
+            StreamOp::SetPreviews {
+                message_id,
+                seq,
+                previews,
+            } => tx.set_previews(&message_id, seq, previews)?,
+            StreamOp::Drop => {
+                tx.unindex_uploads()?;
+                for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
+                    tx.kv.delete(&k);
+                }
+                tx.drop_outbox()?;
+                // The head stays, with a new epoch: offsets never go back, and a client holding a
+                // position of the dropped history is told it cannot recover.
+                tx.head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);
+                tx.head.first_retained = tx.head.offset + 1;
+                put(tx.kv, &tx.sk.head(), &tx.head)?;
+                return Ok(StreamReply::Done);
             }
-        }
-        // Unwrapped above (nesting included).
-        StreamOp::Hooked { .. } => StreamReply::Refused("malformed hooked command".into()),
-        StreamOp::HooksDone { offsets } => tx.hooks_done(&offsets)?,
-        StreamOp::LogDelivery { record, keep } => tx.log_delivery(&record, keep)?,
-        StreamOp::PutUpload { upload } => tx.put_upload(*upload)?,
-        StreamOp::DropUpload { id } => tx.drop_upload(&id)?,
-        StreamOp::SetPreviews {
-            message_id,
-            seq,
-            previews,
-        } => tx.set_previews(&message_id, seq, previews)?,
-        StreamOp::Drop => {
-            tx.unindex_uploads()?;
-            for (k, _) in tx.kv.scan_prefix(&tx.sk.all())? {
-                tx.kv.delete(&k);
-            }
-            tx.drop_outbox()?;
-            // The head stays, with a new epoch: offsets never go back, and a client holding a
-            // position of the dropped history is told it cannot recover.
-            tx.head.epoch = format!("{:x}-{:x}-{:x}", ctx.term, ctx.index, ctx.position);
-            tx.head.first_retained = tx.head.offset + 1;
-            put(tx.kv, &tx.sk.head(), &tx.head)?;
-            return Ok(StreamReply::Done);
-        }
-    };
+        };
     if tx.head != before {
         put(tx.kv, &tx.sk.head(), &tx.head)?;
     }

@@ -415,19 +415,13 @@ fn spent_refresh_tokens_are_remembered_until_they_expire() {
     );
     assert_eq!(outcome(o.unwrap()), RefreshOutcome::Spent);
     assert_eq!(remembered(&kv), 1);
-    // Spends recorded in the first layout carry over: replaying one is caught.
+    // Spends an older build stored (the first layout) carry over: replaying one is caught.
     let mut old = Mem::new();
-    let first = codec::encode(&StreamCommand {
-        stream: "user:app:u1".into(),
-        retain: 100,
-        op: StreamOp::SpendRefresh {
-            sid: "s1".into(),
-            jti: "before".into(),
-            nonce: 1,
-        },
-    })
-    .unwrap();
-    apply_encoded(&ctx(1), &mut old, &first).unwrap();
+    let legacy = SpentTokens {
+        spent: vec![("before".into(), 1)],
+        revoked: false,
+    };
+    put(&mut old, &sk.login_session("s1"), &legacy).unwrap();
     let o = apply_encoded(&ctx(2), &mut old, &spend("before".into(), 2, 86_400, 5));
     assert_eq!(outcome(o.unwrap()), RefreshOutcome::Replayed);
     // A replay of a live token, long after, is still caught and revokes the session.
