@@ -258,13 +258,16 @@ fn load(reader: &GroupReader) -> Result<MetaState, StoreError> {
 }
 
 fn decode_state(raw: &[u8]) -> Result<MetaState, StoreError> {
-    codec::decode(raw)
-        .map_err(|e| StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string())))
+    codec::decode(raw).map_err(storage_error)
+}
+
+/// A codec failure inside the state machine, as the storage layer reports it.
+fn storage_error(e: crate::ClusterError) -> StoreError {
+    StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
 }
 
 fn encode_reply(reply: &MetaReply) -> Result<Vec<u8>, StoreError> {
-    codec::encode(reply)
-        .map_err(|e| StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string())))
+    codec::encode(reply).map_err(storage_error)
 }
 
 impl Applier for MetaApplier {
@@ -279,32 +282,6 @@ impl Applier for MetaApplier {
             // A command this build cannot read is refused, identically on every replica.
             Err(e) => return encode_reply(&MetaReply::Refused(e.to_string())),
         };
-        if matches!(
-            command,
-            MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. }
-        ) {
-            let mut state = match kv.get(STATE_KEY)? {
-                Some(raw) => decode_state(&raw)?,
-                None => MetaState::default(),
-            };
-            let mut tokens: JoinTokens = match kv.get(JOIN_TOKENS_KEY)? {
-                Some(raw) => codec::decode(&raw).map_err(|e| {
-                    StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
-                })?,
-                None => JoinTokens::new(),
-            };
-            let reply = token_transition(&mut state, &mut tokens, command);
-            let raw_tokens = codec::encode(&tokens).map_err(|e| {
-                StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
-            })?;
-            let raw_state = codec::encode(&state).map_err(|e| {
-                StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
-            })?;
-            kv.put(JOIN_TOKENS_KEY, &raw_tokens);
-            kv.put(STATE_KEY, &raw_state);
-            self.state.send_replace(Arc::new(state));
-            return encode_reply(&reply);
-        }
         if let MetaCommand::Upper(body) = &command {
             let reply = match &self.upper {
                 Some(upper) => MetaReply::Upper(upper.apply(ctx, kv, body)?),
@@ -316,11 +293,25 @@ impl Applier for MetaApplier {
             Some(raw) => decode_state(&raw)?,
             None => MetaState::default(),
         };
-        let reply = transition(&mut state, command);
-        let raw = codec::encode(&state).map_err(|e| {
-            StoreError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
-        })?;
-        kv.put(STATE_KEY, &raw);
+        let reply = if matches!(
+            command,
+            MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. }
+        ) {
+            // The join tokens live beside the state: read and written by these commands only.
+            let mut tokens: JoinTokens = match kv.get(JOIN_TOKENS_KEY)? {
+                Some(raw) => codec::decode(&raw).map_err(storage_error)?,
+                None => JoinTokens::new(),
+            };
+            let reply = token_transition(&mut state, &mut tokens, command);
+            kv.put(
+                JOIN_TOKENS_KEY,
+                &codec::encode(&tokens).map_err(storage_error)?,
+            );
+            reply
+        } else {
+            transition(&mut state, command)
+        };
+        kv.put(STATE_KEY, &codec::encode(&state).map_err(storage_error)?);
         self.state.send_replace(Arc::new(state));
         encode_reply(&reply)
     }

@@ -196,13 +196,7 @@ fn the_console_shows_a_three_node_cluster() {
     let app = first.value_after("default app");
     let key = first.value_after("server API key (shown once):");
     let token = support::mint_join_token(&base);
-    let peer = first
-        .seen
-        .iter()
-        .find(|l| l.contains("node-to-node on udp"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_else(|| panic!("no cluster address in {:#?}", first.seen))
-        .to_string();
+    let peer = first.cluster_addr();
     let mut others: Vec<Node> = (0..2)
         .map(|_| Node::start(&["--join", &peer, "--join-token", &token]))
         .collect();

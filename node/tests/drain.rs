@@ -73,13 +73,7 @@ async fn a_drained_node_leads_nothing_until_it_restarts() {
     first.until("join token");
     let key = first.value_after("server API key (shown once):");
     let token = support::mint_join_token(&base);
-    let peer = first
-        .seen
-        .iter()
-        .find(|l| l.contains("node-to-node on udp"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap()
-        .to_string();
+    let peer = first.cluster_addr();
     let join = ["--join", peer.as_str(), "--join-token", token.as_str()];
     let mut second = Node::start(&join);
     second.base();

@@ -417,10 +417,10 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         DirCommand::RevokeTokens {
             app_id,
             user_id,
-            now,
+            // Kept in the command's encoding; the generation, not a time, orders revocations.
+            now: _,
         } => match get::<User>(kv, &keys::user(&app_id, &user_id))? {
             Some(mut user) => {
-                let _ = now;
                 user.tokens_valid_after = user.tokens_valid_after.saturating_add(1);
                 put(kv, &keys::user(&app_id, &user_id), &user)?;
                 DirReply::User {

@@ -153,6 +153,16 @@ impl Node {
             .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.seen))
     }
 
+    /// The node-to-node (QUIC) address it printed, for `--join`.
+    pub(crate) fn cluster_addr(&self) -> String {
+        self.seen
+            .iter()
+            .find(|l| l.contains("node-to-node on udp"))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no cluster address in {:#?}", self.seen))
+            .to_string()
+    }
+
     /// The HTTP base URL, once the node is up (it prints its metrics URL last but one).
     pub(crate) fn base(&mut self) -> String {
         self.until("metrics: ");
