@@ -662,6 +662,23 @@ impl View<'_> {
             StreamQuery::Recover { since, limit, .. } => {
                 let mut publications = Vec::new();
                 let mut recovered = false;
+                if let Some((epoch, offset)) = since.as_ref().filter(|(epoch, offset)| {
+                    *offset > self.emitted && epoch.as_str() == &*self.epoch
+                }) {
+                    // The client has seen further than this replica has applied: a leader
+                    // that has just taken over (after a crash of the old one, say) and is
+                    // still applying what was committed before. Only committed events are
+                    // ever published, so the client misses nothing: its position stands, and
+                    // the subscription leaves out the events up to it when they are emitted
+                    // here. (Answering "not recovered" at this replica's position sent them
+                    // to the client a second time.)
+                    return Ok(QueryAnswer::Position {
+                        epoch: epoch.clone(),
+                        offset: *offset,
+                        publications,
+                        recovered: true,
+                    });
+                }
                 if let Some((epoch, offset)) = since {
                     let same_stream = offset == 0 || epoch == *self.epoch;
                     if same_stream

@@ -180,6 +180,17 @@ impl Registry {
         ))
     }
 
+    /// Starts `stream`'s actor here unless it runs: a starting actor emits the newest events
+    /// again, so those a previous leader committed without delivering reach the subscribers.
+    pub async fn ensure_running(
+        &self,
+        env: &Arc<ActorEnv>,
+        stream: &str,
+        group: GroupId,
+    ) -> Result<(), ChatError> {
+        self.get(env, stream, group).await.map(|_| ())
+    }
+
     /// Whether `stream`'s actor runs (or is starting) here.
     pub fn running(&self, stream: &str) -> bool {
         self.actors

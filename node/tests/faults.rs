@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
+use cluster::{Cluster, Needs};
 use history::{Op, Outcome, Recorder, Report};
 use load::{Rng, Target};
 use support::WAIT;
@@ -54,6 +54,16 @@ enum Nemesis {
     PauseLeader,
     /// SIGKILL of every node at once; all restarted after the hold.
     KillAll,
+    /// The disk of the shard leader of channel 0 fills up (its tmpfs shrunk to what it
+    /// holds): it must stop (fail-stop) or go on correctly; after the hold the disk grows
+    /// again and a stopped node is restarted.
+    DiskFullLeader,
+    /// The same on a follower.
+    DiskFullFollower,
+    /// A follower's Raft log corrupted while it is down: it must refuse to start; the
+    /// operator removes it (`chatsdk node remove`) and, after the hold, a fresh node joins on
+    /// its host.
+    CorruptFollower,
 }
 
 /// The run's knobs, from the environment.
@@ -84,13 +94,13 @@ impl Settings {
 
 /// Runs `plan` (each nemesis in turn, `rounds` times) under load and checks the history.
 /// `None` when the scenario needs network namespaces and the machine has none (said why).
-async fn scenario(name: &str, needs_net: bool, plan: &[Nemesis]) -> Option<Report> {
+async fn scenario(name: &str, needs: Needs, plan: &[Nemesis]) -> Option<Report> {
     let settings = Settings::from_env();
     let started = Instant::now();
-    let mut c = match Cluster::start(NODES, needs_net).await {
+    let mut c = match Cluster::start(NODES, needs).await {
         Ok(c) => c,
         Err(why) => {
-            eprintln!("fault suite: {name} SKIPPED: needs network namespaces ({why})");
+            eprintln!("fault suite: {name} SKIPPED: this machine cannot ({why})");
             return None;
         }
     };
@@ -125,17 +135,24 @@ async fn scenario(name: &str, needs_net: bool, plan: &[Nemesis]) -> Option<Repor
     };
     let mut rng = Rng::new(settings.seed);
     let mut probes = 0;
-    for round in 0..settings.rounds {
+    'rounds: for round in 0..settings.rounds {
         for nemesis in plan {
-            let done = inject(&mut c, &target, *nemesis, &mut rng).await;
-            report.faults.push(format!("round {}: {done}", round + 1));
+            match inject(&mut c, &target, *nemesis, &mut rng).await {
+                Ok(done) => report.faults.push(format!("round {}: {done}", round + 1)),
+                Err(wrong) => report
+                    .violations
+                    .push(format!("round {}: {wrong}", round + 1)),
+            }
             // The fault is held while the load goes on (the workload, not a synchronisation).
             tokio::time::sleep(settings.hold).await;
             c.heal_all().await;
             // Healed when a send through every node is acknowledged again.
             for node in 0..NODES {
                 probes += 1;
-                probe(&target, &rec, node, probes).await;
+                if let Err(stuck) = probe(&target, &rec, node, probes).await {
+                    report.violations.push(stuck);
+                    break 'rounds;
+                }
             }
         }
     }
@@ -143,24 +160,42 @@ async fn scenario(name: &str, needs_net: bool, plan: &[Nemesis]) -> Option<Repor
     for w in writers {
         w.await.expect("writer task");
     }
-    c.until_settled(NODES).await;
+    if let Err(stuck) = c.until_settled(NODES).await {
+        report.violations.push(stuck);
+    }
 
     // The final histories, once every node reports the same (followers may still apply).
     let deadline = Instant::now() + WAIT;
     let finals = loop {
         let mut finals = Vec::new();
-        for base in &target.bases {
+        let mut unreadable = Vec::new();
+        for (node, base) in target.bases.iter().enumerate() {
             let mut lists = Vec::new();
             for id in &target.channels {
-                lists.push(load::history(&target, base, id).await.unwrap_or_default());
+                match load::history(&target, base, id).await {
+                    Ok(list) => lists.push(list),
+                    Err(e) => unreadable.push(format!("node {}: {e}", node + 1)),
+                }
             }
             finals.push(lists);
         }
-        if finals.iter().all(|f| f == &finals[0]) || Instant::now() > deadline {
+        let agree = finals.iter().all(|f| f == &finals[0]);
+        if (unreadable.is_empty() && agree) || Instant::now() > deadline {
+            if !unreadable.is_empty() {
+                report.violations.push(format!(
+                    "liveness: histories unreadable after the faults healed: {unreadable:?}"
+                ));
+            }
             break finals;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    if finals.iter().any(|f| f.len() != CHANNELS) {
+        // Without every node's history the checks below would report every send as lost.
+        println!("{}", report.summary());
+        c.keep();
+        return Some(report);
+    }
     // Every subscriber gets to the end of every channel (or the checker says it did not).
     let ends: Vec<u64> = finals[0]
         .iter()
@@ -222,8 +257,9 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Sends one message through `node` until it is acknowledged (recorded like any send).
-async fn probe(target: &Target, rec: &Recorder, node: usize, n: usize) {
+/// Sends one message through `node` until it is acknowledged (recorded like any send); `Err`
+/// when it is not within [`WAIT`].
+async fn probe(target: &Target, rec: &Recorder, node: usize, n: usize) -> Result<(), String> {
     let http = reqwest::Client::new();
     let cmid = format!("probe-{n}");
     let body = serde_json::json!({
@@ -245,26 +281,32 @@ async fn probe(target: &Target, rec: &Recorder, node: usize, n: usize) {
             t_ms: 0,
         });
         if ok {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {} takes no sends after the faults healed: {why}",
-            node + 1
-        );
+        if Instant::now() > deadline {
+            return Err(format!(
+                "liveness: node {} takes no sends after the faults healed: {why}",
+                node + 1
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Applies `nemesis`; what was done, for the report.
-async fn inject(c: &mut Cluster, target: &Target, nemesis: Nemesis, rng: &mut Rng) -> String {
+/// Applies `nemesis`; what was done, for the report, or what the cluster did wrong.
+async fn inject(
+    c: &mut Cluster,
+    target: &Target,
+    nemesis: Nemesis,
+    rng: &mut Rng,
+) -> Result<String, String> {
     let leader = c
         .shard_leader(&target.channels[0])
         .await
         .unwrap_or_else(|| rng.below(NODES));
     let others: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
     let n = |i: usize| i + 1;
-    match nemesis {
+    Ok(match nemesis {
         Nemesis::IsolateOne | Nemesis::IsolateLeader => {
             let alone = match nemesis {
                 Nemesis::IsolateOne => rng.below(NODES),
@@ -319,7 +361,76 @@ async fn inject(c: &mut Cluster, target: &Target, nemesis: Nemesis, rng: &mut Rn
             }
             "kill -9 of every node at once".to_string()
         }
-    }
+        Nemesis::DiskFullLeader | Nemesis::DiskFullFollower => {
+            let victim = match nemesis {
+                Nemesis::DiskFullLeader => leader,
+                _ => others[rng.below(others.len())],
+            };
+            let used = c.resize_disk(victim, 16)?;
+            // Held until the node notices (a write fails) or the hold ends; either is an answer.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = c.exited(victim) {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            c.resize_disk(victim, 1024 * 1024)?;
+            let how: String = match status {
+                Some(s) if s.code() == Some(74) => "it stopped with status 74 (fail-stop)".into(),
+                Some(s) => {
+                    let log = c.log_of(victim);
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    return Err(format!(
+                        "node {} stopped on a full disk with {s}, not the fail-stop status 74: {last}",
+                        n(victim)
+                    ));
+                }
+                None => "it went on within 10 s (no write failed it)".into(),
+            };
+            format!(
+                "disk of {} node {} full at {used} KiB: {how}; the disk grows again after the hold",
+                if victim == leader {
+                    "shard leader"
+                } else {
+                    "follower"
+                },
+                n(victim)
+            )
+        }
+        Nemesis::CorruptFollower => {
+            let victim = others[rng.below(others.len())];
+            let id = c.id_of(victim);
+            let said = c.corrupt_and_start(victim).await?;
+            let Some(said) = said.lines().find(|l| l.contains("corrupt")) else {
+                return Err(format!(
+                    "node {id} stopped on a corrupt log without saying so: {said}"
+                ));
+            };
+            let said = said.trim().chars().take(200).collect::<String>();
+            let via = others
+                .iter()
+                .copied()
+                .find(|&o| o != victim)
+                .unwrap_or(leader);
+            let removed = c
+                .remove(via, id)
+                .map_err(|e| format!("removing node {id}: {e}"))?;
+            format!(
+                "corrupted Raft log of follower node {id} (host {}): it refused to start \
+                 ({said}); `chatsdk node remove {id}`: {removed}; a fresh node joins on the \
+                 host after the hold",
+                n(victim)
+            )
+        }
+    })
 }
 
 fn assert_clean(report: Option<Report>) {
@@ -337,7 +448,11 @@ async fn partitions_lose_no_acknowledged_message() {
         Nemesis::Bridge,
         Nemesis::OneWay,
     ];
-    assert_clean(scenario("partitions", true, &plan).await);
+    let needs = Needs {
+        net: true,
+        ..Needs::default()
+    };
+    assert_clean(scenario("partitions", needs, &plan).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,6 +462,17 @@ async fn crashes_and_pauses_lose_no_acknowledged_message() {
         Nemesis::KillLeader,
         Nemesis::PauseLeader,
         Nemesis::KillAll,
+        Nemesis::CorruptFollower,
     ];
-    assert_clean(scenario("crashes", false, &plan).await);
+    assert_clean(scenario("crashes", Needs::default(), &plan).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disks_lose_no_acknowledged_message() {
+    let plan = [Nemesis::DiskFullFollower, Nemesis::DiskFullLeader];
+    let needs = Needs {
+        disk_mib: Some(1024),
+        ..Needs::default()
+    };
+    assert_clean(scenario("disks", needs, &plan).await);
 }

@@ -410,7 +410,11 @@ impl Drop for StateMachineStore {
     }
 }
 
+/// A failed write of the state machine (sled's flush) is a failed disk, as for the log: the
+/// group's Raft stops on it for good, so the node stops (fail-stop, see [`crate::fatal`])
+/// rather than serve on with a dead replica, and restarts from disk.
 fn sm_write_err(e: StoreError) -> RaftStorageError {
+    crate::fatal::failed(&format!("state machine write failed: {e}"));
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
@@ -418,7 +422,12 @@ fn sm_read_err(e: StoreError) -> RaftStorageError {
     StorageIOError::read_state_machine(AnyError::new(&e)).into()
 }
 
+/// A snapshot that cannot be written or installed stops the group for good, as a failed
+/// state machine write does: the node stops too when the cause is the disk.
 fn snapshot_err(meta: Option<&SnapshotMeta<NodeId, BasicNode>>, e: StoreError) -> RaftStorageError {
+    if matches!(e, StoreError::Sled(_) | StoreError::Wal(_)) {
+        crate::fatal::failed(&format!("snapshot write failed: {e}"));
+    }
     StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
 }
 

@@ -793,8 +793,18 @@ pub fn split_stream(stream: &str) -> Option<(&str, &str, &str)> {
 /// Asks the nodes that have not reported their interests in `group` (which this node now
 /// leads) until each has, or left the cluster, or this node no longer leads the group. Until a
 /// node reports, it gets every event of the group.
+///
+/// Every channel of the group that has subscribers (here or on a node that reported) gets its
+/// actor started: events the previous leader committed but did not deliver (it crashed or was
+/// cut off between the two) are emitted again by a starting actor, and nothing else would emit
+/// them until the channel's next event, which may never come.
 async fn gather_interests(inner: std::sync::Weak<Inner>, group: GroupId) {
     const AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+    if let Some(inner) = inner.upgrade() {
+        let shards = inner.shards();
+        let local = inner.fanout.interests(|c| group_of(c, shards) == group);
+        start_actors(&inner, group, local.into_iter().map(|(c, _)| c).collect());
+    }
     loop {
         let Some(inner) = inner.upgrade() else { return };
         if !inner.cluster.watch_leadership().borrow().contains(&group) {
@@ -826,15 +836,39 @@ async fn gather_interests(inner: std::sync::Weak<Inner>, group: GroupId) {
         let shards = inner.shards();
         for (node, answer) in futures::future::join_all(asks).await {
             match answer {
-                Some(channels) => inner
-                    .interest
-                    .reported(group, node, channels, |c| group_of(c, shards) == group),
+                Some(channels) => {
+                    let names = channels
+                        .iter()
+                        .filter(|(c, _)| group_of(c, shards) == group)
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    inner
+                        .interest
+                        .reported(group, node, channels, |c| group_of(c, shards) == group);
+                    start_actors(&inner, group, names);
+                }
                 None => tracing::debug!(group, node, "interests not gathered yet; asking again"),
             }
         }
         drop(inner);
         tokio::time::sleep(AGAIN).await;
     }
+}
+
+/// Starts (in the background) the actors of `streams`, which have subscribers, in `group`,
+/// which this node has just come to lead (see [`gather_interests`]).
+fn start_actors(inner: &Arc<Inner>, group: GroupId, streams: Vec<String>) {
+    if streams.is_empty() {
+        return;
+    }
+    let env = inner.env.clone();
+    tokio::spawn(async move {
+        for stream in streams {
+            if let Err(e) = env.registry.ensure_running(&env, &stream, group).await {
+                tracing::debug!(%stream, error = %e, "actor not started after a leadership change");
+            }
+        }
+    });
 }
 
 pub(crate) fn group_of(stream: &str, shards: u32) -> GroupId {

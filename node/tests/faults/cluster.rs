@@ -21,8 +21,14 @@ struct Proc {
     cluster: SocketAddr,
     join: Option<(String, String)>,
     paused: bool,
-    /// Restarts, for the log file names.
+    /// Starts so far (a replacement's directory is named after it).
     starts: u32,
+    /// The cluster's id of the node now on this host (a replacement gets a new one).
+    id: u64,
+    /// Its data is not to be trusted: on heal it is replaced by a fresh node, not restarted.
+    replace: bool,
+    /// Its data directory is a tmpfs of its own (so that its disk can fill up).
+    tmpfs: bool,
 }
 
 /// Nodes, their network and the default app's credentials.
@@ -33,6 +39,15 @@ pub(crate) struct Cluster {
     pub(crate) key: String,
     /// Taken (and so not removed) when the directories are to be kept.
     root: Option<tempfile::TempDir>,
+}
+
+/// What a scenario needs of the machine.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Needs {
+    /// Network namespaces (partitions); without, nodes run on 127.0.0.1.
+    pub(crate) net: bool,
+    /// A disk of this size per node (a tmpfs), so that one can fill up.
+    pub(crate) disk_mib: Option<u64>,
 }
 
 /// A port nothing listens on now, on `ip` (for the loopback fallback, where nodes share one
@@ -46,12 +61,12 @@ fn free_port(ip: Ipv4Addr) -> u16 {
 
 impl Cluster {
     /// Starts `n` nodes (the first bootstraps, the others join with a minted token) and waits
-    /// until every shard has its replicas and a leader. `Err` when `need_net` and the machine
-    /// cannot make network namespaces (the reason).
-    pub(crate) async fn start(n: usize, need_net: bool) -> Result<Cluster, String> {
+    /// until every shard has its replicas and a leader. `Err` (the reason) when the machine
+    /// cannot give what `needs` asks for.
+    pub(crate) async fn start(n: usize, needs: Needs) -> Result<Cluster, String> {
         let net = match Net::create(n) {
             Ok(net) => Some(net),
-            Err(why) if need_net => return Err(why),
+            Err(why) if needs.net => return Err(why),
             Err(why) => {
                 eprintln!("fault suite: no network namespaces ({why}); nodes on 127.0.0.1");
                 None
@@ -86,6 +101,9 @@ impl Cluster {
                 join: None,
                 paused: false,
                 starts: 0,
+                id: i as u64 + 1,
+                replace: false,
+                tmpfs: false,
             });
         }
         let mut c = Cluster {
@@ -95,6 +113,11 @@ impl Cluster {
             key: String::new(),
             root: Some(root),
         };
+        if let Some(mib) = needs.disk_mib {
+            for i in 0..n {
+                c.own_disk(i, mib)?;
+            }
+        }
         c.spawn(0);
         c.wait_up(0).await;
         let first = c.log_of(0);
@@ -106,7 +129,7 @@ impl Cluster {
             c.spawn(i);
             c.wait_up(i).await;
         }
-        c.until_settled(n).await;
+        c.until_settled(n).await?;
         Ok(c)
     }
 
@@ -148,7 +171,7 @@ impl Cluster {
             cmd.args(["--join", addr, "--join-token", token]);
         }
         for (name, _) in std::env::vars() {
-            if name.starts_with("CHATSDK_") {
+            if name.starts_with("CHATSDK_") || name.ends_with("_BACKTRACE") {
                 cmd.env_remove(name);
             }
         }
@@ -231,8 +254,9 @@ impl Cluster {
         None
     }
 
-    /// Waits until `n` nodes are active and every group is settled with a leader.
-    pub(crate) async fn until_settled(&self, n: usize) {
+    /// Waits until `n` nodes are active and every group is settled with a leader; `Err` with
+    /// the last view after [`WAIT`].
+    pub(crate) async fn until_settled(&self, n: usize) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
         loop {
             let view = self.view().await;
@@ -249,13 +273,23 @@ impl Cluster {
                     .filter(|g| g["kind"] == "shard")
                     .all(|g| g["replicas"].as_array().map_or(0, Vec::len) == n.min(3));
                 if active == n && settled && placed {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not settle: {view:#?}"
-            );
+            if Instant::now() > deadline {
+                let leaderless: Vec<String> = view
+                    .as_ref()
+                    .and_then(|v| v["groups"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|g| !g["leader"].is_u64() || g["settled"] == false)
+                    .map(|g| format!("{} {} (replicas {})", g["kind"], g["id"], g["replicas"]))
+                    .collect();
+                return Err(format!(
+                    "liveness: the cluster did not settle in {WAIT:?}; groups without a leader \
+                     or unsettled: {leaderless:?}"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -273,10 +307,117 @@ impl Cluster {
         self.index_of(id)
     }
 
-    /// Node ids are given in join order from 1.
+    /// The host a node id runs on.
     fn index_of(&self, id: u64) -> Option<usize> {
-        let i = usize::try_from(id).ok()?.checked_sub(1)?;
-        (i < self.len()).then_some(i)
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// The cluster's id of the node on host `i`.
+    pub(crate) fn id_of(&self, i: usize) -> u64 {
+        self.nodes[i].id
+    }
+
+    /// Kills node `i`, flips bytes inside the first record of its oldest Raft log segment (a
+    /// disk that returns bad data, not a torn append) and starts it again; what it printed
+    /// when it stopped, or `Err` with its log if it kept running (it must not serve on bad
+    /// data). It is marked to be replaced on heal.
+    pub(crate) async fn corrupt_and_start(&mut self, i: usize) -> Result<String, String> {
+        self.kill(i);
+        let wal = self.nodes[i].dir.join("raft-log");
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)
+            .map_err(|e| format!("{}: {e}", wal.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        segments.sort();
+        let oldest = segments.first().ok_or("no log segment")?;
+        let mut bytes = std::fs::read(oldest).map_err(|e| e.to_string())?;
+        for b in bytes.iter_mut().skip(16).take(8) {
+            *b ^= 0xa5;
+        }
+        std::fs::write(oldest, &bytes).map_err(|e| e.to_string())?;
+        self.nodes[i].replace = true;
+        let before = self.log_of(i).len();
+        self.spawn(i);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let child = self.nodes[i].child.as_mut().expect("just started");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                let log = self.log_of(i);
+                let said = log.get(before..).unwrap_or_default().trim().to_string();
+                return if status.success() {
+                    Err(format!("exited 0 on a corrupt log: {said}"))
+                } else {
+                    Ok(format!("{status}: {said}"))
+                };
+            }
+            let health = reqwest::Client::new()
+                .get(format!("{}/health", self.base(i)))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return Err("it serves on a corrupt log".into());
+            }
+            if Instant::now() > deadline {
+                return Err("it neither served nor stopped".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `chatsdk node remove <id>` through node `via`, as an operator removes a dead node;
+    /// what it printed.
+    pub(crate) fn remove(&self, via: usize, id: u64) -> Result<String, String> {
+        let out = Command::new(BIN)
+            .args(["node", "remove", &id.to_string(), "--url", &self.base(via)])
+            .args(["--admin-key", ADMIN_KEY])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(said.trim().to_string())
+        } else {
+            Err(said)
+        }
+    }
+
+    /// A fresh node on host `i` (an empty directory, a new join token from node `via`), which
+    /// joins as a new member; waits until it is up and learns its id.
+    async fn replace(&mut self, i: usize, via: usize) {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        let old = node.dir.with_extension(format!("replaced-{}", node.starts));
+        std::fs::rename(&node.dir, &old).expect("moving the old directory aside");
+        let token = crate::support::mint_join_token(&self.base(via));
+        let peer = self.nodes[via].cluster.to_string();
+        let node = &mut self.nodes[i];
+        node.join = Some((peer, token));
+        node.replace = false;
+        self.spawn(i);
+        self.wait_up(i).await;
+        let addr = self.nodes[i].cluster.to_string();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let id = self.view().await.and_then(|v| {
+                v["nodes"].as_array()?.iter().find_map(|n| {
+                    (n["clusterAddr"] == addr.as_str() && n["state"] != "removed")
+                        .then(|| n["id"].as_u64())
+                        .flatten()
+                })
+            });
+            if let Some(id) = id.filter(|&id| id != self.nodes[i].id) {
+                self.nodes[i].id = id;
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replacement has no id");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILL: no shutdown, nothing flushed beyond what acknowledgements required.
@@ -288,12 +429,68 @@ impl Cluster {
         self.nodes[i].paused = false;
     }
 
-    /// Starts a killed node again on its directory and addresses.
+    /// Starts a killed (or stopped) node again on its directory and addresses.
     pub(crate) async fn restart(&mut self, i: usize) {
+        self.exited(i);
         if self.nodes[i].child.is_none() {
             self.spawn(i);
         }
         self.wait_up(i).await;
+    }
+
+    /// Whether node `i` stopped by itself, and how (reaped: it counts as not running).
+    pub(crate) fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let status = self.nodes[i].child.as_mut()?.try_wait().ok()??;
+        self.nodes[i].child = None;
+        Some(status)
+    }
+
+    /// Gives node `i` a disk of its own, `mib` MiB (a tmpfs mounted on its data directory),
+    /// before its first start; `Err` when this machine does not let the test mount.
+    pub(crate) fn own_disk(&mut self, i: usize, mib: u64) -> Result<(), String> {
+        let dir = &self.nodes[i].dir;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        self.nodes[i].tmpfs = true;
+        Ok(())
+    }
+
+    /// Resizes node `i`'s disk to `used + free_kib` KiB (a full disk when `free_kib` is
+    /// small); what it now holds, in KiB.
+    pub(crate) fn resize_disk(&self, i: usize, free_kib: u64) -> Result<u64, String> {
+        let dir = &self.nodes[i].dir;
+        let out = Command::new("df")
+            .args(["--output=used", "-k"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("df: {e}"))?;
+        let used: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("df printed no usage")?;
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={}k", used + free_kib)])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(used)
     }
 
     /// SIGSTOP or SIGCONT.
@@ -320,7 +517,14 @@ impl Cluster {
             if self.nodes[i].paused {
                 self.signal(i, false);
             }
-            self.restart(i).await;
+            if self.nodes[i].replace {
+                let via = (0..self.len())
+                    .find(|&j| j != i && self.running(j))
+                    .expect("a running node to join");
+                self.replace(i, via).await;
+            } else {
+                self.restart(i).await;
+            }
         }
     }
 
@@ -345,6 +549,12 @@ impl Drop for Cluster {
                 self.signal(i, false);
             }
             self.kill(i);
+            if self.nodes[i].tmpfs && self.root.is_some() {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.nodes[i].dir)
+                    .status();
+            }
         }
     }
 }
