@@ -56,6 +56,9 @@ pub struct Subscription {
     /// never take its lock.
     has_blocks: AtomicBool,
     blocked: RwLock<Option<BlockSet>>,
+    /// The position (plus one) at which the last position check found it behind the stream;
+    /// 0 when it was not.
+    behind_at: std::sync::atomic::AtomicU64,
 }
 
 impl Subscription {
@@ -67,7 +70,31 @@ impl Subscription {
             state: Mutex::new(state),
             has_blocks: AtomicBool::new(false),
             blocked: RwLock::new(None),
+            behind_at: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// One position check against the stream's `top`: a live subscription found behind it at
+    /// the same position twice in a row (nothing arrived between two checks) has lost events
+    /// on the way, and is closed with "insufficient state" so that its client recovers them.
+    /// Whether it was closed.
+    fn check_position(&self, top: u64) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let SubState::Live { last } = *state else {
+            return false;
+        };
+        if last >= top {
+            self.behind_at.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if self.behind_at.swap(last + 1, Ordering::Relaxed) != last + 1 {
+            return false;
+        }
+        *state = SubState::Closed;
+        self.out.close(CloseReason::INSUFFICIENT_STATE);
+        true
     }
 
     /// Sets the users whose events this subscriber does not receive.
@@ -313,6 +340,25 @@ impl Fanout {
         subs.len()
     }
 
+    /// The channels with local subscribers.
+    pub fn subscribed_channels(&self) -> Vec<Arc<str>> {
+        self.channels
+            .read()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Checks the local subscriptions of `channel` against the stream's `top` offset (see
+    /// [`Subscription::check_position`]); how many were closed.
+    pub fn check_positions(&self, channel: &str, top: u64) -> usize {
+        let Ok(map) = self.channels.read() else {
+            return 0;
+        };
+        map.get(channel).map_or(0, |l| {
+            l.subs.iter().filter(|s| s.check_position(top)).count()
+        })
+    }
+
     /// Events handed to local subscribers since start (one per subscriber).
     pub fn deliveries(&self) -> u64 {
         self.delivered.load(std::sync::atomic::Ordering::Relaxed)
@@ -497,6 +543,25 @@ mod tests {
                 Bytes::from_static(b"e7")
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_behind_the_stream_at_two_checks_is_closed_to_recover() {
+        let f = Fanout::default();
+        let out = Arc::new(Outbound::new(1 << 20));
+        let sub = f.subscribe("chat:a:1", info(), out.clone(), None);
+        sub.activate(Bytes::from_static(b"reply"), 5);
+        f.deliver("chat:a:1", Some(6), None, &Bytes::from_static(b"six"));
+        // Up to date, then behind once (an event may be on its way): left alone.
+        assert_eq!(f.check_positions("chat:a:1", 6), 0);
+        assert_eq!(f.check_positions("chat:a:1", 8), 0);
+        // Progress between two checks: still left alone.
+        f.deliver("chat:a:1", Some(7), None, &Bytes::from_static(b"seven"));
+        assert_eq!(f.check_positions("chat:a:1", 8), 0);
+        // Behind at the same position twice: the events were lost on the way.
+        assert_eq!(f.check_positions("chat:a:1", 8), 1);
+        assert!(sub.is_closed());
+        assert_eq!(f.check_positions("chat:a:1", 8), 0, "closed once");
     }
 
     #[tokio::test]

@@ -206,6 +206,26 @@ async fn live_delivery_then_recovery_of_exactly_the_missed_events() {
     assert!(sub["subscribe"]["publications"]
         .as_array()
         .is_none_or(|p| p.is_empty()));
+
+    // A position beyond what the answering leader has applied (a new leader still applying
+    // what the old one committed and delivered) stands: nothing is missed, and events up to
+    // it are not sent a second time when they are emitted.
+    let mut dave = w.client("carol").await;
+    let ahead = last + 8;
+    let sub = dave
+        .call(
+            "subscribe",
+            json!({"channel": w.chan(), "recover": true, "epoch": epoch, "offset": ahead}),
+        )
+        .await;
+    assert_eq!(sub["subscribe"]["recovered"], true, "{sub:?}");
+    assert_eq!(sub["subscribe"]["offset"], ahead, "{sub:?}");
+    for text in ["five", "six", "seven"] {
+        w.send("alice", text).await;
+    }
+    let mut after = Vec::new();
+    dave.collect_pubs(&w.chan(), &mut after, 1).await;
+    assert_eq!(offsets(&after), vec![ahead + 1], "{after:?}");
     w.node.stop().await;
 }
 

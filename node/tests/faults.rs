@@ -60,6 +60,11 @@ enum Nemesis {
     DiskFullLeader,
     /// The same on a follower.
     DiskFullFollower,
+    /// The shard leader of channel 0 restarted with its wall clock two hours ahead, then
+    /// restarted on true time after the hold.
+    ClockAhead,
+    /// A follower restarted with its wall clock two hours behind.
+    ClockBehind,
     /// A follower's Raft log corrupted while it is down: it must refuse to start; the
     /// operator removes it (`chatsdk node remove`) and, after the hold, a fresh node joins on
     /// its host.
@@ -361,6 +366,15 @@ async fn inject(
             }
             "kill -9 of every node at once".to_string()
         }
+        Nemesis::ClockAhead => {
+            c.skew(leader, "+2h").await?;
+            format!("clock of shard leader node {} two hours ahead", n(leader))
+        }
+        Nemesis::ClockBehind => {
+            let victim = others[rng.below(others.len())];
+            c.skew(victim, "-2h").await?;
+            format!("clock of follower node {} two hours behind", n(victim))
+        }
         Nemesis::DiskFullLeader | Nemesis::DiskFullFollower => {
             let victim = match nemesis {
                 Nemesis::DiskFullLeader => leader,
@@ -465,6 +479,12 @@ async fn crashes_and_pauses_lose_no_acknowledged_message() {
         Nemesis::CorruptFollower,
     ];
     assert_clean(scenario("crashes", Needs::default(), &plan).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_clocks_lose_no_acknowledged_message() {
+    let plan = [Nemesis::ClockAhead, Nemesis::ClockBehind];
+    assert_clean(scenario("clocks", Needs::default(), &plan).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,11 @@ impl UpperHandler for DeliverHandler {
 impl Deliveries {
     /// Hands batches from `from` to local subscribers; channels with none are reported back.
     fn deliver(&self, from: NodeId, batches: Vec<Vec<Delivery>>) {
+        // Stamped before the deliveries look for subscribers: one that subscribes meanwhile
+        // has a newer generation, which the report cannot cancel. (Stamped after, it could be
+        // newer than such a subscriber's, and the leader forgot a node that had just gained
+        // a subscriber: the fault suite saw a node restarted under load get nothing more.)
+        let gen = self.fanout.next_gen();
         let mut unwanted: Vec<(String, u64)> = Vec::new();
         for d in batches.into_iter().flatten() {
             if self
@@ -79,7 +84,7 @@ impl Deliveries {
                 == 0
                 && !unwanted.iter().any(|(c, _)| *c == d.channel)
             {
-                unwanted.push((d.channel, 0));
+                unwanted.push((d.channel, gen));
             }
         }
         if !unwanted.is_empty() {
@@ -87,8 +92,9 @@ impl Deliveries {
         }
     }
 
-    /// Tells `from` (the leader that sent them) that no one here follows these channels, so it
-    /// stops sending their events; once a second per channel at most.
+    /// Tells `from` (the leader that sent them) that no one here follows these channels (each
+    /// with the generation stamped before it was found without subscribers), so it stops
+    /// sending their events; once a second per channel at most.
     fn tell_uninterested(&self, from: NodeId, mut channels: Vec<(String, u64)>) {
         let now = std::time::Instant::now();
         {
@@ -108,12 +114,6 @@ impl Deliveries {
         }
         if channels.is_empty() {
             return;
-        }
-        // Stamped after the deliveries found no subscriber: a subscriber that comes later has
-        // a newer generation, which this cannot cancel.
-        let gen = self.fanout.next_gen();
-        for c in &mut channels {
-            c.1 = gen;
         }
         let Ok(body) = codec::encode(&channels) else {
             return;

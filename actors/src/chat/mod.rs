@@ -442,6 +442,7 @@ impl Chat {
             Arc::new(UnsubscribeHandler(chat.inner.fanout.clone())),
         );
         chat.spawn_leadership_watch();
+        chat.spawn_position_checks();
         chat.spawn_hook_dispatcher();
         chat.spawn_retention(retention_every);
         chat.spawn_media_sweep(config.media_sweep_every);
@@ -457,6 +458,52 @@ impl Chat {
             chat.inner.hooks.stop.clone(),
         );
         Ok(chat)
+    }
+
+    /// Checks, every [`POSITION_CHECK`], each channel followed here against its leader's
+    /// position. An event lost between the leader and this node (a peer connection that broke,
+    /// a node that restarted while the leader sent) is otherwise noticed only at the channel's
+    /// next event, which may never come: a subscription that stood still behind the stream
+    /// between two checks is closed with "insufficient state", and its client recovers what it
+    /// missed (Centrifugo's position check does the same). Found by the fault suite.
+    pub(super) fn spawn_position_checks(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let stop = self.inner.hooks.stop.clone();
+        tokio::spawn(async move {
+            // Where the previous round stopped: a round checks at most POSITION_CHECK_BATCH
+            // channels, so a node following many costs its leaders a bounded rate of reads.
+            let mut cursor = 0usize;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(POSITION_CHECK) => {}
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let chat = Chat { inner };
+                let mut channels = chat.inner.fanout.subscribed_channels();
+                channels.sort_unstable();
+                if cursor >= channels.len() {
+                    cursor = 0;
+                }
+                let round: Vec<_> = channels
+                    .iter()
+                    .skip(cursor)
+                    .take(POSITION_CHECK_BATCH)
+                    .cloned()
+                    .collect();
+                cursor += round.len();
+                for channel in round {
+                    // Only durable streams have positions (ephemeral ones carry offset 0).
+                    let Ok(pos) = chat.recover(&channel, None, 0).await else {
+                        continue;
+                    };
+                    let closed = chat.inner.fanout.check_positions(&channel, pos.offset);
+                    if closed > 0 {
+                        tracing::info!(%channel, closed, top = pos.offset, "subscribers behind the stream; closed to recover");
+                    }
+                }
+            }
+        });
     }
 
     /// Follows this node's shard leaderships: actors of shards it no longer leads stop, and
@@ -788,6 +835,12 @@ pub fn split_stream(stream: &str) -> Option<(&str, &str, &str)> {
     };
     (!ns.is_empty() && !app.is_empty() && shape_ok).then_some((ns, app, id))
 }
+
+/// How often the channels followed on a node are checked against their streams' positions
+/// (see [`Chat::spawn_position_checks`]); a lost event reaches its subscribers within two.
+const POSITION_CHECK: Duration = Duration::from_secs(5);
+/// Channels checked per round at most (the next round goes on where this one stopped).
+const POSITION_CHECK_BATCH: usize = 128;
 
 /// The shard of a stream: a chat stream lives with its channel's messages.
 /// Asks the nodes that have not reported their interests in `group` (which this node now

@@ -29,6 +29,8 @@ struct Proc {
     replace: bool,
     /// Its data directory is a tmpfs of its own (so that its disk can fill up).
     tmpfs: bool,
+    /// Its wall clock's offset (libfaketime's `FAKETIME`, e.g. `+2h`) while skewed.
+    skew: Option<String>,
 }
 
 /// Nodes, their network and the default app's credentials.
@@ -40,6 +42,9 @@ pub(crate) struct Cluster {
     /// Taken (and so not removed) when the directories are to be kept.
     root: Option<tempfile::TempDir>,
 }
+
+/// libfaketime, from Debian's `faketime` package (scripts/test installs it).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// What a scenario needs of the machine.
 #[derive(Clone, Copy, Default)]
@@ -104,6 +109,7 @@ impl Cluster {
                 id: i as u64 + 1,
                 replace: false,
                 tmpfs: false,
+                skew: None,
             });
         }
         let mut c = Cluster {
@@ -174,6 +180,14 @@ impl Cluster {
             if name.starts_with("CHATSDK_") || name.ends_with("_BACKTRACE") {
                 cmd.env_remove(name);
             }
+        }
+        if let Some(offset) = &node.skew {
+            // The wall clock only: a host whose clock is wrong, not one whose timers run at
+            // another rate.
+            cmd.env("LD_PRELOAD", FAKETIME_LIB)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
         }
         // Appended across restarts, so a failure shows the node's whole life.
         let log = std::fs::OpenOptions::new()
@@ -438,6 +452,21 @@ impl Cluster {
         self.wait_up(i).await;
     }
 
+    /// Restarts node `i` with its wall clock off by `offset` (`+2h`, `-90s`: libfaketime's
+    /// notation); `Err` when libfaketime is not installed. Healing restarts it on true time.
+    pub(crate) async fn skew(&mut self, i: usize, offset: &str) -> Result<(), String> {
+        if !std::path::Path::new(FAKETIME_LIB).exists() {
+            return Err(format!(
+                "{FAKETIME_LIB} missing (Debian's faketime package)"
+            ));
+        }
+        self.kill(i);
+        self.nodes[i].skew = Some(offset.to_string());
+        self.spawn(i);
+        self.wait_up(i).await;
+        Ok(())
+    }
+
     /// Whether node `i` stopped by itself, and how (reaped: it counts as not running).
     pub(crate) fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         let status = self.nodes[i].child.as_mut()?.try_wait().ok()??;
@@ -516,6 +545,9 @@ impl Cluster {
         for i in 0..self.len() {
             if self.nodes[i].paused {
                 self.signal(i, false);
+            }
+            if self.nodes[i].skew.take().is_some() {
+                self.kill(i);
             }
             if self.nodes[i].replace {
                 let via = (0..self.len())

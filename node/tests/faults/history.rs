@@ -57,7 +57,11 @@ pub(crate) enum Seen {
         /// `(seq, client id)` of a `message.new`.
         message: Option<(u64, Option<String>)>,
     },
-    Disconnected,
+    Disconnected {
+        code: u16,
+        reason: String,
+        will_reconnect: bool,
+    },
 }
 
 /// Everything recorded during a run; shared by the load's tasks.
@@ -371,7 +375,15 @@ pub(crate) fn check(rec: &Recorder, finals: &[Vec<Final>], report: &mut Report) 
                         }
                     }
                 }
-                Seen::Disconnected => {}
+                // Code 0 is the client's own close at the end of the run.
+                Seen::Disconnected {
+                    code,
+                    reason,
+                    will_reconnect: false,
+                } if *code != 0 => v.push(format!(
+                    "liveness: subscriber {s} was closed for good: {code} {reason}"
+                )),
+                Seen::Disconnected { .. } => {}
             }
         }
         for c in 0..channels {

@@ -259,7 +259,18 @@ pub(crate) async fn subscriber(
                         },
                     );
                 }
-                Event::Disconnected { .. } => rec.seen(s, Seen::Disconnected),
+                Event::Disconnected {
+                    code,
+                    reason,
+                    will_reconnect,
+                } => rec.seen(
+                    s,
+                    Seen::Disconnected {
+                        code,
+                        reason,
+                        will_reconnect,
+                    },
+                ),
                 _ => {}
             }
         }
