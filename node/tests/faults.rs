@@ -65,6 +65,10 @@ enum Nemesis {
     ClockAhead,
     /// A follower restarted with its wall clock two hours behind.
     ClockBehind,
+    /// A follower removed (`chatsdk node remove`) and replaced by a fresh node, which is killed
+    /// (-9) while the shards' replicas move to it (by snapshot or log), and restarted after
+    /// the hold.
+    KillDuringMove,
     /// A follower's Raft log corrupted while it is down: it must refuse to start; the
     /// operator removes it (`chatsdk node remove`) and, after the hold, a fresh node joins on
     /// its host.
@@ -419,6 +423,33 @@ async fn inject(
                 n(victim)
             )
         }
+        Nemesis::KillDuringMove => {
+            let victim = others[rng.below(others.len())];
+            let via = others
+                .iter()
+                .copied()
+                .find(|&o| o != victim)
+                .unwrap_or(leader);
+            let id = c.id_of(victim);
+            c.kill(victim);
+            c.remove(via, id)
+                .map_err(|e| format!("removing node {id}: {e}"))?;
+            c.replace(victim, via).await;
+            // Killed once replicas are on their way to it (or after 10 s if none moved yet).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut moving = c.moving().await;
+            while moving == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                moving = c.moving().await;
+            }
+            c.kill(victim);
+            format!(
+                "node {id} removed, a fresh node {} joined on host {} and was killed -9 with {moving} \
+                 shard groups changing membership",
+                c.id_of(victim),
+                n(victim)
+            )
+        }
         Nemesis::CorruptFollower => {
             let victim = others[rng.below(others.len())];
             let id = c.id_of(victim);
@@ -477,6 +508,7 @@ async fn crashes_and_pauses_lose_no_acknowledged_message() {
         Nemesis::PauseLeader,
         Nemesis::KillAll,
         Nemesis::CorruptFollower,
+        Nemesis::KillDuringMove,
     ];
     assert_clean(scenario("crashes", Needs::default(), &plan).await);
 }

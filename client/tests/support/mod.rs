@@ -138,7 +138,7 @@ impl Server {
             app_id: self.app_id.clone(),
             iat: now - 7200,
             iat_ms: (now - 7200) * 1000,
-            nbf: now - 7200,
+            nbf: Some(now - 7200),
             exp: now - 3600,
             ..Default::default()
         };

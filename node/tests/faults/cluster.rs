@@ -308,6 +308,17 @@ impl Cluster {
         }
     }
 
+    /// Shard groups whose membership is being changed (replicas moving), as the view says.
+    pub(crate) async fn moving(&self) -> usize {
+        self.view().await.map_or(0, |v| {
+            v["groups"].as_array().map_or(0, |gs| {
+                gs.iter()
+                    .filter(|g| g["kind"] == "shard" && g["settled"] == false)
+                    .count()
+            })
+        })
+    }
+
     /// The node (index) leading the shard of `channel`, as the cluster view reports it.
     pub(crate) async fn shard_leader(&self, channel: &str) -> Option<usize> {
         let v = self.view().await?;
@@ -403,7 +414,7 @@ impl Cluster {
 
     /// A fresh node on host `i` (an empty directory, a new join token from node `via`), which
     /// joins as a new member; waits until it is up and learns its id.
-    async fn replace(&mut self, i: usize, via: usize) {
+    pub(crate) async fn replace(&mut self, i: usize, via: usize) {
         self.kill(i);
         let node = &mut self.nodes[i];
         let old = node.dir.with_extension(format!("replaced-{}", node.starts));
