@@ -355,6 +355,13 @@ impl ClusterNode {
         self.inner.group(group).map(|g| g.reader.clone())
     }
 
+    /// How long this node's requests to `peer` have failed for want of an answer (`None`: its
+    /// last request went through): the failure detector behind the cluster view's
+    /// `unreachableForS`.
+    pub fn peer_down_for(&self, peer: NodeId) -> Option<std::time::Duration> {
+        self.inner.transport.peer_down_for(peer)
+    }
+
     /// Peers this node currently cannot reach.
     pub fn unreachable_peers(&self) -> usize {
         self.inner.transport.unreachable_peers()

@@ -195,6 +195,10 @@ pub struct NodeView {
     pub cluster_addr: String,
     /// Whether it answered this request.
     pub reachable: bool,
+    /// How long the answering node's requests to it have failed for want of an answer
+    /// (seconds; absent while they go through). A node down for long is a candidate for
+    /// `chatsdk node remove` (docs/reliability.md, "Replacing a dead node").
+    pub unreachable_for_s: Option<u64>,
     pub http_addr: Option<String>,
     pub version: Option<String>,
     pub uptime_s: Option<u64>,
@@ -287,6 +291,10 @@ pub async fn gather(state: &GatewayState) -> ClusterView {
                 state: state_name(n.state),
                 cluster_addr: n.addr.clone(),
                 reachable: r.is_some(),
+                unreachable_for_s: (n.id != me)
+                    .then(|| cluster.peer_down_for(n.id))
+                    .flatten()
+                    .map(|d| d.as_secs()),
                 http_addr: r.and_then(|r| r.http.clone()),
                 version: r.map(|r| r.version.clone()),
                 uptime_s: r.map(|r| r.uptime_s),

@@ -158,7 +158,9 @@ function renderCluster(c) {
       {},
       td(n.id, 'num'),
       el('td', {}, badge(state)),
-      el('td', {}, n.reachable === null || n.reachable === undefined ? '–' : badge(n.reachable ? 'yes' : 'no')),
+      el('td', {}, n.reachable === null || n.reachable === undefined ? '–'
+        : n.reachable ? badge('yes')
+        : badge(n.unreachableForS == null ? 'no' : `no (${n.unreachableForS} s)`, 'no')),
       td(n.clusterAddr, 'mono'),
       td(n.httpAddr, 'mono'),
       td(n.version),

@@ -278,14 +278,16 @@ pub fn render_status(view: &Value) -> Option<String> {
                 .and_then(Value::as_u64)
                 .map(|v| v.to_string())
         };
+        // How long the answering node has found it unreachable, when it has.
+        let reachable = match (n.get("reachable")?.as_bool()?, num("unreachableForS")) {
+            (true, _) => "yes".to_string(),
+            (false, Some(s)) => format!("NO ({s} s)"),
+            (false, None) => "NO".to_string(),
+        };
         nodes.push(row(&[
             &n.get("id")?.to_string(),
             n.get("state")?.as_str()?,
-            if n.get("reachable")?.as_bool()? {
-                "yes"
-            } else {
-                "NO"
-            },
+            &reachable,
             n.get("clusterAddr")?.as_str()?,
             n.get("httpAddr").and_then(Value::as_str).unwrap_or("-"),
             n.get("version").and_then(Value::as_str).unwrap_or("-"),
@@ -484,7 +486,7 @@ mod tests {
                  "connections": {"websocket": 3, "quic": 1}, "sessions": 4, "subscriptions": 9,
                  "channelActors": 2, "draining": false, "replicas": 3, "leads": 2},
                 {"id": 2, "state": "active", "clusterAddr": "127.0.0.1:7401", "reachable": false,
-                 "httpAddr": null, "version": null, "uptimeS": null, "connections": null,
+                 "unreachableForS": 95, "httpAddr": null, "version": null, "uptimeS": null, "connections": null,
                  "sessions": null, "draining": null, "replicas": null, "leads": null}
             ],
             "groups": [
@@ -497,7 +499,7 @@ mod tests {
         assert!(lines[0].starts_with("cluster c1 (2 shards"), "{text}");
         assert!(lines[2].starts_with("NODE  STATE   REACHABLE"), "{text}");
         assert!(lines[3].contains("1h2m"), "{text}");
-        assert!(lines[4].contains(" NO "), "{text}");
+        assert!(lines[4].contains(" NO (95 s) "), "{text}");
         assert!(text.contains("0      directory  1"), "{text}");
     }
 }

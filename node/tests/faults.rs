@@ -354,7 +354,24 @@ async fn inject(
         Nemesis::KillFollower => {
             let victim = others[rng.below(others.len())];
             c.kill(victim);
-            format!("kill -9 of follower node {}", n(victim))
+            // The failure detector: the cluster view marks the dead node within seconds.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let marked = loop {
+                if let Some(s) = c.unreachable_for(victim).await {
+                    break s;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the cluster view does not mark killed node {} unreachable",
+                        n(victim)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            format!(
+                "kill -9 of follower node {} (the cluster view marks it unreachable, {marked} s)",
+                n(victim)
+            )
         }
         Nemesis::KillLeader => {
             c.kill(leader);

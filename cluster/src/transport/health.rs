@@ -54,6 +54,16 @@ impl PeerHealth {
         }
     }
 
+    /// How long `peer` has been unreachable (since the first failed request of this outage),
+    /// or `None` when its last request went through.
+    pub(super) fn down_for(&self, peer: NodeId) -> Option<std::time::Duration> {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(Instant::elapsed)
+    }
+
     /// Peers currently unreachable.
     pub(super) fn unreachable_peers(&self) -> usize {
         self.down.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -92,7 +102,10 @@ mod tests {
         assert_eq!(h.failures().get(), 5);
         h.record(2, &Err::<(), _>(TransportError::Closed));
         assert_eq!(h.failures().get(), 5, "shutdown is not the peer's fault");
+        assert!(h.down_for(2).is_some());
+        assert!(h.down_for(3).is_none());
         h.record(2, &Ok::<(), TransportError>(()));
         assert_eq!(h.unreachable_peers(), 0);
+        assert!(h.down_for(2).is_none());
     }
 }

@@ -305,6 +305,11 @@ impl Transport {
         outcome
     }
 
+    /// How long `peer` has been unreachable from here (`None`: its last request went through).
+    pub fn peer_down_for(&self, peer: NodeId) -> Option<std::time::Duration> {
+        self.inner.health.down_for(peer)
+    }
+
     /// Peers whose last request failed because they could not be reached.
     pub fn unreachable_peers(&self) -> usize {
         self.inner.health.unreachable_peers()

@@ -308,6 +308,14 @@ impl Cluster {
         }
     }
 
+    /// How long the cluster view (answered by a running node) says node `i` has been
+    /// unreachable, if it says so.
+    pub(crate) async fn unreachable_for(&self, i: usize) -> Option<u64> {
+        let id = self.nodes[i].id;
+        let v = self.view().await?;
+        v["nodes"].as_array()?.iter().find(|n| n["id"] == id)?["unreachableForS"].as_u64()
+    }
+
     /// Shard groups whose membership is being changed (replicas moving), as the view says.
     pub(crate) async fn moving(&self) -> usize {
         self.view().await.map_or(0, |v| {
