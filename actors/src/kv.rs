@@ -42,6 +42,26 @@ pub trait KvRead {
     ) -> Result<Vec<KeyValue>, StoreError>;
     /// Every key with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+    /// The first `limit` keys with `prefix`, in key order: reads no more than it returns.
+    fn scan_prefix_limit(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        match prefix_end(prefix) {
+            Some(end) => self.range(prefix, &end, false, limit),
+            None => Ok(self.scan_prefix(prefix)?.into_iter().take(limit).collect()),
+        }
+    }
+}
+
+/// The smallest key after every key that starts with `prefix` (`None` when there is none: the
+/// prefix is all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 impl KvRead for GroupReader {
@@ -130,5 +150,39 @@ impl Kv for std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_limited_prefix_scan_returns_the_first_keys_of_the_prefix_only() {
+        let mut kv: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for k in [
+            &b"a\x01"[..],
+            b"a\x02",
+            b"a\xff",
+            b"a\xff\xff",
+            b"b",
+            b"\xff\x01",
+            b"\xff\x02",
+        ] {
+            Kv::put(&mut kv, k, b"v");
+        }
+        let keys = |v: Vec<KeyValue>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(kv.scan_prefix_limit(b"a", 2).unwrap()),
+            vec![b"a\x01".to_vec(), b"a\x02".to_vec()]
+        );
+        assert_eq!(keys(kv.scan_prefix_limit(b"a", 10).unwrap()).len(), 4);
+        assert_eq!(
+            keys(kv.scan_prefix_limit(b"\xff", 1).unwrap()),
+            vec![b"\xff\x01".to_vec()],
+            "a prefix with no end key"
+        );
+        assert!(kv.scan_prefix_limit(b"c", 5).unwrap().is_empty());
     }
 }

@@ -1253,11 +1253,10 @@ impl<R: KvRead> StreamReader<R> {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        // Reads the first `limit` replies' keys, not the whole thread's.
         for (k, _) in self
             .reader
-            .scan_prefix(&sk.thread(parent_seq))?
-            .into_iter()
-            .take(limit)
+            .scan_prefix_limit(&sk.thread(parent_seq), limit)?
         {
             let Some(seq) = keys::trailing_u64(&k) else {
                 continue;
