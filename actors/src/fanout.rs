@@ -38,9 +38,11 @@ enum SubState {
     /// Subscribe reply not sent yet: durable events wait here (None: one the subscriber does
     /// not receive, kept for its offset).
     Pending(Vec<(u64, Option<Bytes>)>),
-    /// Reply sent; `last` is the last offset the client has.
+    /// Reply sent; `last` is the last offset the client has. `behind_at` is `last + 1` when
+    /// the last position check found it behind the stream at `last` (0 otherwise).
     Live {
         last: u64,
+        behind_at: u64,
     },
     Closed,
 }
@@ -56,9 +58,6 @@ pub struct Subscription {
     /// never take its lock.
     has_blocks: AtomicBool,
     blocked: RwLock<Option<BlockSet>>,
-    /// The position (plus one) at which the last position check found it behind the stream;
-    /// 0 when it was not.
-    behind_at: std::sync::atomic::AtomicU64,
 }
 
 impl Subscription {
@@ -70,7 +69,6 @@ impl Subscription {
             state: Mutex::new(state),
             has_blocks: AtomicBool::new(false),
             blocked: RwLock::new(None),
-            behind_at: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -82,14 +80,14 @@ impl Subscription {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        let SubState::Live { last } = *state else {
+        let SubState::Live { last, behind_at } = &mut *state else {
             return false;
         };
-        if last >= top {
-            self.behind_at.store(0, Ordering::Relaxed);
+        if *last >= top {
+            *behind_at = 0;
             return false;
         }
-        if self.behind_at.swap(last + 1, Ordering::Relaxed) != last + 1 {
+        if std::mem::replace(behind_at, *last + 1) != *last + 1 {
             return false;
         }
         *state = SubState::Closed;
@@ -139,7 +137,7 @@ impl Subscription {
                     held.push((o, (!hidden).then(|| frame.clone())));
                 }
             }
-            (SubState::Live { last }, Some(o)) => {
+            (SubState::Live { last, .. }, Some(o)) => {
                 if o <= *last {
                     // Already delivered (recovery and live overlap, or a re-sent event).
                 } else if o == *last + 1 {
@@ -167,7 +165,11 @@ impl Subscription {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let held = match std::mem::replace(&mut *state, SubState::Live { last: position }) {
+        let live = SubState::Live {
+            last: position,
+            behind_at: 0,
+        };
+        let held = match std::mem::replace(&mut *state, live) {
             SubState::Pending(held) => held,
             other => {
                 *state = other;
@@ -192,7 +194,7 @@ impl Subscription {
                 self.out.push(frame);
             }
         }
-        *state = SubState::Live { last };
+        *state = SubState::Live { last, behind_at: 0 };
     }
 }
 

@@ -44,24 +44,11 @@ pub trait KvRead {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
     /// The first `limit` keys with `prefix`, in key order: reads no more than it returns.
     fn scan_prefix_limit(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        match prefix_end(prefix) {
+        match chatsdk_storage::kv::prefix_upper_bound(prefix) {
             Some(end) => self.range(prefix, &end, false, limit),
             None => Ok(self.scan_prefix(prefix)?.into_iter().take(limit).collect()),
         }
     }
-}
-
-/// The smallest key after every key that starts with `prefix` (`None` when there is none: the
-/// prefix is all `0xff`).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl KvRead for GroupReader {

@@ -414,7 +414,7 @@ impl GroupReader {
 }
 
 /// The smallest key greater than every key starting with `prefix` (None if there is none).
-fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut upper = prefix.to_vec();
     while let Some(last) = upper.pop() {
         if last < u8::MAX {

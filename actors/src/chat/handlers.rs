@@ -75,6 +75,8 @@ impl Deliveries {
         // has a newer generation, which the report cannot cancel. (Stamped after, it could be
         // newer than such a subscriber's, and the leader forgot a node that had just gained
         // a subscriber: the fault suite saw a node restarted under load get nothing more.)
+        // A clock read and an atomic per batch (not per event). The clock matters: a node
+        // restarted without subscribers must outrank its previous life's interests.
         let gen = self.fanout.next_gen();
         let mut unwanted: Vec<(String, u64)> = Vec::new();
         for d in batches.into_iter().flatten() {

@@ -115,12 +115,13 @@ impl Recorder {
 
     /// The highest message seq subscriber `s` has received on `channel`.
     pub(crate) fn last_seq(&self, s: usize, channel: usize) -> u64 {
-        let seen = self.subscribers[s]
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        // Read under the lock, newest first: polled while the subscriber records.
+        let Ok(seen) = self.subscribers[s].lock() else {
+            return 0;
+        };
         seen.iter()
-            .filter_map(|(_, e)| match e {
+            .rev()
+            .find_map(|(_, e)| match e {
                 Seen::Publication {
                     channel: c,
                     message: Some((seq, _)),
@@ -128,7 +129,6 @@ impl Recorder {
                 } if *c == channel => Some(*seq),
                 _ => None,
             })
-            .max()
             .unwrap_or(0)
     }
 }
