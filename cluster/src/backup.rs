@@ -18,9 +18,12 @@
 //!
 //! The file is `MAGIC`, then frames: a little-endian `u32` length followed by one framed record
 //! (version byte, CRC32, bincode 2) of an [`Item`]. A `Header` comes first and an `End` with the
-//! counts last, so a truncated file is refused rather than restored in part.
+//! counts last, so a truncated file is refused rather than restored in part. A group's snapshot
+//! and a file travel the same way: an item that announces the length, then `Chunk`s, so that
+//! neither the backup nor the restore holds a whole group in memory (format 1 carried a group in
+//! one item; it is still read).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,7 +41,9 @@ use crate::node::ClusterNode;
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 15] = b"chatsdk-backup\n";
 /// The layout of the items below; a later build reads older ones or says why not.
-const BACKUP_FORMAT: u32 = 1;
+const BACKUP_FORMAT: u32 = 2;
+/// The oldest layout this build reads (format 1: a group's snapshot in one `Group` item).
+const OLDEST_BACKUP_FORMAT: u32 = 1;
 /// Files are sent in pieces of this size.
 const CHUNK: usize = 1 << 20;
 /// How long a group may take to build its first snapshot for a backup.
@@ -72,7 +77,7 @@ enum Item {
         name: String,
         entries: Vec<KeyValue>,
     },
-    /// One Raft group: its snapshot's metadata and data, and its vote.
+    /// One Raft group, whole (format 1): its snapshot's metadata and data, and its vote.
     Group {
         group: GroupId,
         meta: SnapshotMeta<NodeId, BasicNode>,
@@ -87,6 +92,14 @@ enum Item {
     },
     Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
     End(Totals),
+    /// One Raft group: its snapshot's metadata and its vote; the snapshot's `len` bytes (see
+    /// `chatsdk_storage::snapshot_file`) follow as `Chunk`s.
+    GroupStart {
+        group: GroupId,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        vote: Option<Vote<NodeId>>,
+        len: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -180,17 +193,19 @@ impl ClusterNode {
             let Some(handle) = self.inner.group(group) else {
                 continue; // moved away meanwhile
             };
-            let Some((meta, data)) = group_snapshot(group, &handle.raft).await? else {
+            let Some((meta, file)) = group_snapshot(group, &handle.raft).await? else {
                 continue;
             };
             let vote = Some(handle.raft.metrics().borrow().vote);
-            sink.send(&Item::Group {
+            let len = file.metadata()?.len();
+            sink.send(&Item::GroupStart {
                 group,
                 meta,
                 vote,
-                data,
+                len,
             })
             .await?;
+            send_chunks(&sink, file, len).await?;
             totals.groups += 1;
         }
         let root = self.inner.config.data_dir.clone();
@@ -212,17 +227,22 @@ impl ClusterNode {
     }
 }
 
-/// The group's current snapshot, building its first one when it never had one.
+/// The group's current snapshot (its file, at its start), building its first one when it
+/// never had one.
 async fn group_snapshot(
     group: GroupId,
     raft: &openraft::Raft<chatsdk_storage::TypeConfig>,
-) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>, BackupError> {
+) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, std::fs::File)>, BackupError> {
     let fail = |reason: String| BackupError::Group { group, reason };
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     let mut triggered = false;
     loop {
         match raft.get_snapshot().await {
-            Ok(Some(s)) => return Ok(Some((s.meta, s.snapshot.into_inner()))),
+            Ok(Some(s)) => {
+                let mut file = s.snapshot.into_std().await;
+                file.seek(io::SeekFrom::Start(0))?;
+                return Ok(Some((s.meta, file)));
+            }
             Ok(None) if Instant::now() < deadline => {
                 if !triggered {
                     raft.trigger()
@@ -250,7 +270,7 @@ async fn group_snapshot(
 }
 
 async fn send_file(sink: &Sink, path: &Path, rel: String) -> Result<Option<u64>, BackupError> {
-    let mut file = match std::fs::File::open(path) {
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -258,6 +278,12 @@ async fn send_file(sink: &Sink, path: &Path, rel: String) -> Result<Option<u64>,
     let len = file.metadata()?.len();
     sink.send(&Item::File { path: rel, len }).await?;
     // Media files are immutable once in place: `len` bytes is the whole file.
+    send_chunks(sink, file, len).await?;
+    Ok(Some(len))
+}
+
+/// Sends `len` bytes of `file` from where it stands, as `Chunk`s.
+async fn send_chunks(sink: &Sink, mut file: std::fs::File, len: u64) -> Result<(), BackupError> {
     let mut left = len;
     while left > 0 {
         let mut buf = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
@@ -271,7 +297,7 @@ async fn send_file(sink: &Sink, path: &Path, rel: String) -> Result<Option<u64>,
         left -= buf.len() as u64;
         sink.send(&Item::Chunk(buf)).await?;
     }
-    Ok(Some(len))
+    Ok(())
 }
 
 /// Regular files under `dir` (recursively), skipping directories named `tmp`.
@@ -359,7 +385,7 @@ pub fn inspect(input: impl Read) -> Result<Summary, BackupError> {
 struct Items<R> {
     frames: Frames<R>,
     totals: Totals,
-    /// Bytes the current file still expects (`None`: no file is open).
+    /// Bytes the current file or group still expects (`None`: none is open).
     left: Option<u64>,
 }
 
@@ -369,12 +395,18 @@ impl<R: Read> Items<R> {
         let item = self.frames.next()?;
         // Any other item closes the current file, which must be whole by then.
         if !matches!(item, Item::Chunk(_)) && self.left.take().is_some_and(|left| left != 0) {
-            return Err(BackupError::Format("a file is missing its end".into()));
+            return Err(BackupError::Format(
+                "a file or group is missing its end".into(),
+            ));
         }
         match &item {
             Item::Header(_) => return Err(BackupError::Format("a second header".into())),
             Item::Tree { .. } => {}
             Item::Group { .. } => self.totals.groups += 1,
+            Item::GroupStart { len, .. } => {
+                self.totals.groups += 1;
+                self.left = Some(*len);
+            }
             Item::File { len, .. } => {
                 self.totals.files += 1;
                 self.totals.file_bytes = self.totals.file_bytes.saturating_add(*len);
@@ -382,10 +414,14 @@ impl<R: Read> Items<R> {
             }
             Item::Chunk(bytes) => {
                 let Some(left) = self.left.as_mut() else {
-                    return Err(BackupError::Format("file data outside a file".into()));
+                    return Err(BackupError::Format(
+                        "data outside a file or group".into(),
+                    ));
                 };
                 *left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
-                    BackupError::Format("a file holds more bytes than announced".into())
+                    BackupError::Format(
+                        "a file or group holds more bytes than announced".into(),
+                    )
                 })?;
             }
             Item::End(expected) if *expected == self.totals => return Ok(None),
@@ -416,9 +452,11 @@ fn open<R: Read>(input: R) -> Result<(Header, Items<io::BufReader<R>>), BackupEr
     let Item::Header(header) = frames.next()? else {
         return Err(BackupError::Format("the header is missing".into()));
     };
-    if header.backup_format != BACKUP_FORMAT || header.data_format != DATA_FORMAT {
+    if !(OLDEST_BACKUP_FORMAT..=BACKUP_FORMAT).contains(&header.backup_format)
+        || header.data_format != DATA_FORMAT
+    {
         return Err(BackupError::Format(format!(
-            "written by chatsdk {} (backup format {}, data format {}); this build reads backup format {BACKUP_FORMAT}, data format {DATA_FORMAT}",
+            "written by chatsdk {} (backup format {}, data format {}); this build reads backup formats {OLDEST_BACKUP_FORMAT}-{BACKUP_FORMAT}, data format {DATA_FORMAT}",
             header.version, header.backup_format, header.data_format
         )));
     }
@@ -448,11 +486,17 @@ pub async fn restore(
     std::fs::File::create(&marker)?.sync_all()?;
     sync_dir(data_dir)?;
     let mut file: Option<std::fs::File> = None;
+    // The group whose snapshot's chunks are arriving, into an unlinked file.
+    let mut group_data: Option<(GroupStarted, std::fs::File)> = None;
     loop {
         let item = items.next()?;
         if !matches!(item, Some(Item::Chunk(_))) {
             if let Some(f) = file.take() {
                 f.sync_all()?;
+            }
+            if let Some((started, mut data)) = group_data.take() {
+                data.seek(io::SeekFrom::Start(0))?;
+                restore_group(&store, started, io::BufReader::new(data)).await?;
             }
         }
         let Some(item) = item else { break };
@@ -475,15 +519,14 @@ pub async fn restore(
                 vote,
                 data,
             } => {
-                // Uncommitted: a node that starts with a committed vote for itself resumes as
-                // leader in the same term without an election, and could hand out log ids that
-                // its peers already hold with other entries. An uncommitted vote makes it elect
-                // (in a later term) like any node after a restart.
-                let vote = vote.map(|v| Vote {
-                    committed: false,
-                    ..v
-                });
-                chatsdk_storage::restore_snapshot(&store, group, &meta, vote, &data).await?;
+                let started = GroupStarted { group, meta, vote };
+                restore_group(&store, started, &data[..]).await?;
+            }
+            Item::GroupStart {
+                group, meta, vote, ..
+            } => {
+                let data = chatsdk_storage::snapshot_file::anonymous(data_dir)?;
+                group_data = Some((GroupStarted { group, meta, vote }, data));
             }
             Item::File { path, .. } => {
                 let target = safe_join(data_dir, &path, dirs)?;
@@ -495,6 +538,8 @@ pub async fn restore(
             Item::Chunk(bytes) => {
                 if let Some(f) = file.as_mut() {
                     f.write_all(&bytes)?;
+                } else if let Some((_, data)) = group_data.as_mut() {
+                    data.write_all(&bytes)?;
                 }
             }
             // `Items` answers these itself.
@@ -511,6 +556,30 @@ pub async fn restore(
         created_ms: header.created_ms,
         totals: items.totals,
     })
+}
+
+/// What a backup says of a group before its data.
+struct GroupStarted {
+    group: GroupId,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    vote: Option<Vote<NodeId>>,
+}
+
+async fn restore_group(
+    store: &Store,
+    started: GroupStarted,
+    data: impl Read,
+) -> Result<(), BackupError> {
+    // Uncommitted: a node that starts with a committed vote for itself resumes as leader in the
+    // same term without an election, and could hand out log ids that its peers already hold
+    // with other entries. An uncommitted vote makes it elect (in a later term) like any node
+    // after a restart.
+    let vote = started.vote.map(|v| Vote {
+        committed: false,
+        ..v
+    });
+    chatsdk_storage::restore_snapshot(store, started.group, &started.meta, vote, data).await?;
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -596,12 +665,109 @@ mod tests {
         let long = [file(1), Item::Chunk(vec![1, 2]), end(1, 1)];
         assert!(refusal(&long).contains("more bytes than announced"));
         let stray = [Item::Chunk(vec![1]), end(0, 0)];
-        assert!(refusal(&stray).contains("outside a file"));
+        assert!(refusal(&stray).contains("outside a file or group"));
         let miscounted = [file(0), end(2, 0)];
         assert!(refusal(&miscounted).contains("announces"));
         let cut = backup_of(&whole);
         let cut = &cut[..cut.len() - 3];
         assert!(inspect(cut).unwrap_err().to_string().contains("ends"));
+    }
+
+    struct Nothing;
+
+    impl chatsdk_storage::Applier for Nothing {
+        fn apply(
+            &self,
+            _: &chatsdk_storage::ApplyContext,
+            _: &mut chatsdk_storage::KvBatch<'_>,
+            _: &[u8],
+        ) -> Result<Vec<u8>, chatsdk_storage::StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// What a format-1 backup carried as a group's data: one record of every key.
+    #[derive(Serialize)]
+    struct WholeGroup {
+        entries: Vec<KeyValue>,
+    }
+
+    fn meta(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                index,
+            )),
+            last_membership: Default::default(),
+            snapshot_id: format!("1-{index}-0"),
+        }
+    }
+
+    /// A backup's groups restore, whether whole in one item (format 1) or in chunks (format
+    /// 2, the snapshot's own file layout), and a chunked group is counted and checked as a
+    /// file is.
+    #[tokio::test]
+    async fn groups_restore_whole_or_in_chunks() {
+        let key = |k: &str| [b"d", k.as_bytes()].concat();
+        let whole = record::encode(&WholeGroup {
+            entries: vec![(key("old"), record::frame(b"1"))],
+        })
+        .unwrap();
+        // A chunked group's bytes as a node writes them, taken from a real store's snapshot.
+        let source = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(source.path())).unwrap();
+        chatsdk_storage::restore_snapshot(&store, 3, &meta(5), None, &whole[..])
+            .await
+            .unwrap();
+        let mut sm = chatsdk_storage::StateMachineStore::open(&store, 3, std::sync::Arc::new(Nothing)).unwrap();
+        let snapshot = openraft::storage::RaftStateMachine::get_current_snapshot(&mut sm)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut file = snapshot.snapshot.into_std().await;
+        file.seek(io::SeekFrom::Start(0)).unwrap();
+        let mut chunked = Vec::new();
+        file.read_to_end(&mut chunked).unwrap();
+        drop((sm, store));
+
+        let (half, rest) = chunked.split_at(chunked.len() / 2);
+        let group_start = |group, len| Item::GroupStart {
+            group,
+            meta: meta(5),
+            vote: None,
+            len,
+        };
+        let backup = backup_of(&[
+            Item::Group {
+                group: 1,
+                meta: meta(5),
+                vote: None,
+                data: whole.clone(),
+            },
+            group_start(2, chunked.len() as u64),
+            Item::Chunk(half.to_vec()),
+            Item::Chunk(rest.to_vec()),
+            Item::End(Totals {
+                groups: 2,
+                ..Totals::default()
+            }),
+        ]);
+        let target = tempfile::tempdir().unwrap();
+        let dir = target.path().join("node");
+        let restored = restore(&backup[..], &dir, &["media"]).await.unwrap();
+        assert_eq!(restored.totals.groups, 2);
+        let store = Store::open(&StoreConfig::new(&dir)).unwrap();
+        for group in [1, 2] {
+            let sm = chatsdk_storage::StateMachineStore::open(&store, group, std::sync::Arc::new(Nothing)).unwrap();
+            assert_eq!(sm.reader().get(b"old").unwrap(), Some(b"1".to_vec()), "group {group}");
+        }
+
+        let short = [
+            group_start(2, chunked.len() as u64),
+            Item::Chunk(half.to_vec()),
+            end(0, 0),
+        ];
+        assert!(refusal(&short).contains("missing its end"));
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct ClusterConfig {
     pub snapshot_after_logs: u64,
     /// Entries kept in the log behind a snapshot, for lagging followers.
     pub logs_kept_after_snapshot: u64,
+    /// How long one chunk of a snapshot sent to a follower may take.
+    pub snapshot_chunk_timeout: Duration,
+    /// How long a follower's install of a snapshot may go without progress (entries installed)
+    /// before its leader gives up and sends it again later. An install as such has no time
+    /// limit: a large group takes as long as it takes.
+    pub snapshot_stall_timeout: Duration,
     /// How long a proposal may search for a leader and wait for commit.
     pub propose_timeout: Duration,
     /// Interval of the meta leader's reconciliation pass (it also runs on every meta change).
@@ -78,6 +84,8 @@ impl ClusterConfig {
             election_timeout: (Duration::from_millis(1200), Duration::from_millis(2400)),
             snapshot_after_logs: 20_000,
             logs_kept_after_snapshot: 1_000,
+            snapshot_chunk_timeout: Duration::from_secs(5),
+            snapshot_stall_timeout: Duration::from_secs(30),
             propose_timeout: Duration::from_secs(10),
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
@@ -114,6 +122,9 @@ impl ClusterConfig {
         if self.max_command_bytes == 0 || self.max_command_bytes > 4 * 1024 * 1024 {
             return fail("max_command_bytes must be in 1..=4 MiB");
         }
+        if self.snapshot_chunk_timeout.is_zero() || self.snapshot_stall_timeout.is_zero() {
+            return fail("snapshot_chunk_timeout and snapshot_stall_timeout must be positive");
+        }
         if self.propose_timeout.is_zero() {
             return fail("propose_timeout must be positive");
         }
@@ -129,7 +140,8 @@ impl ClusterConfig {
             election_timeout_max: self.election_timeout.1.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
-            install_snapshot_timeout: 5_000,
+            install_snapshot_timeout: self.snapshot_chunk_timeout.as_millis() as u64,
+            snapshot_max_chunk_size: crate::snapshot_stream::CHUNK_BYTES as u64,
             // Entries carry up to `batch::MAX_BATCH_BYTES` of commands; bound what one
             // AppendEntries frame can hold.
             // At most 256 KiB of batched commands plus one command of up to 4 MiB per entry.

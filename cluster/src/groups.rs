@@ -102,6 +102,7 @@ impl NodeInner {
         let network = GroupNetwork {
             group: id,
             transport: self.transport.clone(),
+            snapshot_stall_timeout: self.config.snapshot_stall_timeout,
         };
         let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm)
             .await

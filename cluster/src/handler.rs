@@ -91,9 +91,15 @@ pub(crate) async fn handle(
             None => PeerResponse::NoSuchGroup,
         },
         PeerRequest::InstallSnapshot { group, rpc } => match raft_of(node, group) {
+            Some(raft) if rpc.done => {
+                crate::snapshot_stream::install_last(node, group, raft, rpc).await
+            }
             Some(raft) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),
             None => PeerResponse::NoSuchGroup,
         },
+        PeerRequest::InstallProgress { group, snapshot_id } => {
+            crate::snapshot_stream::progress(node, group, &snapshot_id).await
+        }
         PeerRequest::Propose { group, command } => {
             PeerResponse::Proposed(propose_here(node, group, command).await)
         }

@@ -46,6 +46,7 @@ mod forward;
 mod groups;
 mod handler;
 mod network;
+mod snapshot_stream;
 
 pub use chatsdk_storage::{
     Applier, ApplyContext, GroupId, GroupReader, KvBatch, NodeId, StoreError,

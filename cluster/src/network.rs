@@ -8,9 +8,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chatsdk_storage::{GroupId, NodeId, TypeConfig};
+use std::future::Future;
+
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
+use openraft::raft::SnapshotResponse;
+use openraft::storage::Snapshot;
+use openraft::Vote;
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -26,6 +32,8 @@ use crate::wire::{PeerRequest, PeerResponse};
 pub(crate) struct GroupNetwork {
     pub(crate) group: GroupId,
     pub(crate) transport: Transport,
+    /// See [`crate::ClusterConfig::snapshot_stall_timeout`].
+    pub(crate) snapshot_stall_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -43,6 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             group: self.group,
             target,
             transport: self.transport.clone(),
+            snapshot_stall_timeout: self.snapshot_stall_timeout,
         }
     }
 }
@@ -52,6 +61,7 @@ pub(crate) struct PeerLink {
     group: GroupId,
     target: NodeId,
     transport: Transport,
+    snapshot_stall_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +147,25 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             }
             other => Err(self.unexpected(&other)),
         }
+    }
+
+    /// Sends a whole snapshot chunk by chunk, then follows the follower's install for as long as
+    /// it makes progress (see [`crate::snapshot_stream`]).
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let link = crate::snapshot_stream::Link {
+            group: self.group,
+            target: self.target,
+            transport: &self.transport,
+            chunk_timeout: option.hard_ttl(),
+            stall_timeout: self.snapshot_stall_timeout,
+        };
+        link.send(vote, snapshot, cancel).await
     }
 
     async fn vote(

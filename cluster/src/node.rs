@@ -72,6 +72,8 @@ pub(crate) struct NodeInner {
     pub(crate) proposal_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// Snapshots being installed here, for their leaders' questions.
+    pub(crate) installs: crate::snapshot_stream::Installs,
 }
 
 /// A handle on a running node. Cheap to clone.
@@ -159,6 +161,7 @@ impl ClusterNode {
             proposal_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            installs: crate::snapshot_stream::Installs::default(),
         });
         let _only_set_here = slot.0.set(Arc::downgrade(&inner));
         let node = ClusterNode { inner };

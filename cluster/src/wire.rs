@@ -73,6 +73,8 @@ pub(crate) enum PeerRequest {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// How far the install of a snapshot the sender sent has got (see `snapshot_stream`).
+    InstallProgress { group: GroupId, snapshot_id: String },
 }
 
 /// Why a request was not carried out.
@@ -108,4 +110,7 @@ pub(crate) enum PeerResponse {
     Upper(Result<Vec<u8>, Refusal>),
     /// The request named a group this node holds no replica of.
     NoSuchGroup,
+    /// A snapshot's install goes on; `installed` counts the entries of the group this node has
+    /// installed from snapshots so far, so that the sender sees it move.
+    Installing { installed: u64 },
 }

@@ -272,6 +272,53 @@ async fn lagging_node_is_brought_back_by_snapshot() {
     }
 }
 
+/// A snapshot of several chunks reaches a lagging node, though each chunk may take only a
+/// fraction of what the install takes: the leader follows the install's progress instead of
+/// timing it out (the last chunk's answer used to wait for the whole install, under one chunk's
+/// timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_many_chunks_installs_however_long_it_takes() {
+    let mut c = TestCluster::start_with(3, 1, |c| {
+        eager_snapshots(c);
+        c.snapshot_chunk_timeout = std::time::Duration::from_millis(250);
+    })
+    .await;
+    c.stop(3).await;
+    let filler = "x".repeat(16 * 1024);
+    // About 4 MiB: four chunks.
+    for i in 0..256 {
+        c.node(1)
+            .propose(1, format!("big{i}={filler}{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let leader = c.wait_leader(1).await;
+    wait_until("leader purged its log behind a snapshot", || {
+        let purged = c
+            .node(leader)
+            .group_metrics(1)
+            .and_then(|m| m.borrow().purged);
+        async move { purged.is_some_and(|p| p.index > 100) }
+    })
+    .await;
+    c.restart(3).await;
+    c.wait_converged(1).await;
+    let m = c.node(3).group_metrics(1).unwrap().borrow().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "node 3 caught up without a snapshot: {m:?}"
+    );
+    for i in (0..256).step_by(17) {
+        assert_eq!(
+            local_value(c.node(3), 1, &format!("big{i}")),
+            Some(format!("{filler}{i}"))
+        );
+    }
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_gets_its_share_of_replicas_and_leaders() {
     let mut c = TestCluster::start(3, 8).await;

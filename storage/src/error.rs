@@ -56,6 +56,12 @@ pub enum StoreError {
         "data directory {path} holds a restore that did not finish: delete it and restore again"
     )]
     RestoreIncomplete { path: String },
+    /// A snapshot's file could not be written or read.
+    #[error("snapshot file: {0}")]
+    SnapshotFile(#[source] std::io::Error),
+    /// A snapshot's bytes are not a whole snapshot of ours (cut short, damaged, foreign keys).
+    #[error("snapshot: {0}")]
+    SnapshotFormat(String),
     /// The Raft log's files failed (I/O, corruption, or the log stopped after a failure).
     #[error("raft log: {0}")]
     Wal(String),

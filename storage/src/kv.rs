@@ -176,7 +176,9 @@ impl Pending {
 /// What a group's readers read: its tree, with the pending writes over it.
 #[derive(Clone)]
 pub(crate) struct View {
-    pub(crate) tree: sled::Tree,
+    /// Replaced whole when a snapshot is installed (into a new tree, see
+    /// [`crate::state_machine`]); readers take the current one per read.
+    tree: Arc<RwLock<sled::Tree>>,
     pub(crate) pending: Arc<Pending>,
     /// Answers "not stored" for most reads of tracked keys that do not exist.
     pub(crate) absent: Arc<AbsentFilter>,
@@ -195,10 +197,27 @@ impl View {
         let absent = AbsentFilter::new(tracks);
         absent.rebuild(tree.clone());
         View {
-            tree,
+            tree: Arc::new(RwLock::new(tree)),
             pending: Arc::new(Pending::default()),
             absent,
         }
+    }
+
+    /// The group's tree as it is now.
+    pub(crate) fn tree(&self) -> sled::Tree {
+        self.tree
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `tree` the group's tree for every reader; returns the one it replaces.
+    pub(crate) fn replace_tree(&self, tree: sled::Tree) -> sled::Tree {
+        let mut current = self
+            .tree
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *current, tree)
     }
 
     /// Adds the writes of one finished `apply` call to the pending writes (and their tracked
@@ -219,7 +238,7 @@ impl View {
         if self.absent.absent(key) {
             return Ok(None);
         }
-        match self.tree.get(data_key(key))? {
+        match self.tree().get(data_key(key))? {
             Some(raw) => Ok(Some(record::unframe(&raw)?.to_vec())),
             None => Ok(None),
         }
@@ -236,7 +255,7 @@ impl View {
     ) -> Result<Vec<KeyValue>, StoreError> {
         let upper = to.map_or(Bound::Unbounded, |t| Bound::Excluded(data_key(t)));
         let iter = self
-            .tree
+            .tree()
             .range::<Vec<u8>, _>((Bound::Included(data_key(from)), upper))
             .map(|item| -> Result<KeyValue, StoreError> {
                 let (k, v) = item?;

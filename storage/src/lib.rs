@@ -33,6 +33,7 @@ pub mod log_store;
 pub mod media;
 pub mod private;
 pub mod record;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod store;
 pub mod types;

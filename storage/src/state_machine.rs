@@ -24,10 +24,14 @@
 //! id of that moment. A copy at every build (as this module once made) held the node's
 //! core for as long as the group's data took to copy, encode and write (60–150 ms at a few
 //! hundred thousand messages, every 20,000 entries per group, growing with the data). Installing
-//! a snapshot replaces the keys in one batch and is flushed before openraft is told it is
-//! done.
+//! A snapshot's bytes are a file, written and read a piece at a time (see
+//! [`crate::snapshot_file`]): neither the copy nor its install holds the group's state in memory.
+//! Installing one fills a new tree (the group's next *generation*) from the file, makes it
+//! durable, and only then makes it the group's tree, with the snapshot's mark, in one write of
+//! the `snap` tree; the old tree is dropped after. A crash during an install leaves the group as
+//! it was before it (opening drops the partly filled tree).
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,8 +39,9 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, BasicNode, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{GroupReader, KeyValue, KvBatch, View, DATA_PREFIX};
+use crate::kv::{GroupReader, KvBatch, View, DATA_PREFIX};
 use crate::record;
+use crate::snapshot_file::{self, SnapshotFile};
 use crate::store::Store;
 use crate::types::{Entry, LogId, RaftStorageError, StoredMembership};
 use crate::{GroupId, NodeId, Reply, StoreError, TypeConfig};
@@ -45,6 +50,9 @@ const KEY_APPLIED: &[u8] = b"s/applied";
 const KEY_MEMBERSHIP: &[u8] = b"s/membership";
 /// The current snapshot's metadata (see the module docs), in the group's `snap` tree.
 const KEY_MARK: &[u8] = b"mark";
+/// Which generation of the group's state machine tree is current (a `u64`, big-endian; none:
+/// generation 0), in the `snap` tree.
+const KEY_GENERATION: &[u8] = b"generation";
 /// Where earlier builds kept the current snapshot whole (a [`StoredSnapshot`]); opening
 /// keeps its metadata as the mark and removes it.
 const KEY_LEGACY_SNAPSHOT: &[u8] = b"current";
@@ -142,18 +150,14 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// What a snapshot carries: the application's keys and their raw (framed) values.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    entries: Vec<KeyValue>,
-}
-
 /// The state machine of one group.
 pub struct StateMachineStore {
     group: GroupId,
     store: Store,
     view: View,
     snap: sled::Tree,
+    /// The generation of the tree `view` reads (see the module docs).
+    generation: u64,
     applier: Arc<dyn Applier>,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -201,8 +205,21 @@ impl StateMachineStore {
         applier: Arc<dyn Applier>,
     ) -> Result<StateMachineStore, StoreError> {
         let incarnation = store.incarnation(group);
-        let tree = store.group_tree(group, "sm")?;
         let snap = store.group_tree(group, "snap")?;
+        let generation = match snap.get(KEY_GENERATION)? {
+            Some(raw) => u64::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    key: "snap/generation".into(),
+                    reason: format!("{} bytes", raw.len()),
+                }
+            })?),
+            None => 0,
+        };
+        // A tree of another generation is one an install did not finish, or one it replaced.
+        store.drop_group_trees(group, |kind| {
+            generation_of(kind).is_some_and(|g| g != generation)
+        })?;
+        let tree = store.group_tree(group, &tree_kind(generation))?;
         let mut applied: Option<LogId> = match tree.get(KEY_APPLIED)? {
             Some(raw) => record::decode(&raw)?,
             None => None,
@@ -242,6 +259,7 @@ impl StateMachineStore {
             store: store.clone(),
             view: View::tracking(tree, applier.absent_keys()),
             snap,
+            generation,
             applier,
             applied,
             membership,
@@ -284,7 +302,7 @@ impl StateMachineStore {
         self.flush_by = None;
         let (store, tree, pending) = (
             self.store.clone(),
-            self.view.tree.clone(),
+            self.view.tree(),
             self.view.pending.clone(),
         );
         let (group, incarnation) = (self.group, self.incarnation);
@@ -356,15 +374,52 @@ impl StateMachineStore {
         }
     }
 
-    fn copy_data(&self) -> Result<Vec<KeyValue>, StoreError> {
-        self.view
-            .tree
-            .scan_prefix([DATA_PREFIX])
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+    /// Writes the group's keys as they are in sled into a new snapshot file, a piece at a time,
+    /// and returns it positioned at its start.
+    fn write_snapshot(&self) -> Result<std::fs::File, StoreError> {
+        let file = snapshot_file::anonymous(&self.store.snapshot_dir())
+            .map_err(StoreError::SnapshotFile)?;
+        let mut writer = snapshot_file::Writer::new(BufWriter::new(file))?;
+        for item in self.view.tree().scan_prefix([DATA_PREFIX]) {
+            let (k, v) = item?;
+            writer.push(k.to_vec(), v.to_vec())?;
+        }
+        let mut file = writer
+            .finish()?
+            .into_inner()
+            .map_err(|e| StoreError::SnapshotFile(e.into_error()))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(StoreError::SnapshotFile)?;
+        Ok(file)
+    }
+
+    /// Fills the tree of `generation` with a snapshot's keys from `file`, a piece at a time, and
+    /// the applied position and membership of `meta`. The group's current tree is untouched.
+    fn fill_generation(
+        &self,
+        generation: u64,
+        mut file: std::fs::File,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+    ) -> Result<sled::Tree, StoreError> {
+        let tree = self.store.group_tree(self.group, &tree_kind(generation))?;
+        // What an install that failed before left.
+        tree.clear()?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(StoreError::SnapshotFile)?;
+        snapshot_file::read(BufReader::new(file), |entries| {
+            let count = entries.len() as u64;
+            let mut batch = sled::Batch::default();
+            for (k, v) in entries {
+                batch.insert(k, v);
+            }
+            tree.apply_batch(batch)?;
+            self.store.note_installed(self.group, count);
+            Ok(())
+        })?;
+        let mut batch = sled::Batch::default();
+        system_entries(&mut batch, &meta.last_log_id, &meta.last_membership)?;
+        tree.apply_batch(batch)?;
+        Ok(tree)
     }
 
     /// The metadata of a snapshot of the state as applied now, with an id unique to the node
@@ -427,6 +482,10 @@ fn sm_read_err(e: StoreError) -> RaftStorageError {
 fn snapshot_err(meta: Option<&SnapshotMeta<NodeId, BasicNode>>, e: StoreError) -> RaftStorageError {
     if matches!(e, StoreError::Sled(_) | StoreError::Wal(_)) {
         crate::fatal::failed(&format!("snapshot write failed: {e}"));
+    }
+    if let StoreError::SnapshotFile(io) = &e {
+        // The node's own file: its disk failed.
+        crate::fatal::failed(&format!("snapshot file failed: {io}"));
     }
     StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
 }
@@ -505,57 +564,48 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
         // The log holds back purges until the snapshot is installed and durable.
         self.store
             .wal()
             .begin_install(self.group)
             .map_err(sm_write_err)?;
-        Ok(Box::new(Cursor::new(Vec::new())))
+        let file = snapshot_file::anonymous(&self.store.snapshot_dir())
+            .map_err(|e| snapshot_err(None, StoreError::SnapshotFile(e)))?;
+        Ok(Box::new(SnapshotFile::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let data = snapshot.into_inner();
-        let body: SnapshotBody = record::decode(&data).map_err(|e| snapshot_err(Some(meta), e))?;
-        // The snapshot replaces everything, including what was still pending; a flush in flight
-        // must not land after it.
-        self.finish_flush(Wait::Yes)
-            .map_err(|e| snapshot_err(Some(meta), e))?;
+        let fail = |e| snapshot_err(Some(meta), e);
+        let file = snapshot.into_std().await;
+        // No flush may land in the tree being replaced once it is replaced.
+        self.finish_flush(Wait::Yes).map_err(fail)?;
+        let generation = self.generation + 1;
+        let tree = off_the_workers(|| self.fill_generation(generation, file, meta)).map_err(fail)?;
+        self.store.flush().await.map_err(fail)?;
+        // The switch: the new tree and the snapshot's mark, in one write.
+        let mut switch = sled::Batch::default();
+        switch.insert(KEY_GENERATION, &generation.to_be_bytes());
+        switch.insert(KEY_MARK, record::encode(meta).map_err(fail)?);
+        self.snap
+            .apply_batch(switch)
+            .map_err(|e| fail(e.into()))?;
+        self.store.flush().await.map_err(fail)?;
+        // The snapshot replaces everything, including what was still pending.
+        let old = self.view.replace_tree(tree.clone());
         self.view.pending.clear();
         self.flush_by = None;
-        let mut batch = sled::Batch::default();
-        for item in self.view.tree.scan_prefix([DATA_PREFIX]) {
-            let (k, _) = item.map_err(|e| snapshot_err(Some(meta), e.into()))?;
-            batch.remove(k);
-        }
-        for (k, v) in body.entries {
-            // Values keep the framing they had on the leader; check them before accepting.
-            record::unframe(&v).map_err(|e| snapshot_err(Some(meta), e))?;
-            batch.insert(k, v);
-        }
+        self.generation = generation;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.system_batch(&mut batch)
-            .map_err(|e| snapshot_err(Some(meta), e))?;
-        self.view
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| snapshot_err(Some(meta), e.into()))?;
         self.view.pending.changed();
-        self.view.absent.rebuild(self.view.tree.clone());
-        write_mark(&self.snap, meta).map_err(|e| snapshot_err(Some(meta), e))?;
-        self.store
-            .flush()
-            .await
-            .map_err(|e| snapshot_err(Some(meta), e))?;
-        self.store
-            .wal()
-            .end_install(self.group)
-            .map_err(|e| snapshot_err(Some(meta), e))?;
+        self.view.absent.rebuild(tree);
+        self.store.drop_tree(&old.name()).map_err(fail)?;
+        self.store.wal().end_install(self.group).map_err(fail)?;
         self.applier.snapshot_installed(self.group);
         Ok(())
     }
@@ -583,12 +633,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| snapshot_err(Some(&meta), e))?;
             meta
         };
-        let entries = off_the_workers(|| self.copy_data()).map_err(sm_read_err)?;
-        let data =
-            record::encode(&SnapshotBody { entries }).map_err(|e| snapshot_err(Some(&meta), e))?;
+        let file = off_the_workers(|| self.write_snapshot()).map_err(|e| snapshot_err(Some(&meta), e))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotFile::from_std(file)),
         }))
     }
 }
@@ -604,9 +652,9 @@ pub async fn restore_snapshot(
     group: GroupId,
     meta: &SnapshotMeta<NodeId, BasicNode>,
     vote: Option<openraft::Vote<NodeId>>,
-    data: &[u8],
+    data: impl Read,
 ) -> Result<(), StoreError> {
-    let tree = store.group_tree(group, "sm")?;
+    let tree = store.group_tree(group, &tree_kind(0))?;
     let snap = store.group_tree(group, "snap")?;
     if !tree.is_empty() || !snap.is_empty() {
         return Err(StoreError::Restore {
@@ -614,18 +662,18 @@ pub async fn restore_snapshot(
             reason: "it already has state here: restore into an empty data directory".into(),
         });
     }
-    let body: SnapshotBody = record::decode(data)?;
-    let mut batch = sled::Batch::default();
-    for (k, v) in body.entries {
-        if k.first() != Some(&DATA_PREFIX) {
-            return Err(StoreError::Restore {
-                group,
-                reason: "a snapshot key outside the data range".into(),
-            });
+    snapshot_file::read(data, |entries| {
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k, v);
         }
-        record::unframe(&v)?;
-        batch.insert(k, v);
-    }
+        Ok(tree.apply_batch(batch)?)
+    })
+    .map_err(|e| match e {
+        StoreError::SnapshotFormat(reason) => StoreError::Restore { group, reason },
+        e => e,
+    })?;
+    let mut batch = sled::Batch::default();
     system_entries(&mut batch, &meta.last_log_id, &meta.last_membership)?;
     tree.apply_batch(batch)?;
     write_mark(&snap, meta)?;
@@ -634,6 +682,23 @@ pub async fn restore_snapshot(
         store.wal().sync().await?;
     }
     store.flush().await
+}
+
+/// The kind (name suffix) of the group's state machine tree of `generation`.
+fn tree_kind(generation: u64) -> String {
+    match generation {
+        0 => "sm".to_string(),
+        g => format!("sm{g}"),
+    }
+}
+
+/// The generation a tree kind names, if it is a state machine tree.
+pub(crate) fn generation_of(kind: &str) -> Option<u64> {
+    match kind.strip_prefix("sm")? {
+        "" => Some(0),
+        g if g.starts_with('0') => None,
+        g => g.parse().ok(),
+    }
 }
 
 /// The applied position and membership, written with the keys they describe.
@@ -676,9 +741,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .flush()
             .await
             .map_err(|e| snapshot_err(Some(&meta), e))?;
+        // An empty file: openraft keeps only the metadata of a snapshot it built.
+        let empty = snapshot_file::anonymous(&self.store.snapshot_dir())
+            .map_err(|e| snapshot_err(Some(&meta), StoreError::SnapshotFile(e)))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
+            snapshot: Box::new(SnapshotFile::from_std(empty)),
         })
     }
 }
@@ -743,7 +811,7 @@ mod tests {
         assert_eq!(sm.membership, membership());
         assert_eq!(sm.reader().get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(sm.reader().get(b"gone").unwrap(), None);
-        assert!(sm.view.tree.get(KEY_REDO).unwrap().is_none());
+        assert!(sm.view.tree().get(KEY_REDO).unwrap().is_none());
         drop(sm);
         let sm = StateMachineStore::open(&store, 4, Arc::new(Nothing)).unwrap();
         assert_eq!(sm.applied, Some(log_id(7)));
@@ -786,9 +854,9 @@ mod tests {
             }
             for key in keys {
                 assert_eq!(sm.reader().get(key).unwrap(), Some(key.to_vec()));
-                assert!(sm.view.tree.get(data_key(key)).unwrap().is_none());
+                assert!(sm.view.tree().get(data_key(key)).unwrap().is_none());
             }
-            assert!(sm.view.tree.get(KEY_APPLIED).unwrap().is_none());
+            assert!(sm.view.tree().get(KEY_APPLIED).unwrap().is_none());
 
             // A "crash": another state machine opens the same trees while this one still has
             // its writes pending.
@@ -819,11 +887,11 @@ mod tests {
         }
         assert_eq!(sm.view.pending.len(), 0);
         let applied: Option<LogId> =
-            record::decode(&sm.view.tree.get(KEY_APPLIED).unwrap().unwrap()).unwrap();
+            record::decode(&sm.view.tree().get(KEY_APPLIED).unwrap().unwrap()).unwrap();
         assert_eq!(applied, Some(log_id(FLUSH_KEYS as u64)));
         assert!(sm
             .view
-            .tree
+            .tree()
             .get(data_key(&7u64.to_be_bytes()))
             .unwrap()
             .is_some());
@@ -859,11 +927,90 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1)));
-        assert!(sm.view.tree.get(data_key(b"k")).unwrap().is_some());
+        assert!(sm.view.tree().get(data_key(b"k")).unwrap().is_some());
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snapshot.meta);
-        let body: SnapshotBody = record::decode(current.snapshot.get_ref()).unwrap();
-        assert_eq!(body.entries.len(), 1);
+        assert_eq!(entries_of(current.snapshot).await.len(), 1);
+    }
+
+    /// The keys a snapshot's file carries.
+    async fn entries_of(file: Box<SnapshotFile>) -> Vec<crate::KeyValue> {
+        let mut file = file.into_std().await;
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut all = Vec::new();
+        snapshot_file::read(file, |piece| {
+            all.extend(piece);
+            Ok(())
+        })
+        .unwrap();
+        all
+    }
+
+    /// A snapshot of several pieces installs into a new generation of the group's tree, which
+    /// replaces the old one (dropped) and is the one the group opens with afterwards.
+    #[tokio::test]
+    async fn a_snapshot_installs_into_a_new_generation() {
+        let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src_store = Store::open(&StoreConfig::new(src_dir.path())).unwrap();
+        let dst_store = Store::open(&StoreConfig::new(dst_dir.path())).unwrap();
+        let mut src = StateMachineStore::open(&src_store, 4, Arc::new(Echo)).unwrap();
+        let mut dst = StateMachineStore::open(&dst_store, 4, Arc::new(Echo)).unwrap();
+        // 3,000 keys of 1 KiB: three pieces.
+        let big = vec![b'x'; 1024];
+        for i in 0..3_000u64 {
+            let mut key = i.to_be_bytes().to_vec();
+            key.extend_from_slice(&big);
+            src.apply([entry(i + 1, &key)]).await.unwrap();
+        }
+        dst.apply([entry(1, b"only-here")]).await.unwrap();
+        src.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let snapshot = src.get_current_snapshot().await.unwrap().unwrap();
+        let mut copy = dst.begin_receiving_snapshot().await.unwrap();
+        let mut from = snapshot.snapshot.into_std().await;
+        from.seek(SeekFrom::Start(0)).unwrap();
+        let mut bytes = Vec::new();
+        from.read_to_end(&mut bytes).unwrap();
+        assert!(bytes.len() > 2 * snapshot_file::PIECE_BYTES);
+        tokio::io::AsyncWriteExt::write_all(&mut copy, &bytes)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut copy).await.unwrap();
+        dst.install_snapshot(&snapshot.meta, copy).await.unwrap();
+        assert_eq!(dst.generation, 1);
+        let reader = dst.reader();
+        assert_eq!(reader.get(b"only-here").unwrap(), None);
+        let mut probe = 2_999u64.to_be_bytes().to_vec();
+        probe.extend_from_slice(&big);
+        assert_eq!(reader.get(&probe).unwrap(), Some(probe.clone()));
+        assert!(!dst_store.group_tree_exists(4, &tree_kind(0)));
+        drop(dst);
+        let dst = StateMachineStore::open(&dst_store, 4, Arc::new(Echo)).unwrap();
+        assert_eq!(dst.generation, 1);
+        assert_eq!(dst.applied, Some(log_id(3_000)));
+        assert_eq!(dst.reader().get(&probe).unwrap(), Some(probe));
+        assert_eq!(dst_store.groups(), vec![4]);
+    }
+
+    /// An install that stopped half way (a crash while the new generation filled) leaves the
+    /// group as it was: opening drops the partly filled tree.
+    #[tokio::test]
+    async fn an_interrupted_install_leaves_the_group_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let mut sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        sm.apply([entry(1, b"kept")]).await.unwrap();
+        drop(sm);
+        let partial = store.group_tree(4, &tree_kind(1)).unwrap();
+        partial.insert(data_key(b"half"), record::frame(b"half")).unwrap();
+        let sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
+        assert_eq!(sm.generation, 0);
+        assert_eq!(sm.reader().get(b"kept").unwrap(), Some(b"kept".to_vec()));
+        assert_eq!(sm.reader().get(b"half").unwrap(), None);
+        assert!(!store.group_tree_exists(4, &tree_kind(1)));
     }
 
     /// A snapshot stored whole by an earlier build becomes the mark when the group opens: its
@@ -883,10 +1030,7 @@ mod tests {
         meta.snapshot_id = "legacy".into();
         let legacy = StoredSnapshot {
             meta: meta.clone(),
-            data: record::encode(&SnapshotBody {
-                entries: Vec::new(),
-            })
-            .unwrap(),
+            data: Vec::new(),
         };
         sm.snap.remove(KEY_MARK).unwrap();
         sm.snap
@@ -897,8 +1041,7 @@ mod tests {
         assert_eq!(sm.snap.get(KEY_LEGACY_SNAPSHOT).unwrap(), None);
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, meta);
-        let body: SnapshotBody = record::decode(current.snapshot.get_ref()).unwrap();
-        assert_eq!(body.entries.len(), 1);
+        assert_eq!(entries_of(current.snapshot).await.len(), 1);
     }
 
     /// Echo, with every key tracked by the group's absent-key filter.

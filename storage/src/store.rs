@@ -103,6 +103,9 @@ struct Inner {
     /// every write of a state machine's pending writes ([`Store::write_group`]), so a state
     /// machine that closes after its group was dropped cannot write into the dropped trees.
     drops: Mutex<HashMap<GroupId, u64>>,
+    /// Entries installed from snapshots, by group, over the store's life (see
+    /// [`Store::installed_entries`]).
+    installed: Mutex<HashMap<GroupId, u64>>,
 }
 
 impl Store {
@@ -156,6 +159,7 @@ impl Store {
                 db,
                 path: config.path.clone(),
                 drops: Mutex::default(),
+                installed: Mutex::default(),
             }),
         })
     }
@@ -191,7 +195,8 @@ impl Store {
                 let name = std::str::from_utf8(name).ok()?;
                 let rest = name.strip_prefix('g')?;
                 let (id, kind) = rest.split_once('.')?;
-                (kind == "sm").then(|| id.parse().ok()).flatten()
+                crate::state_machine::generation_of(kind)
+                    .and_then(|_| id.parse().ok())
             })
             .chain(self.inner.wal.groups().unwrap_or_default())
             .collect();
@@ -208,10 +213,71 @@ impl Store {
         self.inner.wal.sync_now()?;
         let mut drops = self.drops();
         *drops.entry(group).or_default() += 1;
-        for kind in GROUP_TREES {
-            self.inner.db.drop_tree(group_tree_name(group, kind))?;
+        self.drop_group_trees_locked(group, |_| true)
+    }
+
+    /// Drops the trees of `group` whose kind (`sm`, `snap`, ...) `which` names.
+    pub(crate) fn drop_group_trees(
+        &self,
+        group: GroupId,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        let _drops = self.drops();
+        self.drop_group_trees_locked(group, which)
+    }
+
+    fn drop_group_trees_locked(
+        &self,
+        group: GroupId,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        let prefix = group_tree_name(group, "");
+        for name in self.inner.db.tree_names() {
+            let kind = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(prefix.as_str()));
+            if kind.is_some_and(&which) {
+                self.inner.db.drop_tree(&name)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether `group` has a tree of `kind` (tests).
+    #[cfg(test)]
+    pub(crate) fn group_tree_exists(&self, group: GroupId, kind: &str) -> bool {
+        let name = group_tree_name(group, kind);
+        self.inner
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+    }
+
+    /// How many entries of `group` this store has installed from snapshots since it opened: a
+    /// count that moves while an install goes on (leaders watch it, see the cluster's
+    /// `snapshot_stream`).
+    pub fn installed_entries(&self, group: GroupId) -> u64 {
+        let installed = self.inner.installed.lock();
+        let installed = installed.unwrap_or_else(|p| p.into_inner());
+        installed.get(&group).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn note_installed(&self, group: GroupId, entries: u64) {
+        let mut installed = self.inner.installed.lock().unwrap_or_else(|p| p.into_inner());
+        *installed.entry(group).or_default() += entries;
+    }
+
+    /// Drops one tree by name (a state machine tree a snapshot replaced).
+    pub(crate) fn drop_tree(&self, name: &[u8]) -> Result<(), StoreError> {
+        self.inner.db.drop_tree(name)?;
+        Ok(())
+    }
+
+    /// Where snapshot files are made (they are unlinked at once: see
+    /// [`crate::snapshot_file`]).
+    pub(crate) fn snapshot_dir(&self) -> PathBuf {
+        self.inner.path.join("snapshots")
     }
 
     fn drops(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, u64>> {
@@ -370,7 +436,6 @@ fn is_lock_held(e: &io::Error) -> bool {
 }
 
 /// Trees of a group (`log` and `logmeta` held the Raft log in format 2).
-const GROUP_TREES: [&str; 2] = ["sm", "snap"];
 
 fn group_tree_name(group: GroupId, kind: &str) -> String {
     format!("g{group}.{kind}")

@@ -1,7 +1,7 @@
 //! Storage tests: openraft's conformance suite on our sled stores, plus what the suite does not
 //! cover (normal entries through an applier, restart, snapshots between stores, corruption).
 
-use std::io::Cursor;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use chatsdk_storage::types::{Entry, LogId};
@@ -183,7 +183,23 @@ async fn snapshot_moves_state_to_another_node() {
     let (_s1, _l1, mut src) = open(src_dir.path(), 3);
     let reopened = src.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(reopened.meta, snapshot.meta);
-    assert_eq!(reopened.snapshot.get_ref(), again.snapshot.get_ref());
+    assert_eq!(bytes_of(reopened.snapshot).await, bytes_of(again.snapshot).await);
+}
+
+/// The bytes of a snapshot's file.
+async fn bytes_of(file: Box<tokio::fs::File>) -> Vec<u8> {
+    let mut file = file.into_std().await;
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+/// A file holding `bytes`, as a snapshot's data.
+fn file_of(bytes: &[u8]) -> Box<tokio::fs::File> {
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(bytes).unwrap();
+    Box::new(tokio::fs::File::from_std(file))
 }
 
 /// A built snapshot carries no data (the keys are copied when it is read): installing it fails
@@ -222,11 +238,11 @@ async fn corrupted_snapshot_is_refused() {
         .await
         .unwrap();
     let snapshot = src.get_current_snapshot().await.unwrap().unwrap();
-    let mut bytes = snapshot.snapshot.into_inner();
+    let mut bytes = bytes_of(snapshot.snapshot).await;
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     let res = dst
-        .install_snapshot(&snapshot.meta, Box::new(Cursor::new(bytes)))
+        .install_snapshot(&snapshot.meta, file_of(&bytes))
         .await;
     assert!(res.is_err(), "a corrupted snapshot was installed");
     let (applied, _) = dst.applied_state().await.unwrap();
