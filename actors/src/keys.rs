@@ -455,6 +455,10 @@ impl StreamKeys<'_> {
     pub(crate) fn login_session_until(&self, sid: &str) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"login2", sid.as_bytes()])
     }
+    /// Every login session record of the user in the layout with expiries.
+    pub(crate) fn login_sessions_until(&self) -> Vec<u8> {
+        prefix(&[b"s", self.0.as_bytes(), b"login2"])
+    }
     /// A member's read receipts: the message they last marked read and when their position
     /// moved (see `stream::receipts`).
     pub(crate) fn receipts(&self, user: &str) -> Vec<u8> {

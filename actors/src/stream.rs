@@ -252,6 +252,8 @@ pub const APPEND_IDS: u64 = 64;
 /// Spends a login session remembers at most, expired or not: a client refreshing more than
 /// this often within a refresh token's life loses replay detection for its oldest tokens.
 const MAX_LIVE_SPENT_REFRESH: usize = 4096;
+/// Ended login sessions one spend forgets at most (see [`forget_ended_sessions`]).
+const MAX_FORGOTTEN_PER_SPEND: usize = 64;
 
 /// A login session's spent refresh tokens, kept with the user's stream (the first layout:
 /// without expiries, read when no [`SpentTokensUntil`] exists).
@@ -744,7 +746,38 @@ fn spend_refresh_until(
     }
     session.spent.push((jti, nonce, expires_at));
     put(kv, &key, &session)?;
+    forget_ended_sessions(kv, sk, &key, now)?;
     Ok(RefreshOutcome::Spent)
+}
+
+/// Retention of login sessions: removes the user's other session records that no longer
+/// matter, at most [`MAX_FORGOTTEN_PER_SPEND`] per spend. A record matters while a spend it
+/// remembers has not expired (a replay of that token must be caught) or when it says the
+/// session was revoked (kept, like the revocation in group 0, which token checks read). An
+/// ended session's newest token, if it is still valid, simply starts a new record when it is
+/// spent. Without this, every login the user ever refreshed left a record behind for good.
+/// `now` is the command's (the proposer's clock), so every replica removes the same records.
+fn forget_ended_sessions(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    current: &[u8],
+    now: u64,
+) -> Result<(), StoreError> {
+    let mut forgotten = 0;
+    for (key, raw) in kv.scan_prefix(&sk.login_sessions_until())? {
+        if forgotten == MAX_FORGOTTEN_PER_SPEND {
+            break;
+        }
+        if key == current {
+            continue;
+        }
+        let session: SpentTokensUntil = keys::decode_at(&key, &raw)?;
+        if !session.revoked && session.spent.iter().all(|(_, _, until)| *until <= now) {
+            kv.delete(&key);
+            forgotten += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `value` as item `n` of the chunk at `key`.

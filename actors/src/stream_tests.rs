@@ -433,6 +433,60 @@ fn spent_refresh_tokens_are_remembered_until_they_expire() {
     assert_eq!(outcome(o.unwrap()), RefreshOutcome::Replayed);
 }
 
+/// Retention of login sessions: once every spend a session remembers has expired, a spend in
+/// another session of the user forgets it; a revoked session, or one with a live spend, stays.
+#[test]
+fn ended_login_sessions_are_forgotten() {
+    let mut kv = Mem::new();
+    let spend = |sid: &str, jti: &str, nonce: u64, expires_at: u64, now: u64| {
+        codec::encode(&StreamCommand {
+            stream: "user:app:u1".into(),
+            retain: 100,
+            op: StreamOp::SpendRefreshUntil {
+                sid: sid.into(),
+                jti: jti.into(),
+                nonce,
+                expires_at,
+                now,
+            },
+        })
+        .unwrap()
+    };
+    let sk = StreamKeys("user:app:u1");
+    let exists = |kv: &Mem, sid: &str| {
+        get::<SpentTokensUntil>(kv, &sk.login_session_until(sid))
+            .unwrap()
+            .is_some()
+    };
+    // Three sessions on day 0 (tokens living a day).
+    for (i, sid) in ["ended", "revoked", "live"].into_iter().enumerate() {
+        apply_encoded(&ctx(i as u64 + 1), &mut kv, &spend(sid, sid, 1, 86_400, 10)).unwrap();
+    }
+    // A replay revokes the second one.
+    let replay = apply_encoded(
+        &ctx(4),
+        &mut kv,
+        &spend("revoked", "revoked", 2, 86_400, 20),
+    );
+    assert!(matches!(
+        replay.unwrap(),
+        StreamReply::Refresh(RefreshOutcome::Replayed)
+    ));
+    // Within the day, nothing is forgotten.
+    apply_encoded(&ctx(5), &mut kv, &spend("live", "live1", 1, 86_500, 100)).unwrap();
+    assert!(exists(&kv, "ended") && exists(&kv, "revoked"));
+    // Day 2: a spend of the live session forgets the ended one only.
+    apply_encoded(
+        &ctx(6),
+        &mut kv,
+        &spend("live", "live2", 1, 4 * 86_400, 2 * 86_400),
+    )
+    .unwrap();
+    assert!(!exists(&kv, "ended"));
+    assert!(exists(&kv, "revoked"));
+    assert!(exists(&kv, "live"));
+}
+
 /// The thread index lists a parent's replies without the rest of the channel, and a purged
 /// reply leaves it.
 #[test]

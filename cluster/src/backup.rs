@@ -414,14 +414,10 @@ impl<R: Read> Items<R> {
             }
             Item::Chunk(bytes) => {
                 let Some(left) = self.left.as_mut() else {
-                    return Err(BackupError::Format(
-                        "data outside a file or group".into(),
-                    ));
+                    return Err(BackupError::Format("data outside a file or group".into()));
                 };
                 *left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
-                    BackupError::Format(
-                        "a file or group holds more bytes than announced".into(),
-                    )
+                    BackupError::Format("a file or group holds more bytes than announced".into())
                 })?;
             }
             Item::End(expected) if *expected == self.totals => return Ok(None),
@@ -719,7 +715,9 @@ mod tests {
         chatsdk_storage::restore_snapshot(&store, 3, &meta(5), None, &whole[..])
             .await
             .unwrap();
-        let mut sm = chatsdk_storage::StateMachineStore::open(&store, 3, std::sync::Arc::new(Nothing)).unwrap();
+        let mut sm =
+            chatsdk_storage::StateMachineStore::open(&store, 3, std::sync::Arc::new(Nothing))
+                .unwrap();
         let snapshot = openraft::storage::RaftStateMachine::get_current_snapshot(&mut sm)
             .await
             .unwrap()
@@ -758,8 +756,17 @@ mod tests {
         assert_eq!(restored.totals.groups, 2);
         let store = Store::open(&StoreConfig::new(&dir)).unwrap();
         for group in [1, 2] {
-            let sm = chatsdk_storage::StateMachineStore::open(&store, group, std::sync::Arc::new(Nothing)).unwrap();
-            assert_eq!(sm.reader().get(b"old").unwrap(), Some(b"1".to_vec()), "group {group}");
+            let sm = chatsdk_storage::StateMachineStore::open(
+                &store,
+                group,
+                std::sync::Arc::new(Nothing),
+            )
+            .unwrap();
+            assert_eq!(
+                sm.reader().get(b"old").unwrap(),
+                Some(b"1".to_vec()),
+                "group {group}"
+            );
         }
 
         let short = [

@@ -11,18 +11,18 @@ use chatsdk_storage::{GroupId, NodeId, TypeConfig};
 use std::future::Future;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
-use openraft::raft::SnapshotResponse;
-use openraft::storage::Snapshot;
-use openraft::Vote;
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::SnapshotResponse;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::storage::Snapshot;
 use openraft::BasicNode;
+use openraft::Vote;
 
 use crate::codec;
 use crate::transport::Transport;

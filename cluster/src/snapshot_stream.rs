@@ -41,7 +41,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// Failed sends of one chunk before the leader gives up (openraft starts over later).
 const CHUNK_ATTEMPTS: u32 = 3;
 
-type InstallResult = Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+type InstallResult =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 type SendResult = Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>>;
 
 /// What the leader needs to reach a follower.
@@ -54,7 +55,10 @@ pub(crate) struct Link<'a> {
 }
 
 impl Link<'_> {
-    async fn call(&self, request: &PeerRequest) -> Result<PeerResponse, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    async fn call(
+        &self,
+        request: &PeerRequest,
+    ) -> Result<PeerResponse, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let body = crate::codec::encode(request).map_err(|e| network(e.to_string()))?;
         let raw = self
             .transport
@@ -87,7 +91,11 @@ impl Link<'_> {
         }
     }
 
-    async fn send_chunks(&self, vote: Vote<NodeId>, snapshot: &mut Snapshot<TypeConfig>) -> SendResult {
+    async fn send_chunks(
+        &self,
+        vote: Vote<NodeId>,
+        snapshot: &mut Snapshot<TypeConfig>,
+    ) -> SendResult {
         let meta = snapshot.meta.clone();
         let read_err = |e: std::io::Error| -> StreamingError<TypeConfig, Fatal<NodeId>> {
             StorageError::from_io_error(
@@ -144,7 +152,11 @@ impl Link<'_> {
                 PeerResponse::Installing { installed } if done => {
                     return self.wait_installed(&meta.snapshot_id, installed).await
                 }
-                other => return Err(network(format!("unexpected answer to a snapshot chunk: {other:?}"))),
+                other => {
+                    return Err(network(format!(
+                        "unexpected answer to a snapshot chunk: {other:?}"
+                    )))
+                }
             }
         }
     }
@@ -178,7 +190,11 @@ impl Link<'_> {
                 PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))) => {
                     return Err(RemoteError::new(self.target, fatal).into())
                 }
-                other => return Err(network(format!("install of snapshot {snapshot_id}: {other:?}"))),
+                other => {
+                    return Err(network(format!(
+                        "install of snapshot {snapshot_id}: {other:?}"
+                    )))
+                }
             }
         }
     }
@@ -232,7 +248,11 @@ pub(crate) async fn install_last(
 }
 
 /// Serves a leader's question about an install it started here.
-pub(crate) async fn progress(node: &Arc<NodeInner>, group: GroupId, snapshot_id: &str) -> PeerResponse {
+pub(crate) async fn progress(
+    node: &Arc<NodeInner>,
+    group: GroupId,
+    snapshot_id: &str,
+) -> PeerResponse {
     let done = node
         .installs
         .lock()
@@ -267,7 +287,10 @@ async fn answer(
                 };
             };
             let mut installs = node.installs.lock();
-            if installs.get(&group).is_some_and(|i| i.snapshot_id == snapshot_id) {
+            if installs
+                .get(&group)
+                .is_some_and(|i| i.snapshot_id == snapshot_id)
+            {
                 installs.remove(&group);
             }
             PeerResponse::InstallSnapshot(result)

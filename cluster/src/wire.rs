@@ -112,5 +112,7 @@ pub(crate) enum PeerResponse {
     NoSuchGroup,
     /// A snapshot's install goes on; `installed` counts the entries of the group this node has
     /// installed from snapshots so far, so that the sender sees it move.
-    Installing { installed: u64 },
+    Installing {
+        installed: u64,
+    },
 }

@@ -271,7 +271,14 @@ mod tests {
     fn a_truncated_or_damaged_snapshot_is_refused() {
         let entries: Vec<_> = (0..300).map(|i| entry(i, 5_000)).collect();
         let bytes = written(&entries);
-        for cut in [0, 3, MAGIC.len(), MAGIC.len() + 2, bytes.len() / 2, bytes.len() - 1] {
+        for cut in [
+            0,
+            3,
+            MAGIC.len(),
+            MAGIC.len() + 2,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
             assert!(read_all(&bytes[..cut]).is_err(), "cut at {cut} was read");
         }
         for at in [MAGIC.len() + 10, bytes.len() / 2, bytes.len() - 3] {

@@ -207,12 +207,12 @@ impl StateMachineStore {
         let incarnation = store.incarnation(group);
         let snap = store.group_tree(group, "snap")?;
         let generation = match snap.get(KEY_GENERATION)? {
-            Some(raw) => u64::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt {
+            Some(raw) => {
+                u64::from_be_bytes(raw.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     key: "snap/generation".into(),
                     reason: format!("{} bytes", raw.len()),
-                }
-            })?),
+                })?)
+            }
             None => 0,
         };
         // A tree of another generation is one an install did not finish, or one it replaced.
@@ -585,15 +585,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // No flush may land in the tree being replaced once it is replaced.
         self.finish_flush(Wait::Yes).map_err(fail)?;
         let generation = self.generation + 1;
-        let tree = off_the_workers(|| self.fill_generation(generation, file, meta)).map_err(fail)?;
+        let tree =
+            off_the_workers(|| self.fill_generation(generation, file, meta)).map_err(fail)?;
         self.store.flush().await.map_err(fail)?;
         // The switch: the new tree and the snapshot's mark, in one write.
         let mut switch = sled::Batch::default();
         switch.insert(KEY_GENERATION, &generation.to_be_bytes());
         switch.insert(KEY_MARK, record::encode(meta).map_err(fail)?);
-        self.snap
-            .apply_batch(switch)
-            .map_err(|e| fail(e.into()))?;
+        self.snap.apply_batch(switch).map_err(|e| fail(e.into()))?;
         self.store.flush().await.map_err(fail)?;
         // The snapshot replaces everything, including what was still pending.
         let old = self.view.replace_tree(tree.clone());
@@ -633,7 +632,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| snapshot_err(Some(&meta), e))?;
             meta
         };
-        let file = off_the_workers(|| self.write_snapshot()).map_err(|e| snapshot_err(Some(&meta), e))?;
+        let file =
+            off_the_workers(|| self.write_snapshot()).map_err(|e| snapshot_err(Some(&meta), e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile::from_std(file)),
@@ -1005,7 +1005,9 @@ mod tests {
         sm.apply([entry(1, b"kept")]).await.unwrap();
         drop(sm);
         let partial = store.group_tree(4, &tree_kind(1)).unwrap();
-        partial.insert(data_key(b"half"), record::frame(b"half")).unwrap();
+        partial
+            .insert(data_key(b"half"), record::frame(b"half"))
+            .unwrap();
         let sm = StateMachineStore::open(&store, 4, Arc::new(Echo)).unwrap();
         assert_eq!(sm.generation, 0);
         assert_eq!(sm.reader().get(b"kept").unwrap(), Some(b"kept".to_vec()));

@@ -195,8 +195,7 @@ impl Store {
                 let name = std::str::from_utf8(name).ok()?;
                 let rest = name.strip_prefix('g')?;
                 let (id, kind) = rest.split_once('.')?;
-                crate::state_machine::generation_of(kind)
-                    .and_then(|_| id.parse().ok())
+                crate::state_machine::generation_of(kind).and_then(|_| id.parse().ok())
             })
             .chain(self.inner.wal.groups().unwrap_or_default())
             .collect();
@@ -264,7 +263,11 @@ impl Store {
     }
 
     pub(crate) fn note_installed(&self, group: GroupId, entries: u64) {
-        let mut installed = self.inner.installed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut installed = self
+            .inner
+            .installed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *installed.entry(group).or_default() += entries;
     }
 

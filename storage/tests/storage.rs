@@ -183,7 +183,10 @@ async fn snapshot_moves_state_to_another_node() {
     let (_s1, _l1, mut src) = open(src_dir.path(), 3);
     let reopened = src.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(reopened.meta, snapshot.meta);
-    assert_eq!(bytes_of(reopened.snapshot).await, bytes_of(again.snapshot).await);
+    assert_eq!(
+        bytes_of(reopened.snapshot).await,
+        bytes_of(again.snapshot).await
+    );
 }
 
 /// The bytes of a snapshot's file.
@@ -241,9 +244,7 @@ async fn corrupted_snapshot_is_refused() {
     let mut bytes = bytes_of(snapshot.snapshot).await;
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
-    let res = dst
-        .install_snapshot(&snapshot.meta, file_of(&bytes))
-        .await;
+    let res = dst.install_snapshot(&snapshot.meta, file_of(&bytes)).await;
     assert!(res.is_err(), "a corrupted snapshot was installed");
     let (applied, _) = dst.applied_state().await.unwrap();
     assert_eq!(applied, None);

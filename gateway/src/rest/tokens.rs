@@ -246,6 +246,14 @@ async fn refreshed(state: &GatewayState, parts: &Parts) -> ApiResult<crate::auth
         .sid
         .clone()
         .ok_or_else(|| AppError::unauthorized("refresh token without a session"))?;
+    // The revocation group 0 records is the one that lasts: the user's shard forgets ended
+    // sessions (see `forget_ended_sessions`).
+    if state
+        .chat
+        .session_revoked(&claims.app_id, &claims.user_id, &sid)?
+    {
+        return Err(AppError::unauthorized("session revoked"));
+    }
     state
         .chat
         .spend_refresh(
