@@ -26,6 +26,14 @@
 //!
 //! Merges happen inside the apply that fills a tail, in the same order on every replica: the
 //! index is part of the replicated state and snapshots carry it like any other key.
+//!
+//! **Retention.** A purge (a hard delete, or the retention pass) takes its message's entry out
+//! ([`forget`]): out of the tail at once; in a run, by counting the run's entries down (the
+//! *live* counts, stored apart from the directory). A run whose entries all point to purged
+//! messages is dropped whole, pages and all. Runs hold the entries of consecutive messages
+//! (a top-level run, 131,072 of them), so a channel whose oldest messages age out loses its
+//! oldest runs with them, and the index stays the size of what the channel keeps. Runs written
+//! before the counts existed have none and are kept.
 
 use chatsdk_cluster::StoreError;
 use serde::{Deserialize, Serialize};
@@ -114,6 +122,13 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// How many entries of each run point to messages that still exist, by run id (a run missing
+/// here was written before the counts were kept: never dropped).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Live {
+    runs: std::collections::BTreeMap<u64, u64>,
+}
+
 /// Adds the message `seq` with id hash `h`, in an apply.
 pub(crate) fn insert(
     kv: &mut impl Kv,
@@ -141,13 +156,122 @@ pub(crate) fn insert(
     run.sort_unstable();
     let dir_key = sk.id_runs();
     let mut dir = get_record::<Directory>(kv, &dir_key)?.unwrap_or_default();
-    add_run(kv, sk, &mut dir, 0, &run);
-    compact(kv, sk, &mut dir)?;
+    let mut live = get_record::<Live>(kv, &sk.id_live())?.unwrap_or_default();
+    let id = add_run(kv, sk, &mut dir, 0, &run);
+    // The tail holds no entry of a purged message (`forget` takes them out of it).
+    live.runs.insert(id, run.len() as u64);
+    compact(kv, sk, &mut dir, &mut live)?;
+    put_record(kv, &sk.id_live(), &live)?;
     put_record(kv, &dir_key, &dir)
 }
 
-/// Stores sorted `entries` as a new run of `level`.
-fn add_run(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory, level: u8, run: &[Entry]) {
+/// Takes the entry of message `seq` (id hash `h`), which was just purged, out of the index,
+/// in an apply (see the module docs). An entry it does not find (a message indexed before
+/// the index existed) changes nothing.
+pub(crate) fn forget(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    h: u64,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let tail_key = sk.id_tail();
+    if let Some(value) = kv.get(&tail_key)? {
+        let tail: Vec<Entry> = all_entries(entries(&tail_key, &value)?).collect();
+        if let Some(at) = tail.iter().position(|e| *e == (h, seq)) {
+            let mut kept = tail;
+            kept.remove(at);
+            if kept.is_empty() {
+                kv.delete(&tail_key);
+            } else {
+                kv.put(&tail_key, &encode(&kept));
+            }
+            return Ok(());
+        }
+    }
+    let dir_key = sk.id_runs();
+    let Some(mut dir) = get_record::<Directory>(kv, &dir_key)? else {
+        return Ok(());
+    };
+    let mut holder = None;
+    for (i, run) in dir.runs.iter().enumerate() {
+        if run_holds(|k| kv.get(k), sk, run, (h, seq))? {
+            holder = Some(i);
+            break;
+        }
+    }
+    let Some(i) = holder else {
+        return Ok(());
+    };
+    let mut live = get_record::<Live>(kv, &sk.id_live())?.unwrap_or_default();
+    let run_id = dir.runs[i].id;
+    let Some(count) = live.runs.get_mut(&run_id) else {
+        return Ok(()); // a run of before the counts: kept
+    };
+    *count = count.saturating_sub(1);
+    if *count == 0 {
+        live.runs.remove(&run_id);
+        let run = dir.runs.remove(i);
+        for n in 0..run.firsts.len() {
+            kv.delete(&sk.id_page(run.id, n as u32));
+        }
+        put_record(kv, &dir_key, &dir)?;
+    }
+    put_record(kv, &sk.id_live(), &live)
+}
+
+/// Whether `run` holds exactly `entry`.
+fn run_holds(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    sk: &StreamKeys<'_>,
+    run: &Run,
+    (h, seq): Entry,
+) -> Result<bool, StoreError> {
+    let start = run.firsts.partition_point(|f| *f < h).saturating_sub(1);
+    for n in start..run.firsts.len() {
+        if run.firsts[n] > h {
+            break;
+        }
+        let key = sk.id_page(run.id, n as u32);
+        let Some(value) = get(&key)? else {
+            return Err(corrupt(&key, "a page of a listed run is missing"));
+        };
+        let page = entries(&key, &value)?;
+        let count = page.len() / ENTRY;
+        let at = first_at_least(page, count, h);
+        if (at..count)
+            .map(|i| entry_at(page, i))
+            .take_while(|e| e.0 == h)
+            .any(|e| e.1 == seq)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The first position in a sorted page of `count` entries whose hash is at least `h`.
+fn first_at_least(page: &[u8], count: usize, h: u64) -> usize {
+    let mut lo = 0;
+    let mut hi = count;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if entry_at(page, mid).0 < h {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Stores sorted `entries` as a new run of `level`; returns its id.
+fn add_run(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    dir: &mut Directory,
+    level: u8,
+    run: &[Entry],
+) -> u64 {
     let id = dir.next_run;
     dir.next_run += 1;
     let mut firsts = Vec::with_capacity(run.len().div_ceil(PAGE));
@@ -156,11 +280,18 @@ fn add_run(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory, level: u8
         firsts.push(page[0].0);
     }
     dir.runs.push(Run { id, level, firsts });
+    id
 }
 
 /// Merges the runs of every level below the top that holds [`FANOUT`] of them, lowest first
-/// (a merge can fill the next level).
-fn compact(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory) -> Result<(), StoreError> {
+/// (a merge can fill the next level). The merged run's live count is the sum of its parts'
+/// (none when one of them has none).
+fn compact(
+    kv: &mut impl Kv,
+    sk: &StreamKeys<'_>,
+    dir: &mut Directory,
+    live: &mut Live,
+) -> Result<(), StoreError> {
     for level in 0..TOP_LEVEL {
         if dir.runs.iter().filter(|r| r.level == level).count() < FANOUT {
             continue;
@@ -181,7 +312,11 @@ fn compact(kv: &mut impl Kv, sk: &StreamKeys<'_>, dir: &mut Directory) -> Result
             }
         }
         merged.sort_unstable();
-        add_run(kv, sk, dir, level + 1, &merged);
+        let counts: Option<u64> = merging.iter().map(|r| live.runs.remove(&r.id)).sum();
+        let id = add_run(kv, sk, dir, level + 1, &merged);
+        if let Some(count) = counts {
+            live.runs.insert(id, count);
+        }
     }
     Ok(())
 }
@@ -220,16 +355,7 @@ pub(crate) fn candidates(
             };
             let page = entries(&key, &value)?;
             let count = page.len() / ENTRY;
-            let mut lo = 0;
-            let mut hi = count;
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if entry_at(page, mid).0 < h {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
+            let lo = first_at_least(page, count, h);
             out.extend(
                 (lo..count)
                     .map(|i| entry_at(page, i))
@@ -292,9 +418,56 @@ mod tests {
         let d = dir(&kv);
         let levels: Vec<u8> = d.runs.iter().map(|r| r.level).collect();
         assert_eq!(levels, vec![2, 1, 0], "one run per level");
-        // Merged runs' pages are gone: only listed runs' pages (and the tail, the directory).
+        // Merged runs' pages are gone: only listed runs' pages (and the tail, the directory,
+        // the live counts).
         let pages: usize = d.runs.iter().map(|r| r.firsts.len()).sum();
-        assert_eq!(kv.len(), pages + 2);
+        assert_eq!(kv.len(), pages + 3);
+    }
+
+    /// Retention: purged messages' entries leave the tail at once, and a run whose entries
+    /// were all purged is dropped, pages and all; the others are still found.
+    #[test]
+    fn purged_messages_leave_the_index_and_dead_runs_are_dropped() {
+        let mut kv = Map::new();
+        let id = |seq: u64| hash(&format!("m{seq}"));
+        // Runs of levels 1 and 0, and a tail.
+        let n = (TAIL * FANOUT + 2 * TAIL + 10) as u64;
+        for seq in 1..=n {
+            insert(&mut kv, &SK, id(seq), seq).unwrap();
+        }
+        let before = dir(&kv).runs.len();
+        assert_eq!(before, 3);
+        // The oldest messages age out: the level-1 run's and the first level-0 run's.
+        let aged = (TAIL * FANOUT + TAIL) as u64;
+        for seq in 1..=aged {
+            forget(&mut kv, &SK, id(seq), seq).unwrap();
+        }
+        let d = dir(&kv);
+        assert_eq!(d.runs.len(), 1, "{d:?}");
+        for seq in [1, aged] {
+            assert!(lookup(&kv, id(seq)).is_empty(), "m{seq}");
+        }
+        // A newer message in the tail leaves it; the others are all still found.
+        forget(&mut kv, &SK, id(n), n).unwrap();
+        assert!(lookup(&kv, id(n)).is_empty());
+        for seq in aged + 1..n {
+            assert_eq!(lookup(&kv, id(seq)), vec![seq], "m{seq}");
+        }
+        // Forgetting twice, or what was never indexed, changes nothing.
+        let snapshot = kv.clone();
+        forget(&mut kv, &SK, id(1), 1).unwrap();
+        forget(&mut kv, &SK, 12345, n + 99).unwrap();
+        assert_eq!(kv, snapshot);
+        // Everything purged: no page, no tail, and the runs list is empty.
+        for seq in aged + 1..n {
+            forget(&mut kv, &SK, id(seq), seq).unwrap();
+        }
+        assert!(dir(&kv).runs.is_empty());
+        let pages = kv
+            .keys()
+            .filter(|k| keys::id_entries_stream(k).is_some())
+            .count();
+        assert_eq!(pages, 0, "{:?}", kv.keys().collect::<Vec<_>>());
     }
 
     #[test]

@@ -410,6 +410,11 @@ impl StreamKeys<'_> {
     pub(crate) fn id_runs(&self) -> Vec<u8> {
         key(&[b"s", self.0.as_bytes(), b"xr"])
     }
+    /// How many entries of each run of the message-id index point to messages that still
+    /// exist (see [`crate::id_index::forget`]).
+    pub(crate) fn id_live(&self) -> Vec<u8> {
+        key(&[b"s", self.0.as_bytes(), b"xl"])
+    }
     /// Page `page` of run `run` of the message-id index.
     pub(crate) fn id_page(&self, run: u64, page: u32) -> Vec<u8> {
         key(&[

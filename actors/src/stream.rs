@@ -659,8 +659,9 @@ impl<K: Kv> Tx<'_, K> {
             Some(m) => {
                 self.detach_uploads(&m)?;
                 delete_item(self.kv, &self.sk.message_chunk(chunk_of(m.seq)), m.seq)?;
-                // The index keeps its entry (lookups check the message it points to); a
-                // message of format 7 or before loses its own key.
+                // The index forgets it (see `id_index`'s retention); a message of format 7 or
+                // before loses its own key.
+                id_index::forget(self.kv, &self.sk, id_index::hash(&m.id), m.seq)?;
                 self.kv.delete(&self.sk.message_id(&m.id));
                 if let Some(parent) = &m.parent_id {
                     if let Some(p) = self.find_message(parent)? {
