@@ -122,6 +122,20 @@ enum Scenario {
         #[arg(long, default_value_t = 15.0)]
         seconds: f64,
     },
+    /// Sustained sends with retention on: the node's disk and memory over time (flat once
+    /// retention keeps pace).
+    Soak {
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        /// Sends per second, over all channels.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        channels: usize,
+        /// The channels' `retentionSeconds`.
+        #[arg(long, default_value_t = 120)]
+        retention_s: u64,
+    },
     /// Upload throughput (files and photos) and search latency on N messages, one node.
     Media {
         #[arg(long, default_value_t = 100_000)]
@@ -257,6 +271,20 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
             scenarios::failover::run(&ctx, rate, seconds).await?
         }
         Scenario::Media { messages } => scenarios::media::run(&ctx, messages).await?,
+        Scenario::Soak {
+            seconds,
+            rate,
+            channels,
+            retention_s,
+        } => {
+            let asked = scenarios::soak::Soak {
+                seconds,
+                rate,
+                channels,
+                retention_s,
+            };
+            scenarios::soak::run(&ctx, &asked).await?
+        }
         Scenario::Floor => {
             let us = floor::loopback_write_us(160)?;
             let sled = floor::sled::send_floor()?;

@@ -36,6 +36,8 @@ pub struct NodeOptions {
     pub join: Option<(SocketAddr, String)>,
     /// CPUs to pin the process to.
     pub cpus: Option<Vec<usize>>,
+    /// Seconds between the node's retention passes (its default when `None`).
+    pub retention_every_s: Option<u64>,
 }
 
 /// A running node process.
@@ -83,6 +85,9 @@ impl OurNode {
                 .arg("--join-token")
                 .arg(token);
         }
+        if let Some(every) = opts.retention_every_s {
+            cmd.env("CHATSDK_BENCH_RETENTION_EVERY_S", every.to_string());
+        }
         let mut child = cmd
             .env(
                 "CHATSDK_LOG",
@@ -125,6 +130,11 @@ impl OurNode {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The node's data directory (a temp dir of its own).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// SIGKILL: the crash of a failover test.
@@ -199,6 +209,9 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     }
     if let Some(linger) = env_number("CHATSDK_BENCH_FLUSH_LINGER_US")? {
         c.cluster.flush_linger_us = linger;
+    }
+    if let Some(every) = env_number("CHATSDK_BENCH_RETENTION_EVERY_S")? {
+        c.lifecycle.retention_interval_s = every;
     }
     if let Some(nice) = env_number("CHATSDK_BENCH_BACKGROUND_NICE")? {
         c.cluster.background_nice = i32::try_from(nice)?;

@@ -62,6 +62,7 @@ impl Sut {
                 let node = OurNode::start(&NodeOptions {
                     join: None,
                     cpus: cpus.map(<[usize]>::to_vec),
+                    retention_every_s: None,
                 })?;
                 let target = if quic {
                     Target::OursQuic {
@@ -106,6 +107,7 @@ impl Sut {
         let opts = NodeOptions {
             join: None,
             cpus: cpus.map(<[usize]>::to_vec),
+            retention_every_s: None,
         };
         let first = OurNode::start(&opts)?;
         let token = first
@@ -116,6 +118,7 @@ impl Sut {
         let join = NodeOptions {
             join: Some((first.info.cluster_addr, token)),
             cpus: cpus.map(<[usize]>::to_vec),
+            retention_every_s: None,
         };
         let mut nodes = vec![first];
         for _ in 0..2 {

@@ -60,6 +60,17 @@ fn media_uploads_and_search() {
     }
 }
 
+/// Retention keeps pace with sustained sends (the run is invalid when the channels hold far
+/// more than the retention window at the end), and disk and memory are sampled.
+#[test]
+fn soak_with_retention() {
+    let runs = smoke(&["soak"]);
+    let m = &runs[0]["metrics"];
+    for k in ["disk_mb_end", "rss_mb_end", "sent_ok"] {
+        assert!(m[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {m}");
+    }
+}
+
 #[test]
 fn storm() {
     smoke(&["storm", "--no-peers"]);

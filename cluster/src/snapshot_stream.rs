@@ -276,10 +276,7 @@ async fn answer(
     let finished = tokio::time::timeout(ANSWER_WITHIN, done.wait_for(Option::is_some)).await;
     match finished {
         Ok(Ok(result)) => {
-            let result = result.as_ref().map(|r| match r {
-                Ok(r) => Ok(InstallSnapshotResponse { vote: r.vote }),
-                Err(e) => Err(e.clone()),
-            });
+            let result = result.as_ref().map(copied);
             let Some(result) = result else {
                 // `wait_for` hands out only a value that passed `is_some`.
                 return PeerResponse::Installing {
@@ -302,5 +299,14 @@ async fn answer(
         Err(_) => PeerResponse::Installing {
             installed: node.store.installed_entries(group),
         },
+    }
+}
+
+/// An install's outcome, copied for its asker (openraft's response is not `Clone`).
+#[allow(clippy::result_large_err)] // openraft's own error type, as the wire carries it
+fn copied(result: &InstallResult) -> InstallResult {
+    match result {
+        Ok(r) => Ok(InstallSnapshotResponse { vote: r.vote }),
+        Err(e) => Err(e.clone()),
     }
 }

@@ -438,8 +438,8 @@ fn is_lock_held(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
-/// Trees of a group (`log` and `logmeta` held the Raft log in format 2).
-
+/// The name of `group`'s tree of `kind` (`sm` or `sm<generation>`, `snap`; `log` and `logmeta`
+/// held the Raft log in format 2).
 fn group_tree_name(group: GroupId, kind: &str) -> String {
     format!("g{group}.{kind}")
 }

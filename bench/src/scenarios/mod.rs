@@ -7,6 +7,7 @@ pub mod failover;
 pub mod fanout;
 pub mod idle;
 pub mod media;
+pub mod soak;
 pub mod storm;
 
 use std::net::Ipv4Addr;
