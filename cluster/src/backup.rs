@@ -449,7 +449,7 @@ fn open<R: Read>(input: R) -> Result<(Header, Items<io::BufReader<R>>), BackupEr
         return Err(BackupError::Format("the header is missing".into()));
     };
     if !(OLDEST_BACKUP_FORMAT..=BACKUP_FORMAT).contains(&header.backup_format)
-        || header.data_format != DATA_FORMAT
+        || !chatsdk_storage::reads_data_format(header.data_format)
     {
         return Err(BackupError::Format(format!(
             "written by chatsdk {} (backup format {}, data format {}); this build reads backup formats {OLDEST_BACKUP_FORMAT}-{BACKUP_FORMAT}, data format {DATA_FORMAT}",

@@ -44,6 +44,8 @@ pub struct ClusterConfig {
     pub logs_kept_after_snapshot: u64,
     /// How long one chunk of a snapshot sent to a follower may take.
     pub snapshot_chunk_timeout: Duration,
+    /// How long a node certificate is valid; a node renews its own when a third is left.
+    pub node_cert_lifetime: Duration,
     /// How long a follower's install of a snapshot may go without progress (entries installed)
     /// before its leader gives up and sends it again later. An install as such has no time
     /// limit: a large group takes as long as it takes.
@@ -85,7 +87,8 @@ impl ClusterConfig {
             snapshot_after_logs: 20_000,
             logs_kept_after_snapshot: 1_000,
             snapshot_chunk_timeout: Duration::from_secs(5),
-            snapshot_stall_timeout: Duration::from_secs(30),
+            node_cert_lifetime: crate::tls::DEFAULT_NODE_CERT_LIFETIME,
+            snapshot_stall_timeout: Duration::from_secs(60),
             propose_timeout: Duration::from_secs(10),
             reconcile_interval: Duration::from_millis(500),
             cache_capacity: 64 * 1024 * 1024,
@@ -124,6 +127,9 @@ impl ClusterConfig {
         }
         if self.snapshot_chunk_timeout.is_zero() || self.snapshot_stall_timeout.is_zero() {
             return fail("snapshot_chunk_timeout and snapshot_stall_timeout must be positive");
+        }
+        if self.node_cert_lifetime < Duration::from_secs(3) {
+            return fail("node_cert_lifetime must be at least 3 s");
         }
         if self.propose_timeout.is_zero() {
             return fail("propose_timeout must be positive");

@@ -489,7 +489,9 @@ pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, 
         cert_pem: authority.ca_cert_pem,
         key_pem: authority.ca_key_pem,
     };
-    let identity = ca.issue_node_cert(node_id).map_err(|e| e.to_string())?;
+    let identity = ca
+        .issue_node_cert_for(node_id, node.config.node_cert_lifetime)
+        .map_err(|e| e.to_string())?;
     let peers = node
         .meta
         .current()

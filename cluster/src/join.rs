@@ -263,10 +263,13 @@ pub(crate) struct JoinResponse {
 }
 
 /// Creates the identity of a new cluster's first node.
-pub(crate) async fn new_cluster_identity(store: &Store) -> Result<StoredIdentity, ClusterError> {
+pub(crate) async fn new_cluster_identity(
+    store: &Store,
+    cert_lifetime: std::time::Duration,
+) -> Result<StoredIdentity, ClusterError> {
     let cluster_id = random_hex(8);
     let ca = ClusterCa::generate(&cluster_id)?;
-    let node = ca.issue_node_cert(1)?;
+    let node = ca.issue_node_cert_for(1, cert_lifetime)?;
     let authority = JoinAuthority {
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),

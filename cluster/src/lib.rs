@@ -46,6 +46,7 @@ mod forward;
 mod groups;
 mod handler;
 mod network;
+mod renewal;
 mod snapshot_stream;
 
 pub use chatsdk_storage::{

@@ -117,7 +117,10 @@ impl ClusterNode {
         let (identity, fresh_join) = match join::load_identity(&store)? {
             Some(identity) => (identity, None),
             None => match &mode {
-                StartMode::Bootstrap => (new_cluster_identity(&store).await?, None),
+                StartMode::Bootstrap => (
+                    new_cluster_identity(&store, config.node_cert_lifetime).await?,
+                    None,
+                ),
                 StartMode::Join { addr, token } => {
                     let (identity, peers) = join_cluster(&config, *addr, token).await?;
                     join::save_identity(&store, &identity).await?;
@@ -252,6 +255,17 @@ impl ClusterNode {
         self.inner
             .tasks
             .spawn(crate::compaction::run(Arc::downgrade(&self.inner)));
+        self.inner
+            .tasks
+            .spawn(crate::renewal::run(Arc::downgrade(&self.inner)));
+    }
+
+    /// When this node's certificate expires (it renews it before, see `renewal`).
+    pub fn cert_valid_until(&self) -> Result<std::time::SystemTime, ClusterError> {
+        let identity = join::load_identity(&self.inner.store)?.ok_or(ClusterError::Config {
+            reason: "this node has no identity".into(),
+        })?;
+        Ok(crate::tls::cert_not_after(&identity.cert_pem)?)
     }
 
     /// Remembers that this node was drained, so that it turns active again when it restarts.

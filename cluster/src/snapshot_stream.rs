@@ -165,6 +165,7 @@ impl Link<'_> {
     /// installed entries stands still for the stall timeout.
     async fn wait_installed(&self, snapshot_id: &str, mut installed: u64) -> SendResult {
         let mut moved_at = Instant::now();
+        let mut failures = 0u32;
         loop {
             if moved_at.elapsed() >= self.stall_timeout {
                 return Err(Timeout {
@@ -179,7 +180,20 @@ impl Link<'_> {
                 group: self.group,
                 snapshot_id: snapshot_id.to_string(),
             };
-            match self.call(&request).await? {
+            let answer = match self.call(&request).await {
+                Ok(answer) => answer,
+                // A lost answer is not a stalled install: ask again, a few times.
+                Err(e) => {
+                    failures += 1;
+                    if failures >= CHUNK_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(ANSWER_WITHIN).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            match answer {
                 PeerResponse::Installing { installed: now } => {
                     if now != installed {
                         installed = now;
@@ -232,6 +246,24 @@ pub(crate) async fn install_last(
     rpc: InstallSnapshotRequest<TypeConfig>,
 ) -> PeerResponse {
     let snapshot_id = rpc.meta.snapshot_id.clone();
+    // The last chunk again (its answer was lost): the install it started goes on.
+    let running = node
+        .installs
+        .lock()
+        .get(&group)
+        .filter(|i| i.snapshot_id == snapshot_id)
+        .map(|i| i.done.clone());
+    if let Some(done) = running {
+        return answer(node, group, &snapshot_id, done).await;
+    }
+    // openraft asks for the log's purge up to the snapshot as soon as it takes the install;
+    // the log holds it until the install is durable. Held from now, however long the transfer
+    // took.
+    if let Err(e) = node.store.hold_purges_for_install(group) {
+        return PeerResponse::Done(Err(Refusal::Unavailable {
+            reason: format!("cannot install a snapshot of group {group} now: {e}"),
+        }));
+    }
     let (tx, done) = watch::channel(None);
     node.installs.lock().insert(
         group,

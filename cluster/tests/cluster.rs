@@ -272,6 +272,47 @@ async fn lagging_node_is_brought_back_by_snapshot() {
     }
 }
 
+/// Node certificates expire and nodes renew theirs before: with a lifetime of a few seconds,
+/// the cluster goes on past the end of every first certificate, and a node restarted after that
+/// (new handshakes both ways) rejoins with the certificate it renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_are_renewed_before_they_expire() {
+    let mut c = TestCluster::start_with(3, 1, |c| {
+        c.node_cert_lifetime = std::time::Duration::from_secs(6);
+    })
+    .await;
+    let first = c.node(2).cert_valid_until().unwrap();
+    let latest_first = c
+        .nodes
+        .values()
+        .map(|n| n.cert_valid_until().unwrap())
+        .max()
+        .unwrap();
+    let mut i = 0;
+    wait_until("every first certificate has expired", || {
+        i += 1;
+        let write = c.node(1).propose(1, format!("c{i}=v").into_bytes());
+        async move { write.await.is_ok() && std::time::SystemTime::now() > latest_first }
+    })
+    .await;
+    let renewed = c.node(2).cert_valid_until().unwrap();
+    assert!(renewed > first, "node 2 did not renew its certificate");
+    c.stop(2).await;
+    c.node(1)
+        .propose(1, b"while-down=v".to_vec())
+        .await
+        .unwrap();
+    c.restart(2).await;
+    c.wait_converged(1).await;
+    assert_eq!(
+        local_value(c.node(2), 1, "while-down").as_deref(),
+        Some("v")
+    );
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
 /// A snapshot of several chunks reaches a lagging node, though each chunk may take only a
 /// fraction of what the install takes: the leader follows the install's progress instead of
 /// timing it out (the last chunk's answer used to wait for the whole install, under one chunk's

@@ -432,6 +432,14 @@ pub struct ClusterSection {
     /// background; 19 (the default) runs them in the request path's idle time, 0 at the
     /// process's priority.
     pub background_nice: i32,
+    /// Seconds a node certificate is valid (30 days); a node renews its own when a third is
+    /// left, and peers refuse an expired one.
+    pub node_cert_lifetime_s: u64,
+    /// Milliseconds one chunk (1 MiB) of a snapshot sent to a follower may take.
+    pub snapshot_chunk_timeout_ms: u64,
+    /// Milliseconds a follower's install of a snapshot may go without progress before its
+    /// leader gives up and sends it again later (an install as such has no time limit).
+    pub snapshot_stall_timeout_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -448,6 +456,9 @@ impl Default for ClusterSection {
             flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()
                 as u64,
             background_nice: chatsdk_cluster::ClusterConfig::DEFAULT_BACKGROUND_NICE,
+            node_cert_lifetime_s: chatsdk_cluster::tls::DEFAULT_NODE_CERT_LIFETIME.as_secs(),
+            snapshot_chunk_timeout_ms: 5_000,
+            snapshot_stall_timeout_ms: 60_000,
         }
     }
 }

@@ -190,7 +190,7 @@ fn a_data_directory_of_an_older_format_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("format 1") && err.contains("format 8") && err.contains("older chatsdk"),
+        err.contains("format 1") && err.contains("format 9") && err.contains("older chatsdk"),
         "{err}"
     );
 }

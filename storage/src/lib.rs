@@ -46,5 +46,5 @@ pub use error::StoreError;
 pub use kv::{GroupReader, KeyValue, KvBatch};
 pub use log_store::LogStore;
 pub use state_machine::{restore_snapshot, Applier, ApplyContext, StateMachineStore, FLUSH_KEYS};
-pub use store::{FlushStats, Store, StoreConfig, DATA_FORMAT, RESTORE_MARKER};
+pub use store::{reads_data_format, FlushStats, Store, StoreConfig, DATA_FORMAT, RESTORE_MARKER};
 pub use types::{Command, GroupId, NodeId, Reply, ReplyValue, TypeConfig};

@@ -29,6 +29,8 @@ pub(crate) const MAGIC: &[u8; 8] = b"\xC5chsnap2";
 pub(crate) const PIECE_BYTES: usize = 1 << 20;
 /// The largest frame a reader accepts: the bound on what one piece may make it allocate.
 const MAX_FRAME: usize = 64 << 20;
+/// The largest snapshot of an earlier build (one record, read whole) a reader accepts.
+const MAX_LEGACY: u64 = 256 << 20;
 
 /// The data openraft moves for a snapshot (see the module docs).
 pub type SnapshotFile = tokio::fs::File;
@@ -133,8 +135,14 @@ pub(crate) fn read(
         // One record of all the entries (earlier builds), or not a snapshot at all.
         let mut whole = magic[..got].to_vec();
         input
+            .take(MAX_LEGACY)
             .read_to_end(&mut whole)
             .map_err(StoreError::SnapshotFile)?;
+        if whole.len() as u64 >= MAX_LEGACY {
+            return Err(StoreError::SnapshotFormat(format!(
+                "not a snapshot of this build, and too large ({MAX_LEGACY} bytes or more) for one of an earlier build"
+            )));
+        }
         let body: LegacyBody = record::decode(&whole)?;
         let count = body.entries.len() as u64;
         check(&body.entries)?;

@@ -490,6 +490,46 @@ fn snapshot_err(meta: Option<&SnapshotMeta<NodeId, BasicNode>>, e: StoreError) -
     StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e)).into()
 }
 
+/// Turns a snapshot's failure into openraft's error: one of this node's disk stops the node
+/// ([`snapshot_err`]), but not the failure of work on a group that was dropped from this node
+/// meanwhile (its replica moved away: sled no longer finds its trees).
+#[derive(Clone)]
+struct SnapshotFailure {
+    store: Store,
+    group: GroupId,
+    /// The group's incarnation when the work started (see [`Store::write_group`]).
+    incarnation: u64,
+}
+
+impl SnapshotFailure {
+    fn dropped(&self) -> bool {
+        self.store.incarnation(self.group) != self.incarnation
+    }
+
+    fn err(
+        &self,
+        meta: Option<&SnapshotMeta<NodeId, BasicNode>>,
+        e: StoreError,
+    ) -> RaftStorageError {
+        if self.dropped() {
+            tracing::debug!(group = self.group, error = %e, "snapshot work of a group dropped from this node stopped");
+            return StorageIOError::write_snapshot(meta.map(|m| m.signature()), AnyError::new(&e))
+                .into();
+        }
+        snapshot_err(meta, e)
+    }
+}
+
+impl StateMachineStore {
+    fn failure(&self) -> SnapshotFailure {
+        SnapshotFailure {
+            store: self.store.clone(),
+            group: self.group,
+            incarnation: self.incarnation,
+        }
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -561,6 +601,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snap: self.snap.clone(),
             meta: self.snapshot_meta(),
             flushed,
+            failure: self.failure(),
         }
     }
 
@@ -571,7 +612,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .begin_install(self.group)
             .map_err(sm_write_err)?;
         let file = snapshot_file::anonymous(&self.store.snapshot_dir())
-            .map_err(|e| snapshot_err(None, StoreError::SnapshotFile(e)))?;
+            .map_err(|e| self.failure().err(None, StoreError::SnapshotFile(e)))?;
         Ok(Box::new(SnapshotFile::from_std(file)))
     }
 
@@ -580,7 +621,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let fail = |e| snapshot_err(Some(meta), e);
+        let failure = self.failure();
+        let fail = |e| failure.err(Some(meta), e);
         let file = snapshot.into_std().await;
         // No flush may land in the tree being replaced once it is replaced.
         self.finish_flush(Wait::Yes).map_err(fail)?;
@@ -588,22 +630,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let tree =
             off_the_workers(|| self.fill_generation(generation, file, meta)).map_err(fail)?;
         self.store.flush().await.map_err(fail)?;
+        if failure.dropped() {
+            // The replica moved away while it filled: what it wrote goes too.
+            let _gone_or_going = self.store.drop_tree(&tree.name());
+            return Err(fail(StoreError::Restore {
+                group: self.group,
+                reason: "the group left this node during the install".into(),
+            }));
+        }
         // The switch: the new tree and the snapshot's mark, in one write.
         let mut switch = sled::Batch::default();
         switch.insert(KEY_GENERATION, &generation.to_be_bytes());
         switch.insert(KEY_MARK, record::encode(meta).map_err(fail)?);
         self.snap.apply_batch(switch).map_err(|e| fail(e.into()))?;
         self.store.flush().await.map_err(fail)?;
-        // The snapshot replaces everything, including what was still pending.
-        let old = self.view.replace_tree(tree.clone());
+        // The snapshot replaces everything, including what was still pending. The absent-key
+        // filter learns the new tree first, so that it never calls absent a key the new tree
+        // holds.
+        self.view.absent.rebuild(tree.clone());
+        let old = self.view.replace_tree(tree);
         self.view.pending.clear();
         self.flush_by = None;
         self.generation = generation;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.view.pending.changed();
-        self.view.absent.rebuild(tree);
-        self.store.drop_tree(&old.name()).map_err(fail)?;
+        off_the_workers(|| self.store.drop_tree(&old.name())).map_err(fail)?;
         self.store.wal().end_install(self.group).map_err(fail)?;
         self.applier.snapshot_installed(self.group);
         Ok(())
@@ -625,15 +677,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         } else {
             let meta = self.snapshot_meta();
             // Whoever gets it may act on it as on a built snapshot: it must be durable here.
-            write_mark(&self.snap, &meta).map_err(|e| snapshot_err(Some(&meta), e))?;
+            let failure = self.failure();
+            write_mark(&self.snap, &meta).map_err(|e| failure.err(Some(&meta), e))?;
             self.store
                 .flush()
                 .await
-                .map_err(|e| snapshot_err(Some(&meta), e))?;
+                .map_err(|e| failure.err(Some(&meta), e))?;
             meta
         };
+        let failure = self.failure();
         let file =
-            off_the_workers(|| self.write_snapshot()).map_err(|e| snapshot_err(Some(&meta), e))?;
+            off_the_workers(|| self.write_snapshot()).map_err(|e| failure.err(Some(&meta), e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile::from_std(file)),
@@ -725,6 +779,7 @@ pub struct SnapshotBuilder {
     meta: SnapshotMeta<NodeId, BasicNode>,
     /// Whether the pending writes reached sled when the builder was made.
     flushed: Result<(), StoreError>,
+    failure: SnapshotFailure,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -733,17 +788,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     /// keys when a snapshot is read. (Installing the empty data fails to decode.)
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let meta = self.meta.clone();
-        std::mem::replace(&mut self.flushed, Ok(())).map_err(|e| snapshot_err(Some(&meta), e))?;
-        write_mark(&self.snap, &meta).map_err(|e| snapshot_err(Some(&meta), e))?;
+        std::mem::replace(&mut self.flushed, Ok(()))
+            .map_err(|e| self.failure.err(Some(&meta), e))?;
+        write_mark(&self.snap, &meta).map_err(|e| self.failure.err(Some(&meta), e))?;
         // openraft purges the log up to the snapshot once this returns: the state machine writes
         // it covers must be durable first.
         self.store
             .flush()
             .await
-            .map_err(|e| snapshot_err(Some(&meta), e))?;
+            .map_err(|e| self.failure.err(Some(&meta), e))?;
         // An empty file: openraft keeps only the metadata of a snapshot it built.
         let empty = snapshot_file::anonymous(&self.store.snapshot_dir())
-            .map_err(|e| snapshot_err(Some(&meta), StoreError::SnapshotFile(e)))?;
+            .map_err(|e| self.failure.err(Some(&meta), StoreError::SnapshotFile(e)))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile::from_std(empty)),

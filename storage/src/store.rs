@@ -277,6 +277,13 @@ impl Store {
         Ok(())
     }
 
+    /// A snapshot for `group` has arrived whole and is about to be installed: the log holds
+    /// back its purges until the install is durable (see the log's `begin_install`). Called
+    /// when the last chunk arrives, so the hold covers however long the transfer took.
+    pub fn hold_purges_for_install(&self, group: GroupId) -> Result<(), StoreError> {
+        self.inner.wal.begin_install(group)
+    }
+
     /// Where snapshot files are made (they are unlinked at once: see
     /// [`crate::snapshot_file`]).
     pub(crate) fn snapshot_dir(&self) -> PathBuf {
@@ -379,11 +386,18 @@ fn sync_sled(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
 /// their format, so a directory is not upgraded in place (an older one is refused with a
 /// message that says so), except formats 6 and 7: their entries are this build's (format 6's
 /// without a batch id, which this build still reads) and their per-message index keys are
-/// still read, so they are marked 8 when opened (and the older builds, which cannot read what
-/// this one writes, refuse them from then on).
-pub const DATA_FORMAT: u32 = 8;
+/// still read, so they are marked when opened (and the older builds, which cannot read what
+/// this one writes, refuse them from then on). Format 9 may keep a group's state machine in a
+/// tree of a later generation (`g<id>.sm<n>`, after a snapshot install) that format 8 builds
+/// would not see; format 8 directories are marked 9 in place.
+pub const DATA_FORMAT: u32 = 9;
 /// The older formats [`check_data_format`] upgrades in place (see [`DATA_FORMAT`]).
-const UPGRADED_IN_PLACE: std::ops::RangeInclusive<u32> = 6..=7;
+const UPGRADED_IN_PLACE: std::ops::RangeInclusive<u32> = 6..=8;
+
+/// Whether this build reads a data directory (or a backup of one) of `format`.
+pub fn reads_data_format(format: u32) -> bool {
+    format == DATA_FORMAT || UPGRADED_IN_PLACE.contains(&format)
+}
 /// Where the format is recorded, in sled's default tree.
 const FORMAT_KEY: &[u8] = b"chatsdk.data_format";
 
@@ -528,7 +542,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.contains("format 1") && text.contains("format 8"),
+            text.contains("format 1") && text.contains("format 9"),
             "{text}"
         );
 
@@ -543,9 +557,9 @@ mod tests {
             );
         }
 
-        // Formats 6 (entries without batch ids) and 7 (an index key per message) are marked 8
-        // in place, their logs kept.
-        for format in [6u32, 7] {
+        // Formats 6 (entries without batch ids), 7 (an index key per message) and 8 (no tree
+        // generations) are marked 9 in place, their logs kept.
+        for format in [6u32, 7, 8] {
             let dir = tempfile::tempdir().unwrap();
             {
                 let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
@@ -560,17 +574,17 @@ mod tests {
             let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
             assert_eq!(
                 store.inner.db.get(FORMAT_KEY).unwrap().as_deref(),
-                Some(&8u32.to_be_bytes()[..]),
+                Some(&9u32.to_be_bytes()[..]),
                 "format {format}"
             );
             drop(store);
         }
 
         // A directory marked by a newer build.
-        let newer = marked(9);
+        let newer = marked(10);
         let err = Store::open(&StoreConfig::new(newer.path())).err().unwrap();
         assert!(
-            matches!(err, StoreError::DataFormat { found: 9, .. }),
+            matches!(err, StoreError::DataFormat { found: 10, .. }),
             "{err}"
         );
     }

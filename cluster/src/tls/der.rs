@@ -70,6 +70,76 @@ fn expect<'a>(input: &'a [u8], want: u8, what: &str) -> Result<Tlv<'a>, String> 
     Ok(tlv)
 }
 
+const TAG_UTC_TIME: u8 = 0x17;
+const TAG_GENERALIZED_TIME: u8 = 0x18;
+
+/// The end of an X.509 certificate's validity (`notAfter`), in seconds since the epoch.
+pub(super) fn not_after(cert: &[u8]) -> Result<i64, String> {
+    let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;
+    let tbs = expect(certificate.contents, TAG_SEQUENCE, "tbs certificate")?;
+    let mut rest = tbs.contents;
+    if rest.first() == Some(&TAG_VERSION) {
+        rest = read(rest)?.rest;
+    }
+    let serial = expect(rest, TAG_INTEGER, "serial number")?;
+    let algorithm = expect(serial.rest, TAG_SEQUENCE, "signature algorithm")?;
+    let issuer = expect(algorithm.rest, TAG_SEQUENCE, "issuer")?;
+    let validity = expect(issuer.rest, TAG_SEQUENCE, "validity")?;
+    let not_before = read(validity.contents)?;
+    let not_after = read(not_before.rest)?;
+    let text = std::str::from_utf8(not_after.contents).map_err(|_| "a time that is not text")?;
+    match not_after.tag {
+        // YYMMDDHHMMSSZ: years 1950..=2049 (RFC 5280).
+        TAG_UTC_TIME if text.len() == 13 => {
+            let yy: i64 = digits(&text[..2])?;
+            let year = if yy < 50 { 2000 + yy } else { 1900 + yy };
+            time_of(year, &text[2..])
+        }
+        // YYYYMMDDHHMMSSZ.
+        TAG_GENERALIZED_TIME if text.len() == 15 => time_of(digits(&text[..4])?, &text[4..]),
+        tag => Err(format!(
+            "unsupported validity time (tag {tag:#04x}, {text:?})"
+        )),
+    }
+}
+
+fn digits(text: &str) -> Result<i64, String> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("not a number: {text:?}"));
+    }
+    text.parse().map_err(|_| format!("not a number: {text:?}"))
+}
+
+/// Seconds since the epoch of `year` and `MMDDHHMMSSZ`.
+fn time_of(year: i64, rest: &str) -> Result<i64, String> {
+    if !rest.ends_with('Z') {
+        return Err(format!("a time that is not UTC: {rest:?}"));
+    }
+    let (month, day) = (digits(&rest[0..2])?, digits(&rest[2..4])?);
+    let (hour, minute, second) = (
+        digits(&rest[4..6])?,
+        digits(&rest[6..8])?,
+        digits(&rest[8..10])?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(format!("an impossible time: {year} {rest:?}"));
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
 /// Extracts the subject name and the SubjectPublicKeyInfo of an X.509 certificate.
 pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
     let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;

@@ -47,6 +47,12 @@ pub const ALPN_CLUSTER: &[u8] = b"chatsdk-cluster/1";
 pub const ALPN_JOIN: &[u8] = b"chatsdk-join/1";
 /// DNS SAN carried by every node certificate; clients always dial this server name.
 pub const NODE_SERVER_NAME: &str = "chatsdk-node";
+/// How long a node certificate is valid unless the cluster is configured otherwise; a node
+/// renews its own when a third of it is left (see `ClusterNode`'s renewal).
+pub const DEFAULT_NODE_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+/// How far before its issue a certificate is valid from: peers whose clocks are behind the
+/// issuer's still take it.
+const NOT_BEFORE_SLACK: Duration = Duration::from_secs(86_400);
 
 /// QUIC keep-alive: well under [`QUIC_IDLE_TIMEOUT`] so idle peer connections stay open.
 const QUIC_KEEP_ALIVE: Duration = Duration::from_millis(500);
@@ -151,9 +157,20 @@ impl ClusterCa {
         })
     }
 
-    /// Issues a certificate for `node_id`: CN `node-<id>`, SANs [`NODE_SERVER_NAME`] and
-    /// `node-<id>`, usable both as a TLS server and a TLS client certificate.
+    /// [`ClusterCa::issue_node_cert_for`] with [`DEFAULT_NODE_CERT_LIFETIME`].
     pub fn issue_node_cert(&self, node_id: u64) -> Result<NodeIdentity, TlsError> {
+        self.issue_node_cert_for(node_id, DEFAULT_NODE_CERT_LIFETIME)
+    }
+
+    /// Issues a certificate for `node_id`, valid for `lifetime` from now (and from a day before
+    /// now, for peers whose clocks are behind): CN `node-<id>`, SANs [`NODE_SERVER_NAME`] and
+    /// `node-<id>`, usable both as a TLS server and a TLS client certificate. Peers refuse it
+    /// once it has expired (rustls checks the validity at every handshake).
+    pub fn issue_node_cert_for(
+        &self,
+        node_id: u64,
+        lifetime: Duration,
+    ) -> Result<NodeIdentity, TlsError> {
         let ca_der = parse_cert_pem(&self.cert_pem, "ca certificate")?;
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| TlsError::Pem {
             what: "ca key",
@@ -186,6 +203,9 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        let now = std::time::SystemTime::now();
+        params.not_before = offset_time(now.checked_sub(NOT_BEFORE_SLACK).unwrap_or(now));
+        params.not_after = offset_time(now + lifetime);
 
         let leaf_key = KeyPair::generate().map_err(|source| TlsError::Generate {
             what: "node key",
@@ -209,6 +229,29 @@ impl ClusterCa {
     pub fn fingerprint(&self) -> Result<String, TlsError> {
         ca_fingerprint_of_pem(&self.cert_pem)
     }
+}
+
+/// When the (first) certificate in `cert_pem` stops being valid.
+pub fn cert_not_after(cert_pem: &str) -> Result<std::time::SystemTime, TlsError> {
+    let der = parse_cert_pem(cert_pem, "certificate")?;
+    let secs = der::not_after(der.as_ref()).map_err(|reason| TlsError::Pem {
+        what: "certificate validity",
+        reason,
+    })?;
+    let epoch = std::time::UNIX_EPOCH;
+    Ok(match u64::try_from(secs) {
+        Ok(s) => epoch + Duration::from_secs(s),
+        Err(_) => epoch,
+    })
+}
+
+/// A system time as the certificate generator takes it (whole seconds).
+fn offset_time(t: std::time::SystemTime) -> time::OffsetDateTime {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Lowercase hex SHA-256 of the DER of the (first) certificate in `ca_cert_pem`.
@@ -407,6 +450,43 @@ mod tests {
     use rustls::client::danger::ServerCertVerifier;
     use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::UnixTime;
+
+    /// A node certificate is valid for its lifetime (and from a day before its issue), its end
+    /// reads back from the certificate, and a verifier refuses it after that.
+    #[test]
+    fn node_certificates_expire() {
+        let ca = ClusterCa::generate("test").unwrap();
+        let lifetime = Duration::from_secs(3_600);
+        let id = ca.issue_node_cert_for(7, lifetime).unwrap();
+        let now = std::time::SystemTime::now();
+        let end = cert_not_after(&id.cert_pem).unwrap();
+        let left = end.duration_since(now).unwrap();
+        assert!(
+            left <= lifetime && left > lifetime - Duration::from_secs(60),
+            "{left:?}"
+        );
+        let leaf = parse_cert_pem(&id.cert_pem, "leaf").unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(ca_roots(&ca.cert_pem).unwrap()),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let name = ServerName::try_from(NODE_SERVER_NAME).unwrap();
+        let at = |t: std::time::SystemTime| {
+            UnixTime::since_unix_epoch(t.duration_since(std::time::UNIX_EPOCH).unwrap())
+        };
+        let check = |t| verifier.verify_server_cert(&leaf, &[], &name, &[], at(t));
+        assert!(check(now).is_ok());
+        assert!(
+            check(now - Duration::from_secs(20 * 3_600)).is_ok(),
+            "a clock behind"
+        );
+        assert!(check(end + Duration::from_secs(1)).is_err(), "expired");
+        // Certificates of earlier builds ran to 4096: read as such.
+        let old = cert_not_after(&ca.cert_pem).unwrap();
+        assert!(old > now + Duration::from_secs(1_000 * 365 * 86_400));
+    }
 
     #[test]
     fn issued_cert_chains_to_ca_and_names_the_node() {

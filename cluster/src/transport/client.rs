@@ -12,6 +12,14 @@ use super::{duration_ms, peer_leaf, Inner, NodeId, TransportError};
 use crate::tls::{self, NODE_SERVER_NAME};
 
 impl Inner {
+    /// The client configuration (with this node's current certificate) of new connections.
+    fn client_config(&self) -> quinn::ClientConfig {
+        self.client_config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The cached connection to `to`, dialing it if needed. Concurrent callers share one dial;
     /// after a failed dial they fail fast with `Unreachable` until the backoff expires.
     async fn connection(&self, to: NodeId) -> Result<Connection, TransportError> {
@@ -68,7 +76,7 @@ impl Inner {
         let fail = |reason: String| TransportError::Connect { addr, reason };
         let conn = self
             .endpoint
-            .connect_with(self.client_config.clone(), addr, NODE_SERVER_NAME)
+            .connect_with(self.client_config(), addr, NODE_SERVER_NAME)
             .map_err(|e| fail(e.to_string()))?
             .await
             .map_err(|e| fail(e.to_string()))?;

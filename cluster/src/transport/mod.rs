@@ -180,7 +180,8 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// Replaced when the node's certificate is renewed ([`Transport::set_identity`]).
+    client_config: std::sync::RwLock<quinn::ClientConfig>,
     local_addr: SocketAddr,
     peers: PeerTable,
     request_timeout: Duration,
@@ -245,7 +246,7 @@ impl Transport {
             inner: Arc::new(Inner {
                 shared,
                 endpoint,
-                client_config,
+                client_config: std::sync::RwLock::new(client_config),
                 local_addr,
                 peers: PeerTable::new(cfg.max_in_flight_per_peer),
                 request_timeout: cfg.request_timeout,
@@ -265,6 +266,29 @@ impl Transport {
     }
 
     /// The bound address (with the real port when bound to port 0).
+    /// Presents `identity` (a renewed certificate of this node) from now on: to connections
+    /// this node accepts and to those it opens. Connections already open keep theirs (TLS
+    /// checks certificates at the handshake only).
+    pub fn set_identity(&self, identity: &NodeIdentity) -> Result<(), TransportError> {
+        if identity.node_id != self.inner.shared.node_id {
+            return Err(TransportError::InvalidConfig {
+                reason: format!(
+                    "identity is issued to node {} but this is node {}",
+                    identity.node_id, self.inner.shared.node_id
+                ),
+            });
+        }
+        let server = tls::server_config(identity)?;
+        let client = tls::cluster_client_config(identity)?;
+        self.inner.endpoint.set_server_config(Some(server));
+        *self
+            .inner
+            .client_config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+        Ok(())
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
     }

@@ -301,6 +301,15 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.background_nice", |c| {
             c.cluster.background_nice = -1
         }),
+        ("cluster.node_cert_lifetime_s", |c| {
+            c.cluster.node_cert_lifetime_s = 5
+        }),
+        ("cluster.snapshot_chunk_timeout_ms", |c| {
+            c.cluster.snapshot_chunk_timeout_ms = 0
+        }),
+        ("cluster.snapshot_stall_timeout_ms", |c| {
+            c.cluster.snapshot_stall_timeout_ms = 10
+        }),
         ("cluster.background_nice", |c| {
             c.cluster.background_nice = 20
         }),

@@ -117,6 +117,21 @@ impl Config {
             "cluster.background_nice",
             "must be between 0 and 19",
         )?;
+        ensure(
+            (60..=10 * 365 * 86_400).contains(&c.node_cert_lifetime_s),
+            "cluster.node_cert_lifetime_s",
+            "must be between 60 and 315360000 (ten years)",
+        )?;
+        ensure(
+            (100..=600_000).contains(&c.snapshot_chunk_timeout_ms),
+            "cluster.snapshot_chunk_timeout_ms",
+            "must be between 100 and 600000 (10 minutes)",
+        )?;
+        ensure(
+            (1_000..=3_600_000).contains(&c.snapshot_stall_timeout_ms),
+            "cluster.snapshot_stall_timeout_ms",
+            "must be between 1000 and 3600000 (an hour)",
+        )?;
 
         for (value, key) in [
             (l.body_bytes, "limits.body_bytes"),
