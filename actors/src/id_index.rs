@@ -312,7 +312,9 @@ fn compact(
             }
         }
         merged.sort_unstable();
-        let counts: Option<u64> = merging.iter().map(|r| live.runs.remove(&r.id)).sum();
+        // Every part's count leaves the map (a lazy sum would stop at the first missing one).
+        let parts: Vec<Option<u64>> = merging.iter().map(|r| live.runs.remove(&r.id)).collect();
+        let counts: Option<u64> = parts.into_iter().sum();
         let id = add_run(kv, sk, dir, level + 1, &merged);
         if let Some(count) = counts {
             live.runs.insert(id, count);
@@ -323,26 +325,55 @@ fn compact(
 
 /// The seqs the index holds for id hash `h`, through `get` (an apply's view or a replica's
 /// reader). Some may not hold a message with the id: the caller checks each.
+///
+/// A replica's reader reads the directory and then pages, while applies go on: a merge or a
+/// retention drop may delete a listed run's pages in between. A missing page is therefore read
+/// again with the directory as it is now, a few times; only a page missing from a directory
+/// that did not change is corruption (an apply's view never changes under it).
 pub(crate) fn candidates(
     get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     sk: &StreamKeys<'_>,
     h: u64,
 ) -> Result<Vec<u64>, StoreError> {
-    let mut out = Vec::new();
     let tail_key = sk.id_tail();
-    if let Some(value) = get(&tail_key)? {
-        out.extend(
-            all_entries(entries(&tail_key, &value)?)
-                .filter(|e| e.0 == h)
-                .map(|e| e.1),
-        );
-    }
     let dir_key = sk.id_runs();
-    let Some(raw) = get(&dir_key)? else {
-        return Ok(out);
-    };
-    let dir: Directory = keys::decode_at(&dir_key, &raw)?;
-    // Newest first: a message sent again after a purge is in a newer run than its first send.
+    let mut attempts = 0;
+    loop {
+        let mut out = Vec::new();
+        if let Some(value) = get(&tail_key)? {
+            out.extend(
+                all_entries(entries(&tail_key, &value)?)
+                    .filter(|e| e.0 == h)
+                    .map(|e| e.1),
+            );
+        }
+        let Some(raw) = get(&dir_key)? else {
+            return Ok(out);
+        };
+        let dir: Directory = keys::decode_at(&dir_key, &raw)?;
+        match in_runs(&get, sk, &dir, h, &mut out)? {
+            None => return Ok(out),
+            Some(missing) => {
+                attempts += 1;
+                let moved = get(&dir_key)?.as_deref() != Some(raw.as_slice());
+                if !moved || attempts >= 8 {
+                    return Err(corrupt(&missing, "a page of a listed run is missing"));
+                }
+            }
+        }
+    }
+}
+
+/// Adds the seqs the runs of `dir` hold for `h` to `out`, newest run first (a message sent
+/// again after a purge is in a newer run than its first send). Returns the key of a listed
+/// page that is missing, if one is.
+fn in_runs(
+    get: &impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    sk: &StreamKeys<'_>,
+    dir: &Directory,
+    h: u64,
+    out: &mut Vec<u64>,
+) -> Result<Option<Vec<u8>>, StoreError> {
     for run in dir.runs.iter().rev() {
         let start = run.firsts.partition_point(|f| *f < h).saturating_sub(1);
         for n in start..run.firsts.len() {
@@ -351,7 +382,7 @@ pub(crate) fn candidates(
             }
             let key = sk.id_page(run.id, n as u32);
             let Some(value) = get(&key)? else {
-                return Err(corrupt(&key, "a page of a listed run is missing"));
+                return Ok(Some(key));
             };
             let page = entries(&key, &value)?;
             let count = page.len() / ENTRY;
@@ -364,7 +395,7 @@ pub(crate) fn candidates(
             );
         }
     }
-    Ok(out)
+    Ok(None)
 }
 
 /// The logical keys of the index entries a stored value holds, for the absent-key filter's
@@ -468,6 +499,91 @@ mod tests {
             .filter(|k| keys::id_entries_stream(k).is_some())
             .count();
         assert_eq!(pages, 0, "{:?}", kv.keys().collect::<Vec<_>>());
+    }
+
+    /// A reader that read the directory before an apply dropped a run (its pages gone) reads
+    /// again with the directory as it is now; a page missing from an unchanged directory is
+    /// corruption.
+    #[test]
+    fn a_reader_racing_a_dropped_run_reads_again() {
+        let mut kv = Map::new();
+        let id = |seq: u64| hash(&format!("m{seq}"));
+        let n = (2 * TAIL + 5) as u64;
+        for seq in 1..=n {
+            insert(&mut kv, &SK, id(seq), seq).unwrap();
+        }
+        let before = kv.get(&SK.id_runs()).cloned().unwrap();
+        // The first run's messages all age out: it is dropped.
+        for seq in 1..=TAIL as u64 {
+            forget(&mut kv, &SK, id(seq), seq).unwrap();
+        }
+        assert_eq!(dir(&kv).runs.len(), 1);
+        let reads = std::cell::Cell::new(0);
+        let racing = |k: &[u8]| {
+            if k == SK.id_runs().as_slice() {
+                reads.set(reads.get() + 1);
+                if reads.get() == 1 {
+                    return Ok(Some(before.clone()));
+                }
+            }
+            Ok(kv.get(k).cloned())
+        };
+        // Every hash of the dropped run's pages: at least one read needs a page now gone.
+        for seq in 1..=TAIL as u64 {
+            reads.set(0);
+            assert!(candidates(racing, &SK, id(seq)).unwrap().is_empty());
+        }
+        let stale = |k: &[u8]| {
+            if k == SK.id_runs().as_slice() {
+                return Ok(Some(before.clone()));
+            }
+            Ok(kv.get(k).cloned())
+        };
+        let refused = (1..=TAIL as u64).any(|seq| candidates(stale, &SK, id(seq)).is_err());
+        assert!(
+            refused,
+            "a page missing from an unchanged directory was not refused"
+        );
+    }
+
+    /// Every run the directory lists has all its pages.
+    fn pages_of_listed_runs_exist(kv: &Map) {
+        for run in dir(kv).runs {
+            for n in 0..run.firsts.len() {
+                assert!(
+                    kv.contains_key(&SK.id_page(run.id, n as u32)),
+                    "run {} (level {}) lacks page {n}",
+                    run.id,
+                    run.level
+                );
+            }
+        }
+    }
+
+    /// Retention under load: new messages indexed while the oldest age out, through merges of
+    /// every level; the directory never lists a run without its pages, and what is kept is
+    /// found.
+    #[test]
+    fn sends_and_retention_interleaved_keep_the_index_whole() {
+        let mut kv = Map::new();
+        let id = |seq: u64| hash(&format!("m{seq}"));
+        let window = 3_000u64;
+        let n = (TAIL * FANOUT * FANOUT * 3) as u64;
+        for seq in 1..=n {
+            insert(&mut kv, &SK, id(seq), seq).unwrap();
+            if seq > window {
+                let old = seq - window;
+                forget(&mut kv, &SK, id(old), old).unwrap();
+            }
+            if seq % 997 == 0 {
+                pages_of_listed_runs_exist(&kv);
+                assert_eq!(lookup(&kv, id(seq - 1)), vec![seq - 1]);
+            }
+        }
+        pages_of_listed_runs_exist(&kv);
+        for seq in n - window + 1..=n {
+            assert_eq!(lookup(&kv, id(seq)), vec![seq], "m{seq}");
+        }
     }
 
     #[test]

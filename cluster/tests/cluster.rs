@@ -308,6 +308,24 @@ async fn node_certificates_are_renewed_before_they_expire() {
         local_value(c.node(2), 1, "while-down").as_deref(),
         Some("v")
     );
+    // A node stopped past its certificate's end renews it as it starts, and rejoins.
+    let ends = c.node(3).cert_valid_until().unwrap();
+    c.stop(3).await;
+    wait_until("node 3's certificate has expired", || async move {
+        std::time::SystemTime::now() > ends
+    })
+    .await;
+    c.node(1)
+        .propose(1, b"while-expired=v".to_vec())
+        .await
+        .unwrap();
+    c.restart(3).await;
+    c.wait_converged(1).await;
+    assert_eq!(
+        local_value(c.node(3), 1, "while-expired").as_deref(),
+        Some("v")
+    );
+    assert!(c.node(3).cert_valid_until().unwrap() > ends);
     for node in c.nodes.values() {
         node.shutdown().await;
     }
