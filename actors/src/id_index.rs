@@ -219,13 +219,29 @@ pub(crate) fn forget(
     put_record(kv, &sk.id_live(), &live)
 }
 
-/// Whether `run` holds exactly `entry`.
+/// Whether `run` holds exactly `entry` (read in an apply: a missing page is corruption).
 fn run_holds(
     get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     sk: &StreamKeys<'_>,
     run: &Run,
     (h, seq): Entry,
 ) -> Result<bool, StoreError> {
+    let mut seqs = Vec::new();
+    if let Some(missing) = run_seqs(&get, sk, run, h, &mut seqs)? {
+        return Err(corrupt(&missing, "a page of a listed run is missing"));
+    }
+    Ok(seqs.contains(&seq))
+}
+
+/// Adds the seqs `run` holds for `h` to `out`; returns the key of a page it lacks, if one is
+/// missing.
+fn run_seqs(
+    get: &impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    sk: &StreamKeys<'_>,
+    run: &Run,
+    h: u64,
+    out: &mut Vec<u64>,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let start = run.firsts.partition_point(|f| *f < h).saturating_sub(1);
     for n in start..run.firsts.len() {
         if run.firsts[n] > h {
@@ -233,20 +249,19 @@ fn run_holds(
         }
         let key = sk.id_page(run.id, n as u32);
         let Some(value) = get(&key)? else {
-            return Err(corrupt(&key, "a page of a listed run is missing"));
+            return Ok(Some(key));
         };
         let page = entries(&key, &value)?;
         let count = page.len() / ENTRY;
-        let at = first_at_least(page, count, h);
-        if (at..count)
-            .map(|i| entry_at(page, i))
-            .take_while(|e| e.0 == h)
-            .any(|e| e.1 == seq)
-        {
-            return Ok(true);
-        }
+        let lo = first_at_least(page, count, h);
+        out.extend(
+            (lo..count)
+                .map(|i| entry_at(page, i))
+                .take_while(|e| e.0 == h)
+                .map(|e| e.1),
+        );
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// The first position in a sorted page of `count` entries whose hash is at least `h`.
@@ -375,24 +390,8 @@ fn in_runs(
     out: &mut Vec<u64>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     for run in dir.runs.iter().rev() {
-        let start = run.firsts.partition_point(|f| *f < h).saturating_sub(1);
-        for n in start..run.firsts.len() {
-            if run.firsts[n] > h {
-                break;
-            }
-            let key = sk.id_page(run.id, n as u32);
-            let Some(value) = get(&key)? else {
-                return Ok(Some(key));
-            };
-            let page = entries(&key, &value)?;
-            let count = page.len() / ENTRY;
-            let lo = first_at_least(page, count, h);
-            out.extend(
-                (lo..count)
-                    .map(|i| entry_at(page, i))
-                    .take_while(|e| e.0 == h)
-                    .map(|e| e.1),
-            );
+        if let Some(missing) = run_seqs(get, sk, run, h, out)? {
+            return Ok(Some(missing));
         }
     }
     Ok(None)

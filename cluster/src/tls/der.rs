@@ -75,16 +75,7 @@ const TAG_GENERALIZED_TIME: u8 = 0x18;
 
 /// The end of an X.509 certificate's validity (`notAfter`), in seconds since the epoch.
 pub(super) fn not_after(cert: &[u8]) -> Result<i64, String> {
-    let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;
-    let tbs = expect(certificate.contents, TAG_SEQUENCE, "tbs certificate")?;
-    let mut rest = tbs.contents;
-    if rest.first() == Some(&TAG_VERSION) {
-        rest = read(rest)?.rest;
-    }
-    let serial = expect(rest, TAG_INTEGER, "serial number")?;
-    let algorithm = expect(serial.rest, TAG_SEQUENCE, "signature algorithm")?;
-    let issuer = expect(algorithm.rest, TAG_SEQUENCE, "issuer")?;
-    let validity = expect(issuer.rest, TAG_SEQUENCE, "validity")?;
+    let validity = validity(cert)?;
     let not_before = read(validity.contents)?;
     let not_after = read(not_before.rest)?;
     let text = std::str::from_utf8(not_after.contents).map_err(|_| "a time that is not text")?;
@@ -140,8 +131,8 @@ fn time_of(year: i64, rest: &str) -> Result<i64, String> {
     Ok(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
-/// Extracts the subject name and the SubjectPublicKeyInfo of an X.509 certificate.
-pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
+/// The validity of an X.509 certificate's TBS part (what follows it: subject, key).
+fn validity(cert: &[u8]) -> Result<Tlv<'_>, String> {
     let certificate = expect(cert, TAG_SEQUENCE, "certificate")?;
     let tbs = expect(certificate.contents, TAG_SEQUENCE, "tbs certificate")?;
     let mut rest = tbs.contents;
@@ -151,7 +142,12 @@ pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
     let serial = expect(rest, TAG_INTEGER, "serial number")?;
     let algorithm = expect(serial.rest, TAG_SEQUENCE, "signature algorithm")?;
     let issuer = expect(algorithm.rest, TAG_SEQUENCE, "issuer")?;
-    let validity = expect(issuer.rest, TAG_SEQUENCE, "validity")?;
+    expect(issuer.rest, TAG_SEQUENCE, "validity")
+}
+
+/// Extracts the subject name and the SubjectPublicKeyInfo of an X.509 certificate.
+pub(super) fn ca_fields(cert: &[u8]) -> Result<CaFields<'_>, String> {
+    let validity = validity(cert)?;
     let subject = expect(validity.rest, TAG_SEQUENCE, "subject")?;
     let spki = expect(subject.rest, TAG_SEQUENCE, "subject public key info")?;
     Ok(CaFields {
