@@ -76,6 +76,25 @@ impl Link<'_> {
         Ok(response)
     }
 
+    /// [`Link::call`], tried up to [`CHUNK_ATTEMPTS`] times, waiting `pause(attempt)` between.
+    async fn call_again(
+        &self,
+        request: &PeerRequest,
+        pause: impl Fn(u32) -> Duration,
+    ) -> Result<PeerResponse, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let mut attempt = 1;
+        loop {
+            match self.call(request).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) if attempt >= CHUNK_ATTEMPTS => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     /// Sends `snapshot` and waits until the follower installed it or refused it (see the
     /// module docs).
     pub(crate) async fn send(
@@ -108,7 +127,6 @@ impl Link<'_> {
         let data = &mut snapshot.snapshot;
         let end = data.seek(SeekFrom::End(0)).await.map_err(read_err)?;
         let mut offset = 0u64;
-        let mut failures = 0u32;
         loop {
             data.seek(SeekFrom::Start(offset)).await.map_err(read_err)?;
             let len = usize::try_from(end - offset).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
@@ -125,18 +143,9 @@ impl Link<'_> {
                     done,
                 },
             };
-            let answer = match self.call(&request).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    failures += 1;
-                    if failures >= CHUNK_ATTEMPTS {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100 << failures)).await;
-                    continue;
-                }
-            };
-            failures = 0;
+            let answer = self
+                .call_again(&request, |n| Duration::from_millis(100 << n))
+                .await?;
             match answer {
                 PeerResponse::InstallSnapshot(Ok(r)) if done || r.vote > vote => {
                     return Ok(SnapshotResponse::new(r.vote))
@@ -165,7 +174,6 @@ impl Link<'_> {
     /// installed entries stands still for the stall timeout.
     async fn wait_installed(&self, snapshot_id: &str, mut installed: u64) -> SendResult {
         let mut moved_at = Instant::now();
-        let mut failures = 0u32;
         loop {
             if moved_at.elapsed() >= self.stall_timeout {
                 return Err(Timeout {
@@ -180,19 +188,8 @@ impl Link<'_> {
                 group: self.group,
                 snapshot_id: snapshot_id.to_string(),
             };
-            let answer = match self.call(&request).await {
-                Ok(answer) => answer,
-                // A lost answer is not a stalled install: ask again, a few times.
-                Err(e) => {
-                    failures += 1;
-                    if failures >= CHUNK_ATTEMPTS {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(ANSWER_WITHIN).await;
-                    continue;
-                }
-            };
-            failures = 0;
+            // A lost answer is not a stalled install: ask again, a few times.
+            let answer = self.call_again(&request, |_| ANSWER_WITHIN).await?;
             match answer {
                 PeerResponse::Installing { installed: now } => {
                     if now != installed {
