@@ -38,6 +38,8 @@ pub struct NodeOptions {
     pub cpus: Option<Vec<usize>>,
     /// Seconds between the node's retention passes (its default when `None`).
     pub retention_every_s: Option<u64>,
+    /// Lifetime of access tokens, in seconds (the node's default when `None`).
+    pub access_ttl_s: Option<u64>,
 }
 
 /// A running node process.
@@ -87,6 +89,9 @@ impl OurNode {
         }
         if let Some(every) = opts.retention_every_s {
             cmd.env("CHATSDK_BENCH_RETENTION_EVERY_S", every.to_string());
+        }
+        if let Some(ttl) = opts.access_ttl_s {
+            cmd.env("CHATSDK_BENCH_ACCESS_TTL_S", ttl.to_string());
         }
         let mut child = cmd
             .env(
@@ -212,6 +217,9 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     }
     if let Some(every) = env_number("CHATSDK_BENCH_RETENTION_EVERY_S")? {
         c.lifecycle.retention_interval_s = every;
+    }
+    if let Some(ttl) = env_number("CHATSDK_BENCH_ACCESS_TTL_S")? {
+        c.auth.access_ttl_s = ttl;
     }
     if let Some(nice) = env_number("CHATSDK_BENCH_BACKGROUND_NICE")? {
         c.cluster.background_nice = i32::try_from(nice)?;

@@ -22,6 +22,8 @@ pub struct Room {
     pub channel: String,
     pub subscribers: Vec<ConnSpec>,
     pub publishers: Vec<ConnSpec>,
+    /// User ids of the publishers (same order).
+    pub publisher_ids: Vec<String>,
     /// REST access tokens of the publishers (same order).
     pub publisher_tokens: Vec<String>,
     /// REST access tokens of the subscribers (same order).
@@ -96,6 +98,7 @@ pub async fn rooms(
             channel: channel.clone(),
             subscribers: people[..members].iter().map(spec).collect(),
             publishers: people[members..].iter().map(spec).collect(),
+            publisher_ids: people[members..].iter().map(|p| p.0.clone()).collect(),
             publisher_tokens: people[members..].iter().map(|p| p.1.clone()).collect(),
             subscriber_tokens: people[..members].iter().map(|p| p.1.clone()).collect(),
         });
@@ -118,6 +121,7 @@ pub fn peer_rooms(rooms: usize, members: usize, publishers: usize) -> Vec<Room> 
                 channel: name.clone(),
                 subscribers: (0..members).map(|_| spec()).collect(),
                 publishers: (0..publishers).map(|_| spec()).collect(),
+                publisher_ids: Vec::new(),
                 publisher_tokens: Vec::new(),
                 subscriber_tokens: Vec::new(),
             }

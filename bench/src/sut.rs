@@ -63,6 +63,7 @@ impl Sut {
                     join: None,
                     cpus: cpus.map(<[usize]>::to_vec),
                     retention_every_s: None,
+                    access_ttl_s: None,
                 })?;
                 let target = if quic {
                     Target::OursQuic {
@@ -108,6 +109,7 @@ impl Sut {
             join: None,
             cpus: cpus.map(<[usize]>::to_vec),
             retention_every_s: None,
+            access_ttl_s: None,
         };
         let first = OurNode::start(&opts)?;
         let token = first
@@ -119,6 +121,7 @@ impl Sut {
             join: Some((first.info.cluster_addr, token)),
             cpus: cpus.map(<[usize]>::to_vec),
             retention_every_s: None,
+            access_ttl_s: None,
         };
         let mut nodes = vec![first];
         for _ in 0..2 {

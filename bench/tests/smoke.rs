@@ -66,7 +66,7 @@ fn media_uploads_and_search() {
 fn soak_with_retention() {
     let runs = smoke(&["soak"]);
     let m = &runs[0]["metrics"];
-    for k in ["disk_mb_end", "rss_mb_end", "sent_ok"] {
+    for k in ["disk_mb_end", "rss_mb_end", "sent_ok", "token_refreshes"] {
         assert!(m[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {m}");
     }
 }

@@ -159,6 +159,7 @@ pub async fn run(ctx: &Ctx, messages: usize) -> anyhow::Result<Vec<Run>> {
         join: None,
         cpus: ctx.server_cpus().map(<[usize]>::to_vec),
         retention_every_s: None,
+        access_ttl_s: None,
     })?;
     let api = Arc::new(Api {
         http: reqwest::Client::new(),
