@@ -17,8 +17,11 @@ use crate::node::NodeInner;
 
 /// How often the log is checked.
 const INTERVAL: Duration = Duration::from_secs(30);
-/// Segments (64 MiB each) a quiet group may keep behind the one being written.
-const KEEP_SEGMENTS: u64 = 4;
+/// Segments (32 MiB each) a quiet group may keep behind the one being written: the log's disk
+/// use beyond the entries busy groups still need is bounded by this many segments. Snapshotting
+/// a quiet group is cheap (it holds little), so the slack only spares it from snapshotting
+/// at every pass.
+const KEEP_SEGMENTS: u64 = 2;
 
 pub(crate) async fn run(weak: Weak<NodeInner>) {
     let Some(inner) = weak.upgrade() else { return };

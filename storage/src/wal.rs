@@ -41,8 +41,11 @@ use crate::store::{FlushCallback, FlushStats, FLUSH_BUSY_WINDOW};
 use crate::types::{Entry, LogId};
 use crate::{record, GroupId, NodeId, StoreError};
 
-/// A segment is closed and a new one started once it is this large.
-pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A segment is closed and a new one started once it is this large. A segment is deleted only
+/// whole, so this is the grain of the log's disk use: a group's few unpurged entries can keep
+/// one segment's worth. (64 MiB kept a soak run's log at 162 MB for about 40 MB of live
+/// entries.)
+pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Capacity of the syncer's request queue; appenders wait when it is full (back-pressure).
 const SYNC_QUEUE: usize = 4096;
 /// The active segment is zero-filled this far ahead of its end, so that an `fdatasync` after an
