@@ -1,9 +1,12 @@
-//! Fail-stop: a node whose disk stops taking writes (a file-size limit, so writes past it fail
-//! with EFBIG as on a full or failing disk) exits with status 74 and one clear line instead
-//! of serving on; restarted on the same directory, it has every message it acknowledged.
+//! Fail-stop: a node whose disk stops taking writes exits with status 74 and one clear line
+//! instead of serving on; restarted on the same directory, it has every message it
+//! acknowledged. Two failures: a write that fails (a file-size limit, so writes past it fail
+//! with EFBIG as on a full or failing disk) and a sync that fails (`fdatasync` and `fsync`
+//! answer EIO through a preloaded shim, `support/failsync.c`, as when write-back failed).
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -12,6 +15,8 @@ use support::{Node, WAIT};
 /// The node's files may not grow past this (KiB): its Raft log reaches it after a megabyte or
 /// two of messages.
 const FILE_LIMIT_KIB: u64 = 3 * 1024;
+/// Limits meant for humans would throttle the sends long before the disk fills.
+const ENV: [(&str, &str); 1] = [("CHATSDK_LIMITS__BENCH_PROFILE", "true")];
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
     let res = http.get(url).bearer_auth(token).send().await.unwrap();
@@ -22,9 +27,41 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
 async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    // Limits meant for humans would throttle the sends long before the disk fills.
-    let env = [("CHATSDK_LIMITS__BENCH_PROFILE", "true")];
-    let mut node = Node::start_with_file_limit(&dir, &["--dev"], &env, FILE_LIMIT_KIB);
+    let node = Node::start_with_file_limit(&dir, &["--dev"], &ENV, FILE_LIMIT_KIB);
+    fails_then_restarts_whole(node, &dir, |_| {}, "File too large").await;
+}
+
+#[tokio::test]
+async fn a_node_whose_sync_fails_stops_and_restarts_with_what_it_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let trigger = tmp.path().join("fail-syncs");
+    let lib = support::failsync_lib();
+    let env = [
+        ENV[0],
+        ("LD_PRELOAD", lib.to_str().unwrap()),
+        ("FAILSYNC_TRIGGER", trigger.to_str().unwrap()),
+    ];
+    let node = Node::start_at(&dir, &["--dev"], &env);
+    // Syncs fail from the 30th send on: the node must notice at its next sync.
+    let trip = |i: usize| {
+        if i == 30 {
+            std::fs::write(&trigger, b"").unwrap();
+        }
+    };
+    fails_then_restarts_whole(node, &dir, trip, "Input/output error").await;
+}
+
+/// Sends ~9 KB messages through `node` (calling `before_send` with each send's number) until
+/// it stops answering; checks it exited with 74 and a storage failure line containing
+/// `cause`; restarts it on `dir` without the fault and checks that every acknowledged message
+/// is there, once, in order.
+async fn fails_then_restarts_whole(
+    mut node: Node,
+    dir: &Path,
+    mut before_send: impl FnMut(usize),
+    cause: &str,
+) {
     let base = node.base();
     let token = node.value_after("token for user-1:");
     let http = reqwest::Client::new();
@@ -40,6 +77,7 @@ async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() 
             Instant::now() < deadline,
             "the node still serves after {i} sends"
         );
+        before_send(i);
         let text = format!("{i:05} {filler}");
         let res = http
             .post(format!("{base}/api/channels/{channel}/messages"))
@@ -66,10 +104,11 @@ async fn a_node_whose_disk_fails_stops_and_restarts_with_what_it_acknowledged() 
         .iter()
         .find(|l| l.starts_with("chatsdk: storage failed"))
         .unwrap_or_else(|| panic!("no storage failure line in {output:#?}"));
-    assert!(line.contains("File too large"), "{line}");
+    assert!(line.contains(cause), "{line}");
+    eprintln!("the node said: {line}");
 
-    // Restarted without the limit: every acknowledged message is there, once, in order.
-    let mut again = Node::start_at(&dir, &[], &env);
+    // Restarted without the fault: every acknowledged message is there, once, in order.
+    let mut again = Node::start_at(dir, &[], &ENV);
     let base = again.base();
     let mut texts: Vec<String> = Vec::new();
     let mut before: Option<String> = None;

@@ -60,6 +60,12 @@ enum Nemesis {
     DiskFullLeader,
     /// The same on a follower.
     DiskFullFollower,
+    /// Every sync (`fdatasync`, `fsync`) of a follower fails with EIO, as when the disk's
+    /// write-back failed: it must stop with status 74 (after a failed sync the page cache
+    /// cannot be trusted); after the hold its syncs work again and it is restarted.
+    SyncFailFollower,
+    /// The same on the shard leader of channel 0.
+    SyncFailLeader,
     /// The shard leader of channel 0 restarted with its wall clock two hours ahead, then
     /// restarted on true time after the hold.
     ClockAhead,
@@ -440,6 +446,53 @@ async fn inject(
                 n(victim)
             )
         }
+        Nemesis::SyncFailFollower | Nemesis::SyncFailLeader => {
+            let victim = match nemesis {
+                Nemesis::SyncFailLeader => leader,
+                _ => others[rng.below(others.len())],
+            };
+            c.fail_syncs(victim, true)?;
+            // The load makes every node sync within a second; 10 s is ample.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = c.exited(victim) {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            c.fail_syncs(victim, false)?;
+            let role = if victim == leader {
+                "shard leader"
+            } else {
+                "follower"
+            };
+            match status {
+                Some(s) if s.code() == Some(74) => {}
+                other => {
+                    let log = c.log_of(victim);
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    let how = other.map_or("went on for 10 s".to_string(), |s| {
+                        format!("stopped with {s}")
+                    });
+                    return Err(format!(
+                        "{role} node {} {how} after its syncs failed, not the fail-stop status 74: {last}",
+                        n(victim)
+                    ));
+                }
+            }
+            format!(
+                "syncs of {role} node {} failed (EIO): it stopped with status 74 (fail-stop); \
+                 restarted after the hold with syncs working",
+                n(victim)
+            )
+        }
         Nemesis::KillDuringMove => {
             let victim = others[rng.below(others.len())];
             let via = others
@@ -538,9 +591,15 @@ async fn skewed_clocks_lose_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disks_lose_no_acknowledged_message() {
-    let plan = [Nemesis::DiskFullFollower, Nemesis::DiskFullLeader];
+    let plan = [
+        Nemesis::DiskFullFollower,
+        Nemesis::DiskFullLeader,
+        Nemesis::SyncFailFollower,
+        Nemesis::SyncFailLeader,
+    ];
     let needs = Needs {
         disk_mib: Some(1024),
+        sync_faults: true,
         ..Needs::default()
     };
     assert_clean(scenario("disks", needs, &plan).await);

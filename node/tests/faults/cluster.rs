@@ -31,6 +31,8 @@ struct Proc {
     tmpfs: bool,
     /// Its wall clock's offset (libfaketime's `FAKETIME`, e.g. `+2h`) while skewed.
     skew: Option<String>,
+    /// While this file exists, the node's syncs fail (when the shim is preloaded).
+    fail_syncs: PathBuf,
 }
 
 /// Nodes, their network and the default app's credentials.
@@ -41,6 +43,8 @@ pub(crate) struct Cluster {
     pub(crate) key: String,
     /// Taken (and so not removed) when the directories are to be kept.
     root: Option<tempfile::TempDir>,
+    /// `support/failsync.c`, preloaded into every node, when the scenario fails syncs.
+    failsync: Option<PathBuf>,
 }
 
 /// libfaketime, from Debian's `faketime` package (scripts/test installs it).
@@ -53,6 +57,8 @@ pub(crate) struct Needs {
     pub(crate) net: bool,
     /// A disk of this size per node (a tmpfs), so that one can fill up.
     pub(crate) disk_mib: Option<u64>,
+    /// The sync failure shim preloaded into every node (see [`Cluster::fail_syncs`]).
+    pub(crate) sync_faults: bool,
 }
 
 /// A port nothing listens on now, on `ip` (for the loopback fallback, where nodes share one
@@ -110,6 +116,7 @@ impl Cluster {
                 replace: false,
                 tmpfs: false,
                 skew: None,
+                fail_syncs: root.path().join(format!("n{}.fail-syncs", i + 1)),
             });
         }
         let mut c = Cluster {
@@ -118,6 +125,7 @@ impl Cluster {
             app: String::new(),
             key: String::new(),
             root: Some(root),
+            failsync: needs.sync_faults.then(crate::support::failsync_lib),
         };
         if let Some(mib) = needs.disk_mib {
             for i in 0..n {
@@ -181,13 +189,21 @@ impl Cluster {
                 cmd.env_remove(name);
             }
         }
+        let mut preload = Vec::new();
+        if let Some(lib) = &self.failsync {
+            preload.push(lib.display().to_string());
+            cmd.env("FAILSYNC_TRIGGER", &node.fail_syncs);
+        }
         if let Some(offset) = &node.skew {
             // The wall clock only: a host whose clock is wrong, not one whose timers run at
             // another rate.
-            cmd.env("LD_PRELOAD", FAKETIME_LIB)
-                .env("FAKETIME", offset)
+            preload.push(FAKETIME_LIB.to_string());
+            cmd.env("FAKETIME", offset)
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
+        }
+        if !preload.is_empty() {
+            cmd.env("LD_PRELOAD", preload.join(" "));
         }
         // Appended across restarts, so a failure shows the node's whole life.
         let log = std::fs::OpenOptions::new()
@@ -484,6 +500,24 @@ impl Cluster {
         self.spawn(i);
         self.wait_up(i).await;
         Ok(())
+    }
+
+    /// Makes every `fsync`, `fdatasync` and `sync_file_range` of node `i` fail with EIO from
+    /// now on (`on`), or succeed again; `Err` when the scenario did not preload the shim.
+    pub(crate) fn fail_syncs(&self, i: usize, on: bool) -> Result<(), String> {
+        if self.failsync.is_none() {
+            return Err("the scenario runs without the sync failure shim".into());
+        }
+        let path = &self.nodes[i].fail_syncs;
+        let done = if on {
+            std::fs::write(path, b"")
+        } else {
+            std::fs::remove_file(path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+        };
+        done.map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Whether node `i` stopped by itself, and how (reaped: it counts as not running).

@@ -3,8 +3,9 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_chatsdk");
@@ -31,6 +32,33 @@ pub(crate) fn mint_join_token(base: &str) -> String {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("chatsdk-join-v2."), "{token}");
     token
+}
+
+/// `support/failsync.c` built as a shared library (once per test process, with `cc`, the
+/// compiler that links Rust programs): preloaded into a node (`LD_PRELOAD`), it fails every
+/// `fsync`, `fdatasync` and `sync_file_range` with EIO once the file named by the node's
+/// `FAILSYNC_TRIGGER` variable exists.
+pub(crate) fn failsync_lib() -> PathBuf {
+    static LIB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, lib) = LIB.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temp dir for the shim");
+        let lib = dir.path().join("libfailsync.so");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/failsync.c");
+        let out = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&lib)
+            .arg(src)
+            .arg("-ldl")
+            .output()
+            .expect("cc runs");
+        assert!(
+            out.status.success(),
+            "building the fsync failure shim: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, lib)
+    });
+    lib.clone()
 }
 
 /// A `chatsdk serve` process on ephemeral ports, killed when dropped.
