@@ -379,6 +379,12 @@ impl ClusterNode {
         self.inner.transport.peer_down_for(peer)
     }
 
+    /// Snapshot installs on this node: started since the node started, and under way now.
+    pub fn snapshot_installs(&self) -> (u64, u64) {
+        let installs = &self.inner.installs;
+        (installs.started(), installs.running())
+    }
+
     /// Peers this node currently cannot reach.
     pub fn unreachable_peers(&self) -> usize {
         self.inner.transport.unreachable_peers()

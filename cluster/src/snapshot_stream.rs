@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -224,13 +225,30 @@ pub(crate) struct Installing {
     done: watch::Receiver<Option<InstallResult>>,
 }
 
-/// The installs of a node, by group.
+/// The installs of a node, by group, and how many were started since the node started.
 #[derive(Default)]
-pub(crate) struct Installs(Mutex<HashMap<GroupId, Installing>>);
+pub(crate) struct Installs {
+    running: Mutex<HashMap<GroupId, Installing>>,
+    started: AtomicU64,
+}
 
 impl Installs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Installing>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Installs started on this node since it started.
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Installs under way now (started and not finished; a finished one stays listed until its
+    /// leader hears the outcome).
+    pub(crate) fn running(&self) -> u64 {
+        self.lock()
+            .values()
+            .filter(|i| i.done.borrow().is_none())
+            .count() as u64
     }
 }
 
@@ -269,6 +287,7 @@ pub(crate) async fn install_last(
             done: done.clone(),
         },
     );
+    node.installs.started.fetch_add(1, Ordering::Relaxed);
     node.tasks.spawn(async move {
         let result = raft.install_snapshot(rpc).await;
         let _no_one_may_ask_any_more = tx.send(Some(result));

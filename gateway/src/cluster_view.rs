@@ -238,6 +238,9 @@ pub struct GroupView {
     pub term: Option<u64>,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Entries up to here are compacted behind a snapshot: a replica further behind is caught
+    /// up by a snapshot, not by the log.
+    pub purged_index: Option<u64>,
     /// From the leader: each replica's replicated position.
     pub matched: BTreeMap<String, Option<u64>>,
 }
@@ -360,6 +363,7 @@ fn groups(
                 term: best.map(|g| g.term),
                 last_log_index: best.and_then(|g| g.last_log),
                 applied_index: best.and_then(|g| g.applied),
+                purged_index: best.and_then(|g| g.purged),
                 matched: best
                     .filter(|g| g.role == "leader")
                     .map(|g| g.matched.iter().map(|(n, i)| (n.to_string(), *i)).collect())

@@ -248,6 +248,7 @@ impl std::fmt::Debug for Scraped {
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let fanout = self.chat.fanout();
+        let (installs_started, installs_running) = self.chat.cluster().snapshot_installs();
         let gauges = [
             (
                 "chatsdk_realtime_sessions",
@@ -269,6 +270,11 @@ impl Collector for Scraped {
                 "Other nodes this node currently cannot reach",
                 self.chat.cluster().unreachable_peers(),
             ),
+            (
+                "chatsdk_raft_snapshot_installs_running",
+                "Snapshots being installed on this node now (sent by a leader to catch it up)",
+                installs_running as usize,
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value as i64);
@@ -284,6 +290,11 @@ impl Collector for Scraped {
                 "chatsdk_deliveries_from_peers",
                 "Events other nodes sent to this one for its subscribers (once per event and node)",
                 fanout.deliveries_from_peers(),
+            ),
+            (
+                "chatsdk_raft_snapshot_installs",
+                "Snapshot installs started on this node since it started",
+                installs_started,
             ),
         ];
         for (name, help, value) in counters {

@@ -169,6 +169,8 @@ async fn metrics_follow_connections_sends_and_the_raft_log() {
         "# TYPE chatsdk_raft_apply_lag_entries gauge",
         "# TYPE chatsdk_cluster_peer_failures counter",
         "# TYPE chatsdk_cluster_unreachable_peers gauge",
+        "# TYPE chatsdk_raft_snapshot_installs counter",
+        "chatsdk_raft_snapshot_installs_running 0",
         "# TYPE chatsdk_queue_depth gauge",
         "chatsdk_queue_depth{queue=\"proposals\"} ",
         "chatsdk_queue_depth{queue=\"forwards\"} ",

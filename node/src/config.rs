@@ -440,6 +440,11 @@ pub struct ClusterSection {
     /// Milliseconds a follower's install of a snapshot may go without progress before its
     /// leader gives up and sends it again later (an install as such has no time limit).
     pub snapshot_stall_timeout_ms: u64,
+    /// Log entries a group appends between snapshots of its state (a snapshot lets the log be
+    /// purged, and catches up a follower that fell behind the purge).
+    pub snapshot_after_logs: u64,
+    /// Log entries kept behind a snapshot (a follower that far behind catches up by log).
+    pub logs_kept_after_snapshot: u64,
 }
 
 impl Default for ClusterSection {
@@ -459,6 +464,8 @@ impl Default for ClusterSection {
             node_cert_lifetime_s: chatsdk_cluster::tls::DEFAULT_NODE_CERT_LIFETIME.as_secs(),
             snapshot_chunk_timeout_ms: 5_000,
             snapshot_stall_timeout_ms: 60_000,
+            snapshot_after_logs: 20_000,
+            logs_kept_after_snapshot: 1_000,
         }
     }
 }

@@ -113,6 +113,8 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     cc.snapshot_chunk_timeout = Duration::from_millis(c.cluster.snapshot_chunk_timeout_ms);
     cc.node_cert_lifetime = Duration::from_secs(c.cluster.node_cert_lifetime_s);
     cc.snapshot_stall_timeout = Duration::from_millis(c.cluster.snapshot_stall_timeout_ms);
+    cc.snapshot_after_logs = c.cluster.snapshot_after_logs;
+    cc.logs_kept_after_snapshot = c.cluster.logs_kept_after_snapshot;
     cc.advertise = c.cluster.advertise;
     // Dev mode opens app and key creation to anyone: it never admits other nodes.
     cc.admits_joins = !c.server.dev;

@@ -75,6 +75,11 @@ enum Nemesis {
     /// (-9) while the shards' replicas move to it (by snapshot or log), and restarted after
     /// the hold.
     KillDuringMove,
+    /// A follower killed (-9) and kept down until channel 0's shard has purged its log past
+    /// what the follower holds; started again and killed -9 as soon as it reports a snapshot
+    /// install started (`chatsdk_raft_snapshot_installs_total`), so the kill falls inside (or
+    /// right after) the install; restarted after the hold.
+    KillDuringInstall,
     /// A follower's Raft log corrupted while it is down: it must refuse to start; the
     /// operator removes it (`chatsdk node remove`) and, after the hold, a fresh node joins on
     /// its host.
@@ -493,6 +498,69 @@ async fn inject(
                 n(victim)
             )
         }
+        Nemesis::KillDuringInstall => {
+            let victim = others[rng.below(others.len())];
+            let channel = &target.channels[0];
+            let group = c.shard_group(channel).await.ok_or("no view of the shard")?;
+            // What the shard's leader holds bounds what the victim holds.
+            let held = group["lastLogIndex"].as_u64().unwrap_or(0);
+            c.kill(victim);
+            // Down until the shard's log is purged past what the victim holds (the load appends
+            // ~50 entries a second to it; it snapshots every 100).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut purged = 0;
+            while purged <= held && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                purged = c
+                    .shard_group(channel)
+                    .await
+                    .and_then(|g| g["purgedIndex"].as_u64())
+                    .unwrap_or(0);
+            }
+            if purged <= held {
+                return Err(format!(
+                    "channel 0's shard did not purge past {held} within 30 s (purged to {purged})"
+                ));
+            }
+            c.start_again(victim);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut seen = None;
+            while seen.is_none() && Instant::now() < deadline {
+                if let Some(started) = c
+                    .metric(victim, "chatsdk_raft_snapshot_installs_total")
+                    .await
+                {
+                    if started > 0.0 {
+                        let running = c
+                            .metric(victim, "chatsdk_raft_snapshot_installs_running")
+                            .await
+                            .unwrap_or(0.0);
+                        seen = Some((started, running));
+                    }
+                }
+                if seen.is_none() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            c.kill(victim);
+            let how = match seen {
+                Some((_, running)) if running > 0.0 => {
+                    "with a snapshot install running".to_string()
+                }
+                Some((started, _)) => format!("right after {started} snapshot install(s) finished"),
+                None => {
+                    return Err(format!(
+                        "node {} reported no snapshot install within 20 s",
+                        n(victim)
+                    ))
+                }
+            };
+            format!(
+                "follower node {} killed -9 until the shard purged past its {held} (to {purged}), \
+                 started again and killed -9 {how}",
+                n(victim)
+            )
+        }
         Nemesis::KillDuringMove => {
             let victim = others[rng.below(others.len())];
             let via = others
@@ -579,8 +647,13 @@ async fn crashes_and_pauses_lose_no_acknowledged_message() {
         Nemesis::KillAll,
         Nemesis::CorruptFollower,
         Nemesis::KillDuringMove,
+        Nemesis::KillDuringInstall,
     ];
-    assert_clean(scenario("crashes", Needs::default(), &plan).await);
+    let needs = Needs {
+        snapshot_after_logs: Some(100),
+        ..Needs::default()
+    };
+    assert_clean(scenario("crashes", needs, &plan).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.snapshot_stall_timeout_ms", |c| {
             c.cluster.snapshot_stall_timeout_ms = 10
         }),
+        ("cluster.snapshot_after_logs", |c| {
+            c.cluster.snapshot_after_logs = 1
+        }),
         ("cluster.background_nice", |c| {
             c.cluster.background_nice = 20
         }),

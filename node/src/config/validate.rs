@@ -132,6 +132,16 @@ impl Config {
             "cluster.snapshot_stall_timeout_ms",
             "must be between 1000 and 3600000 (an hour)",
         )?;
+        ensure(
+            (10..=10_000_000).contains(&c.snapshot_after_logs),
+            "cluster.snapshot_after_logs",
+            "must be between 10 and 10000000",
+        )?;
+        ensure(
+            c.logs_kept_after_snapshot <= 10_000_000,
+            "cluster.logs_kept_after_snapshot",
+            "must be at most 10000000",
+        )?;
 
         for (value, key) in [
             (l.body_bytes, "limits.body_bytes"),

@@ -45,6 +45,7 @@ pub(crate) struct Cluster {
     root: Option<tempfile::TempDir>,
     /// `support/failsync.c`, preloaded into every node, when the scenario fails syncs.
     failsync: Option<PathBuf>,
+    snapshot_after_logs: Option<u64>,
 }
 
 /// libfaketime, from Debian's `faketime` package (scripts/test installs it).
@@ -59,6 +60,9 @@ pub(crate) struct Needs {
     pub(crate) disk_mib: Option<u64>,
     /// The sync failure shim preloaded into every node (see [`Cluster::fail_syncs`]).
     pub(crate) sync_faults: bool,
+    /// Groups snapshot after this many entries (and keep 10 behind), so that a node down for
+    /// a few seconds is caught up by a snapshot.
+    pub(crate) snapshot_after_logs: Option<u64>,
 }
 
 /// A port nothing listens on now, on `ip` (for the loopback fallback, where nodes share one
@@ -126,6 +130,7 @@ impl Cluster {
             key: String::new(),
             root: Some(root),
             failsync: needs.sync_faults.then(crate::support::failsync_lib),
+            snapshot_after_logs: needs.snapshot_after_logs,
         };
         if let Some(mib) = needs.disk_mib {
             for i in 0..n {
@@ -204,6 +209,10 @@ impl Cluster {
         }
         if !preload.is_empty() {
             cmd.env("LD_PRELOAD", preload.join(" "));
+        }
+        if let Some(n) = self.snapshot_after_logs {
+            cmd.env("CHATSDK_CLUSTER__SNAPSHOT_AFTER_LOGS", n.to_string())
+                .env("CHATSDK_CLUSTER__LOGS_KEPT_AFTER_SNAPSHOT", "10");
         }
         // Appended across restarts, so a failure shows the node's whole life.
         let log = std::fs::OpenOptions::new()
@@ -341,6 +350,44 @@ impl Cluster {
                     .count()
             })
         })
+    }
+
+    /// The shard group of `channel` as the cluster view reports it.
+    pub(crate) async fn shard_group(&self, channel: &str) -> Option<Value> {
+        let v = self.view().await?;
+        let shards = u32::try_from(v["shards"].as_u64()?).ok()?;
+        let shard = chatsdk_cluster::shard_for(&self.app, channel, shards);
+        v["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["kind"] == "shard" && g["id"] == shard)
+            .cloned()
+    }
+
+    /// Starts a killed node again without waiting for it to serve.
+    pub(crate) fn start_again(&mut self, i: usize) {
+        self.exited(i);
+        if self.nodes[i].child.is_none() {
+            self.spawn(i);
+        }
+    }
+
+    /// A sample of node `i`'s `/metrics` (the first line starting with `name `); `None` while
+    /// it does not answer.
+    pub(crate) async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.base(i)))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// The node (index) leading the shard of `channel`, as the cluster view reports it.
