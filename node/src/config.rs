@@ -31,8 +31,13 @@ use sources::{apply_env, has_env_prefix, parse_file};
 pub const ENV_PREFIX: &str = "CHATSDK_";
 
 /// `CHATSDK_` variables that are not config keys (the binary reads them itself: config file
-/// path, log filter). [`load`] skips them instead of rejecting them as unknown.
-pub const RESERVED_ENV_VARS: &[&str] = &["CHATSDK_CONFIG", "CHATSDK_LOG"];
+/// path, log filter, the fault suite's link fault file). [`load`] skips them instead of
+/// rejecting them as unknown.
+pub const RESERVED_ENV_VARS: &[&str] = &[
+    "CHATSDK_CONFIG",
+    "CHATSDK_LOG",
+    crate::fault_file::FAULT_FILE_VAR,
+];
 
 /// Factor applied to the per-user rate limits when `limits.bench_profile` is on, so a load
 /// test is not throttled by limits meant for humans.

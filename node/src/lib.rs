@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+mod fault_file;
 pub mod logging;
 pub mod seed;
 
@@ -291,6 +292,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
     };
     let _ = state.http_addr.set(http);
     let shutdown = CancellationToken::new();
+    fault_file::watch_if_asked(&chat, shutdown.clone());
     let https = match https_certs(c) {
         Ok(certs) => certs,
         Err(e) => {

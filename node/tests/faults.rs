@@ -113,7 +113,8 @@ impl Settings {
 }
 
 /// Runs `plan` (each nemesis in turn, `rounds` times) under load and checks the history.
-/// `None` when the scenario needs network namespaces and the machine has none (said why).
+/// `None` when the scenario needs a disk of its own per node and the machine cannot mount one
+/// (said why).
 async fn scenario(name: &str, needs: Needs, plan: &[Nemesis]) -> Option<Report> {
     let settings = Settings::from_env();
     let started = Instant::now();
@@ -333,9 +334,10 @@ async fn inject(
                 _ => leader,
             };
             let rest: Vec<usize> = (0..NODES).filter(|&i| i != alone).collect();
-            c.net().partition(&[&[alone], &rest]).expect("partitioning");
+            c.partition(&[&[alone], &rest])?;
             format!(
-                "partition: node {} alone, nodes {:?} together (shard leader: node {})",
+                "partition ({}): node {} alone, nodes {:?} together (shard leader: node {})",
+                c.cut_by(),
                 n(alone),
                 rest.iter().map(|&i| n(i)).collect::<Vec<_>>(),
                 n(leader)
@@ -345,9 +347,10 @@ async fn inject(
             let bridge = rng.below(NODES);
             let ends: Vec<usize> = (0..NODES).filter(|&i| i != bridge).collect();
             let cut = BTreeSet::from([(ends[0], ends[1]), (ends[1], ends[0])]);
-            c.net().set_cuts(cut).expect("cutting");
+            c.set_cuts(cut)?;
             format!(
-                "bridge: nodes {} and {} cannot talk, both reach node {} (shard leader: node {})",
+                "bridge ({}): nodes {} and {} cannot talk, both reach node {} (shard leader: node {})",
+                c.cut_by(),
                 n(ends[0]),
                 n(ends[1]),
                 n(bridge),
@@ -356,9 +359,10 @@ async fn inject(
         }
         Nemesis::OneWay => {
             let cut = others.iter().map(|&o| (leader, o)).collect();
-            c.net().set_cuts(cut).expect("cutting");
+            c.set_cuts(cut)?;
             format!(
-                "one-way: shard leader node {} cannot send to the others, hears them",
+                "one-way ({}): shard leader node {} cannot send to the others, hears them",
+                c.cut_by(),
                 n(leader)
             )
         }
@@ -631,11 +635,7 @@ async fn partitions_lose_no_acknowledged_message() {
         Nemesis::Bridge,
         Nemesis::OneWay,
     ];
-    let needs = Needs {
-        net: true,
-        ..Needs::default()
-    };
-    assert_clean(scenario("partitions", needs, &plan).await);
+    assert_clean(scenario("partitions", Needs::default(), &plan).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

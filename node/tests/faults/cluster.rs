@@ -2,6 +2,7 @@
 //! ([`super::net`]) or, where the machine cannot make namespaces, on 127.0.0.1. A node keeps its
 //! data directory and its addresses across kills and restarts, as a host does.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,6 +34,9 @@ struct Proc {
     skew: Option<String>,
     /// While this file exists, the node's syncs fail (when the shim is preloaded).
     fail_syncs: PathBuf,
+    /// Without network namespaces: the node ids it drops its cluster traffic to, one per line
+    /// (its `CHATSDK_FAULT_FILE`).
+    cuts_file: PathBuf,
 }
 
 /// Nodes, their network and the default app's credentials.
@@ -46,6 +50,8 @@ pub(crate) struct Cluster {
     /// `support/failsync.c`, preloaded into every node, when the scenario fails syncs.
     failsync: Option<PathBuf>,
     snapshot_after_logs: Option<u64>,
+    /// The links cut now, as (from, to) hosts.
+    cut: BTreeSet<(usize, usize)>,
 }
 
 /// libfaketime, from Debian's `faketime` package (scripts/test installs it).
@@ -54,8 +60,6 @@ const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 /// What a scenario needs of the machine.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Needs {
-    /// Network namespaces (partitions); without, nodes run on 127.0.0.1.
-    pub(crate) net: bool,
     /// A disk of this size per node (a tmpfs), so that one can fill up.
     pub(crate) disk_mib: Option<u64>,
     /// The sync failure shim preloaded into every node (see [`Cluster::fail_syncs`]).
@@ -79,11 +83,19 @@ impl Cluster {
     /// until every shard has its replicas and a leader. `Err` (the reason) when the machine
     /// cannot give what `needs` asks for.
     pub(crate) async fn start(n: usize, needs: Needs) -> Result<Cluster, String> {
-        let net = match Net::create(n) {
+        let no_netns = std::env::var_os("CHATSDK_FAULT_NO_NETNS").is_some();
+        let net = match if no_netns {
+            Err(String::new())
+        } else {
+            Net::create(n)
+        } {
+            _ if no_netns => {
+                eprintln!("fault suite: CHATSDK_FAULT_NO_NETNS set; nodes on 127.0.0.1, links cut by the nodes' transport fault hooks");
+                None
+            }
             Ok(net) => Some(net),
-            Err(why) if needs.net => return Err(why),
             Err(why) => {
-                eprintln!("fault suite: no network namespaces ({why}); nodes on 127.0.0.1");
+                eprintln!("fault suite: no network namespaces ({why}); nodes on 127.0.0.1, links cut by the nodes' transport fault hooks");
                 None
             }
         };
@@ -121,6 +133,7 @@ impl Cluster {
                 tmpfs: false,
                 skew: None,
                 fail_syncs: root.path().join(format!("n{}.fail-syncs", i + 1)),
+                cuts_file: root.path().join(format!("n{}.cuts", i + 1)),
             });
         }
         let mut c = Cluster {
@@ -131,6 +144,7 @@ impl Cluster {
             root: Some(root),
             failsync: needs.sync_faults.then(crate::support::failsync_lib),
             snapshot_after_logs: needs.snapshot_after_logs,
+            cut: BTreeSet::new(),
         };
         if let Some(mib) = needs.disk_mib {
             for i in 0..n {
@@ -156,8 +170,43 @@ impl Cluster {
         self.nodes.len()
     }
 
-    pub(crate) fn net(&mut self) -> &mut Net {
-        self.net.as_mut().expect("a cluster in network namespaces")
+    /// Makes the cut set exactly `cut` ((from, to) hosts): `blackhole` routes in the senders'
+    /// namespaces, or without namespaces each sender's fault file (its transport drops what it
+    /// would send to the listed node ids).
+    pub(crate) fn set_cuts(&mut self, cut: BTreeSet<(usize, usize)>) -> Result<(), String> {
+        if let Some(net) = self.net.as_mut() {
+            net.set_cuts(cut.clone())?;
+        } else {
+            for from in 0..self.nodes.len() {
+                let ids: String = cut
+                    .iter()
+                    .filter(|(f, _)| *f == from)
+                    .map(|&(_, to)| format!("{}\n", self.nodes[to].id))
+                    .collect();
+                // Written whole, then renamed over: the node never reads half a list.
+                let file = &self.nodes[from].cuts_file;
+                let tmp = file.with_extension("tmp");
+                std::fs::write(&tmp, ids)
+                    .and_then(|()| std::fs::rename(&tmp, file))
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+        }
+        self.cut = cut;
+        Ok(())
+    }
+
+    /// Node pairs across `sides` cannot talk, both ways; within a side they can.
+    pub(crate) fn partition(&mut self, sides: &[&[usize]]) -> Result<(), String> {
+        self.set_cuts(super::net::partition_cut(sides))
+    }
+
+    /// How links are cut here.
+    pub(crate) fn cut_by(&self) -> &'static str {
+        if self.net.is_some() {
+            "blackhole routes"
+        } else {
+            "transport fault hooks"
+        }
     }
 
     /// The node's HTTP base URL.
@@ -195,6 +244,9 @@ impl Cluster {
             }
         }
         let mut preload = Vec::new();
+        if self.net.is_none() {
+            cmd.env("CHATSDK_FAULT_FILE", &node.cuts_file);
+        }
         if let Some(lib) = &self.failsync {
             preload.push(lib.display().to_string());
             cmd.env("FAILSYNC_TRIGGER", &node.fail_syncs);
@@ -639,8 +691,8 @@ impl Cluster {
     /// Every node running and reachable again: partitions healed, paused nodes resumed,
     /// killed ones restarted.
     pub(crate) async fn heal_all(&mut self) {
-        if let Some(net) = self.net.as_mut() {
-            net.heal().expect("healing the network");
+        if !self.cut.is_empty() {
+            self.set_cuts(BTreeSet::new()).expect("healing the network");
         }
         for i in 0..self.len() {
             if self.nodes[i].paused {

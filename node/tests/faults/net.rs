@@ -148,28 +148,24 @@ impl Net {
         self.cut = cut;
         Ok(())
     }
+}
 
-    /// Node pairs across `sides` cannot talk, both ways; within a side they can.
-    pub(crate) fn partition(&mut self, sides: &[&[usize]]) -> Result<(), String> {
-        let mut cut = BTreeSet::new();
-        for (i, a) in sides.iter().enumerate() {
-            for (j, b) in sides.iter().enumerate() {
-                if i != j {
-                    for &x in a.iter() {
-                        for &y in b.iter() {
-                            cut.insert((x, y));
-                        }
+/// The cut that keeps node pairs across `sides` from talking, both ways (within a side they
+/// can).
+pub(crate) fn partition_cut(sides: &[&[usize]]) -> BTreeSet<(usize, usize)> {
+    let mut cut = BTreeSet::new();
+    for (i, a) in sides.iter().enumerate() {
+        for (j, b) in sides.iter().enumerate() {
+            if i != j {
+                for &x in a.iter() {
+                    for &y in b.iter() {
+                        cut.insert((x, y));
                     }
                 }
             }
         }
-        self.set_cuts(cut)
     }
-
-    /// Every pair joined again.
-    pub(crate) fn heal(&mut self) -> Result<(), String> {
-        self.set_cuts(BTreeSet::new())
-    }
+    cut
 }
 
 impl Drop for Net {
