@@ -113,8 +113,8 @@ impl Settings {
 }
 
 /// Runs `plan` (each nemesis in turn, `rounds` times) under load and checks the history.
-/// `None` when the scenario needs a disk of its own per node and the machine cannot mount one
-/// (said why).
+/// `None` when the scenario needs what the machine cannot give (network namespaces, a disk of
+/// its own per node) (said why).
 async fn scenario(name: &str, needs: Needs, plan: &[Nemesis]) -> Option<Report> {
     let settings = Settings::from_env();
     let started = Instant::now();
@@ -635,7 +635,11 @@ async fn partitions_lose_no_acknowledged_message() {
         Nemesis::Bridge,
         Nemesis::OneWay,
     ];
-    assert_clean(scenario("partitions", Needs::default(), &plan).await);
+    let needs = Needs {
+        net: true,
+        ..Needs::default()
+    };
+    assert_clean(scenario("partitions", needs, &plan).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,9 @@ const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 /// What a scenario needs of the machine.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Needs {
+    /// Links to cut (partitions): network namespaces, or with `CHATSDK_FAULT_NO_NETNS` set the
+    /// nodes' transport fault hooks; without either the scenario is skipped.
+    pub(crate) net: bool,
     /// A disk of this size per node (a tmpfs), so that one can fill up.
     pub(crate) disk_mib: Option<u64>,
     /// The sync failure shim preloaded into every node (see [`Cluster::fail_syncs`]).
@@ -83,19 +86,26 @@ impl Cluster {
     /// until every shard has its replicas and a leader. `Err` (the reason) when the machine
     /// cannot give what `needs` asks for.
     pub(crate) async fn start(n: usize, needs: Needs) -> Result<Cluster, String> {
-        let no_netns = std::env::var_os("CHATSDK_FAULT_NO_NETNS").is_some();
-        let net = match if no_netns {
-            Err(String::new())
+        let hooks = std::env::var_os("CHATSDK_FAULT_NO_NETNS").is_some();
+        let made = if hooks {
+            Err("CHATSDK_FAULT_NO_NETNS set".to_string())
         } else {
             Net::create(n)
-        } {
-            _ if no_netns => {
-                eprintln!("fault suite: CHATSDK_FAULT_NO_NETNS set; nodes on 127.0.0.1, links cut by the nodes' transport fault hooks");
+        };
+        let net = match made {
+            Ok(net) => Some(net),
+            Err(why) if hooks => {
+                eprintln!("fault suite: {why}; nodes on 127.0.0.1, links cut by the nodes' transport fault hooks");
                 None
             }
-            Ok(net) => Some(net),
+            Err(why) if needs.net => {
+                return Err(format!(
+                    "no network namespaces: {why}; CHATSDK_FAULT_NO_NETNS=1 cuts links with the \
+                     nodes' transport fault hooks instead (see docs/reliability.md)"
+                ))
+            }
             Err(why) => {
-                eprintln!("fault suite: no network namespaces ({why}); nodes on 127.0.0.1, links cut by the nodes' transport fault hooks");
+                eprintln!("fault suite: no network namespaces ({why}); nodes on 127.0.0.1");
                 None
             }
         };
