@@ -325,6 +325,9 @@ fn main() -> anyhow::Result<()> {
 const EXIT_STORAGE_FAILED: i32 = 74;
 
 async fn serve(c: Config) -> anyhow::Result<()> {
+    // Listened for before anything starts: a SIGTERM that arrives while the node starts (or
+    // just after it printed its banner) drains it instead of killing it.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     chatsdk_storage::fatal::on_failure(|why| {
         let line = format!(
             "storage failed ({why}): the node stops now (after a failed write or fsync the disk and the page cache may disagree); restart it to recover from what is on disk and catch up from its peers"
@@ -388,14 +391,13 @@ async fn serve(c: Config) -> anyhow::Result<()> {
         println!("admin API: {base}/admin (see `chatsdk status`), console: {base}/console");
     }
     println!("join tokens for more nodes: `chatsdk cluster join-token` (admin key; they expire)");
-    wait_for_signal().await?;
+    wait_for_signal(term).await?;
     println!("draining");
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r?,
