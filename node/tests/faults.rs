@@ -418,26 +418,12 @@ async fn inject(
             };
             let used = c.resize_disk(victim, 16)?;
             // Held until the node notices (a write fails) or the hold ends; either is an answer.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let status = loop {
-                if let Some(status) = c.exited(victim) {
-                    break Some(status);
-                }
-                if Instant::now() > deadline {
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
+            let status = c.exit_within(victim, Duration::from_secs(10)).await;
             c.resize_disk(victim, 1024 * 1024)?;
             let how: String = match status {
                 Some(s) if s.code() == Some(74) => "it stopped with status 74 (fail-stop)".into(),
                 Some(s) => {
-                    let log = c.log_of(victim);
-                    let last = log
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
+                    let last = c.last_log_line(victim);
                     return Err(format!(
                         "node {} stopped on a full disk with {s}, not the fail-stop status 74: {last}",
                         n(victim)
@@ -462,16 +448,7 @@ async fn inject(
             };
             c.fail_syncs(victim, true)?;
             // The load makes every node sync within a second; 10 s is ample.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let status = loop {
-                if let Some(status) = c.exited(victim) {
-                    break Some(status);
-                }
-                if Instant::now() > deadline {
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
+            let status = c.exit_within(victim, Duration::from_secs(10)).await;
             c.fail_syncs(victim, false)?;
             let role = if victim == leader {
                 "shard leader"
@@ -481,12 +458,7 @@ async fn inject(
             match status {
                 Some(s) if s.code() == Some(74) => {}
                 other => {
-                    let log = c.log_of(victim);
-                    let last = log
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("");
+                    let last = c.last_log_line(victim);
                     let how = other.map_or("went on for 10 s".to_string(), |s| {
                         format!("stopped with {s}")
                     });

@@ -629,6 +629,34 @@ impl Cluster {
         done.map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Waits up to `limit` for node `i` to stop by itself; how it stopped.
+    pub(crate) async fn exit_within(
+        &mut self,
+        i: usize,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited(i) {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last line node `i` printed (over all its starts).
+    pub(crate) fn last_log_line(&self, i: usize) -> String {
+        self.log_of(i)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// Whether node `i` stopped by itself, and how (reaped: it counts as not running).
     pub(crate) fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         let status = self.nodes[i].child.as_mut()?.try_wait().ok()??;
