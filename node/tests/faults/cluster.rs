@@ -454,14 +454,7 @@ impl Cluster {
 
     /// The node (index) leading the shard of `channel`, as the cluster view reports it.
     pub(crate) async fn shard_leader(&self, channel: &str) -> Option<usize> {
-        let v = self.view().await?;
-        let shards = u32::try_from(v["shards"].as_u64()?).ok()?;
-        let shard = chatsdk_cluster::shard_for(&self.app, channel, shards);
-        let g = v["groups"]
-            .as_array()?
-            .iter()
-            .find(|g| g["kind"] == "shard" && g["id"] == shard)?;
-        let id = g["leader"].as_u64()?;
+        let id = self.shard_group(channel).await?["leader"].as_u64()?;
         self.index_of(id)
     }
 
