@@ -401,6 +401,12 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::Request(ChannelRequest::Query(q), reply) => {
                 state.last_active = Instant::now();
+                if matches!(q, StreamQuery::Recover { .. }) {
+                    // A position is asked (a subscribe, or a node's position check): it counts
+                    // everything committed, also what this actor did not hear of (see
+                    // `ChannelState::catch_up`), which goes out to the subscribers first.
+                    state.catch_up();
+                }
                 let _ = reply.send(state.view().query(q).map(ChannelAnswer::Answer));
             }
             ChannelMsg::Tick => {
@@ -415,6 +421,8 @@ impl Actor for ChannelActor {
                     myself.stop(Some(
                         if leading { "idle" } else { "leadership moved" }.into(),
                     ));
+                } else {
+                    state.catch_up();
                 }
             }
         }
@@ -512,7 +520,12 @@ impl ChannelState {
     }
 
     /// Emits what the local replica holds beyond what this actor emitted: events committed
-    /// through another path (a retried command, a previous leader's actor).
+    /// through another path (a retried command, a previous leader's actor), and those of a
+    /// proposal that failed here but committed after all (it timed out while the followers'
+    /// acknowledgements were held up, then committed when they came). Without this, such events
+    /// reach no subscriber until the channel's next write, which may never come, and the
+    /// subscribers' position checks find them up to date with this actor: the fault suite's
+    /// partitions left every subscriber of a channel 11 messages short.
     fn catch_up(&mut self) {
         let head = match self.reader.head(&self.stream) {
             Ok(Some(head)) => head,

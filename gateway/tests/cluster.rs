@@ -21,7 +21,17 @@ async fn cluster_with(config: GatewayConfig) -> Vec<TestNode> {
 }
 
 async fn cluster_chat(config: GatewayConfig, chat: chatsdk_actors::ChatConfig) -> Vec<TestNode> {
-    let first = TestNode::start_chat(config.clone(), chat.clone()).await;
+    cluster_tuned(config, chat, |_| {}).await
+}
+
+/// Three nodes whose cluster settings `tune` changes from the tests' usual ones.
+async fn cluster_tuned(
+    config: GatewayConfig,
+    chat: chatsdk_actors::ChatConfig,
+    tune: impl Fn(&mut chatsdk_cluster::ClusterConfig),
+) -> Vec<TestNode> {
+    let first =
+        TestNode::start_tuned(config.clone(), chat.clone(), StartMode::Bootstrap, &tune).await;
     let (token, _) = first
         .chat
         .cluster()
@@ -35,7 +45,7 @@ async fn cluster_chat(config: GatewayConfig, chat: chatsdk_actors::ChatConfig) -
             addr,
             token: token.clone(),
         };
-        nodes.push(TestNode::start_mode_chat(config.clone(), chat.clone(), mode).await);
+        nodes.push(TestNode::start_tuned(config.clone(), chat.clone(), mode, &tune).await);
     }
     support::eventually("three active nodes with settled, balanced shards", || {
         let state = nodes[0].chat.cluster().meta_state();
@@ -444,6 +454,90 @@ async fn events_cross_only_to_nodes_with_subscribers() {
         before,
         "a node without subscribers received the channel's events"
     );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A send whose proposal timed out at the shard's leader (the followers' acknowledgements were
+/// held up) but committed afterwards reaches the channel's subscribers, here and on another
+/// node, with no later write to carry it: the leader's actor emits what committed without its
+/// hearing, and subscribers' position checks see the stream's real top. (The fault suite's
+/// partitions left every subscriber of a channel short of its last messages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_that_timed_out_but_committed_reaches_every_subscriber() {
+    const HELD: Duration = Duration::from_millis(2500);
+    let nodes = cluster_tuned(GatewayConfig::default(), support::test_chat_config(), |c| {
+        c.propose_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (app, key) = nodes[0].app("late").await;
+    rests[0]
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": "late", "member_ids": []})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let stream = format!("chat:{app}:{channel}");
+    let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
+    let leader = leader_of(&nodes, group);
+    let leader_id = nodes[leader].chat.cluster().id();
+    let remote = (leader + 1) % 3;
+    for n in &nodes {
+        let chat = n.chat.clone();
+        let (app, channel) = (app.clone(), channel.clone());
+        support::eventually("directory replicated, interests gathered", move || {
+            let ok = chat.channel(&app, &channel).ok().flatten().is_some()
+                && chat.user(&app, "alice").ok().flatten().is_some()
+                && chat.interests_settled();
+            async move { ok }
+        })
+        .await;
+    }
+    let mut followers = vec![
+        Follower::start(&nodes[leader], &rests[leader], &key, "alice", &stream).await,
+        Follower::start(&nodes[remote], &rests[remote], &key, "alice", &stream).await,
+    ];
+    send(&rests[leader], &key, &channel, "alice", "before").await;
+    // The followers take the leader's appends at once but answer them only after HELD: the
+    // send times out at the leader, and commits when the answers come.
+    for (i, n) in nodes.iter().enumerate() {
+        if i != leader {
+            n.chat.cluster().faults().delay_to(leader_id, HELD);
+        }
+    }
+    let late = rests[leader]
+        .call(
+            "POST",
+            "/api/messages",
+            Cred::Key(&key),
+            Some(json!({"channel_id": channel, "user_id": "alice", "text": "late", "client_msg_id": "late"})),
+        )
+        .await;
+    assert!(
+        late.status >= 500,
+        "the send was to time out at the leader: {late:?}"
+    );
+    for n in &nodes {
+        n.chat.cluster().faults().heal_all();
+    }
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    for f in &mut followers {
+        f.follow(2, &all, &rests[0], &key, &stream).await;
+        assert_eq!(f.texts, ["before", "late"]);
+    }
     for n in nodes {
         n.stop().await;
     }

@@ -82,8 +82,30 @@ impl TestNode {
         mode: StartMode,
         dir: Option<tempfile::TempDir>,
     ) -> TestNode {
+        Self::start_in(config, chat_config, mode, dir, |_| {}).await
+    }
+
+    /// A node whose cluster settings `tune` changes from [`cluster_config`]'s.
+    pub async fn start_tuned(
+        config: GatewayConfig,
+        chat_config: ChatConfig,
+        mode: StartMode,
+        tune: impl FnOnce(&mut ClusterConfig),
+    ) -> TestNode {
+        Self::start_in(config, chat_config, mode, None, tune).await
+    }
+
+    async fn start_in(
+        config: GatewayConfig,
+        chat_config: ChatConfig,
+        mode: StartMode,
+        dir: Option<tempfile::TempDir>,
+        tune: impl FnOnce(&mut ClusterConfig),
+    ) -> TestNode {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let chat = Chat::start(cluster_config(dir.path()), mode, chat_config)
+        let mut cluster = cluster_config(dir.path());
+        tune(&mut cluster);
+        let chat = Chat::start(cluster, mode, chat_config)
             .await
             .expect("node starts");
         let state = GatewayState::new(chat.clone(), config)
