@@ -24,6 +24,7 @@ pub struct ChatStats {
     webhook_deliveries: Family<Outcome, Counter>,
     previews: Family<Outcome, Counter>,
     pushes: Family<Outcome, Counter>,
+    position_checks: Family<Outcome, Counter>,
 }
 
 impl Default for ChatStats {
@@ -43,6 +44,7 @@ impl Default for ChatStats {
             webhook_deliveries: family(&["ok", "failed"]),
             previews: family(&["fetched", "empty", "refused", "failed"]),
             pushes: family(&["ok", "gone", "refused", "failed"]),
+            position_checks: family(&["current", "closed", "failed"]),
         }
     }
 }
@@ -75,6 +77,12 @@ impl ChatStats {
             "Web push messages by outcome (ok, gone, refused, failed)",
             self.pushes.clone(),
         );
+        registry.register(
+            "chatsdk_position_checks",
+            "Checks of a followed channel against its stream's position, by outcome (current; \
+             closed: subscriptions found behind and closed to recover; failed: no position read)",
+            self.position_checks.clone(),
+        );
     }
 
     /// A send that reached the log (`duplicate`: a repeated client id) after `seconds`.
@@ -106,6 +114,19 @@ impl ChatStats {
 
     pub(crate) fn push(&self, outcome: &'static str) {
         self.pushes.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// One channel's position check: `closed` subscriptions were found behind (None: the
+    /// stream's position could not be read).
+    pub(crate) fn position_check(&self, closed: Option<usize>) {
+        let outcome = match closed {
+            Some(0) => "current",
+            Some(_) => "closed",
+            None => "failed",
+        };
+        self.position_checks
+            .get_or_create(&Outcome { outcome })
+            .inc();
     }
 }
 

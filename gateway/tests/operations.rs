@@ -178,6 +178,7 @@ async fn metrics_follow_connections_sends_and_the_raft_log() {
         "# TYPE chatsdk_webhook_deliveries counter",
         "# TYPE chatsdk_link_previews counter",
         "# TYPE chatsdk_web_pushes counter",
+        "chatsdk_position_checks_total{outcome=\"closed\"} 0",
         "# TYPE process_cpu_seconds gauge",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");

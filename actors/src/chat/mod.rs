@@ -492,16 +492,37 @@ impl Chat {
                     .cloned()
                     .collect();
                 cursor += round.len();
-                for channel in round {
-                    // Only durable streams have positions (ephemeral ones carry offset 0).
-                    let Ok(pos) = chat.recover(&channel, None, 0).await else {
-                        continue;
-                    };
-                    let closed = chat.inner.fanout.check_positions(&channel, pos.offset);
-                    if closed > 0 {
-                        tracing::info!(%channel, closed, top = pos.offset, "subscribers behind the stream; closed to recover");
+                // At once, each bounded by the round's length: one channel whose leader is slow
+                // to answer does not hold up the checks of the others.
+                let checks = round.into_iter().map(|channel| {
+                    let chat = chat.clone();
+                    async move {
+                        let asked = tokio::time::timeout(
+                            POSITION_CHECK,
+                            chat.recover(&channel, None, 0),
+                        );
+                        let closed = match asked.await {
+                            Ok(Ok(pos)) => {
+                                let closed =
+                                    chat.inner.fanout.check_positions(&channel, pos.offset);
+                                if closed > 0 {
+                                    tracing::info!(%channel, closed, top = pos.offset, "subscribers behind the stream; closed to recover");
+                                }
+                                Some(closed)
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%channel, error = %e, "position not read");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%channel, "position not read in time");
+                                None
+                            }
+                        };
+                        chat.inner.stats.position_check(closed);
                     }
-                }
+                });
+                futures::future::join_all(checks).await;
             }
         });
     }

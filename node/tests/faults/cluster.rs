@@ -253,6 +253,12 @@ impl Cluster {
                 cmd.env_remove(name);
             }
         }
+        // Settings for the nodes of an exploratory run (`CHATSDK_FAULT_NODE_ENV="K=V K=V"`).
+        if let Ok(extra) = std::env::var("CHATSDK_FAULT_NODE_ENV") {
+            for (k, v) in extra.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+                cmd.env(k, v);
+            }
+        }
         let mut preload = Vec::new();
         if self.net.is_none() {
             cmd.env("CHATSDK_FAULT_FILE", &node.cuts_file);
@@ -284,7 +290,8 @@ impl Cluster {
             .expect("node log file");
         let err = log.try_clone().expect("node log file");
         let child = cmd
-            .env("CHATSDK_LOG", "warn")
+            // The chat layer at info: its position checks say which subscriptions they closed.
+            .env("CHATSDK_LOG", "warn,chatsdk_actors=info")
             .env("CHATSDK_SERVER__ADMIN_API_KEY", ADMIN_KEY)
             .env("CHATSDK_AUTH__ACCESS_TTL_S", "43200")
             // Dead connections are noticed in seconds, not the default's half minute.
@@ -434,18 +441,40 @@ impl Cluster {
         }
     }
 
-    /// A sample of node `i`'s `/metrics` (the first line starting with `name `); `None` while
-    /// it does not answer.
-    pub(crate) async fn metric(&self, i: usize, name: &str) -> Option<f64> {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", self.base(i)))
-            .timeout(Duration::from_millis(500))
+    /// Node `i`'s answer to `GET path` (with the admin key), or None.
+    async fn fetch(&self, i: usize, path: &str) -> Option<String> {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base(i)))
+            .bearer_auth(ADMIN_KEY)
+            .timeout(Duration::from_secs(2))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    /// Writes what each running node says of itself (`/metrics`, its cluster view) next to its
+    /// log in `dir`, for the reader of a kept run: which node believed it led which shard, what
+    /// its position checks found.
+    pub(crate) async fn record_state(&self, dir: &std::path::Path) {
+        for i in 0..self.len() {
+            if !self.running(i) || self.nodes[i].paused {
+                continue;
+            }
+            for (path, file) in [("/metrics", "metrics.txt"), ("/admin/cluster", "view.json")] {
+                if let Some(text) = self.fetch(i, path).await {
+                    let _ = std::fs::write(dir.join(format!("n{}.{file}", i + 1)), text);
+                }
+            }
+        }
+    }
+
+    /// A sample of node `i`'s `/metrics` (the first line starting with `name `); `None` while
+    /// it does not answer.
+    pub(crate) async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let text = self.fetch(i, "/metrics").await?;
         let prefix = format!("{name} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))

@@ -10,7 +10,8 @@
 //!   history; a subscriber's offsets ascend by one, jumping only where the server said it
 //!   could not recover (a `recovered: false` resubscribe) or at the first subscribe; what it
 //!   receives is what the history holds at that seq; once the faults are healed it receives
-//!   the channel's last message.
+//!   the channel's last message (or a subscribe reply places it at or past it: a resubscribe
+//!   that could not recover, made after the last message, has nothing more to receive).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -50,6 +51,9 @@ pub(crate) enum Seen {
         channel: usize,
         recovered: bool,
         was_recovering: bool,
+        /// The stream's position the reply gave: the subscriber has what comes up to it
+        /// (recovered, or, when not, declared unrecoverable: the client refetches).
+        offset: u64,
     },
     Publication {
         channel: usize,
@@ -111,6 +115,38 @@ impl Recorder {
             }
         }
         std::fs::write(path, out)
+    }
+
+    /// Whether subscriber `s` has reached message `end` of `channel`: it received it, or a
+    /// subscribe reply placed it at or past it (a resubscribe that could not recover, after the
+    /// last message: there is nothing more to receive, and the client refetches what it
+    /// missed). The fault suite's first "deliveries stopped" findings were such subscribers.
+    pub(crate) fn reached(&self, s: usize, channel: usize, end: u64) -> bool {
+        if self.last_seq(s, channel) >= end {
+            return true;
+        }
+        // The offset of message `end`, as any subscriber received it; the load's streams hold
+        // only its messages, so without a receipt the offset is the seq.
+        let end_offset = self
+            .subscribers
+            .iter()
+            .find_map(|seen| {
+                seen.lock().ok()?.iter().find_map(|(_, e)| match e {
+                    Seen::Publication {
+                        channel: c,
+                        offset,
+                        message: Some((seq, _)),
+                    } if *c == channel && *seq == end => Some(*offset),
+                    _ => None,
+                })
+            })
+            .unwrap_or(end);
+        self.subscribers[s].lock().is_ok_and(|seen| {
+            seen.iter().any(|(_, e)| {
+                matches!(e, Seen::Subscribed { channel: c, offset, .. }
+                    if *c == channel && *offset >= end_offset)
+            })
+        })
     }
 
     /// The highest message seq subscriber `s` has received on `channel`.
@@ -325,6 +361,7 @@ pub(crate) fn check(rec: &Recorder, finals: &[Vec<Final>], report: &mut Report) 
                     channel,
                     recovered,
                     was_recovering,
+                    ..
                 } => {
                     if *was_recovering && *recovered {
                         report.resubscribes_recovered += 1;
@@ -388,10 +425,10 @@ pub(crate) fn check(rec: &Recorder, finals: &[Vec<Final>], report: &mut Report) 
         }
         for c in 0..channels {
             let end = finals[0][c].last().map_or(0, |(seq, _)| *seq);
-            if last_seq[c] < end {
+            if last_seq[c] < end && !rec.reached(s, c, end) {
                 v.push(format!(
                     "I3: subscriber {s} channel {c}: last received seq {}, the history ends \
-                     at {end}",
+                     at {end}, and no subscribe reply placed it there",
                     last_seq[c]
                 ));
             }

@@ -221,6 +221,7 @@ pub(crate) async fn subscriber(
                     channel,
                     recovered,
                     was_recovering,
+                    offset,
                     ..
                 } => {
                     if let Some(channel) = channel_of(&channel) {
@@ -230,6 +231,7 @@ pub(crate) async fn subscriber(
                                 channel,
                                 recovered,
                                 was_recovering,
+                                offset,
                             },
                         );
                     }
