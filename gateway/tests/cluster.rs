@@ -179,6 +179,57 @@ fn leader_of(nodes: &[TestNode], group: chatsdk_cluster::GroupId) -> usize {
         .expect("a leader")
 }
 
+/// A channel of Alice's alone in a new app, known on every node (with the interests of its
+/// shard gathered), and the node that leads its shard.
+struct Solo {
+    key: String,
+    channel: String,
+    stream: String,
+    leader: usize,
+}
+
+async fn alice_alone(nodes: &[TestNode], rests: &[Rest], name: &str) -> Solo {
+    let (app, key) = nodes[0].app(name).await;
+    rests[0]
+        .call(
+            "POST",
+            "/api/users",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice"})),
+        )
+        .await;
+    // Alice alone: her sends notify no other member's `user:` stream.
+    let ch = rests[0]
+        .call(
+            "POST",
+            "/api/channels",
+            Cred::Key(&key),
+            Some(json!({"user_id": "alice", "type": "group", "name": name, "member_ids": []})),
+        )
+        .await;
+    let channel = ch.body["id"].as_str().unwrap().to_string();
+    let stream = format!("chat:{app}:{channel}");
+    let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
+    let leader = leader_of(nodes, group);
+    for n in nodes {
+        let chat = n.chat.clone();
+        let (app, channel) = (app.clone(), channel.clone());
+        support::eventually("directory replicated, interests gathered", move || {
+            let ok = chat.channel(&app, &channel).ok().flatten().is_some()
+                && chat.user(&app, "alice").ok().flatten().is_some()
+                && chat.interests_settled();
+            async move { ok }
+        })
+        .await;
+    }
+    Solo {
+        key,
+        channel,
+        stream,
+        leader,
+    }
+}
+
 /// Sends with a client message id, retrying (the same id) through leader changes.
 async fn send(rest: &Rest, key: &str, channel: &str, user: &str, text: &str) -> u64 {
     let deadline = Instant::now() + WAIT;
@@ -399,40 +450,13 @@ async fn pongs_and_reads_are_served_while_a_slow_command_runs() {
 async fn events_cross_only_to_nodes_with_subscribers() {
     let nodes = cluster().await;
     let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
-    let (app, key) = nodes[0].app("interest").await;
-    rests[0]
-        .call(
-            "POST",
-            "/api/users",
-            Cred::Key(&key),
-            Some(json!({"user_id": "alice"})),
-        )
-        .await;
-    // Alice alone: her sends notify no other member's `user:` stream.
-    let ch = rests[0]
-        .call(
-            "POST",
-            "/api/channels",
-            Cred::Key(&key),
-            Some(json!({"user_id": "alice", "type": "group", "name": "solo", "member_ids": []})),
-        )
-        .await;
-    let channel = ch.body["id"].as_str().unwrap().to_string();
-    let stream = format!("chat:{app}:{channel}");
-    let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
-    let leader = leader_of(&nodes, group);
+    let Solo {
+        key,
+        channel,
+        stream,
+        leader,
+    } = alice_alone(&nodes, &rests, "interest").await;
     let (sub, other) = ((leader + 1) % 3, (leader + 2) % 3);
-    for n in &nodes {
-        let chat = n.chat.clone();
-        let (app, channel) = (app.clone(), channel.clone());
-        support::eventually("directory replicated, interests gathered", move || {
-            let ok = chat.channel(&app, &channel).ok().flatten().is_some()
-                && chat.user(&app, "alice").ok().flatten().is_some()
-                && chat.interests_settled();
-            async move { ok }
-        })
-        .await;
-    }
     let mut follower = Follower::start(&nodes[sub], &rests[sub], &key, "alice", &stream).await;
     let before = nodes[other].chat.fanout().deliveries_from_peers();
     let received = nodes[sub].chat.fanout().deliveries_from_peers();
@@ -472,40 +496,14 @@ async fn a_send_that_timed_out_but_committed_reaches_every_subscriber() {
     })
     .await;
     let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
-    let (app, key) = nodes[0].app("late").await;
-    rests[0]
-        .call(
-            "POST",
-            "/api/users",
-            Cred::Key(&key),
-            Some(json!({"user_id": "alice"})),
-        )
-        .await;
-    let ch = rests[0]
-        .call(
-            "POST",
-            "/api/channels",
-            Cred::Key(&key),
-            Some(json!({"user_id": "alice", "type": "group", "name": "late", "member_ids": []})),
-        )
-        .await;
-    let channel = ch.body["id"].as_str().unwrap().to_string();
-    let stream = format!("chat:{app}:{channel}");
-    let group = shard_for(&app, &channel, nodes[0].chat.cluster().meta_state().shards);
-    let leader = leader_of(&nodes, group);
+    let Solo {
+        key,
+        channel,
+        stream,
+        leader,
+    } = alice_alone(&nodes, &rests, "late").await;
     let leader_id = nodes[leader].chat.cluster().id();
     let remote = (leader + 1) % 3;
-    for n in &nodes {
-        let chat = n.chat.clone();
-        let (app, channel) = (app.clone(), channel.clone());
-        support::eventually("directory replicated, interests gathered", move || {
-            let ok = chat.channel(&app, &channel).ok().flatten().is_some()
-                && chat.user(&app, "alice").ok().flatten().is_some()
-                && chat.interests_settled();
-            async move { ok }
-        })
-        .await;
-    }
     let mut followers = vec![
         Follower::start(&nodes[leader], &rests[leader], &key, "alice", &stream).await,
         Follower::start(&nodes[remote], &rests[remote], &key, "alice", &stream).await,
