@@ -202,15 +202,22 @@ mod fuzz {
     proptest! {
         #[test]
         fn fuzz_records_and_commands_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let mut raw = vec![super::FORMAT];
-            raw.extend_from_slice(&bytes);
-            for input in [&bytes[..], &raw[..]] {
-                let _ = super::decode::<crate::model::Message>(input);
-                let _ = super::decode::<crate::model::Channel>(input);
-                let _ = super::decode::<crate::model::User>(input);
-                let _ = super::decode::<crate::model::Event>(input);
-                let _ = super::decode::<crate::directory::DirCommand>(input);
-            }
+            crate::fuzzing::chat_record(&bytes);
+        }
+
+        #[test]
+        fn fuzz_fanout_batches_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            crate::fuzzing::fanout_batch(&bytes);
+        }
+
+        #[test]
+        fn fuzz_fetched_pages_never_panic(text in any::<String>()) {
+            crate::fuzzing::preview_page(text.as_bytes());
+        }
+
+        #[test]
+        fn fuzz_uploads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            crate::fuzzing::upload(&bytes);
         }
 
         #[test]

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod emitter;
 pub mod error;
 pub mod fanout;
+pub mod fuzzing;
 pub mod hooks;
 pub mod interest;
 pub mod limits;

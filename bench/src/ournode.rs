@@ -221,6 +221,9 @@ pub async fn run_node(data_dir: &Path, join: Option<(SocketAddr, String)>) -> an
     if let Some(ttl) = env_number("CHATSDK_BENCH_ACCESS_TTL_S")? {
         c.auth.access_ttl_s = ttl;
     }
+    if let Some(mib) = env_number("CHATSDK_BENCH_CACHE_MIB")? {
+        c.cluster.cache_mib = mib;
+    }
     if let Some(nice) = env_number("CHATSDK_BENCH_BACKGROUND_NICE")? {
         c.cluster.background_nice = i32::try_from(nice)?;
     }

@@ -24,6 +24,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod fuzzing;
 pub mod join;
 pub mod meta;
 pub mod node;

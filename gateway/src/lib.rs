@@ -16,6 +16,7 @@ pub mod body;
 pub mod cluster_view;
 pub mod connection;
 pub mod error;
+pub mod fuzzing;
 pub mod layers;
 pub mod metrics;
 pub mod openapi;

@@ -437,6 +437,10 @@ pub struct ClusterSection {
     /// background; 19 (the default) runs them in the request path's idle time, 0 at the
     /// process's priority.
     pub background_nice: i32,
+    /// MiB of memory for sled's page cache (the state machines' pages read or written
+    /// lately). The cache fills to this budget as the data grows, then stays there; sled's own
+    /// accounting undercounts, so the process may hold up to about twice as much for it.
+    pub cache_mib: u64,
     /// Seconds a node certificate is valid (30 days); a node renews its own when a third is
     /// left, and peers refuse an expired one.
     pub node_cert_lifetime_s: u64,
@@ -466,6 +470,7 @@ impl Default for ClusterSection {
             flush_linger_us: chatsdk_cluster::ClusterConfig::DEFAULT_FLUSH_LINGER.as_micros()
                 as u64,
             background_nice: chatsdk_cluster::ClusterConfig::DEFAULT_BACKGROUND_NICE,
+            cache_mib: 64,
             node_cert_lifetime_s: chatsdk_cluster::tls::DEFAULT_NODE_CERT_LIFETIME.as_secs(),
             snapshot_chunk_timeout_ms: 5_000,
             snapshot_stall_timeout_ms: 60_000,

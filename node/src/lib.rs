@@ -111,6 +111,7 @@ pub fn cluster_config(c: &Config) -> ClusterConfig {
     cc.replication = c.cluster.replication;
     cc.flush_linger = Duration::from_micros(c.cluster.flush_linger_us);
     cc.background_nice = c.cluster.background_nice;
+    cc.cache_capacity = c.cluster.cache_mib * 1024 * 1024;
     cc.snapshot_chunk_timeout = Duration::from_millis(c.cluster.snapshot_chunk_timeout_ms);
     cc.node_cert_lifetime = Duration::from_secs(c.cluster.node_cert_lifetime_s);
     cc.snapshot_stall_timeout = Duration::from_millis(c.cluster.snapshot_stall_timeout_ms);

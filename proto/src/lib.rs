@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod framing;
+pub mod fuzzing;
 pub mod realtime;
 
 pub use error::{ApiError, ErrorCode};

@@ -41,6 +41,7 @@ mod wal;
 
 mod error;
 pub mod fatal;
+pub mod fuzzing;
 
 pub use error::StoreError;
 pub use kv::{GroupReader, KeyValue, KvBatch};

@@ -293,13 +293,11 @@ mod fuzz {
             status in any::<u8>(),
             header in any::<[u8; super::FRAME_HEADER_LEN]>(),
         ) {
-            let _ = super::decode_header(header, 1 << 20);
-            let _ = super::decode_response(status, bytes::Bytes::from(bytes.clone()));
-            let _ = super::decode_hello(&bytes);
-            let _ = crate::codec::decode::<crate::wire::PeerRequest>(&bytes);
-            let _ = crate::codec::decode::<crate::wire::PeerResponse>(&bytes);
-            let _ = crate::codec::decode::<crate::join::JoinRequest>(&bytes);
-            let _ = crate::codec::decode::<crate::meta::MetaCommand>(&bytes);
+            crate::fuzzing::wire(&bytes);
+            let mut framed = header.to_vec();
+            framed.push(status);
+            framed.extend_from_slice(&bytes);
+            crate::fuzzing::wire(&framed);
         }
     }
 }

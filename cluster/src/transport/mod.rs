@@ -24,7 +24,7 @@
 mod client;
 mod error;
 mod faults;
-mod frame;
+pub(crate) mod frame;
 mod health;
 mod join;
 mod peers;

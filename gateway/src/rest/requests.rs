@@ -253,19 +253,9 @@ mod tests {
 mod fuzz {
     use proptest::prelude::*;
 
-    use super::*;
-    use crate::rest::{annotations, messages};
-
     fn all(bytes: &[u8]) {
-        let _ = serde_json::from_slice::<CreateChannel>(bytes);
-        let _ = serde_json::from_slice::<UserFields>(bytes);
-        let _ = serde_json::from_slice::<UserList>(bytes);
-        let _ = serde_json::from_slice::<AddMembers>(bytes);
-        let _ = serde_json::from_slice::<MintUser>(bytes);
-        let _ = serde_json::from_slice::<messages::SendBody>(bytes);
-        let _ = serde_json::from_slice::<messages::ServerSendBody>(bytes);
-        let _ = serde_json::from_slice::<annotations::PollBody>(bytes);
-        let _ = serde_json::from_slice::<annotations::ReactBody>(bytes);
+        crate::fuzzing::rest_body(bytes);
+        crate::fuzzing::access_token(bytes);
     }
 
     const VALID: &str = r#"{"userId":"u","memberIds":["a","b"],"type":"group","name":"n","text":"hi","clientMsgId":"c","attachments":[{"url":"https://x/y"}],"question":"q?","options":[{"id":"a","text":"A"},{"id":"b","text":"B"}],"emoji":"+1","users":[{"id":"u"}],"custom":{"k":[1,2,{"x":null}]}}"#;

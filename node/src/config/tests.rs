@@ -301,6 +301,7 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("cluster.background_nice", |c| {
             c.cluster.background_nice = -1
         }),
+        ("cluster.cache_mib", |c| c.cluster.cache_mib = 0),
         ("cluster.node_cert_lifetime_s", |c| {
             c.cluster.node_cert_lifetime_s = 5
         }),

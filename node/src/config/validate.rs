@@ -118,6 +118,11 @@ impl Config {
             "must be between 0 and 19",
         )?;
         ensure(
+            (1..=1 << 20).contains(&c.cache_mib),
+            "cluster.cache_mib",
+            "must be between 1 and 1048576 (1 TiB)",
+        )?;
+        ensure(
             (60..=10 * 365 * 86_400).contains(&c.node_cert_lifetime_s),
             "cluster.node_cert_lifetime_s",
             "must be between 60 and 315360000 (ten years)",

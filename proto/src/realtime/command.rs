@@ -672,8 +672,12 @@ mod fuzz {
     proptest! {
         #[test]
         fn fuzz_arbitrary_text_never_panics(text in any::<String>()) {
-            let _ = super::parse_frame(&text);
-            let _ = super::parse_command(&text);
+            crate::fuzzing::client_frame(text.as_bytes());
+        }
+
+        #[test]
+        fn fuzz_quic_streams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            crate::fuzzing::quic_stream(&bytes);
         }
 
         #[test]
@@ -693,7 +697,7 @@ mod fuzz {
                 }
             }
             let text: String = text.into_iter().collect();
-            let _ = super::parse_frame(&text);
+            crate::fuzzing::client_frame(text.as_bytes());
         }
     }
 }
