@@ -80,6 +80,14 @@ impl IntoResponse for AppError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read, so the server closes the connection after
+            // this answer: say so, or a client reuses it and its next request meets the close.
+            res.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         res
     }
 }

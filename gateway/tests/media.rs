@@ -551,6 +551,12 @@ async fn hostile_and_mislabelled_uploads_are_refused() {
     huge.resize(11 << 20, 0);
     let r = direct(&rest, &alice, &ch, &huge, "huge.png", "image/png").await;
     assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    // The unread rest of the body ends the connection: the answer says so, and the client
+    // does not reuse it for the requests below.
+    assert_eq!(
+        r.headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     // A body that is not a form (no boundary, or JSON): our error, not the framework's text.
     let auth = format!("Bearer {alice}");
     for ctype in ["multipart/form-data", "application/json"] {
