@@ -489,9 +489,12 @@ pub(crate) async fn admit(node: Arc<NodeInner>, body: &[u8]) -> Result<Vec<u8>, 
         cert_pem: authority.ca_cert_pem,
         key_pem: authority.ca_key_pem,
     };
-    let identity = ca
+    let mut identity = ca
         .issue_node_cert_for(node_id, node.config.node_cert_lifetime)
         .map_err(|e| e.to_string())?;
+    // During a CA rotation the new node trusts every CA its peers' certificates may be under.
+    let latest = node.meta.current();
+    identity.ca_cert_pem = crate::trust::bundle(&ca.cert_pem, &latest.trust.trusted(&latest));
     let peers = node
         .meta
         .current()

@@ -36,6 +36,7 @@ pub mod stats;
 pub mod testkit;
 pub mod tls;
 pub mod transport;
+pub mod trust;
 pub mod wire;
 
 mod batch;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::placement::{ShardId, ShardMap, ShardPlacement};
+use crate::trust::{self, TrustState};
 
 /// The meta group's id.
 pub const META_GROUP: GroupId = 0;
@@ -22,6 +23,8 @@ pub const META_GROUP: GroupId = 0;
 const STATE_KEY: &[u8] = b"cluster/state";
 /// The live join tokens ([`JoinTokens`]), kept beside the state so that its encoding stays.
 const JOIN_TOKENS_KEY: &[u8] = b"cluster/join-tokens";
+/// The CA rotation ([`TrustState`]), beside the state for the same reason.
+const TRUST_KEY: &[u8] = b"cluster/trust";
 
 /// A join token as the cluster remembers it: never the secret, only its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +112,9 @@ pub struct MetaState {
     pub settings: BTreeMap<String, String>,
     pub authority: Option<JoinAuthority>,
     pub next_node_id: NodeId,
+    /// Where the CA rotation stands; stored under its own key (not in the state's encoding).
+    #[serde(skip)]
+    pub trust: TrustState,
 }
 
 impl MetaState {
@@ -201,6 +207,21 @@ pub enum MetaCommand {
         secret_sha256: String,
         now_ms: u64,
     },
+    /// Stages a new cluster CA (see [`crate::trust`]); it issues certificates once every member
+    /// trusts it.
+    RotateCa {
+        authority: JoinAuthority,
+    },
+    /// `node` trusts the staged CA whose fingerprint is `ca`.
+    TrustsCa {
+        node: NodeId,
+        ca: String,
+    },
+    /// `node`'s certificate is issued by the current CA, whose fingerprint is `ca`.
+    RenewedUnderCa {
+        node: NodeId,
+        ca: String,
+    },
 }
 
 /// The result of a [`MetaCommand`].
@@ -251,10 +272,14 @@ impl MetaApplier {
 }
 
 fn load(reader: &GroupReader) -> Result<MetaState, StoreError> {
-    match reader.get(STATE_KEY)? {
-        Some(raw) => decode_state(&raw),
-        None => Ok(MetaState::default()),
+    let mut state = match reader.get(STATE_KEY)? {
+        Some(raw) => decode_state(&raw)?,
+        None => MetaState::default(),
+    };
+    if let Some(raw) = reader.get(TRUST_KEY)? {
+        state.trust = codec::decode(&raw).map_err(storage_error)?;
     }
+    Ok(state)
 }
 
 fn decode_state(raw: &[u8]) -> Result<MetaState, StoreError> {
@@ -293,6 +318,10 @@ impl Applier for MetaApplier {
             Some(raw) => decode_state(&raw)?,
             None => MetaState::default(),
         };
+        if let Some(raw) = kv.get(TRUST_KEY)? {
+            state.trust = codec::decode(&raw).map_err(storage_error)?;
+        }
+        let trust_before = state.trust.clone();
         let reply = if matches!(
             command,
             MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. }
@@ -311,6 +340,19 @@ impl Applier for MetaApplier {
         } else {
             transition(&mut state, command)
         };
+        if trust::advance(&mut state) {
+            // Live join tokens pin the CA that has just stopped issuing.
+            kv.put(
+                JOIN_TOKENS_KEY,
+                &codec::encode(&JoinTokens::new()).map_err(storage_error)?,
+            );
+        }
+        if state.trust != trust_before {
+            kv.put(
+                TRUST_KEY,
+                &codec::encode(&state.trust).map_err(storage_error)?,
+            );
+        }
         kv.put(STATE_KEY, &codec::encode(&state).map_err(storage_error)?);
         self.state.send_replace(Arc::new(state));
         encode_reply(&reply)
@@ -468,6 +510,10 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
                 MetaReply::Refused(format!("node {id} is not active"))
             }
             Some(node) => {
+                if new == NodeState::Removed && node.state != NodeState::Removed {
+                    // It held the CA key: the CA is replaced (see `crate::trust`).
+                    state.trust.rotation_due = true;
+                }
                 node.state = new;
                 MetaReply::Ok
             }
@@ -495,6 +541,9 @@ pub fn transition(state: &mut MetaState, command: MetaCommand) -> MetaReply {
         MetaCommand::MintJoinToken { .. } | MetaCommand::JoinWithToken { .. } => {
             MetaReply::Refused("join-token commands are applied with the tokens".into())
         }
+        MetaCommand::RotateCa { authority } => trust::rotate(state, authority),
+        MetaCommand::TrustsCa { node, ca } => trust::trusts(state, node, &ca),
+        MetaCommand::RenewedUnderCa { node, ca } => trust::renewed(state, node, &ca),
     }
 }
 

@@ -22,7 +22,9 @@ use crate::groups::Group;
 use crate::join::{
     self, join_cluster, new_cluster_identity, probe_udp_port, JoinToken, StoredIdentity,
 };
-use crate::meta::{MetaApplier, MetaCommand, MetaReply, MetaState, NodeState, META_GROUP};
+use crate::meta::{
+    JoinAuthority, MetaApplier, MetaCommand, MetaReply, MetaState, NodeState, META_GROUP,
+};
 use crate::tls::ClusterCa;
 use crate::transport::{self, Faults, Transport, TransportConfig};
 use crate::{codec, handler, reconcile, ClusterError};
@@ -268,6 +270,15 @@ impl ClusterNode {
         Ok(crate::tls::cert_not_after(&identity.cert_pem)?)
     }
 
+    /// Fingerprints of the CAs this node trusts, the issuer of its own certificate first (more
+    /// than one while the cluster CA is rotated).
+    pub fn trusted_cas(&self) -> Result<Vec<String>, ClusterError> {
+        let identity = join::load_identity(&self.inner.store)?.ok_or(ClusterError::Config {
+            reason: "this node has no identity".into(),
+        })?;
+        Ok(crate::tls::bundle_fingerprints(&identity.ca_cert_pem)?)
+    }
+
     /// Remembers that this node was drained, so that it turns active again when it restarts.
     pub fn note_drained(&self) -> Result<(), ClusterError> {
         join::save_drained(&self.inner.store, true)
@@ -324,6 +335,35 @@ impl ClusterNode {
             secret,
         };
         Ok((token.render(), expires_at_ms))
+    }
+
+    /// Starts a rotation of the cluster CA (see [`crate::trust`]): a new CA is staged, issues
+    /// certificates once every member trusts it, and the old one is trusted no more once every
+    /// member has renewed. Returns the new CA's fingerprint (what join tokens pin from then on).
+    pub async fn rotate_ca(&self) -> Result<String, ClusterError> {
+        let state = self.inner.meta.current();
+        if state.authority.is_none() {
+            return Err(ClusterError::Join {
+                reason: "cluster not bootstrapped yet".into(),
+            });
+        }
+        let ca = ClusterCa::generate(&state.cluster_id)?;
+        let fingerprint = ca.fingerprint()?;
+        let reply = self
+            .propose_meta(MetaCommand::RotateCa {
+                authority: JoinAuthority {
+                    ca_cert_pem: ca.cert_pem,
+                    ca_key_pem: ca.key_pem,
+                    join_secret_sha256: String::new(),
+                },
+            })
+            .await?;
+        if let MetaReply::Refused(reason) = reply {
+            return Err(ClusterError::Refused(crate::wire::Refusal::Failed {
+                reason,
+            }));
+        }
+        Ok(fingerprint)
     }
 
     /// The latest meta state this node has applied.

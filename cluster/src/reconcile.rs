@@ -1,7 +1,7 @@
 //! The meta leader's reconciler: carries out what placement decides, one step at a time.
 //!
 //! Every node runs the loop; only the meta group's leader acts. A pass performs at most one
-//! step, in this order: admit a joining node to the meta group (learner, then voter), fix the meta
+//! step, in this order: start a rotation of the cluster CA after a node was removed, admit a joining node to the meta group (learner, then voter), fix the meta
 //! voter set, finish a shard change left half-way (after a meta leader change), move one shard
 //! towards the target of [`crate::placement::place`], with no shard led by a draining node
 //! ([`crate::placement::keep_leaders_off`]) (record the new placement, add the new
@@ -91,6 +91,12 @@ async fn pass(node: &ClusterNode, cursor: &mut u32) -> Result<(), ClusterError> 
     let inner = &node.inner;
     let state = inner.meta.current();
     if state.bootstrapped_by == 0 {
+        return Ok(());
+    }
+    // 0. A node was removed: it held the CA key, so the CA is replaced (see `crate::trust`).
+    if state.trust.rotation_due {
+        let fingerprint = node.rotate_ca().await?;
+        tracing::info!(ca = %fingerprint, "cluster CA rotation started after a node removal");
         return Ok(());
     }
     let meta = inner

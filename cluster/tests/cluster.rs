@@ -584,3 +584,118 @@ async fn join_tokens_expire_and_a_single_use_one_admits_one_node() {
     // Two nodes: the first and the one the single-use token admitted.
     assert_eq!(first.meta_state().nodes.len(), 2);
 }
+
+/// What a removed node could still do with the CA key its replica of the metadata held: mint
+/// a certificate for another node and talk to the cluster as that node.
+struct Forger;
+
+impl chatsdk_cluster::transport::Handler for Forger {
+    fn request(&self, _: u64, _: bytes::Bytes) -> futures::future::BoxFuture<'static, Vec<u8>> {
+        Box::pin(async { Vec::new() })
+    }
+    fn message(&self, _: u64, _: bytes::Bytes) {}
+    fn join(
+        &self,
+        _: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        Box::pin(async { Err("no".to_owned()) })
+    }
+}
+
+/// A transport that claims to be node 1 with a certificate `ca` issued, aimed at `peer`.
+async fn forge(
+    ca: &chatsdk_cluster::tls::ClusterCa,
+    peer: u64,
+    addr: std::net::SocketAddr,
+) -> chatsdk_cluster::transport::Transport {
+    let identity = ca.issue_node_cert(1).unwrap();
+    let mut cfg = chatsdk_cluster::transport::TransportConfig::new(
+        1,
+        "127.0.0.1:0".parse().unwrap(),
+        identity,
+    );
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.request_timeout = Duration::from_secs(2);
+    let transport = chatsdk_cluster::transport::Transport::bind(cfg, std::sync::Arc::new(Forger))
+        .await
+        .unwrap();
+    transport.set_peer_addr(peer, addr);
+    transport
+}
+
+/// Removing a node rotates the cluster CA: every remaining node renews under a new CA and the
+/// old one is retired, so a certificate minted with the old key (which the removed node held)
+/// is refused, on a new connection and on one opened before; the cluster goes on, and a node
+/// joins with a token minted after the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_node_rotates_the_ca_and_what_the_old_one_signs_is_refused() {
+    let mut c = TestCluster::start(4, 2).await;
+    let old = c.node(1).meta_state().authority.clone().unwrap();
+    let old_ca = chatsdk_cluster::tls::ClusterCa {
+        cert_pem: old.ca_cert_pem.clone(),
+        key_pem: old.ca_key_pem.clone(),
+    };
+    let old_fp = old_ca.fingerprint().unwrap();
+    let open = forge(&old_ca, 2, c.node(2).addr()).await;
+    open.request(2, b"x".to_vec())
+        .await
+        .expect("the forgery works while the old CA is trusted");
+
+    c.node(1).remove_node(4).await.unwrap();
+    wait_until(
+        "node 4 removed, the CA rotated and the old one retired",
+        || {
+            let done = [1, 2, 3].iter().all(|id| {
+                let s = c.node(*id).meta_state();
+                let current = s.authority.as_ref().map(|a| a.ca_cert_pem.clone());
+                let trusted = c.node(*id).trusted_cas().unwrap();
+                s.nodes[&4].state == NodeState::Removed
+                    && s.trust.rotations >= 1
+                    && !s.trust.rotating()
+                    && current.is_some_and(|pem| {
+                        trusted == vec![chatsdk_cluster::tls::ca_fingerprint_of_pem(&pem).unwrap()]
+                    })
+            });
+            async move { done }
+        },
+    )
+    .await;
+    assert!(!c.node(2).trusted_cas().unwrap().contains(&old_fp));
+    let refused = open.request(2, b"x".to_vec()).await;
+    assert!(
+        refused.is_err(),
+        "the connection under the retired CA still serves"
+    );
+    let fresh = forge(&old_ca, 2, c.node(2).addr()).await;
+    let refused = fresh.request(2, b"x".to_vec()).await;
+    assert!(
+        refused.is_err(),
+        "a new connection under the retired CA is admitted"
+    );
+    open.shutdown().await;
+    fresh.shutdown().await;
+
+    for shard in 1..=2 {
+        c.node(1)
+            .propose(shard, format!("after{shard}=v").into_bytes())
+            .await
+            .unwrap();
+    }
+    c.token = c
+        .node(1)
+        .mint_join_token(Duration::from_secs(600), false)
+        .await
+        .unwrap()
+        .0;
+    let joined = c.join().await;
+    wait_until("the new node is active under the new CA", || {
+        let s = c.node(1).meta_state();
+        let ok = s.nodes[&joined].state == NodeState::Active
+            && c.node(joined).trusted_cas().unwrap() == c.node(1).trusted_cas().unwrap();
+        async move { ok }
+    })
+    .await;
+    for node in c.nodes.values() {
+        node.shutdown().await;
+    }
+}

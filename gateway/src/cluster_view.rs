@@ -183,6 +183,34 @@ pub struct ClusterView {
     pub replication: usize,
     pub nodes: Vec<NodeView>,
     pub groups: Vec<GroupView>,
+    pub ca: CaView,
+}
+
+/// The cluster CA and its rotation (docs/reliability.md, "Rotating the cluster CA").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaView {
+    /// SHA-256 of the CA that issues certificates (what join tokens pin).
+    pub fingerprint: Option<String>,
+    /// A new CA every node is being asked to trust before it issues anything.
+    pub staged: Option<String>,
+    /// Replaced CAs still trusted until every node has renewed under the current one.
+    pub retiring: Vec<String>,
+    /// Nodes the rotation waits for at its current step.
+    pub waiting_for: Vec<NodeId>,
+    /// Rotations completed (a node removal starts one).
+    pub rotations: u64,
+}
+
+fn ca_view(meta: &chatsdk_cluster::meta::MetaState) -> CaView {
+    let fp = |pem: &str| chatsdk_cluster::tls::ca_fingerprint_of_pem(pem).ok();
+    CaView {
+        fingerprint: meta.authority.as_ref().and_then(|a| fp(&a.ca_cert_pem)),
+        staged: meta.trust.staged.as_ref().and_then(|a| fp(&a.ca_cert_pem)),
+        retiring: meta.trust.retiring.iter().filter_map(|p| fp(p)).collect(),
+        waiting_for: meta.trust.waiting_for(meta),
+        rotations: meta.trust.rotations,
+    }
 }
 
 /// One node.
@@ -321,6 +349,7 @@ pub async fn gather(state: &GatewayState) -> ClusterView {
         replication: meta.replication,
         nodes,
         groups: groups(&meta, &reports),
+        ca: ca_view(&meta),
     }
 }
 

@@ -65,6 +65,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/admin/backup", get(backup::backup))
         .route("/admin/cluster", get(cluster::view))
         .route("/admin/cluster/join-tokens", post(cluster::mint_join_token))
+        .route("/admin/cluster/ca/rotate", post(cluster::rotate_ca))
         .route("/admin/cluster/nodes/{id}", delete(cluster::remove))
         .route("/admin/cluster/nodes/{id}/drain", post(cluster::drain))
         .route("/admin/apps", get(admin::list).post(admin::create))

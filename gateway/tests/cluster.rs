@@ -992,6 +992,8 @@ async fn the_admin_view_shows_three_nodes_and_a_dead_one_can_be_removed() {
         .clone();
     assert_eq!(dead["reachable"], false, "{dead}");
     assert!(dead["version"].is_null(), "{dead}");
+    let ca_before = view.body["ca"]["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(view.body["ca"]["rotations"], 0, "{}", view.body["ca"]);
 
     let r = rest
         .call(
@@ -1015,6 +1017,26 @@ async fn the_admin_view_shows_three_nodes_and_a_dead_one_can_be_removed() {
         async move { done }
     })
     .await;
+    // The dead node held the CA key: the two others replace the CA and retire the old one.
+    let seen = std::sync::Mutex::new(serde_json::Value::Null);
+    support::eventually("the CA rotated and the old one retired", || {
+        let (rest, seen) = (&rest, &seen);
+        async move {
+            let view = rest
+                .call("GET", "/admin/cluster", Cred::Bearer(ADMIN), None)
+                .await;
+            let ca = view.body["ca"].clone();
+            let done = ca["rotations"] == 1 && ca["retiring"] == serde_json::json!([]);
+            *seen.lock().unwrap() = ca;
+            done
+        }
+    })
+    .await;
+    let ca = seen.into_inner().unwrap();
+    assert_eq!(ca["rotations"], 1, "{ca}");
+    assert_eq!(ca["retiring"], serde_json::json!([]), "{ca}");
+    assert!(ca["staged"].is_null(), "{ca}");
+    assert_ne!(ca["fingerprint"], ca_before.as_str(), "{ca}");
     for node in nodes {
         node.stop().await;
     }

@@ -373,6 +373,22 @@ async fn the_less_travelled_routes_answer_their_documented_views() {
             .await,
         "join token",
     );
+    let rotation = rest
+        .call("POST", "/admin/cluster/ca/rotate", admin, None)
+        .await;
+    assert_eq!(rotation.status, 202, "{rotation:?}");
+    assert_eq!(rotation.body["status"], "staged", "{rotation:?}");
+    // One node: it trusts the new CA, renews under it and retires the old one at once.
+    let fingerprint = rotation.body["fingerprint"].clone();
+    support::eventually("the rotation of a single node completes", || {
+        let rest = &rest;
+        let fingerprint = fingerprint.clone();
+        async move {
+            let ca = rest.call("GET", "/admin/cluster", admin, None).await.body["ca"].clone();
+            ca["fingerprint"] == fingerprint && ca["retiring"] == json!([])
+        }
+    })
+    .await;
     ok(
         &rest
             .call("DELETE", &format!("/admin/apps/{app_id}"), admin, None)

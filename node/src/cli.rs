@@ -239,6 +239,41 @@ pub async fn restore(file: &Path, data_dir: &Path) -> Result<String, CliError> {
     ))
 }
 
+/// The cluster CA and where its rotation stands, one line.
+fn ca_line(ca: &Value) -> String {
+    let short = |v: &Value| {
+        v.as_str()
+            .map_or("-".to_string(), |s| s.chars().take(16).collect())
+    };
+    let waiting: Vec<String> = ca
+        .get("waitingFor")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    let step = match (
+        ca.get("staged").filter(|v| !v.is_null()),
+        ca.get("retiring")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty()),
+    ) {
+        (Some(staged), _) => format!(
+            "; rotating to {}: waiting for nodes {} to trust it",
+            short(staged),
+            waiting.join(", ")
+        ),
+        (None, true) => format!(
+            "; old CA retiring: waiting for nodes {} to renew",
+            waiting.join(", ")
+        ),
+        (None, false) => String::new(),
+    };
+    format!(
+        "cluster CA {}… ({} rotations{step})\n\n",
+        ca.get("fingerprint").map_or("-".into(), short),
+        ca.get("rotations").and_then(Value::as_u64).unwrap_or(0),
+    )
+}
+
 /// `chatsdk status`: the cluster as the admin API sees it, as tables.
 pub async fn status(remote: &Remote) -> Result<String, CliError> {
     let view = remote.admin(reqwest::Method::GET, "/admin/cluster").await?;
@@ -256,6 +291,9 @@ pub fn render_status(view: &Value) -> Option<String> {
         view.get("replication")?,
         view.get("answeredBy")?,
     );
+    if let Some(ca) = view.get("ca") {
+        out.push_str(&ca_line(ca));
+    }
     let mut nodes = vec![row(&[
         "NODE",
         "STATE",
@@ -425,6 +463,17 @@ pub async fn join_token(
         if single_use { "; admits one node" } else { "" }
     );
     Ok((format!("{token}\n"), note))
+}
+
+/// `chatsdk cluster rotate-ca`: starts replacing the cluster CA.
+pub async fn rotate_ca(remote: &Remote) -> Result<String, CliError> {
+    let started = remote
+        .admin(reqwest::Method::POST, "/admin/cluster/ca/rotate")
+        .await?;
+    Ok(format!(
+        "new cluster CA {} staged: every node trusts it, then renews under it, then the old CA is trusted no more (watch `chatsdk status`); join tokens minted before must be minted again\n",
+        started["fingerprint"].as_str().unwrap_or("?")
+    ))
 }
 
 /// `chatsdk node remove <id>`.

@@ -118,6 +118,12 @@ enum ClusterCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Replaces the cluster CA: nodes renew under a new one, and what the old one signs is
+    /// refused once they all have (a node removal does this by itself).
+    RotateCa {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -286,6 +292,12 @@ fn main() -> anyhow::Result<()> {
                 eprint!("{note}");
                 Ok(token)
             })
+        }
+        Command::Cluster {
+            command: ClusterCommand::RotateCa { admin },
+        } => {
+            let r = admin.remote();
+            remote(async move { cli::rotate_ca(&r).await })
         }
         Command::Node { command } => match command {
             NodeCommand::Drain { id, admin } => {

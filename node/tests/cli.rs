@@ -311,6 +311,10 @@ async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
     assert!(status.0, "{}", status.1);
     let table = status.1;
     assert!(table.starts_with("cluster "), "{table}");
+    assert!(
+        table.contains("cluster CA ") && table.contains("(0 rotations)"),
+        "{table}"
+    );
     let node_row = table
         .lines()
         .find(|l| l.starts_with("1 "))
@@ -327,6 +331,18 @@ async fn the_cli_shows_the_cluster_mints_tokens_and_drains_a_node() {
         table.contains("directory") && table.contains("shard"),
         "{table}"
     );
+    let rotated = {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            run_cli(
+                &["cluster", "rotate-ca", "--url", &base],
+                &[("CHATSDK_ADMIN_KEY", admin)],
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(rotated.0 && rotated.1.contains("staged"), "{}", rotated.1);
     let refused = run_cli(
         &["status", "--url", &base, "--admin-key", "wrong-key-0000000"],
         &[],

@@ -108,10 +108,12 @@ pub struct ClusterCa {
 }
 
 /// A node's credentials: its certificate (issued by the cluster CA) and private key, plus the
-/// CA certificate used as the only trust root. `Debug` redacts the private key.
+/// CA certificates it trusts. `Debug` redacts the private key.
 #[derive(Clone)]
 pub struct NodeIdentity {
     pub node_id: u64,
+    /// A PEM bundle: first the CA that issued `cert_pem` (presented after the leaf), then any
+    /// other CA the cluster trusts while its CA is being rotated. Every one is a trust root.
     pub ca_cert_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
@@ -418,18 +420,85 @@ fn parse_cert_pem(pem: &str, what: &'static str) -> Result<CertificateDer<'stati
     })
 }
 
-fn ca_roots(ca_cert_pem: &str) -> Result<RootCertStore, TlsError> {
+/// Every certificate of a PEM bundle, in order.
+fn bundle_certs(bundle: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what: "ca certificate",
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            what: "ca certificate",
+            reason: "no certificate".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Lowercase hex SHA-256 of every certificate of a trust bundle (see
+/// [`NodeIdentity::ca_cert_pem`]), in order.
+pub fn bundle_fingerprints(bundle: &str) -> Result<Vec<String>, TlsError> {
+    Ok(bundle_certs(bundle)?
+        .iter()
+        .map(|c| hex::encode(Sha256::digest(c.as_ref())))
+        .collect())
+}
+
+/// Every certificate of the bundle is a trust root: the issuing CA and the others the cluster
+/// trusts while its CA is rotated.
+fn ca_roots(bundle: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(parse_cert_pem(ca_cert_pem, "ca certificate")?)
-        .map_err(|source| TlsError::Config {
+    for cert in bundle_certs(bundle)? {
+        roots.add(cert).map_err(|source| TlsError::Config {
             what: "ca root",
             source,
         })?;
+    }
     Ok(roots)
 }
 
-/// `[leaf, ca]` and the leaf key: servers send the CA too so joining clients can pin it.
+/// Checks, after the fact, that a peer's certificate still chains to the CAs a node trusts: a
+/// connection made under a CA that has since been retired is closed.
+#[derive(Debug)]
+pub struct TrustCheck {
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Fingerprints of the trusted CAs.
+    roots: Vec<String>,
+}
+
+impl TrustCheck {
+    /// The check against the CAs of `bundle` (a [`NodeIdentity::ca_cert_pem`]).
+    pub fn new(bundle: &str) -> Result<TrustCheck, TlsError> {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots(bundle)?), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier {
+                    what: "trust check",
+                    reason: e.to_string(),
+                })?;
+        Ok(TrustCheck {
+            verifier,
+            roots: bundle_fingerprints(bundle)?,
+        })
+    }
+
+    /// Fingerprints of the trusted CAs, in the bundle's order.
+    pub fn roots(&self) -> &[String] {
+        &self.roots
+    }
+
+    /// Whether `leaf` is issued by one of the trusted CAs and valid now.
+    pub fn admits(&self, leaf: &CertificateDer<'_>) -> bool {
+        self.verifier
+            .verify_client_cert(leaf, &[], rustls::pki_types::UnixTime::now())
+            .is_ok()
+    }
+}
+
+/// `[leaf, ca]` and the leaf key, `ca` being the first certificate of the trust bundle (the
+/// leaf's issuer): servers send the CA too so joining clients can pin it.
 fn identity_chain(
     identity: &NodeIdentity,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {

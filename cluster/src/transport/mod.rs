@@ -168,6 +168,9 @@ struct Shared {
     /// Set by [`Transport::shutdown`] before it closes the endpoint, so a request failing on
     /// that close (before `cancel` fires) reports `Closed`, not a lost connection.
     closing: std::sync::atomic::AtomicBool,
+    /// The CAs this node trusts now: a cluster connection whose peer certificate no longer
+    /// chains to one of them (its CA was retired) is closed.
+    trust: tokio::sync::watch::Sender<Arc<tls::TrustCheck>>,
 }
 
 impl Shared {
@@ -239,6 +242,9 @@ impl Transport {
             faults: Faults::default(),
             cancel: CancellationToken::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            trust: tokio::sync::watch::Sender::new(Arc::new(tls::TrustCheck::new(
+                &cfg.identity.ca_cert_pem,
+            )?)),
         });
         let accept_task = tokio::spawn(server::accept_loop(shared.clone(), endpoint.clone()));
         tracing::info!(node_id = cfg.node_id, %local_addr, "transport listening");
@@ -266,9 +272,12 @@ impl Transport {
     }
 
     /// The bound address (with the real port when bound to port 0).
-    /// Presents `identity` (a renewed certificate of this node) from now on: to connections
-    /// this node accepts and to those it opens. Connections already open keep theirs (TLS
-    /// checks certificates at the handshake only).
+    /// Presents `identity` (a renewed certificate of this node) and trusts the CAs of its
+    /// bundle from now on: to connections this node accepts and to those it opens. Connections
+    /// already open keep theirs (TLS checks certificates at the handshake only), except those
+    /// of peers whose certificate no longer chains to a trusted CA: accepted ones are closed,
+    /// and the cached ones this node opened are dropped when a CA leaves the bundle (the next
+    /// request dials again, under the new trust).
     pub fn set_identity(&self, identity: &NodeIdentity) -> Result<(), TransportError> {
         if identity.node_id != self.inner.shared.node_id {
             return Err(TransportError::InvalidConfig {
@@ -280,12 +289,20 @@ impl Transport {
         }
         let server = tls::server_config(identity)?;
         let client = tls::cluster_client_config(identity)?;
+        let check = Arc::new(tls::TrustCheck::new(&identity.ca_cert_pem)?);
         self.inner.endpoint.set_server_config(Some(server));
         *self
             .inner
             .client_config
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+        let before = self.inner.shared.trust.send_replace(check);
+        if before.roots() != self.inner.shared.trust.borrow().roots() {
+            let now = self.inner.shared.trust.borrow().roots().to_vec();
+            if before.roots().iter().any(|fp| !now.contains(fp)) {
+                self.inner.peers.clear_connections();
+            }
+        }
         Ok(())
     }
 

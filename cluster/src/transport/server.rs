@@ -132,8 +132,16 @@ async fn serve_cluster(shared: Arc<Shared>, conn: Connection) {
     tracing::Span::current().record("peer", from);
     tracing::debug!("cluster peer connected");
     let mut streams = JoinSet::new();
+    let mut trust = shared.trust.subscribe();
     loop {
         tokio::select! {
+            Ok(()) = trust.changed() => {
+                if !trust.borrow_and_update().admits(&leaf) {
+                    tracing::info!("peer certificate no longer trusted (its CA was retired), closing");
+                    conn.close(frame::CLOSE_UNAUTHENTICATED, b"certificate authority retired");
+                    break;
+                }
+            }
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
                     streams.spawn(serve_request(shared.clone(), from, send, recv).in_current_span());

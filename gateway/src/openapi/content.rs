@@ -626,6 +626,11 @@ pub const RESPONSES: &[(&str, &str, ContentFn)] = &[
         typed::<rest::cluster::JoinToken>,
     ),
     (
+        "POST",
+        "/admin/cluster/ca/rotate",
+        typed::<rest::cluster::CaRotation>,
+    ),
+    (
         "DELETE",
         "/admin/cluster/nodes/{id}",
         typed::<rest::cluster::NodeChange>,

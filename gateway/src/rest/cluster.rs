@@ -2,6 +2,7 @@
 //!
 //! `GET /admin/cluster` gathers every node's report (see [`crate::cluster_view`]);
 //! `POST /admin/cluster/join-tokens` mints a join token that expires;
+//! `POST /admin/cluster/ca/rotate` replaces the cluster CA;
 //! `POST /admin/cluster/nodes/{id}/drain` makes a node stop taking clients;
 //! `DELETE /admin/cluster/nodes/{id}` moves a node's replicas away and removes it.
 
@@ -87,6 +88,39 @@ pub async fn mint_join_token(
             token,
             expires_at: Iso(expires_at_ms),
             single_use: body.single_use,
+        },
+    ))
+}
+
+/// A CA rotation that has started.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CaRotation {
+    /// SHA-256 of the new CA: join tokens pin it once the rotation is promoted.
+    fingerprint: String,
+    /// `staged`: every node adds it to the CAs it trusts, then it issues certificates, every
+    /// node renews, and the old CA is trusted no more (follow it in `GET /admin/cluster`).
+    status: &'static str,
+}
+
+/// `POST /admin/cluster/ca/rotate`: replaces the cluster CA (a node removal does it too).
+pub async fn rotate_ca(State(state): State<GatewayState>, _a: Admin) -> ApiResult<Response> {
+    let fingerprint = state
+        .chat
+        .cluster()
+        .rotate_ca()
+        .await
+        .map_err(|e| match e {
+            chatsdk_cluster::ClusterError::Refused(chatsdk_cluster::Refusal::Failed { reason }) => {
+                AppError::new(ErrorCode::Conflict, reason)
+            }
+            other => AppError::new(ErrorCode::Unavailable, other.to_string()),
+        })?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &CaRotation {
+            fingerprint,
+            status: "staged",
         },
     ))
 }
