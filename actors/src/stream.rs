@@ -184,6 +184,10 @@ pub enum StreamOp {
         expires_at: u64,
         now: u64,
     },
+    /// Forgets the user's login session records that no longer matter at `now` (s, the
+    /// proposer's clock), at most [`MAX_FORGOTTEN_PER_SPEND`]: the background sweep's
+    /// (`chat::session_sweep`) for users who never refresh again.
+    ForgetEndedSessions { now: u64 },
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -252,6 +256,11 @@ pub const APPEND_IDS: u64 = 64;
 /// Spends a login session remembers at most, expired or not: a client refreshing more than
 /// this often within a refresh token's life loses replay detection for its oldest tokens.
 const MAX_LIVE_SPENT_REFRESH: usize = 4096;
+/// Seconds a spend is remembered past its token's expiry: token checks allow a few seconds of
+/// leeway, and the node that checks a token may run behind the clock of the node that decided
+/// the spend had expired. Forgotten sooner, an expired token replayed within that margin would
+/// pass as a first spend.
+const SPENT_KEPT_PAST_EXPIRY_S: u64 = 300;
 /// Ended login sessions one spend forgets at most (see [`forget_ended_sessions`]).
 const MAX_FORGOTTEN_PER_SPEND: usize = 64;
 
@@ -741,7 +750,9 @@ fn spend_refresh_until(
         return Ok(RefreshOutcome::Revoked);
     }
     // An expired token is refused by its signature check: its spend need not be remembered.
-    session.spent.retain(|(_, _, until)| *until > now);
+    session
+        .spent
+        .retain(|(_, _, until)| until.saturating_add(SPENT_KEPT_PAST_EXPIRY_S) > now);
     if session.spent.len() >= MAX_LIVE_SPENT_REFRESH {
         session.spent.remove(0);
     }
@@ -763,7 +774,7 @@ fn forget_ended_sessions(
     sk: &StreamKeys<'_>,
     current: &[u8],
     now: u64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let mut forgotten = 0;
     for (key, raw) in kv.scan_prefix(&sk.login_sessions_until())? {
         if forgotten == MAX_FORGOTTEN_PER_SPEND {
@@ -773,12 +784,23 @@ fn forget_ended_sessions(
             continue;
         }
         let session: SpentTokensUntil = keys::decode_at(&key, &raw)?;
-        if !session.revoked && session.spent.iter().all(|(_, _, until)| *until <= now) {
+        if session.ended(now) {
             kv.delete(&key);
             forgotten += 1;
         }
     }
-    Ok(())
+    Ok(forgotten)
+}
+
+impl SpentTokensUntil {
+    /// Whether the record no longer matters at `now` (see [`forget_ended_sessions`]).
+    fn ended(&self, now: u64) -> bool {
+        !self.revoked
+            && self
+                .spent
+                .iter()
+                .all(|(_, _, until)| until.saturating_add(SPENT_KEPT_PAST_EXPIRY_S) <= now)
+    }
 }
 
 /// Writes `value` as item `n` of the chunk at `key`.
@@ -939,6 +961,10 @@ fn apply(
                 (jti, nonce, expires_at),
                 now,
             )?),
+            StreamOp::ForgetEndedSessions { now } => {
+                forget_ended_sessions(tx.kv, &tx.sk, &[], now)?;
+                StreamReply::Done
+            }
             StreamOp::SetFlags {
                 channel,
                 muted,
@@ -1105,6 +1131,22 @@ impl<R: KvRead> StreamReader<R> {
     /// The stream's head, if it has ever had an event.
     pub fn head(&self, stream: &str) -> Result<Option<StreamHead>, StoreError> {
         self.get(&StreamKeys(stream).head())
+    }
+
+    /// How many of a user stream's login session records no longer matter at `now` (s): what
+    /// [`StreamOp::ForgetEndedSessions`] would forget.
+    pub fn ended_sessions(&self, stream: &str, now: u64) -> Result<usize, StoreError> {
+        let mut ended = 0;
+        for (key, raw) in self
+            .reader
+            .scan_prefix(&StreamKeys(stream).login_sessions_until())?
+        {
+            let session: SpentTokensUntil = keys::decode_at(&key, &raw)?;
+            if session.ended(now) {
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 
     /// Visits the records numbered `from..=to` in the chunks named by `key`, in order (newest

@@ -485,6 +485,31 @@ fn ended_login_sessions_are_forgotten() {
     assert!(!exists(&kv, "ended"));
     assert!(exists(&kv, "revoked"));
     assert!(exists(&kv, "live"));
+    // Day 10 and no refresh since: the background sweep finds the live session ended (its
+    // spends expired on day 4) and its command forgets it, the revoked one staying.
+    let reader = StreamReader { reader: kv.clone() };
+    assert_eq!(reader.ended_sessions("user:app:u1", 3 * 86_400).unwrap(), 0);
+    assert_eq!(
+        reader.ended_sessions("user:app:u1", 10 * 86_400).unwrap(),
+        1
+    );
+    let sweep = codec::encode(&StreamCommand {
+        stream: "user:app:u1".into(),
+        retain: 100,
+        op: StreamOp::ForgetEndedSessions { now: 10 * 86_400 },
+    })
+    .unwrap();
+    assert!(matches!(
+        apply_encoded(&ctx(7), &mut kv, &sweep).unwrap(),
+        StreamReply::Done
+    ));
+    assert!(!exists(&kv, "live"));
+    assert!(exists(&kv, "revoked"));
+    let reader = StreamReader { reader: kv.clone() };
+    assert_eq!(
+        reader.ended_sessions("user:app:u1", 10 * 86_400).unwrap(),
+        0
+    );
 }
 
 /// The thread index lists a parent's replies without the rest of the channel, and a purged

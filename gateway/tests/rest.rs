@@ -4645,3 +4645,46 @@ async fn channel_idempotency_keys_belong_to_their_creator() {
     let replay = create(bob, "bob's").await;
     assert_eq!(replay.body["id"], other.body["id"], "{replay:?}");
 }
+
+/// Login sessions of a user who never refreshes again are forgotten by the background sweep
+/// once every refresh token they spent has expired (a refresh forgets only the user's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_login_sessions_are_swept_without_another_refresh() {
+    let node = TestNode::start_chat(
+        GatewayConfig {
+            refresh_ttl: 2,
+            ..GatewayConfig::default()
+        },
+        support::test_chat_config(),
+    )
+    .await;
+    let rest = Rest::new(&node);
+    let (_app, key) = node.app("sweep").await;
+    let r = rest
+        .call(
+            "POST",
+            "/tokens",
+            Cred::Key(&key),
+            Some(json!({"userId": "s1"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let refresh = r.body["refreshToken"].as_str().unwrap().to_string();
+    let rr = rest
+        .call("POST", "/api/auth/refresh", Cred::Bearer(&refresh), None)
+        .await;
+    assert_eq!(rr.status, 200, "{rr:?}");
+    // The spend is remembered while the token lives, and for a margin after (token checks
+    // allow some leeway and clock skew): nothing to forget yet.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(node.chat.sweep_sessions().await.unwrap(), 0);
+    assert_eq!(node.chat.sweep_sessions_at(now + 60).await.unwrap(), 0);
+    // Past the margin, a pass forgets the session (one user stream written); the next finds
+    // nothing more.
+    assert_eq!(node.chat.sweep_sessions_at(now + 600).await.unwrap(), 1);
+    assert_eq!(node.chat.sweep_sessions_at(now + 600).await.unwrap(), 0);
+    node.stop().await;
+}

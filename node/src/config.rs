@@ -252,12 +252,16 @@ pub struct LifecycleSection {
     /// Seconds between two retention passes (purging messages older than a channel's or an
     /// app's retention).
     pub retention_interval_s: u64,
+    /// Seconds between two sweeps of ended login sessions (those of users who never refresh
+    /// again; a refresh forgets the user's own).
+    pub session_sweep_interval_s: u64,
 }
 
 impl Default for LifecycleSection {
     fn default() -> Self {
         Self {
             retention_interval_s: 60,
+            session_sweep_interval_s: 3600,
         }
     }
 }

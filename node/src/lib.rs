@@ -235,6 +235,7 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         webhooks: c.webhooks.hook_config(),
         previews: c.previews.preview_config(),
         retention_every: Duration::from_secs(c.lifecycle.retention_interval_s),
+        session_sweep_every: Duration::from_secs(c.lifecycle.session_sweep_interval_s),
         media_sweep_every: Duration::from_secs(c.media.sweep_interval_s),
         media_limits: chatsdk_actors::media::sniff::MediaLimits {
             image: c.media.max_image_bytes,

@@ -55,6 +55,7 @@ mod previews;
 mod receipts;
 mod retention;
 mod search;
+mod session_sweep;
 mod supervision;
 mod templates;
 mod uploads;
@@ -147,6 +148,8 @@ pub struct ChatConfig {
     pub retention_every: Duration,
     /// How often the media sweep runs (see `media::replicate`).
     pub media_sweep_every: Duration,
+    /// How often ended login sessions are forgotten (see `chat::session_sweep`).
+    pub session_sweep_every: Duration,
     /// Largest uploads by kind.
     pub media_limits: crate::media::sniff::MediaLimits,
     /// How long a presigned upload may take to arrive and be confirmed.
@@ -175,6 +178,7 @@ impl Default for ChatConfig {
             webhooks: crate::hooks::HookConfig::default(),
             retention_every: Duration::from_secs(60),
             media_sweep_every: Duration::from_secs(600),
+            session_sweep_every: Duration::from_secs(3600),
             media_limits: Default::default(),
             presign_ttl: Duration::from_millis(PRESIGN_TTL_MS),
             search_every: Duration::from_millis(250),
@@ -446,6 +450,7 @@ impl Chat {
         chat.spawn_hook_dispatcher();
         chat.spawn_retention(retention_every);
         chat.spawn_media_sweep(config.media_sweep_every);
+        chat.spawn_session_sweep(config.session_sweep_every);
         chat.spawn_preview_worker(config.previews.clone())?;
         node.register_handler(
             search::TOPIC_SEARCH,

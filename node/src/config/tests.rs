@@ -363,6 +363,9 @@ fn each_validation_rule_rejects_a_bad_value() {
         ("lifecycle.retention_interval_s", |c| {
             c.lifecycle.retention_interval_s = 0
         }),
+        ("lifecycle.session_sweep_interval_s", |c| {
+            c.lifecycle.session_sweep_interval_s = 0
+        }),
         ("media.max_image_bytes", |c| c.media.max_image_bytes = 0),
         ("previews.timeout_ms", |c| c.previews.timeout_ms = 0),
         ("previews.max_redirects", |c| c.previews.max_redirects = 11),

@@ -223,6 +223,10 @@ impl Config {
             self.lifecycle.retention_interval_s,
             "lifecycle.retention_interval_s",
         )?;
+        positive(
+            self.lifecycle.session_sweep_interval_s,
+            "lifecycle.session_sweep_interval_s",
+        )?;
         let p = &self.previews;
         positive(p.timeout_ms, "previews.timeout_ms")?;
         positive(p.max_bytes, "previews.max_bytes")?;
