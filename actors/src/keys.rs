@@ -35,6 +35,10 @@ pub(crate) fn prefix(parts: &[&[u8]]) -> Vec<u8> {
 pub(crate) fn secret() -> Vec<u8> {
     key(&[b"d", b"secret"])
 }
+/// The token-signing keys once the secret has been rotated (see `directory::token_keys`).
+pub(crate) fn token_keys() -> Vec<u8> {
+    key(&[b"d", b"token-keys"])
+}
 pub(crate) fn app(app: &str) -> Vec<u8> {
     key(&[b"d", b"app", app.as_bytes()])
 }

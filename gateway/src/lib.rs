@@ -66,6 +66,10 @@ pub fn app(state: GatewayState) -> Router {
         .route("/admin/cluster", get(cluster::view))
         .route("/admin/cluster/join-tokens", post(cluster::mint_join_token))
         .route("/admin/cluster/ca/rotate", post(cluster::rotate_ca))
+        .route(
+            "/admin/cluster/token-secret/rotate",
+            post(cluster::rotate_token_secret),
+        )
         .route("/admin/cluster/nodes/{id}", delete(cluster::remove))
         .route("/admin/cluster/nodes/{id}/drain", post(cluster::drain))
         .route("/admin/apps", get(admin::list).post(admin::create))

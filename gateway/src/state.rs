@@ -119,8 +119,12 @@ impl GatewayState {
         config: GatewayConfig,
     ) -> Result<GatewayState, chatsdk_actors::ChatError> {
         let secret = chat.token_secret().await?;
-        let tokens = Tokens::new(&secret, config.access_ttl, config.refresh_ttl);
+        let keys = chat.token_keys()?;
+        let tokens = Tokens::with_keys(&keys, config.access_ttl, config.refresh_ttl);
+        let reader = chat.clone();
+        tokens.reload_with(move || reader.token_keys().ok().filter(|k| !k.keys.is_empty()));
         let media_signer = chatsdk_actors::media::MediaSigner::new(&secret);
+        media_signer.set_keys(&keys);
         let session = Arc::new(chatsdk_actors::session::SessionConfig {
             ping_interval: config.ping_interval,
             max_subscriptions: config.max_subscriptions,
@@ -144,6 +148,36 @@ impl GatewayState {
             metrics,
         }));
         crate::cluster_view::register(&state);
+        state.follow_token_keys();
         Ok(state)
     }
+
+    /// Takes up the token secret's ring as it is now (after a rotation on any node).
+    pub fn refresh_token_keys(&self) {
+        match self.chat.token_keys() {
+            Ok(keys) if !keys.keys.is_empty() => {
+                self.tokens.set_keys(&keys);
+                self.media_signer.set_keys(&keys);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "token keys unreadable"),
+        }
+    }
+
+    /// Follows rotations of the token secret made on other nodes: the ring is read from this
+    /// node's replica of the directory every [`TOKEN_KEYS_EVERY`] (one key; a no-op unless it
+    /// changed). The task holds the state weakly and ends with it.
+    fn follow_token_keys(&self) {
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKEN_KEYS_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                GatewayState(inner).refresh_token_keys();
+            }
+        });
+    }
 }
+
+/// How often a node looks for a rotated token secret.
+const TOKEN_KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1128,3 +1128,98 @@ async fn a_drained_node_hands_its_shard_leaders_over() {
         node.stop().await;
     }
 }
+
+/// Rotating the token secret (what to do once a node, its disk or a backup may have been
+/// copied): tokens signed with the new secret pass on every node at once, those signed with the
+/// old one pass for the grace period and are then refused everywhere, and so is a token minted
+/// afterwards with a copy of the old secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_token_secret_retires_the_old_one_everywhere() {
+    use chatsdk_gateway::auth::{jwt, tokens::Tokens};
+    const ADMIN: &str = "admin-key-for-the-token-secret-test";
+    let nodes = cluster_with(GatewayConfig {
+        admin_api_key: Some(ADMIN.into()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let rests: Vec<Rest> = nodes.iter().map(Rest::new).collect();
+    let (_app, key) = nodes[0].app("rotation").await;
+    let (old, _) = rests[0].login(&key, "alice").await;
+    assert_eq!(jwt::kid_of(&old).unwrap().as_deref(), Some("chatsdk"));
+    // What a removed node's copy of the directory holds.
+    let copied = nodes[0]
+        .chat
+        .token_keys()
+        .unwrap()
+        .current()
+        .unwrap()
+        .secret
+        .clone();
+    let forger = Tokens::new(&copied, 900, 3600);
+    let claims = forger.access(&old).unwrap();
+    let me = |rest: &Rest, token: String| {
+        let rest = rest.clone();
+        async move {
+            rest.call("GET", "/api/users/me", Cred::Bearer(&token), None)
+                .await
+                .status
+        }
+    };
+    for rest in &rests {
+        assert_eq!(me(rest, old.clone()).await, 200);
+    }
+
+    let r = rests[1]
+        .call(
+            "POST",
+            "/admin/cluster/token-secret/rotate",
+            Cred::Bearer(ADMIN),
+            Some(json!({"graceSeconds": 4})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["kid"], "k1", "{r:?}");
+    assert_eq!(r.body["previousKid"], "chatsdk", "{r:?}");
+    // The node that rotated signs with the new key at once; any node checks it at once.
+    let (new, _) = rests[1].login(&key, "alice").await;
+    assert_eq!(jwt::kid_of(&new).unwrap().as_deref(), Some("k1"));
+    for rest in &rests {
+        assert_eq!(me(rest, new.clone()).await, 200);
+    }
+    // Every node takes the rotation up and signs with the new key.
+    support::eventually("every node signs with the new key", || {
+        let (rests, key) = (&rests, &key);
+        async move {
+            let mut all = true;
+            for rest in rests {
+                let (t, _) = rest.login(key, "alice").await;
+                all &= jwt::kid_of(&t).unwrap().as_deref() == Some("k1");
+            }
+            all
+        }
+    })
+    .await;
+    // The old key's tokens stop passing once its grace ends, on every node; so does a token
+    // minted with the copied secret now.
+    support::eventually("the old key retired everywhere", || {
+        let (rests, old) = (&rests, &old);
+        async move {
+            let mut refused = true;
+            for rest in rests {
+                refused &= me(rest, old.clone()).await == 401;
+            }
+            refused
+        }
+    })
+    .await;
+    let mut fresh = claims.clone();
+    fresh.jti = "forged".into();
+    let forged = forger.sign_access(&fresh);
+    for rest in &rests {
+        assert_eq!(me(rest, forged.clone()).await, 401);
+        assert_eq!(me(rest, new.clone()).await, 200);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

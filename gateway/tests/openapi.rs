@@ -373,6 +373,25 @@ async fn the_less_travelled_routes_answer_their_documented_views() {
             .await,
         "join token",
     );
+    let secret = rest
+        .call(
+            "POST",
+            "/admin/cluster/token-secret/rotate",
+            admin,
+            Some(json!({"graceSeconds": 900})),
+        )
+        .await;
+    assert_eq!(secret.status, 200, "{secret:?}");
+    assert_eq!(secret.body["previousKid"], "chatsdk", "{secret:?}");
+    let too_long = rest
+        .call(
+            "POST",
+            "/admin/cluster/token-secret/rotate",
+            admin,
+            Some(json!({"graceSeconds": 2_592_001})),
+        )
+        .await;
+    assert_eq!(too_long.status, 400, "{too_long:?}");
     let rotation = rest
         .call("POST", "/admin/cluster/ca/rotate", admin, None)
         .await;

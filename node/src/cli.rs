@@ -476,6 +476,32 @@ pub async fn rotate_ca(remote: &Remote) -> Result<String, CliError> {
     ))
 }
 
+/// `chatsdk cluster rotate-token-secret`: replaces the secret user tokens are signed with.
+pub async fn rotate_token_secret(
+    remote: &Remote,
+    grace_seconds: Option<u64>,
+) -> Result<String, CliError> {
+    let key = remote.key("the admin key (--admin-key, CHATSDK_ADMIN_KEY)")?;
+    let body = match grace_seconds {
+        Some(g) => serde_json::json!({ "graceSeconds": g }),
+        None => serde_json::json!({}),
+    };
+    let rotated = remote
+        .call(
+            reqwest::Method::POST,
+            "/admin/cluster/token-secret/rotate",
+            ("authorization", format!("Bearer {key}")),
+            Some(body),
+        )
+        .await?;
+    Ok(format!(
+        "user tokens are signed with key {} from now on; those of key {} pass until {}\n",
+        rotated["kid"].as_str().unwrap_or("?"),
+        rotated["previousKid"].as_str().unwrap_or("-"),
+        rotated["previousValidUntil"].as_str().unwrap_or("-"),
+    ))
+}
+
 /// `chatsdk node remove <id>`.
 pub async fn remove_node(remote: &Remote, id: u64) -> Result<String, CliError> {
     remote

@@ -124,6 +124,16 @@ enum ClusterCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Replaces the secret user tokens are signed with (after a node, its disk or a backup may
+    /// have been copied): tokens signed with the old one pass for the grace period only.
+    RotateTokenSecret {
+        /// Seconds tokens signed with the old secret stay valid (default: the access token
+        /// lifetime; at most 30 days).
+        #[arg(long)]
+        grace: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +308,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let r = admin.remote();
             remote(async move { cli::rotate_ca(&r).await })
+        }
+        Command::Cluster {
+            command: ClusterCommand::RotateTokenSecret { grace, admin },
+        } => {
+            let r = admin.remote();
+            remote(async move { cli::rotate_token_secret(&r, grace).await })
         }
         Command::Node { command } => match command {
             NodeCommand::Drain { id, admin } => {

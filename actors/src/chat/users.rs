@@ -23,6 +23,32 @@ impl Chat {
         }
     }
 
+    /// The token-signing keys of the cluster, the current one first.
+    pub fn token_keys(&self) -> Result<crate::directory::token_keys::TokenKeys, ChatError> {
+        Ok(self.inner.directory.token_keys()?)
+    }
+
+    /// Replaces the token-signing secret: a new one signs from now on, and tokens signed with
+    /// the one it replaces are accepted for `grace` more (see `directory::token_keys`).
+    pub async fn rotate_token_secret(
+        &self,
+        grace: Duration,
+    ) -> Result<crate::directory::token_keys::TokenKeys, ChatError> {
+        self.token_secret().await?;
+        let command = DirCommand::RotateTokenSecret {
+            secret: crate::directory::token_keys::SecretText(hex::encode(
+                rand::random::<[u8; 32]>(),
+            )),
+            now_ms: time::now_ms(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.dir(command).await? {
+            DirReply::TokenKeys(keys) => Ok(keys),
+            DirReply::Refused(why) => Err(ChatError::bad(why)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     // ---- apps and keys
 
     /// Creates an app (or returns the existing one with this id).

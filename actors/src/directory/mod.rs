@@ -138,6 +138,13 @@ pub enum DirCommand {
     Notify(notify::NotifyCommand),
     /// A data lifecycle change (see [`lifecycle::LifeCommand`]).
     Lifecycle(lifecycle::LifeCommand),
+    /// Puts a new token-signing secret first; the one it replaces is accepted for `grace_ms`
+    /// more (see [`token_keys`]). `now_ms`: the proposer's clock.
+    RotateTokenSecret {
+        secret: token_keys::SecretText,
+        now_ms: u64,
+        grace_ms: u64,
+    },
 }
 
 /// Fields of a user write; `None` leaves a field unchanged (or defaulted on insert).
@@ -213,6 +220,8 @@ pub enum DirReply {
     Report(Box<moderation::Report>),
     /// A webhook as a webhook command left it.
     Webhook(Box<crate::model::Webhook>),
+    /// The token-signing keys after a rotation.
+    TokenKeys(token_keys::TokenKeys),
 }
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
@@ -233,6 +242,7 @@ pub mod moderation;
 pub mod notify;
 mod reads;
 pub mod supervision;
+pub mod token_keys;
 pub mod webhooks;
 pub mod workspaces;
 pub use reads::{Directory, ReadResult};
@@ -544,6 +554,11 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         },
         DirCommand::Workspace(command) => workspaces::transition(kv, command)?,
         DirCommand::Moderate(command) => moderation::transition(kv, command)?,
+        DirCommand::RotateTokenSecret {
+            secret,
+            now_ms,
+            grace_ms,
+        } => token_keys::rotate(kv, secret.0, now_ms, grace_ms)?,
         DirCommand::Webhook(command) => webhooks::transition(kv, command)?,
         DirCommand::Enroll(command) => enrollment::transition(kv, command)?,
         DirCommand::Supervise(command) => supervision::transition(kv, command)?,

@@ -128,6 +128,11 @@ impl Directory {
             .collect()
     }
 
+    /// The token-signing keys, the current one first (empty before the secret exists).
+    pub fn token_keys(&self) -> ReadResult<super::token_keys::TokenKeys> {
+        super::token_keys::load(&self.reader)
+    }
+
     pub fn secret(&self) -> ReadResult<Option<String>> {
         Ok(self
             .reader

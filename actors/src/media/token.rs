@@ -45,10 +45,19 @@ pub enum TokenError {
     OtherFile,
 }
 
-/// Signs and checks media tokens.
+/// One key of the ring: derived from one token secret, accepted until `retire_at_ms`.
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    key: [u8; 32],
+    retire_at_ms: Option<u64>,
+}
+
+/// Signs and checks media tokens. Clones share the keys, which follow the token secret's ring
+/// ([`MediaSigner::set_keys`]): tokens are signed with the current secret's key and checked
+/// against every key still accepted (a few at most; media tokens carry no key name).
 #[derive(Clone)]
 pub struct MediaSigner {
-    key: [u8; 32],
+    keys: std::sync::Arc<std::sync::RwLock<Vec<Key>>>,
 }
 
 impl std::fmt::Debug for MediaSigner {
@@ -61,17 +70,44 @@ impl MediaSigner {
     /// A signer whose key is derived from the cluster's token secret (so media tokens and
     /// access tokens never share a key).
     pub fn new(secret: &str) -> MediaSigner {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes())
-            .expect("HMAC accepts keys of any length");
-        mac.update(b"chatsdk media token v1");
         MediaSigner {
-            key: mac.finalize().into_bytes().into(),
+            keys: std::sync::Arc::new(std::sync::RwLock::new(vec![Key {
+                key: derive(secret),
+                retire_at_ms: None,
+            }])),
         }
     }
 
+    /// Follows the token secret's ring after a rotation (the current secret first).
+    pub fn set_keys(&self, ring: &crate::directory::token_keys::TokenKeys) {
+        let keys: Vec<Key> = ring
+            .keys
+            .iter()
+            .map(|k| Key {
+                key: derive(&k.secret),
+                retire_at_ms: k.retire_at_ms,
+            })
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn mac(&self, payload: &str) -> Vec<u8> {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC accepts 32-byte keys");
+        let keys = self.keys();
+        let key = keys.first().map_or([0; 32], |k| k.key);
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&key).expect("HMAC accepts 32-byte keys");
         mac.update(payload.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -131,10 +167,16 @@ impl MediaSigner {
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| TokenError::Malformed)?;
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC accepts 32-byte keys");
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
+        let now_ms = now_s.saturating_mul(1000);
+        let signed = self.keys().iter().any(|k| {
+            let mut mac =
+                <HmacSha256 as Mac>::new_from_slice(&k.key).expect("HMAC accepts 32-byte keys");
+            mac.update(payload.as_bytes());
+            k.retire_at_ms.is_none_or(|at| at > now_ms) && mac.verify_slice(&sig).is_ok()
+        });
+        if !signed {
+            return Err(TokenError::Signature);
+        }
         let json = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed)?;
@@ -152,9 +194,52 @@ impl MediaSigner {
     }
 }
 
+/// The media key of a token secret (media tokens and access tokens never share a key).
+fn derive(secret: &str) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(b"chatsdk media token v1");
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a rotation, tokens are signed with the new secret's key; those of the replaced
+    /// one pass until it retires, and no longer.
+    #[test]
+    fn tokens_follow_the_secrets_ring() {
+        use crate::directory::token_keys::{TokenKey, TokenKeys};
+        let s = MediaSigner::new("first");
+        let old = s.sign("a", "k", 10_000);
+        let ring = TokenKeys {
+            keys: vec![
+                TokenKey {
+                    kid: "k1".into(),
+                    secret: "second".into(),
+                    retire_at_ms: None,
+                },
+                TokenKey {
+                    kid: "chatsdk".into(),
+                    secret: "first".into(),
+                    retire_at_ms: Some(500_000),
+                },
+            ],
+            rotations: 1,
+        };
+        let clone = s.clone();
+        s.set_keys(&ring);
+        let new = clone.sign("a", "k", 10_000);
+        assert_ne!(old, new);
+        assert_eq!(clone.verify(&new, "k", 9_000).as_deref(), Ok("a"));
+        assert_eq!(clone.verify(&old, "k", 499).as_deref(), Ok("a"));
+        assert_eq!(clone.verify(&old, "k", 500), Err(TokenError::Signature));
+        assert_eq!(
+            MediaSigner::new("first").verify(&new, "k", 10),
+            Err(TokenError::Signature)
+        );
+    }
 
     #[test]
     fn tokens_bind_key_app_and_time() {

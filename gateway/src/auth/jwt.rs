@@ -54,15 +54,40 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
 }
 
-/// Signs `claims` with `secret`.
+/// Signs `claims` with `secret`, naming the key `chatsdk` (the cluster's first secret).
 pub fn sign<C: Serialize>(claims: &C, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"chatsdk"}"#);
+    sign_with(claims, "chatsdk", secret)
+}
+
+/// Signs `claims` with `secret`, the key named `kid` (a header field, so that a verifier knows
+/// which of its keys to check the signature with).
+pub fn sign_with<C: Serialize>(claims: &C, kid: &str, secret: &[u8]) -> String {
+    let header = Header {
+        alg: "HS256".into(),
+        typ: Some("JWT".into()),
+        kid: Some(kid.into()),
+    };
+    let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let signing_input = format!("{header}.{body}");
     let mut m = mac(secret);
     m.update(signing_input.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
     format!("{signing_input}.{sig}")
+}
+
+/// The `kid` of a token's header (not verified: it only picks the key to verify with).
+pub fn kid_of(token: &str) -> Result<Option<String>, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::Malformed);
+    }
+    let h = token.split('.').next().ok_or(JwtError::Malformed)?;
+    let header: Header = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .ok_or(JwtError::Malformed)?;
+    Ok(header.kid)
 }
 
 /// Verifies `token` against `secret` at `now` (seconds) and returns its claims.

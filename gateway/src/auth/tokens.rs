@@ -2,7 +2,10 @@
 //!
 //! All tokens are HS256 JWTs. Access and refresh tokens are signed with a key derived from the
 //! cluster's secret for the REST API; realtime connection and subscription tokens with a second
-//! derived key (the Centrifugo token secret of the original). A token is refused when the user
+//! derived key (the Centrifugo token secret of the original). The secret is one of a ring
+//! (`chatsdk_actors::directory::token_keys`): tokens are signed with the current one and name it
+//! in their header's `kid`; a token is checked with the key its `kid` names, while that key is
+//! still accepted (a replaced secret is, for its grace period). A token is refused when the user
 //! no longer exists or was revoked after the token was minted: its `gen` claim (the user's
 //! token generation when it was minted) is below the user's current one.
 //!
@@ -19,6 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use chatsdk_actors::directory::token_keys::{TokenKey, TokenKeys, LEGACY_KID};
 
 use super::jwt::{self, JwtError};
 
@@ -103,15 +108,17 @@ enum Signer {
     Realtime,
 }
 
-/// API tokens that verified, with their claims.
+/// API tokens that verified, with their claims and when their key retires (ms).
 #[derive(Default)]
 struct Verified {
-    api: Mutex<HashMap<String, Claims>>,
+    api: Mutex<HashMap<String, (Claims, Option<u64>)>>,
 }
+
+type Remembered = HashMap<String, (Claims, Option<u64>)>;
 
 impl Verified {
     /// The remembered tokens of `signer`'s key (none for realtime tokens).
-    fn of(&self, signer: Signer) -> Option<std::sync::MutexGuard<'_, HashMap<String, Claims>>> {
+    fn of(&self, signer: Signer) -> Option<std::sync::MutexGuard<'_, Remembered>> {
         match signer {
             Signer::Api => Some(self.api.lock().unwrap_or_else(|p| p.into_inner())),
             Signer::Realtime => None,
@@ -119,11 +126,63 @@ impl Verified {
     }
 }
 
+/// The keys derived from one secret of the ring.
+struct Derived {
+    api: Vec<u8>,
+    realtime: Vec<u8>,
+    retire_at_ms: Option<u64>,
+}
+
+/// The derived keys of every secret of the ring, and which one signs.
+struct Ring {
+    source: TokenKeys,
+    current: String,
+    by_kid: HashMap<String, Derived>,
+}
+
+impl Ring {
+    fn new(source: &TokenKeys) -> Ring {
+        Ring {
+            source: source.clone(),
+            current: source.current().map(|k| k.kid.clone()).unwrap_or_default(),
+            by_kid: source
+                .keys
+                .iter()
+                .map(|k| {
+                    let derived = Derived {
+                        api: derive(&k.secret, "chatsdk-api"),
+                        realtime: derive(&k.secret, "chatsdk-realtime"),
+                        retire_at_ms: k.retire_at_ms,
+                    };
+                    (k.kid.clone(), derived)
+                })
+                .collect(),
+        }
+    }
+
+    /// The signing key of `signer` and its kid.
+    fn signing(&self, signer: Signer) -> (&str, &[u8]) {
+        let key = self
+            .by_kid
+            .get(&self.current)
+            .map_or(&[][..], |d| match signer {
+                Signer::Api => &d.api[..],
+                Signer::Realtime => &d.realtime[..],
+            });
+        (&self.current, key)
+    }
+}
+
+/// Reads the ring as the directory holds it now.
+type Reload = Box<dyn Fn() -> Option<TokenKeys> + Send + Sync>;
+
 /// Mints and verifies tokens.
 #[derive(Clone)]
 pub struct Tokens {
-    api_key: Vec<u8>,
-    realtime_key: Vec<u8>,
+    ring: Arc<std::sync::RwLock<Arc<Ring>>>,
+    /// Consulted when a token names a key this node does not know yet (minted by a node that
+    /// took up a rotation first).
+    reload: Arc<std::sync::OnceLock<Reload>>,
     pub access_ttl: u64,
     pub refresh_ttl: u64,
     verified: Arc<Verified>,
@@ -142,15 +201,76 @@ fn now_ms() -> u64 {
 }
 
 impl Tokens {
-    /// Keys derived from the cluster secret; lifetimes in seconds.
+    /// Keys derived from the cluster secret alone (named [`LEGACY_KID`]); lifetimes in seconds.
     pub fn new(secret: &str, access_ttl: u64, refresh_ttl: u64) -> Self {
+        let keys = TokenKeys {
+            keys: vec![TokenKey {
+                kid: LEGACY_KID.into(),
+                secret: secret.into(),
+                retire_at_ms: None,
+            }],
+            rotations: 0,
+        };
+        Self::with_keys(&keys, access_ttl, refresh_ttl)
+    }
+
+    /// Keys derived from every secret of the ring; lifetimes in seconds.
+    pub fn with_keys(keys: &TokenKeys, access_ttl: u64, refresh_ttl: u64) -> Self {
         Tokens {
-            api_key: derive(secret, "chatsdk-api"),
-            realtime_key: derive(secret, "chatsdk-realtime"),
+            ring: Arc::new(std::sync::RwLock::new(Arc::new(Ring::new(keys)))),
+            reload: Arc::default(),
             access_ttl,
             refresh_ttl,
             verified: Arc::default(),
         }
+    }
+
+    /// Follows the ring after a rotation (a no-op when it has not changed); tokens remembered
+    /// as verified are checked afresh.
+    pub fn set_keys(&self, keys: &TokenKeys) {
+        if self.ring().source == *keys {
+            return;
+        }
+        *self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Ring::new(keys));
+        if let Some(mut verified) = self.verified.of(Signer::Api) {
+            verified.clear();
+        }
+    }
+
+    /// Sets how the ring is read again when a token names an unknown key (once).
+    pub fn reload_with(&self, reload: impl Fn() -> Option<TokenKeys> + Send + Sync + 'static) {
+        let _first_wins = self.reload.set(Box::new(reload));
+    }
+
+    /// The ring, read again first if it does not know `kid` (a rotation not taken up yet).
+    fn ring_knowing(&self, kid: &str) -> Arc<Ring> {
+        let ring = self.ring();
+        if ring.by_kid.contains_key(kid) {
+            return ring;
+        }
+        match self.reload.get().and_then(|reload| reload()) {
+            Some(keys) => {
+                self.set_keys(&keys);
+                self.ring()
+            }
+            None => ring,
+        }
+    }
+
+    fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn sign(&self, claims: &Claims, signer: Signer) -> String {
+        let ring = self.ring();
+        let (kid, key) = ring.signing(signer);
+        jwt::sign_with(claims, kid, key)
     }
 
     fn claims(&self, user: UserRef<'_>, kind: Option<&str>, sid: &str, ttl: u64) -> Claims {
@@ -182,17 +302,17 @@ impl Tokens {
             .map(str::to_string)
             .unwrap_or_else(chatsdk_actors::new_id);
         Bundle {
-            token: jwt::sign(
+            token: self.sign(
                 &self.claims(user, Some("access"), &sid, self.access_ttl),
-                &self.api_key,
+                Signer::Api,
             ),
-            refresh_token: jwt::sign(
+            refresh_token: self.sign(
                 &self.claims(user, Some("refresh"), &sid, self.refresh_ttl),
-                &self.api_key,
+                Signer::Api,
             ),
-            ws_token: jwt::sign(
+            ws_token: self.sign(
                 &self.claims(user, None, &sid, self.access_ttl),
-                &self.realtime_key,
+                Signer::Realtime,
             ),
             expires_in: self.access_ttl,
         }
@@ -203,7 +323,7 @@ impl Tokens {
     pub fn sign_access(&self, claims: &Claims) -> String {
         let mut c = claims.clone();
         c.kind = Some("access".into());
-        jwt::sign(&c, &self.api_key)
+        self.sign(&c, Signer::Api)
     }
 
     /// A subscription token for `channel` (for clients that fetch one).
@@ -211,20 +331,34 @@ impl Tokens {
         let mut c = self.claims(user, None, "", self.access_ttl);
         c.sid = None;
         c.channel = Some(channel.to_string());
-        jwt::sign(&c, &self.realtime_key)
+        self.sign(&c, Signer::Realtime)
     }
 
     fn check(&self, token: &str, signer: Signer) -> Result<Claims, JwtError> {
-        let now = now_ms() / 1000;
+        let now_ms = now_ms();
+        let now = now_ms / 1000;
+        let retired = |at: Option<u64>| at.is_some_and(|at| at <= now_ms);
         let remembered = self.verified.of(signer).and_then(|m| m.get(token).cloned());
-        if let Some(claims) = remembered {
+        if let Some((claims, retire_at_ms)) = remembered {
+            if retired(retire_at_ms) {
+                return Err(JwtError::Signature);
+            }
             jwt::in_time(Some(claims.exp), claims.nbf, now)?;
             return Ok(claims);
         }
+        // The key the token names (tokens of builds before the ring name the first secret).
+        let kid = jwt::kid_of(token)?.unwrap_or_else(|| LEGACY_KID.to_string());
+        let ring = self.ring_knowing(&kid);
+        let derived = ring
+            .by_kid
+            .get(&kid)
+            .filter(|d| !retired(d.retire_at_ms))
+            .ok_or(JwtError::Signature)?;
         let key = match signer {
-            Signer::Api => &self.api_key,
-            Signer::Realtime => &self.realtime_key,
+            Signer::Api => &derived.api,
+            Signer::Realtime => &derived.realtime,
         };
+        let retire_at_ms = derived.retire_at_ms;
         let claims: Claims = jwt::verify(token, key, now)?;
         if claims.app_id.is_empty()
             || claims.user_id.is_empty()
@@ -236,7 +370,7 @@ impl Tokens {
             if verified.len() >= VERIFIED_CAPACITY {
                 verified.clear();
             }
-            verified.insert(token.to_string(), claims.clone());
+            verified.insert(token.to_string(), (claims.clone(), retire_at_ms));
         }
         Ok(claims)
     }
@@ -318,7 +452,48 @@ mod tests {
         t.verified
             .of(Signer::Api)
             .expect("API tokens are remembered")
-            .insert(b.token.clone(), expired);
+            .insert(b.token.clone(), (expired, None));
         assert_eq!(t.access(&b.token), Err(JwtError::Expired));
+    }
+
+    /// After a rotation, tokens name the new key; those of the replaced key pass (remembered or
+    /// not) until it retires, then are refused; a key the node does not know yet is read again.
+    #[test]
+    fn tokens_follow_the_secrets_ring() {
+        let t = Tokens::new("s", 60, 120);
+        let old = t.bundle(U1, None);
+        assert_eq!(t.access(&old.token).map(|c| c.user_id), Ok("u1".into()));
+        let ring = |retire_at_ms| TokenKeys {
+            keys: vec![
+                TokenKey {
+                    kid: "k1".into(),
+                    secret: "s2".into(),
+                    retire_at_ms: None,
+                },
+                TokenKey {
+                    kid: LEGACY_KID.into(),
+                    secret: "s".into(),
+                    retire_at_ms: Some(retire_at_ms),
+                },
+            ],
+            rotations: 1,
+        };
+        // Another node's tokens name k1 before this one has taken the rotation up.
+        let other = Tokens::with_keys(&ring(u64::MAX), 60, 120);
+        let new = other.bundle(U1, None);
+        assert_eq!(jwt::kid_of(&new.token).unwrap().as_deref(), Some("k1"));
+        assert_eq!(t.access(&new.token), Err(JwtError::Signature));
+        t.reload_with(move || Some(ring(u64::MAX)));
+        assert!(t.access(&new.token).is_ok(), "read again on an unknown key");
+        assert!(
+            t.access(&old.token).is_ok(),
+            "the replaced key is in its grace"
+        );
+        assert!(t.connection(&old.ws_token).is_ok());
+        // Its grace over: refused, though it was remembered as verified.
+        t.set_keys(&ring(1));
+        assert_eq!(t.access(&old.token), Err(JwtError::Signature));
+        assert_eq!(t.connection(&old.ws_token), Err(JwtError::Signature));
+        assert!(t.access(&new.token).is_ok());
     }
 }

@@ -87,6 +87,11 @@ pub const BODIES: &[(&str, &str, ContentFn)] = &[
         body::<rest::cluster::MintJoinToken>,
     ),
     (
+        "POST",
+        "/admin/cluster/token-secret/rotate",
+        body::<rest::cluster::RotateTokenSecret>,
+    ),
+    (
         "PATCH",
         "/admin/apps/{id}",
         body::<rest::requests::AppFields>,
@@ -629,6 +634,11 @@ pub const RESPONSES: &[(&str, &str, ContentFn)] = &[
         "POST",
         "/admin/cluster/ca/rotate",
         typed::<rest::cluster::CaRotation>,
+    ),
+    (
+        "POST",
+        "/admin/cluster/token-secret/rotate",
+        typed::<rest::cluster::TokenSecretRotation>,
     ),
     (
         "DELETE",

@@ -3,6 +3,7 @@
 //! `GET /admin/cluster` gathers every node's report (see [`crate::cluster_view`]);
 //! `POST /admin/cluster/join-tokens` mints a join token that expires;
 //! `POST /admin/cluster/ca/rotate` replaces the cluster CA;
+//! `POST /admin/cluster/token-secret/rotate` replaces the secret user tokens are signed with;
 //! `POST /admin/cluster/nodes/{id}/drain` makes a node stop taking clients;
 //! `DELETE /admin/cluster/nodes/{id}` moves a node's replicas away and removes it.
 
@@ -121,6 +122,60 @@ pub async fn rotate_ca(State(state): State<GatewayState>, _a: Admin) -> ApiResul
         &CaRotation {
             fingerprint,
             status: "staged",
+        },
+    ))
+}
+
+/// The longest grace a replaced token secret may get (30 days).
+const TOKEN_SECRET_MAX_GRACE_S: u64 = 30 * 86_400;
+
+/// `POST /admin/cluster/token-secret/rotate`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateTokenSecret {
+    /// Seconds tokens signed with the replaced secret stay valid (0..=2592000; the access
+    /// token lifetime when left out).
+    #[serde(default, alias = "grace_seconds")]
+    grace_seconds: Option<u64>,
+}
+
+/// A rotated token secret.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenSecretRotation {
+    /// The key tokens are signed with from now on (their header's `kid`).
+    kid: String,
+    /// The key it replaced.
+    previous_kid: Option<String>,
+    /// When tokens signed with the replaced key stop being accepted.
+    previous_valid_until: Option<Iso>,
+}
+
+/// `POST /admin/cluster/token-secret/rotate`: a new secret signs user tokens from now on; those
+/// signed with the one it replaces pass for the grace period, then are refused on every node.
+pub async fn rotate_token_secret(
+    State(state): State<GatewayState>,
+    _a: Admin,
+    Typed(body): Typed<RotateTokenSecret>,
+) -> ApiResult<Response> {
+    let grace = body.grace_seconds.unwrap_or(state.config.access_ttl);
+    if grace > TOKEN_SECRET_MAX_GRACE_S {
+        return Err(AppError::bad(format!(
+            "graceSeconds must be at most {TOKEN_SECRET_MAX_GRACE_S}"
+        )));
+    }
+    let keys = state
+        .chat
+        .rotate_token_secret(std::time::Duration::from_secs(grace))
+        .await?;
+    state.refresh_token_keys();
+    let previous = keys.keys.get(1);
+    Ok(json(
+        StatusCode::OK,
+        &TokenSecretRotation {
+            kid: keys.current().map(|k| k.kid.clone()).unwrap_or_default(),
+            previous_kid: previous.map(|k| k.kid.clone()),
+            previous_valid_until: previous.and_then(|k| k.retire_at_ms).map(Iso),
         },
     ))
 }
