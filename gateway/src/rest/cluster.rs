@@ -40,6 +40,17 @@ fn node_id(raw: &str) -> Result<NodeId, AppError> {
         .map_err(|_| AppError::new(ErrorCode::BadRequest, "node id must be a number"))
 }
 
+/// A cluster change the metadata group refused is a conflict (409); any other failure (no
+/// leader, a timeout) leaves the cluster unavailable for it (503).
+fn cluster_change_error(e: chatsdk_cluster::ClusterError) -> AppError {
+    match e {
+        chatsdk_cluster::ClusterError::Refused(chatsdk_cluster::Refusal::Failed { reason }) => {
+            AppError::new(ErrorCode::Conflict, reason)
+        }
+        other => AppError::new(ErrorCode::Unavailable, other.to_string()),
+    }
+}
+
 /// How long a join token lives unless asked otherwise, and at most.
 const JOIN_TOKEN_TTL_S: u64 = 3600;
 const JOIN_TOKEN_MAX_TTL_S: u64 = 7 * 24 * 3600;
@@ -111,12 +122,7 @@ pub async fn rotate_ca(State(state): State<GatewayState>, _a: Admin) -> ApiResul
         .cluster()
         .rotate_ca()
         .await
-        .map_err(|e| match e {
-            chatsdk_cluster::ClusterError::Refused(chatsdk_cluster::Refusal::Failed { reason }) => {
-                AppError::new(ErrorCode::Conflict, reason)
-            }
-            other => AppError::new(ErrorCode::Unavailable, other.to_string()),
-        })?;
+        .map_err(cluster_change_error)?;
     Ok(json(
         StatusCode::ACCEPTED,
         &CaRotation {
@@ -218,12 +224,10 @@ pub async fn remove(
         }
         Some(_) => {}
     }
-    cluster.remove_node(id).await.map_err(|e| match e {
-        chatsdk_cluster::ClusterError::Refused(chatsdk_cluster::Refusal::Failed { reason }) => {
-            AppError::new(ErrorCode::Conflict, reason)
-        }
-        other => AppError::new(ErrorCode::Unavailable, other.to_string()),
-    })?;
+    cluster
+        .remove_node(id)
+        .await
+        .map_err(cluster_change_error)?;
     Ok(json(
         StatusCode::ACCEPTED,
         &NodeChange {
