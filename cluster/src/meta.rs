@@ -417,7 +417,7 @@ pub fn token_transition(
         } => {
             let Some(token) = tokens.get(&secret_sha256).cloned() else {
                 return MetaReply::Refused(
-                    "join refused: unknown, spent or expired join token".into(),
+                    "join refused: unknown, spent or expired join token (a CA rotation forgets the tokens minted before it)".into(),
                 );
             };
             if token.expires_at_ms <= now_ms {

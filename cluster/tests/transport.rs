@@ -479,6 +479,7 @@ async fn join_with_wrong_fingerprint_fails() {
     .await
     .unwrap_err();
     assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains("mint a new token"), "{err}");
     let err = join_request(a.addr(), "not-a-fingerprint", b"t".to_vec(), DEADLINE)
         .await
         .unwrap_err();

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::{provider, TlsError};
 
+/// Why a join is refused when the node's CA is not the pinned one.
+pub const PIN_MISMATCH: &str = "the node's cluster CA is not the one the join token names: the CA was rotated since the token was minted (a node removal rotates it), or the address is not a node of that cluster; mint a new token";
+
 /// Accepts a server whose chain ends in the CA with the pinned SHA-256 fingerprint and whose
 /// leaf verifies against that CA as the only root (via rustls's [`WebPkiServerVerifier`]).
 #[derive(Debug)]
@@ -52,7 +55,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
         let (ca, rest) = intermediates.split_last().ok_or_else(unknown_issuer)?;
         let presented: [u8; 32] = Sha256::digest(ca.as_ref()).into();
         if presented != self.fingerprint {
-            return Err(unknown_issuer());
+            // Said in words: the usual cause is a token minted before a CA rotation.
+            return Err(rustls::Error::General(PIN_MISMATCH.into()));
         }
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
