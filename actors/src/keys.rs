@@ -382,6 +382,28 @@ pub(crate) fn session(app: &str, user: &str, sid: &str) -> Vec<u8> {
         sid.as_bytes(),
     ])
 }
+/// When a session revocation may be forgotten (ms, big-endian, so a scan meets the oldest
+/// first), naming the revocation; its value is the revocation's key ([`session`]).
+pub(crate) fn session_expiry(until_ms: u64, app: &str, user: &str, sid: &str) -> Vec<u8> {
+    key(&[
+        b"d",
+        b"sessexp",
+        &until_ms.to_be_bytes(),
+        app.as_bytes(),
+        user.as_bytes(),
+        sid.as_bytes(),
+    ])
+}
+/// Every [`session_expiry`], oldest first.
+pub(crate) fn session_expiries() -> Vec<u8> {
+    prefix(&[b"d", b"sessexp"])
+}
+/// The time of a [`session_expiry`] key.
+pub(crate) fn session_expiry_time(key: &[u8]) -> Option<u64> {
+    let at = session_expiries().len();
+    let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
 pub(crate) fn user_channels(app: &str, user: &str) -> Vec<u8> {
     prefix(&[b"d", b"umem", app.as_bytes(), user.as_bytes()])
 }

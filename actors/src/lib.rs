@@ -51,8 +51,8 @@ pub use chat::{
     chat_stream, split_stream, user_stream, workspace_stream, Caller, Chat, ChatConfig,
     IssuedInvite, MentionItem, MessagePageOut, MessageReceipts, ModerationStats, NewChannel,
     NewEmoji, NewMessage, NewPoll, NewPollOption, NewWebhook, Position, Review, RuleOutcome,
-    RuleSpec, SavedMessage, SupervisionSpec, TemplateSpec, UserPresence, WebhookPatch,
-    WorkspaceSpec, WorkspaceStats, MEDIA_DIR,
+    RuleSpec, SavedMessage, SessionSweep, SupervisionSpec, TemplateSpec, UserPresence,
+    WebhookPatch, WorkspaceSpec, WorkspaceStats, MEDIA_DIR,
 };
 pub use error::ChatError;
 

@@ -186,8 +186,10 @@ pub enum StreamOp {
     },
     /// Forgets the user's login session records that no longer matter at `now` (s, the
     /// proposer's clock), at most [`MAX_FORGOTTEN_PER_SPEND`]: the background sweep's
-    /// (`chat::session_sweep`) for users who never refresh again.
-    ForgetEndedSessions { now: u64 },
+    /// (`chat::session_sweep`) for users who never refresh again. A revoked session's record
+    /// goes too once `keep_revoked` (s) has passed since its last spent token expired: no
+    /// token of the session lives that long.
+    ForgetEndedSessions { now: u64, keep_revoked: u64 },
 }
 
 /// The result of a [`StreamCommand`]; `events` are the events it appended, in offset order
@@ -758,7 +760,8 @@ fn spend_refresh_until(
     }
     session.spent.push((jti, nonce, expires_at));
     put(kv, &key, &session)?;
-    forget_ended_sessions(kv, sk, &key, now)?;
+    // Revoked sessions stay here: the sweep, which knows how long tokens live, forgets them.
+    forget_ended_sessions(kv, sk, &key, now, u64::MAX)?;
     Ok(RefreshOutcome::Spent)
 }
 
@@ -774,6 +777,7 @@ fn forget_ended_sessions(
     sk: &StreamKeys<'_>,
     current: &[u8],
     now: u64,
+    keep_revoked: u64,
 ) -> Result<usize, StoreError> {
     let mut forgotten = 0;
     for (key, raw) in kv.scan_prefix(&sk.login_sessions_until())? {
@@ -784,7 +788,7 @@ fn forget_ended_sessions(
             continue;
         }
         let session: SpentTokensUntil = keys::decode_at(&key, &raw)?;
-        if session.ended(now) {
+        if session.ended(now, keep_revoked) {
             kv.delete(&key);
             forgotten += 1;
         }
@@ -793,13 +797,17 @@ fn forget_ended_sessions(
 }
 
 impl SpentTokensUntil {
-    /// Whether the record no longer matters at `now` (see [`forget_ended_sessions`]).
-    fn ended(&self, now: u64) -> bool {
-        !self.revoked
-            && self
-                .spent
-                .iter()
-                .all(|(_, _, until)| until.saturating_add(SPENT_KEPT_PAST_EXPIRY_S) <= now)
+    /// Whether the record no longer matters at `now` (see [`forget_ended_sessions`]); a
+    /// revoked one only `keep_revoked` (s) after its last spent token expired.
+    fn ended(&self, now: u64, keep_revoked: u64) -> bool {
+        let margin = if self.revoked {
+            keep_revoked
+        } else {
+            SPENT_KEPT_PAST_EXPIRY_S
+        };
+        self.spent
+            .iter()
+            .all(|(_, _, until)| until.saturating_add(margin) <= now)
     }
 }
 
@@ -961,8 +969,8 @@ fn apply(
                 (jti, nonce, expires_at),
                 now,
             )?),
-            StreamOp::ForgetEndedSessions { now } => {
-                forget_ended_sessions(tx.kv, &tx.sk, &[], now)?;
+            StreamOp::ForgetEndedSessions { now, keep_revoked } => {
+                forget_ended_sessions(tx.kv, &tx.sk, &[], now, keep_revoked)?;
                 StreamReply::Done
             }
             StreamOp::SetFlags {
@@ -1135,14 +1143,19 @@ impl<R: KvRead> StreamReader<R> {
 
     /// How many of a user stream's login session records no longer matter at `now` (s): what
     /// [`StreamOp::ForgetEndedSessions`] would forget.
-    pub fn ended_sessions(&self, stream: &str, now: u64) -> Result<usize, StoreError> {
+    pub fn ended_sessions(
+        &self,
+        stream: &str,
+        now: u64,
+        keep_revoked: u64,
+    ) -> Result<usize, StoreError> {
         let mut ended = 0;
         for (key, raw) in self
             .reader
             .scan_prefix(&StreamKeys(stream).login_sessions_until())?
         {
             let session: SpentTokensUntil = keys::decode_at(&key, &raw)?;
-            if session.ended(now) {
+            if session.ended(now, keep_revoked) {
                 ended += 1;
             }
         }

@@ -487,29 +487,35 @@ fn ended_login_sessions_are_forgotten() {
     assert!(exists(&kv, "live"));
     // Day 10 and no refresh since: the background sweep finds the live session ended (its
     // spends expired on day 4) and its command forgets it, the revoked one staying.
+    const KEEP: u64 = 30 * 86_400;
     let reader = StreamReader { reader: kv.clone() };
-    assert_eq!(reader.ended_sessions("user:app:u1", 3 * 86_400).unwrap(), 0);
-    assert_eq!(
-        reader.ended_sessions("user:app:u1", 10 * 86_400).unwrap(),
-        1
-    );
-    let sweep = codec::encode(&StreamCommand {
-        stream: "user:app:u1".into(),
-        retain: 100,
-        op: StreamOp::ForgetEndedSessions { now: 10 * 86_400 },
-    })
-    .unwrap();
+    let ended = |reader: &StreamReader<Mem>, now| reader.ended_sessions("user:app:u1", now, KEEP);
+    assert_eq!(ended(&reader, 3 * 86_400).unwrap(), 0);
+    assert_eq!(ended(&reader, 10 * 86_400).unwrap(), 1);
+    let sweep = |now| {
+        codec::encode(&StreamCommand {
+            stream: "user:app:u1".into(),
+            retain: 100,
+            op: StreamOp::ForgetEndedSessions {
+                now,
+                keep_revoked: KEEP,
+            },
+        })
+        .unwrap()
+    };
     assert!(matches!(
-        apply_encoded(&ctx(7), &mut kv, &sweep).unwrap(),
+        apply_encoded(&ctx(7), &mut kv, &sweep(10 * 86_400)).unwrap(),
         StreamReply::Done
     ));
     assert!(!exists(&kv, "live"));
     assert!(exists(&kv, "revoked"));
     let reader = StreamReader { reader: kv.clone() };
-    assert_eq!(
-        reader.ended_sessions("user:app:u1", 10 * 86_400).unwrap(),
-        0
-    );
+    assert_eq!(ended(&reader, 10 * 86_400).unwrap(), 0);
+    // The revoked session goes once no token of it can live any more (its spent token
+    // expired on day 1, tokens live at most KEEP).
+    assert_eq!(ended(&reader, 31 * 86_400 - 1).unwrap(), 0);
+    apply_encoded(&ctx(8), &mut kv, &sweep(31 * 86_400)).unwrap();
+    assert!(!exists(&kv, "revoked"));
 }
 
 /// The thread index lists a parent's replies without the rest of the channel, and a purged

@@ -4674,17 +4674,59 @@ async fn ended_login_sessions_are_swept_without_another_refresh() {
         .call("POST", "/api/auth/refresh", Cred::Bearer(&refresh), None)
         .await;
     assert_eq!(rr.status, 200, "{rr:?}");
+    // Another user's session is revoked: its spent token replayed.
+    let r = rest
+        .call(
+            "POST",
+            "/tokens",
+            Cred::Key(&key),
+            Some(json!({"userId": "s2"})),
+        )
+        .await;
+    let stolen = r.body["refreshToken"].as_str().unwrap().to_string();
+    let first = rest
+        .call("POST", "/api/auth/refresh", Cred::Bearer(&stolen), None)
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let replay = rest
+        .call("POST", "/api/auth/refresh", Cred::Bearer(&stolen), None)
+        .await;
+    assert_eq!(replay.status, 401, "{replay:?}");
     // The spend is remembered while the token lives, and for a margin after (token checks
     // allow some leeway and clock skew): nothing to forget yet.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert_eq!(node.chat.sweep_sessions().await.unwrap(), 0);
-    assert_eq!(node.chat.sweep_sessions_at(now + 60).await.unwrap(), 0);
-    // Past the margin, a pass forgets the session (one user stream written); the next finds
-    // nothing more.
-    assert_eq!(node.chat.sweep_sessions_at(now + 600).await.unwrap(), 1);
-    assert_eq!(node.chat.sweep_sessions_at(now + 600).await.unwrap(), 0);
+    let swept = |streams, revocation_forgets| chatsdk_actors::SessionSweep {
+        streams,
+        revocation_forgets,
+    };
+    assert_eq!(node.chat.sweep_sessions().await.unwrap(), swept(0, 0));
+    assert_eq!(
+        node.chat.sweep_sessions_at(now + 60).await.unwrap(),
+        swept(0, 0)
+    );
+    // Past the margin, a pass forgets s1's session (one user stream written); the revoked
+    // one stays, here and in group 0; the next pass finds nothing more.
+    assert_eq!(
+        node.chat.sweep_sessions_at(now + 600).await.unwrap(),
+        swept(1, 0)
+    );
+    assert_eq!(
+        node.chat.sweep_sessions_at(now + 600).await.unwrap(),
+        swept(0, 0)
+    );
+    // Once no token of the revoked session can live (the refresh lifetime, at least 31 days
+    // by default), both its records go.
+    let month = now + 32 * 86_400;
+    assert_eq!(
+        node.chat.sweep_sessions_at(month).await.unwrap(),
+        swept(1, 1)
+    );
+    assert_eq!(
+        node.chat.sweep_sessions_at(month).await.unwrap(),
+        swept(0, 0)
+    );
     node.stop().await;
 }

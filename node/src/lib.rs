@@ -236,6 +236,10 @@ pub async fn start_with(c: &Config, cluster: ClusterConfig) -> Result<Node, Star
         previews: c.previews.preview_config(),
         retention_every: Duration::from_secs(c.lifecycle.retention_interval_s),
         session_sweep_every: Duration::from_secs(c.lifecycle.session_sweep_interval_s),
+        // Longer than any token of a revoked session can live, clocks a little apart included.
+        revocations_kept: Duration::from_secs(
+            c.auth.refresh_ttl_s.saturating_add(86_400).max(31 * 86_400),
+        ),
         media_sweep_every: Duration::from_secs(c.media.sweep_interval_s),
         media_limits: chatsdk_actors::media::sniff::MediaLimits {
             image: c.media.max_image_bytes,

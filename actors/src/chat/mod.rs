@@ -74,6 +74,7 @@ pub use previews::PreviewConfig;
 pub use receipts::{MessageReceipts, MAX_RECEIPT_QUERY};
 pub use retention::PURGE_PER_PASS;
 pub use search::{SearchPage, SearchQuery, MAX_QUERY_BYTES, MAX_SEARCH_DEPTH};
+pub use session_sweep::SessionSweep;
 pub use supervision::{Activity, SupervisionSpec, SUPERVISION_KINDS};
 pub use templates::{built_in_templates, TemplateSpec};
 pub use uploads::{Arrived, PutHeaders, Served, IMAGE_SLOTS, PRESIGN_TTL_MS};
@@ -150,6 +151,9 @@ pub struct ChatConfig {
     pub media_sweep_every: Duration,
     /// How often ended login sessions are forgotten (see `chat::session_sweep`).
     pub session_sweep_every: Duration,
+    /// How long a revoked login session is remembered: longer than any token of it can live
+    /// (at least the refresh token lifetime), so that none passes once it is forgotten.
+    pub revocations_kept: Duration,
     /// Largest uploads by kind.
     pub media_limits: crate::media::sniff::MediaLimits,
     /// How long a presigned upload may take to arrive and be confirmed.
@@ -179,6 +183,7 @@ impl Default for ChatConfig {
             retention_every: Duration::from_secs(60),
             media_sweep_every: Duration::from_secs(600),
             session_sweep_every: Duration::from_secs(3600),
+            revocations_kept: Duration::from_secs(31 * 86_400),
             media_limits: Default::default(),
             presign_ttl: Duration::from_millis(PRESIGN_TTL_MS),
             search_every: Duration::from_millis(250),
@@ -298,6 +303,7 @@ struct Inner {
     image_slots: tokio::sync::Semaphore,
     media_limits: crate::media::sniff::MediaLimits,
     presign_ttl: Duration,
+    revocations_kept: Duration,
     search: Arc<crate::search::SearchIndex>,
     stats: crate::stats::ChatStats,
 }
@@ -401,6 +407,7 @@ impl Chat {
                 image_slots: tokio::sync::Semaphore::new(IMAGE_SLOTS),
                 media_limits: config.media_limits,
                 presign_ttl: config.presign_ttl,
+                revocations_kept: config.revocations_kept,
                 search: search.clone(),
                 stats: crate::stats::ChatStats::default(),
             }),

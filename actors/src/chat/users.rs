@@ -393,10 +393,12 @@ impl Chat {
         }
         // A replay revokes the session everywhere: recorded in group 0, which every node's
         // token checks read. Proposed again on every refused spend until it lands.
-        let revoke = DirCommand::RevokeSession {
+        let kept = u64::try_from(self.inner.revocations_kept.as_millis()).unwrap_or(u64::MAX);
+        let revoke = DirCommand::RevokeSessionUntil {
             app_id: app.to_string(),
             user_id: user.to_string(),
             sid: sid.to_string(),
+            until_ms: crate::time::now_ms().saturating_add(kept),
         };
         if let Err(e) = self.dir(revoke.clone()).await {
             // The shard already refuses this session's refreshes; its access tokens stay

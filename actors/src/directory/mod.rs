@@ -138,6 +138,19 @@ pub enum DirCommand {
     Notify(notify::NotifyCommand),
     /// A data lifecycle change (see [`lifecycle::LifeCommand`]).
     Lifecycle(lifecycle::LifeCommand),
+    /// [`DirCommand::RevokeSession`], remembered until `until_ms` (when every token of the
+    /// session has expired); [`DirCommand::ForgetRevocations`] forgets it after.
+    RevokeSessionUntil {
+        app_id: String,
+        user_id: String,
+        sid: String,
+        until_ms: u64,
+    },
+    /// Forgets the session revocations whose time has come by `now_ms` (the proposer's clock),
+    /// at most [`FORGET_REVOCATIONS_MAX`].
+    ForgetRevocations {
+        now_ms: u64,
+    },
     /// Puts a new token-signing secret first; the one it replaces is accepted for `grace_ms`
     /// more (see [`token_keys`]). `now_ms`: the proposer's clock.
     RotateTokenSecret {
@@ -223,6 +236,9 @@ pub enum DirReply {
     /// The token-signing keys after a rotation.
     TokenKeys(token_keys::TokenKeys),
 }
+
+/// Session revocations one [`DirCommand::ForgetRevocations`] forgets at most.
+pub const FORGET_REVOCATIONS_MAX: usize = 256;
 
 /// A login session's standing in the directory: only whether a replay revoked it (what is
 /// read on every request). Its spent refresh tokens live in the user's data shard.
@@ -422,6 +438,41 @@ fn transition(kv: &mut impl Kv, command: DirCommand) -> Result<DirReply, StoreEr
         } => {
             let key = keys::session(&app_id, &user_id, &sid);
             put(kv, &key, &LoginSession { revoked: true })?;
+            DirReply::Done
+        }
+        DirCommand::RevokeSessionUntil {
+            app_id,
+            user_id,
+            sid,
+            until_ms,
+        } => {
+            let key = keys::session(&app_id, &user_id, &sid);
+            put(kv, &key, &LoginSession { revoked: true })?;
+            kv.put(
+                &keys::session_expiry(until_ms, &app_id, &user_id, &sid),
+                &key,
+            );
+            DirReply::Done
+        }
+        DirCommand::ForgetRevocations { now_ms } => {
+            let entries = kv.scan_prefix(&keys::session_expiries())?;
+            // A session revoked twice (a retried revocation) stays revoked until its last
+            // entry is due.
+            let mut last: std::collections::HashMap<&[u8], u64> = Default::default();
+            for (index, session) in &entries {
+                let at = keys::session_expiry_time(index).unwrap_or(u64::MAX);
+                let e = last.entry(session.as_slice()).or_insert(at);
+                *e = (*e).max(at);
+            }
+            for (index, session) in entries.iter().take(FORGET_REVOCATIONS_MAX) {
+                if keys::session_expiry_time(index).is_none_or(|at| at > now_ms) {
+                    break;
+                }
+                if last.get(session.as_slice()).is_some_and(|at| *at <= now_ms) {
+                    kv.delete(session);
+                }
+                kv.delete(index);
+            }
             DirReply::Done
         }
         DirCommand::RevokeTokens {
@@ -787,6 +838,40 @@ mod tests {
             name: name.map(str::to_string),
             ..UserPatch::default()
         }
+    }
+
+    /// A revocation is remembered until its time, and until the last of its entries when the
+    /// session was revoked twice; the index entries go with it.
+    #[test]
+    fn revocations_are_forgotten_when_due() {
+        let mut kv = BTreeMap::new();
+        let revoke = |sid: &str, until_ms| DirCommand::RevokeSessionUntil {
+            app_id: "a".into(),
+            user_id: "u".into(),
+            sid: sid.into(),
+            until_ms,
+        };
+        let revoked = |kv: &BTreeMap<Vec<u8>, Vec<u8>>, sid: &str| {
+            get::<LoginSession>(kv, &keys::session("a", "u", sid))
+                .unwrap()
+                .is_some_and(|s| s.revoked)
+        };
+        transition(&mut kv, revoke("s1", 1_000)).unwrap();
+        transition(&mut kv, revoke("s2", 2_000)).unwrap();
+        // s2's revocation retried: remembered until the later time.
+        transition(&mut kv, revoke("s2", 5_000)).unwrap();
+        let forget = |now_ms| DirCommand::ForgetRevocations { now_ms };
+        transition(&mut kv, forget(999)).unwrap();
+        assert!(revoked(&kv, "s1") && revoked(&kv, "s2"));
+        transition(&mut kv, forget(2_000)).unwrap();
+        assert!(!revoked(&kv, "s1"), "due");
+        assert!(revoked(&kv, "s2"), "revoked again later");
+        transition(&mut kv, forget(5_000)).unwrap();
+        assert!(!revoked(&kv, "s2"));
+        assert!(kv
+            .scan_prefix(&keys::session_expiries())
+            .unwrap()
+            .is_empty());
     }
 
     /// A bulk upsert is one command: each user is created, updated or left as it was, in order,

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{provider, TlsError};
 
 /// Why a join is refused when the node's CA is not the pinned one.
-pub const PIN_MISMATCH: &str = "the node's cluster CA is not the one the join token names: the CA was rotated since the token was minted (a node removal rotates it), or the address is not a node of that cluster; mint a new token";
+const PIN_MISMATCH: &str = "the node's cluster CA is not the one the join token names: the CA was rotated since the token was minted (a node removal rotates it), or the address is not a node of that cluster; mint a new token";
 
 /// Accepts a server whose chain ends in the CA with the pinned SHA-256 fingerprint and whose
 /// leaf verifies against that CA as the only root (via rustls's [`WebPkiServerVerifier`]).
