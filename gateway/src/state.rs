@@ -156,7 +156,9 @@ impl GatewayState {
     pub fn refresh_token_keys(&self) {
         match self.chat.token_keys() {
             Ok(keys) if !keys.keys.is_empty() => {
-                self.tokens.set_keys(&keys);
+                // Each a no-op unless the ring changed. The media signer is asked on its own:
+                // the token checks may have read a rotation first (a token naming a new key).
+                let _changed = self.tokens.set_keys(&keys);
                 self.media_signer.set_keys(&keys);
             }
             Ok(_) => {}

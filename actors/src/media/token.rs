@@ -78,7 +78,8 @@ impl MediaSigner {
         }
     }
 
-    /// Follows the token secret's ring after a rotation (the current secret first).
+    /// Follows the token secret's ring after a rotation (the current secret first); a no-op
+    /// when it has not changed.
     pub fn set_keys(&self, ring: &crate::directory::token_keys::TokenKeys) {
         let keys: Vec<Key> = ring
             .keys
@@ -88,7 +89,7 @@ impl MediaSigner {
                 retire_at_ms: k.retire_at_ms,
             })
             .collect();
-        if keys.is_empty() {
+        if keys.is_empty() || *self.keys() == keys {
             return;
         }
         *self
@@ -97,16 +98,14 @@ impl MediaSigner {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
-    fn keys(&self) -> Vec<Key> {
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Vec<Key>> {
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     fn mac(&self, payload: &str) -> Vec<u8> {
-        let keys = self.keys();
-        let key = keys.first().map_or([0; 32], |k| k.key);
+        let key = self.keys().first().map_or([0; 32], |k| k.key);
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&key).expect("HMAC accepts 32-byte keys");
         mac.update(payload.as_bytes());
         mac.finalize().into_bytes().to_vec()

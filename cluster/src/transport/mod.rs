@@ -296,10 +296,13 @@ impl Transport {
             .client_config
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
-        let before = self.inner.shared.trust.send_replace(check);
-        if before.roots() != self.inner.shared.trust.borrow().roots() {
-            let now = self.inner.shared.trust.borrow().roots().to_vec();
-            if before.roots().iter().any(|fp| !now.contains(fp)) {
+        // Open connections are looked at again only when the trusted CAs changed (a renewal
+        // alone changes nothing for them).
+        let before = self.inner.shared.trust.borrow().roots().to_vec();
+        if before != check.roots() {
+            let dropped = before.iter().any(|fp| !check.roots().contains(fp));
+            self.inner.shared.trust.send_replace(check);
+            if dropped {
                 self.inner.peers.clear_connections();
             }
         }

@@ -226,10 +226,10 @@ impl Tokens {
     }
 
     /// Follows the ring after a rotation (a no-op when it has not changed); tokens remembered
-    /// as verified are checked afresh.
-    pub fn set_keys(&self, keys: &TokenKeys) {
+    /// as verified are checked afresh. Whether it changed.
+    pub fn set_keys(&self, keys: &TokenKeys) -> bool {
         if self.ring().source == *keys {
-            return;
+            return false;
         }
         *self
             .ring
@@ -238,6 +238,7 @@ impl Tokens {
         if let Some(mut verified) = self.verified.of(Signer::Api) {
             verified.clear();
         }
+        true
     }
 
     /// Sets how the ring is read again when a token names an unknown key (once).
@@ -253,7 +254,7 @@ impl Tokens {
         }
         match self.reload.get().and_then(|reload| reload()) {
             Some(keys) => {
-                self.set_keys(&keys);
+                let _changed = self.set_keys(&keys);
                 self.ring()
             }
             None => ring,
